@@ -1,0 +1,540 @@
+//! A network as a list of nodes in topological order, and the passes over it.
+//!
+//! ```text
+//! forward      x ─► values, caches ─► logits ─► loss
+//! backward     dL/dlogits ─► (reverse order) ─► dL/dθ
+//! HVP          forward; R-forward (R{value} of every node for direction v);
+//!              reverse pass carrying (g, R{g}) ─► R{dL/dθ} = H·v
+//! ```
+//! The HVP is exact (Pearlmutter 1994): no finite differences. Each op owns its four
+//! passes (see [`super::ops`]); this file only routes values between nodes. A node's
+//! parameters are tensors of the model's [`Layout`], read from a flat θ, so a perturbed
+//! model is just another vector.
+
+use std::sync::Arc;
+
+use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, ArrayViewMut1, IxDyn};
+
+pub use super::ops::batchnorm::Mode;
+pub use super::ops::loss::Loss;
+use super::error::EngineError;
+use super::ops::batchnorm::{BnCache, BnRCache};
+use super::ops::conv2d::ConvCache;
+use super::ops::flatten::swap_batch_channel;
+use super::ops::max_pool::MaxPoolCache;
+use super::ops::*;
+use super::params::Layout;
+use super::Scalar;
+
+/// What a node computes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The input batch, given in PyTorch layout `[N, C, H, W]` or `[N, F]`.
+    Input,
+    /// params: [weight, bias?]
+    Conv2d(Conv2d),
+    /// params: [weight, bias?]
+    Linear(Linear),
+    /// params: [γ, β, running_mean, running_var]
+    BatchNorm(BatchNorm),
+    Relu,
+    /// Residual sum of two inputs.
+    Add,
+    GlobalAvgPool,
+    AvgPool(Pool2d),
+    MaxPool(Pool2d),
+    Flatten,
+}
+
+impl Op {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Conv2d(_) => "conv2d",
+            Op::Linear(_) => "linear",
+            Op::BatchNorm(_) => "batchnorm",
+            Op::Relu => "relu",
+            Op::Add => "add",
+            Op::GlobalAvgPool => "global-avg-pool",
+            Op::AvgPool(_) => "avg-pool",
+            Op::MaxPool(_) => "max-pool",
+            Op::Flatten => "flatten",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Module path, e.g. `layer1.0.conv1` (empty for pure functions such as relu).
+    pub name: String,
+    pub op: Op,
+    /// Indices of the nodes whose outputs this node reads.
+    pub inputs: Vec<usize>,
+    /// Indices of this node's tensors in the [`Layout`].
+    pub params: Vec<usize>,
+}
+
+/// A network: nodes in topological order (node 0 is the input, the last node the logits),
+/// the layout of its parameters and the loss on its logits.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub layout: Arc<Layout>,
+    pub loss: Loss,
+    /// Per-sample input shape in PyTorch order, e.g. `[1, 8, 8]` or `[40]`.
+    pub input_shape: Vec<usize>,
+    pub num_classes: usize,
+}
+
+enum Cache<T> {
+    None,
+    Conv(ConvCache<T>),
+    Bn(BnCache<T>),
+    Max(MaxPoolCache),
+}
+
+/// Everything the reverse passes need from the forward pass.
+struct Tape<T> {
+    values: Vec<ArrayD<T>>,
+    caches: Vec<Cache<T>>,
+}
+
+enum RCache<T> {
+    None,
+    Conv(Option<ndarray::Array2<T>>),
+    Bn(BnRCache<T>),
+}
+
+impl Graph {
+    /// Adds a node and returns its index.
+    pub fn push(&mut self, name: impl Into<String>, op: Op, inputs: &[usize], params: &[usize]) -> usize {
+        self.nodes.push(Node { name: name.into(), op, inputs: inputs.to_vec(), params: params.to_vec() });
+        self.nodes.len() - 1
+    }
+
+    fn param<'a, T: Scalar>(&self, theta: &'a ArrayView1<'a, T>, index: usize) -> ArrayViewD<'a, T> {
+        let spec = self.layout.tensor(index);
+        theta
+            .slice(ndarray::s![spec.range()])
+            .into_shape_with_order(IxDyn(&spec.shape))
+            .expect("θ is contiguous")
+    }
+
+    fn params<'a, T: Scalar>(&self, theta: &'a ArrayView1<'a, T>, node: &Node) -> Vec<ArrayViewD<'a, T>> {
+        node.params.iter().map(|&i| self.param(theta, i)).collect()
+    }
+
+    /// Shape of every node's output (internal layout) for a batch of `n` samples, checking
+    /// that each op can take its input.
+    pub fn infer_shapes(&self, sample_shape: &[usize], n: usize) -> Result<Vec<Vec<usize>>, EngineError> {
+        if sample_shape != self.input_shape.as_slice() {
+            return Err(EngineError::InputShape {
+                expected: self.input_shape.clone(),
+                got: sample_shape.to_vec(),
+                hint: String::new(),
+            });
+        }
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let ins: Vec<&Vec<usize>> = node.inputs.iter().map(|&i| &shapes[i]).collect();
+            let bad = |why: String| EngineError::OpShape {
+                node: node.name.clone(),
+                op: node.op.kind().into(),
+                shape: ins.first().map(|s| s.to_vec()).unwrap_or_default(),
+                why,
+            };
+            let s = match &node.op {
+                Op::Input => {
+                    let mut s = vec![n];
+                    s.extend_from_slice(sample_shape);
+                    if s.len() == 4 {
+                        s.swap(0, 1);
+                    }
+                    s
+                }
+                Op::Conv2d(c) => {
+                    let x = ins[0];
+                    if x.len() != 4 || x[0] != c.in_channels {
+                        return Err(bad(format!("expected [{}, N, H, W]", c.in_channels)));
+                    }
+                    let (ho, wo) = c.out_hw(x[2], x[3]).ok_or_else(|| bad("kernel larger than the padded image".into()))?;
+                    vec![c.out_channels, x[1], ho, wo]
+                }
+                Op::Linear(l) => {
+                    let x = ins[0];
+                    if x.len() != 2 || x[1] != l.in_features {
+                        return Err(bad(format!("expected [N, {}]", l.in_features)));
+                    }
+                    vec![x[0], l.out_features]
+                }
+                Op::BatchNorm(b) => {
+                    let x = ins[0];
+                    let c = if x.len() == 2 { x[1] } else { x[0] };
+                    if c != b.channels {
+                        return Err(bad(format!("expected {} channels", b.channels)));
+                    }
+                    x.clone()
+                }
+                Op::Relu => ins[0].clone(),
+                Op::Add => {
+                    if ins[0] != ins[1] {
+                        return Err(bad(format!("the two summands differ: {:?} vs {:?}", ins[0], ins[1])));
+                    }
+                    ins[0].clone()
+                }
+                Op::GlobalAvgPool => {
+                    let x = ins[0];
+                    if x.len() != 4 {
+                        return Err(bad("expected a 4-D input".into()));
+                    }
+                    vec![x[1], x[0]]
+                }
+                Op::AvgPool(p) | Op::MaxPool(p) => {
+                    let x = ins[0];
+                    if x.len() != 4 {
+                        return Err(bad("expected a 4-D input".into()));
+                    }
+                    let (ho, wo) = p.out_hw(x[2], x[3]).ok_or_else(|| bad("window larger than the padded image".into()))?;
+                    vec![x[0], x[1], ho, wo]
+                }
+                Op::Flatten => {
+                    let x = ins[0];
+                    if x.len() == 2 {
+                        x.clone()
+                    } else {
+                        vec![x[1], x[0] * x[2..].iter().product::<usize>()]
+                    }
+                }
+            };
+            shapes.push(s);
+        }
+        let out = shapes.last().cloned().unwrap_or_default();
+        if out.len() != 2 || out[1] != self.num_classes {
+            return Err(EngineError::OpShape {
+                node: "output".into(),
+                op: "logits".into(),
+                shape: out,
+                why: format!("expected [N, {}]", self.num_classes),
+            });
+        }
+        Ok(shapes)
+    }
+
+    /// Index of the last node reading each node's output (itself when unread).
+    fn last_use(&self) -> Vec<usize> {
+        let mut last: Vec<usize> = (0..self.nodes.len()).collect();
+        for (j, node) in self.nodes.iter().enumerate() {
+            for &i in &node.inputs {
+                last[i] = last[i].max(j);
+            }
+        }
+        last
+    }
+
+    /// Runs the forward pass. With `keep`, every value and cache is kept for the reverse
+    /// passes; without, each value is dropped after its last reader (inference).
+    fn run_forward<T: Scalar>(&self, theta: &ArrayView1<T>, x: &ArrayD<T>, mode: Mode, keep: bool) -> Tape<T> {
+        let n = self.nodes.len();
+        let last = self.last_use();
+        let mut values: Vec<ArrayD<T>> = Vec::with_capacity(n);
+        let mut caches: Vec<Cache<T>> = Vec::with_capacity(n);
+        for (j, node) in self.nodes.iter().enumerate() {
+            let p = self.params(theta, node);
+            let input = |k: usize| &values[node.inputs[k]];
+            let (y, cache) = match &node.op {
+                Op::Input => (swap_batch_channel(x), Cache::None),
+                Op::Conv2d(c) => {
+                    let (y, cc) = c.forward(input(0), &p[0], p.get(1));
+                    (y, if keep { Cache::Conv(cc) } else { Cache::None })
+                }
+                Op::Linear(l) => (l.forward(input(0), &p[0], p.get(1)), Cache::None),
+                Op::BatchNorm(b) => {
+                    let (y, bc) = b.forward(input(0), &p, mode);
+                    (y, if keep { Cache::Bn(bc) } else { Cache::None })
+                }
+                Op::Relu => (Relu::forward(input(0)), Cache::None),
+                Op::Add => (Add::forward(input(0), input(1)), Cache::None),
+                Op::GlobalAvgPool => (GlobalAvgPool::forward(input(0)), Cache::None),
+                Op::AvgPool(cfg) => (AvgPool::forward(cfg, input(0)), Cache::None),
+                Op::MaxPool(cfg) => {
+                    let (y, mc) = MaxPool::forward(cfg, input(0));
+                    (y, Cache::Max(mc))
+                }
+                Op::Flatten => (Flatten::forward(input(0)), Cache::None),
+            };
+            values.push(y);
+            caches.push(cache);
+            if !keep {
+                for &i in &node.inputs {
+                    if last[i] == j {
+                        values[i] = ArrayD::zeros(IxDyn(&[0]));
+                    }
+                }
+            }
+        }
+        Tape { values, caches }
+    }
+
+    /// Logits `[N, K]` for a batch in PyTorch layout.
+    pub fn logits<T: Scalar>(&self, theta: ArrayView1<T>, x: &ArrayD<T>, mode: Mode) -> ArrayD<T> {
+        let mut tape = self.run_forward(&theta, x, mode, false);
+        tape.values.pop().expect("graph has nodes")
+    }
+
+    /// Σₙ loss and the number of correct predictions over one batch.
+    pub fn loss_batch<T: Scalar>(&self, theta: ArrayView1<T>, x: &ArrayD<T>, y: &[usize], mode: Mode) -> LossValue {
+        let z = self.logits(theta, x, mode);
+        self.loss.forward(&z, y).0
+    }
+
+    /// Σₙ loss over one batch; adds d(Σₙ ℓₙ)/dθ into `grad` (running statistics get 0).
+    pub fn grad_batch<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        x: &ArrayD<T>,
+        y: &[usize],
+        mode: Mode,
+        grad: ArrayViewMut1<T>,
+    ) -> LossValue {
+        let tape = self.run_forward(&theta, x, mode, true);
+        let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
+        let gz = self.loss.backward(&lc, y);
+        drop(lc);
+        self.reverse(&theta, None, &tape, None, gz, None, Some(grad), None);
+        value
+    }
+
+    /// Σₙ loss over one batch; adds H·v (Hessian of Σₙ ℓₙ) into `hv` and, when given, the
+    /// gradient into `grad`. Direction components on running statistics are ignored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn hvp_batch<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        v: ArrayView1<T>,
+        x: &ArrayD<T>,
+        y: &[usize],
+        mode: Mode,
+        hv: ArrayViewMut1<T>,
+        grad: Option<ArrayViewMut1<T>>,
+    ) -> LossValue {
+        let tape = self.run_forward(&theta, x, mode, true);
+        let (rvals, rcaches) = self.r_forward(&theta, &v, &tape);
+        let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
+        let gz = self.loss.backward(&lc, y);
+        let rz = rvals.last().unwrap().as_ref().expect("logits depend on θ");
+        let rgz = self.loss.r_backward(&lc, y, rz);
+        drop(lc);
+        self.reverse(&theta, Some(&v), &tape, Some((&rvals, &rcaches)), gz, Some(rgz), grad, Some(hv));
+        value
+    }
+
+    /// R-forward: R{value} of every node along v (`None` = identically zero).
+    #[allow(clippy::type_complexity)]
+    fn r_forward<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        v: &ArrayView1<T>,
+        tape: &Tape<T>,
+    ) -> (Vec<Option<ArrayD<T>>>, Vec<RCache<T>>) {
+        let mut rv: Vec<Option<ArrayD<T>>> = Vec::with_capacity(self.nodes.len());
+        let mut rc: Vec<RCache<T>> = Vec::with_capacity(self.nodes.len());
+        for (j, node) in self.nodes.iter().enumerate() {
+            let p = self.params(theta, node);
+            let vp = self.params(v, node);
+            let rin = |k: usize| rv[node.inputs[k]].as_ref();
+            let xin = |k: usize| &tape.values[node.inputs[k]];
+            let (r, cache) = match (&node.op, &tape.caches[j]) {
+                (Op::Input, _) => (None, RCache::None),
+                (Op::Conv2d(c), Cache::Conv(cc)) => {
+                    let (r, rcols) = c.r_forward(cc, &p[0], &vp[0], vp.get(1), rin(0));
+                    (Some(r), RCache::Conv(rcols))
+                }
+                (Op::Linear(l), _) => (Some(l.r_forward(xin(0), &p[0], &vp[0], vp.get(1), rin(0))), RCache::None),
+                (Op::BatchNorm(b), Cache::Bn(bc)) => {
+                    let (r, brc) = b.r_forward(bc, &p, &vp, rin(0));
+                    (Some(r), RCache::Bn(brc))
+                }
+                (Op::Relu, _) => (rin(0).map(|r| Relu::r_forward(&tape.values[j], r)), RCache::None),
+                (Op::Add, _) => (Add::r_forward(rin(0), rin(1)), RCache::None),
+                (Op::GlobalAvgPool, _) => (rin(0).map(GlobalAvgPool::r_forward), RCache::None),
+                (Op::AvgPool(cfg), _) => (rin(0).map(|r| AvgPool::r_forward(cfg, r)), RCache::None),
+                (Op::MaxPool(_), Cache::Max(mc)) => {
+                    (rin(0).map(|r| MaxPool::r_forward(mc, r, tape.values[j].shape())), RCache::None)
+                }
+                (Op::Flatten, _) => (rin(0).map(Flatten::r_forward), RCache::None),
+                (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
+            };
+            rv.push(r);
+            rc.push(cache);
+        }
+        (rv, rc)
+    }
+
+    /// The reverse pass: propagates g = dL/d(value) and, for an HVP, R{g} too; adds
+    /// parameter gradients into `grad` and R{dL/dθ} into `hv` where given.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn reverse<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        v: Option<&ArrayView1<T>>,
+        tape: &Tape<T>,
+        r: Option<(&Vec<Option<ArrayD<T>>>, &Vec<RCache<T>>)>,
+        gz: ArrayD<T>,
+        rgz: Option<ArrayD<T>>,
+        mut grad: Option<ArrayViewMut1<T>>,
+        mut hv: Option<ArrayViewMut1<T>>,
+    ) {
+        let n = self.nodes.len();
+        let mut g: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
+        let mut rg: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
+        g[n - 1] = Some(gz);
+        rg[n - 1] = rgz;
+        let hvp = r.is_some();
+        let zero_r = |i: usize| -> ArrayD<T> { ArrayD::zeros(tape.values[i].raw_dim()) };
+
+        fn acc<T: Scalar>(slot: &mut Option<ArrayD<T>>, add: ArrayD<T>) {
+            match slot {
+                Some(s) => *s += &add,
+                None => *slot = Some(add),
+            }
+        }
+        let put = |out: &mut Option<ArrayViewMut1<T>>, index: usize, t: &ArrayD<T>| {
+            if let Some(out) = out.as_mut() {
+                let spec = self.layout.tensor(index);
+                let mut dst = out.slice_mut(ndarray::s![spec.range()]);
+                dst.zip_mut_with(&t.view().into_shape_with_order(spec.len()).unwrap(), |a, &b| *a = *a + b);
+            }
+        };
+
+        for j in (1..n).rev() {
+            let node = &self.nodes[j];
+            let Some(gy) = g[j].take() else { continue };
+            let rgy = if hvp { Some(rg[j].take().unwrap_or_else(|| zero_r(j))) } else { None };
+            let p = self.params(theta, node);
+            let vp = v.map(|v| self.params(v, node));
+            let need_dx = |k: usize| node.inputs[k] != 0;
+            let xin = |k: usize| &tape.values[node.inputs[k]];
+            let rin = |k: usize| r.and_then(|(rv, _)| rv[node.inputs[k]].as_ref());
+            // (input slot, gradient, R{gradient})
+            let mut outs: Vec<(usize, ArrayD<T>, Option<ArrayD<T>>)> = Vec::new();
+            match (&node.op, &tape.caches[j]) {
+                (Op::Conv2d(c), Cache::Conv(cc)) => {
+                    let want_dw = grad.is_some();
+                    if want_dw || need_dx(0) {
+                        let (dx, dw, db) = c.backward(cc, &p[0], &gy, need_dx(0));
+                        if want_dw {
+                            put(&mut grad, node.params[0], &dw);
+                            if let Some(db) = db {
+                                put(&mut grad, node.params[1], &db);
+                            }
+                        }
+                        if let Some(dx) = dx {
+                            outs.push((0, dx, None));
+                        }
+                    }
+                    if let (Some(rgy), Some(vp), Some((_, rcs))) = (&rgy, &vp, r) {
+                        let RCache::Conv(rcols) = &rcs[j] else { unreachable!() };
+                        let (rdx, rdw, rdb) = c.r_backward(cc, rcols.as_ref(), &p[0], &vp[0], &gy, rgy, need_dx(0));
+                        put(&mut hv, node.params[0], &rdw);
+                        if let Some(rdb) = rdb {
+                            put(&mut hv, node.params[1], &rdb);
+                        }
+                        if let (Some(rdx), Some(o)) = (rdx, outs.first_mut()) {
+                            o.2 = Some(rdx);
+                        }
+                    }
+                }
+                (Op::Linear(l), _) => {
+                    let (dx, dw, db) = l.backward(xin(0), &p[0], &gy, need_dx(0));
+                    put(&mut grad, node.params[0], &dw);
+                    if let Some(db) = db {
+                        put(&mut grad, node.params[1], &db);
+                    }
+                    let mut rdx = None;
+                    if let (Some(rgy), Some(vp)) = (&rgy, &vp) {
+                        let (rd, rdw, rdb) = l.r_backward(xin(0), rin(0), &p[0], &vp[0], &gy, rgy, need_dx(0));
+                        put(&mut hv, node.params[0], &rdw);
+                        if let Some(rdb) = rdb {
+                            put(&mut hv, node.params[1], &rdb);
+                        }
+                        rdx = rd;
+                    }
+                    if let Some(dx) = dx {
+                        outs.push((0, dx, rdx));
+                    }
+                }
+                (Op::BatchNorm(b), Cache::Bn(bc)) => {
+                    let (dx, dgamma, dbeta) = b.backward(bc, &p, &gy);
+                    put(&mut grad, node.params[0], &dgamma);
+                    put(&mut grad, node.params[1], &dbeta);
+                    let mut rdx = None;
+                    if let (Some(rgy), Some(vp), Some((_, rcs))) = (&rgy, &vp, r) {
+                        let RCache::Bn(brc) = &rcs[j] else { unreachable!() };
+                        let (rd, rdg, rdb) = b.r_backward(bc, brc, &p, vp, &gy, rgy);
+                        put(&mut hv, node.params[0], &rdg);
+                        put(&mut hv, node.params[1], &rdb);
+                        rdx = Some(rd);
+                    }
+                    if need_dx(0) {
+                        outs.push((0, dx, rdx));
+                    }
+                }
+                (Op::Relu, _) => {
+                    let y = &tape.values[j];
+                    outs.push((0, Relu::backward(y, &gy), rgy.as_ref().map(|r| Relu::r_backward(y, r))));
+                }
+                (Op::Add, _) => {
+                    let (a, b) = Add::backward(&gy);
+                    let (ra, rb) = match &rgy {
+                        Some(r) => {
+                            let (ra, rb) = Add::r_backward(r);
+                            (Some(ra), Some(rb))
+                        }
+                        None => (None, None),
+                    };
+                    outs.push((0, a, ra));
+                    outs.push((1, b, rb));
+                }
+                (Op::GlobalAvgPool, _) => {
+                    let s = xin(0).shape().to_vec();
+                    outs.push((
+                        0,
+                        GlobalAvgPool::backward(&gy, &s),
+                        rgy.as_ref().map(|r| GlobalAvgPool::r_backward(r, &s)),
+                    ));
+                }
+                (Op::AvgPool(cfg), _) => {
+                    let s = xin(0).shape().to_vec();
+                    outs.push((
+                        0,
+                        AvgPool::backward(cfg, &gy, &s),
+                        rgy.as_ref().map(|r| AvgPool::r_backward(cfg, r, &s)),
+                    ));
+                }
+                (Op::MaxPool(_), Cache::Max(mc)) => {
+                    outs.push((0, MaxPool::backward(mc, &gy), rgy.as_ref().map(|r| MaxPool::r_backward(mc, r))));
+                }
+                (Op::Flatten, _) => {
+                    let s = xin(0).shape().to_vec();
+                    outs.push((0, Flatten::backward(&gy, &s), rgy.as_ref().map(|r| Flatten::r_backward(r, &s))));
+                }
+                (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
+            }
+            for (k, dx, rdx) in outs {
+                let i = node.inputs[k];
+                if i == 0 {
+                    continue;
+                }
+                acc(&mut g[i], dx);
+                if let Some(rdx) = rdx {
+                    acc(&mut rg[i], rdx);
+                }
+            }
+        }
+    }
+}
+
+/// A zero vector the size of θ, convenient for `grad_batch`/`hvp_batch` outputs.
+pub fn zeros_like<T: Scalar>(theta: &ArrayView1<T>) -> Array1<T> {
+    Array1::zeros(theta.len())
+}

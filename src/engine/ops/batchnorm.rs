@@ -1,0 +1,236 @@
+//! Batch normalization (Ioffe & Szegedy 2015, arXiv:1502.03167): PyTorch `BatchNorm2d` on
+//! `[C, N, H, W]` and `BatchNorm1d` on `[N, C]`, both handled as a per-channel view
+//! `[C, M]` (M = N·H·W or N).
+//!
+//! **Eval mode (the default)** uses the running statistics, so the layer is affine in x and
+//! every sample is independent; surfaces and Hessians are taken in eval mode, as
+//! loss-landscape and PyHessian do, because batch statistics would make the loss of a
+//! sample depend on which other samples share its mini-batch.
+//!
+//! ```text
+//! eval:   s = 1/√(rv + ε),  x̂ = (x − rm)·s,  y = γ x̂ + β
+//!         dx = dy γ s,  dγ = Σ dy x̂,  dβ = Σ dy
+//!         R{y} = γ s R{x} + v_γ x̂ + v_β
+//!         R{dx} = s (R{dy} γ + dy v_γ),  R{dγ} = Σ (R{dy} x̂ + dy s R{x}),  R{dβ} = Σ R{dy}
+//! train:  μ = mean x,  σ² = mean (x − μ)²  (biased, as PyTorch normalizes),  s = 1/√(σ² + ε)
+//!         x̂ = (x − μ) s,  y = γ x̂ + β;  with ⟨·⟩ the mean over M:
+//!         dx̂ = dy γ,  dx = s (dx̂ − ⟨dx̂⟩ − x̂ ⟨dx̂ x̂⟩)
+//!         R{x̂} = s (R{x} − ⟨R{x}⟩ − x̂ ⟨x̂ R{x}⟩),  R{s} = −s² ⟨x̂ R{x}⟩
+//!         R{y} = γ R{x̂} + v_γ x̂ + v_β
+//!         A = dx̂ − ⟨dx̂⟩ − x̂ ⟨dx̂ x̂⟩,  R{dx̂} = R{dy} γ + dy v_γ
+//!         R{dx} = R{s} A + s (R{dx̂} − ⟨R{dx̂}⟩ − R{x̂} ⟨dx̂ x̂⟩ − x̂ ⟨R{dx̂} x̂ + dx̂ R{x̂}⟩)
+//!         R{dγ} = Σ (R{dy} x̂ + dy R{x̂}),  R{dβ} = Σ R{dy}
+//! ```
+//! Running statistics are buffers: they receive no gradient, and the R-operator ignores
+//! direction components on them (Hessians are over trainable parameters).
+
+use ndarray::{Array1, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2, Zip};
+
+use crate::engine::Scalar;
+
+/// Which statistics normalize the batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Running statistics (PyTorch `model.eval()`); samples are independent.
+    #[default]
+    Eval,
+    /// Statistics of the mini-batch (PyTorch `model.train()`); running stats not updated.
+    Train,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNorm {
+    pub channels: usize,
+    pub eps: f64,
+}
+
+pub struct BnCache<T> {
+    /// Normalized input x̂, same layout as x.
+    pub xhat: ArrayD<T>,
+    /// Per-channel 1/√(var + ε) (running or batch variance).
+    pub s: Array1<T>,
+    pub mode: Mode,
+}
+
+pub struct BnRCache<T> {
+    /// R{x̂} (train mode) or s·R{x} (eval mode), same layout as x.
+    pub rxhat: ArrayD<T>,
+    /// Per-channel R{s} (zero in eval mode).
+    pub rs: Array1<T>,
+}
+
+/// `[C, M]` view of an activation: `[C, N, H, W]` reshaped, or `[N, C]` transposed.
+fn cview<T: Scalar>(x: &ArrayD<T>) -> ArrayView2<'_, T> {
+    if x.ndim() == 2 {
+        x.view().into_dimensionality::<Ix2>().unwrap().reversed_axes()
+    } else {
+        let c = x.shape()[0];
+        x.view().into_shape_with_order((c, x.len() / c)).expect("standard layout")
+    }
+}
+
+fn cview_mut<T: Scalar>(x: &mut ArrayD<T>) -> ArrayViewMut2<'_, T> {
+    if x.ndim() == 2 {
+        x.view_mut().into_dimensionality::<Ix2>().unwrap().reversed_axes()
+    } else {
+        let c = x.shape()[0];
+        let m = x.len() / c;
+        x.view_mut().into_shape_with_order((c, m)).expect("standard layout")
+    }
+}
+
+fn mean<T: Scalar>(a: impl IntoIterator<Item = T>, m: usize) -> T {
+    a.into_iter().fold(T::zero(), |acc, v| acc + v) / T::from_usize(m).unwrap()
+}
+
+impl BatchNorm {
+    /// `p` = [γ, β, running_mean, running_var].
+    pub fn forward<T: Scalar>(&self, x: &ArrayD<T>, p: &[ArrayViewD<T>], mode: Mode) -> (ArrayD<T>, BnCache<T>) {
+        let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
+        let eps = T::from_f(self.eps);
+        let xc = cview(x);
+        let m = xc.ncols();
+        let mut xhat = ArrayD::zeros(x.raw_dim());
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut s = Array1::zeros(self.channels);
+        {
+            let mut xh = cview_mut(&mut xhat);
+            let mut yv = cview_mut(&mut y);
+            for c in 0..self.channels {
+                let row = xc.row(c);
+                let (mu, sc) = match mode {
+                    Mode::Eval => (rm[c], T::one() / (rv[c] + eps).sqrt()),
+                    Mode::Train => {
+                        let mu = mean(row.iter().copied(), m);
+                        let var = mean(row.iter().map(|&v| (v - mu) * (v - mu)), m);
+                        (mu, T::one() / (var + eps).sqrt())
+                    }
+                };
+                s[c] = sc;
+                let (g, b) = (gamma[c], beta[c]);
+                Zip::from(xh.row_mut(c)).and(yv.row_mut(c)).and(row).for_each(|h, yy, &v| {
+                    *h = (v - mu) * sc;
+                    *yy = g * *h + b;
+                });
+            }
+        }
+        (y, BnCache { xhat, s, mode })
+    }
+
+    /// dx, dγ, dβ.
+    pub fn backward<T: Scalar>(&self, c: &BnCache<T>, p: &[ArrayViewD<T>], gy: &ArrayD<T>) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
+        let gamma = &p[0];
+        let (xh, g) = (cview(&c.xhat), cview(gy));
+        let m = xh.ncols();
+        let mut dx = ArrayD::zeros(gy.raw_dim());
+        let mut dgamma = Array1::zeros(self.channels);
+        let mut dbeta = Array1::zeros(self.channels);
+        let mut dxv = cview_mut(&mut dx);
+        for ch in 0..self.channels {
+            let (gr, hr) = (g.row(ch), xh.row(ch));
+            dgamma[ch] = Zip::from(gr).and(hr).fold(T::zero(), |a, &gv, &hv| a + gv * hv);
+            dbeta[ch] = gr.sum();
+            let (gm, s) = (gamma[ch], c.s[ch]);
+            match c.mode {
+                Mode::Eval => Zip::from(dxv.row_mut(ch)).and(gr).for_each(|d, &gv| *d = gv * gm * s),
+                Mode::Train => {
+                    let mg = dbeta[ch] * gm / T::from_usize(m).unwrap();
+                    let mgh = dgamma[ch] * gm / T::from_usize(m).unwrap();
+                    Zip::from(dxv.row_mut(ch)).and(gr).and(hr).for_each(|d, &gv, &hv| *d = s * (gv * gm - mg - hv * mgh));
+                }
+            }
+        }
+        (dx, dgamma.into_dyn(), dbeta.into_dyn())
+    }
+
+    /// R{y}; `v` = [v_γ, v_β, …]; `rx` None means R{x} = 0.
+    pub fn r_forward<T: Scalar>(
+        &self,
+        c: &BnCache<T>,
+        p: &[ArrayViewD<T>],
+        v: &[ArrayViewD<T>],
+        rx: Option<&ArrayD<T>>,
+    ) -> (ArrayD<T>, BnRCache<T>) {
+        let zeros;
+        let rx = match rx {
+            Some(r) => r,
+            None => {
+                zeros = ArrayD::zeros(c.xhat.raw_dim());
+                &zeros
+            }
+        };
+        let (gamma, vg, vb) = (&p[0], &v[0], &v[1]);
+        let (xh, rxv) = (cview(&c.xhat), cview(rx));
+        let m = xh.ncols();
+        let mut rxhat = ArrayD::zeros(rx.raw_dim());
+        let mut ry = ArrayD::zeros(rx.raw_dim());
+        let mut rs = Array1::zeros(self.channels);
+        {
+            let mut rh = cview_mut(&mut rxhat);
+            let mut ryv = cview_mut(&mut ry);
+            for ch in 0..self.channels {
+                let s = c.s[ch];
+                let (rr, hr) = (rxv.row(ch), xh.row(ch));
+                match c.mode {
+                    Mode::Eval => Zip::from(rh.row_mut(ch)).and(rr).for_each(|o, &r| *o = s * r),
+                    Mode::Train => {
+                        let mr = mean(rr.iter().copied(), m);
+                        let mhr = Zip::from(rr).and(hr).fold(T::zero(), |a, &r, &h| a + r * h) / T::from_usize(m).unwrap();
+                        rs[ch] = -s * s * mhr;
+                        Zip::from(rh.row_mut(ch)).and(rr).and(hr).for_each(|o, &r, &h| *o = s * (r - mr - h * mhr));
+                    }
+                }
+                let (g, a, b) = (gamma[ch], vg[ch], vb[ch]);
+                Zip::from(ryv.row_mut(ch)).and(rh.row(ch)).and(hr).for_each(|o, &r, &h| *o = g * r + a * h + b);
+            }
+        }
+        (ry, BnRCache { rxhat, rs })
+    }
+
+    /// R{dx}, R{dγ}, R{dβ}.
+    pub fn r_backward<T: Scalar>(
+        &self,
+        c: &BnCache<T>,
+        rc: &BnRCache<T>,
+        p: &[ArrayViewD<T>],
+        v: &[ArrayViewD<T>],
+        gy: &ArrayD<T>,
+        rgy: &ArrayD<T>,
+    ) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
+        let (gamma, vg) = (&p[0], &v[0]);
+        let (xh, rh, g, rg) = (cview(&c.xhat), cview(&rc.rxhat), cview(gy), cview(rgy));
+        let m = xh.ncols();
+        let mf = T::from_usize(m).unwrap();
+        let mut rdx = ArrayD::zeros(gy.raw_dim());
+        let mut rdgamma = Array1::zeros(self.channels);
+        let mut rdbeta = Array1::zeros(self.channels);
+        let mut out = cview_mut(&mut rdx);
+        for ch in 0..self.channels {
+            let (gr, rgr, hr, rhr) = (g.row(ch), rg.row(ch), xh.row(ch), rh.row(ch));
+            let (gm, a, s) = (gamma[ch], vg[ch], c.s[ch]);
+            // rhr is s·R{x} in eval mode and R{x̂} in train mode; both give R{dγ} = Σ R{dy} x̂ + dy rhr.
+            rdgamma[ch] = Zip::from(rgr).and(hr).and(gr).and(rhr).fold(T::zero(), |acc, &rgv, &hv, &gv, &rv| acc + rgv * hv + gv * rv);
+            rdbeta[ch] = rgr.sum();
+            match c.mode {
+                Mode::Eval => Zip::from(out.row_mut(ch)).and(gr).and(rgr).for_each(|o, &gv, &rgv| *o = s * (rgv * gm + gv * a)),
+                Mode::Train => {
+                    // dx̂ = dy γ; R{dx̂} = R{dy} γ + dy v_γ
+                    let m_dxh = gr.sum() * gm / mf;
+                    let m_dxh_xh = Zip::from(gr).and(hr).fold(T::zero(), |acc, &gv, &hv| acc + gv * hv) * gm / mf;
+                    let m_rdxh = Zip::from(rgr).and(gr).fold(T::zero(), |acc, &rgv, &gv| acc + rgv * gm + gv * a) / mf;
+                    let m_cross = Zip::from(rgr).and(gr).and(hr).and(rhr).fold(T::zero(), |acc, &rgv, &gv, &hv, &rv| {
+                        acc + (rgv * gm + gv * a) * hv + gv * gm * rv
+                    }) / mf;
+                    let rs = rc.rs[ch];
+                    Zip::from(out.row_mut(ch)).and(gr).and(rgr).and(hr).and(rhr).for_each(|o, &gv, &rgv, &hv, &rv| {
+                        let dxh = gv * gm;
+                        let rdxh = rgv * gm + gv * a;
+                        let big_a = dxh - m_dxh - hv * m_dxh_xh;
+                        *o = rs * big_a + s * (rdxh - m_rdxh - rv * m_dxh_xh - hv * m_cross);
+                    });
+                }
+            }
+        }
+        (rdx, rdgamma.into_dyn(), rdbeta.into_dyn())
+    }
+}

@@ -1,0 +1,71 @@
+//! Flatten `[C, N, H, W]` (internal layout) into `[N, C·H·W]` in PyTorch's order
+//! (index c·H·W + h·W + w), as `x.view(x.size(0), -1)` does on `[N, C, H, W]`.
+//! A 2-D input `[N, F]` passes through unchanged.
+//!
+//! A permutation, so linear: backward un-permutes dy, R-forward permutes R{x},
+//! R-backward un-permutes R{dy}.
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::engine::Scalar;
+
+pub struct Flatten;
+
+impl Flatten {
+    pub fn forward<T: Scalar>(x: &ArrayD<T>) -> ArrayD<T> {
+        if x.ndim() == 2 {
+            return x.clone();
+        }
+        let n = x.shape()[1];
+        let f = x.len() / n;
+        x.view()
+            .permuted_axes(IxDyn(&permutation(x.ndim())))
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order(IxDyn(&[n, f]))
+            .expect("standard layout")
+    }
+
+    /// `in_shape` is the internal input shape `[C, N, H, W]`.
+    pub fn backward<T: Scalar>(gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
+        if in_shape.len() == 2 {
+            return gy.clone();
+        }
+        // [N, C·H·W] → [N, C, H, W] → [C, N, H, W]
+        let mut nchw = in_shape.to_vec();
+        nchw.swap(0, 1);
+        gy.view()
+            .into_shape_with_order(IxDyn(&nchw))
+            .expect("standard layout")
+            .permuted_axes(IxDyn(&permutation(in_shape.len())))
+            .as_standard_layout()
+            .into_owned()
+    }
+
+    pub fn r_forward<T: Scalar>(rx: &ArrayD<T>) -> ArrayD<T> {
+        Self::forward(rx)
+    }
+
+    pub fn r_backward<T: Scalar>(rgy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
+        Self::backward(rgy, in_shape)
+    }
+}
+
+/// Swaps the first two axes (its own inverse).
+fn permutation(ndim: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..ndim).collect();
+    p.swap(0, 1);
+    p
+}
+
+/// Converts a PyTorch `[N, C, …]` batch to the internal `[C, N, …]` layout (and back:
+/// the map is its own inverse). 2-D `[N, F]` inputs are returned as they are.
+pub fn swap_batch_channel<T: Scalar>(x: &ArrayD<T>) -> ArrayD<T> {
+    if x.ndim() <= 2 {
+        return x.to_owned();
+    }
+    let mut v = x.view();
+    v.swap_axes(0, 1);
+    v.as_standard_layout().into_owned()
+}
+

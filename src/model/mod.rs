@@ -1,0 +1,48 @@
+//! Models: the zoo of architectures and their weights on disk.
+
+pub mod error;
+pub mod safetensors_io;
+pub mod zoo;
+
+use std::path::{Path, PathBuf};
+
+pub use error::ModelError;
+pub use zoo::{Arch, Mlp, ResnetCifar, Shortcut};
+
+use crate::engine::{Graph, ParamVec};
+
+/// A network ready to evaluate: its architecture, graph and weights (f32, as trained).
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub arch: Arch,
+    pub graph: Graph,
+    pub theta: ParamVec<f32>,
+    /// The file it was loaded from, if any.
+    pub path: Option<PathBuf>,
+    /// SHA-256 of the file's bytes (hex), if loaded from a file.
+    pub sha256: Option<String>,
+    /// Metadata found in the file (training accuracies, torch version, …).
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl Model {
+    /// A freshly initialized model (PyTorch default init, or He init with `he`).
+    pub fn init(arch: Arch, seed: u64, he: bool) -> Self {
+        let graph = arch.build();
+        let theta = zoo::init_params(&graph.layout, seed, he);
+        Self { arch, graph, theta, path: None, sha256: None, metadata: Default::default() }
+    }
+
+    /// Loads a model file; `arch` overrides the architecture stored in it.
+    pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Self, ModelError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => safetensors_io::load(path, arch),
+            _ => Err(ModelError::Format { path: path.to_path_buf() }),
+        }
+    }
+
+    /// Writes weights and architecture to a safetensors file (atomically: temp + rename).
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        safetensors_io::save(self, path)
+    }
+}

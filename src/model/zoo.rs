@@ -1,0 +1,400 @@
+//! The model zoo: CIFAR-style ResNets with and without shortcuts, and MLPs, with the
+//! PyTorch `state_dict` names and parameter order of the reference implementations.
+//!
+//! ## resnet-cifar
+//! He et al. 2016, "Deep residual learning for image recognition" (CVPR), §4.2: depth
+//! 6n+2 (8, 14, 20, 32, 44, 56, 110), stages of n basic blocks with widths w, 2w, 4w
+//! (w = 16), stride 2 at the start of stages 2 and 3, global average pooling, `linear`.
+//! Names and structure follow loss-landscape's `ResNet_cifar` (Li et al. 2018,
+//! arXiv:1712.09913): `conv1, bn1, layer{1,2,3}.{i}.{conv1,bn1,conv2,bn2}`, and where the
+//! shape changes a projection shortcut `shortcut.0` (1×1 conv) + `shortcut.1` (BN).
+//! `shortcut = none` is Li et al.'s "noshort" plain twin: the same network, no shortcuts.
+//!
+//! ## mlp
+//! `fc_in` → ReLU → `depth` blocks (`blocks.{i}.fc`, optional `blocks.{i}.bn`; a residual
+//! block computes relu(h + bn(fc(h))), a plain one relu(bn(fc(h)))) → `fc_out`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::ops::{BatchNorm, Conv2d, Linear};
+use crate::engine::{Graph, Layout, Loss, Op, ParamVec, Role, Scalar};
+
+use super::error::ModelError;
+
+/// Shortcut of a residual block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shortcut {
+    /// Identity, or a 1×1 conv + BN projection where the shape changes (loss-landscape's ResNet_cifar).
+    Projection,
+    /// No shortcut at all: the plain ("noshort") network.
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResnetCifar {
+    pub depth: usize,
+    #[serde(default = "default_width")]
+    pub width: usize,
+    #[serde(default = "default_shortcut")]
+    pub shortcut: Shortcut,
+    #[serde(default = "default_in_channels")]
+    pub in_channels: usize,
+    #[serde(default = "default_input_size")]
+    pub input_size: usize,
+    #[serde(default = "default_classes")]
+    pub num_classes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mlp {
+    pub in_features: usize,
+    pub depth: usize,
+    pub width: usize,
+    #[serde(default)]
+    pub residual: bool,
+    #[serde(default)]
+    pub batchnorm: bool,
+    #[serde(default = "default_classes")]
+    pub num_classes: usize,
+}
+
+fn default_width() -> usize {
+    16
+}
+fn default_shortcut() -> Shortcut {
+    Shortcut::Projection
+}
+fn default_in_channels() -> usize {
+    3
+}
+fn default_input_size() -> usize {
+    32
+}
+fn default_classes() -> usize {
+    10
+}
+
+/// An architecture of the zoo; stored as JSON in a safetensors file's metadata
+/// (key [`ARCH_METADATA_KEY`]), e.g. `{"kind":"resnet-cifar","depth":20,...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Arch {
+    ResnetCifar(ResnetCifar),
+    Mlp(Mlp),
+}
+
+/// Metadata key of the architecture JSON in safetensors files.
+pub const ARCH_METADATA_KEY: &str = "losscape_arch";
+
+/// PyTorch's `BatchNorm` default ε.
+pub const BN_EPS: f64 = 1e-5;
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arch::ResnetCifar(r) => write!(
+                f,
+                "resnet-cifar-{}{} (width {}, {}×{}×{} input, {} classes)",
+                r.depth,
+                if r.shortcut == Shortcut::None { "-noshort" } else { "" },
+                r.width,
+                r.in_channels,
+                r.input_size,
+                r.input_size,
+                r.num_classes
+            ),
+            Arch::Mlp(m) => write!(
+                f,
+                "mlp-{}x{}{}{} ({} inputs, {} classes)",
+                m.depth,
+                m.width,
+                if m.residual { "-res" } else { "-plain" },
+                if m.batchnorm { "-bn" } else { "" },
+                m.in_features,
+                m.num_classes
+            ),
+        }
+    }
+}
+
+impl FromStr for Arch {
+    type Err = ModelError;
+
+    /// Parses `--arch`: JSON (as stored in files) or `NAME:key=value,...`, e.g.
+    /// `resnet-cifar:depth=20,shortcut=none,in_channels=1,input_size=8` or
+    /// `mlp:in_features=40,depth=4,width=64,residual=true`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad = |why: String| ModelError::Arch { spec: s.to_string(), why };
+        let json = if s.starts_with('{') {
+            s.to_string()
+        } else {
+            let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+            let mut obj = serde_json::Map::new();
+            obj.insert("kind".into(), kind.trim().into());
+            for kv in rest.split(',').filter(|kv| !kv.trim().is_empty()) {
+                let (k, v) = kv.split_once('=').ok_or_else(|| bad(format!("'{kv}' is not key=value")))?;
+                let v = v.trim();
+                let value = if let Ok(n) = v.parse::<u64>() {
+                    n.into()
+                } else if let Ok(b) = v.parse::<bool>() {
+                    b.into()
+                } else {
+                    v.into()
+                };
+                obj.insert(k.trim().replace('-', "_"), value);
+            }
+            serde_json::Value::Object(obj).to_string()
+        };
+        let arch: Arch = serde_json::from_str(&json).map_err(|e| bad(e.to_string()))?;
+        arch.check().map_err(bad)?;
+        Ok(arch)
+    }
+}
+
+impl Arch {
+    /// Rejects impossible hyper-parameters with a reason.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Arch::ResnetCifar(r) => {
+                if r.depth < 8 || (r.depth - 2) % 6 != 0 {
+                    return Err(format!("depth must be 6n+2 with n ≥ 1 (8, 14, 20, 32, 44, 56, 110), got {}", r.depth));
+                }
+                if r.width == 0 || r.in_channels == 0 || r.num_classes == 0 {
+                    return Err("width, in_channels and num_classes must be positive".into());
+                }
+                if r.input_size < 4 {
+                    return Err(format!("input_size must be at least 4 (two stride-2 stages), got {}", r.input_size));
+                }
+            }
+            Arch::Mlp(m) => {
+                if m.in_features == 0 || m.width == 0 || m.num_classes == 0 {
+                    return Err("in_features, width and num_classes must be positive".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Arch::ResnetCifar(r) => r.num_classes,
+            Arch::Mlp(m) => m.num_classes,
+        }
+    }
+
+    /// Per-sample input shape in PyTorch order.
+    pub fn input_shape(&self) -> Vec<usize> {
+        match self {
+            Arch::ResnetCifar(r) => vec![r.in_channels, r.input_size, r.input_size],
+            Arch::Mlp(m) => vec![m.in_features],
+        }
+    }
+
+    /// Whether the network has residual connections.
+    pub fn is_residual(&self) -> bool {
+        match self {
+            Arch::ResnetCifar(r) => r.shortcut != Shortcut::None,
+            Arch::Mlp(m) => m.residual,
+        }
+    }
+
+    /// Builds the graph (with cross-entropy loss).
+    pub fn build(&self) -> Graph {
+        let mut b = Builder::new(self.input_shape(), self.num_classes());
+        let x = 0;
+        match self {
+            Arch::ResnetCifar(r) => {
+                let n = (r.depth - 2) / 6;
+                let w = r.width;
+                let mut h = b.conv("conv1", x, r.in_channels, w, 3, 1, 1);
+                h = b.bn("bn1", h, w);
+                h = b.relu(h);
+                let mut in_planes = w;
+                for (stage, planes) in [w, 2 * w, 4 * w].into_iter().enumerate() {
+                    for i in 0..n {
+                        let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                        let p = format!("layer{}.{}", stage + 1, i);
+                        let mut o = b.conv(&format!("{p}.conv1"), h, in_planes, planes, 3, stride, 1);
+                        o = b.bn(&format!("{p}.bn1"), o, planes);
+                        o = b.relu(o);
+                        o = b.conv(&format!("{p}.conv2"), o, planes, planes, 3, 1, 1);
+                        o = b.bn(&format!("{p}.bn2"), o, planes);
+                        if r.shortcut == Shortcut::Projection {
+                            let s = if stride != 1 || in_planes != planes {
+                                let s = b.conv(&format!("{p}.shortcut.0"), h, in_planes, planes, 1, stride, 0);
+                                b.bn(&format!("{p}.shortcut.1"), s, planes)
+                            } else {
+                                h
+                            };
+                            o = b.add(o, s);
+                        }
+                        h = b.relu(o);
+                        in_planes = planes;
+                    }
+                }
+                h = b.g.push("", Op::GlobalAvgPool, &[h], &[]);
+                b.linear("linear", h, 4 * w, r.num_classes);
+            }
+            Arch::Mlp(m) => {
+                let mut h = b.linear("fc_in", x, m.in_features, m.width);
+                h = b.relu(h);
+                for i in 0..m.depth {
+                    let mut o = b.linear(&format!("blocks.{i}.fc"), h, m.width, m.width);
+                    if m.batchnorm {
+                        o = b.bn(&format!("blocks.{i}.bn"), o, m.width);
+                    }
+                    if m.residual {
+                        o = b.add(h, o);
+                    }
+                    h = b.relu(o);
+                }
+                b.linear("fc_out", h, m.width, m.num_classes);
+            }
+        }
+        b.finish()
+    }
+}
+
+/// Appends layers and their parameters in PyTorch registration order.
+struct Builder {
+    g: Graph,
+    layout: Layout,
+}
+
+impl Builder {
+    fn new(input_shape: Vec<usize>, num_classes: usize) -> Self {
+        let mut g = Graph { nodes: vec![], layout: Arc::new(Layout::new()), loss: Loss::CrossEntropy, input_shape, num_classes };
+        g.push("input", Op::Input, &[], &[]);
+        Self { g, layout: Layout::new() }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv(&mut self, name: &str, x: usize, cin: usize, cout: usize, k: usize, stride: usize, padding: usize) -> usize {
+        let w = self.layout.push(format!("{name}.weight"), &[cout, cin, k, k], Role::Weight);
+        let op = Conv2d { in_channels: cin, out_channels: cout, kernel: k, stride, padding, bias: false };
+        self.g.push(name, Op::Conv2d(op), &[x], &[w])
+    }
+
+    fn bn(&mut self, name: &str, x: usize, c: usize) -> usize {
+        let p = [
+            self.layout.push(format!("{name}.weight"), &[c], Role::BnScale),
+            self.layout.push(format!("{name}.bias"), &[c], Role::BnShift),
+            self.layout.push(format!("{name}.running_mean"), &[c], Role::RunningMean),
+            self.layout.push(format!("{name}.running_var"), &[c], Role::RunningVar),
+        ];
+        self.g.push(name, Op::BatchNorm(BatchNorm { channels: c, eps: BN_EPS }), &[x], &p)
+    }
+
+    fn linear(&mut self, name: &str, x: usize, fin: usize, fout: usize) -> usize {
+        let p = [
+            self.layout.push(format!("{name}.weight"), &[fout, fin], Role::Weight),
+            self.layout.push(format!("{name}.bias"), &[fout], Role::Bias),
+        ];
+        self.g.push(name, Op::Linear(Linear { in_features: fin, out_features: fout, bias: true }), &[x], &p)
+    }
+
+    fn relu(&mut self, x: usize) -> usize {
+        self.g.push("", Op::Relu, &[x], &[])
+    }
+
+    fn add(&mut self, a: usize, b: usize) -> usize {
+        self.g.push("", Op::Add, &[a, b], &[])
+    }
+
+    fn finish(mut self) -> Graph {
+        self.g.layout = Arc::new(self.layout);
+        self.g
+    }
+}
+
+/// PyTorch's default initialization, seeded: conv/linear weights and biases
+/// U(−1/√fan_in, 1/√fan_in) (`kaiming_uniform_(a=√5)`), BN γ = 1, β = 0, running mean 0,
+/// running variance 1. With `he`, weights are instead N(0, 2/fan_in) (He et al. 2015,
+/// arXiv:1502.01852), the initialization the ResNet paper uses.
+pub fn init_params<T: Scalar>(layout: &Arc<Layout>, seed: u64, he: bool) -> ParamVec<T> {
+    let mut p = ParamVec::<T>::zeros(layout.clone());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fan_in = 1usize;
+    for (i, t) in layout.tensors().iter().enumerate() {
+        let mut view = p.tensor_mut(i);
+        match t.role {
+            Role::Weight => {
+                fan_in = t.shape[1..].iter().product();
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                let std = (2.0 / fan_in as f64).sqrt();
+                view.mapv_inplace(|_| {
+                    let v = if he {
+                        std * rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, &mut rng)
+                    } else {
+                        rng.random_range(-bound..bound)
+                    };
+                    T::from_f(v)
+                });
+            }
+            Role::Bias => {
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                view.mapv_inplace(|_| T::from_f(if he { 0.0 } else { rng.random_range(-bound..bound) }));
+            }
+            Role::BnScale | Role::RunningVar => view.fill(T::one()),
+            Role::BnShift | Role::RunningMean => view.fill(T::zero()),
+        }
+    }
+    p
+}
+
+/// Number of trainable scalars of an architecture (PyTorch's `sum(p.numel())`).
+pub fn count_params(arch: &Arch) -> usize {
+    arch.build().layout.trainable_len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resnet_parameter_counts_match_the_paper() {
+        // He et al. 2016, Table 6: ResNet-20 0.27M, ResNet-56 0.85M, ResNet-110 1.7M (projection
+        // shortcuts add a few thousand over option A).
+        let count = |d, s| {
+            count_params(&Arch::ResnetCifar(ResnetCifar {
+                depth: d,
+                width: 16,
+                shortcut: s,
+                in_channels: 3,
+                input_size: 32,
+                num_classes: 10,
+            }))
+        };
+        assert_eq!(count(20, Shortcut::Projection), 272_474);
+        assert_eq!(count(56, Shortcut::Projection), 855_770);
+        assert_eq!(count(20, Shortcut::None), 269_722);
+    }
+
+    #[test]
+    fn names_follow_pytorch() {
+        let g: Graph = "resnet-cifar:depth=8".parse::<Arch>().unwrap().build();
+        let names: Vec<&str> = g.layout.tensors().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(&names[..6], &["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "layer1.0.conv1.weight"]);
+        assert!(names.contains(&"layer2.0.shortcut.0.weight"));
+        assert!(names.contains(&"layer3.0.shortcut.1.running_var"));
+        assert_eq!(names.last(), Some(&"linear.bias"));
+        g.infer_shapes(&[3, 32, 32], 2).unwrap();
+    }
+
+    #[test]
+    fn arch_parses_both_forms() {
+        let a: Arch = "mlp:in_features=40,depth=2,width=8,residual=true".parse().unwrap();
+        let b: Arch = serde_json::to_string(&a).unwrap().parse().unwrap();
+        assert_eq!(a, b);
+        assert!("resnet-cifar:depth=21".parse::<Arch>().is_err());
+        assert!("vgg:depth=16".parse::<Arch>().is_err());
+    }
+}
