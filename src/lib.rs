@@ -1,5 +1,9 @@
 //! losscape: loss landscapes and Hessian curvature of plain and residual networks.
 
+pub mod cli;
+pub mod data;
 pub mod engine;
+pub mod hessian;
 pub mod model;
+pub mod objective;
 pub mod util;

@@ -1,1 +1,33 @@
-fn main() {}
+//! The `losscape` binary: parse arguments, dispatch, map errors to exit codes.
+//! Bad input (files, shapes, options) exits with 2 after one message; a closed stdout
+//! (e.g. piping into `head`) exits 0.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use losscape::cli::{self, Cli, Command};
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Info(a) => cli::info::run(a),
+        Command::Eval(a) => cli::eval::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

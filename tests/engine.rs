@@ -12,7 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn randn(n: usize, rng: &mut ChaCha8Rng) -> Array1<f64> {
-    Array1::from_iter((0..n).map(|_| rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, rng)))
+    Array1::from_iter(
+        (0..n).map(|_| rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, rng)),
+    )
 }
 
 struct Case {
@@ -25,16 +27,28 @@ struct Case {
 
 impl Case {
     fn loss(&self, theta: &Array1<f64>) -> f64 {
-        self.g.loss_batch(theta.view(), &self.x, &self.y, self.mode).sum / self.y.len() as f64
+        self.g
+            .loss_batch(theta.view(), &self.x, &self.y, self.mode)
+            .sum
+            / self.y.len() as f64
     }
     fn grad(&self, theta: &Array1<f64>) -> Array1<f64> {
         let mut g = Array1::zeros(theta.len());
-        self.g.grad_batch(theta.view(), &self.x, &self.y, self.mode, g.view_mut());
+        self.g
+            .grad_batch(theta.view(), &self.x, &self.y, self.mode, g.view_mut());
         g / self.y.len() as f64
     }
     fn hvp(&self, v: &Array1<f64>) -> Array1<f64> {
         let mut hv = Array1::zeros(v.len());
-        self.g.hvp_batch(self.theta.view(), v.view(), &self.x, &self.y, self.mode, hv.view_mut(), None);
+        self.g.hvp_batch(
+            self.theta.view(),
+            v.view(),
+            &self.x,
+            &self.y,
+            self.mode,
+            hv.view_mut(),
+            None,
+        );
         hv / self.y.len() as f64
     }
     /// A random direction on trainable tensors only.
@@ -49,24 +63,47 @@ impl Case {
         for _ in 0..3 {
             let v = self.direction(&mut rng);
             // directional derivative of the loss
-            let fd = (self.loss(&(&self.theta + &(&v * eps))) - self.loss(&(&self.theta - &(&v * eps)))) / (2.0 * eps);
+            let fd = (self.loss(&(&self.theta + &(&v * eps)))
+                - self.loss(&(&self.theta - &(&v * eps))))
+                / (2.0 * eps);
             let an = g.dot(&v);
-            assert!((fd - an).abs() <= 1e-6 * an.abs().max(1e-3), "{label}: ⟨g,v⟩ {an} vs central difference {fd}");
+            assert!(
+                (fd - an).abs() <= 1e-6 * an.abs().max(1e-3),
+                "{label}: ⟨g,v⟩ {an} vs central difference {fd}"
+            );
             // H·v against central differences of the gradient
             let hv = self.hvp(&v);
-            let fd = (self.grad(&(&self.theta + &(&v * eps))) - self.grad(&(&self.theta - &(&v * eps)))) / (2.0 * eps);
+            let fd = (self.grad(&(&self.theta + &(&v * eps)))
+                - self.grad(&(&self.theta - &(&v * eps))))
+                / (2.0 * eps);
             let err = (&hv - &fd).mapv(f64::abs);
-            let (worst, e) = err.iter().enumerate().fold((0, 0.0), |a, (i, &e)| if e > a.1 { (i, e) } else { a });
+            let (worst, e) =
+                err.iter()
+                    .enumerate()
+                    .fold((0, 0.0), |a, (i, &e)| if e > a.1 { (i, e) } else { a });
             let scale = fd.mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
             assert!(e <= 1e-5 * scale, "{label}: H·v differs from central differences by {e} at index {worst} (scale {scale})");
         }
         // symmetry
         let (u, v) = (self.direction(&mut rng), self.direction(&mut rng));
         let (a, b) = (u.dot(&self.hvp(&v)), v.dot(&self.hvp(&u)));
-        assert!((a - b).abs() <= 1e-10 * a.abs().max(b.abs()), "{label}: ⟨u,Hv⟩ {a} vs ⟨v,Hu⟩ {b}");
+        assert!(
+            (a - b).abs() <= 1e-10 * a.abs().max(b.abs()),
+            "{label}: ⟨u,Hv⟩ {a} vs ⟨v,Hu⟩ {b}"
+        );
         // running statistics get no gradient
-        for t in self.g.layout.tensors().iter().filter(|t| !t.role.is_trainable()) {
-            assert!(g.slice(ndarray::s![t.range()]).iter().all(|&x| x == 0.0), "{label}: {} has a gradient", t.name);
+        for t in self
+            .g
+            .layout
+            .tensors()
+            .iter()
+            .filter(|t| !t.role.is_trainable())
+        {
+            assert!(
+                g.slice(ndarray::s![t.range()]).iter().all(|&x| x == 0.0),
+                "{label}: {} has a gradient",
+                t.name
+            );
         }
     }
 }
@@ -79,9 +116,21 @@ fn zoo_case(arch: &str, n: usize, mode: Mode, seed: u64) -> Case {
     let mut rng = ChaCha8Rng::seed_from_u64(seed + 1);
     let mut shape = vec![n];
     shape.extend(arch.input_shape());
-    let x = ArrayD::from_shape_vec(IxDyn(&shape), randn(shape.iter().product(), &mut rng).to_vec()).unwrap();
-    let y = (0..n).map(|_| rng.random_range(0..arch.num_classes())).collect();
-    Case { g, theta: theta.data, x, y, mode }
+    let x = ArrayD::from_shape_vec(
+        IxDyn(&shape),
+        randn(shape.iter().product(), &mut rng).to_vec(),
+    )
+    .unwrap();
+    let y = (0..n)
+        .map(|_| rng.random_range(0..arch.num_classes()))
+        .collect();
+    Case {
+        g,
+        theta: theta.data,
+        x,
+        y,
+        mode,
+    }
 }
 
 /// Non-trivial batch-norm parameters and running statistics.
@@ -92,7 +141,9 @@ fn perturb_bn(theta: &mut ParamVec<f64>, seed: u64) {
         let mut v = theta.tensor_mut(i);
         match t.role {
             Role::BnScale => v.mapv_inplace(|_| 1.0 + 0.2 * rng.random_range(-1.0..1.0)),
-            Role::BnShift | Role::RunningMean => v.mapv_inplace(|_| 0.1 * rng.random_range(-1.0..1.0)),
+            Role::BnShift | Role::RunningMean => {
+                v.mapv_inplace(|_| 0.1 * rng.random_range(-1.0..1.0))
+            }
             Role::RunningVar => v.mapv_inplace(|_| rng.random_range(0.5..1.5)),
             _ => {}
         }
@@ -101,12 +152,19 @@ fn perturb_bn(theta: &mut ParamVec<f64>, seed: u64) {
 
 #[test]
 fn resnet_with_shortcuts_eval_mode() {
-    zoo_case("resnet-cifar:depth=8,width=4,in_channels=2,input_size=6,num_classes=5", 4, Mode::Eval, 1).check("resnet8");
+    zoo_case(
+        "resnet-cifar:depth=8,width=4,in_channels=2,input_size=6,num_classes=5",
+        4,
+        Mode::Eval,
+        1,
+    )
+    .check("resnet8");
 }
 
 #[test]
 fn resnet_without_shortcuts_eval_and_train_mode() {
-    let arch = "resnet-cifar:depth=8,width=4,shortcut=none,in_channels=1,input_size=5,num_classes=3";
+    let arch =
+        "resnet-cifar:depth=8,width=4,shortcut=none,in_channels=1,input_size=5,num_classes=3";
     zoo_case(arch, 4, Mode::Eval, 2).check("resnet8-noshort eval");
     zoo_case(arch, 5, Mode::Train, 3).check("resnet8-noshort train");
 }
@@ -116,7 +174,12 @@ fn mlp_with_batchnorm_both_modes_and_mse() {
     let arch = "mlp:in_features=6,depth=2,width=5,residual=true,batchnorm=true,num_classes=4";
     zoo_case(arch, 7, Mode::Eval, 4).check("mlp-bn eval");
     zoo_case(arch, 7, Mode::Train, 5).check("mlp-bn train");
-    let mut c = zoo_case("mlp:in_features=6,depth=2,width=5,residual=false,num_classes=4", 7, Mode::Eval, 6);
+    let mut c = zoo_case(
+        "mlp:in_features=6,depth=2,width=5,residual=false,num_classes=4",
+        7,
+        Mode::Eval,
+        6,
+    );
     c.g.loss = Loss::Mse;
     c.check("mlp mse");
 }
@@ -125,32 +188,102 @@ fn mlp_with_batchnorm_both_modes_and_mse() {
 #[test]
 fn custom_net_with_pooling_and_biases() {
     let mut layout = Layout::new();
-    let mut g = Graph { nodes: vec![], layout: Arc::new(Layout::new()), loss: Loss::CrossEntropy, input_shape: vec![2, 9, 9], num_classes: 3 };
+    let mut g = Graph {
+        nodes: vec![],
+        layout: Arc::new(Layout::new()),
+        loss: Loss::CrossEntropy,
+        input_shape: vec![2, 9, 9],
+        num_classes: 3,
+    };
     let x = g.push("input", Op::Input, &[], &[]);
     let w = layout.push("c.weight", &[4, 2, 3, 3], Role::Weight);
     let b = layout.push("c.bias", &[4], Role::Bias);
-    let h = g.push("c", Op::Conv2d(Conv2d { in_channels: 2, out_channels: 4, kernel: 3, stride: 1, padding: 1, bias: true }), &[x], &[w, b]);
+    let h = g.push(
+        "c",
+        Op::Conv2d(Conv2d {
+            in_channels: 2,
+            out_channels: 4,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            bias: true,
+        }),
+        &[x],
+        &[w, b],
+    );
     let h = g.push("", Op::Relu, &[h], &[]);
-    let h = g.push("mp", Op::MaxPool(Pool2d { kernel: 3, stride: 2, padding: 1 }), &[h], &[]);
+    let h = g.push(
+        "mp",
+        Op::MaxPool(Pool2d {
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        }),
+        &[h],
+        &[],
+    );
     let w2 = layout.push("c2.weight", &[3, 4, 3, 3], Role::Weight);
     let b2 = layout.push("c2.bias", &[3], Role::Bias);
-    let h = g.push("c2", Op::Conv2d(Conv2d { in_channels: 4, out_channels: 3, kernel: 3, stride: 2, padding: 0, bias: true }), &[h], &[w2, b2]);
-    let h = g.push("ap", Op::AvgPool(Pool2d { kernel: 2, stride: 1, padding: 1 }), &[h], &[]);
+    let h = g.push(
+        "c2",
+        Op::Conv2d(Conv2d {
+            in_channels: 4,
+            out_channels: 3,
+            kernel: 3,
+            stride: 2,
+            padding: 0,
+            bias: true,
+        }),
+        &[h],
+        &[w2, b2],
+    );
+    let h = g.push(
+        "ap",
+        Op::AvgPool(Pool2d {
+            kernel: 2,
+            stride: 1,
+            padding: 1,
+        }),
+        &[h],
+        &[],
+    );
     let h = g.push("", Op::Flatten, &[h], &[]);
     let lw = layout.push("fc.weight", &[3, 27], Role::Weight);
     let lb = layout.push("fc.bias", &[3], Role::Bias);
-    g.push("fc", Op::Linear(Linear { in_features: 27, out_features: 3, bias: true }), &[h], &[lw, lb]);
+    g.push(
+        "fc",
+        Op::Linear(Linear {
+            in_features: 27,
+            out_features: 3,
+            bias: true,
+        }),
+        &[h],
+        &[lw, lb],
+    );
     g.layout = Arc::new(layout);
     g.infer_shapes(&[2, 9, 9], 3).unwrap();
     let theta = init_params::<f64>(&g.layout, 9, false).data;
     let mut rng = ChaCha8Rng::seed_from_u64(10);
-    let x = ArrayD::from_shape_vec(IxDyn(&[3, 2, 9, 9]), randn(3 * 2 * 81, &mut rng).to_vec()).unwrap();
-    Case { g, theta, x, y: vec![0, 2, 1], mode: Mode::Eval }.check("custom");
+    let x =
+        ArrayD::from_shape_vec(IxDyn(&[3, 2, 9, 9]), randn(3 * 2 * 81, &mut rng).to_vec()).unwrap();
+    Case {
+        g,
+        theta,
+        x,
+        y: vec![0, 2, 1],
+        mode: Mode::Eval,
+    }
+    .check("custom");
 }
 
 #[test]
 fn f32_agrees_with_f64() {
-    let c = zoo_case("resnet-cifar:depth=8,width=4,in_channels=1,input_size=8,num_classes=10", 6, Mode::Eval, 11);
+    let c = zoo_case(
+        "resnet-cifar:depth=8,width=4,in_channels=1,input_size=8,num_classes=10",
+        6,
+        Mode::Eval,
+        11,
+    );
     let theta32 = c.theta.mapv(|v| v as f32);
     let x32 = c.x.mapv(|v| v as f32);
     let l64 = c.g.loss_batch(c.theta.view(), &c.x, &c.y, Mode::Eval).sum;

@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, ArrayViewMut1, IxDyn};
 
-pub use super::ops::batchnorm::Mode;
-pub use super::ops::loss::Loss;
 use super::error::EngineError;
+pub use super::ops::batchnorm::Mode;
 use super::ops::batchnorm::{BnCache, BnRCache};
 use super::ops::conv2d::ConvCache;
 use super::ops::flatten::swap_batch_channel;
+pub use super::ops::loss::Loss;
 use super::ops::max_pool::MaxPoolCache;
 use super::ops::*;
 use super::params::Layout;
@@ -107,12 +107,27 @@ enum RCache<T> {
 
 impl Graph {
     /// Adds a node and returns its index.
-    pub fn push(&mut self, name: impl Into<String>, op: Op, inputs: &[usize], params: &[usize]) -> usize {
-        self.nodes.push(Node { name: name.into(), op, inputs: inputs.to_vec(), params: params.to_vec() });
+    pub fn push(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        inputs: &[usize],
+        params: &[usize],
+    ) -> usize {
+        self.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs: inputs.to_vec(),
+            params: params.to_vec(),
+        });
         self.nodes.len() - 1
     }
 
-    fn param<'a, T: Scalar>(&self, theta: &'a ArrayView1<'a, T>, index: usize) -> ArrayViewD<'a, T> {
+    fn param<'a, T: Scalar>(
+        &self,
+        theta: &'a ArrayView1<'a, T>,
+        index: usize,
+    ) -> ArrayViewD<'a, T> {
         let spec = self.layout.tensor(index);
         theta
             .slice(ndarray::s![spec.range()])
@@ -120,13 +135,21 @@ impl Graph {
             .expect("θ is contiguous")
     }
 
-    fn params<'a, T: Scalar>(&self, theta: &'a ArrayView1<'a, T>, node: &Node) -> Vec<ArrayViewD<'a, T>> {
+    fn params<'a, T: Scalar>(
+        &self,
+        theta: &'a ArrayView1<'a, T>,
+        node: &Node,
+    ) -> Vec<ArrayViewD<'a, T>> {
         node.params.iter().map(|&i| self.param(theta, i)).collect()
     }
 
     /// Shape of every node's output (internal layout) for a batch of `n` samples, checking
     /// that each op can take its input.
-    pub fn infer_shapes(&self, sample_shape: &[usize], n: usize) -> Result<Vec<Vec<usize>>, EngineError> {
+    pub fn infer_shapes(
+        &self,
+        sample_shape: &[usize],
+        n: usize,
+    ) -> Result<Vec<Vec<usize>>, EngineError> {
         if sample_shape != self.input_shape.as_slice() {
             return Err(EngineError::InputShape {
                 expected: self.input_shape.clone(),
@@ -157,7 +180,9 @@ impl Graph {
                     if x.len() != 4 || x[0] != c.in_channels {
                         return Err(bad(format!("expected [{}, N, H, W]", c.in_channels)));
                     }
-                    let (ho, wo) = c.out_hw(x[2], x[3]).ok_or_else(|| bad("kernel larger than the padded image".into()))?;
+                    let (ho, wo) = c
+                        .out_hw(x[2], x[3])
+                        .ok_or_else(|| bad("kernel larger than the padded image".into()))?;
                     vec![c.out_channels, x[1], ho, wo]
                 }
                 Op::Linear(l) => {
@@ -178,7 +203,10 @@ impl Graph {
                 Op::Relu => ins[0].clone(),
                 Op::Add => {
                     if ins[0] != ins[1] {
-                        return Err(bad(format!("the two summands differ: {:?} vs {:?}", ins[0], ins[1])));
+                        return Err(bad(format!(
+                            "the two summands differ: {:?} vs {:?}",
+                            ins[0], ins[1]
+                        )));
                     }
                     ins[0].clone()
                 }
@@ -194,7 +222,9 @@ impl Graph {
                     if x.len() != 4 {
                         return Err(bad("expected a 4-D input".into()));
                     }
-                    let (ho, wo) = p.out_hw(x[2], x[3]).ok_or_else(|| bad("window larger than the padded image".into()))?;
+                    let (ho, wo) = p
+                        .out_hw(x[2], x[3])
+                        .ok_or_else(|| bad("window larger than the padded image".into()))?;
                     vec![x[0], x[1], ho, wo]
                 }
                 Op::Flatten => {
@@ -233,7 +263,13 @@ impl Graph {
 
     /// Runs the forward pass. With `keep`, every value and cache is kept for the reverse
     /// passes; without, each value is dropped after its last reader (inference).
-    fn run_forward<T: Scalar>(&self, theta: &ArrayView1<T>, x: &ArrayD<T>, mode: Mode, keep: bool) -> Tape<T> {
+    fn run_forward<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        x: &ArrayD<T>,
+        mode: Mode,
+        keep: bool,
+    ) -> Tape<T> {
         let n = self.nodes.len();
         let last = self.last_use();
         let mut values: Vec<ArrayD<T>> = Vec::with_capacity(n);
@@ -282,7 +318,13 @@ impl Graph {
     }
 
     /// Σₙ loss and the number of correct predictions over one batch.
-    pub fn loss_batch<T: Scalar>(&self, theta: ArrayView1<T>, x: &ArrayD<T>, y: &[usize], mode: Mode) -> LossValue {
+    pub fn loss_batch<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        x: &ArrayD<T>,
+        y: &[usize],
+        mode: Mode,
+    ) -> LossValue {
         let z = self.logits(theta, x, mode);
         self.loss.forward(&z, y).0
     }
@@ -324,7 +366,16 @@ impl Graph {
         let rz = rvals.last().unwrap().as_ref().expect("logits depend on θ");
         let rgz = self.loss.r_backward(&lc, y, rz);
         drop(lc);
-        self.reverse(&theta, Some(&v), &tape, Some((&rvals, &rcaches)), gz, Some(rgz), grad, Some(hv));
+        self.reverse(
+            &theta,
+            Some(&v),
+            &tape,
+            Some((&rvals, &rcaches)),
+            gz,
+            Some(rgz),
+            grad,
+            Some(hv),
+        );
         value
     }
 
@@ -349,18 +400,25 @@ impl Graph {
                     let (r, rcols) = c.r_forward(cc, &p[0], &vp[0], vp.get(1), rin(0));
                     (Some(r), RCache::Conv(rcols))
                 }
-                (Op::Linear(l), _) => (Some(l.r_forward(xin(0), &p[0], &vp[0], vp.get(1), rin(0))), RCache::None),
+                (Op::Linear(l), _) => (
+                    Some(l.r_forward(xin(0), &p[0], &vp[0], vp.get(1), rin(0))),
+                    RCache::None,
+                ),
                 (Op::BatchNorm(b), Cache::Bn(bc)) => {
                     let (r, brc) = b.r_forward(bc, &p, &vp, rin(0));
                     (Some(r), RCache::Bn(brc))
                 }
-                (Op::Relu, _) => (rin(0).map(|r| Relu::r_forward(&tape.values[j], r)), RCache::None),
+                (Op::Relu, _) => (
+                    rin(0).map(|r| Relu::r_forward(&tape.values[j], r)),
+                    RCache::None,
+                ),
                 (Op::Add, _) => (Add::r_forward(rin(0), rin(1)), RCache::None),
                 (Op::GlobalAvgPool, _) => (rin(0).map(GlobalAvgPool::r_forward), RCache::None),
                 (Op::AvgPool(cfg), _) => (rin(0).map(|r| AvgPool::r_forward(cfg, r)), RCache::None),
-                (Op::MaxPool(_), Cache::Max(mc)) => {
-                    (rin(0).map(|r| MaxPool::r_forward(mc, r, tape.values[j].shape())), RCache::None)
-                }
+                (Op::MaxPool(_), Cache::Max(mc)) => (
+                    rin(0).map(|r| MaxPool::r_forward(mc, r, tape.values[j].shape())),
+                    RCache::None,
+                ),
                 (Op::Flatten, _) => (rin(0).map(Flatten::r_forward), RCache::None),
                 (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
             };
@@ -402,14 +460,21 @@ impl Graph {
             if let Some(out) = out.as_mut() {
                 let spec = self.layout.tensor(index);
                 let mut dst = out.slice_mut(ndarray::s![spec.range()]);
-                dst.zip_mut_with(&t.view().into_shape_with_order(spec.len()).unwrap(), |a, &b| *a = *a + b);
+                dst.zip_mut_with(
+                    &t.view().into_shape_with_order(spec.len()).unwrap(),
+                    |a, &b| *a = *a + b,
+                );
             }
         };
 
         for j in (1..n).rev() {
             let node = &self.nodes[j];
             let Some(gy) = g[j].take() else { continue };
-            let rgy = if hvp { Some(rg[j].take().unwrap_or_else(|| zero_r(j))) } else { None };
+            let rgy = if hvp {
+                Some(rg[j].take().unwrap_or_else(|| zero_r(j)))
+            } else {
+                None
+            };
             let p = self.params(theta, node);
             let vp = v.map(|v| self.params(v, node));
             let need_dx = |k: usize| node.inputs[k] != 0;
@@ -433,8 +498,11 @@ impl Graph {
                         }
                     }
                     if let (Some(rgy), Some(vp), Some((_, rcs))) = (&rgy, &vp, r) {
-                        let RCache::Conv(rcols) = &rcs[j] else { unreachable!() };
-                        let (rdx, rdw, rdb) = c.r_backward(cc, rcols.as_ref(), &p[0], &vp[0], &gy, rgy, need_dx(0));
+                        let RCache::Conv(rcols) = &rcs[j] else {
+                            unreachable!()
+                        };
+                        let (rdx, rdw, rdb) =
+                            c.r_backward(cc, rcols.as_ref(), &p[0], &vp[0], &gy, rgy, need_dx(0));
                         put(&mut hv, node.params[0], &rdw);
                         if let Some(rdb) = rdb {
                             put(&mut hv, node.params[1], &rdb);
@@ -452,7 +520,8 @@ impl Graph {
                     }
                     let mut rdx = None;
                     if let (Some(rgy), Some(vp)) = (&rgy, &vp) {
-                        let (rd, rdw, rdb) = l.r_backward(xin(0), rin(0), &p[0], &vp[0], &gy, rgy, need_dx(0));
+                        let (rd, rdw, rdb) =
+                            l.r_backward(xin(0), rin(0), &p[0], &vp[0], &gy, rgy, need_dx(0));
                         put(&mut hv, node.params[0], &rdw);
                         if let Some(rdb) = rdb {
                             put(&mut hv, node.params[1], &rdb);
@@ -469,7 +538,9 @@ impl Graph {
                     put(&mut grad, node.params[1], &dbeta);
                     let mut rdx = None;
                     if let (Some(rgy), Some(vp), Some((_, rcs))) = (&rgy, &vp, r) {
-                        let RCache::Bn(brc) = &rcs[j] else { unreachable!() };
+                        let RCache::Bn(brc) = &rcs[j] else {
+                            unreachable!()
+                        };
                         let (rd, rdg, rdb) = b.r_backward(bc, brc, &p, vp, &gy, rgy);
                         put(&mut hv, node.params[0], &rdg);
                         put(&mut hv, node.params[1], &rdb);
@@ -481,7 +552,11 @@ impl Graph {
                 }
                 (Op::Relu, _) => {
                     let y = &tape.values[j];
-                    outs.push((0, Relu::backward(y, &gy), rgy.as_ref().map(|r| Relu::r_backward(y, r))));
+                    outs.push((
+                        0,
+                        Relu::backward(y, &gy),
+                        rgy.as_ref().map(|r| Relu::r_backward(y, r)),
+                    ));
                 }
                 (Op::Add, _) => {
                     let (a, b) = Add::backward(&gy);
@@ -512,11 +587,19 @@ impl Graph {
                     ));
                 }
                 (Op::MaxPool(_), Cache::Max(mc)) => {
-                    outs.push((0, MaxPool::backward(mc, &gy), rgy.as_ref().map(|r| MaxPool::r_backward(mc, r))));
+                    outs.push((
+                        0,
+                        MaxPool::backward(mc, &gy),
+                        rgy.as_ref().map(|r| MaxPool::r_backward(mc, r)),
+                    ));
                 }
                 (Op::Flatten, _) => {
                     let s = xin(0).shape().to_vec();
-                    outs.push((0, Flatten::backward(&gy, &s), rgy.as_ref().map(|r| Flatten::r_backward(r, &s))));
+                    outs.push((
+                        0,
+                        Flatten::backward(&gy, &s),
+                        rgy.as_ref().map(|r| Flatten::r_backward(r, &s)),
+                    ));
                 }
                 (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
             }

@@ -80,8 +80,16 @@ impl Layout {
     /// If the name is already present (a zoo bug, never user input).
     pub fn push(&mut self, name: impl Into<String>, shape: &[usize], role: Role) -> usize {
         let name = name.into();
-        assert!(self.index_of(&name).is_none(), "duplicate tensor name {name}");
-        let spec = TensorSpec { name, shape: shape.to_vec(), role, offset: self.total };
+        assert!(
+            self.index_of(&name).is_none(),
+            "duplicate tensor name {name}"
+        );
+        let spec = TensorSpec {
+            name,
+            shape: shape.to_vec(),
+            role,
+            offset: self.total,
+        };
         self.total += spec.len();
         self.tensors.push(spec);
         self.tensors.len() - 1
@@ -108,7 +116,11 @@ impl Layout {
     }
     /// Number of trainable scalars (what PyTorch counts with `p.numel()` over `parameters()`).
     pub fn trainable_len(&self) -> usize {
-        self.tensors.iter().filter(|t| t.role.is_trainable()).map(|t| t.len()).sum()
+        self.tensors
+            .iter()
+            .filter(|t| t.role.is_trainable())
+            .map(|t| t.len())
+            .sum()
     }
     /// A 0/1 mask over all scalars, 1 where `keep(tensor)` holds.
     pub fn mask<T: Scalar>(&self, keep: impl Fn(&TensorSpec) -> bool) -> Array1<T> {
@@ -132,13 +144,20 @@ pub struct ParamVec<T: Scalar> {
 impl<T: Scalar> ParamVec<T> {
     pub fn zeros(layout: Arc<Layout>) -> Self {
         let n = layout.len();
-        Self { layout, data: Array1::zeros(n) }
+        Self {
+            layout,
+            data: Array1::zeros(n),
+        }
     }
 
     /// # Panics
     /// If `data.len()` differs from the layout's length.
     pub fn from_data(layout: Arc<Layout>, data: Array1<T>) -> Self {
-        assert_eq!(layout.len(), data.len(), "ParamVec length does not match its layout");
+        assert_eq!(
+            layout.len(),
+            data.len(),
+            "ParamVec length does not match its layout"
+        );
         Self { layout, data }
     }
 
@@ -197,7 +216,10 @@ impl<T: Scalar> ParamVec<T> {
 
 /// Dot product accumulated in f64 whatever the storage precision.
 pub fn dot_f64<T: Scalar>(a: ArrayView1<T>, b: ArrayView1<T>) -> f64 {
-    a.iter().zip(b.iter()).map(|(x, y)| x.as_f64() * y.as_f64()).sum()
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| x.as_f64() * y.as_f64())
+        .sum()
 }
 
 #[cfg(test)]

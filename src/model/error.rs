@@ -9,7 +9,10 @@ use thiserror::Error;
 pub enum ModelError {
     /// Occurs when the model file cannot be read.
     #[error("cannot read model file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Occurs when a safetensors file is truncated or not safetensors at all.
     #[error("{path} is not a valid safetensors file ({why}); was it fully written? Re-export it with safetensors.torch.save_file")]
     Corrupt { path: PathBuf, why: String },
@@ -21,16 +24,35 @@ pub enum ModelError {
     Arch { spec: String, why: String },
     /// Occurs when a tensor the architecture needs is not in the file.
     #[error("{path} lacks tensor '{name}' (shape {shape:?}) that {arch} needs; is --arch right?")]
-    MissingTensor { path: PathBuf, name: String, shape: Vec<usize>, arch: String },
+    MissingTensor {
+        path: PathBuf,
+        name: String,
+        shape: Vec<usize>,
+        arch: String,
+    },
     /// Occurs when the file has a tensor the architecture does not know.
     #[error("{path} has tensor '{name}' that {arch} does not have; is --arch right?")]
-    ExtraTensor { path: PathBuf, name: String, arch: String },
+    ExtraTensor {
+        path: PathBuf,
+        name: String,
+        arch: String,
+    },
     /// Occurs when a tensor has another shape than the architecture needs.
     #[error("{path}: tensor '{name}' has shape {got:?}, but {arch} needs {expected:?}; is --arch right?")]
-    ShapeMismatch { path: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize>, arch: String },
+    ShapeMismatch {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+        arch: String,
+    },
     /// Occurs when a tensor has a dtype that cannot hold weights.
     #[error("{path}: tensor '{name}' has dtype {dtype}; expected F32, F64, F16 or BF16")]
-    Dtype { path: PathBuf, name: String, dtype: String },
+    Dtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
     /// Occurs when weights are NaN or infinite.
     #[error("{path}: tensor '{name}' holds NaN or infinite values; the model diverged or the file is damaged")]
     NonFinite { path: PathBuf, name: String },

@@ -30,14 +30,23 @@ impl Model {
     pub fn init(arch: Arch, seed: u64, he: bool) -> Self {
         let graph = arch.build();
         let theta = zoo::init_params(&graph.layout, seed, he);
-        Self { arch, graph, theta, path: None, sha256: None, metadata: Default::default() }
+        Self {
+            arch,
+            graph,
+            theta,
+            path: None,
+            sha256: None,
+            metadata: Default::default(),
+        }
     }
 
     /// Loads a model file; `arch` overrides the architecture stored in it.
     pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Self, ModelError> {
         match path.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => safetensors_io::load(path, arch),
-            _ => Err(ModelError::Format { path: path.to_path_buf() }),
+            _ => Err(ModelError::Format {
+                path: path.to_path_buf(),
+            }),
         }
     }
 

@@ -22,18 +22,29 @@ const COUNTER_SUFFIX: &str = ".num_batches_tracked";
 
 /// Loads a model; `arch` (from `--arch`) takes precedence over the file's metadata.
 pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
-    let corrupt = |why: String| ModelError::Corrupt { path: path.to_path_buf(), why };
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |why: String| ModelError::Corrupt {
+        path: path.to_path_buf(),
+        why,
+    };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let metadata: BTreeMap<String, String> =
-        header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let arch = match arch {
         Some(a) => a.clone(),
         None => {
-            let json = metadata
-                .get(ARCH_METADATA_KEY)
-                .ok_or(ModelError::NoArch { path: path.to_path_buf(), key: ARCH_METADATA_KEY })?;
+            let json = metadata.get(ARCH_METADATA_KEY).ok_or(ModelError::NoArch {
+                path: path.to_path_buf(),
+                key: ARCH_METADATA_KEY,
+            })?;
             json.parse::<Arch>()?
         }
     };
@@ -41,12 +52,14 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
     let mut theta = ParamVec::<f32>::zeros(graph.layout.clone());
     let arch_name = arch.to_string();
     for (i, spec) in graph.layout.tensors().iter().enumerate() {
-        let t = st.tensor(&spec.name).map_err(|_| ModelError::MissingTensor {
-            path: path.to_path_buf(),
-            name: spec.name.clone(),
-            shape: spec.shape.clone(),
-            arch: arch_name.clone(),
-        })?;
+        let t = st
+            .tensor(&spec.name)
+            .map_err(|_| ModelError::MissingTensor {
+                path: path.to_path_buf(),
+                name: spec.name.clone(),
+                shape: spec.shape.clone(),
+                arch: arch_name.clone(),
+            })?;
         if t.shape() != spec.shape.as_slice() {
             return Err(ModelError::ShapeMismatch {
                 path: path.to_path_buf(),
@@ -62,30 +75,57 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
             dtype: format!("{:?}", t.dtype()),
         })?;
         if values.iter().any(|v| !v.is_finite()) {
-            return Err(ModelError::NonFinite { path: path.to_path_buf(), name: spec.name.clone() });
+            return Err(ModelError::NonFinite {
+                path: path.to_path_buf(),
+                name: spec.name.clone(),
+            });
         }
-        theta.tensor_mut(i).as_slice_mut().expect("contiguous").copy_from_slice(&values);
+        theta
+            .tensor_mut(i)
+            .as_slice_mut()
+            .expect("contiguous")
+            .copy_from_slice(&values);
     }
     for (name, _) in st.tensors() {
         if graph.layout.index_of(&name).is_none() && !name.ends_with(COUNTER_SUFFIX) {
-            return Err(ModelError::ExtraTensor { path: path.to_path_buf(), name, arch: arch_name });
+            return Err(ModelError::ExtraTensor {
+                path: path.to_path_buf(),
+                name,
+                arch: arch_name,
+            });
         }
     }
     let sha256 = format!("{:x}", Sha256::digest(&bytes));
-    Ok(Model { arch, graph, theta, path: Some(path.to_path_buf()), sha256: Some(sha256), metadata })
+    Ok(Model {
+        arch,
+        graph,
+        theta,
+        path: Some(path.to_path_buf()),
+        sha256: Some(sha256),
+        metadata,
+    })
 }
 
 /// Little-endian tensor bytes as f32, or `None` for a dtype that cannot hold weights.
 fn to_f32(t: &TensorView<'_>) -> Option<Vec<f32>> {
     let d = t.data();
     Some(match t.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         Dtype::BF16 => d
             .chunks_exact(2)
             .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
             .collect(),
-        Dtype::F16 => d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
         _ => return None,
     })
 }
@@ -115,23 +155,44 @@ fn f16_to_f32(h: u16) -> f32 {
 
 /// Writes `model` with its architecture in the metadata, atomically (temp file + rename).
 pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
-    let err = |why: String| ModelError::Write { path: path.to_path_buf(), why };
+    let err = |why: String| ModelError::Write {
+        path: path.to_path_buf(),
+        why,
+    };
     let layout = &model.graph.layout;
     let mut buffers: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
     for (i, spec) in layout.tensors().iter().enumerate() {
-        let bytes: Vec<u8> = model.theta.tensor(i).iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = model
+            .theta
+            .tensor(i)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         buffers.push((spec.name.clone(), spec.shape.clone(), Dtype::F32, bytes));
         if spec.name.ends_with(".running_var") {
             let base = spec.name.trim_end_matches(".running_var");
-            buffers.push((format!("{base}{COUNTER_SUFFIX}"), vec![], Dtype::I64, 0i64.to_le_bytes().to_vec()));
+            buffers.push((
+                format!("{base}{COUNTER_SUFFIX}"),
+                vec![],
+                Dtype::I64,
+                0i64.to_le_bytes().to_vec(),
+            ));
         }
     }
     let views: Vec<(String, TensorView<'_>)> = buffers
         .iter()
-        .map(|(n, s, d, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("sizes agree")))
+        .map(|(n, s, d, b)| {
+            (
+                n.clone(),
+                TensorView::new(*d, s.clone(), b).expect("sizes agree"),
+            )
+        })
         .collect();
     let mut meta: HashMap<String, String> = model.metadata.clone().into_iter().collect();
-    meta.insert(ARCH_METADATA_KEY.into(), serde_json::to_string(&model.arch).expect("serializable"));
+    meta.insert(
+        ARCH_METADATA_KEY.into(),
+        serde_json::to_string(&model.arch).expect("serializable"),
+    );
     meta.insert("losscape_version".into(), env!("CARGO_PKG_VERSION").into());
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| err(e.to_string()))?;
     crate::util::write_atomic(path, |f| f.write_all(&bytes)).map_err(|e| err(e.to_string()))
@@ -153,7 +214,14 @@ mod tests {
     #[test]
     fn save_load_roundtrip_and_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let arch = Arch::Mlp(Mlp { in_features: 5, depth: 1, width: 4, residual: true, batchnorm: true, num_classes: 3 });
+        let arch = Arch::Mlp(Mlp {
+            in_features: 5,
+            depth: 1,
+            width: 4,
+            residual: true,
+            batchnorm: true,
+            num_classes: 3,
+        });
         let m = Model::init(arch.clone(), 3, false);
         let p = dir.path().join("m.safetensors");
         m.save(&p).unwrap();
@@ -164,17 +232,35 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         let t = dir.path().join("t.safetensors");
         std::fs::write(&t, &bytes[..bytes.len() - 7]).unwrap();
-        assert!(matches!(Model::load(&t, None), Err(ModelError::Corrupt { .. })));
+        assert!(matches!(
+            Model::load(&t, None),
+            Err(ModelError::Corrupt { .. })
+        ));
         // wrong architecture: shape mismatch names the tensor
-        let other: Arch = "mlp:in_features=6,depth=1,width=4,residual=true,batchnorm=true,num_classes=3".parse().unwrap();
+        let other: Arch =
+            "mlp:in_features=6,depth=1,width=4,residual=true,batchnorm=true,num_classes=3"
+                .parse()
+                .unwrap();
         let e = Model::load(&p, Some(&other)).unwrap_err().to_string();
         assert!(e.contains("fc_in.weight") && e.contains("[4, 6]"), "{e}");
         // missing tensor
-        let other: Arch = "mlp:in_features=5,depth=2,width=4,residual=true,batchnorm=true,num_classes=3".parse().unwrap();
-        assert!(matches!(Model::load(&p, Some(&other)), Err(ModelError::MissingTensor { .. })));
+        let other: Arch =
+            "mlp:in_features=5,depth=2,width=4,residual=true,batchnorm=true,num_classes=3"
+                .parse()
+                .unwrap();
+        assert!(matches!(
+            Model::load(&p, Some(&other)),
+            Err(ModelError::MissingTensor { .. })
+        ));
         // extra tensor
-        let other: Arch = "mlp:in_features=5,depth=1,width=4,residual=true,batchnorm=false,num_classes=3".parse().unwrap();
-        assert!(matches!(Model::load(&p, Some(&other)), Err(ModelError::ExtraTensor { .. })));
+        let other: Arch =
+            "mlp:in_features=5,depth=1,width=4,residual=true,batchnorm=false,num_classes=3"
+                .parse()
+                .unwrap();
+        assert!(matches!(
+            Model::load(&p, Some(&other)),
+            Err(ModelError::ExtraTensor { .. })
+        ));
         // NaN weights
         let mut bad = m.clone();
         bad.theta.data[2] = f32::NAN;

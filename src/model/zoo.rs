@@ -103,7 +103,11 @@ impl fmt::Display for Arch {
                 f,
                 "resnet-cifar-{}{} (width {}, {}×{}×{} input, {} classes)",
                 r.depth,
-                if r.shortcut == Shortcut::None { "-noshort" } else { "" },
+                if r.shortcut == Shortcut::None {
+                    "-noshort"
+                } else {
+                    ""
+                },
                 r.width,
                 r.in_channels,
                 r.input_size,
@@ -132,7 +136,10 @@ impl FromStr for Arch {
     /// `mlp:in_features=40,depth=4,width=64,residual=true`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let bad = |why: String| ModelError::Arch { spec: s.to_string(), why };
+        let bad = |why: String| ModelError::Arch {
+            spec: s.to_string(),
+            why,
+        };
         let json = if s.starts_with('{') {
             s.to_string()
         } else {
@@ -140,7 +147,9 @@ impl FromStr for Arch {
             let mut obj = serde_json::Map::new();
             obj.insert("kind".into(), kind.trim().into());
             for kv in rest.split(',').filter(|kv| !kv.trim().is_empty()) {
-                let (k, v) = kv.split_once('=').ok_or_else(|| bad(format!("'{kv}' is not key=value")))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("'{kv}' is not key=value")))?;
                 let v = v.trim();
                 let value = if let Ok(n) = v.parse::<u64>() {
                     n.into()
@@ -165,13 +174,19 @@ impl Arch {
         match self {
             Arch::ResnetCifar(r) => {
                 if r.depth < 8 || (r.depth - 2) % 6 != 0 {
-                    return Err(format!("depth must be 6n+2 with n ≥ 1 (8, 14, 20, 32, 44, 56, 110), got {}", r.depth));
+                    return Err(format!(
+                        "depth must be 6n+2 with n ≥ 1 (8, 14, 20, 32, 44, 56, 110), got {}",
+                        r.depth
+                    ));
                 }
                 if r.width == 0 || r.in_channels == 0 || r.num_classes == 0 {
                     return Err("width, in_channels and num_classes must be positive".into());
                 }
                 if r.input_size < 4 {
-                    return Err(format!("input_size must be at least 4 (two stride-2 stages), got {}", r.input_size));
+                    return Err(format!(
+                        "input_size must be at least 4 (two stride-2 stages), got {}",
+                        r.input_size
+                    ));
                 }
             }
             Arch::Mlp(m) => {
@@ -222,14 +237,23 @@ impl Arch {
                     for i in 0..n {
                         let stride = if stage > 0 && i == 0 { 2 } else { 1 };
                         let p = format!("layer{}.{}", stage + 1, i);
-                        let mut o = b.conv(&format!("{p}.conv1"), h, in_planes, planes, 3, stride, 1);
+                        let mut o =
+                            b.conv(&format!("{p}.conv1"), h, in_planes, planes, 3, stride, 1);
                         o = b.bn(&format!("{p}.bn1"), o, planes);
                         o = b.relu(o);
                         o = b.conv(&format!("{p}.conv2"), o, planes, planes, 3, 1, 1);
                         o = b.bn(&format!("{p}.bn2"), o, planes);
                         if r.shortcut == Shortcut::Projection {
                             let s = if stride != 1 || in_planes != planes {
-                                let s = b.conv(&format!("{p}.shortcut.0"), h, in_planes, planes, 1, stride, 0);
+                                let s = b.conv(
+                                    &format!("{p}.shortcut.0"),
+                                    h,
+                                    in_planes,
+                                    planes,
+                                    1,
+                                    stride,
+                                    0,
+                                );
                                 b.bn(&format!("{p}.shortcut.1"), s, planes)
                             } else {
                                 h
@@ -271,34 +295,84 @@ struct Builder {
 
 impl Builder {
     fn new(input_shape: Vec<usize>, num_classes: usize) -> Self {
-        let mut g = Graph { nodes: vec![], layout: Arc::new(Layout::new()), loss: Loss::CrossEntropy, input_shape, num_classes };
+        let mut g = Graph {
+            nodes: vec![],
+            layout: Arc::new(Layout::new()),
+            loss: Loss::CrossEntropy,
+            input_shape,
+            num_classes,
+        };
         g.push("input", Op::Input, &[], &[]);
-        Self { g, layout: Layout::new() }
+        Self {
+            g,
+            layout: Layout::new(),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn conv(&mut self, name: &str, x: usize, cin: usize, cout: usize, k: usize, stride: usize, padding: usize) -> usize {
-        let w = self.layout.push(format!("{name}.weight"), &[cout, cin, k, k], Role::Weight);
-        let op = Conv2d { in_channels: cin, out_channels: cout, kernel: k, stride, padding, bias: false };
+    fn conv(
+        &mut self,
+        name: &str,
+        x: usize,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> usize {
+        let w = self
+            .layout
+            .push(format!("{name}.weight"), &[cout, cin, k, k], Role::Weight);
+        let op = Conv2d {
+            in_channels: cin,
+            out_channels: cout,
+            kernel: k,
+            stride,
+            padding,
+            bias: false,
+        };
         self.g.push(name, Op::Conv2d(op), &[x], &[w])
     }
 
     fn bn(&mut self, name: &str, x: usize, c: usize) -> usize {
         let p = [
-            self.layout.push(format!("{name}.weight"), &[c], Role::BnScale),
-            self.layout.push(format!("{name}.bias"), &[c], Role::BnShift),
-            self.layout.push(format!("{name}.running_mean"), &[c], Role::RunningMean),
-            self.layout.push(format!("{name}.running_var"), &[c], Role::RunningVar),
+            self.layout
+                .push(format!("{name}.weight"), &[c], Role::BnScale),
+            self.layout
+                .push(format!("{name}.bias"), &[c], Role::BnShift),
+            self.layout
+                .push(format!("{name}.running_mean"), &[c], Role::RunningMean),
+            self.layout
+                .push(format!("{name}.running_var"), &[c], Role::RunningVar),
         ];
-        self.g.push(name, Op::BatchNorm(BatchNorm { channels: c, eps: BN_EPS }), &[x], &p)
+        self.g.push(
+            name,
+            Op::BatchNorm(BatchNorm {
+                channels: c,
+                eps: BN_EPS,
+            }),
+            &[x],
+            &p,
+        )
     }
 
     fn linear(&mut self, name: &str, x: usize, fin: usize, fout: usize) -> usize {
         let p = [
-            self.layout.push(format!("{name}.weight"), &[fout, fin], Role::Weight),
-            self.layout.push(format!("{name}.bias"), &[fout], Role::Bias),
+            self.layout
+                .push(format!("{name}.weight"), &[fout, fin], Role::Weight),
+            self.layout
+                .push(format!("{name}.bias"), &[fout], Role::Bias),
         ];
-        self.g.push(name, Op::Linear(Linear { in_features: fin, out_features: fout, bias: true }), &[x], &p)
+        self.g.push(
+            name,
+            Op::Linear(Linear {
+                in_features: fin,
+                out_features: fout,
+                bias: true,
+            }),
+            &[x],
+            &p,
+        )
     }
 
     fn relu(&mut self, x: usize) -> usize {
@@ -332,7 +406,10 @@ pub fn init_params<T: Scalar>(layout: &Arc<Layout>, seed: u64, he: bool) -> Para
                 let std = (2.0 / fan_in as f64).sqrt();
                 view.mapv_inplace(|_| {
                     let v = if he {
-                        std * rand_distr::Distribution::<f64>::sample(&rand_distr::StandardNormal, &mut rng)
+                        std * rand_distr::Distribution::<f64>::sample(
+                            &rand_distr::StandardNormal,
+                            &mut rng,
+                        )
                     } else {
                         rng.random_range(-bound..bound)
                     };
@@ -341,7 +418,13 @@ pub fn init_params<T: Scalar>(layout: &Arc<Layout>, seed: u64, he: bool) -> Para
             }
             Role::Bias => {
                 let bound = 1.0 / (fan_in as f64).sqrt();
-                view.mapv_inplace(|_| T::from_f(if he { 0.0 } else { rng.random_range(-bound..bound) }));
+                view.mapv_inplace(|_| {
+                    T::from_f(if he {
+                        0.0
+                    } else {
+                        rng.random_range(-bound..bound)
+                    })
+                });
             }
             Role::BnScale | Role::RunningVar => view.fill(T::one()),
             Role::BnShift | Role::RunningMean => view.fill(T::zero()),
@@ -382,7 +465,17 @@ mod tests {
     fn names_follow_pytorch() {
         let g: Graph = "resnet-cifar:depth=8".parse::<Arch>().unwrap().build();
         let names: Vec<&str> = g.layout.tensors().iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(&names[..6], &["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "layer1.0.conv1.weight"]);
+        assert_eq!(
+            &names[..6],
+            &[
+                "conv1.weight",
+                "bn1.weight",
+                "bn1.bias",
+                "bn1.running_mean",
+                "bn1.running_var",
+                "layer1.0.conv1.weight"
+            ]
+        );
         assert!(names.contains(&"layer2.0.shortcut.0.weight"));
         assert!(names.contains(&"layer3.0.shortcut.1.running_var"));
         assert_eq!(names.last(), Some(&"linear.bias"));
@@ -391,7 +484,9 @@ mod tests {
 
     #[test]
     fn arch_parses_both_forms() {
-        let a: Arch = "mlp:in_features=40,depth=2,width=8,residual=true".parse().unwrap();
+        let a: Arch = "mlp:in_features=40,depth=2,width=8,residual=true"
+            .parse()
+            .unwrap();
         let b: Arch = serde_json::to_string(&a).unwrap().parse().unwrap();
         assert_eq!(a, b);
         assert!("resnet-cifar:depth=21".parse::<Arch>().is_err());

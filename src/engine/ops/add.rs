@@ -23,7 +23,10 @@ impl Add {
     }
 
     /// `None` stands for an R-quantity that is identically zero.
-    pub fn r_forward<T: Scalar>(ra: Option<&ArrayD<T>>, rb: Option<&ArrayD<T>>) -> Option<ArrayD<T>> {
+    pub fn r_forward<T: Scalar>(
+        ra: Option<&ArrayD<T>>,
+        rb: Option<&ArrayD<T>>,
+    ) -> Option<ArrayD<T>> {
         match (ra, rb) {
             (Some(a), Some(b)) => Some(a + b),
             (Some(a), None) | (None, Some(a)) => Some(a.clone()),

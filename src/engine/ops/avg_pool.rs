@@ -28,7 +28,12 @@ impl Pool2d {
     }
 
     /// Calls `f(oi, oj, ii, ij)` for every in-bounds input pixel of every window.
-    pub(crate) fn windows(&self, h: usize, w: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    pub(crate) fn windows(
+        &self,
+        h: usize,
+        w: usize,
+        mut f: impl FnMut(usize, usize, usize, usize),
+    ) {
         let (ho, wo) = self.out_hw(h, w).expect("checked at build");
         for oi in 0..ho {
             for oj in 0..wo {
@@ -66,7 +71,10 @@ impl AvgPool {
     }
 
     pub fn backward<T: Scalar>(cfg: &Pool2d, gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
-        let gy = gy.view().into_dimensionality::<Ix4>().expect("[C, N, Ho, Wo]");
+        let gy = gy
+            .view()
+            .into_dimensionality::<Ix4>()
+            .expect("[C, N, Ho, Wo]");
         let (c, n, h, w) = (in_shape[0], in_shape[1], in_shape[2], in_shape[3]);
         let inv = T::one() / T::from_usize(cfg.kernel * cfg.kernel).unwrap();
         let mut dx = Array4::zeros((c, n, h, w));

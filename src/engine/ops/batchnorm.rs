@@ -62,20 +62,30 @@ pub struct BnRCache<T> {
 /// `[C, M]` view of an activation: `[C, N, H, W]` reshaped, or `[N, C]` transposed.
 fn cview<T: Scalar>(x: &ArrayD<T>) -> ArrayView2<'_, T> {
     if x.ndim() == 2 {
-        x.view().into_dimensionality::<Ix2>().unwrap().reversed_axes()
+        x.view()
+            .into_dimensionality::<Ix2>()
+            .unwrap()
+            .reversed_axes()
     } else {
         let c = x.shape()[0];
-        x.view().into_shape_with_order((c, x.len() / c)).expect("standard layout")
+        x.view()
+            .into_shape_with_order((c, x.len() / c))
+            .expect("standard layout")
     }
 }
 
 fn cview_mut<T: Scalar>(x: &mut ArrayD<T>) -> ArrayViewMut2<'_, T> {
     if x.ndim() == 2 {
-        x.view_mut().into_dimensionality::<Ix2>().unwrap().reversed_axes()
+        x.view_mut()
+            .into_dimensionality::<Ix2>()
+            .unwrap()
+            .reversed_axes()
     } else {
         let c = x.shape()[0];
         let m = x.len() / c;
-        x.view_mut().into_shape_with_order((c, m)).expect("standard layout")
+        x.view_mut()
+            .into_shape_with_order((c, m))
+            .expect("standard layout")
     }
 }
 
@@ -85,7 +95,12 @@ fn mean<T: Scalar>(a: impl IntoIterator<Item = T>, m: usize) -> T {
 
 impl BatchNorm {
     /// `p` = [γ, β, running_mean, running_var].
-    pub fn forward<T: Scalar>(&self, x: &ArrayD<T>, p: &[ArrayViewD<T>], mode: Mode) -> (ArrayD<T>, BnCache<T>) {
+    pub fn forward<T: Scalar>(
+        &self,
+        x: &ArrayD<T>,
+        p: &[ArrayViewD<T>],
+        mode: Mode,
+    ) -> (ArrayD<T>, BnCache<T>) {
         let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
         let eps = T::from_f(self.eps);
         let xc = cview(x);
@@ -108,17 +123,25 @@ impl BatchNorm {
                 };
                 s[c] = sc;
                 let (g, b) = (gamma[c], beta[c]);
-                Zip::from(xh.row_mut(c)).and(yv.row_mut(c)).and(row).for_each(|h, yy, &v| {
-                    *h = (v - mu) * sc;
-                    *yy = g * *h + b;
-                });
+                Zip::from(xh.row_mut(c))
+                    .and(yv.row_mut(c))
+                    .and(row)
+                    .for_each(|h, yy, &v| {
+                        *h = (v - mu) * sc;
+                        *yy = g * *h + b;
+                    });
             }
         }
         (y, BnCache { xhat, s, mode })
     }
 
     /// dx, dγ, dβ.
-    pub fn backward<T: Scalar>(&self, c: &BnCache<T>, p: &[ArrayViewD<T>], gy: &ArrayD<T>) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
+    pub fn backward<T: Scalar>(
+        &self,
+        c: &BnCache<T>,
+        p: &[ArrayViewD<T>],
+        gy: &ArrayD<T>,
+    ) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
         let gamma = &p[0];
         let (xh, g) = (cview(&c.xhat), cview(gy));
         let m = xh.ncols();
@@ -128,15 +151,22 @@ impl BatchNorm {
         let mut dxv = cview_mut(&mut dx);
         for ch in 0..self.channels {
             let (gr, hr) = (g.row(ch), xh.row(ch));
-            dgamma[ch] = Zip::from(gr).and(hr).fold(T::zero(), |a, &gv, &hv| a + gv * hv);
+            dgamma[ch] = Zip::from(gr)
+                .and(hr)
+                .fold(T::zero(), |a, &gv, &hv| a + gv * hv);
             dbeta[ch] = gr.sum();
             let (gm, s) = (gamma[ch], c.s[ch]);
             match c.mode {
-                Mode::Eval => Zip::from(dxv.row_mut(ch)).and(gr).for_each(|d, &gv| *d = gv * gm * s),
+                Mode::Eval => Zip::from(dxv.row_mut(ch))
+                    .and(gr)
+                    .for_each(|d, &gv| *d = gv * gm * s),
                 Mode::Train => {
                     let mg = dbeta[ch] * gm / T::from_usize(m).unwrap();
                     let mgh = dgamma[ch] * gm / T::from_usize(m).unwrap();
-                    Zip::from(dxv.row_mut(ch)).and(gr).and(hr).for_each(|d, &gv, &hv| *d = s * (gv * gm - mg - hv * mgh));
+                    Zip::from(dxv.row_mut(ch))
+                        .and(gr)
+                        .and(hr)
+                        .for_each(|d, &gv, &hv| *d = s * (gv * gm - mg - hv * mgh));
                 }
             }
         }
@@ -172,16 +202,25 @@ impl BatchNorm {
                 let s = c.s[ch];
                 let (rr, hr) = (rxv.row(ch), xh.row(ch));
                 match c.mode {
-                    Mode::Eval => Zip::from(rh.row_mut(ch)).and(rr).for_each(|o, &r| *o = s * r),
+                    Mode::Eval => Zip::from(rh.row_mut(ch))
+                        .and(rr)
+                        .for_each(|o, &r| *o = s * r),
                     Mode::Train => {
                         let mr = mean(rr.iter().copied(), m);
-                        let mhr = Zip::from(rr).and(hr).fold(T::zero(), |a, &r, &h| a + r * h) / T::from_usize(m).unwrap();
+                        let mhr = Zip::from(rr).and(hr).fold(T::zero(), |a, &r, &h| a + r * h)
+                            / T::from_usize(m).unwrap();
                         rs[ch] = -s * s * mhr;
-                        Zip::from(rh.row_mut(ch)).and(rr).and(hr).for_each(|o, &r, &h| *o = s * (r - mr - h * mhr));
+                        Zip::from(rh.row_mut(ch))
+                            .and(rr)
+                            .and(hr)
+                            .for_each(|o, &r, &h| *o = s * (r - mr - h * mhr));
                     }
                 }
                 let (g, a, b) = (gamma[ch], vg[ch], vb[ch]);
-                Zip::from(ryv.row_mut(ch)).and(rh.row(ch)).and(hr).for_each(|o, &r, &h| *o = g * r + a * h + b);
+                Zip::from(ryv.row_mut(ch))
+                    .and(rh.row(ch))
+                    .and(hr)
+                    .for_each(|o, &r, &h| *o = g * r + a * h + b);
             }
         }
         (ry, BnRCache { rxhat, rs })
@@ -209,25 +248,50 @@ impl BatchNorm {
             let (gr, rgr, hr, rhr) = (g.row(ch), rg.row(ch), xh.row(ch), rh.row(ch));
             let (gm, a, s) = (gamma[ch], vg[ch], c.s[ch]);
             // rhr is s·R{x} in eval mode and R{x̂} in train mode; both give R{dγ} = Σ R{dy} x̂ + dy rhr.
-            rdgamma[ch] = Zip::from(rgr).and(hr).and(gr).and(rhr).fold(T::zero(), |acc, &rgv, &hv, &gv, &rv| acc + rgv * hv + gv * rv);
+            rdgamma[ch] = Zip::from(rgr)
+                .and(hr)
+                .and(gr)
+                .and(rhr)
+                .fold(T::zero(), |acc, &rgv, &hv, &gv, &rv| {
+                    acc + rgv * hv + gv * rv
+                });
             rdbeta[ch] = rgr.sum();
             match c.mode {
-                Mode::Eval => Zip::from(out.row_mut(ch)).and(gr).and(rgr).for_each(|o, &gv, &rgv| *o = s * (rgv * gm + gv * a)),
+                Mode::Eval => Zip::from(out.row_mut(ch))
+                    .and(gr)
+                    .and(rgr)
+                    .for_each(|o, &gv, &rgv| *o = s * (rgv * gm + gv * a)),
                 Mode::Train => {
                     // dx̂ = dy γ; R{dx̂} = R{dy} γ + dy v_γ
                     let m_dxh = gr.sum() * gm / mf;
-                    let m_dxh_xh = Zip::from(gr).and(hr).fold(T::zero(), |acc, &gv, &hv| acc + gv * hv) * gm / mf;
-                    let m_rdxh = Zip::from(rgr).and(gr).fold(T::zero(), |acc, &rgv, &gv| acc + rgv * gm + gv * a) / mf;
-                    let m_cross = Zip::from(rgr).and(gr).and(hr).and(rhr).fold(T::zero(), |acc, &rgv, &gv, &hv, &rv| {
-                        acc + (rgv * gm + gv * a) * hv + gv * gm * rv
-                    }) / mf;
+                    let m_dxh_xh = Zip::from(gr)
+                        .and(hr)
+                        .fold(T::zero(), |acc, &gv, &hv| acc + gv * hv)
+                        * gm
+                        / mf;
+                    let m_rdxh = Zip::from(rgr)
+                        .and(gr)
+                        .fold(T::zero(), |acc, &rgv, &gv| acc + rgv * gm + gv * a)
+                        / mf;
+                    let m_cross =
+                        Zip::from(rgr).and(gr).and(hr).and(rhr).fold(
+                            T::zero(),
+                            |acc, &rgv, &gv, &hv, &rv| {
+                                acc + (rgv * gm + gv * a) * hv + gv * gm * rv
+                            },
+                        ) / mf;
                     let rs = rc.rs[ch];
-                    Zip::from(out.row_mut(ch)).and(gr).and(rgr).and(hr).and(rhr).for_each(|o, &gv, &rgv, &hv, &rv| {
-                        let dxh = gv * gm;
-                        let rdxh = rgv * gm + gv * a;
-                        let big_a = dxh - m_dxh - hv * m_dxh_xh;
-                        *o = rs * big_a + s * (rdxh - m_rdxh - rv * m_dxh_xh - hv * m_cross);
-                    });
+                    Zip::from(out.row_mut(ch))
+                        .and(gr)
+                        .and(rgr)
+                        .and(hr)
+                        .and(rhr)
+                        .for_each(|o, &gv, &rgv, &hv, &rv| {
+                            let dxh = gv * gm;
+                            let rdxh = rgv * gm + gv * a;
+                            let big_a = dxh - m_dxh - hv * m_dxh_xh;
+                            *o = rs * big_a + s * (rdxh - m_rdxh - rv * m_dxh_xh - hv * m_cross);
+                        });
                 }
             }
         }

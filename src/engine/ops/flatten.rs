@@ -68,4 +68,3 @@ pub fn swap_batch_channel<T: Scalar>(x: &ArrayD<T>) -> ArrayD<T> {
     v.swap_axes(0, 1);
     v.as_standard_layout().into_owned()
 }
-

@@ -13,7 +13,10 @@ impl GlobalAvgPool {
     pub fn forward<T: Scalar>(x: &ArrayD<T>) -> ArrayD<T> {
         let (c, n) = (x.shape()[0], x.shape()[1]);
         let hw = x.len() / (c * n);
-        let x3 = x.view().into_shape_with_order((c, n, hw)).expect("standard layout");
+        let x3 = x
+            .view()
+            .into_shape_with_order((c, n, hw))
+            .expect("standard layout");
         let inv = T::one() / T::from_usize(hw).unwrap();
         let mut y = Array2::zeros((n, c));
         for ci in 0..c {

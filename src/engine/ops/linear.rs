@@ -25,7 +25,9 @@ fn m2<'a, T: Scalar>(a: &'a ArrayViewD<'a, T>) -> ArrayView2<'a, T> {
 }
 
 fn d2<T: Scalar>(a: &ArrayD<T>) -> ArrayView2<'_, T> {
-    a.view().into_dimensionality::<Ix2>().expect("2-D activation [N, F]")
+    a.view()
+        .into_dimensionality::<Ix2>()
+        .expect("2-D activation [N, F]")
 }
 
 fn add_bias<T: Scalar>(y: &mut Array2<T>, b: &ArrayViewD<T>) {
@@ -35,7 +37,12 @@ fn add_bias<T: Scalar>(y: &mut Array2<T>, b: &ArrayViewD<T>) {
 }
 
 impl Linear {
-    pub fn forward<T: Scalar>(&self, x: &ArrayD<T>, w: &ArrayViewD<T>, b: Option<&ArrayViewD<T>>) -> ArrayD<T> {
+    pub fn forward<T: Scalar>(
+        &self,
+        x: &ArrayD<T>,
+        w: &ArrayViewD<T>,
+        b: Option<&ArrayViewD<T>>,
+    ) -> ArrayD<T> {
         let x = d2(x);
         let mut y = Array2::zeros((x.nrows(), self.out_features));
         gemm(T::one(), x, m2(w).t(), T::zero(), &mut y.view_mut());
@@ -73,7 +80,10 @@ impl Linear {
         vb: Option<&ArrayViewD<T>>,
         rx: Option<&ArrayD<T>>,
     ) -> ArrayD<T> {
-        let mut ry = self.forward(x, vw, vb).into_dimensionality::<Ix2>().unwrap();
+        let mut ry = self
+            .forward(x, vw, vb)
+            .into_dimensionality::<Ix2>()
+            .unwrap();
         if let Some(rx) = rx {
             gemm(T::one(), d2(rx), m2(w).t(), T::one(), &mut ry.view_mut());
         }

@@ -70,7 +70,10 @@ fn argmax<T: Scalar>(z: ArrayView1<T>) -> Option<usize> {
 
 impl Loss {
     pub fn forward<T: Scalar>(&self, z: &ArrayD<T>, y: &[usize]) -> (LossValue, LossCache<T>) {
-        let z = z.view().into_dimensionality::<Ix2>().expect("logits [N, K]");
+        let z = z
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("logits [N, K]");
         let k = z.ncols();
         let mut probs = Array2::zeros(z.raw_dim());
         let mut sum = 0.0;
@@ -81,7 +84,10 @@ impl Loss {
                 Loss::CrossEntropy => lse - zr[label].as_f64(),
                 Loss::Mse => {
                     let p = &probs_row_f64(zr, lse);
-                    p.iter().enumerate().map(|(c, &pc)| (pc - if c == label { 1.0 } else { 0.0 }).powi(2)).sum::<f64>()
+                    p.iter()
+                        .enumerate()
+                        .map(|(c, &pc)| (pc - if c == label { 1.0 } else { 0.0 }).powi(2))
+                        .sum::<f64>()
                         / k as f64
                 }
             };
@@ -102,7 +108,10 @@ impl Loss {
                     let p = gr.to_owned();
                     let u = mse_u(p.view(), label, k, two);
                     let pu = p.dot(&u);
-                    Zip::from(&mut gr).and(&p).and(&u).for_each(|o, &pc, &uc| *o = pc * (uc - pu));
+                    Zip::from(&mut gr)
+                        .and(&p)
+                        .and(&u)
+                        .for_each(|o, &pc, &uc| *o = pc * (uc - pu));
                 }
             }
         }
@@ -110,23 +119,41 @@ impl Loss {
     }
 
     /// R{d(Σₙ ℓₙ)/dz} for the direction R{z}.
-    pub fn r_backward<T: Scalar>(&self, c: &LossCache<T>, y: &[usize], rz: &ArrayD<T>) -> ArrayD<T> {
+    pub fn r_backward<T: Scalar>(
+        &self,
+        c: &LossCache<T>,
+        y: &[usize],
+        rz: &ArrayD<T>,
+    ) -> ArrayD<T> {
         let rz = rz.view().into_dimensionality::<Ix2>().expect("[N, K]");
         let k = T::from_usize(c.probs.ncols()).unwrap();
         let two = T::from_f(2.0);
         let mut out = Array2::zeros(c.probs.raw_dim());
-        for (((mut o, p), rzr), &label) in out.rows_mut().into_iter().zip(c.probs.rows()).zip(rz.rows()).zip(y) {
+        for (((mut o, p), rzr), &label) in out
+            .rows_mut()
+            .into_iter()
+            .zip(c.probs.rows())
+            .zip(rz.rows())
+            .zip(y)
+        {
             let prz = p.dot(&rzr);
-            let rp = Zip::from(&p).and(&rzr).map_collect(|&pc, &r| pc * (r - prz));
+            let rp = Zip::from(&p)
+                .and(&rzr)
+                .map_collect(|&pc, &r| pc * (r - prz));
             match self {
                 Loss::CrossEntropy => o.assign(&rp),
                 Loss::Mse => {
                     let u = mse_u(p, label, k, two);
                     let ru = rp.mapv(|v| two * v / k);
                     let (pu, rpu, pru) = (p.dot(&u), rp.dot(&u), p.dot(&ru));
-                    Zip::from(&mut o).and(&p).and(&rp).and(&u).and(&ru).for_each(|o, &pc, &rpc, &uc, &ruc| {
-                        *o = rpc * (uc - pu) + pc * (ruc - rpu - pru);
-                    });
+                    Zip::from(&mut o)
+                        .and(&p)
+                        .and(&rp)
+                        .and(&u)
+                        .and(&ru)
+                        .for_each(|o, &pc, &rpc, &uc, &ruc| {
+                            *o = rpc * (uc - pu) + pc * (ruc - rpu - pru);
+                        });
                 }
             }
         }

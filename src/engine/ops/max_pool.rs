@@ -23,7 +23,10 @@ pub struct MaxPoolCache {
 impl MaxPool {
     pub fn forward<T: Scalar>(cfg: &Pool2d, x: &ArrayD<T>) -> (ArrayD<T>, MaxPoolCache) {
         let xs = x.as_standard_layout();
-        let x4 = xs.view().into_dimensionality::<Ix4>().expect("[C, N, H, W]");
+        let x4 = xs
+            .view()
+            .into_dimensionality::<Ix4>()
+            .expect("[C, N, H, W]");
         let (c, n, h, w) = x4.dim();
         let (ho, wo) = cfg.out_hw(h, w).expect("checked at build");
         let mut y = Array4::from_elem((c, n, ho, wo), T::neg_infinity());
@@ -43,7 +46,13 @@ impl MaxPool {
                 });
             }
         }
-        (y.into_dyn(), MaxPoolCache { argmax, in_shape: vec![c, n, h, w] })
+        (
+            y.into_dyn(),
+            MaxPoolCache {
+                argmax,
+                in_shape: vec![c, n, h, w],
+            },
+        )
     }
 
     fn scatter<T: Scalar>(cache: &MaxPoolCache, g: &ArrayD<T>) -> ArrayD<T> {
@@ -66,7 +75,11 @@ impl MaxPool {
         Self::scatter(cache, gy)
     }
 
-    pub fn r_forward<T: Scalar>(cache: &MaxPoolCache, rx: &ArrayD<T>, out_shape: &[usize]) -> ArrayD<T> {
+    pub fn r_forward<T: Scalar>(
+        cache: &MaxPoolCache,
+        rx: &ArrayD<T>,
+        out_shape: &[usize],
+    ) -> ArrayD<T> {
         Self::gather(cache, rx, out_shape)
     }
 

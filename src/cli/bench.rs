@@ -1,0 +1,160 @@
+//! `losscape bench`: speed of the engine on the networks users care about.
+//!
+//! ResNet-cifar 20 and 56 (width 16, projection shortcuts) on a batch of random 3×32×32
+//! inputs (CIFAR-10's shape), for each thread count: eval-mode forward time, images/s and
+//! GFLOP/s (2 × multiply-adds of convolutions and linear layers), one gradient and one
+//! exact H·v, and the H·v / gradient ratio. Medians over `--reps` runs after a warm-up.
+//! Compare with `python fixtures/generate/bench_torch.py` on the same machine and threads.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use ndarray::{ArrayD, IxDyn};
+use serde::Serialize;
+
+use crate::engine::Op;
+use crate::model::{Arch, Model};
+use crate::objective::{Objective, ObjectiveConfig};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// ResNet-cifar depths to measure.
+    #[arg(long, value_delimiter = ',', default_value = "20,56")]
+    pub depths: Vec<usize>,
+    /// Thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Images per measured batch.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Mini-batch size inside the engine (the unit of parallel work).
+    #[arg(long, default_value_t = 32)]
+    pub chunk: usize,
+    /// Timed repetitions per measurement (median reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Skip the gradient and H·v measurements.
+    #[arg(long)]
+    pub forward_only: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    model: String,
+    threads: usize,
+    batch: usize,
+    forward_ms: f64,
+    images_per_s: f64,
+    gflops: f64,
+    gradient_ms: Option<f64>,
+    hvp_ms: Option<f64>,
+    hvp_over_gradient: Option<f64>,
+}
+
+/// Multiply-adds × 2 of convolutions and linear layers for one sample.
+pub fn flops_per_sample(graph: &crate::engine::Graph) -> Result<f64> {
+    let shapes = graph.infer_shapes(&graph.input_shape, 1)?;
+    Ok(graph
+        .nodes
+        .iter()
+        .zip(&shapes)
+        .map(|(n, s)| match &n.op {
+            Op::Conv2d(c) => {
+                2.0 * (c.in_channels * c.kernel * c.kernel) as f64
+                    * s.iter().product::<usize>() as f64
+            }
+            Op::Linear(l) => 2.0 * (l.in_features * l.out_features) as f64,
+            _ => 0.0,
+        })
+        .sum())
+}
+
+fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let mut t: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[t.len() / 2]
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let mut rows = Vec::new();
+    for &depth in &args.depths {
+        let arch: Arch =
+            format!("resnet-cifar:depth={depth},in_channels=3,input_size=32").parse()?;
+        let model = Model::init(arch, 0, false);
+        let flops = flops_per_sample(&model.graph)? * args.batch as f64;
+        let x = ArrayD::from_shape_fn(IxDyn(&[args.batch, 3, 32, 32]), |i| {
+            ((i[0] * 31 + i[1] * 5 + i[2] * 7 + i[3] * 3) % 17) as f32 / 8.0 - 1.0
+        });
+        let y: Vec<usize> = (0..args.batch).map(|i| i % 10).collect();
+        let obj = Objective::new(
+            &model.graph,
+            x.view(),
+            &y,
+            ObjectiveConfig {
+                batch_size: args.chunk,
+                ..Default::default()
+            },
+        )?;
+        let theta = model.theta.data.view();
+        for &threads in &args.threads {
+            let row = super::with_threads(Some(threads), || {
+                let fwd = median_ms(args.reps, || {
+                    obj.evaluate(theta);
+                });
+                let (grad, hvp) = if args.forward_only {
+                    (None, None)
+                } else {
+                    let g = median_ms(args.reps, || {
+                        obj.gradient(theta);
+                    });
+                    let h = median_ms(args.reps, || {
+                        obj.hvp(theta, theta);
+                    });
+                    (Some(g), Some(h))
+                };
+                Row {
+                    model: format!("resnet-cifar-{depth}"),
+                    threads,
+                    batch: args.batch,
+                    forward_ms: fwd,
+                    images_per_s: args.batch as f64 / (fwd / 1e3),
+                    gflops: flops / (fwd / 1e3) / 1e9,
+                    gradient_ms: grad,
+                    hvp_ms: hvp,
+                    hvp_over_gradient: grad.zip(hvp).map(|(g, h)| h / g),
+                }
+            })?;
+            if !args.json {
+                let opt =
+                    |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<16} threads {}  forward {:>8.1} ms  {:>7.0} img/s  {:>6.1} GFLOP/s  gradient {:>8} ms  H·v {:>8} ms  H·v/grad {}",
+                    row.model,
+                    row.threads,
+                    row.forward_ms,
+                    row.images_per_s,
+                    row.gflops,
+                    opt(row.gradient_ms),
+                    opt(row.hvp_ms),
+                    row.hvp_over_gradient.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into())
+                );
+            }
+            rows.push(row);
+        }
+    }
+    if args.json {
+        super::print_json(&rows)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! Model × data × loss: loss, accuracy, gradient and Hessian-vector products over a whole
+//! dataset, as per-sample means.
+//!
+//! ```text
+//! L(θ) = (1/N) Σₙ ℓ(f(xₙ; θ), yₙ)     ∇L = (1/N) Σₙ ∇ℓₙ     H·v = (1/N) Σₙ ∇²ℓₙ · v
+//! ```
+//! The samples are cut into mini-batches of `batch_size` in file order; batches run in
+//! parallel (rayon), each on one core, and their sums are added **in batch order** in f64,
+//! so results are bit-identical for any number of threads and equal (to rounding) for any
+//! batch size. In eval mode (the default) the batch size only trades memory for speed; in
+//! train mode batch norm normalizes with each batch's statistics, so it matters.
+//!
+//! PyHessian averages H·v per sample the same way (`dataloader_hv_product`);
+//! loss-landscape sums per-batch means, which inflates absolute eigenvalues by the number
+//! of batches (see ANCHORS.md).
+
+use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, Axis};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::engine::{EngineError, Graph, Mode, Scalar};
+
+/// Batches summed per parallel round; fixed so that the order of additions (hence every
+/// bit of the result) does not depend on the thread count, and memory stays bounded by
+/// this many gradient-sized buffers.
+const BATCHES_PER_ROUND: usize = 16;
+
+/// How the dataset is cut and how batch norm behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectiveConfig {
+    /// Samples per mini-batch (default 32).
+    pub batch_size: usize,
+    /// Batch norm statistics: running (eval, default) or per batch (train).
+    pub mode: Mode,
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            mode: Mode::Eval,
+        }
+    }
+}
+
+/// Loss and accuracy over a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// Per-sample mean loss.
+    pub loss: f64,
+    /// Correct predictions in percent (loss-landscape's `train_acc` convention).
+    pub accuracy: f64,
+    pub correct: usize,
+    pub samples: usize,
+}
+
+/// A dataset bound to a network: the function θ ↦ L(θ) with its derivatives.
+pub struct Objective<'a> {
+    graph: &'a Graph,
+    x: ArrayViewD<'a, f32>,
+    y: &'a [usize],
+    cfg: ObjectiveConfig,
+}
+
+#[derive(Default)]
+struct Sums {
+    loss: f64,
+    correct: usize,
+}
+
+impl<'a> Objective<'a> {
+    /// Binds inputs `x` (`[N, …]`, PyTorch layout) and labels `y` to `graph`, checking shapes.
+    pub fn new(
+        graph: &'a Graph,
+        x: ArrayViewD<'a, f32>,
+        y: &'a [usize],
+        cfg: ObjectiveConfig,
+    ) -> Result<Self, EngineError> {
+        graph.infer_shapes(&x.shape()[1..], 1)?;
+        if let Some(&label) = y.iter().find(|&&l| l >= graph.num_classes) {
+            return Err(EngineError::Label {
+                label,
+                classes: graph.num_classes,
+            });
+        }
+        assert_eq!(x.shape()[0], y.len(), "inputs and labels differ in length");
+        assert!(cfg.batch_size > 0, "batch size must be positive");
+        Ok(Self { graph, x, y, cfg })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        self.graph
+    }
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+    pub fn config(&self) -> ObjectiveConfig {
+        self.cfg
+    }
+
+    fn num_batches(&self) -> usize {
+        self.len().div_ceil(self.cfg.batch_size)
+    }
+
+    fn batch<T: Scalar>(&self, b: usize) -> (ArrayD<T>, &'a [usize]) {
+        let lo = b * self.cfg.batch_size;
+        let hi = (lo + self.cfg.batch_size).min(self.len());
+        let x = self
+            .x
+            .slice_axis(Axis(0), (lo..hi).into())
+            .mapv(|v| T::from_f(v as f64));
+        (x, &self.y[lo..hi])
+    }
+
+    fn finish(&self, s: Sums) -> Evaluation {
+        let n = self.len();
+        Evaluation {
+            loss: s.loss / n as f64,
+            accuracy: 100.0 * s.correct as f64 / n as f64,
+            correct: s.correct,
+            samples: n,
+        }
+    }
+
+    /// Runs `f` on every batch, in parallel rounds, folding results in batch order.
+    fn fold_batches<R: Send>(
+        &self,
+        parallel: bool,
+        f: impl Fn(usize) -> R + Sync,
+        mut fold: impl FnMut(R),
+    ) {
+        let nb = self.num_batches();
+        for start in (0..nb).step_by(BATCHES_PER_ROUND) {
+            let end = (start + BATCHES_PER_ROUND).min(nb);
+            let results: Vec<R> = if parallel {
+                (start..end).into_par_iter().map(&f).collect()
+            } else {
+                (start..end).map(&f).collect()
+            };
+            results.into_iter().for_each(&mut fold);
+        }
+    }
+
+    /// Loss and accuracy at θ, batches in parallel.
+    pub fn evaluate<T: Scalar>(&self, theta: ArrayView1<T>) -> Evaluation {
+        self.evaluate_with(theta, true)
+    }
+
+    /// Loss and accuracy at θ on the calling thread only (for callers that parallelize
+    /// over something else, such as grid points).
+    pub fn evaluate_sequential<T: Scalar>(&self, theta: ArrayView1<T>) -> Evaluation {
+        self.evaluate_with(theta, false)
+    }
+
+    fn evaluate_with<T: Scalar>(&self, theta: ArrayView1<T>, parallel: bool) -> Evaluation {
+        let mut s = Sums::default();
+        self.fold_batches(
+            parallel,
+            |b| {
+                let (x, y) = self.batch::<T>(b);
+                self.graph.loss_batch(theta, &x, y, self.cfg.mode)
+            },
+            |v| {
+                s.loss += v.sum;
+                s.correct += v.correct;
+            },
+        );
+        self.finish(s)
+    }
+
+    /// Loss, accuracy and ∇L(θ) (zero on running statistics).
+    pub fn gradient<T: Scalar>(&self, theta: ArrayView1<T>) -> (Evaluation, Array1<T>) {
+        let mut s = Sums::default();
+        let mut acc = Array1::<f64>::zeros(theta.len());
+        self.fold_batches(
+            true,
+            |b| {
+                let (x, y) = self.batch::<T>(b);
+                let mut g = Array1::<T>::zeros(theta.len());
+                let v = self
+                    .graph
+                    .grad_batch(theta, &x, y, self.cfg.mode, g.view_mut());
+                (v, g)
+            },
+            |(v, g)| {
+                s.loss += v.sum;
+                s.correct += v.correct;
+                acc.zip_mut_with(&g, |a, &b| *a += b.as_f64());
+            },
+        );
+        let n = self.len() as f64;
+        (self.finish(s), acc.mapv(|a| T::from_f(a / n)))
+    }
+
+    /// H·v at θ: the exact Hessian of the per-sample mean loss times v (Pearlmutter's
+    /// R-operator; about 2–3 gradients of work). Components of v on running statistics are
+    /// ignored and the result is zero there.
+    pub fn hvp<T: Scalar>(&self, theta: ArrayView1<T>, v: ArrayView1<T>) -> Array1<T> {
+        let mut acc = Array1::<f64>::zeros(theta.len());
+        self.fold_batches(
+            true,
+            |b| {
+                let (x, y) = self.batch::<T>(b);
+                let mut hv = Array1::<T>::zeros(theta.len());
+                self.graph
+                    .hvp_batch(theta, v, &x, y, self.cfg.mode, hv.view_mut(), None);
+                hv
+            },
+            |hv| acc.zip_mut_with(&hv, |a, &b| *a += b.as_f64()),
+        );
+        let n = self.len() as f64;
+        acc.mapv(|a| T::from_f(a / n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Arch;
+    use ndarray::IxDyn;
+
+    fn setup() -> (Graph, Array1<f32>, ArrayD<f32>, Vec<usize>) {
+        let arch: Arch = "resnet-cifar:depth=8,width=4,in_channels=1,input_size=6,num_classes=3"
+            .parse()
+            .unwrap();
+        let g = arch.build();
+        let theta = crate::model::zoo::init_params::<f32>(&g.layout, 1, false).data;
+        let n = 23;
+        let x = ArrayD::from_shape_fn(IxDyn(&[n, 1, 6, 6]), |i| {
+            ((i[0] * 31 + i[2] * 7 + i[3] * 3) % 17) as f32 / 17.0 - 0.5
+        });
+        let y = (0..n).map(|i| i % 3).collect();
+        (g, theta, x, y)
+    }
+
+    #[test]
+    fn batch_size_changes_only_rounding() {
+        let (g, theta, x, y) = setup();
+        let v = theta.mapv(|t| t * 0.5 + 0.01);
+        let run = |bs| {
+            let o = Objective::new(
+                &g,
+                x.view(),
+                &y,
+                ObjectiveConfig {
+                    batch_size: bs,
+                    mode: Mode::Eval,
+                },
+            )
+            .unwrap();
+            (
+                o.evaluate(theta.view()),
+                o.gradient(theta.view()).1,
+                o.hvp(theta.view(), v.view()),
+            )
+        };
+        let (e1, g1, h1) = run(1);
+        let (e2, g2, h2) = run(7);
+        let (e3, _, _) = run(100);
+        assert_eq!(e1.correct, e2.correct);
+        assert!((e1.loss - e2.loss).abs() < 1e-6 && (e1.loss - e3.loss).abs() < 1e-6);
+        let rel = |a: &Array1<f32>, b: &Array1<f32>| {
+            (a - b).mapv(|d| d.abs()).sum() / b.mapv(|d| d.abs()).sum()
+        };
+        assert!(rel(&g1, &g2) < 1e-5, "{}", rel(&g1, &g2));
+        assert!(rel(&h1, &h2) < 1e-5, "{}", rel(&h1, &h2));
+    }
+
+    #[test]
+    fn bit_identical_for_any_thread_count() {
+        let (g, theta, x, y) = setup();
+        let o = Objective::new(
+            &g,
+            x.view(),
+            &y,
+            ObjectiveConfig {
+                batch_size: 2,
+                mode: Mode::Eval,
+            },
+        )
+        .unwrap();
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                (
+                    o.evaluate(theta.view()).loss,
+                    o.gradient(theta.view()).1,
+                    o.hvp(theta.view(), theta.view()),
+                )
+            })
+        };
+        let (l1, g1, h1) = run(1);
+        let (l3, g3, h3) = run(3);
+        assert_eq!(l1.to_bits(), l3.to_bits());
+        assert_eq!(g1, g3);
+        assert_eq!(h1, h3);
+    }
+}
