@@ -8,10 +8,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ModelError {
     /// Occurs when the model file cannot be read.
-    #[error("cannot read model file {path}: {source}")]
+    #[error("cannot read model file {path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Occurs when a safetensors file is truncated or not safetensors at all.
     #[error("{path} is not a valid safetensors file ({why}); was it fully written? Re-export it with safetensors.torch.save_file")]

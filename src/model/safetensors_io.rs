@@ -22,9 +22,9 @@ const COUNTER_SUFFIX: &str = ".num_batches_tracked";
 
 /// Loads a model; `arch` (from `--arch`) takes precedence over the file's metadata.
 pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let corrupt = |why: String| ModelError::Corrupt {
         path: path.to_path_buf(),
