@@ -30,7 +30,7 @@ build: deps
 run: build
 	@for m in fixtures/models/*.safetensors; do \
 	  case $$m in *mnist1d*) d=mnist1d;; *) d=digits;; esac; \
-	  for s in train test; do $(BIN) eval --model $$m --data $$d --split $$s || exit 1; done; \
+	  $(BIN) eval --model $$m --data $$d --split train,test || exit 1; \
 	done
 
 ## All tests (unit, integration, PyTorch reference fixtures, CLI).

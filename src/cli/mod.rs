@@ -62,9 +62,9 @@ pub struct DataArgs {
     /// Dataset: `digits`, `mnist1d` (bundled), or a path (.npz, .npy, MNIST idx, CIFAR-10 binary folder).
     #[arg(long, short = 'd', value_name = "DATA")]
     pub data: String,
-    /// Which split to use.
-    #[arg(long, default_value = "train", value_parser = parse_split)]
-    pub split: Split,
+    /// Which split(s) to use: `train`, `test`, or both as `train,test`.
+    #[arg(long, default_value = "train", value_parser = parse_split, value_delimiter = ',')]
+    pub split: Vec<Split>,
     /// Use a deterministic subset of N samples (seeded permutation, file order kept).
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
@@ -84,13 +84,17 @@ fn parse_split(s: &str) -> Result<Split, String> {
 }
 
 impl DataArgs {
-    pub fn load(&self) -> Result<Dataset> {
-        let opts = DataOptions {
-            split: self.split,
-            samples: self.samples,
-            normalize: self.normalize.clone(),
-        };
-        data::load(&self.data, &opts).with_context(|| format!("loading data '{}'", self.data))
+    /// Loads each requested split, in the order given (duplicates removed).
+    pub fn load(&self) -> Result<Vec<Dataset>> {
+        let mut splits = self.split.clone();
+        splits.dedup();
+        splits
+            .iter()
+            .map(|&split| {
+                let opts = DataOptions { split, samples: self.samples, normalize: self.normalize.clone() };
+                data::load(&self.data, &opts).with_context(|| format!("loading data '{}' ({split} split)", self.data))
+            })
+            .collect()
     }
 
     pub fn objective_config(&self) -> crate::objective::ObjectiveConfig {
