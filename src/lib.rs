@@ -4,6 +4,8 @@ pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod hessian;
+pub mod io;
+pub mod landscape;
 pub mod model;
 pub mod objective;
 pub mod util;

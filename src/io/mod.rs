@@ -1,0 +1,3 @@
+//! HDF5 files: surfaces (readable by loss-landscape's scripts) and directions.
+
+pub mod surface;

@@ -1,0 +1,90 @@
+//! Grid axes of a surface: `MIN:MAX:NUM`, sampled like numpy's `linspace(MIN, MAX, NUM)`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// One axis of a surface grid, e.g. `-1:1:51` (loss-landscape's `--x` syntax and default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridAxis {
+    pub min: f64,
+    pub max: f64,
+    pub num: usize,
+}
+
+impl GridAxis {
+    /// The NUM coordinates, exactly as `numpy.linspace(min, max, num)` computes them:
+    /// `min + i·step` with `step = (max − min)/(num − 1)`, and the last one set to `max`.
+    pub fn coordinates(&self) -> Vec<f64> {
+        if self.num == 1 {
+            return vec![self.min];
+        }
+        let step = (self.max - self.min) / (self.num - 1) as f64;
+        let mut c: Vec<f64> = (0..self.num).map(|i| self.min + i as f64 * step).collect();
+        c[self.num - 1] = self.max;
+        c
+    }
+}
+
+impl fmt::Display for GridAxis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.min, self.max, self.num)
+    }
+}
+
+impl FromStr for GridAxis {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("--x/--y expect MIN:MAX:NUM, e.g. -1:1:51; got '{s}': {why}");
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 3 {
+            return Err(bad("need three fields separated by ':'"));
+        }
+        let min: f64 = parts[0]
+            .trim()
+            .parse()
+            .map_err(|_| bad("MIN is not a number"))?;
+        let max: f64 = parts[1]
+            .trim()
+            .parse()
+            .map_err(|_| bad("MAX is not a number"))?;
+        let num: usize = parts[2]
+            .trim()
+            .parse()
+            .map_err(|_| bad("NUM is not a positive integer"))?;
+        if !min.is_finite() || !max.is_finite() {
+            return Err(bad("MIN and MAX must be finite"));
+        }
+        if num == 0 {
+            return Err(bad("NUM must be at least 1"));
+        }
+        if num > 1 && min >= max {
+            return Err(bad("MIN must be below MAX (or NUM = 1 for a single point)"));
+        }
+        if num == 1 && min != max {
+            return Err(bad("with NUM = 1, MIN and MAX must be equal"));
+        }
+        Ok(GridAxis { min, max, num })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_samples_like_linspace() {
+        let a: GridAxis = "-1:1:5".parse().unwrap();
+        assert_eq!(a.coordinates(), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
+        assert_eq!(a.to_string(), "-1:1:5");
+        assert_eq!(
+            "0:0:1".parse::<GridAxis>().unwrap().coordinates(),
+            vec![0.0]
+        );
+        for bad in ["1:0:5", "-1:1:0", "a:b:c", "-1:1", "0:1:1", "nan:1:3"] {
+            assert!(bad.parse::<GridAxis>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Loss surfaces: the loss and accuracy at θ + α·d₁ (+ β·d₂) for every point of a 1-D
+//! or 2-D grid (Li et al. 2018, arXiv:1712.09913, §4–5).
+//!
+//! ```text
+//! point k of an (ny × nx) grid:  iy = k / nx,  ix = k % nx,  α = x[ix],  β = y[iy]
+//! θₖ = (θ + α·d₁) + β·d₂    (f32, in this order, as loss-landscape's set_weights does)
+//! ```
+//! Points run in parallel (rayon), each on one worker with a reusable θₖ buffer; the model
+//! is never mutated. Each point's loss is a sequential pass over the data, so its value
+//! does not depend on scheduling: the same command gives the same bits with any thread
+//! count. Finished points go to an append-only [`Journal`] as they complete, so a killed
+//! run resumes without recomputing or losing any of them. `--shard i/N` computes the
+//! points k ≡ i (mod N), an interleaved share with balanced cost.
+//!
+//! Cost: one evaluation pass over the data per point and dataset (train, test).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::grid::GridAxis;
+use super::journal::{Journal, JournalError};
+use crate::engine::ParamVec;
+use crate::objective::Objective;
+
+/// A deterministic interleaved share of the grid: points k with k mod `count` = `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// 0-based, below `count` (e.g. `$SLURM_ARRAY_TASK_ID` with `--array=0-(N-1)`).
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    pub fn contains(&self, point: usize) -> bool {
+        point % self.count == self.index
+    }
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self::WHOLE
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            |why: &str| format!("--shard expects I/N with 0 ≤ I < N, e.g. 0/4; got '{s}': {why}");
+        let (i, n) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
+        let index: usize = i
+            .trim()
+            .parse()
+            .map_err(|_| bad("I is not a non-negative integer"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| bad("N is not a positive integer"))?;
+        if count == 0 {
+            return Err(bad("N must be at least 1"));
+        }
+        if index >= count {
+            return Err(bad("I must be below N (shards are numbered from 0)"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// The grid of a surface: x, and y for a 2-D surface.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SurfaceGrid {
+    pub x: GridAxis,
+    pub y: Option<GridAxis>,
+}
+
+impl SurfaceGrid {
+    /// Array shape: `[ny, nx]` (loss-landscape's plot scripts read `[iy, ix]`) or `[nx]`.
+    pub fn shape(&self) -> Vec<usize> {
+        match &self.y {
+            Some(y) => vec![y.num, self.x.num],
+            None => vec![self.x.num],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (α, β) of point k (β = 0 for a 1-D surface).
+    pub fn coordinates(&self, k: usize) -> (f64, f64) {
+        let xs = self.x.coordinates();
+        match &self.y {
+            Some(y) => (xs[k % self.x.num], y.coordinates()[k / self.x.num]),
+            None => (xs[k], 0.0),
+        }
+    }
+}
+
+/// The quantities of a surface, each an array of the grid's shape (NaN where not computed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SurfaceValues {
+    /// Dataset names in loss-landscape's convention: `train_loss`, `train_acc`, `test_loss`, `test_acc`.
+    pub names: Vec<String>,
+    pub arrays: Vec<ArrayD<f64>>,
+    /// 1 where the point is computed.
+    pub completed: ArrayD<u8>,
+}
+
+impl SurfaceValues {
+    pub fn empty(grid: &SurfaceGrid, names: Vec<String>) -> Self {
+        let shape = IxDyn(&grid.shape());
+        Self {
+            arrays: names
+                .iter()
+                .map(|_| ArrayD::from_elem(shape.clone(), f64::NAN))
+                .collect(),
+            names,
+            completed: ArrayD::zeros(shape),
+        }
+    }
+
+    /// Stores the values of point k (flat index in standard order).
+    pub fn set(&mut self, k: usize, values: &[f64]) {
+        for (a, &v) in self.arrays.iter_mut().zip(values) {
+            a.as_slice_mut().expect("standard layout")[k] = v;
+        }
+        self.completed.as_slice_mut().expect("standard layout")[k] = 1;
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ArrayD<f64>> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.arrays[i])
+    }
+
+    pub fn completed_count(&self) -> usize {
+        self.completed.iter().filter(|&&c| c == 1).count()
+    }
+}
+
+/// What to sample.
+pub struct SurfaceRequest<'a> {
+    pub theta: &'a ParamVec<f32>,
+    pub x_dir: &'a ParamVec<f32>,
+    pub y_dir: Option<&'a ParamVec<f32>>,
+    pub grid: &'a SurfaceGrid,
+    pub shard: Shard,
+    /// (prefix, objective): `("train", …)`, `("test", …)`.
+    pub objectives: Vec<(String, &'a Objective<'a>)>,
+}
+
+impl SurfaceRequest<'_> {
+    pub fn names(&self) -> Vec<String> {
+        self.objectives
+            .iter()
+            .flat_map(|(p, _)| [format!("{p}_loss"), format!("{p}_acc")])
+            .collect()
+    }
+}
+
+/// Outcome of [`sample_surface`].
+#[derive(Debug)]
+pub struct SurfaceReport {
+    pub values: SurfaceValues,
+    /// Points computed by this run.
+    pub computed: usize,
+    /// Points taken from the journal of an earlier run.
+    pub resumed: usize,
+    /// Points whose loss is NaN or infinite.
+    pub non_finite: usize,
+    pub seconds: f64,
+}
+
+/// Writes θ + α·d₁ + β·d₂ into `buf`.
+pub fn perturb(
+    buf: &mut [f32],
+    theta: &[f32],
+    dx: &[f32],
+    dy: Option<&[f32]>,
+    alpha: f32,
+    beta: f32,
+) {
+    match dy {
+        Some(dy) => {
+            for (((b, &t), &x), &y) in buf.iter_mut().zip(theta).zip(dx).zip(dy) {
+                *b = (t + x * alpha) + y * beta;
+            }
+        }
+        None => {
+            for ((b, &t), &x) in buf.iter_mut().zip(theta).zip(dx) {
+                *b = t + x * alpha;
+            }
+        }
+    }
+}
+
+/// Computes every pending point of the request's shard, appending each to `journal` as it
+/// finishes; `done` holds points finished by an earlier run (from [`Journal::open`]).
+pub fn sample_surface(
+    req: &SurfaceRequest<'_>,
+    journal: Journal,
+    done: BTreeMap<usize, Vec<f64>>,
+    progress: &ProgressBar,
+) -> Result<(SurfaceReport, Journal), JournalError> {
+    let start = Instant::now();
+    let mut values = SurfaceValues::empty(req.grid, req.names());
+    let mut resumed = 0;
+    for (&k, v) in &done {
+        if req.shard.contains(k) {
+            values.set(k, v);
+            resumed += 1;
+        }
+    }
+    let pending: Vec<usize> = (0..req.grid.len())
+        .filter(|&k| req.shard.contains(k) && !done.contains_key(&k))
+        .collect();
+    progress.set_length((pending.len() + resumed) as u64);
+    progress.set_position(resumed as u64);
+    progress.reset_eta();
+
+    let theta = req.theta.data.as_slice().expect("contiguous θ");
+    let dx = req.x_dir.data.as_slice().expect("contiguous direction");
+    let dy = req
+        .y_dir
+        .map(|d| d.data.as_slice().expect("contiguous direction"));
+    let journal = Mutex::new((journal, None::<JournalError>));
+    let results = Mutex::new(Vec::with_capacity(pending.len()));
+    pending.par_iter().for_each_init(
+        || vec![0f32; theta.len()],
+        |buf, &k| {
+            let (alpha, beta) = req.grid.coordinates(k);
+            perturb(buf, theta, dx, dy, alpha as f32, beta as f32);
+            let point = ndarray::ArrayView1::from(&buf[..]);
+            let v: Vec<f64> = req
+                .objectives
+                .iter()
+                .flat_map(|(_, o)| {
+                    let e = o.evaluate_sequential(point);
+                    [e.loss, e.accuracy]
+                })
+                .collect();
+            let mut j = journal.lock().expect("journal lock");
+            if j.1.is_none() {
+                if let Err(e) = j.0.append(k, &v) {
+                    j.1 = Some(e);
+                }
+            }
+            drop(j);
+            results.lock().expect("results lock").push((k, v));
+            progress.inc(1);
+        },
+    );
+    let (mut journal, failure) = journal.into_inner().expect("journal lock");
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    journal.sync()?;
+    let results = results.into_inner().expect("results lock");
+    let computed = results.len();
+    for (k, v) in results {
+        values.set(k, &v);
+    }
+    let non_finite = (0..req.objectives.len())
+        .map(|i| {
+            values.arrays[2 * i]
+                .iter()
+                .zip(values.completed.iter())
+                .filter(|(v, &c)| c == 1 && !v.is_finite())
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    Ok((
+        SurfaceReport {
+            values,
+            computed,
+            resumed,
+            non_finite,
+            seconds: start.elapsed().as_secs_f64(),
+        },
+        journal,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_parsing() {
+        assert_eq!(
+            "1/4".parse::<Shard>().unwrap(),
+            Shard { index: 1, count: 4 }
+        );
+        assert!("4/4".parse::<Shard>().is_err());
+        assert!("0/0".parse::<Shard>().is_err());
+        assert!("x".parse::<Shard>().is_err());
+    }
+
+    #[test]
+    fn grid_indexing_is_iy_ix() {
+        let g = SurfaceGrid {
+            x: "-1:1:3".parse().unwrap(),
+            y: Some("0:1:2".parse().unwrap()),
+        };
+        assert_eq!(g.shape(), vec![2, 3]);
+        assert_eq!(g.coordinates(0), (-1.0, 0.0));
+        assert_eq!(g.coordinates(2), (1.0, 0.0));
+        assert_eq!(g.coordinates(3), (-1.0, 1.0));
+    }
+}
