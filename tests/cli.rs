@@ -27,7 +27,11 @@ fn stderr(o: &Output) -> String {
 /// Exit code 2, no panic, and every `needle` in the message.
 fn assert_bad_input(o: &Output, needles: &[&str]) {
     let e = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "expected exit code 2, stderr: {e}");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit code 2, stderr: {e}"
+    );
     assert!(!e.contains("panicked"), "panicked: {e}");
     for n in needles {
         assert!(e.contains(n), "message lacks '{n}': {e}");
@@ -35,7 +39,9 @@ fn assert_bad_input(o: &Output, needles: &[&str]) {
 }
 
 fn small_mlp(dir: &Path) -> PathBuf {
-    let arch: Arch = "mlp:in_features=40,depth=1,width=8,residual=true,num_classes=10".parse().unwrap();
+    let arch: Arch = "mlp:in_features=40,depth=1,width=8,residual=true,num_classes=10"
+        .parse()
+        .unwrap();
     let p = dir.join("mlp.safetensors");
     Model::init(arch, 1, false).save(&p).unwrap();
     p
@@ -47,8 +53,20 @@ fn info_and_eval_on_bundled_model() {
     let o = run(&["info", m.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("layer1.0.conv1.weight") && out.contains("trainable parameters"), "{out}");
-    let o = run(&["eval", "--model", m.to_str().unwrap(), "--data", "digits", "--split", "test", "--json"]);
+    assert!(
+        out.contains("layer1.0.conv1.weight") && out.contains("trainable parameters"),
+        "{out}"
+    );
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        "digits",
+        "--split",
+        "test",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["samples"], 360);
@@ -60,13 +78,26 @@ fn info_and_eval_on_bundled_model() {
 fn eval_f64_equals_f32_to_tolerance_and_thread_count_does_not_matter() {
     let m = root().join("fixtures/models/mlp-res-mnist1d.safetensors");
     let get = |extra: &[&str]| {
-        let mut a = vec!["eval", "--model", m.to_str().unwrap(), "--data", "mnist1d", "--json"];
+        let mut a = vec![
+            "eval",
+            "--model",
+            m.to_str().unwrap(),
+            "--data",
+            "mnist1d",
+            "--json",
+        ];
         a.extend_from_slice(extra);
         let o = run(&a);
         assert!(o.status.success(), "{}", stderr(&o));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"].as_f64().unwrap()
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
     };
-    let (a, b, c) = (get(&["--threads", "1"]), get(&["--threads", "2"]), get(&["--precision", "f64"]));
+    let (a, b, c) = (
+        get(&["--threads", "1"]),
+        get(&["--threads", "2"]),
+        get(&["--precision", "f64"]),
+    );
     assert_eq!(a.to_bits(), b.to_bits());
     assert!((a - c).abs() < 1e-5 * c, "{a} vs {c}");
 }
@@ -85,18 +116,30 @@ fn truncated_model() {
 fn wrong_shape_and_unknown_architecture() {
     let dir = tempfile::tempdir().unwrap();
     let p = small_mlp(dir.path());
-    let o = run(&["info", p.to_str().unwrap(), "--arch", "mlp:in_features=40,depth=1,width=9,residual=true"]);
+    let o = run(&[
+        "info",
+        p.to_str().unwrap(),
+        "--arch",
+        "mlp:in_features=40,depth=1,width=9,residual=true",
+    ]);
     assert_bad_input(&o, &["fc_in.weight", "[9, 40]", "[8, 40]"]);
     let o = run(&["info", p.to_str().unwrap(), "--arch", "vgg:depth=16"]);
     assert_bad_input(&o, &["vgg"]);
-    let o = run(&["info", p.to_str().unwrap(), "--arch", "resnet-cifar:depth=21"]);
+    let o = run(&[
+        "info",
+        p.to_str().unwrap(),
+        "--arch",
+        "resnet-cifar:depth=21",
+    ]);
     assert_bad_input(&o, &["6n+2"]);
 }
 
 #[test]
 fn nan_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let arch: Arch = "mlp:in_features=40,depth=1,width=8,residual=true".parse().unwrap();
+    let arch: Arch = "mlp:in_features=40,depth=1,width=8,residual=true"
+        .parse()
+        .unwrap();
     let mut m = Model::init(arch, 1, false);
     m.theta.data[5] = f32::NAN;
     let p = dir.path().join("nan.safetensors");
@@ -114,7 +157,13 @@ fn empty_and_mismatched_data() {
     w.add_array("x", &Array2::<f32>::zeros((0, 40))).unwrap();
     w.add_array("y", &Array1::<i64>::zeros(0)).unwrap();
     w.finish().unwrap();
-    let o = run(&["eval", "--model", m.to_str().unwrap(), "--data", empty.to_str().unwrap()]);
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        empty.to_str().unwrap(),
+    ]);
     assert_bad_input(&o, &["empty.npz"]);
 
     let bad = dir.path().join("mismatch.npz");
@@ -122,7 +171,13 @@ fn empty_and_mismatched_data() {
     w.add_array("x", &Array2::<f32>::zeros((10, 40))).unwrap();
     w.add_array("y", &Array1::<i64>::zeros(9)).unwrap();
     w.finish().unwrap();
-    let o = run(&["eval", "--model", m.to_str().unwrap(), "--data", bad.to_str().unwrap()]);
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        bad.to_str().unwrap(),
+    ]);
     assert_bad_input(&o, &["mismatch.npz", "10", "9"]);
 
     // data of the wrong shape for the model
@@ -132,12 +187,34 @@ fn empty_and_mismatched_data() {
 
 #[test]
 fn missing_model_file_and_bad_options() {
-    let o = run(&["eval", "--model", "/nonexistent/m.safetensors", "--data", "digits"]);
+    let o = run(&[
+        "eval",
+        "--model",
+        "/nonexistent/m.safetensors",
+        "--data",
+        "digits",
+    ]);
     assert_bad_input(&o, &["/nonexistent/m.safetensors"]);
     let m = root().join("fixtures/models/resnet20-digits.safetensors");
-    let o = run(&["eval", "--model", m.to_str().unwrap(), "--data", "digits", "--samples", "100000"]);
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        "digits",
+        "--samples",
+        "100000",
+    ]);
     assert_bad_input(&o, &["--samples"]);
-    let o = run(&["eval", "--model", m.to_str().unwrap(), "--data", "digits", "--threads", "0"]);
+    let o = run(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        "digits",
+        "--threads",
+        "0",
+    ]);
     assert_bad_input(&o, &["--threads"]);
 }
 
@@ -146,5 +223,8 @@ fn help_explains() {
     let o = run(&["eval", "--help"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
-    assert!(out.contains("--batch-size") && out.contains("--bn-mode") && out.contains("bundled"), "{out}");
+    assert!(
+        out.contains("--batch-size") && out.contains("--bn-mode") && out.contains("bundled"),
+        "{out}"
+    );
 }

@@ -24,8 +24,16 @@ struct Tol {
     grad: f64,
     hv: f64,
 }
-const TOL_F64: Tol = Tol { loss: 1e-9, grad: 1e-9, hv: 1e-9 };
-const TOL_F32: Tol = Tol { loss: 1e-5, grad: 1e-4, hv: 1e-4 };
+const TOL_F64: Tol = Tol {
+    loss: 1e-9,
+    grad: 1e-9,
+    hv: 1e-9,
+};
+const TOL_F32: Tol = Tol {
+    loss: 1e-5,
+    grad: 1e-4,
+    hv: 1e-4,
+};
 
 struct Fixture {
     name: String,
@@ -37,7 +45,10 @@ fn read(path: &Path) -> Fixture {
     let bytes = std::fs::read(path).unwrap();
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap_or_default();
-    let version = meta.get("fixture_version").map(String::as_str).unwrap_or("none");
+    let version = meta
+        .get("fixture_version")
+        .map(String::as_str)
+        .unwrap_or("none");
     assert_eq!(
         version,
         FIXTURE_VERSION,
@@ -50,14 +61,27 @@ fn read(path: &Path) -> Fixture {
     for (name, t) in st.tensors() {
         let d = t.data();
         let v: Vec<f64> = match t.dtype() {
-            Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-            Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-            Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            Dtype::F64 => d
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            Dtype::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            Dtype::I64 => d
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
             other => panic!("{}: unexpected dtype {other:?} for {name}", path.display()),
         };
         tensors.insert(name, (t.shape().to_vec(), v));
     }
-    Fixture { name: path.file_stem().unwrap().to_string_lossy().into(), meta, tensors }
+    Fixture {
+        name: path.file_stem().unwrap().to_string_lossy().into(),
+        meta,
+        tensors,
+    }
 }
 
 fn fixtures() -> Vec<PathBuf> {
@@ -73,7 +97,9 @@ fn fixtures() -> Vec<PathBuf> {
 
 impl Fixture {
     fn get(&self, key: &str) -> &(Vec<usize>, Vec<f64>) {
-        self.tensors.get(key).unwrap_or_else(|| panic!("{}: fixture lacks '{key}'", self.name))
+        self.tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: fixture lacks '{key}'", self.name))
     }
 
     fn graph(&self) -> Graph {
@@ -100,9 +126,14 @@ impl Fixture {
             match self.tensors.get(&key) {
                 Some((shape, v)) => {
                     assert_eq!(shape, &t.shape, "{}: {key} shape", self.name);
-                    out.slice_mut(ndarray::s![t.range()]).assign(&Array1::from(v.clone()));
+                    out.slice_mut(ndarray::s![t.range()])
+                        .assign(&Array1::from(v.clone()));
                 }
-                None => assert!(!all && !t.role.is_trainable(), "{}: fixture lacks '{key}'", self.name),
+                None => assert!(
+                    !all && !t.role.is_trainable(),
+                    "{}: fixture lacks '{key}'",
+                    self.name
+                ),
             }
         }
         out
@@ -111,19 +142,34 @@ impl Fixture {
     fn batch(&self) -> (ArrayD<f64>, Vec<usize>) {
         let (xs, xv) = self.get("x");
         let (_, yv) = self.get("y");
-        (ArrayD::from_shape_vec(IxDyn(xs), xv.clone()).unwrap(), yv.iter().map(|&v| v as usize).collect())
+        (
+            ArrayD::from_shape_vec(IxDyn(xs), xv.clone()).unwrap(),
+            yv.iter().map(|&v| v as usize).collect(),
+        )
     }
 }
 
 /// Asserts max |got − want| ≤ rtol · max |want|, naming the worst tensor and index.
 fn assert_close(label: &str, g: &Graph, got: &Array1<f64>, want: &Array1<f64>, rtol: f64) {
     let scale = want.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
-    let (worst, diff) = got
+    let (worst, diff) =
+        got.iter()
+            .zip(want.iter())
+            .enumerate()
+            .fold((0, 0.0f64), |a, (i, (x, y))| {
+                if (x - y).abs() > a.1 {
+                    (i, (x - y).abs())
+                } else {
+                    a
+                }
+            });
+    let tensor = g
+        .layout
+        .tensors()
         .iter()
-        .zip(want.iter())
-        .enumerate()
-        .fold((0, 0.0f64), |a, (i, (x, y))| if (x - y).abs() > a.1 { (i, (x - y).abs()) } else { a });
-    let tensor = g.layout.tensors().iter().find(|t| t.range().contains(&worst)).map(|t| t.name.clone()).unwrap_or_default();
+        .find(|t| t.range().contains(&worst))
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
     eprintln!("{label}: max relative difference {:.2e}", diff / scale);
     assert!(
         diff <= rtol * scale,
@@ -149,24 +195,58 @@ fn run<T: Scalar>(f: &Fixture, prefix: &str, tol: &Tol, check_vectors: bool) {
     let mut grad = Array1::<T>::zeros(theta.len());
     let lv = g.grad_batch(theta.view(), &x, &y, f.mode(), grad.view_mut());
     let mut hv = Array1::<T>::zeros(theta.len());
-    g.hvp_batch(theta.view(), v.view(), &x, &y, f.mode(), hv.view_mut(), None);
+    g.hvp_batch(
+        theta.view(),
+        v.view(),
+        &x,
+        &y,
+        f.mode(),
+        hv.view_mut(),
+        None,
+    );
     let loss = lv.sum / n;
     let want = scalar(f, &format!("{prefix}.loss"));
-    eprintln!("{label} loss: relative difference {:.2e}", (loss - want).abs() / want.abs());
-    assert!((loss - want).abs() <= tol.loss * want.abs().max(1e-3), "{label}: loss {loss} want {want}");
-    assert_eq!(lv.correct as f64, scalar(f, &format!("{prefix}.correct")), "{label}: correct predictions");
+    eprintln!(
+        "{label} loss: relative difference {:.2e}",
+        (loss - want).abs() / want.abs()
+    );
+    assert!(
+        (loss - want).abs() <= tol.loss * want.abs().max(1e-3),
+        "{label}: loss {loss} want {want}"
+    );
+    assert_eq!(
+        lv.correct as f64,
+        scalar(f, &format!("{prefix}.correct")),
+        "{label}: correct predictions"
+    );
     if check_vectors {
         let grad = grad.mapv(|v| v.as_f64() / n);
         let hv = hv.mapv(|v| v.as_f64() / n);
-        assert_close(&format!("{label} gradient"), &g, &grad, &f.vector(&g, &format!("{prefix}.grad"), false), tol.grad);
-        assert_close(&format!("{label} H·v"), &g, &hv, &f.vector(&g, &format!("{prefix}.hv"), false), tol.hv);
+        assert_close(
+            &format!("{label} gradient"),
+            &g,
+            &grad,
+            &f.vector(&g, &format!("{prefix}.grad"), false),
+            tol.grad,
+        );
+        assert_close(
+            &format!("{label} H·v"),
+            &g,
+            &hv,
+            &f.vector(&g, &format!("{prefix}.hv"), false),
+            tol.hv,
+        );
     }
 }
 
 #[test]
 fn every_fixture_matches_pytorch_in_f64_and_f32() {
     let files = fixtures();
-    assert!(files.len() >= 10, "expected the reference fixtures in fixtures/reference (found {})", files.len());
+    assert!(
+        files.len() >= 10,
+        "expected the reference fixtures in fixtures/reference (found {})",
+        files.len()
+    );
     for path in files {
         let f = read(&path);
         run::<f64>(&f, "f64", &TOL_F64, true);
@@ -189,11 +269,23 @@ fn hessian_is_symmetric_on_fixtures() {
         let (x, y) = f.batch();
         let hvp = |d: &Array1<f64>| {
             let mut out = Array1::zeros(d.len());
-            g.hvp_batch(theta.view(), d.view(), &x, &y, f.mode(), out.view_mut(), None);
+            g.hvp_batch(
+                theta.view(),
+                d.view(),
+                &x,
+                &y,
+                f.mode(),
+                out.view_mut(),
+                None,
+            );
             out
         };
         let (a, b) = (u.dot(&hvp(&v)), v.dot(&hvp(&u)));
-        assert!((a - b).abs() <= 1e-10 * a.abs().max(b.abs()), "{}: ⟨u,Hv⟩ {a} ⟨v,Hu⟩ {b}", f.name);
+        assert!(
+            (a - b).abs() <= 1e-10 * a.abs().max(b.abs()),
+            "{}: ⟨u,Hv⟩ {a} ⟨v,Hu⟩ {b}",
+            f.name
+        );
     }
 }
 
@@ -201,19 +293,34 @@ fn hessian_is_symmetric_on_fixtures() {
 /// eigendecomposed, equals PyTorch's `torch.autograd.functional.hessian` spectrum.
 #[test]
 fn full_hessian_spectrum_of_tiny_mlp() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/hessian-tiny.safetensors");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/hessian-tiny.safetensors");
     let f = read(&path);
     let g = f.graph();
     let theta = f.vector(&g, "param", true);
     let (x, y) = f.batch();
-    let trainable: Vec<usize> = g.layout.tensors().iter().filter(|t| t.role.is_trainable()).flat_map(|t| t.range()).collect();
+    let trainable: Vec<usize> = g
+        .layout
+        .tensors()
+        .iter()
+        .filter(|t| t.role.is_trainable())
+        .flat_map(|t| t.range())
+        .collect();
     let p = trainable.len();
     let mut h = Array2::<f64>::zeros((p, p));
     for (j, &col) in trainable.iter().enumerate() {
         let mut e = Array1::zeros(theta.len());
         e[col] = 1.0;
         let mut out = Array1::zeros(theta.len());
-        g.hvp_batch(theta.view(), e.view(), &x, &y, Mode::Eval, out.view_mut(), None);
+        g.hvp_batch(
+            theta.view(),
+            e.view(),
+            &x,
+            &y,
+            Mode::Eval,
+            out.view_mut(),
+            None,
+        );
         for (i, &row) in trainable.iter().enumerate() {
             h[[i, j]] = out[row] / y.len() as f64;
         }
@@ -226,6 +333,9 @@ fn full_hessian_spectrum_of_tiny_mlp() {
     let scale = want.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
     assert!(asym <= 1e-12 * scale, "Hessian asymmetry {asym}");
     for (i, (a, b)) in eig.iter().zip(want).enumerate() {
-        assert!((a - b).abs() <= 1e-9 * scale, "eigenvalue {i}: {a} vs PyTorch {b} (scale {scale})");
+        assert!(
+            (a - b).abs() <= 1e-9 * scale,
+            "eigenvalue {i}: {a} vs PyTorch {b} (scale {scale})"
+        );
     }
 }

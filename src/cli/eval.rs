@@ -42,8 +42,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let cfg = args.data.objective_config();
     let mut reports = Vec::new();
     for ds in args.data.load()? {
-        let obj = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg)
-            .with_context(|| format!("data '{}' does not fit model {}", args.data.data, args.model.model.display()))?;
+        let obj = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg).with_context(|| {
+            format!(
+                "data '{}' does not fit model {}",
+                args.data.data,
+                args.model.model.display()
+            )
+        })?;
         let start = Instant::now();
         let eval = super::with_threads(args.threads, || match args.precision {
             Precision::F32 => obj.evaluate(model.theta.data.view()),
@@ -53,8 +58,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             model: args.model.model.display().to_string(),
             data: ds.name.clone(),
             eval,
-            precision: if args.precision == Precision::F32 { "f32" } else { "f64" },
-            bn_mode: if args.data.bn_mode == super::BnMode::Eval { "eval" } else { "train" },
+            precision: if args.precision == Precision::F32 {
+                "f32"
+            } else {
+                "f64"
+            },
+            bn_mode: if args.data.bn_mode == super::BnMode::Eval {
+                "eval"
+            } else {
+                "train"
+            },
             seconds: start.elapsed().as_secs_f64(),
         };
         if !args.json {
@@ -75,7 +88,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     if args.json {
         // one object for one split (the common case), an array for several
-        return if reports.len() == 1 { super::print_json(&reports[0]) } else { super::print_json(&reports) };
+        return if reports.len() == 1 {
+            super::print_json(&reports[0])
+        } else {
+            super::print_json(&reports)
+        };
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 pub mod bench;
 pub mod eval;
 pub mod info;
+pub mod merge;
+pub mod surface;
 
 use std::path::PathBuf;
 
@@ -33,6 +35,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Loss and accuracy of a model on a dataset.
     Eval(eval::EvalArgs),
+    /// Loss and accuracy on a 1-D or 2-D grid along (filter-normalized) directions, to HDF5.
+    Surface(surface::SurfaceArgs),
+    /// Join the shard files of one surface into a single file.
+    Merge(merge::MergeArgs),
     /// Measure speed: forward images/s, GFLOP/s, gradient and H·v cost (ResNet-20/56, 32×32×3).
     Bench(bench::BenchArgs),
 }
@@ -91,8 +97,13 @@ impl DataArgs {
         splits
             .iter()
             .map(|&split| {
-                let opts = DataOptions { split, samples: self.samples, normalize: self.normalize.clone() };
-                data::load(&self.data, &opts).with_context(|| format!("loading data '{}' ({split} split)", self.data))
+                let opts = DataOptions {
+                    split,
+                    samples: self.samples,
+                    normalize: self.normalize.clone(),
+                };
+                data::load(&self.data, &opts)
+                    .with_context(|| format!("loading data '{}' ({split} split)", self.data))
             })
             .collect()
     }

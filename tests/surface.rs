@@ -1,0 +1,384 @@
+//! `losscape surface` and `losscape merge` end to end: HDF5 layout, the center point equals
+//! `eval`, thread-count determinism, shards merging into the single-run file, kill -9 at
+//! random moments then resume, and bad input leaving no partial output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use losscape::io::surface::read_surface;
+use ndarray::ArrayD;
+
+const MLP: &str = "fixtures/models/mlp-res-mnist1d.safetensors";
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_losscape"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn surface_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "surface",
+        "--model",
+        MLP,
+        "--data",
+        "mnist1d",
+        "--samples",
+        "300",
+        "--x",
+        "-1:1:5",
+        "--y",
+        "-0.5:0.5:4",
+        "--quiet",
+        "--out",
+        out,
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn arrays(p: &Path) -> Vec<(String, ArrayD<f64>)> {
+    let f = read_surface(p).unwrap();
+    let mut v: Vec<(String, ArrayD<f64>)> = f
+        .values
+        .names
+        .iter()
+        .cloned()
+        .zip(f.values.arrays.iter().cloned())
+        .collect();
+    v.push(("completed".into(), f.values.completed.mapv(|c| c as f64)));
+    v
+}
+
+fn bits_equal(a: &[(String, ArrayD<f64>)], b: &[(String, ArrayD<f64>)]) {
+    assert_eq!(a.len(), b.len());
+    for ((na, xa), (nb, xb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert_eq!(xa.shape(), xb.shape(), "{na}");
+        for (i, (p, q)) in xa.iter().zip(xb.iter()).enumerate() {
+            assert_eq!(p.to_bits(), q.to_bits(), "{na}[{i}]: {p} vs {q}");
+        }
+    }
+}
+
+#[test]
+fn layout_center_and_thread_determinism() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.h5");
+    let b = dir.path().join("b.h5");
+    ok(&surface_args(
+        s(&a),
+        &["--threads", "1", "--split", "train,test"],
+    ));
+    ok(&surface_args(
+        s(&b),
+        &["--threads", "2", "--split", "train,test"],
+    ));
+    bits_equal(&arrays(&a), &arrays(&b));
+    let f = read_surface(&a).unwrap();
+    assert_eq!(f.x, vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
+    assert_eq!(f.y.as_ref().unwrap().len(), 4);
+    assert_eq!(
+        f.values.names,
+        vec!["train_loss", "train_acc", "test_loss", "test_acc"]
+    );
+    assert_eq!(f.values.arrays[0].shape(), &[4, 5], "stored [iy, ix]");
+    assert!(f.values.completed.iter().all(|&c| c == 1));
+    assert_eq!(f.attrs["axis_order"].to_string(), "iy,ix");
+    assert_eq!(f.attrs["direction_norm"].to_string(), "filter");
+    assert!(Path::new(f.dir_file.as_deref().unwrap()).exists());
+
+    // a 1-D surface through the center equals `eval` on the same samples
+    let c = dir.path().join("c.h5");
+    ok(&[
+        "surface",
+        "--model",
+        MLP,
+        "--data",
+        "mnist1d",
+        "--samples",
+        "300",
+        "--x",
+        "-1:1:3",
+        "--quiet",
+        "--out",
+        s(&c),
+    ]);
+    let f = read_surface(&c).unwrap();
+    assert_eq!(f.values.arrays[0].shape(), &[3]);
+    let o = ok(&[
+        "eval",
+        "--model",
+        MLP,
+        "--data",
+        "mnist1d",
+        "--samples",
+        "300",
+        "--json",
+    ]);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(f.values.arrays[0][[1]], e["loss"].as_f64().unwrap());
+    assert_eq!(f.values.arrays[1][[1]], e["accuracy"].as_f64().unwrap());
+    // away from the center the loss rises
+    assert!(f.values.arrays[0][[0]] > f.values.arrays[0][[1]]);
+}
+
+#[test]
+fn shards_merge_into_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.h5");
+    ok(&surface_args(s(&whole), &[]));
+    let shards: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("s{i}.h5")))
+        .collect();
+    for (i, p) in shards.iter().enumerate() {
+        let sh = format!("{i}/3");
+        ok(&surface_args(s(p), &["--shard", &sh]));
+    }
+    let merged = dir.path().join("merged.h5");
+    // a missing shard is an error
+    let o = run(&["merge", s(&shards[0]), s(&shards[1]), "--out", s(&merged)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("2/3"));
+    assert!(!merged.exists());
+    ok(&[
+        "merge",
+        s(&shards[0]),
+        s(&shards[1]),
+        s(&shards[2]),
+        "--out",
+        s(&merged),
+    ]);
+    bits_equal(&arrays(&whole), &arrays(&merged));
+    // a shard of another surface does not belong
+    let other = dir.path().join("other.h5");
+    ok(&surface_args(s(&other), &["--shard", "2/3", "--seed", "5"]));
+    let o = run(&[
+        "merge",
+        s(&shards[0]),
+        s(&shards[1]),
+        s(&other),
+        "--out",
+        s(&dir.path().join("bad.h5")),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not belong"));
+}
+
+#[test]
+fn killed_runs_resume_to_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("ref.h5");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "surface",
+            "--model",
+            MLP,
+            "--data",
+            "mnist1d",
+            "--x",
+            "-1:1:9",
+            "--y",
+            "-1:1:9",
+            "--quiet",
+            "--threads",
+            "2",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.to_str().unwrap().to_string()])
+        .collect()
+    };
+    ok(&args(&reference)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let want = arrays(&reference);
+    let out = dir.path().join("killed.h5");
+    // kill at several moments (deterministic pseudo-random delays), then finish
+    let mut killed_mid_run = 0;
+    for (attempt, delay_ms) in [150u64, 40, 400, 90, 700].into_iter().enumerate() {
+        let mut child = bin()
+            .args(args(&out))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed_mid_run += 1;
+        }
+        child.wait().unwrap();
+        // whatever the moment, no readable-but-wrong output exists
+        if out.exists() {
+            assert!(
+                read_surface(&out).is_ok(),
+                "attempt {attempt}: output unreadable"
+            );
+        }
+    }
+    let o = ok(&args(&out).iter().map(String::as_str).collect::<Vec<_>>());
+    let _ = o;
+    bits_equal(&want, &arrays(&out));
+    assert!(
+        killed_mid_run >= 1,
+        "no run was killed mid-way; the grid is too small for this machine"
+    );
+    assert!(!Path::new(&format!("{}.journal", out.display())).exists());
+}
+
+#[test]
+fn bad_input_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.h5");
+    for (x, needle) in [
+        ("1:0:5", "MIN"),
+        ("-1:1:0", "NUM"),
+        ("a:b:c", "MIN:MAX:NUM"),
+    ] {
+        let o = run(&[
+            "surface",
+            "--model",
+            MLP,
+            "--data",
+            "mnist1d",
+            "--x",
+            x,
+            "--out",
+            s(&out),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{x}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(needle) && e.contains("--x"), "{x}: {e}");
+    }
+    // a direction file for another model
+    let other = dir.path().join("other.h5");
+    ok(&[
+        "surface",
+        "--model",
+        "fixtures/models/resnet20-digits.safetensors",
+        "--data",
+        "digits",
+        "--samples",
+        "16",
+        "--x",
+        "0:0:1",
+        "--quiet",
+        "--out",
+        s(&other),
+    ]);
+    let dirs = dir.path().join("other.directions.h5");
+    assert!(dirs.exists());
+    let o = run(&[
+        "surface",
+        "--model",
+        MLP,
+        "--data",
+        "mnist1d",
+        "--x",
+        "-1:1:3",
+        "--directions",
+        s(&dirs),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("other.directions.h5") && e.contains("another model"),
+        "{e}"
+    );
+    // an unwritable output path
+    let o = run(&[
+        "surface",
+        "--model",
+        MLP,
+        "--data",
+        "mnist1d",
+        "--x",
+        "-1:1:3",
+        "--out",
+        "/nonexistent/dir/o.h5",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/dir"));
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        left.iter().all(|n| n.starts_with("other")),
+        "partial output left behind: {left:?}"
+    );
+}
+
+/// A surface evaluated by PyTorch with loss-landscape's semantics and file layouts
+/// (fixtures/generate/make_surface_reference.py): our surface, given their direction file,
+/// matches to f32 tolerance, and their (nx, ny)-declared surface file reads correctly.
+#[test]
+fn matches_pytorch_surface_from_loss_landscape_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ours.h5");
+    ok(&[
+        "surface",
+        "--model",
+        "fixtures/models/resnet20-digits.safetensors",
+        "--data",
+        "digits",
+        "--split",
+        "test",
+        "--directions",
+        "fixtures/reference/surface-resnet20-dirs.h5",
+        "--x",
+        "-0.5:0.5:3",
+        "--y",
+        "-0.25:0.25:2",
+        "--quiet",
+        "--out",
+        s(&out),
+    ]);
+    let ours = read_surface(&out).unwrap();
+    let theirs = read_surface(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/reference/surface-resnet20.h5"
+    )))
+    .unwrap();
+    assert!(
+        theirs.attrs.contains_key("reinterpreted_axes"),
+        "their (nx, ny) declaration is detected"
+    );
+    assert_eq!(ours.x, theirs.x);
+    assert_eq!(ours.y, theirs.y);
+    let (l1, l2) = (
+        ours.values.get("test_loss").unwrap(),
+        theirs.values.get("test_loss").unwrap(),
+    );
+    for (i, (a, b)) in l1.iter().zip(l2.iter()).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs(),
+            "test_loss[{i}]: ours {a} PyTorch {b}"
+        );
+    }
+    assert_eq!(ours.values.get("test_acc"), theirs.values.get("test_acc"));
+}
