@@ -8,4 +8,5 @@ pub mod io;
 pub mod landscape;
 pub mod model;
 pub mod objective;
+pub mod probe;
 pub mod util;

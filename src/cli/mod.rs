@@ -6,6 +6,7 @@ pub mod bench;
 pub mod eval;
 pub mod info;
 pub mod merge;
+pub mod probe;
 pub mod surface;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub enum Command {
     Surface(surface::SurfaceArgs),
     /// Join the shard files of one surface into a single file.
     Merge(merge::MergeArgs),
+    /// Per-layer gradient norms and per-block activation statistics (trained and fresh He init).
+    Probe(probe::ProbeArgs),
     /// Measure speed: forward images/s, GFLOP/s, gradient and H·v cost (ResNet-20/56, 32×32×3).
     Bench(bench::BenchArgs),
 }

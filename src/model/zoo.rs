@@ -231,7 +231,7 @@ impl Arch {
                 let w = r.width;
                 let mut h = b.conv("conv1", x, r.in_channels, w, 3, 1, 1);
                 h = b.bn("bn1", h, w);
-                h = b.relu(h);
+                h = b.relu_named("stem", h);
                 let mut in_planes = w;
                 for (stage, planes) in [w, 2 * w, 4 * w].into_iter().enumerate() {
                     for i in 0..n {
@@ -260,7 +260,7 @@ impl Arch {
                             };
                             o = b.add(o, s);
                         }
-                        h = b.relu(o);
+                        h = b.relu_named(&p, o);
                         in_planes = planes;
                     }
                 }
@@ -269,7 +269,7 @@ impl Arch {
             }
             Arch::Mlp(m) => {
                 let mut h = b.linear("fc_in", x, m.in_features, m.width);
-                h = b.relu(h);
+                h = b.relu_named("stem", h);
                 for i in 0..m.depth {
                     let mut o = b.linear(&format!("blocks.{i}.fc"), h, m.width, m.width);
                     if m.batchnorm {
@@ -278,7 +278,7 @@ impl Arch {
                     if m.residual {
                         o = b.add(h, o);
                     }
-                    h = b.relu(o);
+                    h = b.relu_named(&format!("blocks.{i}"), o);
                 }
                 b.linear("fc_out", h, m.width, m.num_classes);
             }
@@ -377,6 +377,11 @@ impl Builder {
 
     fn relu(&mut self, x: usize) -> usize {
         self.g.push("", Op::Relu, &[x], &[])
+    }
+
+    /// A ReLU that ends a block; its name (the block's path) makes it a probe tap.
+    fn relu_named(&mut self, name: &str, x: usize) -> usize {
+        self.g.push(name, Op::Relu, &[x], &[])
     }
 
     fn add(&mut self, a: usize, b: usize) -> usize {
