@@ -101,7 +101,6 @@ struct Tape<T> {
 
 enum RCache<T> {
     None,
-    Conv(Option<ndarray::Array2<T>>),
     Bn(BnRCache<T>),
 }
 
@@ -311,6 +310,22 @@ impl Graph {
         Tape { values, caches }
     }
 
+    /// Block outputs for activation probes: the named ReLU nodes (the zoo names the ReLU
+    /// that ends each block after the block, e.g. `layer2.1`, and the stem's `stem`).
+    pub fn taps(&self) -> Vec<(String, usize)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op == Op::Relu && !n.name.is_empty())
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect()
+    }
+
+    /// Every node's output for a batch (internal layout, see the engine docs).
+    pub fn forward_all<T: Scalar>(&self, theta: ArrayView1<T>, x: &ArrayD<T>, mode: Mode) -> Vec<ArrayD<T>> {
+        self.run_forward(&theta, x, mode, true).values
+    }
+
     /// Logits `[N, K]` for a batch in PyTorch layout.
     pub fn logits<T: Scalar>(&self, theta: ArrayView1<T>, x: &ArrayD<T>, mode: Mode) -> ArrayD<T> {
         let mut tape = self.run_forward(&theta, x, mode, false);
@@ -397,8 +412,8 @@ impl Graph {
             let (r, cache) = match (&node.op, &tape.caches[j]) {
                 (Op::Input, _) => (None, RCache::None),
                 (Op::Conv2d(c), Cache::Conv(cc)) => {
-                    let (r, rcols) = c.r_forward(cc, &p[0], &vp[0], vp.get(1), rin(0));
-                    (Some(r), RCache::Conv(rcols))
+                    let r = c.r_forward(cc, xin(0), &p[0], &vp[0], vp.get(1), rin(0));
+                    (Some(r), RCache::None)
                 }
                 (Op::Linear(l), _) => (
                     Some(l.r_forward(xin(0), &p[0], &vp[0], vp.get(1), rin(0))),
@@ -486,7 +501,7 @@ impl Graph {
                 (Op::Conv2d(c), Cache::Conv(cc)) => {
                     let want_dw = grad.is_some();
                     if want_dw || need_dx(0) {
-                        let (dx, dw, db) = c.backward(cc, &p[0], &gy, need_dx(0));
+                        let (dx, dw, db) = c.backward(cc, xin(0), &p[0], &gy, need_dx(0));
                         if want_dw {
                             put(&mut grad, node.params[0], &dw);
                             if let Some(db) = db {
@@ -497,12 +512,9 @@ impl Graph {
                             outs.push((0, dx, None));
                         }
                     }
-                    if let (Some(rgy), Some(vp), Some((_, rcs))) = (&rgy, &vp, r) {
-                        let RCache::Conv(rcols) = &rcs[j] else {
-                            unreachable!()
-                        };
+                    if let (Some(rgy), Some(vp), Some(_)) = (&rgy, &vp, r) {
                         let (rdx, rdw, rdb) =
-                            c.r_backward(cc, rcols.as_ref(), &p[0], &vp[0], &gy, rgy, need_dx(0));
+                            c.r_backward(cc, xin(0), rin(0), &p[0], &vp[0], &gy, rgy, need_dx(0));
                         put(&mut hv, node.params[0], &rdw);
                         if let Some(rdb) = rdb {
                             put(&mut hv, node.params[1], &rdb);

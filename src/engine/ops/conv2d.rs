@@ -12,10 +12,22 @@
 //! ```
 //! V, v_b are this layer's slices of the direction v. R-operator: Pearlmutter (1994),
 //! "Fast exact multiplication by the Hessian", Neural Computation 6(1):147–160.
+//!
+//! Blocking: `cols` is never formed whole. The output columns (n, oh, ow) are cut into
+//! blocks of whole output rows (n, oh), 128–2048 columns each; every pass unfolds one
+//! block of x (and of R{x}) into a small buffer that stays in cache, runs its GEMMs on
+//! that block (`y`, `dx`-columns written in place, `dW` accumulated over blocks in a fixed
+//! order, so results do not depend on threads) and, in the reverse passes, folds the block's
+//! column gradient back into dx (col2im is linear, so folding block by block is exact).
+//! The reverse and R passes therefore take the layer input x (and R{x}) again instead of a
+//! cached `cols`, recomputing its blocks. A 1×1, stride-1, unpadded convolution needs no
+//! unfolding at all: x `[C, N·H·W]` already is `cols`, and dx = W₂ᵀ · dy directly.
 
-use ndarray::{Array2, Array4, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn};
+use std::marker::PhantomData;
 
-use crate::engine::gemm::gemm;
+use ndarray::{Array2, ArrayD, ArrayView1, ArrayViewD, IxDyn};
+
+use crate::engine::gemm::{gemm_slices, Mat};
 use crate::engine::Scalar;
 
 /// Hyper-parameters of a square-kernel convolution.
@@ -29,13 +41,35 @@ pub struct Conv2d {
     pub bias: bool,
 }
 
-/// What the backward and R passes need from the forward pass.
+/// What the backward and R passes need from the forward pass besides the layer input
+/// (which the graph keeps anyway): only its shape, as `cols` is recomputed block by block.
 pub struct ConvCache<T> {
-    /// im2col of the input, `[C·k·k, N·Ho·Wo]`.
-    pub cols: Array2<T>,
     /// Input shape `[C, N, H, W]`.
     pub in_shape: [usize; 4],
+    _scalar: PhantomData<T>,
 }
+
+/// Sizes of one convolution call.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    c: usize,
+    n: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    /// C·k·k, the rows of `cols`.
+    kk: usize,
+    /// N·Ho·Wo, the columns of `cols`.
+    cols: usize,
+}
+
+/// Target size (elements) of one unfolded block, `C·k·k × columns`: small enough to stay
+/// in L2 next to the GEMM's packed panels (tuned on ResNet-20 shapes: 128–512 columns).
+const BLOCK_ELEMS: usize = 48 * 1024;
+/// Bounds on the columns of a block (rounded to whole output rows).
+const MIN_BLOCK_COLS: usize = 128;
+const MAX_BLOCK_COLS: usize = 2048;
 
 impl Conv2d {
     /// Output spatial size for an input of `h × w`, or `None` when the kernel does not fit.
@@ -47,11 +81,30 @@ impl Conv2d {
         Some(((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1))
     }
 
-    fn w2<'a, T: Scalar>(&self, w: &'a ArrayViewD<'a, T>) -> ArrayView2<'a, T> {
-        let k2 = self.in_channels * self.kernel * self.kernel;
-        w.view()
-            .into_shape_with_order((self.out_channels, k2))
-            .expect("conv weight is contiguous [O, C, k, k]")
+    fn geom(&self, shape: [usize; 4]) -> Geom {
+        let [c, n, h, w] = shape;
+        let (ho, wo) = self.out_hw(h, w).expect("checked at build");
+        Geom {
+            c,
+            n,
+            h,
+            w,
+            ho,
+            wo,
+            kk: c * self.kernel * self.kernel,
+            cols: n * ho * wo,
+        }
+    }
+
+    /// 1×1, stride 1, no padding: x `[C, N·H·W]` is its own im2col.
+    fn pointwise(&self) -> bool {
+        self.kernel == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// Output rows (n, oh) per block.
+    fn block_rows(&self, g: &Geom) -> usize {
+        let cols = (BLOCK_ELEMS / g.kk.max(1)).clamp(MIN_BLOCK_COLS, MAX_BLOCK_COLS);
+        (cols / g.wo.max(1)).max(1)
     }
 
     fn shape4(x: &ArrayD<impl Clone>) -> [usize; 4] {
@@ -67,99 +120,372 @@ impl Conv2d {
         b: Option<&ArrayViewD<T>>,
     ) -> (ArrayD<T>, ConvCache<T>) {
         let in_shape = Self::shape4(x);
-        let cols = self.im2col(x, in_shape);
-        let mut y = self.gemm_out(&cols, w, in_shape);
-        if let Some(b) = b {
-            add_bias(&mut y, b);
-        }
-        (self.to_4d(y, in_shape), ConvCache { cols, in_shape })
+        let rb = self.block_rows(&self.geom(in_shape));
+        (
+            self.forward_rb(x, w, b, rb),
+            ConvCache {
+                in_shape,
+                _scalar: PhantomData,
+            },
+        )
     }
 
-    /// dx (when `need_dx`), dW, db.
+    /// dx (when `need_dx`), dW, db. `x` is the layer input of the forward pass.
     pub fn backward<T: Scalar>(
         &self,
         cache: &ConvCache<T>,
+        x: &ArrayD<T>,
         w: &ArrayViewD<T>,
         gy: &ArrayD<T>,
         need_dx: bool,
     ) -> (Option<ArrayD<T>>, ArrayD<T>, Option<ArrayD<T>>) {
-        let gy2 = as_rows(gy, self.out_channels);
-        let mut dw = Array2::zeros((self.out_channels, cache.cols.nrows()));
-        gemm(T::one(), gy2, cache.cols.t(), T::zero(), &mut dw.view_mut());
-        let dx = need_dx.then(|| {
-            let mut dcols = Array2::zeros(cache.cols.dim());
-            gemm(T::one(), self.w2(w).t(), gy2, T::zero(), &mut dcols.view_mut());
-            self.col2im(&dcols, cache.in_shape)
-        });
-        let db = self.bias.then(|| gy2.sum_axis(Axis(1)).into_dyn());
-        (dx, self.weight_shape(dw), db)
+        let rb = self.block_rows(&self.geom(cache.in_shape));
+        self.backward_rb(cache, x, w, gy, need_dx, rb)
     }
 
-    /// R{y} = W ⋆ R{x} + V ⋆ x + v_b. Returns R{y} and R{cols} (None when R{x} = 0).
+    /// R{y} = W ⋆ R{x} + V ⋆ x + v_b (`rx` = None: R{x} = 0).
     pub fn r_forward<T: Scalar>(
         &self,
         cache: &ConvCache<T>,
+        x: &ArrayD<T>,
         w: &ArrayViewD<T>,
         vw: &ArrayViewD<T>,
         vb: Option<&ArrayViewD<T>>,
         rx: Option<&ArrayD<T>>,
-    ) -> (ArrayD<T>, Option<Array2<T>>) {
-        let mut ry = self.gemm_out(&cache.cols, vw, cache.in_shape);
-        let rcols = rx.map(|rx| {
-            let rcols = self.im2col(rx, cache.in_shape);
-            gemm(T::one(), self.w2(w), rcols.view(), T::one(), &mut ry.view_mut());
-            rcols
-        });
-        if let Some(vb) = vb {
-            add_bias(&mut ry, vb);
-        }
-        (self.to_4d(ry, cache.in_shape), rcols)
+    ) -> ArrayD<T> {
+        let rb = self.block_rows(&self.geom(cache.in_shape));
+        self.r_forward_rb(cache, x, w, vw, vb, rx, rb)
     }
 
-    /// R{dx} (when `need_dx`), R{dW}, R{db}.
+    /// R{dx} (when `need_dx`), R{dW}, R{db}. `x`, `rx` are the layer input and its R-value
+    /// (None = 0).
     #[allow(clippy::too_many_arguments)]
     pub fn r_backward<T: Scalar>(
         &self,
         cache: &ConvCache<T>,
-        rcols: Option<&Array2<T>>,
+        x: &ArrayD<T>,
+        rx: Option<&ArrayD<T>>,
         w: &ArrayViewD<T>,
         vw: &ArrayViewD<T>,
         gy: &ArrayD<T>,
         rgy: &ArrayD<T>,
         need_dx: bool,
     ) -> (Option<ArrayD<T>>, ArrayD<T>, Option<ArrayD<T>>) {
-        let gy2 = as_rows(gy, self.out_channels);
-        let rgy2 = as_rows(rgy, self.out_channels);
-        let mut rdw = Array2::zeros((self.out_channels, cache.cols.nrows()));
-        gemm(T::one(), rgy2, cache.cols.t(), T::zero(), &mut rdw.view_mut());
-        if let Some(rcols) = rcols {
-            gemm(T::one(), gy2, rcols.t(), T::one(), &mut rdw.view_mut());
-        }
-        let rdx = need_dx.then(|| {
-            let mut rdcols = Array2::zeros(cache.cols.dim());
-            gemm(T::one(), self.w2(w).t(), rgy2, T::zero(), &mut rdcols.view_mut());
-            gemm(T::one(), self.w2(vw).t(), gy2, T::one(), &mut rdcols.view_mut());
-            self.col2im(&rdcols, cache.in_shape)
+        let rb = self.block_rows(&self.geom(cache.in_shape));
+        self.r_backward_rb(cache, x, rx, w, vw, gy, rgy, need_dx, rb)
+    }
+
+    fn forward_rb<T: Scalar>(
+        &self,
+        x: &ArrayD<T>,
+        w: &ArrayViewD<T>,
+        b: Option<&ArrayViewD<T>>,
+        rb: usize,
+    ) -> ArrayD<T> {
+        let g = self.geom(Self::shape4(x));
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let w = w.as_standard_layout();
+        let w2 = Mat::new(w.as_slice().expect("standard layout"), g.kk);
+        let mut y = vec![T::zero(); self.out_channels * g.cols];
+        let mut buf = self.block_buf(&g, rb);
+        self.for_blocks(&g, rb, |r0, r1| {
+            let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
+            let bx = self.lower(&g, xs, r0, r1, &mut buf);
+            let yb = &mut y[c0..];
+            gemm_slices(
+                self.out_channels,
+                nb,
+                g.kk,
+                T::one(),
+                w2,
+                bx,
+                T::zero(),
+                yb,
+                g.cols,
+            );
         });
-        let rdb = self.bias.then(|| rgy2.sum_axis(Axis(1)).into_dyn());
+        self.finish_output(y, b, &g)
+    }
+
+    fn backward_rb<T: Scalar>(
+        &self,
+        cache: &ConvCache<T>,
+        x: &ArrayD<T>,
+        w: &ArrayViewD<T>,
+        gy: &ArrayD<T>,
+        need_dx: bool,
+        rb: usize,
+    ) -> (Option<ArrayD<T>>, ArrayD<T>, Option<ArrayD<T>>) {
+        let g = self.geom(cache.in_shape);
+        assert_eq!(
+            Self::shape4(x),
+            cache.in_shape,
+            "conv backward: input shape"
+        );
+        let o = self.out_channels;
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let w = w.as_standard_layout();
+        let w2 = Mat::new(w.as_slice().expect("standard layout"), g.kk);
+        let gy = gy.as_standard_layout();
+        let gys = gy.as_slice().expect("standard layout");
+        assert_eq!(gys.len(), o * g.cols, "conv backward: gradient shape");
+        let mut dw = vec![T::zero(); o * g.kk];
+        let mut dx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
+        let mut buf = self.block_buf(&g, rb);
+        let mut dbuf = if need_dx {
+            self.block_buf(&g, rb)
+        } else {
+            Vec::new()
+        };
+        self.for_blocks(&g, rb, |r0, r1| {
+            let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
+            let gyb = Mat::new(&gys[c0..], g.cols);
+            let bx = self.lower(&g, xs, r0, r1, &mut buf);
+            gemm_slices(o, g.kk, nb, T::one(), gyb, bx.t(), T::one(), &mut dw, g.kk);
+            if let Some(dx) = dx.as_mut() {
+                self.col_grad(&g, r0, r1, &[(w2, gyb)], &mut dbuf, dx);
+            }
+        });
+        let dx = dx.map(|v| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size"));
+        let db = self.bias.then(|| row_sums(gys, o));
+        (dx, self.weight_shape(dw), db)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn r_forward_rb<T: Scalar>(
+        &self,
+        cache: &ConvCache<T>,
+        x: &ArrayD<T>,
+        w: &ArrayViewD<T>,
+        vw: &ArrayViewD<T>,
+        vb: Option<&ArrayViewD<T>>,
+        rx: Option<&ArrayD<T>>,
+        rb: usize,
+    ) -> ArrayD<T> {
+        let g = self.geom(cache.in_shape);
+        assert_eq!(
+            Self::shape4(x),
+            cache.in_shape,
+            "conv r_forward: input shape"
+        );
+        let o = self.out_channels;
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let rx = rx.map(|r| r.as_standard_layout());
+        let rxs = rx.as_ref().map(|r| r.as_slice().expect("standard layout"));
+        let (w, vw) = (w.as_standard_layout(), vw.as_standard_layout());
+        let w2 = Mat::new(w.as_slice().expect("standard layout"), g.kk);
+        let v2 = Mat::new(vw.as_slice().expect("standard layout"), g.kk);
+        let mut ry = vec![T::zero(); o * g.cols];
+        let mut buf = self.block_buf(&g, rb);
+        let mut rbuf = if rxs.is_some() {
+            self.block_buf(&g, rb)
+        } else {
+            Vec::new()
+        };
+        self.for_blocks(&g, rb, |r0, r1| {
+            let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
+            let bx = self.lower(&g, xs, r0, r1, &mut buf);
+            gemm_slices(
+                o,
+                nb,
+                g.kk,
+                T::one(),
+                v2,
+                bx,
+                T::zero(),
+                &mut ry[c0..],
+                g.cols,
+            );
+            if let Some(rxs) = rxs {
+                let brx = self.lower(&g, rxs, r0, r1, &mut rbuf);
+                gemm_slices(
+                    o,
+                    nb,
+                    g.kk,
+                    T::one(),
+                    w2,
+                    brx,
+                    T::one(),
+                    &mut ry[c0..],
+                    g.cols,
+                );
+            }
+        });
+        self.finish_output(ry, vb, &g)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn r_backward_rb<T: Scalar>(
+        &self,
+        cache: &ConvCache<T>,
+        x: &ArrayD<T>,
+        rx: Option<&ArrayD<T>>,
+        w: &ArrayViewD<T>,
+        vw: &ArrayViewD<T>,
+        gy: &ArrayD<T>,
+        rgy: &ArrayD<T>,
+        need_dx: bool,
+        rb: usize,
+    ) -> (Option<ArrayD<T>>, ArrayD<T>, Option<ArrayD<T>>) {
+        let g = self.geom(cache.in_shape);
+        assert_eq!(
+            Self::shape4(x),
+            cache.in_shape,
+            "conv r_backward: input shape"
+        );
+        let o = self.out_channels;
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let rx = rx.map(|r| r.as_standard_layout());
+        let rxs = rx.as_ref().map(|r| r.as_slice().expect("standard layout"));
+        let (w, vw) = (w.as_standard_layout(), vw.as_standard_layout());
+        let w2 = Mat::new(w.as_slice().expect("standard layout"), g.kk);
+        let v2 = Mat::new(vw.as_slice().expect("standard layout"), g.kk);
+        let (gy, rgy) = (gy.as_standard_layout(), rgy.as_standard_layout());
+        let gys = gy.as_slice().expect("standard layout");
+        let rgys = rgy.as_slice().expect("standard layout");
+        assert!(
+            gys.len() == o * g.cols && rgys.len() == o * g.cols,
+            "conv r_backward: shapes"
+        );
+        let mut rdw = vec![T::zero(); o * g.kk];
+        let mut rdx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
+        let mut buf = self.block_buf(&g, rb);
+        let mut dbuf = if need_dx {
+            self.block_buf(&g, rb)
+        } else {
+            Vec::new()
+        };
+        self.for_blocks(&g, rb, |r0, r1| {
+            let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
+            let gyb = Mat::new(&gys[c0..], g.cols);
+            let rgyb = Mat::new(&rgys[c0..], g.cols);
+            let bx = self.lower(&g, xs, r0, r1, &mut buf);
+            gemm_slices(
+                o,
+                g.kk,
+                nb,
+                T::one(),
+                rgyb,
+                bx.t(),
+                T::one(),
+                &mut rdw,
+                g.kk,
+            );
+            if let Some(rxs) = rxs {
+                // `buf` is free again: reuse it for R{cols}.
+                let brx = self.lower(&g, rxs, r0, r1, &mut buf);
+                gemm_slices(
+                    o,
+                    g.kk,
+                    nb,
+                    T::one(),
+                    gyb,
+                    brx.t(),
+                    T::one(),
+                    &mut rdw,
+                    g.kk,
+                );
+            }
+            if let Some(rdx) = rdx.as_mut() {
+                self.col_grad(&g, r0, r1, &[(w2, rgyb), (v2, gyb)], &mut dbuf, rdx);
+            }
+        });
+        let rdx = rdx.map(|v| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size"));
+        let rdb = self.bias.then(|| row_sums(rgys, o));
         (rdx, self.weight_shape(rdw), rdb)
     }
 
-    fn gemm_out<T: Scalar>(&self, cols: &Array2<T>, w: &ArrayViewD<T>, _in: [usize; 4]) -> Array2<T> {
-        let mut y = Array2::zeros((self.out_channels, cols.ncols()));
-        gemm(T::one(), self.w2(w), cols.view(), T::zero(), &mut y.view_mut());
-        y
+    /// Calls `f(r0, r1)` for consecutive blocks of `rb` output rows (n, oh).
+    fn for_blocks(&self, g: &Geom, rb: usize, mut f: impl FnMut(usize, usize)) {
+        let rows = g.n * g.ho;
+        let rb = rb.max(1);
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + rb).min(rows);
+            f(r0, r1);
+            r0 = r1;
+        }
     }
 
-    fn to_4d<T: Scalar>(&self, y: Array2<T>, in_shape: [usize; 4]) -> ArrayD<T> {
-        let (ho, wo) = self.out_hw(in_shape[2], in_shape[3]).expect("checked at build");
-        y.into_shape_with_order(IxDyn(&[self.out_channels, in_shape[1], ho, wo]))
+    /// Scratch for one unfolded block (empty for pointwise convolutions, which need none).
+    fn block_buf<T: Scalar>(&self, g: &Geom, rb: usize) -> Vec<T> {
+        if self.pointwise() {
+            Vec::new()
+        } else {
+            vec![T::zero(); g.kk * rb.min(g.n * g.ho) * g.wo]
+        }
+    }
+
+    /// The columns of output rows `[r0, r1)` of im2col(x), as a GEMM operand: unfolded into
+    /// `buf`, or, for a pointwise convolution, a view of x itself.
+    fn lower<'a, T: Scalar>(
+        &self,
+        g: &Geom,
+        xs: &'a [T],
+        r0: usize,
+        r1: usize,
+        buf: &'a mut [T],
+    ) -> Mat<'a, T> {
+        if self.pointwise() {
+            Mat::new(&xs[r0 * g.wo..], g.cols)
+        } else {
+            let nb = (r1 - r0) * g.wo;
+            self.im2col_block(g, xs, r0, r1, &mut buf[..g.kk * nb]);
+            Mat::new(&buf[..g.kk * nb], nb)
+        }
+    }
+
+    /// dx[block] += col2im(Σ Aᵢᵀ · Bᵢ) for the (A, dy-block) pairs in `terms`.
+    fn col_grad<T: Scalar>(
+        &self,
+        g: &Geom,
+        r0: usize,
+        r1: usize,
+        terms: &[(Mat<T>, Mat<T>)],
+        dbuf: &mut [T],
+        dx: &mut [T],
+    ) {
+        let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
+        let o = self.out_channels;
+        if self.pointwise() {
+            // Blocks are disjoint column ranges of dx [C, N·H·W]: write them directly.
+            for (i, &(a, b)) in terms.iter().enumerate() {
+                let beta = if i == 0 { T::zero() } else { T::one() };
+                gemm_slices(g.kk, nb, o, T::one(), a.t(), b, beta, &mut dx[c0..], g.cols);
+            }
+        } else {
+            let dbuf = &mut dbuf[..g.kk * nb];
+            for (i, &(a, b)) in terms.iter().enumerate() {
+                let beta = if i == 0 { T::zero() } else { T::one() };
+                gemm_slices(g.kk, nb, o, T::one(), a.t(), b, beta, dbuf, nb);
+            }
+            self.col2im_block(g, dbuf, r0, r1, dx);
+        }
+    }
+
+    /// `[O, N·Ho·Wo]` + bias → `[O, N, Ho, Wo]`.
+    fn finish_output<T: Scalar>(
+        &self,
+        mut y: Vec<T>,
+        b: Option<&ArrayViewD<T>>,
+        g: &Geom,
+    ) -> ArrayD<T> {
+        if let Some(b) = b {
+            for (row, &bi) in y.chunks_exact_mut(g.cols.max(1)).zip(b.iter()) {
+                row.iter_mut().for_each(|v| *v += bi);
+            }
+        }
+        ArrayD::from_shape_vec(IxDyn(&[self.out_channels, g.n, g.ho, g.wo]), y)
             .expect("standard layout")
     }
 
-    fn weight_shape<T: Scalar>(&self, w2: Array2<T>) -> ArrayD<T> {
+    fn weight_shape<T: Scalar>(&self, w2: Vec<T>) -> ArrayD<T> {
         let k = self.kernel;
-        w2.into_shape_with_order(IxDyn(&[self.out_channels, self.in_channels, k, k]))
+        ArrayD::from_shape_vec(IxDyn(&[self.out_channels, self.in_channels, k, k]), w2)
             .expect("standard layout")
     }
 
@@ -168,88 +494,215 @@ impl Conv2d {
         let (s, p) = (self.stride, self.padding);
         // iw = ow·s + kj − p must lie in [0, w)
         let lo = if kj >= p { 0 } else { (p - kj).div_ceil(s) };
-        let hi = if w + p > kj { ((w + p - kj - 1) / s + 1).min(wo) } else { 0 };
+        let hi = if w + p > kj {
+            ((w + p - kj - 1) / s + 1).min(wo)
+        } else {
+            0
+        };
         (lo.min(hi), hi)
     }
 
-    /// Unfolds x `[C, N, H, W]` into `[C·k·k, N·Ho·Wo]`; zero padding.
-    pub fn im2col<T: Scalar>(&self, x: &ArrayD<T>, shape: [usize; 4]) -> Array2<T> {
-        let [c, n, h, w] = shape;
+    /// The input row `ih` that output row `oh` reads through kernel row `ki`, if inside.
+    #[inline]
+    fn in_row(&self, oh: usize, ki: usize, h: usize) -> Option<usize> {
+        (oh * self.stride + ki)
+            .checked_sub(self.padding)
+            .filter(|&ih| ih < h)
+    }
+
+    /// Unfolds output rows `[r0, r1)` (row r = n·Ho + oh) of x `[C, N, H, W]` into
+    /// `buf [C·k·k, (r1 − r0)·Wo]`, zero padding; every element of `buf` is written.
+    fn im2col_block<T: Scalar>(&self, g: &Geom, xs: &[T], r0: usize, r1: usize, buf: &mut [T]) {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let (ho, wo) = self.out_hw(h, w).expect("checked at build");
-        let x = x.as_standard_layout();
-        let xs = x.as_slice().expect("standard layout");
-        let mut cols = Array2::<T>::zeros((c * k * k, n * ho * wo));
-        for (r, mut row) in cols.axis_iter_mut(Axis(0)).enumerate() {
-            let (ci, ki, kj) = (r / (k * k), (r / k) % k, r % k);
-            let row = row.as_slice_mut().expect("row of a standard array");
-            let (lo, hi) = self.ow_range(kj, w, wo);
-            for ni in 0..n {
-                for oh in 0..ho {
-                    let ih = (oh * s + ki) as isize - p as isize;
-                    if ih < 0 || ih >= h as isize {
-                        continue;
+        let nb = (r1 - r0) * g.wo;
+        let zero = T::zero();
+        for (rr, row) in buf[..g.kk * nb].chunks_exact_mut(nb).enumerate() {
+            let (ci, ki, kj) = (rr / (k * k), (rr / k) % k, rr % k);
+            let (lo, hi) = self.ow_range(kj, g.w, g.wo);
+            let plane = &xs[ci * g.n * g.h * g.w..(ci + 1) * g.n * g.h * g.w];
+            if self.same_size(g) {
+                // Consecutive valid output rows read consecutive input rows shifted by
+                // kj − p: one copy per image run, then re-zero the wrapped-around padding.
+                Self::image_runs(g, r0, r1, |ni, oa, ob, d0| {
+                    let (va, vb) = self.valid_rows(g, ki, oa, ob);
+                    let out = &mut row[d0 * g.wo..(d0 + ob - oa) * g.wo];
+                    if va >= vb || lo >= hi {
+                        out.fill(zero);
+                        return;
                     }
-                    let src = ((ci * n + ni) * h + ih as usize) * w;
-                    let dst = (ni * ho + oh) * wo;
-                    if s == 1 {
-                        let iw0 = lo + kj - p;
-                        row[dst + lo..dst + hi].copy_from_slice(&xs[src + iw0..src + iw0 + hi - lo]);
-                    } else {
-                        for ow in lo..hi {
-                            row[dst + ow] = xs[src + ow * s + kj - p];
+                    out[..(va - oa) * g.wo].fill(zero);
+                    out[(vb - oa) * g.wo..].fill(zero);
+                    let dst0 = (va - oa) * g.wo + lo;
+                    let len = (vb - va - 1) * g.wo + hi - lo;
+                    let src0 = (ni * g.h + va + ki - p) * g.w + lo + kj - p;
+                    out[dst0..dst0 + len].copy_from_slice(&plane[src0..src0 + len]);
+                    for o in out[(va - oa) * g.wo..(vb - oa) * g.wo].chunks_exact_mut(g.wo) {
+                        o[..lo].fill(zero);
+                        o[hi..].fill(zero);
+                    }
+                });
+                continue;
+            }
+            let (mut ni, mut oh) = (r0 / g.ho, r0 % g.ho);
+            for out in row.chunks_exact_mut(g.wo) {
+                match self.in_row(oh, ki, g.h) {
+                    Some(ih) if lo < hi => {
+                        let src = &plane[(ni * g.h + ih) * g.w..][..g.w];
+                        out[..lo].fill(zero);
+                        out[hi..].fill(zero);
+                        if s == 1 {
+                            let iw0 = lo + kj - p;
+                            out[lo..hi].copy_from_slice(&src[iw0..iw0 + hi - lo]);
+                        } else {
+                            let iw0 = lo * s + kj - p;
+                            for (o, &v) in out[lo..hi].iter_mut().zip(src[iw0..].iter().step_by(s))
+                            {
+                                *o = v;
+                            }
                         }
                     }
+                    _ => out.fill(zero),
+                }
+                oh += 1;
+                if oh == g.ho {
+                    oh = 0;
+                    ni += 1;
                 }
             }
         }
-        cols
+    }
+
+    /// Adjoint of [`Self::im2col_block`]: adds `buf [C·k·k, (r1 − r0)·Wo]` into
+    /// dx `[C, N, H, W]`, summing overlaps.
+    /// `buf` is scratch: its entries that fall on the padding are zeroed on the way.
+    fn col2im_block<T: Scalar>(
+        &self,
+        g: &Geom,
+        buf: &mut [T],
+        r0: usize,
+        r1: usize,
+        dx: &mut [T],
+    ) {
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let nb = (r1 - r0) * g.wo;
+        let zero = T::zero();
+        for (rr, row) in buf[..g.kk * nb].chunks_exact_mut(nb).enumerate() {
+            let (ci, ki, kj) = (rr / (k * k), (rr / k) % k, rr % k);
+            let (lo, hi) = self.ow_range(kj, g.w, g.wo);
+            if lo >= hi {
+                continue;
+            }
+            let plane = &mut dx[ci * g.n * g.h * g.w..(ci + 1) * g.n * g.h * g.w];
+            if self.same_size(g) {
+                // Mirror of im2col's fast path: zero the padding columns, then one
+                // contiguous accumulation per image run (the zeros land on neighbours).
+                Self::image_runs(g, r0, r1, |ni, oa, ob, d0| {
+                    let (va, vb) = self.valid_rows(g, ki, oa, ob);
+                    if va >= vb {
+                        return;
+                    }
+                    let src = &mut row[(d0 + va - oa) * g.wo..(d0 + vb - oa) * g.wo];
+                    for o in src.chunks_exact_mut(g.wo) {
+                        o[..lo].fill(zero);
+                        o[hi..].fill(zero);
+                    }
+                    let len = (vb - va - 1) * g.wo + hi - lo;
+                    let dst0 = (ni * g.h + va + ki - p) * g.w + lo + kj - p;
+                    let dst = &mut plane[dst0..dst0 + len];
+                    for (d, &v) in dst.iter_mut().zip(&src[lo..lo + len]) {
+                        *d += v;
+                    }
+                });
+                continue;
+            }
+            let (mut ni, mut oh) = (r0 / g.ho, r0 % g.ho);
+            for src in row.chunks_exact(g.wo) {
+                if let Some(ih) = self.in_row(oh, ki, g.h) {
+                    let dst = &mut plane[(ni * g.h + ih) * g.w..][..g.w];
+                    let iw0 = lo * s + kj - p;
+                    if s == 1 {
+                        for (d, &v) in dst[iw0..iw0 + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in dst[iw0..].iter_mut().step_by(s).zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    }
+                }
+                oh += 1;
+                if oh == g.ho {
+                    oh = 0;
+                    ni += 1;
+                }
+            }
+        }
+    }
+
+    /// Stride 1 with "same" padding (2p = k − 1): Ho = H, Wo = W, so output row oh of
+    /// image n reads input rows of the same image at a fixed offset.
+    fn same_size(&self, g: &Geom) -> bool {
+        self.stride == 1 && g.wo == g.w && g.ho == g.h
+    }
+
+    /// Output rows `[oa, ob)` whose input row oh + ki − p lies inside the image.
+    fn valid_rows(&self, g: &Geom, ki: usize, oa: usize, ob: usize) -> (usize, usize) {
+        let p = self.padding;
+        let va = oa.max(p.saturating_sub(ki));
+        let vb = ob.min((g.h + p).saturating_sub(ki));
+        (va, vb.max(va))
+    }
+
+    /// Splits output rows `[r0, r1)` by image: `f(n, oh_begin, oh_end, block_row_of_oh_begin)`.
+    fn image_runs(g: &Geom, r0: usize, r1: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let mut r = r0;
+        while r < r1 {
+            let (ni, oa) = (r / g.ho, r % g.ho);
+            let ob = g.ho.min(oa + (r1 - r));
+            f(ni, oa, ob, r - r0);
+            r += ob - oa;
+        }
+    }
+
+    /// Unfolds x `[C, N, H, W]` into `[C·k·k, N·Ho·Wo]`; zero padding. (The passes unfold
+    /// block by block; this whole-batch form is for tests and tools.)
+    pub fn im2col<T: Scalar>(&self, x: &ArrayD<T>, shape: [usize; 4]) -> Array2<T> {
+        let g = self.geom(shape);
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let mut cols = vec![T::zero(); g.kk * g.cols];
+        if g.cols > 0 {
+            self.im2col_block(&g, xs, 0, g.n * g.ho, &mut cols);
+        }
+        Array2::from_shape_vec((g.kk, g.cols), cols).expect("size")
     }
 
     /// Folds `[C·k·k, N·Ho·Wo]` back into `[C, N, H, W]`, summing overlaps (adjoint of im2col).
     pub fn col2im<T: Scalar>(&self, cols: &Array2<T>, shape: [usize; 4]) -> ArrayD<T> {
-        let [c, n, h, w] = shape;
-        let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let (ho, wo) = self.out_hw(h, w).expect("checked at build");
-        let mut x = Array4::<T>::zeros((c, n, h, w));
-        let xs = x.as_slice_mut().expect("fresh array");
-        for (r, row) in cols.axis_iter(Axis(0)).enumerate() {
-            let (ci, ki, kj) = (r / (k * k), (r / k) % k, r % k);
-            let row = row.to_slice().expect("row of a standard array");
-            let (lo, hi) = self.ow_range(kj, w, wo);
-            for ni in 0..n {
-                for oh in 0..ho {
-                    let ih = (oh * s + ki) as isize - p as isize;
-                    if ih < 0 || ih >= h as isize {
-                        continue;
-                    }
-                    let dst = ((ci * n + ni) * h + ih as usize) * w;
-                    let src = (ni * ho + oh) * wo;
-                    for ow in lo..hi {
-                        xs[dst + ow * s + kj - p] += row[src + ow];
-                    }
-                }
-            }
+        let g = self.geom(shape);
+        let cols = cols.as_standard_layout();
+        let mut cs = cols.as_slice().expect("standard layout").to_vec();
+        let mut x = vec![T::zero(); g.c * g.n * g.h * g.w];
+        if g.cols > 0 {
+            self.col2im_block(&g, &mut cs, 0, g.n * g.ho, &mut x);
         }
-        x.into_dyn()
+        ArrayD::from_shape_vec(IxDyn(&shape), x).expect("size")
     }
 }
 
-/// Views `[O, N, H, W]` as `[O, N·H·W]`.
-fn as_rows<T: Scalar>(y: &ArrayD<T>, o: usize) -> ArrayView2<'_, T> {
-    let m = y.len() / o;
-    y.view().into_shape_with_order((o, m)).expect("standard layout").into_dimensionality::<Ix2>().unwrap()
-}
-
-fn add_bias<T: Scalar>(y: &mut Array2<T>, b: &ArrayViewD<T>) {
-    for (mut row, &bi) in y.axis_iter_mut(Axis(0)).zip(b.iter()) {
-        row.mapv_inplace(|v| v + bi);
-    }
+/// Σ over columns of each of the `o` rows of a row-major `[o, ·]` slice.
+fn row_sums<T: Scalar>(a: &[T], o: usize) -> ArrayD<T> {
+    let m = a.len() / o.max(1);
+    let sums: Vec<T> = (0..o)
+        .map(|i| ArrayView1::from(&a[i * m..(i + 1) * m]).sum())
+        .collect();
+    ndarray::Array1::from(sums).into_dyn()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::{linalg::general_mat_mul, Array4, Axis, Dimension, Ix2};
 
     /// Direct 7-loop convolution, the slow obvious reference.
     fn conv_slow(cfg: &Conv2d, x: &Array4<f64>, w: &Array4<f64>) -> Array4<f64> {
@@ -266,8 +719,10 @@ mod tests {
                                 for kj in 0..cfg.kernel {
                                     let ih = (oh * cfg.stride + ki) as isize - cfg.padding as isize;
                                     let iw = (ow * cfg.stride + kj) as isize - cfg.padding as isize;
-                                    if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
-                                        acc += w[[o, ci, ki, kj]] * x[[ci, ni, ih as usize, iw as usize]];
+                                    if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd
+                                    {
+                                        acc += w[[o, ci, ki, kj]]
+                                            * x[[ci, ni, ih as usize, iw as usize]];
                                     }
                                 }
                             }
@@ -280,22 +735,202 @@ mod tests {
         y
     }
 
+    fn close(a: &ArrayD<f64>, b: &ArrayD<f64>, what: &str) {
+        assert_eq!(a.shape(), b.shape(), "{what}: shape");
+        let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (x, y) in a.iter().zip(b.iter()) {
+            assert!((x - y).abs() <= 1e-12 * scale, "{what}: {x} vs {y}");
+        }
+    }
+
     #[test]
     fn matches_direct_convolution_and_col2im_is_adjoint() {
-        for (k, s, p, h) in [(3, 1, 1, 5), (3, 2, 1, 6), (1, 2, 0, 5), (3, 1, 0, 4), (1, 1, 0, 3)] {
-            let cfg = Conv2d { in_channels: 2, out_channels: 3, kernel: k, stride: s, padding: p, bias: false };
-            let x = Array4::from_shape_fn((2, 2, h, h), |(a, b, c, d)| ((a * 7 + b * 5 + c * 3 + d) % 11) as f64 - 5.0);
-            let w = Array4::from_shape_fn((3, 2, k, k), |(a, b, c, d)| ((a * 3 + b * 2 + c + d * 5) % 7) as f64 - 3.0);
-            let (y, cache) = cfg.forward(&x.clone().into_dyn(), &w.view().into_dyn(), None);
+        for (k, s, p, h) in [
+            (3, 1, 1, 5),
+            (3, 2, 1, 6),
+            (1, 2, 0, 5),
+            (3, 1, 0, 4),
+            (1, 1, 0, 3),
+        ] {
+            let cfg = Conv2d {
+                in_channels: 2,
+                out_channels: 3,
+                kernel: k,
+                stride: s,
+                padding: p,
+                bias: false,
+            };
+            let x = Array4::from_shape_fn((2, 2, h, h), |(a, b, c, d)| {
+                ((a * 7 + b * 5 + c * 3 + d) % 11) as f64 - 5.0
+            });
+            let w = Array4::from_shape_fn((3, 2, k, k), |(a, b, c, d)| {
+                ((a * 3 + b * 2 + c + d * 5) % 7) as f64 - 3.0
+            });
+            let xd = x.clone().into_dyn();
+            let (y, cache) = cfg.forward(&xd, &w.view().into_dyn(), None);
             let y_ref = conv_slow(&cfg, &x, &w);
             assert_eq!(y.shape(), y_ref.shape());
-            assert!(y.iter().zip(y_ref.iter()).all(|(a, b)| (a - b).abs() < 1e-12));
+            assert!(y
+                .iter()
+                .zip(y_ref.iter())
+                .all(|(a, b)| (a - b).abs() < 1e-12));
             // ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩
-            let c = cache.cols.mapv(|v| v * 0.5 + 1.0);
-            let lhs: f64 = (&cache.cols * &c).sum();
+            let cols = cfg.im2col(&xd, cache.in_shape);
+            let c = cols.mapv(|v| v * 0.5 + 1.0);
+            let lhs: f64 = (&cols * &c).sum();
             let back = cfg.col2im(&c, cache.in_shape);
-            let rhs: f64 = (&x.clone().into_dyn() * &back).sum();
-            assert!((lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0), "k{k} s{s} p{p}: {lhs} vs {rhs}");
+            let rhs: f64 = (&xd * &back).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0),
+                "k{k} s{s} p{p}: {lhs} vs {rhs}"
+            );
+        }
+    }
+
+    fn mm(a: ndarray::ArrayView2<f64>, b: ndarray::ArrayView2<f64>) -> Array2<f64> {
+        let mut c = Array2::zeros((a.nrows(), b.ncols()));
+        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+        c
+    }
+
+    fn rows(y: &ArrayD<f64>, o: usize) -> Array2<f64> {
+        let m = y.len() / o;
+        y.to_shape((o, m))
+            .unwrap()
+            .into_dimensionality::<Ix2>()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The four passes on the whole-batch `cols`, as in the module docs.
+    #[allow(clippy::type_complexity)]
+    fn unblocked(
+        cfg: &Conv2d,
+        x: &ArrayD<f64>,
+        rx: &ArrayD<f64>,
+        w: &ArrayD<f64>,
+        v: &ArrayD<f64>,
+        gy: &ArrayD<f64>,
+        rgy: &ArrayD<f64>,
+    ) -> [ArrayD<f64>; 6] {
+        let sh = Conv2d::shape4(x);
+        let (o, kk) = (cfg.out_channels, w.len() / cfg.out_channels);
+        let w2 = w
+            .to_shape((o, kk))
+            .unwrap()
+            .into_dimensionality::<Ix2>()
+            .unwrap()
+            .to_owned();
+        let v2 = v
+            .to_shape((o, kk))
+            .unwrap()
+            .into_dimensionality::<Ix2>()
+            .unwrap()
+            .to_owned();
+        let (cols, rcols) = (cfg.im2col(x, sh), cfg.im2col(rx, sh));
+        let (gy2, rgy2) = (rows(gy, o), rows(rgy, o));
+        let ys = [o, sh[1], gy.shape()[2], gy.shape()[3]];
+        let y = mm(w2.view(), cols.view())
+            .into_shape_with_order(IxDyn(&ys))
+            .unwrap();
+        let ry = (mm(w2.view(), rcols.view()) + mm(v2.view(), cols.view()))
+            .into_shape_with_order(IxDyn(&ys))
+            .unwrap();
+        let ws = w.shape().to_vec();
+        let dw = mm(gy2.view(), cols.t())
+            .into_shape_with_order(IxDyn(&ws))
+            .unwrap();
+        let dx = cfg.col2im(&mm(w2.t(), gy2.view()), sh);
+        let rdw = (mm(rgy2.view(), cols.t()) + mm(gy2.view(), rcols.t()))
+            .into_shape_with_order(IxDyn(&ws))
+            .unwrap();
+        let rdx = cfg.col2im(&(mm(w2.t(), rgy2.view()) + mm(v2.t(), gy2.view())), sh);
+        [y, ry, dw, dx, rdw, rdx]
+    }
+
+    #[test]
+    fn blocked_passes_match_unblocked_reference() {
+        // (C, O, k, s, p, N, H, W, rows per block); blocks that cut images in the middle.
+        for &(c, o, k, s, p, n, h, wd, rb) in &[
+            (3, 4, 3, 2, 1, 3, 7, 6, 2),
+            (2, 5, 3, 1, 1, 2, 5, 5, 3),
+            (3, 2, 1, 2, 0, 3, 5, 4, 4),
+            (4, 3, 1, 1, 0, 3, 3, 5, 2),
+            (2, 3, 3, 1, 0, 2, 4, 6, 1),
+            (2, 2, 5, 3, 2, 2, 9, 7, 5),
+            (3, 4, 3, 2, 1, 3, 7, 6, 1000),
+            (2, 3, 5, 1, 2, 3, 1, 2, 2),
+            (3, 2, 3, 1, 1, 2, 4, 7, 3),
+            (2, 2, 5, 1, 2, 3, 6, 5, 4),
+        ] {
+            let cfg = Conv2d {
+                in_channels: c,
+                out_channels: o,
+                kernel: k,
+                stride: s,
+                padding: p,
+                bias: true,
+            };
+            let f = |seed: usize| {
+                move |i: IxDyn| {
+                    let h = i
+                        .slice()
+                        .iter()
+                        .fold(seed, |a, &v| a.wrapping_mul(31).wrapping_add(v));
+                    ((h * 2654435761) % 1000) as f64 / 997.0 - 0.5
+                }
+            };
+            let x = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(1));
+            let rx = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(2));
+            let w = ArrayD::from_shape_fn(IxDyn(&[o, c, k, k]), f(3));
+            let v = ArrayD::from_shape_fn(IxDyn(&[o, c, k, k]), f(4));
+            let b = ArrayD::from_shape_fn(IxDyn(&[o]), f(5));
+            let vb = ArrayD::from_shape_fn(IxDyn(&[o]), f(6));
+            let (ho, wo) = cfg.out_hw(h, wd).unwrap();
+            let gy = ArrayD::from_shape_fn(IxDyn(&[o, n, ho, wo]), f(7));
+            let rgy = ArrayD::from_shape_fn(IxDyn(&[o, n, ho, wo]), f(8));
+            let [y0, ry0, dw0, dx0, rdw0, rdx0] = unblocked(&cfg, &x, &rx, &w, &v, &gy, &rgy);
+            let tag = format!("c{c} o{o} k{k} s{s} p{p} n{n} h{h} w{wd} rb{rb}");
+            let (wv, vv) = (w.view(), v.view());
+            let y = cfg.forward_rb(&x, &wv, None, rb);
+            close(&y, &y0, &format!("y {tag}"));
+            let (yb, cache) = cfg.forward(&x, &wv, Some(&b.view()));
+            close(
+                &(&yb - &b.to_shape((o, 1, 1, 1)).unwrap()),
+                &y0,
+                &format!("y+b {tag}"),
+            );
+            let (dx, dw, db) = cfg.backward_rb(&cache, &x, &wv, &gy, true, rb);
+            close(&dx.unwrap(), &dx0, &format!("dx {tag}"));
+            close(&dw, &dw0, &format!("dw {tag}"));
+            close(
+                &db.unwrap(),
+                &gy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(1)),
+                &tag,
+            );
+            let (nodx, dw2, _) = cfg.backward_rb(&cache, &x, &wv, &gy, false, rb);
+            assert!(nodx.is_none());
+            close(&dw2, &dw0, &format!("dw (no dx) {tag}"));
+            let ry = cfg.r_forward_rb(&cache, &x, &wv, &vv, None, Some(&rx), rb);
+            close(&ry, &ry0, &format!("ry {tag}"));
+            let ry_b = cfg.r_forward_rb(&cache, &x, &wv, &vv, Some(&vb.view()), None, rb);
+            // R{x} = 0 with v_b: R{y} = V ⋆ x + v_b = ry0 − W ⋆ R{x} + v_b.
+            let w_rx = cfg.forward_rb(&rx, &wv, None, rb);
+            close(
+                &(&ry_b - &vb.to_shape((o, 1, 1, 1)).unwrap() + &w_rx),
+                &ry0,
+                &tag,
+            );
+            let (rdx, rdw, rdb) =
+                cfg.r_backward_rb(&cache, &x, Some(&rx), &wv, &vv, &gy, &rgy, true, rb);
+            close(&rdx.unwrap(), &rdx0, &format!("rdx {tag}"));
+            close(&rdw, &rdw0, &format!("rdw {tag}"));
+            assert!(rdb.is_some());
+            // Blocked equals auto-blocked.
+            let (rdx_a, rdw_a, _) =
+                cfg.r_backward(&cache, &x, Some(&rx), &wv, &vv, &gy, &rgy, true);
+            close(&rdx_a.unwrap(), &rdx0, &format!("rdx auto {tag}"));
+            close(&rdw_a, &rdw0, &format!("rdw auto {tag}"));
         }
     }
 }
