@@ -21,6 +21,7 @@
 
 mod error;
 pub mod lanczos;
+pub mod objective_op;
 mod operator;
 pub mod power;
 pub mod slq;
@@ -28,6 +29,7 @@ pub mod trace;
 
 pub use error::HessianError;
 pub use lanczos::{top_eigenpairs, EigenReport, LanczosParams, Which};
+pub use objective_op::ObjectiveHessian;
 pub use operator::{Counting, DenseOperator, LinearOperator};
 pub use power::{power_iteration, PowerParams};
 pub use slq::{density_on_grid, slq, DensityParams, SlqParams, SlqReport};

@@ -279,6 +279,37 @@ impl Conv2d {
         let w2 = Mat::new(w.as_slice().expect("standard layout"), g.kk);
         let v2 = Mat::new(vw.as_slice().expect("standard layout"), g.kk);
         let mut ry = vec![T::zero(); o * g.cols];
+        if let (Some(rxs), false) = (rxs, self.pointwise()) {
+            // One GEMM per block: [V₂ W₂] · [cols; R{cols}].
+            let vw2: Vec<T> = (0..o)
+                .flat_map(|i| {
+                    let row = i * g.kk..(i + 1) * g.kk;
+                    v2.data[row.clone()].iter().chain(&w2.data[row]).copied()
+                })
+                .collect();
+            let mut buf2 = self.block_buf(&g, rb);
+            buf2.extend_from_within(..);
+            self.for_blocks(&g, rb, |r0, r1| {
+                let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
+                let (bx, brx) = buf2[..2 * g.kk * nb].split_at_mut(g.kk * nb);
+                self.im2col_block(&g, xs, r0, r1, bx);
+                self.im2col_block(&g, rxs, r0, r1, brx);
+                let b = Mat::new(&buf2[..2 * g.kk * nb], nb);
+                let a = Mat::new(&vw2[..], 2 * g.kk);
+                gemm_slices(
+                    o,
+                    nb,
+                    2 * g.kk,
+                    T::one(),
+                    a,
+                    b,
+                    T::zero(),
+                    &mut ry[c0..],
+                    g.cols,
+                );
+            });
+            return self.finish_output(ry, vb, &g);
+        }
         let mut buf = self.block_buf(&g, rb);
         let mut rbuf = if rxs.is_some() {
             self.block_buf(&g, rb)
@@ -490,6 +521,7 @@ impl Conv2d {
     }
 
     /// For each output column (n, oh, ow) the valid `ow` range of kernel column `kj`.
+    #[inline]
     fn ow_range(&self, kj: usize, w: usize, wo: usize) -> (usize, usize) {
         let (s, p) = (self.stride, self.padding);
         // iw = ow·s + kj − p must lie in [0, w)
@@ -575,14 +607,7 @@ impl Conv2d {
     /// Adjoint of [`Self::im2col_block`]: adds `buf [C·k·k, (r1 − r0)·Wo]` into
     /// dx `[C, N, H, W]`, summing overlaps.
     /// `buf` is scratch: its entries that fall on the padding are zeroed on the way.
-    fn col2im_block<T: Scalar>(
-        &self,
-        g: &Geom,
-        buf: &mut [T],
-        r0: usize,
-        r1: usize,
-        dx: &mut [T],
-    ) {
+    fn col2im_block<T: Scalar>(&self, g: &Geom, buf: &mut [T], r0: usize, r1: usize, dx: &mut [T]) {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         let nb = (r1 - r0) * g.wo;
         let zero = T::zero();
@@ -646,6 +671,7 @@ impl Conv2d {
     }
 
     /// Output rows `[oa, ob)` whose input row oh + ki − p lies inside the image.
+    #[inline]
     fn valid_rows(&self, g: &Geom, ki: usize, oa: usize, ob: usize) -> (usize, usize) {
         let p = self.padding;
         let va = oa.max(p.saturating_sub(ki));
