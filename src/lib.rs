@@ -1,5 +1,6 @@
 //! losscape: loss landscapes and Hessian curvature of plain and residual networks.
 
+pub mod args;
 pub mod cli;
 pub mod data;
 pub mod engine;

@@ -48,16 +48,36 @@ pub fn compute(args: &ProbeArgs) -> Result<ProbeOutput> {
     let ds = args.data.load()?.remove(0);
     let cfg = args.data.objective_config();
     let fresh = Model::init(model.arch.clone(), args.init_seed, true);
-    let obj = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg)
-        .with_context(|| format!("data '{}' does not fit model {}", args.data.data, args.model.model.display()))?;
-    let fresh_cfg = crate::objective::ObjectiveConfig { mode: Mode::Train, ..cfg };
+    let obj = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg).with_context(|| {
+        format!(
+            "data '{}' does not fit model {}",
+            args.data.data,
+            args.model.model.display()
+        )
+    })?;
+    let fresh_cfg = crate::objective::ObjectiveConfig {
+        mode: Mode::Train,
+        ..cfg
+    };
     let fresh_obj = Objective::new(&fresh.graph, ds.x.view(), &ds.y, fresh_cfg)?;
     let (trained, init) = super::with_threads(args.threads, || {
         (
-            probe(&obj, ds.x.view(), model.theta.data.view(), cfg.batch_size, cfg.mode),
+            probe(
+                &obj,
+                ds.x.view(),
+                model.theta.data.view(),
+                cfg.batch_size,
+                cfg.mode,
+            ),
             // at initialization the running statistics are 0 and 1, so eval-mode BN would be
             // the identity; the network in training sees batch statistics, so probe those
-            probe(&fresh_obj, ds.x.view(), fresh.theta.data.view(), cfg.batch_size, Mode::Train),
+            probe(
+                &fresh_obj,
+                ds.x.view(),
+                fresh.theta.data.view(),
+                cfg.batch_size,
+                Mode::Train,
+            ),
         )
     })?;
     Ok(ProbeOutput {
@@ -74,20 +94,32 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
     let out = compute(args)?;
     if let Some(p) = &args.out {
         let json = serde_json::to_vec_pretty(&out)?;
-        crate::util::write_atomic(p, |f| std::io::Write::write_all(f, &json)).with_context(|| format!("writing --out {}", p.display()))?;
+        crate::util::write_atomic(p, |f| std::io::Write::write_all(f, &json))
+            .with_context(|| format!("writing --out {}", p.display()))?;
     }
     if args.json {
         return super::print_json(&out);
     }
-    println!("{} on {} ({})", out.model, out.data, if out.residual { "residual" } else { "plain" });
+    println!(
+        "{} on {} ({})",
+        out.model,
+        out.data,
+        if out.residual { "residual" } else { "plain" }
+    );
     for (label, r) in [("trained", &out.trained), ("fresh He init", &out.init)] {
         println!(
             "\n{label}: loss {:.4}, accuracy {:.2}%, first-to-last gradient ratio {:.3e}, last/first activation std {:.3}",
             r.loss, r.accuracy, r.first_to_last_gradient_ratio, r.last_to_first_activation_std
         );
-        println!("  {:<32} {:>12} {:>12} {:>10}", "weight", "‖∂L/∂W‖", "‖W‖", "ratio");
+        println!(
+            "  {:<32} {:>12} {:>12} {:>10}",
+            "weight", "‖∂L/∂W‖", "‖W‖", "ratio"
+        );
         for g in &r.gradients {
-            println!("  {:<32} {:>12.4e} {:>12.4} {:>10.3e}", g.name, g.grad_norm, g.weight_norm, g.ratio);
+            println!(
+                "  {:<32} {:>12.4e} {:>12.4} {:>10.3e}",
+                g.name, g.grad_norm, g.weight_norm, g.ratio
+            );
         }
         println!("  {:<32} {:>12} {:>12}", "block output", "mean", "std");
         for a in &r.activations {

@@ -64,7 +64,11 @@ macro_rules! display_via_value_enum {
     ($t:ty) => {
         impl fmt::Display for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.to_possible_value().expect("no skipped variants").get_name())
+                f.write_str(
+                    self.to_possible_value()
+                        .expect("no skipped variants")
+                        .get_name(),
+                )
             }
         }
     };
@@ -132,7 +136,10 @@ fn stream_seed(seed: u64, axis: DirectionAxis, name: &str) -> u64 {
 }
 
 fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
+    v.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 fn scale(v: &mut [f32], s: f64) {
@@ -140,7 +147,11 @@ fn scale(v: &mut [f32], s: f64) {
 }
 
 /// A random direction normalized to θ (see the module docs).
-pub fn random_direction(theta: &ParamVec<f32>, cfg: &DirectionConfig, axis: DirectionAxis) -> ParamVec<f32> {
+pub fn random_direction(
+    theta: &ParamVec<f32>,
+    cfg: &DirectionConfig,
+    axis: DirectionAxis,
+) -> ParamVec<f32> {
     let mut d = ParamVec::<f32>::zeros(theta.layout.clone());
     for (i, t) in theta.layout.tensors().iter().enumerate() {
         if !included(t, cfg.dir_type) {
@@ -210,14 +221,25 @@ pub fn difference_direction(
             Some(u) => {
                 return Err(LayoutMismatch {
                     name: t.name.clone(),
-                    why: format!("the other model has '{}' {:?} at that position, not {:?}", u.name, u.shape, t.shape),
+                    why: format!(
+                        "the other model has '{}' {:?} at that position, not {:?}",
+                        u.name, u.shape, t.shape
+                    ),
                 })
             }
-            None => return Err(LayoutMismatch { name: t.name.clone(), why: "missing in the other model".into() }),
+            None => {
+                return Err(LayoutMismatch {
+                    name: t.name.clone(),
+                    why: "missing in the other model".into(),
+                })
+            }
         }
     }
     if b.len() > a.len() {
-        return Err(LayoutMismatch { name: b[a.len()].name.clone(), why: "only in the other model".into() });
+        return Err(LayoutMismatch {
+            name: b[a.len()].name.clone(),
+            why: "only in the other model".into(),
+        });
     }
     let mut d = ParamVec::<f32>::zeros(theta.layout.clone());
     for (i, t) in theta.layout.tensors().iter().enumerate() {
@@ -237,7 +259,8 @@ pub fn cosine(x: &ParamVec<f32>, y: &ParamVec<f32>) -> f64 {
 /// y ← y − (⟨x, y⟩/⟨x, x⟩) x (Gram–Schmidt), so that cos∠(x, y) = 0.
 pub fn orthogonalize(y: &mut ParamVec<f32>, x: &ParamVec<f32>) {
     let c = x.dot(y) / x.dot(x);
-    y.data.zip_mut_with(&x.data, |yv, &xv| *yv = (*yv as f64 - c * xv as f64) as f32);
+    y.data
+        .zip_mut_with(&x.data, |yv, &xv| *yv = (*yv as f64 - c * xv as f64) as f32);
 }
 
 #[cfg(test)]
@@ -246,7 +269,9 @@ mod tests {
     use crate::model::{Arch, Model};
 
     fn model() -> Model {
-        let arch: Arch = "resnet-cifar:depth=8,width=4,in_channels=1,input_size=8".parse().unwrap();
+        let arch: Arch = "resnet-cifar:depth=8,width=4,in_channels=1,input_size=8"
+            .parse()
+            .unwrap();
         let mut m = Model::init(arch, 3, false);
         m.theta.data.mapv_inplace(|v| v + 0.01); // non-trivial BN, running stats
         m
@@ -269,7 +294,11 @@ mod tests {
                     assert!((a - b).abs() <= 1e-5 * b, "{}: {a} vs {b}", t.name);
                 }
             } else {
-                assert!(d.tensor(i).iter().all(|&v| v == 0.0), "{} should be 0", t.name);
+                assert!(
+                    d.tensor(i).iter().all(|&v| v == 0.0),
+                    "{} should be 0",
+                    t.name
+                );
             }
         }
     }
@@ -277,21 +306,36 @@ mod tests {
     #[test]
     fn other_norms_and_biasbn() {
         let m = model();
-        for norm_kind in [DirectionNorm::Layer, DirectionNorm::Dfilter, DirectionNorm::Dlayer, DirectionNorm::Weight] {
-            let cfg = DirectionConfig { norm: norm_kind, perturb_biasbn: true, ..Default::default() };
+        for norm_kind in [
+            DirectionNorm::Layer,
+            DirectionNorm::Dfilter,
+            DirectionNorm::Dlayer,
+            DirectionNorm::Weight,
+        ] {
+            let cfg = DirectionConfig {
+                norm: norm_kind,
+                perturb_biasbn: true,
+                ..Default::default()
+            };
             let d = random_direction(&m.theta, &cfg, DirectionAxis::X);
             for (i, t) in m.theta.layout.tensors().iter().enumerate() {
                 let (dv, wv) = (d.tensor(i), m.theta.tensor(i));
                 let (ds, ws) = (dv.as_slice().unwrap(), wv.as_slice().unwrap());
                 if t.shape.len() <= 1 {
-                    let want = if t.role.is_trainable() { ws.to_vec() } else { vec![0.0; ws.len()] };
+                    let want = if t.role.is_trainable() {
+                        ws.to_vec()
+                    } else {
+                        vec![0.0; ws.len()]
+                    };
                     assert_eq!(ds, &want[..], "{} with perturb_biasbn", t.name);
                     continue;
                 }
                 match norm_kind {
                     DirectionNorm::Layer => assert!((norm(ds) - norm(ws)).abs() < 1e-5 * norm(ws)),
                     DirectionNorm::Dlayer => assert!((norm(ds) - 1.0).abs() < 1e-5),
-                    DirectionNorm::Dfilter => filter_norms(&d, i).iter().for_each(|n| assert!((n - 1.0).abs() < 1e-5)),
+                    DirectionNorm::Dfilter => filter_norms(&d, i)
+                        .iter()
+                        .for_each(|n| assert!((n - 1.0).abs() < 1e-5)),
                     _ => {}
                 }
             }
@@ -301,21 +345,47 @@ mod tests {
     #[test]
     fn deterministic_per_tensor_streams() {
         let m = model();
-        let cfg = DirectionConfig { seed: 9, ..Default::default() };
+        let cfg = DirectionConfig {
+            seed: 9,
+            ..Default::default()
+        };
         let a = random_direction(&m.theta, &cfg, DirectionAxis::X);
         let b = random_direction(&m.theta, &cfg, DirectionAxis::X);
         assert_eq!(a.data, b.data);
         let y = random_direction(&m.theta, &cfg, DirectionAxis::Y);
         assert!(cosine(&a, &y).abs() < 0.2);
         // a tensor's raw stream does not depend on the other tensors of the model
-        let other: Arch = "resnet-cifar:depth=14,width=4,in_channels=1,input_size=8".parse().unwrap();
+        let other: Arch = "resnet-cifar:depth=14,width=4,in_channels=1,input_size=8"
+            .parse()
+            .unwrap();
         let m2 = Model::init(other, 3, false);
-        let cfg_none = DirectionConfig { norm: DirectionNorm::None, seed: 9, ..Default::default() };
-        let (p, q) = (random_direction(&m.theta, &cfg_none, DirectionAxis::X), random_direction(&m2.theta, &cfg_none, DirectionAxis::X));
-        assert_eq!(p.by_name("conv1.weight").unwrap(), q.by_name("conv1.weight").unwrap());
+        let cfg_none = DirectionConfig {
+            norm: DirectionNorm::None,
+            seed: 9,
+            ..Default::default()
+        };
+        let (p, q) = (
+            random_direction(&m.theta, &cfg_none, DirectionAxis::X),
+            random_direction(&m2.theta, &cfg_none, DirectionAxis::X),
+        );
+        assert_eq!(
+            p.by_name("conv1.weight").unwrap(),
+            q.by_name("conv1.weight").unwrap()
+        );
         // states type moves running statistics
-        let s = random_direction(&m.theta, &DirectionConfig { dir_type: DirType::States, perturb_biasbn: true, ..cfg }, DirectionAxis::X);
-        assert_eq!(s.by_name("bn1.running_var").unwrap(), m.theta.by_name("bn1.running_var").unwrap());
+        let s = random_direction(
+            &m.theta,
+            &DirectionConfig {
+                dir_type: DirType::States,
+                perturb_biasbn: true,
+                ..cfg
+            },
+            DirectionAxis::X,
+        );
+        assert_eq!(
+            s.by_name("bn1.running_var").unwrap(),
+            m.theta.by_name("bn1.running_var").unwrap()
+        );
     }
 
     #[test]
@@ -330,9 +400,21 @@ mod tests {
         let mut other = m.theta.clone();
         other.data.mapv_inplace(|v| v * 2.0);
         let d = difference_direction(&m.theta, &other, DirType::Weights).unwrap();
-        assert_eq!(d.by_name("conv1.weight").unwrap(), m.theta.by_name("conv1.weight").unwrap());
-        assert!(d.by_name("bn1.running_mean").unwrap().iter().all(|&v| v == 0.0));
+        assert_eq!(
+            d.by_name("conv1.weight").unwrap(),
+            m.theta.by_name("conv1.weight").unwrap()
+        );
+        assert!(d
+            .by_name("bn1.running_mean")
+            .unwrap()
+            .iter()
+            .all(|&v| v == 0.0));
         let arch: Arch = "mlp:in_features=4,depth=1,width=3".parse().unwrap();
-        assert!(difference_direction(&m.theta, &Model::init(arch, 0, false).theta, DirType::Weights).is_err());
+        assert!(difference_direction(
+            &m.theta,
+            &Model::init(arch, 0, false).theta,
+            DirType::Weights
+        )
+        .is_err());
     }
 }
