@@ -11,7 +11,7 @@ APT_PACKAGES := build-essential pkg-config libopenblas-dev libhdf5-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := target/release/losscape
 
-.PHONY: all deps build run test bench fixtures lint fmt clean
+.PHONY: all deps build run check-report test bench fixtures lint fmt clean
 
 all: build
 
@@ -26,12 +26,19 @@ deps:
 build: deps
 	$(CARGO) build --release --locked
 
-## The main job: evaluate the bundled plain and residual networks on their data.
+## The main job: residual vs plain ResNets (depth 20 and 56) on digits → outputs/residual-vs-plain/.
 run: build
-	@for m in fixtures/models/*.safetensors; do \
-	  case $$m in *mnist1d*) d=mnist1d;; *) d=digits;; esac; \
-	  $(BIN) eval --model $$m --data $$d --split train,test || exit 1; \
-	done
+	$(BIN) run analyses/residual-vs-plain.toml
+
+## Screenshot the main job's report.html with headless Chromium (installs chromium if missing).
+check-report: run
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$$(mktemp -d) --window-size=1280,2200 \
+	  --screenshot=$(CURDIR)/outputs/residual-vs-plain/report-screenshot.png \
+	  file://$(CURDIR)/outputs/residual-vs-plain/report.html
+	@echo "screenshot: outputs/residual-vs-plain/report-screenshot.png"
 
 ## All tests (unit, integration, PyTorch reference fixtures, CLI).
 test: deps

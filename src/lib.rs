@@ -1,5 +1,5 @@
 //! losscape: loss landscapes and Hessian curvature of plain and residual networks.
-
+pub mod analysis;
 pub mod args;
 pub mod cli;
 pub mod data;

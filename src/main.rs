@@ -15,6 +15,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Surface(a) => cli::surface::run(a),
         Command::Merge(a) => cli::merge::run(a),
         Command::Probe(a) => cli::probe::run(a),
+        Command::Run(a) => cli::run::run(a),
     }
 }
 

@@ -16,7 +16,7 @@
 
 use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, Axis};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{EngineError, Graph, Mode, Scalar};
 
@@ -44,7 +44,7 @@ impl Default for ObjectiveConfig {
 }
 
 /// Loss and accuracy over a dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Per-sample mean loss.
     pub loss: f64,

@@ -50,7 +50,13 @@ pub struct ProbeReport {
 }
 
 /// Runs both probes at θ over the objective's data.
-pub fn probe<T: Scalar>(obj: &Objective<'_>, x: ndarray::ArrayViewD<'_, f32>, theta: ArrayView1<T>, batch_size: usize, mode: Mode) -> ProbeReport {
+pub fn probe<T: Scalar>(
+    obj: &Objective<'_>,
+    x: ndarray::ArrayViewD<'_, f32>,
+    theta: ArrayView1<T>,
+    batch_size: usize,
+    mode: Mode,
+) -> ProbeReport {
     let graph: &Graph = obj.graph();
     let (eval, grad) = obj.gradient(theta);
     let mut gradients = Vec::new();
@@ -62,7 +68,13 @@ pub fn probe<T: Scalar>(obj: &Objective<'_>, x: ndarray::ArrayViewD<'_, f32>, th
         let norm = |v: ArrayView1<T>| v.iter().map(|a| a.as_f64().powi(2)).sum::<f64>().sqrt();
         let g = norm(grad.slice(ndarray::s![r.clone()]));
         let w = norm(theta.slice(ndarray::s![r]));
-        gradients.push(GradientRow { name: t.name.clone(), depth: gradients.len(), grad_norm: g, weight_norm: w, ratio: g / w });
+        gradients.push(GradientRow {
+            name: t.name.clone(),
+            depth: gradients.len(),
+            grad_norm: g,
+            weight_norm: w,
+            ratio: g / w,
+        });
     }
     // activation statistics: Σh, Σh², count per tap, in f64, batches in order
     let taps = graph.taps();
@@ -85,7 +97,12 @@ pub fn probe<T: Scalar>(obj: &Objective<'_>, x: ndarray::ArrayViewD<'_, f32>, th
         .enumerate()
         .map(|(depth, ((name, _), &(s, s2, n)))| {
             let mean = s / n as f64;
-            ActivationRow { name: name.clone(), depth, mean, std: (s2 / n as f64 - mean * mean).max(0.0).sqrt() }
+            ActivationRow {
+                name: name.clone(),
+                depth,
+                mean,
+                std: (s2 / n as f64 - mean * mean).max(0.0).sqrt(),
+            }
         })
         .collect();
     let ratio = match (gradients.first(), gradients.last()) {
@@ -115,21 +132,36 @@ mod tests {
 
     #[test]
     fn probes_every_weight_and_block() {
-        let arch: Arch = "resnet-cifar:depth=8,width=4,in_channels=1,input_size=8,num_classes=3".parse().unwrap();
+        let arch: Arch = "resnet-cifar:depth=8,width=4,in_channels=1,input_size=8,num_classes=3"
+            .parse()
+            .unwrap();
         let m = Model::init(arch, 1, true);
-        let x = ArrayD::from_shape_fn(IxDyn(&[10, 1, 8, 8]), |i| ((i[0] * 7 + i[2] * 3 + i[3]) % 11) as f32 / 5.0 - 1.0);
+        let x = ArrayD::from_shape_fn(IxDyn(&[10, 1, 8, 8]), |i| {
+            ((i[0] * 7 + i[2] * 3 + i[3]) % 11) as f32 / 5.0 - 1.0
+        });
         let y: Vec<usize> = (0..10).map(|i| i % 3).collect();
         let o = Objective::new(&m.graph, x.view(), &y, ObjectiveConfig::default()).unwrap();
         let r = probe(&o, x.view(), m.theta.data.view(), 4, Mode::Eval);
         // conv1, 3 stages × (conv1, conv2) + 2 projections, linear
         assert_eq!(r.gradients.len(), 1 + 6 + 2 + 1);
-        assert_eq!(r.activations.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["stem", "layer1.0", "layer2.0", "layer3.0"]);
+        assert_eq!(
+            r.activations
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>(),
+            ["stem", "layer1.0", "layer2.0", "layer3.0"]
+        );
         assert!(r.activations.iter().all(|a| a.std > 0.0 && a.mean >= 0.0));
         assert!(r.first_to_last_gradient_ratio.is_finite() && r.first_to_last_gradient_ratio > 0.0);
         // gradient norms equal the objective's gradient
         let (_, g) = o.gradient(m.theta.data.view());
         let w = m.graph.layout.get("linear.weight").unwrap();
-        let n: f64 = g.slice(ndarray::s![w.range()]).iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        let n: f64 = g
+            .slice(ndarray::s![w.range()])
+            .iter()
+            .map(|v| (*v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
         assert!((r.gradients.last().unwrap().grad_norm - n).abs() < 1e-9 * n);
     }
 }

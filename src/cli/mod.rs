@@ -7,6 +7,7 @@ pub mod eval;
 pub mod info;
 pub mod merge;
 pub mod probe;
+pub mod run;
 pub mod surface;
 
 use anyhow::Result;
@@ -38,6 +39,8 @@ pub enum Command {
     Merge(merge::MergeArgs),
     /// Per-layer gradient norms and per-block activation statistics (trained and fresh He init).
     Probe(probe::ProbeArgs),
+    /// Run an analysis spec (TOML) into outputs/NAME/: surfaces, Hessians, probes, plots, report.
+    Run(run::RunArgs),
     /// Measure speed: forward images/s, GFLOP/s, gradient and H·v cost (ResNet-20/56, 32×32×3).
     Bench(bench::BenchArgs),
 }

@@ -322,7 +322,12 @@ impl Graph {
     }
 
     /// Every node's output for a batch (internal layout, see the engine docs).
-    pub fn forward_all<T: Scalar>(&self, theta: ArrayView1<T>, x: &ArrayD<T>, mode: Mode) -> Vec<ArrayD<T>> {
+    pub fn forward_all<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        x: &ArrayD<T>,
+        mode: Mode,
+    ) -> Vec<ArrayD<T>> {
         self.run_forward(&theta, x, mode, true).values
     }
 

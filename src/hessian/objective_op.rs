@@ -18,9 +18,23 @@ pub struct ObjectiveHessian<'a> {
 
 impl<'a> ObjectiveHessian<'a> {
     /// H over the tensors for which `keep` holds (e.g. all trainable ones, PyHessian's choice).
-    pub fn new(objective: &'a Objective<'a>, theta: &'a ParamVec<f32>, keep: impl Fn(&TensorSpec) -> bool) -> Self {
-        let index = theta.layout.tensors().iter().filter(|t| keep(t)).flat_map(|t| t.range()).collect();
-        Self { objective, theta, index }
+    pub fn new(
+        objective: &'a Objective<'a>,
+        theta: &'a ParamVec<f32>,
+        keep: impl Fn(&TensorSpec) -> bool,
+    ) -> Self {
+        let index = theta
+            .layout
+            .tensors()
+            .iter()
+            .filter(|t| keep(t))
+            .flat_map(|t| t.range())
+            .collect();
+        Self {
+            objective,
+            theta,
+            index,
+        }
     }
 }
 

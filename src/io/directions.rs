@@ -19,7 +19,9 @@ use ndarray::ArrayD;
 
 use super::surface::{read_attrs, write_attr, Attr};
 use crate::engine::ParamVec;
-use crate::landscape::directions::{included, DirType, DirectionConfig, DirectionKind, DirectionNorm, Directions};
+use crate::landscape::directions::{
+    included, DirType, DirectionConfig, DirectionKind, DirectionNorm, Directions,
+};
 
 /// Errors reading or writing direction files.
 #[non_exhaustive]
@@ -33,25 +35,61 @@ pub enum DirectionFileError {
     NotDirections { path: PathBuf },
     /// Occurs when the file holds another number of tensors than the model.
     #[error("{path}: /{group} holds {got} tensors but the model has {expected} for dir type '{dir_type}'; the file was made for another model (or another --dir-type)")]
-    Count { path: PathBuf, group: String, expected: usize, got: usize, dir_type: DirType },
+    Count {
+        path: PathBuf,
+        group: String,
+        expected: usize,
+        got: usize,
+        dir_type: DirType,
+    },
     /// Occurs when a tensor's shape differs from the model's.
     #[error("{path}: /{group}/{position} has shape {got:?} but the model's tensor at that position, '{name}', has shape {expected:?}; the file was made for another model")]
-    Shape { path: PathBuf, group: String, position: usize, name: String, expected: Vec<usize>, got: Vec<usize> },
+    Shape {
+        path: PathBuf,
+        group: String,
+        position: usize,
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
     /// Occurs when a tensor's recorded name differs from the model's.
     #[error("{path}: /{group}/{position} is named '{got}' but the model's tensor at that position is '{expected}'")]
-    Name { path: PathBuf, group: String, position: usize, expected: String, got: String },
+    Name {
+        path: PathBuf,
+        group: String,
+        position: usize,
+        expected: String,
+        got: String,
+    },
 }
 
 fn h5(path: &Path) -> impl Fn(hdf5::Error) -> DirectionFileError + '_ {
-    move |e| DirectionFileError::Hdf5 { path: path.to_path_buf(), why: e.to_string() }
+    move |e| DirectionFileError::Hdf5 {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    }
 }
 
 /// Writes `dirs` atomically (temporary sibling, then rename).
-pub fn write_directions(path: &Path, dirs: &Directions, model_sha256: Option<&str>) -> Result<(), DirectionFileError> {
+pub fn write_directions(
+    path: &Path,
+    dirs: &Directions,
+    model_sha256: Option<&str>,
+) -> Result<(), DirectionFileError> {
     let e = h5(path);
-    let io = |x: std::io::Error| DirectionFileError::Hdf5 { path: path.into(), why: x.to_string() };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let io = |x: std::io::Error| DirectionFileError::Hdf5 {
+        path: path.into(),
+        why: x.to_string(),
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> Result<(), DirectionFileError> {
         let f = hdf5::File::create(&tmp).map_err(&e)?;
         let mut groups = vec![("xdirection", &dirs.x)];
@@ -66,9 +104,22 @@ pub fn write_directions(path: &Path, dirs: &Directions, model_sha256: Option<&st
                     continue;
                 }
                 let data = v.tensor(i).to_owned();
-                let ds = g.new_dataset_builder().with_data(&data).create(pos.to_string().as_str()).map_err(&e)?;
+                let ds = g
+                    .new_dataset_builder()
+                    .with_data(&data)
+                    .create(pos.to_string().as_str())
+                    .map_err(&e)?;
                 write_attr(&ds, "name", &t.name.as_str().into()).map_err(&e)?;
-                write_attr(&ds, "role", &serde_json::to_value(t.role).unwrap().as_str().unwrap_or("").into()).map_err(&e)?;
+                write_attr(
+                    &ds,
+                    "role",
+                    &serde_json::to_value(t.role)
+                        .unwrap()
+                        .as_str()
+                        .unwrap_or("")
+                        .into(),
+                )
+                .map_err(&e)?;
                 pos += 1;
             }
         }
@@ -92,7 +143,9 @@ pub fn write_directions(path: &Path, dirs: &Directions, model_sha256: Option<&st
         }
         f.flush().map_err(&e)?;
         drop(f);
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     })();
     if result.is_err() {
@@ -103,7 +156,11 @@ pub fn write_directions(path: &Path, dirs: &Directions, model_sha256: Option<&st
 
 /// Reads a direction file for the model whose parameters are `theta`. The file's own
 /// `dir_type` attribute wins over `dir_type` (which is used for loss-landscape's files).
-pub fn read_directions(path: &Path, theta: &ParamVec<f32>, dir_type: DirType) -> Result<Directions, DirectionFileError> {
+pub fn read_directions(
+    path: &Path,
+    theta: &ParamVec<f32>,
+    dir_type: DirType,
+) -> Result<Directions, DirectionFileError> {
     let e = h5(path);
     let f = hdf5::File::open(path).map_err(|x| DirectionFileError::Hdf5 {
         path: path.into(),
@@ -111,9 +168,13 @@ pub fn read_directions(path: &Path, theta: &ParamVec<f32>, dir_type: DirType) ->
     })?;
     let attrs = read_attrs(&f);
     let attr_str = |k: &str| attrs.get(k).and_then(Attr::as_str).map(str::to_owned);
-    let dir_type = attr_str("dir_type").and_then(|s| DirType::from_str_loose(&s)).unwrap_or(dir_type);
+    let dir_type = attr_str("dir_type")
+        .and_then(|s| DirType::from_str_loose(&s))
+        .unwrap_or(dir_type);
     let config = DirectionConfig {
-        norm: attr_str("norm").and_then(|s| <DirectionNorm as clap::ValueEnum>::from_str(&s, true).ok()).unwrap_or_default(),
+        norm: attr_str("norm")
+            .and_then(|s| <DirectionNorm as clap::ValueEnum>::from_str(&s, true).ok())
+            .unwrap_or_default(),
         perturb_biasbn: matches!(attrs.get("perturb_biasbn"), Some(Attr::Int(1))),
         dir_type,
         seed: match attrs.get("seed") {
@@ -126,22 +187,37 @@ pub fn read_directions(path: &Path, theta: &ParamVec<f32>, dir_type: DirType) ->
     }
     let read_group = |gname: &str| -> Result<ParamVec<f32>, DirectionFileError> {
         let g = f.group(gname).map_err(&e)?;
-        let slots: Vec<usize> =
-            theta.layout.tensors().iter().enumerate().filter(|(_, t)| included(t, dir_type)).map(|(i, _)| i).collect();
+        let slots: Vec<usize> = theta
+            .layout
+            .tensors()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| included(t, dir_type))
+            .map(|(i, _)| i)
+            .collect();
         let count = g.member_names().map_err(&e)?.len();
         // read positional datasets, dropping loss-landscape's 0-d num_batches_tracked entries
         let mut tensors: Vec<(usize, ArrayD<f32>, Option<String>)> = Vec::with_capacity(count);
         for pos in 0..count {
             let ds = g.dataset(&pos.to_string()).map_err(&e)?;
             let a: ArrayD<f32> = ds.read_dyn().map_err(&e)?;
-            let name = read_attrs(&ds).get("name").and_then(Attr::as_str).map(str::to_owned);
+            let name = read_attrs(&ds)
+                .get("name")
+                .and_then(Attr::as_str)
+                .map(str::to_owned);
             tensors.push((pos, a, name));
         }
         if tensors.len() != slots.len() {
             tensors.retain(|(_, a, _)| a.ndim() > 0);
         }
         if tensors.len() != slots.len() {
-            return Err(DirectionFileError::Count { path: path.into(), group: gname.into(), expected: slots.len(), got: count, dir_type });
+            return Err(DirectionFileError::Count {
+                path: path.into(),
+                group: gname.into(),
+                expected: slots.len(),
+                got: count,
+                dir_type,
+            });
         }
         let mut v = ParamVec::<f32>::zeros(theta.layout.clone());
         for (&slot, (pos, a, name)) in slots.iter().zip(tensors) {
@@ -157,20 +233,49 @@ pub fn read_directions(path: &Path, theta: &ParamVec<f32>, dir_type: DirType) ->
                 });
             }
             if let Some(n) = name.filter(|n| n != &spec.name) {
-                return Err(DirectionFileError::Name { path: path.into(), group: gname.into(), position: pos, expected: spec.name.clone(), got: n });
+                return Err(DirectionFileError::Name {
+                    path: path.into(),
+                    group: gname.into(),
+                    position: pos,
+                    expected: spec.name.clone(),
+                    got: n,
+                });
             }
             v.tensor_mut(slot).assign(&a);
         }
         Ok(v)
     };
     let x = read_group("xdirection")?;
-    let y = if f.group("ydirection").is_ok() { Some(read_group("ydirection")?) } else { None };
-    let pca: Vec<(String, Vec<f64>)> = ["explained_variance_ratio_", "singular_values_", "explained_variance_"]
-        .iter()
-        .filter_map(|n| f.dataset(n).ok().and_then(|d| d.read_raw::<f64>().ok()).map(|v| (n.to_string(), v)))
-        .collect();
-    let kind = if pca.is_empty() { DirectionKind::File(path.display().to_string()) } else { DirectionKind::Pca };
-    Ok(Directions { x, y, config, kind, pca: (!pca.is_empty()).then_some(pca) })
+    let y = if f.group("ydirection").is_ok() {
+        Some(read_group("ydirection")?)
+    } else {
+        None
+    };
+    let pca: Vec<(String, Vec<f64>)> = [
+        "explained_variance_ratio_",
+        "singular_values_",
+        "explained_variance_",
+    ]
+    .iter()
+    .filter_map(|n| {
+        f.dataset(n)
+            .ok()
+            .and_then(|d| d.read_raw::<f64>().ok())
+            .map(|v| (n.to_string(), v))
+    })
+    .collect();
+    let kind = if pca.is_empty() {
+        DirectionKind::File(path.display().to_string())
+    } else {
+        DirectionKind::Pca
+    };
+    Ok(Directions {
+        x,
+        y,
+        config,
+        kind,
+        pca: (!pca.is_empty()).then_some(pca),
+    })
 }
 
 impl DirType {

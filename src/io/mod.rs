@@ -1,4 +1,4 @@
 //! HDF5 files: surfaces (readable by loss-landscape's scripts) and directions.
 
-pub mod surface;
 pub mod directions;
+pub mod surface;

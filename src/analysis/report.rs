@@ -1,0 +1,289 @@
+//! `metrics.json`, `report.md` and a self-contained `report.html` (inline style, images
+//! referenced beside it) for an analysis. The findings are computed from the numbers:
+//! each sentence compares a residual network with its plain twin of the same depth and
+//! says what the measurement shows, whichever way it goes.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::runner::{AnalysisOutcome, ModelResult};
+
+fn fmt_opt(v: Option<f64>, prec: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => {
+            if x != 0.0 && (x.abs() >= 1e4 || x.abs() < 1e-3) {
+                format!("{x:.prec$e}")
+            } else {
+                format!("{x:.prec$}")
+            }
+        }
+        _ => "–".into(),
+    }
+}
+
+/// Rows of the comparison table.
+pub fn table_rows(results: &[ModelResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let header = vec![
+        "model",
+        "depth",
+        "shortcut",
+        "train acc %",
+        "test acc %",
+        "train loss",
+        "λmax",
+        "trace",
+        "center loss (surface)",
+        "grad ratio first/last (trained)",
+        "grad ratio first/last (init)",
+        "act. std last/first (init)",
+    ];
+    let rows = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.label.clone(),
+                r.depth.to_string(),
+                if r.residual {
+                    "yes".into()
+                } else {
+                    "none".into()
+                },
+                format!("{:.2}", r.eval.train.accuracy),
+                r.eval
+                    .test
+                    .map(|t| format!("{:.2}", t.accuracy))
+                    .unwrap_or_else(|| "–".into()),
+                fmt_opt(Some(r.eval.train.loss), 4),
+                fmt_opt(
+                    r.hessian
+                        .as_ref()
+                        .and_then(|h| h.eigenvalues.first().copied()),
+                    3,
+                ),
+                fmt_opt(r.hessian.as_ref().and_then(|h| h.trace), 1),
+                fmt_opt(Some(r.center_loss), 4),
+                fmt_opt(r.probe.as_ref().map(|p| p.grad_ratio_trained), 3),
+                fmt_opt(r.probe.as_ref().map(|p| p.grad_ratio_init), 3),
+                fmt_opt(r.probe.as_ref().map(|p| p.act_std_ratio_init), 3),
+            ]
+        })
+        .collect();
+    (header, rows)
+}
+
+fn ratio_words(a: f64, b: f64) -> String {
+    if !(a.is_finite() && b.is_finite()) || b == 0.0 {
+        return "not comparable".into();
+    }
+    let r = a / b;
+    if r > 1.0 {
+        format!("{r:.2}×")
+    } else {
+        format!("{:.2}× lower than", 1.0 / r)
+    }
+}
+
+/// Sentences comparing each plain network with the residual one of the same depth.
+pub fn findings(results: &[ModelResult]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depths: Vec<usize> = results.iter().map(|r| r.depth).collect();
+    depths.sort_unstable();
+    depths.dedup();
+    for d in depths {
+        let res = results.iter().find(|r| r.depth == d && r.residual);
+        let plain = results.iter().find(|r| r.depth == d && !r.residual);
+        let (Some(res), Some(plain)) = (res, plain) else {
+            continue;
+        };
+        let mut s = format!(
+            "Depth {d}: the plain network reaches {:.1}% train / {} test accuracy, the residual one {:.1}% / {}.",
+            plain.eval.train.accuracy,
+            plain.eval.test.map(|t| format!("{:.1}%", t.accuracy)).unwrap_or_else(|| "–".into()),
+            res.eval.train.accuracy,
+            res.eval.test.map(|t| format!("{:.1}%", t.accuracy)).unwrap_or_else(|| "–".into()),
+        );
+        if let (Some(hp), Some(hr)) = (&plain.hessian, &res.hessian) {
+            if let (Some(&lp), Some(&lr)) = (hp.eigenvalues.first(), hr.eigenvalues.first()) {
+                let _ = write!(s, " The plain network's top Hessian eigenvalue ({lp:.3}) is {} the residual one's ({lr:.3})", ratio_words(lp, lr));
+                match (hp.trace, hr.trace) {
+                    (Some(tp), Some(tr)) => {
+                        let _ = write!(
+                            s,
+                            "; its Hessian trace ({tp:.1}) is {} the residual one's ({tr:.1}).",
+                            ratio_words(tp, tr)
+                        );
+                    }
+                    _ => s.push('.'),
+                }
+            }
+        }
+        if let (Some(pp), Some(pr)) = (&plain.probe, &res.probe) {
+            let _ = write!(
+                s,
+                " At a fresh He initialization the gradient norm of the first layer relative to the last is {:.3} without shortcuts and {:.3} with them, and the last block's activation std relative to the first is {:.3} vs {:.3}.",
+                pp.grad_ratio_init, pr.grad_ratio_init, pp.act_std_ratio_init, pr.act_std_ratio_init
+            );
+        }
+        out.push(s);
+    }
+    // how curvature changes with depth, per family
+    for residual in [false, true] {
+        let mut fam: Vec<&ModelResult> = results
+            .iter()
+            .filter(|r| r.residual == residual && r.hessian.is_some())
+            .collect();
+        fam.sort_by_key(|r| r.depth);
+        if fam.len() >= 2 {
+            let (a, b) = (fam[0], fam[fam.len() - 1]);
+            let la = a
+                .hessian
+                .as_ref()
+                .and_then(|h| h.eigenvalues.first().copied())
+                .unwrap_or(f64::NAN);
+            let lb = b
+                .hessian
+                .as_ref()
+                .and_then(|h| h.eigenvalues.first().copied())
+                .unwrap_or(f64::NAN);
+            out.push(format!(
+                "{} networks: λmax goes from {la:.3} at depth {} to {lb:.3} at depth {} ({}).",
+                if residual { "Residual" } else { "Plain" },
+                a.depth,
+                b.depth,
+                if lb > la {
+                    format!("×{:.2}", lb / la)
+                } else {
+                    format!("÷{:.2}", la / lb)
+                }
+            ));
+        }
+    }
+    out
+}
+
+/// Writes metrics.json, report.md and report.html; `images` are (file name, caption) pairs
+/// that exist in the output folder.
+pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Result<()> {
+    let dir = &o.out_dir;
+    let json = serde_json::to_vec_pretty(o)?;
+    crate::util::write_atomic(&dir.join("metrics.json"), |f| {
+        std::io::Write::write_all(f, &json)
+    })?;
+    let (header, rows) = table_rows(&o.results);
+    let found = findings(&o.results);
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# {}\n", o.name);
+    if !o.description.is_empty() {
+        let _ = writeln!(md, "{}\n", o.description);
+    }
+    let _ = writeln!(
+        md,
+        "Data: `{}` ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. Run time {:.0} s.\n",
+        o.data,
+        o.samples.map(|s| s.to_string()).unwrap_or_else(|| "all".into()),
+        o.grid,
+        o.seconds
+    );
+    let _ = writeln!(md, "| {} |", header.join(" | "));
+    let _ = writeln!(
+        md,
+        "|{}|",
+        header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
+    for r in &rows {
+        let _ = writeln!(md, "| {} |", r.join(" | "));
+    }
+    let _ = writeln!(md, "\n## What the numbers show\n");
+    for f in &found {
+        let _ = writeln!(md, "- {f}");
+    }
+    if !images.is_empty() {
+        let _ = writeln!(md, "\n## Plots\n");
+        for (file, caption) in images {
+            let _ = writeln!(md, "![{caption}]({file})\n");
+        }
+    }
+    let _ = writeln!(md, "\nFiles: per-model `*.surface.h5` (loss-landscape layout), `*.directions.h5`, `*.eval.json`, `*.hessian.json`, `*.probe.json`; all numbers in `metrics.json`.");
+    crate::util::write_atomic(&dir.join("report.md"), |f| {
+        std::io::Write::write_all(f, md.as_bytes())
+    })?;
+
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
+         body{{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;color:#222;padding:0 1em}}\
+         table{{border-collapse:collapse;font-size:0.9em}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}\
+         th{{background:#eee}}td:first-child,th:first-child{{text-align:left}}img{{max-width:100%;border:1px solid #ddd;margin:0.5em 0}}\
+         figure{{margin:1em 0}}figcaption{{color:#555;font-size:0.9em}}</style></head><body>",
+        esc(&o.name)
+    );
+    let _ = write!(html, "<h1>{}</h1>", esc(&o.name));
+    if !o.description.is_empty() {
+        let _ = write!(html, "<p>{}</p>", esc(&o.description));
+    }
+    let _ = write!(
+        html,
+        "<p>Data: <code>{}</code> ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. Run time {:.0} s.</p><table><tr>",
+        esc(&o.data),
+        o.samples.map(|s| s.to_string()).unwrap_or_else(|| "all".into()),
+        esc(&o.grid),
+        o.seconds
+    );
+    for h in &header {
+        let _ = write!(html, "<th>{}</th>", esc(h));
+    }
+    html.push_str("</tr>");
+    for r in &rows {
+        html.push_str("<tr>");
+        for c in r {
+            let _ = write!(html, "<td>{}</td>", esc(c));
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</table><h2>What the numbers show</h2><ul>");
+    for f in &found {
+        let _ = write!(html, "<li>{}</li>", esc(f));
+    }
+    html.push_str("</ul>");
+    if !images.is_empty() {
+        html.push_str("<h2>Plots</h2>");
+        for (file, caption) in images {
+            let _ = write!(
+                html,
+                "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
+                esc(file),
+                esc(caption),
+                esc(caption)
+            );
+        }
+    }
+    html.push_str("</body></html>\n");
+    crate::util::write_atomic(&dir.join("report.html"), |f| {
+        std::io::Write::write_all(f, html.as_bytes())
+    })
+    .with_context(|| format!("writing {}", dir.join("report.html").display()))?;
+    Ok(())
+}
+
+/// Every `src="…"` in an HTML file names a file that exists beside it.
+pub fn html_references_exist(html_path: &Path) -> Result<Vec<String>> {
+    let html = std::fs::read_to_string(html_path)?;
+    let dir = html_path.parent().unwrap_or(Path::new("."));
+    let mut missing = Vec::new();
+    for part in html.split("src=\"").skip(1) {
+        let name = part.split('"').next().unwrap_or("");
+        if !dir.join(name).exists() {
+            missing.push(name.to_string());
+        }
+    }
+    Ok(missing)
+}

@@ -1,0 +1,462 @@
+//! Runs an analysis spec step by step (see the module docs of [`super`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::spec::Analysis;
+use crate::args::{BnMode, DataArgs};
+use crate::data::{self, DataOptions, Split};
+use crate::engine::Mode;
+use crate::hessian::{
+    hutchinson, top_eigenpairs, Counting, LanczosParams, ObjectiveHessian, TraceParams, Which,
+};
+use crate::landscape::job::{run_surface_job, SurfaceJob};
+use crate::landscape::surface::Shard;
+use crate::model::{Arch, Model};
+use crate::objective::{Evaluation, Objective, ObjectiveConfig};
+
+/// Curvature at the trained weights.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HessianResult {
+    pub eigenvalues: Vec<f64>,
+    pub residuals: Vec<f64>,
+    pub converged: Vec<bool>,
+    pub trace: Option<f64>,
+    pub trace_stderr: Option<f64>,
+    pub samples: usize,
+    pub hvps: usize,
+    pub seconds: f64,
+}
+
+/// Probe numbers for the report (the full tables are in `<label>.probe.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProbeSummary {
+    pub grad_ratio_trained: f64,
+    pub grad_ratio_init: f64,
+    pub act_std_ratio_trained: f64,
+    pub act_std_ratio_init: f64,
+    pub grad_norms_init: Vec<f64>,
+    pub act_std_init: Vec<f64>,
+    pub act_std_trained: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Evals {
+    pub train: Evaluation,
+    pub test: Option<Evaluation>,
+}
+
+/// Everything measured for one model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelResult {
+    pub label: String,
+    pub file: String,
+    pub description: String,
+    pub depth: usize,
+    pub residual: bool,
+    pub params: usize,
+    pub eval: Evals,
+    pub surface_file: String,
+    pub center_loss: f64,
+    pub hessian: Option<HessianResult>,
+    pub probe: Option<ProbeSummary>,
+}
+
+/// The results of a whole analysis.
+#[derive(Clone, Debug, Serialize)]
+pub struct AnalysisOutcome {
+    pub name: String,
+    pub description: String,
+    pub out_dir: PathBuf,
+    pub data: String,
+    pub samples: Option<usize>,
+    pub grid: String,
+    pub results: Vec<ModelResult>,
+    pub seconds: f64,
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Whether `out` exists and is newer than every dependency.
+fn up_to_date(out: &Path, deps: &[&Path]) -> bool {
+    match mtime(out) {
+        Some(t) => deps.iter().all(|d| mtime(d).is_none_or(|dt| dt <= t)),
+        None => false,
+    }
+}
+
+/// Loads a cached step result, or computes and stores it (atomically).
+fn cached<T: Serialize + DeserializeOwned>(
+    out: &Path,
+    deps: &[&Path],
+    compute: impl FnOnce() -> Result<T>,
+) -> Result<(T, bool)> {
+    if up_to_date(out, deps) {
+        if let Ok(v) = std::fs::read(out)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(serde_json::from_slice(&b)?))
+        {
+            return Ok((v, true));
+        }
+    }
+    let v = compute()?;
+    let bytes = serde_json::to_vec_pretty(&v)?;
+    crate::util::write_atomic(out, |f| std::io::Write::write_all(f, &bytes))
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok((v, false))
+}
+
+fn depth_of(arch: &Arch) -> usize {
+    match arch {
+        Arch::ResnetCifar(r) => r.depth,
+        Arch::Mlp(m) => m.depth + 2,
+    }
+}
+
+/// Prints a step line on stderr unless quiet.
+struct Steps {
+    total: usize,
+    done: usize,
+    quiet: bool,
+    start: Instant,
+}
+
+impl Steps {
+    fn next(&mut self, what: &str, cached: bool) {
+        self.done += 1;
+        if !self.quiet {
+            eprintln!(
+                "[{:>2}/{}] {:<48} {}  ({:.0} s)",
+                self.done,
+                self.total,
+                what,
+                if cached { "up to date" } else { "done" },
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Runs every step of `a` into `outputs_root/<name>/`.
+pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<AnalysisOutcome> {
+    let start = Instant::now();
+    let spec = &a.spec;
+    let out_dir = outputs_root.join(&a.name);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let threads = spec.run.threads;
+    let per_model = 3 + usize::from(spec.hessian.enabled) + usize::from(spec.probe.enabled);
+    let mut steps = Steps {
+        total: spec.models.len() * per_model,
+        done: 0,
+        quiet,
+        start,
+    };
+    let cfg = ObjectiveConfig {
+        batch_size: spec.data.batch_size,
+        mode: Mode::Eval,
+    };
+    let load = |split: Split, samples: Option<usize>| {
+        data::load(
+            &spec.data.name,
+            &DataOptions {
+                split,
+                samples,
+                normalize: None,
+            },
+        )
+        .with_context(|| format!("{}: data.name '{}'", a.path.display(), spec.data.name))
+    };
+    let train_full = load(Split::Train, None)?;
+    let test_full = load(Split::Test, None).ok();
+    let subset = load(Split::Train, spec.data.samples)?;
+    let hess_data = load(Split::Train, spec.hessian.samples.or(spec.data.samples))?;
+
+    let mut results = Vec::new();
+    for (m, label) in spec.models.iter().zip(&a.labels) {
+        let arch = m.arch.as_deref().map(str::parse::<Arch>).transpose()?;
+        let model = Model::load(&m.file, arch.as_ref())
+            .with_context(|| format!("{}: models file {}", a.path.display(), m.file.display()))?;
+        let deps: [&Path; 2] = [&a.path, &m.file];
+        let base = out_dir.join(label);
+        let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", base.display()));
+
+        // 1. loss and accuracy on the full train and test splits
+        let (eval, hit) = cached(&with_ext("eval.json"), &deps, || {
+            let ev = |ds: &data::Dataset| -> Result<Evaluation> {
+                let o = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg)?;
+                crate::args::with_threads(threads, || o.evaluate(model.theta.data.view()))
+            };
+            Ok(Evals {
+                train: ev(&train_full)?,
+                test: test_full.as_ref().map(ev).transpose()?,
+            })
+        })?;
+        steps.next(&format!("{label}: eval"), hit);
+
+        // 2. the surface (resumable on its own; recomputed when the spec or model changed)
+        let surface = with_ext("surface.h5");
+        let dir_file = with_ext("directions.h5");
+        if surface.exists() && !up_to_date(&surface, &deps) {
+            let _ = std::fs::remove_file(&surface);
+            let _ = std::fs::remove_file(&dir_file);
+        }
+        let hit = surface.exists();
+        let job = SurfaceJob {
+            model: m.file.clone(),
+            arch: arch.clone(),
+            data: DataArgs {
+                data: spec.data.name.clone(),
+                split: vec![Split::Train],
+                samples: spec.data.samples,
+                normalize: None,
+                batch_size: spec.data.batch_size as u64,
+                bn_mode: BnMode::Eval,
+            },
+            x: a.x.clone(),
+            y: a.y.clone(),
+            norm: spec.directions.norm,
+            perturb_biasbn: spec.directions.perturb_biasbn,
+            dir_type: spec.directions.dir_type,
+            seed: spec.directions.seed,
+            orthogonalize: false,
+            directions: None,
+            model2: None,
+            model3: None,
+            shard: Some(Shard::WHOLE),
+            resume: false,
+            dir_file: Some(dir_file.clone()),
+            out: surface.clone(),
+            threads,
+            quiet,
+            json: false,
+        };
+        let summary = run_surface_job(&job).with_context(|| format!("surface of {label}"))?;
+        steps.next(&format!("{label}: surface {}", a.x), hit);
+        let surf = crate::io::surface::read_surface(&surface)?;
+        let center_loss = {
+            let nearest = |c: &[f64]| {
+                c.iter()
+                    .enumerate()
+                    .min_by(|p, q| p.1.abs().total_cmp(&q.1.abs()))
+                    .map(|(i, _)| i)
+                    .unwrap_or(0)
+            };
+            let k = match &surf.y {
+                Some(y) => nearest(y) * surf.x.len() + nearest(&surf.x),
+                None => nearest(&surf.x),
+            };
+            surf.values.arrays[0].as_slice().expect("standard")[k]
+        };
+        let _ = summary;
+
+        // 3. Hessian: top eigenvalues (Lanczos, full reorthogonalization) and Hutchinson trace
+        let hessian = if spec.hessian.enabled {
+            let h = &spec.hessian;
+            let (r, hit) = cached(&with_ext("hessian.json"), &deps, || {
+                let t0 = Instant::now();
+                let o = Objective::new(&model.graph, hess_data.x.view(), &hess_data.y, cfg)?;
+                let op = ObjectiveHessian::new(&o, &model.theta, |t| t.role.is_trainable());
+                let counted = Counting::new(&op);
+                let eig = crate::args::with_threads(threads, || {
+                    top_eigenpairs(
+                        &counted,
+                        &LanczosParams {
+                            k: h.top_k,
+                            max_iter: h.max_iter,
+                            tol: h.tol,
+                            seed: h.seed,
+                            which: Which::Largest,
+                            keep_vectors: false,
+                        },
+                    )
+                })??;
+                let trace = if h.trace_probes > 0 {
+                    let p = TraceParams {
+                        probes: h.trace_probes,
+                        seed: h.seed,
+                        ..Default::default()
+                    };
+                    Some(crate::args::with_threads(threads, || {
+                        hutchinson(&counted, &p)
+                    })??)
+                } else {
+                    None
+                };
+                Ok(HessianResult {
+                    eigenvalues: eig.values,
+                    residuals: eig.residuals,
+                    converged: eig.converged,
+                    trace: trace.as_ref().map(|t| t.estimate),
+                    trace_stderr: trace.as_ref().map(|t| t.stderr),
+                    samples: hess_data.len(),
+                    hvps: counted.count(),
+                    seconds: t0.elapsed().as_secs_f64(),
+                })
+            })?;
+            steps.next(&format!("{label}: Hessian (λmax, trace)"), hit);
+            Some(r)
+        } else {
+            None
+        };
+
+        // 4. probes: gradient flow and activations, trained and at a fresh He init
+        let probe = if spec.probe.enabled {
+            let (p, hit) = cached(&with_ext("probe-summary.json"), &deps, || {
+                let o = Objective::new(&model.graph, subset.x.view(), &subset.y, cfg)?;
+                let fresh = Model::init(model.arch.clone(), spec.probe.init_seed, true);
+                let fresh_cfg = ObjectiveConfig {
+                    mode: Mode::Train,
+                    ..cfg
+                };
+                let fo = Objective::new(&fresh.graph, subset.x.view(), &subset.y, fresh_cfg)?;
+                let (tr, init) = crate::args::with_threads(threads, || {
+                    (
+                        crate::probe::probe(
+                            &o,
+                            subset.x.view(),
+                            model.theta.data.view(),
+                            cfg.batch_size,
+                            Mode::Eval,
+                        ),
+                        crate::probe::probe(
+                            &fo,
+                            subset.x.view(),
+                            fresh.theta.data.view(),
+                            cfg.batch_size,
+                            Mode::Train,
+                        ),
+                    )
+                })?;
+                let json =
+                    serde_json::to_vec_pretty(&serde_json::json!({"trained": tr, "init": init}))?;
+                crate::util::write_atomic(&with_ext("probe.json"), |f| {
+                    std::io::Write::write_all(f, &json)
+                })?;
+                Ok(ProbeSummary {
+                    grad_ratio_trained: tr.first_to_last_gradient_ratio,
+                    grad_ratio_init: init.first_to_last_gradient_ratio,
+                    act_std_ratio_trained: tr.last_to_first_activation_std,
+                    act_std_ratio_init: init.last_to_first_activation_std,
+                    grad_norms_init: init.gradients.iter().map(|g| g.grad_norm).collect(),
+                    act_std_init: init.activations.iter().map(|a| a.std).collect(),
+                    act_std_trained: tr.activations.iter().map(|a| a.std).collect(),
+                })
+            })?;
+            steps.next(&format!("{label}: probes"), hit);
+            Some(p)
+        } else {
+            None
+        };
+        steps.next(&format!("{label}: collected"), true);
+
+        results.push(ModelResult {
+            label: label.clone(),
+            file: m.file.display().to_string(),
+            description: model.arch.to_string(),
+            depth: depth_of(&model.arch),
+            residual: model.arch.is_residual(),
+            params: model.graph.layout.trainable_len(),
+            eval,
+            surface_file: surface
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            center_loss,
+            hessian,
+            probe,
+        });
+    }
+    Ok(AnalysisOutcome {
+        name: a.name.clone(),
+        description: spec.description.clone(),
+        out_dir,
+        data: spec.data.name.clone(),
+        samples: spec.data.samples,
+        grid: match &a.y {
+            Some(y) => format!("{} × {}", a.x, y),
+            None => a.x.to_string(),
+        },
+        results,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Draws the report's figures into the output folder; returns (file name, caption) pairs.
+pub fn plots(o: &AnalysisOutcome) -> Result<Vec<(String, String)>> {
+    let mut images = Vec::new();
+    let surfaces: Vec<(String, crate::io::surface::SurfaceFile)> = o
+        .results
+        .iter()
+        .map(|r| {
+            Ok((
+                r.label.clone(),
+                crate::io::surface::read_surface(&o.out_dir.join(&r.surface_file))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    if surfaces.iter().all(|(_, s)| s.y.is_some()) && !surfaces.is_empty() {
+        let refs: Vec<(String, &crate::io::surface::SurfaceFile)> =
+            surfaces.iter().map(|(l, s)| (l.clone(), s)).collect();
+        let file = "surfaces.png";
+        let norm = surfaces[0]
+            .1
+            .attrs
+            .get("direction_norm")
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        super::figures::surface_panel(
+            &o.out_dir.join(file),
+            &refs,
+            "train_loss",
+            &format!("α (x direction, {norm}-normalized)"),
+        )?;
+        images.push((file.to_string(), format!("Training loss around each trained model ({}), shared log colour scale; × marks the trained weights.", o.grid)));
+    }
+    let probes: Vec<&ModelResult> = o.results.iter().filter(|r| r.probe.is_some()).collect();
+    if !probes.is_empty() {
+        let grads: Vec<(String, bool, Vec<f64>)> = probes
+            .iter()
+            .map(|r| {
+                (
+                    r.label.clone(),
+                    r.residual,
+                    r.probe.as_ref().unwrap().grad_norms_init.clone(),
+                )
+            })
+            .collect();
+        super::figures::depth_curves(
+            &o.out_dir.join("gradient-flow.png"),
+            "Gradient norm per layer at He initialization",
+            "layer (input → output)",
+            "‖∂L/∂W‖",
+            &grads,
+        )?;
+        images.push(("gradient-flow.png".into(), "‖∂L/∂W‖ of every conv/linear weight at a fresh He initialization (batch statistics); dashed = no shortcuts.".into()));
+        let acts: Vec<(String, bool, Vec<f64>)> = probes
+            .iter()
+            .map(|r| {
+                (
+                    r.label.clone(),
+                    r.residual,
+                    r.probe.as_ref().unwrap().act_std_init.clone(),
+                )
+            })
+            .collect();
+        super::figures::depth_curves(
+            &o.out_dir.join("activations.png"),
+            "Activation std per block at He initialization",
+            "block output (stem → last block)",
+            "std",
+            &acts,
+        )?;
+        images.push(("activations.png".into(), "Standard deviation of each block's output at a fresh He initialization; dashed = no shortcuts.".into()));
+    }
+    Ok(images)
+}

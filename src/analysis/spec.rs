@@ -1,0 +1,363 @@
+//! Analysis specs: a TOML file naming models, data, grid, directions, Hessian options,
+//! metrics and probes. Unknown keys are errors (with the line), so a typo never silently
+//! falls back to a default.
+//!
+//! ```toml
+//! name = "residual-vs-plain"            # results go to outputs/<name>/ (default: file stem)
+//! description = "…"
+//! [data]
+//! name = "digits"                       # bundled name or path
+//! samples = 512                         # subset used for surfaces, Hessians and probes
+//! [grid]
+//! x = "-1:1:21"
+//! y = "-1:1:21"                         # omit for 1-D surfaces
+//! [directions]
+//! norm = "filter"
+//! seed = 0
+//! [hessian]
+//! top_k = 1
+//! trace_probes = 16
+//! samples = 256
+//! [[models]]
+//! file = "fixtures/models/resnet20-digits.safetensors"
+//! label = "ResNet-20"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::landscape::directions::{DirType, DirectionNorm};
+use crate::landscape::grid::GridAxis;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpec {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    pub data: DataSpec,
+    pub grid: GridSpec,
+    #[serde(default)]
+    pub directions: DirectionSpec,
+    #[serde(default)]
+    pub hessian: HessianSpec,
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+    #[serde(default)]
+    pub probe: ProbeSpec,
+    #[serde(default)]
+    pub run: RunSpec,
+    pub models: Vec<ModelSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    pub name: String,
+    pub samples: Option<usize>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_batch() -> usize {
+    32
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridSpec {
+    pub x: String,
+    pub y: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectionSpec {
+    #[serde(default)]
+    pub norm: DirectionNorm,
+    #[serde(default)]
+    pub dir_type: DirType,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub perturb_biasbn: bool,
+}
+
+impl Default for DirectionSpec {
+    fn default() -> Self {
+        Self {
+            norm: DirectionNorm::Filter,
+            dir_type: DirType::Weights,
+            seed: 0,
+            perturb_biasbn: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HessianSpec {
+    /// Compute the Hessian step at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "one")]
+    pub top_k: usize,
+    /// Hutchinson probes for the trace (0 = no trace).
+    #[serde(default = "default_probes")]
+    pub trace_probes: usize,
+    /// Samples for H·v (None = the data spec's samples).
+    pub samples: Option<usize>,
+    #[serde(default = "default_tol")]
+    pub tol: f64,
+    #[serde(default = "default_iter")]
+    pub max_iter: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn default_probes() -> usize {
+    16
+}
+fn default_tol() -> f64 {
+    1e-3
+}
+fn default_iter() -> usize {
+    60
+}
+
+impl Default for HessianSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            top_k: 1,
+            trace_probes: 16,
+            samples: None,
+            tol: 1e-3,
+            max_iter: 60,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// Loss rise that bounds the basin (None = the metrics module's default).
+    pub delta: Option<f64>,
+    /// Radius of the disc for roughness and non-convexity (None = default).
+    pub radius: Option<f64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub init_seed: u64,
+}
+
+impl Default for ProbeSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            init_seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Worker threads (None = all cores).
+    pub threads: Option<usize>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub file: PathBuf,
+    pub label: Option<String>,
+    /// Architecture override (`--arch` syntax).
+    pub arch: Option<String>,
+}
+
+/// Errors of spec files.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// Occurs when the spec file cannot be read.
+    #[error("cannot read analysis spec {path}: {cause}")]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    /// Occurs when the TOML is malformed or has unknown or mistyped keys.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// Occurs when a value is invalid (grid, model file, labels).
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// A validated spec.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub spec: AnalysisSpec,
+    pub name: String,
+    pub path: PathBuf,
+    pub x: GridAxis,
+    pub y: Option<GridAxis>,
+    /// One unique label per model.
+    pub labels: Vec<String>,
+}
+
+/// Reads and validates a spec; model paths are taken relative to the working directory.
+pub fn load(path: &Path) -> Result<Analysis, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| SpecError::Io {
+        path: path.into(),
+        cause,
+    })?;
+    parse(&text, path)
+}
+
+pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
+    let spec: AnalysisSpec = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        SpecError::Parse {
+            path: path.into(),
+            line,
+            message: e.message().to_string(),
+        }
+    })?;
+    let invalid = |key: &str, message: String| SpecError::Invalid {
+        path: path.into(),
+        key: key.into(),
+        message,
+    };
+    let x: GridAxis = spec
+        .grid
+        .x
+        .parse()
+        .map_err(|e: String| invalid("grid.x", e))?;
+    let y: Option<GridAxis> = spec
+        .grid
+        .y
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| invalid("grid.y", e))?;
+    if spec.models.is_empty() {
+        return Err(invalid(
+            "models",
+            "at least one [[models]] entry is needed".into(),
+        ));
+    }
+    let mut labels = Vec::new();
+    for (i, m) in spec.models.iter().enumerate() {
+        if !m.file.exists() {
+            return Err(invalid(
+                &format!("models[{i}].file"),
+                format!("{} does not exist", m.file.display()),
+            ));
+        }
+        if let Some(a) = &m.arch {
+            a.parse::<crate::model::Arch>()
+                .map_err(|e| invalid(&format!("models[{i}].arch"), e.to_string()))?;
+        }
+        let label = m.label.clone().unwrap_or_else(|| {
+            m.file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        });
+        if labels.contains(&label) {
+            return Err(invalid(
+                &format!("models[{i}].label"),
+                format!("label '{label}' is used twice"),
+            ));
+        }
+        if label.is_empty() || label.contains(['/', '\\']) {
+            return Err(invalid(
+                &format!("models[{i}].label"),
+                format!("label '{label}' must be non-empty, without slashes"),
+            ));
+        }
+        labels.push(label);
+    }
+    if spec.data.batch_size == 0 {
+        return Err(invalid("data.batch_size", "must be at least 1".into()));
+    }
+    let name = spec.name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    });
+    Ok(Analysis {
+        spec,
+        name,
+        path: path.into(),
+        x,
+        y,
+        labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+[data]
+name = "digits"
+samples = 64
+[grid]
+x = "-1:1:5"
+[[models]]
+file = "Cargo.toml"
+"#;
+
+    #[test]
+    fn parses_and_rejects_with_lines() {
+        let a = parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(a.labels, vec!["Cargo"]);
+        let bad = GOOD.replace("samples = 64", "samples = 64\nsampels = 3");
+        let e = parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("t.toml:5") && e.contains("sampels"), "{e}");
+        let e = parse(&GOOD.replace("-1:1:5", "1:0:5"), Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("grid.x") && e.contains("MIN"), "{e}");
+        let e = parse(
+            &GOOD.replace("Cargo.toml", "nope.safetensors"),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("models[0].file") && e.contains("nope.safetensors"),
+            "{e}"
+        );
+    }
+}

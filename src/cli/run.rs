@@ -1,0 +1,47 @@
+//! `losscape run analyses/NAME.toml`: a whole analysis into `outputs/NAME/`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::analysis::{self, report};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Analysis spec (TOML), e.g. analyses/residual-vs-plain.toml.
+    #[arg(value_name = "SPEC.toml")]
+    pub spec: PathBuf,
+    /// Folder that receives `<name>/`.
+    #[arg(long, default_value = "outputs")]
+    pub outputs: PathBuf,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    let a = analysis::load(&args.spec)?;
+    let outcome = analysis::run_analysis(&a, &args.outputs, args.quiet)?;
+    let images = crate::analysis::runner::plots(&outcome).context("drawing the plots")?;
+    report::write_report(&outcome, &images)?;
+    if args.json {
+        return super::print_json(&outcome);
+    }
+    let (header, rows) = report::table_rows(&outcome.results);
+    println!("{}", header.join(" | "));
+    for r in rows {
+        println!("{}", r.join(" | "));
+    }
+    for f in report::findings(&outcome.results) {
+        println!("- {f}");
+    }
+    println!(
+        "\nreport: {}",
+        outcome.out_dir.join("report.html").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `losscape run` on a tiny spec: every output exists, metrics.json is valid and complete,
+//! report.html references only files that exist, a rerun is all "up to date", and bad
+//! specs fail naming the key or file and the line.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_losscape"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+const SPEC: &str = r#"
+name = "tiny"
+description = "CI check"
+[data]
+name = "mnist1d"
+samples = 200
+[grid]
+x = "-1:1:5"
+y = "-1:1:4"
+[hessian]
+top_k = 2
+trace_probes = 4
+max_iter = 20
+[[models]]
+file = "fixtures/models/mlp-res-mnist1d.safetensors"
+label = "res"
+[[models]]
+file = "fixtures/models/mlp-plain-mnist1d.safetensors"
+label = "plain"
+"#;
+
+#[test]
+fn tiny_spec_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tiny.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let outputs = dir.path().join("out");
+    let o = bin()
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--outputs",
+            outputs.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = outputs.join("tiny");
+    for f in [
+        "metrics.json",
+        "report.md",
+        "report.html",
+        "surfaces.png",
+        "gradient-flow.png",
+        "activations.png",
+        "res.surface.h5",
+        "res.directions.h5",
+        "res.eval.json",
+        "res.hessian.json",
+        "res.probe.json",
+        "plain.surface.h5",
+        "plain.hessian.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let results = m["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert!(r["eval"]["train"]["accuracy"].as_f64().unwrap() > 50.0);
+        assert_eq!(r["hessian"]["eigenvalues"].as_array().unwrap().len(), 2);
+        assert!(r["hessian"]["trace"].as_f64().is_some());
+        assert!(r["probe"]["grad_ratio_init"].as_f64().unwrap() > 0.0);
+    }
+    let missing =
+        losscape::analysis::report::html_references_exist(&out.join("report.html")).unwrap();
+    assert!(
+        missing.is_empty(),
+        "report.html references missing files: {missing:?}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<table>")
+            && html.contains("What the numbers show")
+            && html.contains("surfaces.png")
+    );
+    // a rerun does nothing new
+    let o = bin()
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--outputs",
+            outputs.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success());
+    assert!(!e.contains(" done "), "rerun recomputed something:\n{e}");
+}
+
+#[test]
+fn bad_specs_name_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: &str| {
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, text).unwrap();
+        let o = bin()
+            .args([
+                "run",
+                p.to_str().unwrap(),
+                "--outputs",
+                dir.path().join("o").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = run(&SPEC.replace("samples = 200", "samples = 200\nsampels = 3"));
+    assert!(e.contains("bad.toml:7") && e.contains("sampels"), "{e}");
+    let e = run(&SPEC.replace("-1:1:5", "1:0:5"));
+    assert!(e.contains("grid.x") && e.contains("MIN"), "{e}");
+    let e = run(&SPEC.replace("mlp-plain-mnist1d.safetensors", "nope.safetensors"));
+    assert!(
+        e.contains("models[1].file") && e.contains("nope.safetensors"),
+        "{e}"
+    );
+}
