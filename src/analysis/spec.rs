@@ -344,7 +344,7 @@ file = "Cargo.toml"
         assert_eq!(a.labels, vec!["Cargo"]);
         let bad = GOOD.replace("samples = 64", "samples = 64\nsampels = 3");
         let e = parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
-        assert!(e.contains("t.toml:5") && e.contains("sampels"), "{e}");
+        assert!(e.contains("t.toml:6") && e.contains("sampels"), "{e}");
         let e = parse(&GOOD.replace("-1:1:5", "1:0:5"), Path::new("t.toml"))
             .unwrap_err()
             .to_string();
