@@ -482,7 +482,7 @@ impl Graph {
                 let mut dst = out.slice_mut(ndarray::s![spec.range()]);
                 dst.zip_mut_with(
                     &t.view().into_shape_with_order(spec.len()).unwrap(),
-                    |a, &b| *a = *a + b,
+                    |a, &b| *a += b,
                 );
             }
         };

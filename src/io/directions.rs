@@ -13,6 +13,9 @@
 //! (that is all loss-landscape's files offer), with every shape checked and, where our
 //! `name` attributes exist, every name.
 
+// Errors are cold and carry the full context of their message (path, position, names).
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 
 use ndarray::ArrayD;

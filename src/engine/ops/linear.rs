@@ -32,7 +32,7 @@ fn d2<T: Scalar>(a: &ArrayD<T>) -> ArrayView2<'_, T> {
 
 fn add_bias<T: Scalar>(y: &mut Array2<T>, b: &ArrayViewD<T>) {
     for mut row in y.axis_iter_mut(Axis(0)) {
-        row.zip_mut_with(b, |v, &bi| *v = *v + bi);
+        row.zip_mut_with(b, |v, &bi| *v += bi);
     }
 }
 

@@ -103,7 +103,7 @@ impl Loss {
         let two = T::from_f(2.0);
         for (mut gr, &label) in g.rows_mut().into_iter().zip(y) {
             match self {
-                Loss::CrossEntropy => gr[label] = gr[label] - T::one(),
+                Loss::CrossEntropy => gr[label] -= T::one(),
                 Loss::Mse => {
                     let p = gr.to_owned();
                     let u = mse_u(p.view(), label, k, two);
@@ -164,7 +164,7 @@ impl Loss {
 /// u = 2(p − onehot)/K.
 fn mse_u<T: Scalar>(p: ArrayView1<T>, label: usize, k: T, two: T) -> ndarray::Array1<T> {
     let mut u = p.mapv(|v| two * v / k);
-    u[label] = u[label] - two / k;
+    u[label] -= two / k;
     u
 }
 
