@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod eval;
+pub mod hessian;
 pub mod info;
 pub mod merge;
 pub mod probe;
@@ -33,6 +34,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Loss and accuracy of a model on a dataset.
     Eval(eval::EvalArgs),
+    /// Hessian curvature: top/bottom eigenvalues with residuals, trace, spectral density.
+    Hessian(hessian::HessianArgs),
     /// Loss and accuracy on a 1-D or 2-D grid along (filter-normalized) directions, to HDF5.
     Surface(surface::SurfaceArgs),
     /// Join the shard files of one surface into a single file.
