@@ -138,6 +138,9 @@ struct TraceOut {
     method: String,
 }
 
+/// SLQ nodes and weights (runs × steps), and the smoothed density on its grid.
+type Density = (Array2<f64>, Array2<f64>, Vec<f64>, Vec<f64>);
+
 #[derive(Serialize)]
 struct Analysis {
     name: String,
@@ -156,7 +159,7 @@ struct Analysis {
     #[serde(skip)]
     trace_samples: Vec<f64>,
     #[serde(skip)]
-    slq: Option<(Array2<f64>, Array2<f64>, Vec<f64>, Vec<f64>)>,
+    slq: Option<Density>,
 }
 
 #[derive(Serialize)]
