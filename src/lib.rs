@@ -7,6 +7,7 @@ pub mod engine;
 pub mod hessian;
 pub mod io;
 pub mod landscape;
+pub mod metrics;
 pub mod model;
 pub mod objective;
 pub mod probe;

@@ -14,6 +14,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => cli::bench::run(a),
         Command::Surface(a) => cli::surface::run(a),
         Command::Merge(a) => cli::merge::run(a),
+        Command::Metrics(a) => cli::metrics::run(a),
         Command::Hessian(a) => cli::hessian::run(a),
         Command::Probe(a) => cli::probe::run(a),
         Command::Run(a) => cli::run::run(a),

@@ -130,3 +130,46 @@ fn bad_specs_name_key_and_line() {
         "{e}"
     );
 }
+
+#[test]
+fn metrics_command_on_a_surface() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.h5");
+    let o = bin()
+        .args([
+            "surface",
+            "--model",
+            "fixtures/models/mlp-res-mnist1d.safetensors",
+            "--data",
+            "mnist1d",
+            "--samples",
+            "200",
+        ])
+        .args([
+            "--x",
+            "-1:1:9",
+            "--y",
+            "-1:1:9",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bin()
+        .args(["metrics", out.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["center"][0].as_f64(), Some(0.0));
+    assert!(m["basin_radius"]["mean"].as_f64().unwrap() > 0.0);
+    assert!(m["roughness"].as_f64().is_some() && m["non_convex_fraction"].as_f64().is_some());
+    let o = bin()
+        .args(["metrics", out.to_str().unwrap(), "--surf-name", "test_loss"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("test_loss"));
+}

@@ -35,6 +35,10 @@ pub fn table_rows(results: &[ModelResult]) -> (Vec<&'static str>, Vec<Vec<String
         "λmax",
         "trace",
         "center loss (surface)",
+        "basin radius",
+        "roughness",
+        "non-convex fraction",
+        "curvature x: surface / exact dᵀHd",
         "grad ratio first/last (trained)",
         "grad ratio first/last (init)",
         "act. std last/first (init)",
@@ -64,6 +68,29 @@ pub fn table_rows(results: &[ModelResult]) -> (Vec<&'static str>, Vec<Vec<String
                 ),
                 fmt_opt(r.hessian.as_ref().and_then(|h| h.trace), 1),
                 fmt_opt(Some(r.center_loss), 4),
+                fmt_opt(
+                    r.metrics
+                        .as_ref()
+                        .and_then(|m| m.surface.basin_radius.as_ref().map(|b| b.mean)),
+                    3,
+                ),
+                fmt_opt(r.metrics.as_ref().and_then(|m| m.surface.roughness), 3),
+                fmt_opt(
+                    r.metrics
+                        .as_ref()
+                        .and_then(|m| m.surface.non_convex_fraction),
+                    3,
+                ),
+                r.metrics
+                    .as_ref()
+                    .map(|m| {
+                        format!(
+                            "{} / {}",
+                            fmt_opt(m.surface.curvature_x, 3),
+                            fmt_opt(Some(m.exact_curvature_x), 3)
+                        )
+                    })
+                    .unwrap_or_else(|| "–".into()),
                 fmt_opt(r.probe.as_ref().map(|p| p.grad_ratio_trained), 3),
                 fmt_opt(r.probe.as_ref().map(|p| p.grad_ratio_init), 3),
                 fmt_opt(r.probe.as_ref().map(|p| p.act_std_ratio_init), 3),
@@ -117,6 +144,21 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
                     }
                     _ => s.push('.'),
                 }
+            }
+        }
+        if let (Some(mp), Some(mr)) = (&plain.metrics, &res.metrics) {
+            if let (Some(bp), Some(br)) = (&mp.surface.basin_radius, &mr.surface.basin_radius) {
+                let _ = write!(
+                    s,
+                    " On the filter-normalized surface the basin (loss within +{} of the center) has mean radius {:.3} without shortcuts and {:.3} with them; the share of non-convex points near the center is {} vs {}, the roughness {} vs {}.",
+                    mp.surface.delta,
+                    bp.mean,
+                    br.mean,
+                    fmt_opt(mp.surface.non_convex_fraction, 2),
+                    fmt_opt(mr.surface.non_convex_fraction, 2),
+                    fmt_opt(mp.surface.roughness, 3),
+                    fmt_opt(mr.surface.roughness, 3)
+                );
             }
         }
         if let (Some(pp), Some(pr)) = (&plain.probe, &res.probe) {

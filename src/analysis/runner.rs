@@ -19,6 +19,15 @@ use crate::landscape::surface::Shard;
 use crate::model::{Arch, Model};
 use crate::objective::{Evaluation, Objective, ObjectiveConfig};
 
+/// Smoothness of the surface, and the exact curvature dᵀHd along its directions (on the
+/// surface's samples) to compare with the finite-difference curvature of the surface.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricsResult {
+    pub surface: crate::metrics::SurfaceMetrics,
+    pub exact_curvature_x: f64,
+    pub exact_curvature_y: Option<f64>,
+}
+
 /// Curvature at the trained weights.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HessianResult {
@@ -62,6 +71,7 @@ pub struct ModelResult {
     pub eval: Evals,
     pub surface_file: String,
     pub center_loss: f64,
+    pub metrics: Option<MetricsResult>,
     pub hessian: Option<HessianResult>,
     pub probe: Option<ProbeSummary>,
 }
@@ -150,7 +160,7 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
     let out_dir = outputs_root.join(&a.name);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let threads = spec.run.threads;
-    let per_model = 3 + usize::from(spec.hessian.enabled) + usize::from(spec.probe.enabled);
+    let per_model = 4 + usize::from(spec.hessian.enabled) + usize::from(spec.probe.enabled);
     let mut steps = Steps {
         total: spec.models.len() * per_model,
         done: 0,
@@ -255,7 +265,44 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
         };
         let _ = summary;
 
-        // 3. Hessian: top eigenvalues (Lanczos, full reorthogonalization) and Hutchinson trace
+        // 3. surface metrics, with the exact dᵀHd along the surface's directions
+        let (metrics, hit) = cached(
+            &with_ext("metrics.json"),
+            &[&a.path, &m.file, &surface],
+            || {
+                let p = crate::metrics::MetricParams {
+                    delta: spec.metrics.delta,
+                    radius: spec.metrics.radius,
+                    rays: None,
+                };
+                let sm = crate::metrics::file_metrics(&surf, "train_loss", &p)
+                    .context("surface has no train_loss")?;
+                let dirs = crate::io::directions::read_directions(
+                    &dir_file,
+                    &model.theta,
+                    spec.directions.dir_type,
+                )?;
+                let o = Objective::new(&model.graph, subset.x.view(), &subset.y, cfg)?;
+                let dhd = |d: &crate::engine::ParamVec<f32>| -> Result<f64> {
+                    let hv = crate::args::with_threads(threads, || {
+                        o.hvp(model.theta.data.view(), d.data.view())
+                    })?;
+                    Ok(d.data
+                        .iter()
+                        .zip(hv.iter())
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum())
+                };
+                Ok(MetricsResult {
+                    surface: sm,
+                    exact_curvature_x: dhd(&dirs.x)?,
+                    exact_curvature_y: dirs.y.as_ref().map(dhd).transpose()?,
+                })
+            },
+        )?;
+        steps.next(&format!("{label}: surface metrics"), hit);
+
+        // 4. Hessian: top eigenvalues (Lanczos, full reorthogonalization) and Hutchinson trace
         let hessian = if spec.hessian.enabled {
             let h = &spec.hessian;
             let (r, hit) = cached(&with_ext("hessian.json"), &deps, || {
@@ -305,7 +352,7 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
             None
         };
 
-        // 4. probes: gradient flow and activations, trained and at a fresh He init
+        // 5. probes: gradient flow and activations, trained and at a fresh He init
         let probe = if spec.probe.enabled {
             let (p, hit) = cached(&with_ext("probe-summary.json"), &deps, || {
                 let o = Objective::new(&model.graph, subset.x.view(), &subset.y, cfg)?;
@@ -369,6 +416,7 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
                 .to_string_lossy()
                 .into_owned(),
             center_loss,
+            metrics: Some(metrics),
             hessian,
             probe,
         });

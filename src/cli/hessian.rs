@@ -1,31 +1,41 @@
 //! `losscape hessian`: top (and bottom) eigenvalues with residuals, trace and spectral
-//! density of the Hessian of the per-sample mean loss at the trained weights, from exact
-//! H·v products (PyHessian's quantities, Yao et al. 2020, arXiv:1912.07145).
+//! density of the Hessian of the per-sample mean loss at the given weights, from exact H·v
+//! products (PyHessian's quantities, Yao et al. 2020, arXiv:1912.07145).
 //!
-//! HDF5 output (root, and `/blocks/<name>/` per block with `--per-block`):
-//! `eigenvalues`, `residuals`, `converged` (u8), optional `eigenvectors` (dim × k, f32,
-//! subset order) and `bottom_eigenvalues`/`bottom_residuals`/`bottom_converged`;
-//! `trace_samples`; `slq_nodes`, `slq_weights` (runs × steps), `density_grid`, `density`;
-//! attributes for every option, the trace estimate and stderr, H·v count and seconds.
+//! Every option is validated before the first H·v (the analyses can take minutes), and
+//! again against each block's dimension with `--per-block`. The HDF5 layout is documented
+//! in [`crate::io::hessian`]; stdout gets text, or JSON with `--json`; stderr gets a spinner
+//! while a stage runs (only on a terminal) and one line per finished stage.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use ndarray::{Array1, Array2};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ndarray::{ArrayView1, ArrayViewMut1};
 use serde::Serialize;
 
 use super::{DataArgs, ModelArgs, Precision};
 use crate::engine::TensorSpec;
 use crate::hessian::{
-    density_on_grid, hutchinson, hutchpp, power_iteration, slq, top_eigenpairs, Counting,
-    DensityParams, EigenReport, HutchppParams, LanczosParams, ObjectiveHessian, PowerParams,
-    SlqParams, TraceParams, Which,
+    block_of, blocks, density_on_grid, hutchinson, hutchpp, power_iteration, slq,
+    top_eigenpairs, Counting, DensityParams, EigenReport, HessianOperator, HessianOptions,
+    HutchppParams, LanczosParams, LinearOperator, ParamSubset, PowerParams, SlqParams,
+    TraceParams, Which,
 };
-use crate::io::surface::{write_attr, Attr};
+use crate::io::hessian::{write_hessian, DensityData, EigenData, HessianGroup, TraceData};
+use crate::io::surface::Attr;
 use crate::objective::Objective;
+
+/// How H·v over a dataset is normalized; written to every output.
+pub const HVP_NORMALIZATION: &str =
+    "per-sample mean (PyHessian convention; loss-landscape sums per-batch means)";
+
+/// SLQ nodes and weights go into the JSON only up to this many entries (runs × steps);
+/// larger arrays are in the HDF5 file only.
+const JSON_DENSITY_MAX: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum EigenMethod {
@@ -63,9 +73,16 @@ pub struct HessianArgs {
     /// Also the most negative eigenvalue(s) (as many as --top-k), by Lanczos.
     #[arg(long)]
     pub bottom: bool,
-    /// Eigenvalue algorithm.
+    /// Eigenvalue algorithm for the largest eigenvalues.
     #[arg(long, value_enum, default_value_t = EigenMethod::Lanczos)]
     pub method: EigenMethod,
+    /// Maximum iterations: Lanczos steps, or power iterations per eigenvalue.
+    #[arg(long, default_value_t = 100)]
+    pub max_iter: usize,
+    /// Relative residual ‖Hv − λv‖/|λ| (Lanczos) or relative change of λ (power) that
+    /// counts as converged.
+    #[arg(long, default_value_t = 1e-3)]
+    pub tol: f64,
     /// Estimate the trace.
     #[arg(long)]
     pub trace: bool,
@@ -74,42 +91,47 @@ pub struct HessianArgs {
     /// Probes (Hutchinson) or total H·v budget (Hutch++).
     #[arg(long, default_value_t = 100)]
     pub probes: usize,
+    /// Hutchinson: stop early once stderr/|trace| < this (after --min-probes probes).
+    #[arg(long, value_name = "TOL")]
+    pub trace_tol: Option<f64>,
+    /// Hutchinson: probes before --trace-tol may stop the estimate.
+    #[arg(long, default_value_t = 10)]
+    pub min_probes: usize,
     /// Spectral density by stochastic Lanczos quadrature.
     #[arg(long)]
     pub density: bool,
+    /// SLQ runs (independent start vectors).
     #[arg(long, default_value_t = 1)]
     pub slq_runs: usize,
+    /// Lanczos steps per SLQ run (capped at the number of parameters).
     #[arg(long, default_value_t = 100)]
     pub slq_steps: usize,
     /// Points of the density grid.
     #[arg(long, default_value_t = 10_000)]
     pub grid_points: usize,
-    /// Gaussian kernel variance of the density (PyHessian: 1e-5).
+    /// Gaussian kernel variance of the density, per unit of spectral range (PyHessian: 1e-5).
     #[arg(long, default_value_t = 1e-5)]
     pub sigma_squared: f64,
-    /// Maximum iterations (Lanczos steps, or power iterations per eigenvalue).
-    #[arg(long, default_value_t = 100)]
-    pub max_iter: usize,
-    /// Relative residual (Lanczos) or relative change (power) that counts as converged.
-    #[arg(long, default_value_t = 1e-3)]
-    pub tol: f64,
+    /// Seed of every random vector (start vectors, probes); written to the output.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Which tensors the Hessian is taken over.
     #[arg(long, value_enum, default_value_t = ParamSet::Trainable)]
     pub params: ParamSet,
-    /// Only tensors whose state_dict name matches this regex (overrides --params).
+    /// Only trainable tensors whose state_dict name matches this regex (overrides --params).
     #[arg(long, value_name = "REGEX")]
     pub params_regex: Option<regex::Regex>,
-    /// Add λ·I (the curvature of an L2 penalty λ/2‖θ‖²).
+    /// Add λ·I to H (the curvature of an L2 penalty λ/2‖θ‖²).
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
-    /// Repeat the analyses for each top-level block (conv1, bn1, layer1, …, linear).
+    /// Repeat the analyses for each top-level block: stem, layer1…3, linear (ResNet);
+    /// fc_in, blocks.i, fc_out (MLP). Blocks come from the tensor names (first component).
     #[arg(long)]
     pub per_block: bool,
-    /// Store the eigenvectors in the HDF5 file.
+    /// Store the eigenvectors in the HDF5 file (f32, dim × k).
     #[arg(long)]
     pub save_vectors: bool,
+    /// Precision of the H·v products (the analyses run in f64 either way).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Worker threads (default: all cores).
@@ -118,11 +140,132 @@ pub struct HessianArgs {
     /// Output HDF5 file.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: PathBuf,
-    /// Print JSON.
+    /// Print JSON on stdout instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
+/// The validated analyses to run (everything but the operator's dimension is checked).
+#[derive(Debug, Clone)]
+pub struct HessianPlan {
+    pub subset: ParamSubset,
+    pub options: HessianOptions,
+    pub method: EigenMethod,
+    pub top: LanczosParams,
+    pub bottom: bool,
+    pub trace: Option<TraceMethod>,
+    pub trace_params: TraceParams,
+    pub hutchpp: HutchppParams,
+    pub density: Option<(SlqParams, DensityParams)>,
+    pub per_block: bool,
+}
+
+impl HessianPlan {
+    /// Builds the plan from the command line, rejecting what is invalid whatever the model.
+    pub fn from_args(args: &HessianArgs) -> Result<Self> {
+        if args.top_k == 0 {
+            bail!("--top-k must be at least 1");
+        }
+        if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
+            bail!(
+                "--weight-decay must be a finite number ≥ 0, got {}",
+                args.weight_decay
+            );
+        }
+        let subset = match &args.params_regex {
+            Some(re) => ParamSubset::Regex(re.clone()),
+            None => match args.params {
+                ParamSet::Trainable => ParamSubset::Trainable,
+                ParamSet::Weights => ParamSubset::Weights,
+            },
+        };
+        let plan = HessianPlan {
+            subset,
+            options: HessianOptions {
+                double_precision: args.precision == Precision::F64,
+                weight_decay: args.weight_decay,
+            },
+            method: args.method,
+            top: LanczosParams {
+                k: args.top_k,
+                max_iter: args.max_iter,
+                tol: args.tol,
+                seed: args.seed,
+                which: Which::Largest,
+                keep_vectors: args.save_vectors,
+            },
+            bottom: args.bottom,
+            trace: args.trace.then_some(args.trace_method),
+            trace_params: TraceParams {
+                probes: args.probes,
+                min_probes: args.min_probes,
+                tol: args.trace_tol,
+                seed: args.seed,
+            },
+            hutchpp: HutchppParams {
+                budget: args.probes,
+                seed: args.seed,
+            },
+            density: args.density.then(|| {
+                (
+                    SlqParams {
+                        runs: args.slq_runs,
+                        steps: args.slq_steps,
+                        seed: args.seed,
+                    },
+                    DensityParams {
+                        grid_points: args.grid_points,
+                        sigma_squared: args.sigma_squared,
+                        ..Default::default()
+                    },
+                )
+            }),
+            per_block: args.per_block,
+        };
+        // Check against an unbounded dimension: catches zero counts and bad tolerances now.
+        plan.check(usize::MAX)?;
+        Ok(plan)
+    }
+
+    /// The plan for an operator of dimension `dim` (SLQ steps capped at `dim`), validated.
+    pub fn for_dim(&self, dim: usize) -> Result<Self> {
+        let mut p = self.clone();
+        if let Some((s, _)) = &mut p.density {
+            s.steps = s.steps.min(dim);
+        }
+        p.check(dim)?;
+        Ok(p)
+    }
+
+    fn check(&self, dim: usize) -> Result<()> {
+        self.top.check(dim)?;
+        if self.method == EigenMethod::Power {
+            self.power().check(dim)?;
+        }
+        match self.trace {
+            Some(TraceMethod::Hutchinson) => self.trace_params.check(dim)?,
+            Some(TraceMethod::Hutchpp) => self.hutchpp.check(dim)?,
+            None => {}
+        }
+        if let Some((s, d)) = &self.density {
+            s.check(dim)?;
+            d.check()?;
+        }
+        Ok(())
+    }
+
+    fn power(&self) -> PowerParams {
+        PowerParams {
+            top_n: self.top.k,
+            max_iter: self.top.max_iter,
+            tol: self.top.tol,
+            seed: self.top.seed,
+            keep_vectors: self.top.keep_vectors,
+        }
+    }
+}
+
+/// One eigenpair in the JSON output.
 #[derive(Serialize)]
 struct Pair {
     value: f64,
@@ -138,11 +281,20 @@ struct TraceOut {
     method: String,
 }
 
-/// SLQ nodes and weights (runs × steps), and the smoothed density on its grid.
-type Density = (Array2<f64>, Array2<f64>, Vec<f64>, Vec<f64>);
-
 #[derive(Serialize)]
-struct Analysis {
+struct DensityOut {
+    runs: usize,
+    steps: usize,
+    /// Ritz values per run; omitted when larger than [`JSON_DENSITY_MAX`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<Vec<f64>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weights: Option<Vec<Vec<f64>>>,
+}
+
+/// The results over one set of tensors (the whole subset or a block), as printed.
+#[derive(Serialize)]
+struct Summary {
     name: String,
     params_dim: usize,
     eigenvalues: Vec<Pair>,
@@ -150,16 +302,10 @@ struct Analysis {
     bottom: Vec<Pair>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace: Option<TraceOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    density: Option<DensityOut>,
     hvps: usize,
     seconds: f64,
-    #[serde(skip)]
-    top_report: Option<EigenReport>,
-    #[serde(skip)]
-    bottom_report: Option<EigenReport>,
-    #[serde(skip)]
-    trace_samples: Vec<f64>,
-    #[serde(skip)]
-    slq: Option<Density>,
 }
 
 #[derive(Serialize)]
@@ -167,19 +313,78 @@ struct Output {
     model: String,
     data: String,
     samples: usize,
+    params: String,
+    precision: &'static str,
+    method: String,
+    weight_decay: f64,
     hvp_normalization: &'static str,
     #[serde(flatten)]
-    whole: Analysis,
+    whole: Summary,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    blocks: Vec<Analysis>,
+    blocks: Vec<Summary>,
     out: String,
 }
 
-fn pairs(r: &EigenReport) -> Vec<Pair> {
-    r.values
+/// Counts products and ticks the spinner on each.
+struct Ticking<'a, O: ?Sized> {
+    inner: &'a O,
+    bar: &'a ProgressBar,
+}
+
+impl<O: LinearOperator + ?Sized> LinearOperator for Ticking<'_, O> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn apply(&self, v: ArrayView1<f64>, out: ArrayViewMut1<f64>) {
+        self.inner.apply(v, out);
+        self.bar.inc(1);
+    }
+}
+
+/// Runs `f` with a spinner on stderr (drawn only on a terminal), then prints one line.
+fn stage<R>(
+    label: &str,
+    op: &dyn LinearOperator,
+    f: impl FnOnce(&dyn LinearOperator) -> Result<R>,
+) -> Result<R> {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg}: {pos} H·v  {elapsed}")
+            .expect("valid template"),
+    );
+    bar.set_message(label.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let ticking = Ticking {
+        inner: op,
+        bar: &bar,
+    };
+    let r = f(&ticking);
+    let n = bar.position();
+    bar.finish_and_clear();
+    if r.is_ok() {
+        eprintln!(
+            "hessian: {label}: {n} H·v, {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    r
+}
+
+fn eigen_data(r: &EigenReport) -> EigenData {
+    EigenData {
+        values: r.values.clone(),
+        residuals: r.residuals.clone(),
+        converged: r.converged.clone(),
+        vectors: r.vectors.clone(),
+    }
+}
+
+fn pairs(e: &EigenData) -> Vec<Pair> {
+    e.values
         .iter()
-        .zip(&r.residuals)
-        .zip(&r.converged)
+        .zip(&e.residuals)
+        .zip(&e.converged)
         .map(|((&value, &residual), &converged)| Pair {
             value,
             residual,
@@ -188,207 +393,118 @@ fn pairs(r: &EigenReport) -> Vec<Pair> {
         .collect()
 }
 
-fn analyse(args: &HessianArgs, name: &str, op: &ObjectiveHessian<'_>) -> Result<Analysis> {
+/// Runs the plan on `op` (already validated for its dimension).
+fn analyse(name: &str, plan: &HessianPlan, op: &HessianOperator<'_>) -> Result<HessianGroup> {
     let t0 = Instant::now();
     let counted = Counting::new(op);
-    let dim = crate::hessian::LinearOperator::dim(op);
-    if dim == 0 {
-        bail!("{name}: no parameters selected (check --params / --params-regex)");
-    }
-    let top = match args.method {
-        EigenMethod::Lanczos => top_eigenpairs(
-            &counted,
-            &LanczosParams {
-                k: args.top_k,
-                max_iter: args.max_iter,
-                tol: args.tol,
-                seed: args.seed,
-                which: Which::Largest,
-                keep_vectors: args.save_vectors,
-            },
-        )?,
-        EigenMethod::Power => power_iteration(
-            &counted,
-            &PowerParams {
-                top_n: args.top_k,
-                max_iter: args.max_iter,
-                tol: args.tol,
-                seed: args.seed,
-                keep_vectors: args.save_vectors,
-            },
-        )?,
+    let dim = counted.dim();
+    let tag = |what: &str| {
+        if name.is_empty() {
+            what.to_string()
+        } else {
+            format!("{name}: {what}")
+        }
     };
-    let bottom = if args.bottom {
-        Some(top_eigenpairs(
+    let k = plan.top.k;
+    let top = match plan.method {
+        EigenMethod::Lanczos => stage(&tag(&format!("top-{k} (lanczos)")), &counted, |o| {
+            Ok(top_eigenpairs(o, &plan.top)?)
+        })?,
+        EigenMethod::Power => stage(&tag(&format!("top-{k} (power)")), &counted, |o| {
+            Ok(power_iteration(o, &plan.power())?)
+        })?,
+    };
+    let bottom = if plan.bottom {
+        let p = LanczosParams {
+            which: Which::Smallest,
+            ..plan.top.clone()
+        };
+        Some(stage(
+            &tag(&format!("bottom-{k} (lanczos)")),
             &counted,
-            &LanczosParams {
-                k: args.top_k,
-                max_iter: args.max_iter,
-                tol: args.tol,
-                seed: args.seed,
-                which: Which::Smallest,
-                keep_vectors: args.save_vectors,
-            },
+            |o| Ok(top_eigenpairs(o, &p)?),
         )?)
     } else {
         None
     };
-    let trace = if args.trace {
-        Some(match args.trace_method {
-            TraceMethod::Hutchinson => hutchinson(
-                &counted,
-                &TraceParams {
-                    probes: args.probes,
-                    seed: args.seed,
-                    ..Default::default()
-                },
-            )?,
-            TraceMethod::Hutchpp => hutchpp(
-                &counted,
-                &HutchppParams {
-                    budget: args.probes,
-                    seed: args.seed,
-                },
-            )?,
-        })
-    } else {
-        None
+    let trace = match plan.trace {
+        None => None,
+        Some(m) => {
+            let method = format!("{m:?}").to_lowercase();
+            let r = stage(&tag(&format!("trace ({method})")), &counted, |o| {
+                Ok(match m {
+                    TraceMethod::Hutchinson => hutchinson(o, &plan.trace_params)?,
+                    TraceMethod::Hutchpp => hutchpp(o, &plan.hutchpp)?,
+                })
+            })?;
+            Some(TraceData {
+                estimate: r.estimate,
+                stderr: r.stderr,
+                probes: r.probes,
+                method,
+                samples: r.samples,
+            })
+        }
     };
-    let density = if args.density {
-        let r = slq(
-            &counted,
-            &SlqParams {
-                runs: args.slq_runs,
-                steps: args.slq_steps.min(dim),
-                seed: args.seed,
-            },
-        )?;
-        let (grid, dens) = density_on_grid(
-            &r,
-            &DensityParams {
-                grid_points: args.grid_points,
-                sigma_squared: args.sigma_squared,
-                ..Default::default()
-            },
-        )?;
-        Some((r.nodes, r.weights, grid, dens))
-    } else {
-        None
+    let density = match &plan.density {
+        None => None,
+        Some((sp, dp)) => {
+            let r = stage(&tag("density (slq)"), &counted, |o| Ok(slq(o, sp)?))?;
+            let (grid, density) = density_on_grid(&r, dp)?;
+            Some(DensityData {
+                nodes: r.nodes,
+                weights: r.weights,
+                grid,
+                density,
+            })
+        }
     };
-    Ok(Analysis {
-        name: name.to_string(),
+    Ok(HessianGroup {
         params_dim: dim,
-        eigenvalues: pairs(&top),
-        bottom: bottom.as_ref().map(pairs).unwrap_or_default(),
-        trace: trace.as_ref().map(|t| TraceOut {
-            estimate: t.estimate,
-            stderr: t.stderr,
-            probes: t.probes,
-            method: format!("{:?}", args.trace_method).to_lowercase(),
-        }),
+        tensors: op
+            .tensors()
+            .iter()
+            .cloned()
+            .zip(op.tensor_lengths().iter().copied())
+            .collect(),
+        top: Some(eigen_data(&top)),
+        bottom: bottom.as_ref().map(eigen_data),
+        trace,
+        density,
         hvps: counted.count(),
         seconds: t0.elapsed().as_secs_f64(),
-        top_report: Some(top),
-        bottom_report: bottom,
-        trace_samples: trace.map(|t| t.samples).unwrap_or_default(),
-        slq: density,
     })
 }
 
-fn write_group(g: &hdf5::Group, a: &Analysis, names: &[String]) -> hdf5::Result<()> {
-    let write_report = |prefix: &str, r: &EigenReport| -> hdf5::Result<()> {
-        g.new_dataset_builder()
-            .with_data(&Array1::from(r.values.clone()))
-            .create(format!("{prefix}eigenvalues").as_str())?;
-        g.new_dataset_builder()
-            .with_data(&Array1::from(r.residuals.clone()))
-            .create(format!("{prefix}residuals").as_str())?;
-        let conv: Array1<u8> = r.converged.iter().map(|&c| c as u8).collect();
-        g.new_dataset_builder()
-            .with_data(&conv)
-            .create(format!("{prefix}converged").as_str())?;
-        if let Some(v) = &r.vectors {
-            let ds = g
-                .new_dataset_builder()
-                .with_data(&v.mapv(|x| x as f32))
-                .create(format!("{prefix}eigenvectors").as_str())?;
-            write_attr(&ds, "tensors", &names.join(",").into())?;
-        }
-        Ok(())
-    };
-    if let Some(r) = &a.top_report {
-        write_report("", r)?;
+fn summary(name: &str, g: &HessianGroup) -> Summary {
+    Summary {
+        name: name.to_string(),
+        params_dim: g.params_dim,
+        eigenvalues: g.top.as_ref().map(pairs).unwrap_or_default(),
+        bottom: g.bottom.as_ref().map(pairs).unwrap_or_default(),
+        trace: g.trace.as_ref().map(|t| TraceOut {
+            estimate: t.estimate,
+            stderr: t.stderr,
+            probes: t.probes,
+            method: t.method.clone(),
+        }),
+        density: g.density.as_ref().map(|d| {
+            let small = d.nodes.len() <= JSON_DENSITY_MAX;
+            let rows = |a: &ndarray::Array2<f64>| a.rows().into_iter().map(|r| r.to_vec()).collect();
+            DensityOut {
+                runs: d.nodes.nrows(),
+                steps: d.nodes.ncols(),
+                nodes: small.then(|| rows(&d.nodes)),
+                weights: small.then(|| rows(&d.weights)),
+            }
+        }),
+        hvps: g.hvps,
+        seconds: g.seconds,
     }
-    if let Some(r) = &a.bottom_report {
-        write_report("bottom_", r)?;
-    }
-    if let Some(t) = &a.trace {
-        g.new_dataset_builder()
-            .with_data(&Array1::from(a.trace_samples.clone()))
-            .create("trace_samples")?;
-        write_attr(g, "trace", &t.estimate.into())?;
-        write_attr(g, "trace_stderr", &t.stderr.into())?;
-        write_attr(g, "trace_probes", &t.probes.into())?;
-        write_attr(g, "trace_method", &t.method.as_str().into())?;
-    }
-    if let Some((nodes, weights, grid, dens)) = &a.slq {
-        g.new_dataset_builder()
-            .with_data(nodes)
-            .create("slq_nodes")?;
-        g.new_dataset_builder()
-            .with_data(weights)
-            .create("slq_weights")?;
-        g.new_dataset_builder()
-            .with_data(&Array1::from(grid.clone()))
-            .create("density_grid")?;
-        g.new_dataset_builder()
-            .with_data(&Array1::from(dens.clone()))
-            .create("density")?;
-    }
-    write_attr(g, "params_dim", &a.params_dim.into())?;
-    write_attr(g, "hvps", &a.hvps.into())?;
-    write_attr(g, "seconds", &a.seconds.into())?;
-    Ok(())
-}
-
-fn write_file(
-    path: &Path,
-    out: &Output,
-    attrs: &BTreeMap<String, Attr>,
-    names: &[String],
-    block_names: &[Vec<String>],
-) -> Result<()> {
-    let e = |x: hdf5::Error| anyhow::anyhow!("{}: {x}", path.display());
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let f = hdf5::File::create(&tmp)
-        .with_context(|| format!("--out {}: cannot write there", path.display()))?;
-    write_group(&f, &out.whole, names).map_err(e)?;
-    if !out.blocks.is_empty() {
-        let b = f.create_group("blocks").map_err(e)?;
-        for (a, n) in out.blocks.iter().zip(block_names) {
-            write_group(&b.create_group(&a.name).map_err(e)?, a, n).map_err(e)?;
-        }
-    }
-    for (k, v) in attrs {
-        write_attr(&f, k, v).map_err(e)?;
-    }
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 pub fn run(args: &HessianArgs) -> Result<()> {
-    if args.top_k == 0 {
-        bail!("--top-k must be at least 1");
-    }
+    let plan = HessianPlan::from_args(args)?;
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
             bail!(
@@ -408,134 +524,206 @@ pub fn run(args: &HessianArgs) -> Result<()> {
             args.model.model.display()
         )
     })?;
-    let select = |t: &TensorSpec| -> bool {
-        t.role.is_trainable()
-            && match &args.params_regex {
-                Some(re) => re.is_match(&t.name),
-                None => args.params == ParamSet::Trainable || t.shape.len() > 1,
+    let layout = &model.graph.layout;
+
+    // Build and validate every operator before the first H·v.
+    let whole_op = HessianOperator::new(&obj, &model.theta, &plan.subset, plan.options);
+    if whole_op.dim() == 0 {
+        bail!(
+            "--params {}: no trainable tensor selected (see `losscape info -m {}` for the names)",
+            plan.subset.describe(),
+            args.model.model.display()
+        );
+    }
+    let whole_plan = plan.for_dim(whole_op.dim())?;
+    let mut block_ops = Vec::new();
+    if plan.per_block {
+        for b in blocks(layout, &plan.subset) {
+            let keep = |t: &TensorSpec| plan.subset.contains(t) && block_of(&t.name) == b;
+            let op = HessianOperator::restricted(&obj, &model.theta, keep, plan.options);
+            let dim = op.dim();
+            let mut p = plan.clone();
+            if p.top.k > dim {
+                eprintln!(
+                    "hessian: block {b} has {dim} parameters: computing {dim} eigenvalues, not --top-k {}",
+                    p.top.k
+                );
+                p.top.k = dim;
+                p.top.max_iter = p.top.max_iter.max(dim);
             }
-    };
-    let names_of = |keep: &dyn Fn(&TensorSpec) -> bool| -> Vec<String> {
-        model
-            .graph
-            .layout
-            .tensors()
-            .iter()
-            .filter(|t| keep(t))
-            .map(|t| t.name.clone())
-            .collect()
-    };
-    let precision64 = args.precision == Precision::F64;
-    let build = |keep: &dyn Fn(&TensorSpec) -> bool| {
-        ObjectiveHessian::new(&obj, &model.theta, |t| keep(t))
-            .with_shift(args.weight_decay)
-            .with_f64(precision64)
-    };
-    let whole_names = names_of(&select);
-    let whole = crate::args::with_threads(args.threads, || analyse(args, "all", &build(&select)))??;
-    let mut blocks = Vec::new();
-    let mut block_names = Vec::new();
-    if args.per_block {
-        let mut prefixes: Vec<String> = Vec::new();
-        for t in model.graph.layout.tensors().iter().filter(|t| select(t)) {
-            let p = t.name.split('.').next().unwrap_or("").to_string();
-            if !prefixes.contains(&p) {
-                prefixes.push(p);
-            }
-        }
-        for p in prefixes {
-            let keep = |t: &TensorSpec| select(t) && t.name.split('.').next() == Some(p.as_str());
-            block_names.push(names_of(&keep));
-            blocks.push(crate::args::with_threads(args.threads, || {
-                analyse(args, &p, &build(&keep))
-            })??);
+            let p = p
+                .for_dim(dim)
+                .with_context(|| format!("block {b} ({dim} parameters)"))?;
+            block_ops.push((b, op, p));
         }
     }
-    let out = Output {
-        model: args.model.model.display().to_string(),
-        data: ds.name.clone(),
-        samples: ds.len(),
-        hvp_normalization:
-            "per-sample mean (PyHessian convention; loss-landscape sums per-batch means)",
-        whole,
-        blocks,
-        out: args.out.display().to_string(),
+
+    let (whole, block_results) = crate::args::with_threads(args.threads, || -> Result<_> {
+        let whole = analyse("", &whole_plan, &whole_op)?;
+        let mut out = Vec::new();
+        for (b, op, p) in &block_ops {
+            out.push((b.clone(), analyse(b, p, op)?));
+        }
+        Ok((whole, out))
+    })??;
+
+    let hvps = whole.hvps + block_results.iter().map(|(_, g)| g.hvps).sum::<usize>();
+    let seconds = whole.seconds + block_results.iter().map(|(_, g)| g.seconds).sum::<f64>();
+    let precision = if plan.options.double_precision {
+        "f64"
+    } else {
+        "f32"
     };
+    let method = format!("{:?}", args.method).to_lowercase();
     let mut attrs: BTreeMap<String, Attr> = BTreeMap::new();
-    attrs.insert("model".into(), out.model.clone().into());
+    attrs.insert("model".into(), args.model.model.display().to_string().into());
     attrs.insert(
         "model_sha256".into(),
         model.sha256.clone().unwrap_or_default().into(),
     );
-    attrs.insert("data".into(), out.data.clone().into());
-    attrs.insert("samples".into(), out.samples.into());
+    attrs.insert("arch".into(), model.arch.to_string().into());
+    attrs.insert("data".into(), ds.name.clone().into());
+    attrs.insert("samples".into(), ds.len().into());
     attrs.insert("seed".into(), (args.seed as i64).into());
-    attrs.insert(
-        "method".into(),
-        format!("{:?}", args.method).to_lowercase().into(),
-    );
+    attrs.insert("method".into(), method.clone().into());
     attrs.insert("tol".into(), args.tol.into());
     attrs.insert("max_iter".into(), args.max_iter.into());
-    attrs.insert(
-        "params".into(),
-        match &args.params_regex {
-            Some(r) => format!("regex:{r}"),
-            None => format!("{:?}", args.params).to_lowercase(),
-        }
-        .into(),
-    );
+    attrs.insert("top_k".into(), args.top_k.into());
+    attrs.insert("params".into(), plan.subset.describe().into());
     attrs.insert("weight_decay".into(), args.weight_decay.into());
     attrs.insert(
         "bn_mode".into(),
         format!("{:?}", cfg.mode).to_lowercase().into(),
     );
-    attrs.insert(
-        "precision".into(),
-        if precision64 { "f64" } else { "f32" }.into(),
-    );
-    attrs.insert("hvp_normalization".into(), out.hvp_normalization.into());
+    attrs.insert("batch_size".into(), cfg.batch_size.into());
+    attrs.insert("precision".into(), precision.into());
+    attrs.insert("hvp_normalization".into(), HVP_NORMALIZATION.into());
+    attrs.insert("hvps_total".into(), hvps.into());
+    attrs.insert("seconds_total".into(), seconds.into());
     attrs.insert("losscape_version".into(), env!("CARGO_PKG_VERSION").into());
-    write_file(&args.out, &out, &attrs, &whole_names, &block_names)?;
+    write_hessian(&args.out, &whole, &block_results, &attrs)
+        .with_context(|| format!("--out {}: writing the HDF5 file", args.out.display()))?;
+
+    let out = Output {
+        model: args.model.model.display().to_string(),
+        data: ds.name.clone(),
+        samples: ds.len(),
+        params: plan.subset.describe(),
+        precision,
+        method,
+        weight_decay: args.weight_decay,
+        hvp_normalization: HVP_NORMALIZATION,
+        whole: summary("all", &whole),
+        blocks: block_results.iter().map(|(n, g)| summary(n, g)).collect(),
+        out: args.out.display().to_string(),
+    };
     if args.json {
         return super::print_json(&out);
     }
-    let show = |a: &Analysis| {
-        println!(
-            "{} ({} parameters, {} H·v, {:.1} s)",
-            a.name, a.params_dim, a.hvps, a.seconds
-        );
-        for (i, p) in a.eigenvalues.iter().enumerate() {
-            println!(
-                "  λ{} = {:>14.6e}   residual {:.1e}{}",
-                i + 1,
-                p.value,
-                p.residual,
-                if p.converged { "" } else { "  (not converged)" }
-            );
-        }
-        for (i, p) in a.bottom.iter().enumerate() {
-            println!(
-                "  λmin{} = {:>12.6e}   residual {:.1e}{}",
-                i + 1,
-                p.value,
-                p.residual,
-                if p.converged { "" } else { "  (not converged)" }
-            );
-        }
-        if let Some(t) = &a.trace {
-            println!(
-                "  trace = {:.6e} ± {:.2e} ({} probes, {})",
-                t.estimate, t.stderr, t.probes, t.method
-            );
-        }
-    };
     println!(
-        "{} on {} ({} samples) → {}",
-        out.model, out.data, out.samples, out.out
+        "{} on {} ({} samples, {} parameters, {}) → {}",
+        out.model, out.data, out.samples, out.params, out.precision, out.out
     );
-    show(&out.whole);
+    print_summary(&out.whole);
     for b in &out.blocks {
-        show(b);
+        print_summary(b);
     }
     Ok(())
+}
+
+fn print_summary(a: &Summary) {
+    println!(
+        "{} ({} parameters, {} H·v, {:.1} s)",
+        a.name, a.params_dim, a.hvps, a.seconds
+    );
+    let flag = |p: &Pair| if p.converged { "" } else { "  (not converged)" };
+    for (i, p) in a.eigenvalues.iter().enumerate() {
+        println!(
+            "  λ{:<3} = {:>14.6e}   residual {:.1e}{}",
+            i + 1,
+            p.value,
+            p.residual,
+            flag(p)
+        );
+    }
+    for (i, p) in a.bottom.iter().enumerate() {
+        println!(
+            "  λmin{:<2}= {:>14.6e}   residual {:.1e}{}",
+            i + 1,
+            p.value,
+            p.residual,
+            flag(p)
+        );
+    }
+    if let Some(t) = &a.trace {
+        println!(
+            "  trace  = {:>14.6e} ± {:.2e} ({} probes, {})",
+            t.estimate, t.stderr, t.probes, t.method
+        );
+    }
+    if let Some(d) = &a.density {
+        println!(
+            "  density: {} SLQ run(s) × {} steps (in the HDF5 file)",
+            d.runs, d.steps
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(extra: &[&str]) -> HessianArgs {
+        let mut a = vec!["losscape", "hessian", "-m", "m.safetensors", "-d", "digits"];
+        a.extend(["--out", "h.h5"]);
+        a.extend(extra);
+        match Cli::try_parse_from(a).unwrap().command {
+            Command::Hessian(h) => h,
+            _ => unreachable!(),
+        }
+    }
+
+    fn plan_err(extra: &[&str]) -> String {
+        format!("{:#}", HessianPlan::from_args(&parse(extra)).unwrap_err())
+    }
+
+    #[test]
+    fn plan_rejects_bad_options_by_flag() {
+        assert!(plan_err(&["--top-k", "0"]).contains("--top-k"));
+        assert!(plan_err(&["--tol", "0"]).contains("--tol"));
+        assert!(plan_err(&["--top-k", "5", "--max-iter", "3"]).contains("--max-iter"));
+        assert!(plan_err(&["--trace", "--probes", "0"]).contains("--probes"));
+        assert!(plan_err(&["--trace", "--trace-method", "hutchpp", "--probes", "2"])
+            .contains("--probes"));
+        assert!(plan_err(&["--trace", "--trace-tol", "1e-2", "--min-probes", "1"])
+            .contains("--min-probes"));
+        assert!(plan_err(&["--density", "--slq-steps", "0"]).contains("--slq-steps"));
+        assert!(plan_err(&["--density", "--slq-runs", "0"]).contains("--slq-runs"));
+        assert!(plan_err(&["--density", "--grid-points", "1"]).contains("--grid-points"));
+        assert!(plan_err(&["--density", "--sigma-squared", "-1"]).contains("--sigma-squared"));
+        assert!(plan_err(&["--weight-decay", "-1"]).contains("--weight-decay"));
+        // valid: SLQ steps are capped at the dimension, not rejected
+        let p = HessianPlan::from_args(&parse(&["--density", "--slq-steps", "500"])).unwrap();
+        let p = p.for_dim(20).unwrap();
+        assert_eq!(p.density.unwrap().0.steps, 20);
+        assert!(format!("{:#}", HessianPlan::from_args(&parse(&["--top-k", "30"])).unwrap().for_dim(20).unwrap_err()).contains("--top-k"));
+    }
+
+    #[test]
+    fn params_flags() {
+        let p = HessianPlan::from_args(&parse(&["--params", "weights"])).unwrap();
+        assert_eq!(p.subset.describe(), "weights");
+        let p = HessianPlan::from_args(&parse(&["--params-regex", "^layer3\\."])).unwrap();
+        assert_eq!(p.subset.describe(), "regex:^layer3\\.");
+        assert!(Cli::try_parse_from([
+            "losscape", "hessian", "-m", "m", "-d", "d", "--out", "o", "--params-regex", "("
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "losscape", "hessian", "-m", "m", "-d", "d", "--out", "o", "--params", "biases"
+        ])
+        .is_err());
+    }
 }

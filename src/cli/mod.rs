@@ -7,6 +7,7 @@ pub mod eval;
 pub mod hessian;
 pub mod info;
 pub mod merge;
+pub mod metrics;
 pub mod probe;
 pub mod run;
 pub mod surface;
@@ -38,6 +39,8 @@ pub enum Command {
     Hessian(hessian::HessianArgs),
     /// Loss and accuracy on a 1-D or 2-D grid along (filter-normalized) directions, to HDF5.
     Surface(surface::SurfaceArgs),
+    /// Smoothness metrics of a surface: basin radius, roughness, non-convexity, minima, curvature.
+    Metrics(metrics::MetricsArgs),
     /// Join the shard files of one surface into a single file.
     Merge(merge::MergeArgs),
     /// Per-layer gradient norms and per-block activation statistics (trained and fresh He init).

@@ -1,4 +1,5 @@
-//! HDF5 files: surfaces (readable by loss-landscape's scripts) and directions.
+//! HDF5 files: surfaces (readable by loss-landscape's scripts), directions and Hessian results.
 
 pub mod directions;
+pub mod hessian;
 pub mod surface;

@@ -1,0 +1,266 @@
+//! Hessian files (HDF5), written by `losscape hessian`.
+//!
+//! ```text
+//! group (the root for the whole subset; /blocks/<name>/ per block with --per-block)
+//!   eigenvalues          f64 (k)        largest eigenvalues, decreasing
+//!   residuals            f64 (k)        ‖Hv − λv‖ / |λ| of each pair
+//!   converged            u8  (k)        1 where the residual met --tol (power: its own rule)
+//!   eigenvectors         f32 (dim, k)   with --save-vectors; rows in subset order
+//!       attrs tensors (string array: the tensor names, in that order),
+//!             tensor_offsets (i64 array: first row of each tensor)
+//!   bottom_eigenvalues, bottom_residuals, bottom_converged, bottom_eigenvectors
+//!                                       with --bottom: most negative first
+//!   trace_samples        f64 (probes)   per-probe quadratic forms zᵀHz (Hutch++: g'ᵀHg')
+//!   slq_nodes            f64 (runs, steps)   Ritz values of each SLQ run
+//!   slq_weights          f64 (runs, steps)   squared first components (sum to 1 per run)
+//!   density_grid         f64 (points)   t of the smoothed density
+//!   density              f64 (points)   φ(t), Gaussian-smoothed, integrates to ≈ 1
+//!   attrs params_dim, hvps, seconds; trace, trace_stderr, trace_probes, trace_method
+//! root attributes: model, model_sha256, data, samples, seed, method, tol, max_iter, params,
+//!   weight_decay, bn_mode, precision, hvps, seconds, losscape_version, hvp_normalization
+//!   ("per-sample mean (PyHessian convention; loss-landscape sums per-batch means)"), …
+//! ```
+//! Files are written whole to a temporary sibling and renamed into place, so a reader or a
+//! crash never sees a half-written file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hdf5::types::VarLenUnicode;
+use ndarray::{Array1, Array2};
+
+use super::surface::{write_attr, Attr};
+
+/// Why a Hessian file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HessianFileError {
+    /// Occurs when the HDF5 library fails to create or fill the file.
+    #[error("{path}: {why}")]
+    Hdf5 { path: PathBuf, why: String },
+}
+
+/// Eigenpairs of one end of the spectrum.
+#[derive(Clone, Debug, Default)]
+pub struct EigenData {
+    pub values: Vec<f64>,
+    pub residuals: Vec<f64>,
+    pub converged: Vec<bool>,
+    /// Unit eigenvectors as columns (dim × k).
+    pub vectors: Option<Array2<f64>>,
+}
+
+/// A trace estimate and its samples.
+#[derive(Clone, Debug, Default)]
+pub struct TraceData {
+    pub estimate: f64,
+    pub stderr: f64,
+    pub probes: usize,
+    /// `hutchinson` or `hutchpp`.
+    pub method: String,
+    pub samples: Vec<f64>,
+}
+
+/// SLQ quadrature and the smoothed density.
+#[derive(Clone, Debug, Default)]
+pub struct DensityData {
+    /// Ritz values (runs × steps).
+    pub nodes: Array2<f64>,
+    /// Quadrature weights (runs × steps).
+    pub weights: Array2<f64>,
+    pub grid: Vec<f64>,
+    pub density: Vec<f64>,
+}
+
+/// Everything written into one group (the root, or one block).
+#[derive(Clone, Debug, Default)]
+pub struct HessianGroup {
+    pub params_dim: usize,
+    /// Selected tensor names and their lengths, in operator order.
+    pub tensors: Vec<(String, usize)>,
+    pub top: Option<EigenData>,
+    pub bottom: Option<EigenData>,
+    pub trace: Option<TraceData>,
+    pub density: Option<DensityData>,
+    pub hvps: usize,
+    pub seconds: f64,
+}
+
+fn h5(path: &Path) -> impl Fn(hdf5::Error) -> HessianFileError + '_ {
+    move |e| HessianFileError::Hdf5 {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    }
+}
+
+fn write_vec(g: &hdf5::Group, name: &str, v: &[f64]) -> hdf5::Result<()> {
+    g.new_dataset_builder()
+        .with_data(&Array1::from(v.to_vec()))
+        .create(name)
+        .map(|_| ())
+}
+
+fn write_eigen(
+    g: &hdf5::Group,
+    prefix: &str,
+    e: &EigenData,
+    tensors: &[(String, usize)],
+) -> hdf5::Result<()> {
+    write_vec(g, &format!("{prefix}eigenvalues"), &e.values)?;
+    write_vec(g, &format!("{prefix}residuals"), &e.residuals)?;
+    let conv: Array1<u8> = e.converged.iter().map(|&c| c as u8).collect();
+    g.new_dataset_builder()
+        .with_data(&conv)
+        .create(format!("{prefix}converged").as_str())?;
+    if let Some(v) = &e.vectors {
+        let ds = g
+            .new_dataset_builder()
+            .with_data(&v.mapv(|x| x as f32))
+            .create(format!("{prefix}eigenvectors").as_str())?;
+        let names = tensors
+            .iter()
+            .map(|(n, _)| n.parse::<VarLenUnicode>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| hdf5::Error::from(format!("{e:?}")))?;
+        ds.new_attr_builder()
+            .with_data(&Array1::from(names))
+            .create("tensors")?;
+        let mut offsets = Vec::with_capacity(tensors.len());
+        let mut at = 0i64;
+        for (_, len) in tensors {
+            offsets.push(at);
+            at += *len as i64;
+        }
+        ds.new_attr_builder()
+            .with_data(&Array1::from(offsets))
+            .create("tensor_offsets")?;
+    }
+    Ok(())
+}
+
+fn write_group(g: &hdf5::Group, a: &HessianGroup) -> hdf5::Result<()> {
+    if let Some(e) = &a.top {
+        write_eigen(g, "", e, &a.tensors)?;
+    }
+    if let Some(e) = &a.bottom {
+        write_eigen(g, "bottom_", e, &a.tensors)?;
+    }
+    if let Some(t) = &a.trace {
+        write_vec(g, "trace_samples", &t.samples)?;
+        write_attr(g, "trace", &t.estimate.into())?;
+        write_attr(g, "trace_stderr", &t.stderr.into())?;
+        write_attr(g, "trace_probes", &t.probes.into())?;
+        write_attr(g, "trace_method", &t.method.as_str().into())?;
+    }
+    if let Some(d) = &a.density {
+        g.new_dataset_builder()
+            .with_data(&d.nodes)
+            .create("slq_nodes")?;
+        g.new_dataset_builder()
+            .with_data(&d.weights)
+            .create("slq_weights")?;
+        write_vec(g, "density_grid", &d.grid)?;
+        write_vec(g, "density", &d.density)?;
+    }
+    write_attr(g, "params_dim", &a.params_dim.into())?;
+    write_attr(g, "hvps", &a.hvps.into())?;
+    write_attr(g, "seconds", &a.seconds.into())?;
+    Ok(())
+}
+
+/// Writes a Hessian file atomically: `whole` at the root, each block under `/blocks/<name>`,
+/// `attrs` on the root (after the group's own `params_dim`, `hvps`, `seconds`).
+pub fn write_hessian(
+    path: &Path,
+    whole: &HessianGroup,
+    blocks: &[(String, HessianGroup)],
+    attrs: &BTreeMap<String, Attr>,
+) -> Result<(), HessianFileError> {
+    let e = h5(path);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let io = |x: std::io::Error| HessianFileError::Hdf5 {
+        path: path.into(),
+        why: x.to_string(),
+    };
+    let result = (|| -> Result<(), HessianFileError> {
+        let f = hdf5::File::create(&tmp).map_err(&e)?;
+        write_group(&f, whole).map_err(&e)?;
+        if !blocks.is_empty() {
+            let b = f.create_group("blocks").map_err(&e)?;
+            for (name, g) in blocks {
+                write_group(&b.create_group(name).map_err(&e)?, g).map_err(&e)?;
+            }
+        }
+        for (k, v) in attrs {
+            if !matches!(k.as_str(), "params_dim" | "hvps" | "seconds") {
+                write_attr(&f, k, v).map_err(&e)?;
+            }
+        }
+        f.flush().map_err(&e)?;
+        drop(f);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.h5");
+        let g = HessianGroup {
+            params_dim: 3,
+            tensors: vec![("a.weight".into(), 2), ("a.bias".into(), 1)],
+            top: Some(EigenData {
+                values: vec![2.0],
+                residuals: vec![1e-9],
+                converged: vec![true],
+                vectors: Some(Array2::from_shape_vec((3, 1), vec![1.0, 0.0, 0.0]).unwrap()),
+            }),
+            trace: Some(TraceData {
+                estimate: 3.0,
+                stderr: 0.1,
+                probes: 2,
+                method: "hutchinson".into(),
+                samples: vec![2.9, 3.1],
+            }),
+            hvps: 7,
+            seconds: 0.5,
+            ..Default::default()
+        };
+        let mut attrs = BTreeMap::new();
+        attrs.insert("seed".to_string(), Attr::Int(4));
+        write_hessian(&path, &g, &[("a".into(), g.clone())], &attrs).unwrap();
+        let f = hdf5::File::open(&path).unwrap();
+        let ev: Vec<f64> = f.dataset("eigenvalues").unwrap().read_raw().unwrap();
+        assert_eq!(ev, [2.0]);
+        let vecs = f.dataset("blocks/a/eigenvectors").unwrap();
+        assert_eq!(vecs.shape(), [3, 1]);
+        let names: Vec<VarLenUnicode> = vecs.attr("tensors").unwrap().read_raw().unwrap();
+        assert_eq!(names[1].as_str(), "a.bias");
+        let off: Vec<i64> = vecs.attr("tensor_offsets").unwrap().read_raw().unwrap();
+        assert_eq!(off, [0, 2]);
+        assert_eq!(f.attr("seed").unwrap().read_scalar::<i64>().unwrap(), 4);
+        assert_eq!(f.attr("hvps").unwrap().read_scalar::<i64>().unwrap(), 7);
+        let ts: Vec<f64> = f.dataset("trace_samples").unwrap().read_raw().unwrap();
+        assert_eq!(ts.len(), 2);
+        assert!(!dir.path().join(".h.h5.tmp").exists());
+    }
+}
