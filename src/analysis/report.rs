@@ -263,7 +263,7 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Result<
         html,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>\
          body{{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;color:#222;padding:0 1em}}\
-         table{{border-collapse:collapse;font-size:0.9em}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}\
+         table{{border-collapse:collapse;font-size:0.78em}}.wide{{overflow-x:auto}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}\
          th{{background:#eee}}td:first-child,th:first-child{{text-align:left}}img{{max-width:100%;border:1px solid #ddd;margin:0.5em 0}}\
          figure{{margin:1em 0}}figcaption{{color:#555;font-size:0.9em}}</style></head><body>",
         esc(&o.name)
@@ -274,7 +274,7 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Result<
     }
     let _ = write!(
         html,
-        "<p>Data: <code>{}</code> ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. Run time {:.0} s.</p><table><tr>",
+        "<p>Data: <code>{}</code> ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. Run time {:.0} s.</p><div class=\"wide\"><table><tr>",
         esc(&o.data),
         o.samples.map(|s| s.to_string()).unwrap_or_else(|| "all".into()),
         esc(&o.grid),
@@ -291,7 +291,7 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Result<
         }
         html.push_str("</tr>");
     }
-    html.push_str("</table><h2>What the numbers show</h2><ul>");
+    html.push_str("</table></div><h2>What the numbers show</h2><ul>");
     for f in &found {
         let _ = write!(html, "<li>{}</li>", esc(f));
     }

@@ -20,10 +20,9 @@ use serde::Serialize;
 use super::{DataArgs, ModelArgs, Precision};
 use crate::engine::TensorSpec;
 use crate::hessian::{
-    block_of, blocks, density_on_grid, hutchinson, hutchpp, power_iteration, slq,
-    top_eigenpairs, Counting, DensityParams, EigenReport, HessianOperator, HessianOptions,
-    HutchppParams, LanczosParams, LinearOperator, ParamSubset, PowerParams, SlqParams,
-    TraceParams, Which,
+    block_of, blocks, density_on_grid, hutchinson, hutchpp, power_iteration, slq, top_eigenpairs,
+    Counting, DensityParams, EigenReport, HessianOperator, HessianOptions, HutchppParams,
+    LanczosParams, LinearOperator, ParamSubset, PowerParams, SlqParams, TraceParams, Which,
 };
 use crate::io::hessian::{write_hessian, DensityData, EigenData, HessianGroup, TraceData};
 use crate::io::surface::Attr;
@@ -490,7 +489,8 @@ fn summary(name: &str, g: &HessianGroup) -> Summary {
         }),
         density: g.density.as_ref().map(|d| {
             let small = d.nodes.len() <= JSON_DENSITY_MAX;
-            let rows = |a: &ndarray::Array2<f64>| a.rows().into_iter().map(|r| r.to_vec()).collect();
+            let rows =
+                |a: &ndarray::Array2<f64>| a.rows().into_iter().map(|r| r.to_vec()).collect();
             DensityOut {
                 runs: d.nodes.nrows(),
                 steps: d.nodes.ncols(),
@@ -576,7 +576,10 @@ pub fn run(args: &HessianArgs) -> Result<()> {
     };
     let method = format!("{:?}", args.method).to_lowercase();
     let mut attrs: BTreeMap<String, Attr> = BTreeMap::new();
-    attrs.insert("model".into(), args.model.model.display().to_string().into());
+    attrs.insert(
+        "model".into(),
+        args.model.model.display().to_string().into(),
+    );
     attrs.insert(
         "model_sha256".into(),
         model.sha256.clone().unwrap_or_default().into(),
@@ -695,10 +698,14 @@ mod tests {
         assert!(plan_err(&["--tol", "0"]).contains("--tol"));
         assert!(plan_err(&["--top-k", "5", "--max-iter", "3"]).contains("--max-iter"));
         assert!(plan_err(&["--trace", "--probes", "0"]).contains("--probes"));
-        assert!(plan_err(&["--trace", "--trace-method", "hutchpp", "--probes", "2"])
-            .contains("--probes"));
-        assert!(plan_err(&["--trace", "--trace-tol", "1e-2", "--min-probes", "1"])
-            .contains("--min-probes"));
+        assert!(
+            plan_err(&["--trace", "--trace-method", "hutchpp", "--probes", "2"])
+                .contains("--probes")
+        );
+        assert!(
+            plan_err(&["--trace", "--trace-tol", "1e-2", "--min-probes", "1"])
+                .contains("--min-probes")
+        );
         assert!(plan_err(&["--density", "--slq-steps", "0"]).contains("--slq-steps"));
         assert!(plan_err(&["--density", "--slq-runs", "0"]).contains("--slq-runs"));
         assert!(plan_err(&["--density", "--grid-points", "1"]).contains("--grid-points"));
@@ -708,7 +715,14 @@ mod tests {
         let p = HessianPlan::from_args(&parse(&["--density", "--slq-steps", "500"])).unwrap();
         let p = p.for_dim(20).unwrap();
         assert_eq!(p.density.unwrap().0.steps, 20);
-        assert!(format!("{:#}", HessianPlan::from_args(&parse(&["--top-k", "30"])).unwrap().for_dim(20).unwrap_err()).contains("--top-k"));
+        assert!(format!(
+            "{:#}",
+            HessianPlan::from_args(&parse(&["--top-k", "30"]))
+                .unwrap()
+                .for_dim(20)
+                .unwrap_err()
+        )
+        .contains("--top-k"));
     }
 
     #[test]
@@ -718,7 +732,16 @@ mod tests {
         let p = HessianPlan::from_args(&parse(&["--params-regex", "^layer3\\."])).unwrap();
         assert_eq!(p.subset.describe(), "regex:^layer3\\.");
         assert!(Cli::try_parse_from([
-            "losscape", "hessian", "-m", "m", "-d", "d", "--out", "o", "--params-regex", "("
+            "losscape",
+            "hessian",
+            "-m",
+            "m",
+            "-d",
+            "d",
+            "--out",
+            "o",
+            "--params-regex",
+            "("
         ])
         .is_err());
         assert!(Cli::try_parse_from([

@@ -287,7 +287,10 @@ mod tests {
             .map(|(i, _)| i)
             .collect();
         assert_eq!(sub.dim(), idx.len());
-        assert_eq!(sub.tensors(), ["fc_in.weight", "blocks.0.fc.weight", "fc_out.weight"]);
+        assert_eq!(
+            sub.tensors(),
+            ["fc_in.weight", "blocks.0.fc.weight", "fc_out.weight"]
+        );
         let h = dense(&sub);
         let scale = full.iter().fold(0.0_f64, |a, v| a.max(v.abs()));
         for (a, &i) in idx.iter().enumerate() {
@@ -301,7 +304,12 @@ mod tests {
             }
         }
         // f32 products agree with f64 to f32 accuracy
-        let op32 = HessianOperator::new(&o, &m.theta, &ParamSubset::Trainable, HessianOptions::default());
+        let op32 = HessianOperator::new(
+            &o,
+            &m.theta,
+            &ParamSubset::Trainable,
+            HessianOptions::default(),
+        );
         let h32 = dense(&op32);
         let worst = (&h32 - &full).iter().fold(0.0_f64, |a, v| a.max(v.abs()));
         assert!(worst <= 1e-4 * scale, "f32 vs f64: max diff {worst}");
