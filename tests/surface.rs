@@ -382,3 +382,105 @@ fn matches_pytorch_surface_from_loss_landscape_files() {
     }
     assert_eq!(ours.values.get("test_acc"), theirs.values.get("test_acc"));
 }
+
+/// `--model2` interpolation with `--dir-type states`: α = 0 is model 1, α = 1 is model 2.
+#[test]
+fn interpolation_between_two_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch: losscape::model::Arch =
+        "mlp:in_features=40,depth=2,width=16,residual=true,batchnorm=true"
+            .parse()
+            .unwrap();
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    losscape::model::Model::init(arch.clone(), 1, false)
+        .save(&a)
+        .unwrap();
+    losscape::model::Model::init(arch, 2, false)
+        .save(&b)
+        .unwrap();
+    let out = dir.path().join("i.h5");
+    ok(&[
+        "surface",
+        "--model",
+        s(&a),
+        "--model2",
+        s(&b),
+        "--dir-type",
+        "states",
+        "--data",
+        "mnist1d",
+        "--samples",
+        "100",
+        "--x",
+        "0:1:3",
+        "--quiet",
+        "--out",
+        s(&out),
+    ]);
+    let f = read_surface(&out).unwrap();
+    assert_eq!(f.attrs["direction_kind"].to_string(), "interpolation");
+    let loss = f.values.get("train_loss").unwrap();
+    let eval = |m: &Path| {
+        let o = ok(&[
+            "eval",
+            "--model",
+            s(m),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "100",
+            "--json",
+        ]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(loss[[0]], eval(&a));
+    assert!(
+        (loss[[2]] - eval(&b)).abs() <= 1e-5 * eval(&b),
+        "{} vs {}",
+        loss[[2]],
+        eval(&b)
+    );
+}
+
+/// A grid so far out that the loss overflows: stored as non-finite, reported, no crash.
+#[test]
+fn overflowing_points_are_stored_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("far.h5");
+    let o = ok(&[
+        "surface",
+        "--model",
+        MLP,
+        "--data",
+        "mnist1d",
+        "--samples",
+        "50",
+        "--norm",
+        "none",
+        "--x",
+        "-1e30:1e30:3",
+        "--quiet",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("NaN or infinite"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let f = read_surface(&out).unwrap();
+    let loss = f.values.get("train_loss").unwrap();
+    assert!(!loss[[0]].is_finite() && loss[[1]].is_finite());
+    assert!(f
+        .values
+        .get("train_acc")
+        .unwrap()
+        .iter()
+        .all(|a| a.is_finite()));
+    assert!(f.values.completed.iter().all(|&c| c == 1));
+}
