@@ -484,3 +484,104 @@ fn overflowing_points_are_stored_not_fatal() {
         .all(|a| a.is_finite()));
     assert!(f.values.completed.iter().all(|&c| c == 1));
 }
+
+/// `--hessian`: λmax and λmin at every point as `max_eig`/`min_eig`; at the center they equal
+/// the `hessian` command's on the weights with more than one dimension; shards merge them.
+#[test]
+fn curvature_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.h5");
+    let args = [
+        "--model",
+        MLP,
+        "--data",
+        "mnist1d",
+        "--samples",
+        "200",
+        "--x",
+        "-0.5:0.5:3",
+        "--y",
+        "-0.5:0.5:3",
+        "--quiet",
+    ];
+    let mut a = vec!["surface"];
+    a.extend(args);
+    a.extend([
+        "--hessian",
+        "--hessian-tol",
+        "1e-6",
+        "--hessian-max-iter",
+        "200",
+        "--out",
+        s(&out),
+    ]);
+    ok(&a);
+    let f = read_surface(&out).unwrap();
+    let (mx, mn) = (
+        f.values.get("max_eig").unwrap(),
+        f.values.get("min_eig").unwrap(),
+    );
+    assert!(mx
+        .iter()
+        .zip(mn.iter())
+        .all(|(a, b)| a.is_finite() && b.is_finite() && a > b));
+    let h = dir.path().join("h.h5");
+    let o = ok(&[
+        "hessian",
+        "--model",
+        MLP,
+        "--data",
+        "mnist1d",
+        "--samples",
+        "200",
+        "--params",
+        "weights",
+        "--bottom",
+        "--tol",
+        "1e-6",
+        "--max-iter",
+        "200",
+        "--out",
+        s(&h),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (top, bottom) = (
+        v["eigenvalues"][0]["value"].as_f64().unwrap(),
+        v["bottom"][0]["value"].as_f64().unwrap(),
+    );
+    assert!(
+        (mx[[1, 1]] - top).abs() <= 1e-4 * top.abs(),
+        "{} vs {top}",
+        mx[[1, 1]]
+    );
+    assert!(
+        (mn[[1, 1]] - bottom).abs() <= 1e-3 * top.abs(),
+        "{} vs {bottom}",
+        mn[[1, 1]]
+    );
+    // shards carry the maps too
+    let parts: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("p{i}.h5")))
+        .collect();
+    for (i, p) in parts.iter().enumerate() {
+        let sh = format!("{i}/2");
+        let mut a = vec!["surface"];
+        a.extend(args);
+        a.extend([
+            "--hessian",
+            "--hessian-tol",
+            "1e-6",
+            "--hessian-max-iter",
+            "200",
+            "--shard",
+            &sh,
+            "--out",
+            s(p),
+        ]);
+        ok(&a);
+    }
+    let merged = dir.path().join("m.h5");
+    ok(&["merge", s(&parts[0]), s(&parts[1]), "--out", s(&merged)]);
+    bits_equal(&arrays(&out), &arrays(&merged));
+}

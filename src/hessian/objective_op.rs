@@ -14,8 +14,8 @@ use crate::engine::{ParamVec, TensorSpec};
 use crate::objective::Objective;
 
 /// H restricted to the selected tensors at θ (f64 in and out; f32 compute by default).
-pub struct ObjectiveHessian<'a> {
-    objective: &'a Objective<'a>,
+pub struct ObjectiveHessian<'a, 'd> {
+    objective: &'a Objective<'d>,
     theta: &'a ParamVec<f32>,
     /// θ in f64, when products are computed in double precision.
     theta64: Option<Array1<f64>>,
@@ -25,10 +25,10 @@ pub struct ObjectiveHessian<'a> {
     shift: f64,
 }
 
-impl<'a> ObjectiveHessian<'a> {
+impl<'a, 'd> ObjectiveHessian<'a, 'd> {
     /// H over the tensors for which `keep` holds (e.g. all trainable ones, PyHessian's choice).
     pub fn new(
-        objective: &'a Objective<'a>,
+        objective: &'a Objective<'d>,
         theta: &'a ParamVec<f32>,
         keep: impl Fn(&TensorSpec) -> bool,
     ) -> Self {
@@ -61,7 +61,7 @@ impl<'a> ObjectiveHessian<'a> {
     }
 }
 
-impl LinearOperator for ObjectiveHessian<'_> {
+impl LinearOperator for ObjectiveHessian<'_, '_> {
     fn dim(&self) -> usize {
         self.index.len()
     }

@@ -126,7 +126,7 @@ pub struct HessianOptions {
 /// # }
 /// ```
 pub struct HessianOperator<'a> {
-    inner: ObjectiveHessian<'a>,
+    inner: ObjectiveHessian<'a, 'a>,
     tensors: Vec<String>,
     lengths: Vec<usize>,
 }

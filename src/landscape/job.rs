@@ -21,7 +21,9 @@ use crate::landscape::directions::{
 };
 use crate::landscape::grid::GridAxis;
 use crate::landscape::journal::Journal;
-use crate::landscape::surface::{sample_surface, Shard, SurfaceGrid, SurfaceRequest};
+use crate::landscape::surface::{
+    sample_surface, CurvatureSpec, Shard, SurfaceGrid, SurfaceRequest,
+};
 use crate::model::{Arch, Model};
 use crate::objective::Objective;
 
@@ -66,6 +68,16 @@ pub struct SurfaceJob {
     /// y direction = θ₃ − θ (needs --y).
     #[arg(long, value_name = "FILE", requires = "y")]
     pub model3: Option<PathBuf>,
+    /// Also the largest and most negative Hessian eigenvalue at every point (weights with
+    /// more than one dimension), stored as `max_eig` and `min_eig` for |λmin/λmax| maps.
+    #[arg(long)]
+    pub hessian: bool,
+    /// Lanczos steps per eigenvalue for --hessian.
+    #[arg(long, default_value_t = 30)]
+    pub hessian_max_iter: usize,
+    /// Relative residual accepted for --hessian eigenvalues.
+    #[arg(long, default_value_t = 1e-3)]
+    pub hessian_tol: f64,
     /// Compute only the points k ≡ I (mod N) into their own file; join with `losscape merge`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
@@ -272,6 +284,15 @@ pub fn run_surface_job(args: &SurfaceJob) -> Result<SurfaceSummary> {
         prefixes
     );
     h.update(setting.as_bytes());
+    if args.hessian {
+        h.update(
+            format!(
+                "|hessian {} {} {}",
+                args.hessian_max_iter, args.hessian_tol, args.seed
+            )
+            .as_bytes(),
+        );
+    }
     let fingerprint = format!("{:x}", h.finalize());
 
     let journal_file = journal_path(&args.out);
@@ -300,7 +321,12 @@ pub fn run_surface_job(args: &SurfaceJob) -> Result<SurfaceSummary> {
             );
         }
     }
-    let values_per_point = 2 * objectives.len();
+    let curvature = args.hessian.then_some(CurvatureSpec {
+        max_iter: args.hessian_max_iter,
+        tol: args.hessian_tol,
+        seed: args.seed,
+    });
+    let values_per_point = 2 * objectives.len() + if curvature.is_some() { 2 } else { 0 };
     let (journal, done) = Journal::open(&journal_file, &fingerprint, grid.len(), values_per_point)
         .with_context(|| format!("--out {}: cannot write beside it", args.out.display()))?;
 
@@ -330,6 +356,7 @@ pub fn run_surface_job(args: &SurfaceJob) -> Result<SurfaceSummary> {
         grid: &grid,
         shard,
         objectives: prefixes.iter().cloned().zip(objectives.iter()).collect(),
+        curvature,
     };
     let (report, journal) = crate::args::with_threads(args.threads, || {
         sample_surface(&req, journal, done, &progress)

@@ -169,14 +169,55 @@ pub struct SurfaceRequest<'a> {
     pub shard: Shard,
     /// (prefix, objective): `("train", …)`, `("test", …)`.
     pub objectives: Vec<(String, &'a Objective<'a>)>,
+    /// Also λmax and λmin of the Hessian at every point (Li et al. 2018 §6).
+    pub curvature: Option<CurvatureSpec>,
+}
+
+/// Eigenvalue maps: at each point, the largest and the most negative Hessian eigenvalue
+/// over the weights with more than one dimension (as loss-landscape's maps), on the first
+/// objective's data, by Lanczos with full reorthogonalization. Stored as loss-landscape's
+/// `max_eig` and `min_eig`, so |λmin/λmax| can be plotted as in Li et al. Fig. 7.
+/// Cost per point: up to 2·`max_iter` + 2 H·v products.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CurvatureSpec {
+    pub max_iter: usize,
+    pub tol: f64,
+    pub seed: u64,
+}
+
+impl CurvatureSpec {
+    fn eigenvalues(&self, obj: &Objective<'_>, theta: &ParamVec<f32>) -> [f64; 2] {
+        use crate::hessian::{top_eigenpairs, LanczosParams, ObjectiveHessian, Which};
+        let op = ObjectiveHessian::new(obj, theta, |t| t.role.is_trainable() && t.shape.len() > 1);
+        let run = |which| {
+            let p = LanczosParams {
+                k: 1,
+                max_iter: self.max_iter,
+                tol: self.tol,
+                seed: self.seed,
+                which,
+                keep_vectors: false,
+            };
+            top_eigenpairs(&op, &p)
+                .ok()
+                .and_then(|r| r.values.first().copied())
+                .unwrap_or(f64::NAN)
+        };
+        [run(Which::Largest), run(Which::Smallest)]
+    }
 }
 
 impl SurfaceRequest<'_> {
     pub fn names(&self) -> Vec<String> {
-        self.objectives
+        let mut n: Vec<String> = self
+            .objectives
             .iter()
             .flat_map(|(p, _)| [format!("{p}_loss"), format!("{p}_acc")])
-            .collect()
+            .collect();
+        if self.curvature.is_some() {
+            n.extend(["max_eig".to_string(), "min_eig".to_string()]);
+        }
+        n
     }
 }
 
@@ -253,7 +294,7 @@ pub fn sample_surface(
             let (alpha, beta) = req.grid.coordinates(k);
             perturb(buf, theta, dx, dy, alpha as f32, beta as f32);
             let point = ndarray::ArrayView1::from(&buf[..]);
-            let v: Vec<f64> = req
+            let mut v: Vec<f64> = req
                 .objectives
                 .iter()
                 .flat_map(|(_, o)| {
@@ -261,6 +302,13 @@ pub fn sample_surface(
                     [e.loss, e.accuracy]
                 })
                 .collect();
+            if let (Some(c), Some((_, obj))) = (&req.curvature, req.objectives.first()) {
+                let theta_k = ParamVec::from_data(
+                    req.theta.layout.clone(),
+                    ndarray::Array1::from(buf.to_vec()),
+                );
+                v.extend(c.eigenvalues(obj, &theta_k));
+            }
             let mut j = journal.lock().expect("journal lock");
             if j.1.is_none() {
                 if let Err(e) = j.0.append(k, &v) {
