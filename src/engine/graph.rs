@@ -275,6 +275,26 @@ impl Graph {
         let mut caches: Vec<Cache<T>> = Vec::with_capacity(n);
         for (j, node) in self.nodes.iter().enumerate() {
             let p = self.params(theta, node);
+            // Inference: an elementwise op whose input is read by no later node works in
+            // place on it (no allocation, one pass over memory instead of two).
+            let owned = |k: usize| !keep && k < node.inputs.len() && last[node.inputs[k]] == j && node.inputs.iter().filter(|&&i| i == node.inputs[k]).count() == 1;
+            if owned(0) && matches!(node.op, Op::Relu | Op::Add) || (owned(0) && mode == Mode::Eval && matches!(node.op, Op::BatchNorm(_))) {
+                let mut y = std::mem::replace(&mut values[node.inputs[0]], ArrayD::zeros(IxDyn(&[0])));
+                match &node.op {
+                    Op::Relu => y.mapv_inplace(|v| if v > T::zero() { v } else { T::zero() }),
+                    Op::Add => y += &values[node.inputs[1]],
+                    Op::BatchNorm(b) => b.forward_eval_inplace(&mut y, &p),
+                    _ => unreachable!(),
+                }
+                values.push(y);
+                caches.push(Cache::None);
+                for &i in &node.inputs[1..] {
+                    if last[i] == j {
+                        values[i] = ArrayD::zeros(IxDyn(&[0]));
+                    }
+                }
+                continue;
+            }
             let input = |k: usize| &values[node.inputs[k]];
             let (y, cache) = match &node.op {
                 Op::Input => (swap_batch_channel(x), Cache::None),

@@ -135,6 +135,18 @@ impl BatchNorm {
         (y, BnCache { xhat, s, mode })
     }
 
+    /// Eval-mode forward in place, for inference (nothing is kept for the reverse passes);
+    /// the same arithmetic as [`BatchNorm::forward`], so the same bits.
+    pub fn forward_eval_inplace<T: Scalar>(&self, x: &mut ArrayD<T>, p: &[ArrayViewD<T>]) {
+        let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
+        let eps = T::from_f(self.eps);
+        let mut v = cview_mut(x);
+        for c in 0..self.channels {
+            let (mu, sc, g, b) = (rm[c], T::one() / (rv[c] + eps).sqrt(), gamma[c], beta[c]);
+            v.row_mut(c).mapv_inplace(|t| g * ((t - mu) * sc) + b);
+        }
+    }
+
     /// dx, dγ, dβ.
     pub fn backward<T: Scalar>(
         &self,
