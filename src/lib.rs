@@ -10,5 +10,6 @@ pub mod landscape;
 pub mod metrics;
 pub mod model;
 pub mod objective;
+pub mod plot;
 pub mod probe;
 pub mod util;

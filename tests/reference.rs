@@ -249,6 +249,10 @@ fn every_fixture_matches_pytorch_in_f64_and_f32() {
     );
     for path in files {
         let f = read(&path);
+        // other schemas in the folder (e.g. hessian-resnet8: eigenvalues only) are tested elsewhere
+        if !f.tensors.keys().any(|k| k.starts_with("f64.grad.")) {
+            continue;
+        }
         run::<f64>(&f, "f64", &TOL_F64, true);
         let has_f32_vectors = f.tensors.keys().any(|k| k.starts_with("f32.grad."));
         run::<f32>(&f, "f32", &TOL_F32, has_f32_vectors);

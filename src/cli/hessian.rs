@@ -32,6 +32,10 @@ use crate::objective::Objective;
 pub const HVP_NORMALIZATION: &str =
     "per-sample mean (PyHessian convention; loss-landscape sums per-batch means)";
 
+/// Default iteration cap: PyHessian's `maxIter=100`, raised to 3k so that Lanczos has
+/// room for k wanted pairs beyond the k-step minimum.
+const DEFAULT_MAX_ITER: usize = 100;
+
 /// SLQ nodes and weights go into the JSON only up to this many entries (runs × steps);
 /// larger arrays are in the HDF5 file only.
 const JSON_DENSITY_MAX: usize = 1000;
@@ -75,9 +79,10 @@ pub struct HessianArgs {
     /// Eigenvalue algorithm for the largest eigenvalues.
     #[arg(long, value_enum, default_value_t = EigenMethod::Lanczos)]
     pub method: EigenMethod,
-    /// Maximum iterations: Lanczos steps, or power iterations per eigenvalue.
-    #[arg(long, default_value_t = 100)]
-    pub max_iter: usize,
+    /// Maximum iterations: Lanczos steps, or power iterations per eigenvalue
+    /// [default: the larger of 100 and 3 × --top-k].
+    #[arg(long)]
+    pub max_iter: Option<usize>,
     /// Relative residual ‖Hv − λv‖/|λ| (Lanczos) or relative change of λ (power) that
     /// counts as converged.
     #[arg(long, default_value_t = 1e-3)]
@@ -187,7 +192,9 @@ impl HessianPlan {
             method: args.method,
             top: LanczosParams {
                 k: args.top_k,
-                max_iter: args.max_iter,
+                max_iter: args
+                    .max_iter
+                    .unwrap_or(DEFAULT_MAX_ITER.max(3 * args.top_k)),
                 tol: args.tol,
                 seed: args.seed,
                 which: Which::Largest,
@@ -584,13 +591,16 @@ pub fn run(args: &HessianArgs) -> Result<()> {
         "model_sha256".into(),
         model.sha256.clone().unwrap_or_default().into(),
     );
-    attrs.insert("arch".into(), model.arch.to_string().into());
+    attrs.insert(
+        crate::model::zoo::ARCH_METADATA_KEY.into(),
+        serde_json::to_string(&model.arch)?.into(),
+    );
     attrs.insert("data".into(), ds.name.clone().into());
     attrs.insert("samples".into(), ds.len().into());
     attrs.insert("seed".into(), (args.seed as i64).into());
     attrs.insert("method".into(), method.clone().into());
     attrs.insert("tol".into(), args.tol.into());
-    attrs.insert("max_iter".into(), args.max_iter.into());
+    attrs.insert("max_iter".into(), plan.top.max_iter.into());
     attrs.insert("top_k".into(), args.top_k.into());
     attrs.insert("params".into(), plan.subset.describe().into());
     attrs.insert("weight_decay".into(), args.weight_decay.into());
@@ -709,8 +719,8 @@ mod tests {
         assert!(plan_err(&["--density", "--slq-steps", "0"]).contains("--slq-steps"));
         assert!(plan_err(&["--density", "--slq-runs", "0"]).contains("--slq-runs"));
         assert!(plan_err(&["--density", "--grid-points", "1"]).contains("--grid-points"));
-        assert!(plan_err(&["--density", "--sigma-squared", "-1"]).contains("--sigma-squared"));
-        assert!(plan_err(&["--weight-decay", "-1"]).contains("--weight-decay"));
+        assert!(plan_err(&["--density", "--sigma-squared=-1"]).contains("--sigma-squared"));
+        assert!(plan_err(&["--weight-decay=-1"]).contains("--weight-decay"));
         // valid: SLQ steps are capped at the dimension, not rejected
         let p = HessianPlan::from_args(&parse(&["--density", "--slq-steps", "500"])).unwrap();
         let p = p.for_dim(20).unwrap();

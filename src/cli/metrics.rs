@@ -1,12 +1,14 @@
 //! `losscape metrics F.h5`: smoothness metrics of a surface (see [`crate::metrics`]).
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::Result;
 use clap::Args;
+use serde::Serialize;
 
 use crate::io::surface::read_surface;
-use crate::metrics::{file_metrics, MetricParams};
+use crate::metrics::{surface_file_metrics, MetricParams, MetricsError, SurfaceMetrics};
 
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
@@ -16,65 +18,140 @@ pub struct MetricsArgs {
     /// Which dataset of the file.
     #[arg(long, default_value = "train_loss")]
     pub surf_name: String,
-    /// Loss rise that ends the basin (default 0.5).
-    #[arg(long)]
+    /// Loss rise δ above the center that ends the basin, in loss units [default: 0.5].
+    #[arg(long, value_parser = positive)]
     pub delta: Option<f64>,
-    /// Radius of the disc for roughness and non-convexity (default: half the smaller half-width).
-    #[arg(long)]
+    /// Radius ρ (grid coordinates) of the disc around the center for roughness and
+    /// non-convexity [default: half the smaller half-width of the grid].
+    #[arg(long, value_parser = positive)]
     pub radius: Option<f64>,
-    /// Rays for the basin radius of 2-D surfaces (default 16).
-    #[arg(long)]
-    pub rays: Option<usize>,
+    /// Rays for the basin radius of a 2-D surface [default: 16; 1-D always uses 2].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rays: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+/// What `--json` prints.
+#[derive(Serialize)]
+struct Report<'a> {
+    file: String,
+    dataset: &'a str,
+    #[serde(flatten)]
+    metrics: &'a SurfaceMetrics,
+}
+
 pub fn run(args: &MetricsArgs) -> Result<()> {
-    let f = read_surface(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let f = read_surface(&args.file)?;
     let p = MetricParams {
         delta: args.delta,
         radius: args.radius,
-        rays: args.rays,
+        rays: args.rays.map(|r| r as usize),
     };
-    let m = file_metrics(&f, &args.surf_name, &p).ok_or_else(|| {
-        anyhow!(
-            "{}: no dataset '{}' (it has {:?}); choose one with --surf-name",
-            args.file.display(),
-            args.surf_name,
-            f.values.names
-        )
+    let file = args.file.display().to_string();
+    let m = surface_file_metrics(&f, &args.surf_name, &p).map_err(|e| match e {
+        MetricsError::Missing { .. } => anyhow::Error::new(e).context(file.clone()),
+        e => anyhow::Error::new(e).context(format!("{file}, dataset '{}'", args.surf_name)),
     })?;
+    // written through a handle so a closed pipe is an error main maps to exit 0
+    let mut out = std::io::stdout().lock();
     if args.json {
-        return super::print_json(&m);
+        let report = Report {
+            file,
+            dataset: &args.surf_name,
+            metrics: &m,
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", text_table(&file, &args.surf_name, &m))?;
     }
-    let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_else(|| "–".into());
-    println!("{} ({})", args.file.display(), args.surf_name);
-    println!(
-        "  center loss           {:.6} at {:?}",
-        m.center_loss, m.center
+    out.flush()?;
+    Ok(())
+}
+
+fn text_table(file: &str, dataset: &str, m: &SurfaceMetrics) -> String {
+    use std::fmt::Write;
+    let num = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.6}"));
+    let why = |k: &str| {
+        m.undefined
+            .get(k)
+            .map_or_else(String::new, |w| format!("  ({w})"))
+    };
+    let at = |p: Option<(f64, f64)>| match (p, m.dims) {
+        (Some((a, _)), 1) => format!(" at α = {a}"),
+        (Some((a, b)), _) => format!(" at (α, β) = ({a}, {b})"),
+        (None, _) => String::new(),
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{file} ({dataset}): {}-D, {} of {} points finite",
+        m.dims, m.finite_points, m.points
     );
-    println!(
-        "  minimum               {:.6} at {:?}",
-        m.min_loss, m.min_at
+    let _ = writeln!(
+        s,
+        "  center loss          {}{}{}",
+        num(m.center_loss),
+        at(Some(m.center)),
+        why("center_loss")
+    );
+    let _ = writeln!(
+        s,
+        "  minimum              {}{}{}",
+        num(m.min_loss),
+        at(m.min_at),
+        why("min_loss")
     );
     match &m.basin_radius {
-        Some(b) => println!(
-            "  basin radius (δ={})   mean {:.4}, min {:.4} over {} rays ({} censored)",
-            m.delta, b.mean, b.min, b.rays, b.censored
-        ),
-        None => println!("  basin radius          –"),
+        Some(b) => {
+            let _ = writeln!(
+                s,
+                "  basin radius         mean {:.4}, min {:.4} over {} rays, {} censored  (δ = {})",
+                b.mean, b.min, b.rays, b.censored, m.delta
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  basin radius         –{}", why("basin_radius"));
+        }
     }
-    println!("  roughness (ρ={:.3})    {}", m.radius, opt(m.roughness));
-    println!("  non-convex fraction   {}", opt(m.non_convex_fraction));
-    println!("  strict local minima   {}", m.local_minima);
-    println!(
-        "  curvature at center   x {}  y {}",
-        opt(m.curvature_x),
-        opt(m.curvature_y)
+    let _ = writeln!(
+        s,
+        "  roughness            {}{}  (ρ = {}, {} points)",
+        num(m.roughness),
+        why("roughness"),
+        m.radius,
+        m.disc_points
     );
-    for n in &m.notes {
-        println!("  note: {n}");
+    let tau = m.tau.map_or_else(String::new, |t| format!("τ = {t:.3e}, "));
+    let _ = writeln!(
+        s,
+        "  non-convex fraction  {}{}  ({tau}{} points)",
+        num(m.non_convex_fraction),
+        why("non_convex_fraction"),
+        m.convexity_points
+    );
+    let _ = writeln!(s, "  strict local minima  {}", m.local_minima);
+    let _ = writeln!(
+        s,
+        "  f''(0) along α       {}{}",
+        num(m.curvature_x),
+        why("curvature_x")
+    );
+    if m.dims == 2 {
+        let _ = writeln!(
+            s,
+            "  f''(0) along β       {}{}",
+            num(m.curvature_y),
+            why("curvature_y")
+        );
     }
-    Ok(())
+    s
 }

@@ -8,6 +8,7 @@ pub mod hessian;
 pub mod info;
 pub mod merge;
 pub mod metrics;
+pub mod plot;
 pub mod probe;
 pub mod run;
 pub mod surface;
@@ -45,6 +46,10 @@ pub enum Command {
     Merge(merge::MergeArgs),
     /// Per-layer gradient norms and per-block activation statistics (trained and fresh He init).
     Probe(probe::ProbeArgs),
+    /// Draw a surface or Hessian file: contour, filled, heat, 3-D, 1-D curve, |λmin/λmax|, spectrum, panel.
+    Plot(plot::PlotArgs),
+    /// Export a surface to ParaView (PolyData XML, .vtp), as loss-landscape's h52vtp does.
+    ExportVtp(plot::ExportVtpArgs),
     /// Run an analysis spec (TOML) into outputs/NAME/: surfaces, Hessians, probes, plots, report.
     Run(run::RunArgs),
     /// Measure speed: forward images/s, GFLOP/s, gradient and H·v cost (ResNet-20/56, 32×32×3).
@@ -52,8 +57,12 @@ pub enum Command {
 }
 
 /// Prints a value as pretty JSON on stdout.
+/// Prints a value as pretty JSON on stdout; a closed pipe is an `io::Error` (exit 0 in main),
+/// not a panic.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 

@@ -277,9 +277,17 @@ impl Graph {
             let p = self.params(theta, node);
             // Inference: an elementwise op whose input is read by no later node works in
             // place on it (no allocation, one pass over memory instead of two).
-            let owned = |k: usize| !keep && k < node.inputs.len() && last[node.inputs[k]] == j && node.inputs.iter().filter(|&&i| i == node.inputs[k]).count() == 1;
-            if owned(0) && matches!(node.op, Op::Relu | Op::Add) || (owned(0) && mode == Mode::Eval && matches!(node.op, Op::BatchNorm(_))) {
-                let mut y = std::mem::replace(&mut values[node.inputs[0]], ArrayD::zeros(IxDyn(&[0])));
+            let owned = |k: usize| {
+                !keep
+                    && k < node.inputs.len()
+                    && last[node.inputs[k]] == j
+                    && node.inputs.iter().filter(|&&i| i == node.inputs[k]).count() == 1
+            };
+            if owned(0) && matches!(node.op, Op::Relu | Op::Add)
+                || (owned(0) && mode == Mode::Eval && matches!(node.op, Op::BatchNorm(_)))
+            {
+                let mut y =
+                    std::mem::replace(&mut values[node.inputs[0]], ArrayD::zeros(IxDyn(&[0])));
                 match &node.op {
                     Op::Relu => y.mapv_inplace(|v| if v > T::zero() { v } else { T::zero() }),
                     Op::Add => y += &values[node.inputs[1]],

@@ -10,10 +10,12 @@
 //!   filter   dᵢ ← dᵢ · ‖θᵢ‖ / (‖dᵢ‖ + 1e-10)   for every filter i (slice along dim 0)
 //!   layer    d  ← d · ‖θ‖ / ‖d‖
 //!   weight   d  ← d ⊙ θ
-//!   dfilter  dᵢ ← dᵢ / ‖dᵢ‖,   dlayer  d ← d / ‖d‖,   none  d unchanged
+//!   dfilter  dᵢ ← dᵢ / (‖dᵢ‖ + 1e-10),   dlayer  d ← d / ‖d‖,   none  d unchanged
 //! ```
 //! These are loss-landscape's `net_plotter.py` semantics, except that its default norm is
-//! `none` (which reaches NaN losses at |α| ≈ 1, its issue #25); ours is `filter`.
+//! `none` (which reaches NaN losses at |α| ≈ 1, its issue #25); ours is `filter`. Its
+//! `dfilter` branch calls `d.ngorm()` (a typo) and so never ran; ours divides by
+//! `‖dᵢ‖ + 1e-10`, the formula that branch spells out.
 
 use std::fmt;
 
@@ -27,7 +29,8 @@ use sha2::{Digest, Sha256};
 use crate::engine::{ParamVec, TensorSpec};
 
 /// loss-landscape adds this to a random filter's norm before dividing (net_plotter.py
-/// `normalize_direction`), so an all-zero filter stays zero instead of becoming NaN.
+/// `normalize_direction`, `filter` and `dfilter`), so an all-zero filter stays zero instead
+/// of becoming NaN. Kept at their value so our directions match theirs to rounding.
 pub const FILTER_NORM_EPS: f64 = 1e-10;
 
 /// How a random direction is scaled to the model's weights.
@@ -97,10 +100,26 @@ pub struct DirectionConfig {
 /// Where directions came from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DirectionKind {
+    /// Gaussian, normalized by [`DirectionConfig::norm`].
     Random,
+    /// θ₂ − θ₁ (`--model2`, `--model3`).
     Interpolation,
+    /// Principal components of a training trajectory (loss-landscape's PCA files).
     Pca,
+    /// Read from this direction file.
     File(String),
+}
+
+impl fmt::Display for DirectionKind {
+    /// `random`, `interpolation`, `pca` or `file` (the path is not part of the name).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DirectionKind::Random => "random",
+            DirectionKind::Interpolation => "interpolation",
+            DirectionKind::Pca => "pca",
+            DirectionKind::File(_) => "file",
+        })
+    }
 }
 
 /// The x (and y) direction of a surface.
@@ -181,7 +200,7 @@ pub fn random_direction(
             }
             DirectionNorm::Dfilter => {
                 for di in out.chunks_mut(filter) {
-                    let s = 1.0 / norm(di);
+                    let s = 1.0 / (norm(di) + FILTER_NORM_EPS);
                     scale(di, s);
                 }
             }

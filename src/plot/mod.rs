@@ -1,0 +1,314 @@
+//! Plots of surface and Hessian files, to PNG or SVG, drawn with plotters and an embedded
+//! font (see [`font`]) so the same file gives the same bytes on every machine.
+//!
+//! Kinds (loss-landscape's `plot_2D.py`, `plot_1D.py`, `plot_surface.py` and `h52vtp.py`,
+//! plus PyHessian's density plot):
+//! - `contour`: isolines by marching squares (the `contour` crate), labelled, the centre
+//!   marked, optionally a projected training trajectory on top;
+//! - `filled`: filled contours (bands between the levels, viridis) with isolines and a
+//!   colourbar; `heat`: one colour per grid point, continuous colourbar;
+//! - `surface3d`: a 3-D surface, values clipped at `zmax`;
+//! - `curve`: loss (left axis) and accuracy (right axis) along α of a 1-D surface;
+//! - `ratio`: |λmin/λmax| on a 0–0.5 scale from `max_eig`/`min_eig`;
+//! - `spectrum`: the SLQ spectral density of a Hessian file, log density;
+//! - `panel`: several 2-D surfaces side by side on one colour scale and one set of levels;
+//! - [`export_vtp`]: ParaView PolyData (`.vtp`) of a surface.
+//!
+//! Masked points (NaN, not computed) are never drawn as a value: rasters leave them as
+//! background, isolines and 3-D cells next to them are skipped.
+
+mod curve;
+mod data;
+mod draw;
+pub mod font;
+mod job;
+mod map2d;
+mod surface3d;
+mod vtp;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+pub use data::{make_levels, quantile, ColorScale, LevelSpec, Levels};
+pub use vtp::{export_vtp, VtpConfig, VtpReport};
+
+use crate::io::surface::SurfaceFileError;
+
+/// What to draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlotKind {
+    Contour,
+    Filled,
+    Heat,
+    Surface3d,
+    Curve,
+    Ratio,
+    Spectrum,
+    Panel,
+}
+
+impl fmt::Display for PlotKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PlotKind::Contour => "contour",
+            PlotKind::Filled => "filled",
+            PlotKind::Heat => "heat",
+            PlotKind::Surface3d => "surface3d",
+            PlotKind::Curve => "curve",
+            PlotKind::Ratio => "ratio",
+            PlotKind::Spectrum => "spectrum",
+            PlotKind::Panel => "panel",
+        })
+    }
+}
+
+/// The output format, chosen by the file extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Png,
+    Svg,
+}
+
+impl OutputFormat {
+    /// `.png` or `.svg` (any case); anything else is an error naming the file.
+    pub fn from_path(path: &Path) -> Result<Self, PlotError> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "png" => Ok(OutputFormat::Png),
+            "svg" => Ok(OutputFormat::Svg),
+            _ => Err(PlotError::Format {
+                path: path.to_path_buf(),
+                ext,
+            }),
+        }
+    }
+}
+
+/// Everything a plot needs; built and validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct PlotConfig {
+    /// Surface files (one, or several for `panel`), or a Hessian file for `spectrum`.
+    pub inputs: Vec<PathBuf>,
+    pub kind: PlotKind,
+    /// The dataset to draw (`train_loss`, `test_acc`, …).
+    pub surf_name: String,
+    pub levels: LevelSpec,
+    /// Logarithmic colour (or loss) scale.
+    pub log: bool,
+    /// Clip values above this (3-D surface); default: the automatic top of the scale.
+    pub zmax: Option<f64>,
+    /// Image size in pixels; `None`: a size that suits the kind.
+    pub size: Option<(u32, u32)>,
+    pub title: Option<String>,
+    /// A projection file (`proj_xcoord`, `proj_ycoord`) drawn over contour/filled/heat.
+    pub trajectory: Option<PathBuf>,
+    pub out: PathBuf,
+}
+
+/// What a plot wants the user to know.
+#[derive(Clone, Debug, Default)]
+pub struct PlotReport {
+    pub warnings: Vec<String>,
+}
+
+/// Why a plot could not be drawn.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error(transparent)]
+    Surface(SurfaceFileError),
+    /// Occurs when an input is not a surface file at all.
+    #[error("{path} is not a surface file: it has no '{dataset}' dataset (write surfaces with `losscape surface`)")]
+    NotSurface { path: PathBuf, dataset: String },
+    /// Occurs when the chosen dataset is not in the file.
+    #[error("{path}: no dataset '{dataset}' (it has: {available}); choose one with --surf-name")]
+    MissingDataset {
+        path: PathBuf,
+        dataset: String,
+        available: String,
+    },
+    /// Occurs when a plot needs datasets that the file lacks (ratio, spectrum, trajectory).
+    #[error("{path}: missing dataset(s) {missing}; {hint}")]
+    Needs {
+        path: PathBuf,
+        missing: String,
+        hint: String,
+    },
+    /// Occurs when an input cannot be opened as HDF5.
+    #[error("{path}: {why}")]
+    Hdf5 { path: PathBuf, why: String },
+    /// Occurs when the output extension is neither `.png` nor `.svg`.
+    #[error("{path}: unknown output format '{ext}'; use a .png or .svg file name")]
+    Format { path: PathBuf, ext: String },
+    /// Occurs when the input does not suit the kind or the options.
+    #[error("{path}: {why}")]
+    Input { path: PathBuf, why: String },
+    /// Occurs when the options alone are wrong.
+    #[error("{0}")]
+    Options(String),
+    /// Occurs when drawing or writing the image fails.
+    #[error("drawing {path}: {why}")]
+    Draw { path: PathBuf, why: String },
+}
+
+/// Text sizes and format details shared by the kinds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx {
+    pub title: u32,
+    pub label: u32,
+    pub tick: u32,
+    pub svg: bool,
+}
+
+impl Ctx {
+    fn new(size: (u32, u32), format: OutputFormat) -> Self {
+        // text scales with the smaller side, 700 px being the reference
+        let s = (size.0.min(size.1) as f64 / 700.0).clamp(0.6, 2.5);
+        let px = |v: f64| (v * s).round().max(8.0) as u32;
+        Self {
+            title: px(21.0),
+            label: px(17.0),
+            tick: px(14.0),
+            svg: format == OutputFormat::Svg,
+        }
+    }
+}
+
+fn default_size(kind: PlotKind, inputs: usize) -> (u32, u32) {
+    match kind {
+        PlotKind::Contour => (720, 700),
+        PlotKind::Filled | PlotKind::Heat | PlotKind::Ratio => (820, 700),
+        PlotKind::Surface3d => (800, 700),
+        PlotKind::Curve | PlotKind::Spectrum => (800, 520),
+        PlotKind::Panel => (420 * inputs.max(1) as u32 + 130, 500),
+    }
+}
+
+fn checked_size(cfg: &PlotConfig) -> Result<(u32, u32), PlotError> {
+    if cfg.inputs.is_empty() {
+        return Err(PlotError::Options("no input file given".into()));
+    }
+    if cfg.kind != PlotKind::Panel && cfg.inputs.len() > 1 {
+        return Err(PlotError::Options(format!(
+            "--kind {} takes one input file (got {}); use --kind panel for several",
+            cfg.kind,
+            cfg.inputs.len()
+        )));
+    }
+    let size = cfg.size.unwrap_or(default_size(cfg.kind, cfg.inputs.len()));
+    if size.0 < 200 || size.1 < 150 || size.0 > 10_000 || size.1 > 10_000 {
+        return Err(PlotError::Options(format!(
+            "image size {}×{} is outside 200×150 … 10000×10000",
+            size.0, size.1
+        )));
+    }
+    font::ensure_font();
+    Ok(size)
+}
+
+/// Draws one plot into `cfg.out`, written whole to a temporary sibling and renamed into
+/// place, so a failed plot leaves no partial image.
+pub fn plot(cfg: &PlotConfig) -> Result<PlotReport, PlotError> {
+    let format = OutputFormat::from_path(&cfg.out)?;
+    let size = checked_size(cfg)?;
+    let ctx = Ctx::new(size, format);
+    // load everything before touching the output
+    let job = job::prepare(cfg)?;
+    let tmp = temp_sibling(&cfg.out);
+    let drawn = match format {
+        OutputFormat::Png => {
+            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+            let r = job.draw(&root, cfg, ctx);
+            r.and_then(|rep| root.present().map(|_| rep).map_err(draw_err))
+        }
+        OutputFormat::Svg => {
+            let root = SVGBackend::new(&tmp, size).into_drawing_area();
+            let r = job.draw(&root, cfg, ctx);
+            r.and_then(|rep| root.present().map(|_| rep).map_err(draw_err))
+        }
+    };
+    let result = drawn
+        .map_err(|why| PlotError::Draw {
+            path: cfg.out.clone(),
+            why,
+        })
+        .and_then(|rep| {
+            std::fs::rename(&tmp, &cfg.out)
+                .map(|_| rep)
+                .map_err(|e| PlotError::Draw {
+                    path: cfg.out.clone(),
+                    why: e.to_string(),
+                })
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let mut report = job.report;
+    report.warnings.extend(result?.warnings);
+    Ok(report)
+}
+
+/// An RGB image in memory (rows top to bottom, 3 bytes a pixel).
+#[derive(Clone, Debug)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Vec<u8>,
+}
+
+impl RgbImage {
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = 3 * (y as usize * self.width as usize + x as usize);
+        [self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]]
+    }
+}
+
+/// Draws the plot into memory, as [`plot`] would into a PNG (`cfg.out` is ignored): for
+/// tests and for callers that embed the pixels elsewhere.
+pub fn render_rgb(cfg: &PlotConfig) -> Result<(RgbImage, PlotReport), PlotError> {
+    let size = checked_size(cfg)?;
+    let ctx = Ctx::new(size, OutputFormat::Png);
+    let job = job::prepare(cfg)?;
+    let mut pixels = vec![0u8; 3 * size.0 as usize * size.1 as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        job.draw(&root, cfg, ctx)
+            .and_then(|_| root.present().map_err(draw_err))
+            .map_err(|why| PlotError::Draw {
+                path: cfg.out.clone(),
+                why,
+            })?;
+    }
+    Ok((
+        RgbImage {
+            width: size.0,
+            height: size.1,
+            pixels,
+        },
+        job.report,
+    ))
+}
+
+/// `dir/.name.tmpPID.ext`: same directory (so the rename is atomic), same extension (the
+/// bitmap backend picks its encoder by extension).
+fn temp_sibling(path: &Path) -> PathBuf {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    dir.join(format!(".{stem}.tmp{}.{ext}", std::process::id()))
+}
+
+pub(crate) fn draw_err<E: fmt::Debug>(e: E) -> String {
+    format!("{e:?}")
+}
