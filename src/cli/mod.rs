@@ -56,7 +56,6 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Prints a value as pretty JSON on stdout.
 /// Prints a value as pretty JSON on stdout; a closed pipe is an `io::Error` (exit 0 in main),
 /// not a panic.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
