@@ -11,7 +11,7 @@ APT_PACKAGES := build-essential pkg-config libopenblas-dev libhdf5-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := target/release/losscape
 
-.PHONY: all deps build run check-report test bench fixtures lint fmt clean
+.PHONY: all deps build run check-report images test bench fixtures lint fmt clean
 
 all: build
 
@@ -39,6 +39,14 @@ check-report: run
 	  --screenshot=$(CURDIR)/outputs/residual-vs-plain/report-screenshot.png \
 	  file://$(CURDIR)/outputs/residual-vs-plain/report.html
 	@echo "screenshot: outputs/residual-vs-plain/report-screenshot.png"
+
+## Regenerate the README's example images from the main job's and the MLP analysis's surfaces.
+images: build
+	$(BIN) run analyses/mlp-mnist1d.toml -q > /dev/null
+	$(BIN) run analyses/residual-vs-plain.toml -q > /dev/null
+	$(BIN) plot outputs/residual-vs-plain/ResNet-20.surface.h5 outputs/residual-vs-plain/ResNet-20-noshort.surface.h5 --kind panel --out docs/images/resnet20-panel.png
+	$(BIN) plot outputs/residual-vs-plain/ResNet-20-noshort.surface.h5 --kind surface3d --width 640 --height 560 --out docs/images/resnet20-noshort-surface3d.png
+	$(BIN) plot outputs/mlp-mnist1d/MLP-residual.surface.h5 --kind curve --width 640 --height 420 --out docs/images/mlp-residual-curve.png
 
 ## All tests (unit, integration, PyTorch reference fixtures, CLI).
 test: deps

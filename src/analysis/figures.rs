@@ -7,28 +7,16 @@
 //!   per model (plain dashed, residual solid), log scale.
 
 use std::path::Path;
-use std::sync::Once;
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
-use plotters::style::{register_font, FontStyle};
 
 use crate::io::surface::SurfaceFile;
 
-static FONT: Once = Once::new();
-const FONT_BYTES: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/assets/fonts/DejaVuSans.ttf"
-));
-
-/// Registers the embedded font as "sans-serif" (once per process).
+/// Registers the embedded font (shared with the plot module).
 pub fn ensure_font() {
-    FONT.call_once(|| {
-        register_font("sans-serif", FontStyle::Normal, FONT_BYTES)
-            .map_err(|_| ())
-            .expect("embedded DejaVu Sans is a valid font");
-    });
+    crate::plot::font::ensure_font();
 }
 
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
