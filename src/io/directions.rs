@@ -139,6 +139,7 @@ pub fn write_directions(
         std::process::id()
     ));
     let result = (|| -> Result<(), DirectionFileError> {
+        crate::io::hdf5_init();
         let f = hdf5::File::create(&tmp).map_err(&e)?;
         let mut groups = vec![("xdirection", &dirs.x)];
         if let Some(y) = &dirs.y {
@@ -223,6 +224,7 @@ pub fn read_directions(
     if !path.exists() {
         return Err(DirectionFileError::NotFound { path: path.into() });
     }
+    crate::io::hdf5_init();
     let f = hdf5::File::open(path).map_err(|x| DirectionFileError::NotHdf5 {
         path: path.into(),
         why: x.to_string(),

@@ -191,6 +191,7 @@ pub fn write_hessian(
         why: x.to_string(),
     };
     let result = (|| -> Result<(), HessianFileError> {
+        crate::io::hdf5_init();
         let f = hdf5::File::create(&tmp).map_err(&e)?;
         write_group(&f, whole).map_err(&e)?;
         if !blocks.is_empty() {
@@ -248,6 +249,7 @@ mod tests {
         let mut attrs = BTreeMap::new();
         attrs.insert("seed".to_string(), Attr::Int(4));
         write_hessian(&path, &g, &[("a".into(), g.clone())], &attrs).unwrap();
+        crate::io::hdf5_init();
         let f = hdf5::File::open(&path).unwrap();
         let ev: Vec<f64> = f.dataset("eigenvalues").unwrap().read_raw().unwrap();
         assert_eq!(ev, [2.0]);

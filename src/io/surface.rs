@@ -186,6 +186,7 @@ pub fn write_surface(
         std::process::id()
     ));
     let result = (|| -> Result<(), SurfaceFileError> {
+        crate::io::hdf5_init();
         let f = hdf5::File::create(&tmp).map_err(&e)?;
         f.new_dataset_builder()
             .with_data(&Array1::from(grid.x.coordinates()))
@@ -260,6 +261,7 @@ pub fn write_surface(
 /// reinterpreted as (ny, nx) and reported through `attrs["reinterpreted_axes"]`.
 pub fn read_surface(path: &Path) -> Result<SurfaceFile, SurfaceFileError> {
     let e = h5err(path);
+    crate::io::hdf5_init();
     let f = hdf5::File::open(path).map_err(|x| SurfaceFileError::Hdf5 {
         path: path.into(),
         why: format!("cannot open as HDF5 ({x}); is the file complete?"),

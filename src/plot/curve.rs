@@ -215,6 +215,7 @@ pub struct SpectrumData {
 /// Reads `density_grid`, `density` (and the eigenvalues, when there) from the root of a
 /// Hessian file.
 pub fn load_spectrum(path: &Path, title: Option<&str>) -> Result<SpectrumData, PlotError> {
+    crate::io::hdf5_init();
     let f = hdf5::File::open(path).map_err(|e| PlotError::Hdf5 {
         path: PathBuf::from(path),
         why: format!("cannot open as HDF5 ({e})"),

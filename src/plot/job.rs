@@ -244,6 +244,7 @@ fn heat_levels(cfg: &PlotConfig, vals: &[f64]) -> Result<Levels, PlotError> {
 
 /// A projection file's path: `proj_xcoord`, `proj_ycoord` (loss-landscape's names).
 fn read_trajectory(path: &Path) -> Result<Vec<(f64, f64)>, PlotError> {
+    crate::io::hdf5_init();
     let f = hdf5::File::open(path).map_err(|e| PlotError::Hdf5 {
         path: path.into(),
         why: format!("cannot open as HDF5 ({e})"),
