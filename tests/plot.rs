@@ -638,3 +638,47 @@ fn export_vtp_triangulates_and_skips_masked_points() {
     assert_eq!(values.len(), points);
     assert!(values.iter().all(|&v| v <= 2.0));
 }
+
+/// Golden images: the bowl's contour and filled plots equal committed PNGs
+/// (tests/golden/) up to a tolerance, so a change in how plots look is a visible diff.
+/// After an intended change, regenerate with `BLESS_GOLDEN=1 cargo test --test plot golden`.
+#[test]
+fn golden_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = surface2d(&dir.path().join("bowl.h5"), &[("train_loss", &bowl)]);
+    for (kind, name) in [
+        (PlotKind::Contour, "bowl-contour.png"),
+        (PlotKind::Filled, "bowl-filled.png"),
+    ] {
+        let (img, _) = render_rgb(&cfg(vec![f.clone()], kind)).unwrap();
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("BLESS_GOLDEN").is_some() {
+            image::RgbImage::from_raw(img.width, img.height, img.pixels.clone())
+                .unwrap()
+                .save(&golden)
+                .unwrap();
+        }
+        let want = image::open(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e}; regenerate with BLESS_GOLDEN=1", golden.display()))
+            .to_rgb8();
+        assert_eq!(
+            (want.width(), want.height()),
+            (img.width, img.height),
+            "{name}: size"
+        );
+        let differing = want
+            .as_raw()
+            .chunks(3)
+            .zip(img.pixels.chunks(3))
+            .filter(|(a, b)| a.iter().zip(b.iter()).any(|(x, y)| x.abs_diff(*y) > 16))
+            .count();
+        let share = differing as f64 / (img.width * img.height) as f64;
+        assert!(
+            share <= 0.005,
+            "{name}: {:.2}% of pixels differ from the golden image",
+            100.0 * share
+        );
+    }
+}
