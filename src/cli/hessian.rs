@@ -400,7 +400,7 @@ fn pairs(e: &EigenData) -> Vec<Pair> {
 }
 
 /// Runs the plan on `op` (already validated for its dimension).
-fn analyse(name: &str, plan: &HessianPlan, op: &HessianOperator<'_>) -> Result<HessianGroup> {
+fn analyse(name: &str, plan: &HessianPlan, op: &HessianOperator<'_, '_>) -> Result<HessianGroup> {
     let t0 = Instant::now();
     let counted = Counting::new(op);
     let dim = counted.dim();

@@ -125,16 +125,16 @@ pub struct HessianOptions {
 /// println!("{} scalars in {:?}", op.dim(), op.tensors());
 /// # }
 /// ```
-pub struct HessianOperator<'a> {
-    inner: ObjectiveHessian<'a, 'a>,
+pub struct HessianOperator<'a, 'd> {
+    inner: ObjectiveHessian<'a, 'd>,
     tensors: Vec<String>,
     lengths: Vec<usize>,
 }
 
-impl<'a> HessianOperator<'a> {
+impl<'a, 'd> HessianOperator<'a, 'd> {
     /// The Hessian over `subset` at `theta`.
     pub fn new(
-        objective: &'a Objective<'a>,
+        objective: &'a Objective<'d>,
         theta: &'a ParamVec<f32>,
         subset: &ParamSubset,
         options: HessianOptions,
@@ -145,7 +145,7 @@ impl<'a> HessianOperator<'a> {
     /// The Hessian over the tensors for which `keep` holds (trainable ones only), e.g. one
     /// block of a subset.
     pub fn restricted(
-        objective: &'a Objective<'a>,
+        objective: &'a Objective<'d>,
         theta: &'a ParamVec<f32>,
         keep: impl Fn(&TensorSpec) -> bool,
         options: HessianOptions,
@@ -180,7 +180,7 @@ impl<'a> HessianOperator<'a> {
     }
 }
 
-impl LinearOperator for HessianOperator<'_> {
+impl LinearOperator for HessianOperator<'_, '_> {
     fn dim(&self) -> usize {
         self.inner.dim()
     }
