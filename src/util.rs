@@ -33,3 +33,26 @@ pub fn write_atomic(
     }
     result
 }
+
+/// Produces a file through a temporary sibling: `write(tmp)` creates and fills it (e.g. an
+/// HDF5 file, which libraries want to open by path), then it is fsynced and renamed over
+/// `path`; on any error the temporary file is removed. `io_err` converts I/O failures.
+pub fn replace_atomically<E>(
+    path: &Path,
+    io_err: impl Fn(io::Error) -> E,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = write(&tmp)
+        .and_then(|()| File::open(&tmp).and_then(|f| f.sync_all()).map_err(&io_err))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(&io_err));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

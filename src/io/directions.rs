@@ -129,18 +129,9 @@ pub fn write_directions(
         path: path.into(),
         why: x.to_string(),
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> Result<(), DirectionFileError> {
+    crate::util::replace_atomically(path, io, |tmp| {
         crate::io::hdf5_init();
-        let f = hdf5::File::create(&tmp).map_err(&e)?;
+        let f = hdf5::File::create(tmp).map_err(&e)?;
         let mut groups = vec![("xdirection", &dirs.x)];
         if let Some(y) = &dirs.y {
             groups.push(("ydirection", y));
@@ -183,16 +174,8 @@ pub fn write_directions(
             write_attr(&f, k, v).map_err(&e)?;
         }
         f.flush().map_err(&e)?;
-        drop(f);
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        Ok(())
+    })
 }
 
 /// A role's kebab-case name (`weight`, `bn-scale`, `running-var`, …), as serde writes it.

@@ -177,22 +177,13 @@ pub fn write_hessian(
     attrs: &BTreeMap<String, Attr>,
 ) -> Result<(), HessianFileError> {
     let e = h5(path);
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
     let io = |x: std::io::Error| HessianFileError::Hdf5 {
         path: path.into(),
         why: x.to_string(),
     };
-    let result = (|| -> Result<(), HessianFileError> {
+    crate::util::replace_atomically(path, io, |tmp| {
         crate::io::hdf5_init();
-        let f = hdf5::File::create(&tmp).map_err(&e)?;
+        let f = hdf5::File::create(tmp).map_err(&e)?;
         write_group(&f, whole).map_err(&e)?;
         if !blocks.is_empty() {
             let b = f.create_group("blocks").map_err(&e)?;
@@ -206,16 +197,8 @@ pub fn write_hessian(
             }
         }
         f.flush().map_err(&e)?;
-        drop(f);
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -176,18 +176,13 @@ pub fn write_surface(
     attrs: &BTreeMap<String, Attr>,
 ) -> Result<(), SurfaceFileError> {
     let e = h5err(path);
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> Result<(), SurfaceFileError> {
+    let io = |x: std::io::Error| SurfaceFileError::Hdf5 {
+        path: path.into(),
+        why: x.to_string(),
+    };
+    crate::util::replace_atomically(path, io, |tmp| {
         crate::io::hdf5_init();
-        let f = hdf5::File::create(&tmp).map_err(&e)?;
+        let f = hdf5::File::create(tmp).map_err(&e)?;
         f.new_dataset_builder()
             .with_data(&Array1::from(grid.x.coordinates()))
             .create("xcoordinates")
@@ -236,22 +231,8 @@ pub fn write_surface(
             write_attr(&f, k, v).map_err(&e)?;
         }
         f.flush().map_err(&e)?;
-        drop(f);
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|x| SurfaceFileError::Hdf5 {
-                path: path.into(),
-                why: x.to_string(),
-            })?;
-        std::fs::rename(&tmp, path).map_err(|x| SurfaceFileError::Hdf5 {
-            path: path.into(),
-            why: x.to_string(),
-        })
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        Ok(())
+    })
 }
 
 /// Reads a surface file written by losscape or by loss-landscape.
