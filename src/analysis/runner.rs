@@ -453,22 +453,29 @@ pub fn plots(o: &AnalysisOutcome) -> Result<Vec<(String, String)>> {
         })
         .collect::<Result<_>>()?;
     if surfaces.iter().all(|(_, s)| s.y.is_some()) && !surfaces.is_empty() {
-        let refs: Vec<(String, &crate::io::surface::SurfaceFile)> =
-            surfaces.iter().map(|(l, s)| (l.clone(), s)).collect();
         let file = "surfaces.png";
-        let norm = surfaces[0]
-            .1
-            .attrs
-            .get("direction_norm")
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        super::figures::surface_panel(
-            &o.out_dir.join(file),
-            &refs,
-            "train_loss",
-            &format!("α (x direction, {norm}-normalized)"),
-        )?;
-        images.push((file.to_string(), format!("Training loss around each trained model ({}), shared log colour scale; × marks the trained weights.", o.grid)));
+        let cfg = crate::plot::PlotConfig {
+            inputs: o
+                .results
+                .iter()
+                .map(|r| o.out_dir.join(&r.surface_file))
+                .collect(),
+            kind: crate::plot::PlotKind::Panel,
+            surf_name: "train_loss".into(),
+            levels: crate::plot::LevelSpec {
+                vmin: None,
+                vmax: None,
+                vlevel: None,
+            },
+            log: true,
+            zmax: None,
+            size: None,
+            title: None,
+            trajectory: None,
+            out: o.out_dir.join(file),
+        };
+        crate::plot::plot(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        images.push((file.to_string(), format!("Training loss around each trained model ({}), one log colour scale and shared levels; × marks the trained weights.", o.grid)));
     }
     let probes: Vec<&ModelResult> = o.results.iter().filter(|r| r.probe.is_some()).collect();
     if !probes.is_empty() {
