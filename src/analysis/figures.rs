@@ -1,8 +1,8 @@
 //! Figures of an analysis report, drawn with plotters and an embedded font (DejaVu Sans,
 //! `assets/fonts/`), so the same data give the same PNG bytes on every machine.
 //!
-//! - gradient norm per layer and activation std per block at a fresh He init, one line
-//!   per model (plain dashed, residual solid), log scale.
+//! - gradient norm per layer and activation std per block, at a fresh He init and
+//!   trained side by side, one line per model (plain dashed, residual solid), log scale.
 
 use std::path::Path;
 
@@ -18,20 +18,24 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }
 
-/// Lines of `values[i]` against their index, one per model; plain dashed, residual solid.
-pub fn depth_curves(
+type Series = (String, bool, Vec<f64>);
+
+/// Side-by-side panels of lines `values[i]` against their index, one line per model
+/// (plain dashed, residual solid), sharing one log y-axis so the panels compare directly.
+pub fn depth_panels(
     path: &Path,
     title: &str,
     x_desc: &str,
     y_desc: &str,
-    series: &[(String, bool, Vec<f64>)],
+    panels: &[(&str, Vec<Series>)],
 ) -> Result<()> {
     ensure_font();
-    let root = BitMapBackend::new(path, (760, 460)).into_drawing_area();
+    let n = panels.len().max(1);
+    let root = BitMapBackend::new(path, (560 * n as u32, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let finite: Vec<f64> = series
+    let finite: Vec<f64> = panels
         .iter()
-        .flat_map(|s| s.2.iter().copied())
+        .flat_map(|p| p.1.iter().flat_map(|s| s.2.iter().copied()))
         .filter(|v| v.is_finite() && *v > 0.0)
         .collect();
     if finite.is_empty() {
@@ -39,70 +43,196 @@ pub fn depth_curves(
     }
     let lo = finite.iter().copied().fold(f64::INFINITY, f64::min) / 1.5;
     let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max) * 1.5;
-    let max_len = series.iter().map(|s| s.2.len()).max().unwrap_or(1).max(2);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(42)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..(max_len - 1) as f64, (lo..hi).log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .y_label_formatter(&|v: &f64| format!("{v:.1e}"))
-        .label_style(("sans-serif", 12))
-        .axis_desc_style(("sans-serif", 14))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(err)?;
-    let palette = [
-        Palette99::pick(0),
-        Palette99::pick(1),
-        Palette99::pick(2),
-        Palette99::pick(3),
-        Palette99::pick(4),
-        Palette99::pick(5),
-    ];
-    for (i, (label, residual, v)) in series.iter().enumerate() {
-        let c = palette[i % palette.len()].to_rgba();
-        let pts: Vec<(f64, f64)> = v
-            .iter()
-            .enumerate()
-            .filter(|(_, y)| y.is_finite() && **y > 0.0)
-            .map(|(x, &y)| (x as f64, y))
-            .collect();
-        let style = c.stroke_width(if *residual { 2 } else { 1 });
-        if *residual {
-            chart
-                .draw_series(LineSeries::new(pts.clone(), style))
-                .map_err(err)?
-                .label(label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        } else {
-            chart
-                .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))
-                .map_err(err)?
-                .label(label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(1))
-                });
-        }
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 2, c.filled())))
+    let max_len = panels
+        .iter()
+        .flat_map(|p| p.1.iter().map(|s| s.2.len()))
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
+    let areas = root.split_evenly((1, n));
+    for (k, ((panel_title, series), area)) in panels.iter().zip(areas.iter()).enumerate() {
+        let mut chart = ChartBuilder::on(area)
+            .caption(*panel_title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..(max_len - 1) as f64, (lo..hi).log_scale())
             .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_label_formatter(&|v: &f64| format!("{v:.0}"))
+            .y_label_formatter(&|v: &f64| format!("{v:.1e}"))
+            .label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 14))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(err)?;
+        for (i, (label, residual, v)) in series.iter().enumerate() {
+            let c = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = v
+                .iter()
+                .enumerate()
+                .filter(|(_, y)| y.is_finite() && **y > 0.0)
+                .map(|(x, &y)| (x as f64, y))
+                .collect();
+            let width = if *residual { 2 } else { 1 };
+            let style = c.stroke_width(width);
+            let drawn = if *residual {
+                chart.draw_series(LineSeries::new(pts.clone(), style))
+            } else {
+                chart.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))
+            }
+            .map_err(err)?;
+            if k == 0 {
+                drawn.label(label.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(width))
+                });
+            }
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 2, c.filled())))
+                .map_err(err)?;
+        }
+        if k == 0 {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .label_font(("sans-serif", 12))
+                .position(SeriesLabelPosition::LowerLeft)
+                .draw()
+                .map_err(err)?;
+        }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 12))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// A line of [`TrendPanel`]: label, residual (solid) or plain (dashed), (depth, value) points.
+pub type TrendLine = (String, bool, Vec<(f64, f64)>);
+
+/// One panel of [`depth_trends`]: title, log y-axis or not, and one (depth, value) line per
+/// family (residual solid, plain dashed).
+pub struct TrendPanel {
+    pub title: String,
+    pub log: bool,
+    pub lines: Vec<TrendLine>,
+}
+
+/// A row of small panels, each a metric against network depth.
+pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Result<()> {
+    ensure_font();
+    let n = panels.len().max(1);
+    let root = BitMapBackend::new(path, (360 * n as u32, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
+    let areas = root.split_evenly((1, n));
+    let all: Vec<(f64, f64)> = panels
+        .iter()
+        .flat_map(|p| p.lines.iter().flat_map(|l| l.2.iter().copied()))
+        .collect();
+    let (dmin, dmax) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+        (a.0.min(p.0), a.1.max(p.0))
+    });
+    if !dmin.is_finite() {
+        return Err(anyhow!("{title}: nothing to draw"));
+    }
+    let pad = ((dmax - dmin) * 0.05).max(1.0);
+    let xr = (dmin - pad)..(dmax + pad);
+    for (k, (panel, area)) in panels.iter().zip(areas.iter()).enumerate() {
+        let vals: Vec<f64> = panel
+            .lines
+            .iter()
+            .flat_map(|l| l.2.iter().map(|p| p.1))
+            .filter(|v| v.is_finite() && (!panel.log || *v > 0.0))
+            .collect();
+        if vals.is_empty() {
+            continue;
+        }
+        let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut b = ChartBuilder::on(area);
+        b.caption(&panel.title, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(62);
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc("depth")
+                    .x_label_formatter(&|v: &f64| format!("{v:.0}"))
+                    .y_label_formatter(&|v: &f64| {
+                        if v.abs() >= 1e3 || (v.abs() < 1e-2 && *v != 0.0) {
+                            format!("{v:.1e}")
+                        } else {
+                            format!("{v:.3}")
+                        }
+                    })
+                    .label_style(("sans-serif", 11))
+                    .axis_desc_style(("sans-serif", 13))
+                    .light_line_style(WHITE.mix(0.0))
+                    .draw()
+                    .map_err(err)?;
+                for (i, (label, residual, pts)) in panel.lines.iter().enumerate() {
+                    let c = if *residual {
+                        RGBColor(31, 119, 180).to_rgba()
+                    } else {
+                        RGBColor(214, 39, 40).mix(0.9 - 0.2 * i as f64)
+                    };
+                    let pts: Vec<(f64, f64)> = pts
+                        .iter()
+                        .copied()
+                        .filter(|p| p.1.is_finite() && (!panel.log || p.1 > 0.0))
+                        .collect();
+                    let width = if *residual { 2 } else { 1 };
+                    let drawn = if *residual {
+                        chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(width)))
+                    } else {
+                        chart.draw_series(DashedLineSeries::new(
+                            pts.clone(),
+                            6,
+                            4,
+                            c.stroke_width(width),
+                        ))
+                    }
+                    .map_err(err)?;
+                    if k == 0 {
+                        drawn.label(label.as_str()).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(width))
+                        });
+                    }
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                        .map_err(err)?;
+                }
+                if k == 0 {
+                    chart
+                        .configure_series_labels()
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(BLACK.mix(0.3))
+                        .label_font(("sans-serif", 12))
+                        .position(SeriesLabelPosition::UpperLeft)
+                        .draw()
+                        .map_err(err)?;
+                }
+            }};
+        }
+        if panel.log {
+            let r = (lo / 1.5)..(hi * 1.5);
+            draw!(b
+                .build_cartesian_2d(xr.clone(), r.log_scale())
+                .map_err(err)?);
+        } else {
+            let m = ((hi - lo) * 0.1).max(1e-12 + hi.abs() * 1e-3);
+            draw!(b
+                .build_cartesian_2d(xr.clone(), (lo - m)..(hi + m))
+                .map_err(err)?);
+        }
+    }
     root.present().map_err(err)?;
     Ok(())
 }

@@ -49,6 +49,7 @@ pub struct ProbeSummary {
     pub act_std_ratio_trained: f64,
     pub act_std_ratio_init: f64,
     pub grad_norms_init: Vec<f64>,
+    pub grad_norms_trained: Vec<f64>,
     pub act_std_init: Vec<f64>,
     pub act_std_trained: Vec<f64>,
 }
@@ -394,6 +395,7 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
                     act_std_ratio_trained: tr.last_to_first_activation_std,
                     act_std_ratio_init: init.last_to_first_activation_std,
                     grad_norms_init: init.gradients.iter().map(|g| g.grad_norm).collect(),
+                    grad_norms_trained: tr.gradients.iter().map(|g| g.grad_norm).collect(),
                     act_std_init: init.activations.iter().map(|a| a.std).collect(),
                     act_std_trained: tr.activations.iter().map(|a| a.std).collect(),
                 })
@@ -477,44 +479,99 @@ pub fn plots(o: &AnalysisOutcome) -> Result<Vec<(String, String)>> {
         crate::plot::plot(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         images.push((file.to_string(), format!("Training loss around each trained model ({}), one log colour scale and shared levels; × marks the trained weights.", o.grid)));
     }
-    let probes: Vec<&ModelResult> = o.results.iter().filter(|r| r.probe.is_some()).collect();
+    let probes: Vec<(&ModelResult, &ProbeSummary)> = o
+        .results
+        .iter()
+        .filter_map(|r| r.probe.as_ref().map(|p| (r, p)))
+        .collect();
     if !probes.is_empty() {
-        let grads: Vec<(String, bool, Vec<f64>)> = probes
-            .iter()
-            .map(|r| {
-                (
-                    r.label.clone(),
-                    r.residual,
-                    r.probe.as_ref().unwrap().grad_norms_init.clone(),
-                )
-            })
-            .collect();
-        super::figures::depth_curves(
+        type Series = Vec<(String, bool, Vec<f64>)>;
+        let series = |f: &dyn Fn(&ProbeSummary) -> &Vec<f64>| -> Series {
+            probes
+                .iter()
+                .map(|(r, p)| (r.label.clone(), r.residual, f(p).clone()))
+                .collect()
+        };
+        super::figures::depth_panels(
             &o.out_dir.join("gradient-flow.png"),
-            "Gradient norm per layer at He initialization",
+            "Gradient norm per layer",
             "layer (input → output)",
             "‖∂L/∂W‖",
-            &grads,
+            &[
+                ("fresh He initialization", series(&|p| &p.grad_norms_init)),
+                ("trained", series(&|p| &p.grad_norms_trained)),
+            ],
         )?;
-        images.push(("gradient-flow.png".into(), "‖∂L/∂W‖ of every conv/linear weight at a fresh He initialization (batch statistics); dashed = no shortcuts.".into()));
-        let acts: Vec<(String, bool, Vec<f64>)> = probes
-            .iter()
-            .map(|r| {
-                (
-                    r.label.clone(),
-                    r.residual,
-                    r.probe.as_ref().unwrap().act_std_init.clone(),
-                )
-            })
-            .collect();
-        super::figures::depth_curves(
+        images.push(("gradient-flow.png".into(), "‖∂L/∂W‖ of every conv/linear weight, left at a fresh He initialization (batch statistics), right for the trained weights (running statistics); solid = residual, dashed = no shortcuts.".into()));
+        super::figures::depth_panels(
             &o.out_dir.join("activations.png"),
-            "Activation std per block at He initialization",
+            "Activation std per block output",
             "block output (stem → last block)",
             "std",
-            &acts,
+            &[
+                ("fresh He initialization", series(&|p| &p.act_std_init)),
+                ("trained", series(&|p| &p.act_std_trained)),
+            ],
         )?;
-        images.push(("activations.png".into(), "Standard deviation of each block's output at a fresh He initialization; dashed = no shortcuts.".into()));
+        images.push(("activations.png".into(), "Standard deviation of each block's output, left at a fresh He initialization, right for the trained weights; solid = residual, dashed = no shortcuts.".into()));
+    }
+    // metrics against depth, when the analysis spans several depths
+    let mut depths: Vec<usize> = o.results.iter().map(|r| r.depth).collect();
+    depths.sort_unstable();
+    depths.dedup();
+    if depths.len() >= 3 {
+        use super::figures::TrendPanel;
+        let trend = |title: &str, log: bool, f: &dyn Fn(&ModelResult) -> Option<f64>| {
+            let lines = [(true, "residual"), (false, "plain (no shortcuts)")]
+                .into_iter()
+                .map(|(res, name)| {
+                    let mut pts: Vec<(f64, f64)> = o
+                        .results
+                        .iter()
+                        .filter(|r| r.residual == res)
+                        .filter_map(|r| f(r).map(|v| (r.depth as f64, v)))
+                        .collect();
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    (name.to_string(), res, pts)
+                })
+                .filter(|l| !l.2.is_empty())
+                .collect();
+            TrendPanel {
+                title: title.into(),
+                log,
+                lines,
+            }
+        };
+        let panels = vec![
+            trend("train loss", true, &|r| Some(r.eval.train.loss)),
+            trend("test accuracy %", false, &|r| {
+                r.eval.test.map(|t| t.accuracy)
+            }),
+            trend("λmax (Hessian)", true, &|r| {
+                r.hessian
+                    .as_ref()
+                    .and_then(|h| h.eigenvalues.first().copied())
+            }),
+            trend("roughness", false, &|r| {
+                r.metrics.as_ref().and_then(|m| m.surface.roughness)
+            }),
+            trend("grad ratio first/last (init)", true, &|r| {
+                r.probe.as_ref().map(|p| p.grad_ratio_init)
+            }),
+        ];
+        let panels: Vec<TrendPanel> = panels.into_iter().filter(|p| !p.lines.is_empty()).collect();
+        if !panels.is_empty() {
+            super::figures::depth_trends(
+                &o.out_dir.join("depth-trends.png"),
+                "Metrics against depth",
+                &panels,
+            )?;
+            images.push((
+                "depth-trends.png".into(),
+                "Each metric against network depth; solid = residual, dashed = no shortcuts."
+                    .into(),
+            ));
+        }
     }
     Ok(images)
 }
