@@ -531,6 +531,33 @@ impl Graph {
             // (input slot, gradient, R{gradient})
             let mut outs: Vec<(usize, ArrayD<T>, Option<ArrayD<T>>)> = Vec::new();
             match (&node.op, &tape.caches[j]) {
+                (Op::Conv2d(c), Cache::Conv(cc)) if hvp => {
+                    let (rgy, vp) = (rgy.as_ref().unwrap(), vp.as_ref().unwrap());
+                    let r = c.backward_hvp(
+                        cc,
+                        xin(0),
+                        rin(0),
+                        &p[0],
+                        &vp[0],
+                        &gy,
+                        rgy,
+                        need_dx(0),
+                        grad.is_some(),
+                    );
+                    if let Some(dw) = &r.dw {
+                        put(&mut grad, node.params[0], dw);
+                    }
+                    if let Some(db) = &r.db {
+                        put(&mut grad, node.params[1], db);
+                    }
+                    put(&mut hv, node.params[0], &r.rdw);
+                    if let Some(rdb) = &r.rdb {
+                        put(&mut hv, node.params[1], rdb);
+                    }
+                    if let Some(dx) = r.dx {
+                        outs.push((0, dx, r.rdx));
+                    }
+                }
                 (Op::Conv2d(c), Cache::Conv(cc)) => {
                     let want_dw = grad.is_some();
                     if want_dw || need_dx(0) {
@@ -543,17 +570,6 @@ impl Graph {
                         }
                         if let Some(dx) = dx {
                             outs.push((0, dx, None));
-                        }
-                    }
-                    if let (Some(rgy), Some(vp), Some(_)) = (&rgy, &vp, r) {
-                        let (rdx, rdw, rdb) =
-                            c.r_backward(cc, xin(0), rin(0), &p[0], &vp[0], &gy, rgy, need_dx(0));
-                        put(&mut hv, node.params[0], &rdw);
-                        if let Some(rdb) = rdb {
-                            put(&mut hv, node.params[1], &rdb);
-                        }
-                        if let (Some(rdx), Some(o)) = (rdx, outs.first_mut()) {
-                            o.2 = Some(rdx);
                         }
                     }
                 }
@@ -596,24 +612,21 @@ impl Graph {
                     }
                 }
                 (Op::Relu, _) => {
+                    // gy and R{gy} are owned here: mask them in place
                     let y = &tape.values[j];
-                    outs.push((
-                        0,
-                        Relu::backward(y, &gy),
-                        rgy.as_ref().map(|r| Relu::r_backward(y, r)),
-                    ));
+                    let mut gy = gy;
+                    Relu::mask_inplace(y, &mut gy);
+                    let rgy = rgy.map(|mut r| {
+                        Relu::mask_inplace(y, &mut r);
+                        r
+                    });
+                    outs.push((0, gy, rgy));
                 }
                 (Op::Add, _) => {
-                    let (a, b) = Add::backward(&gy);
-                    let (ra, rb) = match &rgy {
-                        Some(r) => {
-                            let (ra, rb) = Add::r_backward(r);
-                            (Some(ra), Some(rb))
-                        }
-                        None => (None, None),
-                    };
-                    outs.push((0, a, ra));
-                    outs.push((1, b, rb));
+                    // the same gradient flows to both inputs: one copy, one move
+                    let ra = rgy.as_ref().map(|r| r.clone());
+                    outs.push((0, gy.clone(), ra));
+                    outs.push((1, gy, rgy));
                 }
                 (Op::GlobalAvgPool, _) => {
                     let s = xin(0).shape().to_vec();

@@ -49,6 +49,17 @@ pub struct ConvCache<T> {
     _scalar: PhantomData<T>,
 }
 
+/// What [`Conv2d::backward_hvp`] returns: gradients and their R-values (`None` where not
+/// asked for).
+pub struct HvpGrads<T> {
+    pub dx: Option<ArrayD<T>>,
+    pub dw: Option<ArrayD<T>>,
+    pub db: Option<ArrayD<T>>,
+    pub rdx: Option<ArrayD<T>>,
+    pub rdw: ArrayD<T>,
+    pub rdb: Option<ArrayD<T>>,
+}
+
 /// Sizes of one convolution call.
 #[derive(Clone, Copy, Debug)]
 struct Geom {
@@ -173,6 +184,85 @@ impl Conv2d {
     ) -> (Option<ArrayD<T>>, ArrayD<T>, Option<ArrayD<T>>) {
         let rb = self.block_rows(&self.geom(cache.in_shape));
         self.r_backward_rb(cache, x, rx, w, vw, gy, rgy, need_dx, rb)
+    }
+
+    /// The reverse pass of an HVP in one sweep over the blocks: dx (when `need_dx`), dW
+    /// and db (when `want_dw`), R{dx}, R{dW}, R{db}. Each block of x and R{x} is unfolded
+    /// once for all of them (separate [`Self::backward`] and [`Self::r_backward`] calls
+    /// would unfold x twice and form a dW nobody asked for).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub fn backward_hvp<T: Scalar>(
+        &self,
+        cache: &ConvCache<T>,
+        x: &ArrayD<T>,
+        rx: Option<&ArrayD<T>>,
+        w: &ArrayViewD<T>,
+        vw: &ArrayViewD<T>,
+        gy: &ArrayD<T>,
+        rgy: &ArrayD<T>,
+        need_dx: bool,
+        want_dw: bool,
+    ) -> HvpGrads<T> {
+        let g = self.geom(cache.in_shape);
+        let rb = self.block_rows(&g);
+        assert_eq!(Self::shape4(x), cache.in_shape, "conv backward: input shape");
+        let o = self.out_channels;
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let rx = rx.map(|r| r.as_standard_layout());
+        let rxs = rx.as_ref().map(|r| r.as_slice().expect("standard layout"));
+        let (w, vw) = (w.as_standard_layout(), vw.as_standard_layout());
+        let w2 = Mat::new(w.as_slice().expect("standard layout"), g.kk);
+        let v2 = Mat::new(vw.as_slice().expect("standard layout"), g.kk);
+        let (gy, rgy) = (gy.as_standard_layout(), rgy.as_standard_layout());
+        let gys = gy.as_slice().expect("standard layout");
+        let rgys = rgy.as_slice().expect("standard layout");
+        assert!(
+            gys.len() == o * g.cols && rgys.len() == o * g.cols,
+            "conv backward: shapes"
+        );
+        let mut dw = want_dw.then(|| vec![T::zero(); o * g.kk]);
+        let mut rdw = vec![T::zero(); o * g.kk];
+        let mut dx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
+        let mut rdx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
+        let mut buf = self.block_buf(&g, rb);
+        let mut rbuf = if rxs.is_some() {
+            self.block_buf(&g, rb)
+        } else {
+            Vec::new()
+        };
+        let mut dbuf = if need_dx {
+            self.block_buf(&g, rb)
+        } else {
+            Vec::new()
+        };
+        self.for_blocks(&g, rb, |r0, r1| {
+            let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
+            let gyb = Mat::new(&gys[c0..], g.cols);
+            let rgyb = Mat::new(&rgys[c0..], g.cols);
+            let bx = self.lower(&g, xs, r0, r1, &mut buf);
+            if let Some(dw) = dw.as_mut() {
+                gemm_slices(o, g.kk, nb, T::one(), gyb, bx.t(), T::one(), dw, g.kk);
+            }
+            gemm_slices(o, g.kk, nb, T::one(), rgyb, bx.t(), T::one(), &mut rdw, g.kk);
+            if let Some(rxs) = rxs {
+                let brx = self.lower(&g, rxs, r0, r1, &mut rbuf);
+                gemm_slices(o, g.kk, nb, T::one(), gyb, brx.t(), T::one(), &mut rdw, g.kk);
+            }
+            if let (Some(dx), Some(rdx)) = (dx.as_mut(), rdx.as_mut()) {
+                self.col_grad(&g, r0, r1, &[(w2, gyb)], &mut dbuf, dx);
+                self.col_grad(&g, r0, r1, &[(w2, rgyb), (v2, gyb)], &mut dbuf, rdx);
+            }
+        });
+        let shape = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size");
+        HvpGrads {
+            dx: dx.map(shape),
+            dw: dw.map(|d| self.weight_shape(d)),
+            db: (want_dw && self.bias).then(|| row_sums(gys, o)),
+            rdx: rdx.map(shape),
+            rdw: self.weight_shape(rdw),
+            rdb: self.bias.then(|| row_sums(rgys, o)),
+        }
     }
 
     fn forward_rb<T: Scalar>(

@@ -20,13 +20,16 @@ impl Relu {
 
     /// Masks `g` (a gradient or an R-quantity) by y > 0.
     fn mask<T: Scalar>(y: &ArrayD<T>, g: &ArrayD<T>) -> ArrayD<T> {
-        let mut out = ArrayD::zeros(g.raw_dim());
-        Zip::from(&mut out).and(y).and(g).for_each(|o, &yv, &gv| {
-            if yv > T::zero() {
-                *o = gv
-            }
+        Zip::from(y)
+            .and(g)
+            .map_collect(|&yv, &gv| if yv > T::zero() { gv } else { T::zero() })
+    }
+
+    /// [`Self::backward`] (or R-forward, R-backward) in place on an owned `g`.
+    pub fn mask_inplace<T: Scalar>(y: &ArrayD<T>, g: &mut ArrayD<T>) {
+        Zip::from(g).and(y).for_each(|gv, &yv| {
+            *gv = if yv > T::zero() { *gv } else { T::zero() }
         });
-        out
     }
 
     pub fn backward<T: Scalar>(y: &ArrayD<T>, gy: &ArrayD<T>) -> ArrayD<T> {
