@@ -53,6 +53,11 @@ struct Row {
     gradient_ms: Option<f64>,
     hvp_ms: Option<f64>,
     hvp_over_gradient: Option<f64>,
+    /// The same three measurements in process CPU time (all threads summed).
+    forward_cpu_ms: f64,
+    gradient_cpu_ms: Option<f64>,
+    hvp_cpu_ms: Option<f64>,
+    hvp_over_gradient_cpu: Option<f64>,
 }
 
 /// Multiply-adds × 2 of convolutions and linear layers for one sample.
@@ -73,17 +78,35 @@ pub fn flops_per_sample(graph: &crate::engine::Graph) -> Result<f64> {
         .sum())
 }
 
-fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+/// CPU time of the whole process (all threads) in ms. On a busy machine wall time
+/// includes waiting for a core; CPU time does not, so 1-thread CPU-time ratios stay
+/// comparable when other jobs run.
+fn process_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a valid, exclusively borrowed struct.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
+
+/// Median wall time and median process CPU time (ms) of `reps` runs after one warm-up.
+fn median_ms(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
     f(); // warm-up
-    let mut t: Vec<f64> = (0..reps.max(1))
+    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..reps.max(1))
         .map(|_| {
-            let s = Instant::now();
+            let (s, c) = (Instant::now(), process_cpu_ms());
             f();
-            s.elapsed().as_secs_f64() * 1e3
+            (s.elapsed().as_secs_f64() * 1e3, process_cpu_ms() - c)
         })
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    t[t.len() / 2]
+        .unzip();
+    wall.sort_by(|a, b| a.total_cmp(b));
+    cpu.sort_by(|a, b| a.total_cmp(b));
+    (wall[wall.len() / 2], cpu[cpu.len() / 2])
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -123,6 +146,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     });
                     (Some(g), Some(h))
                 };
+                let (fwd, fwd_cpu) = fwd;
+                let (grad, grad_cpu) = (grad.map(|g| g.0), grad.map(|g| g.1));
+                let (hvp, hvp_cpu) = (hvp.map(|h| h.0), hvp.map(|h| h.1));
                 Row {
                     model: format!("resnet-cifar-{depth}"),
                     threads,
@@ -133,13 +159,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     gradient_ms: grad,
                     hvp_ms: hvp,
                     hvp_over_gradient: grad.zip(hvp).map(|(g, h)| h / g),
+                    forward_cpu_ms: fwd_cpu,
+                    gradient_cpu_ms: grad_cpu,
+                    hvp_cpu_ms: hvp_cpu,
+                    hvp_over_gradient_cpu: grad_cpu.zip(hvp_cpu).map(|(g, h)| h / g),
                 }
             })?;
             if !args.json {
                 let opt =
                     |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<16} threads {}  forward {:>8.1} ms  {:>7.0} img/s  {:>6.1} GFLOP/s  gradient {:>8} ms  H·v {:>8} ms  H·v/grad {}",
+                    "{:<16} threads {}  forward {:>8.1} ms  {:>7.0} img/s  {:>6.1} GFLOP/s  gradient {:>8} ms  H·v {:>8} ms  H·v/grad {}  (CPU ms: forward {:.1}, gradient {}, H·v {}, ratio {})",
                     row.model,
                     row.threads,
                     row.forward_ms,
@@ -147,7 +177,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     row.gflops,
                     opt(row.gradient_ms),
                     opt(row.hvp_ms),
-                    row.hvp_over_gradient.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into())
+                    row.hvp_over_gradient.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into()),
+                    row.forward_cpu_ms,
+                    opt(row.gradient_cpu_ms),
+                    opt(row.hvp_cpu_ms),
+                    row.hvp_over_gradient_cpu.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into()),
                 );
             }
             rows.push(row);

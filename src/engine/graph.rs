@@ -273,8 +273,45 @@ impl Graph {
         let last = self.last_use();
         let mut values: Vec<ArrayD<T>> = Vec::with_capacity(n);
         let mut caches: Vec<Cache<T>> = Vec::with_capacity(n);
+        // (nodes still to skip, the fused result that the last of them gets)
+        let mut fused: (usize, Option<ArrayD<T>>) = (0, None);
         for (j, node) in self.nodes.iter().enumerate() {
+            if fused.0 > 0 {
+                // computed by an earlier fused node: the last one gets its result, the
+                // others an empty placeholder, so indices stay aligned
+                fused.0 -= 1;
+                let v = if fused.0 == 0 { fused.1.take() } else { None };
+                values.push(v.unwrap_or_else(|| ArrayD::zeros(IxDyn(&[0]))));
+                caches.push(Cache::None);
+                continue;
+            }
             let p = self.params(theta, node);
+            // Inference, eval mode: conv (no bias) → batch norm [→ ReLU] in one pass, the
+            // affine map and ReLU applied to each block of the GEMM output while in cache.
+            if let (false, Mode::Eval, Op::Conv2d(c)) = (keep, mode, &node.op) {
+                let only_reader = |i: usize, k: usize| {
+                    self.nodes.get(k).is_some_and(|nk| nk.inputs == [i]) && last[i] == k
+                };
+                if !c.bias && only_reader(j, j + 1) {
+                    if let Op::BatchNorm(b) = &self.nodes[j + 1].op {
+                        let relu =
+                            only_reader(j + 1, j + 2) && matches!(self.nodes[j + 2].op, Op::Relu);
+                        let bp = self.params(theta, &self.nodes[j + 1]);
+                        let y = c.forward_fused(
+                            &values[node.inputs[0]],
+                            &p[0],
+                            b.eval_epilogue(&bp, relu),
+                        );
+                        if last[node.inputs[0]] == j {
+                            values[node.inputs[0]] = ArrayD::zeros(IxDyn(&[0]));
+                        }
+                        values.push(ArrayD::zeros(IxDyn(&[0])));
+                        caches.push(Cache::None);
+                        fused = (if relu { 2 } else { 1 }, Some(y));
+                        continue;
+                    }
+                }
+            }
             // Inference: an elementwise op whose input is read by no later node works in
             // place on it (no allocation, one pass over memory instead of two).
             let owned = |k: usize| {

@@ -147,6 +147,30 @@ impl BatchNorm {
         }
     }
 
+    /// The per-channel map of eval-mode batch norm (optionally followed by ReLU) as a
+    /// closure over `(channel, values)`, with [`BatchNorm::forward`]'s arithmetic (same bits).
+    pub fn eval_epilogue<'a, T: Scalar>(
+        &self,
+        p: &'a [ArrayViewD<'a, T>],
+        relu: bool,
+    ) -> impl Fn(usize, &mut [T]) + 'a {
+        let eps = T::from_f(self.eps);
+        move |c: usize, row: &mut [T]| {
+            let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
+            let (mu, sc, g, b) = (rm[c], T::one() / (rv[c] + eps).sqrt(), gamma[c], beta[c]);
+            if relu {
+                for t in row.iter_mut() {
+                    let v = g * ((*t - mu) * sc) + b;
+                    *t = if v > T::zero() { v } else { T::zero() };
+                }
+            } else {
+                for t in row.iter_mut() {
+                    *t = g * ((*t - mu) * sc) + b;
+                }
+            }
+        }
+    }
+
     /// dx, dγ, dβ.
     pub fn backward<T: Scalar>(
         &self,

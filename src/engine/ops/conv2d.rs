@@ -141,6 +141,46 @@ impl Conv2d {
         )
     }
 
+    /// Inference forward without bias, applying `epilogue(channel, row)` to each block of
+    /// each output channel right after its GEMM, while the block is still in cache (the
+    /// graph fuses eval-mode batch norm and ReLU this way).
+    pub fn forward_fused<T: Scalar>(
+        &self,
+        x: &ArrayD<T>,
+        w: &ArrayViewD<T>,
+        epilogue: impl Fn(usize, &mut [T]),
+    ) -> ArrayD<T> {
+        assert!(!self.bias, "forward_fused: convolution with bias");
+        let g = self.geom(Self::shape4(x));
+        let rb = self.block_rows(&g);
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let w = w.as_standard_layout();
+        let w2 = Mat::new(w.as_slice().expect("standard layout"), g.kk);
+        let o = self.out_channels;
+        let mut y = vec![T::zero(); o * g.cols];
+        let mut buf = self.block_buf(&g, rb);
+        self.for_blocks(&g, rb, |r0, r1| {
+            let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
+            let bx = self.lower(&g, xs, r0, r1, &mut buf);
+            gemm_slices(
+                o,
+                nb,
+                g.kk,
+                T::one(),
+                w2,
+                bx,
+                T::zero(),
+                &mut y[c0..],
+                g.cols,
+            );
+            for ch in 0..o {
+                epilogue(ch, &mut y[ch * g.cols + c0..ch * g.cols + c0 + nb]);
+            }
+        });
+        self.finish_output(y, None, &g)
+    }
+
     /// dx (when `need_dx`), dW, db. `x` is the layer input of the forward pass.
     pub fn backward<T: Scalar>(
         &self,
@@ -205,7 +245,11 @@ impl Conv2d {
     ) -> HvpGrads<T> {
         let g = self.geom(cache.in_shape);
         let rb = self.block_rows(&g);
-        assert_eq!(Self::shape4(x), cache.in_shape, "conv backward: input shape");
+        assert_eq!(
+            Self::shape4(x),
+            cache.in_shape,
+            "conv backward: input shape"
+        );
         let o = self.out_channels;
         let x = x.as_standard_layout();
         let xs = x.as_slice().expect("standard layout");
@@ -244,10 +288,30 @@ impl Conv2d {
             if let Some(dw) = dw.as_mut() {
                 gemm_slices(o, g.kk, nb, T::one(), gyb, bx.t(), T::one(), dw, g.kk);
             }
-            gemm_slices(o, g.kk, nb, T::one(), rgyb, bx.t(), T::one(), &mut rdw, g.kk);
+            gemm_slices(
+                o,
+                g.kk,
+                nb,
+                T::one(),
+                rgyb,
+                bx.t(),
+                T::one(),
+                &mut rdw,
+                g.kk,
+            );
             if let Some(rxs) = rxs {
                 let brx = self.lower(&g, rxs, r0, r1, &mut rbuf);
-                gemm_slices(o, g.kk, nb, T::one(), gyb, brx.t(), T::one(), &mut rdw, g.kk);
+                gemm_slices(
+                    o,
+                    g.kk,
+                    nb,
+                    T::one(),
+                    gyb,
+                    brx.t(),
+                    T::one(),
+                    &mut rdw,
+                    g.kk,
+                );
             }
             if let (Some(dx), Some(rdx)) = (dx.as_mut(), rdx.as_mut()) {
                 self.col_grad(&g, r0, r1, &[(w2, gyb)], &mut dbuf, dx);

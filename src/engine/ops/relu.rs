@@ -27,9 +27,9 @@ impl Relu {
 
     /// [`Self::backward`] (or R-forward, R-backward) in place on an owned `g`.
     pub fn mask_inplace<T: Scalar>(y: &ArrayD<T>, g: &mut ArrayD<T>) {
-        Zip::from(g).and(y).for_each(|gv, &yv| {
-            *gv = if yv > T::zero() { *gv } else { T::zero() }
-        });
+        Zip::from(g)
+            .and(y)
+            .for_each(|gv, &yv| *gv = if yv > T::zero() { *gv } else { T::zero() });
     }
 
     pub fn backward<T: Scalar>(y: &ArrayD<T>, gy: &ArrayD<T>) -> ArrayD<T> {
