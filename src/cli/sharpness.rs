@@ -284,7 +284,7 @@ fn print_text(o: &Output) {
     }
     if let (Some(b), Some(s)) = (&o.beta_smoothness, o.beta_seconds) {
         println!(
-            "β-smoothness along −∇L (Santurkar et al. 2018): max β = {:.6e} at η = {:e}   [‖∇L‖ = {:.6e}, {:.1} s]",
+            "β-smoothness along −∇L (Santurkar et al. 2018): max β = {:.6e} at η = {:.3e}   [‖∇L‖ = {:.6e}, {:.1} s]",
             b.beta_max, b.beta_max_eta, b.grad_norm, s
         );
         println!(
