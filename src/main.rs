@@ -17,6 +17,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Metrics(a) => cli::metrics::run(a),
         Command::Hessian(a) => cli::hessian::run(a),
         Command::Probe(a) => cli::probe::run(a),
+        Command::Sharpness(a) => cli::sharpness::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::ExportVtp(a) => cli::plot::run_export_vtp(a),

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod plot;
 pub mod probe;
 pub mod run;
+pub mod sharpness;
 pub mod surface;
 
 use anyhow::Result;
@@ -44,6 +45,8 @@ pub enum Command {
     Metrics(metrics::MetricsArgs),
     /// Join the shard files of one surface into a single file.
     Merge(merge::MergeArgs),
+    /// ε-sharpness (Keskar et al. 2017) and β-smoothness along the gradient (Santurkar et al. 2018).
+    Sharpness(sharpness::SharpnessArgs),
     /// Per-layer gradient norms and per-block activation statistics (trained and fresh He init).
     Probe(probe::ProbeArgs),
     /// Draw a surface or Hessian file: contour, filled, heat, 3-D, 1-D curve, |λmin/λmax|, spectrum, panel.
