@@ -661,7 +661,7 @@ impl Graph {
                 }
                 (Op::Add, _) => {
                     // the same gradient flows to both inputs: one copy, one move
-                    let ra = rgy.as_ref().map(|r| r.clone());
+                    let ra = rgy.clone();
                     outs.push((0, gy.clone(), ra));
                     outs.push((1, gy, rgy));
                 }
