@@ -23,6 +23,10 @@ y = "-1:1:4"
 top_k = 2
 trace_probes = 4
 max_iter = 20
+[sharpness]
+samples = 64
+iters = 3
+etas = [0.01, 0.1]
 [[models]]
 file = "fixtures/models/mlp-res-mnist1d.safetensors"
 label = "res"
@@ -60,6 +64,7 @@ fn tiny_spec_end_to_end() {
         "res.eval.json",
         "res.hessian.json",
         "res.probe.json",
+        "res.sharpness.json",
         "plain.surface.h5",
         "plain.hessian.json",
     ] {
@@ -74,6 +79,10 @@ fn tiny_spec_end_to_end() {
         assert_eq!(r["hessian"]["eigenvalues"].as_array().unwrap().len(), 2);
         assert!(r["hessian"]["trace"].as_f64().is_some());
         assert!(r["probe"]["grad_ratio_init"].as_f64().unwrap() > 0.0);
+        // the ascent starts at θ, so the best loss in the box is never below L(θ)
+        assert!(r["sharpness"]["eps_sharpness"].as_f64().unwrap() >= 0.0);
+        assert!(r["sharpness"]["beta_max"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["sharpness"]["samples"].as_u64(), Some(64));
     }
     let missing =
         losscape::analysis::report::html_references_exist(&out.join("report.html")).unwrap();
@@ -86,6 +95,7 @@ fn tiny_spec_end_to_end() {
         html.contains("<table>")
             && html.contains("What the numbers show")
             && html.contains("surfaces.png")
+            && html.contains("ε-sharpness")
     );
     // a rerun does nothing new
     let o = bin()
@@ -124,6 +134,8 @@ fn bad_specs_name_key_and_line() {
     assert!(e.contains("bad.toml:7") && e.contains("sampels"), "{e}");
     let e = run(&SPEC.replace("-1:1:5", "1:0:5"));
     assert!(e.contains("grid.x") && e.contains("MIN"), "{e}");
+    let e = run(&SPEC.replace("iters = 3", "iters = 0"));
+    assert!(e.contains("sharpness") && e.contains("iters"), "{e}");
     let e = run(&SPEC.replace("mlp-plain-mnist1d.safetensors", "nope.safetensors"));
     assert!(
         e.contains("models[1].file") && e.contains("nope.safetensors"),

@@ -25,7 +25,7 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
 
 /// Rows of the comparison table.
 pub fn table_rows(results: &[ModelResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let header = vec![
+    let mut header = vec![
         "model",
         "depth",
         "shortcut",
@@ -43,10 +43,14 @@ pub fn table_rows(results: &[ModelResult]) -> (Vec<&'static str>, Vec<Vec<String
         "grad ratio first/last (init)",
         "act. std last/first (init)",
     ];
+    let sharp = results.iter().any(|r| r.sharpness.is_some());
+    if sharp {
+        header.extend(["ε-sharpness %", "β-smoothness max"]);
+    }
     let rows = results
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 r.label.clone(),
                 r.depth.to_string(),
                 if r.residual {
@@ -94,7 +98,12 @@ pub fn table_rows(results: &[ModelResult]) -> (Vec<&'static str>, Vec<Vec<String
                 fmt_opt(r.probe.as_ref().map(|p| p.grad_ratio_trained), 3),
                 fmt_opt(r.probe.as_ref().map(|p| p.grad_ratio_init), 3),
                 fmt_opt(r.probe.as_ref().map(|p| p.act_std_ratio_init), 3),
-            ]
+            ];
+            if sharp {
+                row.push(fmt_opt(r.sharpness.as_ref().map(|s| s.eps_sharpness), 2));
+                row.push(fmt_opt(r.sharpness.as_ref().map(|s| s.beta_max), 3));
+            }
+            row
         })
         .collect();
     (header, rows)
@@ -160,6 +169,17 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
                     fmt_opt(mr.surface.roughness, 3)
                 );
             }
+        }
+        if let (Some(sp), Some(sr)) = (&plain.sharpness, &res.sharpness) {
+            let _ = write!(
+                s,
+                " Within a box of relative size ε = {} (Keskar et al.) the loss rises by {}% without shortcuts and {}% with them; the largest gradient change per unit step along the gradient (β-smoothness, Santurkar et al.) is {} vs {}.",
+                sp.eps,
+                fmt_opt(Some(sp.eps_sharpness), 2),
+                fmt_opt(Some(sr.eps_sharpness), 2),
+                fmt_opt(Some(sp.beta_max), 3),
+                fmt_opt(Some(sr.beta_max), 3)
+            );
         }
         if let (Some(pp), Some(pr)) = (&plain.probe, &res.probe) {
             let _ = write!(

@@ -41,6 +41,20 @@ pub struct HessianResult {
     pub seconds: f64,
 }
 
+/// ε-sharpness and β-smoothness of one model (full reports in `<label>.sharpness.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SharpnessSummary {
+    /// Keskar et al.'s φ in percent.
+    pub eps_sharpness: f64,
+    pub eps: f64,
+    pub beta_max: f64,
+    pub beta_max_eta: f64,
+    /// Range of L(θ − ηg) over the η list (Santurkar et al.'s loss variation).
+    pub loss_range: f64,
+    pub samples: usize,
+    pub seconds: f64,
+}
+
 /// Probe numbers for the report (the full tables are in `<label>.probe.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProbeSummary {
@@ -75,6 +89,8 @@ pub struct ModelResult {
     pub metrics: Option<MetricsResult>,
     pub hessian: Option<HessianResult>,
     pub probe: Option<ProbeSummary>,
+    #[serde(default)]
+    pub sharpness: Option<SharpnessSummary>,
 }
 
 /// The results of a whole analysis.
@@ -161,7 +177,11 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
     let out_dir = outputs_root.join(&a.name);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let threads = spec.run.threads;
-    let per_model = 4 + usize::from(spec.hessian.enabled) + usize::from(spec.probe.enabled);
+    let sharp_spec = spec.sharpness.as_ref().filter(|s| s.enabled);
+    let per_model = 4
+        + usize::from(spec.hessian.enabled)
+        + usize::from(spec.probe.enabled)
+        + usize::from(sharp_spec.is_some());
     let mut steps = Steps {
         total: spec.models.len() * per_model,
         done: 0,
@@ -187,6 +207,9 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
     let test_full = load(Split::Test, None).ok();
     let subset = load(Split::Train, spec.data.samples)?;
     let hess_data = load(Split::Train, spec.hessian.samples.or(spec.data.samples))?;
+    let sharp_data = sharp_spec
+        .map(|sh| load(Split::Train, sh.samples.or(spec.data.samples)))
+        .transpose()?;
 
     let mut results = Vec::new();
     for (m, label) in spec.models.iter().zip(&a.labels) {
@@ -405,6 +428,56 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
         } else {
             None
         };
+        // 6. ε-sharpness and β-smoothness along the gradient
+        let sharpness = match (sharp_spec, &sharp_data) {
+            (Some(sh), Some(ds)) => {
+                let (r, hit) = cached(&with_ext("sharpness-summary.json"), &deps, || {
+                    use crate::sharpness::{
+                        beta_smoothness, eps_sharpness, EpsParams, ObjectiveOracle,
+                        PerturbedParams, DEFAULT_ETAS,
+                    };
+                    let t0 = Instant::now();
+                    let o = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg)?;
+                    let oracle = ObjectiveOracle {
+                        objective: &o,
+                        double_precision: false,
+                    };
+                    let theta = model.theta.data.mapv(f64::from);
+                    let mask = PerturbedParams::Weights.mask(&model.graph.layout);
+                    let params = EpsParams {
+                        eps: sh.eps,
+                        iters: sh.iters,
+                        seed: sh.seed,
+                        ..Default::default()
+                    };
+                    let etas = sh.etas.clone().unwrap_or_else(|| DEFAULT_ETAS.to_vec());
+                    let (eps, beta) = crate::args::with_threads(threads, || {
+                        Ok::<_, crate::sharpness::SharpnessError>((
+                            eps_sharpness(&oracle, theta.view(), mask.view(), &params)?,
+                            beta_smoothness(&oracle, theta.view(), mask.view(), &etas)?,
+                        ))
+                    })??;
+                    let json = serde_json::to_vec_pretty(
+                        &serde_json::json!({"eps_sharpness": eps, "beta_smoothness": beta}),
+                    )?;
+                    crate::util::write_atomic(&with_ext("sharpness.json"), |f| {
+                        std::io::Write::write_all(f, &json)
+                    })?;
+                    Ok(SharpnessSummary {
+                        eps_sharpness: eps.sharpness,
+                        eps: sh.eps,
+                        beta_max: beta.beta_max,
+                        beta_max_eta: beta.beta_max_eta,
+                        loss_range: beta.loss_range,
+                        samples: ds.len(),
+                        seconds: t0.elapsed().as_secs_f64(),
+                    })
+                })?;
+                steps.next(&format!("{label}: sharpness"), hit);
+                Some(r)
+            }
+            _ => None,
+        };
         steps.next(&format!("{label}: collected"), true);
 
         results.push(ModelResult {
@@ -424,6 +497,7 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
             metrics: Some(metrics),
             hessian,
             probe,
+            sharpness,
         });
     }
     Ok(AnalysisOutcome {

@@ -18,6 +18,9 @@
 //! top_k = 1
 //! trace_probes = 16
 //! samples = 256
+//! [sharpness]                           # optional: ε-sharpness and β-smoothness
+//! samples = 256
+//! iters = 10
 //! [[models]]
 //! file = "fixtures/models/resnet20-digits.safetensors"
 //! label = "ResNet-20"
@@ -46,6 +49,8 @@ pub struct AnalysisSpec {
     pub metrics: MetricsSpec,
     #[serde(default)]
     pub probe: ProbeSpec,
+    /// ε-sharpness and β-smoothness; off unless the section is present.
+    pub sharpness: Option<SharpnessSpec>,
     #[serde(default)]
     pub run: RunSpec,
     pub models: Vec<ModelSpec>,
@@ -171,6 +176,32 @@ impl Default for ProbeSpec {
             init_seed: 0,
         }
     }
+}
+
+/// `[sharpness]`: ε-sharpness (Keskar et al. 2017) and β-smoothness along the gradient
+/// (Santurkar et al. 2018), see [`crate::sharpness`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharpnessSpec {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Samples (None = the data spec's samples).
+    pub samples: Option<usize>,
+    #[serde(default = "default_sharp_eps")]
+    pub eps: f64,
+    #[serde(default = "default_sharp_iters")]
+    pub iters: usize,
+    /// Step sizes η for β-smoothness (None = the sharpness module's default list).
+    pub etas: Option<Vec<f64>>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_sharp_eps() -> f64 {
+    crate::sharpness::EpsParams::default().eps
+}
+fn default_sharp_iters() -> usize {
+    crate::sharpness::EpsParams::default().iters
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -306,6 +337,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
     }
     if spec.data.batch_size == 0 {
         return Err(invalid("data.batch_size", "must be at least 1".into()));
+    }
+    if let Some(sh) = &spec.sharpness {
+        let p = crate::sharpness::EpsParams {
+            eps: sh.eps,
+            iters: sh.iters,
+            ..Default::default()
+        };
+        p.check().map_err(|e| invalid("sharpness", e.to_string()))?;
+        if let Some(etas) = &sh.etas {
+            crate::sharpness::check_etas(etas)
+                .map_err(|e| invalid("sharpness.etas", e.to_string()))?;
+        }
     }
     let name = spec.name.clone().unwrap_or_else(|| {
         path.file_stem()
