@@ -243,8 +243,25 @@ impl Conv2d {
         need_dx: bool,
         want_dw: bool,
     ) -> HvpGrads<T> {
+        let rb = self.block_rows(&self.geom(cache.in_shape));
+        self.backward_hvp_rb(cache, x, rx, w, vw, gy, rgy, need_dx, want_dw, rb)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn backward_hvp_rb<T: Scalar>(
+        &self,
+        cache: &ConvCache<T>,
+        x: &ArrayD<T>,
+        rx: Option<&ArrayD<T>>,
+        w: &ArrayViewD<T>,
+        vw: &ArrayViewD<T>,
+        gy: &ArrayD<T>,
+        rgy: &ArrayD<T>,
+        need_dx: bool,
+        want_dw: bool,
+        rb: usize,
+    ) -> HvpGrads<T> {
         let g = self.geom(cache.in_shape);
-        let rb = self.block_rows(&g);
         assert_eq!(
             Self::shape4(x),
             cache.in_shape,
@@ -277,6 +294,21 @@ impl Conv2d {
         };
         let mut dbuf = if need_dx {
             self.block_buf(&g, rb)
+        } else {
+            Vec::new()
+        };
+        // R{dx} = Wᵀ·R{dy} + Vᵀ·dy as one GEMM with K = 2·O: [W; V]ᵀ · [R{dy}; dy]
+        let wv2: Vec<T> = if need_dx {
+            w2.data[..o * g.kk]
+                .iter()
+                .chain(&v2.data[..o * g.kk])
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut stacked = if need_dx {
+            vec![T::zero(); 2 * o * rb.min(g.n * g.ho) * g.wo]
         } else {
             Vec::new()
         };
@@ -315,7 +347,15 @@ impl Conv2d {
             }
             if let (Some(dx), Some(rdx)) = (dx.as_mut(), rdx.as_mut()) {
                 self.col_grad(&g, r0, r1, &[(w2, gyb)], &mut dbuf, dx);
-                self.col_grad(&g, r0, r1, &[(w2, rgyb), (v2, gyb)], &mut dbuf, rdx);
+                let st = &mut stacked[..2 * o * nb];
+                for ch in 0..o {
+                    let src = ch * g.cols + c0..ch * g.cols + c0 + nb;
+                    st[ch * nb..(ch + 1) * nb].copy_from_slice(&rgys[src.clone()]);
+                    st[(o + ch) * nb..(o + ch + 1) * nb].copy_from_slice(&gys[src]);
+                }
+                let a = Mat::new(&wv2[..], g.kk);
+                let b = Mat::new(&stacked[..2 * o * nb], nb);
+                self.col_grad_k(&g, r0, r1, 2 * o, &[(a, b)], &mut dbuf, rdx);
             }
         });
         let shape = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size");
@@ -634,8 +674,22 @@ impl Conv2d {
         dbuf: &mut [T],
         dx: &mut [T],
     ) {
+        self.col_grad_k(g, r0, r1, self.out_channels, terms, dbuf, dx)
+    }
+
+    /// [`Self::col_grad`] with inner dimension `o` (rows of each B, columns of each A).
+    #[allow(clippy::too_many_arguments)]
+    fn col_grad_k<T: Scalar>(
+        &self,
+        g: &Geom,
+        r0: usize,
+        r1: usize,
+        o: usize,
+        terms: &[(Mat<T>, Mat<T>)],
+        dbuf: &mut [T],
+        dx: &mut [T],
+    ) {
         let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
-        let o = self.out_channels;
         if self.pointwise() {
             // Blocks are disjoint column ranges of dx [C, N·H·W]: write them directly.
             for (i, &(a, b)) in terms.iter().enumerate() {
@@ -1030,6 +1084,7 @@ mod tests {
 
     #[test]
     fn blocked_passes_match_unblocked_reference() {
+        let db_ref = |g: &ArrayD<f64>| g.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(1));
         // (C, O, k, s, p, N, H, W, rows per block); blocks that cut images in the middle.
         for &(c, o, k, s, p, n, h, wd, rb) in &[
             (3, 4, 3, 2, 1, 3, 7, 6, 2),
@@ -1101,6 +1156,43 @@ mod tests {
                 &ry0,
                 &tag,
             );
+            // the fused HVP reverse sweep gives the same as backward + r_backward
+            let hg =
+                cfg.backward_hvp_rb(&cache, &x, Some(&rx), &wv, &vv, &gy, &rgy, true, true, rb);
+            close(hg.dx.as_ref().unwrap(), &dx0, &format!("fused dx {tag}"));
+            close(hg.dw.as_ref().unwrap(), &dw0, &format!("fused dw {tag}"));
+            close(hg.rdx.as_ref().unwrap(), &rdx0, &format!("fused rdx {tag}"));
+            close(&hg.rdw, &rdw0, &format!("fused rdw {tag}"));
+            close(
+                hg.db.as_ref().unwrap(),
+                &db_ref(&gy),
+                &format!("fused db {tag}"),
+            );
+            close(
+                hg.rdb.as_ref().unwrap(),
+                &db_ref(&rgy),
+                &format!("fused rdb {tag}"),
+            );
+            let h0 = cfg.backward_hvp_rb(&cache, &x, None, &wv, &vv, &gy, &rgy, false, false, rb);
+            let (_, rdw_norx, _) =
+                cfg.r_backward_rb(&cache, &x, None, &wv, &vv, &gy, &rgy, false, rb);
+            assert!(h0.dx.is_none() && h0.rdx.is_none() && h0.dw.is_none() && h0.db.is_none());
+            close(&h0.rdw, &rdw_norx, &format!("fused rdw, R{{x}} = 0 {tag}"));
+            // conv → affine → ReLU fused per block equals the three passes
+            let cfg_nb = Conv2d {
+                bias: false,
+                ..cfg.clone()
+            };
+            let yf = cfg_nb.forward_fused(&x, &wv, |ch, row: &mut [f64]| {
+                for t in row.iter_mut() {
+                    *t = (*t * (1.0 + ch as f64) - 0.1).max(0.0);
+                }
+            });
+            let mut y3 = y0.clone();
+            for (ch, mut plane) in y3.axis_iter_mut(Axis(0)).enumerate() {
+                plane.mapv_inplace(|t| (t * (1.0 + ch as f64) - 0.1).max(0.0));
+            }
+            close(&yf, &y3, &format!("fused forward {tag}"));
             let (rdx, rdw, rdb) =
                 cfg.r_backward_rb(&cache, &x, Some(&rx), &wv, &vv, &gy, &rgy, true, rb);
             close(&rdx.unwrap(), &rdx0, &format!("rdx {tag}"));
