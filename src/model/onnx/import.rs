@@ -39,7 +39,6 @@ struct Pending {
     shape: Vec<usize>,
     role: Role,
     data: Vec<f64>,
-    order: usize,
 }
 
 const SUPPORTED: &str = "Conv, BatchNormalization, Relu, Add, Sub, Mul, Div, Gemm, MatMul, Flatten, Reshape, GlobalAveragePool, AveragePool, MaxPool, ReduceMean, Identity, Constant, Pad, Slice, Concat, Dropout, LogSoftmax/Softmax at the output";
@@ -315,7 +314,7 @@ impl Importer {
             }
             return Ok(i);
         }
-        let (t, index) = self.konst(name)?;
+        let (t, _) = self.konst(name)?;
         if t.values.iter().any(|v| !v.is_finite()) {
             return Err(format!("initializer '{name}' holds NaN or infinite values"));
         }
@@ -334,13 +333,11 @@ impl Importer {
         } else {
             (t.dims.clone(), t.values.clone())
         };
-        let order = index.unwrap_or(usize::MAX / 2 + self.params.len());
         self.params.push(Pending {
             name: name.to_string(),
             shape,
             role,
             data,
-            order,
         });
         self.by_name.insert(name.to_string(), self.params.len() - 1);
         Ok(self.params.len() - 1)
@@ -1026,15 +1023,12 @@ impl Importer {
                 nodes.push(node);
             }
         }
-        // parameters: those the kept nodes use, in initializer order (the state_dict order,
-        // buffers last with the current exporter); in order of first use where the exporter
-        // renamed initializers (their order then means nothing)
+        // parameters: those the kept nodes use, in order of first use, which is PyTorch's
+        // registration (`state_dict()`) order when modules are called in the order they are
+        // defined; initializer order is not (the exporters move buffers and some biases)
         let mut used: Vec<usize> = nodes.iter().flat_map(|n| n.params.clone()).collect();
         let mut seen = std::collections::HashSet::new();
         used.retain(|i| seen.insert(*i));
-        if used.iter().all(|&i| state_dict_like(&self.params[i].name)) {
-            used.sort_by_key(|&i| self.params[i].order);
-        }
         let mut layout = Layout::new();
         let mut pmap = HashMap::new();
         for &i in &used {
