@@ -458,3 +458,103 @@ fn commands_take_onnx_models() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+fn floats(name: &str, dims: Vec<i64>, v: Vec<f32>) -> proto::TensorProto {
+    proto::TensorProto {
+        name: name.into(),
+        dims,
+        data_type: proto::dtype::FLOAT,
+        float_data: v,
+        ..Default::default()
+    }
+}
+
+/// MatMul + Add(initializer) becomes a linear layer with bias (weight held as [out, in]);
+/// Concat of computed values, Sub by a constant and a Softmax output are read as ONNX means.
+#[test]
+fn matmul_bias_concat_affine_softmax() {
+    let node =
+        |op: &str, i: &[&str], o: &str, attribute: Vec<proto::AttributeProto>| proto::NodeProto {
+            input: i.iter().map(|s| s.to_string()).collect(),
+            output: vec![o.into()],
+            name: format!("n_{o}"),
+            op_type: op.into(),
+            attribute,
+            ..Default::default()
+        };
+    let int_attr = |name: &str, i: i64| proto::AttributeProto {
+        name: name.into(),
+        i,
+        r#type: 2,
+        ..Default::default()
+    };
+    let w: Vec<f32> = (0..12).map(|i| i as f32 * 0.1 - 0.5).collect(); // [4, 3]
+    let b = vec![0.1f32, -0.2, 0.3];
+    let w2: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect(); // [2, 6]
+    let model = proto::ModelProto {
+        ir_version: 9,
+        opset_import: vec![proto::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(proto::GraphProto {
+            node: vec![
+                node("Sub", &["x", "mean"], "xn", vec![]),
+                node("MatMul", &["xn", "fc.weight"], "m", vec![]),
+                node("Add", &["m", "fc.bias"], "h", vec![]),
+                node("Relu", &["h"], "r", vec![]),
+                node("Concat", &["h", "r"], "c", vec![int_attr("axis", 1)]),
+                node(
+                    "Gemm",
+                    &["c", "out.weight"],
+                    "z",
+                    vec![int_attr("transB", 1)],
+                ),
+                node("Softmax", &["z"], "y", vec![int_attr("axis", 1)]),
+            ],
+            initializer: vec![
+                floats("mean", vec![1], vec![0.25]),
+                floats("fc.weight", vec![4, 3], w.clone()),
+                floats("fc.bias", vec![3], b.clone()),
+                floats("out.weight", vec![2, 6], w2.clone()),
+            ],
+            input: vec![value_info("x", vec![dim(1), dim(4)])],
+            output: vec![value_info("y", vec![dim(1), dim(2)])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mm.onnx");
+    std::fs::write(&p, model.encode_to_vec()).unwrap();
+    let m = Model::load(&p, None).unwrap();
+    assert_eq!(m.graph.layout.get("fc.weight").unwrap().shape, vec![3, 4]);
+    assert!(m.graph.layout.get("fc.bias").is_some());
+    assert!(m.metadata.values().any(|v| v.contains("Softmax")));
+    let x = [0.5f64, -1.0, 2.0, 0.0];
+    let theta = m.theta.data.mapv(|v| v as f64);
+    let xa = ArrayD::from_shape_vec(IxDyn(&[1, 4]), x.to_vec()).unwrap();
+    let z = m.graph.logits(theta.view(), &xa, Mode::Eval);
+    // by hand
+    let h: Vec<f64> = (0..3)
+        .map(|j| {
+            b[j] as f64
+                + (0..4)
+                    .map(|i| (x[i] - 0.25) * w[i * 3 + j] as f64)
+                    .sum::<f64>()
+        })
+        .collect();
+    let c: Vec<f64> = h
+        .iter()
+        .copied()
+        .chain(h.iter().map(|v| v.max(0.0)))
+        .collect();
+    for k in 0..2 {
+        let want: f64 = (0..6).map(|i| c[i] * w2[k * 6 + i] as f64).sum();
+        assert!(
+            (z[[0, k]] - want).abs() < 1e-12,
+            "logit {k}: {} vs {want}",
+            z[[0, k]]
+        );
+    }
+}
