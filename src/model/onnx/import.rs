@@ -289,7 +289,7 @@ impl Importer {
         }
     }
 
-    fn opt_input<'n>(n: &'n NodeProto, k: usize) -> Option<&'n str> {
+    fn opt_input(n: &NodeProto, k: usize) -> Option<&str> {
         n.input.get(k).map(String::as_str).filter(|s| !s.is_empty())
     }
 
@@ -402,11 +402,11 @@ impl Importer {
         match n.op_type.as_str() {
             "Constant" => {
                 let t = if let Some(t) = attr(n, "value").and_then(|a| a.t.as_ref()) {
-                    let mut files = DataFiles {
-                        dir: Default::default(),
-                        files: Default::default(),
-                    };
-                    decode_tensor(t, &mut files)?
+                    // external data of a Constant would resolve against the working directory
+                    if t.data_location == 1 {
+                        return Err("a Constant with external data is not supported".into());
+                    }
+                    decode_tensor(t, &mut DataFiles::new(Path::new("")))?
                 } else if let Some(a) = attr(n, "value_float") {
                     Tensor {
                         dims: vec![],
@@ -439,10 +439,8 @@ impl Importer {
                 self.env.insert(out, Entry::Const(Arc::new(t), None));
             }
             "Identity" | "Dropout" => {
+                // inference: the identity (a Dropout's mask output, if any, is left unread)
                 let e = self.get(inp(0)?)?.clone();
-                if n.op_type == "Dropout" && n.output.len() > 1 && !n.output[1].is_empty() {
-                    // the mask output of an inference Dropout is all ones; nothing reads it in practice
-                }
                 self.env.insert(out, e);
             }
             "Conv" => {
