@@ -558,3 +558,48 @@ fn matmul_bias_concat_affine_softmax() {
         );
     }
 }
+
+/// Truncations and byte flips of a real export: an error or a model, never a panic.
+#[test]
+fn damaged_files_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let bytes = std::fs::read(onnx("resnet8-option-a")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("fixtures/onnx/resnet8-option-a.onnx.data"),
+        dir.path().join("resnet8-option-a.onnx.data"),
+    )
+    .unwrap();
+    let p = dir.path().join("resnet8-option-a.onnx");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (mut ok, mut err) = (0, 0);
+    for i in 0..300 {
+        let mut b = bytes.clone();
+        if i % 3 == 0 {
+            b.truncate(rng.random_range(0..bytes.len()));
+        } else {
+            for _ in 0..rng.random_range(1..8) {
+                let k = rng.random_range(0..b.len());
+                b[k] = rng.random();
+            }
+        }
+        std::fs::write(&p, &b).unwrap();
+        match std::panic::catch_unwind(|| Model::load(&p, None)) {
+            Ok(Ok(m)) => {
+                // whatever survived must evaluate
+                let x = ArrayD::<f32>::zeros(IxDyn(&[2, 1, 8, 8]));
+                if m.graph.input_shape == [1, 8, 8] {
+                    let _ = std::panic::catch_unwind(|| {
+                        m.graph.logits(m.theta.data.view(), &x, Mode::Eval)
+                    })
+                    .map_err(|_| panic!("damaged file {i}: loaded but evaluation panicked"));
+                }
+                ok += 1
+            }
+            Ok(Err(_)) => err += 1,
+            Err(_) => panic!("damaged file {i}: the loader panicked"),
+        }
+    }
+    eprintln!("damaged files: {ok} loaded, {err} refused");
+    assert!(err > 0);
+}

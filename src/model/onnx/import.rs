@@ -43,6 +43,10 @@ struct Pending {
 
 const SUPPORTED: &str = "Conv, BatchNormalization, Relu, Add, Sub, Mul, Div, Gemm, MatMul, Flatten, Reshape, GlobalAveragePool, AveragePool, MaxPool, ReduceMean, Identity, Constant, Pad, Slice, Concat, Dropout, LogSoftmax/Softmax at the output";
 
+/// Largest zero padding per side accepted (guards against damaged files asking for huge
+/// activations; real networks pad by a few pixels or channels).
+const MAX_PAD: i64 = 1 << 16;
+
 struct Importer {
     g: Graph,
     params: Vec<Pending>,
@@ -243,6 +247,12 @@ fn window(n: &NodeProto, kernel: Option<(usize, usize)>) -> Result<(usize, usize
     }
     if attr_i(n, "ceil_mode", 0) != 0 {
         return Err("ceil_mode=1 is not supported; use ceil_mode=False".into());
+    }
+    if pads[0] > ks.0 {
+        return Err(format!(
+            "pads {pads:?} exceed the kernel size {}; PyTorch pads by at most half the kernel",
+            ks.0
+        ));
     }
     Ok((ks.0 as usize, strides[0] as usize, pads[0] as usize))
 }
@@ -854,6 +864,11 @@ impl Importer {
                     if b < 0 || e < 0 || (a == 0 && (b, e) != (0, 0)) {
                         return Err(format!("pads {pads:?}: only non-negative padding of non-batch axes is supported"));
                     }
+                    if b.max(e) > MAX_PAD {
+                        return Err(format!(
+                            "pads {pads:?}: padding beyond {MAX_PAD} per side is refused (a damaged file?)"
+                        ));
+                    }
                     before[engine_axis(rank, a)] = b as usize;
                     after[engine_axis(rank, a)] = e as usize;
                     shape[a] += (b + e) as usize;
@@ -914,7 +929,12 @@ impl Importer {
                     }
                     let d = x.shape[a];
                     let (s, e) = (clamp(starts[i], d), clamp(ends[i], d));
-                    let e = e.max(s);
+                    if e <= s {
+                        return Err(format!(
+                            "slice {}..{} of axis {a} (size {d}) is empty",
+                            starts[i], ends[i]
+                        ));
+                    }
                     if (s, e, steps[i]) == (0, d, 1) {
                         continue;
                     }
@@ -935,6 +955,9 @@ impl Importer {
                     .iter()
                     .map(|i| self.value(i))
                     .collect::<Result<_, _>>()?;
+                if xs.is_empty() {
+                    return Err("Concat without inputs".into());
+                }
                 let rank = xs[0].shape.len();
                 let a = norm_axis(attr_i(n, "axis", 1), rank)?;
                 if a == 0 || xs.iter().any(|x| x.squeezed) {
