@@ -60,11 +60,33 @@ struct Importer {
 }
 
 /// Imports the graph; errors are messages naming the node or field and a fix.
+/// Why an import failed: at one node, or in the file as a whole.
+pub(super) enum ImportError {
+    Node {
+        node: String,
+        op: String,
+        why: String,
+    },
+    Graph(String),
+}
+
+impl From<String> for ImportError {
+    fn from(why: String) -> Self {
+        ImportError::Graph(why)
+    }
+}
+
+impl From<&str> for ImportError {
+    fn from(why: &str) -> Self {
+        ImportError::Graph(why.into())
+    }
+}
+
 pub(super) fn import(
     m: &ModelProto,
     path: &Path,
     data: &mut DataFiles,
-) -> Result<(Graph, ParamVec<f32>, OnnxArch), String> {
+) -> Result<(Graph, ParamVec<f32>, OnnxArch), ImportError> {
     let graph = m
         .graph
         .as_ref()
@@ -114,11 +136,11 @@ pub(super) fn import(
             )
         })?;
     if dims.len() != 2 && dims.len() != 4 {
-        return Err(format!(
+        return Err(ImportError::Graph(format!(
             "graph input '{}' has {} dimensions; only [N, F] and [N, C, H, W] inputs are supported",
             input.name,
             dims.len()
-        ));
+        )));
     }
     imp.export_batch = dims[0].dim_value.and_then(|d| usize::try_from(d).ok());
     let mut sample = vec![];
@@ -126,11 +148,11 @@ pub(super) fn import(
         match d.dim_value {
             Some(v) if v > 0 => sample.push(v as usize),
             _ => {
-                return Err(format!(
+                return Err(ImportError::Graph(format!(
                     "graph input '{}': dimension {k} is dynamic ('{}'); only the batch dimension may be; re-export with a fixed input size (dynamic_axes/dynamic_shapes on axis 0 only)",
                     input.name,
                     d.dim_param.clone().unwrap_or_default()
-                ))
+                )))
             }
         }
     }
@@ -156,29 +178,35 @@ pub(super) fn import(
         } else {
             n.name.clone()
         };
-        imp.node(n, &output.name)
-            .map_err(|e| format!("node '{label}' ({}): {e}", n.op_type))?;
+        imp.node(n, &output.name).map_err(|why| ImportError::Node {
+            node: label,
+            op: n.op_type.clone(),
+            why,
+        })?;
     }
     let out = match imp.env.get(&output.name) {
         Some(Entry::Value(v)) => v.clone(),
         Some(Entry::Const(..)) => {
-            return Err(format!("graph output '{}' is a constant", output.name))
+            return Err(ImportError::Graph(format!(
+                "graph output '{}' is a constant",
+                output.name
+            )))
         }
         None => {
-            return Err(format!(
+            return Err(ImportError::Graph(format!(
                 "graph output '{}' is computed by no node",
                 output.name
-            ))
+            )))
         }
     };
     if out.shape.len() != 2 || out.squeezed || out.node == 0 {
-        return Err(format!(
+        return Err(ImportError::Graph(format!(
             "graph output '{}' has shape {:?} (batch first); expected logits [N, classes]",
             output.name, out.shape
-        ));
+        )));
     }
     imp.g.num_classes = out.shape[1];
-    imp.finish(out.node, path, m, opset)
+    Ok(imp.finish(out.node, path, m, opset)?)
 }
 
 fn attr<'n>(n: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {

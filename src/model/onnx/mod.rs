@@ -69,7 +69,16 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         ))
     })?;
     let mut data = DataFiles::new(path);
-    let (graph, theta, onnx_arch) = import::import(&proto, path, &mut data).map_err(err)?;
+    let (graph, theta, onnx_arch) =
+        import::import(&proto, path, &mut data).map_err(|e| match e {
+            import::ImportError::Node { node, op, why } => ModelError::OnnxNode {
+                path: path.to_path_buf(),
+                node,
+                op,
+                why,
+            },
+            import::ImportError::Graph(why) => err(why),
+        })?;
     let mut metadata = std::collections::BTreeMap::new();
     metadata.insert("onnx_producer".into(), onnx_arch.producer.clone());
     metadata.insert("onnx_opset".into(), onnx_arch.opset.to_string());
