@@ -113,7 +113,7 @@ pub(super) fn import(
         matmul: vec![],
     };
     for (i, t) in graph.initializer.iter().enumerate() {
-        let tensor = decode_tensor(t, data).map_err(|e| format!("initializer {i}: {e}"))?;
+        let tensor = decode_tensor(t, data)?;
         imp.env
             .insert(t.name.clone(), Entry::Const(Arc::new(tensor), Some(i)));
     }

@@ -199,7 +199,9 @@ pub(crate) fn decode_tensor(t: &TensorProto, data: &mut DataFiles) -> Result<Ten
                 ));
             }
         }
-        let file = data.get(location)?;
+        let file = data
+            .get(location)
+            .map_err(|e| format!("tensor '{name}': {e}"))?;
         let end = offset.checked_add(nbytes).filter(|&e| e <= file.len());
         let Some(end) = end else {
             return Err(format!(
