@@ -121,7 +121,9 @@ const CASES: &[(&str, &str)] = &[
     ("resnet8", "reference/resnet8-trained"),
     ("resnet8-legacy", "reference/resnet8-trained"),
     ("resnet8-noshort", "reference/resnet8-noshort-trained"),
+    ("resnet20", "reference/resnet20-trained"),
     ("mlp-bn", "reference/mlp-bn-init"),
+    ("mlp-plain", "reference/mlp-plain-trained"),
     ("vgg-tiny", "onnx/vgg-tiny.ref"),
     ("resnet8-option-a", "onnx/resnet8-option-a.ref"),
 ];
@@ -135,27 +137,25 @@ fn onnx_exports_match_pytorch_in_f64_and_f32() {
         let want = vector(&f, &m.graph, "param");
         let got = m.theta.data.mapv(|v| v as f64);
         assert_eq!(got, want, "{name}: weights differ from {reference}");
-        let refs = |p: &str| {
-            (
-                f[&format!("{p}.loss")].1[0],
-                vector(&f, &m.graph, &format!("{p}.grad")),
-                vector(&f, &m.graph, &format!("{p}.hv")),
-            )
-        };
         for (prec, tol) in [("f64", 1e-9), ("f32", 1e-4)] {
             let (loss, grad, hv) = if prec == "f64" {
                 compute::<f64>(&m, &f)
             } else {
                 compute::<f32>(&m, &f)
             };
-            let (wl, wg, wh) = refs(prec);
-            let (el, eg, eh) = ((loss - wl).abs() / wl.abs(), rel(&grad, &wg), rel(&hv, &wh));
-            eprintln!("{name} [{prec}]: loss {el:.2e}, gradient {eg:.2e}, H·v {eh:.2e} (relative)");
+            let wl = f[&format!("{prec}.loss")].1[0];
+            let el = (loss - wl).abs() / wl.abs();
             assert!(el <= tol, "{name} [{prec}]: loss {loss} want {wl}");
-            if f.contains_key(&format!("{prec}.grad.{}", m.graph.layout.tensor(0).name)) {
-                assert!(eg <= tol, "{name} [{prec}]: gradient off by {eg:e}");
-                assert!(eh <= tol, "{name} [{prec}]: H·v off by {eh:e}");
+            // the larger reference files hold f32 loss only
+            if !f.contains_key(&format!("{prec}.grad.{}", m.graph.layout.tensor(0).name)) {
+                eprintln!("{name} [{prec}]: loss {el:.2e} (relative)");
+                continue;
             }
+            let eg = rel(&grad, &vector(&f, &m.graph, &format!("{prec}.grad")));
+            let eh = rel(&hv, &vector(&f, &m.graph, &format!("{prec}.hv")));
+            eprintln!("{name} [{prec}]: loss {el:.2e}, gradient {eg:.2e}, H·v {eh:.2e} (relative)");
+            assert!(eg <= tol, "{name} [{prec}]: gradient off by {eg:e}");
+            assert!(eh <= tol, "{name} [{prec}]: H·v off by {eh:e}");
         }
     }
 }
