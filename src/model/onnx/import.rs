@@ -7,6 +7,10 @@
 //! `[C, N, H, W]`, so Pad/Slice/Concat axes are mapped (N ↔ C). A global average pool
 //! keeps ONNX's `[N, C, 1, 1]` as the engine's `[N, C]` ("squeezed") until a Flatten or
 //! Reshape makes it `[N, C]` for ONNX too.
+//!
+//! The batch axis is free whatever the file says: the current exporter fixes it to the
+//! example's size unless asked otherwise, so a Reshape to `[that size, F]` is read as a
+//! flatten to `[N, F]`. Every other input dimension must be a number.
 
 use std::collections::HashMap;
 use std::path::Path;
