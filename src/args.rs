@@ -14,7 +14,7 @@ use crate::model::{Arch, Model};
 /// Where the network comes from.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// Model file (.safetensors, with the architecture in its metadata).
+    /// Model file: .safetensors (architecture in its metadata) or .onnx (torch.onnx.export).
     #[arg(long, short = 'm', value_name = "FILE")]
     pub model: PathBuf,
     /// Architecture, overriding the file's metadata: JSON or NAME:key=value,...

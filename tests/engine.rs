@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use losscape::engine::ops::{Conv2d, Linear, Pool2d};
+use losscape::engine::ops::{Affine, Concat, Conv2d, Linear, Pad, Pool2d, SliceAxis};
 use losscape::engine::{Graph, Layout, Loss, Mode, Op, ParamVec, Role};
 use losscape::model::{zoo::init_params, Arch};
 use ndarray::{Array1, ArrayD, IxDyn};
@@ -274,6 +274,135 @@ fn custom_net_with_pooling_and_biases() {
         mode: Mode::Eval,
     }
     .check("custom");
+}
+
+/// The ops of imported ONNX networks: affine input normalization, strided slices, zero
+/// padding (channels and features) and channel concatenation, image and vector layouts.
+#[test]
+fn imported_ops_affine_slice_pad_concat() {
+    let mut layout = Layout::new();
+    let mut g = Graph {
+        nodes: vec![],
+        layout: Arc::new(Layout::new()),
+        loss: Loss::CrossEntropy,
+        input_shape: vec![2, 6, 6],
+        num_classes: 3,
+    };
+    let conv = |cin, cout, stride| {
+        Op::Conv2d(Conv2d {
+            in_channels: cin,
+            out_channels: cout,
+            kernel: 3,
+            stride,
+            padding: 1,
+            bias: false,
+        })
+    };
+    let x = g.push("input", Op::Input, &[], &[]);
+    let x = g.push(
+        "norm",
+        Op::Affine(Affine {
+            scale: vec![2.0, -0.5],
+            shift: vec![0.3, 0.1],
+        }),
+        &[x],
+        &[],
+    );
+    let w1 = layout.push("c1.weight", &[4, 2, 3, 3], Role::Weight);
+    let h = g.push("c1", conv(2, 4, 1), &[x], &[w1]);
+    let h = g.push("", Op::Relu, &[h], &[]);
+    // option-A shortcut: x[:, :, ::2, 1::2], channels padded 1 before, 2 after
+    let s = g.push(
+        "",
+        Op::Slice(SliceAxis {
+            axis: 2,
+            start: 0,
+            end: 6,
+            step: 2,
+        }),
+        &[h],
+        &[],
+    );
+    let s = g.push(
+        "",
+        Op::Slice(SliceAxis {
+            axis: 3,
+            start: 1,
+            end: 6,
+            step: 2,
+        }),
+        &[s],
+        &[],
+    );
+    let s = g.push(
+        "",
+        Op::Pad(Pad {
+            before: vec![1, 0, 0, 0],
+            after: vec![2, 0, 0, 0],
+        }),
+        &[s],
+        &[],
+    );
+    let w2 = layout.push("c2.weight", &[3, 4, 3, 3], Role::Weight);
+    let b = g.push("c2", conv(4, 3, 2), &[h], &[w2]);
+    let b = g.push("", Op::Relu, &[b], &[]);
+    let h = g.push("", Op::Concat(Concat { axis: 0 }), &[s, b, s], &[]);
+    let h = g.push("", Op::Flatten, &[h], &[]);
+    let h = g.push(
+        "",
+        Op::Slice(SliceAxis {
+            axis: 1,
+            start: 1,
+            end: 117,
+            step: 2,
+        }),
+        &[h],
+        &[],
+    );
+    let h = g.push(
+        "",
+        Op::Pad(Pad {
+            before: vec![0, 1],
+            after: vec![0, 2],
+        }),
+        &[h],
+        &[],
+    );
+    let h = g.push(
+        "",
+        Op::Affine(Affine {
+            scale: vec![1.5],
+            shift: vec![0.2],
+        }),
+        &[h],
+        &[],
+    );
+    let lw = layout.push("fc.weight", &[3, 61], Role::Weight);
+    let lb = layout.push("fc.bias", &[3], Role::Bias);
+    g.push(
+        "fc",
+        Op::Linear(Linear {
+            in_features: 61,
+            out_features: 3,
+            bias: true,
+        }),
+        &[h],
+        &[lw, lb],
+    );
+    g.layout = Arc::new(layout);
+    g.infer_shapes(&[2, 6, 6], 3).unwrap();
+    let theta = init_params::<f64>(&g.layout, 12, false).data;
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let x =
+        ArrayD::from_shape_vec(IxDyn(&[3, 2, 6, 6]), randn(3 * 2 * 36, &mut rng).to_vec()).unwrap();
+    Case {
+        g,
+        theta,
+        x,
+        y: vec![1, 0, 2],
+        mode: Mode::Eval,
+    }
+    .check("imported ops");
 }
 
 #[test]

@@ -143,6 +143,7 @@ fn depth_of(arch: &Arch) -> usize {
     match arch {
         Arch::ResnetCifar(r) => r.depth,
         Arch::Mlp(m) => m.depth + 2,
+        Arch::Onnx(o) => o.depth,
     }
 }
 
@@ -383,7 +384,7 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
         let probe = if spec.probe.enabled {
             let (p, hit) = cached(&with_ext("probe-summary.json"), &deps, || {
                 let o = Objective::new(&model.graph, subset.x.view(), &subset.y, cfg)?;
-                let fresh = Model::init(model.arch.clone(), spec.probe.init_seed, true);
+                let fresh = model.fresh(spec.probe.init_seed, true);
                 let fresh_cfg = ObjectiveConfig {
                     mode: Mode::Train,
                     ..cfg

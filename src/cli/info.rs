@@ -10,7 +10,7 @@ use crate::model::Model;
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Model file (.safetensors).
+    /// Model file (.safetensors or .onnx).
     #[arg(value_name = "MODEL")]
     pub model: std::path::PathBuf,
     /// Architecture, overriding the file's metadata (see `eval --help`).

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::{DataArgs, ModelArgs};
 use crate::engine::Mode;
-use crate::model::Model;
 use crate::objective::Objective;
 use crate::probe::{probe, ProbeReport};
 
@@ -47,7 +46,7 @@ pub fn compute(args: &ProbeArgs) -> Result<ProbeOutput> {
     let model = args.model.load()?;
     let ds = args.data.load()?.remove(0);
     let cfg = args.data.objective_config();
-    let fresh = Model::init(model.arch.clone(), args.init_seed, true);
+    let fresh = model.fresh(args.init_seed, true);
     let obj = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg).with_context(|| {
         format!(
             "data '{}' does not fit model {}",

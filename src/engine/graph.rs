@@ -44,6 +44,14 @@ pub enum Op {
     AvgPool(Pool2d),
     MaxPool(Pool2d),
     Flatten,
+    /// Constant per-channel a·x + b (input normalization of imported networks).
+    Affine(Affine),
+    /// Zero padding (internal-layout axes).
+    Pad(Pad),
+    /// Strided slice along one internal-layout axis.
+    Slice(SliceAxis),
+    /// Concatenation of all inputs along one internal-layout axis.
+    Concat(Concat),
 }
 
 impl Op {
@@ -59,6 +67,10 @@ impl Op {
             Op::AvgPool(_) => "avg-pool",
             Op::MaxPool(_) => "max-pool",
             Op::Flatten => "flatten",
+            Op::Affine(_) => "affine",
+            Op::Pad(_) => "pad",
+            Op::Slice(_) => "slice",
+            Op::Concat(_) => "concat",
         }
     }
 }
@@ -234,6 +246,48 @@ impl Graph {
                         vec![x[1], x[0] * x[2..].iter().product::<usize>()]
                     }
                 }
+                Op::Affine(a) => {
+                    let x = ins[0];
+                    let c = if x.len() == 2 { x[1] } else { x[0] };
+                    if !a.fits(c) {
+                        return Err(bad(format!("constants do not fit {c} channels")));
+                    }
+                    x.clone()
+                }
+                Op::Pad(p) => {
+                    let x = ins[0];
+                    if p.before.len() != x.len() || p.after.len() != x.len() {
+                        return Err(bad(format!("expected a {}-D input", p.before.len())));
+                    }
+                    p.out_shape(x)
+                }
+                Op::Slice(sl) => {
+                    let x = ins[0];
+                    if sl.axis >= x.len() || sl.end > x[sl.axis] || sl.start > sl.end {
+                        return Err(bad(format!(
+                            "slice {}..{} of axis {} out of range",
+                            sl.start, sl.end, sl.axis
+                        )));
+                    }
+                    let mut s = x.clone();
+                    s[sl.axis] = sl.out_len();
+                    s
+                }
+                Op::Concat(c) => {
+                    let mut s = ins[0].clone();
+                    for other in &ins[1..] {
+                        let same = other.len() == s.len()
+                            && (0..s.len()).all(|a| a == c.axis || other[a] == s[a]);
+                        if !same || c.axis >= s.len() {
+                            return Err(bad(format!(
+                                "cannot concatenate {:?} and {:?} along axis {}",
+                                s, other, c.axis
+                            )));
+                        }
+                        s[c.axis] += other[c.axis];
+                    }
+                    s
+                }
             };
             shapes.push(s);
         }
@@ -361,6 +415,13 @@ impl Graph {
                     (y, Cache::Max(mc))
                 }
                 Op::Flatten => (Flatten::forward(input(0)), Cache::None),
+                Op::Affine(a) => (a.forward(input(0)), Cache::None),
+                Op::Pad(p) => (p.forward(input(0)), Cache::None),
+                Op::Slice(sl) => (sl.forward(input(0)), Cache::None),
+                Op::Concat(c) => {
+                    let xs: Vec<&ArrayD<T>> = (0..node.inputs.len()).map(input).collect();
+                    (c.forward(&xs), Cache::None)
+                }
             };
             values.push(y);
             caches.push(cache);
@@ -505,6 +566,15 @@ impl Graph {
                     RCache::None,
                 ),
                 (Op::Flatten, _) => (rin(0).map(Flatten::r_forward), RCache::None),
+                (Op::Affine(a), _) => (rin(0).map(|r| a.r_forward(r)), RCache::None),
+                (Op::Pad(p), _) => (rin(0).map(|r| p.r_forward(r)), RCache::None),
+                (Op::Slice(sl), _) => (rin(0).map(|r| sl.r_forward(r)), RCache::None),
+                (Op::Concat(c), _) => {
+                    let rs: Vec<Option<&ArrayD<T>>> = (0..node.inputs.len()).map(rin).collect();
+                    let shapes: Vec<&[usize]> =
+                        (0..node.inputs.len()).map(|k| xin(k).shape()).collect();
+                    (c.r_forward(&rs, &shapes), RCache::None)
+                }
                 (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
             };
             rv.push(r);
@@ -695,6 +765,36 @@ impl Graph {
                         Flatten::backward(&gy, &s),
                         rgy.as_ref().map(|r| Flatten::r_backward(r, &s)),
                     ));
+                }
+                (Op::Affine(a), _) => {
+                    outs.push((0, a.backward(&gy), rgy.as_ref().map(|r| a.r_backward(r))));
+                }
+                (Op::Pad(p), _) => {
+                    let s = xin(0).shape().to_vec();
+                    outs.push((
+                        0,
+                        p.backward(&gy, &s),
+                        rgy.as_ref().map(|r| p.r_backward(r, &s)),
+                    ));
+                }
+                (Op::Slice(sl), _) => {
+                    let s = xin(0).shape().to_vec();
+                    outs.push((
+                        0,
+                        sl.backward(&gy, &s),
+                        rgy.as_ref().map(|r| sl.r_backward(r, &s)),
+                    ));
+                }
+                (Op::Concat(c), _) => {
+                    let sizes: Vec<usize> = (0..node.inputs.len())
+                        .map(|k| xin(k).shape()[c.axis])
+                        .collect();
+                    let ds = c.backward(&gy, &sizes);
+                    let rds = rgy.as_ref().map(|r| c.r_backward(r, &sizes));
+                    let mut rds = rds.map(|v| v.into_iter());
+                    for (k, d) in ds.into_iter().enumerate() {
+                        outs.push((k, d, rds.as_mut().and_then(|it| it.next())));
+                    }
                 }
                 (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
             }

@@ -57,8 +57,20 @@ pub enum ModelError {
     #[error("{path}: tensor '{name}' holds NaN or infinite values; the model diverged or the file is damaged")]
     NonFinite { path: PathBuf, name: String },
     /// Occurs when the model format is not known.
-    #[error("{path}: unknown model format (expected a .safetensors file)")]
+    #[error("{path}: unknown model format (expected a .safetensors or .onnx file)")]
     Format { path: PathBuf },
+    /// Occurs when an ONNX file cannot be read: not protobuf, truncated, tensor sizes that
+    /// the bytes (inline or in the external data file) do not back, a dynamic input shape.
+    #[error("{path}: {why}")]
+    Onnx { path: PathBuf, why: String },
+    /// Occurs when an ONNX node cannot be imported: an unsupported op or attribute.
+    #[error("{path}: node '{node}' ({op}): {why}")]
+    OnnxNode {
+        path: PathBuf,
+        node: String,
+        op: String,
+        why: String,
+    },
     /// Occurs when writing a model fails.
     #[error("cannot write model file {path}: {why}")]
     Write { path: PathBuf, why: String },

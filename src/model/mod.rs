@@ -1,6 +1,7 @@
 //! Models: the zoo of architectures and their weights on disk.
 
 pub mod error;
+pub mod onnx;
 pub mod safetensors_io;
 pub mod zoo;
 
@@ -40,10 +41,24 @@ impl Model {
         }
     }
 
-    /// Loads a model file; `arch` overrides the architecture stored in it.
+    /// The same network re-initialized (PyTorch default init, or He init with `he`): works
+    /// for imported ONNX networks too, from their layout alone.
+    pub fn fresh(&self, seed: u64, he: bool) -> Self {
+        Self {
+            arch: self.arch.clone(),
+            graph: self.graph.clone(),
+            theta: zoo::init_params(&self.graph.layout, seed, he),
+            path: None,
+            sha256: None,
+            metadata: Default::default(),
+        }
+    }
+
+    /// Loads a model file (`.safetensors` or `.onnx`); `arch` overrides the architecture stored in it.
     pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Self, ModelError> {
         match path.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => safetensors_io::load(path, arch),
+            Some("onnx") => onnx::load(path, arch),
             _ => Err(ModelError::Format {
                 path: path.to_path_buf(),
             }),

@@ -48,6 +48,10 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
             json.parse::<Arch>()?
         }
     };
+    arch.check().map_err(|why| ModelError::Arch {
+        spec: arch.to_string(),
+        why,
+    })?;
     let graph = arch.build();
     let mut theta = ParamVec::<f32>::zeros(graph.layout.clone());
     let arch_name = arch.to_string();

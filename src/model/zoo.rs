@@ -88,6 +88,9 @@ fn default_classes() -> usize {
 pub enum Arch {
     ResnetCifar(ResnetCifar),
     Mlp(Mlp),
+    /// A network imported from an ONNX file: its graph lives in the file, not here, so it
+    /// cannot be built from this description (see [`super::onnx`]).
+    Onnx(super::onnx::OnnxArch),
 }
 
 /// Metadata key of the architecture JSON in safetensors files.
@@ -123,6 +126,25 @@ impl fmt::Display for Arch {
                 if m.batchnorm { "-bn" } else { "" },
                 m.in_features,
                 m.num_classes
+            ),
+            Arch::Onnx(o) => write!(
+                f,
+                "onnx {} ({}, {} conv/linear layers{}{}, input {:?}, {} classes)",
+                o.file,
+                if o.producer.is_empty() {
+                    "unknown exporter"
+                } else {
+                    &o.producer
+                },
+                o.depth,
+                if o.residual { ", residual" } else { "" },
+                if o.bn_folded {
+                    ", BN folded into conv"
+                } else {
+                    ""
+                },
+                o.input_shape,
+                o.num_classes
             ),
         }
     }
@@ -194,6 +216,11 @@ impl Arch {
                     return Err("in_features, width and num_classes must be positive".into());
                 }
             }
+            Arch::Onnx(_) => {
+                return Err(
+                    "an ONNX network is read from its .onnx file, not built from a description; pass the .onnx file as the model".into(),
+                )
+            }
         }
         Ok(())
     }
@@ -202,6 +229,7 @@ impl Arch {
         match self {
             Arch::ResnetCifar(r) => r.num_classes,
             Arch::Mlp(m) => m.num_classes,
+            Arch::Onnx(o) => o.num_classes,
         }
     }
 
@@ -210,6 +238,7 @@ impl Arch {
         match self {
             Arch::ResnetCifar(r) => vec![r.in_channels, r.input_size, r.input_size],
             Arch::Mlp(m) => vec![m.in_features],
+            Arch::Onnx(o) => o.input_shape.clone(),
         }
     }
 
@@ -218,10 +247,15 @@ impl Arch {
         match self {
             Arch::ResnetCifar(r) => r.shortcut != Shortcut::None,
             Arch::Mlp(m) => m.residual,
+            Arch::Onnx(o) => o.residual,
         }
     }
 
     /// Builds the graph (with cross-entropy loss).
+    ///
+    /// # Panics
+    /// For [`Arch::Onnx`], whose graph only its file holds; [`Arch::check`] rejects it, so
+    /// parsed or loaded architectures never reach here.
     pub fn build(&self) -> Graph {
         let mut b = Builder::new(self.input_shape(), self.num_classes());
         let x = 0;
@@ -282,6 +316,7 @@ impl Arch {
                 }
                 b.linear("fc_out", h, m.width, m.num_classes);
             }
+            Arch::Onnx(o) => panic!("{} is an ONNX network: load its file instead", o.file),
         }
         b.finish()
     }
