@@ -12,4 +12,5 @@ pub mod model;
 pub mod objective;
 pub mod plot;
 pub mod probe;
+pub mod train;
 pub mod util;
