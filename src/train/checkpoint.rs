@@ -77,10 +77,7 @@ pub fn save_state(path: &Path, arch: &Arch, cfg: &TrainConfig, state: &TrainStat
         ("epoch".to_string(), state.epoch.to_string()),
         ("recipe".to_string(), serde_json::to_string(cfg)?),
         ("losscape_arch".to_string(), serde_json::to_string(arch)?),
-        (
-            "history".to_string(),
-            serde_json::to_string(&state.history)?,
-        ),
+        ("history".to_string(), history_to_csv(&state.history)),
     ]
     .into_iter()
     .collect();
@@ -149,7 +146,7 @@ pub fn load_state(
         theta: ParamVec::from_data(template.layout.clone(), theta),
         momentum: read_f32(&st, "momentum", n, path)?,
         epoch: get("epoch")?.parse()?,
-        history: serde_json::from_str(get("history")?)?,
+        history: history_from_csv(get("history")?, path)?,
     })
 }
 
@@ -217,8 +214,9 @@ fn row(r: &EpochRecord) -> [f64; 9] {
     ]
 }
 
-/// Writes the history as CSV (header + one row per epoch), atomically.
-pub fn write_history_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
+/// The history as CSV text: a header and one row per epoch (`f64` printed so that it
+/// reads back to the same bits; NaN where there is no test set).
+pub fn history_to_csv(history: &[EpochRecord]) -> String {
     let mut s = HISTORY_COLUMNS.join(",");
     s.push('\n');
     for r in history {
@@ -226,6 +224,12 @@ pub fn write_history_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
         s.push_str(&v.join(","));
         s.push('\n');
     }
+    s
+}
+
+/// Writes the history as CSV, atomically.
+pub fn write_history_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
+    let s = history_to_csv(history);
     crate::util::write_atomic(path, |f| f.write_all(s.as_bytes()))
         .with_context(|| format!("writing {}", path.display()))
 }
@@ -248,10 +252,14 @@ pub fn write_history_h5(path: &Path, history: &[EpochRecord]) -> Result<()> {
     .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Reads the columns of a history CSV written by [`write_history_csv`].
+/// Reads a history CSV written by [`write_history_csv`].
 pub fn read_history_csv(path: &Path) -> Result<Vec<EpochRecord>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    history_from_csv(&text, path)
+}
+
+fn history_from_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>> {
     let mut out = Vec::new();
     for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
         let v: Vec<f64> = line

@@ -61,7 +61,7 @@ impl Schedule {
                 base * 0.1f64.powi(m.iter().filter(|&&e| e <= epoch).count() as i32)
             }
             Schedule::Cosine => {
-                base * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs as f64).cos())
+                base * (0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs as f64).cos()))
             }
         }
     }
