@@ -1,16 +1,15 @@
 //! `losscape train --arch resnet-cifar --depth 20 --data digits --out M.safetensors`: SGD as
 //! PyTorch defines it, with checkpoints for trajectories and resumption (see [`crate::train`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::data::{self, DataOptions, Dataset, Split};
-use crate::model::{Arch, Model};
-use crate::train::checkpoint::{self, STATE_FILE};
-use crate::train::{EpochRecord, Schedule, TrainConfig, TrainState, Trainer};
+use crate::model::Arch;
+use crate::train::session::RunOptions;
+use crate::train::{Schedule, TrainConfig};
 
 #[derive(Debug, Args, Clone)]
 pub struct TrainArgs {
@@ -84,54 +83,28 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-/// The history files beside a trained model: `M.history.csv` and `M.history.h5`.
-pub fn history_paths(out: &Path) -> (PathBuf, PathBuf) {
-    (
-        out.with_extension("history.csv"),
-        out.with_extension("history.h5"),
-    )
-}
-
 impl TrainArgs {
     /// The architecture: `--arch` with the data's input shape and classes filled in, then
     /// `--depth`, `--shortcut`, `--width`.
     pub fn resolve_arch(&self, ds: &Dataset) -> Result<Arch> {
-        let (kind, rest) = self.arch.split_once(':').unwrap_or((&self.arch, ""));
-        let kind = kind.trim();
-        let mut kv: Vec<String> = Vec::new();
-        let shape = ds.sample_shape();
-        match kind {
-            "resnet-cifar" => {
-                if shape.len() != 3 || shape[1] != shape[2] {
-                    bail!(
-                        "resnet-cifar takes square images [C, H, W]; {} has samples {shape:?}",
-                        ds.name
-                    );
-                }
-                kv.push(format!("in_channels={}", shape[0]));
-                kv.push(format!("input_size={}", shape[1]));
-            }
-            "mlp" => kv.push(format!("in_features={}", shape.iter().product::<usize>())),
-            _ => {}
-        }
-        kv.push(format!("num_classes={}", ds.num_classes));
-        kv.extend(
-            rest.split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(str::to_string),
-        );
+        let mut spec = self.arch.clone();
+        let mut extra = Vec::new();
         if let Some(d) = self.depth {
-            kv.push(format!("depth={d}"));
+            extra.push(format!("depth={d}"));
         }
         if let Some(s) = &self.shortcut {
-            kv.push(format!("shortcut={s}"));
+            extra.push(format!("shortcut={s}"));
         }
         if let Some(w) = self.width {
-            kv.push(format!("width={w}"));
+            extra.push(format!("width={w}"));
         }
-        let spec = format!("{kind}:{}", kv.join(","));
-        spec.parse::<Arch>()
-            .with_context(|| format!("--arch {} (as {spec})", self.arch))
+        if !extra.is_empty() {
+            spec.push(if spec.contains(':') { ',' } else { ':' });
+            spec.push_str(&extra.join(","));
+        }
+        crate::train::resolve_arch(&spec, ds)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("--arch {}", self.arch))
     }
 
     pub fn config(&self) -> TrainConfig {
@@ -178,128 +151,19 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let (train, test) = load_data(&args.data, args.samples)?;
     let arch = args.resolve_arch(&train)?;
     let cfg = args.config();
-    let history = train_model(args, &arch, &cfg, &train, test.as_ref())?;
+    let opts = RunOptions {
+        out: args.out.clone(),
+        checkpoints: args.checkpoints.clone(),
+        every: args.every,
+        resume: args.resume,
+        he_init: args.he_init,
+        threads: args.threads,
+        quiet: args.quiet,
+        label: None,
+    };
+    let history = crate::train::session::train_model(&opts, &arch, &cfg, &train, test.as_ref())?;
     if args.json {
         super::print_json(&history)?;
     }
     Ok(())
-}
-
-/// Trains (or resumes) one model as `args` says; returns the report's history.
-pub fn train_model(
-    args: &TrainArgs,
-    arch: &Arch,
-    cfg: &TrainConfig,
-    train: &Dataset,
-    test: Option<&Dataset>,
-) -> Result<Vec<EpochRecord>> {
-    if args.every == 0 {
-        bail!("--every must be at least 1");
-    }
-    if args.resume && args.checkpoints.is_none() {
-        bail!("--resume continues from the state in --checkpoints DIR; give that folder");
-    }
-    let model = Model::init(arch.clone(), cfg.seed, args.he_init);
-    let trainer = Trainer::new(&model.graph, cfg.clone(), train, test)
-        .map_err(anyhow::Error::msg)
-        .context("setting up training")?;
-    let mut state = TrainState::new(model.theta.clone());
-    if let Some(dir) = &args.checkpoints {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("--checkpoints {}: cannot create it", dir.display()))?;
-        let sp = dir.join(STATE_FILE);
-        if sp.exists() {
-            if !args.resume {
-                bail!(
-                    "--checkpoints {} already holds a run ({STATE_FILE}); \
-                     HINT: pass --resume to continue it, or choose an empty folder",
-                    dir.display()
-                );
-            }
-            state = checkpoint::load_state(&sp, arch, cfg, &model.theta)?;
-        }
-        if state.epoch == 0 {
-            checkpoint::save_model(
-                &checkpoint::checkpoint_path(dir, 0),
-                arch,
-                &state.theta,
-                None,
-            )?;
-        }
-    }
-    let resumed_at = state.epoch;
-    let quiet = args.quiet;
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} epoch {prefix} {bar:30} {pos}/{len} steps  {msg}")
-            .expect("valid template"),
-    );
-    let (csv, h5) = history_paths(&args.out);
-    while state.epoch < cfg.epochs {
-        bar.set_prefix(format!("{}/{}", state.epoch + 1, cfg.epochs));
-        bar.set_length(trainer.steps_per_epoch() as u64);
-        bar.set_position(0);
-        let rec = super::with_threads(args.threads, || {
-            trainer.run_epoch(&mut state, &mut |done, _, loss| {
-                bar.set_position(done as u64);
-                bar.set_message(format!("loss {loss:.4}"));
-            })
-        })?;
-        if !rec.batch_loss.is_finite() {
-            bar.abandon();
-            bail!(
-                "training diverged in epoch {} (loss {}); HINT: lower --lr",
-                rec.epoch,
-                rec.batch_loss
-            );
-        }
-        let line = format!(
-            "epoch {:>3}  lr {:.4}  loss {:.4} (train {:.4}, {:.1}%)  test {:.4} ({:.1}%)  {:.1} s",
-            rec.epoch,
-            rec.lr,
-            rec.batch_loss,
-            rec.train_loss,
-            rec.train_acc,
-            rec.test_loss,
-            rec.test_acc,
-            rec.seconds
-        );
-        if quiet {
-        } else if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
-        if let Some(dir) = &args.checkpoints {
-            if state.epoch % args.every == 0 || state.epoch == cfg.epochs {
-                checkpoint::save_model(
-                    &checkpoint::checkpoint_path(dir, state.epoch),
-                    arch,
-                    &state.theta,
-                    Some(&rec),
-                )?;
-            }
-            checkpoint::save_state(&dir.join(STATE_FILE), arch, cfg, &state)?;
-        }
-        checkpoint::write_history_csv(&csv, &state.history)?;
-    }
-    bar.finish_and_clear();
-    checkpoint::write_history_csv(&csv, &state.history)?;
-    checkpoint::write_history_h5(&h5, &state.history)?;
-    checkpoint::save_model(&args.out, arch, &state.theta, state.history.last())?;
-    let run: Vec<&EpochRecord> = state.history[resumed_at..].iter().collect();
-    let spe = run.iter().map(|r| r.seconds).sum::<f64>() / run.len().max(1) as f64;
-    if !args.json && !quiet {
-        eprintln!(
-            "trained {arch} for {} epochs ({} resumed) -> {} ({spe:.2} s/epoch)",
-            cfg.epochs,
-            resumed_at,
-            args.out.display()
-        );
-    }
-    Ok(state.history)
 }

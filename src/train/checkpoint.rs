@@ -5,7 +5,8 @@
 //! DIR/model_0.safetensors        the initialization
 //! DIR/model_{e}.safetensors      every K epochs and the last one (weights + running stats)
 //! DIR/state.safetensors          θ, momentum buffer; metadata: epoch, recipe, arch, history
-//! M.history.csv / M.history.h5   one row per epoch (epoch, lr, batch/train/test loss, acc, s)
+//! M.history.csv / M.history.h5   one row per epoch (epoch, lr, batch/train/test loss and
+//!                                accuracy, seconds with and without the evaluations)
 //! ```
 //! Every file is written to a temporary sibling and renamed into place, so a run killed at
 //! any moment leaves the previous complete state, from which `--resume` continues.
@@ -157,6 +158,17 @@ pub fn save_model(
     theta: &ParamVec<f32>,
     record: Option<&EpochRecord>,
 ) -> Result<()> {
+    save_model_with(path, arch, theta, record, &[])
+}
+
+/// [`save_model`] with extra metadata entries.
+pub fn save_model_with(
+    path: &Path,
+    arch: &Arch,
+    theta: &ParamVec<f32>,
+    record: Option<&EpochRecord>,
+    extra: &[(&str, String)],
+) -> Result<()> {
     let mut model = Model {
         arch: arch.clone(),
         graph: arch.build(),
@@ -182,13 +194,16 @@ pub fn save_model(
     } else {
         model.metadata.insert("epoch".into(), "0".into());
     }
+    for (k, v) in extra {
+        model.metadata.insert(k.to_string(), v.clone());
+    }
     model
         .save(path)
         .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Column names of the history files, in order.
-pub const HISTORY_COLUMNS: [&str; 9] = [
+pub const HISTORY_COLUMNS: [&str; 10] = [
     "epoch",
     "lr",
     "batch_loss",
@@ -198,9 +213,10 @@ pub const HISTORY_COLUMNS: [&str; 9] = [
     "test_loss",
     "test_acc",
     "seconds",
+    "step_seconds",
 ];
 
-fn row(r: &EpochRecord) -> [f64; 9] {
+fn row(r: &EpochRecord) -> [f64; 10] {
     [
         r.epoch as f64,
         r.lr,
@@ -211,6 +227,7 @@ fn row(r: &EpochRecord) -> [f64; 9] {
         r.test_loss,
         r.test_acc,
         r.seconds,
+        r.step_seconds,
     ]
 }
 
@@ -262,11 +279,14 @@ pub fn read_history_csv(path: &Path) -> Result<Vec<EpochRecord>> {
 fn history_from_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>> {
     let mut out = Vec::new();
     for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let v: Vec<f64> = line
+        let mut v: Vec<f64> = line
             .split(',')
             .map(|x| x.trim().parse::<f64>())
             .collect::<Result<_, _>>()
             .with_context(|| format!("{}: bad row '{line}'", path.display()))?;
+        if v.len() == HISTORY_COLUMNS.len() - 1 {
+            v.push(f64::NAN); // written before step_seconds existed
+        }
         if v.len() != HISTORY_COLUMNS.len() {
             bail!("{}: row '{line}' has {} columns", path.display(), v.len());
         }
@@ -280,6 +300,7 @@ fn history_from_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>> {
             test_loss: v[6],
             test_acc: v[7],
             seconds: v[8],
+            step_seconds: v[9],
         });
     }
     Ok(out)

@@ -23,6 +23,7 @@
 //! the per-epoch evaluations (train and test set, eval mode) run in parallel.
 
 pub mod checkpoint;
+pub mod session;
 
 use std::fmt;
 use std::str::FromStr;
@@ -107,6 +108,39 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// An architecture for data `ds`: `NAME[:key=value,…]` (the `--arch` syntax) with the
+/// input shape (`in_channels`, `input_size` or `in_features`) and `num_classes` taken from
+/// the data unless given.
+pub fn resolve_arch(spec: &str, ds: &Dataset) -> Result<crate::model::Arch, String> {
+    let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    let kind = kind.trim();
+    let mut kv: Vec<String> = Vec::new();
+    let shape = ds.sample_shape();
+    match kind {
+        "resnet-cifar" => {
+            if shape.len() != 3 || shape[1] != shape[2] {
+                return Err(format!(
+                    "resnet-cifar takes square images [C, H, W]; {} has samples {shape:?}",
+                    ds.name
+                ));
+            }
+            kv.push(format!("in_channels={}", shape[0]));
+            kv.push(format!("input_size={}", shape[1]));
+        }
+        "mlp" => kv.push(format!("in_features={}", shape.iter().product::<usize>())),
+        _ => {}
+    }
+    kv.push(format!("num_classes={}", ds.num_classes));
+    kv.extend(
+        rest.split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string),
+    );
+    let full = format!("{kind}:{}", kv.join(","));
+    full.parse::<crate::model::Arch>()
+        .map_err(|e| format!("{e} (as {full})"))
+}
+
 /// A training recipe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -157,7 +191,10 @@ pub struct EpochRecord {
     /// Loss over the test set at the end of the epoch (NaN when there is none).
     pub test_loss: f64,
     pub test_acc: f64,
+    /// Wall time of the epoch, evaluations included.
     pub seconds: f64,
+    /// Wall time of the SGD steps alone.
+    pub step_seconds: f64,
 }
 
 /// Everything a resumed run needs: weights (running statistics included), momentum
@@ -395,6 +432,7 @@ impl<'a> Trainer<'a> {
             on_batch(b + 1, total, loss / seen as f64);
         }
         state.epoch += 1;
+        let step_seconds = start.elapsed().as_secs_f64();
         let eval = |ds: &Dataset| {
             let cfg = ObjectiveConfig {
                 batch_size: 256,
@@ -416,6 +454,7 @@ impl<'a> Trainer<'a> {
             test_loss: te.map_or(f64::NAN, |e| e.loss),
             test_acc: te.map_or(f64::NAN, |e| e.accuracy),
             seconds: start.elapsed().as_secs_f64(),
+            step_seconds,
         };
         state.history.push(rec.clone());
         rec
