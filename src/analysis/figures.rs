@@ -108,6 +108,9 @@ pub fn depth_curves(
     Ok(())
 }
 
+/// One model's training curve: (label, residual, depth, [(loss, accuracy)] per epoch).
+pub type TrainingSeries = (String, bool, usize, Vec<(f64, f64)>);
+
 /// Training curves, one line per model (plain dashed, residual solid, one colour per
 /// depth): loss (log scale) and accuracy (%) against the epoch, in two panels of one image.
 /// `series`: (label, residual, depth, [(loss, accuracy)] per epoch).
@@ -115,7 +118,7 @@ pub fn training_curves(
     path: &Path,
     title: &str,
     y_desc: (&str, &str),
-    series: &[(String, bool, usize, Vec<(f64, f64)>)],
+    series: &[TrainingSeries],
 ) -> Result<()> {
     ensure_font();
     let root = BitMapBackend::new(path, (1100, 460)).into_drawing_area();

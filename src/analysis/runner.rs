@@ -595,7 +595,7 @@ pub fn plots(o: &AnalysisOutcome) -> Result<Vec<(String, String)>> {
         images.push((file.to_string(), format!("Training loss around each trained model ({}), one log colour scale and shared levels; × marks the trained weights.", o.grid)));
     }
     // training curves of the models this analysis trained
-    let curves: Vec<(String, bool, usize, Vec<(f64, f64)>)> = o
+    let curves: Vec<super::figures::TrainingSeries> = o
         .results
         .iter()
         .filter_map(|r| {

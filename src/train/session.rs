@@ -137,7 +137,7 @@ pub fn train_model(
             bar.println(line);
         }
         if let Some(dir) = &args.checkpoints {
-            if state.epoch % args.every == 0 || state.epoch == cfg.epochs {
+            if state.epoch.is_multiple_of(args.every) || state.epoch == cfg.epochs {
                 checkpoint::save_model(
                     &checkpoint::checkpoint_path(dir, state.epoch),
                     arch,
