@@ -328,7 +328,14 @@ impl Graph {
                 Op::Linear(l) => (l.forward(input(0), &p[0], p.get(1)), Cache::None),
                 Op::BatchNorm(b) => {
                     let (y, bc) = b.forward(input(0), &p, mode);
-                    (y, if keep { Cache::Bn(Box::new(bc)) } else { Cache::None })
+                    (
+                        y,
+                        if keep {
+                            Cache::Bn(Box::new(bc))
+                        } else {
+                            Cache::None
+                        },
+                    )
                 }
                 Op::Relu => (Relu::forward(input(0)), Cache::None),
                 Op::Add => (Add::forward(input(0), input(1)), Cache::None),
