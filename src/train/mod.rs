@@ -460,3 +460,87 @@ impl<'a> Trainer<'a> {
         rec
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_parse_and_match_pytorch() {
+        let s: Schedule = "step:2,4".parse().unwrap();
+        assert_eq!(s, Schedule::Step(vec![2, 4]));
+        assert_eq!(s.to_string(), "step:2,4");
+        let lrs: Vec<f64> = (0..6).map(|e| s.lr(0.1, e, 6)).collect();
+        // MultiStepLR(milestones=[2, 4], gamma=0.1)
+        for (got, want) in lrs.iter().zip([0.1, 0.1, 0.01, 0.01, 0.001, 0.001]) {
+            assert!((got - want).abs() < 1e-15, "{lrs:?}");
+        }
+        let c: Schedule = "cosine".parse().unwrap();
+        assert_eq!(c.lr(0.1, 0, 4), 0.1);
+        assert!((c.lr(0.1, 2, 4) - 0.05).abs() < 1e-15);
+        assert!("step:x".parse::<Schedule>().is_err());
+        assert!("linear".parse::<Schedule>().is_err());
+    }
+
+    fn tiny_images() -> Dataset {
+        let x = ArrayD::from_shape_fn(IxDyn(&[4, 1, 3, 3]), |i| (i[2] * 3 + i[3]) as f32 + 1.0);
+        Dataset {
+            name: "tiny".into(),
+            x,
+            y: vec![0, 1, 0, 1],
+            num_classes: 2,
+        }
+    }
+
+    #[test]
+    fn crop_and_flip_move_pixels() {
+        let ds = tiny_images();
+        let arch = resolve_arch("mlp:depth=1,width=4", &ds).unwrap();
+        assert_eq!(arch.input_shape(), vec![9]);
+        let arch = resolve_arch("resnet-cifar:depth=8,width=2", &ds);
+        assert!(
+            arch.is_err(),
+            "3×3 is below resnet-cifar's minimum input size"
+        );
+        // a graph that takes [1, 3, 3] images
+        let g = crate::model::Arch::ResnetCifar(crate::model::ResnetCifar {
+            depth: 8,
+            width: 2,
+            shortcut: crate::model::Shortcut::Projection,
+            in_channels: 1,
+            input_size: 4,
+            num_classes: 2,
+        })
+        .build();
+        let mut g = g;
+        g.input_shape = vec![1, 3, 3];
+        let cfg = TrainConfig {
+            crop_pad: 1,
+            flip: true,
+            ..Default::default()
+        };
+        let t = Trainer {
+            graph: &g,
+            cfg,
+            train: &ds,
+            test: None,
+            order: None,
+            trainable: Array1::zeros(0),
+        };
+        // offset (0, 0) into the padded image shifts the content down-right by one
+        let x = t.make_batch(&[0], &[(0, 0, false)]);
+        let v: Vec<f32> = x.iter().copied().collect();
+        assert_eq!(v, vec![0., 0., 0., 0., 1., 2., 0., 4., 5.]);
+        // centered crop + flip mirrors the columns
+        let x = t.make_batch(&[0], &[(1, 1, true)]);
+        let v: Vec<f32> = x.iter().copied().collect();
+        assert_eq!(v, vec![3., 2., 1., 6., 5., 4., 9., 8., 7.]);
+        // the plan is a permutation and reproducible
+        let (o1, a1) = t.epoch_plan(3);
+        let (o2, a2) = t.epoch_plan(3);
+        assert_eq!((o1.clone(), a1), (o2, a2));
+        let mut s = o1;
+        s.sort_unstable();
+        assert_eq!(s, vec![0, 1, 2, 3]);
+    }
+}
