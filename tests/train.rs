@@ -518,3 +518,64 @@ fn trajectory_surface_and_plot() {
     assert!(st.success());
     assert!(std::fs::metadata(&png).unwrap().len() > 1000);
 }
+
+/// PCA of a trajectory against scikit-learn's `PCA(n_components=2)` on the same 7 × 40
+/// matrix (fixtures/reference/train/pca-sklearn.json): statistics and components, signs
+/// included (sklearn ≥ 1.5 makes each component's largest-|·| entry positive, as we do).
+#[test]
+fn pca_matches_sklearn() {
+    use losscape::engine::{Layout, Role};
+    use losscape::landscape::trajectory::{pca_directions, trajectory_mask};
+    use std::sync::Arc;
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/train/pca-sklearn.json");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let vec = |k: &str| -> Vec<f64> { serde_json::from_value(r[k].clone()).unwrap() };
+    let mut layout = Layout::new();
+    layout.push("w", &[5, 8], Role::Weight);
+    let layout = Arc::new(layout);
+    let rows: Vec<ParamVec<f32>> = (0..7)
+        .map(|i| {
+            let data: Array1<f32> = (0..40)
+                .map(|j| {
+                    let (i, j) = (i as f64, j as f64);
+                    ((0.7 * i + 0.31 * j).sin()
+                        + 0.5 * (1.3 * i * j / 40.0).cos()
+                        + 0.05 * i * j / 40.0) as f32
+                })
+                .collect();
+            ParamVec::from_data(layout.clone(), data)
+        })
+        .collect();
+    let zero = ParamVec::<f32>::zeros(layout.clone());
+    let mask = trajectory_mask(&zero, false);
+    let pca = pca_directions(&rows, &zero, &mask).unwrap();
+    let close = |got: &[f64], want: &[f64], what: &str| {
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{what}: {got:?} vs {want:?}"
+            );
+        }
+    };
+    close(
+        &pca.explained_variance_ratio,
+        &vec("explained_variance_ratio_"),
+        "ratio",
+    );
+    close(
+        &pca.singular_values,
+        &vec("singular_values_"),
+        "singular values",
+    );
+    close(
+        &pca.explained_variance,
+        &vec("explained_variance_"),
+        "variance",
+    );
+    let comps: Vec<Vec<f64>> = serde_json::from_value(r["components_"].clone()).unwrap();
+    for (v, want) in [&pca.x, &pca.y].into_iter().zip(&comps) {
+        let got: Vec<f64> = v.data.iter().map(|&x| x as f64).collect();
+        close(&got, want, "component");
+    }
+}
