@@ -148,6 +148,7 @@ pub fn train_model(
             checkpoint::save_state(&dir.join(STATE_FILE), arch, cfg, &state)?;
         }
         checkpoint::write_history_csv(&csv, &state.history)?;
+        checkpoint::write_history_h5(&h5, &state.history)?;
     }
     bar.finish_and_clear();
     checkpoint::write_history_csv(&csv, &state.history)?;
