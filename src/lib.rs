@@ -13,4 +13,5 @@ pub mod objective;
 pub mod plot;
 pub mod probe;
 pub mod sharpness;
+pub mod train;
 pub mod util;

@@ -12,6 +12,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(a) => cli::info::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Train(a) => cli::train::run(a),
+        Command::Trajectory(a) => cli::trajectory::run(a),
         Command::Surface(a) => cli::surface::run(a),
         Command::Merge(a) => cli::merge::run(a),
         Command::Metrics(a) => cli::metrics::run(a),

@@ -185,3 +185,83 @@ fn metrics_command_on_a_surface() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("test_loss"));
 }
+
+const TRAIN_SPEC: &str = r#"
+name = "tiny-train"
+[data]
+name = "digits"
+samples = 64
+[grid]
+x = "-1:1:3"
+[hessian]
+enabled = false
+[probe]
+enabled = false
+[train]
+epochs = 3
+batch_size = 64
+lr = 0.05
+every = 1
+[[models]]
+arch = "resnet-cifar:depth=8,width=4,shortcut=none"
+label = "plain"
+[[models]]
+arch = "resnet-cifar:depth=8,width=4"
+label = "res"
+"#;
+
+/// Models given by arch are trained (in parallel), cached on rerun, retrained when the
+/// recipe changes; the report gets the training curves.
+#[test]
+fn train_step_trains_caches_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tiny-train.toml");
+    std::fs::write(&spec, TRAIN_SPEC).unwrap();
+    let outputs = dir.path().join("out");
+    let run = || {
+        bin()
+            .env("OPENBLAS_CORETYPE", "Haswell")
+            .args([
+                "run",
+                spec.to_str().unwrap(),
+                "--outputs",
+                outputs.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = outputs.join("tiny-train");
+    for f in [
+        "plain.safetensors",
+        "res.safetensors",
+        "plain.history.csv",
+        "res.history.h5",
+        "plain.ckpt/model_3.safetensors",
+        "training-curves.png",
+        "training.json",
+        "report.html",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(t.as_array().unwrap().len(), 2);
+    assert_eq!(t[0]["epochs"].as_u64(), Some(3));
+    let o = run();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("plain: train") && !err.contains("plain: epoch"),
+        "rerun must not retrain: {err}"
+    );
+    // a new recipe retrains
+    std::fs::write(&spec, TRAIN_SPEC.replace("epochs = 3", "epochs = 2")).unwrap();
+    let o = run();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("plain: epoch   2"), "{err}");
+    let h = losscape::train::checkpoint::read_history_csv(&out.join("plain.history.csv")).unwrap();
+    assert_eq!(h.len(), 2);
+}

@@ -3,6 +3,7 @@
 //!
 //! - gradient norm per layer and activation std per block, at a fresh He init and
 //!   trained side by side, one line per model (plain dashed, residual solid), log scale.
+//! - training curves of trained models: loss (log) and accuracy per epoch, side by side.
 
 use std::path::Path;
 
@@ -233,6 +234,110 @@ pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Result<(
                 .map_err(err)?);
         }
     }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// One model's training curve: (label, residual, depth, [(loss, accuracy)] per epoch).
+pub type TrainingSeries = (String, bool, usize, Vec<(f64, f64)>);
+
+/// Training curves, one line per model (plain dashed, residual solid, one colour per
+/// depth): loss (log scale) and accuracy (%) against the epoch, in two panels of one image.
+/// `series`: (label, residual, depth, [(loss, accuracy)] per epoch).
+pub fn training_curves(
+    path: &Path,
+    title: &str,
+    y_desc: (&str, &str),
+    series: &[TrainingSeries],
+) -> Result<()> {
+    ensure_font();
+    let root = BitMapBackend::new(path, (1100, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(err)?;
+    let (left, right) = root.split_horizontally(550);
+    let epochs = series.iter().map(|s| s.3.len()).max().unwrap_or(1).max(2) as f64;
+    let mut depths: Vec<usize> = series.iter().map(|s| s.2).collect();
+    depths.sort_unstable();
+    depths.dedup();
+    let losses: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.3.iter().map(|p| p.0))
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    if losses.is_empty() {
+        return Err(anyhow!("{title}: nothing to draw"));
+    }
+    let lo = losses.iter().copied().fold(f64::INFINITY, f64::min) / 1.5;
+    let hi = losses.iter().copied().fold(f64::NEG_INFINITY, f64::max) * 1.5;
+    let palette: Vec<RGBAColor> = (0..8).map(|i| Palette99::pick(i).to_rgba()).collect();
+    let mut lc = ChartBuilder::on(&left)
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(70)
+        .build_cartesian_2d(1.0..epochs, (lo..hi).log_scale())
+        .map_err(err)?;
+    lc.configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc.0)
+        .y_label_formatter(&|v: &f64| format!("{v:.1e}"))
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    let mut ac = ChartBuilder::on(&right)
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(60)
+        .build_cartesian_2d(1.0..epochs, 0.0..100.0)
+        .map_err(err)?;
+    ac.configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc.1)
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    for (label, residual, depth, v) in series {
+        let k = depths.iter().position(|d| d == depth).unwrap_or(0);
+        let c = palette[k % palette.len()];
+        let style = c.stroke_width(2);
+        let loss: Vec<(f64, f64)> = v
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.0.is_finite() && p.0 > 0.0)
+            .map(|(e, p)| (e as f64 + 1.0, p.0))
+            .collect();
+        let acc: Vec<(f64, f64)> = v
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.1.is_finite())
+            .map(|(e, p)| (e as f64 + 1.0, p.1))
+            .collect();
+        let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], style);
+        if *residual {
+            lc.draw_series(LineSeries::new(loss, style))
+                .map_err(err)?
+                .label(label.as_str())
+                .legend(legend);
+            ac.draw_series(LineSeries::new(acc, style)).map_err(err)?;
+        } else {
+            lc.draw_series(DashedLineSeries::new(loss, 6, 4, style))
+                .map_err(err)?
+                .label(label.as_str())
+                .legend(legend);
+            ac.draw_series(DashedLineSeries::new(acc, 6, 4, style))
+                .map_err(err)?;
+        }
+    }
+    lc.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 12))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
 }

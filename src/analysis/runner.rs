@@ -183,8 +183,14 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
         + usize::from(spec.hessian.enabled)
         + usize::from(spec.probe.enabled)
         + usize::from(sharp_spec.is_some());
+    let n_trained = spec
+        .models
+        .iter()
+        .filter(|m| m.file.as_os_str().is_empty())
+        .count();
+
     let mut steps = Steps {
-        total: spec.models.len() * per_model,
+        total: spec.models.len() * per_model + n_trained,
         done: 0,
         quiet,
         start,
@@ -212,12 +218,25 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
         .map(|sh| load(Split::Train, sh.samples.or(spec.data.samples)))
         .transpose()?;
 
+    // 0. models given by arch: trained (in parallel, one core each), cached, resumable
+    let files = train_models(a, &out_dir, &train_full, test_full.as_ref(), quiet)?;
+    for (i, (_, hit)) in files.iter().enumerate() {
+        if spec.models[i].file.as_os_str().is_empty() {
+            steps.next(&format!("{}: train", a.labels[i]), *hit);
+        }
+    }
+
     let mut results = Vec::new();
-    for (m, label) in spec.models.iter().zip(&a.labels) {
-        let arch = m.arch.as_deref().map(str::parse::<Arch>).transpose()?;
-        let model = Model::load(&m.file, arch.as_ref())
-            .with_context(|| format!("{}: models file {}", a.path.display(), m.file.display()))?;
-        let deps: [&Path; 2] = [&a.path, &m.file];
+    for ((m, label), (file, _)) in spec.models.iter().zip(&a.labels).zip(&files) {
+        let trained = m.file.as_os_str().is_empty();
+        let arch = if trained {
+            None
+        } else {
+            m.arch.as_deref().map(str::parse::<Arch>).transpose()?
+        };
+        let model = Model::load(file, arch.as_ref())
+            .with_context(|| format!("{}: models file {}", a.path.display(), file.display()))?;
+        let deps: [&Path; 2] = [&a.path, file];
         let base = out_dir.join(label);
         let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", base.display()));
 
@@ -243,7 +262,7 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
         }
         let hit = surface.exists();
         let job = SurfaceJob {
-            model: m.file.clone(),
+            model: file.clone(),
             arch: arch.clone(),
             data: DataArgs {
                 data: spec.data.name.clone(),
@@ -296,7 +315,7 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
         // 3. surface metrics, with the exact dᵀHd along the surface's directions
         let (metrics, hit) = cached(
             &with_ext("metrics.json"),
-            &[&a.path, &m.file, &surface],
+            &[&a.path, file, &surface],
             || {
                 let p = crate::metrics::MetricParams {
                     delta: spec.metrics.delta,
@@ -483,7 +502,7 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
 
         results.push(ModelResult {
             label: label.clone(),
-            file: m.file.display().to_string(),
+            file: file.display().to_string(),
             description: model.arch.to_string(),
             depth: depth_of(&model.arch),
             residual: model.arch.is_residual(),
@@ -514,6 +533,105 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
         results,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Trains the models given by `arch` (no `file`) with the spec's `[train]` recipe into
+/// `out_dir/<label>.safetensors` (checkpoints in `<label>.ckpt/`), in parallel with one core
+/// per run (batch norm in train mode needs the whole batch). A model file that already
+/// holds this arch and recipe is kept; an interrupted run resumes from its checkpoint; a
+/// checkpoint of another recipe is discarded. Returns every model's file and whether it
+/// was up to date.
+fn train_models(
+    a: &Analysis,
+    out_dir: &Path,
+    train: &data::Dataset,
+    test: Option<&data::Dataset>,
+    quiet: bool,
+) -> Result<Vec<(PathBuf, bool)>> {
+    use rayon::prelude::*;
+
+    use crate::train::checkpoint;
+    use crate::train::session::{train_model, RunOptions, RECIPE_METADATA_KEY};
+
+    let spec = &a.spec;
+    let mut jobs = Vec::new();
+    let mut files = Vec::new();
+    for (i, (m, label)) in spec.models.iter().zip(&a.labels).enumerate() {
+        if !m.file.as_os_str().is_empty() {
+            files.push((m.file.clone(), true));
+            continue;
+        }
+        let t = spec.train.as_ref().expect("checked by the spec");
+        let key = |k: &str| format!("{}: models[{i}].{k}", a.path.display());
+        let arch = crate::train::resolve_arch(m.arch.as_deref().unwrap_or_default(), train)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| key("arch"))?;
+        let cfg = t
+            .config()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| key("train"))?;
+        let out = out_dir.join(format!("{label}.safetensors"));
+        let ck = out_dir.join(format!("{label}.ckpt"));
+        let recipe = serde_json::to_string(&cfg)?;
+        let done = Model::load(&out, None).is_ok_and(|old| {
+            old.arch == arch && old.metadata.get(RECIPE_METADATA_KEY) == Some(&recipe)
+        });
+        if !done {
+            let state = ck.join(checkpoint::STATE_FILE);
+            if state.exists()
+                && checkpoint::load_state(
+                    &state,
+                    &arch,
+                    &cfg,
+                    &crate::engine::ParamVec::zeros(arch.build().layout),
+                )
+                .is_err()
+            {
+                std::fs::remove_dir_all(&ck)
+                    .with_context(|| format!("removing stale checkpoints {}", ck.display()))?;
+            }
+            jobs.push((
+                label.clone(),
+                arch,
+                cfg,
+                out.clone(),
+                ck,
+                t.every,
+                t.he_init,
+            ));
+        }
+        files.push((out, done));
+    }
+    let run = |(label, arch, cfg, out, ck, every, he_init): &(
+        String,
+        Arch,
+        crate::train::TrainConfig,
+        PathBuf,
+        PathBuf,
+        usize,
+        bool,
+    )| {
+        let opts = RunOptions {
+            out: out.clone(),
+            checkpoints: Some(ck.clone()),
+            every: *every,
+            resume: true,
+            he_init: *he_init,
+            threads: None,
+            quiet,
+            label: Some(label.clone()),
+        };
+        train_model(&opts, arch, cfg, train, test)
+            .with_context(|| format!("training {label} ({arch})"))
+            .map(|_| ())
+    };
+    crate::args::with_threads(spec.run.threads, || {
+        jobs.par_iter()
+            .with_max_len(1)
+            .map(run)
+            .collect::<Result<Vec<()>>>()
+    })??;
+    Ok(files)
 }
 
 /// Draws the report's figures into the output folder; returns (file name, caption) pairs.
@@ -553,6 +671,53 @@ pub fn plots(o: &AnalysisOutcome) -> Result<Vec<(String, String)>> {
         };
         crate::plot::plot(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         images.push((file.to_string(), format!("Training loss around each trained model ({}), one log colour scale and shared levels; × marks the trained weights.", o.grid)));
+    }
+    // training curves of the models this analysis trained
+    let curves: Vec<super::figures::TrainingSeries> = o
+        .results
+        .iter()
+        .filter_map(|r| {
+            let csv = o.out_dir.join(format!("{}.history.csv", r.label));
+            let h = crate::train::checkpoint::read_history_csv(&csv).ok()?;
+            Some((
+                r.label.clone(),
+                r.residual,
+                r.depth,
+                h.iter().map(|e| (e.batch_loss, e.batch_acc)).collect(),
+            ))
+        })
+        .collect();
+    if !curves.is_empty() {
+        let file = "training-curves.png";
+        super::figures::training_curves(
+            &o.out_dir.join(file),
+            "Training loss and accuracy per epoch (mean over the epoch's mini-batches)",
+            ("training loss (mini-batches)", "training accuracy (%)"),
+            &curves,
+        )?;
+        images.push((file.into(), "Training curves of the models trained by this analysis (same recipe and seed): mean loss and accuracy of each epoch's mini-batches (BN in train mode), one colour per depth, dashed = no shortcuts. Final losses over the whole training split (BN in eval mode) are in the table and training.json.".into()));
+        let summary: Vec<serde_json::Value> = curves
+            .iter()
+            .zip(
+                o.results
+                    .iter()
+                    .filter(|r| o.out_dir.join(format!("{}.history.csv", r.label)).exists()),
+            )
+            .map(|((label, residual, _, h), r)| {
+                let last = h.last().copied().unwrap_or((f64::NAN, f64::NAN));
+                serde_json::json!({
+                    "label": label, "depth": r.depth, "residual": residual,
+                    "final_batch_loss": last.0, "final_batch_acc": last.1,
+                    "final_train_loss": r.eval.train.loss, "final_train_acc": r.eval.train.accuracy,
+                    "test_acc": r.eval.test.as_ref().map(|t| t.accuracy),
+                    "epochs": h.len(),
+                })
+            })
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&summary)?;
+        crate::util::write_atomic(&o.out_dir.join("training.json"), |f| {
+            std::io::Write::write_all(f, &bytes)
+        })?;
     }
     let probes: Vec<(&ModelResult, &ProbeSummary)> = o
         .results

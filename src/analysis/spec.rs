@@ -25,6 +25,21 @@
 //! file = "fixtures/models/resnet20-digits.safetensors"
 //! label = "ResNet-20"
 //! ```
+//! With a `[train]` table, a model may instead be given by `arch` alone (no `file`): it is
+//! trained with that recipe on the full training split into `outputs/<name>/<label>.safetensors`
+//! (checkpoints in `<label>.ckpt/`), skipped when that file holds the same arch and recipe,
+//! and resumed from its checkpoint after an interruption.
+//!
+//! ```toml
+//! [train]
+//! epochs = 20
+//! batch_size = 128
+//! lr = 0.1
+//! schedule = "cosine"          # or "step:10,15", "constant"
+//! [[models]]
+//! arch = "resnet-cifar:depth=20,shortcut=none"   # input shape and classes from the data
+//! label = "plain-20"
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -53,7 +68,78 @@ pub struct AnalysisSpec {
     pub sharpness: Option<SharpnessSpec>,
     #[serde(default)]
     pub run: RunSpec,
+    /// Recipe for models given by `arch` without `file`.
+    #[serde(default)]
+    pub train: Option<TrainSpec>,
     pub models: Vec<ModelSpec>,
+}
+
+/// `[train]`: the recipe of [`crate::train::TrainConfig`] (same defaults as `losscape train`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_train_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub crop_pad: usize,
+    #[serde(default)]
+    pub flip: bool,
+    #[serde(default)]
+    pub he_init: bool,
+    /// Checkpoint every K epochs.
+    #[serde(default = "one")]
+    pub every: usize,
+}
+
+fn default_epochs() -> usize {
+    10
+}
+fn default_train_batch() -> usize {
+    128
+}
+fn default_lr() -> f64 {
+    0.1
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_wd() -> f64 {
+    5e-4
+}
+fn default_schedule() -> String {
+    "cosine".into()
+}
+
+impl TrainSpec {
+    /// The recipe, with the schedule parsed.
+    pub fn config(&self) -> Result<crate::train::TrainConfig, String> {
+        Ok(crate::train::TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            schedule: self.schedule.parse()?,
+            seed: self.seed,
+            crop_pad: self.crop_pad,
+            flip: self.flip,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -214,6 +300,8 @@ pub struct RunSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
+    /// The model file; empty (absent) for a model trained from `arch` with `[train]`.
+    #[serde(default)]
     pub file: PathBuf,
     pub label: Option<String>,
     /// Architecture override (`--arch` syntax).
@@ -304,13 +392,34 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
     }
     let mut labels = Vec::new();
     for (i, m) in spec.models.iter().enumerate() {
-        if !m.file.exists() {
+        let trained = m.file.as_os_str().is_empty();
+        if trained {
+            if m.arch.is_none() {
+                return Err(invalid(
+                    &format!("models[{i}]"),
+                    "give `file`, or `arch` (with a [train] table) to train it".into(),
+                ));
+            }
+            if spec.train.is_none() {
+                return Err(invalid(
+                    &format!("models[{i}].arch"),
+                    "a model without `file` is trained: add a [train] table with the recipe".into(),
+                ));
+            }
+            if m.label.is_none() {
+                return Err(invalid(
+                    &format!("models[{i}].label"),
+                    "a trained model needs a label (it names outputs/<name>/<label>.safetensors)"
+                        .into(),
+                ));
+            }
+        } else if !m.file.exists() {
             return Err(invalid(
                 &format!("models[{i}].file"),
                 format!("{} does not exist", m.file.display()),
             ));
         }
-        if let Some(a) = &m.arch {
+        if let Some(a) = m.arch.as_ref().filter(|_| !trained) {
             a.parse::<crate::model::Arch>()
                 .map_err(|e| invalid(&format!("models[{i}].arch"), e.to_string()))?;
         }
@@ -356,6 +465,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
             .to_string_lossy()
             .into_owned()
     });
+    if let Some(t) = &spec.train {
+        t.config().map_err(|e| invalid("train.schedule", e))?;
+        if t.epochs == 0 || t.batch_size == 0 || t.every == 0 {
+            return Err(invalid(
+                "train",
+                "epochs, batch_size and every must be positive".into(),
+            ));
+        }
+    }
     Ok(Analysis {
         spec,
         name,

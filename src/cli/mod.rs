@@ -13,6 +13,8 @@ pub mod probe;
 pub mod run;
 pub mod sharpness;
 pub mod surface;
+pub mod train;
+pub mod trajectory;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -55,6 +57,10 @@ pub enum Command {
     ExportVtp(plot::ExportVtpArgs),
     /// Run an analysis spec (TOML) into outputs/NAME/: surfaces, Hessians, probes, plots, report.
     Run(run::RunArgs),
+    /// Train a zoo network with SGD (PyTorch semantics), with checkpoints and resumption.
+    Train(train::TrainArgs),
+    /// PCA directions of a training trajectory (checkpoints) and the projected path.
+    Trajectory(trajectory::TrajectoryArgs),
     /// Measure speed: forward images/s, GFLOP/s, gradient and H·v cost (ResNet-20/56, 32×32×3).
     Bench(bench::BenchArgs),
 }

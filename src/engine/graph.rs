@@ -98,10 +98,25 @@ pub struct Graph {
     pub num_classes: usize,
 }
 
+/// Batch statistics of one batch-norm node in a forward pass.
+#[derive(Clone, Debug)]
+pub struct BatchStats<T> {
+    /// Layout index of the node's running mean.
+    pub running_mean: usize,
+    /// Layout index of the node's running variance.
+    pub running_var: usize,
+    /// Per-channel mean over the batch (and the spatial positions).
+    pub mean: Array1<T>,
+    /// Per-channel biased variance (what normalizes the batch).
+    pub var: Array1<T>,
+    /// Values per channel behind the statistics (N·H·W).
+    pub count: usize,
+}
+
 enum Cache<T> {
     None,
     Conv(ConvCache<T>),
-    Bn(BnCache<T>),
+    Bn(Box<BnCache<T>>),
     Max(MaxPoolCache),
 }
 
@@ -404,7 +419,14 @@ impl Graph {
                 Op::Linear(l) => (l.forward(input(0), &p[0], p.get(1)), Cache::None),
                 Op::BatchNorm(b) => {
                     let (y, bc) = b.forward(input(0), &p, mode);
-                    (y, if keep { Cache::Bn(bc) } else { Cache::None })
+                    (
+                        y,
+                        if keep {
+                            Cache::Bn(Box::new(bc))
+                        } else {
+                            Cache::None
+                        },
+                    )
                 }
                 Op::Relu => (Relu::forward(input(0)), Cache::None),
                 Op::Add => (Add::forward(input(0), input(1)), Cache::None),
@@ -490,6 +512,38 @@ impl Graph {
         drop(lc);
         self.reverse(&theta, None, &tape, None, gz, None, Some(grad), None);
         value
+    }
+
+    /// Like [`Graph::grad_batch`], and also returns every batch-norm node's batch
+    /// statistics (in node order), from which a trainer updates the running statistics.
+    pub fn grad_batch_stats<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        x: &ArrayD<T>,
+        y: &[usize],
+        mode: Mode,
+        grad: ArrayViewMut1<T>,
+    ) -> (LossValue, Vec<BatchStats<T>>) {
+        let tape = self.run_forward(&theta, x, mode, true);
+        let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
+        let gz = self.loss.backward(&lc, y);
+        drop(lc);
+        let mut stats = Vec::new();
+        for (j, node) in self.nodes.iter().enumerate() {
+            if let (Op::BatchNorm(_), Cache::Bn(bc)) = (&node.op, &tape.caches[j]) {
+                let x = &tape.values[node.inputs[0]];
+                let channels = bc.batch_mean.len();
+                stats.push(BatchStats {
+                    running_mean: node.params[2],
+                    running_var: node.params[3],
+                    mean: bc.batch_mean.clone(),
+                    var: bc.batch_var.clone(),
+                    count: x.len() / channels,
+                });
+            }
+        }
+        self.reverse(&theta, None, &tape, None, gz, None, Some(grad), None);
+        (value, stats)
     }
 
     /// Σₙ loss over one batch; adds H·v (Hessian of Σₙ ℓₙ) into `hv` and, when given, the

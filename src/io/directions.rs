@@ -8,7 +8,7 @@
 //! root attributes:    seed, norm, perturb_biasbn, dir_type, kind, xy_cosine (2-D),
 //!                     model_sha256 (when known), losscape_version
 //! /explained_variance_ratio_, /singular_values_, /explained_variance_
-//!                     f64 (2), only in loss-landscape's PCA files; read, never written
+//!                     f64 (2), in PCA files (loss-landscape's and `losscape trajectory`'s)
 //! ```
 //! P counts the tensors the direction type moves: `parameters()` for `weights`, every
 //! `state_dict` entry for `states`. loss-landscape's own `states` files also hold one 0-d
@@ -153,6 +153,12 @@ pub fn write_directions(
                 write_attr(&ds, "role", &role_name(t.role).into()).map_err(&e)?;
                 pos += 1;
             }
+        }
+        for (name, values) in dirs.pca.iter().flatten() {
+            f.new_dataset_builder()
+                .with_data(values.as_slice())
+                .create(name.as_str())
+                .map_err(&e)?;
         }
         let c = dirs.config;
         let mut attrs: Vec<(&str, Attr)> = vec![

@@ -7,3 +7,4 @@ pub mod grid;
 pub mod job;
 pub mod journal;
 pub mod surface;
+pub mod trajectory;

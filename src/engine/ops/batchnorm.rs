@@ -34,7 +34,9 @@ pub enum Mode {
     /// Running statistics (PyTorch `model.eval()`); samples are independent.
     #[default]
     Eval,
-    /// Statistics of the mini-batch (PyTorch `model.train()`); running stats not updated.
+    /// Statistics of the mini-batch (PyTorch `model.train()`). The passes never write the
+    /// running statistics; the trainer updates them from [`BnCache::batch_mean`] and
+    /// [`BnCache::batch_var`] (see `Graph::grad_batch_stats`).
     Train,
 }
 
@@ -50,6 +52,10 @@ pub struct BnCache<T> {
     /// Per-channel 1/√(var + ε) (running or batch variance).
     pub s: Array1<T>,
     pub mode: Mode,
+    /// Per-channel batch mean (train mode; the running mean in eval mode).
+    pub batch_mean: Array1<T>,
+    /// Per-channel biased batch variance (train mode; the running variance in eval mode).
+    pub batch_var: Array1<T>,
 }
 
 pub struct BnRCache<T> {
@@ -108,20 +114,25 @@ impl BatchNorm {
         let mut xhat = ArrayD::zeros(x.raw_dim());
         let mut y = ArrayD::zeros(x.raw_dim());
         let mut s = Array1::zeros(self.channels);
+        let mut batch_mean = Array1::zeros(self.channels);
+        let mut batch_var = Array1::zeros(self.channels);
         {
             let mut xh = cview_mut(&mut xhat);
             let mut yv = cview_mut(&mut y);
             for c in 0..self.channels {
                 let row = xc.row(c);
-                let (mu, sc) = match mode {
-                    Mode::Eval => (rm[c], T::one() / (rv[c] + eps).sqrt()),
+                let (mu, var) = match mode {
+                    Mode::Eval => (rm[c], rv[c]),
                     Mode::Train => {
                         let mu = mean(row.iter().copied(), m);
                         let var = mean(row.iter().map(|&v| (v - mu) * (v - mu)), m);
-                        (mu, T::one() / (var + eps).sqrt())
+                        (mu, var)
                     }
                 };
+                let sc = T::one() / (var + eps).sqrt();
                 s[c] = sc;
+                batch_mean[c] = mu;
+                batch_var[c] = var;
                 let (g, b) = (gamma[c], beta[c]);
                 Zip::from(xh.row_mut(c))
                     .and(yv.row_mut(c))
@@ -132,7 +143,16 @@ impl BatchNorm {
                     });
             }
         }
-        (y, BnCache { xhat, s, mode })
+        (
+            y,
+            BnCache {
+                xhat,
+                s,
+                mode,
+                batch_mean,
+                batch_var,
+            },
+        )
     }
 
     /// Eval-mode forward in place, for inference (nothing is kept for the reverse passes);
