@@ -8,6 +8,8 @@
 //!   to 1e-4 relative, Hutchinson trace within 4 combined standard errors;
 //! - bad input exits 2 with a message naming the flag.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -399,7 +401,6 @@ struct Reference {
 }
 
 fn read_reference(path: &Path) -> Reference {
-    use safetensors::tensor::Dtype;
     let bytes = std::fs::read(path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}. HINT: run `/work/venv/bin/python fixtures/generate/make_hessian_reference.py`",
@@ -416,27 +417,7 @@ fn read_reference(path: &Path) -> Reference {
          HINT: regenerate with `python fixtures/generate/make_hessian_reference.py` (needs torch)",
         path.display()
     );
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors = HashMap::new();
-    for (name, t) in st.tensors() {
-        let d = t.data();
-        let v: Vec<f64> = match t.dtype() {
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            other => panic!("{}: unexpected dtype {other:?} for {name}", path.display()),
-        };
-        tensors.insert(name, (t.shape().to_vec(), v));
-    }
+    let tensors = common::decode_f64(&bytes, path);
     Reference { meta, tensors }
 }
 

@@ -3,6 +3,8 @@
 //! reference tolerances (f64 ≤ 1e-9, f32 ≤ 1e-4 relative); an ONNX model and the same
 //! model from safetensors give bitwise equal results; bad files fail with a clear message.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,8 +14,6 @@ use losscape::model::onnx::proto;
 use losscape::model::{Arch, Model};
 use ndarray::{Array1, ArrayD, IxDyn};
 use prost::Message;
-use safetensors::tensor::Dtype;
-use safetensors::SafeTensors;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,28 +27,7 @@ type Tensors = HashMap<String, (Vec<usize>, Vec<f64>)>;
 
 fn read(path: &Path) -> Tensors {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut out = HashMap::new();
-    for (name, t) in st.tensors() {
-        let d = t.data();
-        let v: Vec<f64> = match t.dtype() {
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            other => panic!("unexpected dtype {other:?}"),
-        };
-        out.insert(name, (t.shape().to_vec(), v));
-    }
-    out
+    common::decode_f64(&bytes, path)
 }
 
 /// A parameter-shaped vector from `prefix.<name>` entries (zero where absent).

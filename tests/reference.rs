@@ -3,6 +3,8 @@
 //! (double backward) of zoo models on real data, in f64 and f32; and the full Hessian
 //! spectrum of a tiny MLP.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +12,6 @@ use losscape::engine::{Graph, Loss, Mode, Scalar};
 use losscape::model::Arch;
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use ndarray_linalg::{Eigh, UPLO};
-use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
 /// Fixture format this test understands; make_reference.py writes the same number.
@@ -56,27 +57,7 @@ fn read(path: &Path) -> Fixture {
          HINT: regenerate with `fixtures/generate/regenerate.sh` (needs torch)",
         path.display()
     );
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors = HashMap::new();
-    for (name, t) in st.tensors() {
-        let d = t.data();
-        let v: Vec<f64> = match t.dtype() {
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            other => panic!("{}: unexpected dtype {other:?} for {name}", path.display()),
-        };
-        tensors.insert(name, (t.shape().to_vec(), v));
-    }
+    let tensors = common::decode_f64(&bytes, path);
     Fixture {
         name: path.file_stem().unwrap().to_string_lossy().into(),
         meta,

@@ -13,6 +13,8 @@
 //!   (relative) gives epoch-2 mini-batch loss 0.1226 vs 0.1344 and eval-mode training loss
 //!   0.064 vs 0.150; f64 vs f32 PyTorch gives 0.0629 vs 0.0643.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,7 +25,6 @@ use losscape::model::{Arch, Model};
 use losscape::train::checkpoint;
 use losscape::train::{Schedule, TrainConfig, TrainState, Trainer};
 use ndarray::{Array1, ArrayD, IxDyn};
-use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
 const FIXTURE_VERSION: &str = "1";
@@ -44,27 +45,7 @@ fn fixture() -> Fixture {
         Some(FIXTURE_VERSION),
         "HINT: regenerate with fixtures/generate/make_train_reference.py"
     );
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors = HashMap::new();
-    for (name, t) in st.tensors() {
-        let d = t.data();
-        let v: Vec<f64> = match t.dtype() {
-            Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            Dtype::I64 => d
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
-                .collect(),
-            other => panic!("unexpected dtype {other:?} for {name}"),
-        };
-        tensors.insert(name, (t.shape().to_vec(), v));
-    }
+    let tensors = common::decode_f64(&bytes, &path);
     Fixture { meta, tensors }
 }
 

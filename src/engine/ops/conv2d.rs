@@ -542,6 +542,8 @@ impl Conv2d {
         self.finish_output(ry, vb, &g)
     }
 
+    /// R-backward alone: the fused sweep without dW (dx is formed too, as the fused
+    /// sweep always pairs it with R{dx}; the graph calls [`Self::backward_hvp`] directly).
     #[allow(clippy::too_many_arguments)]
     fn r_backward_rb<T: Scalar>(
         &self,
@@ -555,73 +557,8 @@ impl Conv2d {
         need_dx: bool,
         rb: usize,
     ) -> (Option<ArrayD<T>>, ArrayD<T>, Option<ArrayD<T>>) {
-        let g = self.geom(cache.in_shape);
-        assert_eq!(
-            Self::shape4(x),
-            cache.in_shape,
-            "conv r_backward: input shape"
-        );
-        let o = self.out_channels;
-        let x = x.as_standard_layout();
-        let xs = x.as_slice().expect("standard layout");
-        let rx = rx.map(|r| r.as_standard_layout());
-        let rxs = rx.as_ref().map(|r| r.as_slice().expect("standard layout"));
-        let (w, vw) = (w.as_standard_layout(), vw.as_standard_layout());
-        let w2 = Mat::new(w.as_slice().expect("standard layout"), g.kk);
-        let v2 = Mat::new(vw.as_slice().expect("standard layout"), g.kk);
-        let (gy, rgy) = (gy.as_standard_layout(), rgy.as_standard_layout());
-        let gys = gy.as_slice().expect("standard layout");
-        let rgys = rgy.as_slice().expect("standard layout");
-        assert!(
-            gys.len() == o * g.cols && rgys.len() == o * g.cols,
-            "conv r_backward: shapes"
-        );
-        let mut rdw = vec![T::zero(); o * g.kk];
-        let mut rdx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
-        let mut buf = self.block_buf(&g, rb);
-        let mut dbuf = if need_dx {
-            self.block_buf(&g, rb)
-        } else {
-            Vec::new()
-        };
-        self.for_blocks(&g, rb, |r0, r1| {
-            let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
-            let gyb = Mat::new(&gys[c0..], g.cols);
-            let rgyb = Mat::new(&rgys[c0..], g.cols);
-            let bx = self.lower(&g, xs, r0, r1, &mut buf);
-            gemm_slices(
-                o,
-                g.kk,
-                nb,
-                T::one(),
-                rgyb,
-                bx.t(),
-                T::one(),
-                &mut rdw,
-                g.kk,
-            );
-            if let Some(rxs) = rxs {
-                // `buf` is free again: reuse it for R{cols}.
-                let brx = self.lower(&g, rxs, r0, r1, &mut buf);
-                gemm_slices(
-                    o,
-                    g.kk,
-                    nb,
-                    T::one(),
-                    gyb,
-                    brx.t(),
-                    T::one(),
-                    &mut rdw,
-                    g.kk,
-                );
-            }
-            if let Some(rdx) = rdx.as_mut() {
-                self.col_grad(&g, r0, r1, &[(w2, rgyb), (v2, gyb)], &mut dbuf, rdx);
-            }
-        });
-        let rdx = rdx.map(|v| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size"));
-        let rdb = self.bias.then(|| row_sums(rgys, o));
-        (rdx, self.weight_shape(rdw), rdb)
+        let h = self.backward_hvp_rb(cache, x, rx, w, vw, gy, rgy, need_dx, false, rb);
+        (h.rdx, h.rdw, h.rdb)
     }
 
     /// Calls `f(r0, r1)` for consecutive blocks of `rb` output rows (n, oh).
