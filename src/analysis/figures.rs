@@ -15,6 +15,18 @@ pub fn ensure_font() {
     crate::plot::font::ensure_font();
 }
 
+/// A legend glyph at (x, y): a solid line, or a dashed one (two segments) when `$dashed`.
+macro_rules! legend_line {
+    ($dashed:expr, $style:expr) => {{
+        let (gap, style) = (if $dashed { 5 } else { 0 }, $style);
+        move |(x, y): (i32, i32)| {
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (8, 0)], style)
+                + PathElement::new(vec![(8 + gap, 0), (20, 0)], style)
+        }
+    }};
+}
+
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }
@@ -88,9 +100,9 @@ pub fn depth_panels(
             }
             .map_err(err)?;
             if k == 0 {
-                drawn.label(label.as_str()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(width))
-                });
+                drawn
+                    .label(label.as_str())
+                    .legend(legend_line!(!*residual, c.stroke_width(width)));
             }
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 2, c.filled())))
@@ -202,9 +214,9 @@ pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Result<(
                     }
                     .map_err(err)?;
                     if k == 0 {
-                        drawn.label(label.as_str()).legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(width))
-                        });
+                        drawn
+                            .label(label.as_str())
+                            .legend(legend_line!(!*residual, c.stroke_width(width)));
                     }
                     chart
                         .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
@@ -315,7 +327,7 @@ pub fn training_curves(
             .filter(|(_, p)| p.1.is_finite())
             .map(|(e, p)| (e as f64 + 1.0, p.1))
             .collect();
-        let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], style);
+        let legend = legend_line!(!*residual, style);
         if *residual {
             lc.draw_series(LineSeries::new(loss, style))
                 .map_err(err)?
