@@ -26,7 +26,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Keeps freed activation buffers in the heap instead of returning them to the kernel.
+/// The engine allocates and frees megabyte-sized arrays in every pass; with glibc's
+/// defaults each is a fresh `mmap` (page faults, zeroing) and `munmap` (a TLB shoot-down
+/// on the other cores), which serializes the threads. Measured on ResNet-20/56 forward,
+/// 2 threads: 5–10 % faster. The cost: the process keeps its peak heap until it exits.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called once, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     losscape::io::hdf5_init();
     let cli = Cli::parse();
     match run(cli) {
