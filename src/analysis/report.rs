@@ -109,6 +109,18 @@ pub fn table_rows(results: &[ModelResult]) -> (Vec<&'static str>, Vec<Vec<String
     (header, rows)
 }
 
+/// "Run time …", saying how many steps came from earlier runs (a rerun only redoes what changed).
+fn run_time(o: &AnalysisOutcome) -> String {
+    if o.steps_reused == 0 {
+        format!("Run time {:.0} s.", o.seconds)
+    } else {
+        format!(
+            "This run took {:.0} s; {} of its {} steps were up to date from earlier runs and not redone.",
+            o.seconds, o.steps_reused, o.steps_total
+        )
+    }
+}
+
 fn ratio_words(a: f64, b: f64) -> String {
     if !(a.is_finite() && b.is_finite()) || b == 0.0 {
         return "not comparable".into();
@@ -243,11 +255,11 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Result<
     }
     let _ = writeln!(
         md,
-        "Data: `{}` ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. Run time {:.0} s.\n",
+        "Data: `{}` ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. {}\n",
         o.data,
         o.samples.map(|s| s.to_string()).unwrap_or_else(|| "all".into()),
         o.grid,
-        o.seconds
+        run_time(o)
     );
     let _ = writeln!(md, "| {} |", header.join(" | "));
     let _ = writeln!(
@@ -294,11 +306,11 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Result<
     }
     let _ = write!(
         html,
-        "<p>Data: <code>{}</code> ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. Run time {:.0} s.</p><div class=\"wide\"><table><tr>",
+        "<p>Data: <code>{}</code> ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. {}</p><div class=\"wide\"><table><tr>",
         esc(&o.data),
         o.samples.map(|s| s.to_string()).unwrap_or_else(|| "all".into()),
         esc(&o.grid),
-        o.seconds
+        esc(&run_time(o))
     );
     for h in &header {
         let _ = write!(html, "<th>{}</th>", esc(h));

@@ -104,6 +104,9 @@ pub struct AnalysisOutcome {
     pub grid: String,
     pub results: Vec<ModelResult>,
     pub seconds: f64,
+    /// Steps taken from earlier runs' cached outputs, of all steps.
+    pub steps_reused: usize,
+    pub steps_total: usize,
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {
@@ -151,6 +154,9 @@ fn depth_of(arch: &Arch) -> usize {
 struct Steps {
     total: usize,
     done: usize,
+    /// Real steps found up to date (the per-model "collected" marker is not counted).
+    reused: usize,
+    counted: usize,
     quiet: bool,
     start: Instant,
 }
@@ -158,6 +164,10 @@ struct Steps {
 impl Steps {
     fn next(&mut self, what: &str, cached: bool) {
         self.done += 1;
+        if !what.ends_with(": collected") {
+            self.counted += 1;
+            self.reused += usize::from(cached);
+        }
         if !self.quiet {
             eprintln!(
                 "[{:>2}/{}] {:<48} {}  ({:.0} s)",
@@ -192,6 +202,8 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
     let mut steps = Steps {
         total: spec.models.len() * per_model + n_trained,
         done: 0,
+        reused: 0,
+        counted: 0,
         quiet,
         start,
     };
@@ -532,6 +544,8 @@ pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<An
         },
         results,
         seconds: start.elapsed().as_secs_f64(),
+        steps_reused: steps.reused,
+        steps_total: steps.counted,
     })
 }
 
