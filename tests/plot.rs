@@ -365,7 +365,7 @@ fn the_same_command_gives_the_same_bytes() {
 }
 
 #[test]
-fn panels_of_two_to_four_surfaces() {
+fn panels_of_two_to_six_surfaces() {
     let t = Files::new();
     let shifted = |x: f64, y: f64| bowl(x - 0.3, y) * 2.0;
     surface2d(&t.p("a.h5"), &[("train_loss", &bowl)]);
@@ -383,6 +383,18 @@ fn panels_of_two_to_four_surfaces() {
         let (w, h) = png_size(Path::new(&out));
         assert!(w > 400 * n as u32 && h >= 400, "{n} panels in {w}×{h}");
     }
+    // more than four maps wrap onto two rows: 6 → 2 × 3
+    let out = t.s("panel6.png");
+    let mut args = vec!["plot".to_string()];
+    args.extend(files.iter().chain(&files[..2]).cloned());
+    args.extend(["--kind", "panel", "--out", &out].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&args);
+    let (w, h) = png_size(Path::new(&out));
+    assert!(
+        w > 3 * 400 && w < 4 * 420 && h > 2 * 400,
+        "6 panels in {w}×{h}"
+    );
     let (img, _) = render_rgb(&cfg(
         files[..3].iter().map(PathBuf::from).collect(),
         PlotKind::Panel,

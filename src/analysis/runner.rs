@@ -664,11 +664,14 @@ pub fn plots(o: &AnalysisOutcome) -> Result<Vec<(String, String)>> {
     if surfaces.iter().all(|(_, s)| s.y.is_some()) && !surfaces.is_empty() {
         let file = "surfaces.png";
         let cfg = crate::plot::PlotConfig {
-            inputs: o
-                .results
-                .iter()
-                .map(|r| o.out_dir.join(&r.surface_file))
-                .collect(),
+            inputs: {
+                // more than one row: residual models on the first, plain ones below
+                let mut rs: Vec<&ModelResult> = o.results.iter().collect();
+                if rs.len() > 4 {
+                    rs.sort_by_key(|r| (!r.residual, r.depth));
+                }
+                rs.iter().map(|r| o.out_dir.join(&r.surface_file)).collect()
+            },
             kind: crate::plot::PlotKind::Panel,
             surf_name: "train_loss".into(),
             levels: crate::plot::LevelSpec {

@@ -88,6 +88,16 @@ pub fn draw_map<DB: DrawingBackend>(root: &Area<DB>, d: &MapData, ctx: Ctx) -> R
     Ok(())
 }
 
+/// (rows, columns) of a panel of `n` maps: one row up to 4, then two rows.
+pub fn panel_grid(n: usize) -> (usize, usize) {
+    let n = n.max(1);
+    if n <= 4 {
+        (1, n)
+    } else {
+        (2, n.div_ceil(2))
+    }
+}
+
 pub fn draw_panel<DB: DrawingBackend>(
     root: &Area<DB>,
     d: &PanelData,
@@ -96,7 +106,8 @@ pub fn draw_panel<DB: DrawingBackend>(
     let root = root.titled(&d.title, font(ctx.title)).map_err(draw_err)?;
     let (w, _) = root.dim_in_pixel();
     let (plots, bar) = root.split_horizontally(w - colorbar_width(ctx));
-    let cells = plots.split_evenly((1, d.cells.len().max(1)));
+    let (rows_n, cols_n) = panel_grid(d.cells.len());
+    let cells = plots.split_evenly((rows_n, cols_n));
     let cell_ctx = Ctx {
         title: ctx.label,
         ..ctx

@@ -185,7 +185,10 @@ fn default_size(kind: PlotKind, inputs: usize) -> (u32, u32) {
         PlotKind::Filled | PlotKind::Heat | PlotKind::Ratio => (820, 700),
         PlotKind::Surface3d => (800, 700),
         PlotKind::Curve | PlotKind::Spectrum => (800, 520),
-        PlotKind::Panel => (420 * inputs.max(1) as u32 + 130, 500),
+        PlotKind::Panel => {
+            let (r, c) = map2d::panel_grid(inputs);
+            (420 * c as u32 + 130, 40 + 460 * r as u32)
+        }
     }
 }
 
