@@ -27,6 +27,23 @@ macro_rules! legend_line {
     }};
 }
 
+/// Draws `$pts` on `$chart` as a solid (residual) or dashed (plain) line in `$style`,
+/// with a legend entry when `$label` is `Some`.
+macro_rules! family_line {
+    ($chart:expr, $pts:expr, $residual:expr, $style:expr, $label:expr) => {{
+        let (style, label): (ShapeStyle, Option<&str>) = ($style, $label);
+        let drawn = if $residual {
+            $chart.draw_series(LineSeries::new($pts, style))
+        } else {
+            $chart.draw_series(DashedLineSeries::new($pts, 6, 4, style))
+        }
+        .map_err(err)?;
+        if let Some(l) = label {
+            drawn.label(l).legend(legend_line!(!$residual, style));
+        }
+    }};
+}
+
 fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }
@@ -92,18 +109,8 @@ pub fn depth_panels(
                 .map(|(x, &y)| (x as f64, y))
                 .collect();
             let width = if *residual { 2 } else { 1 };
-            let style = c.stroke_width(width);
-            let drawn = if *residual {
-                chart.draw_series(LineSeries::new(pts.clone(), style))
-            } else {
-                chart.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))
-            }
-            .map_err(err)?;
-            if k == 0 {
-                drawn
-                    .label(label.as_str())
-                    .legend(legend_line!(!*residual, c.stroke_width(width)));
-            }
+            let label = (k == 0).then_some(label.as_str());
+            family_line!(chart, pts.clone(), *residual, c.stroke_width(width), label);
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 2, c.filled())))
                 .map_err(err)?;
@@ -202,22 +209,8 @@ pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Result<(
                         .filter(|p| p.1.is_finite() && (!panel.log || p.1 > 0.0))
                         .collect();
                     let width = if *residual { 2 } else { 1 };
-                    let drawn = if *residual {
-                        chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(width)))
-                    } else {
-                        chart.draw_series(DashedLineSeries::new(
-                            pts.clone(),
-                            6,
-                            4,
-                            c.stroke_width(width),
-                        ))
-                    }
-                    .map_err(err)?;
-                    if k == 0 {
-                        drawn
-                            .label(label.as_str())
-                            .legend(legend_line!(!*residual, c.stroke_width(width)));
-                    }
+                    let label = (k == 0).then_some(label.as_str());
+                    family_line!(chart, pts.clone(), *residual, c.stroke_width(width), label);
                     chart
                         .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
                         .map_err(err)?;
@@ -327,21 +320,8 @@ pub fn training_curves(
             .filter(|(_, p)| p.1.is_finite())
             .map(|(e, p)| (e as f64 + 1.0, p.1))
             .collect();
-        let legend = legend_line!(!*residual, style);
-        if *residual {
-            lc.draw_series(LineSeries::new(loss, style))
-                .map_err(err)?
-                .label(label.as_str())
-                .legend(legend);
-            ac.draw_series(LineSeries::new(acc, style)).map_err(err)?;
-        } else {
-            lc.draw_series(DashedLineSeries::new(loss, 6, 4, style))
-                .map_err(err)?
-                .label(label.as_str())
-                .legend(legend);
-            ac.draw_series(DashedLineSeries::new(acc, 6, 4, style))
-                .map_err(err)?;
-        }
+        family_line!(lc, loss, *residual, style, Some(label.as_str()));
+        family_line!(ac, acc, *residual, style, None);
     }
     lc.configure_series_labels()
         .background_style(WHITE.mix(0.85))
