@@ -467,33 +467,36 @@ pub fn beta_smoothness(
     })
 }
 
+/// L(θ) = ½ Σ h_i (θ_i − c_i)², a [`LossGradient`] with everything known in closed form:
+/// for h_i > 0 the box maximum is separable (each coordinate at the endpoint farther from
+/// c_i) and β(η) = ‖Hg‖/‖g‖ for every η. The oracle of this module's tests.
+pub struct DiagonalQuadratic {
+    pub h: Array1<f64>,
+    pub c: Array1<f64>,
+}
+
+impl LossGradient for DiagonalQuadratic {
+    fn dim(&self) -> usize {
+        self.h.len()
+    }
+    fn loss(&self, t: ArrayView1<f64>) -> f64 {
+        0.5 * Zip::from(&t)
+            .and(&self.h)
+            .and(&self.c)
+            .fold(0.0, |s, &t, &h, &c| s + h * (t - c) * (t - c))
+    }
+    fn loss_grad(&self, t: ArrayView1<f64>) -> (f64, Array1<f64>) {
+        let g = Zip::from(&t)
+            .and(&self.h)
+            .and(&self.c)
+            .map_collect(|&t, &h, &c| h * (t - c));
+        (self.loss(t), g)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// L(θ) = ½ Σ h_i (θ_i − c_i)².
-    struct Quad {
-        h: Array1<f64>,
-        c: Array1<f64>,
-    }
-    impl LossGradient for Quad {
-        fn dim(&self) -> usize {
-            self.h.len()
-        }
-        fn loss(&self, t: ArrayView1<f64>) -> f64 {
-            0.5 * Zip::from(&t)
-                .and(&self.h)
-                .and(&self.c)
-                .fold(0.0, |s, &t, &h, &c| s + h * (t - c) * (t - c))
-        }
-        fn loss_grad(&self, t: ArrayView1<f64>) -> (f64, Array1<f64>) {
-            let g = Zip::from(&t)
-                .and(&self.h)
-                .and(&self.c)
-                .map_collect(|&t, &h, &c| h * (t - c));
-            (self.loss(t), g)
-        }
-    }
 
     #[test]
     fn sign_of_zero_is_zero() {
@@ -528,7 +531,7 @@ mod tests {
         assert_eq!(check_etas(&[]), Err(SharpnessError::EmptyEtas));
         assert!(check_etas(&[0.1, f64::NAN]).is_err());
         assert!(check_etas(&[-0.1]).is_err());
-        let q = Quad {
+        let q = DiagonalQuadratic {
             h: Array1::ones(2),
             c: Array1::zeros(2),
         };
@@ -539,7 +542,7 @@ mod tests {
 
     #[test]
     fn random_starts_never_lower_the_maximum_and_are_seeded() {
-        let q = Quad {
+        let q = DiagonalQuadratic {
             h: Array1::from(vec![1.0, 3.0, 0.5]),
             c: Array1::from(vec![0.1, -0.2, 0.0]),
         };

@@ -14,10 +14,10 @@ use losscape::data::{load, DataOptions, Split};
 use losscape::model::Model;
 use losscape::objective::{Objective, ObjectiveConfig};
 use losscape::sharpness::{
-    beta_smoothness, eps_sharpness, EpsParams, LossGradient, ObjectiveOracle, PerturbedParams,
-    DEFAULT_ETAS,
+    beta_smoothness, eps_sharpness, DiagonalQuadratic, EpsParams, LossGradient, ObjectiveOracle,
+    PerturbedParams, DEFAULT_ETAS,
 };
-use ndarray::{s, Array1, ArrayView1, Axis, Zip};
+use ndarray::{s, Array1, Axis};
 
 /// Both sides compute in f64 and differ only in summation order (≈1e-16 relative per
 /// loss); 20 ascent steps can amplify that only through a flipped gradient sign, which
@@ -40,39 +40,14 @@ fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
 }
 
-/// L(θ) = ½ Σ h_i (θ_i − c_i)², h_i > 0.
-struct Quadratic {
-    h: Array1<f64>,
-    c: Array1<f64>,
-}
-
-impl LossGradient for Quadratic {
-    fn dim(&self) -> usize {
-        self.h.len()
-    }
-    fn loss(&self, t: ArrayView1<f64>) -> f64 {
-        0.5 * Zip::from(&t)
-            .and(&self.h)
-            .and(&self.c)
-            .fold(0.0, |s, &t, &h, &c| s + h * (t - c) * (t - c))
-    }
-    fn loss_grad(&self, t: ArrayView1<f64>) -> (f64, Array1<f64>) {
-        let g = Zip::from(&t)
-            .and(&self.h)
-            .and(&self.c)
-            .map_collect(|&t, &h, &c| h * (t - c));
-        (self.loss(t), g)
-    }
-}
-
 /// A deterministic quadratic with curvatures over four decades and minimizers on both
 /// sides of θ (some inside the box, some outside), never exactly at θ (there the gradient is
 /// 0 and an ascent from y = 0 cannot move: see `random_starts_leave_a_stationary_point`).
-fn quadratic(n: usize) -> (Quadratic, Array1<f64>) {
+fn quadratic(n: usize) -> (DiagonalQuadratic, Array1<f64>) {
     let h = Array1::from_shape_fn(n, |i| 10f64.powf(-2.0 + 4.0 * i as f64 / n as f64));
     let theta = Array1::from_shape_fn(n, |i| ((i * 7 % 11) as f64 - 5.0) * 0.3);
     let c = Array1::from_shape_fn(n, |i| theta[i] + ((i * 5 % 13) as f64 - 6.5) * 2e-3);
-    (Quadratic { h, c }, theta)
+    (DiagonalQuadratic { h, c }, theta)
 }
 
 #[test]
