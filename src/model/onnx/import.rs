@@ -322,6 +322,18 @@ impl Importer {
         }
     }
 
+    /// A computed value of image shape `[N, C, H, W]` (not squeezed to `[N, C]`).
+    fn image(&self, name: &str) -> Result<Value, String> {
+        let x = self.value(name)?;
+        if x.shape.len() != 4 || x.squeezed {
+            return Err(format!(
+                "input of shape {:?}; expected [N, C, H, W]",
+                x.shape
+            ));
+        }
+        Ok(x)
+    }
+
     fn konst(&self, name: &str) -> Result<(Arc<Tensor>, Option<usize>), String> {
         match self.get(name)? {
             Entry::Const(t, i) => Ok((t.clone(), *i)),
@@ -486,15 +498,9 @@ impl Importer {
                 self.env.insert(out, e);
             }
             "Conv" => {
-                let x = self.value(inp(0)?)?;
+                let x = self.image(inp(0)?)?;
                 let wname = inp(1)?.to_string();
                 let (w, _) = self.konst(&wname)?;
-                if x.shape.len() != 4 || x.squeezed {
-                    return Err(format!(
-                        "input of shape {:?}; expected [N, C, H, W]",
-                        x.shape
-                    ));
-                }
                 if attr_i(n, "group", 1) != 1 {
                     return Err("grouped convolutions (group ≠ 1) are not supported".into());
                 }
@@ -777,13 +783,7 @@ impl Importer {
                 );
             }
             "GlobalAveragePool" | "ReduceMean" => {
-                let x = self.value(inp(0)?)?;
-                if x.shape.len() != 4 || x.squeezed {
-                    return Err(format!(
-                        "input of shape {:?}; expected [N, C, H, W]",
-                        x.shape
-                    ));
-                }
+                let x = self.image(inp(0)?)?;
                 let mut keep = true;
                 if n.op_type == "ReduceMean" {
                     let axes = match Self::opt_input(n, 1) {
@@ -816,13 +816,7 @@ impl Importer {
                 );
             }
             "AveragePool" | "MaxPool" => {
-                let x = self.value(inp(0)?)?;
-                if x.shape.len() != 4 || x.squeezed {
-                    return Err(format!(
-                        "input of shape {:?}; expected [N, C, H, W]",
-                        x.shape
-                    ));
-                }
+                let x = self.image(inp(0)?)?;
                 if n.output.len() > 1 && !n.output[1].is_empty() {
                     return Err("MaxPool indices output is not supported".into());
                 }
