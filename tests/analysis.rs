@@ -2,12 +2,23 @@
 //! report.html references only files that exist, a rerun is all "up to date", and bad
 //! specs fail naming the key or file and the line.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_losscape"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c
+}
+
+/// `losscape run SPEC --outputs OUTPUTS`.
+fn run_spec(spec: &Path, outputs: &Path) -> Output {
+    bin()
+        .env("OPENBLAS_CORETYPE", "Haswell")
+        .args(["run", spec.to_str().unwrap(), "--outputs"])
+        .arg(outputs)
+        .output()
+        .unwrap()
 }
 
 const SPEC: &str = r#"
@@ -41,15 +52,7 @@ fn tiny_spec_end_to_end() {
     let spec = dir.path().join("tiny.toml");
     std::fs::write(&spec, SPEC).unwrap();
     let outputs = dir.path().join("out");
-    let o = bin()
-        .args([
-            "run",
-            spec.to_str().unwrap(),
-            "--outputs",
-            outputs.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = run_spec(&spec, &outputs);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = outputs.join("tiny");
     for f in [
@@ -98,15 +101,7 @@ fn tiny_spec_end_to_end() {
             && html.contains("ε-sharpness")
     );
     // a rerun does nothing new
-    let o = bin()
-        .args([
-            "run",
-            spec.to_str().unwrap(),
-            "--outputs",
-            outputs.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = run_spec(&spec, &outputs);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success());
     assert!(!e.contains(" done "), "rerun recomputed something:\n{e}");
@@ -118,15 +113,7 @@ fn bad_specs_name_key_and_line() {
     let run = |text: &str| {
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, text).unwrap();
-        let o = bin()
-            .args([
-                "run",
-                p.to_str().unwrap(),
-                "--outputs",
-                dir.path().join("o").to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let o = run_spec(&p, &dir.path().join("o"));
         assert_eq!(o.status.code(), Some(2));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
@@ -218,18 +205,7 @@ fn train_step_trains_caches_and_reports() {
     let spec = dir.path().join("tiny-train.toml");
     std::fs::write(&spec, TRAIN_SPEC).unwrap();
     let outputs = dir.path().join("out");
-    let run = || {
-        bin()
-            .env("OPENBLAS_CORETYPE", "Haswell")
-            .args([
-                "run",
-                spec.to_str().unwrap(),
-                "--outputs",
-                outputs.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap()
-    };
+    let run = || run_spec(&spec, &outputs);
     let o = run();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = outputs.join("tiny-train");
