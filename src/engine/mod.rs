@@ -10,6 +10,7 @@
 //! layer's input, with no transpose, and batch norm touches one contiguous row per channel.
 //! Vectors (inputs of linear layers) are `[N, F]` as in PyTorch.
 
+pub mod direct;
 pub mod error;
 pub mod gemm;
 pub mod graph;
