@@ -298,6 +298,15 @@ impl Conv2d {
         );
         let mut dw = want_dw.then(|| vec![T::zero(); o * g.kk]);
         let mut rdw = vec![T::zero(); o * g.kk];
+        // dx = W'⋆dy and R{dx} = W'⋆R{dy} + V'⋆dy by the direct kernel where it applies.
+        let direct_dx = need_dx
+            .then(|| {
+                let dx = self.dx_direct(&g, &[(w2.data, gys)])?;
+                let rdx = self.dx_direct(&g, &[(w2.data, rgys), (v2.data, gys)])?;
+                Some((dx, rdx))
+            })
+            .flatten();
+        let need_dx = need_dx && direct_dx.is_none();
         let mut dx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut rdx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut buf = self.block_buf(&g, rb);
@@ -373,6 +382,9 @@ impl Conv2d {
             }
         });
         let shape = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size");
+        if let Some((ddx, drdx)) = direct_dx {
+            (dx, rdx) = (Some(ddx), Some(drdx));
+        }
         HvpGrads {
             dx: dx.map(shape),
             dw: dw.map(|d| self.weight_shape(d)),
@@ -429,28 +441,35 @@ impl Conv2d {
         g: &Geom,
         xs: &[T],
         ws: &[T],
-        mut after: impl FnMut(&mut [T], usize),
+        after: impl FnMut(&mut [T], usize),
     ) -> Option<Vec<T>> {
-        if TypeId::of::<T>() != TypeId::of::<f32>() || !direct::applies(self.stride, g.wo) {
+        if self.stride != 1 {
             return None;
         }
-        let f32s = |s: &[T]| {
-            // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
-            unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) }
-        };
         let (o, k, p) = (self.out_channels, self.kernel, self.padding);
-        let mut d = direct::DirectConv::new(o, g.c, k, p, g.h, g.w, f32s(ws));
-        let mut y = vec![T::zero(); o * g.cols];
-        for img in 0..g.n {
-            {
-                // SAFETY: as above, for the output.
-                let yf =
-                    unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr() as *mut f32, y.len()) };
-                d.image(&[f32s(xs)], g.n, img, yf);
-            }
-            after(&mut y, img);
+        direct_sum(o, k, p, [g.n, g.h, g.w], &[(ws, xs)], after)
+    }
+
+    /// The transposed convolutions of the reverse passes, `dx = Wᵀ ⋆ dy` summed over the
+    /// `(W, dy)` terms, by the direct kernel: for stride 1, the adjoint of a k×k
+    /// convolution with padding p is the convolution with the flipped, transposed kernel
+    /// `W'[c, o, i, j] = W[o, c, k−1−i, k−1−j]` and padding k−1−p. `None` where it does not
+    /// apply (the caller then folds GEMM columns back with col2im).
+    fn dx_direct<T: Scalar>(&self, g: &Geom, terms: &[(&[T], &[T])]) -> Option<Vec<T>> {
+        let (o, c, k, p) = (self.out_channels, g.c, self.kernel, self.padding);
+        if self.stride != 1 || p + 1 > k || !direct_ok::<T>(g.w) {
+            return None;
         }
-        Some(y)
+        let flipped: Vec<Vec<T>> = terms
+            .iter()
+            .map(|&(w, _)| flip_transpose(w, o, c, k))
+            .collect();
+        let terms: Vec<(&[T], &[T])> = flipped
+            .iter()
+            .zip(terms)
+            .map(|(wf, &(_, dy))| (&wf[..], dy))
+            .collect();
+        direct_sum(c, k, k - 1 - p, [g.n, g.ho, g.wo], &terms, |_, _| {})
     }
 
     fn backward_rb<T: Scalar>(
@@ -477,6 +496,10 @@ impl Conv2d {
         let gys = gy.as_slice().expect("standard layout");
         assert_eq!(gys.len(), o * g.cols, "conv backward: gradient shape");
         let mut dw = vec![T::zero(); o * g.kk];
+        let direct_dx = need_dx
+            .then(|| self.dx_direct(&g, &[(w2.data, gys)]))
+            .flatten();
+        let need_dx = need_dx && direct_dx.is_none();
         let mut dx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut buf = self.block_buf(&g, rb);
         let mut dbuf = if need_dx {
@@ -493,7 +516,9 @@ impl Conv2d {
                 self.col_grad(&g, r0, r1, &[(w2, gyb)], &mut dbuf, dx);
             }
         });
-        let dx = dx.map(|v| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size"));
+        let dx = direct_dx
+            .or(dx)
+            .map(|v| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size"));
         let db = self.bias.then(|| row_sums(gys, o));
         (dx, self.weight_shape(dw), db)
     }
@@ -523,6 +548,14 @@ impl Conv2d {
         let (w, vw) = (w.as_standard_layout(), vw.as_standard_layout());
         let w2 = Mat::new(w.as_slice().expect("standard layout"), g.kk);
         let v2 = Mat::new(vw.as_slice().expect("standard layout"), g.kk);
+        if self.stride == 1 {
+            let (xv, xw) = ((v2.data, xs), rxs.map(|r| (w2.data, r)));
+            let terms: Vec<(&[T], &[T])> = std::iter::once(xv).chain(xw).collect();
+            let (k, p) = (self.kernel, self.padding);
+            if let Some(ry) = direct_sum(o, k, p, [g.n, g.h, g.w], &terms, |_, _| {}) {
+                return self.finish_output(ry, vb, &g);
+            }
+        }
         let mut ry = vec![T::zero(); o * g.cols];
         if let (Some(rxs), false) = (rxs, self.pointwise()) {
             // One GEMM per block: [V₂ W₂] · [cols; R{cols}].
@@ -913,6 +946,77 @@ impl Conv2d {
 }
 
 /// Σ over columns of each of the `o` rows of a row-major `[o, ·]` slice.
+/// Whether the direct kernel takes a stride-1 convolution in `T` with output rows `wo` wide.
+fn direct_ok<T: Scalar>(wo: usize) -> bool {
+    TypeId::of::<T>() == TypeId::of::<f32>() && direct::applies(1, wo)
+}
+
+/// Σᵢ Wᵢ ⋆ xᵢ for a stride-1 `k×k` convolution with zero padding `p` and `out` output
+/// channels, by the direct kernel (one call: weights `[W₁ | W₂ | …]` per output channel,
+/// the inputs' channels stacked). Each term is (weights `[out, Cᵢ, k, k]`, input
+/// `[Cᵢ, N, H, W]`) with `dims = [N, H, W]`; returns `[out, N·Ho·Wo]`, calling
+/// `after(y, image)` as each image completes, or `None` unless `T` is f32 and the kernel
+/// applies.
+fn direct_sum<T: Scalar>(
+    out: usize,
+    k: usize,
+    p: usize,
+    dims: [usize; 3],
+    terms: &[(&[T], &[T])],
+    mut after: impl FnMut(&mut [T], usize),
+) -> Option<Vec<T>> {
+    let [n, h, w] = dims;
+    if w + 2 * p < k || h + 2 * p < k || !direct_ok::<T>(w + 2 * p + 1 - k) {
+        return None;
+    }
+    let f32s = |s: &[T]| {
+        // SAFETY: T is f32 (checked by direct_ok), so this reinterprets a slice as itself.
+        unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) }
+    };
+    let per = n * h * w;
+    let chans: Vec<usize> = terms.iter().map(|(_, x)| x.len() / per.max(1)).collect();
+    let c: usize = chans.iter().sum();
+    let weights: std::borrow::Cow<[f32]> = if terms.len() == 1 {
+        f32s(terms[0].0).into()
+    } else {
+        let kk = k * k;
+        let mut all = Vec::with_capacity(out * c * kk);
+        for oc in 0..out {
+            for (&(wi, _), &ci) in terms.iter().zip(&chans) {
+                all.extend_from_slice(&f32s(wi)[oc * ci * kk..(oc + 1) * ci * kk]);
+            }
+        }
+        all.into()
+    };
+    let mut d = direct::DirectConv::new(out, c, k, p, h, w, &weights);
+    let srcs: Vec<&[f32]> = terms.iter().map(|&(_, x)| f32s(x)).collect();
+    let (ho, wo) = (h + 2 * p + 1 - k, w + 2 * p + 1 - k);
+    let mut y = vec![T::zero(); out * n * ho * wo];
+    for img in 0..n {
+        {
+            // SAFETY: as above, for the output.
+            let yf = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr() as *mut f32, y.len()) };
+            d.image(&srcs, n, img, yf);
+        }
+        after(&mut y, img);
+    }
+    Some(y)
+}
+
+/// `W [O, C, k, k]` → `W' [C, O, k, k]` with `W'[c, o, i, j] = W[o, c, k−1−i, k−1−j]`.
+fn flip_transpose<T: Scalar>(w: &[T], o: usize, c: usize, k: usize) -> Vec<T> {
+    let kk = k * k;
+    let mut f = vec![T::zero(); o * c * kk];
+    for oc in 0..o {
+        for ci in 0..c {
+            for t in 0..kk {
+                f[(ci * o + oc) * kk + (kk - 1 - t)] = w[(oc * c + ci) * kk + t];
+            }
+        }
+    }
+    f
+}
+
 fn row_sums<T: Scalar>(a: &[T], o: usize) -> ArrayD<T> {
     let m = a.len() / o.max(1);
     let sums: Vec<T> = (0..o)
@@ -1191,6 +1295,78 @@ mod tests {
                 cfg.r_backward(&cache, &x, Some(&rx), &wv, &vv, &gy, &rgy, true);
             close(&rdx_a.unwrap(), &rdx0, &format!("rdx auto {tag}"));
             close(&rdw_a, &rdw0, &format!("rdw auto {tag}"));
+        }
+    }
+
+    /// The f32 passes that take the direct kernel (stride 1, rows ≥ 8: forward, fused
+    /// forward, R-forward, dx and R{dx} as transposed convolutions) against the f64
+    /// im2col reference, to f32 rounding (relative to each tensor's largest entry).
+    #[test]
+    fn f32_direct_passes_match_f64_reference() {
+        let close32 = |a: &ArrayD<f32>, b: &ArrayD<f64>, what: &str| {
+            assert_eq!(a.shape(), b.shape(), "{what}: shape");
+            let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+            let err = a
+                .iter()
+                .zip(b.iter())
+                .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - y).abs()));
+            assert!(
+                err <= 2e-6 * scale,
+                "{what}: max error {err} vs scale {scale}"
+            );
+        };
+        // (C, O, k, p, N, H, W): ResNet-like 3×3 same-size, a 1×1, a 5×5 valid, odd widths.
+        for &(c, o, k, p, n, h, wd) in &[
+            (16, 16, 3, 1, 2, 8, 8),
+            (5, 11, 3, 1, 3, 9, 13),
+            (6, 4, 1, 0, 2, 5, 10),
+            (3, 7, 5, 0, 2, 12, 14),
+        ] {
+            let cfg = Conv2d {
+                in_channels: c,
+                out_channels: o,
+                kernel: k,
+                stride: 1,
+                padding: p,
+                bias: false,
+            };
+            let f = |seed: usize| {
+                move |i: IxDyn| {
+                    let h = i
+                        .slice()
+                        .iter()
+                        .fold(seed, |a, &v| a.wrapping_mul(31).wrapping_add(v));
+                    ((h * 2654435761) % 1000) as f64 / 997.0 - 0.5
+                }
+            };
+            let (ho, wo) = cfg.out_hw(h, wd).unwrap();
+            let x = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(1));
+            let rx = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(2));
+            let w = ArrayD::from_shape_fn(IxDyn(&[o, c, k, k]), f(3));
+            let v = ArrayD::from_shape_fn(IxDyn(&[o, c, k, k]), f(4));
+            let gy = ArrayD::from_shape_fn(IxDyn(&[o, n, ho, wo]), f(7));
+            let rgy = ArrayD::from_shape_fn(IxDyn(&[o, n, ho, wo]), f(8));
+            // The reference sees exactly the f32 inputs.
+            let r = |a: &ArrayD<f64>| a.mapv(|t| t as f32 as f64);
+            let (x, rx, w, v, gy, rgy) = (r(&x), r(&rx), r(&w), r(&v), r(&gy), r(&rgy));
+            let [y0, ry0, dw0, dx0, rdw0, rdx0] = unblocked(&cfg, &x, &rx, &w, &v, &gy, &rgy);
+            let s = |a: &ArrayD<f64>| a.mapv(|t| t as f32);
+            let (x, rx, w, v, gy, rgy) = (s(&x), s(&rx), s(&w), s(&v), s(&gy), s(&rgy));
+            let tag = format!("c{c} o{o} k{k} p{p} n{n} h{h} w{wd}");
+            let (wv, vv) = (w.view(), v.view());
+            let (y, cache) = cfg.forward(&x, &wv, None);
+            close32(&y, &y0, &format!("y {tag}"));
+            let yf = cfg.forward_fused(&x, &wv, |_, _: &mut [f32]| {});
+            assert_eq!(yf, y, "fused and plain forward differ: {tag}");
+            let ry = cfg.r_forward(&cache, &x, &wv, &vv, None, Some(&rx));
+            close32(&ry, &ry0, &format!("ry {tag}"));
+            let (dx, dw, _) = cfg.backward(&cache, &x, &wv, &gy, true);
+            close32(&dx.unwrap(), &dx0, &format!("dx {tag}"));
+            close32(&dw, &dw0, &format!("dw {tag}"));
+            let hg = cfg.backward_hvp(&cache, &x, Some(&rx), &wv, &vv, &gy, &rgy, true, true);
+            close32(hg.dx.as_ref().unwrap(), &dx0, &format!("fused dx {tag}"));
+            close32(hg.rdx.as_ref().unwrap(), &rdx0, &format!("fused rdx {tag}"));
+            close32(&hg.rdw, &rdw0, &format!("fused rdw {tag}"));
         }
     }
 }
