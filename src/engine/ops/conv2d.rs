@@ -1061,6 +1061,17 @@ mod tests {
         y
     }
 
+    /// Deterministic pseudo-random entries in [−0.5, 0.5] from a seed and the index.
+    fn hashed(seed: usize) -> impl Fn(IxDyn) -> f64 {
+        move |i: IxDyn| {
+            let h = i
+                .slice()
+                .iter()
+                .fold(seed, |a, &v| a.wrapping_mul(31).wrapping_add(v));
+            ((h * 2654435761) % 1000) as f64 / 997.0 - 0.5
+        }
+    }
+
     fn close(a: &ArrayD<f64>, b: &ArrayD<f64>, what: &str) {
         assert_eq!(a.shape(), b.shape(), "{what}: shape");
         let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
@@ -1198,15 +1209,7 @@ mod tests {
                 padding: p,
                 bias: true,
             };
-            let f = |seed: usize| {
-                move |i: IxDyn| {
-                    let h = i
-                        .slice()
-                        .iter()
-                        .fold(seed, |a, &v| a.wrapping_mul(31).wrapping_add(v));
-                    ((h * 2654435761) % 1000) as f64 / 997.0 - 0.5
-                }
-            };
+            let f = hashed;
             let x = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(1));
             let rx = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(2));
             let w = ArrayD::from_shape_fn(IxDyn(&[o, c, k, k]), f(3));
@@ -1330,15 +1333,7 @@ mod tests {
                 padding: p,
                 bias: false,
             };
-            let f = |seed: usize| {
-                move |i: IxDyn| {
-                    let h = i
-                        .slice()
-                        .iter()
-                        .fold(seed, |a, &v| a.wrapping_mul(31).wrapping_add(v));
-                    ((h * 2654435761) % 1000) as f64 / 997.0 - 0.5
-                }
-            };
+            let f = hashed;
             let (ho, wo) = cfg.out_hw(h, wd).unwrap();
             let x = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(1));
             let rx = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(2));
