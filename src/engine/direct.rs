@@ -1,26 +1,32 @@
-//! Direct convolution for `f32`, stride 1, on AVX2 + FMA: the eval-forward fast path.
+//! Direct convolution for `f32` on AVX2 + FMA / AVX-512: the forward, R-forward,
+//! transposed (dx) and weight-gradient passes without im2col.
 //!
 //! im2col + GEMM copies every input element k² times into the unfolded block and then
 //! once more into the GEMM's packed panel; on ResNet shapes (C = 16–64, 3×3) those copies
 //! cost about a third of the forward pass. Here the input of one image is copied once,
-//! into a zero-padded buffer `[C, H + 2p, W + 2p]`, and the micro-kernel reads its
+//! into a zero-padded buffer `[C, H + 2p, W + 2p]`, and the micro-kernels read their
 //! operands straight from it: output positions (oh, ow..ow+8) of one row form a vector,
 //! and for kernel tap (c, ki, kj) that vector's operand is the 8 contiguous floats at
 //! `xpad[c, oh + ki, ow + kj ..]` — one unaligned load at a fixed offset from the
 //! vector's base, the same offset for every vector (an "implicit GEMM" with the
 //! `[C·k·k, ·]` operand never formed; cf. Chellapilla et al. 2006 for the explicit one,
 //! Georganas et al. 2018, "Anatomy of high-performance deep learning convolutions on
-//! SIMD architectures", for direct kernels).
+//! SIMD architectures", for direct kernels). Stride s > 1 uses the same kernels on a
+//! polyphase input (see [`DirectConv`]).
 //!
-//! Micro-tile: 8 output channels × 3 vectors = 24 accumulators in AVX-512's 32 registers
-//! (4 × 2 with plain AVX2's 16), summed over the taps in order (c, ki, kj). On AVX-512 a
-//! vector is 16 positions (a zmm register) when rows are a multiple of 16 wide, or two
-//! rows of 8 (two 8-float loads joined) when rows are 8 wide; any other width uses 8-wide
-//! ymm vectors. Intel cores with two 512-bit FMA units run the zmm tile at twice the ymm
-//! rate; AMD Zen 4 runs both at the same rate. Weights are packed per tile as `[C·k·k, mr]` so each tap broadcasts `mr`
-//! consecutive floats. Results equal the
-//! GEMM path's to f32 rounding (a different summation order), and are the same bits on
-//! every call: nothing depends on threads or timing.
+//! Vectors: on AVX-512 a vector is 16 positions (a zmm register) when rows are a multiple
+//! of 16 wide, or two rows of 8 (two 8-float loads joined) when rows are 8 wide; any
+//! other width uses 8-wide ymm vectors. Intel cores with two 512-bit FMA units run zmm at
+//! twice the ymm rate; AMD Zen 4 runs both at the same rate.
+//!
+//! Forward tile: 8 output channels × 3 vectors = 24 accumulators in AVX-512's 32
+//! registers (4 × 2 with plain AVX2's 16), summed over the taps in order (c, ki, kj);
+//! weights are packed per tile as `[C·k·k, mr]` so each tap broadcasts `mr` consecutive
+//! floats. Weight-gradient tile ([`weight_grad`]): 4 output channels × 6 taps (2 × 6 on
+//! AVX2), each accumulator a vector of per-lane partial sums over all positions of a
+//! batch of images, reduced across lanes at the end. Results equal the GEMM path's to f32
+//! rounding (a different summation order), and are the same bits on every call: nothing
+//! depends on threads or timing.
 
 use std::sync::OnceLock;
 
@@ -30,14 +36,21 @@ const LANES: usize = 8;
 /// Lanes of the widest vector (zmm); the padded buffer has this many floats of slack.
 const WIDE: usize = 16;
 
-/// The micro-kernel in use: its tile is `mr` output channels × `nv` vectors.
+/// Positions per weight-gradient batch: images are batched until their outputs reach
+/// this many, so the lane reductions are amortized over long sums.
+const GRAD_POSITIONS: usize = 1024;
+
+/// The largest padded-input scratch of one weight-gradient batch, in floats (512 KiB).
+const GRAD_SCRATCH: usize = 1 << 17;
+
+/// The micro-kernel in use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernel {
-    /// AVX-512F/DQ: 8 × 3 accumulators of 16 lanes (only for rows 8 or 16·j wide).
+    /// AVX-512F/DQ: vectors of 16 lanes (only for rows 8 or 16·j wide).
     Zmm,
-    /// AVX-512VL: 32 vector registers, 8 × 3 accumulators of 8 lanes (256-bit).
+    /// AVX-512VL: 32 vector registers, vectors of 8 lanes (256-bit).
     Avx512,
-    /// AVX2 + FMA: 16 registers, 4 × 2 accumulators (a larger tile spills).
+    /// AVX2 + FMA: 16 registers, smaller tiles (a larger tile spills).
     Avx2,
     /// Portable scalar code (only where neither exists; then the path is off anyway).
     Scalar,
@@ -82,7 +95,7 @@ impl Kernel {
         all
     }
 
-    /// (output channels, vectors) per tile.
+    /// Forward tile: (output channels, vectors).
     fn tile(self) -> (usize, usize) {
         match self {
             Kernel::Zmm | Kernel::Avx512 => (8, 3),
@@ -150,23 +163,23 @@ impl Shape {
     }
 }
 
-/// One prepared convolution: packed weights, tap offsets, the vectors of an image, and
-/// the padded-input scratch. Build once per call, then run image by image.
+/// What every pass shares: the geometry of the padded polyphase image, the tap offsets
+/// and the vectors covering one output image.
 ///
-/// Stride `s` > 1 is the same kernel on a polyphase input: the padded image is split into
-/// s² planes `x_ab[i, j] = xpad[s·i + a, s·j + b]`, and tap (ki, kj) of output (oh, ow)
-/// reads plane (ki mod s, kj mod s) at (oh + ki div s, ow + kj div s) — again a fixed
-/// offset from the vector's base, so contiguous loads serve every stride.
-pub struct DirectConv {
+/// Stride `s` > 1 is the stride-1 kernel on a polyphase input: the padded image is split
+/// into s² planes `x_ab[i, j] = xpad[s·i + a, s·j + b]`, and tap (ki, kj) of output
+/// (oh, ow) reads plane (ki mod s, kj mod s) at (oh + ki div s, ow + kj div s) — again a
+/// fixed offset from the vector's base, so contiguous loads serve every stride.
+struct Plan {
     sh: Shape,
     /// Rows and columns of one phase plane: ⌈(h + 2p)/s⌉ × ⌈(w + 2p)/s⌉.
     hq: usize,
     wq: usize,
+    /// Floats of one padded image, C·s²·hq·wq.
+    img_len: usize,
     /// Output positions per image and channel, Ho·Wo.
     hw_out: usize,
-    /// Weights packed per tile of `mr` channels: `[tiles, C·k·k, mr]`, zero rows past O.
-    packed: Vec<f32>,
-    /// Offset of tap (c, ki, kj) in the padded buffer.
+    /// Offset of tap (c, ki, kj) in the padded image.
     offs: Vec<usize>,
     /// The largest tap offset plus 8: a vector reads within `[lo, lo + reach)` and
     /// `[hi, hi + reach)` (`hi = lo + 8` unless split).
@@ -175,42 +188,19 @@ pub struct DirectConv {
     vecs: Vec<Vector>,
     /// Whether zmm vectors join two rows of 8 (`hi` ≠ `lo + 8`).
     split: bool,
-    xpad: Vec<f32>,
     kernel: Kernel,
 }
 
-impl DirectConv {
-    /// `wts` is `[O, C, k, k]` row-major; the input is `[C, N, H, W]`.
-    pub fn new(sh: Shape, wts: &[f32]) -> Self {
-        Self::with_kernel(Kernel::detect(), sh, wts)
-    }
-
-    fn with_kernel(kernel: Kernel, sh: Shape, wts: &[f32]) -> Self {
+impl Plan {
+    fn new(kernel: Kernel, sh: Shape) -> Plan {
         let Shape {
-            o,
-            c,
-            k,
-            s,
-            p,
-            h,
-            w,
+            c, k, s, p, h, w, ..
         } = sh;
         assert!(s >= 1, "direct conv: stride");
         let (ho, wo) = sh.out();
         let (hq, wq) = ((h + 2 * p).div_ceil(s), (w + 2 * p).div_ceil(s));
         let kernel = kernel.for_width(wo);
-        let kk = c * k * k;
-        assert_eq!(wts.len(), o * kk, "direct conv: weight size");
-        let (mr, _) = kernel.tile();
-        let tiles = o.div_ceil(mr);
-        let mut packed = vec![0.0f32; tiles * kk * mr];
-        for oc in 0..o {
-            let (t, m) = (oc / mr, oc % mr);
-            for (q, &v) in wts[oc * kk..(oc + 1) * kk].iter().enumerate() {
-                packed[(t * kk + q) * mr + m] = v;
-            }
-        }
-        let mut offs = Vec::with_capacity(kk);
+        let mut offs = Vec::with_capacity(c * k * k);
         for ci in 0..c {
             for ki in 0..k {
                 for kj in 0..k {
@@ -228,11 +218,12 @@ impl DirectConv {
                 let two = oh + 1 < ho;
                 let lo = oh * wq;
                 let hi = if two { lo + wq } else { lo };
+                let lanes = if two { WIDE } else { LANES };
                 vecs.push(Vector {
                     lo,
                     hi,
                     ob: oh * wo,
-                    lanes: if two { WIDE } else { LANES },
+                    lanes,
                 });
             }
         } else {
@@ -241,39 +232,40 @@ impl DirectConv {
                 for ow in (0..wo).step_by(lanes) {
                     let lo = oh * wq + ow;
                     let ob = oh * wo + ow;
+                    let lanes = (wo - ow).min(lanes);
                     vecs.push(Vector {
                         lo,
                         hi: lo + LANES,
                         ob,
-                        lanes: (wo - ow).min(lanes),
+                        lanes,
                     });
                 }
             }
         }
-        // A partial last vector reads up to WIDE − 1 floats past the padded image.
-        let xpad = vec![0.0f32; c * s * s * hq * wq + WIDE];
-        DirectConv {
+        Plan {
             sh,
             hq,
             wq,
+            img_len: c * s * s * hq * wq,
             hw_out: ho * wo,
-            packed,
             offs,
             reach,
             vecs,
             split,
-            xpad,
             kernel,
         }
     }
 
-    /// Writes image `img` of y `[O, N·Ho·Wo]` from image `img` of the input: the channels
-    /// of the sources `xs` (each `[Cᵢ, N, H, W]`, ΣCᵢ = C) stacked in order, so that
-    /// `W ⋆ x + V ⋆ x'` is one call with weights `[W | V]` and sources `[x, x']`.
-    pub fn image(&mut self, xs: &[&[f32]], n: usize, img: usize, y: &mut [f32]) {
-        let Shape {
-            o, c, s, p, h, w, ..
-        } = self.sh;
+    /// A zeroed scratch for `images` padded images, with slack for the widest vector.
+    fn scratch(&self, images: usize) -> Vec<f32> {
+        vec![0.0f32; images * self.img_len + WIDE]
+    }
+
+    /// Copies image `img` of the sources `xs` (each `[Cᵢ, N, H, W]`, ΣCᵢ = C, channels
+    /// stacked in order) into the padded polyphase image `dst` (`img_len` floats). Only
+    /// interior positions are written: the border stays as zeroed at construction.
+    fn fill(&self, xs: &[&[f32]], n: usize, img: usize, dst: &mut [f32]) {
+        let Shape { c, s, p, h, w, .. } = self.sh;
         let (hq, wq) = (self.hq, self.wq);
         let per = (n * h * w).max(1);
         let cs: usize = xs.iter().map(|x| x.len() / per).sum();
@@ -281,107 +273,149 @@ impl DirectConv {
             cs == c && img < n && xs.iter().all(|x| x.len() % per == 0),
             "direct conv: input size"
         );
-        let cols = n * self.hw_out;
-        assert!(y.len() >= o * cols, "direct conv: output size");
-        // The border stays zero from construction; only the interior is rewritten.
-        let mut ci = 0;
-        for x in xs {
-            for plane in x.chunks_exact(per) {
-                let src = &plane[img * h * w..][..h * w];
-                let dst = &mut self.xpad[ci * s * s * hq * wq..][..s * s * hq * wq];
-                for (r, row) in src.chunks_exact(w).enumerate() {
-                    let (a, i) = ((r + p) % s, (r + p) / s);
-                    if s == 1 {
-                        dst[i * wq + p..][..w].copy_from_slice(row);
-                        continue;
-                    }
-                    for b in 0..s {
-                        // Columns col ≡ b − p (mod s) land in plane (a, b) at (col + p)/s.
-                        let first = (b + s - p % s) % s;
-                        let line = &mut dst[((a * s + b) * hq + i) * wq..][..wq];
-                        for (col, &v) in row.iter().enumerate().skip(first).step_by(s) {
-                            line[(col + p) / s] = v;
-                        }
+        let planes = xs.iter().flat_map(|x| x.chunks_exact(per));
+        for (plane, dst) in planes.zip(dst.chunks_exact_mut(s * s * hq * wq)) {
+            let src = &plane[img * h * w..][..h * w];
+            for (r, row) in src.chunks_exact(w).enumerate() {
+                let (a, i) = ((r + p) % s, (r + p) / s);
+                if s == 1 {
+                    dst[i * wq + p..][..w].copy_from_slice(row);
+                    continue;
+                }
+                for b in 0..s {
+                    // Columns first, first + s, … (≡ b − p mod s) land in plane (a, b) at
+                    // (first + p)/s, +1, …
+                    let first = (b + s - p % s) % s;
+                    let line = &mut dst[((a * s + b) * hq + i) * wq..][..wq];
+                    let src = row.iter().skip(first).step_by(s);
+                    for (d, &v) in line[(first + p) / s..].iter_mut().zip(src) {
+                        *d = v;
                     }
                 }
-                ci += 1;
             }
         }
-        let kk = self.offs.len();
-        let out0 = img * self.hw_out;
-        let (mr, nv) = self.kernel.tile();
+    }
+
+    /// Asserts that every vector's reads lie in a scratch of `len` floats when the image
+    /// starts at `base`, and its outputs inside one image.
+    fn check(&self, base: usize, len: usize) {
         for v in &self.vecs {
-            assert!(v.lo.max(v.hi) + self.reach <= self.xpad.len());
-            assert!(v.ob + v.lanes <= self.hw_out);
+            assert!(
+                base + v.lo.max(v.hi) + self.reach <= len,
+                "direct conv: reads"
+            );
+            assert!(v.ob + v.lanes <= self.hw_out, "direct conv: writes");
         }
-        for group in self.vecs.chunks(nv) {
+    }
+}
+
+/// One prepared convolution: packed weights, the [`Plan`] and the padded-input scratch.
+/// Build once per call, then run image by image.
+pub struct DirectConv {
+    plan: Plan,
+    /// Weights packed per tile of `mr` channels: `[tiles, C·k·k, mr]`, zero rows past O.
+    packed: Vec<f32>,
+    xpad: Vec<f32>,
+}
+
+impl DirectConv {
+    /// `wts` is `[O, C, k, k]` row-major; the input is `[C, N, H, W]`.
+    pub fn new(sh: Shape, wts: &[f32]) -> Self {
+        Self::with_kernel(Kernel::detect(), sh, wts)
+    }
+
+    fn with_kernel(kernel: Kernel, sh: Shape, wts: &[f32]) -> Self {
+        let plan = Plan::new(kernel, sh);
+        let (o, kk) = (sh.o, plan.offs.len());
+        assert_eq!(wts.len(), o * kk, "direct conv: weight size");
+        let (mr, _) = plan.kernel.tile();
+        let tiles = o.div_ceil(mr);
+        let mut packed = vec![0.0f32; tiles * kk * mr];
+        for oc in 0..o {
+            let (t, m) = (oc / mr, oc % mr);
+            for (q, &v) in wts[oc * kk..(oc + 1) * kk].iter().enumerate() {
+                packed[(t * kk + q) * mr + m] = v;
+            }
+        }
+        let xpad = plan.scratch(1);
+        DirectConv { plan, packed, xpad }
+    }
+
+    /// Writes image `img` of y `[O, N·Ho·Wo]` from image `img` of the input: the channels
+    /// of the sources `xs` (each `[Cᵢ, N, H, W]`, ΣCᵢ = C) stacked in order, so that
+    /// `W ⋆ x + V ⋆ x'` is one call with weights `[W | V]` and sources `[x, x']`.
+    pub fn image(&mut self, xs: &[&[f32]], n: usize, img: usize, y: &mut [f32]) {
+        let plan = &self.plan;
+        let o = plan.sh.o;
+        let cols = n * plan.hw_out;
+        assert!(y.len() >= o * cols, "direct conv: output size");
+        plan.fill(xs, n, img, &mut self.xpad[..plan.img_len]);
+        plan.check(0, self.xpad.len());
+        let kk = plan.offs.len();
+        let out0 = img * plan.hw_out;
+        let (mr, nv) = plan.kernel.tile();
+        let xp = &self.xpad[..];
+        for group in plan.vecs.chunks(nv) {
             for t in 0..o.div_ceil(mr) {
                 let rows = (o - t * mr).min(mr);
                 let wt = &self.packed[t * kk * mr..(t + 1) * kk * mr];
                 let yt = &mut y[t * mr * cols + out0..];
+                let a = (plan, xp, group, wt, yt, cols, rows);
                 // SAFETY (for the SIMD kernels, which exist only where detected): reads lie
-                // in `xpad` (reach asserted above) and `wt` (kk·mr floats); writes go to
-                // rows < `rows` of `yt` at `ob..ob + lanes`, inside y (asserted above).
-                match (self.kernel, group.len()) {
+                // in `xpad` (checked above) and `wt` (kk·mr floats); writes go to rows <
+                // `rows` of `yt` at `ob..ob + lanes`, inside y (asserted above).
+                match (plan.kernel, group.len(), plan.split) {
                     #[cfg(target_arch = "x86_64")]
-                    (Kernel::Zmm, n) => unsafe {
-                        match (n, self.split) {
-                            (3, false) => avx::zmm::<8, 3, false>(self, group, wt, yt, cols, rows),
-                            (3, true) => avx::zmm::<8, 3, true>(self, group, wt, yt, cols, rows),
-                            (2, false) => avx::zmm::<8, 2, false>(self, group, wt, yt, cols, rows),
-                            (2, true) => avx::zmm::<8, 2, true>(self, group, wt, yt, cols, rows),
-                            (_, false) => avx::zmm::<8, 1, false>(self, group, wt, yt, cols, rows),
-                            (_, true) => avx::zmm::<8, 1, true>(self, group, wt, yt, cols, rows),
-                        }
-                    },
+                    (Kernel::Zmm, 3, false) => unsafe { avx::zmm::<8, 3, false>(a) },
                     #[cfg(target_arch = "x86_64")]
-                    (Kernel::Avx512, 3) => unsafe {
-                        avx::tile512::<8, 3, false>(self, group, wt, yt, cols, rows)
-                    },
+                    (Kernel::Zmm, 3, true) => unsafe { avx::zmm::<8, 3, true>(a) },
                     #[cfg(target_arch = "x86_64")]
-                    (Kernel::Avx512, 2) => unsafe {
-                        avx::tile512::<8, 2, false>(self, group, wt, yt, cols, rows)
-                    },
+                    (Kernel::Zmm, 2, false) => unsafe { avx::zmm::<8, 2, false>(a) },
                     #[cfg(target_arch = "x86_64")]
-                    (Kernel::Avx512, _) => unsafe {
-                        avx::tile512::<8, 1, false>(self, group, wt, yt, cols, rows)
-                    },
+                    (Kernel::Zmm, 2, true) => unsafe { avx::zmm::<8, 2, true>(a) },
                     #[cfg(target_arch = "x86_64")]
-                    (Kernel::Avx2, 2) => unsafe {
-                        avx::tile2::<4, 2, false>(self, group, wt, yt, cols, rows)
-                    },
+                    (Kernel::Zmm, _, false) => unsafe { avx::zmm::<8, 1, false>(a) },
                     #[cfg(target_arch = "x86_64")]
-                    (Kernel::Avx2, _) => unsafe {
-                        avx::tile2::<4, 1, false>(self, group, wt, yt, cols, rows)
-                    },
-                    _ => scalar_tile(self, group, wt, mr, yt, cols, rows),
+                    (Kernel::Zmm, _, true) => unsafe { avx::zmm::<8, 1, true>(a) },
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx512, 3, _) => unsafe { avx::ymm512::<8, 3, false>(a) },
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx512, 2, _) => unsafe { avx::ymm512::<8, 2, false>(a) },
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx512, _, _) => unsafe { avx::ymm512::<8, 1, false>(a) },
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx2, 2, _) => unsafe { avx::ymm2::<4, 2, false>(a) },
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx2, _, _) => unsafe { avx::ymm2::<4, 1, false>(a) },
+                    _ => scalar_tile(a, mr),
                 }
             }
         }
     }
 }
 
+/// The arguments of one forward tile: plan, padded image, vectors, packed weights of the
+/// tile, output (from the tile's first channel and the image's first column), columns
+/// of y, valid channels.
+type TileArgs<'a> = (
+    &'a Plan,
+    &'a [f32],
+    &'a [Vector],
+    &'a [f32],
+    &'a mut [f32],
+    usize,
+    usize,
+);
+
 /// The portable tile: `y[m, ob + l] = Σ_q wt[q·mr + m] · xpad[base(l) + offs[q]]`.
-fn scalar_tile(
-    d: &DirectConv,
-    group: &[Vector],
-    wt: &[f32],
-    mr: usize,
-    y: &mut [f32],
-    cols: usize,
-    rows: usize,
-) {
+fn scalar_tile((plan, xpad, group, wt, y, cols, rows): TileArgs, mr: usize) {
     for v in group {
         for m in 0..rows {
             for l in 0..v.lanes {
-                let base = if l < LANES {
-                    v.lo + l
-                } else {
-                    v.hi + l - LANES
-                };
+                let base = v.base(l);
                 let mut s = 0.0f32;
-                for (q, &off) in d.offs.iter().enumerate() {
-                    s = wt[q * mr + m].mul_add(d.xpad[base + off], s);
+                for (q, &off) in plan.offs.iter().enumerate() {
+                    s = wt[q * mr + m].mul_add(xpad[base + off], s);
                 }
                 y[m * cols + v.ob + l] = s;
             }
@@ -389,30 +423,176 @@ fn scalar_tile(
     }
 }
 
+impl Vector {
+    /// Where lane `l` reads the padded image (before the tap offset).
+    fn base(&self, l: usize) -> usize {
+        if l < LANES {
+            self.lo + l
+        } else {
+            self.hi + l - LANES
+        }
+    }
+}
+
+/// `dw [O, C·k·k] += Σ_terms dy ⋆ x`: the weight gradient of a convolution, i.e. for each
+/// (dy `[O, N·Ho·Wo]`, x `[C, N, H, W]`) term, `dw[o, (c, ki, kj)] += Σ_{n, oh, ow}
+/// dy[o, n, oh, ow] · xpad[c, n, s·oh + ki, s·ow + kj]` — GEMM `dy · colsᵀ` without the
+/// columns. Images are batched ([`GRAD_POSITIONS`]) and summed in order per tile.
+pub fn weight_grad(sh: Shape, n: usize, terms: &[(&[f32], &[f32])], dw: &mut [f32]) {
+    weight_grad_with(Kernel::detect(), sh, n, terms, dw)
+}
+
+fn weight_grad_with(
+    kernel: Kernel,
+    sh: Shape,
+    n: usize,
+    terms: &[(&[f32], &[f32])],
+    dw: &mut [f32],
+) {
+    let plan = Plan::new(kernel, sh);
+    let (o, kk, hw) = (sh.o, plan.offs.len(), plan.hw_out);
+    assert!(dw.len() == o * kk, "direct conv: weight-gradient size");
+    if n == 0 || hw == 0 || o == 0 || kk == 0 {
+        return;
+    }
+    let mut batch = GRAD_POSITIONS.div_ceil(hw).clamp(1, n);
+    while batch > 1 && batch * plan.img_len > GRAD_SCRATCH {
+        batch /= 2;
+    }
+    let mut xpad = plan.scratch(batch);
+    plan.check((batch - 1) * plan.img_len, xpad.len());
+    let cols = n * hw;
+    for &(dy, x) in terms {
+        assert!(dy.len() == o * cols, "direct conv: dy size");
+        for img0 in (0..n).step_by(batch) {
+            let nb = batch.min(n - img0);
+            for (j, slot) in xpad.chunks_exact_mut(plan.img_len).take(nb).enumerate() {
+                plan.fill(&[x], n, img0 + j, slot);
+            }
+            let imgs: Vec<(usize, usize)> = (0..nb)
+                .map(|j| (j * plan.img_len, (img0 + j) * hw))
+                .collect();
+            let g = Grad {
+                plan: &plan,
+                xpad: &xpad,
+                imgs: &imgs,
+                dy,
+                cols,
+            };
+            match (plan.kernel, plan.split) {
+                #[cfg(target_arch = "x86_64")]
+                (Kernel::Zmm, false) => g.tiles::<4, 6>(dw, avx::gzmm::<4, 6, false>),
+                #[cfg(target_arch = "x86_64")]
+                (Kernel::Zmm, true) => g.tiles::<4, 6>(dw, avx::gzmm::<4, 6, true>),
+                #[cfg(target_arch = "x86_64")]
+                (Kernel::Avx512, _) => g.tiles::<4, 6>(dw, avx::gymm512::<4, 6, false>),
+                #[cfg(target_arch = "x86_64")]
+                (Kernel::Avx2, _) => g.tiles::<2, 6>(dw, avx::gymm2::<2, 6, false>),
+                _ => g.tiles::<2, 6>(dw, scalar_grad::<2, 6>),
+            }
+        }
+    }
+}
+
+/// One weight-gradient batch: images at `imgs` = (offset in `xpad`, first column in dy).
+struct Grad<'a> {
+    plan: &'a Plan,
+    xpad: &'a [f32],
+    imgs: &'a [(usize, usize)],
+    dy: &'a [f32],
+    cols: usize,
+}
+
+/// A weight-gradient tile kernel: sums `MR × QT` (channel, tap) pairs over the batch.
+/// Arguments: vectors, padded images base, images, tap offsets, dy row starts, sums.
+type GradKernel<const MR: usize, const QT: usize> = unsafe fn(
+    &[Vector],
+    *const f32,
+    &[(usize, usize)],
+    &[usize; QT],
+    &[*const f32; MR],
+    &mut [[f32; QT]; MR],
+);
+
+impl Grad<'_> {
+    fn tiles<const MR: usize, const QT: usize>(&self, dw: &mut [f32], kernel: GradKernel<MR, QT>) {
+        let (o, kk) = (self.plan.sh.o, self.plan.offs.len());
+        for o0 in (0..o).step_by(MR) {
+            let rows = MR.min(o - o0);
+            // Rows past O re-read the last channel; their sums are dropped.
+            let dys: [*const f32; MR] =
+                std::array::from_fn(|m| self.dy[(o0 + m).min(o - 1) * self.cols..].as_ptr());
+            for q0 in (0..kk).step_by(QT) {
+                let taps = QT.min(kk - q0);
+                let offs: [usize; QT] =
+                    std::array::from_fn(|t| self.plan.offs[q0 + t.min(taps - 1)]);
+                let mut sums = [[0.0f32; QT]; MR];
+                // SAFETY: x reads lie in `xpad` (checked for the last image slot by
+                // `weight_grad_with`); dy reads are in row `< O` at columns `< cols`
+                // (image start + `ob + lanes ≤ Ho·Wo`, checked), and dy is `[O, cols]`.
+                unsafe {
+                    kernel(
+                        &self.plan.vecs,
+                        self.xpad.as_ptr(),
+                        self.imgs,
+                        &offs,
+                        &dys,
+                        &mut sums,
+                    )
+                };
+                for (m, row) in sums.iter().enumerate().take(rows) {
+                    for (t, &v) in row.iter().enumerate().take(taps) {
+                        dw[(o0 + m) * kk + q0 + t] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The portable weight-gradient tile (same sums, lane by lane).
+unsafe fn scalar_grad<const MR: usize, const QT: usize>(
+    vecs: &[Vector],
+    xpad: *const f32,
+    imgs: &[(usize, usize)],
+    offs: &[usize; QT],
+    dys: &[*const f32; MR],
+    sums: &mut [[f32; QT]; MR],
+) {
+    for &(xb, col) in imgs {
+        for v in vecs {
+            for l in 0..v.lanes {
+                let base = xb + v.base(l);
+                for (m, row) in sums.iter_mut().enumerate() {
+                    let g = *dys[m].add(col + v.ob + l);
+                    for (t, s) in row.iter_mut().enumerate() {
+                        *s = g.mul_add(*xpad.add(base + offs[t]), *s);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    use super::{DirectConv, Vector, LANES, WIDE};
+    use super::{TileArgs, Vector, LANES, WIDE};
     use std::arch::x86_64::*;
 
-    /// One tile kernel per instruction set and vector width: `MR·V` accumulators stay in
-    /// registers across all taps, then rows `< rows` are stored (masked for short vectors).
-    /// `$load(lo, hi)` reads one vector (`SPLIT`: lanes 8.. from `hi`); `$store(dst,
-    /// lanes, r)` writes one.
+    /// One forward tile kernel per instruction set and vector width: `MR·V` accumulators
+    /// stay in registers across all taps, then rows `< rows` are stored (masked for short
+    /// vectors). `$load(lo, hi, SPLIT)` reads one vector (`SPLIT`: lanes 8.. from `hi`);
+    /// `$store(dst, lanes, r)` writes one.
     macro_rules! tile_kernel {
         ($name:ident, $features:literal, $zero:ident, $bcast:ident, $fma:ident,
-         $load:expr, $store:expr) => {
+         $load:ident, $store:ident) => {
             // Index loops over the register tile: they unroll completely.
             #[allow(clippy::needless_range_loop)]
             #[target_feature(enable = $features)]
             pub unsafe fn $name<const MR: usize, const V: usize, const SPLIT: bool>(
-                d: &DirectConv,
-                group: &[Vector],
-                wt: &[f32],
-                y: &mut [f32],
-                cols: usize,
-                rows: usize,
+                (plan, xpad, group, wt, y, cols, rows): TileArgs,
             ) {
-                let xp = d.xpad.as_ptr();
+                let xp = xpad.as_ptr();
                 let (mut lo, mut hi) = ([xp; V], [xp; V]);
                 for v in 0..V {
                     lo[v] = xp.add(group[v].lo);
@@ -420,7 +600,7 @@ mod avx {
                 }
                 let mut r = [[$zero(); V]; MR];
                 let mut a = wt.as_ptr();
-                for &off in &d.offs {
+                for &off in &plan.offs {
                     let mut b = [$zero(); V];
                     for v in 0..V {
                         b[v] = $load(lo[v].add(off), hi[v].add(off), SPLIT);
@@ -444,6 +624,48 @@ mod avx {
         };
     }
 
+    /// One weight-gradient tile kernel: `MR·QT` accumulators of per-lane partial sums
+    /// over every vector of every image; `$loadm(p, lanes)` reads dy (zero past `lanes`),
+    /// `$reduce` sums the lanes at the end.
+    macro_rules! grad_kernel {
+        ($name:ident, $features:literal, $zero:ident, $fma:ident, $load:ident,
+         $loadm:ident, $reduce:ident) => {
+            #[allow(clippy::needless_range_loop)]
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name<const MR: usize, const QT: usize, const SPLIT: bool>(
+                vecs: &[Vector],
+                xpad: *const f32,
+                imgs: &[(usize, usize)],
+                offs: &[usize; QT],
+                dys: &[*const f32; MR],
+                sums: &mut [[f32; QT]; MR],
+            ) {
+                let mut r = [[$zero(); QT]; MR];
+                for &(xb, col) in imgs {
+                    let x = xpad.add(xb);
+                    for v in vecs {
+                        let mut g = [$zero(); MR];
+                        for m in 0..MR {
+                            g[m] = $loadm(dys[m].add(col + v.ob), v.lanes);
+                        }
+                        let (lo, hi) = (x.add(v.lo), x.add(v.hi));
+                        for t in 0..QT {
+                            let b = $load(lo.add(offs[t]), hi.add(offs[t]), SPLIT);
+                            for m in 0..MR {
+                                r[m][t] = $fma(g[m], b, r[m][t]);
+                            }
+                        }
+                    }
+                }
+                for m in 0..MR {
+                    for t in 0..QT {
+                        sums[m][t] = $reduce(r[m][t]);
+                    }
+                }
+            }
+        };
+    }
+
     /// 8 lanes from `lo` (256-bit kernels never split).
     #[inline(always)]
     unsafe fn load8(lo: *const f32, _hi: *const f32, _split: bool) -> __m256 {
@@ -451,14 +673,34 @@ mod avx {
     }
 
     #[inline(always)]
+    unsafe fn mask8(lanes: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), idx)
+    }
+
+    #[inline(always)]
+    unsafe fn loadm8(p: *const f32, lanes: usize) -> __m256 {
+        if lanes == LANES {
+            _mm256_loadu_ps(p)
+        } else {
+            _mm256_maskload_ps(p, mask8(lanes))
+        }
+    }
+
+    #[inline(always)]
     unsafe fn store8(dst: *mut f32, lanes: usize, r: __m256) {
         if lanes == LANES {
             _mm256_storeu_ps(dst, r);
         } else {
-            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), idx);
-            _mm256_maskstore_ps(dst, mask, r);
+            _mm256_maskstore_ps(dst, mask8(lanes), r);
         }
+    }
+
+    #[inline(always)]
+    unsafe fn reduce8(r: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps::<1>(r));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
     }
 
     /// 16 lanes: one load from `lo`, or 8 from `lo` joined with 8 from `hi`.
@@ -473,12 +715,31 @@ mod avx {
     }
 
     #[inline(always)]
+    fn mask16(lanes: usize) -> __mmask16 {
+        ((1u32 << lanes) - 1) as __mmask16
+    }
+
+    #[inline(always)]
+    unsafe fn loadm16(p: *const f32, lanes: usize) -> __m512 {
+        if lanes == WIDE {
+            _mm512_loadu_ps(p)
+        } else {
+            _mm512_maskz_loadu_ps(mask16(lanes), p)
+        }
+    }
+
+    #[inline(always)]
     unsafe fn store16(dst: *mut f32, lanes: usize, r: __m512) {
         if lanes == WIDE {
             _mm512_storeu_ps(dst, r);
         } else {
-            _mm512_mask_storeu_ps(dst, ((1u32 << lanes) - 1) as __mmask16, r);
+            _mm512_mask_storeu_ps(dst, mask16(lanes), r);
         }
+    }
+
+    #[inline(always)]
+    unsafe fn reduce16(r: __m512) -> f32 {
+        _mm512_reduce_add_ps(r)
     }
 
     tile_kernel!(
@@ -491,7 +752,7 @@ mod avx {
         store16
     );
     tile_kernel!(
-        tile512,
+        ymm512,
         "avx2,fma,avx512f,avx512vl",
         _mm256_setzero_ps,
         _mm256_set1_ps,
@@ -500,13 +761,40 @@ mod avx {
         store8
     );
     tile_kernel!(
-        tile2,
+        ymm2,
         "avx2,fma",
         _mm256_setzero_ps,
         _mm256_set1_ps,
         _mm256_fmadd_ps,
         load8,
         store8
+    );
+    grad_kernel!(
+        gzmm,
+        "avx2,fma,avx512f,avx512vl,avx512dq",
+        _mm512_setzero_ps,
+        _mm512_fmadd_ps,
+        load16,
+        loadm16,
+        reduce16
+    );
+    grad_kernel!(
+        gymm512,
+        "avx2,fma,avx512f,avx512vl",
+        _mm256_setzero_ps,
+        _mm256_fmadd_ps,
+        load8,
+        loadm8,
+        reduce8
+    );
+    grad_kernel!(
+        gymm2,
+        "avx2,fma",
+        _mm256_setzero_ps,
+        _mm256_fmadd_ps,
+        load8,
+        loadm8,
+        reduce8
     );
 }
 
@@ -604,6 +892,100 @@ mod tests {
                     assert!(
                         ((*a as f64) - b).abs() <= 1e-5 * (1.0 + b.abs()),
                         "{kernel:?} {sh:?} at {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// `dw[o, c, ki, kj] = Σ dy[o, n, oh, ow] · x[c, n, s·oh + ki − p, s·ow + kj − p]` in f64.
+    fn naive_grad(dy: &[f32], x: &[f32], n: usize, sh: Shape) -> Vec<f64> {
+        let Shape {
+            o,
+            c,
+            k,
+            s,
+            p,
+            h,
+            w,
+        } = sh;
+        let (ho, wo) = sh.out();
+        let mut dw = vec![0.0f64; o * c * k * k];
+        for oc in 0..o {
+            for ci in 0..c {
+                for ki in 0..k {
+                    for kj in 0..k {
+                        let mut acc = 0.0f64;
+                        for img in 0..n {
+                            for oh in 0..ho {
+                                for ow in 0..wo {
+                                    let ih = (s * oh + ki).checked_sub(p).filter(|&i| i < h);
+                                    let iw = (s * ow + kj).checked_sub(p).filter(|&i| i < w);
+                                    if let (Some(ih), Some(iw)) = (ih, iw) {
+                                        acc += dy[oc * n * ho * wo + (img * ho + oh) * wo + ow]
+                                            as f64
+                                            * x[((ci * n + img) * h + ih) * w + iw] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        dw[((oc * c + ci) * k + ki) * k + kj] = acc;
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    #[test]
+    fn weight_grad_matches_naive_sums() {
+        // Channel and tap tails (O % 4, C·k² % 6 ≠ 0), partial and split vectors, strides
+        // 1–3, batches of several small images (8×8 rows) and one large image per batch.
+        for &(o, c, k, s, p, h, w, n) in &[
+            (16, 16, 3, 1, 1, 8, 8, 20),
+            (9, 3, 3, 1, 1, 7, 8, 5),
+            (5, 4, 3, 1, 1, 5, 16, 3),
+            (7, 2, 3, 1, 1, 4, 32, 2),
+            (6, 3, 3, 1, 1, 10, 13, 3),
+            (3, 4, 1, 1, 0, 9, 11, 2),
+            (10, 3, 3, 2, 1, 32, 32, 2),
+            (8, 5, 1, 2, 0, 16, 16, 3),
+            (4, 3, 5, 3, 2, 26, 29, 2),
+            (6, 300, 3, 1, 1, 16, 16, 4),
+        ] {
+            let sh = Shape {
+                o,
+                c,
+                k,
+                s,
+                p,
+                h,
+                w,
+            };
+            let (ho, wo) = sh.out();
+            let f = |seed: usize, len: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 25.0)
+                    .collect()
+            };
+            let (x1, x2) = (f(1, c * n * h * w), f(7, c * n * h * w));
+            let (g1, g2) = (f(3, o * n * ho * wo), f(5, o * n * ho * wo));
+            let a = naive_grad(&g1, &x1, n, sh);
+            let b = naive_grad(&g2, &x2, n, sh);
+            // f32 rounding scales with Σ|dy·x|, not with the (cancelling) sum itself.
+            let abs = |v: &[f32]| v.iter().map(|t| t.abs()).collect::<Vec<f32>>();
+            let sa = naive_grad(&abs(&g1), &abs(&x1), n, sh);
+            let sb = naive_grad(&abs(&g2), &abs(&x2), n, sh);
+            for kernel in Kernel::available() {
+                // Accumulates into what is there: start from 1.
+                let mut dw = vec![1.0f32; a.len()];
+                weight_grad_with(kernel, sh, n, &[(&g1, &x1), (&g2, &x2)], &mut dw);
+                for (i, d) in dw.iter().enumerate() {
+                    let want = 1.0 + a[i] + b[i];
+                    let tol = 1e-5 * (1.0 + sa[i] + sb[i]);
+                    assert!(
+                        ((*d as f64) - want).abs() <= tol,
+                        "{kernel:?} {sh:?} n{n} at {i}: {d} vs {want}"
                     );
                 }
             }

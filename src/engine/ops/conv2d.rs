@@ -23,9 +23,9 @@
 //! cached `cols`, recomputing its blocks. A 1×1, stride-1, unpadded convolution needs no
 //! unfolding at all: x `[C, N·H·W]` already is `cols`, and dx = W₂ᵀ · dy directly.
 //!
-//! In f32 on AVX2 machines, the forward and R-forward passes of any stride (output rows of
-//! 8 or more) and the stride-1 dx / R{dx} skip im2col altogether and run the direct kernel
-//! of [`crate::engine::direct`] (1.4–1.9× faster on ResNet shapes).
+//! In f32 on AVX2 machines, the forward, R-forward, dW and R{dW} passes of any stride
+//! (output rows of 8 or more) and the stride-1 dx / R{dx} skip im2col altogether and run
+//! the direct kernels of [`crate::engine::direct`] (1.5–2× faster on ResNet shapes).
 
 use std::any::TypeId;
 use std::marker::PhantomData;
@@ -299,6 +299,14 @@ impl Conv2d {
         );
         let mut dw = want_dw.then(|| vec![T::zero(); o * g.kk]);
         let mut rdw = vec![T::zero(); o * g.kk];
+        // dW = dy ⋆ x and R{dW} = R{dy} ⋆ x + dy ⋆ R{x} by the direct kernel where it applies.
+        let rdw_terms: Vec<(&[T], &[T])> = std::iter::once((rgys, xs))
+            .chain(rxs.map(|r| (gys, r)))
+            .collect();
+        let direct_dw = self.dw_direct(&g, &rdw_terms, &mut rdw)
+            && dw
+                .as_mut()
+                .is_none_or(|dw| self.dw_direct(&g, &[(gys, xs)], dw));
         // dx = W'⋆dy and R{dx} = W'⋆R{dy} + V'⋆dy by the direct kernel where it applies.
         let direct_dx = need_dx
             .then(|| {
@@ -310,8 +318,12 @@ impl Conv2d {
         let need_dx = need_dx && direct_dx.is_none();
         let mut dx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut rdx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
-        let mut buf = self.block_buf(&g, rb);
-        let mut rbuf = if rxs.is_some() {
+        let mut buf = if direct_dw {
+            Vec::new()
+        } else {
+            self.block_buf(&g, rb)
+        };
+        let mut rbuf = if rxs.is_some() && !direct_dw {
             self.block_buf(&g, rb)
         } else {
             Vec::new()
@@ -340,34 +352,17 @@ impl Conv2d {
             let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
             let gyb = Mat::new(&gys[c0..], g.cols);
             let rgyb = Mat::new(&rgys[c0..], g.cols);
-            let bx = self.lower(&g, xs, r0, r1, &mut buf);
-            if let Some(dw) = dw.as_mut() {
-                gemm_slices(o, g.kk, nb, T::one(), gyb, bx.t(), T::one(), dw, g.kk);
-            }
-            gemm_slices(
-                o,
-                g.kk,
-                nb,
-                T::one(),
-                rgyb,
-                bx.t(),
-                T::one(),
-                &mut rdw,
-                g.kk,
-            );
-            if let Some(rxs) = rxs {
-                let brx = self.lower(&g, rxs, r0, r1, &mut rbuf);
-                gemm_slices(
-                    o,
-                    g.kk,
-                    nb,
-                    T::one(),
-                    gyb,
-                    brx.t(),
-                    T::one(),
-                    &mut rdw,
-                    g.kk,
-                );
+            if !direct_dw {
+                let bx = self.lower(&g, xs, r0, r1, &mut buf);
+                if let Some(dw) = dw.as_mut() {
+                    gemm_slices(o, g.kk, nb, T::one(), gyb, bx.t(), T::one(), dw, g.kk);
+                }
+                let rdw = &mut rdw[..];
+                gemm_slices(o, g.kk, nb, T::one(), rgyb, bx.t(), T::one(), rdw, g.kk);
+                if let Some(rxs) = rxs {
+                    let brx = self.lower(&g, rxs, r0, r1, &mut rbuf);
+                    gemm_slices(o, g.kk, nb, T::one(), gyb, brx.t(), T::one(), rdw, g.kk);
+                }
             }
             if let (Some(dx), Some(rdx)) = (dx.as_mut(), rdx.as_mut()) {
                 self.col_grad(&g, r0, r1, &[(w2, gyb)], &mut dbuf, dx);
@@ -470,6 +465,32 @@ impl Conv2d {
         direct_sum(c, k, 1, k - 1 - p, [g.n, g.ho, g.wo], &terms, |_, _| {})
     }
 
+    /// `dw [O, C·k·k] += Σ dy ⋆ x` over the `(dy, x)` terms by the direct kernel
+    /// ([`direct::weight_grad`]); false (and `dw` untouched) where it does not apply.
+    fn dw_direct<T: Scalar>(&self, g: &Geom, terms: &[(&[T], &[T])], dw: &mut [T]) -> bool {
+        if TypeId::of::<T>() != TypeId::of::<f32>() || !direct::applies(g.wo) {
+            return false;
+        }
+        let f32s = |x: &[T]| {
+            // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
+            unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
+        };
+        let terms: Vec<(&[f32], &[f32])> = terms.iter().map(|&(d, x)| (f32s(d), f32s(x))).collect();
+        // SAFETY: as above, for the output.
+        let dwf = unsafe { std::slice::from_raw_parts_mut(dw.as_mut_ptr() as *mut f32, dw.len()) };
+        let sh = direct::Shape {
+            o: self.out_channels,
+            c: g.c,
+            k: self.kernel,
+            s: self.stride,
+            p: self.padding,
+            h: g.h,
+            w: g.w,
+        };
+        direct::weight_grad(sh, g.n, &terms, dwf);
+        true
+    }
+
     fn backward_rb<T: Scalar>(
         &self,
         cache: &ConvCache<T>,
@@ -494,12 +515,17 @@ impl Conv2d {
         let gys = gy.as_slice().expect("standard layout");
         assert_eq!(gys.len(), o * g.cols, "conv backward: gradient shape");
         let mut dw = vec![T::zero(); o * g.kk];
+        let direct_dw = self.dw_direct(&g, &[(gys, xs)], &mut dw);
         let direct_dx = need_dx
             .then(|| self.dx_direct(&g, &[(w2.data, gys)]))
             .flatten();
         let need_dx = need_dx && direct_dx.is_none();
         let mut dx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
-        let mut buf = self.block_buf(&g, rb);
+        let mut buf = if direct_dw {
+            Vec::new()
+        } else {
+            self.block_buf(&g, rb)
+        };
         let mut dbuf = if need_dx {
             self.block_buf(&g, rb)
         } else {
@@ -508,8 +534,10 @@ impl Conv2d {
         self.for_blocks(&g, rb, |r0, r1| {
             let (c0, nb) = (r0 * g.wo, (r1 - r0) * g.wo);
             let gyb = Mat::new(&gys[c0..], g.cols);
-            let bx = self.lower(&g, xs, r0, r1, &mut buf);
-            gemm_slices(o, g.kk, nb, T::one(), gyb, bx.t(), T::one(), &mut dw, g.kk);
+            if !direct_dw {
+                let bx = self.lower(&g, xs, r0, r1, &mut buf);
+                gemm_slices(o, g.kk, nb, T::one(), gyb, bx.t(), T::one(), &mut dw, g.kk);
+            }
             if let Some(dx) = dx.as_mut() {
                 self.col_grad(&g, r0, r1, &[(w2, gyb)], &mut dbuf, dx);
             }
@@ -1305,9 +1333,9 @@ mod tests {
         }
     }
 
-    /// The f32 passes that take the direct kernel (rows ≥ 8: forward, fused forward and
-    /// R-forward at any stride, dx and R{dx} as stride-1 transposed convolutions; the
-    /// stride-2 reverse passes stay on im2col) against the f64
+    /// The f32 passes that take the direct kernels (rows ≥ 8: forward, fused forward,
+    /// R-forward, dW and R{dW} at any stride, dx and R{dx} as stride-1 transposed
+    /// convolutions; the stride-2 dx stays on col2im) against the f64
     /// im2col reference, to f32 rounding (relative to each tensor's largest entry).
     #[test]
     fn f32_direct_passes_match_f64_reference() {
