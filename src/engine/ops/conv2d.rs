@@ -468,16 +468,13 @@ impl Conv2d {
     /// `dw [O, C·k·k] += Σ dy ⋆ x` over the `(dy, x)` terms by the direct kernel
     /// ([`direct::weight_grad`]); false (and `dw` untouched) where it does not apply.
     fn dw_direct<T: Scalar>(&self, g: &Geom, terms: &[(&[T], &[T])], dw: &mut [T]) -> bool {
-        if TypeId::of::<T>() != TypeId::of::<f32>() || !direct::applies(g.wo) {
+        let Some(dwf) = as_f32_mut(dw).filter(|_| direct::applies(g.wo)) else {
             return false;
-        }
-        let f32s = |x: &[T]| {
-            // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
-            unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
         };
-        let terms: Vec<(&[f32], &[f32])> = terms.iter().map(|&(d, x)| (f32s(d), f32s(x))).collect();
-        // SAFETY: as above, for the output.
-        let dwf = unsafe { std::slice::from_raw_parts_mut(dw.as_mut_ptr() as *mut f32, dw.len()) };
+        let terms: Vec<(&[f32], &[f32])> = terms
+            .iter()
+            .map(|&(d, x)| (as_f32(d).expect("f32"), as_f32(x).expect("f32")))
+            .collect();
         let sh = direct::Shape {
             o: self.out_channels,
             c: g.c,
@@ -1001,10 +998,9 @@ fn direct_sum<T: Scalar>(
     if TypeId::of::<T>() != TypeId::of::<f32>() || ho == 0 || !direct::applies(wo) {
         return None;
     }
-    let f32s = |x: &[T]| {
-        // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
-        unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
-    };
+    fn f32s<T: Scalar>(x: &[T]) -> &[f32] {
+        as_f32(x).expect("checked: T is f32")
+    }
     let per = n * h * w;
     let chans: Vec<usize> = terms.iter().map(|(_, x)| x.len() / per.max(1)).collect();
     let c: usize = chans.iter().sum();
@@ -1025,14 +1021,24 @@ fn direct_sum<T: Scalar>(
     let srcs: Vec<&[f32]> = terms.iter().map(|&(_, x)| f32s(x)).collect();
     let mut y = vec![T::zero(); out * n * ho * wo];
     for img in 0..n {
-        {
-            // SAFETY: as above, for the output.
-            let yf = unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr() as *mut f32, y.len()) };
-            d.image(&srcs, n, img, yf);
-        }
+        d.image(&srcs, n, img, as_f32_mut(&mut y).expect("f32"));
         after(&mut y, img);
     }
     Some(y)
+}
+
+/// `x` as `&[f32]` when `T` is f32 (the direct kernels' type), else `None`.
+fn as_f32<T: Scalar>(x: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+fn as_f32_mut<T: Scalar>(x: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) })
 }
 
 /// `W [O, C, k, k]` → `W' [C, O, k, k]` with `W'[c, o, i, j] = W[o, c, k−1−i, k−1−j]`.
