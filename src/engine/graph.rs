@@ -763,7 +763,7 @@ impl Graph {
                         let RCache::Bn(brc) = &rcs[j] else {
                             unreachable!()
                         };
-                        let (rd, rdg, rdb) = b.r_backward(bc, brc, &p, vp, &gy, rgy);
+                        let (rd, rdg, rdb) = b.r_backward(bc, brc, &p, vp, rin(0), &gy, rgy);
                         put(&mut hv, node.params[0], &rdg);
                         put(&mut hv, node.params[1], &rdb);
                         rdx = Some(rd);

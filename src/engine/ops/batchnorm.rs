@@ -24,7 +24,9 @@
 //! Running statistics are buffers: they receive no gradient, and the R-operator ignores
 //! direction components on them (Hessians are over trainable parameters).
 
-use ndarray::{Array1, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2, Zip};
+use std::borrow::Cow;
+
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2, Zip};
 
 use crate::engine::Scalar;
 
@@ -59,8 +61,8 @@ pub struct BnCache<T> {
 }
 
 pub struct BnRCache<T> {
-    /// R{x̂} (train mode) or s·R{x} (eval mode), same layout as x.
-    pub rxhat: ArrayD<T>,
+    /// R{x̂}, same layout as x (train mode with R{x} ≠ 0; eval mode recomputes s·R{x}).
+    pub rxhat: Option<ArrayD<T>>,
     /// Per-channel R{s} (zero in eval mode).
     pub rs: Array1<T>,
 }
@@ -95,6 +97,41 @@ fn cview_mut<T: Scalar>(x: &mut ArrayD<T>) -> ArrayViewMut2<'_, T> {
     }
 }
 
+/// Channel `c`'s row of a `[C, M]` view as a slice (borrowed when contiguous, as for
+/// `[C, N, H, W]`; copied for the transposed `[N, C]` view).
+fn row_slice<'a, T: Scalar>(v: &'a ArrayView2<'a, T>, c: usize) -> Cow<'a, [T]> {
+    let r = v.row(c);
+    match r.to_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(r.to_vec()),
+    }
+}
+
+/// An array shaped like `like` (`[C, …]` or `[N, C]`) from its channel rows, each
+/// appended in order by `row(c, out)`: no zero fill before the values are written.
+fn from_rows<T: Scalar>(
+    like: &ArrayD<T>,
+    channels: usize,
+    mut row: impl FnMut(usize, &mut Vec<T>),
+) -> ArrayD<T> {
+    let m = like.len() / channels.max(1);
+    let mut v = Vec::with_capacity(like.len());
+    for c in 0..channels {
+        row(c, &mut v);
+        assert_eq!(v.len(), (c + 1) * m, "batch norm: row length");
+    }
+    if like.ndim() == 2 {
+        Array2::from_shape_vec((channels, m), v)
+            .expect("size")
+            .reversed_axes()
+            .as_standard_layout()
+            .into_owned()
+            .into_dyn()
+    } else {
+        ArrayD::from_shape_vec(like.raw_dim(), v).expect("size")
+    }
+}
+
 fn mean<T: Scalar>(a: impl IntoIterator<Item = T>, m: usize) -> T {
     a.into_iter().fold(T::zero(), |acc, v| acc + v) / T::from_usize(m).unwrap()
 }
@@ -111,38 +148,30 @@ impl BatchNorm {
         let eps = T::from_f(self.eps);
         let xc = cview(x);
         let m = xc.ncols();
-        let mut xhat = ArrayD::zeros(x.raw_dim());
-        let mut y = ArrayD::zeros(x.raw_dim());
         let mut s = Array1::zeros(self.channels);
         let mut batch_mean = Array1::zeros(self.channels);
         let mut batch_var = Array1::zeros(self.channels);
-        {
-            let mut xh = cview_mut(&mut xhat);
-            let mut yv = cview_mut(&mut y);
-            for c in 0..self.channels {
-                let row = xc.row(c);
-                let (mu, var) = match mode {
-                    Mode::Eval => (rm[c], rv[c]),
-                    Mode::Train => {
-                        let mu = mean(row.iter().copied(), m);
-                        let var = mean(row.iter().map(|&v| (v - mu) * (v - mu)), m);
-                        (mu, var)
-                    }
-                };
-                let sc = T::one() / (var + eps).sqrt();
-                s[c] = sc;
-                batch_mean[c] = mu;
-                batch_var[c] = var;
-                let (g, b) = (gamma[c], beta[c]);
-                Zip::from(xh.row_mut(c))
-                    .and(yv.row_mut(c))
-                    .and(row)
-                    .for_each(|h, yy, &v| {
-                        *h = (v - mu) * sc;
-                        *yy = g * *h + b;
-                    });
-            }
-        }
+        let xhat = from_rows(x, self.channels, |c, out| {
+            let row = row_slice(&xc, c);
+            let (mu, var) = match mode {
+                Mode::Eval => (rm[c], rv[c]),
+                Mode::Train => {
+                    let mu = mean(row.iter().copied(), m);
+                    let var = mean(row.iter().map(|&v| (v - mu) * (v - mu)), m);
+                    (mu, var)
+                }
+            };
+            let sc = T::one() / (var + eps).sqrt();
+            s[c] = sc;
+            batch_mean[c] = mu;
+            batch_var[c] = var;
+            out.extend(row.iter().map(|&v| (v - mu) * sc));
+        });
+        let xh = cview(&xhat);
+        let y = from_rows(x, self.channels, |c, out| {
+            let (g, b) = (gamma[c], beta[c]);
+            out.extend(row_slice(&xh, c).iter().map(|&h| g * h + b));
+        });
         (
             y,
             BnCache {
@@ -201,31 +230,30 @@ impl BatchNorm {
         let gamma = &p[0];
         let (xh, g) = (cview(&c.xhat), cview(gy));
         let m = xh.ncols();
-        let mut dx = ArrayD::zeros(gy.raw_dim());
         let mut dgamma = Array1::zeros(self.channels);
         let mut dbeta = Array1::zeros(self.channels);
-        let mut dxv = cview_mut(&mut dx);
-        for ch in 0..self.channels {
+        let dx = from_rows(gy, self.channels, |ch, out| {
             let (gr, hr) = (g.row(ch), xh.row(ch));
             dgamma[ch] = Zip::from(gr)
                 .and(hr)
                 .fold(T::zero(), |a, &gv, &hv| a + gv * hv);
             dbeta[ch] = gr.sum();
             let (gm, s) = (gamma[ch], c.s[ch]);
+            let gs = row_slice(&g, ch);
             match c.mode {
-                Mode::Eval => Zip::from(dxv.row_mut(ch))
-                    .and(gr)
-                    .for_each(|d, &gv| *d = gv * gm * s),
+                Mode::Eval => out.extend(gs.iter().map(|&gv| gv * gm * s)),
                 Mode::Train => {
                     let mg = dbeta[ch] * gm / T::from_usize(m).unwrap();
                     let mgh = dgamma[ch] * gm / T::from_usize(m).unwrap();
-                    Zip::from(dxv.row_mut(ch))
-                        .and(gr)
-                        .and(hr)
-                        .for_each(|d, &gv, &hv| *d = s * (gv * gm - mg - hv * mgh));
+                    let hs = row_slice(&xh, ch);
+                    out.extend(
+                        gs.iter()
+                            .zip(hs.iter())
+                            .map(|(&gv, &hv)| s * (gv * gm - mg - hv * mgh)),
+                    );
                 }
             }
-        }
+        });
         (dx, dgamma.into_dyn(), dbeta.into_dyn())
     }
 
@@ -237,120 +265,143 @@ impl BatchNorm {
         v: &[ArrayViewD<T>],
         rx: Option<&ArrayD<T>>,
     ) -> (ArrayD<T>, BnRCache<T>) {
-        let zeros;
-        let rx = match rx {
-            Some(r) => r,
-            None => {
-                zeros = ArrayD::zeros(c.xhat.raw_dim());
-                &zeros
-            }
-        };
         let (gamma, vg, vb) = (&p[0], &v[0], &v[1]);
-        let (xh, rxv) = (cview(&c.xhat), cview(rx));
+        let xh = cview(&c.xhat);
+        let rxv = rx.map(cview);
         let m = xh.ncols();
-        let mut rxhat = ArrayD::zeros(rx.raw_dim());
-        let mut ry = ArrayD::zeros(rx.raw_dim());
         let mut rs = Array1::zeros(self.channels);
-        {
-            let mut rh = cview_mut(&mut rxhat);
-            let mut ryv = cview_mut(&mut ry);
-            for ch in 0..self.channels {
+        // R{x̂} = s (R{x} − ⟨R{x}⟩ − x̂ ⟨x̂ R{x}⟩), kept for the reverse pass in train mode.
+        // Eval mode's R{x̂} = s·R{x} is not stored: the reverse pass recomputes it from R{x}.
+        let rxhat = match (c.mode, &rxv) {
+            (Mode::Train, Some(rxv)) => Some(from_rows(&c.xhat, self.channels, |ch, out| {
                 let s = c.s[ch];
-                let (rr, hr) = (rxv.row(ch), xh.row(ch));
-                match c.mode {
-                    Mode::Eval => Zip::from(rh.row_mut(ch))
-                        .and(rr)
-                        .for_each(|o, &r| *o = s * r),
-                    Mode::Train => {
-                        let mr = mean(rr.iter().copied(), m);
-                        let mhr = Zip::from(rr).and(hr).fold(T::zero(), |a, &r, &h| a + r * h)
-                            / T::from_usize(m).unwrap();
-                        rs[ch] = -s * s * mhr;
-                        Zip::from(rh.row_mut(ch))
-                            .and(rr)
-                            .and(hr)
-                            .for_each(|o, &r, &h| *o = s * (r - mr - h * mhr));
-                    }
-                }
-                let (g, a, b) = (gamma[ch], vg[ch], vb[ch]);
-                Zip::from(ryv.row_mut(ch))
-                    .and(rh.row(ch))
-                    .and(hr)
-                    .for_each(|o, &r, &h| *o = g * r + a * h + b);
+                let (rr, hr) = (row_slice(rxv, ch), row_slice(&xh, ch));
+                let mr = mean(rr.iter().copied(), m);
+                let mhr = rr
+                    .iter()
+                    .zip(hr.iter())
+                    .fold(T::zero(), |a, (&r, &h)| a + r * h)
+                    / T::from_usize(m).unwrap();
+                rs[ch] = -s * s * mhr;
+                out.extend(
+                    rr.iter()
+                        .zip(hr.iter())
+                        .map(|(&r, &h)| s * (r - mr - h * mhr)),
+                );
+            })),
+            _ => None,
+        };
+        let rhv = rxhat.as_ref().map(cview);
+        let ry = from_rows(&c.xhat, self.channels, |ch, out| {
+            let (g, a, b, s) = (gamma[ch], vg[ch], vb[ch], c.s[ch]);
+            let hr = row_slice(&xh, ch);
+            // R{x̂} row: stored (train), s·R{x} (eval), or zero (R{x} = 0).
+            match (&rhv, &rxv, c.mode) {
+                (Some(rhv), _, _) => out.extend(
+                    row_slice(rhv, ch)
+                        .iter()
+                        .zip(hr.iter())
+                        .map(|(&r, &h)| g * r + a * h + b),
+                ),
+                (None, Some(rxv), Mode::Eval) => out.extend(
+                    row_slice(rxv, ch)
+                        .iter()
+                        .zip(hr.iter())
+                        .map(|(&r, &h)| g * (s * r) + a * h + b),
+                ),
+                _ => out.extend(hr.iter().map(|&h| g * (s * T::zero()) + a * h + b)),
             }
-        }
+        });
         (ry, BnRCache { rxhat, rs })
     }
 
-    /// R{dx}, R{dγ}, R{dβ}.
+    /// R{dx}, R{dγ}, R{dβ}. `rx` is R{x} of the layer's input (None = 0): eval mode
+    /// forms R{x̂} = s·R{x} from it rather than storing it in the R-forward pass.
+    #[allow(clippy::too_many_arguments)]
     pub fn r_backward<T: Scalar>(
         &self,
         c: &BnCache<T>,
         rc: &BnRCache<T>,
         p: &[ArrayViewD<T>],
         v: &[ArrayViewD<T>],
+        rx: Option<&ArrayD<T>>,
         gy: &ArrayD<T>,
         rgy: &ArrayD<T>,
     ) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
         let (gamma, vg) = (&p[0], &v[0]);
-        let (xh, rh, g, rg) = (cview(&c.xhat), cview(&rc.rxhat), cview(gy), cview(rgy));
+        let (xh, g, rg) = (cview(&c.xhat), cview(gy), cview(rgy));
+        let rh = rc.rxhat.as_ref().map(cview);
+        let rxv = rx.map(cview);
         let m = xh.ncols();
         let mf = T::from_usize(m).unwrap();
-        let mut rdx = ArrayD::zeros(gy.raw_dim());
         let mut rdgamma = Array1::zeros(self.channels);
         let mut rdbeta = Array1::zeros(self.channels);
-        let mut out = cview_mut(&mut rdx);
-        for ch in 0..self.channels {
-            let (gr, rgr, hr, rhr) = (g.row(ch), rg.row(ch), xh.row(ch), rh.row(ch));
+        let rdx = from_rows(gy, self.channels, |ch, out| {
+            let (gr, rgr, hr) = (row_slice(&g, ch), row_slice(&rg, ch), row_slice(&xh, ch));
             let (gm, a, s) = (gamma[ch], vg[ch], c.s[ch]);
-            // rhr is s·R{x} in eval mode and R{x̂} in train mode; both give R{dγ} = Σ R{dy} x̂ + dy rhr.
-            rdgamma[ch] = Zip::from(rgr)
-                .and(hr)
-                .and(gr)
-                .and(rhr)
-                .fold(T::zero(), |acc, &rgv, &hv, &gv, &rv| {
+            // The R{x̂} row: stored (train), s·R{x} (eval), or zero (R{x} = 0).
+            let rhr: Cow<[T]> = match (&rh, &rxv, c.mode) {
+                (Some(rh), _, _) => row_slice(rh, ch),
+                (None, Some(rxv), Mode::Eval) => {
+                    Cow::Owned(row_slice(rxv, ch).iter().map(|&r| s * r).collect())
+                }
+                _ => Cow::Owned(vec![s * T::zero(); m]),
+            };
+            // R{dγ} = Σ R{dy} x̂ + dy R{x̂}
+            rdgamma[ch] = rgr
+                .iter()
+                .zip(hr.iter())
+                .zip(gr.iter())
+                .zip(rhr.iter())
+                .fold(T::zero(), |acc, (((&rgv, &hv), &gv), &rv)| {
                     acc + rgv * hv + gv * rv
                 });
-            rdbeta[ch] = rgr.sum();
+            rdbeta[ch] = rg.row(ch).sum();
             match c.mode {
-                Mode::Eval => Zip::from(out.row_mut(ch))
-                    .and(gr)
-                    .and(rgr)
-                    .for_each(|o, &gv, &rgv| *o = s * (rgv * gm + gv * a)),
+                Mode::Eval => out.extend(
+                    gr.iter()
+                        .zip(rgr.iter())
+                        .map(|(&gv, &rgv)| s * (rgv * gm + gv * a)),
+                ),
                 Mode::Train => {
                     // dx̂ = dy γ; R{dx̂} = R{dy} γ + dy v_γ
-                    let m_dxh = gr.sum() * gm / mf;
-                    let m_dxh_xh = Zip::from(gr)
-                        .and(hr)
-                        .fold(T::zero(), |acc, &gv, &hv| acc + gv * hv)
+                    let m_dxh = g.row(ch).sum() * gm / mf;
+                    let m_dxh_xh = gr
+                        .iter()
+                        .zip(hr.iter())
+                        .fold(T::zero(), |acc, (&gv, &hv)| acc + gv * hv)
                         * gm
                         / mf;
-                    let m_rdxh = Zip::from(rgr)
-                        .and(gr)
-                        .fold(T::zero(), |acc, &rgv, &gv| acc + rgv * gm + gv * a)
+                    let m_rdxh = rgr
+                        .iter()
+                        .zip(gr.iter())
+                        .fold(T::zero(), |acc, (&rgv, &gv)| acc + rgv * gm + gv * a)
                         / mf;
-                    let m_cross =
-                        Zip::from(rgr).and(gr).and(hr).and(rhr).fold(
-                            T::zero(),
-                            |acc, &rgv, &gv, &hv, &rv| {
-                                acc + (rgv * gm + gv * a) * hv + gv * gm * rv
-                            },
-                        ) / mf;
+                    let m_cross = rgr
+                        .iter()
+                        .zip(gr.iter())
+                        .zip(hr.iter())
+                        .zip(rhr.iter())
+                        .fold(T::zero(), |acc, (((&rgv, &gv), &hv), &rv)| {
+                            acc + (rgv * gm + gv * a) * hv + gv * gm * rv
+                        })
+                        / mf;
                     let rs = rc.rs[ch];
-                    Zip::from(out.row_mut(ch))
-                        .and(gr)
-                        .and(rgr)
-                        .and(hr)
-                        .and(rhr)
-                        .for_each(|o, &gv, &rgv, &hv, &rv| {
-                            let dxh = gv * gm;
-                            let rdxh = rgv * gm + gv * a;
-                            let big_a = dxh - m_dxh - hv * m_dxh_xh;
-                            *o = rs * big_a + s * (rdxh - m_rdxh - rv * m_dxh_xh - hv * m_cross);
-                        });
+                    out.extend(
+                        gr.iter()
+                            .zip(rgr.iter())
+                            .zip(hr.iter())
+                            .zip(rhr.iter())
+                            .map(|(((&gv, &rgv), &hv), &rv)| {
+                                let dxh = gv * gm;
+                                let rdxh = rgv * gm + gv * a;
+                                let big_a = dxh - m_dxh - hv * m_dxh_xh;
+                                rs * big_a + s * (rdxh - m_rdxh - rv * m_dxh_xh - hv * m_cross)
+                            }),
+                    );
                 }
             }
-        }
+        });
         (rdx, rdgamma.into_dyn(), rdbeta.into_dyn())
     }
 }
