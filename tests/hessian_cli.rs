@@ -49,6 +49,7 @@ fn f64_options(shift: f64) -> HessianOptions {
     HessianOptions {
         double_precision: true,
         weight_decay: shift,
+        ..Default::default()
     }
 }
 

@@ -3,7 +3,9 @@
 //! ResNet-cifar 20 and 56 (width 16, projection shortcuts) on a batch of random 3×32×32
 //! inputs (CIFAR-10's shape), for each thread count: eval-mode forward time, images/s and
 //! GFLOP/s (2 × multiply-adds of convolutions and linear layers), one gradient and one
-//! exact H·v, and the H·v / gradient ratio. Medians over `--reps` runs after a warm-up.
+//! exact H·v, and the H·v / gradient ratio; also H·v with its θ-only half kept (what the
+//! Hessian operator's products cost after the first; [`crate::objective::PreparedHvp`]).
+//! Medians over `--reps` runs after a warm-up; the gradient and H·v runs alternate.
 //! Compare with `python fixtures/generate/bench_torch.py` on the same machine and threads.
 
 use std::time::Instant;
@@ -58,6 +60,11 @@ struct Row {
     gradient_cpu_ms: Option<f64>,
     hvp_cpu_ms: Option<f64>,
     hvp_over_gradient_cpu: Option<f64>,
+    /// H·v with the θ-only half kept (the Hessian operator's products after the first).
+    hvp_kept_ms: Option<f64>,
+    hvp_kept_over_gradient: Option<f64>,
+    hvp_kept_cpu_ms: Option<f64>,
+    hvp_kept_over_gradient_cpu: Option<f64>,
 }
 
 /// Multiply-adds × 2 of convolutions and linear layers for one sample.
@@ -95,18 +102,30 @@ fn process_cpu_ms() -> f64 {
 }
 
 /// Median wall time and median process CPU time (ms) of `reps` runs after one warm-up.
-fn median_ms(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
-    f(); // warm-up
-    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..reps.max(1))
-        .map(|_| {
+fn median_ms(reps: usize, f: impl FnMut()) -> (f64, f64) {
+    medians_interleaved(reps, &mut [&mut { f }])[0]
+}
+
+/// [`median_ms`] of several measurements whose runs alternate (1, 2, 3, 1, 2, 3, …), so a
+/// ratio between them sees the same machine load.
+fn medians_interleaved(reps: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<(f64, f64)> {
+    fs.iter_mut().for_each(|f| f()); // warm-up
+    let mut runs = vec![(Vec::new(), Vec::new()); fs.len()];
+    for _ in 0..reps.max(1) {
+        for (f, (wall, cpu)) in fs.iter_mut().zip(runs.iter_mut()) {
             let (s, c) = (Instant::now(), process_cpu_ms());
             f();
-            (s.elapsed().as_secs_f64() * 1e3, process_cpu_ms() - c)
+            wall.push(s.elapsed().as_secs_f64() * 1e3);
+            cpu.push(process_cpu_ms() - c);
+        }
+    }
+    runs.into_iter()
+        .map(|(mut wall, mut cpu)| {
+            wall.sort_by(|a, b| a.total_cmp(b));
+            cpu.sort_by(|a, b| a.total_cmp(b));
+            (wall[wall.len() / 2], cpu[cpu.len() / 2])
         })
-        .unzip();
-    wall.sort_by(|a, b| a.total_cmp(b));
-    cpu.sort_by(|a, b| a.total_cmp(b));
-    (wall[wall.len() / 2], cpu[cpu.len() / 2])
+        .collect()
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -135,20 +154,31 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 let fwd = median_ms(args.reps, || {
                     obj.evaluate(theta);
                 });
-                let (grad, hvp) = if args.forward_only {
-                    (None, None)
+                let (grad, hvp, kept) = if args.forward_only {
+                    (None, None, None)
                 } else {
-                    let g = median_ms(args.reps, || {
-                        obj.gradient(theta);
-                    });
-                    let h = median_ms(args.reps, || {
-                        obj.hvp(theta, theta);
-                    });
-                    (Some(g), Some(h))
+                    // what the Hessian operator does: θ-only half kept across products
+                    let prep = obj.prepare_hvp(theta, usize::MAX);
+                    let m = medians_interleaved(
+                        args.reps,
+                        &mut [
+                            &mut || {
+                                obj.gradient(theta);
+                            },
+                            &mut || {
+                                obj.hvp(theta, theta);
+                            },
+                            &mut || {
+                                prep.hvp(theta);
+                            },
+                        ],
+                    );
+                    (Some(m[0]), Some(m[1]), Some(m[2]))
                 };
                 let (fwd, fwd_cpu) = fwd;
                 let (grad, grad_cpu) = (grad.map(|g| g.0), grad.map(|g| g.1));
                 let (hvp, hvp_cpu) = (hvp.map(|h| h.0), hvp.map(|h| h.1));
+                let (kept, kept_cpu) = (kept.map(|h| h.0), kept.map(|h| h.1));
                 Row {
                     model: format!("resnet-cifar-{depth}"),
                     threads,
@@ -163,13 +193,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     gradient_cpu_ms: grad_cpu,
                     hvp_cpu_ms: hvp_cpu,
                     hvp_over_gradient_cpu: grad_cpu.zip(hvp_cpu).map(|(g, h)| h / g),
+                    hvp_kept_ms: kept,
+                    hvp_kept_over_gradient: grad.zip(kept).map(|(g, h)| h / g),
+                    hvp_kept_cpu_ms: kept_cpu,
+                    hvp_kept_over_gradient_cpu: grad_cpu.zip(kept_cpu).map(|(g, h)| h / g),
                 }
             })?;
             if !args.json {
                 let opt =
                     |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+                let ratio =
+                    |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<16} threads {}  forward {:>8.1} ms  {:>7.0} img/s  {:>6.1} GFLOP/s  gradient {:>8} ms  H·v {:>8} ms  H·v/grad {}  (CPU ms: forward {:.1}, gradient {}, H·v {}, ratio {})",
+                    "{:<16} threads {}  forward {:>8.1} ms  {:>7.0} img/s  {:>6.1} GFLOP/s  gradient {:>8} ms  H·v {:>8} ms  H·v/grad {}  kept-state H·v {:>8} ms  /grad {}  (CPU ms: forward {:.1}, gradient {}, H·v {}, ratio {}, kept-state ratio {})",
                     row.model,
                     row.threads,
                     row.forward_ms,
@@ -177,11 +213,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     row.gflops,
                     opt(row.gradient_ms),
                     opt(row.hvp_ms),
-                    row.hvp_over_gradient.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into()),
+                    ratio(row.hvp_over_gradient),
+                    opt(row.hvp_kept_ms),
+                    ratio(row.hvp_kept_over_gradient),
                     row.forward_cpu_ms,
                     opt(row.gradient_cpu_ms),
                     opt(row.hvp_cpu_ms),
-                    row.hvp_over_gradient_cpu.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into()),
+                    ratio(row.hvp_over_gradient_cpu),
+                    ratio(row.hvp_kept_over_gradient_cpu),
                 );
             }
             rows.push(row);

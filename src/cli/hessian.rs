@@ -20,9 +20,10 @@ use serde::Serialize;
 use super::{DataArgs, ModelArgs, Precision};
 use crate::engine::TensorSpec;
 use crate::hessian::{
-    block_of, blocks, density_on_grid, hutchinson, hutchpp, power_iteration, slq, top_eigenpairs,
-    Counting, DensityParams, EigenReport, HessianOperator, HessianOptions, HutchppParams,
-    LanczosParams, LinearOperator, ParamSubset, PowerParams, SlqParams, TraceParams, Which,
+    block_of, blocks, density_on_grid, hutchinson, hutchpp, objective_op::DEFAULT_HVP_CACHE_BYTES,
+    power_iteration, slq, top_eigenpairs, Counting, DensityParams, EigenReport, HessianOperator,
+    HessianOptions, HutchppParams, LanczosParams, LinearOperator, ParamSubset, PowerParams,
+    SlqParams, TraceParams, Which,
 };
 use crate::io::hessian::{write_hessian, DensityData, EigenData, HessianGroup, TraceData};
 use crate::io::surface::Attr;
@@ -138,6 +139,11 @@ pub struct HessianArgs {
     /// Precision of the H·v products (the analyses run in f64 either way).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// Memory (MiB) for the θ-only half of the H·v products (forward pass, loss, plain
+    /// backward pass), kept across products so that each runs only the R-passes: about a
+    /// third faster, same bits. Batches past the budget are recomputed; 0 keeps none.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_HVP_CACHE_BYTES >> 20)]
+    pub hvp_cache_mb: usize,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -188,6 +194,7 @@ impl HessianPlan {
             options: HessianOptions {
                 double_precision: args.precision == Precision::F64,
                 weight_decay: args.weight_decay,
+                hvp_cache_bytes: args.hvp_cache_mb.saturating_mul(1 << 20),
             },
             method: args.method,
             top: LanczosParams {
@@ -547,7 +554,8 @@ pub fn run(args: &HessianArgs) -> Result<()> {
     if plan.per_block {
         for b in blocks(layout, &plan.subset) {
             let keep = |t: &TensorSpec| plan.subset.contains(t) && block_of(&t.name) == b;
-            let op = HessianOperator::restricted(&obj, &model.theta, keep, plan.options);
+            let op = HessianOperator::restricted(&obj, &model.theta, keep, plan.options)
+                .sharing_cache_with(&whole_op);
             let dim = op.dim();
             let mut p = plan.clone();
             if p.top.k > dim {

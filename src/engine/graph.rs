@@ -21,6 +21,7 @@ use super::ops::batchnorm::{BnCache, BnRCache};
 use super::ops::conv2d::ConvCache;
 use super::ops::flatten::swap_batch_channel;
 pub use super::ops::loss::Loss;
+use super::ops::loss::LossCache;
 use super::ops::max_pool::MaxPoolCache;
 use super::ops::*;
 use super::params::Layout;
@@ -129,6 +130,38 @@ struct Tape<T> {
 enum RCache<T> {
     None,
     Bn(BnRCache<T>),
+}
+
+/// The half of an HVP on one batch that depends on θ alone: the forward tape, the loss
+/// cache, and dL/d(output) of every node with parameters. Kept while v changes (as
+/// Hessian-free optimization keeps activations across the products of one CG run,
+/// Martens 2010, and PyHessian keeps the autograd graph), each H·v runs only the R-passes:
+/// R-forward, R{dx}, R{dW} (6 of an HVP's 8 convolution passes).
+pub struct HvpState<T> {
+    tape: Tape<T>,
+    lc: LossCache<T>,
+    /// Per node: None where the reverse pass never reached it; dL/d(output) for nodes
+    /// with parameters; an empty placeholder for the others.
+    g: Vec<Option<ArrayD<T>>>,
+}
+
+impl<T: Scalar> HvpState<T> {
+    /// Bytes held by the arrays of the state (the cache's memory cost).
+    pub fn bytes(&self) -> usize {
+        let t = std::mem::size_of::<T>();
+        let arrays = self.tape.values.iter().chain(self.g.iter().flatten());
+        let caches: usize = self
+            .tape
+            .caches
+            .iter()
+            .map(|c| match c {
+                Cache::Bn(b) => (b.xhat.len() + 4 * b.s.len()) * t,
+                Cache::Max(m) => m.argmax.len() * std::mem::size_of::<usize>(),
+                _ => 0,
+            })
+            .sum();
+        (arrays.map(|a| a.len()).sum::<usize>() + self.lc.probs.len()) * t + caches
+    }
 }
 
 impl Graph {
@@ -510,7 +543,7 @@ impl Graph {
         let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
         let gz = self.loss.backward(&lc, y);
         drop(lc);
-        self.reverse(&theta, None, &tape, None, gz, None, Some(grad), None);
+        self.reverse(&theta, None, &tape, None, gz, None, Some(grad), None, None);
         value
     }
 
@@ -542,7 +575,7 @@ impl Graph {
                 });
             }
         }
-        self.reverse(&theta, None, &tape, None, gz, None, Some(grad), None);
+        self.reverse(&theta, None, &tape, None, gz, None, Some(grad), None, None);
         (value, stats)
     }
 
@@ -575,8 +608,52 @@ impl Graph {
             Some(rgz),
             grad,
             Some(hv),
+            None,
         );
         value
+    }
+
+    /// The half of an HVP on one batch that depends on θ only (see [`HvpState`]).
+    pub fn hvp_prepare<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        x: &ArrayD<T>,
+        y: &[usize],
+        mode: Mode,
+    ) -> HvpState<T> {
+        let tape = self.run_forward(&theta, x, mode, true);
+        let (_, lc) = self.loss.forward(tape.values.last().unwrap(), y);
+        let gz = self.loss.backward(&lc, y);
+        let mut g = Vec::new();
+        self.reverse(
+            &theta,
+            None,
+            &tape,
+            None,
+            gz,
+            None,
+            None,
+            None,
+            Some(&mut g),
+        );
+        HvpState { tape, lc, g }
+    }
+
+    /// [`Graph::hvp_batch`] from a prepared state: the R-passes only (R-forward, then the
+    /// reverse pass of R{g}, reading g from the state), with the same arithmetic in the
+    /// same order, so the same bits. `y` must be the labels the state was prepared with.
+    pub fn hvp_prepared<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        v: ArrayView1<T>,
+        state: &HvpState<T>,
+        y: &[usize],
+        hv: ArrayViewMut1<T>,
+    ) {
+        let (rvals, rcaches) = self.r_forward(&theta, &v, &state.tape);
+        let rz = rvals.last().unwrap().as_ref().expect("logits depend on θ");
+        let rgz = self.loss.r_backward(&state.lc, y, rz);
+        self.r_reverse(&theta, &v, state, &rvals, &rcaches, rgz, hv);
     }
 
     /// R-forward: R{value} of every node along v (`None` = identically zero).
@@ -650,8 +727,13 @@ impl Graph {
         rgz: Option<ArrayD<T>>,
         mut grad: Option<ArrayViewMut1<T>>,
         mut hv: Option<ArrayViewMut1<T>>,
+        mut keep: Option<&mut Vec<Option<ArrayD<T>>>>,
     ) {
         let n = self.nodes.len();
+        if let Some(keep) = keep.as_mut() {
+            keep.clear();
+            keep.resize_with(n, || None);
+        }
         let mut g: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
         let mut rg: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
         g[n - 1] = Some(gz);
@@ -679,6 +761,16 @@ impl Graph {
         for j in (1..n).rev() {
             let node = &self.nodes[j];
             let Some(gy) = g[j].take() else { continue };
+            if let Some(keep) = keep.as_mut() {
+                // what the R-passes read: dL/d(output) of parametric nodes, and that the
+                // node was reached at all
+                let held = !node.params.is_empty();
+                keep[j] = Some(if held {
+                    gy.clone()
+                } else {
+                    ArrayD::zeros(IxDyn(&[0]))
+                });
+            }
             let rgy = if hvp {
                 Some(rg[j].take().unwrap_or_else(|| zero_r(j)))
             } else {
@@ -703,6 +795,7 @@ impl Graph {
                         &gy,
                         rgy,
                         need_dx(0),
+                        true,
                         grad.is_some(),
                     );
                     if let Some(dw) = &r.dw {
@@ -717,6 +810,11 @@ impl Graph {
                     }
                     if let Some(dx) = r.dx {
                         outs.push((0, dx, r.rdx));
+                    }
+                }
+                (Op::Conv2d(c), Cache::Conv(cc)) if grad.is_none() => {
+                    if need_dx(0) {
+                        outs.push((0, c.backward_dx(cc, xin(0), &p[0], &gy), None));
                     }
                 }
                 (Op::Conv2d(c), Cache::Conv(cc)) => {
@@ -860,6 +958,127 @@ impl Graph {
                 acc(&mut g[i], dx);
                 if let Some(rdx) = rdx {
                     acc(&mut rg[i], rdx);
+                }
+            }
+        }
+    }
+
+    /// The reverse pass of R{g} alone, reading g from a prepared state (see
+    /// [`Graph::hvp_prepared`]): each op's R-part of [`Graph::reverse`], in the same order.
+    #[allow(clippy::too_many_arguments)]
+    fn r_reverse<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        v: &ArrayView1<T>,
+        state: &HvpState<T>,
+        rvals: &[Option<ArrayD<T>>],
+        rcaches: &[RCache<T>],
+        rgz: ArrayD<T>,
+        mut hv: ArrayViewMut1<T>,
+    ) {
+        let (tape, n) = (&state.tape, self.nodes.len());
+        let mut rg: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
+        rg[n - 1] = Some(rgz);
+        let mut put = |index: usize, t: &ArrayD<T>| {
+            let spec = self.layout.tensor(index);
+            let mut dst = hv.slice_mut(ndarray::s![spec.range()]);
+            dst.zip_mut_with(
+                &t.view().into_shape_with_order(spec.len()).unwrap(),
+                |a, &b| *a += b,
+            );
+        };
+        for j in (1..n).rev() {
+            let node = &self.nodes[j];
+            let Some(gy) = state.g[j].as_ref() else {
+                continue;
+            };
+            let rgy = rg[j]
+                .take()
+                .unwrap_or_else(|| ArrayD::zeros(tape.values[j].raw_dim()));
+            let p = self.params(theta, node);
+            let vp = self.params(v, node);
+            let need_dx = |k: usize| node.inputs[k] != 0;
+            let xin = |k: usize| &tape.values[node.inputs[k]];
+            let rin = |k: usize| rvals[node.inputs[k]].as_ref();
+            // (input slot, R{gradient})
+            let mut outs: Vec<(usize, ArrayD<T>)> = Vec::new();
+            match (&node.op, &tape.caches[j]) {
+                (Op::Conv2d(c), Cache::Conv(cc)) => {
+                    let r = c.backward_hvp(
+                        cc,
+                        xin(0),
+                        rin(0),
+                        &p[0],
+                        &vp[0],
+                        gy,
+                        &rgy,
+                        need_dx(0),
+                        false,
+                        false,
+                    );
+                    put(node.params[0], &r.rdw);
+                    if let Some(rdb) = &r.rdb {
+                        put(node.params[1], rdb);
+                    }
+                    outs.extend(r.rdx.map(|d| (0, d)));
+                }
+                (Op::Linear(l), _) => {
+                    let (rd, rdw, rdb) =
+                        l.r_backward(xin(0), rin(0), &p[0], &vp[0], gy, &rgy, need_dx(0));
+                    put(node.params[0], &rdw);
+                    if let Some(rdb) = rdb {
+                        put(node.params[1], &rdb);
+                    }
+                    outs.extend(rd.filter(|_| need_dx(0)).map(|d| (0, d)));
+                }
+                (Op::BatchNorm(b), Cache::Bn(bc)) => {
+                    let RCache::Bn(brc) = &rcaches[j] else {
+                        unreachable!()
+                    };
+                    let (rd, rdg, rdb) = b.r_backward(bc, brc, &p, &vp, rin(0), gy, &rgy);
+                    put(node.params[0], &rdg);
+                    put(node.params[1], &rdb);
+                    if need_dx(0) {
+                        outs.push((0, rd));
+                    }
+                }
+                (Op::Relu, _) => {
+                    let mut rgy = rgy;
+                    Relu::mask_inplace(&tape.values[j], &mut rgy);
+                    outs.push((0, rgy));
+                }
+                (Op::Add, _) => {
+                    outs.push((0, rgy.clone()));
+                    outs.push((1, rgy));
+                }
+                (Op::GlobalAvgPool, _) => {
+                    outs.push((0, GlobalAvgPool::r_backward(&rgy, xin(0).shape())));
+                }
+                (Op::AvgPool(cfg), _) => {
+                    outs.push((0, AvgPool::r_backward(cfg, &rgy, xin(0).shape())));
+                }
+                (Op::MaxPool(_), Cache::Max(mc)) => {
+                    outs.push((0, MaxPool::r_backward(mc, &rgy)));
+                }
+                (Op::Flatten, _) => outs.push((0, Flatten::r_backward(&rgy, xin(0).shape()))),
+                (Op::Affine(a), _) => outs.push((0, a.r_backward(&rgy))),
+                (Op::Pad(pd), _) => outs.push((0, pd.r_backward(&rgy, xin(0).shape()))),
+                (Op::Slice(sl), _) => outs.push((0, sl.r_backward(&rgy, xin(0).shape()))),
+                (Op::Concat(c), _) => {
+                    let sizes: Vec<usize> = (0..node.inputs.len())
+                        .map(|k| xin(k).shape()[c.axis])
+                        .collect();
+                    outs.extend(c.r_backward(&rgy, &sizes).into_iter().enumerate());
+                }
+                (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
+            }
+            for (k, rdx) in outs {
+                let i = node.inputs[k];
+                if i != 0 {
+                    match &mut rg[i] {
+                        Some(s) => *s += &rdx,
+                        None => rg[i] = Some(rdx),
+                    }
                 }
             }
         }

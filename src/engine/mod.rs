@@ -18,7 +18,7 @@ pub mod ops;
 pub mod params;
 
 pub use error::EngineError;
-pub use graph::{BatchStats, Graph, Loss, Mode, Node, Op};
+pub use graph::{BatchStats, Graph, HvpState, Loss, Mode, Node, Op};
 pub use params::{Layout, ParamVec, Role, TensorSpec};
 
 /// Floating-point type the engine computes in: `f32` (default, as trained models are)

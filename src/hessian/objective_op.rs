@@ -5,13 +5,29 @@
 //! ```text
 //! apply(v) = P (H + λI) Pᵀ v      P selects the chosen scalars; λ = weight decay
 //! ```
-//! One `apply` costs one H·v over the dataset (about 2.5 gradients).
+//! θ is fixed while v changes, so the θ-only half of every product (forward pass, loss,
+//! plain reverse pass) is computed at the first `apply` and kept, within a memory budget
+//! ([`PreparedHvp`]); each later `apply` runs only the R-passes (about 1.6 gradients on
+//! ResNet-20, against about 2.5 for a cold H·v), with the same bits.
+
+use std::sync::{Arc, OnceLock};
 
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 
 use super::LinearOperator;
 use crate::engine::{ParamVec, TensorSpec};
-use crate::objective::Objective;
+use crate::objective::{Objective, PreparedHvp};
+
+/// Default memory budget for the kept θ-only state of the products (2 GiB; ResNet-20 on
+/// 32×32×3 inputs needs about 5 MB per sample, the bundled 8×8 digits about 1/16 of that).
+pub const DEFAULT_HVP_CACHE_BYTES: usize = 2 << 30;
+
+/// The kept state, built at the first product in the operator's precision.
+#[derive(Default)]
+struct Prepared<'a, 'd> {
+    f32: OnceLock<PreparedHvp<'a, 'd, f32>>,
+    f64: OnceLock<PreparedHvp<'a, 'd, f64>>,
+}
 
 /// H restricted to the selected tensors at θ (f64 in and out; f32 compute by default).
 pub struct ObjectiveHessian<'a, 'd> {
@@ -23,6 +39,10 @@ pub struct ObjectiveHessian<'a, 'd> {
     index: Vec<usize>,
     /// λ of the H + λI shift (the curvature of an L2 penalty λ/2‖θ‖²).
     shift: f64,
+    /// Budget of the kept θ-only state, bytes (0: every product runs cold).
+    cache_bytes: usize,
+    /// Shared between operators on the same objective and θ (e.g. per-block operators).
+    prepared: Arc<Prepared<'a, 'd>>,
 }
 
 impl<'a, 'd> ObjectiveHessian<'a, 'd> {
@@ -45,7 +65,26 @@ impl<'a, 'd> ObjectiveHessian<'a, 'd> {
             theta64: None,
             index,
             shift: 0.0,
+            cache_bytes: DEFAULT_HVP_CACHE_BYTES,
+            prepared: Arc::default(),
         }
+    }
+
+    /// Memory budget (bytes) for the θ-only state kept across products; 0 keeps none.
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// Shares `other`'s kept state (built once, by whichever operator applies first):
+    /// both must be on the same objective and θ.
+    pub fn sharing_cache_with(mut self, other: &Self) -> Self {
+        assert!(
+            std::ptr::eq(self.objective, other.objective) && std::ptr::eq(self.theta, other.theta),
+            "a shared H·v cache needs the same objective and θ"
+        );
+        self.prepared = Arc::clone(&other.prepared);
+        self
     }
 
     /// Adds λI (weight decay λ).
@@ -74,7 +113,11 @@ impl LinearOperator for ObjectiveHessian<'_, '_> {
                 for (&i, &x) in self.index.iter().zip(v.iter()) {
                     full[i] = x;
                 }
-                let hv = self.objective.hvp(t64.view(), full.view());
+                let prep = self
+                    .prepared
+                    .f64
+                    .get_or_init(|| self.objective.prepare_hvp(t64.view(), self.cache_bytes));
+                let hv = prep.hvp(full.view());
                 self.index.iter().map(|&i| hv[i]).collect()
             }
             None => {
@@ -82,7 +125,11 @@ impl LinearOperator for ObjectiveHessian<'_, '_> {
                 for (&i, &x) in self.index.iter().zip(v.iter()) {
                     full[i] = x as f32;
                 }
-                let hv = self.objective.hvp(self.theta.data.view(), full.view());
+                let prep = self.prepared.f32.get_or_init(|| {
+                    self.objective
+                        .prepare_hvp(self.theta.data.view(), self.cache_bytes)
+                });
+                let hv = prep.hvp(full.view());
                 self.index.iter().map(|&i| hv[i] as f64).collect()
             }
         };

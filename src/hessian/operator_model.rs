@@ -18,6 +18,7 @@
 
 use ndarray::{ArrayView1, ArrayViewMut1};
 
+use super::objective_op::DEFAULT_HVP_CACHE_BYTES;
 use super::{LinearOperator, ObjectiveHessian};
 use crate::engine::{Layout, ParamVec, TensorSpec};
 use crate::objective::Objective;
@@ -107,12 +108,25 @@ pub fn blocks(layout: &Layout, subset: &ParamSubset) -> Vec<String> {
 }
 
 /// How products are computed.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HessianOptions {
     /// Compute H·v in f64 end to end (default: f32 with f64 sums, casting θ and v).
     pub double_precision: bool,
     /// λ ≥ 0 of the `+ λI` shift (weight decay; `--weight-decay`).
     pub weight_decay: f64,
+    /// Memory budget (bytes) for the θ-only half of the products, kept across them
+    /// (`--hvp-cache-mb`; default [`DEFAULT_HVP_CACHE_BYTES`]; 0 recomputes it each time).
+    pub hvp_cache_bytes: usize,
+}
+
+impl Default for HessianOptions {
+    fn default() -> Self {
+        Self {
+            double_precision: false,
+            weight_decay: 0.0,
+            hvp_cache_bytes: DEFAULT_HVP_CACHE_BYTES,
+        }
+    }
 }
 
 /// `P (H + λI) Pᵀ` at θ for the tensors of a [`ParamSubset`] (see the module doc).
@@ -160,12 +174,20 @@ impl<'a, 'd> HessianOperator<'a, 'd> {
             .unzip();
         let inner = ObjectiveHessian::new(objective, theta, keep)
             .with_shift(options.weight_decay)
-            .with_f64(options.double_precision);
+            .with_f64(options.double_precision)
+            .with_cache_bytes(options.hvp_cache_bytes);
         Self {
             inner,
             tensors,
             lengths,
         }
+    }
+
+    /// Shares `other`'s kept θ-only state (one cache for a whole-network operator and its
+    /// per-block ones): both must be on the same objective and θ, in the same precision.
+    pub fn sharing_cache_with(mut self, other: &Self) -> Self {
+        self.inner = self.inner.sharing_cache_with(&other.inner);
+        self
     }
 
     /// Names of the selected tensors; the operator's entries are theirs, concatenated in
@@ -246,6 +268,7 @@ mod tests {
         let f64_opts = HessianOptions {
             double_precision: true,
             weight_decay: 0.0,
+            ..Default::default()
         };
         let dense = |op: &HessianOperator| -> Array2<f64> {
             let n = op.dim();

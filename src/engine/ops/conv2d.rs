@@ -206,7 +206,20 @@ impl Conv2d {
         need_dx: bool,
     ) -> (Option<ArrayD<T>>, ArrayD<T>, Option<ArrayD<T>>) {
         let rb = self.block_rows(&self.geom(cache.in_shape));
-        self.backward_rb(cache, x, w, gy, need_dx, rb)
+        self.backward_rb(cache, x, w, gy, need_dx, true, rb)
+    }
+
+    /// dx alone (no weight gradient), with [`Self::backward`]'s arithmetic (same bits).
+    pub fn backward_dx<T: Scalar>(
+        &self,
+        cache: &ConvCache<T>,
+        x: &ArrayD<T>,
+        w: &ArrayViewD<T>,
+        gy: &ArrayD<T>,
+    ) -> ArrayD<T> {
+        let rb = self.block_rows(&self.geom(cache.in_shape));
+        let (dx, _, _) = self.backward_rb(cache, x, w, gy, true, false, rb);
+        dx.expect("dx was asked for")
     }
 
     /// R{y} = W ⋆ R{x} + V ⋆ x + v_b (`rx` = None: R{x} = 0).
@@ -241,8 +254,8 @@ impl Conv2d {
         self.r_backward_rb(cache, x, rx, w, vw, gy, rgy, need_dx, rb)
     }
 
-    /// The reverse pass of an HVP in one sweep over the blocks: dx (when `need_dx`), dW
-    /// and db (when `want_dw`), R{dx}, R{dW}, R{db}. Each block of x and R{x} is unfolded
+    /// The reverse pass of an HVP in one sweep over the blocks: R{dx} (when `need_dx`), dx
+    /// (when `need_dx` and `want_dx`), dW and db (when `want_dw`), R{dW}, R{db}. Each block of x and R{x} is unfolded
     /// once for all of them (separate [`Self::backward`] and [`Self::r_backward`] calls
     /// would unfold x twice and form a dW nobody asked for).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -256,10 +269,11 @@ impl Conv2d {
         gy: &ArrayD<T>,
         rgy: &ArrayD<T>,
         need_dx: bool,
+        want_dx: bool,
         want_dw: bool,
     ) -> HvpGrads<T> {
         let rb = self.block_rows(&self.geom(cache.in_shape));
-        self.backward_hvp_rb(cache, x, rx, w, vw, gy, rgy, need_dx, want_dw, rb)
+        self.backward_hvp_rb(cache, x, rx, w, vw, gy, rgy, need_dx, want_dx, want_dw, rb)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -273,6 +287,7 @@ impl Conv2d {
         gy: &ArrayD<T>,
         rgy: &ArrayD<T>,
         need_dx: bool,
+        want_dx: bool,
         want_dw: bool,
         rb: usize,
     ) -> HvpGrads<T> {
@@ -310,13 +325,16 @@ impl Conv2d {
         // dx = W'⋆dy and R{dx} = W'⋆R{dy} + V'⋆dy by the direct kernel where it applies.
         let direct_dx = need_dx
             .then(|| {
-                let dx = self.dx_direct(&g, &[(w2.data, gys)])?;
+                let dx = match want_dx {
+                    true => Some(self.dx_direct(&g, &[(w2.data, gys)])?),
+                    false => None,
+                };
                 let rdx = self.dx_direct(&g, &[(w2.data, rgys), (v2.data, gys)])?;
                 Some((dx, rdx))
             })
             .flatten();
         let need_dx = need_dx && direct_dx.is_none();
-        let mut dx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
+        let mut dx = (need_dx && want_dx).then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut rdx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut buf = if direct_dw {
             Vec::new()
@@ -364,8 +382,10 @@ impl Conv2d {
                     gemm_slices(o, g.kk, nb, T::one(), gyb, brx.t(), T::one(), rdw, g.kk);
                 }
             }
-            if let (Some(dx), Some(rdx)) = (dx.as_mut(), rdx.as_mut()) {
-                self.col_grad(&g, r0, r1, &[(w2, gyb)], &mut dbuf, dx);
+            if let Some(rdx) = rdx.as_mut() {
+                if let Some(dx) = dx.as_mut() {
+                    self.col_grad(&g, r0, r1, &[(w2, gyb)], &mut dbuf, dx);
+                }
                 let st = &mut stacked[..2 * o * nb];
                 for ch in 0..o {
                     let src = ch * g.cols + c0..ch * g.cols + c0 + nb;
@@ -379,7 +399,7 @@ impl Conv2d {
         });
         let shape = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size");
         if let Some((ddx, drdx)) = direct_dx {
-            (dx, rdx) = (Some(ddx), Some(drdx));
+            (dx, rdx) = (ddx, Some(drdx));
         }
         HvpGrads {
             dx: dx.map(shape),
@@ -488,6 +508,7 @@ impl Conv2d {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn backward_rb<T: Scalar>(
         &self,
         cache: &ConvCache<T>,
@@ -495,6 +516,7 @@ impl Conv2d {
         w: &ArrayViewD<T>,
         gy: &ArrayD<T>,
         need_dx: bool,
+        want_dw: bool,
         rb: usize,
     ) -> (Option<ArrayD<T>>, ArrayD<T>, Option<ArrayD<T>>) {
         let g = self.geom(cache.in_shape);
@@ -511,8 +533,9 @@ impl Conv2d {
         let gy = gy.as_standard_layout();
         let gys = gy.as_slice().expect("standard layout");
         assert_eq!(gys.len(), o * g.cols, "conv backward: gradient shape");
-        let mut dw = vec![T::zero(); o * g.kk];
-        let direct_dw = self.dw_direct(&g, &[(gys, xs)], &mut dw);
+        let mut dw = vec![T::zero(); if want_dw { o * g.kk } else { 0 }];
+        // without dW, the sweep below only unfolds what dx needs
+        let direct_dw = !want_dw || self.dw_direct(&g, &[(gys, xs)], &mut dw);
         let direct_dx = need_dx
             .then(|| self.dx_direct(&g, &[(w2.data, gys)]))
             .flatten();
@@ -542,8 +565,12 @@ impl Conv2d {
         let dx = direct_dx
             .or(dx)
             .map(|v| ArrayD::from_shape_vec(IxDyn(&cache.in_shape), v).expect("size"));
-        let db = self.bias.then(|| row_sums(gys, o));
-        (dx, self.weight_shape(dw), db)
+        let db = (want_dw && self.bias).then(|| row_sums(gys, o));
+        let dw = match want_dw {
+            true => self.weight_shape(dw),
+            false => ArrayD::zeros(IxDyn(&[0])),
+        };
+        (dx, dw, db)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -649,8 +676,8 @@ impl Conv2d {
         self.finish_output(ry, vb, &g)
     }
 
-    /// R-backward alone: the fused sweep without dW (dx is formed too, as the fused
-    /// sweep always pairs it with R{dx}; the graph calls [`Self::backward_hvp`] directly).
+    /// R-backward alone: the fused sweep without dx and dW (the graph calls
+    /// [`Self::backward_hvp`] directly).
     #[allow(clippy::too_many_arguments)]
     fn r_backward_rb<T: Scalar>(
         &self,
@@ -664,7 +691,7 @@ impl Conv2d {
         need_dx: bool,
         rb: usize,
     ) -> (Option<ArrayD<T>>, ArrayD<T>, Option<ArrayD<T>>) {
-        let h = self.backward_hvp_rb(cache, x, rx, w, vw, gy, rgy, need_dx, false, rb);
+        let h = self.backward_hvp_rb(cache, x, rx, w, vw, gy, rgy, need_dx, false, false, rb);
         (h.rdx, h.rdw, h.rdb)
     }
 
@@ -1268,7 +1295,7 @@ mod tests {
                 &y0,
                 &format!("y+b {tag}"),
             );
-            let (dx, dw, db) = cfg.backward_rb(&cache, &x, &wv, &gy, true, rb);
+            let (dx, dw, db) = cfg.backward_rb(&cache, &x, &wv, &gy, true, true, rb);
             close(&dx.unwrap(), &dx0, &format!("dx {tag}"));
             close(&dw, &dw0, &format!("dw {tag}"));
             close(
@@ -1276,7 +1303,7 @@ mod tests {
                 &gy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(1)),
                 &tag,
             );
-            let (nodx, dw2, _) = cfg.backward_rb(&cache, &x, &wv, &gy, false, rb);
+            let (nodx, dw2, _) = cfg.backward_rb(&cache, &x, &wv, &gy, false, true, rb);
             assert!(nodx.is_none());
             close(&dw2, &dw0, &format!("dw (no dx) {tag}"));
             let ry = cfg.r_forward_rb(&cache, &x, &wv, &vv, None, Some(&rx), rb);
@@ -1290,8 +1317,19 @@ mod tests {
                 &tag,
             );
             // the fused HVP reverse sweep gives the same as backward + r_backward
-            let hg =
-                cfg.backward_hvp_rb(&cache, &x, Some(&rx), &wv, &vv, &gy, &rgy, true, true, rb);
+            let hg = cfg.backward_hvp_rb(
+                &cache,
+                &x,
+                Some(&rx),
+                &wv,
+                &vv,
+                &gy,
+                &rgy,
+                true,
+                true,
+                true,
+                rb,
+            );
             close(hg.dx.as_ref().unwrap(), &dx0, &format!("fused dx {tag}"));
             close(hg.dw.as_ref().unwrap(), &dw0, &format!("fused dw {tag}"));
             close(hg.rdx.as_ref().unwrap(), &rdx0, &format!("fused rdx {tag}"));
@@ -1306,7 +1344,9 @@ mod tests {
                 &db_ref(&rgy),
                 &format!("fused rdb {tag}"),
             );
-            let h0 = cfg.backward_hvp_rb(&cache, &x, None, &wv, &vv, &gy, &rgy, false, false, rb);
+            let h0 = cfg.backward_hvp_rb(
+                &cache, &x, None, &wv, &vv, &gy, &rgy, false, true, false, rb,
+            );
             let (_, rdw_norx, _) =
                 cfg.r_backward_rb(&cache, &x, None, &wv, &vv, &gy, &rgy, false, rb);
             assert!(h0.dx.is_none() && h0.rdx.is_none() && h0.dw.is_none() && h0.db.is_none());
@@ -1400,7 +1440,7 @@ mod tests {
             let (dx, dw, _) = cfg.backward(&cache, &x, &wv, &gy, true);
             close32(&dx.unwrap(), &dx0, &format!("dx {tag}"));
             close32(&dw, &dw0, &format!("dw {tag}"));
-            let hg = cfg.backward_hvp(&cache, &x, Some(&rx), &wv, &vv, &gy, &rgy, true, true);
+            let hg = cfg.backward_hvp(&cache, &x, Some(&rx), &wv, &vv, &gy, &rgy, true, true, true);
             close32(hg.dx.as_ref().unwrap(), &dx0, &format!("fused dx {tag}"));
             close32(hg.rdx.as_ref().unwrap(), &rdx0, &format!("fused rdx {tag}"));
             close32(&hg.rdw, &rdw0, &format!("fused rdw {tag}"));
