@@ -741,20 +741,9 @@ impl Graph {
         let hvp = r.is_some();
         let zero_r = |i: usize| -> ArrayD<T> { ArrayD::zeros(tape.values[i].raw_dim()) };
 
-        fn acc<T: Scalar>(slot: &mut Option<ArrayD<T>>, add: ArrayD<T>) {
-            match slot {
-                Some(s) => *s += &add,
-                None => *slot = Some(add),
-            }
-        }
         let put = |out: &mut Option<ArrayViewMut1<T>>, index: usize, t: &ArrayD<T>| {
             if let Some(out) = out.as_mut() {
-                let spec = self.layout.tensor(index);
-                let mut dst = out.slice_mut(ndarray::s![spec.range()]);
-                dst.zip_mut_with(
-                    &t.view().into_shape_with_order(spec.len()).unwrap(),
-                    |a, &b| *a += b,
-                );
+                self.add_tensor(out, index, t);
             }
         };
 
@@ -979,14 +968,7 @@ impl Graph {
         let (tape, n) = (&state.tape, self.nodes.len());
         let mut rg: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
         rg[n - 1] = Some(rgz);
-        let mut put = |index: usize, t: &ArrayD<T>| {
-            let spec = self.layout.tensor(index);
-            let mut dst = hv.slice_mut(ndarray::s![spec.range()]);
-            dst.zip_mut_with(
-                &t.view().into_shape_with_order(spec.len()).unwrap(),
-                |a, &b| *a += b,
-            );
-        };
+        let mut put = |index: usize, t: &ArrayD<T>| self.add_tensor(&mut hv, index, t);
         for j in (1..n).rev() {
             let node = &self.nodes[j];
             let Some(gy) = state.g[j].as_ref() else {
@@ -1075,13 +1057,28 @@ impl Graph {
             for (k, rdx) in outs {
                 let i = node.inputs[k];
                 if i != 0 {
-                    match &mut rg[i] {
-                        Some(s) => *s += &rdx,
-                        None => rg[i] = Some(rdx),
-                    }
+                    acc(&mut rg[i], rdx);
                 }
             }
         }
+    }
+
+    /// Adds `t` into the slice of the flat vector `out` that holds layout tensor `index`.
+    fn add_tensor<T: Scalar>(&self, out: &mut ArrayViewMut1<T>, index: usize, t: &ArrayD<T>) {
+        let spec = self.layout.tensor(index);
+        let mut dst = out.slice_mut(ndarray::s![spec.range()]);
+        dst.zip_mut_with(
+            &t.view().into_shape_with_order(spec.len()).unwrap(),
+            |a, &b| *a += b,
+        );
+    }
+}
+
+/// Adds a gradient contribution into a node's slot (moved in when the slot is empty).
+fn acc<T: Scalar>(slot: &mut Option<ArrayD<T>>, add: ArrayD<T>) {
+    match slot {
+        Some(s) => *s += &add,
+        None => *slot = Some(add),
     }
 }
 
