@@ -7,8 +7,9 @@
 //!                                 λ = weight decay (the curvature of λ/2‖θ‖²)
 //! ```
 //!
-//! One `apply` costs one exact H·v over the dataset (Pearlmutter's R-operator, about 2.5
-//! gradients; see [`Objective::hvp`]). Products are computed in f32 by default (the
+//! One `apply` costs one exact H·v over the dataset (Pearlmutter's R-operator; see
+//! [`Objective::hvp`]): the first about 2.5 gradients, later ones, which reuse the kept
+//! θ-only half ([`crate::objective::PreparedHvp`]), about 1.7. Products are computed in f32 by default (the
 //! precision models are trained in, with f64 sums) and optionally in f64 end to end; the
 //! operator's input and output are f64 either way, so every analysis runs in f64.
 //!

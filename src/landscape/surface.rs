@@ -187,8 +187,12 @@ pub struct CurvatureSpec {
 
 impl CurvatureSpec {
     fn eigenvalues(&self, obj: &Objective<'_>, theta: &ParamVec<f32>) -> [f64; 2] {
+        use crate::hessian::objective_op::DEFAULT_HVP_CACHE_BYTES;
         use crate::hessian::{top_eigenpairs, LanczosParams, ObjectiveHessian, Which};
-        let op = ObjectiveHessian::new(obj, theta, |t| t.role.is_trainable() && t.shape.len() > 1);
+        // points run in parallel, each with its own kept H·v state: split the budget
+        let budget = DEFAULT_HVP_CACHE_BYTES / rayon::current_num_threads().max(1);
+        let op = ObjectiveHessian::new(obj, theta, |t| t.role.is_trainable() && t.shape.len() > 1)
+            .with_cache_bytes(budget);
         let run = |which| {
             let p = LanczosParams {
                 k: 1,
