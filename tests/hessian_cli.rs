@@ -216,27 +216,12 @@ fn hvp_cache_changes_no_result() {
     let (p, _) = tiny(dir.path());
     let out = dir.path().join("h.h5");
     let run = |cache: &str| {
-        json(&[
-            "hessian",
-            "-m",
-            p.to_str().unwrap(),
-            "-d",
-            "mnist1d",
-            "--samples",
-            "80",
-            "--top-k",
-            "3",
-            "--bottom",
-            "--trace",
-            "--probes",
-            "10",
-            "--per-block",
-            "--hvp-cache-mb",
-            cache,
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ])
+        let (p, out) = (p.to_str().unwrap(), out.to_str().unwrap());
+        let flags = "--top-k 3 --bottom --trace --probes 10 --per-block --json";
+        let mut a = vec!["hessian", "-m", p, "-d", "mnist1d", "--samples", "80"];
+        a.extend(flags.split(' '));
+        a.extend(["--hvp-cache-mb", cache, "--out", out]);
+        json(&a)
     };
     let (kept, cold) = (run("2048"), run("0"));
     let strip = |v: &serde_json::Value| {
