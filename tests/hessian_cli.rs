@@ -224,8 +224,18 @@ fn hvp_cache_changes_no_result() {
         json(&a)
     };
     let (kept, cold) = (run("2048"), run("0"));
+    // 80 samples in batches of 32: all three kept, or none
+    assert_eq!(
+        kept["hvp_cache"]["kept_batches"], 3,
+        "{}",
+        kept["hvp_cache"]
+    );
+    assert_eq!(kept["hvp_cache"]["batches"], 3);
+    assert!(kept["hvp_cache"]["mb"].as_f64().unwrap() > 0.0);
+    assert_eq!(cold["hvp_cache"]["kept_batches"], 0);
     let strip = |v: &serde_json::Value| {
         let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("hvp_cache");
         let seconds = |o: &mut serde_json::Value| {
             o.as_object_mut().unwrap().remove("seconds");
         };

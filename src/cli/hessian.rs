@@ -335,7 +335,18 @@ struct Output {
     whole: Summary,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     blocks: Vec<Summary>,
+    hvp_cache: HvpCacheOut,
     out: String,
+}
+
+/// The θ-only half of the products kept across them (`--hvp-cache-mb`).
+#[derive(Serialize)]
+struct HvpCacheOut {
+    budget_mb: usize,
+    /// Mini-batches whose state was kept, of all; the others ran whole products.
+    kept_batches: usize,
+    batches: usize,
+    mb: f64,
 }
 
 /// Counts products and ticks the spinner on each.
@@ -582,6 +593,13 @@ pub fn run(args: &HessianArgs) -> Result<()> {
         Ok((whole, out))
     })??;
 
+    let (kept, batches, bytes) = whole_op.kept_state().unwrap_or((0, 0, 0));
+    let hvp_cache = HvpCacheOut {
+        budget_mb: args.hvp_cache_mb,
+        kept_batches: kept,
+        batches,
+        mb: bytes as f64 / (1 << 20) as f64,
+    };
     let hvps = whole.hvps + block_results.iter().map(|(_, g)| g.hvps).sum::<usize>();
     let seconds = whole.seconds + block_results.iter().map(|(_, g)| g.seconds).sum::<f64>();
     let precision = if plan.options.double_precision {
@@ -620,6 +638,9 @@ pub fn run(args: &HessianArgs) -> Result<()> {
     attrs.insert("precision".into(), precision.into());
     attrs.insert("hvp_normalization".into(), HVP_NORMALIZATION.into());
     attrs.insert("hvps_total".into(), hvps.into());
+    attrs.insert("hvp_cache_budget_mb".into(), args.hvp_cache_mb.into());
+    attrs.insert("hvp_cache_kept_batches".into(), kept.into());
+    attrs.insert("hvp_cache_batches".into(), batches.into());
     attrs.insert("seconds_total".into(), seconds.into());
     attrs.insert("losscape_version".into(), env!("CARGO_PKG_VERSION").into());
     write_hessian(&args.out, &whole, &block_results, &attrs)
@@ -636,6 +657,7 @@ pub fn run(args: &HessianArgs) -> Result<()> {
         hvp_normalization: HVP_NORMALIZATION,
         whole: summary("all", &whole),
         blocks: block_results.iter().map(|(n, g)| summary(n, g)).collect(),
+        hvp_cache,
         out: args.out.display().to_string(),
     };
     if args.json {

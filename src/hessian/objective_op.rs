@@ -76,6 +76,14 @@ impl<'a, 'd> ObjectiveHessian<'a, 'd> {
         self
     }
 
+    /// (batches kept, batches, bytes) of the kept θ-only state, once the first product has
+    /// built it.
+    pub fn kept_state(&self) -> Option<(usize, usize, usize)> {
+        let a = self.prepared.f32.get().map(|p| (p.kept(), p.bytes()));
+        let b = self.prepared.f64.get().map(|p| (p.kept(), p.bytes()));
+        a.or(b).map(|((k, n), bytes)| (k, n, bytes))
+    }
+
     /// Shares `other`'s kept state (built once, by whichever operator applies first):
     /// both must be on the same objective and θ.
     pub fn sharing_cache_with(mut self, other: &Self) -> Self {

@@ -191,6 +191,12 @@ impl<'a, 'd> HessianOperator<'a, 'd> {
         self
     }
 
+    /// (batches kept, batches, bytes) of the kept θ-only state of the products, once the
+    /// first product has built it (see [`ObjectiveHessian::kept_state`]).
+    pub fn kept_state(&self) -> Option<(usize, usize, usize)> {
+        self.inner.kept_state()
+    }
+
     /// Names of the selected tensors; the operator's entries are theirs, concatenated in
     /// this order (each tensor flattened row-major).
     pub fn tensors(&self) -> &[String] {
