@@ -273,11 +273,7 @@ impl<T: Scalar> PreparedHvp<'_, '_, T> {
             |b| {
                 let mut hv = Array1::<T>::zeros(theta.len());
                 match &self.states[b] {
-                    Some(state) => {
-                        let lo = b * o.cfg.batch_size;
-                        let y = &o.y[lo..(lo + o.cfg.batch_size).min(o.len())];
-                        o.graph.hvp_prepared(theta, v, state, y, hv.view_mut());
-                    }
+                    Some(state) => o.graph.hvp_prepared(theta, v, state, hv.view_mut()),
                     None => {
                         let (x, y) = o.batch::<T>(b);
                         o.graph

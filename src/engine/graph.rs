@@ -5,6 +5,8 @@
 //! backward     dL/dlogits ─► (reverse order) ─► dL/dθ
 //! HVP          forward; R-forward (R{value} of every node for direction v);
 //!              reverse pass carrying (g, R{g}) ─► R{dL/dθ} = H·v
+//! kept HVP     forward and plain reverse pass once per θ (HvpState); per v only the
+//!              R-forward and the reverse pass of R{g}
 //! ```
 //! The HVP is exact (Pearlmutter 1994): no finite differences. Each op owns its four
 //! passes (see [`super::ops`]); this file only routes values between nodes. A node's
@@ -140,6 +142,8 @@ enum RCache<T> {
 pub struct HvpState<T> {
     tape: Tape<T>,
     lc: LossCache<T>,
+    /// The batch's labels (the R-pass of the loss reads them).
+    y: Vec<usize>,
     /// Per node: None where the reverse pass never reached it; dL/d(output) for nodes
     /// with parameters; an empty placeholder for the others.
     g: Vec<Option<ArrayD<T>>>,
@@ -636,23 +640,27 @@ impl Graph {
             None,
             Some(&mut g),
         );
-        HvpState { tape, lc, g }
+        HvpState {
+            tape,
+            lc,
+            y: y.to_vec(),
+            g,
+        }
     }
 
     /// [`Graph::hvp_batch`] from a prepared state: the R-passes only (R-forward, then the
     /// reverse pass of R{g}, reading g from the state), with the same arithmetic in the
-    /// same order, so the same bits. `y` must be the labels the state was prepared with.
+    /// same order, so the same bits. `theta` must be the θ the state was prepared at.
     pub fn hvp_prepared<T: Scalar>(
         &self,
         theta: ArrayView1<T>,
         v: ArrayView1<T>,
         state: &HvpState<T>,
-        y: &[usize],
         hv: ArrayViewMut1<T>,
     ) {
         let (rvals, rcaches) = self.r_forward(&theta, &v, &state.tape);
         let rz = rvals.last().unwrap().as_ref().expect("logits depend on θ");
-        let rgz = self.loss.r_backward(&state.lc, y, rz);
+        let rgz = self.loss.r_backward(&state.lc, &state.y, rz);
         self.r_reverse(&theta, &v, state, &rvals, &rcaches, rgz, hv);
     }
 
