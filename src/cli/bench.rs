@@ -157,8 +157,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 let (grad, hvp, kept) = if args.forward_only {
                     (None, None, None)
                 } else {
-                    // what the Hessian operator does: θ-only half kept across products
-                    let prep = obj.prepare_hvp(theta, usize::MAX);
+                    // what the Hessian operator does by default: θ-only half kept across
+                    // products, within the same memory budget (batches past it run cold)
+                    let budget = crate::hessian::objective_op::DEFAULT_HVP_CACHE_BYTES;
+                    let prep = obj.prepare_hvp(theta, budget);
                     let m = medians_interleaved(
                         args.reps,
                         &mut [
