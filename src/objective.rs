@@ -206,7 +206,7 @@ impl<'a> Objective<'a> {
                 let (x, y) = self.batch::<T>(b);
                 let mut hv = Array1::<T>::zeros(theta.len());
                 self.graph
-                    .hvp_batch(theta, v, &x, y, self.cfg.mode, hv.view_mut(), None);
+                    .hvp_batch(theta, v, &x, y, self.cfg.mode, hv.view_mut());
                 hv
             },
             |hv| acc.zip_mut_with(&hv, |a, &b| *a += b.as_f64()),
@@ -277,7 +277,7 @@ impl<T: Scalar> PreparedHvp<'_, '_, T> {
                     None => {
                         let (x, y) = o.batch::<T>(b);
                         o.graph
-                            .hvp_batch(theta, v, &x, y, o.cfg.mode, hv.view_mut(), None);
+                            .hvp_batch(theta, v, &x, y, o.cfg.mode, hv.view_mut());
                     }
                 }
                 hv

@@ -47,7 +47,6 @@ impl Case {
             &self.y,
             self.mode,
             hv.view_mut(),
-            None,
         );
         hv / self.y.len() as f64
     }

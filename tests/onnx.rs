@@ -78,15 +78,7 @@ fn compute<T: Scalar>(m: &Model, f: &Tensors) -> (f64, Array1<f64>, Array1<f64>)
     let mut grad = Array1::<T>::zeros(theta.len());
     let lv = g.grad_batch(theta.view(), &x, &y, Mode::Eval, grad.view_mut());
     let mut hv = Array1::<T>::zeros(theta.len());
-    g.hvp_batch(
-        theta.view(),
-        v.view(),
-        &x,
-        &y,
-        Mode::Eval,
-        hv.view_mut(),
-        None,
-    );
+    g.hvp_batch(theta.view(), v.view(), &x, &y, Mode::Eval, hv.view_mut());
     (
         lv.sum / n,
         grad.mapv(|v| v.as_f64() / n),

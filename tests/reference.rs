@@ -176,15 +176,7 @@ fn run<T: Scalar>(f: &Fixture, prefix: &str, tol: &Tol, check_vectors: bool) {
     let mut grad = Array1::<T>::zeros(theta.len());
     let lv = g.grad_batch(theta.view(), &x, &y, f.mode(), grad.view_mut());
     let mut hv = Array1::<T>::zeros(theta.len());
-    g.hvp_batch(
-        theta.view(),
-        v.view(),
-        &x,
-        &y,
-        f.mode(),
-        hv.view_mut(),
-        None,
-    );
+    g.hvp_batch(theta.view(), v.view(), &x, &y, f.mode(), hv.view_mut());
     let loss = lv.sum / n;
     let want = scalar(f, &format!("{prefix}.loss"));
     eprintln!(
@@ -254,15 +246,7 @@ fn hessian_is_symmetric_on_fixtures() {
         let (x, y) = f.batch();
         let hvp = |d: &Array1<f64>| {
             let mut out = Array1::zeros(d.len());
-            g.hvp_batch(
-                theta.view(),
-                d.view(),
-                &x,
-                &y,
-                f.mode(),
-                out.view_mut(),
-                None,
-            );
+            g.hvp_batch(theta.view(), d.view(), &x, &y, f.mode(), out.view_mut());
             out
         };
         let (a, b) = (u.dot(&hvp(&v)), v.dot(&hvp(&u)));
@@ -297,15 +281,7 @@ fn full_hessian_spectrum_of_tiny_mlp() {
         let mut e = Array1::zeros(theta.len());
         e[col] = 1.0;
         let mut out = Array1::zeros(theta.len());
-        g.hvp_batch(
-            theta.view(),
-            e.view(),
-            &x,
-            &y,
-            Mode::Eval,
-            out.view_mut(),
-            None,
-        );
+        g.hvp_batch(theta.view(), e.view(), &x, &y, Mode::Eval, out.view_mut());
         for (i, &row) in trainable.iter().enumerate() {
             h[[i, j]] = out[row] / y.len() as f64;
         }

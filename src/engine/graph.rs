@@ -3,10 +3,10 @@
 //! ```text
 //! forward      x ─► values, caches ─► logits ─► loss
 //! backward     dL/dlogits ─► (reverse order) ─► dL/dθ
-//! HVP          forward; R-forward (R{value} of every node for direction v);
-//!              reverse pass carrying (g, R{g}) ─► R{dL/dθ} = H·v
-//! kept HVP     forward and plain reverse pass once per θ (HvpState); per v only the
-//!              R-forward and the reverse pass of R{g}
+//! HVP          θ-only half (HvpState): forward, reverse pass keeping g at parametric nodes;
+//!              per direction v: R-forward (R{value} of every node), reverse pass of R{g}
+//!              ─► R{dL/dθ} = H·v. The half is formed once per θ when kept (Hessian
+//!              operators), once per product otherwise
 //! ```
 //! The HVP is exact (Pearlmutter 1994): no finite differences. Each op owns its four
 //! passes (see [`super::ops`]); this file only routes values between nodes. A node's
@@ -547,7 +547,7 @@ impl Graph {
         let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
         let gz = self.loss.backward(&lc, y);
         drop(lc);
-        self.reverse(&theta, None, &tape, None, gz, None, Some(grad), None, None);
+        self.reverse(&theta, &tape, gz, Some(grad), None);
         value
     }
 
@@ -579,13 +579,13 @@ impl Graph {
                 });
             }
         }
-        self.reverse(&theta, None, &tape, None, gz, None, Some(grad), None, None);
+        self.reverse(&theta, &tape, gz, Some(grad), None);
         (value, stats)
     }
 
-    /// Σₙ loss over one batch; adds H·v (Hessian of Σₙ ℓₙ) into `hv` and, when given, the
-    /// gradient into `grad`. Direction components on running statistics are ignored.
-    #[allow(clippy::too_many_arguments)]
+    /// Σₙ loss over one batch; adds H·v (Hessian of Σₙ ℓₙ) into `hv`. Direction
+    /// components on running statistics are ignored. The θ-only half ([`HvpState`]) is
+    /// formed and used once; [`Graph::hvp_prepare`] keeps it for many directions.
     pub fn hvp_batch<T: Scalar>(
         &self,
         theta: ArrayView1<T>,
@@ -594,26 +594,9 @@ impl Graph {
         y: &[usize],
         mode: Mode,
         hv: ArrayViewMut1<T>,
-        grad: Option<ArrayViewMut1<T>>,
     ) -> LossValue {
-        let tape = self.run_forward(&theta, x, mode, true);
-        let (rvals, rcaches) = self.r_forward(&theta, &v, &tape);
-        let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
-        let gz = self.loss.backward(&lc, y);
-        let rz = rvals.last().unwrap().as_ref().expect("logits depend on θ");
-        let rgz = self.loss.r_backward(&lc, y, rz);
-        drop(lc);
-        self.reverse(
-            &theta,
-            Some(&v),
-            &tape,
-            Some((&rvals, &rcaches)),
-            gz,
-            Some(rgz),
-            grad,
-            Some(hv),
-            None,
-        );
+        let (value, state) = self.prepare(&theta, x, y, mode);
+        self.hvp_prepared(theta, v, &state, hv);
         value
     }
 
@@ -625,27 +608,28 @@ impl Graph {
         y: &[usize],
         mode: Mode,
     ) -> HvpState<T> {
-        let tape = self.run_forward(&theta, x, mode, true);
-        let (_, lc) = self.loss.forward(tape.values.last().unwrap(), y);
+        self.prepare(&theta, x, y, mode).1
+    }
+
+    fn prepare<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        x: &ArrayD<T>,
+        y: &[usize],
+        mode: Mode,
+    ) -> (LossValue, HvpState<T>) {
+        let tape = self.run_forward(theta, x, mode, true);
+        let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
         let gz = self.loss.backward(&lc, y);
         let mut g = Vec::new();
-        self.reverse(
-            &theta,
-            None,
-            &tape,
-            None,
-            gz,
-            None,
-            None,
-            None,
-            Some(&mut g),
-        );
-        HvpState {
+        self.reverse(theta, &tape, gz, None, Some(&mut g));
+        let state = HvpState {
             tape,
             lc,
             y: y.to_vec(),
             g,
-        }
+        };
+        (value, state)
     }
 
     /// [`Graph::hvp_batch`] from a prepared state: the R-passes only (R-forward, then the
@@ -722,19 +706,15 @@ impl Graph {
         (rv, rc)
     }
 
-    /// The reverse pass: propagates g = dL/d(value) and, for an HVP, R{g} too; adds
-    /// parameter gradients into `grad` and R{dL/dθ} into `hv` where given.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    /// The reverse pass: propagates g = dL/d(value), adds parameter gradients into `grad`
+    /// where given, and with `keep` records what the R-passes of an HVP read (see
+    /// [`HvpState`]).
     fn reverse<T: Scalar>(
         &self,
         theta: &ArrayView1<T>,
-        v: Option<&ArrayView1<T>>,
         tape: &Tape<T>,
-        r: Option<(&Vec<Option<ArrayD<T>>>, &Vec<RCache<T>>)>,
         gz: ArrayD<T>,
-        rgz: Option<ArrayD<T>>,
         mut grad: Option<ArrayViewMut1<T>>,
-        mut hv: Option<ArrayViewMut1<T>>,
         mut keep: Option<&mut Vec<Option<ArrayD<T>>>>,
     ) {
         let n = self.nodes.len();
@@ -743,14 +723,10 @@ impl Graph {
             keep.resize_with(n, || None);
         }
         let mut g: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
-        let mut rg: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
         g[n - 1] = Some(gz);
-        rg[n - 1] = rgz;
-        let hvp = r.is_some();
-        let zero_r = |i: usize| -> ArrayD<T> { ArrayD::zeros(tape.values[i].raw_dim()) };
-
-        let put = |out: &mut Option<ArrayViewMut1<T>>, index: usize, t: &ArrayD<T>| {
-            if let Some(out) = out.as_mut() {
+        let want_dw = grad.is_some();
+        let mut put = |index: usize, t: &ArrayD<T>| {
+            if let Some(out) = grad.as_mut() {
                 self.add_tensor(out, index, t);
             }
         };
@@ -768,193 +744,75 @@ impl Graph {
                     ArrayD::zeros(IxDyn(&[0]))
                 });
             }
-            let rgy = if hvp {
-                Some(rg[j].take().unwrap_or_else(|| zero_r(j)))
-            } else {
-                None
-            };
             let p = self.params(theta, node);
-            let vp = v.map(|v| self.params(v, node));
             let need_dx = |k: usize| node.inputs[k] != 0;
             let xin = |k: usize| &tape.values[node.inputs[k]];
-            let rin = |k: usize| r.and_then(|(rv, _)| rv[node.inputs[k]].as_ref());
-            // (input slot, gradient, R{gradient})
-            let mut outs: Vec<(usize, ArrayD<T>, Option<ArrayD<T>>)> = Vec::new();
+            // (input slot, gradient)
+            let mut outs: Vec<(usize, ArrayD<T>)> = Vec::new();
             match (&node.op, &tape.caches[j]) {
-                (Op::Conv2d(c), Cache::Conv(cc)) if hvp => {
-                    let (rgy, vp) = (rgy.as_ref().unwrap(), vp.as_ref().unwrap());
-                    let r = c.backward_hvp(
-                        cc,
-                        xin(0),
-                        rin(0),
-                        &p[0],
-                        &vp[0],
-                        &gy,
-                        rgy,
-                        need_dx(0),
-                        true,
-                        grad.is_some(),
-                    );
-                    if let Some(dw) = &r.dw {
-                        put(&mut grad, node.params[0], dw);
-                    }
-                    if let Some(db) = &r.db {
-                        put(&mut grad, node.params[1], db);
-                    }
-                    put(&mut hv, node.params[0], &r.rdw);
-                    if let Some(rdb) = &r.rdb {
-                        put(&mut hv, node.params[1], rdb);
-                    }
-                    if let Some(dx) = r.dx {
-                        outs.push((0, dx, r.rdx));
-                    }
-                }
-                (Op::Conv2d(c), Cache::Conv(cc)) if grad.is_none() => {
+                (Op::Conv2d(c), Cache::Conv(cc)) if !want_dw => {
                     if need_dx(0) {
-                        outs.push((0, c.backward_dx(cc, xin(0), &p[0], &gy), None));
+                        outs.push((0, c.backward_dx(cc, xin(0), &p[0], &gy)));
                     }
                 }
                 (Op::Conv2d(c), Cache::Conv(cc)) => {
-                    let want_dw = grad.is_some();
-                    if want_dw || need_dx(0) {
-                        let (dx, dw, db) = c.backward(cc, xin(0), &p[0], &gy, need_dx(0));
-                        if want_dw {
-                            put(&mut grad, node.params[0], &dw);
-                            if let Some(db) = db {
-                                put(&mut grad, node.params[1], &db);
-                            }
-                        }
-                        if let Some(dx) = dx {
-                            outs.push((0, dx, None));
-                        }
+                    let (dx, dw, db) = c.backward(cc, xin(0), &p[0], &gy, need_dx(0));
+                    put(node.params[0], &dw);
+                    if let Some(db) = db {
+                        put(node.params[1], &db);
                     }
+                    outs.extend(dx.map(|d| (0, d)));
                 }
                 (Op::Linear(l), _) => {
                     let (dx, dw, db) = l.backward(xin(0), &p[0], &gy, need_dx(0));
-                    put(&mut grad, node.params[0], &dw);
+                    put(node.params[0], &dw);
                     if let Some(db) = db {
-                        put(&mut grad, node.params[1], &db);
+                        put(node.params[1], &db);
                     }
-                    let mut rdx = None;
-                    if let (Some(rgy), Some(vp)) = (&rgy, &vp) {
-                        let (rd, rdw, rdb) =
-                            l.r_backward(xin(0), rin(0), &p[0], &vp[0], &gy, rgy, need_dx(0));
-                        put(&mut hv, node.params[0], &rdw);
-                        if let Some(rdb) = rdb {
-                            put(&mut hv, node.params[1], &rdb);
-                        }
-                        rdx = rd;
-                    }
-                    if let Some(dx) = dx {
-                        outs.push((0, dx, rdx));
-                    }
+                    outs.extend(dx.map(|d| (0, d)));
                 }
                 (Op::BatchNorm(b), Cache::Bn(bc)) => {
                     let (dx, dgamma, dbeta) = b.backward(bc, &p, &gy);
-                    put(&mut grad, node.params[0], &dgamma);
-                    put(&mut grad, node.params[1], &dbeta);
-                    let mut rdx = None;
-                    if let (Some(rgy), Some(vp), Some((_, rcs))) = (&rgy, &vp, r) {
-                        let RCache::Bn(brc) = &rcs[j] else {
-                            unreachable!()
-                        };
-                        let (rd, rdg, rdb) = b.r_backward(bc, brc, &p, vp, rin(0), &gy, rgy);
-                        put(&mut hv, node.params[0], &rdg);
-                        put(&mut hv, node.params[1], &rdb);
-                        rdx = Some(rd);
-                    }
+                    put(node.params[0], &dgamma);
+                    put(node.params[1], &dbeta);
                     if need_dx(0) {
-                        outs.push((0, dx, rdx));
+                        outs.push((0, dx));
                     }
                 }
                 (Op::Relu, _) => {
-                    // gy and R{gy} are owned here: mask them in place
-                    let y = &tape.values[j];
+                    // gy is owned here: mask it in place
                     let mut gy = gy;
-                    Relu::mask_inplace(y, &mut gy);
-                    let rgy = rgy.map(|mut r| {
-                        Relu::mask_inplace(y, &mut r);
-                        r
-                    });
-                    outs.push((0, gy, rgy));
+                    Relu::mask_inplace(&tape.values[j], &mut gy);
+                    outs.push((0, gy));
                 }
                 (Op::Add, _) => {
                     // the same gradient flows to both inputs: one copy, one move
-                    let ra = rgy.clone();
-                    outs.push((0, gy.clone(), ra));
-                    outs.push((1, gy, rgy));
+                    outs.push((0, gy.clone()));
+                    outs.push((1, gy));
                 }
                 (Op::GlobalAvgPool, _) => {
-                    let s = xin(0).shape().to_vec();
-                    outs.push((
-                        0,
-                        GlobalAvgPool::backward(&gy, &s),
-                        rgy.as_ref().map(|r| GlobalAvgPool::r_backward(r, &s)),
-                    ));
+                    outs.push((0, GlobalAvgPool::backward(&gy, xin(0).shape())));
                 }
                 (Op::AvgPool(cfg), _) => {
-                    let s = xin(0).shape().to_vec();
-                    outs.push((
-                        0,
-                        AvgPool::backward(cfg, &gy, &s),
-                        rgy.as_ref().map(|r| AvgPool::r_backward(cfg, r, &s)),
-                    ));
+                    outs.push((0, AvgPool::backward(cfg, &gy, xin(0).shape())));
                 }
-                (Op::MaxPool(_), Cache::Max(mc)) => {
-                    outs.push((
-                        0,
-                        MaxPool::backward(mc, &gy),
-                        rgy.as_ref().map(|r| MaxPool::r_backward(mc, r)),
-                    ));
-                }
-                (Op::Flatten, _) => {
-                    let s = xin(0).shape().to_vec();
-                    outs.push((
-                        0,
-                        Flatten::backward(&gy, &s),
-                        rgy.as_ref().map(|r| Flatten::r_backward(r, &s)),
-                    ));
-                }
-                (Op::Affine(a), _) => {
-                    outs.push((0, a.backward(&gy), rgy.as_ref().map(|r| a.r_backward(r))));
-                }
-                (Op::Pad(p), _) => {
-                    let s = xin(0).shape().to_vec();
-                    outs.push((
-                        0,
-                        p.backward(&gy, &s),
-                        rgy.as_ref().map(|r| p.r_backward(r, &s)),
-                    ));
-                }
-                (Op::Slice(sl), _) => {
-                    let s = xin(0).shape().to_vec();
-                    outs.push((
-                        0,
-                        sl.backward(&gy, &s),
-                        rgy.as_ref().map(|r| sl.r_backward(r, &s)),
-                    ));
-                }
+                (Op::MaxPool(_), Cache::Max(mc)) => outs.push((0, MaxPool::backward(mc, &gy))),
+                (Op::Flatten, _) => outs.push((0, Flatten::backward(&gy, xin(0).shape()))),
+                (Op::Affine(a), _) => outs.push((0, a.backward(&gy))),
+                (Op::Pad(pd), _) => outs.push((0, pd.backward(&gy, xin(0).shape()))),
+                (Op::Slice(sl), _) => outs.push((0, sl.backward(&gy, xin(0).shape()))),
                 (Op::Concat(c), _) => {
                     let sizes: Vec<usize> = (0..node.inputs.len())
                         .map(|k| xin(k).shape()[c.axis])
                         .collect();
-                    let ds = c.backward(&gy, &sizes);
-                    let rds = rgy.as_ref().map(|r| c.r_backward(r, &sizes));
-                    let mut rds = rds.map(|v| v.into_iter());
-                    for (k, d) in ds.into_iter().enumerate() {
-                        outs.push((k, d, rds.as_mut().and_then(|it| it.next())));
-                    }
+                    outs.extend(c.backward(&gy, &sizes).into_iter().enumerate());
                 }
                 (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
             }
-            for (k, dx, rdx) in outs {
+            for (k, dx) in outs {
                 let i = node.inputs[k];
-                if i == 0 {
-                    continue;
-                }
-                acc(&mut g[i], dx);
-                if let Some(rdx) = rdx {
-                    acc(&mut rg[i], rdx);
+                if i != 0 {
+                    acc(&mut g[i], dx);
                 }
             }
         }
