@@ -197,22 +197,10 @@ impl<'a> Objective<'a> {
 
     /// H·v at θ: the exact Hessian of the per-sample mean loss times v (Pearlmutter's
     /// R-operator; about 2–3 gradients of work). Components of v on running statistics are
-    /// ignored and the result is zero there.
+    /// ignored and the result is zero there. One product: nothing is kept (see
+    /// [`Objective::prepare_hvp`] for many products at one θ).
     pub fn hvp<T: Scalar>(&self, theta: ArrayView1<T>, v: ArrayView1<T>) -> Array1<T> {
-        let mut acc = Array1::<f64>::zeros(theta.len());
-        self.fold_batches(
-            true,
-            |b| {
-                let (x, y) = self.batch::<T>(b);
-                let mut hv = Array1::<T>::zeros(theta.len());
-                self.graph
-                    .hvp_batch(theta, v, &x, y, self.cfg.mode, hv.view_mut());
-                hv
-            },
-            |hv| acc.zip_mut_with(&hv, |a, &b| *a += b.as_f64()),
-        );
-        let n = self.len() as f64;
-        acc.mapv(|a| T::from_f(a / n))
+        self.prepare_hvp(theta, 0).hvp(v)
     }
 
     /// Prepares H·v at a fixed θ for many directions (see [`PreparedHvp`]): the θ-only half
