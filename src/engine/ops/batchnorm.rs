@@ -132,6 +132,17 @@ fn from_rows<T: Scalar>(
     }
 }
 
+/// Σ R{dy} x̂ + dy R{x̂} over one channel (R{dγ}), in element order.
+fn r_dgamma<T: Scalar>(rgr: &[T], hr: &[T], gr: &[T], rhr: impl Iterator<Item = T>) -> T {
+    rgr.iter()
+        .zip(hr)
+        .zip(gr)
+        .zip(rhr)
+        .fold(T::zero(), |acc, (((&rgv, &hv), &gv), rv)| {
+            acc + rgv * hv + gv * rv
+        })
+}
+
 fn mean<T: Scalar>(a: impl IntoIterator<Item = T>, m: usize) -> T {
     a.into_iter().fold(T::zero(), |acc, v| acc + v) / T::from_usize(m).unwrap()
 }
@@ -339,23 +350,21 @@ impl BatchNorm {
         let rdx = from_rows(gy, self.channels, |ch, out| {
             let (gr, rgr, hr) = (row_slice(&g, ch), row_slice(&rg, ch), row_slice(&xh, ch));
             let (gm, a, s) = (gamma[ch], vg[ch], c.s[ch]);
-            // The R{x̂} row: stored (train), s·R{x} (eval), or zero (R{x} = 0).
-            let rhr: Cow<[T]> = match (&rh, &rxv, c.mode) {
-                (Some(rh), _, _) => row_slice(rh, ch),
-                (None, Some(rxv), Mode::Eval) => {
-                    Cow::Owned(row_slice(rxv, ch).iter().map(|&r| s * r).collect())
-                }
-                _ => Cow::Owned(vec![s * T::zero(); m]),
+            // The R{x̂} row: stored (train mode), s·R{x} formed on the fly (eval mode), or
+            // zero (R{x} = 0). R{dγ} = Σ R{dy} x̂ + dy R{x̂}.
+            let stored: Option<Cow<[T]>> = match (&rh, c.mode) {
+                (Some(rh), _) => Some(row_slice(rh, ch)),
+                (None, Mode::Train) => Some(Cow::Owned(vec![s * T::zero(); m])),
+                (None, Mode::Eval) => None,
             };
-            // R{dγ} = Σ R{dy} x̂ + dy R{x̂}
-            rdgamma[ch] = rgr
-                .iter()
-                .zip(hr.iter())
-                .zip(gr.iter())
-                .zip(rhr.iter())
-                .fold(T::zero(), |acc, (((&rgv, &hv), &gv), &rv)| {
-                    acc + rgv * hv + gv * rv
-                });
+            rdgamma[ch] = match (&stored, &rxv) {
+                (Some(st), _) => r_dgamma(&rgr, &hr, &gr, st.iter().copied()),
+                (None, Some(rxv)) => {
+                    let rr = row_slice(rxv, ch);
+                    r_dgamma(&rgr, &hr, &gr, rr.iter().map(|&r| s * r))
+                }
+                (None, None) => r_dgamma(&rgr, &hr, &gr, std::iter::repeat(s * T::zero())),
+            };
             rdbeta[ch] = rg.row(ch).sum();
             match c.mode {
                 Mode::Eval => out.extend(
@@ -364,6 +373,7 @@ impl BatchNorm {
                         .map(|(&gv, &rgv)| s * (rgv * gm + gv * a)),
                 ),
                 Mode::Train => {
+                    let rhr = stored.as_deref().expect("train mode keeps R{x̂}");
                     // dx̂ = dy γ; R{dx̂} = R{dy} γ + dy v_γ
                     let m_dxh = g.row(ch).sum() * gm / mf;
                     let m_dxh_xh = gr
