@@ -4,6 +4,7 @@ pub mod args;
 pub mod cli;
 pub mod data;
 pub mod engine;
+pub mod error;
 pub mod hessian;
 pub mod io;
 pub mod landscape;
