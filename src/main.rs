@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use losscape::cli::{self, Cli, Command};
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -44,7 +44,11 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     tune_allocator();
     losscape::io::hdf5_init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Some(name) = matches.subcommand_name() {
+        cli::set_running(name);
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::render_error(&e));
             ExitCode::from(2)
         }
     }

@@ -56,3 +56,33 @@ pub fn replace_atomically<E>(
     }
     result
 }
+
+/// Occurs when a thread pool cannot be made: a count of 0, or the OS refused the threads.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ThreadsError {
+    /// Occurs when 0 threads are asked for.
+    #[error("`threads` must be at least 1")]
+    Zero,
+    /// Occurs when rayon cannot start the pool.
+    #[error("starting the thread pool")]
+    Start(#[source] rayon::ThreadPoolBuildError),
+}
+
+/// Runs `f` on a rayon pool of `threads` threads (all cores when None).
+pub fn with_threads<R: Send>(
+    threads: Option<usize>,
+    f: impl FnOnce() -> R + Send,
+) -> Result<R, ThreadsError> {
+    match threads {
+        None => Ok(f()),
+        Some(0) => Err(ThreadsError::Zero),
+        Some(n) => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(ThreadsError::Start)?;
+            Ok(pool.install(f))
+        }
+    }
+}

@@ -18,6 +18,7 @@ pub mod figures;
 pub mod report;
 pub mod runner;
 pub mod spec;
+pub mod steps;
 
 pub use runner::{run_analysis, AnalysisOutcome, ModelResult};
 pub use spec::{load, Analysis, AnalysisSpec, SpecError};

@@ -8,16 +8,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::spec::Analysis;
-use crate::args::{BnMode, DataArgs};
-use crate::data::{self, DataOptions, Split};
-use crate::engine::Mode;
-use crate::hessian::{
-    hutchinson, top_eigenpairs, Counting, LanczosParams, ObjectiveHessian, TraceParams, Which,
-};
-use crate::landscape::job::{run_surface_job, SurfaceJob};
-use crate::landscape::surface::Shard;
+use super::steps::{Measured, Run, Step, StepLog, Subject};
+use crate::data;
 use crate::model::{Arch, Model};
-use crate::objective::{Evaluation, Objective, ObjectiveConfig};
+use crate::objective::Evaluation;
 
 /// Smoothness of the surface, and the exact curvature dᵀHd along its directions (on the
 /// surface's samples) to compare with the finite-difference curvature of the surface.
@@ -114,7 +108,7 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 }
 
 /// Whether `out` exists and is newer than every dependency.
-fn up_to_date(out: &Path, deps: &[&Path]) -> bool {
+pub(super) fn up_to_date(out: &Path, deps: &[&Path]) -> bool {
     match mtime(out) {
         Some(t) => deps.iter().all(|d| mtime(d).is_none_or(|dt| dt <= t)),
         None => false,
@@ -122,7 +116,7 @@ fn up_to_date(out: &Path, deps: &[&Path]) -> bool {
 }
 
 /// Loads a cached step result, or computes and stores it (atomically).
-fn cached<T: Serialize + DeserializeOwned>(
+pub(super) fn cached<T: Serialize + DeserializeOwned>(
     out: &Path,
     deps: &[&Path],
     compute: impl FnOnce() -> Result<T>,
@@ -142,410 +136,49 @@ fn cached<T: Serialize + DeserializeOwned>(
     Ok((v, false))
 }
 
-fn depth_of(arch: &Arch) -> usize {
-    match arch {
-        Arch::ResnetCifar(r) => r.depth,
-        Arch::Mlp(m) => m.depth + 2,
-        Arch::Onnx(o) => o.depth,
-    }
-}
-
-/// Prints a step line on stderr unless quiet.
-struct Steps {
-    total: usize,
-    done: usize,
-    /// Real steps found up to date (the per-model "collected" marker is not counted).
-    reused: usize,
-    counted: usize,
-    quiet: bool,
-    start: Instant,
-}
-
-impl Steps {
-    fn next(&mut self, what: &str, cached: bool) {
-        self.done += 1;
-        if !what.ends_with(": collected") {
-            self.counted += 1;
-            self.reused += usize::from(cached);
-        }
-        if !self.quiet {
-            eprintln!(
-                "[{:>2}/{}] {:<48} {}  ({:.0} s)",
-                self.done,
-                self.total,
-                what,
-                if cached { "up to date" } else { "done" },
-                self.start.elapsed().as_secs_f64()
-            );
-        }
-    }
-}
-
-/// Runs every step of `a` into `outputs_root/<name>/`.
+/// Runs every step of `a` into `outputs_root/<name>/`: trains the models given by `arch`,
+/// then runs the spec's steps (see [`Step`]) on each model in turn.
 pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<AnalysisOutcome> {
     let start = Instant::now();
-    let spec = &a.spec;
-    let out_dir = outputs_root.join(&a.name);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let threads = spec.run.threads;
-    let sharp_spec = spec.sharpness.as_ref().filter(|s| s.enabled);
-    let per_model = 4
-        + usize::from(spec.hessian.enabled)
-        + usize::from(spec.probe.enabled)
-        + usize::from(sharp_spec.is_some());
-    let n_trained = spec
-        .models
-        .iter()
-        .filter(|m| m.file.as_os_str().is_empty())
-        .count();
-
-    let mut steps = Steps {
-        total: spec.models.len() * per_model + n_trained,
-        done: 0,
-        reused: 0,
-        counted: 0,
+    let run = Run::new(a, outputs_root, quiet)?;
+    let steps = Step::list(&a.spec);
+    let mut log = StepLog::new(a.spec.models.len() * steps.len() + run.trained(), quiet);
+    let files = train_models(
+        a,
+        &run.out_dir,
+        &run.train_full,
+        run.test_full.as_ref(),
         quiet,
-        start,
-    };
-    let cfg = ObjectiveConfig {
-        batch_size: spec.data.batch_size,
-        mode: Mode::Eval,
-    };
-    let load = |split: Split, samples: Option<usize>| {
-        data::load(
-            &spec.data.name,
-            &DataOptions {
-                split,
-                samples,
-                normalize: None,
-            },
-        )
-        .with_context(|| format!("{}: data.name '{}'", a.path.display(), spec.data.name))
-    };
-    let train_full = load(Split::Train, None)?;
-    let test_full = load(Split::Test, None).ok();
-    let subset = load(Split::Train, spec.data.samples)?;
-    let hess_data = load(Split::Train, spec.hessian.samples.or(spec.data.samples))?;
-    let sharp_data = sharp_spec
-        .map(|sh| load(Split::Train, sh.samples.or(spec.data.samples)))
-        .transpose()?;
-
-    // 0. models given by arch: trained (in parallel, one core each), cached, resumable
-    let files = train_models(a, &out_dir, &train_full, test_full.as_ref(), quiet)?;
+    )?;
     for (i, (_, hit)) in files.iter().enumerate() {
-        if spec.models[i].file.as_os_str().is_empty() {
-            steps.next(&format!("{}: train", a.labels[i]), *hit);
+        if run.is_trained(i) {
+            log.next(&format!("{}: train", a.labels[i]), *hit);
         }
     }
-
     let mut results = Vec::new();
-    for ((m, label), (file, _)) in spec.models.iter().zip(&a.labels).zip(&files) {
-        let trained = m.file.as_os_str().is_empty();
-        let arch = if trained {
-            None
-        } else {
-            m.arch.as_deref().map(str::parse::<Arch>).transpose()?
-        };
-        let model = Model::load(file, arch.as_ref())
-            .with_context(|| format!("{}: models file {}", a.path.display(), file.display()))?;
-        let deps: [&Path; 2] = [&a.path, file];
-        let base = out_dir.join(label);
-        let with_ext = |ext: &str| PathBuf::from(format!("{}.{ext}", base.display()));
-
-        // 1. loss and accuracy on the full train and test splits
-        let (eval, hit) = cached(&with_ext("eval.json"), &deps, || {
-            let ev = |ds: &data::Dataset| -> Result<Evaluation> {
-                let o = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg)?;
-                crate::args::with_threads(threads, || o.evaluate(model.theta.data.view()))
-            };
-            Ok(Evals {
-                train: ev(&train_full)?,
-                test: test_full.as_ref().map(ev).transpose()?,
-            })
-        })?;
-        steps.next(&format!("{label}: eval"), hit);
-
-        // 2. the surface (resumable on its own; recomputed when the spec or model changed)
-        let surface = with_ext("surface.h5");
-        let dir_file = with_ext("directions.h5");
-        if surface.exists() && !up_to_date(&surface, &deps) {
-            let _ = std::fs::remove_file(&surface);
-            let _ = std::fs::remove_file(&dir_file);
+    for (i, (file, _)) in files.iter().enumerate() {
+        let subject = Subject::load(&run, i, file)?;
+        let mut m = Measured::default();
+        for step in &steps {
+            let hit = step.run(&run, &subject, &mut m)?;
+            log.next(&format!("{}: {}", subject.label, step.title(a)), hit);
         }
-        let hit = surface.exists();
-        let job = SurfaceJob {
-            model: file.clone(),
-            arch: arch.clone(),
-            data: DataArgs {
-                data: spec.data.name.clone(),
-                split: vec![Split::Train],
-                samples: spec.data.samples,
-                normalize: None,
-                batch_size: spec.data.batch_size as u64,
-                bn_mode: BnMode::Eval,
-            },
-            x: a.x.clone(),
-            y: a.y.clone(),
-            norm: spec.directions.norm,
-            perturb_biasbn: spec.directions.perturb_biasbn,
-            dir_type: spec.directions.dir_type,
-            seed: spec.directions.seed,
-            orthogonalize: false,
-            directions: None,
-            model2: None,
-            model3: None,
-            hessian: false,
-            hessian_max_iter: 30,
-            hessian_tol: 1e-3,
-            shard: Some(Shard::WHOLE),
-            resume: false,
-            dir_file: Some(dir_file.clone()),
-            out: surface.clone(),
-            threads,
-            quiet,
-            json: false,
-        };
-        let summary = run_surface_job(&job).with_context(|| format!("surface of {label}"))?;
-        steps.next(&format!("{label}: surface {}", a.x), hit);
-        let surf = crate::io::surface::read_surface(&surface)?;
-        let center_loss = {
-            let nearest = |c: &[f64]| {
-                c.iter()
-                    .enumerate()
-                    .min_by(|p, q| p.1.abs().total_cmp(&q.1.abs()))
-                    .map(|(i, _)| i)
-                    .unwrap_or(0)
-            };
-            let k = match &surf.y {
-                Some(y) => nearest(y) * surf.x.len() + nearest(&surf.x),
-                None => nearest(&surf.x),
-            };
-            surf.values.arrays[0].as_slice().expect("standard")[k]
-        };
-        let _ = summary;
-
-        // 3. surface metrics, with the exact dᵀHd along the surface's directions
-        let (metrics, hit) = cached(
-            &with_ext("metrics.json"),
-            &[&a.path, file, &surface],
-            || {
-                let p = crate::metrics::MetricParams {
-                    delta: spec.metrics.delta,
-                    radius: spec.metrics.radius,
-                    rays: None,
-                };
-                let sm = crate::metrics::file_metrics(&surf, "train_loss", &p)
-                    .context("surface has no train_loss")?;
-                let dirs = crate::io::directions::read_directions(
-                    &dir_file,
-                    &model.theta,
-                    spec.directions.dir_type,
-                )?;
-                let o = Objective::new(&model.graph, subset.x.view(), &subset.y, cfg)?;
-                let dhd = |d: &crate::engine::ParamVec<f32>| -> Result<f64> {
-                    let hv = crate::args::with_threads(threads, || {
-                        o.hvp(model.theta.data.view(), d.data.view())
-                    })?;
-                    Ok(d.data
-                        .iter()
-                        .zip(hv.iter())
-                        .map(|(&a, &b)| a as f64 * b as f64)
-                        .sum())
-                };
-                Ok(MetricsResult {
-                    surface: sm,
-                    exact_curvature_x: dhd(&dirs.x)?,
-                    exact_curvature_y: dirs.y.as_ref().map(dhd).transpose()?,
-                })
-            },
-        )?;
-        steps.next(&format!("{label}: surface metrics"), hit);
-
-        // 4. Hessian: top eigenvalues (Lanczos, full reorthogonalization) and Hutchinson trace
-        let hessian = if spec.hessian.enabled {
-            let h = &spec.hessian;
-            let (r, hit) = cached(&with_ext("hessian.json"), &deps, || {
-                let t0 = Instant::now();
-                let o = Objective::new(&model.graph, hess_data.x.view(), &hess_data.y, cfg)?;
-                let op = ObjectiveHessian::new(&o, &model.theta, |t| t.role.is_trainable());
-                let counted = Counting::new(&op);
-                let eig = crate::args::with_threads(threads, || {
-                    top_eigenpairs(
-                        &counted,
-                        &LanczosParams {
-                            k: h.top_k,
-                            max_iter: h.max_iter,
-                            tol: h.tol,
-                            seed: h.seed,
-                            which: Which::Largest,
-                            keep_vectors: false,
-                        },
-                    )
-                })??;
-                let trace = if h.trace_probes > 0 {
-                    let p = TraceParams {
-                        probes: h.trace_probes,
-                        seed: h.seed,
-                        ..Default::default()
-                    };
-                    Some(crate::args::with_threads(threads, || {
-                        hutchinson(&counted, &p)
-                    })??)
-                } else {
-                    None
-                };
-                Ok(HessianResult {
-                    eigenvalues: eig.values,
-                    residuals: eig.residuals,
-                    converged: eig.converged,
-                    trace: trace.as_ref().map(|t| t.estimate),
-                    trace_stderr: trace.as_ref().map(|t| t.stderr),
-                    samples: hess_data.len(),
-                    hvps: counted.count(),
-                    seconds: t0.elapsed().as_secs_f64(),
-                })
-            })?;
-            steps.next(&format!("{label}: Hessian (λmax, trace)"), hit);
-            Some(r)
-        } else {
-            None
-        };
-
-        // 5. probes: gradient flow and activations, trained and at a fresh He init
-        let probe = if spec.probe.enabled {
-            let (p, hit) = cached(&with_ext("probe-summary.json"), &deps, || {
-                let o = Objective::new(&model.graph, subset.x.view(), &subset.y, cfg)?;
-                let fresh = model.fresh(spec.probe.init_seed, true);
-                let fresh_cfg = ObjectiveConfig {
-                    mode: Mode::Train,
-                    ..cfg
-                };
-                let fo = Objective::new(&fresh.graph, subset.x.view(), &subset.y, fresh_cfg)?;
-                let (tr, init) = crate::args::with_threads(threads, || {
-                    (
-                        crate::probe::probe(
-                            &o,
-                            subset.x.view(),
-                            model.theta.data.view(),
-                            cfg.batch_size,
-                            Mode::Eval,
-                        ),
-                        crate::probe::probe(
-                            &fo,
-                            subset.x.view(),
-                            fresh.theta.data.view(),
-                            cfg.batch_size,
-                            Mode::Train,
-                        ),
-                    )
-                })?;
-                let json =
-                    serde_json::to_vec_pretty(&serde_json::json!({"trained": tr, "init": init}))?;
-                crate::util::write_atomic(&with_ext("probe.json"), |f| {
-                    std::io::Write::write_all(f, &json)
-                })?;
-                Ok(ProbeSummary {
-                    grad_ratio_trained: tr.first_to_last_gradient_ratio,
-                    grad_ratio_init: init.first_to_last_gradient_ratio,
-                    act_std_ratio_trained: tr.last_to_first_activation_std,
-                    act_std_ratio_init: init.last_to_first_activation_std,
-                    grad_norms_init: init.gradients.iter().map(|g| g.grad_norm).collect(),
-                    grad_norms_trained: tr.gradients.iter().map(|g| g.grad_norm).collect(),
-                    act_std_init: init.activations.iter().map(|a| a.std).collect(),
-                    act_std_trained: tr.activations.iter().map(|a| a.std).collect(),
-                })
-            })?;
-            steps.next(&format!("{label}: probes"), hit);
-            Some(p)
-        } else {
-            None
-        };
-        // 6. ε-sharpness and β-smoothness along the gradient
-        let sharpness = match (sharp_spec, &sharp_data) {
-            (Some(sh), Some(ds)) => {
-                let (r, hit) = cached(&with_ext("sharpness-summary.json"), &deps, || {
-                    use crate::sharpness::{
-                        beta_smoothness, eps_sharpness, EpsParams, ObjectiveOracle,
-                        PerturbedParams, DEFAULT_ETAS,
-                    };
-                    let t0 = Instant::now();
-                    let o = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg)?;
-                    let oracle = ObjectiveOracle {
-                        objective: &o,
-                        double_precision: false,
-                    };
-                    let theta = model.theta.data.mapv(f64::from);
-                    let mask = PerturbedParams::Weights.mask(&model.graph.layout);
-                    let params = EpsParams {
-                        eps: sh.eps,
-                        iters: sh.iters,
-                        seed: sh.seed,
-                        ..Default::default()
-                    };
-                    let etas = sh.etas.clone().unwrap_or_else(|| DEFAULT_ETAS.to_vec());
-                    let (eps, beta) = crate::args::with_threads(threads, || {
-                        Ok::<_, crate::sharpness::SharpnessError>((
-                            eps_sharpness(&oracle, theta.view(), mask.view(), &params)?,
-                            beta_smoothness(&oracle, theta.view(), mask.view(), &etas)?,
-                        ))
-                    })??;
-                    let json = serde_json::to_vec_pretty(
-                        &serde_json::json!({"eps_sharpness": eps, "beta_smoothness": beta}),
-                    )?;
-                    crate::util::write_atomic(&with_ext("sharpness.json"), |f| {
-                        std::io::Write::write_all(f, &json)
-                    })?;
-                    Ok(SharpnessSummary {
-                        eps_sharpness: eps.sharpness,
-                        eps: sh.eps,
-                        beta_max: beta.beta_max,
-                        beta_max_eta: beta.beta_max_eta,
-                        loss_range: beta.loss_range,
-                        samples: ds.len(),
-                        seconds: t0.elapsed().as_secs_f64(),
-                    })
-                })?;
-                steps.next(&format!("{label}: sharpness"), hit);
-                Some(r)
-            }
-            _ => None,
-        };
-        steps.next(&format!("{label}: collected"), true);
-
-        results.push(ModelResult {
-            label: label.clone(),
-            file: file.display().to_string(),
-            description: model.arch.to_string(),
-            depth: depth_of(&model.arch),
-            residual: model.arch.is_residual(),
-            params: model.graph.layout.trainable_len(),
-            eval,
-            surface_file: surface
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            center_loss,
-            metrics: Some(metrics),
-            hessian,
-            probe,
-            sharpness,
-        });
+        results.push(m.into_result(&subject)?);
     }
     Ok(AnalysisOutcome {
         name: a.name.clone(),
-        description: spec.description.clone(),
-        out_dir,
-        data: spec.data.name.clone(),
-        samples: spec.data.samples,
+        description: a.spec.description.clone(),
+        out_dir: run.out_dir,
+        data: a.spec.data.name.clone(),
+        samples: a.spec.data.samples,
         grid: match &a.y {
             Some(y) => format!("{} × {}", a.x, y),
             None => a.x.to_string(),
         },
         results,
         seconds: start.elapsed().as_secs_f64(),
-        steps_reused: steps.reused,
-        steps_total: steps.counted,
+        steps_reused: log.reused,
+        steps_total: log.done,
     })
 }
 
@@ -639,7 +272,7 @@ fn train_models(
             .with_context(|| format!("training {label} ({arch})"))
             .map(|_| ())
     };
-    crate::args::with_threads(spec.run.threads, || {
+    crate::util::with_threads(spec.run.threads, || {
         jobs.par_iter()
             .with_max_len(1)
             .map(run)

@@ -150,7 +150,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         )?;
         let theta = model.theta.data.view();
         for &threads in &args.threads {
-            let row = super::with_threads(Some(threads), || {
+            let row = crate::util::with_threads(Some(threads), || {
                 let fwd = median_ms(args.reps, || {
                     obj.evaluate(theta);
                 });

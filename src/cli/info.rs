@@ -4,7 +4,6 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use super::ModelArgs;
 use crate::engine::{Op, Role};
 use crate::model::Model;
 
@@ -131,8 +130,8 @@ fn describe(m: &Model) -> Result<Info> {
 }
 
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let m = ModelArgs {
-        model: args.model.clone(),
+    let m = crate::jobs::ModelSource {
+        path: args.model.clone(),
         arch: args.arch.clone(),
     }
     .load()?;

@@ -1,8 +1,15 @@
 //! The command line: one file per subcommand, each turning typed clap `Args` into a
-//! validated configuration and a library call. Results go to stdout (text, or JSON with
+//! validated configuration and one library call. Results go to stdout (text, or JSON with
 //! `--json`); progress and warnings go to stderr.
+//!
+//! Library messages name config fields in backticks (see [`crate::error`]); this edge
+//! renames each to the flag of the running subcommand whose clap id is that field
+//! (`` `top_k` `` → `--top-k`), in errors ([`render_error`]) and warnings ([`reporter`]).
+//! The running subcommand is the one piece of global state here, set once by `main`.
 
+pub mod args;
 pub mod bench;
+pub mod choices;
 pub mod eval;
 pub mod hessian;
 pub mod info;
@@ -16,10 +23,14 @@ pub mod surface;
 pub mod train;
 pub mod trajectory;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
-pub use crate::args::{with_threads, BnMode, DataArgs, ModelArgs, Precision};
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+
+pub use self::args::{DataArgs, ModelArgs};
+use crate::progress::{FieldNames, Reporter};
 
 /// Loss landscapes and Hessian curvature of plain and residual networks, on the CPU.
 ///
@@ -65,6 +76,54 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The subcommand `main` is running (for naming flags in messages).
+static RUNNING: OnceLock<String> = OnceLock::new();
+
+/// Records the running subcommand; called once by `main`.
+pub fn set_running(subcommand: &str) {
+    let _ = RUNNING.set(subcommand.to_string());
+}
+
+/// The flags of `subcommand` by clap id: `top_k` → `--top-k`; positional arguments by
+/// their value name (`SPEC.toml`).
+pub fn flags_of(subcommand: &str) -> HashMap<String, String> {
+    let cmd = Cli::command();
+    let Some(sub) = cmd.find_subcommand(subcommand) else {
+        return HashMap::new();
+    };
+    sub.get_arguments()
+        .map(|a| {
+            let shown = match (a.get_long(), a.get_value_names()) {
+                (Some(long), _) => format!("--{long}"),
+                (None, Some(names)) if !names.is_empty() => names[0].to_string(),
+                _ => a.get_id().to_string().to_uppercase(),
+            };
+            (a.get_id().to_string(), shown)
+        })
+        .collect()
+}
+
+/// [`flags_of`] the running subcommand.
+fn flags() -> &'static HashMap<String, String> {
+    static FLAGS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    FLAGS.get_or_init(|| RUNNING.get().map(|n| flags_of(n)).unwrap_or_default())
+}
+
+/// Renames fields to the running subcommand's flags.
+pub fn field_names() -> FieldNames {
+    Arc::new(|field: &str| flags().get(field).cloned())
+}
+
+/// Where a job reports when run from the command line.
+pub fn reporter(quiet: bool) -> Reporter {
+    Reporter::new(quiet, Some(field_names()))
+}
+
+/// An error chain as one line (`context: cause: …`) with fields named by their flags.
+pub fn render_error(e: &anyhow::Error) -> String {
+    crate::error::translate_fields(&format!("{e:#}"), |f| flags().get(f).cloned())
+}
+
 /// Prints a value as pretty JSON on stdout; a closed pipe is an `io::Error` (exit 0 in main),
 /// not a panic.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
@@ -75,60 +134,4 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn verify_cli() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn batch_size_must_be_positive() {
-        assert!(Cli::try_parse_from([
-            "losscape",
-            "eval",
-            "-m",
-            "a.safetensors",
-            "-d",
-            "digits",
-            "--batch-size",
-            "0"
-        ])
-        .is_err());
-        assert!(Cli::try_parse_from([
-            "losscape",
-            "eval",
-            "-m",
-            "a.safetensors",
-            "-d",
-            "digits",
-            "--split",
-            "valid"
-        ])
-        .is_err());
-        let c = Cli::try_parse_from([
-            "losscape",
-            "eval",
-            "-m",
-            "a.safetensors",
-            "-d",
-            "digits",
-            "--arch",
-            "resnet-cifar:depth=20",
-        ]);
-        assert!(c.is_ok());
-        assert!(Cli::try_parse_from([
-            "losscape",
-            "eval",
-            "-m",
-            "a.safetensors",
-            "-d",
-            "digits",
-            "--arch",
-            "resnet-cifar:depth=21"
-        ])
-        .is_err());
-    }
-}
+mod tests;

@@ -2,14 +2,11 @@
 //! statistics, for the trained weights and a freshly He-initialized copy (the copy with
 //! batch-norm batch statistics, as in its first training step).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use serde::Serialize;
 
 use super::{DataArgs, ModelArgs};
-use crate::engine::Mode;
-use crate::objective::Objective;
-use crate::probe::{probe, ProbeReport};
+use crate::jobs::eval::{run_probe, ProbeConfig};
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
@@ -31,71 +28,14 @@ pub struct ProbeArgs {
     pub json: bool,
 }
 
-#[derive(Serialize)]
-pub struct ProbeOutput {
-    pub model: String,
-    pub data: String,
-    pub residual: bool,
-    pub trained: ProbeReport,
-    pub init: ProbeReport,
-    pub init_seed: u64,
-}
-
-/// Probes a model (trained and re-initialized) on the first requested split.
-pub fn compute(args: &ProbeArgs) -> Result<ProbeOutput> {
-    let model = args.model.load()?;
-    let ds = args.data.load()?.remove(0);
-    let cfg = args.data.objective_config();
-    let fresh = model.fresh(args.init_seed, true);
-    let obj = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg).with_context(|| {
-        format!(
-            "data '{}' does not fit model {}",
-            args.data.data,
-            args.model.model.display()
-        )
-    })?;
-    let fresh_cfg = crate::objective::ObjectiveConfig {
-        mode: Mode::Train,
-        ..cfg
-    };
-    let fresh_obj = Objective::new(&fresh.graph, ds.x.view(), &ds.y, fresh_cfg)?;
-    let (trained, init) = super::with_threads(args.threads, || {
-        (
-            probe(
-                &obj,
-                ds.x.view(),
-                model.theta.data.view(),
-                cfg.batch_size,
-                cfg.mode,
-            ),
-            // at initialization the running statistics are 0 and 1, so eval-mode BN would be
-            // the identity; the network in training sees batch statistics, so probe those
-            probe(
-                &fresh_obj,
-                ds.x.view(),
-                fresh.theta.data.view(),
-                cfg.batch_size,
-                Mode::Train,
-            ),
-        )
-    })?;
-    Ok(ProbeOutput {
-        model: args.model.model.display().to_string(),
-        data: ds.name.clone(),
-        residual: model.arch.is_residual(),
-        trained,
-        init,
-        init_seed: args.init_seed,
-    })
-}
-
 pub fn run(args: &ProbeArgs) -> Result<()> {
-    let out = compute(args)?;
-    if let Some(p) = &args.out {
-        let json = serde_json::to_vec_pretty(&out)?;
-        crate::util::write_atomic(p, |f| std::io::Write::write_all(f, &json))
-            .with_context(|| format!("writing --out {}", p.display()))?;
-    }
+    let out = run_probe(&ProbeConfig {
+        model: args.model.source(),
+        data: args.data.config(),
+        init_seed: args.init_seed,
+        threads: args.threads,
+        out: args.out.clone(),
+    })?;
     if args.json {
         return super::print_json(&out);
     }

@@ -1,25 +1,16 @@
-//! `losscape sharpness --model M --data D`: ε-sharpness (Keskar et al. 2017) by projected
-//! sign-gradient ascent in the box |y_i| ≤ ε(|θ_i|+1), and effective β-smoothness along the
-//! gradient (Santurkar et al. 2018) over a list of step sizes. Algorithms, formulas and
-//! defaults are documented in [`crate::sharpness`].
-//!
-//! Options are validated before the first gradient. stdout gets text, or JSON with
-//! `--json`; stderr gets a progress bar (only on a terminal) and one line per stage.
+//! `losscape sharpness --model M --data D`: ε-sharpness (Keskar et al. 2017) and
+//! effective β-smoothness along the gradient (Santurkar et al. 2018); see
+//! [`crate::jobs::sharpness`]. Options are validated before the first gradient. stdout
+//! gets text, or JSON with `--json`; stderr gets a progress bar (only on a terminal) and
+//! one line per stage.
 
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use ndarray::{Array1, ArrayView1};
-use serde::Serialize;
 
-use super::{DataArgs, ModelArgs, Precision};
-use crate::objective::Objective;
-use crate::sharpness::{
-    beta_smoothness, check_etas, eps_sharpness, BetaReport, EpsParams, EpsReport, LossGradient,
-    ObjectiveOracle, PerturbedParams, DEFAULT_EPS, DEFAULT_ETAS, DEFAULT_ITERS, DEFAULT_STEP,
-};
+use super::{DataArgs, ModelArgs};
+use crate::jobs::sharpness::{run_sharpness, SharpnessConfig, SharpnessOutput, SharpnessPlan};
+use crate::jobs::{JobResult, Precision};
+use crate::sharpness::{EpsParams, PerturbedParams, DEFAULT_EPS, DEFAULT_ITERS, DEFAULT_STEP};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ParamChoice {
@@ -74,176 +65,40 @@ pub struct SharpnessArgs {
     pub json: bool,
 }
 
-/// Validated options.
-#[derive(Debug, Clone)]
-pub struct SharpnessPlan {
-    pub eps: Option<EpsParams>,
-    pub etas: Option<Vec<f64>>,
-    pub params: PerturbedParams,
-}
-
-impl SharpnessPlan {
-    pub fn from_args(a: &SharpnessArgs) -> Result<Self> {
+impl SharpnessArgs {
+    /// The validated job.
+    pub fn config(&self) -> JobResult<SharpnessConfig> {
         let eps = EpsParams {
-            eps: a.eps,
-            iters: a.iters,
-            step: a.step,
-            random_starts: a.random_starts,
-            seed: a.seed,
+            eps: self.eps,
+            iters: self.iters,
+            step: self.step,
+            random_starts: self.random_starts,
+            seed: self.seed,
         };
-        eps.check()?;
-        let etas = a.etas.clone().unwrap_or_else(|| DEFAULT_ETAS.to_vec());
-        check_etas(&etas)?;
-        if a.data.split.len() > 1 {
-            bail!(
-                "--split: sharpness takes one split, got {}",
-                a.data.split.len()
-            );
-        }
-        Ok(Self {
-            eps: (!a.no_eps).then_some(eps),
-            etas: (!a.no_beta).then_some(etas),
-            params: match a.params {
-                ParamChoice::Weights => PerturbedParams::Weights,
-                ParamChoice::Trainable => PerturbedParams::Trainable,
-            },
-        })
+        let params = match self.params {
+            ParamChoice::Weights => PerturbedParams::Weights,
+            ParamChoice::Trainable => PerturbedParams::Trainable,
+        };
+        let c = SharpnessConfig {
+            model: self.model.source(),
+            data: self.data.config(),
+            plan: SharpnessPlan::new(
+                eps,
+                self.etas.clone(),
+                self.no_eps,
+                self.no_beta,
+                params,
+                self.precision,
+            )?,
+            threads: self.threads,
+        };
+        c.check()?;
+        Ok(c)
     }
-}
-
-/// Counts gradient/loss calls on a progress bar.
-struct Ticking<'a> {
-    inner: &'a dyn LossGradient,
-    bar: &'a ProgressBar,
-}
-
-impl LossGradient for Ticking<'_> {
-    fn dim(&self) -> usize {
-        self.inner.dim()
-    }
-    fn loss(&self, theta: ArrayView1<f64>) -> f64 {
-        let r = self.inner.loss(theta);
-        self.bar.inc(1);
-        r
-    }
-    fn loss_grad(&self, theta: ArrayView1<f64>) -> (f64, Array1<f64>) {
-        let r = self.inner.loss_grad(theta);
-        self.bar.inc(1);
-        r
-    }
-}
-
-fn stage<R>(
-    label: &str,
-    total: u64,
-    f: &dyn LossGradient,
-    run: impl FnOnce(&dyn LossGradient) -> Result<R>,
-) -> Result<(R, f64)> {
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} evaluations  {elapsed}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(label.to_string());
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let t0 = Instant::now();
-    let r = run(&Ticking {
-        inner: f,
-        bar: &bar,
-    });
-    bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
-    if r.is_ok() {
-        eprintln!(
-            "sharpness: {label}: {} evaluations, {secs:.1} s",
-            bar.position()
-        );
-    }
-    r.map(|r| (r, secs))
-}
-
-#[derive(Serialize)]
-struct Output {
-    model: String,
-    data: String,
-    samples: usize,
-    params: PerturbedParams,
-    perturbed: usize,
-    precision: &'static str,
-    bn_mode: String,
-    eps_sharpness: Option<EpsReport>,
-    eps_seconds: Option<f64>,
-    beta_smoothness: Option<BetaReport>,
-    beta_seconds: Option<f64>,
-    losscape_version: &'static str,
 }
 
 pub fn run(args: &SharpnessArgs) -> Result<()> {
-    let plan = SharpnessPlan::from_args(args)?;
-    let model = args.model.load()?;
-    let ds = args.data.load()?.remove(0);
-    let cfg = args.data.objective_config();
-    let obj = Objective::new(&model.graph, ds.x.view(), &ds.y, cfg).with_context(|| {
-        format!(
-            "data '{}' does not fit model {}",
-            args.data.data,
-            args.model.model.display()
-        )
-    })?;
-    let mask = plan.params.mask(&model.graph.layout);
-    let perturbed = mask.iter().filter(|&&m| m != 0.0).count();
-    if perturbed == 0 {
-        bail!(
-            "--params {:?}: the model has no such tensor (see `losscape info {}`)",
-            args.params,
-            args.model.model.display()
-        );
-    }
-    let theta = model.theta.cast::<f64>().data;
-    let oracle = ObjectiveOracle {
-        objective: &obj,
-        double_precision: args.precision == Precision::F64,
-    };
-    let (eps, beta) = super::with_threads(args.threads, || -> Result<_> {
-        let eps = match &plan.eps {
-            None => None,
-            Some(p) => {
-                let total = ((p.random_starts + 1) * (p.iters + 1)) as u64;
-                Some(stage("ε-sharpness", total, &oracle, |f| {
-                    Ok(eps_sharpness(f, theta.view(), mask.view(), p)?)
-                })?)
-            }
-        };
-        let beta = match &plan.etas {
-            None => None,
-            Some(etas) => Some(stage(
-                "β-smoothness",
-                1 + etas.len() as u64,
-                &oracle,
-                |f| Ok(beta_smoothness(f, theta.view(), mask.view(), etas)?),
-            )?),
-        };
-        Ok((eps, beta))
-    })??;
-    let out = Output {
-        model: args.model.model.display().to_string(),
-        data: ds.name.clone(),
-        samples: ds.len(),
-        params: plan.params,
-        perturbed,
-        precision: if oracle.double_precision {
-            "f64"
-        } else {
-            "f32"
-        },
-        bn_mode: format!("{:?}", cfg.mode).to_lowercase(),
-        eps_seconds: eps.as_ref().map(|e| e.1),
-        eps_sharpness: eps.map(|e| e.0),
-        beta_seconds: beta.as_ref().map(|b| b.1),
-        beta_smoothness: beta.map(|b| b.0),
-        losscape_version: env!("CARGO_PKG_VERSION"),
-    };
+    let out = run_sharpness(&args.config()?, &super::reporter(false))?;
     if args.json {
         return super::print_json(&out);
     }
@@ -251,7 +106,7 @@ pub fn run(args: &SharpnessArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_text(o: &Output) {
+fn print_text(o: &SharpnessOutput) {
     println!(
         "{} on {} ({} samples, {} perturbed scalars ({}), {}, BN {})",
         o.model,
@@ -301,53 +156,5 @@ fn print_text(o: &Output) {
             "  loss range over η: {:.6e} ({:.6e} … {:.6e}); max gradient change {:.6e}",
             b.loss_range, b.loss_min, b.loss_max, b.grad_change_max
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
-
-    fn parse(extra: &[&str]) -> Result<SharpnessArgs, clap::Error> {
-        let mut a = vec![
-            "losscape",
-            "sharpness",
-            "-m",
-            "m.safetensors",
-            "-d",
-            "digits",
-        ];
-        a.extend(extra);
-        Cli::try_parse_from(a).map(|c| match c.command {
-            Command::Sharpness(s) => s,
-            _ => unreachable!(),
-        })
-    }
-
-    fn plan_err(extra: &[&str]) -> String {
-        format!(
-            "{:#}",
-            SharpnessPlan::from_args(&parse(extra).unwrap()).unwrap_err()
-        )
-    }
-
-    #[test]
-    fn options_are_validated_by_flag() {
-        assert!(plan_err(&["--eps", "0"]).contains("--eps"));
-        assert!(plan_err(&["--eps=-1e-3"]).contains("--eps"));
-        assert!(plan_err(&["--eps", "NaN"]).contains("--eps"));
-        assert!(plan_err(&["--iters", "0"]).contains("--iters"));
-        assert!(plan_err(&["--step", "3"]).contains("--step"));
-        assert!(plan_err(&["--etas", "0.1,nan"]).contains("--etas"));
-        assert!(plan_err(&["--etas=0.1,-1"]).contains("--etas"));
-        assert!(plan_err(&["--split", "train,test"]).contains("--split"));
-        assert!(parse(&["--etas", "a"]).is_err());
-        assert!(parse(&["--no-eps", "--no-beta"]).is_err());
-        let p = SharpnessPlan::from_args(&parse(&["--etas", "0.5,1"]).unwrap()).unwrap();
-        assert_eq!(p.etas.unwrap(), vec![0.5, 1.0]);
-        let p = SharpnessPlan::from_args(&parse(&["--no-beta"]).unwrap()).unwrap();
-        assert!(p.etas.is_none() && p.eps.is_some());
     }
 }

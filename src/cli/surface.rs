@@ -1,12 +1,123 @@
-//! `losscape surface`: see [`crate::landscape::job`] for what it computes.
+//! `losscape surface`: see [`crate::jobs::surface`] for what it computes.
+
+use std::path::PathBuf;
 
 use anyhow::Result;
+use clap::Args;
 
-use crate::landscape::job::run_surface_job;
-pub use crate::landscape::job::SurfaceJob as SurfaceArgs;
+use super::{DataArgs, ModelArgs};
+use crate::jobs::surface::{run_surface, DirectionSource, SurfaceConfig};
+use crate::landscape::directions::{DirType, DirectionNorm};
+use crate::landscape::grid::GridAxis;
+use crate::landscape::surface::{CurvatureSpec, Shard};
+
+#[derive(Debug, Args)]
+pub struct SurfaceArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// x axis as MIN:MAX:NUM (numpy linspace), e.g. -1:1:51.
+    #[arg(long, value_name = "MIN:MAX:NUM", allow_hyphen_values = true)]
+    pub x: GridAxis,
+    /// y axis as MIN:MAX:NUM for a 2-D surface.
+    #[arg(long, value_name = "MIN:MAX:NUM", allow_hyphen_values = true)]
+    pub y: Option<GridAxis>,
+    /// Direction normalization (Li et al.: filter; loss-landscape's own default is none).
+    #[arg(long, value_enum, default_value_t = DirectionNorm::Filter)]
+    pub norm: DirectionNorm,
+    /// Perturb 1-D tensors (biases, BN) by the parameter itself, as loss-landscape does
+    /// without `--xignore biasbn`. By default they are held fixed.
+    #[arg(long)]
+    pub perturb_biasbn: bool,
+    /// `weights` perturbs parameters; `states` also BN running statistics.
+    #[arg(long, value_enum, default_value_t = DirType::Weights)]
+    pub dir_type: DirType,
+    /// Seed of the random directions (each tensor has its own stream, by name).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Make the y direction orthogonal to x (Gram–Schmidt). The x–y cosine is always reported.
+    #[arg(long)]
+    pub orthogonalize: bool,
+    /// Reuse directions from an HDF5 direction file (loss-landscape's layout or ours).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model2", "seed"])]
+    pub directions: Option<PathBuf>,
+    /// Interpolate: x direction = θ₂ − θ (loss-landscape's --model_file2).
+    #[arg(long, value_name = "FILE")]
+    pub model2: Option<PathBuf>,
+    /// y direction = θ₃ − θ (needs --y).
+    #[arg(long, value_name = "FILE", requires = "y")]
+    pub model3: Option<PathBuf>,
+    /// Also the largest and most negative Hessian eigenvalue at every point (weights with
+    /// more than one dimension), stored as `max_eig` and `min_eig` for |λmin/λmax| maps.
+    #[arg(long)]
+    pub hessian: bool,
+    /// Lanczos steps per eigenvalue for --hessian.
+    #[arg(long, default_value_t = 30)]
+    pub hessian_max_iter: usize,
+    /// Relative residual accepted for --hessian eigenvalues.
+    #[arg(long, default_value_t = 1e-3)]
+    pub hessian_tol: f64,
+    /// Compute only the points k ≡ I (mod N) into their own file; join with `losscape merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Require an interrupted run of this command to continue (resuming is automatic when
+    /// its journal exists; this flag makes a missing one an error instead of a fresh start).
+    #[arg(long)]
+    pub resume: bool,
+    /// Where to write the direction file (default: beside --out, `<stem>.directions.h5`).
+    #[arg(long, value_name = "FILE")]
+    pub dir_file: Option<PathBuf>,
+    /// Output HDF5 surface file.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: PathBuf,
+    /// Worker threads (default: all cores). Results are identical for any count.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SurfaceArgs {
+    pub fn config(&self) -> SurfaceConfig {
+        let directions = match &self.directions {
+            Some(f) => DirectionSource::File(f.clone()),
+            None => DirectionSource::Generate {
+                norm: self.norm,
+                perturb_biasbn: self.perturb_biasbn,
+                seed: self.seed,
+                model2: self.model2.clone(),
+                model3: self.model3.clone(),
+            },
+        };
+        SurfaceConfig {
+            model: self.model.source(),
+            data: self.data.config(),
+            x: self.x.clone(),
+            y: self.y.clone(),
+            directions,
+            dir_type: self.dir_type,
+            orthogonalize: self.orthogonalize,
+            curvature: self.hessian.then_some(CurvatureSpec {
+                max_iter: self.hessian_max_iter,
+                tol: self.hessian_tol,
+                seed: self.seed,
+            }),
+            shard: self.shard.unwrap_or_default(),
+            resume: self.resume,
+            dir_file: self.dir_file.clone(),
+            out: self.out.clone(),
+            threads: self.threads,
+        }
+    }
+}
 
 pub fn run(args: &SurfaceArgs) -> Result<()> {
-    let summary = run_surface_job(args)?;
+    let summary = run_surface(&args.config(), &super::reporter(args.quiet))?;
     if args.json {
         return super::print_json(&summary);
     }

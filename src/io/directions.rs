@@ -221,11 +221,11 @@ pub fn read_directions(
     let attrs = read_attrs(&f);
     let attr_str = |k: &str| attrs.get(k).and_then(Attr::as_str).map(str::to_owned);
     let dir_type = attr_str("dir_type")
-        .and_then(|s| <DirType as clap::ValueEnum>::from_str(&s, true).ok())
+        .and_then(|s| s.parse::<DirType>().ok())
         .unwrap_or(dir_type);
     let config = DirectionConfig {
         norm: attr_str("norm")
-            .and_then(|s| <DirectionNorm as clap::ValueEnum>::from_str(&s, true).ok())
+            .and_then(|s| s.parse::<DirectionNorm>().ok())
             .unwrap_or_default(),
         perturb_biasbn: matches!(attrs.get("perturb_biasbn"), Some(Attr::Int(1))),
         dir_type,

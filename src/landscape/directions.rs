@@ -19,7 +19,6 @@
 
 use std::fmt;
 
-use clap::ValueEnum;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -33,51 +32,31 @@ use crate::engine::{ParamVec, TensorSpec};
 /// of becoming NaN. Kept at their value so our directions match theirs to rounding.
 pub const FILTER_NORM_EPS: f64 = 1e-10;
 
-/// How a random direction is scaled to the model's weights.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DirectionNorm {
-    /// Each filter gets the norm of the corresponding weight filter (Li et al.).
-    #[default]
-    Filter,
-    /// Each tensor gets the norm of its weight tensor.
-    Layer,
-    /// Elementwise product with the weights.
-    Weight,
-    /// Each filter has unit norm.
-    Dfilter,
-    /// Each tensor has unit norm.
-    Dlayer,
-    /// Raw Gaussian.
-    None,
+crate::choice::choice! {
+    /// How a random direction is scaled to the model's weights.
+    #[derive(Default, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum DirectionNorm {
+        #[default]
+        Filter = "filter": "Each filter gets the norm of the corresponding weight filter (Li et al.).",
+        Layer = "layer": "Each tensor gets the norm of its weight tensor.",
+        Weight = "weight": "Elementwise product with the weights.",
+        Dfilter = "dfilter": "Each filter has unit norm.",
+        Dlayer = "dlayer": "Each tensor has unit norm.",
+        None = "none": "Raw Gaussian.",
+    }
 }
 
-/// Which tensors a direction moves.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DirType {
-    /// Trainable parameters (PyTorch `parameters()`).
-    #[default]
-    Weights,
-    /// Every `state_dict` tensor: parameters and BN running statistics.
-    States,
+crate::choice::choice! {
+    /// Which tensors a direction moves.
+    #[derive(Default, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum DirType {
+        #[default]
+        Weights = "weights": "Trainable parameters (PyTorch `parameters()`).",
+        States = "states": "Every `state_dict` tensor: parameters and BN running statistics.",
+    }
 }
-
-macro_rules! display_via_value_enum {
-    ($t:ty) => {
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    self.to_possible_value()
-                        .expect("no skipped variants")
-                        .get_name(),
-                )
-            }
-        }
-    };
-}
-display_via_value_enum!(DirectionNorm);
-display_via_value_enum!(DirType);
 
 /// The two axes of a surface; part of each tensor's random stream seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,6 @@
 
 pub mod directions;
 pub mod grid;
-pub mod job;
 pub mod journal;
 pub mod surface;
 pub mod trajectory;

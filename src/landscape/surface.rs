@@ -20,7 +20,6 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use indicatif::ProgressBar;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -29,6 +28,7 @@ use super::grid::GridAxis;
 use super::journal::{Journal, JournalError};
 use crate::engine::ParamVec;
 use crate::objective::Objective;
+use crate::progress::Progress;
 
 /// A deterministic interleaved share of the grid: points k with k mod `count` = `index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +105,16 @@ impl SurfaceGrid {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Index of the grid point nearest the center (0, 0): the first point of least |α|
+    /// on each axis.
+    pub fn center_index(&self) -> usize {
+        let nearest = |a: &GridAxis| nearest_zero(&a.coordinates());
+        match &self.y {
+            Some(y) => nearest(y) * self.x.num + nearest(&self.x),
+            None => nearest(&self.x),
+        }
     }
 
     /// (α, β) of point k (β = 0 for a 1-D surface).
@@ -261,13 +271,23 @@ pub fn perturb(
     }
 }
 
+/// Index of the first coordinate of least magnitude (0 for none).
+pub fn nearest_zero(coordinates: &[f64]) -> usize {
+    coordinates
+        .iter()
+        .enumerate()
+        .min_by(|p, q| p.1.abs().total_cmp(&q.1.abs()))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}
+
 /// Computes every pending point of the request's shard, appending each to `journal` as it
 /// finishes; `done` holds points finished by an earlier run (from [`Journal::open`]).
 pub fn sample_surface(
     req: &SurfaceRequest<'_>,
     journal: Journal,
     done: BTreeMap<usize, Vec<f64>>,
-    progress: &ProgressBar,
+    progress: &Progress,
 ) -> Result<(SurfaceReport, Journal), JournalError> {
     let start = Instant::now();
     let mut values = SurfaceValues::empty(req.grid, req.names());
@@ -281,9 +301,7 @@ pub fn sample_surface(
     let pending: Vec<usize> = (0..req.grid.len())
         .filter(|&k| req.shard.contains(k) && !done.contains_key(&k))
         .collect();
-    progress.set_length((pending.len() + resumed) as u64);
-    progress.set_position(resumed as u64);
-    progress.reset_eta();
+    progress.restart((pending.len() + resumed) as u64, resumed as u64);
 
     let theta = req.theta.data.as_slice().expect("contiguous θ");
     let dx = req.x_dir.data.as_slice().expect("contiguous direction");

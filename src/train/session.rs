@@ -102,7 +102,7 @@ pub fn train_model(
         bar.set_prefix(format!("{}/{}", state.epoch + 1, cfg.epochs));
         bar.set_length(trainer.steps_per_epoch() as u64);
         bar.set_position(0);
-        let rec = crate::args::with_threads(args.threads, || {
+        let rec = crate::util::with_threads(args.threads, || {
             trainer.run_epoch(&mut state, &mut |done, _, loss| {
                 bar.set_position(done as u64);
                 bar.set_message(format!("loss {loss:.4}"));

@@ -1,0 +1,499 @@
+//! The per-model steps of an analysis, each one call into [`crate::jobs`] with a config
+//! built from the spec, its result cached in `outputs/<name>/<label>.<step>.json` (or its
+//! HDF5 file) and reused while that file is newer than the spec and the model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::runner::{
+    cached, up_to_date, Evals, HessianResult, MetricsResult, ModelResult, ProbeSummary,
+    SharpnessSummary,
+};
+use super::spec::{Analysis, AnalysisSpec};
+use crate::data::{self, DataOptions, Dataset, Split};
+use crate::engine::ParamVec;
+use crate::hessian::Which;
+use crate::io::surface::SurfaceFile;
+use crate::jobs::eval::{evaluate, probe_model};
+use crate::jobs::hessian::{hessian_of, HessianPlan, HessianSettings};
+use crate::jobs::sharpness::{sharpness_of, SharpnessPlan};
+use crate::jobs::surface::{run_surface, DirectionSource, SurfaceConfig};
+use crate::jobs::{DataConfig, ModelSource, Precision};
+use crate::landscape::surface::{nearest_zero, Shard};
+use crate::model::{Arch, Model};
+use crate::progress::Reporter;
+use crate::sharpness::{EpsParams, PerturbedParams};
+
+/// What a run shares across its models: the spec, the output folder and the datasets.
+pub(super) struct Run<'a> {
+    pub a: &'a Analysis,
+    pub out_dir: PathBuf,
+    /// The spec's data (train split, its `samples`, batches, eval mode).
+    pub data: DataConfig,
+    pub train_full: Dataset,
+    pub test_full: Option<Dataset>,
+    /// The subset for surfaces, metrics and probes.
+    pub subset: Dataset,
+    pub hess_data: Dataset,
+    pub sharp_data: Option<Dataset>,
+    /// Bars of long steps (the surface) unless quiet.
+    pub report: Reporter,
+    /// The steps' own stage lines stay off: the run prints one line per step.
+    pub inner: Reporter,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(a: &'a Analysis, outputs_root: &Path, quiet: bool) -> Result<Self> {
+        let spec = &a.spec;
+        let out_dir = outputs_root.join(&a.name);
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
+        let load = |split: Split, samples: Option<usize>| {
+            data::load(
+                &spec.data.name,
+                &DataOptions {
+                    split,
+                    samples,
+                    normalize: None,
+                },
+            )
+            .with_context(|| format!("{}: data.name '{}'", a.path.display(), spec.data.name))
+        };
+        let sharp = spec.sharpness.as_ref().filter(|s| s.enabled);
+        Ok(Self {
+            a,
+            data: DataConfig {
+                samples: spec.data.samples,
+                batch_size: spec.data.batch_size,
+                ..DataConfig::train(spec.data.name.clone())
+            },
+            train_full: load(Split::Train, None)?,
+            test_full: load(Split::Test, None).ok(),
+            subset: load(Split::Train, spec.data.samples)?,
+            hess_data: load(Split::Train, spec.hessian.samples.or(spec.data.samples))?,
+            sharp_data: sharp
+                .map(|sh| load(Split::Train, sh.samples.or(spec.data.samples)))
+                .transpose()?,
+            out_dir,
+            report: Reporter::new(quiet, None),
+            inner: Reporter::quiet(),
+        })
+    }
+
+    /// Whether model `i` is trained by the run (given by `arch` alone).
+    pub fn is_trained(&self, i: usize) -> bool {
+        self.a.spec.models[i].file.as_os_str().is_empty()
+    }
+
+    /// How many models the run trains.
+    pub fn trained(&self) -> usize {
+        (0..self.a.spec.models.len())
+            .filter(|&i| self.is_trained(i))
+            .count()
+    }
+}
+
+/// One model being measured.
+pub(super) struct Subject {
+    pub label: String,
+    pub file: PathBuf,
+    pub source: ModelSource,
+    pub model: Model,
+    /// `outputs/<name>/<label>`: the stem of its files.
+    pub base: PathBuf,
+    spec_path: PathBuf,
+}
+
+impl Subject {
+    pub fn load(run: &Run, i: usize, file: &Path) -> Result<Self> {
+        let a = run.a;
+        let arch = if run.is_trained(i) {
+            None
+        } else {
+            a.spec.models[i]
+                .arch
+                .as_deref()
+                .map(str::parse::<Arch>)
+                .transpose()?
+        };
+        let source = ModelSource {
+            path: file.to_path_buf(),
+            arch,
+        };
+        let model = Model::load(file, source.arch.as_ref())
+            .with_context(|| format!("{}: models file {}", a.path.display(), file.display()))?;
+        Ok(Self {
+            label: a.labels[i].clone(),
+            file: file.to_path_buf(),
+            source,
+            model,
+            base: run.out_dir.join(&a.labels[i]),
+            spec_path: a.path.clone(),
+        })
+    }
+
+    /// `<base>.<ext>`.
+    pub fn with_ext(&self, ext: &str) -> PathBuf {
+        PathBuf::from(format!("{}.{ext}", self.base.display()))
+    }
+
+    /// What every cached step depends on: the spec and the model file.
+    fn deps(&self) -> [&Path; 2] {
+        [&self.spec_path, &self.file]
+    }
+}
+
+/// The results of a model's steps so far.
+#[derive(Default)]
+pub(super) struct Measured {
+    eval: Option<Evals>,
+    surface: Option<(PathBuf, SurfaceFile)>,
+    center_loss: f64,
+    metrics: Option<MetricsResult>,
+    hessian: Option<HessianResult>,
+    probe: Option<ProbeSummary>,
+    sharpness: Option<SharpnessSummary>,
+}
+
+impl Measured {
+    pub fn into_result(self, s: &Subject) -> Result<ModelResult> {
+        let (surface, _) = self.surface.context("the surface step did not run")?;
+        let model = &s.model;
+        Ok(ModelResult {
+            label: s.label.clone(),
+            file: s.file.display().to_string(),
+            description: model.arch.to_string(),
+            depth: depth_of(&model.arch),
+            residual: model.arch.is_residual(),
+            params: model.graph.layout.trainable_len(),
+            eval: self.eval.context("the eval step did not run")?,
+            surface_file: surface
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            center_loss: self.center_loss,
+            metrics: self.metrics,
+            hessian: self.hessian,
+            probe: self.probe,
+            sharpness: self.sharpness,
+        })
+    }
+}
+
+fn depth_of(arch: &Arch) -> usize {
+    match arch {
+        Arch::ResnetCifar(r) => r.depth,
+        Arch::Mlp(m) => m.depth + 2,
+        Arch::Onnx(o) => o.depth,
+    }
+}
+
+/// A step run on every model, in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Loss and accuracy on the full train and test splits.
+    Eval,
+    /// The surface (resumable on its own; recomputed when the spec or model changed).
+    Surface,
+    /// Smoothness metrics, with the exact dᵀHd along the surface's directions.
+    Metrics,
+    /// Top eigenvalues (Lanczos, full reorthogonalization) and the Hutchinson trace.
+    Hessian,
+    /// Gradient flow and activations, trained and at a fresh He initialization.
+    Probe,
+    /// ε-sharpness and β-smoothness along the gradient.
+    Sharpness,
+}
+
+impl Step {
+    /// The steps `spec` asks for.
+    pub fn list(spec: &AnalysisSpec) -> Vec<Step> {
+        let mut steps = vec![Step::Eval, Step::Surface, Step::Metrics];
+        if spec.hessian.enabled {
+            steps.push(Step::Hessian);
+        }
+        if spec.probe.enabled {
+            steps.push(Step::Probe);
+        }
+        if spec.sharpness.as_ref().is_some_and(|s| s.enabled) {
+            steps.push(Step::Sharpness);
+        }
+        steps
+    }
+
+    /// How the step is named in the progress lines.
+    pub fn title(self, a: &Analysis) -> String {
+        match self {
+            Step::Eval => "eval".into(),
+            Step::Surface => format!("surface {}", a.x),
+            Step::Metrics => "surface metrics".into(),
+            Step::Hessian => "Hessian (λmax, trace)".into(),
+            Step::Probe => "probes".into(),
+            Step::Sharpness => "sharpness".into(),
+        }
+    }
+
+    /// Runs the step on `s`, adding its result to `m`; returns whether it was up to date.
+    pub fn run(self, run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+        match self {
+            Step::Eval => eval(run, s, m),
+            Step::Surface => surface(run, s, m),
+            Step::Metrics => metrics(run, s, m),
+            Step::Hessian => hessian(run, s, m),
+            Step::Probe => probe(run, s, m),
+            Step::Sharpness => sharpness(run, s, m),
+        }
+    }
+}
+
+fn eval(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+    let threads = run.a.spec.run.threads;
+    let (evals, hit) = cached(&s.with_ext("eval.json"), &s.deps(), || {
+        let ev = |ds: &Dataset| -> Result<_> {
+            let o = run.data.objective(&s.model, &s.source, ds)?;
+            Ok(evaluate(&o, &s.model, Precision::F32, threads)?)
+        };
+        Ok(Evals {
+            train: ev(&run.train_full)?,
+            test: run.test_full.as_ref().map(ev).transpose()?,
+        })
+    })?;
+    m.eval = Some(evals);
+    Ok(hit)
+}
+
+fn surface(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+    let spec = &run.a.spec;
+    let out = s.with_ext("surface.h5");
+    let dir_file = s.with_ext("directions.h5");
+    if out.exists() && !up_to_date(&out, &s.deps()) {
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(&dir_file);
+    }
+    let hit = out.exists();
+    let config = SurfaceConfig {
+        model: s.source.clone(),
+        data: run.data.clone(),
+        x: run.a.x.clone(),
+        y: run.a.y.clone(),
+        directions: DirectionSource::Generate {
+            norm: spec.directions.norm,
+            perturb_biasbn: spec.directions.perturb_biasbn,
+            seed: spec.directions.seed,
+            model2: None,
+            model3: None,
+        },
+        dir_type: spec.directions.dir_type,
+        orthogonalize: false,
+        curvature: None,
+        shard: Shard::WHOLE,
+        resume: false,
+        dir_file: Some(dir_file),
+        out: out.clone(),
+        threads: spec.run.threads,
+    };
+    run_surface(&config, &run.report).with_context(|| format!("surface of {}", s.label))?;
+    let surf = crate::io::surface::read_surface(&out)?;
+    let k = match &surf.y {
+        Some(y) => nearest_zero(y) * surf.x.len() + nearest_zero(&surf.x),
+        None => nearest_zero(&surf.x),
+    };
+    m.center_loss = surf.values.arrays[0].as_slice().expect("standard")[k];
+    m.surface = Some((out, surf));
+    Ok(hit)
+}
+
+fn metrics(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+    let spec = &run.a.spec;
+    let (out, surf) = m.surface.as_ref().context("the surface step did not run")?;
+    let threads = spec.run.threads;
+    let (r, hit) = cached(
+        &s.with_ext("metrics.json"),
+        &[&s.spec_path, &s.file, out],
+        || {
+            let p = crate::metrics::MetricParams {
+                delta: spec.metrics.delta,
+                radius: spec.metrics.radius,
+                rays: None,
+            };
+            let sm = crate::metrics::file_metrics(surf, "train_loss", &p)
+                .context("surface has no train_loss")?;
+            let dirs = crate::io::directions::read_directions(
+                &s.with_ext("directions.h5"),
+                &s.model.theta,
+                spec.directions.dir_type,
+            )?;
+            let o = run.data.objective(&s.model, &s.source, &run.subset)?;
+            let dhd = |d: &ParamVec<f32>| -> Result<f64> {
+                let hv = crate::jobs::with_threads(threads, || {
+                    o.hvp(s.model.theta.data.view(), d.data.view())
+                })?;
+                Ok(d.data
+                    .iter()
+                    .zip(hv.iter())
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum())
+            };
+            Ok(MetricsResult {
+                surface: sm,
+                exact_curvature_x: dhd(&dirs.x)?,
+                exact_curvature_y: dirs.y.as_ref().map(dhd).transpose()?,
+            })
+        },
+    )?;
+    m.metrics = Some(r);
+    Ok(hit)
+}
+
+fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+    let h = &run.a.spec.hessian;
+    let (r, hit) = cached(&s.with_ext("hessian.json"), &s.deps(), || {
+        let t0 = Instant::now();
+        let settings = HessianSettings {
+            top_k: h.top_k,
+            max_iter: Some(h.max_iter),
+            tol: h.tol,
+            seed: h.seed,
+            trace: h.trace_probes > 0,
+            probes: h.trace_probes,
+            ..Default::default()
+        };
+        let plan = HessianPlan::new(&settings)?;
+        debug_assert_eq!(plan.top.which, Which::Largest);
+        let o = run.data.objective(&s.model, &s.source, &run.hess_data)?;
+        let threads = run.a.spec.run.threads;
+        let r = hessian_of(&o, &s.model.theta, &plan, threads, &s.file, &run.inner)?;
+        let top = r.whole.top.as_ref().context("no eigenvalues")?;
+        let trace = r.whole.trace.as_ref();
+        Ok(HessianResult {
+            eigenvalues: top.values.to_vec(),
+            residuals: top.residuals.to_vec(),
+            converged: top.converged.to_vec(),
+            trace: trace.map(|t| t.estimate),
+            trace_stderr: trace.map(|t| t.stderr),
+            samples: run.hess_data.len(),
+            hvps: r.whole.hvps,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    })?;
+    m.hessian = Some(r);
+    Ok(hit)
+}
+
+fn probe(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+    let spec = &run.a.spec;
+    let (p, hit) = cached(&s.with_ext("probe-summary.json"), &s.deps(), || {
+        let (tr, init) = probe_model(
+            &s.model,
+            &s.source,
+            &run.data,
+            &run.subset,
+            spec.probe.init_seed,
+            spec.run.threads,
+        )?;
+        crate::jobs::write_json(
+            &s.with_ext("probe.json"),
+            "writing",
+            &serde_json::json!({"trained": tr, "init": init}),
+        )?;
+        Ok(ProbeSummary {
+            grad_ratio_trained: tr.first_to_last_gradient_ratio,
+            grad_ratio_init: init.first_to_last_gradient_ratio,
+            act_std_ratio_trained: tr.last_to_first_activation_std,
+            act_std_ratio_init: init.last_to_first_activation_std,
+            grad_norms_init: init.gradients.iter().map(|g| g.grad_norm).collect(),
+            grad_norms_trained: tr.gradients.iter().map(|g| g.grad_norm).collect(),
+            act_std_init: init.activations.iter().map(|a| a.std).collect(),
+            act_std_trained: tr.activations.iter().map(|a| a.std).collect(),
+        })
+    })?;
+    m.probe = Some(p);
+    Ok(hit)
+}
+
+fn sharpness(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+    let spec = &run.a.spec;
+    let (Some(sh), Some(ds)) = (spec.sharpness.as_ref(), run.sharp_data.as_ref()) else {
+        return Ok(true);
+    };
+    let (r, hit) = cached(&s.with_ext("sharpness-summary.json"), &s.deps(), || {
+        let t0 = Instant::now();
+        let eps = EpsParams {
+            eps: sh.eps,
+            iters: sh.iters,
+            seed: sh.seed,
+            ..Default::default()
+        };
+        let plan = SharpnessPlan::new(
+            eps,
+            sh.etas.clone(),
+            false,
+            false,
+            PerturbedParams::Weights,
+            Precision::F32,
+        )?;
+        let o = run.data.objective(&s.model, &s.source, ds)?;
+        let threads = spec.run.threads;
+        let r = sharpness_of(&o, &s.model.theta, &plan, threads, &s.file, &run.inner)?;
+        let (eps, beta) = (
+            r.eps.context("ε-sharpness did not run")?.0,
+            r.beta.context("β-smoothness did not run")?.0,
+        );
+        crate::jobs::write_json(
+            &s.with_ext("sharpness.json"),
+            "writing",
+            &serde_json::json!({"eps_sharpness": eps, "beta_smoothness": beta}),
+        )?;
+        Ok(SharpnessSummary {
+            eps_sharpness: eps.sharpness,
+            eps: sh.eps,
+            beta_max: beta.beta_max,
+            beta_max_eta: beta.beta_max_eta,
+            loss_range: beta.loss_range,
+            samples: ds.len(),
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    })?;
+    m.sharpness = Some(r);
+    Ok(hit)
+}
+
+/// Prints one line per finished step on stderr unless quiet, and counts the steps that
+/// were up to date.
+pub(super) struct StepLog {
+    total: usize,
+    pub done: usize,
+    pub reused: usize,
+    quiet: bool,
+    start: Instant,
+}
+
+impl StepLog {
+    pub fn new(total: usize, quiet: bool) -> Self {
+        Self {
+            total,
+            done: 0,
+            reused: 0,
+            quiet,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn next(&mut self, what: &str, cached: bool) {
+        self.done += 1;
+        self.reused += usize::from(cached);
+        if !self.quiet {
+            eprintln!(
+                "[{:>2}/{}] {:<48} {}  ({:.0} s)",
+                self.done,
+                self.total,
+                what,
+                if cached { "up to date" } else { "done" },
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}

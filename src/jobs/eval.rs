@@ -1,0 +1,164 @@
+//! Evaluation and probes: per-sample mean loss and accuracy over a dataset, and the
+//! gradient-flow and activation probes ([`crate::probe`]) of trained weights and of a
+//! fresh He initialization. Used by `losscape eval`, `losscape probe` and the analysis
+//! runner's eval and probe steps.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::error::JobResult;
+use super::inputs::{with_threads, BnMode, DataConfig, ModelSource, Precision};
+use crate::choice::Choice;
+use crate::data::Dataset;
+use crate::engine::Mode;
+use crate::model::Model;
+use crate::objective::{Evaluation, Objective, ObjectiveConfig};
+use crate::probe::{probe, ProbeReport};
+
+/// Loss and accuracy of `model` over `obj`'s data, in `precision`.
+pub fn evaluate(
+    obj: &Objective<'_>,
+    model: &Model,
+    precision: Precision,
+    threads: Option<usize>,
+) -> JobResult<Evaluation> {
+    with_threads(threads, || match precision {
+        Precision::F32 => obj.evaluate(model.theta.data.view()),
+        Precision::F64 => obj.evaluate(model.theta.cast::<f64>().data.view()),
+    })
+}
+
+/// A validated evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    pub model: ModelSource,
+    /// Each split is evaluated in turn.
+    pub data: DataConfig,
+    pub precision: Precision,
+    pub threads: Option<usize>,
+}
+
+/// The evaluation of one split, as printed.
+#[derive(Serialize)]
+pub struct EvalReport {
+    pub model: String,
+    pub data: String,
+    #[serde(flatten)]
+    pub eval: Evaluation,
+    pub precision: &'static str,
+    pub bn_mode: &'static str,
+    pub seconds: f64,
+}
+
+/// Evaluates the model on every requested split.
+pub fn run_eval(c: &EvalConfig) -> JobResult<Vec<EvalReport>> {
+    let model = c.model.load()?;
+    let mut reports = Vec::new();
+    for ds in c.data.load()? {
+        let obj = c.data.objective(&model, &c.model, &ds)?;
+        let start = Instant::now();
+        let eval = evaluate(&obj, &model, c.precision, c.threads)?;
+        reports.push(EvalReport {
+            model: c.model.path.display().to_string(),
+            data: ds.name.clone(),
+            eval,
+            precision: c.precision.name(),
+            bn_mode: c.data.bn_mode.name(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(reports)
+}
+
+/// Probes of the trained weights (in `cfg`'s batch-norm mode) and of a fresh He
+/// initialization seeded by `init_seed`. The fresh copy runs with batch statistics: at
+/// initialization the running statistics are 0 and 1, so eval-mode BN would be the
+/// identity; the network in training sees batch statistics, so those are probed.
+pub fn probe_model(
+    model: &Model,
+    source: &ModelSource,
+    data: &DataConfig,
+    ds: &Dataset,
+    init_seed: u64,
+    threads: Option<usize>,
+) -> JobResult<(ProbeReport, ProbeReport)> {
+    let cfg = data.objective_config();
+    let fresh = model.fresh(init_seed, true);
+    let obj = data.objective(model, source, ds)?;
+    let fresh_data = DataConfig {
+        bn_mode: BnMode::Train,
+        ..data.clone()
+    };
+    let fresh_obj = fresh_data.objective(&fresh, source, ds)?;
+    with_threads(threads, || {
+        (
+            probe(
+                &obj,
+                ds.x.view(),
+                model.theta.data.view(),
+                cfg.batch_size,
+                cfg.mode,
+            ),
+            probe(
+                &fresh_obj,
+                ds.x.view(),
+                fresh.theta.data.view(),
+                cfg.batch_size,
+                Mode::Train,
+            ),
+        )
+    })
+}
+
+/// A validated probe job.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub model: ModelSource,
+    /// The first split is probed.
+    pub data: DataConfig,
+    pub init_seed: u64,
+    pub threads: Option<usize>,
+    /// Also write the JSON report here.
+    pub out: Option<PathBuf>,
+}
+
+/// What `losscape probe` prints.
+#[derive(Serialize)]
+pub struct ProbeOutput {
+    pub model: String,
+    pub data: String,
+    pub residual: bool,
+    pub trained: ProbeReport,
+    pub init: ProbeReport,
+    pub init_seed: u64,
+}
+
+/// Probes a model (trained and re-initialized) on the first requested split, and writes
+/// the report to `out` when given.
+pub fn run_probe(c: &ProbeConfig) -> JobResult<ProbeOutput> {
+    let model = c.model.load()?;
+    let ds = c.data.load_first()?;
+    let (trained, init) = probe_model(&model, &c.model, &c.data, &ds, c.init_seed, c.threads)?;
+    let out = ProbeOutput {
+        model: c.model.path.display().to_string(),
+        data: ds.name.clone(),
+        residual: model.arch.is_residual(),
+        trained,
+        init,
+        init_seed: c.init_seed,
+    };
+    if let Some(p) = &c.out {
+        super::write_json(p, "writing `out`", &out)?;
+    }
+    Ok(out)
+}
+
+/// The objective configuration of an analysis step (eval mode).
+pub fn eval_mode(batch_size: usize) -> ObjectiveConfig {
+    ObjectiveConfig {
+        batch_size,
+        mode: Mode::Eval,
+    }
+}
