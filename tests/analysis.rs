@@ -2,14 +2,12 @@
 //! report.html references only files that exist, a rerun is all "up to date", and bad
 //! specs fail naming the key or file and the line.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_losscape"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
+use std::path::Path;
+use std::process::Output;
+
+use common::{assert_success, bin, fails, ok, ok_json, stderr};
 
 /// `losscape run SPEC --outputs OUTPUTS`.
 fn run_spec(spec: &Path, outputs: &Path) -> Output {
@@ -48,12 +46,11 @@ label = "plain"
 
 #[test]
 fn tiny_spec_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let spec = dir.path().join("tiny.toml");
     std::fs::write(&spec, SPEC).unwrap();
     let outputs = dir.path().join("out");
-    let o = run_spec(&spec, &outputs);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_success("run", run_spec(&spec, &outputs));
     let out = outputs.join("tiny");
     for f in [
         "metrics.json",
@@ -101,21 +98,17 @@ fn tiny_spec_end_to_end() {
             && html.contains("ε-sharpness")
     );
     // a rerun does nothing new
-    let o = run_spec(&spec, &outputs);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success());
+    let e = stderr(&assert_success("rerun", run_spec(&spec, &outputs)));
     assert!(!e.contains(" done "), "rerun recomputed something:\n{e}");
 }
 
 #[test]
 fn bad_specs_name_key_and_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let run = |text: &str| {
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, text).unwrap();
-        let o = run_spec(&p, &dir.path().join("o"));
-        assert_eq!(o.status.code(), Some(2));
-        String::from_utf8_lossy(&o.stderr).into_owned()
+        common::assert_fails(&run_spec(&p, &dir.path().join("o")), 2, &[])
     };
     let e = run(&SPEC.replace("samples = 200", "samples = 200\nsampels = 3"));
     assert!(e.contains("bad.toml:7") && e.contains("sampels"), "{e}");
@@ -132,45 +125,33 @@ fn bad_specs_name_key_and_line() {
 
 #[test]
 fn metrics_command_on_a_surface() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let out = dir.path().join("s.h5");
-    let o = bin()
-        .args([
-            "surface",
-            "--model",
-            "fixtures/models/mlp-res-mnist1d.safetensors",
-            "--data",
-            "mnist1d",
-            "--samples",
-            "200",
-        ])
-        .args([
-            "--x",
-            "-1:1:9",
-            "--y",
-            "-1:1:9",
-            "--quiet",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = bin()
-        .args(["metrics", out.to_str().unwrap(), "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    ok(&[
+        "surface",
+        "--model",
+        "fixtures/models/mlp-res-mnist1d.safetensors",
+        "--data",
+        "mnist1d",
+        "--samples",
+        "200",
+        "--x",
+        "-1:1:9",
+        "--y",
+        "-1:1:9",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let m = ok_json(&["metrics", out.to_str().unwrap(), "--json"]);
     assert_eq!(m["center"][0].as_f64(), Some(0.0));
     assert!(m["basin_radius"]["mean"].as_f64().unwrap() > 0.0);
     assert!(m["roughness"].as_f64().is_some() && m["non_convex_fraction"].as_f64().is_some());
-    let o = bin()
-        .args(["metrics", out.to_str().unwrap(), "--surf-name", "test_loss"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("test_loss"));
+    let e = fails(
+        &["metrics", out.to_str().unwrap(), "--surf-name", "test_loss"],
+        2,
+    );
+    assert!(e.contains("test_loss"));
 }
 
 const TRAIN_SPEC: &str = r#"
@@ -201,13 +182,12 @@ label = "res"
 /// recipe changes; the report gets the training curves.
 #[test]
 fn train_step_trains_caches_and_reports() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let spec = dir.path().join("tiny-train.toml");
     std::fs::write(&spec, TRAIN_SPEC).unwrap();
     let outputs = dir.path().join("out");
     let run = || run_spec(&spec, &outputs);
-    let o = run();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_success("run", run());
     let out = outputs.join("tiny-train");
     for f in [
         "plain.safetensors",
@@ -225,18 +205,14 @@ fn train_step_trains_caches_and_reports() {
         serde_json::from_slice(&std::fs::read(out.join("training.json")).unwrap()).unwrap();
     assert_eq!(t.as_array().unwrap().len(), 2);
     assert_eq!(t[0]["epochs"].as_u64(), Some(3));
-    let o = run();
-    assert!(o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&assert_success("rerun", run()));
     assert!(
         err.contains("plain: train") && !err.contains("plain: epoch"),
         "rerun must not retrain: {err}"
     );
     // a new recipe retrains
     std::fs::write(&spec, TRAIN_SPEC.replace("epochs = 3", "epochs = 2")).unwrap();
-    let o = run();
-    assert!(o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&assert_success("new recipe", run()));
     assert!(err.contains("plain: epoch   2"), "{err}");
     let h = losscape::train::checkpoint::read_history_csv(&out.join("plain.history.csv")).unwrap();
     assert_eq!(h.len(), 2);

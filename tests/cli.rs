@@ -2,41 +2,13 @@
 //! input (truncated or mis-shaped models, NaN weights, empty or mismatched data, unknown
 //! architectures) giving one clear message and exit code 2, never a panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::{assert_bad_input, assert_close, fixture, ok, ok_json, run, tol, Dtype, Quantity};
 use losscape::model::{Arch, Model};
 use ndarray::{Array1, Array2};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_losscape"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Exit code 2, no panic, and every `needle` in the message.
-fn assert_bad_input(o: &Output, needles: &[&str]) {
-    let e = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "expected exit code 2, stderr: {e}"
-    );
-    assert!(!e.contains("panicked"), "panicked: {e}");
-    for n in needles {
-        assert!(e.contains(n), "message lacks '{n}': {e}");
-    }
-}
 
 fn small_mlp(dir: &Path) -> PathBuf {
     let arch: Arch = "mlp:in_features=40,depth=1,width=8,residual=true,num_classes=10"
@@ -49,15 +21,13 @@ fn small_mlp(dir: &Path) -> PathBuf {
 
 #[test]
 fn info_and_eval_on_bundled_model() {
-    let m = root().join("fixtures/models/resnet20-digits.safetensors");
-    let o = run(&["info", m.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let m = fixture("fixtures/models/resnet20-digits.safetensors");
+    let out = common::stdout(&ok(&["info", m.to_str().unwrap()]));
     assert!(
         out.contains("layer1.0.conv1.weight") && out.contains("trainable parameters"),
         "{out}"
     );
-    let o = run(&[
+    let v = ok_json(&[
         "eval",
         "--model",
         m.to_str().unwrap(),
@@ -67,8 +37,6 @@ fn info_and_eval_on_bundled_model() {
         "test",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["samples"], 360);
     assert!(v["accuracy"].as_f64().unwrap() > 90.0, "{v}");
     assert!(v["loss"].as_f64().unwrap() > 0.0);
@@ -76,7 +44,7 @@ fn info_and_eval_on_bundled_model() {
 
 #[test]
 fn eval_f64_equals_f32_to_tolerance_and_thread_count_does_not_matter() {
-    let m = root().join("fixtures/models/mlp-res-mnist1d.safetensors");
+    let m = fixture("fixtures/models/mlp-res-mnist1d.safetensors");
     let get = |extra: &[&str]| {
         let mut a = vec![
             "eval",
@@ -87,11 +55,7 @@ fn eval_f64_equals_f32_to_tolerance_and_thread_count_does_not_matter() {
             "--json",
         ];
         a.extend_from_slice(extra);
-        let o = run(&a);
-        assert!(o.status.success(), "{}", stderr(&o));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"]
-            .as_f64()
-            .unwrap()
+        ok_json(&a)["loss"].as_f64().unwrap()
     };
     let (a, b, c) = (
         get(&["--threads", "1"]),
@@ -99,12 +63,17 @@ fn eval_f64_equals_f32_to_tolerance_and_thread_count_does_not_matter() {
         get(&["--precision", "f64"]),
     );
     assert_eq!(a.to_bits(), b.to_bits());
-    assert!((a - c).abs() < 1e-5 * c, "{a} vs {c}");
+    assert_close(
+        "eval: f32 loss vs f64",
+        a,
+        c,
+        tol(Dtype::F32, Quantity::Loss),
+    );
 }
 
 #[test]
 fn truncated_model() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let p = small_mlp(dir.path());
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
@@ -114,7 +83,7 @@ fn truncated_model() {
 
 #[test]
 fn wrong_shape_and_unknown_architecture() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let p = small_mlp(dir.path());
     let o = run(&[
         "info",
@@ -136,7 +105,7 @@ fn wrong_shape_and_unknown_architecture() {
 
 #[test]
 fn nan_weights() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let arch: Arch = "mlp:in_features=40,depth=1,width=8,residual=true"
         .parse()
         .unwrap();
@@ -150,7 +119,7 @@ fn nan_weights() {
 
 #[test]
 fn empty_and_mismatched_data() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let m = small_mlp(dir.path());
     let empty = dir.path().join("empty.npz");
     let mut w = ndarray_npy::NpzWriter::new(std::fs::File::create(&empty).unwrap());
@@ -195,7 +164,7 @@ fn missing_model_file_and_bad_options() {
         "digits",
     ]);
     assert_bad_input(&o, &["/nonexistent/m.safetensors"]);
-    let m = root().join("fixtures/models/resnet20-digits.safetensors");
+    let m = fixture("fixtures/models/resnet20-digits.safetensors");
     let o = run(&[
         "eval",
         "--model",
@@ -220,9 +189,7 @@ fn missing_model_file_and_bad_options() {
 
 #[test]
 fn help_explains() {
-    let o = run(&["eval", "--help"]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success());
+    let out = common::stdout(&ok(&["eval", "--help"]));
     assert!(
         out.contains("--batch-size") && out.contains("--bn-mode") && out.contains("bundled"),
         "{out}"

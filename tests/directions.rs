@@ -3,8 +3,11 @@
 //! by `fixtures/generate/make_ll_directions.py`) load, wrong files fail with a clear error,
 //! and `GridAxis` parsing.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
+
+use common::{assert_close, fixture, tol, Dtype, Quantity};
 
 use losscape::engine::{Layout, ParamVec, Role};
 use losscape::io::directions::{read_directions, write_directions, DirectionFileError};
@@ -20,15 +23,9 @@ const RESNET20: &str = "fixtures/models/resnet20-digits.safetensors";
 const LL_JSON: &str = "fixtures/reference/ll-directions.json";
 /// The version `make_ll_directions.py` writes into `ll-directions.json`.
 const LL_FIXTURE_VERSION: u64 = 1;
-/// Relative tolerance for f32 norms compared in f64 (STYLE.md §8, f32 forward).
-const NORM_RTOL: f64 = 1e-5;
-
-fn root(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 fn resnet20() -> Model {
-    Model::load(&root(RESNET20), None).expect("bundled model loads")
+    Model::load(&fixture(RESNET20), None).expect("bundled model loads")
 }
 
 fn init(arch: &str) -> Model {
@@ -46,12 +43,9 @@ fn filter_norms(v: &ParamVec<f32>, i: usize) -> Vec<f64> {
     s.chunks(s.len() / t.shape()[0]).map(l2).collect()
 }
 
-fn assert_rel(got: f64, want: f64, rtol: f64, label: &str) {
-    assert!(
-        (got - want).abs() <= rtol * want.abs().max(1e-30),
-        "{label}: got {got}, want {want} (rel diff {:e})",
-        (got - want).abs() / want.abs()
-    );
+/// A norm of an f32 direction against the norm it should have.
+fn assert_norm(got: f64, want: f64, label: &str) {
+    assert_close(label, got, want, tol(Dtype::F32, Quantity::DirectionNorm));
 }
 
 fn cfg(norm: DirectionNorm) -> DirectionConfig {
@@ -76,7 +70,7 @@ fn filter_normalization_matches_every_weight_filter() {
             .zip(filter_norms(&m.theta, i))
             .enumerate()
         {
-            assert_rel(a, b, NORM_RTOL, &format!("{} filter {k}", t.name));
+            assert_norm(a, b, &format!("{} filter {k}", t.name));
             checked += 1;
         }
     }
@@ -99,20 +93,18 @@ fn layer_dfilter_dlayer_weight_none() {
         }
         let w = m.theta.tensor(i);
         let w = w.as_slice().unwrap();
-        assert_rel(
+        assert_norm(
             l2(layer.tensor(i).as_slice().unwrap()),
             l2(w),
-            NORM_RTOL,
             &format!("layer {}", t.name),
         );
-        assert_rel(
+        assert_norm(
             l2(dlayer.tensor(i).as_slice().unwrap()),
             1.0,
-            NORM_RTOL,
             &format!("dlayer {}", t.name),
         );
         for (k, n) in filter_norms(&dfilter, i).into_iter().enumerate() {
-            assert_rel(n, 1.0, NORM_RTOL, &format!("dfilter {} filter {k}", t.name));
+            assert_norm(n, 1.0, &format!("dfilter {} filter {k}", t.name));
         }
         // weight: the raw Gaussian (same seed, same stream) times θ, elementwise
         let (dw, dn) = (weight.tensor(i), none.tensor(i));
@@ -253,7 +245,7 @@ fn same_bits(a: &ParamVec<f32>, b: &ParamVec<f32>) -> bool {
 #[test]
 fn write_read_round_trip_is_bit_exact() {
     let m = resnet20();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     for (c, with_y) in [
         (cfg(DirectionNorm::Filter), true),
         (
@@ -306,7 +298,7 @@ fn write_read_round_trip_is_bit_exact() {
 }
 
 fn ll_json() -> serde_json::Value {
-    let text = std::fs::read_to_string(root(LL_JSON)).unwrap();
+    let text = std::fs::read_to_string(fixture(LL_JSON)).unwrap();
     let j: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         j["fixture_version"].as_u64(),
@@ -322,7 +314,7 @@ fn loss_landscape_files_load() {
     let m = resnet20();
     for (key, dir_type) in [("weights", DirType::Weights), ("states", DirType::States)] {
         let rec = &j["files"][key];
-        let path = root(&format!(
+        let path = fixture(&format!(
             "fixtures/reference/{}",
             rec["file"].as_str().unwrap()
         ));
@@ -351,7 +343,13 @@ fn loss_landscape_files_load() {
             if want == 0.0 {
                 assert_eq!(norm, 0.0, "{key}: {name}");
             } else {
-                assert_rel(norm, want, 1e-12, &format!("{key}: {name}"));
+                // the norm is computed in f64 on both sides
+                assert_close(
+                    &format!("{key}: {name}"),
+                    norm,
+                    want,
+                    tol(Dtype::F64, Quantity::DirectionNorm),
+                );
             }
             seen += 1;
         }
@@ -370,14 +368,14 @@ fn loss_landscape_files_load() {
                     .into_iter()
                     .zip(filter_norms(&m.theta, i))
                 {
-                    assert_rel(a, b, NORM_RTOL, &format!("{key}: {}", t.name));
+                    assert_norm(a, b, &format!("{key}: {}", t.name));
                 }
             }
         }
     }
     // the surface fixture's direction file holds x and y (weights)
     let d = read_directions(
-        &root("fixtures/reference/surface-resnet20-dirs.h5"),
+        &fixture("fixtures/reference/surface-resnet20-dirs.h5"),
         &m.theta,
         DirType::Weights,
     )
@@ -388,8 +386,8 @@ fn loss_landscape_files_load() {
 #[test]
 fn wrong_files_fail_clearly() {
     let m = resnet20();
-    let weights = root("fixtures/reference/ll-directions-weights.h5");
-    let states = root("fixtures/reference/ll-directions-states.h5");
+    let weights = fixture("fixtures/reference/ll-directions-weights.h5");
+    let states = fixture("fixtures/reference/ll-directions-states.h5");
 
     // another model, same tensor count: the first shape differs
     let rgb = init("resnet-cifar:depth=20,width=16,in_channels=3,input_size=8");
@@ -427,7 +425,7 @@ fn wrong_files_fail_clearly() {
     assert!(msg.contains("num_batches_tracked"), "{msg}");
 
     // missing, not HDF5, truncated, not a direction file
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let missing = tmp.path().join("nope.h5");
     let err = read_directions(&missing, &m.theta, DirType::Weights).unwrap_err();
     assert!(
@@ -446,7 +444,7 @@ fn wrong_files_fail_clearly() {
         assert!(!matches!(err, DirectionFileError::NotFound { .. }));
     }
     let err = read_directions(
-        &root("fixtures/reference/surface-resnet20.h5"),
+        &fixture("fixtures/reference/surface-resnet20.h5"),
         &m.theta,
         DirType::Weights,
     )
@@ -480,7 +478,7 @@ fn names_are_checked_and_scalars_round_trip() {
         kind: DirectionKind::Interpolation,
         pca: None,
     };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let path = tmp.path().join("d.h5");
     write_directions(&path, &dirs, None).unwrap();
     let back = read_directions(&path, &x, DirType::Weights).unwrap();

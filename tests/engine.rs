@@ -2,8 +2,11 @@
 //! Hessian-vector products, symmetry ⟨u, Hv⟩ = ⟨v, Hu⟩, on every op (zoo nets and a
 //! custom net with max/avg pooling and biased convolutions), in eval and train mode.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{assert_close, tol, Dtype, Quantity};
 use losscape::engine::ops::{Affine, Concat, Conv2d, Linear, Pad, Pool2d, SliceAxis};
 use losscape::engine::{Graph, Layout, Loss, Mode, Op, ParamVec, Role};
 use losscape::model::{zoo::init_params, Arch};
@@ -66,29 +69,32 @@ impl Case {
                 - self.loss(&(&self.theta - &(&v * eps))))
                 / (2.0 * eps);
             let an = g.dot(&v);
-            assert!(
-                (fd - an).abs() <= 1e-6 * an.abs().max(1e-3),
-                "{label}: ⟨g,v⟩ {an} vs central difference {fd}"
+            assert_close(
+                &format!("{label}: central difference vs ⟨g,v⟩"),
+                fd,
+                an,
+                tol(Dtype::F64, Quantity::FdGradient),
             );
             // H·v against central differences of the gradient
             let hv = self.hvp(&v);
             let fd = (self.grad(&(&self.theta + &(&v * eps)))
                 - self.grad(&(&self.theta - &(&v * eps))))
                 / (2.0 * eps);
-            let err = (&hv - &fd).mapv(f64::abs);
-            let (worst, e) =
-                err.iter()
-                    .enumerate()
-                    .fold((0, 0.0), |a, (i, &e)| if e > a.1 { (i, e) } else { a });
-            let scale = fd.mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
-            assert!(e <= 1e-5 * scale, "{label}: H·v differs from central differences by {e} at index {worst} (scale {scale})");
+            assert_close(
+                &format!("{label}: H·v vs central differences"),
+                &hv,
+                &fd,
+                tol(Dtype::F64, Quantity::FdHvp),
+            );
         }
         // symmetry
         let (u, v) = (self.direction(&mut rng), self.direction(&mut rng));
         let (a, b) = (u.dot(&self.hvp(&v)), v.dot(&self.hvp(&u)));
-        assert!(
-            (a - b).abs() <= 1e-10 * a.abs().max(b.abs()),
-            "{label}: ⟨u,Hv⟩ {a} vs ⟨v,Hu⟩ {b}"
+        assert_close(
+            &format!("{label}: ⟨u,Hv⟩ vs ⟨v,Hu⟩"),
+            a,
+            b,
+            tol(Dtype::F64, Quantity::HvpSymmetry),
         );
         // running statistics get no gradient
         for t in self
@@ -416,5 +422,5 @@ fn f32_agrees_with_f64() {
     let x32 = c.x.mapv(|v| v as f32);
     let l64 = c.g.loss_batch(c.theta.view(), &c.x, &c.y, Mode::Eval).sum;
     let l32 = c.g.loss_batch(theta32.view(), &x32, &c.y, Mode::Eval).sum;
-    assert!((l64 - l32).abs() <= 1e-5 * l64.abs(), "{l64} vs {l32}");
+    assert_close("f32 loss vs f64", l32, l64, tol(Dtype::F32, Quantity::Loss));
 }

@@ -12,7 +12,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::{assert_close, fails, ok, ok_json, tol, Dtype, Quantity};
 
 use losscape::data::{load, DataOptions};
 use losscape::hessian::{
@@ -24,15 +25,10 @@ use losscape::objective::{Objective, ObjectiveConfig};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use ndarray_linalg::{Eigh, UPLO};
 
-/// f64 products: Lanczos and the dense eigensolver differ by rounding only.
-const DENSE_REL_TOL: f64 = 1e-6;
-/// Agreement with PyTorch's top eigenvalues: both f64 (ARPACK converged to residual 2e-15),
-/// differing in summation order only; observed 2e-15 relative, so 1e-9 leaves ample room
-/// (the brief's 1e-4 would hide a wrong normalization by a factor near 1).
-const TORCH_EIG_REL_TOL: f64 = 1e-9;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_losscape"))
+/// Lanczos against the dense spectrum, relative to |λ1| (`scale`).
+fn assert_lanczos(label: &str, got: f64, want: f64, scale: f64) {
+    let t = tol(Dtype::F64, Quantity::LanczosEigenvalue).relative_to(scale);
+    assert_close(label, got, want, t);
 }
 
 fn tiny(dir: &Path) -> (PathBuf, Model) {
@@ -84,28 +80,13 @@ fn tiny_spectrum(m: &Model, samples: usize, shift: f64) -> (Vec<f64>, f64) {
     dense_spectrum(&op)
 }
 
-fn json(args: &[&str]) -> serde_json::Value {
-    let o = bin().args(args).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn assert_rel(label: &str, got: f64, want: f64, scale: f64, tol: f64) {
-    assert!(
-        (got - want).abs() <= tol * scale,
-        "{label}: {got} vs {want} (diff {:.3e}, allowed {:.3e})",
-        (got - want).abs(),
-        tol * scale
-    );
-}
-
 #[test]
 fn lanczos_and_trace_match_the_dense_hessian() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (p, m) = tiny(dir.path());
     let (eig, trace) = tiny_spectrum(&m, 128, 0.0);
     let out = dir.path().join("h.h5");
-    let v = json(&[
+    let v = ok_json(&[
         "hessian",
         "-m",
         p.to_str().unwrap(),
@@ -136,12 +117,12 @@ fn lanczos_and_trace_match_the_dense_hessian() {
     let scale = eig[0].abs();
     for (i, p) in v["eigenvalues"].as_array().unwrap().iter().enumerate() {
         let got = p["value"].as_f64().unwrap();
-        assert_rel(&format!("λ{}", i + 1), got, eig[i], scale, DENSE_REL_TOL);
+        assert_lanczos(&format!("λ{}", i + 1), got, eig[i], scale);
         assert!(p["converged"].as_bool().unwrap());
         assert!(p["residual"].as_f64().unwrap() <= 1e-9);
     }
     let bottom = v["bottom"][0]["value"].as_f64().unwrap();
-    assert_rel("λmin", bottom, eig[eig.len() - 1], scale, DENSE_REL_TOL);
+    assert_lanczos("λmin", bottom, eig[eig.len() - 1], scale);
     let (est, se) = (
         v["trace"]["estimate"].as_f64().unwrap(),
         v["trace"]["stderr"].as_f64().unwrap(),
@@ -212,7 +193,7 @@ fn lanczos_and_trace_match_the_dense_hessian() {
 /// exactly, whole network and per block (where the blocks share one cache), f32.
 #[test]
 fn hvp_cache_changes_no_result() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (p, _) = tiny(dir.path());
     let out = dir.path().join("h.h5");
     let run = |cache: &str| {
@@ -221,7 +202,7 @@ fn hvp_cache_changes_no_result() {
         let mut a = vec!["hessian", "-m", p, "-d", "mnist1d", "--samples", "80"];
         a.extend(flags.split(' '));
         a.extend(["--hvp-cache-mb", cache, "--out", out]);
-        json(&a)
+        ok_json(&a)
     };
     let (kept, cold) = (run("2048"), run("0"));
     // 80 samples in batches of 32: all three kept, or none
@@ -252,7 +233,7 @@ fn hvp_cache_changes_no_result() {
 
 #[test]
 fn weight_decay_subsets_and_blocks() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (p, m) = tiny(dir.path());
     let (eig, _) = tiny_spectrum(&m, 64, 0.0);
     let out = dir.path().join("h.h5");
@@ -276,13 +257,13 @@ fn weight_decay_subsets_and_blocks() {
     ];
     let mut a = base.to_vec();
     a.extend(["--weight-decay", "0.5"]);
-    let v = json(&a);
+    let v = ok_json(&a);
     let got = v["eigenvalues"][0]["value"].as_f64().unwrap();
-    assert_rel("λ1 + 0.5", got, eig[0] + 0.5, eig[0], DENSE_REL_TOL);
+    assert_lanczos("λ1 + 0.5", got, eig[0] + 0.5, eig[0]);
     // weights subset: only the >1-D tensors
     let mut a = base.to_vec();
     a.extend(["--params", "weights"]);
-    let v = json(&a);
+    let v = ok_json(&a);
     let want: usize = m
         .graph
         .layout
@@ -296,12 +277,12 @@ fn weight_decay_subsets_and_blocks() {
     // regex subset and per-block groups
     let mut a = base.to_vec();
     a.extend(["--params-regex", "^fc_out\\.", "--per-block"]);
-    let v = json(&a);
+    let v = ok_json(&a);
     assert_eq!(v["params_dim"].as_u64().unwrap(), 6 * 10 + 10);
     assert_eq!(v["blocks"].as_array().unwrap().len(), 1);
     let mut a = base.to_vec();
     a.extend(["--per-block", "--top-k", "2", "--trace", "--probes", "20"]);
-    let v = json(&a);
+    let v = ok_json(&a);
     let names: Vec<&str> = v["blocks"]
         .as_array()
         .unwrap()
@@ -343,37 +324,32 @@ fn weight_decay_subsets_and_blocks() {
         .unwrap()
         .read_raw()
         .unwrap();
-    assert_rel("fc_out λ1", got[0], sub_eig[0], sub_eig[0], DENSE_REL_TOL);
+    assert_lanczos("fc_out λ1", got[0], sub_eig[0], sub_eig[0]);
 }
 
 /// Text output (no --json) and the stage lines on stderr.
 #[test]
 fn text_output_and_progress_lines() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (p, _) = tiny(dir.path());
     let out = dir.path().join("h.h5");
-    let o = bin()
-        .args([
-            "hessian",
-            "-m",
-            p.to_str().unwrap(),
-            "-d",
-            "mnist1d",
-            "--samples",
-            "32",
-            "--top-k",
-            "2",
-            "--trace",
-            "--probes",
-            "10",
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let o = ok(&[
+        "hessian",
+        "-m",
+        p.to_str().unwrap(),
+        "-d",
+        "mnist1d",
+        "--samples",
+        "32",
+        "--top-k",
+        "2",
+        "--trace",
+        "--probes",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (common::stdout(&o), common::stderr(&o));
     assert!(stdout.contains("λ1"), "{stdout}");
     assert!(stdout.contains("trace"), "{stdout}");
     assert!(stderr.contains("hessian: top-2 (lanczos):"), "{stderr}");
@@ -386,7 +362,7 @@ fn text_output_and_progress_lines() {
 
 #[test]
 fn bad_input() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let (p, _) = tiny(dir.path());
     let out = dir.path().join("h.h5");
     for (extra, needle) in [
@@ -408,9 +384,7 @@ fn bad_input() {
             out.to_str().unwrap(),
         ];
         a.extend(extra.iter().copied());
-        let o = bin().args(&a).output().unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{extra:?}: {stderr}");
+        let stderr = fails(&a, 2);
         assert!(stderr.contains(needle), "{extra:?}: {stderr}");
         assert!(
             !stderr.contains("H·v"),
@@ -418,8 +392,8 @@ fn bad_input() {
         );
         assert!(!out.exists());
     }
-    let o = bin()
-        .args([
+    let stderr = fails(
+        &[
             "hessian",
             "-m",
             "/nonexistent.safetensors",
@@ -427,11 +401,10 @@ fn bad_input() {
             "mnist1d",
             "--out",
             out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent.safetensors"));
+        ],
+        2,
+    );
+    assert!(stderr.contains("/nonexistent.safetensors"));
 }
 
 // ---- PyTorch reference ---------------------------------------------------------------
@@ -441,7 +414,7 @@ const FIXTURE_VERSION: &str = "1";
 
 struct Reference {
     meta: HashMap<String, String>,
-    tensors: HashMap<String, (Vec<usize>, Vec<f64>)>,
+    tensors: common::Tensors,
 }
 
 fn read_reference(path: &Path) -> Reference {
@@ -467,8 +440,7 @@ fn read_reference(path: &Path) -> Reference {
 
 #[test]
 fn top_eigenvalues_and_trace_match_pytorch_on_resnet8() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/reference/hessian-resnet8.safetensors");
+    let path = common::fixture("fixtures/reference/hessian-resnet8.safetensors");
     let r = read_reference(&path);
     let get = |k: &str| {
         r.tensors
@@ -514,7 +486,12 @@ fn top_eigenvalues_and_trace_match_pytorch_on_resnet8() {
         top.values, top.residuals
     );
     for (i, (&got, &w)) in top.values.iter().zip(want).enumerate() {
-        assert_rel(&format!("λ{}", i + 1), got, w, w.abs(), TORCH_EIG_REL_TOL);
+        assert_close(
+            &format!("λ{}", i + 1),
+            got,
+            w,
+            tol(Dtype::F64, Quantity::Eigenvalue),
+        );
     }
 
     let trace = hutchinson(

@@ -2,20 +2,15 @@
 //! metrics read back as JSON and text, and bad input exiting 2 with the file and dataset
 //! named.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::{fails, json, ok, run};
 use losscape::io::surface::write_surface;
 use losscape::landscape::grid::GridAxis;
 use losscape::landscape::surface::{SurfaceGrid, SurfaceValues};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_losscape"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
 
 fn axis(min: f64, max: f64, num: usize) -> GridAxis {
     GridAxis { min, max, num }
@@ -35,14 +30,9 @@ fn write(path: &Path, x: GridAxis, y: Option<GridAxis>, f: impl Fn(f64, f64) -> 
     write_surface(path, &grid, &v, None, &BTreeMap::new()).unwrap();
 }
 
-fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 #[test]
 fn metrics_of_a_bowl_as_json_and_text() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let p = dir.path().join("bowl.h5");
     // a = 2, δ = 0.5: basin radius sqrt(δ/a) = 0.5; one point not computed
     write(
@@ -95,9 +85,7 @@ fn metrics_of_a_bowl_as_json_and_text() {
     assert_eq!(v["center_loss"], 1.0);
     assert_eq!(v["non_convex_fraction"], 1.0, "1 − bowl is a cap");
 
-    let o = run(&["metrics", ps]);
-    assert!(o.status.success());
-    let text = String::from_utf8(o.stdout).unwrap();
+    let text = String::from_utf8(ok(&["metrics", ps]).stdout).unwrap();
     for want in [
         "basin radius",
         "roughness",
@@ -111,7 +99,7 @@ fn metrics_of_a_bowl_as_json_and_text() {
 
 #[test]
 fn one_dimensional_and_one_point_surfaces() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let p = dir.path().join("line.h5");
     write(&p, axis(-1.0, 1.0, 21), None, |a, _| 3.0 * a * a);
     let v = json(&run(&[
@@ -141,33 +129,27 @@ fn one_dimensional_and_one_point_surfaces() {
         assert!(v[k].is_null(), "{k}: {v}");
         assert!(v["undefined"][k].is_string(), "{k}: {v}");
     }
-    let o = run(&["metrics", p.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&["metrics", p.to_str().unwrap()]);
 }
 
 #[test]
 fn bad_input_exits_2_naming_file_and_dataset() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let p = dir.path().join("bowl.h5");
     write(&p, axis(-1.0, 1.0, 5), Some(axis(-1.0, 1.0, 5)), |a, b| {
         a * a + b * b
     });
     let ps = p.to_str().unwrap();
-    let o = run(&["metrics", ps, "--surf-name", "test_loss"]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = fails(&["metrics", ps, "--surf-name", "test_loss"], 2);
     assert!(
         err.contains("bowl.h5") && err.contains("test_loss") && err.contains("train_loss"),
         "{err}"
     );
 
     let missing = dir.path().join("nope.h5");
-    let o = run(&["metrics", missing.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("nope.h5"));
+    assert!(fails(&["metrics", missing.to_str().unwrap()], 2).contains("nope.h5"));
 
     for bad in [["--delta", "0"], ["--radius", "-1"], ["--rays", "0"]] {
-        let o = run(&["metrics", ps, bad[0], bad[1]]);
-        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        fails(&["metrics", ps, bad[0], bad[1]], 2);
     }
 }

@@ -5,25 +5,21 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{
+    assert_bad_input, assert_close, assert_success, ok, root, run, tol, Dtype, Quantity, Tensors,
+};
 use losscape::engine::{Graph, Mode, Op, Scalar};
 use losscape::model::onnx::proto;
 use losscape::model::{Arch, Model};
 use ndarray::{Array1, ArrayD, IxDyn};
 use prost::Message;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn onnx(name: &str) -> PathBuf {
     root().join("fixtures/onnx").join(format!("{name}.onnx"))
 }
-
-type Tensors = HashMap<String, (Vec<usize>, Vec<f64>)>;
 
 fn read(path: &Path) -> Tensors {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -55,16 +51,6 @@ fn batch(f: &Tensors) -> (ArrayD<f64>, Vec<usize>) {
         ArrayD::from_shape_vec(IxDyn(xs), xv.clone()).unwrap(),
         f["y"].1.iter().map(|&v| v as usize).collect(),
     )
-}
-
-/// max |got − want| / max |want|
-fn rel(got: &Array1<f64>, want: &Array1<f64>) -> f64 {
-    let scale = want.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
-    let diff = got
-        .iter()
-        .zip(want)
-        .fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
-    diff / scale
 }
 
 /// Loss, gradient and H·v (means over the batch) in precision T.
@@ -108,25 +94,41 @@ fn onnx_exports_match_pytorch_in_f64_and_f32() {
         let want = vector(&f, &m.graph, "param");
         let got = m.theta.data.mapv(|v| v as f64);
         assert_eq!(got, want, "{name}: weights differ from {reference}");
-        for (prec, tol) in [("f64", 1e-9), ("f32", 1e-4)] {
+        for (prec, dtype) in [("f64", Dtype::F64), ("f32", Dtype::F32)] {
             let (loss, grad, hv) = if prec == "f64" {
                 compute::<f64>(&m, &f)
             } else {
                 compute::<f32>(&m, &f)
             };
             let wl = f[&format!("{prec}.loss")].1[0];
-            let el = (loss - wl).abs() / wl.abs();
-            assert!(el <= tol, "{name} [{prec}]: loss {loss} want {wl}");
+            let label = format!("{name} [{prec}]");
+            let el = assert_close(
+                &format!("{label}: loss"),
+                loss,
+                wl,
+                tol(dtype, Quantity::Loss),
+            )
+            .relative();
             // the larger reference files hold f32 loss only
             if !f.contains_key(&format!("{prec}.grad.{}", m.graph.layout.tensor(0).name)) {
                 eprintln!("{name} [{prec}]: loss {el:.2e} (relative)");
                 continue;
             }
-            let eg = rel(&grad, &vector(&f, &m.graph, &format!("{prec}.grad")));
-            let eh = rel(&hv, &vector(&f, &m.graph, &format!("{prec}.hv")));
-            eprintln!("{name} [{prec}]: loss {el:.2e}, gradient {eg:.2e}, H·v {eh:.2e} (relative)");
-            assert!(eg <= tol, "{name} [{prec}]: gradient off by {eg:e}");
-            assert!(eh <= tol, "{name} [{prec}]: H·v off by {eh:e}");
+            let eg = assert_close(
+                &format!("{label}: gradient"),
+                &grad,
+                vector(&f, &m.graph, &format!("{prec}.grad")),
+                tol(dtype, Quantity::Gradient),
+            )
+            .relative();
+            let eh = assert_close(
+                &format!("{label}: H·v"),
+                &hv,
+                vector(&f, &m.graph, &format!("{prec}.hv")),
+                tol(dtype, Quantity::Hvp),
+            )
+            .relative();
+            eprintln!("{label}: loss {el:.2e}, gradient {eg:.2e}, H·v {eh:.2e} (relative)");
         }
     }
 }
@@ -173,16 +175,23 @@ fn folded_batchnorm_loads_and_says_so() {
     let f = read(&root().join("fixtures/reference/resnet8-trained.safetensors"));
     let (loss, _, _) = compute::<f64>(&m, &f);
     let want = f["f64.loss"].1[0];
-    let e = (loss - want).abs() / want;
-    eprintln!("resnet8-folded: loss relative difference {e:.2e}");
     // folding rounds the weights to f32 once more
-    assert!(e <= 1e-5, "loss {loss} want {want}");
+    let c = assert_close(
+        "resnet8-folded: loss",
+        loss,
+        want,
+        tol(Dtype::F64, Quantity::FoldedOnnxLoss),
+    );
+    eprintln!(
+        "resnet8-folded: loss relative difference {:.2e}",
+        c.relative()
+    );
 }
 
 /// The same network from ONNX and from safetensors computes bit for bit the same.
 #[test]
 fn onnx_and_safetensors_agree_bitwise() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     for (name, arch) in [
         (
             "resnet8-legacy",
@@ -236,22 +245,6 @@ fn onnx_and_safetensors_agree_bitwise() {
 }
 
 // ---- bad input, through the binary ----
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_losscape"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn assert_bad_input(o: &Output, needles: &[&str]) {
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "expected exit code 2: {e}");
-    assert!(!e.contains("panicked"), "panicked: {e}");
-    for n in needles {
-        assert!(e.contains(n), "message lacks '{n}': {e}");
-    }
-}
 
 fn info(p: &Path) -> Output {
     run(&["info", p.to_str().unwrap()])
@@ -328,21 +321,20 @@ fn weight(dims: Vec<i64>, raw: usize) -> proto::TensorProto {
 
 #[test]
 fn a_handmade_model_loads_and_evaluates() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let p = dir.path().join("ok.onnx");
     std::fs::write(
         &p,
         tiny_model("Identity", vec![dim(1), dim(4)], weight(vec![3, 4], 48)),
     )
     .unwrap();
-    let o = info(&p);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("fc.weight"));
+    let o = assert_success("info", info(&p));
+    assert!(common::stdout(&o).contains("fc.weight"));
 }
 
 #[test]
 fn bad_onnx_files_fail_clearly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let d = dir.path();
     // truncated
     let bytes = std::fs::read(onnx("resnet8-legacy")).unwrap();
@@ -408,7 +400,7 @@ fn bad_onnx_files_fail_clearly() {
 #[test]
 fn commands_take_onnx_models() {
     let m = onnx("vgg-tiny");
-    let o = run(&[
+    ok(&[
         "eval",
         "--model",
         m.to_str().unwrap(),
@@ -417,8 +409,7 @@ fn commands_take_onnx_models() {
         "--samples",
         "64",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = run(&[
+    ok(&[
         "probe",
         "--model",
         m.to_str().unwrap(),
@@ -427,7 +418,6 @@ fn commands_take_onnx_models() {
         "--samples",
         "32",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn floats(name: &str, dims: Vec<i64>, v: Vec<f32>) -> proto::TensorProto {
@@ -495,7 +485,7 @@ fn matmul_bias_concat_affine_softmax() {
         }),
         ..Default::default()
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let p = dir.path().join("mm.onnx");
     std::fs::write(&p, model.encode_to_vec()).unwrap();
     let m = Model::load(&p, None).unwrap();
@@ -535,7 +525,7 @@ fn matmul_bias_concat_affine_softmax() {
 fn damaged_files_never_panic() {
     use rand::{Rng, SeedableRng};
     let bytes = std::fs::read(onnx("resnet8-option-a")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     std::fs::copy(
         root().join("fixtures/onnx/resnet8-option-a.onnx.data"),
         dir.path().join("resnet8-option-a.onnx.data"),

@@ -3,9 +3,12 @@
 //! background, SVG is well formed, output is byte-identical across runs, and bad input
 //! exits with 2 naming the file and the dataset.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{fails, ok};
 
 use losscape::io::surface::{write_surface, Attr};
 use losscape::landscape::grid::GridAxis;
@@ -15,26 +18,6 @@ use ndarray::{Array1, ArrayD, IxDyn};
 
 const N: usize = 41;
 const WHITE: [u8; 3] = [255, 255, 255];
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_losscape"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("binary runs")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
 
 fn coords() -> Vec<f64> {
     (0..N)
@@ -150,7 +133,7 @@ struct Files {
 
 impl Files {
     fn new() -> Self {
-        let d = tempfile::tempdir().unwrap();
+        let d = common::tempdir();
         Self {
             root: d.path().to_path_buf(),
             _dir: d,
@@ -542,10 +525,9 @@ fn one_dimensional_curve_ratio_spectrum_and_trajectory() {
     assert!(red > 200, "{red} red trajectory pixels");
 }
 
-fn fails(args: &[&str], needles: &[&str]) {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+/// Exit code 2 with every `needle` in the message.
+fn bad_input(args: &[&str], needles: &[&str]) {
+    let err = fails(args, 2);
     for n in needles {
         assert!(err.contains(n), "{args:?}: '{n}' not in: {err}");
     }
@@ -557,19 +539,19 @@ fn bad_input_exits_2_naming_file_and_dataset() {
     let bowl_h5 = t.s("bowl.h5");
     surface2d(&t.p("bowl.h5"), &[("train_loss", &bowl)]);
     let out = t.s("o.png");
-    fails(
+    bad_input(
         &["plot", &bowl_h5, "--surf-name", "test_loss", "--out", &out],
         &[&bowl_h5, "test_loss"],
     );
-    fails(
+    bad_input(
         &["plot", &bowl_h5, "--kind", "ratio", "--out", &out],
         &[&bowl_h5, "max_eig", "min_eig"],
     );
-    fails(
+    bad_input(
         &["plot", &bowl_h5, "--kind", "spectrum", "--out", &out],
         &[&bowl_h5, "density_grid"],
     );
-    fails(
+    bad_input(
         &["plot", &bowl_h5, "--out", &t.s("o.jpg")],
         &["o.jpg", "jpg"],
     );
@@ -581,23 +563,23 @@ fn bad_input_exits_2_naming_file_and_dataset() {
         .create("weights")
         .unwrap();
     drop(other);
-    fails(
+    bad_input(
         &["plot", &t.s("other.h5"), "--out", &out],
         &[&t.s("other.h5"), "xcoordinates"],
     );
-    fails(
+    bad_input(
         &["plot", "Cargo.toml", "--out", &out],
         &["Cargo.toml", "HDF5"],
     );
-    fails(
+    bad_input(
         &["plot", &bowl_h5, "--trajectory", &bowl_h5, "--out", &out],
         &[&bowl_h5, "proj_xcoord"],
     );
-    fails(
+    bad_input(
         &["plot", &bowl_h5, &bowl_h5, "--kind", "heat", "--out", &out],
         &["panel"],
     );
-    fails(
+    bad_input(
         &["export-vtp", &t.s("other.h5"), "--out", &t.s("o.vtp")],
         &[&t.s("other.h5"), "xcoordinates"],
     );
@@ -635,7 +617,7 @@ fn export_vtp_triangulates_and_skips_masked_points() {
         polys < 2 * (N - 1) * (N - 1) && polys > (N - 1) * (N - 1),
         "{polys}"
     );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not computed"));
+    assert!(common::stderr(&o).contains("not computed"));
     // clipped at zmax
     let values: Vec<f64> = s
         .split("format=\"ascii\">")
@@ -656,16 +638,14 @@ fn export_vtp_triangulates_and_skips_masked_points() {
 /// After an intended change, regenerate with `BLESS_GOLDEN=1 cargo test --test plot golden`.
 #[test]
 fn golden_images() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let f = surface2d(&dir.path().join("bowl.h5"), &[("train_loss", &bowl)]);
     for (kind, name) in [
         (PlotKind::Contour, "bowl-contour.png"),
         (PlotKind::Filled, "bowl-filled.png"),
     ] {
         let (img, _) = render_rgb(&cfg(vec![f.clone()], kind)).unwrap();
-        let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(name);
+        let golden = common::fixture("tests/golden").join(name);
         if std::env::var_os("BLESS_GOLDEN").is_some() {
             image::RgbImage::from_raw(img.width, img.height, img.pixels.clone())
                 .unwrap()

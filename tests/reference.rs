@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use common::{assert_close, assert_close_at, tol, Dtype, Quantity};
 use losscape::engine::{Graph, Loss, Mode, Scalar};
 use losscape::model::Arch;
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
@@ -17,29 +18,10 @@ use safetensors::SafeTensors;
 /// Fixture format this test understands; make_reference.py writes the same number.
 const FIXTURE_VERSION: &str = "1";
 
-/// Tolerances, relative to the largest magnitude of the reference quantity.
-/// f64: the two computations differ only in summation order (≈1e-15), so 1e-9 leaves room.
-/// f32: PyTorch and we accumulate in different orders (and we sum losses in f64).
-struct Tol {
-    loss: f64,
-    grad: f64,
-    hv: f64,
-}
-const TOL_F64: Tol = Tol {
-    loss: 1e-9,
-    grad: 1e-9,
-    hv: 1e-9,
-};
-const TOL_F32: Tol = Tol {
-    loss: 1e-5,
-    grad: 1e-4,
-    hv: 1e-4,
-};
-
 struct Fixture {
     name: String,
     meta: HashMap<String, String>,
-    tensors: HashMap<String, (Vec<usize>, Vec<f64>)>,
+    tensors: common::Tensors,
 }
 
 fn read(path: &Path) -> Fixture {
@@ -66,7 +48,7 @@ fn read(path: &Path) -> Fixture {
 }
 
 fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference");
+    let dir = common::fixture("fixtures/reference");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -130,42 +112,34 @@ impl Fixture {
     }
 }
 
-/// Asserts max |got − want| ≤ rtol · max |want|, naming the worst tensor and index.
-fn assert_close(label: &str, g: &Graph, got: &Array1<f64>, want: &Array1<f64>, rtol: f64) {
-    let scale = want.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
-    let (worst, diff) =
-        got.iter()
-            .zip(want.iter())
-            .enumerate()
-            .fold((0, 0.0f64), |a, (i, (x, y))| {
-                if (x - y).abs() > a.1 {
-                    (i, (x - y).abs())
-                } else {
-                    a
-                }
-            });
-    let tensor = g
-        .layout
-        .tensors()
-        .iter()
-        .find(|t| t.range().contains(&worst))
-        .map(|t| t.name.clone())
-        .unwrap_or_default();
-    eprintln!("{label}: max relative difference {:.2e}", diff / scale);
-    assert!(
-        diff <= rtol * scale,
-        "{label}: max diff {diff:e} (relative {:e} > {rtol:e}) at index {worst} ({tensor}): got {} want {}",
-        diff / scale,
-        got[worst],
-        want[worst]
-    );
+/// `common::assert_close` naming the worst element's tensor, with the observed difference
+/// printed.
+fn assert_vector_close(
+    label: &str,
+    g: &Graph,
+    got: &Array1<f64>,
+    want: &Array1<f64>,
+    tol: common::Tol,
+) {
+    let tensor = |i: usize| {
+        let name = g
+            .layout
+            .tensors()
+            .iter()
+            .find(|t| t.range().contains(&i))
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        format!("index {i} ({name})")
+    };
+    let c = assert_close_at(label, got, want, tol, tensor);
+    eprintln!("{label}: max relative difference {:.2e}", c.relative());
 }
 
 fn scalar(f: &Fixture, key: &str) -> f64 {
     f.get(key).1[0]
 }
 
-fn run<T: Scalar>(f: &Fixture, prefix: &str, tol: &Tol, check_vectors: bool) {
+fn run<T: Scalar>(f: &Fixture, prefix: &str, dtype: Dtype, check_vectors: bool) {
     let g = f.graph();
     let label = format!("{} [{prefix}]", f.name);
     let theta = f.vector(&g, "param", true).mapv(T::from_f);
@@ -179,14 +153,13 @@ fn run<T: Scalar>(f: &Fixture, prefix: &str, tol: &Tol, check_vectors: bool) {
     g.hvp_batch(theta.view(), v.view(), &x, &y, f.mode(), hv.view_mut());
     let loss = lv.sum / n;
     let want = scalar(f, &format!("{prefix}.loss"));
-    eprintln!(
-        "{label} loss: relative difference {:.2e}",
-        (loss - want).abs() / want.abs()
+    let c = assert_close(
+        &format!("{label}: loss"),
+        loss,
+        want,
+        tol(dtype, Quantity::Loss),
     );
-    assert!(
-        (loss - want).abs() <= tol.loss * want.abs().max(1e-3),
-        "{label}: loss {loss} want {want}"
-    );
+    eprintln!("{label} loss: relative difference {:.2e}", c.relative());
     assert_eq!(
         lv.correct as f64,
         scalar(f, &format!("{prefix}.correct")),
@@ -195,19 +168,19 @@ fn run<T: Scalar>(f: &Fixture, prefix: &str, tol: &Tol, check_vectors: bool) {
     if check_vectors {
         let grad = grad.mapv(|v| v.as_f64() / n);
         let hv = hv.mapv(|v| v.as_f64() / n);
-        assert_close(
+        assert_vector_close(
             &format!("{label} gradient"),
             &g,
             &grad,
             &f.vector(&g, &format!("{prefix}.grad"), false),
-            tol.grad,
+            tol(dtype, Quantity::Gradient),
         );
-        assert_close(
+        assert_vector_close(
             &format!("{label} H·v"),
             &g,
             &hv,
             &f.vector(&g, &format!("{prefix}.hv"), false),
-            tol.hv,
+            tol(dtype, Quantity::Hvp),
         );
     }
 }
@@ -226,9 +199,9 @@ fn every_fixture_matches_pytorch_in_f64_and_f32() {
         if !f.tensors.keys().any(|k| k.starts_with("f64.grad.")) {
             continue;
         }
-        run::<f64>(&f, "f64", &TOL_F64, true);
+        run::<f64>(&f, "f64", Dtype::F64, true);
         let has_f32_vectors = f.tensors.keys().any(|k| k.starts_with("f32.grad."));
-        run::<f32>(&f, "f32", &TOL_F32, has_f32_vectors);
+        run::<f32>(&f, "f32", Dtype::F32, has_f32_vectors);
     }
 }
 
@@ -250,10 +223,11 @@ fn hessian_is_symmetric_on_fixtures() {
             out
         };
         let (a, b) = (u.dot(&hvp(&v)), v.dot(&hvp(&u)));
-        assert!(
-            (a - b).abs() <= 1e-10 * a.abs().max(b.abs()),
-            "{}: ⟨u,Hv⟩ {a} ⟨v,Hu⟩ {b}",
-            f.name
+        assert_close(
+            &format!("{}: ⟨u,Hv⟩ vs ⟨v,Hu⟩", f.name),
+            a,
+            b,
+            tol(Dtype::F64, Quantity::HvpSymmetry),
         );
     }
 }
@@ -262,8 +236,7 @@ fn hessian_is_symmetric_on_fixtures() {
 /// eigendecomposed, equals PyTorch's `torch.autograd.functional.hessian` spectrum.
 #[test]
 fn full_hessian_spectrum_of_tiny_mlp() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/hessian-tiny.safetensors");
+    let path = common::fixture("fixtures/reference/hessian-tiny.safetensors");
     let f = read(&path);
     let g = f.graph();
     let theta = f.vector(&g, "param", true);
@@ -293,10 +266,10 @@ fn full_hessian_spectrum_of_tiny_mlp() {
     assert_eq!(eig.len(), want.len());
     let scale = want.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
     assert!(asym <= 1e-12 * scale, "Hessian asymmetry {asym}");
-    for (i, (a, b)) in eig.iter().zip(want).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-9 * scale,
-            "eigenvalue {i}: {a} vs PyTorch {b} (scale {scale})"
-        );
-    }
+    assert_close(
+        "eigenvalues vs PyTorch",
+        &eig,
+        want,
+        tol(Dtype::F64, Quantity::Eigenvalue),
+    );
 }

@@ -7,9 +7,9 @@
 //! - the same bits for 1 and 2 threads;
 //! - the CLI with --json, and bad input exiting 2 with a message naming the flag.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use common::{assert_close, bin, fails, fixture, tol, Dtype, Quantity, Tol};
 use losscape::data::{load, DataOptions, Split};
 use losscape::model::Model;
 use losscape::objective::{Objective, ObjectiveConfig};
@@ -19,25 +19,14 @@ use losscape::sharpness::{
 };
 use ndarray::{s, Array1, Axis};
 
-/// Both sides compute in f64 and differ only in summation order (≈1e-16 relative per
-/// loss); 20 ascent steps can amplify that only through a flipped gradient sign, which
-/// would show as a far larger error. Observed agreement: see the test's printout.
-const TORCH_REL_TOL: f64 = 1e-8;
-/// Quadratic oracle: exact arithmetic up to a few roundings.
-const QUAD_REL_TOL: f64 = 1e-12;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The quadratic oracle's closed-form losses.
+fn quad_loss() -> Tol {
+    tol(Dtype::F64, Quantity::QuadraticLoss)
 }
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_losscape"));
-    c.current_dir(root());
-    c
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
+/// The quadratic oracle's φ and β (a difference of losses, a ratio of norms).
+fn quad_ratio() -> Tol {
+    tol(Dtype::F64, Quantity::QuadraticRatio)
 }
 
 /// A deterministic quadratic with curvatures over four decades and minimizers on both
@@ -71,21 +60,22 @@ fn quadratic_box_maximum_is_reached() {
         }
         let want = q.loss(best.view());
         let l0 = q.loss(theta.view());
-        assert!(
-            rel(r.max_loss, want) < QUAD_REL_TOL,
-            "eps {eps}: max {} vs closed form {want}",
-            r.max_loss
+        assert_close(
+            &format!("eps {eps}: max vs closed form"),
+            r.max_loss,
+            want,
+            quad_loss(),
         );
-        assert!(rel(r.loss, l0) < QUAD_REL_TOL);
+        assert_close(&format!("eps {eps}: L(θ)"), r.loss, l0, quad_loss());
         let phi = 100.0 * (want - l0) / (1.0 + l0);
-        assert!(rel(r.sharpness, phi) < 1e-9, "φ {} vs {phi}", r.sharpness);
+        assert_close(&format!("eps {eps}: φ"), r.sharpness, phi, quad_ratio());
         assert_eq!(r.traces[0].len(), p.iters + 1);
         assert_eq!(r.at_bound_fraction, 1.0);
         assert_eq!(r.perturbed, 40);
         // a face is reached after 1/step steps, and the loss never drops afterwards
         let t = &r.traces[0];
         assert!(t.windows(2).all(|w| w[1] >= w[0]), "{t:?}");
-        assert!(rel(t[4], want) < QUAD_REL_TOL);
+        assert_close(&format!("eps {eps}: trace[4]"), t[4], want, quad_loss());
     }
 }
 
@@ -107,11 +97,7 @@ fn random_starts_leave_a_stationary_point() {
     let w = theta.mapv(|t| 1e-2 * (t.abs() + 1.0));
     let want = 0.5 * (&q.h * &w * &w).sum();
     assert_eq!(r.best_start, 1);
-    assert!(
-        rel(r.max_loss, want) < QUAD_REL_TOL,
-        "{} vs {want}",
-        r.max_loss
-    );
+    assert_close("max loss", r.max_loss, want, quad_loss());
 }
 
 #[test]
@@ -124,16 +110,17 @@ fn quadratic_beta_is_hg_over_g_for_every_eta() {
     let hg = &q.h * &g;
     let want = hg.dot(&hg).sqrt() / g.dot(&g).sqrt();
     for row in &r.rows {
-        assert!(
-            rel(row.beta, want) < 1e-9,
-            "η {}: β {} vs ‖Hg‖/‖g‖ {want}",
-            row.eta,
-            row.beta
+        let eta = row.eta;
+        assert_close(
+            &format!("η {eta}: β vs ‖Hg‖/‖g‖"),
+            row.beta,
+            want,
+            quad_ratio(),
         );
         let l = q.loss((&theta - &(row.eta * &g)).view());
-        assert!(rel(row.loss, l) < QUAD_REL_TOL);
+        assert_close(&format!("η {eta}: L(θ−ηg)"), row.loss, l, quad_loss());
     }
-    assert!(rel(r.beta_max, want) < 1e-9);
+    assert_close("β max", r.beta_max, want, quad_ratio());
     assert_eq!(r.gradients, 1 + etas.len());
     let losses: Vec<f64> = r.rows.iter().map(|r| r.loss).collect();
     let range = losses.iter().cloned().fold(f64::MIN, f64::max)
@@ -143,7 +130,7 @@ fn quadratic_beta_is_hg_over_g_for_every_eta() {
 
 fn mlp_objective_data() -> (Model, ndarray::ArrayD<f32>, Vec<usize>) {
     let model = Model::load(
-        &root().join("fixtures/models/mlp-res-mnist1d.safetensors"),
+        &fixture("fixtures/models/mlp-res-mnist1d.safetensors"),
         None,
     )
     .unwrap();
@@ -163,7 +150,7 @@ fn mlp_objective_data() -> (Model, ndarray::ArrayD<f32>, Vec<usize>) {
 
 #[test]
 fn matches_pytorch_reference() {
-    let path = root().join("fixtures/reference/sharpness-mlp-res.json");
+    let path = fixture("fixtures/reference/sharpness-mlp-res.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let f: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
@@ -197,12 +184,13 @@ fn matches_pytorch_reference() {
     };
     let mut worst: f64 = 0.0;
     let mut check = |label: &str, got: f64, want: f64| {
-        let e = rel(got, want);
-        worst = worst.max(e);
-        assert!(
-            e < TORCH_REL_TOL,
-            "{label}: losscape {got:e} vs torch {want:e} (rel {e:.1e})"
+        let c = assert_close(
+            &format!("{label}: losscape vs torch"),
+            got,
+            want,
+            tol(Dtype::F64, Quantity::Sharpness),
         );
+        worst = worst.max(c.relative());
     };
 
     let r = eps_sharpness(&oracle, theta.view(), mask.view(), &p).unwrap();
@@ -292,9 +280,7 @@ fn cli_json() {
         ])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json(&out);
     assert_eq!(v["samples"], 64);
     assert_eq!(v["params"], "weights");
     assert_eq!(v["precision"], "f64");
@@ -314,8 +300,7 @@ fn cli_json() {
         .args(["--no-eps", "--etas", "0.1"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success());
+    let text = common::stdout(&common::assert_success("sharpness --no-eps", out));
     assert!(
         text.contains("β-smoothness") && !text.contains("ε-sharpness"),
         "{text}"
@@ -336,20 +321,14 @@ fn cli_bad_input_exits_2_naming_the_flag() {
         (&["--split", "train,test"], "--split"),
     ];
     for (extra, flag) in cases {
-        let out = bin()
-            .args(["sharpness", "-m", MODEL, "-d", "mnist1d"])
-            .args(*extra)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        let mut args = vec!["sharpness", "-m", MODEL, "-d", "mnist1d"];
+        args.extend_from_slice(extra);
+        let stderr = fails(&args, 2);
         assert!(stderr.contains(flag), "{extra:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{extra:?}: {stderr}");
     }
-    let out = bin()
-        .args(["sharpness", "-m", "no/such.safetensors", "-d", "mnist1d"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such.safetensors"));
+    let stderr = fails(
+        &["sharpness", "-m", "no/such.safetensors", "-d", "mnist1d"],
+        2,
+    );
+    assert!(stderr.contains("no/such.safetensors"));
 }

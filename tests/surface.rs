@@ -2,38 +2,17 @@
 //! `eval`, thread-count determinism, shards merging into the single-run file, kill -9 at
 //! random moments then resume, and bad input leaving no partial output.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use common::{assert_close, bin, fails, fixture, ok, ok_json, s, tol, Dtype, Quantity};
 use losscape::io::surface::read_surface;
 use ndarray::ArrayD;
 
 const MLP: &str = "fixtures/models/mlp-res-mnist1d.safetensors";
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_losscape"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("binary runs")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn surface_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
@@ -82,7 +61,7 @@ fn bits_equal(a: &[(String, ArrayD<f64>)], b: &[(String, ArrayD<f64>)]) {
 
 #[test]
 fn layout_center_and_thread_determinism() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let a = dir.path().join("a.h5");
     let b = dir.path().join("b.h5");
     ok(&surface_args(
@@ -125,7 +104,7 @@ fn layout_center_and_thread_determinism() {
     ]);
     let f = read_surface(&c).unwrap();
     assert_eq!(f.values.arrays[0].shape(), &[3]);
-    let o = ok(&[
+    let e = ok_json(&[
         "eval",
         "--model",
         MLP,
@@ -135,7 +114,6 @@ fn layout_center_and_thread_determinism() {
         "300",
         "--json",
     ]);
-    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(f.values.arrays[0][[1]], e["loss"].as_f64().unwrap());
     assert_eq!(f.values.arrays[1][[1]], e["accuracy"].as_f64().unwrap());
     // away from the center the loss rises
@@ -144,7 +122,7 @@ fn layout_center_and_thread_determinism() {
 
 #[test]
 fn shards_merge_into_the_single_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let whole = dir.path().join("whole.h5");
     ok(&surface_args(s(&whole), &[]));
     let shards: Vec<PathBuf> = (0..3)
@@ -156,9 +134,11 @@ fn shards_merge_into_the_single_run() {
     }
     let merged = dir.path().join("merged.h5");
     // a missing shard is an error
-    let o = run(&["merge", s(&shards[0]), s(&shards[1]), "--out", s(&merged)]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("2/3"));
+    let e = fails(
+        &["merge", s(&shards[0]), s(&shards[1]), "--out", s(&merged)],
+        2,
+    );
+    assert!(e.contains("2/3"));
     assert!(!merged.exists());
     ok(&[
         "merge",
@@ -172,21 +152,23 @@ fn shards_merge_into_the_single_run() {
     // a shard of another surface does not belong
     let other = dir.path().join("other.h5");
     ok(&surface_args(s(&other), &["--shard", "2/3", "--seed", "5"]));
-    let o = run(&[
-        "merge",
-        s(&shards[0]),
-        s(&shards[1]),
-        s(&other),
-        "--out",
-        s(&dir.path().join("bad.h5")),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("does not belong"));
+    let e = fails(
+        &[
+            "merge",
+            s(&shards[0]),
+            s(&shards[1]),
+            s(&other),
+            "--out",
+            s(&dir.path().join("bad.h5")),
+        ],
+        2,
+    );
+    assert!(e.contains("does not belong"));
 }
 
 #[test]
 fn killed_runs_resume_to_the_same_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let reference = dir.path().join("ref.h5");
     let args = |out: &Path| -> Vec<String> {
         [
@@ -238,8 +220,7 @@ fn killed_runs_resume_to_the_same_file() {
             );
         }
     }
-    let o = ok(&args(&out).iter().map(String::as_str).collect::<Vec<_>>());
-    let _ = o;
+    ok(&args(&out).iter().map(String::as_str).collect::<Vec<_>>());
     bits_equal(&want, &arrays(&out));
     assert!(
         killed_mid_run >= 1,
@@ -250,26 +231,27 @@ fn killed_runs_resume_to_the_same_file() {
 
 #[test]
 fn bad_input_leaves_no_output() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let out = dir.path().join("o.h5");
     for (x, needle) in [
         ("1:0:5", "MIN"),
         ("-1:1:0", "NUM"),
         ("a:b:c", "MIN:MAX:NUM"),
     ] {
-        let o = run(&[
-            "surface",
-            "--model",
-            MLP,
-            "--data",
-            "mnist1d",
-            "--x",
-            x,
-            "--out",
-            s(&out),
-        ]);
-        assert_eq!(o.status.code(), Some(2), "{x}");
-        let e = String::from_utf8_lossy(&o.stderr);
+        let e = fails(
+            &[
+                "surface",
+                "--model",
+                MLP,
+                "--data",
+                "mnist1d",
+                "--x",
+                x,
+                "--out",
+                s(&out),
+            ],
+            2,
+        );
         assert!(e.contains(needle) && e.contains("--x"), "{x}: {e}");
     }
     // a direction file for another model
@@ -290,39 +272,42 @@ fn bad_input_leaves_no_output() {
     ]);
     let dirs = dir.path().join("other.directions.h5");
     assert!(dirs.exists());
-    let o = run(&[
-        "surface",
-        "--model",
-        MLP,
-        "--data",
-        "mnist1d",
-        "--x",
-        "-1:1:3",
-        "--directions",
-        s(&dirs),
-        "--out",
-        s(&out),
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&o.stderr);
+    let e = fails(
+        &[
+            "surface",
+            "--model",
+            MLP,
+            "--data",
+            "mnist1d",
+            "--x",
+            "-1:1:3",
+            "--directions",
+            s(&dirs),
+            "--out",
+            s(&out),
+        ],
+        2,
+    );
     assert!(
         e.contains("other.directions.h5") && e.contains("another model"),
         "{e}"
     );
     // an unwritable output path
-    let o = run(&[
-        "surface",
-        "--model",
-        MLP,
-        "--data",
-        "mnist1d",
-        "--x",
-        "-1:1:3",
-        "--out",
-        "/nonexistent/dir/o.h5",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/dir"));
+    let e = fails(
+        &[
+            "surface",
+            "--model",
+            MLP,
+            "--data",
+            "mnist1d",
+            "--x",
+            "-1:1:3",
+            "--out",
+            "/nonexistent/dir/o.h5",
+        ],
+        2,
+    );
+    assert!(e.contains("/nonexistent/dir"));
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -338,7 +323,7 @@ fn bad_input_leaves_no_output() {
 /// matches to f32 tolerance, and their (nx, ny)-declared surface file reads correctly.
 #[test]
 fn matches_pytorch_surface_from_loss_landscape_files() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let out = dir.path().join("ours.h5");
     ok(&[
         "surface",
@@ -359,11 +344,7 @@ fn matches_pytorch_surface_from_loss_landscape_files() {
         s(&out),
     ]);
     let ours = read_surface(&out).unwrap();
-    let theirs = read_surface(Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/reference/surface-resnet20.h5"
-    )))
-    .unwrap();
+    let theirs = read_surface(&fixture("fixtures/reference/surface-resnet20.h5")).unwrap();
     assert!(
         theirs.attrs.contains_key("reinterpreted_axes"),
         "their (nx, ny) declaration is detected"
@@ -374,11 +355,11 @@ fn matches_pytorch_surface_from_loss_landscape_files() {
         ours.values.get("test_loss").unwrap(),
         theirs.values.get("test_loss").unwrap(),
     );
-    for (i, (a, b)) in l1.iter().zip(l2.iter()).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-5 * b.abs(),
-            "test_loss[{i}]: ours {a} PyTorch {b}"
-        );
+    // point by point, each relative to its own loss
+    assert_eq!(l1.len(), l2.len());
+    for (i, (&a, &b)) in l1.iter().zip(l2.iter()).enumerate() {
+        let label = format!("test_loss[{i}]: ours vs PyTorch");
+        assert_close(&label, a, b, tol(Dtype::F32, Quantity::Loss));
     }
     assert_eq!(ours.values.get("test_acc"), theirs.values.get("test_acc"));
 }
@@ -386,7 +367,7 @@ fn matches_pytorch_surface_from_loss_landscape_files() {
 /// `--model2` interpolation with `--dir-type states`: α = 0 is model 1, α = 1 is model 2.
 #[test]
 fn interpolation_between_two_models() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let arch: losscape::model::Arch =
         "mlp:in_features=40,depth=2,width=16,residual=true,batchnorm=true"
             .parse()
@@ -424,7 +405,7 @@ fn interpolation_between_two_models() {
     assert_eq!(f.attrs["direction_kind"].to_string(), "interpolation");
     let loss = f.values.get("train_loss").unwrap();
     let eval = |m: &Path| {
-        let o = ok(&[
+        ok_json(&[
             "eval",
             "--model",
             s(m),
@@ -433,24 +414,23 @@ fn interpolation_between_two_models() {
             "--samples",
             "100",
             "--json",
-        ]);
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"]
+        ])["loss"]
             .as_f64()
             .unwrap()
     };
     assert_eq!(loss[[0]], eval(&a));
-    assert!(
-        (loss[[2]] - eval(&b)).abs() <= 1e-5 * eval(&b),
-        "{} vs {}",
+    assert_close(
+        "α = 1 vs eval of model 2",
         loss[[2]],
-        eval(&b)
+        eval(&b),
+        tol(Dtype::F32, Quantity::Loss),
     );
 }
 
 /// A grid so far out that the loss overflows: stored as non-finite, reported, no crash.
 #[test]
 fn overflowing_points_are_stored_not_fatal() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let out = dir.path().join("far.h5");
     let o = ok(&[
         "surface",
@@ -468,11 +448,8 @@ fn overflowing_points_are_stored_not_fatal() {
         "--out",
         s(&out),
     ]);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("NaN or infinite"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let e = common::stderr(&o);
+    assert!(e.contains("NaN or infinite"), "{e}");
     let f = read_surface(&out).unwrap();
     let loss = f.values.get("train_loss").unwrap();
     assert!(!loss[[0]].is_finite() && loss[[1]].is_finite());
@@ -489,7 +466,7 @@ fn overflowing_points_are_stored_not_fatal() {
 /// the `hessian` command's on the weights with more than one dimension; shards merge them.
 #[test]
 fn curvature_maps() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let out = dir.path().join("c.h5");
     let args = [
         "--model",
@@ -526,7 +503,7 @@ fn curvature_maps() {
         .zip(mn.iter())
         .all(|(a, b)| a.is_finite() && b.is_finite() && a > b));
     let h = dir.path().join("h.h5");
-    let o = ok(&[
+    let v = ok_json(&[
         "hessian",
         "--model",
         MLP,
@@ -545,20 +522,21 @@ fn curvature_maps() {
         s(&h),
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let (top, bottom) = (
         v["eigenvalues"][0]["value"].as_f64().unwrap(),
         v["bottom"][0]["value"].as_f64().unwrap(),
     );
-    assert!(
-        (mx[[1, 1]] - top).abs() <= 1e-4 * top.abs(),
-        "{} vs {top}",
-        mx[[1, 1]]
+    assert_close(
+        "max_eig at the center vs hessian",
+        mx[[1, 1]],
+        top,
+        tol(Dtype::F32, Quantity::MapMaxEigenvalue),
     );
-    assert!(
-        (mn[[1, 1]] - bottom).abs() <= 1e-3 * top.abs(),
-        "{} vs {bottom}",
-        mn[[1, 1]]
+    assert_close(
+        "min_eig at the center vs hessian",
+        mn[[1, 1]],
+        bottom,
+        tol(Dtype::F32, Quantity::MapMinEigenvalue).relative_to(top),
     );
     // shards carry the maps too
     let parts: Vec<PathBuf> = (0..2)

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{assert_close, tol, Dtype, Quantity};
 use losscape::data::{self, DataOptions, Dataset, Split};
 use losscape::engine::{Graph, ParamVec};
 use losscape::model::{Arch, Model};
@@ -31,12 +32,11 @@ const FIXTURE_VERSION: &str = "1";
 
 struct Fixture {
     meta: HashMap<String, String>,
-    tensors: HashMap<String, (Vec<usize>, Vec<f64>)>,
+    tensors: common::Tensors,
 }
 
 fn fixture() -> Fixture {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/train/resnet8.safetensors");
+    let path = common::fixture("fixtures/reference/train/resnet8.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().unwrap_or_default();
@@ -98,19 +98,14 @@ fn recipe(epochs: usize) -> TrainConfig {
     }
 }
 
-fn assert_close(g: &Graph, got: &ParamVec<f32>, want: &ParamVec<f32>, what: &str) {
+/// Every tensor of `got` close to `want`'s, relative to max(1, max |want|) per tensor.
+fn assert_params_close(g: &Graph, got: &ParamVec<f32>, want: &ParamVec<f32>, what: &str) {
     for (i, t) in g.layout.tensors().iter().enumerate() {
-        let (a, b) = (got.tensor(i), want.tensor(i));
-        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-        let err = a
-            .iter()
-            .zip(b.iter())
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(
-            err <= 1e-5 * scale,
-            "{what}: {} ({:?}) differs by {err} (scale {scale})",
-            t.name,
-            t.role
+        assert_close(
+            &format!("{what}: {} ({:?})", t.name, t.role),
+            got.tensor(i),
+            want.tensor(i),
+            tol(Dtype::F32, Quantity::SgdParams),
         );
     }
 }
@@ -152,10 +147,15 @@ fn two_sgd_steps_match_pytorch() {
             if !nesterov {
                 let want = f.get("step.loss").1[k];
                 let got = v.sum / b as f64;
-                assert!((got - want).abs() < 1e-5, "step {k} loss {got} vs {want}");
+                assert_close(
+                    &format!("step {k} loss"),
+                    got,
+                    want,
+                    tol(Dtype::F32, Quantity::SgdLoss),
+                );
             }
             if let Some((_, name)) = checks.iter().find(|(s, _)| *s == k) {
-                assert_close(&g, &state.theta, &f.params(&g, name), name);
+                assert_params_close(&g, &state.theta, &f.params(&g, name), name);
             }
         }
     }
@@ -264,7 +264,7 @@ fn resumed_run_is_bitwise_identical() {
     for _ in 0..4 {
         trainer.run_epoch(&mut full, &mut |_, _, _| {});
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let sp = dir.path().join("state.safetensors");
     let mut part = TrainState::new(model.theta.clone());
     for _ in 0..2 {
@@ -293,7 +293,7 @@ fn resumed_run_is_bitwise_identical() {
 }
 
 fn losscape() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_losscape"));
+    let mut c = common::bin();
     c.env("OPENBLAS_CORETYPE", "Haswell");
     c
 }
@@ -306,7 +306,7 @@ fn theta_of(p: &Path) -> Array1<f32> {
 /// bits of an uninterrupted run.
 #[test]
 fn cli_killed_and_resumed_matches_uninterrupted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let d = dir.path();
     let args = |out: &Path, ck: &Path| -> Vec<String> {
         [
@@ -368,7 +368,7 @@ fn cli_killed_and_resumed_matches_uninterrupted() {
     // without --resume the folder is refused
     let st = losscape().args(args(&b_out, &b_ck)).output().unwrap();
     assert!(!st.status.success());
-    assert!(String::from_utf8_lossy(&st.stderr).contains("--resume"));
+    assert!(common::stderr(&st).contains("--resume"));
     let mut resume = args(&b_out, &b_ck);
     resume.push("--resume".into());
     let st = losscape().args(&resume).status().unwrap();
@@ -391,7 +391,7 @@ fn cli_killed_and_resumed_matches_uninterrupted() {
 /// projections that end at the origin, and a surface + plot with the path.
 #[test]
 fn trajectory_surface_and_plot() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::tempdir();
     let d = dir.path();
     let out = d.join("m.safetensors");
     let ck = d.join("ck");
@@ -432,8 +432,7 @@ fn trajectory_surface_and_plot() {
         ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = common::json(&o);
     let r: Vec<f64> = serde_json::from_value(v["explained_variance_ratio"].clone()).unwrap();
     assert!(
         r[0] >= r[1] && r[0] + r[1] <= 1.0 + 1e-9 && r[1] > 0.0,
@@ -508,8 +507,7 @@ fn pca_matches_sklearn() {
     use losscape::engine::{Layout, Role};
     use losscape::landscape::trajectory::{pca_directions, trajectory_mask};
     use std::sync::Arc;
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/train/pca-sklearn.json");
+    let path = common::fixture("fixtures/reference/train/pca-sklearn.json");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let vec = |k: &str| -> Vec<f64> { serde_json::from_value(r[k].clone()).unwrap() };
     let mut layout = Layout::new();
@@ -531,12 +529,12 @@ fn pca_matches_sklearn() {
     let zero = ParamVec::<f32>::zeros(layout.clone());
     let mask = trajectory_mask(&zero, false);
     let pca = pca_directions(&rows, &zero, &mask).unwrap();
+    // element by element, each relative to its own magnitude
     let close = |got: &[f64], want: &[f64], what: &str| {
-        for (g, w) in got.iter().zip(want) {
-            assert!(
-                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
-                "{what}: {got:?} vs {want:?}"
-            );
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let label = format!("{what}[{i}]: {got:?} vs {want:?}");
+            assert_close(&label, g, w, tol(Dtype::F32, Quantity::Pca));
         }
     };
     close(
