@@ -132,7 +132,7 @@ fn npz_missing_arrays() {
         DataError::MissingArray { .. },
         p
     );
-    assert!(e.to_string().contains("`y`"), "{e}");
+    assert!(e.to_string().contains("'y'"), "{e}");
 
     let p = dir.path().join("noytest.npz");
     write_npz(&p, false, |w| {
@@ -183,7 +183,7 @@ fn npz_length_mismatch_names_both_arrays() {
     );
     let msg = e.to_string();
     assert!(
-        msg.contains("`x` has 3") && msg.contains("`y` has 2"),
+        msg.contains("'x' has 3") && msg.contains("'y' has 2"),
         "{msg}"
     );
 }
@@ -772,7 +772,7 @@ fn samples_are_deterministic_sorted_subsets() {
     for bad in [0, 51] {
         let e = ds.random_subset(bad, 0).unwrap_err();
         assert!(matches!(e, DataError::InvalidSamples { available: 50, .. }));
-        assert!(e.to_string().contains("--samples") && e.to_string().contains("50"));
+        assert!(e.to_string().contains("`samples`") && e.to_string().contains("50"));
     }
 }
 
