@@ -134,7 +134,10 @@ impl TrainSpec {
             momentum: self.momentum,
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
-            schedule: self.schedule.parse()?,
+            schedule: self
+                .schedule
+                .parse()
+                .map_err(|e: crate::train::TrainError| e.to_string())?,
             seed: self.seed,
             crop_pad: self.crop_pad,
             flip: self.flip,
