@@ -44,7 +44,21 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     tune_allocator();
     losscape::io::hdf5_init();
-    let matches = Cli::command().get_matches();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            // value parsers' messages (grid axes, shards, schedules) name fields too
+            if let Some(sub) = std::env::args().nth(1) {
+                cli::set_running(&sub);
+            }
+            let code = e.exit_code();
+            if code != 2 {
+                e.exit(); // --help, --version
+            }
+            eprint!("{}", cli::render_message(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
     if let Some(name) = matches.subcommand_name() {
         cli::set_running(name);
     }

@@ -88,27 +88,27 @@ pub const DEFAULT_ETAS: [f64; 7] = [
     1.0,
 ];
 
-/// Invalid sharpness options. Messages name the command-line flag.
+/// Invalid sharpness options. Messages name the config field (see [`crate::error`]).
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
 pub enum SharpnessError {
     /// Occurs when ε is not a finite number > 0.
-    #[error("--eps must be a finite number > 0, got {0}")]
+    #[error("`eps` must be a finite number > 0, got {0}")]
     Eps(f64),
     /// Occurs when the ascent is asked for zero steps.
-    #[error("--iters must be at least 1")]
+    #[error("`iters` must be at least 1")]
     Iters,
     /// Occurs when the step fraction is not in (0, 2].
-    #[error("--step must be a fraction of the box in (0, 2], got {0}")]
+    #[error("`step` must be a fraction of the box in (0, 2], got {0}")]
     Step(f64),
     /// Occurs when the list of step sizes is empty.
-    #[error("--etas: give at least one step size")]
+    #[error("`etas`: give at least one step size")]
     EmptyEtas,
     /// Occurs when a step size is not a finite number > 0.
-    #[error("--etas: every step size must be a finite number > 0, got {0}")]
+    #[error("`etas`: every step size must be a finite number > 0, got {0}")]
     Eta(f64),
     /// Occurs when the mask selects no scalar.
-    #[error("--params: no parameter is selected for perturbation")]
+    #[error("`params`: no parameter is selected for perturbation")]
     EmptyMask,
     /// Occurs when θ, the mask and the oracle disagree in length.
     #[error("length mismatch: θ has {theta}, mask {mask}, oracle {oracle}")]
@@ -512,22 +512,22 @@ mod tests {
             eps: 0.0,
             ..Default::default()
         })
-        .contains("--eps"));
+        .contains("`eps`"));
         assert!(bad(EpsParams {
             eps: f64::NAN,
             ..Default::default()
         })
-        .contains("--eps"));
+        .contains("`eps`"));
         assert!(bad(EpsParams {
             iters: 0,
             ..Default::default()
         })
-        .contains("--iters"));
+        .contains("`iters`"));
         assert!(bad(EpsParams {
             step: 0.0,
             ..Default::default()
         })
-        .contains("--step"));
+        .contains("`step`"));
         assert_eq!(check_etas(&[]), Err(SharpnessError::EmptyEtas));
         assert!(check_etas(&[0.1, f64::NAN]).is_err());
         assert!(check_etas(&[-0.1]).is_err());

@@ -505,7 +505,7 @@ fn grid_axis_parsing_and_linspace() {
         ("-1:1", "three fields"),
         ("-1:inf:3", "finite"),
     ] {
-        let err = bad.parse::<GridAxis>().unwrap_err();
+        let err = bad.parse::<GridAxis>().unwrap_err().to_string();
         assert!(err.contains(why) && err.contains(bad), "{bad}: {err}");
         assert!(err.contains("MIN:MAX:NUM, e.g. -1:1:51"), "{bad}: {err}");
     }

@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::landscape::directions::{DirType, DirectionNorm};
-use crate::landscape::grid::GridAxis;
+use crate::landscape::grid::{GridAxis, GridAxisError};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,7 +134,10 @@ impl TrainSpec {
             momentum: self.momentum,
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
-            schedule: self.schedule.parse()?,
+            schedule: self
+                .schedule
+                .parse()
+                .map_err(|e: crate::train::TrainError| e.to_string())?,
             seed: self.seed,
             crop_pad: self.crop_pad,
             flip: self.flip,
@@ -376,14 +379,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
         .grid
         .x
         .parse()
-        .map_err(|e: String| invalid("grid.x", e))?;
+        .map_err(|e: GridAxisError| invalid("grid.x", e.to_string()))?;
     let y: Option<GridAxis> = spec
         .grid
         .y
         .as_deref()
         .map(str::parse)
         .transpose()
-        .map_err(|e: String| invalid("grid.y", e))?;
+        .map_err(|e: GridAxisError| invalid("grid.y", e.to_string()))?;
     if spec.models.is_empty() {
         return Err(invalid(
             "models",

@@ -91,6 +91,10 @@ pub fn flags_of(subcommand: &str) -> HashMap<String, String> {
     let Some(sub) = cmd.find_subcommand(subcommand) else {
         return HashMap::new();
     };
+    let aliases = ALIASES
+        .iter()
+        .filter(|(c, _, _)| *c == subcommand)
+        .map(|(_, field, flag)| (field.to_string(), flag.to_string()));
     sub.get_arguments()
         .map(|a| {
             let shown = match (a.get_long(), a.get_value_names()) {
@@ -100,8 +104,16 @@ pub fn flags_of(subcommand: &str) -> HashMap<String, String> {
             };
             (a.get_id().to_string(), shown)
         })
+        .chain(aliases)
         .collect()
 }
+
+/// Fields a subcommand sets under another flag than its own name: `surface` passes
+/// `--hessian-max-iter` and `--hessian-tol` to the Hessian's `max_iter` and `tol`.
+const ALIASES: &[(&str, &str, &str)] = &[
+    ("surface", "max_iter", "--hessian-max-iter"),
+    ("surface", "tol", "--hessian-tol"),
+];
 
 /// [`flags_of`] the running subcommand.
 fn flags() -> &'static HashMap<String, String> {
@@ -119,9 +131,14 @@ pub fn reporter(quiet: bool) -> Reporter {
     Reporter::new(quiet, Some(field_names()))
 }
 
+/// A message with fields named by the running subcommand's flags.
+pub fn render_message(message: &str) -> String {
+    crate::error::translate_fields(message, |f| flags().get(f).cloned())
+}
+
 /// An error chain as one line (`context: cause: …`) with fields named by their flags.
 pub fn render_error(e: &anyhow::Error) -> String {
-    crate::error::translate_fields(&format!("{e:#}"), |f| flags().get(f).cloned())
+    render_message(&format!("{e:#}"))
 }
 
 /// Prints a value as pretty JSON on stdout; a closed pipe is an `io::Error` (exit 0 in main),

@@ -54,7 +54,7 @@ pub enum DataError {
     /// Occurs when a `.npz` archive lacks a required array (`x`, `y`, or `y_test` when
     /// `x_test` is present).
     #[error(
-        "`{}` has no array `{name}` (it holds: {}); save it with np.savez(path, x=..., y=..., \
+        "`{}` has no array '{name}' (it holds: {}); save it with np.savez(path, x=..., y=..., \
          x_test=..., y_test=...)",
         path.display(),
         if available.is_empty() { "nothing".to_string() } else { available.join(", ") }
@@ -68,7 +68,7 @@ pub enum DataError {
     /// Occurs when an array's element type is not supported for its role (inputs must be
     /// float32, float64 or uint8; labels any integer type).
     #[error(
-        "`{}`: array `{field}` has dtype {found}, expected {expected}; convert it, e.g. \
+        "`{}`: array '{field}' has dtype {found}, expected {expected}; convert it, e.g. \
          x.astype(np.float32) or y.astype(np.int64)",
         path.display()
     )]
@@ -81,7 +81,7 @@ pub enum DataError {
 
     /// Occurs when an array has the wrong number of dimensions or an unusable shape.
     #[error(
-        "`{}`: array `{field}` has shape {shape:?}, expected {expected}; reshape it before saving",
+        "`{}`: array '{field}' has shape {shape:?}, expected {expected}; reshape it before saving",
         path.display()
     )]
     BadShape {
@@ -93,7 +93,7 @@ pub enum DataError {
 
     /// Occurs when the inputs and labels hold different numbers of samples.
     #[error(
-        "`{}`: `{x_field}` has {x_len} samples but `{y_field}` has {y_len}; \
+        "`{}`: '{x_field}' has {x_len} samples but '{y_field}' has {y_len}; \
          save inputs and labels with the same first dimension",
         path.display()
     )]
@@ -106,13 +106,13 @@ pub enum DataError {
     },
 
     /// Occurs when the selected split holds no samples, or a sample has no elements.
-    #[error("`{}`: array `{field}` is empty; the dataset needs at least one sample", path.display())]
+    #[error("`{}`: array '{field}' is empty; the dataset needs at least one sample", path.display())]
     Empty { path: PathBuf, field: String },
 
     /// Occurs when a label is negative, too large (at least `limit`), or not below the fixed
     /// class count of a named format (10 for MNIST and CIFAR-10).
     #[error(
-        "`{}`: label {label} of `{field}` at index {index} is out of range (labels must lie \
+        "`{}`: label {label} of '{field}' at index {index} is out of range (labels must lie \
          in 0..{limit}); relabel the classes as 0, 1, 2, …",
         path.display()
     )]
@@ -126,7 +126,7 @@ pub enum DataError {
 
     /// Occurs when an input is NaN or infinite.
     #[error(
-        "`{}`: array `{field}` holds a non-finite value ({value}) at sample {sample} \
+        "`{}`: array '{field}' holds a non-finite value ({value}) at sample {sample} \
          (flat element {index}); clean or drop that sample",
         path.display()
     )]
@@ -140,10 +140,10 @@ pub enum DataError {
         value: f64,
     },
 
-    /// Occurs when `--samples` is 0 or larger than the split.
+    /// Occurs when `samples` is 0 or larger than the split.
     #[error(
-        "--samples {requested} is invalid for `{dataset}`, which has {available} samples; \
-         pass a value in 1..={available} or leave --samples out"
+        "`samples` {requested} is invalid for `{dataset}`, which has {available} samples; \
+         pass a value in 1..={available} or leave `samples` out"
     )]
     InvalidSamples {
         dataset: String,
@@ -154,7 +154,7 @@ pub enum DataError {
     /// Occurs when the test split is requested from a file that has none (no `x_test` in a
     /// `.npz`, no t10k files in an MNIST folder, no test_batch.bin in a CIFAR folder).
     #[error(
-        "`{}` has no test split ({missing} is missing); use --split train, or add the test data",
+        "`{}` has no test split ({missing} is missing); use `split` train, or add the test data",
         path.display()
     )]
     NoTestSplit { path: PathBuf, missing: String },

@@ -1,5 +1,5 @@
-//! Errors of the Hessian analyses: invalid parameters (named after the command-line
-//! option that sets them) and failures of the dense linear algebra underneath.
+//! Errors of the Hessian analyses: invalid parameters (named after the config field that
+//! sets them, see [`crate::error`]) and failures of the dense linear algebra underneath.
 //! Non-convergence is *not* an error; it is reported in the result structs.
 
 use thiserror::Error;
@@ -8,12 +8,12 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum HessianError {
-    /// The operator has no rows (a model without parameters).
+    /// Occurs when the operator has no rows (a model without parameters).
     #[error("the operator has dimension 0: there are no parameters to analyse")]
     EmptyOperator,
 
-    /// The number of wanted eigenpairs is 0 or larger than the dimension.
-    #[error("--top-k must be between 1 and the number of parameters ({dim}), got {k}")]
+    /// Occurs when the number of wanted eigenpairs is 0 or larger than the dimension.
+    #[error("`top_k` must be between 1 and the number of parameters ({dim}), got {k}")]
     TopK {
         /// Requested number of eigenpairs.
         k: usize,
@@ -21,11 +21,11 @@ pub enum HessianError {
         dim: usize,
     },
 
-    /// A count (iterations, probes, runs, steps, grid points) is out of range.
-    #[error("{option} must be between {min} and {max}, got {value}")]
+    /// Occurs when a count (iterations, probes, runs, steps, grid points) is out of range.
+    #[error("`{field}` must be between {min} and {max}, got {value}")]
     Count {
-        /// Command-line option that sets the value.
-        option: &'static str,
+        /// Config field that sets the value.
+        field: &'static str,
         /// The rejected value.
         value: usize,
         /// Smallest accepted value.
@@ -34,32 +34,63 @@ pub enum HessianError {
         max: usize,
     },
 
-    /// A count is below the smallest value that makes sense with the other options.
-    #[error("{option} must be at least {min}, got {value}")]
+    /// Occurs when a count is below the smallest value that makes sense with the other options.
+    #[error("`{field}` must be at least {min}, got {value}")]
     TooSmall {
-        /// Command-line option that sets the value.
-        option: &'static str,
+        /// Config field that sets the value.
+        field: &'static str,
         /// The rejected value.
         value: usize,
         /// Smallest accepted value.
         min: usize,
     },
 
-    /// A tolerance or width is not a positive finite number.
-    #[error("{option} must be a positive finite number, got {value}")]
+    /// Occurs when a tolerance or width is not a positive finite number.
+    #[error("`{field}` must be a positive finite number, got {value}")]
     NotPositive {
-        /// Command-line option that sets the value.
-        option: &'static str,
+        /// Config field that sets the value.
+        field: &'static str,
         /// The rejected value.
         value: f64,
     },
 
-    /// The inputs are valid one by one but give no meaningful result together
-    /// (e.g. a density grid too coarse to resolve its kernels).
-    #[error("{0}")]
-    Degenerate(String),
+    /// Occurs when the density's overhead (the margin added to both ends of the spectrum)
+    /// is negative or not finite.
+    #[error("the density overhead must be a finite number ≥ 0, got {value}")]
+    Overhead {
+        /// The rejected value.
+        value: f64,
+    },
 
-    /// LAPACK failed on a small dense problem (tridiagonal eigensolve, QR).
+    /// Occurs when an SLQ report without quadrature nodes is smoothed into a density.
+    #[error("the SLQ report holds no quadrature nodes")]
+    NoNodes,
+
+    /// Occurs when every quadrature node has the same value and no overhead widens the
+    /// density grid.
+    #[error("the density grid is empty: all nodes equal {value} and the overhead is 0")]
+    EmptyGrid {
+        /// The common value of the nodes.
+        value: f64,
+    },
+
+    /// Occurs when the density grid is too coarse to resolve the Gaussian kernels: the
+    /// smoothed density sums to zero (or overflows).
+    #[error(
+        "`grid_points` ({grid_points}) is too coarse to resolve kernels of variance {variance:e} \
+         over [{lambda_min}, {lambda_max}]; use more points or a larger `sigma_squared`"
+    )]
+    TooCoarse {
+        /// Points of the density grid.
+        grid_points: usize,
+        /// Variance of each kernel.
+        variance: f64,
+        /// Ends of the grid.
+        lambda_min: f64,
+        lambda_max: f64,
+    },
+
+    /// Occurs when LAPACK fails on a small dense problem (tridiagonal eigensolve, QR).
     #[error("dense linear algebra failed in {context}: {message}")]
     Linalg {
         /// What was being computed.
@@ -80,17 +111,17 @@ impl HessianError {
 }
 
 /// `Ok` when `value` is a positive finite number, otherwise [`HessianError::NotPositive`].
-pub(crate) fn check_positive(option: &'static str, value: f64) -> Result<(), HessianError> {
+pub(crate) fn check_positive(field: &'static str, value: f64) -> Result<(), HessianError> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
-        Err(HessianError::NotPositive { option, value })
+        Err(HessianError::NotPositive { field, value })
     }
 }
 
 /// `Ok` when `min <= value <= max`, otherwise [`HessianError::Count`].
 pub(crate) fn check_count(
-    option: &'static str,
+    field: &'static str,
     value: usize,
     min: usize,
     max: usize,
@@ -99,7 +130,7 @@ pub(crate) fn check_count(
         Ok(())
     } else {
         Err(HessianError::Count {
-            option,
+            field,
             value,
             min,
             max,
@@ -109,13 +140,13 @@ pub(crate) fn check_count(
 
 /// `Ok` when `value >= min`, otherwise [`HessianError::TooSmall`].
 pub(crate) fn check_at_least(
-    option: &'static str,
+    field: &'static str,
     value: usize,
     min: usize,
 ) -> Result<(), HessianError> {
     if value >= min {
         Ok(())
     } else {
-        Err(HessianError::TooSmall { option, value, min })
+        Err(HessianError::TooSmall { field, value, min })
     }
 }

@@ -124,8 +124,8 @@ impl LanczosParams {
         if self.k == 0 || self.k > dim {
             return Err(HessianError::TopK { k: self.k, dim });
         }
-        check_at_least("--max-iter", self.max_iter, self.k)?;
-        check_positive("--tol", self.tol)
+        check_at_least("max_iter", self.max_iter, self.k)?;
+        check_positive("tol", self.tol)
     }
 }
 
@@ -629,19 +629,19 @@ mod tests {
             k: 4,
             ..Default::default()
         });
-        assert!(e.to_string().contains("--top-k"), "{e}");
+        assert!(e.to_string().contains("`top_k`"), "{e}");
         assert!(e.to_string().contains("(3)"), "{e}");
         let e = bad(LanczosParams {
             tol: 0.0,
             ..Default::default()
         });
-        assert!(e.to_string().contains("--tol"));
+        assert!(e.to_string().contains("`tol`"));
         let e = bad(LanczosParams {
             k: 2,
             max_iter: 1,
             ..Default::default()
         });
-        assert!(e.to_string().contains("--max-iter"));
+        assert!(e.to_string().contains("`max_iter`"));
         let empty = crate::hessian::DenseOperator(Array2::zeros((0, 0)));
         assert_eq!(
             top_eigenpairs(&empty, &LanczosParams::default()).unwrap_err(),

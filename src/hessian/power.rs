@@ -78,8 +78,8 @@ impl PowerParams {
         if self.top_n == 0 || self.top_n > dim {
             return Err(HessianError::TopK { k: self.top_n, dim });
         }
-        check_at_least("--max-iter", self.max_iter, 1)?;
-        check_positive("--tol", self.tol)
+        check_at_least("max_iter", self.max_iter, 1)?;
+        check_positive("tol", self.tol)
     }
 }
 
@@ -299,7 +299,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("--max-iter"));
+        assert!(e.to_string().contains("`max_iter`"));
         let e = power_iteration(
             &op,
             &PowerParams {
@@ -308,6 +308,6 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("--tol"));
+        assert!(e.to_string().contains("`tol`"));
     }
 }

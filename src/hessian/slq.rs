@@ -76,8 +76,8 @@ impl SlqParams {
         if dim == 0 {
             return Err(HessianError::EmptyOperator);
         }
-        check_at_least("--slq-runs", self.runs, 1)?;
-        check_count("--slq-steps", self.steps, 1, dim)
+        check_at_least("slq_runs", self.runs, 1)?;
+        check_count("slq_steps", self.steps, 1, dim)
     }
 }
 
@@ -177,13 +177,12 @@ impl Default for DensityParams {
 impl DensityParams {
     /// Validate.
     pub fn check(&self) -> Result<(), HessianError> {
-        check_at_least("--grid-points", self.grid_points, 2)?;
-        check_positive("--sigma-squared", self.sigma_squared)?;
+        check_at_least("grid_points", self.grid_points, 2)?;
+        check_positive("sigma_squared", self.sigma_squared)?;
         if !(self.overhead.is_finite() && self.overhead >= 0.0) {
-            return Err(HessianError::Degenerate(format!(
-                "the density overhead must be a finite number ≥ 0, got {}",
-                self.overhead
-            )));
+            return Err(HessianError::Overhead {
+                value: self.overhead,
+            });
         }
         Ok(())
     }
@@ -198,9 +197,7 @@ pub fn density_on_grid(
     params.check()?;
     let runs = report.nodes.nrows();
     if runs == 0 || report.nodes.ncols() == 0 {
-        return Err(HessianError::Degenerate(
-            "the SLQ report holds no quadrature nodes".into(),
-        ));
+        return Err(HessianError::NoNodes);
     }
     let row_max = |r: usize| {
         report
@@ -220,9 +217,7 @@ pub fn density_on_grid(
     let lambda_min = (0..runs).map(row_min).sum::<f64>() / runs as f64 - params.overhead;
     let range = lambda_max - lambda_min;
     if range.is_nan() || range <= 0.0 {
-        return Err(HessianError::Degenerate(format!(
-            "the density grid is empty: all nodes equal {lambda_min} and the overhead is 0"
-        )));
+        return Err(HessianError::EmptyGrid { value: lambda_min });
     }
     let npts = params.grid_points;
     let dx = range / (npts - 1) as f64;
@@ -257,10 +252,12 @@ pub fn density_on_grid(
         .collect();
     let total = density.iter().sum::<f64>() * dx;
     if !(total.is_finite() && total > 0.0) {
-        return Err(HessianError::Degenerate(format!(
-            "--grid-points ({npts}) is too coarse to resolve kernels of variance {var:e} \
-             over [{lambda_min}, {lambda_max}]; use more points or a larger --sigma-squared"
-        )));
+        return Err(HessianError::TooCoarse {
+            grid_points: npts,
+            variance: var,
+            lambda_min,
+            lambda_max,
+        });
     }
     density.iter_mut().for_each(|d| *d /= total);
     Ok((grid, density))
@@ -397,7 +394,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("--slq-runs"), "{e}");
+        assert!(e.to_string().contains("`slq_runs`"), "{e}");
         let e = slq(
             &op,
             &SlqParams {
@@ -407,7 +404,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("--slq-steps"), "{e}");
+        assert!(e.to_string().contains("`slq_steps`"), "{e}");
         let e = slq(
             &op,
             &SlqParams {
@@ -420,7 +417,7 @@ mod tests {
         assert_eq!(
             e,
             HessianError::Count {
-                option: "--slq-steps",
+                field: "slq_steps",
                 value: 4,
                 min: 1,
                 max: 3
@@ -443,7 +440,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("--grid-points"), "{e}");
+        assert!(e.to_string().contains("`grid_points`"), "{e}");
         let e = density_on_grid(
             &rep,
             &DensityParams {
@@ -452,6 +449,6 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("--sigma-squared"), "{e}");
+        assert!(e.to_string().contains("`sigma_squared`"), "{e}");
     }
 }

@@ -74,10 +74,10 @@ impl TraceParams {
         if dim == 0 {
             return Err(HessianError::EmptyOperator);
         }
-        check_at_least("--probes", self.probes, 1)?;
+        check_at_least("probes", self.probes, 1)?;
         if let Some(tol) = self.tol {
-            check_positive("--trace-tol", tol)?;
-            check_count("--min-probes", self.min_probes, 2, self.probes)?;
+            check_positive("trace_tol", tol)?;
+            check_count("min_probes", self.min_probes, 2, self.probes)?;
         }
         Ok(())
     }
@@ -107,7 +107,7 @@ impl HutchppParams {
         if dim == 0 {
             return Err(HessianError::EmptyOperator);
         }
-        check_at_least("--probes", self.budget, HUTCHPP_MIN_BUDGET)
+        check_at_least("probes", self.budget, HUTCHPP_MIN_BUDGET)
     }
 }
 
@@ -346,7 +346,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("--probes"), "{e}");
+        assert!(e.to_string().contains("`probes`"), "{e}");
         let e = hutchinson(
             &op,
             &TraceParams {
@@ -355,7 +355,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("--trace-tol"), "{e}");
+        assert!(e.to_string().contains("`trace_tol`"), "{e}");
         let e = hutchinson(
             &op,
             &TraceParams {
@@ -366,7 +366,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.to_string().contains("--min-probes"), "{e}");
+        assert!(e.to_string().contains("`min_probes`"), "{e}");
         let e = hutchpp(&op, &HutchppParams { budget: 2, seed: 0 }).unwrap_err();
         assert!(e.to_string().contains("at least 3"), "{e}");
     }

@@ -65,7 +65,7 @@ pub enum DirectionFileError {
         member: String,
     },
     /// Occurs when the file holds another number of tensors than the model.
-    #[error("{path}: /{group} holds {got} tensors but the model has {expected} for dir type '{dir_type}'{}; the file was made for another model (or another --dir-type)",
+    #[error("{path}: /{group} holds {got} tensors but the model has {expected} for dir type '{dir_type}'{}; the file was made for another model (or another `dir_type`)",
         .with_counters.map(|n| format!(" ({n} with loss-landscape's num_batches_tracked entries)")).unwrap_or_default())]
     Count {
         path: PathBuf,

@@ -33,38 +33,71 @@ impl fmt::Display for GridAxis {
     }
 }
 
-impl FromStr for GridAxis {
-    type Err = String;
+/// Why a `MIN:MAX:NUM` axis could not be read (the axes are the fields `x` and `y`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`x`/`y` expect MIN:MAX:NUM, e.g. -1:1:51; got '{given}': {why}")]
+pub struct GridAxisError {
+    /// The text that was given.
+    pub given: String,
+    pub why: AxisFault,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("--x/--y expect MIN:MAX:NUM, e.g. -1:1:51; got '{s}': {why}");
+/// What is wrong with a `MIN:MAX:NUM` axis.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AxisFault {
+    /// Occurs when the text does not have exactly three `:`-separated fields.
+    #[error("need three fields separated by ':'")]
+    Fields,
+    /// Occurs when MIN does not parse as a number.
+    #[error("MIN is not a number")]
+    Min,
+    /// Occurs when MAX does not parse as a number.
+    #[error("MAX is not a number")]
+    Max,
+    /// Occurs when NUM does not parse as a non-negative integer.
+    #[error("NUM is not a positive integer")]
+    Num,
+    /// Occurs when MIN or MAX is infinite or NaN.
+    #[error("MIN and MAX must be finite")]
+    NotFinite,
+    /// Occurs when NUM is 0.
+    #[error("NUM must be at least 1")]
+    NoPoints,
+    /// Occurs when several points are asked for but MIN is not below MAX.
+    #[error("MIN must be below MAX (or NUM = 1 for a single point)")]
+    Order,
+    /// Occurs when a single point is asked for but MIN and MAX differ.
+    #[error("with NUM = 1, MIN and MAX must be equal")]
+    Single,
+}
+
+impl FromStr for GridAxis {
+    type Err = GridAxisError;
+
+    fn from_str(s: &str) -> Result<Self, GridAxisError> {
+        let bad = |why: AxisFault| GridAxisError {
+            given: s.to_string(),
+            why,
+        };
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() != 3 {
-            return Err(bad("need three fields separated by ':'"));
+            return Err(bad(AxisFault::Fields));
         }
-        let min: f64 = parts[0]
-            .trim()
-            .parse()
-            .map_err(|_| bad("MIN is not a number"))?;
-        let max: f64 = parts[1]
-            .trim()
-            .parse()
-            .map_err(|_| bad("MAX is not a number"))?;
-        let num: usize = parts[2]
-            .trim()
-            .parse()
-            .map_err(|_| bad("NUM is not a positive integer"))?;
+        let min: f64 = parts[0].trim().parse().map_err(|_| bad(AxisFault::Min))?;
+        let max: f64 = parts[1].trim().parse().map_err(|_| bad(AxisFault::Max))?;
+        let num: usize = parts[2].trim().parse().map_err(|_| bad(AxisFault::Num))?;
         if !min.is_finite() || !max.is_finite() {
-            return Err(bad("MIN and MAX must be finite"));
+            return Err(bad(AxisFault::NotFinite));
         }
         if num == 0 {
-            return Err(bad("NUM must be at least 1"));
+            return Err(bad(AxisFault::NoPoints));
         }
         if num > 1 && min >= max {
-            return Err(bad("MIN must be below MAX (or NUM = 1 for a single point)"));
+            return Err(bad(AxisFault::Order));
         }
         if num == 1 && min != max {
-            return Err(bad("with NUM = 1, MIN and MAX must be equal"));
+            return Err(bad(AxisFault::Single));
         }
         Ok(GridAxis { min, max, num })
     }

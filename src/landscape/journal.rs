@@ -41,7 +41,7 @@ pub enum JournalError {
         cause: std::io::Error,
     },
     /// Occurs when a journal belongs to another computation (other model, grid, directions or data).
-    #[error("journal {path} belongs to a different computation (model, grid, directions, data or options differ); delete it or choose another --out")]
+    #[error("journal {path} belongs to a different computation (model, grid, directions, data or options differ); delete it or choose another `out`")]
     Mismatch { path: PathBuf },
 }
 

@@ -58,26 +58,52 @@ impl fmt::Display for Shard {
     }
 }
 
-impl FromStr for Shard {
-    type Err = String;
+/// Why an `I/N` shard could not be read (the field `shard`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`shard` expects I/N with 0 ≤ I < N, e.g. 0/4; got '{given}': {why}")]
+pub struct ShardError {
+    /// The text that was given.
+    pub given: String,
+    pub why: ShardFault,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            |why: &str| format!("--shard expects I/N with 0 ≤ I < N, e.g. 0/4; got '{s}': {why}");
-        let (i, n) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
-        let index: usize = i
-            .trim()
-            .parse()
-            .map_err(|_| bad("I is not a non-negative integer"))?;
-        let count: usize = n
-            .trim()
-            .parse()
-            .map_err(|_| bad("N is not a positive integer"))?;
+/// What is wrong with an `I/N` shard.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShardFault {
+    /// Occurs when the text has no `/`.
+    #[error("no '/'")]
+    Slash,
+    /// Occurs when I does not parse as a non-negative integer.
+    #[error("I is not a non-negative integer")]
+    Index,
+    /// Occurs when N does not parse as a non-negative integer.
+    #[error("N is not a positive integer")]
+    Count,
+    /// Occurs when N is 0.
+    #[error("N must be at least 1")]
+    NoShards,
+    /// Occurs when I is not below N.
+    #[error("I must be below N (shards are numbered from 0)")]
+    Range,
+}
+
+impl FromStr for Shard {
+    type Err = ShardError;
+
+    fn from_str(s: &str) -> Result<Self, ShardError> {
+        let bad = |why: ShardFault| ShardError {
+            given: s.to_string(),
+            why,
+        };
+        let (i, n) = s.split_once('/').ok_or_else(|| bad(ShardFault::Slash))?;
+        let index: usize = i.trim().parse().map_err(|_| bad(ShardFault::Index))?;
+        let count: usize = n.trim().parse().map_err(|_| bad(ShardFault::Count))?;
         if count == 0 {
-            return Err(bad("N must be at least 1"));
+            return Err(bad(ShardFault::NoShards));
         }
         if index >= count {
-            return Err(bad("I must be below N (shards are numbered from 0)"));
+            return Err(bad(ShardFault::Range));
         }
         Ok(Shard { index, count })
     }

@@ -48,6 +48,23 @@ fn diff(a: &ParamVec<f32>, b: &ParamVec<f32>, mask: &Array1<f64>) -> Array1<f64>
         .map_collect(|&p, &q, &m| (p as f64 - q as f64) * m)
 }
 
+/// Why the PCA directions of a trajectory cannot be formed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TrajectoryError {
+    /// Occurs when fewer than 3 checkpoints are given.
+    #[error("PCA of a trajectory needs at least 3 checkpoints, got {got}")]
+    TooFewCheckpoints { got: usize },
+    /// Occurs when LAPACK fails to decompose the Gram matrix; `why` is its message.
+    #[error("eigendecomposition of the Gram matrix failed: {why}")]
+    Eigh { why: String },
+    /// Occurs when the checkpoints lie on a line (or coincide).
+    #[error(
+        "the trajectory spans fewer than 2 dimensions (component {component} has zero variance)"
+    )]
+    Flat { component: usize },
+}
+
 /// PCA (2 components) of the rows θₑ − θ_final.
 ///
 /// # Errors
@@ -56,12 +73,10 @@ pub fn pca_directions(
     checkpoints: &[ParamVec<f32>],
     last: &ParamVec<f32>,
     mask: &Array1<f64>,
-) -> Result<TrajectoryPca, String> {
+) -> Result<TrajectoryPca, TrajectoryError> {
     let n = checkpoints.len();
     if n < 3 {
-        return Err(format!(
-            "PCA of a trajectory needs at least 3 checkpoints, got {n}"
-        ));
+        return Err(TrajectoryError::TooFewCheckpoints { got: n });
     }
     let p = last.data.len();
     let mut m = Array2::<f64>::zeros((n, p));
@@ -73,7 +88,7 @@ pub fn pca_directions(
     let g = m.dot(&m.t());
     let (lambda, u) = g
         .eigh(UPLO::Lower)
-        .map_err(|e| format!("eigendecomposition of the Gram matrix failed: {e}"))?;
+        .map_err(|e| TrajectoryError::Eigh { why: e.to_string() })?;
     let total: f64 = lambda.iter().map(|l| l.max(0.0)).sum();
     let mut dirs = Vec::new();
     let mut s = [0.0; 2];
@@ -83,10 +98,7 @@ pub fn pca_directions(
         let idx = n - 1 - k;
         let l = lambda[idx].max(0.0);
         if l <= total * 1e-14 || l == 0.0 {
-            return Err(format!(
-                "the trajectory spans fewer than 2 dimensions (component {} has zero variance)",
-                k + 1
-            ));
+            return Err(TrajectoryError::Flat { component: k + 1 });
         }
         s[k] = l.sqrt();
         ratio[k] = l / total;

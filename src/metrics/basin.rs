@@ -4,6 +4,7 @@ use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use super::extrema::center_index;
+use super::Undefined;
 
 /// Distances from the center at which the loss first rises by δ, over rays.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,24 +86,23 @@ pub fn basin_radius(
     ys: &[f64],
     delta: f64,
     rays: usize,
-) -> Result<BasinRadius, String> {
+) -> Result<BasinRadius, Undefined> {
     assert_eq!(z.dim(), (ys.len(), xs.len()), "z must be [ny, nx]");
     assert!(delta > 0.0, "delta must be positive");
     let two_d = ys.len() > 1;
     if xs.len() < 2 {
-        return Err(format!(
-            "needs at least 2 points along each axis, the grid is {}×{}",
-            xs.len(),
-            ys.len()
-        ));
+        return Err(Undefined::TooFewAxisPoints {
+            nx: xs.len(),
+            ny: ys.len(),
+        });
     }
     let (cy, cx) = center_index(xs, ys);
     let z0 = z[[cy, cx]];
     if !z0.is_finite() {
-        return Err(format!(
-            "the center (α, β) = ({}, {}) has no finite value",
-            xs[cx], ys[cy]
-        ));
+        return Err(Undefined::CenterNotFinite {
+            alpha: xs[cx],
+            beta: ys[cy],
+        });
     }
     let rays = if two_d { rays.max(1) } else { 2 };
     let threshold = z0 + delta;

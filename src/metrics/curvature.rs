@@ -5,7 +5,7 @@ use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use super::extrema::center_index;
-use super::{disc_points, CURVATURE_NOISE};
+use super::{disc_points, Undefined, CURVATURE_NOISE};
 
 /// Second derivative from three points at spacings `hm` (left) and `hp` (right):
 /// `2 [(f₊ − f₀)/h₊ − (f₀ − f₋)/h₋] / (h₋ + h₊)`, the central difference
@@ -91,14 +91,12 @@ pub fn non_convex_fraction(
     xs: &[f64],
     ys: &[f64],
     radius: f64,
-) -> Result<NonConvexity, String> {
+) -> Result<NonConvexity, Undefined> {
     let hess: Vec<[f64; 3]> = disc_points(xs, ys, radius)
         .filter_map(|(iy, ix)| fd_hessian(z, xs, ys, iy, ix))
         .collect();
     if hess.is_empty() {
-        return Err(format!(
-            "no interior point with a finite 3-point stencil within radius {radius} of the center"
-        ));
+        return Err(Undefined::NoStencil { radius });
     }
     let mut mags: Vec<f64> = hess.iter().map(|h| h[0].abs() + h[1].abs()).collect();
     mags.sort_by(f64::total_cmp);
@@ -138,22 +136,18 @@ pub fn center_curvature(
     z: ArrayView2<f64>,
     xs: &[f64],
     ys: &[f64],
-) -> (Result<f64, String>, Option<Result<f64, String>>) {
+) -> (Result<f64, Undefined>, Option<Result<f64, Undefined>>) {
     assert_eq!(z.dim(), (ys.len(), xs.len()), "z must be [ny, nx]");
     let (cy, cx) = center_index(xs, ys);
-    let along = |c: &[f64], i: usize, f: &dyn Fn(usize) -> f64, axis: &str| {
+    let along = |c: &[f64], i: usize, f: &dyn Fn(usize) -> f64, axis: &'static str| {
         if i == 0 || i + 1 >= c.len() {
-            return Err(format!(
-                "the center is on the {axis} boundary of the grid (no neighbour on both sides)"
-            ));
+            return Err(Undefined::CenterOnBoundary { axis });
         }
         let v = second_difference(f(i - 1), f(i), f(i + 1), c[i] - c[i - 1], c[i + 1] - c[i]);
         if v.is_finite() {
             Ok(v)
         } else {
-            Err(format!(
-                "a value next to the center along {axis} is not finite"
-            ))
+            Err(Undefined::NeighbourNotFinite { axis })
         }
     };
     let x = along(xs, cx, &|j| z[[cy, j]], "α");

@@ -71,7 +71,7 @@ pub struct MetricParams {
 pub enum MetricsError {
     /// Occurs when the requested quantity is not in the surface file.
     #[error(
-        "no dataset '{name}' in the surface (it has {available:?}); choose one with --surf-name"
+        "no dataset '{name}' in the surface (it has {available:?}); choose one with `surf_name`"
     )]
     Missing {
         name: String,
@@ -90,12 +90,61 @@ pub enum MetricsError {
     #[error("the {axis} coordinates are not finite and strictly increasing")]
     Coordinates { axis: &'static str },
     /// Occurs when a parameter is out of range.
-    #[error("{name} = {value} is invalid: it must be {want}")]
+    #[error("`{field}` = {value} is invalid: it must be {want}")]
     Param {
-        name: &'static str,
+        /// Config field that sets the parameter.
+        field: &'static str,
         value: f64,
         want: &'static str,
     },
+}
+
+/// Why one metric is undefined on a grid (recorded in [`SurfaceMetrics::undefined`]; the
+/// other metrics are still computed).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Undefined {
+    /// Occurs when the center point is NaN (not computed).
+    #[error("the center point is not computed")]
+    CenterNotComputed,
+    /// Occurs when no grid point holds a finite value.
+    #[error("no finite value on the grid")]
+    NoFiniteValue,
+    /// Occurs when an axis the basin radius marches along has fewer than 2 points.
+    #[error("needs at least 2 points along each axis, the grid is {nx}×{ny}")]
+    TooFewAxisPoints { nx: usize, ny: usize },
+    /// Occurs when the center's value is NaN or infinite.
+    #[error("the center (α, β) = ({alpha}, {beta}) has no finite value")]
+    CenterNotFinite { alpha: f64, beta: f64 },
+    /// Occurs when the disc holds too few finite points for a quadratic fit.
+    #[error("{points} finite points within radius {radius} of the center, a quadratic fit needs {needed}")]
+    TooFewDiscPoints {
+        points: usize,
+        radius: f64,
+        needed: usize,
+    },
+    /// Occurs when LAPACK's least-squares solver fails; `why` is its message.
+    #[error("least squares failed ({why})")]
+    LeastSquares { why: String },
+    /// Occurs when the disc's points do not determine a quadratic (e.g. all on a line).
+    #[error("the {points} points within radius {radius} do not determine a quadratic (rank {rank} < {coefficients})")]
+    Rank {
+        points: usize,
+        radius: f64,
+        rank: i32,
+        coefficients: usize,
+    },
+    /// Occurs when no interior point within the radius has a finite stencil.
+    #[error(
+        "no interior point with a finite 3-point stencil within radius {radius} of the center"
+    )]
+    NoStencil { radius: f64 },
+    /// Occurs when the center is on the boundary of the axis (no neighbour on one side).
+    #[error("the center is on the {axis} boundary of the grid (no neighbour on both sides)")]
+    CenterOnBoundary { axis: &'static str },
+    /// Occurs when a neighbour of the center along the axis is not finite.
+    #[error("a value next to the center along {axis} is not finite")]
+    NeighbourNotFinite { axis: &'static str },
 }
 
 /// Every metric of one surface, with the parameters used.
@@ -156,7 +205,7 @@ fn check_positive(name: &'static str, v: f64) -> Result<f64, MetricsError> {
         Ok(v)
     } else {
         Err(MetricsError::Param {
-            name,
+            field: name,
             value: v,
             want: "finite and > 0",
         })
@@ -196,7 +245,7 @@ pub fn surface_metrics(
     let rays = match p.rays {
         Some(0) => {
             return Err(MetricsError::Param {
-                name: "rays",
+                field: "rays",
                 value: 0.0,
                 want: "at least 1",
             })
@@ -210,9 +259,9 @@ pub fn surface_metrics(
     fn keep<T>(
         undefined: &mut BTreeMap<String, String>,
         name: &str,
-        r: Result<T, String>,
+        r: Result<T, Undefined>,
     ) -> Option<T> {
-        r.map_err(|why| undefined.insert(name.to_string(), why))
+        r.map_err(|why| undefined.insert(name.to_string(), why.to_string()))
             .ok()
     }
     let (cy, cx) = center_index(xs, ys);
@@ -221,7 +270,7 @@ pub fn surface_metrics(
         &mut undefined,
         "center_loss",
         if z0.is_nan() {
-            Err("the center point is not computed".into())
+            Err(Undefined::CenterNotComputed)
         } else {
             Ok(z0)
         },
@@ -229,7 +278,7 @@ pub fn surface_metrics(
     let minimum = keep(
         &mut undefined,
         "min_loss",
-        grid_minimum(z, xs, ys).ok_or_else(|| "no finite value on the grid".to_string()),
+        grid_minimum(z, xs, ys).ok_or(Undefined::NoFiniteValue),
     );
     let basin = keep(
         &mut undefined,

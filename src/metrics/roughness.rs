@@ -4,8 +4,8 @@ use ndarray::{Array1, Array2, ArrayView2};
 use ndarray_linalg::LeastSquaresSvd;
 use serde::{Deserialize, Serialize};
 
-use super::disc_points;
 use super::extrema::center_index;
+use super::{disc_points, Undefined};
 
 /// A quadratic fit near the center and how badly it misses.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub fn roughness(
     xs: &[f64],
     ys: &[f64],
     radius: f64,
-) -> Result<Roughness, String> {
+) -> Result<Roughness, Undefined> {
     assert_eq!(z.dim(), (ys.len(), xs.len()), "z must be [ny, nx]");
     let two_d = ys.len() > 1;
     let ncoef = if two_d { 6 } else { 3 };
@@ -55,11 +55,11 @@ pub fn roughness(
         .filter(|&(iy, ix)| z[[iy, ix]].is_finite())
         .collect();
     if pts.len() < ncoef + 1 {
-        return Err(format!(
-            "{} finite points within radius {radius} of the center, a quadratic fit needs {}",
-            pts.len(),
-            ncoef + 1
-        ));
+        return Err(Undefined::TooFewDiscPoints {
+            points: pts.len(),
+            radius,
+            needed: ncoef + 1,
+        });
     }
     // offsets scaled by the radius keep the design matrix well conditioned
     let scale = if radius > 0.0 { radius } else { 1.0 };
@@ -75,13 +75,14 @@ pub fn roughness(
     }
     let fit = a
         .least_squares(&b)
-        .map_err(|e| format!("least squares failed ({e})"))?;
+        .map_err(|e| Undefined::LeastSquares { why: e.to_string() })?;
     if fit.rank < ncoef as i32 {
-        return Err(format!(
-            "the {} points within radius {radius} do not determine a quadratic (rank {} < {ncoef})",
-            pts.len(),
-            fit.rank
-        ));
+        return Err(Undefined::Rank {
+            points: pts.len(),
+            radius,
+            rank: fit.rank,
+            coefficients: ncoef,
+        });
     }
     let resid = a.dot(&fit.solution) - &b;
     let rms = (resid.mapv(|e| e * e).sum() / pts.len() as f64).sqrt();

@@ -7,7 +7,7 @@ pub mod zoo;
 
 use std::path::{Path, PathBuf};
 
-pub use error::ModelError;
+pub use error::{ArchError, ExternalDataError, ModelError, OnnxError, OnnxNodeError, TensorError};
 pub use zoo::{Arch, Mlp, ResnetCifar, Shortcut};
 
 use crate::engine::{Graph, ParamVec};

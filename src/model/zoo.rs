@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::ops::{BatchNorm, Conv2d, Linear};
 use crate::engine::{Graph, Layout, Loss, Op, ParamVec, Role, Scalar};
 
-use super::error::ModelError;
+use super::error::{ArchError, ModelError};
 
 /// Shortcut of a residual block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +158,7 @@ impl FromStr for Arch {
     /// `mlp:in_features=40,depth=4,width=64,residual=true`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let bad = |why: String| ModelError::Arch {
+        let bad = |why: ArchError| ModelError::Arch {
             spec: s.to_string(),
             why,
         };
@@ -169,9 +169,11 @@ impl FromStr for Arch {
             let mut obj = serde_json::Map::new();
             obj.insert("kind".into(), kind.trim().into());
             for kv in rest.split(',').filter(|kv| !kv.trim().is_empty()) {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| bad(format!("'{kv}' is not key=value")))?;
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    bad(ArchError::KeyValue {
+                        item: kv.to_string(),
+                    })
+                })?;
                 let v = v.trim();
                 let value = if let Ok(n) = v.parse::<u64>() {
                     n.into()
@@ -184,7 +186,8 @@ impl FromStr for Arch {
             }
             serde_json::Value::Object(obj).to_string()
         };
-        let arch: Arch = serde_json::from_str(&json).map_err(|e| bad(e.to_string()))?;
+        let arch: Arch = serde_json::from_str(&json)
+            .map_err(|e| bad(ArchError::Parse { why: e.to_string() }))?;
         arch.check().map_err(bad)?;
         Ok(arch)
     }
@@ -192,35 +195,27 @@ impl FromStr for Arch {
 
 impl Arch {
     /// Rejects impossible hyper-parameters with a reason.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ArchError> {
         match self {
             Arch::ResnetCifar(r) => {
                 if r.depth < 8 || (r.depth - 2) % 6 != 0 {
-                    return Err(format!(
-                        "depth must be 6n+2 with n ≥ 1 (8, 14, 20, 32, 44, 56, 110), got {}",
-                        r.depth
-                    ));
+                    return Err(ArchError::ResnetDepth { depth: r.depth });
                 }
                 if r.width == 0 || r.in_channels == 0 || r.num_classes == 0 {
-                    return Err("width, in_channels and num_classes must be positive".into());
+                    return Err(ArchError::ResnetZero);
                 }
                 if r.input_size < 4 {
-                    return Err(format!(
-                        "input_size must be at least 4 (two stride-2 stages), got {}",
-                        r.input_size
-                    ));
+                    return Err(ArchError::ResnetInputSize {
+                        input_size: r.input_size,
+                    });
                 }
             }
             Arch::Mlp(m) => {
                 if m.in_features == 0 || m.width == 0 || m.num_classes == 0 {
-                    return Err("in_features, width and num_classes must be positive".into());
+                    return Err(ArchError::MlpZero);
                 }
             }
-            Arch::Onnx(_) => {
-                return Err(
-                    "an ONNX network is read from its .onnx file, not built from a description; pass the .onnx file as the model".into(),
-                )
-            }
+            Arch::Onnx(_) => return Err(ArchError::Onnx),
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 use super::data::{fmt_value, quantity_label};
 use super::draw::{font, Area};
-use super::{draw_err, Ctx, PlotError};
+use super::{draw_err, Ctx, DrawError, PlotError};
 use crate::io::surface::read_attrs;
 
 /// Loss in blue, accuracy in red, as loss-landscape draws them.
@@ -65,7 +65,7 @@ pub fn draw_curve<DB: DrawingBackend>(
     root: &Area<DB>,
     d: &CurveData,
     ctx: Ctx,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let keep = |v: f64| !d.log || v > 0.0;
     let loss: Vec<f64> = d
         .series
@@ -75,7 +75,7 @@ pub fn draw_curve<DB: DrawingBackend>(
         .filter(|v| v.is_finite() && keep(*v))
         .collect();
     if loss.is_empty() {
-        return Err("no finite loss values to draw".into());
+        return Err(DrawError::NoFiniteLoss);
     }
     let lo = loss.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = loss.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -94,7 +94,7 @@ pub fn draw_curve<DB: DrawingBackend>(
     }
 }
 
-fn curve_body<DB, R>(root: &Area<DB>, d: &CurveData, ctx: Ctx, y_range: R) -> Result<(), String>
+fn curve_body<DB, R>(root: &Area<DB>, d: &CurveData, ctx: Ctx, y_range: R) -> Result<(), DrawError>
 where
     DB: DrawingBackend,
     R: AsRangedCoord<Value = f64>,
@@ -277,7 +277,7 @@ pub fn draw_spectrum<DB: DrawingBackend>(
     root: &Area<DB>,
     d: &SpectrumData,
     ctx: Ctx,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let peak = d
         .density
         .iter()
@@ -285,7 +285,7 @@ pub fn draw_spectrum<DB: DrawingBackend>(
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
     if peak <= 0.0 {
-        return Err("the density is zero everywhere".into());
+        return Err(DrawError::ZeroDensity);
     }
     let floor = peak * DENSITY_FLOOR;
     let (x0, x1) = range(&d.grid);

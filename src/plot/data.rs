@@ -88,7 +88,7 @@ impl Loaded {
             return Err(PlotError::Input {
                 path: self.path.clone(),
                 why: format!(
-                    "the surface is 1-D (no 'ycoordinates'); --kind {kind} needs a 2-D surface, use --kind curve"
+                    "the surface is 1-D (no 'ycoordinates'); `kind` {kind} needs a 2-D surface, use `kind` curve"
                 ),
             });
         };
@@ -388,7 +388,7 @@ pub const LL_VLEVEL: f64 = 0.5;
 /// Levels from an explicit spec (`vmin, vmin+vlevel, … ≤ vmax`), else automatic over the
 /// finite values: [`AUTO_LEVELS`] levels from the minimum to the [`AUTO_TOP_QUANTILE`]
 /// quantile, log-spaced when `log` is asked or the range spans [`AUTO_LOG_RATIO`].
-pub fn make_levels(spec: &LevelSpec, values: &[f64], log: bool) -> Result<Levels, String> {
+pub fn make_levels(spec: &LevelSpec, values: &[f64], log: bool) -> Result<Levels, PlotError> {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if spec.is_given() {
         let vmin = spec.vmin.unwrap_or(LL_VMIN);
@@ -397,18 +397,24 @@ pub fn make_levels(spec: &LevelSpec, values: &[f64], log: bool) -> Result<Levels
         if vmax.partial_cmp(&vmin) != Some(std::cmp::Ordering::Greater)
             || step.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
         {
-            return Err(format!(
-                "need --vmin < --vmax and --vlevel > 0 (got {vmin}, {vmax}, {step})"
-            ));
+            return Err(PlotError::LevelOrder {
+                vmin,
+                vmax,
+                vlevel: step,
+            });
         }
         if log && vmin <= 0.0 {
-            return Err(format!("--log needs --vmin > 0 (got {vmin})"));
+            return Err(PlotError::LogVmin { vmin });
         }
         let n = ((vmax - vmin) / step * (1.0 + 1e-12)).floor() as usize + 1;
         if n > MAX_LEVELS {
-            return Err(format!(
-                "--vmin {vmin} --vmax {vmax} --vlevel {step} gives {n} levels (at most {MAX_LEVELS})"
-            ));
+            return Err(PlotError::TooManyLevels {
+                vmin,
+                vmax,
+                vlevel: step,
+                levels: n,
+                max: MAX_LEVELS,
+            });
         }
         let values: Vec<f64> = (0..n).map(|i| vmin + i as f64 * step).collect();
         return Ok(Levels {
@@ -417,7 +423,7 @@ pub fn make_levels(spec: &LevelSpec, values: &[f64], log: bool) -> Result<Levels
         });
     }
     if finite.is_empty() {
-        return Err("no finite values to draw (every point is masked)".into());
+        return Err(PlotError::NoFiniteValues);
     }
     let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
     let mut hi = quantile(&finite, AUTO_TOP_QUANTILE).unwrap_or(lo);

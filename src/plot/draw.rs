@@ -10,7 +10,7 @@ use plotters::style::FontTransform;
 
 use super::data::{fmt_value, ColorScale, Grid, Levels};
 use super::font::FAMILY;
-use super::{draw_err, Ctx};
+use super::{draw_err, Ctx, DrawError};
 
 pub type Area<DB> = DrawingArea<DB, Shift>;
 pub type Chart2d<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
@@ -30,10 +30,10 @@ pub fn raster<DB: DrawingBackend>(
     area: &Area<DB>,
     block: u32,
     color_at: impl Fn(i32, i32) -> Option<RGBColor>,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let (w, h) = area.dim_in_pixel();
     let (w, h, b) = (w as i32, h as i32, block.max(1) as i32);
-    let flush = |x0: i32, x1: i32, y0: i32, c: Option<RGBColor>| -> Result<(), String> {
+    let flush = |x0: i32, x1: i32, y0: i32, c: Option<RGBColor>| -> Result<(), DrawError> {
         if let Some(c) = c {
             let y1 = (y0 + b).min(h);
             area.draw(&Rectangle::new([(x0, y0), (x1, y1)], c.filled()))
@@ -118,7 +118,7 @@ pub fn colorbar<DB: DrawingBackend>(
     label: &str,
     bar_y: std::ops::Range<i32>,
     ctx: Ctx,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let (_, ay) = area.get_pixel_range();
     let (aw, _) = area.dim_in_pixel();
     let top = bar_y.start - ay.start;
@@ -301,7 +301,7 @@ pub fn frame<'a, DB: DrawingBackend>(
     g: &Grid,
     labels: (&str, &str),
     ctx: Ctx,
-) -> Result<Chart2d<'a, DB>, String> {
+) -> Result<Chart2d<'a, DB>, DrawError> {
     let (x0, x1) = g.x_range();
     let (y0, y1) = g.y_range();
     let mut b = ChartBuilder::on(area);
@@ -341,7 +341,7 @@ fn snap(v: f64) -> f64 {
 }
 
 /// A thin box around the plotting area (drawn last, over rasters).
-pub fn border<DB: DrawingBackend>(chart: &Chart2d<'_, DB>) -> Result<(), String> {
+pub fn border<DB: DrawingBackend>(chart: &Chart2d<'_, DB>) -> Result<(), DrawError> {
     let area = chart.plotting_area().strip_coord_spec();
     let (w, h) = area.dim_in_pixel();
     area.draw(&Rectangle::new(
@@ -357,7 +357,7 @@ pub fn fill_plot<DB: DrawingBackend>(
     g: &Grid,
     ctx: Ctx,
     color_of: impl Fn(f64, f64) -> Option<RGBColor>,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let area = chart.plotting_area().strip_coord_spec();
     let (w, h) = area.dim_in_pixel();
     let (x0, x1) = g.x_range();
@@ -378,7 +378,7 @@ pub fn draw_isolines<DB: DrawingBackend>(
     lines: &[Isoline],
     width: u32,
     color: impl Fn(f64) -> RGBAColor,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     for l in lines {
         let style = color(l.level).stroke_width(width);
         for p in &l.paths {
@@ -396,7 +396,7 @@ pub fn label_isolines<DB: DrawingBackend>(
     chart: &Chart2d<'_, DB>,
     lines: &[Isoline],
     ctx: Ctx,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let area = chart.plotting_area();
     let (px, py) = area.get_pixel_range();
     let style = font(ctx.tick).pos(Pos::new(HPos::Center, VPos::Center));
@@ -443,7 +443,7 @@ pub fn mark_center<DB: DrawingBackend>(
     chart: &mut Chart2d<'_, DB>,
     g: &Grid,
     ctx: Ctx,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let (x0, x1) = g.x_range();
     let (y0, y1) = g.y_range();
     if !(x0..=x1).contains(&0.0) || !(y0..=y1).contains(&0.0) {
@@ -475,7 +475,7 @@ pub fn draw_trajectory<DB: DrawingBackend>(
     chart: &mut Chart2d<'_, DB>,
     g: &Grid,
     path: &[(f64, f64)],
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let (x0, x1) = g.x_range();
     let (y0, y1) = g.y_range();
     let inside = |p: &(f64, f64)| (x0..=x1).contains(&p.0) && (y0..=y1).contains(&p.1);

@@ -10,7 +10,7 @@ use super::data::{make_levels, quantity_label, ColorScale, Grid, Levels, Loaded,
 use super::draw::Area;
 use super::map2d::{self, MapData, MapStyle, PanelData};
 use super::surface3d::{self, Surface3dData};
-use super::{Ctx, PlotConfig, PlotError, PlotKind, PlotReport};
+use super::{Ctx, DrawError, PlotConfig, PlotError, PlotKind, PlotReport};
 
 /// A plot ready to draw.
 pub(super) struct Job {
@@ -32,7 +32,7 @@ impl Job {
         root: &Area<DB>,
         _cfg: &PlotConfig,
         ctx: Ctx,
-    ) -> Result<PlotReport, String> {
+    ) -> Result<PlotReport, DrawError> {
         root.fill(&WHITE).map_err(super::draw_err)?;
         match &self.body {
             Body::Map(d) => map2d::draw_map(root, d, ctx)?,
@@ -43,10 +43,6 @@ impl Job {
         }
         Ok(PlotReport::default())
     }
-}
-
-fn opts(why: String) -> PlotError {
-    PlotError::Options(why)
 }
 
 pub(super) fn prepare(cfg: &PlotConfig) -> Result<Job, PlotError> {
@@ -64,7 +60,7 @@ pub(super) fn prepare(cfg: &PlotConfig) -> Result<Job, PlotError> {
                 cells.push((f, g));
             }
             let all: Vec<f64> = cells.iter().flat_map(|(_, g)| g.finite()).collect();
-            let levels = make_levels(&cfg.levels, &all, cfg.log).map_err(opts)?;
+            let levels = make_levels(&cfg.levels, &all, cfg.log)?;
             let first = &cells[0].0;
             let labels = (first.axis_label("x"), first.axis_label("y"));
             let title = cfg.title.clone().unwrap_or_else(|| {
@@ -121,7 +117,7 @@ pub(super) fn prepare(cfg: &PlotConfig) -> Result<Job, PlotError> {
             report.warnings.extend(f.warnings());
             let grid = f.grid(&cfg.surf_name, "surface3d")?;
             let vals: Vec<f64> = grid.finite().collect();
-            let levels = make_levels(&cfg.levels, &vals, false).map_err(opts)?;
+            let levels = make_levels(&cfg.levels, &vals, false)?;
             let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
             let zmax = cfg
                 .zmax
@@ -137,7 +133,7 @@ pub(super) fn prepare(cfg: &PlotConfig) -> Result<Job, PlotError> {
                 cfg.log,
             )
             .map(Body::Surface3d)
-            .map_err(|why| PlotError::Input {
+            .map_err(|why| PlotError::Unfit {
                 path: f.path.clone(),
                 why,
             })?
@@ -186,7 +182,7 @@ pub(super) fn prepare(cfg: &PlotConfig) -> Result<Job, PlotError> {
                 let vals: Vec<f64> = grid.finite().collect();
                 let levels = match cfg.kind {
                     PlotKind::Heat => heat_levels(cfg, &vals)?,
-                    _ => make_levels(&cfg.levels, &vals, cfg.log).map_err(opts)?,
+                    _ => make_levels(&cfg.levels, &vals, cfg.log)?,
                 };
                 let style = match cfg.kind {
                     PlotKind::Contour => MapStyle::Contour,
@@ -224,16 +220,12 @@ fn heat_levels(cfg: &PlotConfig, vals: &[f64]) -> Result<Levels, PlotError> {
     let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !lo.is_finite() {
-        return Err(opts(
-            "no finite values to draw (every point is masked)".into(),
-        ));
+        return Err(PlotError::NoFiniteValues);
     }
     let lo = cfg.levels.vmin.unwrap_or(lo);
     let hi = cfg.levels.vmax.unwrap_or(hi);
     if cfg.log && lo <= 0.0 {
-        return Err(opts(format!(
-            "--log needs positive values (the minimum is {lo}); give --vmin"
-        )));
+        return Err(PlotError::LogNonPositive { min: lo });
     }
     let log = cfg.log || (lo > 0.0 && hi / lo >= AUTO_LOG_RATIO);
     Ok(Levels {

@@ -8,7 +8,7 @@ use super::draw::{
     band_color, border, colorbar, draw_isolines, draw_trajectory, fill_plot, font, frame, isolines,
     label_isolines, mark_center, Area, LINE_COLOR_TOP,
 };
-use super::{draw_err, Ctx};
+use super::{draw_err, Ctx, DrawError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapStyle {
@@ -43,7 +43,11 @@ fn colorbar_width(ctx: Ctx) -> u32 {
     ctx.label * 2 + ctx.tick * 6
 }
 
-pub fn draw_map<DB: DrawingBackend>(root: &Area<DB>, d: &MapData, ctx: Ctx) -> Result<(), String> {
+pub fn draw_map<DB: DrawingBackend>(
+    root: &Area<DB>,
+    d: &MapData,
+    ctx: Ctx,
+) -> Result<(), DrawError> {
     let (w, _) = root.dim_in_pixel();
     let bar_w = if d.style == MapStyle::Contour {
         0
@@ -102,7 +106,7 @@ pub fn draw_panel<DB: DrawingBackend>(
     root: &Area<DB>,
     d: &PanelData,
     ctx: Ctx,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let root = root.titled(&d.title, font(ctx.title)).map_err(draw_err)?;
     let (w, _) = root.dim_in_pixel();
     let (plots, bar) = root.split_horizontally(w - colorbar_width(ctx));

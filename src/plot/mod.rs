@@ -116,17 +116,18 @@ pub struct PlotReport {
     pub warnings: Vec<String>,
 }
 
-/// Why a plot could not be drawn.
+/// Why a plot could not be drawn. Messages name config fields (see [`crate::error`]).
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
+    /// Occurs when a surface file cannot be read.
     #[error(transparent)]
     Surface(SurfaceFileError),
     /// Occurs when an input is not a surface file at all.
     #[error("{path} is not a surface file: it has no '{dataset}' dataset (write surfaces with `losscape surface`)")]
     NotSurface { path: PathBuf, dataset: String },
     /// Occurs when the chosen dataset is not in the file.
-    #[error("{path}: no dataset '{dataset}' (it has: {available}); choose one with --surf-name")]
+    #[error("{path}: no dataset '{dataset}' (it has: {available}); choose one with `surf_name`")]
     MissingDataset {
         path: PathBuf,
         dataset: String,
@@ -148,12 +149,73 @@ pub enum PlotError {
     /// Occurs when the input does not suit the kind or the options.
     #[error("{path}: {why}")]
     Input { path: PathBuf, why: String },
-    /// Occurs when the options alone are wrong.
-    #[error("{0}")]
-    Options(String),
-    /// Occurs when drawing or writing the image fails.
+    /// Occurs when the input's values cannot be drawn as the options ask.
+    #[error("{path}: {why}")]
+    Unfit { path: PathBuf, why: DrawError },
+    /// Occurs when no input file is given.
+    #[error("no input file given")]
+    NoInput,
+    /// Occurs when several inputs are given to a kind that draws one.
+    #[error("`kind` {kind} takes one input file (got {got}); use `kind` panel for several")]
+    OneInput { kind: PlotKind, got: usize },
+    /// Occurs when the image size is too small or too large.
+    #[error("image size {width}×{height} is outside 200×150 … 10000×10000")]
+    Size { width: u32, height: u32 },
+    /// Occurs when explicit levels are not increasing.
+    #[error("need `vmin` < `vmax` and `vlevel` > 0 (got {vmin}, {vmax}, {vlevel})")]
+    LevelOrder { vmin: f64, vmax: f64, vlevel: f64 },
+    /// Occurs when a logarithmic scale starts at a level ≤ 0.
+    #[error("`log` needs `vmin` > 0 (got {vmin})")]
+    LogVmin { vmin: f64 },
+    /// Occurs when explicit levels are too many to draw.
+    #[error("`vmin` {vmin} `vmax` {vmax} `vlevel` {vlevel} gives {levels} levels (at most {max})")]
+    TooManyLevels {
+        vmin: f64,
+        vmax: f64,
+        vlevel: f64,
+        levels: usize,
+        max: usize,
+    },
+    /// Occurs when every point is masked or not finite.
+    #[error("no finite values to draw (every point is masked)")]
+    NoFiniteValues,
+    /// Occurs when a logarithmic heat map would start at a value ≤ 0.
+    #[error("`log` needs positive values (the minimum is {min}); give `vmin`")]
+    LogNonPositive { min: f64 },
+    /// Occurs when a logarithmic export is clipped at a `zmax` ≤ 0.
+    #[error("`log` needs a positive `zmax`")]
+    LogZmax,
+    /// Occurs when drawing the image fails.
     #[error("drawing {path}: {why}")]
-    Draw { path: PathBuf, why: String },
+    Draw { path: PathBuf, why: DrawError },
+    /// Occurs when writing the image (or moving it into place) fails.
+    #[error("drawing {path}: {cause}")]
+    Write {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+}
+
+/// Why drawing stopped (nothing is written).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum DrawError {
+    /// Occurs when plotters fails to draw an element or to encode the image; `why` is the
+    /// backend's message.
+    #[error("{why}")]
+    Backend { why: String },
+    /// Occurs when every point is masked or not finite.
+    #[error("no finite values to draw (every point is masked)")]
+    NoFiniteValues,
+    /// Occurs when a curve has no finite loss value (none > 0 on a logarithmic scale).
+    #[error("no finite loss values to draw")]
+    NoFiniteLoss,
+    /// Occurs when a spectral density is zero everywhere.
+    #[error("the density is zero everywhere")]
+    ZeroDensity,
+    /// Occurs when a logarithmic 3-D surface is clipped at a `zmax` ≤ 0.
+    #[error("`log` needs a positive `zmax` (got {zmax})")]
+    LogZmax { zmax: f64 },
 }
 
 /// Text sizes and format details shared by the kinds.
@@ -194,21 +256,20 @@ fn default_size(kind: PlotKind, inputs: usize) -> (u32, u32) {
 
 fn checked_size(cfg: &PlotConfig) -> Result<(u32, u32), PlotError> {
     if cfg.inputs.is_empty() {
-        return Err(PlotError::Options("no input file given".into()));
+        return Err(PlotError::NoInput);
     }
     if cfg.kind != PlotKind::Panel && cfg.inputs.len() > 1 {
-        return Err(PlotError::Options(format!(
-            "--kind {} takes one input file (got {}); use --kind panel for several",
-            cfg.kind,
-            cfg.inputs.len()
-        )));
+        return Err(PlotError::OneInput {
+            kind: cfg.kind,
+            got: cfg.inputs.len(),
+        });
     }
     let size = cfg.size.unwrap_or(default_size(cfg.kind, cfg.inputs.len()));
     if size.0 < 200 || size.1 < 150 || size.0 > 10_000 || size.1 > 10_000 {
-        return Err(PlotError::Options(format!(
-            "image size {}×{} is outside 200×150 … 10000×10000",
-            size.0, size.1
-        )));
+        return Err(PlotError::Size {
+            width: size.0,
+            height: size.1,
+        });
     }
     font::ensure_font();
     Ok(size)
@@ -243,9 +304,9 @@ pub fn plot(cfg: &PlotConfig) -> Result<PlotReport, PlotError> {
         .and_then(|rep| {
             std::fs::rename(&tmp, &cfg.out)
                 .map(|_| rep)
-                .map_err(|e| PlotError::Draw {
+                .map_err(|cause| PlotError::Write {
                     path: cfg.out.clone(),
-                    why: e.to_string(),
+                    cause,
                 })
         });
     if result.is_err() {
@@ -312,6 +373,8 @@ fn temp_sibling(path: &Path) -> PathBuf {
     dir.join(format!(".{stem}.tmp{}.{ext}", std::process::id()))
 }
 
-pub(crate) fn draw_err<E: fmt::Debug>(e: E) -> String {
-    format!("{e:?}")
+pub(crate) fn draw_err<E: fmt::Debug>(e: E) -> DrawError {
+    DrawError::Backend {
+        why: format!("{e:?}"),
+    }
 }

@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::data::{fmt_value, ColorScale, Grid};
 use super::draw::{colorbar, font, Area};
-use super::{draw_err, Ctx};
+use super::{draw_err, Ctx, DrawError};
 
 /// The viewing angle: pitch (radians above the horizon) and yaw (turn about the vertical),
 /// chosen so the basin's floor and both direction axes stay visible; plotters' default
@@ -33,12 +33,12 @@ impl Surface3dData {
         labels: (String, String),
         quantity: String,
         log: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DrawError> {
         let mut z_label = quantity;
         let mut zmax = zmax;
         if log {
             if zmax <= 0.0 {
-                return Err(format!("--log needs a positive --zmax (got {zmax})"));
+                return Err(DrawError::LogZmax { zmax });
             }
             grid.z
                 .mapv_inplace(|v| if v > 0.0 { v.log10() } else { f64::NAN });
@@ -47,7 +47,7 @@ impl Surface3dData {
         }
         let lo = grid.finite().fold(f64::INFINITY, f64::min);
         if !lo.is_finite() {
-            return Err("no finite values to draw (every point is masked)".into());
+            return Err(DrawError::NoFiniteValues);
         }
         grid.z
             .mapv_inplace(|v| if v.is_finite() { v.min(zmax) } else { v });
@@ -65,7 +65,7 @@ pub fn draw<DB: DrawingBackend>(
     root: &Area<DB>,
     d: &Surface3dData,
     ctx: Ctx,
-) -> Result<(), String> {
+) -> Result<(), DrawError> {
     let root = root.titled(&d.title, font(ctx.title)).map_err(draw_err)?;
     let (w, h) = root.dim_in_pixel();
     let foot_h = ctx.tick * 2 + ctx.tick / 2;

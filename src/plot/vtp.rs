@@ -39,9 +39,7 @@ pub fn export_vtp(cfg: &VtpConfig) -> Result<VtpReport, PlotError> {
     };
     let q = f.quantity(&cfg.surf_name)?;
     if cfg.log && cfg.zmax.is_some_and(|z| z <= 0.0) {
-        return Err(PlotError::Options(
-            "--log needs a positive --zmax".to_string(),
-        ));
+        return Err(PlotError::LogZmax);
     }
     let z = |v: f64| -> f64 {
         let v = match cfg.zmax {
@@ -179,9 +177,9 @@ pub fn export_vtp(cfg: &VtpConfig) -> Result<VtpReport, PlotError> {
     let written = std::fs::write(&tmp, xml).and_then(|_| std::fs::rename(&tmp, &cfg.out));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(PlotError::Draw {
+        return Err(PlotError::Write {
             path: cfg.out.clone(),
-            why: e.to_string(),
+            cause: e,
         });
     }
     Ok(report)

@@ -20,7 +20,7 @@ use ndarray::Array1;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
-use super::{EpochRecord, TrainConfig, TrainState};
+use super::{EpochRecord, TrainConfig, TrainError, TrainState};
 use crate::engine::ParamVec;
 use crate::model::{Arch, Model};
 
@@ -124,21 +124,21 @@ pub fn load_state(
     };
     let saved_arch: Arch = serde_json::from_str(get("losscape_arch")?)?;
     if &saved_arch != arch {
-        bail!(
-            "{}: the checkpoint is of {saved_arch}, this run trains {arch}; \
-             HINT: use another --checkpoints folder or the same --arch",
-            path.display()
-        );
+        return Err(TrainError::OtherArch {
+            path: path.to_path_buf(),
+            saved: saved_arch.to_string(),
+            arch: arch.to_string(),
+        }
+        .into());
     }
     let saved: TrainConfig = serde_json::from_str(get("recipe")?)?;
     if &saved != cfg {
-        bail!(
-            "{}: the checkpoint was trained with another recipe ({}), this run asks for {}; \
-             HINT: resume with the same options or use another --checkpoints folder",
-            path.display(),
-            serde_json::to_string(&saved)?,
-            serde_json::to_string(cfg)?
-        );
+        return Err(TrainError::OtherRecipe {
+            path: path.to_path_buf(),
+            saved: serde_json::to_string(&saved)?,
+            asked: serde_json::to_string(cfg)?,
+        }
+        .into());
     }
     let n = template.data.len();
     let theta = read_f32(&st, "theta", n, path)?

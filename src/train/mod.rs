@@ -36,8 +36,79 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::engine::{Graph, Mode, ParamVec};
+use crate::engine::{EngineError, Graph, Mode, ParamVec};
+use crate::model::ModelError;
 use crate::objective::{Objective, ObjectiveConfig};
+
+/// Why training cannot start or go on. Messages name config fields (see [`crate::error`]).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Occurs when a schedule is not `constant`, `cosine` or `step:E1,E2,…`.
+    #[error("unknown schedule '{given}': use constant, cosine or step:E1,E2 (epochs)")]
+    UnknownSchedule { given: String },
+    /// Occurs when a step schedule's milestones are not epoch numbers.
+    #[error("'{given}': milestones must be epoch numbers, e.g. step:30,45")]
+    Milestones { given: String },
+    /// Occurs when resnet-cifar is asked for data whose samples are not square images.
+    #[error("resnet-cifar takes square images [C, H, W]; {data} has samples {shape:?}")]
+    NotSquare { data: String, shape: Vec<usize> },
+    /// Occurs when the architecture, completed from the data, is invalid.
+    #[error("{cause} (as {full})")]
+    Arch {
+        full: String,
+        cause: Box<ModelError>,
+    },
+    /// Occurs when the recipe asks for no epochs or empty batches.
+    #[error("epochs and batch size must be positive")]
+    Empty,
+    /// Occurs when crop or flip augmentation is asked for data that are not images.
+    #[error("crop and flip augment images [N, C, H, W]; {data} has samples of shape {shape:?}")]
+    Augment { data: String, shape: Vec<usize> },
+    /// Occurs when Nesterov momentum is asked with a momentum of 0.
+    #[error("nesterov needs a positive momentum (as in PyTorch)")]
+    Nesterov,
+    /// Occurs when the network cannot evaluate a dataset (shapes, labels).
+    #[error("{data}: {cause}")]
+    Data { data: String, cause: EngineError },
+    /// Occurs when checkpoints are asked for every 0 epochs.
+    #[error("`every` must be at least 1")]
+    Every,
+    /// Occurs when a resume is asked without a checkpoint folder.
+    #[error("`resume` continues from the state in `checkpoints` DIR; give that folder")]
+    ResumeWithoutCheckpoints,
+    /// Occurs when the checkpoint folder cannot be created.
+    #[error("`checkpoints` {}: cannot create it", dir.display())]
+    CreateCheckpoints {
+        dir: std::path::PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
+    /// Occurs when the checkpoint folder already holds a run and no resume is asked.
+    #[error("`checkpoints` {} already holds a run ({state}); HINT: pass `resume` to continue it, or choose an empty folder", dir.display())]
+    RunExists {
+        dir: std::path::PathBuf,
+        state: &'static str,
+    },
+    /// Occurs when a resume state was written for another architecture.
+    #[error("{}: the checkpoint is of {saved}, this run trains {arch}; HINT: use another `checkpoints` folder or the same `arch`", path.display())]
+    OtherArch {
+        path: std::path::PathBuf,
+        saved: String,
+        arch: String,
+    },
+    /// Occurs when a resume state was written with another recipe.
+    #[error("{}: the checkpoint was trained with another recipe ({saved}), this run asks for {asked}; HINT: resume with the same options or use another `checkpoints` folder", path.display())]
+    OtherRecipe {
+        path: std::path::PathBuf,
+        /// Both recipes as JSON.
+        saved: String,
+        asked: String,
+    },
+    /// Occurs when the mean mini-batch loss of an epoch is NaN or infinite.
+    #[error("training diverged in epoch {epoch} (loss {loss}); HINT: lower `lr`")]
+    Diverged { epoch: usize, loss: f64 },
+}
 
 /// PyTorch's batch-norm momentum for the running statistics.
 pub const BN_MOMENTUM: f32 = 0.1;
@@ -69,25 +140,25 @@ impl Schedule {
 }
 
 impl FromStr for Schedule {
-    type Err = String;
+    type Err = TrainError;
     /// `constant`, `cosine` or `step:E1,E2,…`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, TrainError> {
         let s = s.trim();
         match s {
             "constant" => Ok(Schedule::Constant),
             "cosine" => Ok(Schedule::Cosine),
             _ => {
                 let Some(list) = s.strip_prefix("step:") else {
-                    return Err(format!(
-                        "unknown schedule '{s}': use constant, cosine or step:E1,E2 (epochs)"
-                    ));
+                    return Err(TrainError::UnknownSchedule {
+                        given: s.to_string(),
+                    });
                 };
                 let m = list
                     .split(',')
                     .map(|e| e.trim().parse::<usize>())
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| {
-                        format!("'{s}': milestones must be epoch numbers, e.g. step:30,45")
+                    .map_err(|_| TrainError::Milestones {
+                        given: s.to_string(),
                     })?;
                 Ok(Schedule::Step(m))
             }
@@ -111,7 +182,7 @@ impl fmt::Display for Schedule {
 /// An architecture for data `ds`: `NAME[:key=value,…]` (the `--arch` syntax) with the
 /// input shape (`in_channels`, `input_size` or `in_features`) and `num_classes` taken from
 /// the data unless given.
-pub fn resolve_arch(spec: &str, ds: &Dataset) -> Result<crate::model::Arch, String> {
+pub fn resolve_arch(spec: &str, ds: &Dataset) -> Result<crate::model::Arch, TrainError> {
     let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
     let kind = kind.trim();
     let mut kv: Vec<String> = Vec::new();
@@ -119,10 +190,10 @@ pub fn resolve_arch(spec: &str, ds: &Dataset) -> Result<crate::model::Arch, Stri
     match kind {
         "resnet-cifar" => {
             if shape.len() != 3 || shape[1] != shape[2] {
-                return Err(format!(
-                    "resnet-cifar takes square images [C, H, W]; {} has samples {shape:?}",
-                    ds.name
-                ));
+                return Err(TrainError::NotSquare {
+                    data: ds.name.clone(),
+                    shape: shape.to_vec(),
+                });
             }
             kv.push(format!("in_channels={}", shape[0]));
             kv.push(format!("input_size={}", shape[1]));
@@ -138,7 +209,10 @@ pub fn resolve_arch(spec: &str, ds: &Dataset) -> Result<crate::model::Arch, Stri
     );
     let full = format!("{kind}:{}", kv.join(","));
     full.parse::<crate::model::Arch>()
-        .map_err(|e| format!("{e} (as {full})"))
+        .map_err(|cause| TrainError::Arch {
+            full,
+            cause: Box::new(cause),
+        })
 }
 
 /// A training recipe.
@@ -237,23 +311,26 @@ impl<'a> Trainer<'a> {
         cfg: TrainConfig,
         train: &'a Dataset,
         test: Option<&'a Dataset>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TrainError> {
         if cfg.batch_size == 0 || cfg.epochs == 0 {
-            return Err("epochs and batch size must be positive".into());
+            return Err(TrainError::Empty);
         }
         if (cfg.crop_pad > 0 || cfg.flip) && train.x.ndim() != 4 {
-            return Err(format!(
-                "crop and flip augment images [N, C, H, W]; {} has samples of shape {:?}",
-                train.name,
-                train.sample_shape()
-            ));
+            return Err(TrainError::Augment {
+                data: train.name.clone(),
+                shape: train.sample_shape().to_vec(),
+            });
         }
         if cfg.nesterov && cfg.momentum <= 0.0 {
-            return Err("nesterov needs a positive momentum (as in PyTorch)".into());
+            return Err(TrainError::Nesterov);
         }
         for ds in std::iter::once(train).chain(test) {
-            Objective::new(graph, ds.x.view(), &ds.y, ObjectiveConfig::default())
-                .map_err(|e| format!("{}: {e}", ds.name))?;
+            Objective::new(graph, ds.x.view(), &ds.y, ObjectiveConfig::default()).map_err(
+                |cause| TrainError::Data {
+                    data: ds.name.clone(),
+                    cause,
+                },
+            )?;
         }
         let trainable = graph.layout.mask(|t| t.role.is_trainable());
         Ok(Self {

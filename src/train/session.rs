@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::checkpoint::{self, STATE_FILE};
-use super::{EpochRecord, TrainConfig, TrainState, Trainer};
+use super::{EpochRecord, TrainConfig, TrainError, TrainState, Trainer};
 use crate::data::Dataset;
 use crate::model::{Arch, Model};
 
@@ -52,27 +52,28 @@ pub fn train_model(
     test: Option<&Dataset>,
 ) -> Result<Vec<EpochRecord>> {
     if args.every == 0 {
-        bail!("--every must be at least 1");
+        return Err(TrainError::Every.into());
     }
     if args.resume && args.checkpoints.is_none() {
-        bail!("--resume continues from the state in --checkpoints DIR; give that folder");
+        return Err(TrainError::ResumeWithoutCheckpoints.into());
     }
     let model = Model::init(arch.clone(), cfg.seed, args.he_init);
-    let trainer = Trainer::new(&model.graph, cfg.clone(), train, test)
-        .map_err(anyhow::Error::msg)
-        .context("setting up training")?;
+    let trainer =
+        Trainer::new(&model.graph, cfg.clone(), train, test).context("setting up training")?;
     let mut state = TrainState::new(model.theta.clone());
     if let Some(dir) = &args.checkpoints {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("--checkpoints {}: cannot create it", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|cause| TrainError::CreateCheckpoints {
+            dir: dir.clone(),
+            cause,
+        })?;
         let sp = dir.join(STATE_FILE);
         if sp.exists() {
             if !args.resume {
-                bail!(
-                    "--checkpoints {} already holds a run ({STATE_FILE}); \
-                     HINT: pass --resume to continue it, or choose an empty folder",
-                    dir.display()
-                );
+                return Err(TrainError::RunExists {
+                    dir: dir.clone(),
+                    state: STATE_FILE,
+                }
+                .into());
             }
             state = checkpoint::load_state(&sp, arch, cfg, &model.theta)?;
         }
@@ -110,11 +111,11 @@ pub fn train_model(
         })?;
         if !rec.batch_loss.is_finite() {
             bar.abandon();
-            bail!(
-                "training diverged in epoch {} (loss {}); HINT: lower --lr",
-                rec.epoch,
-                rec.batch_loss
-            );
+            return Err(TrainError::Diverged {
+                epoch: rec.epoch,
+                loss: rec.batch_loss,
+            }
+            .into());
         }
         let line = format!(
             "epoch {:>3}  lr {:.4}  loss {:.4} (train {:.4}, {:.1}%)  test {:.4} ({:.1}%)  {:.1} s",

@@ -72,7 +72,7 @@ fn npz_missing_arrays() {
         DataError::MissingArray { .. },
         p
     );
-    assert!(e.to_string().contains("`y`"), "{e}");
+    assert!(e.to_string().contains("'y'"), "{e}");
 
     let p = dir.path().join("noytest.npz");
     write_npz(&p, false, |w| {
@@ -123,7 +123,7 @@ fn npz_length_mismatch_names_both_arrays() {
     );
     let msg = e.to_string();
     assert!(
-        msg.contains("`x` has 3") && msg.contains("`y` has 2"),
+        msg.contains("'x' has 3") && msg.contains("'y' has 2"),
         "{msg}"
     );
 }

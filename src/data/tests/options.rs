@@ -19,7 +19,7 @@ fn samples_are_deterministic_sorted_subsets() {
     for bad in [0, 51] {
         let e = ds.random_subset(bad, 0).unwrap_err();
         assert!(matches!(e, DataError::InvalidSamples { available: 50, .. }));
-        assert!(e.to_string().contains("--samples") && e.to_string().contains("50"));
+        assert!(e.to_string().contains("`samples`") && e.to_string().contains("50"));
     }
 }
 

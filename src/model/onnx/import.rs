@@ -21,6 +21,14 @@ use crate::engine::{Graph, Layout, Loss, Node, Op, ParamVec, Role};
 
 use super::proto::{AttributeProto, ModelProto, NodeProto};
 use super::{decode_tensor, DataFiles, OnnxArch, Tensor};
+use crate::model::error::{OnnxError, OnnxNodeError, TensorError};
+
+/// What the node-level steps return.
+type NodeResult<T> = Result<T, OnnxNodeError>;
+
+fn unsupported(what: impl Into<String>) -> OnnxNodeError {
+    OnnxNodeError::Unsupported { what: what.into() }
+}
 
 /// A computed value: its engine node and ONNX shape (batch axis first, its size not tracked).
 #[derive(Clone, Debug)]
@@ -63,25 +71,24 @@ struct Importer {
     matmul: Vec<usize>,
 }
 
-/// Imports the graph; errors are messages naming the node or field and a fix.
 /// Why an import failed: at one node, or in the file as a whole.
 pub(super) enum ImportError {
     Node {
         node: String,
         op: String,
-        why: String,
+        why: Box<OnnxNodeError>,
     },
-    Graph(String),
+    Graph(OnnxError),
 }
 
-impl From<String> for ImportError {
-    fn from(why: String) -> Self {
+impl From<OnnxError> for ImportError {
+    fn from(why: OnnxError) -> Self {
         ImportError::Graph(why)
     }
 }
 
-impl From<&str> for ImportError {
-    fn from(why: &str) -> Self {
+impl From<TensorError> for ImportError {
+    fn from(why: TensorError) -> Self {
         ImportError::Graph(why.into())
     }
 }
@@ -91,10 +98,7 @@ pub(super) fn import(
     path: &Path,
     data: &mut DataFiles,
 ) -> Result<(Graph, ParamVec<f32>, OnnxArch), ImportError> {
-    let graph = m
-        .graph
-        .as_ref()
-        .ok_or("the file has no graph (ModelProto.graph is empty); is it an ONNX model?")?;
+    let graph = m.graph.as_ref().ok_or(OnnxError::NoGraph)?;
     let opset = m
         .opset_import
         .iter()
@@ -126,25 +130,22 @@ pub(super) fn import(
         .input
         .iter()
         .find(|v| !imp.env.contains_key(&v.name))
-        .ok_or("the graph has no input (GraphProto.input lists only initializers)")?;
+        .ok_or(OnnxError::NoInput)?;
     let dims = input
         .r#type
         .as_ref()
         .and_then(|t| t.tensor_type.as_ref())
         .and_then(|t| t.shape.as_ref())
         .map(|s| s.dim.clone())
-        .ok_or_else(|| {
-            format!(
-                "graph input '{}' has no shape; export with a concrete example input",
-                input.name
-            )
+        .ok_or_else(|| OnnxError::InputShapeless {
+            name: input.name.clone(),
         })?;
     if dims.len() != 2 && dims.len() != 4 {
-        return Err(ImportError::Graph(format!(
-            "graph input '{}' has {} dimensions; only [N, F] and [N, C, H, W] inputs are supported",
-            input.name,
-            dims.len()
-        )));
+        return Err(OnnxError::InputRank {
+            name: input.name.clone(),
+            rank: dims.len(),
+        }
+        .into());
     }
     imp.export_batch = dims[0].dim_value.and_then(|d| usize::try_from(d).ok());
     let mut sample = vec![];
@@ -152,11 +153,12 @@ pub(super) fn import(
         match d.dim_value {
             Some(v) if v > 0 => sample.push(v as usize),
             _ => {
-                return Err(ImportError::Graph(format!(
-                    "graph input '{}': dimension {k} is dynamic ('{}'); only the batch dimension may be; re-export with a fixed input size (dynamic_axes/dynamic_shapes on axis 0 only)",
-                    input.name,
-                    d.dim_param.clone().unwrap_or_default()
-                )))
+                return Err(OnnxError::DynamicDim {
+                    name: input.name.clone(),
+                    axis: k,
+                    param: d.dim_param.clone().unwrap_or_default(),
+                }
+                .into())
             }
         }
     }
@@ -172,10 +174,7 @@ pub(super) fn import(
             squeezed: false,
         }),
     );
-    let output = graph
-        .output
-        .first()
-        .ok_or("the graph has no output (GraphProto.output is empty)")?;
+    let output = graph.output.first().ok_or(OnnxError::NoOutput)?;
     for (i, n) in graph.node.iter().enumerate() {
         let label = if n.name.is_empty() {
             format!("#{i}")
@@ -185,29 +184,30 @@ pub(super) fn import(
         imp.node(n, &output.name).map_err(|why| ImportError::Node {
             node: label,
             op: n.op_type.clone(),
-            why,
+            why: Box::new(why),
         })?;
     }
     let out = match imp.env.get(&output.name) {
         Some(Entry::Value(v)) => v.clone(),
         Some(Entry::Const(..)) => {
-            return Err(ImportError::Graph(format!(
-                "graph output '{}' is a constant",
-                output.name
-            )))
+            return Err(OnnxError::OutputConstant {
+                name: output.name.clone(),
+            }
+            .into())
         }
         None => {
-            return Err(ImportError::Graph(format!(
-                "graph output '{}' is computed by no node",
-                output.name
-            )))
+            return Err(OnnxError::OutputMissing {
+                name: output.name.clone(),
+            }
+            .into())
         }
     };
     if out.shape.len() != 2 || out.squeezed || out.node == 0 {
-        return Err(ImportError::Graph(format!(
-            "graph output '{}' has shape {:?} (batch first); expected logits [N, classes]",
-            output.name, out.shape
-        )));
+        return Err(OnnxError::OutputShape {
+            name: output.name.clone(),
+            shape: out.shape,
+        }
+        .into());
     }
     imp.g.num_classes = out.shape[1];
     Ok(imp.finish(out.node, path, m, opset)?)
@@ -237,54 +237,60 @@ fn state_dict_like(name: &str) -> bool {
 }
 
 /// One kernel size, stride and padding for both spatial axes.
-fn window(n: &NodeProto, kernel: Option<(usize, usize)>) -> Result<(usize, usize, usize), String> {
+fn window(n: &NodeProto, kernel: Option<(usize, usize)>) -> NodeResult<(usize, usize, usize)> {
     let ks = match attr_ints(n, "kernel_shape") {
         Some(k) if k.len() == 2 => (k[0], k[1]),
         Some(k) => {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "kernel_shape {k:?}: only 2-D kernels are supported"
-            ))
+            )))
         }
         None => match kernel {
             Some((a, b)) => (a as i64, b as i64),
-            None => return Err("kernel_shape is missing".into()),
+            None => return Err(OnnxNodeError::NoKernelShape),
         },
     };
     if ks.0 != ks.1 || ks.0 <= 0 {
-        return Err(format!(
+        return Err(unsupported(format!(
             "kernel {}×{}: only square kernels are supported",
             ks.0, ks.1
-        ));
+        )));
     }
     let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
     if strides.len() != 2 || strides[0] != strides[1] || strides[0] <= 0 {
-        return Err(format!(
+        return Err(unsupported(format!(
             "strides {strides:?}: only equal positive strides are supported"
-        ));
+        )));
     }
     let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
     if pads.len() != 4 || pads.iter().any(|&p| p != pads[0]) || pads[0] < 0 {
-        return Err(format!(
+        return Err(unsupported(format!(
             "pads {pads:?}: only the same padding on every side is supported"
-        ));
+        )));
     }
     if let Some(d) = attr_ints(n, "dilations") {
         if d.iter().any(|&v| v != 1) {
-            return Err(format!("dilations {d:?}: only dilation 1 is supported"));
+            return Err(unsupported(format!(
+                "dilations {d:?}: only dilation 1 is supported"
+            )));
         }
     }
     let auto = attr_s(n, "auto_pad");
     if !(auto.is_empty() || auto == "NOTSET" || (auto == "VALID" && pads[0] == 0)) {
-        return Err(format!("auto_pad {auto}: export with explicit padding"));
+        return Err(unsupported(format!(
+            "auto_pad {auto}: export with explicit padding"
+        )));
     }
     if attr_i(n, "ceil_mode", 0) != 0 {
-        return Err("ceil_mode=1 is not supported; use ceil_mode=False".into());
+        return Err(unsupported(
+            "ceil_mode=1 is not supported; use ceil_mode=False",
+        ));
     }
     if pads[0] > ks.0 {
-        return Err(format!(
+        return Err(unsupported(format!(
             "pads {pads:?} exceed the kernel size {}; PyTorch pads by at most half the kernel",
             ks.0
-        ));
+        )));
     }
     Ok((ks.0 as usize, strides[0] as usize, pads[0] as usize))
 }
@@ -298,48 +304,48 @@ fn engine_axis(rank: usize, axis: usize) -> usize {
     }
 }
 
-fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
+fn norm_axis(axis: i64, rank: usize) -> NodeResult<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     if a < 0 || a >= rank as i64 {
-        return Err(format!("axis {axis} out of range for rank {rank}"));
+        return Err(OnnxNodeError::Axis { axis, rank });
     }
     Ok(a as usize)
 }
 
 impl Importer {
-    fn get(&self, name: &str) -> Result<&Entry, String> {
-        self.env
-            .get(name)
-            .ok_or_else(|| format!("input '{name}' is produced by no earlier node"))
+    fn get(&self, name: &str) -> NodeResult<&Entry> {
+        self.env.get(name).ok_or_else(|| OnnxNodeError::NoProducer {
+            name: name.to_string(),
+        })
     }
 
-    fn value(&self, name: &str) -> Result<Value, String> {
+    fn value(&self, name: &str) -> NodeResult<Value> {
         match self.get(name)? {
             Entry::Value(v) => Ok(v.clone()),
-            Entry::Const(..) => Err(format!(
-                "input '{name}' is a constant where a computed value was expected"
-            )),
+            Entry::Const(..) => Err(OnnxNodeError::ConstantInput {
+                name: name.to_string(),
+            }),
         }
     }
 
     /// A computed value of image shape `[N, C, H, W]` (not squeezed to `[N, C]`).
-    fn image(&self, name: &str) -> Result<Value, String> {
+    fn image(&self, name: &str) -> NodeResult<Value> {
         let x = self.value(name)?;
         if x.shape.len() != 4 || x.squeezed {
-            return Err(format!(
-                "input of shape {:?}; expected [N, C, H, W]",
-                x.shape
-            ));
+            return Err(OnnxNodeError::InputShape {
+                shape: x.shape,
+                expected: "[N, C, H, W]",
+            });
         }
         Ok(x)
     }
 
-    fn konst(&self, name: &str) -> Result<(Arc<Tensor>, Option<usize>), String> {
+    fn konst(&self, name: &str) -> NodeResult<(Arc<Tensor>, Option<usize>)> {
         match self.get(name)? {
             Entry::Const(t, i) => Ok((t.clone(), *i)),
-            Entry::Value(_) => Err(format!(
-                "input '{name}' is computed, but only constant {name} are supported here (weights must be initializers)"
-            )),
+            Entry::Value(_) => Err(OnnxNodeError::ComputedInput {
+                name: name.to_string(),
+            }),
         }
     }
 
@@ -347,7 +353,7 @@ impl Importer {
         n.input.get(k).map(String::as_str).filter(|s| !s.is_empty())
     }
 
-    fn ints(&self, name: &str) -> Result<Vec<i64>, String> {
+    fn ints(&self, name: &str) -> NodeResult<Vec<i64>> {
         let (t, _) = self.konst(name)?;
         Ok(if t.ints.is_empty() {
             t.values.iter().map(|&v| v as i64).collect()
@@ -358,19 +364,22 @@ impl Importer {
 
     /// The parameter for constant `name` (created on first use); `transpose` stores a 2-D
     /// tensor transposed (PyTorch's `[out, in]` from a MatMul's `[in, out]`).
-    fn param(&mut self, name: &str, role: Role, transpose: bool) -> Result<usize, String> {
+    fn param(&mut self, name: &str, role: Role, transpose: bool) -> NodeResult<usize> {
         if let Some(&i) = self.by_name.get(name) {
             if self.params[i].role != role {
-                return Err(format!(
-                    "initializer '{name}' is used both as {:?} and as {role:?}",
-                    self.params[i].role
-                ));
+                return Err(OnnxNodeError::Roles {
+                    name: name.to_string(),
+                    first: self.params[i].role,
+                    second: role,
+                });
             }
             return Ok(i);
         }
         let (t, _) = self.konst(name)?;
         if t.values.iter().any(|v| !v.is_finite()) {
-            return Err(format!("initializer '{name}' holds NaN or infinite values"));
+            return Err(OnnxNodeError::NonFinite {
+                name: name.to_string(),
+            });
         }
         let (shape, data) = if transpose {
             let (r, c) = (t.dims[0], t.dims[1]);
@@ -414,7 +423,7 @@ impl Importer {
     }
 
     /// Per-channel constants of an affine operand for a value `x`.
-    fn channel_values(t: &Tensor, x: &Value) -> Result<Vec<f64>, String> {
+    fn channel_values(t: &Tensor, x: &Value) -> NodeResult<Vec<f64>> {
         if t.values.len() == 1 {
             return Ok(t.values.clone());
         }
@@ -429,10 +438,10 @@ impl Importer {
                 .enumerate()
                 .all(|(a, &d)| d == 1 || (a == 1 && d == x.shape[1]));
         if !fits || x.squeezed {
-            return Err(format!(
-                "constant of shape {:?} is neither a scalar nor per-channel for a value of shape {:?}",
-                t.dims, x.shape
-            ));
+            return Err(OnnxNodeError::ChannelConstant {
+                dims: t.dims.clone(),
+                shape: x.shape.clone(),
+            });
         }
         Ok(t.values.clone())
     }
@@ -442,23 +451,25 @@ impl Importer {
         self.set(&n.output[0], Value { node: y, ..x });
     }
 
-    fn node(&mut self, n: &NodeProto, graph_output: &str) -> Result<(), String> {
+    fn node(&mut self, n: &NodeProto, graph_output: &str) -> NodeResult<()> {
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
-            return Err(format!(
+            return Err(unsupported(format!(
                 "op domain '{}' is not supported (only the default ONNX domain: {SUPPORTED})",
                 n.domain
-            ));
+            )));
         }
-        let inp = |k: usize| -> Result<&str, String> {
-            Self::opt_input(n, k).ok_or_else(|| format!("input {k} is missing"))
+        let inp = |k: usize| -> NodeResult<&str> {
+            Self::opt_input(n, k).ok_or(OnnxNodeError::MissingInput { index: k })
         };
-        let out = n.output.first().ok_or("the node has no output")?.clone();
+        let out = n.output.first().ok_or(OnnxNodeError::NoOutput)?.clone();
         match n.op_type.as_str() {
             "Constant" => {
                 let t = if let Some(t) = attr(n, "value").and_then(|a| a.t.as_ref()) {
                     // external data of a Constant would resolve against the working directory
                     if t.data_location == 1 {
-                        return Err("a Constant with external data is not supported".into());
+                        return Err(unsupported(
+                            "a Constant with external data is not supported",
+                        ));
                     }
                     decode_tensor(t, &mut DataFiles::new(Path::new("")))?
                 } else if let Some(a) = attr(n, "value_float") {
@@ -486,9 +497,9 @@ impl Importer {
                         ints: a.ints.clone(),
                     }
                 } else {
-                    return Err(
-                        "Constant without a value, value_float(s) or value_int(s) attribute".into(),
-                    );
+                    return Err(unsupported(
+                        "Constant without a value, value_float(s) or value_int(s) attribute",
+                    ));
                 };
                 self.env.insert(out, Entry::Const(Arc::new(t), None));
             }
@@ -502,29 +513,32 @@ impl Importer {
                 let wname = inp(1)?.to_string();
                 let (w, _) = self.konst(&wname)?;
                 if attr_i(n, "group", 1) != 1 {
-                    return Err("grouped convolutions (group ≠ 1) are not supported".into());
+                    return Err(unsupported(
+                        "grouped convolutions (group ≠ 1) are not supported",
+                    ));
                 }
                 if w.dims.len() != 4 || w.dims[1] != x.shape[1] {
-                    return Err(format!(
-                        "weight '{wname}' has shape {:?}; expected [out, {}, k, k]",
-                        w.dims, x.shape[1]
-                    ));
+                    return Err(OnnxNodeError::WeightShape {
+                        name: wname,
+                        dims: w.dims.clone(),
+                        expected: format!("[out, {}, k, k]", x.shape[1]),
+                    });
                 }
                 let (k, s, p) = window(n, Some((w.dims[2], w.dims[3])))?;
                 if (k, k) != (w.dims[2], w.dims[3]) {
-                    return Err(format!(
-                        "kernel_shape disagrees with weight shape {:?}",
-                        w.dims
-                    ));
+                    return Err(OnnxNodeError::KernelShape {
+                        dims: w.dims.clone(),
+                    });
                 }
                 let mut params = vec![self.param(&wname, Role::Weight, false)?];
                 if let Some(b) = Self::opt_input(n, 2) {
                     let (bt, _) = self.konst(b)?;
                     if bt.values.len() != w.dims[0] {
-                        return Err(format!(
-                            "bias '{b}' has shape {:?}; expected [{}]",
-                            bt.dims, w.dims[0]
-                        ));
+                        return Err(OnnxNodeError::BiasShape {
+                            name: b.to_string(),
+                            dims: bt.dims.clone(),
+                            expected: w.dims[0],
+                        });
                     }
                     // the current exporter passes an all-zero constant for bias=False
                     if state_dict_like(b) || b.contains("::") || bt.values.iter().any(|&v| v != 0.0)
@@ -542,7 +556,7 @@ impl Importer {
                 };
                 let (ho, wo) = conv
                     .out_hw(x.shape[2], x.shape[3])
-                    .ok_or("kernel larger than the padded input")?;
+                    .ok_or(OnnxNodeError::KernelTooLarge)?;
                 let c = conv.out_channels;
                 let y = self.push(
                     &Self::module(&wname, n),
@@ -562,18 +576,18 @@ impl Importer {
             "BatchNormalization" => {
                 let x = self.value(inp(0)?)?;
                 if attr_i(n, "training_mode", 0) != 0 {
-                    return Err(
-                        "training_mode=1; export the model in eval mode (model.eval())".into(),
-                    );
+                    return Err(unsupported(
+                        "training_mode=1; export the model in eval mode (model.eval())",
+                    ));
                 }
                 if n.output.iter().skip(1).any(|o| !o.is_empty()) {
-                    return Err("running-statistics outputs are used (training-mode export); export in eval mode".into());
+                    return Err(unsupported("running-statistics outputs are used (training-mode export); export in eval mode"));
                 }
                 if x.squeezed || (x.shape.len() != 4 && x.shape.len() != 2) {
-                    return Err(format!(
-                        "input of shape {:?}; expected [N, C, H, W] or [N, F]",
-                        x.shape
-                    ));
+                    return Err(OnnxNodeError::InputShape {
+                        shape: x.shape,
+                        expected: "[N, C, H, W] or [N, F]",
+                    });
                 }
                 let c = x.shape[1];
                 let names: Vec<String> = (1..5)
@@ -589,7 +603,11 @@ impl Importer {
                 for (name, role) in names.iter().zip(roles) {
                     let (t, _) = self.konst(name)?;
                     if t.values.len() != c {
-                        return Err(format!("'{name}' has shape {:?}; expected [{c}]", t.dims));
+                        return Err(OnnxNodeError::ChannelShape {
+                            name: name.clone(),
+                            dims: t.dims.clone(),
+                            channels: c,
+                        });
                     }
                     params.push(self.param(name, role, false)?);
                 }
@@ -619,7 +637,10 @@ impl Importer {
                 match (n.op_type.as_str(), a, b) {
                     ("Add", Entry::Value(a), Entry::Value(b)) => {
                         if a.shape != b.shape || a.squeezed != b.squeezed {
-                            return Err(format!("summands of shapes {:?} and {:?} (no broadcasting between computed values)", a.shape, b.shape));
+                            return Err(OnnxNodeError::Summands {
+                                a: a.shape,
+                                b: b.shape,
+                            });
                         }
                         let y = self.push(&n.name, Op::Add, &[a.node, b.node], &[]);
                         self.set(&out, Value { node: y, ..a });
@@ -647,7 +668,7 @@ impl Importer {
                             "Mul" => (c, vec![0.0]),
                             _ => {
                                 if c.contains(&0.0) {
-                                    return Err("division by a zero constant".into());
+                                    return Err(OnnxNodeError::ZeroDivisor);
                                 }
                                 (c.iter().map(|v| 1.0 / v).collect(), vec![0.0])
                             }
@@ -664,20 +685,20 @@ impl Importer {
                         self.affine(n, x, scale, shift);
                     }
                     _ => {
-                        return Err(format!(
+                        return Err(unsupported(format!(
                             "{} is supported only between a computed value and a constant (or, for Add, two values)",
                             n.op_type
-                        ))
+                        )))
                     }
                 }
             }
             "Gemm" | "MatMul" => {
                 let x = self.value(inp(0)?)?;
                 if x.shape.len() != 2 || x.squeezed {
-                    return Err(format!(
-                        "input of shape {:?}; expected [N, features] (flatten first)",
-                        x.shape
-                    ));
+                    return Err(OnnxNodeError::InputShape {
+                        shape: x.shape,
+                        expected: "[N, features] (flatten first)",
+                    });
                 }
                 let wname = inp(1)?.to_string();
                 let (w, _) = self.konst(&wname)?;
@@ -687,17 +708,17 @@ impl Importer {
                         || attr_f(n, "alpha", 1.0) != 1.0
                         || attr_f(n, "beta", 1.0) != 1.0)
                 {
-                    return Err(
-                        "only transA=0, alpha=1, beta=1 are supported (as nn.Linear exports)"
-                            .into(),
-                    );
+                    return Err(unsupported(
+                        "only transA=0, alpha=1, beta=1 are supported (as nn.Linear exports)",
+                    ));
                 }
                 let trans_b = gemm && attr_i(n, "transB", 0) != 0;
                 if w.dims.len() != 2 {
-                    return Err(format!(
-                        "weight '{wname}' has shape {:?}; expected 2-D",
-                        w.dims
-                    ));
+                    return Err(OnnxNodeError::WeightShape {
+                        name: wname,
+                        dims: w.dims.clone(),
+                        expected: "2-D".into(),
+                    });
                 }
                 let (fout, fin) = if trans_b {
                     (w.dims[0], w.dims[1])
@@ -705,19 +726,21 @@ impl Importer {
                     (w.dims[1], w.dims[0])
                 };
                 if fin != x.shape[1] {
-                    return Err(format!(
-                        "weight '{wname}' of shape {:?} does not take {} features",
-                        w.dims, x.shape[1]
-                    ));
+                    return Err(OnnxNodeError::WeightFeatures {
+                        name: wname,
+                        dims: w.dims.clone(),
+                        features: x.shape[1],
+                    });
                 }
                 let mut params = vec![self.param(&wname, Role::Weight, !trans_b)?];
                 if let Some(b) = Self::opt_input(n, 2).filter(|_| gemm) {
                     let (bt, _) = self.konst(b)?;
                     if bt.values.len() != fout {
-                        return Err(format!(
-                            "bias '{b}' has shape {:?}; expected [{fout}]",
-                            bt.dims
-                        ));
+                        return Err(OnnxNodeError::BiasShape {
+                            name: b.to_string(),
+                            dims: bt.dims.clone(),
+                            expected: fout,
+                        });
                     }
                     params.push(self.param(b, Role::Bias, false)?);
                 }
@@ -750,22 +773,24 @@ impl Importer {
                 if n.op_type == "Flatten" {
                     let axis = attr_i(n, "axis", 1);
                     if axis != 1 {
-                        return Err(format!("axis {axis}: only Flatten(axis=1) is supported"));
+                        return Err(unsupported(format!(
+                            "axis {axis}: only Flatten(axis=1) is supported"
+                        )));
                     }
                 } else {
                     let target = self
                         .ints(inp(1)?)
-                        .map_err(|e| format!("{e}; the target shape must be constant"))?;
+                        .map_err(|e| OnnxNodeError::ReshapeTarget { why: Box::new(e) })?;
                     let batch_ok =
                         |d: i64| d == 0 || d == -1 || Some(d as usize) == self.export_batch;
                     let ok = target.len() == 2
                         && batch_ok(target[0])
                         && (target[1] == f as i64 || (target[1] == -1 && target[0] != -1));
                     if !ok {
-                        return Err(format!(
+                        return Err(unsupported(format!(
                             "target shape {target:?} for an input of shape {:?} (batch first): only flattening to [N, {f}] is supported; use x.flatten(1)",
                             x.shape
-                        ));
+                        )));
                     }
                 }
                 let node = if x.shape.len() == 2 || x.squeezed {
@@ -796,7 +821,9 @@ impl Importer {
                         .collect::<Result<_, _>>()?;
                     axes.sort_unstable();
                     if axes != [2, 3] {
-                        return Err(format!("axes {axes:?}: only the mean over the spatial axes [2, 3] is supported"));
+                        return Err(unsupported(format!(
+                            "axes {axes:?}: only the mean over the spatial axes [2, 3] is supported"
+                        )));
                     }
                     keep = attr_i(n, "keepdims", 1) != 0;
                 }
@@ -818,14 +845,14 @@ impl Importer {
             "AveragePool" | "MaxPool" => {
                 let x = self.image(inp(0)?)?;
                 if n.output.len() > 1 && !n.output[1].is_empty() {
-                    return Err("MaxPool indices output is not supported".into());
+                    return Err(unsupported("MaxPool indices output is not supported"));
                 }
                 let (kernel, stride, padding) = window(n, None)?;
                 if n.op_type == "AveragePool"
                     && padding > 0
                     && attr_i(n, "count_include_pad", 0) == 0
                 {
-                    return Err("count_include_pad=0 with padding is not supported (PyTorch's default count_include_pad=True is)".into());
+                    return Err(unsupported("count_include_pad=0 with padding is not supported (PyTorch's default count_include_pad=True is)"));
                 }
                 let p = Pool2d {
                     kernel,
@@ -834,7 +861,7 @@ impl Importer {
                 };
                 let (ho, wo) = p
                     .out_hw(x.shape[2], x.shape[3])
-                    .ok_or("window larger than the padded input")?;
+                    .ok_or(OnnxNodeError::WindowTooLarge)?;
                 let op = if n.op_type == "MaxPool" {
                     Op::MaxPool(p)
                 } else {
@@ -854,19 +881,21 @@ impl Importer {
                 let x = self.value(inp(0)?)?;
                 let mode = attr_s(n, "mode");
                 if !(mode.is_empty() || mode == "constant") {
-                    return Err(format!(
+                    return Err(unsupported(format!(
                         "mode '{mode}': only constant (zero) padding is supported"
-                    ));
+                    )));
                 }
                 if let Some(c) = Self::opt_input(n, 2) {
                     let (t, _) = self.konst(c)?;
                     if t.values.iter().any(|&v| v != 0.0) {
-                        return Err("only zero padding (constant_value 0) is supported".into());
+                        return Err(unsupported(
+                            "only zero padding (constant_value 0) is supported",
+                        ));
                     }
                 }
                 let pads = match Self::opt_input(n, 1) {
                     Some(p) => self.ints(p)?,
-                    None => attr_ints(n, "pads").ok_or("pads are missing")?,
+                    None => attr_ints(n, "pads").ok_or(OnnxNodeError::NoPads)?,
                 };
                 let rank = x.shape.len();
                 let axes: Vec<usize> = match Self::opt_input(n, 3) {
@@ -878,22 +907,24 @@ impl Importer {
                     None => (0..rank).collect(),
                 };
                 if pads.len() != 2 * axes.len() || x.squeezed {
-                    return Err(format!(
+                    return Err(unsupported(format!(
                         "pads {pads:?} do not fit an input of shape {:?}",
                         x.shape
-                    ));
+                    )));
                 }
                 let (mut before, mut after) = (vec![0; rank], vec![0; rank]);
                 let mut shape = x.shape.clone();
                 for (i, &a) in axes.iter().enumerate() {
                     let (b, e) = (pads[i], pads[i + axes.len()]);
                     if b < 0 || e < 0 || (a == 0 && (b, e) != (0, 0)) {
-                        return Err(format!("pads {pads:?}: only non-negative padding of non-batch axes is supported"));
+                        return Err(unsupported(format!(
+                            "pads {pads:?}: only non-negative padding of non-batch axes is supported"
+                        )));
                     }
                     if b.max(e) > MAX_PAD {
-                        return Err(format!(
+                        return Err(unsupported(format!(
                             "pads {pads:?}: padding beyond {MAX_PAD} per side is refused (a damaged file?)"
-                        ));
+                        )));
                     }
                     before[engine_axis(rank, a)] = b as usize;
                     after[engine_axis(rank, a)] = e as usize;
@@ -912,7 +943,9 @@ impl Importer {
             "Slice" => {
                 let mut x = self.value(inp(0)?)?;
                 if x.squeezed {
-                    return Err("slicing a pooled [N, C, 1, 1] value is not supported".into());
+                    return Err(unsupported(
+                        "slicing a pooled [N, C, 1, 1] value is not supported",
+                    ));
                 }
                 let starts = self.ints(inp(1)?)?;
                 let ends = self.ints(inp(2)?)?;
@@ -933,15 +966,15 @@ impl Importer {
                     || axes.len() != starts.len()
                     || steps.len() != starts.len()
                 {
-                    return Err("starts, ends, axes and steps differ in length".into());
+                    return Err(unsupported("starts, ends, axes and steps differ in length"));
                 }
                 for i in 0..starts.len() {
                     let a = axes[i];
                     if steps[i] <= 0 {
-                        return Err(format!(
+                        return Err(unsupported(format!(
                             "step {}: only positive steps are supported",
                             steps[i]
-                        ));
+                        )));
                     }
                     let clamp = |v: i64, d: usize| -> usize {
                         let v = if v < 0 { v + d as i64 } else { v };
@@ -951,15 +984,17 @@ impl Importer {
                         if starts[i] == 0 && ends[i] >= i64::from(i32::MAX) && steps[i] == 1 {
                             continue;
                         }
-                        return Err("slicing the batch axis is not supported".into());
+                        return Err(unsupported("slicing the batch axis is not supported"));
                     }
                     let d = x.shape[a];
                     let (s, e) = (clamp(starts[i], d), clamp(ends[i], d));
                     if e <= s {
-                        return Err(format!(
-                            "slice {}..{} of axis {a} (size {d}) is empty",
-                            starts[i], ends[i]
-                        ));
+                        return Err(OnnxNodeError::EmptySlice {
+                            start: starts[i],
+                            end: ends[i],
+                            axis: a,
+                            size: d,
+                        });
                     }
                     if (s, e, steps[i]) == (0, d, 1) {
                         continue;
@@ -982,15 +1017,14 @@ impl Importer {
                     .map(|i| self.value(i))
                     .collect::<Result<_, _>>()?;
                 if xs.is_empty() {
-                    return Err("Concat without inputs".into());
+                    return Err(unsupported("Concat without inputs"));
                 }
                 let rank = xs[0].shape.len();
                 let a = norm_axis(attr_i(n, "axis", 1), rank)?;
                 if a == 0 || xs.iter().any(|x| x.squeezed) {
-                    return Err(
-                        "concatenation along the batch axis (or of pooled values) is not supported"
-                            .into(),
-                    );
+                    return Err(unsupported(
+                        "concatenation along the batch axis (or of pooled values) is not supported",
+                    ));
                 }
                 let mut shape = xs[0].shape.clone();
                 shape[a] = xs
@@ -1019,10 +1053,10 @@ impl Importer {
                 let x = self.value(inp(0)?)?;
                 let axis = attr_i(n, "axis", -1);
                 if out != graph_output || x.shape.len() != 2 || !(axis == 1 || axis == -1) {
-                    return Err(format!(
+                    return Err(unsupported(format!(
                         "{} is supported only over the classes at the graph output (the loss applies it)",
                         n.op_type
-                    ));
+                    )));
                 }
                 self.notes.push(format!(
                     "the output {} was stripped: the loss is cross-entropy on its input (the logits){}",
@@ -1032,9 +1066,9 @@ impl Importer {
                 self.set(&out, x);
             }
             other => {
-                return Err(format!(
+                return Err(unsupported(format!(
                     "op {other} is not supported (supported: {SUPPORTED})"
-                ));
+                )));
             }
         }
         Ok(())
@@ -1048,7 +1082,7 @@ impl Importer {
         path: &Path,
         m: &ModelProto,
         opset: i64,
-    ) -> Result<(Graph, ParamVec<f32>, OnnxArch), String> {
+    ) -> Result<(Graph, ParamVec<f32>, OnnxArch), OnnxError> {
         let n = self.g.nodes.len();
         let mut need = vec![false; n];
         need[out] = true;
@@ -1095,7 +1129,7 @@ impl Importer {
         self.g.layout = layout;
         self.g
             .infer_shapes(&self.g.input_shape.clone(), 1)
-            .map_err(|e| format!("the imported graph does not check: {e}"))?;
+            .map_err(|e| OnnxError::Check { why: e.to_string() })?;
 
         let g = &self.g;
         let has_bn = g.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm(_)));

@@ -17,6 +17,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::error::{ExternalDataError, OnnxError, TensorError};
 use super::{Arch, Model, ModelError};
 use proto::{dtype, TensorProto};
 
@@ -49,9 +50,7 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         if !matches!(a, Arch::Onnx(_)) {
             return Err(ModelError::Onnx {
                 path: path.to_path_buf(),
-                why:
-                    "--arch does not apply to an ONNX file (the graph is in the file); drop --arch"
-                        .into(),
+                why: OnnxError::ArchGiven,
             });
         }
     }
@@ -59,15 +58,12 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         path: path.to_path_buf(),
         cause,
     })?;
-    let err = |why: String| ModelError::Onnx {
+    let err = |why: OnnxError| ModelError::Onnx {
         path: path.to_path_buf(),
         why,
     };
-    let proto = proto::ModelProto::decode(bytes.as_slice()).map_err(|e| {
-        err(format!(
-            "not a valid ONNX protobuf ({e}); is the file truncated? Re-export it with torch.onnx.export"
-        ))
-    })?;
+    let proto = proto::ModelProto::decode(bytes.as_slice())
+        .map_err(|e| err(OnnxError::Protobuf { why: e.to_string() }))?;
     let mut data = DataFiles::new(path);
     let (graph, theta, onnx_arch) =
         import::import(&proto, path, &mut data).map_err(|e| match e {
@@ -109,24 +105,22 @@ impl DataFiles {
         }
     }
 
-    fn get(&mut self, location: &str) -> Result<&[u8], String> {
+    fn get(&mut self, location: &str) -> Result<&[u8], ExternalDataError> {
         let rel = Path::new(location);
         if rel.is_absolute()
             || rel
                 .components()
                 .any(|c| matches!(c, std::path::Component::ParentDir))
         {
-            return Err(format!(
-                "external data location '{location}' must be a relative path inside the model's folder"
-            ));
+            return Err(ExternalDataError::Location {
+                location: location.to_string(),
+            });
         }
         if !self.files.contains_key(location) {
             let p = self.dir.join(rel);
-            let b = std::fs::read(&p).map_err(|e| {
-                format!(
-                    "cannot read external data file {} ({e}); keep it next to the .onnx file, as the exporter wrote it",
-                    p.display()
-                )
+            let b = std::fs::read(&p).map_err(|cause| ExternalDataError::Read {
+                path: p.clone(),
+                cause,
             })?;
             self.files.insert(location.to_string(), b);
         }
@@ -144,34 +138,38 @@ pub(crate) struct Tensor {
 }
 
 /// Decodes a tensor's values, checking every declared size against the bytes present.
-pub(crate) fn decode_tensor(t: &TensorProto, data: &mut DataFiles) -> Result<Tensor, String> {
+pub(crate) fn decode_tensor(t: &TensorProto, data: &mut DataFiles) -> Result<Tensor, TensorError> {
     let name = if t.name.is_empty() {
         "(unnamed)"
     } else {
         &t.name
     };
+    let named = || name.to_string();
+    let overflow = || TensorError::Overflow {
+        name: named(),
+        dims: t.dims.clone(),
+    };
     let mut dims = Vec::with_capacity(t.dims.len().min(8));
     let mut numel: usize = 1;
     for &d in &t.dims {
-        let d = usize::try_from(d)
-            .map_err(|_| format!("tensor '{name}': negative dimension {d} in dims"))?;
-        numel = numel
-            .checked_mul(d)
-            .ok_or_else(|| format!("tensor '{name}': dims {:?} overflow", t.dims))?;
+        let d = usize::try_from(d).map_err(|_| TensorError::NegativeDim {
+            name: named(),
+            dim: d,
+        })?;
+        numel = numel.checked_mul(d).ok_or_else(overflow)?;
         dims.push(d);
     }
     let width = match t.data_type {
         dtype::FLOAT | dtype::INT32 => 4,
         dtype::DOUBLE | dtype::INT64 => 8,
         other => {
-            return Err(format!(
-                "tensor '{name}': data_type {other} is not supported (float32, float64, int32, int64 are); export in float32"
-            ))
+            return Err(TensorError::DataType {
+                name: named(),
+                data_type: other,
+            })
         }
     };
-    let nbytes = numel
-        .checked_mul(width)
-        .ok_or_else(|| format!("tensor '{name}': dims {:?} overflow", t.dims))?;
+    let nbytes = numel.checked_mul(width).ok_or_else(overflow)?;
     let raw: Option<&[u8]> = if t.data_location == 1 {
         let get = |k: &str| {
             t.external_data
@@ -179,13 +177,14 @@ pub(crate) fn decode_tensor(t: &TensorProto, data: &mut DataFiles) -> Result<Ten
                 .find(|e| e.key == k)
                 .map(|e| e.value.as_str())
         };
-        let location = get("location")
-            .ok_or_else(|| format!("tensor '{name}': external data without a 'location' entry"))?;
-        let parse = |k: &str| -> Result<Option<usize>, String> {
+        let location = get("location").ok_or_else(|| TensorError::NoLocation { name: named() })?;
+        let parse = |k: &str| -> Result<Option<usize>, TensorError> {
             get(k)
                 .map(|v| {
-                    v.parse::<usize>().map_err(|_| {
-                        format!("tensor '{name}': external_data {k} '{v}' is not a number")
+                    v.parse::<usize>().map_err(|_| TensorError::NotNumber {
+                        name: named(),
+                        key: k.to_string(),
+                        value: v.to_string(),
                     })
                 })
                 .transpose()
@@ -194,29 +193,36 @@ pub(crate) fn decode_tensor(t: &TensorProto, data: &mut DataFiles) -> Result<Ten
         let length = parse("length")?;
         if let Some(l) = length {
             if l != nbytes {
-                return Err(format!(
-                    "tensor '{name}': external_data length {l} but dims {dims:?} need {nbytes} bytes"
-                ));
+                return Err(TensorError::Length {
+                    name: named(),
+                    length: l,
+                    dims,
+                    bytes: nbytes,
+                });
             }
         }
         let file = data
             .get(location)
-            .map_err(|e| format!("tensor '{name}': {e}"))?;
+            .map_err(|why| TensorError::External { name: named(), why })?;
         let end = offset.checked_add(nbytes).filter(|&e| e <= file.len());
         let Some(end) = end else {
-            return Err(format!(
-                "tensor '{name}': bytes {offset}..{} lie beyond the end of external data file '{location}' ({} bytes); is it truncated?",
-                offset.saturating_add(nbytes),
-                file.len()
-            ));
+            return Err(TensorError::BeyondEnd {
+                name: named(),
+                offset,
+                end: offset.saturating_add(nbytes),
+                location: location.to_string(),
+                len: file.len(),
+            });
         };
         Some(&file[offset..end])
     } else if !t.raw_data.is_empty() || numel == 0 {
         if t.raw_data.len() != nbytes {
-            return Err(format!(
-                "tensor '{name}': raw_data has {} bytes but dims {dims:?} need {nbytes}",
-                t.raw_data.len()
-            ));
+            return Err(TensorError::RawData {
+                name: named(),
+                got: t.raw_data.len(),
+                dims,
+                bytes: nbytes,
+            });
         }
         Some(&t.raw_data)
     } else {
@@ -265,10 +271,12 @@ pub(crate) fn decode_tensor(t: &TensorProto, data: &mut DataFiles) -> Result<Ten
                 ),
             };
             if v.len() != numel {
-                return Err(format!(
-                    "tensor '{name}': holds {} values but dims {dims:?} need {numel}",
-                    v.len()
-                ));
+                return Err(TensorError::Values {
+                    name: named(),
+                    got: v.len(),
+                    dims,
+                    numel,
+                });
             }
             (v, i)
         }
