@@ -45,8 +45,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::jobs::hessian::{HessianPlan, HessianSettings};
+use crate::jobs::sharpness::SharpnessPlan;
+use crate::jobs::{JobError, Precision};
 use crate::landscape::directions::{DirType, DirectionNorm};
 use crate::landscape::grid::{GridAxis, GridAxisError};
+use crate::sharpness::{EpsParams, PerturbedParams};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +244,22 @@ impl Default for HessianSpec {
     }
 }
 
+impl HessianSpec {
+    /// The settings of the Hessian step: top eigenvalues by Lanczos and, with
+    /// `trace_probes` > 0, the Hutchinson trace; everything else at the library's defaults.
+    pub fn settings(&self) -> HessianSettings {
+        HessianSettings {
+            top_k: self.top_k,
+            max_iter: Some(self.max_iter),
+            tol: self.tol,
+            seed: self.seed,
+            trace: self.trace_probes > 0,
+            probes: self.trace_probes,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSpec {
@@ -286,6 +306,26 @@ pub struct SharpnessSpec {
     pub seed: u64,
 }
 
+impl SharpnessSpec {
+    /// The validated plan: both analyses, conv and linear weights perturbed, f32.
+    pub fn plan(&self) -> Result<SharpnessPlan, JobError> {
+        let eps = EpsParams {
+            eps: self.eps,
+            iters: self.iters,
+            seed: self.seed,
+            ..Default::default()
+        };
+        SharpnessPlan::new(
+            eps,
+            self.etas.clone(),
+            false,
+            false,
+            PerturbedParams::Weights,
+            Precision::F32,
+        )
+    }
+}
+
 fn default_sharp_eps() -> f64 {
     crate::sharpness::EpsParams::default().eps
 }
@@ -328,6 +368,9 @@ pub enum SpecError {
         line: usize,
         message: String,
     },
+    /// Occurs when a value is out of range; the message names the key and its line.
+    #[error("{message}")]
+    Value { message: String },
     /// Occurs when a value is invalid (grid, model file, labels).
     #[error("{path}: {key}: {message}")]
     Invalid {
@@ -337,16 +380,99 @@ pub enum SpecError {
     },
 }
 
+/// How spec keys set the library's config fields: (section, key in the spec, field).
+/// Library messages name fields (see [`crate::error`]); [`Analysis::render`] names the key
+/// and its line instead. A field set by several sections maps to the first listed whose
+/// key the spec sets.
+const FIELDS: &[(&str, &str, &str)] = &[
+    ("grid", "x", "x"),
+    ("grid", "y", "y"),
+    ("data", "samples", "samples"),
+    ("data", "batch_size", "batch_size"),
+    ("hessian", "top_k", "top_k"),
+    ("hessian", "max_iter", "max_iter"),
+    ("hessian", "tol", "tol"),
+    ("hessian", "trace_probes", "probes"),
+    ("hessian", "samples", "samples"),
+    ("hessian", "seed", "seed"),
+    ("sharpness", "eps", "eps"),
+    ("sharpness", "iters", "iters"),
+    ("sharpness", "etas", "etas"),
+    ("sharpness", "samples", "samples"),
+    ("sharpness", "seed", "seed"),
+    ("directions", "seed", "seed"),
+    ("directions", "dir_type", "dir_type"),
+    ("train", "epochs", "epochs"),
+    ("train", "batch_size", "batch_size"),
+    ("train", "lr", "lr"),
+    ("train", "schedule", "schedule"),
+    ("train", "every", "every"),
+    ("train", "seed", "seed"),
+    ("run", "threads", "threads"),
+];
+
+/// The 1-based line where `[section]` sets `key`, if it does.
+fn key_line(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            current = h
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_string();
+            continue;
+        }
+        let set = t
+            .split_once('=')
+            .is_some_and(|(k, _)| k.trim() == key && current == section);
+        if set {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// A validated spec.
 #[derive(Clone, Debug)]
 pub struct Analysis {
     pub spec: AnalysisSpec,
+    /// The spec's text (to name the lines of keys in messages).
+    pub text: String,
     pub name: String,
     pub path: PathBuf,
     pub x: GridAxis,
     pub y: Option<GridAxis>,
     /// One unique label per model.
     pub labels: Vec<String>,
+}
+
+impl Analysis {
+    /// `file.toml:12 hessian.top_k`: where the spec sets `field` (in `section`, or in the
+    /// first section of [`FIELDS`] that sets it); `None` for a field no key sets.
+    pub fn locate(&self, section: Option<&str>, field: &str) -> Option<String> {
+        locate(&self.text, &self.path, section, field)
+    }
+
+    /// A library message with its fields named by spec keys and lines.
+    pub fn render(&self, message: &str) -> String {
+        crate::error::translate_fields(message, |f| self.locate(None, f))
+    }
+}
+
+fn locate(text: &str, path: &Path, section: Option<&str>, field: &str) -> Option<String> {
+    let candidates = FIELDS
+        .iter()
+        .filter(|(s, _, f)| *f == field && section.is_none_or(|want| want == *s));
+    let mut fallback = None;
+    for (s, key, _) in candidates {
+        match key_line(text, s, key) {
+            Some(line) => return Some(format!("{}:{line} {s}.{key}", path.display())),
+            None => fallback = fallback.or(Some(format!("{} {s}.{key}", path.display()))),
+        }
+    }
+    fallback
 }
 
 /// Reads and validates a spec; model paths are taken relative to the working directory.
@@ -370,6 +496,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
             message: e.message().to_string(),
         }
     })?;
+    // a library error about `section`'s values, its fields named by key and line
+    let value = |section: &str, message: String| SpecError::Value {
+        message: crate::error::translate_fields(&message, |f| locate(text, path, Some(section), f)),
+    };
+    let axis = |key: &str, e: GridAxisError| SpecError::Value {
+        message: format!(
+            "{} expects MIN:MAX:NUM, e.g. -1:1:51; got '{}': {}",
+            locate(text, path, Some("grid"), key).unwrap_or_else(|| format!("grid.{key}")),
+            e.given,
+            e.why
+        ),
+    };
     let invalid = |key: &str, message: String| SpecError::Invalid {
         path: path.into(),
         key: key.into(),
@@ -379,14 +517,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
         .grid
         .x
         .parse()
-        .map_err(|e: GridAxisError| invalid("grid.x", e.to_string()))?;
+        .map_err(|e: GridAxisError| axis("x", e))?;
     let y: Option<GridAxis> = spec
         .grid
         .y
         .as_deref()
         .map(str::parse)
         .transpose()
-        .map_err(|e: GridAxisError| invalid("grid.y", e.to_string()))?;
+        .map_err(|e: GridAxisError| axis("y", e))?;
     if spec.models.is_empty() {
         return Err(invalid(
             "models",
@@ -450,17 +588,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
     if spec.data.batch_size == 0 {
         return Err(invalid("data.batch_size", "must be at least 1".into()));
     }
+    if spec.hessian.enabled {
+        HessianPlan::new(&spec.hessian.settings()).map_err(|e| value("hessian", e.to_string()))?;
+    }
     if let Some(sh) = &spec.sharpness {
-        let p = crate::sharpness::EpsParams {
-            eps: sh.eps,
-            iters: sh.iters,
-            ..Default::default()
-        };
-        p.check().map_err(|e| invalid("sharpness", e.to_string()))?;
-        if let Some(etas) = &sh.etas {
-            crate::sharpness::check_etas(etas)
-                .map_err(|e| invalid("sharpness.etas", e.to_string()))?;
-        }
+        sh.plan().map_err(|e| value("sharpness", e.to_string()))?;
     }
     let name = spec.name.clone().unwrap_or_else(|| {
         path.file_stem()
@@ -479,6 +611,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
     }
     Ok(Analysis {
         spec,
+        text: text.to_string(),
         name,
         path: path.into(),
         x,
@@ -522,6 +655,21 @@ file = "Cargo.toml"
         assert!(
             e.contains("models[0].file") && e.contains("nope.safetensors"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn library_fields_are_named_by_key_and_line() {
+        let spec = format!("{GOOD}[hessian]\ntop_k = 0\n");
+        let e = parse(&spec, Path::new("t.toml")).unwrap_err().to_string();
+        assert_eq!(e, "t.toml:11 hessian.top_k must be at least 1");
+        let spec = format!("{GOOD}[sharpness]\netas = [0.1, -1]\n");
+        let e = parse(&spec, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:11 sharpness.etas: "), "{e}");
+        let a = parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(
+            a.render("`samples` 5000 is too many; `top_k` is fine; `nope` stays"),
+            "t.toml:5 data.samples 5000 is too many; t.toml hessian.top_k is fine; `nope` stays"
         );
     }
 }

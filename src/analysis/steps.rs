@@ -17,14 +17,13 @@ use crate::engine::ParamVec;
 use crate::hessian::Which;
 use crate::io::surface::SurfaceFile;
 use crate::jobs::eval::{evaluate, probe_model};
-use crate::jobs::hessian::{hessian_of, HessianPlan, HessianSettings};
-use crate::jobs::sharpness::{sharpness_of, SharpnessPlan};
+use crate::jobs::hessian::{hessian_of, HessianPlan};
+use crate::jobs::sharpness::sharpness_of;
 use crate::jobs::surface::{run_surface, DirectionSource, SurfaceConfig};
 use crate::jobs::{DataConfig, ModelSource, Precision};
 use crate::landscape::surface::{nearest_zero, Shard};
 use crate::model::{Arch, Model};
 use crate::progress::Reporter;
-use crate::sharpness::{EpsParams, PerturbedParams};
 
 /// What a run shares across its models: the spec, the output folder and the datasets.
 pub(super) struct Run<'a> {
@@ -352,16 +351,7 @@ fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
     let h = &run.a.spec.hessian;
     let (r, hit) = cached(&s.with_ext("hessian.json"), &s.deps(), || {
         let t0 = Instant::now();
-        let settings = HessianSettings {
-            top_k: h.top_k,
-            max_iter: Some(h.max_iter),
-            tol: h.tol,
-            seed: h.seed,
-            trace: h.trace_probes > 0,
-            probes: h.trace_probes,
-            ..Default::default()
-        };
-        let plan = HessianPlan::new(&settings)?;
+        let plan = HessianPlan::new(&h.settings())?;
         debug_assert_eq!(plan.top.which, Which::Largest);
         let o = run.data.objective(&s.model, &s.source, &run.hess_data)?;
         let threads = run.a.spec.run.threads;
@@ -421,20 +411,7 @@ fn sharpness(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
     };
     let (r, hit) = cached(&s.with_ext("sharpness-summary.json"), &s.deps(), || {
         let t0 = Instant::now();
-        let eps = EpsParams {
-            eps: sh.eps,
-            iters: sh.iters,
-            seed: sh.seed,
-            ..Default::default()
-        };
-        let plan = SharpnessPlan::new(
-            eps,
-            sh.etas.clone(),
-            false,
-            false,
-            PerturbedParams::Weights,
-            Precision::F32,
-        )?;
+        let plan = sh.plan()?;
         let o = run.data.objective(&s.model, &s.source, ds)?;
         let threads = spec.run.threads;
         let r = sharpness_of(&o, &s.model.theta, &plan, threads, &s.file, &run.inner)?;
