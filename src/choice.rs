@@ -4,9 +4,9 @@
 //! The rule: such an enum is declared once, in the library module it belongs to, with the
 //! [`choice!`] macro, which gives it its names (kebab-case, as typed on the command line and
 //! in specs, and written to files), a one-line help per value, `Display` and a
-//! case-insensitive `FromStr`. The library never imports clap: `src/cli/choices.rs` turns
-//! every [`Choice`] into a clap `ValueEnum` in one line each, so `--help` lists the same
-//! names and helps.
+//! case-insensitive `FromStr`. The library never imports the argument parser:
+//! `src/cli/choices.rs` turns every [`Choice`] into a `ValueEnum` in one line each, so
+//! `--help` lists the same names and helps.
 
 /// An option with a fixed set of named values (see the module doc).
 pub trait Choice: Sized + Copy + PartialEq + 'static {

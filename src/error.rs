@@ -4,13 +4,13 @@
 //! (`[hessian] top_k = 5` on line 12 of `spec.toml`). The library cannot know which, so its
 //! typed errors carry the *config field* (`top_k`) and their messages write it between
 //! backticks: `` `top_k` must be at least 1, got 0 ``. Only the edges translate: the CLI
-//! turns `` `top_k` `` into `--top-k` (the clap argument whose id is the field), the spec
+//! turns `` `top_k` `` into `--top-k` (the argument whose id is the field), the spec
 //! reader into `spec.toml:12 hessian.top_k`. A field the edge does not know stays as
 //! written, which still names it.
 //!
 //! Field names are the snake_case names of the config structs' fields, which are also the
-//! ids of the clap arguments that set them (clap derives the id from the field name and the
-//! flag from the id), so the CLI needs no hand-written table.
+//! ids of the command-line arguments that set them (the argument parser derives the id from
+//! the field name and the flag from the id), so the CLI needs no hand-written table.
 
 /// Renders a field name the way library messages write it: `` `top_k` ``.
 pub fn field(name: &str) -> String {
