@@ -624,16 +624,8 @@ pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOut
     let s = &c.settings;
     let method = s.method.to_string();
     let mut attrs: BTreeMap<String, Attr> = BTreeMap::new();
-    attrs.insert("model".into(), c.model.path.display().to_string().into());
-    attrs.insert(
-        "model_sha256".into(),
-        model.sha256.clone().unwrap_or_default().into(),
-    );
-    let arch = serde_json::to_string(&model.arch).map_err(|source| JobError::Json {
-        what: "the architecture",
-        source,
-    })?;
-    attrs.insert(crate::model::zoo::ARCH_METADATA_KEY.into(), arch.into());
+    c.model
+        .describe_in(&model, crate::model::zoo::ARCH_METADATA_KEY, &mut attrs)?;
     attrs.insert("data".into(), ds.name.clone().into());
     attrs.insert("samples".into(), ds.len().into());
     attrs.insert("seed".into(), (s.seed as i64).into());

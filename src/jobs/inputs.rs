@@ -2,12 +2,14 @@
 //! precision, batch-norm mode). Plain, validated values: the CLI builds them from flags,
 //! the analysis runner from a spec.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::error::{JobError, JobResult};
 use crate::choice::choice;
 use crate::data::{self, DataOptions, Dataset, Normalize, Split};
 use crate::engine::Mode;
+use crate::io::surface::Attr;
 use crate::model::{Arch, Model};
 use crate::objective::{Objective, ObjectiveConfig};
 
@@ -27,6 +29,27 @@ impl ModelSource {
             path: path.into(),
             arch: None,
         }
+    }
+
+    /// Records the model in file attributes: its path as given (`model`), its SHA-256
+    /// (`model_sha256`) and its architecture as JSON (under `arch_key`).
+    pub fn describe_in(
+        &self,
+        model: &Model,
+        arch_key: &str,
+        attrs: &mut BTreeMap<String, Attr>,
+    ) -> JobResult<()> {
+        attrs.insert("model".into(), self.path.display().to_string().into());
+        attrs.insert(
+            "model_sha256".into(),
+            model.sha256.clone().unwrap_or_default().into(),
+        );
+        let arch = serde_json::to_string(&model.arch).map_err(|source| JobError::Json {
+            what: "the architecture",
+            source,
+        })?;
+        attrs.insert(arch_key.into(), arch.into());
+        Ok(())
     }
 
     /// Loads the model.

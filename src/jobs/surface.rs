@@ -433,16 +433,7 @@ fn surface_attrs(
         attrs.insert("xy_cosine".into(), cos.into());
     }
     attrs.insert("orthogonalized".into(), c.orthogonalize.into());
-    attrs.insert("model".into(), c.model.path.display().to_string().into());
-    attrs.insert(
-        "model_sha256".into(),
-        model.sha256.clone().unwrap_or_default().into(),
-    );
-    let arch = serde_json::to_string(&model.arch).map_err(|source| JobError::Json {
-        what: "the architecture",
-        source,
-    })?;
-    attrs.insert("arch".into(), arch.into());
+    c.model.describe_in(model, "arch", &mut attrs)?;
     attrs.insert("data".into(), c.data.data.clone().into());
     attrs.insert("splits".into(), prefixes.join(",").into());
     attrs.insert("samples".into(), datasets[0].len().into());
