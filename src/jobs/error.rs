@@ -15,6 +15,7 @@ use crate::io::surface::SurfaceFileError;
 use crate::landscape::journal::JournalError;
 use crate::model::ModelError;
 use crate::sharpness::SharpnessError;
+use crate::train::TrainError;
 
 /// Why a job could not run or finish.
 #[non_exhaustive]
@@ -63,7 +64,7 @@ pub enum JobError {
     Shards { message: String },
     /// Occurs when a training run's checkpoints cannot be listed or read.
     #[error(transparent)]
-    Checkpoints(anyhow::Error),
+    Checkpoints(#[from] Box<TrainError>),
     /// Occurs when the PCA of a trajectory cannot be computed (too few distinct
     /// checkpoints, a failed eigensolve).
     #[error("trajectory PCA: {message}")]

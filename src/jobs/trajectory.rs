@@ -102,7 +102,7 @@ pub struct TrajectoryReport {
 
 /// Runs the job.
 pub fn run_trajectory(c: &TrajectoryConfig) -> JobResult<TrajectoryReport> {
-    let cps = list_checkpoints(&c.checkpoints).map_err(JobError::Checkpoints)?;
+    let cps = list_checkpoints(&c.checkpoints).map_err(|e| JobError::Checkpoints(Box::new(e)))?;
     if cps.len() < 3 {
         return Err(JobError::invalid(
             "checkpoints",

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use ndarray::Array1;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -33,10 +32,14 @@ pub fn checkpoint_path(dir: &Path, epoch: usize) -> PathBuf {
 }
 
 /// The checkpoints in `dir`, sorted by epoch.
-pub fn list_checkpoints(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+pub fn list_checkpoints(dir: &Path) -> Result<Vec<(usize, PathBuf)>, TrainError> {
+    let read = |source| TrainError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
+    for entry in std::fs::read_dir(dir).map_err(read)? {
+        let path = entry.map_err(read)?.path();
         let name = path
             .file_name()
             .unwrap_or_default()
@@ -59,7 +62,12 @@ fn f32_bytes(a: &Array1<f32>) -> Vec<u8> {
 }
 
 /// Writes the resume state atomically.
-pub fn save_state(path: &Path, arch: &Arch, cfg: &TrainConfig, state: &TrainState) -> Result<()> {
+pub fn save_state(
+    path: &Path,
+    arch: &Arch,
+    cfg: &TrainConfig,
+    state: &TrainState,
+) -> Result<(), TrainError> {
     let mut bufs = vec![("theta".to_string(), f32_bytes(&state.theta.data))];
     if let Some(m) = &state.momentum {
         bufs.push(("momentum".to_string(), f32_bytes(m)));
@@ -82,20 +90,29 @@ pub fn save_state(path: &Path, arch: &Arch, cfg: &TrainConfig, state: &TrainStat
     ]
     .into_iter()
     .collect();
-    let bytes = safetensors::serialize(views, Some(meta))?;
-    crate::util::write_atomic(path, |f| f.write_all(&bytes))
-        .with_context(|| format!("writing {}", path.display()))
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| TrainError::Safetensors(Box::new(e)))?;
+    crate::util::write_atomic(path, |f| f.write_all(&bytes)).map_err(|source| TrainError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn read_f32(st: &SafeTensors, name: &str, n: usize, path: &Path) -> Result<Option<Array1<f32>>> {
+fn read_f32(
+    st: &SafeTensors,
+    name: &'static str,
+    n: usize,
+    path: &Path,
+) -> Result<Option<Array1<f32>>, TrainError> {
     let Ok(t) = st.tensor(name) else {
         return Ok(None);
     };
     if t.dtype() != Dtype::F32 || t.shape() != [n] {
-        bail!(
-            "{}: tensor '{name}' is not f32 of length {n}",
-            path.display()
-        );
+        return Err(TrainError::BadTensor {
+            path: path.to_path_buf(),
+            name,
+            len: n,
+        });
     }
     Ok(Some(
         t.data()
@@ -112,15 +129,23 @@ pub fn load_state(
     arch: &Arch,
     cfg: &TrainConfig,
     template: &ParamVec<f32>,
-) -> Result<TrainState> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+) -> Result<TrainState, TrainError> {
+    let bytes = std::fs::read(path).map_err(|source| TrainError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| TrainError::NotSafetensors {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| TrainError::Safetensors(Box::new(e)))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let get = |k: &str| {
-        meta.get(k)
-            .with_context(|| format!("{}: metadata lacks '{k}'", path.display()))
+    let get = |key: &'static str| {
+        meta.get(key).ok_or_else(|| TrainError::MissingMetadata {
+            path: path.to_path_buf(),
+            key,
+        })
     };
     let saved_arch: Arch = serde_json::from_str(get("losscape_arch")?)?;
     if &saved_arch != arch {
@@ -128,8 +153,7 @@ pub fn load_state(
             path: path.to_path_buf(),
             saved: saved_arch.to_string(),
             arch: arch.to_string(),
-        }
-        .into());
+        });
     }
     let saved: TrainConfig = serde_json::from_str(get("recipe")?)?;
     if &saved != cfg {
@@ -137,16 +161,17 @@ pub fn load_state(
             path: path.to_path_buf(),
             saved: serde_json::to_string(&saved)?,
             asked: serde_json::to_string(cfg)?,
-        }
-        .into());
+        });
     }
     let n = template.data.len();
-    let theta = read_f32(&st, "theta", n, path)?
-        .with_context(|| format!("{}: no 'theta'", path.display()))?;
+    let theta = read_f32(&st, "theta", n, path)?.ok_or_else(|| TrainError::MissingTensor {
+        path: path.to_path_buf(),
+        name: "theta",
+    })?;
     Ok(TrainState {
         theta: ParamVec::from_data(template.layout.clone(), theta),
         momentum: read_f32(&st, "momentum", n, path)?,
-        epoch: get("epoch")?.parse()?,
+        epoch: get("epoch")?.parse().map_err(TrainError::Epoch)?,
         history: history_from_csv(get("history")?, path)?,
     })
 }
@@ -157,7 +182,7 @@ pub fn save_model(
     arch: &Arch,
     theta: &ParamVec<f32>,
     record: Option<&EpochRecord>,
-) -> Result<()> {
+) -> Result<(), TrainError> {
     save_model_with(path, arch, theta, record, &[])
 }
 
@@ -168,7 +193,7 @@ pub fn save_model_with(
     theta: &ParamVec<f32>,
     record: Option<&EpochRecord>,
     extra: &[(&str, String)],
-) -> Result<()> {
+) -> Result<(), TrainError> {
     let mut model = Model {
         arch: arch.clone(),
         graph: arch.build(),
@@ -197,9 +222,10 @@ pub fn save_model_with(
     for (k, v) in extra {
         model.metadata.insert(k.to_string(), v.clone());
     }
-    model
-        .save(path)
-        .with_context(|| format!("writing {}", path.display()))
+    model.save(path).map_err(|e| TrainError::WriteModel {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
 }
 
 /// Column names of the history files, in order.
@@ -245,50 +271,70 @@ pub fn history_to_csv(history: &[EpochRecord]) -> String {
 }
 
 /// Writes the history as CSV, atomically.
-pub fn write_history_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
+pub fn write_history_csv(path: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
     let s = history_to_csv(history);
-    crate::util::write_atomic(path, |f| f.write_all(s.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
+    crate::util::write_atomic(path, |f| f.write_all(s.as_bytes())).map_err(|source| {
+        TrainError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Writes the history as HDF5: one f64 dataset per column, atomically.
-pub fn write_history_h5(path: &Path, history: &[EpochRecord]) -> Result<()> {
-    let io = |e: std::io::Error| anyhow::anyhow!(e);
+pub fn write_history_h5(path: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
+    let io = |source| TrainError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let h5 = |e| TrainError::WriteHdf5 {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    };
     crate::util::replace_atomically(path, io, |tmp| {
         crate::io::hdf5_init();
-        let f = hdf5::File::create(tmp)?;
+        let f = hdf5::File::create(tmp).map_err(h5)?;
         for (k, name) in HISTORY_COLUMNS.iter().enumerate() {
             let col: Vec<f64> = history.iter().map(|r| row(r)[k]).collect();
             f.new_dataset_builder()
                 .with_data(col.as_slice())
-                .create(*name)?;
+                .create(*name)
+                .map_err(h5)?;
         }
-        f.flush()?;
-        Ok(())
+        f.flush().map_err(h5)
     })
-    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Reads a history CSV written by [`write_history_csv`].
-pub fn read_history_csv(path: &Path) -> Result<Vec<EpochRecord>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn read_history_csv(path: &Path) -> Result<Vec<EpochRecord>, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TrainError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     history_from_csv(&text, path)
 }
 
-fn history_from_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>> {
+fn history_from_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>, TrainError> {
     let mut out = Vec::new();
     for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
         let mut v: Vec<f64> = line
             .split(',')
             .map(|x| x.trim().parse::<f64>())
             .collect::<Result<_, _>>()
-            .with_context(|| format!("{}: bad row '{line}'", path.display()))?;
+            .map_err(|source| TrainError::BadRow {
+                path: path.to_path_buf(),
+                line: line.to_string(),
+                source,
+            })?;
         if v.len() == HISTORY_COLUMNS.len() - 1 {
             v.push(f64::NAN); // written before step_seconds existed
         }
         if v.len() != HISTORY_COLUMNS.len() {
-            bail!("{}: row '{line}' has {} columns", path.display(), v.len());
+            return Err(TrainError::RowColumns {
+                path: path.to_path_buf(),
+                line: line.to_string(),
+                columns: v.len(),
+            });
         }
         out.push(EpochRecord {
             epoch: v[0] as usize,
@@ -304,4 +350,61 @@ fn history_from_csv(text: &str, path: &Path) -> Result<Vec<EpochRecord>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error and its sources joined by `: `, as the CLI prints them.
+    fn chain(e: &TrainError) -> String {
+        let mut s = e.to_string();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            s.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn errors_name_the_file_and_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none");
+        let e = list_checkpoints(&missing).unwrap_err();
+        assert!(matches!(&e, TrainError::Read { path, .. } if *path == missing));
+        assert!(
+            chain(&e).starts_with(&format!("reading {}: ", missing.display())),
+            "{}",
+            chain(&e)
+        );
+
+        let p = dir.path().join("h.csv");
+        let rows = |text: &str| history_from_csv(text, &p).unwrap_err();
+        let e = rows("epoch\n1,x\n");
+        assert!(matches!(e, TrainError::BadRow { .. }));
+        assert_eq!(
+            chain(&e),
+            format!("{}: bad row '1,x': invalid float literal", p.display())
+        );
+        let e = rows("epoch\n1,2\n");
+        assert_eq!(
+            chain(&e),
+            format!("{}: row '1,2' has 2 columns", p.display())
+        );
+
+        let state = dir.path().join(STATE_FILE);
+        std::fs::write(&state, b"garbage").unwrap();
+        let arch: Arch = "mlp:in_features=2,num_classes=2,depth=1,width=2"
+            .parse()
+            .unwrap();
+        let template = ParamVec::zeros(arch.build().layout);
+        let e = load_state(&state, &arch, &TrainConfig::default(), &template).unwrap_err();
+        assert!(matches!(e, TrainError::NotSafetensors { .. }));
+        assert!(
+            chain(&e).starts_with(&format!("{}: not a safetensors file: ", state.display())),
+            "{}",
+            chain(&e)
+        );
+    }
 }

@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod session;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -80,27 +81,24 @@ pub enum TrainError {
     /// Occurs when the checkpoint folder cannot be created.
     #[error("`checkpoints` {}: cannot create it", dir.display())]
     CreateCheckpoints {
-        dir: std::path::PathBuf,
+        dir: PathBuf,
         #[source]
         cause: std::io::Error,
     },
     /// Occurs when the checkpoint folder already holds a run and no resume is asked.
     #[error("`checkpoints` {} already holds a run ({state}); HINT: pass `resume` to continue it, or choose an empty folder", dir.display())]
-    RunExists {
-        dir: std::path::PathBuf,
-        state: &'static str,
-    },
+    RunExists { dir: PathBuf, state: &'static str },
     /// Occurs when a resume state was written for another architecture.
     #[error("{}: the checkpoint is of {saved}, this run trains {arch}; HINT: use another `checkpoints` folder or the same `arch`", path.display())]
     OtherArch {
-        path: std::path::PathBuf,
+        path: PathBuf,
         saved: String,
         arch: String,
     },
     /// Occurs when a resume state was written with another recipe.
     #[error("{}: the checkpoint was trained with another recipe ({saved}), this run asks for {asked}; HINT: resume with the same options or use another `checkpoints` folder", path.display())]
     OtherRecipe {
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// Both recipes as JSON.
         saved: String,
         asked: String,
@@ -108,6 +106,91 @@ pub enum TrainError {
     /// Occurs when the mean mini-batch loss of an epoch is NaN or infinite.
     #[error("training diverged in epoch {epoch} (loss {loss}); HINT: lower `lr`")]
     Diverged { epoch: usize, loss: f64 },
+    /// Occurs when the network cannot be trained on the data with this recipe (the
+    /// source says why: [`TrainError::Empty`], [`TrainError::Data`], …).
+    #[error("setting up training")]
+    Setup(#[source] Box<TrainError>),
+    /// Occurs when the thread pool of the per-epoch evaluations cannot start.
+    #[error(transparent)]
+    Threads(#[from] crate::util::ThreadsError),
+    /// Occurs when a file or folder of the run (checkpoint folder, resume state, history)
+    /// cannot be read.
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Occurs when a file of the run (resume state, history CSV) cannot be written.
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Occurs when a model checkpoint or the trained model cannot be written.
+    #[error("writing {}", path.display())]
+    WriteModel {
+        path: PathBuf,
+        #[source]
+        source: Box<ModelError>,
+    },
+    /// Occurs when the HDF5 history cannot be created or filled.
+    #[error("writing {}", path.display())]
+    WriteHdf5 {
+        path: PathBuf,
+        #[source]
+        source: Box<hdf5::Error>,
+    },
+    /// Occurs when a resume state is not a safetensors file.
+    #[error("{}: not a safetensors file", path.display())]
+    NotSafetensors {
+        path: PathBuf,
+        #[source]
+        source: Box<safetensors::SafeTensorError>,
+    },
+    /// Occurs when the resume state cannot be serialized, or its header read, by the
+    /// safetensors library (the message is the library's).
+    #[error(transparent)]
+    Safetensors(Box<safetensors::SafeTensorError>),
+    /// Occurs when the recipe or architecture cannot be written as JSON, or the JSON in a
+    /// resume state's metadata does not read back as one (the message is serde's).
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Occurs when a resume state's metadata lacks an entry (`epoch`, `recipe`, …).
+    #[error("{}: metadata lacks '{key}'", path.display())]
+    MissingMetadata { path: PathBuf, key: &'static str },
+    /// Occurs when the epoch in a resume state's metadata is not a number (the message
+    /// is the parser's).
+    #[error(transparent)]
+    Epoch(std::num::ParseIntError),
+    /// Occurs when a resume state lacks a tensor it needs (`theta`).
+    #[error("{}: no '{name}'", path.display())]
+    MissingTensor { path: PathBuf, name: &'static str },
+    /// Occurs when a tensor of a resume state is not f32 or not as long as the network's
+    /// parameter vector.
+    #[error("{}: tensor '{name}' is not f32 of length {len}", path.display())]
+    BadTensor {
+        path: PathBuf,
+        name: &'static str,
+        len: usize,
+    },
+    /// Occurs when a history row holds something that is not a number.
+    #[error("{}: bad row '{line}'", path.display())]
+    BadRow {
+        path: PathBuf,
+        line: String,
+        #[source]
+        source: std::num::ParseFloatError,
+    },
+    /// Occurs when a history row has another number of columns than
+    /// [`checkpoint::HISTORY_COLUMNS`] (or one fewer, from before `step_seconds`).
+    #[error("{}: row '{line}' has {columns} columns", path.display())]
+    RowColumns {
+        path: PathBuf,
+        line: String,
+        columns: usize,
+    },
 }
 
 /// PyTorch's batch-norm momentum for the running statistics.

@@ -1,15 +1,13 @@
 //! One training run with its files: checkpoints and resume state, history beside the model,
-//! a progress bar (hidden when stderr is not a terminal) or one line per epoch.
+//! a progress bar (hidden when stderr is not a terminal) and one line per epoch.
 
 use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::checkpoint::{self, STATE_FILE};
 use super::{EpochRecord, TrainConfig, TrainError, TrainState, Trainer};
 use crate::data::Dataset;
 use crate::model::{Arch, Model};
+use crate::progress::Progress;
 
 /// Where a run writes and how it reports.
 #[derive(Clone, Debug)]
@@ -50,16 +48,16 @@ pub fn train_model(
     cfg: &TrainConfig,
     train: &Dataset,
     test: Option<&Dataset>,
-) -> Result<Vec<EpochRecord>> {
+) -> Result<Vec<EpochRecord>, TrainError> {
     if args.every == 0 {
-        return Err(TrainError::Every.into());
+        return Err(TrainError::Every);
     }
     if args.resume && args.checkpoints.is_none() {
-        return Err(TrainError::ResumeWithoutCheckpoints.into());
+        return Err(TrainError::ResumeWithoutCheckpoints);
     }
     let model = Model::init(arch.clone(), cfg.seed, args.he_init);
-    let trainer =
-        Trainer::new(&model.graph, cfg.clone(), train, test).context("setting up training")?;
+    let trainer = Trainer::new(&model.graph, cfg.clone(), train, test)
+        .map_err(|e| TrainError::Setup(Box::new(e)))?;
     let mut state = TrainState::new(model.theta.clone());
     if let Some(dir) = &args.checkpoints {
         std::fs::create_dir_all(dir).map_err(|cause| TrainError::CreateCheckpoints {
@@ -72,8 +70,7 @@ pub fn train_model(
                 return Err(TrainError::RunExists {
                     dir: dir.clone(),
                     state: STATE_FILE,
-                }
-                .into());
+                });
             }
             state = checkpoint::load_state(&sp, arch, cfg, &model.theta)?;
         }
@@ -89,33 +86,28 @@ pub fn train_model(
     let resumed_at = state.epoch;
     let quiet = args.quiet;
     // several runs at once (an analysis) print lines, not bars
-    let bar = if quiet || args.label.is_some() {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} epoch {prefix} {bar:30} {pos}/{len} steps  {msg}")
-            .expect("valid template"),
-    );
+    let lines_only = args.label.is_some();
+    let steps = trainer.steps_per_epoch() as u64;
+    let epoch_label = |done: usize| format!("epoch {}/{}", done + 1, cfg.epochs);
+    // `min`: a resumed run that had already finished must not flash "epoch E+1/E"
+    let first = epoch_label(state.epoch.min(cfg.epochs - 1));
+    let progress = Progress::bar(quiet || lines_only, steps, "steps", first);
     let (csv, h5) = history_paths(&args.out);
     while state.epoch < cfg.epochs {
-        bar.set_prefix(format!("{}/{}", state.epoch + 1, cfg.epochs));
-        bar.set_length(trainer.steps_per_epoch() as u64);
-        bar.set_position(0);
+        let epoch = epoch_label(state.epoch);
+        progress.restart(steps, 0);
+        progress.set_label(epoch.clone());
         let rec = crate::util::with_threads(args.threads, || {
-            trainer.run_epoch(&mut state, &mut |done, _, loss| {
-                bar.set_position(done as u64);
-                bar.set_message(format!("loss {loss:.4}"));
+            trainer.run_epoch(&mut state, &mut |_, _, loss| {
+                progress.inc(1);
+                progress.set_label(format!("{epoch}  loss {loss:.4}"));
             })
         })?;
         if !rec.batch_loss.is_finite() {
-            bar.abandon();
             return Err(TrainError::Diverged {
                 epoch: rec.epoch,
                 loss: rec.batch_loss,
-            }
-            .into());
+            });
         }
         let line = format!(
             "epoch {:>3}  lr {:.4}  loss {:.4} (train {:.4}, {:.1}%)  test {:.4} ({:.1}%)  {:.1} s",
@@ -132,10 +124,12 @@ pub fn train_model(
             Some(l) => format!("{l}: {line}"),
             None => line,
         };
-        if !quiet && bar.is_hidden() {
-            eprintln!("{line}");
-        } else if !quiet {
-            bar.println(line);
+        if !quiet {
+            if lines_only {
+                eprintln!("{line}");
+            } else {
+                progress.println(line);
+            }
         }
         if let Some(dir) = &args.checkpoints {
             if state.epoch.is_multiple_of(args.every) || state.epoch == cfg.epochs {
@@ -151,7 +145,7 @@ pub fn train_model(
         checkpoint::write_history_csv(&csv, &state.history)?;
         checkpoint::write_history_h5(&h5, &state.history)?;
     }
-    bar.finish_and_clear();
+    progress.finish();
     checkpoint::write_history_csv(&csv, &state.history)?;
     checkpoint::write_history_h5(&h5, &state.history)?;
     checkpoint::save_model_with(
