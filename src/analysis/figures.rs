@@ -7,8 +7,9 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
 use plotters::prelude::*;
+
+use super::error::{AnalysisError, AnalysisResult};
 
 /// Registers the embedded font (shared with the plot module).
 pub fn ensure_font() {
@@ -44,8 +45,16 @@ macro_rules! family_line {
     }};
 }
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("drawing failed: {e:?}")
+fn err<E: std::fmt::Debug>(e: E) -> AnalysisError {
+    AnalysisError::Draw {
+        why: format!("{e:?}"),
+    }
+}
+
+fn nothing_to_draw(title: &str) -> AnalysisError {
+    AnalysisError::NothingToDraw {
+        title: title.into(),
+    }
 }
 
 type Series = (String, bool, Vec<f64>);
@@ -58,7 +67,7 @@ pub fn depth_panels(
     x_desc: &str,
     y_desc: &str,
     panels: &[(&str, Vec<Series>)],
-) -> Result<()> {
+) -> AnalysisResult<()> {
     ensure_font();
     let n = panels.len().max(1);
     let root = BitMapBackend::new(path, (560 * n as u32, 480)).into_drawing_area();
@@ -69,7 +78,7 @@ pub fn depth_panels(
         .filter(|v| v.is_finite() && *v > 0.0)
         .collect();
     if finite.is_empty() {
-        return Err(anyhow!("{title}: nothing to draw"));
+        return Err(nothing_to_draw(title));
     }
     let lo = finite.iter().copied().fold(f64::INFINITY, f64::min) / 1.5;
     let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max) * 1.5;
@@ -142,7 +151,7 @@ pub struct TrendPanel {
 }
 
 /// A row of small panels, each a metric against network depth.
-pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Result<()> {
+pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> AnalysisResult<()> {
     ensure_font();
     let n = panels.len().max(1);
     let root = BitMapBackend::new(path, (360 * n as u32, 400)).into_drawing_area();
@@ -157,7 +166,7 @@ pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Result<(
         (a.0.min(p.0), a.1.max(p.0))
     });
     if !dmin.is_finite() {
-        return Err(anyhow!("{title}: nothing to draw"));
+        return Err(nothing_to_draw(title));
     }
     let pad = ((dmax - dmin) * 0.05).max(1.0);
     let xr = (dmin - pad)..(dmax + pad);
@@ -254,7 +263,7 @@ pub fn training_curves(
     title: &str,
     y_desc: (&str, &str),
     series: &[TrainingSeries],
-) -> Result<()> {
+) -> AnalysisResult<()> {
     ensure_font();
     let root = BitMapBackend::new(path, (1100, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -270,7 +279,7 @@ pub fn training_curves(
         .filter(|v| v.is_finite() && *v > 0.0)
         .collect();
     if losses.is_empty() {
-        return Err(anyhow!("{title}: nothing to draw"));
+        return Err(nothing_to_draw(title));
     }
     let lo = losses.iter().copied().fold(f64::INFINITY, f64::min) / 1.5;
     let hi = losses.iter().copied().fold(f64::NEG_INFINITY, f64::max) * 1.5;

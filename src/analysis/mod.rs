@@ -14,11 +14,13 @@
 //! and is skipped when that file is newer than both the spec and the model, so a rerun
 //! after a crash or an edit only does what is missing.
 
+pub mod error;
 pub mod figures;
 pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod steps;
 
+pub use error::{AnalysisError, AnalysisResult};
 pub use runner::{run_analysis, AnalysisOutcome, ModelResult};
 pub use spec::{load, Analysis, AnalysisSpec, SpecError};

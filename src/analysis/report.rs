@@ -6,8 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
-
+use super::error::{AnalysisError, AnalysisResult};
 use super::runner::{AnalysisOutcome, ModelResult};
 
 fn fmt_opt(v: Option<f64>, prec: usize) -> String {
@@ -239,7 +238,7 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
 
 /// Writes metrics.json, report.md and report.html; `images` are (file name, caption) pairs
 /// that exist in the output folder.
-pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Result<()> {
+pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> AnalysisResult<()> {
     let dir = &o.out_dir;
     let json = serde_json::to_vec_pretty(o)?;
     crate::util::write_atomic(&dir.join("metrics.json"), |f| {
@@ -341,15 +340,14 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Result<
         }
     }
     html.push_str("</body></html>\n");
-    crate::util::write_atomic(&dir.join("report.html"), |f| {
-        std::io::Write::write_all(f, html.as_bytes())
-    })
-    .with_context(|| format!("writing {}", dir.join("report.html").display()))?;
+    let path = dir.join("report.html");
+    crate::util::write_atomic(&path, |f| std::io::Write::write_all(f, html.as_bytes()))
+        .map_err(|source| AnalysisError::Write { path, source })?;
     Ok(())
 }
 
 /// Every `src="…"` in an HTML file names a file that exists beside it.
-pub fn html_references_exist(html_path: &Path) -> Result<Vec<String>> {
+pub fn html_references_exist(html_path: &Path) -> AnalysisResult<Vec<String>> {
     let html = std::fs::read_to_string(html_path)?;
     let dir = html_path.parent().unwrap_or(Path::new("."));
     let mut missing = Vec::new();

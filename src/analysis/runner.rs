@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::error::{AnalysisError, AnalysisResult};
 use super::spec::Analysis;
 use super::steps::{Measured, Run, Step, StepLog, Subject};
 use crate::data;
@@ -119,26 +119,34 @@ pub(super) fn up_to_date(out: &Path, deps: &[&Path]) -> bool {
 pub(super) fn cached<T: Serialize + DeserializeOwned>(
     out: &Path,
     deps: &[&Path],
-    compute: impl FnOnce() -> Result<T>,
-) -> Result<(T, bool)> {
+    compute: impl FnOnce() -> AnalysisResult<T>,
+) -> AnalysisResult<(T, bool)> {
     if up_to_date(out, deps) {
-        if let Ok(v) = std::fs::read(out)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice(&b)?))
+        if let Some(v) = std::fs::read(out)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
         {
             return Ok((v, true));
         }
     }
     let v = compute()?;
     let bytes = serde_json::to_vec_pretty(&v)?;
-    crate::util::write_atomic(out, |f| std::io::Write::write_all(f, &bytes))
-        .with_context(|| format!("writing {}", out.display()))?;
+    crate::util::write_atomic(out, |f| std::io::Write::write_all(f, &bytes)).map_err(|source| {
+        AnalysisError::Write {
+            path: out.to_path_buf(),
+            source,
+        }
+    })?;
     Ok((v, false))
 }
 
 /// Runs every step of `a` into `outputs_root/<name>/`: trains the models given by `arch`,
 /// then runs the spec's steps (see [`Step`]) on each model in turn.
-pub fn run_analysis(a: &Analysis, outputs_root: &Path, quiet: bool) -> Result<AnalysisOutcome> {
+pub fn run_analysis(
+    a: &Analysis,
+    outputs_root: &Path,
+    quiet: bool,
+) -> AnalysisResult<AnalysisOutcome> {
     let start = Instant::now();
     let run = Run::new(a, outputs_root, quiet)?;
     let steps = Step::list(&a.spec);
@@ -194,7 +202,7 @@ fn train_models(
     train: &data::Dataset,
     test: Option<&data::Dataset>,
     quiet: bool,
-) -> Result<Vec<(PathBuf, bool)>> {
+) -> AnalysisResult<Vec<(PathBuf, bool)>> {
     use rayon::prelude::*;
 
     use crate::train::checkpoint;
@@ -209,14 +217,17 @@ fn train_models(
             continue;
         }
         let t = spec.train.as_ref().expect("checked by the spec");
-        let key = |k: &str| format!("{}: models[{i}].{k}", a.path.display());
+        let key = |key: &'static str| {
+            move |e| AnalysisError::Recipe {
+                spec: a.path.clone(),
+                index: i,
+                key,
+                source: Box::new(e),
+            }
+        };
         let arch = crate::train::resolve_arch(m.arch.as_deref().unwrap_or_default(), train)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| key("arch"))?;
-        let cfg = t
-            .config()
-            .map_err(anyhow::Error::msg)
-            .with_context(|| key("train"))?;
+            .map_err(key("arch"))?;
+        let cfg = t.config().map_err(key("train"))?;
         let out = out_dir.join(format!("{label}.safetensors"));
         let ck = out_dir.join(format!("{label}.ckpt"));
         let recipe = serde_json::to_string(&cfg)?;
@@ -234,8 +245,12 @@ fn train_models(
                 )
                 .is_err()
             {
-                std::fs::remove_dir_all(&ck)
-                    .with_context(|| format!("removing stale checkpoints {}", ck.display()))?;
+                std::fs::remove_dir_all(&ck).map_err(|source| {
+                    AnalysisError::RemoveCheckpoints {
+                        dir: ck.clone(),
+                        source,
+                    }
+                })?;
             }
             jobs.push((
                 label.clone(),
@@ -269,20 +284,24 @@ fn train_models(
             label: Some(label.clone()),
         };
         train_model(&opts, arch, cfg, train, test)
-            .with_context(|| format!("training {label} ({arch})"))
+            .map_err(|e| AnalysisError::Train {
+                label: label.clone(),
+                arch: Box::new(arch.clone()),
+                source: e.into(),
+            })
             .map(|_| ())
     };
     crate::util::with_threads(spec.run.threads, || {
         jobs.par_iter()
             .with_max_len(1)
             .map(run)
-            .collect::<Result<Vec<()>>>()
+            .collect::<AnalysisResult<Vec<()>>>()
     })??;
     Ok(files)
 }
 
 /// Draws the report's figures into the output folder; returns (file name, caption) pairs.
-pub fn plots(o: &AnalysisOutcome) -> Result<Vec<(String, String)>> {
+pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
     let mut images = Vec::new();
     let surfaces: Vec<(String, crate::io::surface::SurfaceFile)> = o
         .results
@@ -293,7 +312,7 @@ pub fn plots(o: &AnalysisOutcome) -> Result<Vec<(String, String)>> {
                 crate::io::surface::read_surface(&o.out_dir.join(&r.surface_file))?,
             ))
         })
-        .collect::<Result<_>>()?;
+        .collect::<AnalysisResult<_>>()?;
     if surfaces.iter().all(|(_, s)| s.y.is_some()) && !surfaces.is_empty() {
         let file = "surfaces.png";
         let cfg = crate::plot::PlotConfig {
@@ -319,7 +338,7 @@ pub fn plots(o: &AnalysisOutcome) -> Result<Vec<(String, String)>> {
             trajectory: None,
             out: o.out_dir.join(file),
         };
-        crate::plot::plot(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::plot::plot(&cfg)?;
         images.push((file.to_string(), format!("Training loss around each trained model ({}), one log colour scale and shared levels; × marks the trained weights.", o.grid)));
     }
     // training curves of the models this analysis trained

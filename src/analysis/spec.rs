@@ -130,7 +130,7 @@ fn default_schedule() -> String {
 
 impl TrainSpec {
     /// The recipe, with the schedule parsed.
-    pub fn config(&self) -> Result<crate::train::TrainConfig, String> {
+    pub fn config(&self) -> Result<crate::train::TrainConfig, crate::train::TrainError> {
         Ok(crate::train::TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
@@ -138,10 +138,7 @@ impl TrainSpec {
             momentum: self.momentum,
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
-            schedule: self
-                .schedule
-                .parse()
-                .map_err(|e: crate::train::TrainError| e.to_string())?,
+            schedule: self.schedule.parse()?,
             seed: self.seed,
             crop_pad: self.crop_pad,
             flip: self.flip,
@@ -601,7 +598,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
             .into_owned()
     });
     if let Some(t) = &spec.train {
-        t.config().map_err(|e| invalid("train.schedule", e))?;
+        t.config()
+            .map_err(|e| invalid("train.schedule", e.to_string()))?;
         if t.epochs == 0 || t.batch_size == 0 || t.every == 0 {
             return Err(invalid(
                 "train",

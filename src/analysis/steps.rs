@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-
+use super::error::{AnalysisError, AnalysisResult};
 use super::runner::{
     cached, up_to_date, Evals, HessianResult, MetricsResult, ModelResult, ProbeSummary,
     SharpnessSummary,
@@ -20,7 +19,7 @@ use crate::jobs::eval::{evaluate, probe_model};
 use crate::jobs::hessian::{hessian_of, HessianPlan};
 use crate::jobs::sharpness::sharpness_of;
 use crate::jobs::surface::{run_surface, DirectionSource, SurfaceConfig};
-use crate::jobs::{DataConfig, ModelSource, Precision};
+use crate::jobs::{DataConfig, JobResult, ModelSource, Precision};
 use crate::landscape::surface::{nearest_zero, Shard};
 use crate::model::{Arch, Model};
 use crate::progress::Reporter;
@@ -44,11 +43,13 @@ pub(super) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    pub fn new(a: &'a Analysis, outputs_root: &Path, quiet: bool) -> Result<Self> {
+    pub fn new(a: &'a Analysis, outputs_root: &Path, quiet: bool) -> AnalysisResult<Self> {
         let spec = &a.spec;
         let out_dir = outputs_root.join(&a.name);
-        std::fs::create_dir_all(&out_dir)
-            .with_context(|| format!("creating {}", out_dir.display()))?;
+        std::fs::create_dir_all(&out_dir).map_err(|source| AnalysisError::CreateDir {
+            path: out_dir.clone(),
+            source,
+        })?;
         let load = |split: Split, samples: Option<usize>| {
             data::load(
                 &spec.data.name,
@@ -58,7 +59,11 @@ impl<'a> Run<'a> {
                     normalize: None,
                 },
             )
-            .with_context(|| format!("{}: data.name '{}'", a.path.display(), spec.data.name))
+            .map_err(|e| AnalysisError::Data {
+                spec: a.path.clone(),
+                name: spec.data.name.clone(),
+                source: Box::new(e),
+            })
         };
         let sharp = spec.sharpness.as_ref().filter(|s| s.enabled);
         Ok(Self {
@@ -106,7 +111,7 @@ pub(super) struct Subject {
 }
 
 impl Subject {
-    pub fn load(run: &Run, i: usize, file: &Path) -> Result<Self> {
+    pub fn load(run: &Run, i: usize, file: &Path) -> AnalysisResult<Self> {
         let a = run.a;
         let arch = if run.is_trained(i) {
             None
@@ -115,14 +120,18 @@ impl Subject {
                 .arch
                 .as_deref()
                 .map(str::parse::<Arch>)
-                .transpose()?
+                .transpose()
+                .map_err(|e| AnalysisError::Arch(Box::new(e)))?
         };
         let source = ModelSource {
             path: file.to_path_buf(),
             arch,
         };
-        let model = Model::load(file, source.arch.as_ref())
-            .with_context(|| format!("{}: models file {}", a.path.display(), file.display()))?;
+        let model = Model::load(file, source.arch.as_ref()).map_err(|e| AnalysisError::Model {
+            spec: a.path.clone(),
+            file: file.to_path_buf(),
+            source: Box::new(e),
+        })?;
         Ok(Self {
             label: a.labels[i].clone(),
             file: file.to_path_buf(),
@@ -157,8 +166,10 @@ pub(super) struct Measured {
 }
 
 impl Measured {
-    pub fn into_result(self, s: &Subject) -> Result<ModelResult> {
-        let (surface, _) = self.surface.context("the surface step did not run")?;
+    pub fn into_result(self, s: &Subject) -> AnalysisResult<ModelResult> {
+        let (surface, _) = self
+            .surface
+            .ok_or(AnalysisError::StepNotRun { step: "surface" })?;
         let model = &s.model;
         Ok(ModelResult {
             label: s.label.clone(),
@@ -167,7 +178,9 @@ impl Measured {
             depth: depth_of(&model.arch),
             residual: model.arch.is_residual(),
             params: model.graph.layout.trainable_len(),
-            eval: self.eval.context("the eval step did not run")?,
+            eval: self
+                .eval
+                .ok_or(AnalysisError::StepNotRun { step: "eval" })?,
             surface_file: surface
                 .file_name()
                 .unwrap_or_default()
@@ -236,7 +249,7 @@ impl Step {
     }
 
     /// Runs the step on `s`, adding its result to `m`; returns whether it was up to date.
-    pub fn run(self, run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+    pub fn run(self, run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
         match self {
             Step::Eval => eval(run, s, m),
             Step::Surface => surface(run, s, m),
@@ -248,12 +261,12 @@ impl Step {
     }
 }
 
-fn eval(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+fn eval(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     let threads = run.a.spec.run.threads;
     let (evals, hit) = cached(&s.with_ext("eval.json"), &s.deps(), || {
-        let ev = |ds: &Dataset| -> Result<_> {
+        let ev = |ds: &Dataset| -> JobResult<_> {
             let o = run.data.objective(&s.model, &s.source, ds)?;
-            Ok(evaluate(&o, &s.model, Precision::F32, threads)?)
+            evaluate(&o, &s.model, Precision::F32, threads)
         };
         Ok(Evals {
             train: ev(&run.train_full)?,
@@ -264,7 +277,7 @@ fn eval(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
     Ok(hit)
 }
 
-fn surface(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+fn surface(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     let spec = &run.a.spec;
     let out = s.with_ext("surface.h5");
     let dir_file = s.with_ext("directions.h5");
@@ -294,7 +307,11 @@ fn surface(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
         out: out.clone(),
         threads: spec.run.threads,
     };
-    run_surface(&config, &run.report).with_context(|| format!("surface of {}", s.label))?;
+    run_surface(&config, &run.report).map_err(|e| AnalysisError::Step {
+        step: "surface",
+        label: s.label.clone(),
+        source: Box::new(e),
+    })?;
     let surf = crate::io::surface::read_surface(&out)?;
     let k = match &surf.y {
         Some(y) => nearest_zero(y) * surf.x.len() + nearest_zero(&surf.x),
@@ -305,9 +322,12 @@ fn surface(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
     Ok(hit)
 }
 
-fn metrics(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+fn metrics(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     let spec = &run.a.spec;
-    let (out, surf) = m.surface.as_ref().context("the surface step did not run")?;
+    let (out, surf) = m
+        .surface
+        .as_ref()
+        .ok_or(AnalysisError::StepNotRun { step: "surface" })?;
     let threads = spec.run.threads;
     let (r, hit) = cached(
         &s.with_ext("metrics.json"),
@@ -319,14 +339,14 @@ fn metrics(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
                 rays: None,
             };
             let sm = crate::metrics::file_metrics(surf, "train_loss", &p)
-                .context("surface has no train_loss")?;
+                .ok_or(AnalysisError::NoTrainLoss)?;
             let dirs = crate::io::directions::read_directions(
                 &s.with_ext("directions.h5"),
                 &s.model.theta,
                 spec.directions.dir_type,
             )?;
             let o = run.data.objective(&s.model, &s.source, &run.subset)?;
-            let dhd = |d: &ParamVec<f32>| -> Result<f64> {
+            let dhd = |d: &ParamVec<f32>| -> JobResult<f64> {
                 let hv = crate::jobs::with_threads(threads, || {
                     o.hvp(s.model.theta.data.view(), d.data.view())
                 })?;
@@ -347,7 +367,7 @@ fn metrics(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
     Ok(hit)
 }
 
-fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     let h = &run.a.spec.hessian;
     let (r, hit) = cached(&s.with_ext("hessian.json"), &s.deps(), || {
         let t0 = Instant::now();
@@ -356,7 +376,7 @@ fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
         let o = run.data.objective(&s.model, &s.source, &run.hess_data)?;
         let threads = run.a.spec.run.threads;
         let r = hessian_of(&o, &s.model.theta, &plan, threads, &s.file, &run.inner)?;
-        let top = r.whole.top.as_ref().context("no eigenvalues")?;
+        let top = r.whole.top.as_ref().ok_or(AnalysisError::NoEigenvalues)?;
         let trace = r.whole.trace.as_ref();
         Ok(HessianResult {
             eigenvalues: top.values.to_vec(),
@@ -373,7 +393,7 @@ fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
     Ok(hit)
 }
 
-fn probe(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+fn probe(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     let spec = &run.a.spec;
     let (p, hit) = cached(&s.with_ext("probe-summary.json"), &s.deps(), || {
         let (tr, init) = probe_model(
@@ -404,7 +424,7 @@ fn probe(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
     Ok(hit)
 }
 
-fn sharpness(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
+fn sharpness(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     let spec = &run.a.spec;
     let (Some(sh), Some(ds)) = (spec.sharpness.as_ref(), run.sharp_data.as_ref()) else {
         return Ok(true);
@@ -416,8 +436,16 @@ fn sharpness(run: &Run, s: &Subject, m: &mut Measured) -> Result<bool> {
         let threads = spec.run.threads;
         let r = sharpness_of(&o, &s.model.theta, &plan, threads, &s.file, &run.inner)?;
         let (eps, beta) = (
-            r.eps.context("ε-sharpness did not run")?.0,
-            r.beta.context("β-smoothness did not run")?.0,
+            r.eps
+                .ok_or(AnalysisError::NotRun {
+                    what: "ε-sharpness",
+                })?
+                .0,
+            r.beta
+                .ok_or(AnalysisError::NotRun {
+                    what: "β-smoothness",
+                })?
+                .0,
         );
         crate::jobs::write_json(
             &s.with_ext("sharpness.json"),

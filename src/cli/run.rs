@@ -26,7 +26,7 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> Result<()> {
     let a = analysis::load(&args.spec)?;
     let outcome = analysis::run_analysis(&a, &args.outputs, args.quiet)
-        .map_err(|e| anyhow::anyhow!(a.render(&format!("{e:#}"))))?;
+        .map_err(|e| anyhow::anyhow!(a.render(&format!("{:#}", anyhow::Error::from(e)))))?;
     let images = crate::analysis::runner::plots(&outcome).context("drawing the plots")?;
     report::write_report(&outcome, &images)?;
     if args.json {
