@@ -6,7 +6,8 @@
 //! exact H·v, and the H·v / gradient ratio; also H·v with its θ-only half kept (what the
 //! Hessian operator's products cost after the first; [`crate::objective::PreparedHvp`]).
 //! Medians over `--reps` runs after a warm-up; the gradient and H·v runs alternate.
-//! Compare with `python fixtures/generate/bench_torch.py` on the same machine and threads.
+//! Compare with `python fixtures/generate/bench_torch.py` on the same machine and threads,
+//! and engine settings with `--conv im2col`, `--gemm matrixmultiply`, `--simd avx2`.
 
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use clap::Args;
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
+use super::engine_args::EngineArgs;
 use crate::engine::Op;
 use crate::model::{Arch, Model};
 use crate::objective::{Objective, ObjectiveConfig};
@@ -42,6 +44,8 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Serialize)]
@@ -129,11 +133,16 @@ fn medians_interleaved(reps: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<(f64, f6
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    let options = args.engine.options();
+    if !options.is_default() {
+        eprintln!("bench: engine {options}");
+    }
     let mut rows = Vec::new();
     for &depth in &args.depths {
         let arch: Arch =
             format!("resnet-cifar:depth={depth},in_channels=3,input_size=32").parse()?;
-        let model = Model::init(arch, 0, false);
+        let mut model = Model::init(arch, 0, false);
+        model.graph.options = options;
         let flops = flops_per_sample(&model.graph)? * args.batch as f64;
         let x = ArrayD::from_shape_fn(IxDyn(&[args.batch, 3, 32, 32]), |i| {
             ((i[0] * 31 + i[1] * 5 + i[2] * 7 + i[3] * 3) % 17) as f32 / 8.0 - 1.0

@@ -3,6 +3,7 @@
 //! `--json`); progress and warnings go to stderr.
 
 pub mod bench;
+pub mod engine_args;
 pub mod eval;
 pub mod hessian;
 pub mod info;
