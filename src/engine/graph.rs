@@ -326,7 +326,6 @@ impl Graph {
     /// and that one's only reader's activation, applied block by block while in cache
     /// (conv → batch norm in eval mode [→ ReLU]): the result and how many following nodes
     /// it stands for; `None` where the ops do not fuse.
-    #[allow(clippy::too_many_arguments)]
     fn fused_forward<T: Scalar>(
         &self,
         theta: &ArrayView1<T>,

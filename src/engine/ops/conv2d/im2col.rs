@@ -62,7 +62,6 @@ impl Plan<'_> {
 
     /// dx[block] += col2im(Aᵀ · B) for the block `[r0, r1)` of B (inner dimension `k`:
     /// rows of B, columns of A); `dbuf` is scratch for one block.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn col_grad<T: Scalar>(
         &self,
         r0: usize,

@@ -13,7 +13,7 @@
 //! V, v_b are this layer's slices of the direction v. R-operator: Pearlmutter (1994),
 //! "Fast exact multiplication by the Hessian", Neural Computation 6(1):147–160.
 //!
-//! Blocking ([`im2col`]): `cols` is never formed whole. The output columns (n, oh, ow) are
+//! Blocking (`im2col.rs`): `cols` is never formed whole. The output columns (n, oh, ow) are
 //! cut into blocks of whole output rows (n, oh), 128–2048 columns each; every pass unfolds
 //! one block of x (and of R{x}) into a small buffer that stays in cache, runs its GEMMs on
 //! that block (`y`, `dx`-columns written in place, `dW` accumulated over blocks in a fixed
@@ -25,7 +25,7 @@
 //!
 //! In f32 on AVX2 machines, the forward, R-forward, dW and R{dW} passes of any stride
 //! (output rows of 8 or more) and the stride-1 dx / R{dx} skip im2col altogether and run
-//! the direct kernels of [`kernels`] (1.5–2× faster on ResNet shapes), unless the graph's
+//! the direct kernels of `kernels.rs` (1.5–2× faster on ResNet shapes), unless the graph's
 //! [`EngineOptions`] say [`ConvAlgorithm::Im2col`](crate::engine::ConvAlgorithm).
 //! Inference fuses an epilogue (eval-mode batch norm, ReLU) into the forward pass.
 
