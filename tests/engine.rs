@@ -199,6 +199,7 @@ fn custom_net_with_pooling_and_biases() {
         loss: Loss::CrossEntropy,
         input_shape: vec![2, 9, 9],
         num_classes: 3,
+        options: Default::default(),
     };
     let x = g.push("input", Op::Input, &[], &[]);
     let w = layout.push("c.weight", &[4, 2, 3, 3], Role::Weight);
@@ -292,6 +293,7 @@ fn imported_ops_affine_slice_pad_concat() {
         loss: Loss::CrossEntropy,
         input_shape: vec![2, 6, 6],
         num_classes: 3,
+        options: Default::default(),
     };
     let conv = |cin, cout, stride| {
         Op::Conv2d(Conv2d {

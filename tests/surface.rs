@@ -563,3 +563,64 @@ fn curvature_maps() {
     ok(&["merge", s(&parts[0]), s(&parts[1]), "--out", s(&merged)]);
     bits_equal(&arrays(&out), &arrays(&merged));
 }
+
+/// Engine options that change result bits are explicit, recorded in the file and part of
+/// the fingerprint: a default-engine output is not taken for an `--conv im2col` run.
+#[test]
+fn engine_options_are_recorded_and_fingerprinted() {
+    let dir = common::tempdir();
+    let conv_net = "fixtures/models/resnet20-digits.safetensors";
+    let args = |out: &str, extra: &[&str]| {
+        let mut v = vec![
+            "surface",
+            "--model",
+            conv_net,
+            "--data",
+            "digits",
+            "--samples",
+            "16",
+            "--x",
+            "-0.5:0.5:3",
+            "--quiet",
+            "--out",
+        ];
+        v.push(out);
+        v.extend_from_slice(extra);
+        v.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let out = dir.path().join("s.h5");
+    let o = s(&out).to_string();
+    let run = |extra: &[&str]| args(&o, extra);
+    ok(&run(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let attr = |p: &Path| {
+        read_surface(p).unwrap().attrs["engine"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(attr(&out), "conv=auto,gemm=blas,simd=native");
+    let e = fails(
+        &run(&["--conv", "im2col"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        2,
+    );
+    assert!(
+        e.contains("--out") && e.contains("different surface"),
+        "{e}"
+    );
+    let out2 = dir.path().join("s2.h5");
+    let o2 = s(&out2).to_string();
+    let a2 = args(&o2, &["--conv", "im2col", "--gemm", "matrixmultiply"]);
+    ok(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(attr(&out2), "conv=im2col,gemm=matrixmultiply,simd=native");
+    // the same mathematics: equal to rounding
+    let (a, b) = (arrays(&out), arrays(&out2));
+    assert_close(
+        "train_loss",
+        a[0].1.as_slice().unwrap(),
+        b[0].1.as_slice().unwrap(),
+        tol(Dtype::F32, Quantity::Loss),
+    );
+}

@@ -124,8 +124,8 @@ impl Subject {
                 .map_err(|e| AnalysisError::Arch(Box::new(e)))?
         };
         let source = ModelSource {
-            path: file.to_path_buf(),
             arch,
+            ..ModelSource::file(file)
         };
         let model = Model::load(file, source.arch.as_ref()).map_err(|e| AnalysisError::Model {
             spec: a.path.clone(),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::engine_args::EngineArgs;
 use crate::data::{self, Normalize, Split};
 use crate::jobs::{BnMode, DataConfig, ModelSource};
 use crate::model::Arch;
@@ -19,6 +20,8 @@ pub struct ModelArgs {
     /// e.g. `resnet-cifar:depth=20,shortcut=none,in_channels=1,input_size=8`.
     #[arg(long, value_name = "SPEC")]
     pub arch: Option<Arch>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 impl ModelArgs {
@@ -26,6 +29,7 @@ impl ModelArgs {
         ModelSource {
             path: self.model.clone(),
             arch: self.arch.clone(),
+            engine: self.engine.options(),
         }
     }
 }

@@ -20,6 +20,9 @@ macro_rules! value_enum {
 }
 
 value_enum!(
+    crate::engine::ConvAlgorithm,
+    crate::engine::GemmBackend,
+    crate::engine::Simd,
     crate::jobs::BnMode,
     crate::jobs::Precision,
     crate::jobs::hessian::EigenMethod,

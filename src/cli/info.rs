@@ -133,6 +133,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     let m = crate::jobs::ModelSource {
         path: args.model.clone(),
         arch: args.arch.clone(),
+        engine: Default::default(),
     }
     .load()?;
     let info = describe(&m)?;

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod bench;
 pub mod choices;
+pub mod engine_args;
 pub mod eval;
 pub mod hessian;
 pub mod info;

@@ -18,9 +18,54 @@ pub enum EngineError {
         node: String,
         op: String,
         shape: Vec<usize>,
-        why: String,
+        why: ShapeError,
     },
     /// Occurs when a label is not below the number of network outputs.
     #[error("label {label} is out of range: the network has {classes} outputs")]
     Label { label: usize, classes: usize },
+}
+
+/// Why an op cannot take the shapes of its inputs (internal layout); the graph names the
+/// node in [`EngineError::OpShape`].
+#[non_exhaustive]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ShapeError {
+    /// Occurs when an image input is not `[C, N, H, W]` with the op's channel count.
+    #[error("expected [{channels}, N, H, W]")]
+    Image { channels: usize },
+    /// Occurs when a vector input is not `[N, F]` with the op's feature count.
+    #[error("expected [N, {features}]")]
+    Features { features: usize },
+    /// Occurs when the channel count (axis 0 of images, 1 of vectors) is not the op's.
+    #[error("expected {channels} channels")]
+    Channels { channels: usize },
+    /// Occurs when the input has the wrong number of axes.
+    #[error("expected a {rank}-D input")]
+    Rank { rank: usize },
+    /// Occurs when a convolution kernel does not fit the padded image.
+    #[error("kernel larger than the padded image")]
+    Kernel,
+    /// Occurs when a pooling window does not fit the padded image.
+    #[error("window larger than the padded image")]
+    Window,
+    /// Occurs when the two summands of a residual sum differ in shape.
+    #[error("the two summands differ: {a:?} vs {b:?}")]
+    Summands { a: Box<[usize]>, b: Box<[usize]> },
+    /// Occurs when per-channel constants are neither one value nor one per channel.
+    #[error("constants do not fit {channels} channels")]
+    Constants { channels: usize },
+    /// Occurs when a slice lies outside its axis.
+    #[error("slice {start}..{end} of axis {axis} out of range")]
+    Slice {
+        start: usize,
+        end: usize,
+        axis: usize,
+    },
+    /// Occurs when inputs differ along an axis other than the concatenation axis.
+    #[error("cannot concatenate {a:?} and {b:?} along axis {axis}")]
+    Concat {
+        a: Box<[usize]>,
+        b: Box<[usize]>,
+        axis: usize,
+    },
 }

@@ -7,16 +7,18 @@
 //! depend on the thread count: parallelism lives one level up, across mini-batches, so
 //! each worker runs its GEMMs on one core. Any other layout or scalar type falls back to
 //! ndarray's `general_mat_mul` (`matrixmultiply`: any strides, transposed views are free).
-//! Setting `LOSSCAPE_GEMM=matrixmultiply` forces the fallback everywhere (for comparisons).
+//! [`GemmBackend::MatrixMultiply`] (an [`EngineOptions`](super::EngineOptions) field) forces
+//! the fallback everywhere (for comparisons); every product takes the backend explicitly.
 //! Alternatives considered: faer (faster on tall-skinny shapes, an extra heavy
 //! dependency); see DESIGN.md.
 
 use std::any::TypeId;
 use std::os::raw::c_int;
-use std::sync::{Once, OnceLock};
+use std::sync::Once;
 
 use ndarray::{linalg::general_mat_mul, Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
 
+use super::options::GemmBackend;
 use super::Scalar;
 
 #[link(name = "openblas")]
@@ -62,14 +64,10 @@ const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
 const TRANS: c_int = 112;
 
-/// Whether OpenBLAS may be used (not disabled by `LOSSCAPE_GEMM=matrixmultiply`); pins it
-/// to one thread on first use.
-fn blas_enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
+/// Whether `backend` lets OpenBLAS multiply; pins OpenBLAS to one thread on first use.
+fn blas_enabled(backend: GemmBackend) -> bool {
     static ONE_THREAD: Once = Once::new();
-    let on = *ENABLED.get_or_init(|| {
-        !std::env::var("LOSSCAPE_GEMM").is_ok_and(|v| v.eq_ignore_ascii_case("matrixmultiply"))
-    });
+    let on = backend == GemmBackend::Blas;
     if on {
         ONE_THREAD.call_once(|| unsafe { openblas_set_num_threads(1) });
     }
@@ -144,55 +142,58 @@ fn span(r: usize, c: usize, ld: usize) -> usize {
     }
 }
 
-/// `c[m×n] ← alpha · op(a)·op(b) + beta · c`, `op(a)` being `m×k` and `op(b)` `k×n`; `c` is
-/// row-major with leading dimension `ldc`. With `beta = 0` the old contents of `c` are
-/// never read (they may be anything, NaN included).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_slices<T: Scalar>(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: T,
-    a: Mat<T>,
-    b: Mat<T>,
-    beta: T,
-    c: &mut [T],
-    ldc: usize,
-) {
-    a.check(m, k, "a");
-    b.check(k, n, "b");
-    assert!(
-        m == 0 || n == 0 || (ldc >= n && c.len() >= (m - 1) * ldc + n),
-        "gemm: output too small"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        // c ← beta·c without reading c when beta = 0.
-        for row in c.chunks_mut(ldc).take(m) {
-            for v in &mut row[..n] {
-                *v = if beta == T::zero() {
-                    T::zero()
-                } else {
-                    beta * *v
-                };
-            }
+impl GemmBackend {
+    /// `c[m×n] ← alpha · op(a)·op(b) + beta · c`, `op(a)` being `m×k` and `op(b)` `k×n`; `c` is
+    /// row-major with leading dimension `ldc`. With `beta = 0` the old contents of `c` are
+    /// never read (they may be anything, NaN included).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_slices<T: Scalar>(
+        self,
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: T,
+        a: Mat<T>,
+        b: Mat<T>,
+        beta: T,
+        c: &mut [T],
+        ldc: usize,
+    ) {
+        a.check(m, k, "a");
+        b.check(k, n, "b");
+        assert!(
+            m == 0 || n == 0 || (ldc >= n && c.len() >= (m - 1) * ldc + n),
+            "gemm: output too small"
+        );
+        if m == 0 || n == 0 {
+            return;
         }
-        return;
+        if k == 0 {
+            // c ← beta·c without reading c when beta = 0.
+            for row in c.chunks_mut(ldc).take(m) {
+                for v in &mut row[..n] {
+                    *v = if beta == T::zero() {
+                        T::zero()
+                    } else {
+                        beta * *v
+                    };
+                }
+            }
+            return;
+        }
+        let fits = [m, n, k, a.ld, b.ld, ldc]
+            .iter()
+            .all(|&d| d <= c_int::MAX as usize);
+        if fits && blas_enabled(self) && blas_call(m, n, k, alpha, a, b, beta, c, ldc) {
+            return;
+        }
+        let mut cv = ArrayViewMut2::from_shape((m, n).strides((ldc, 1)), &mut c[..span(m, n, ldc)])
+            .expect("checked");
+        if beta == T::zero() {
+            cv.fill(T::zero()); // general_mat_mul reads c even when beta = 0
+        }
+        general_mat_mul(alpha, &a.view(m, k), &b.view(k, n), beta, &mut cv);
     }
-    let fits = [m, n, k, a.ld, b.ld, ldc]
-        .iter()
-        .all(|&d| d <= c_int::MAX as usize);
-    if fits && blas_enabled() && blas_call(m, n, k, alpha, a, b, beta, c, ldc) {
-        return;
-    }
-    let mut cv = ArrayViewMut2::from_shape((m, n).strides((ldc, 1)), &mut c[..span(m, n, ldc)])
-        .expect("checked");
-    if beta == T::zero() {
-        cv.fill(T::zero()); // general_mat_mul reads c even when beta = 0
-    }
-    general_mat_mul(alpha, &a.view(m, k), &b.view(k, n), beta, &mut cv);
 }
 
 /// cblas for f32/f64; false (nothing done) for any other scalar type.
@@ -281,41 +282,47 @@ fn as_mat<'a, T>(v: &ArrayView2<'a, T>) -> Option<Mat<'a, T>> {
     }
 }
 
-/// c ← alpha · a·b + beta · c
-pub fn gemm<T: Scalar>(
-    alpha: T,
-    a: ArrayView2<T>,
-    b: ArrayView2<T>,
-    beta: T,
-    c: &mut ArrayViewMut2<T>,
-) {
-    let (m, n) = c.dim();
-    let k = a.ncols();
-    assert!(
-        a.nrows() == m && b.nrows() == k && b.ncols() == n,
-        "gemm: shapes"
-    );
-    let cs = c.strides();
-    let c_ok =
-        m > 0 && n > 0 && cs[0] >= 0 && (cs[1] == 1 || n == 1) && (cs[0] as usize >= n || m == 1);
-    if c_ok && k > 0 {
-        if let (Some(am), Some(bm)) = (as_mat(&a), as_mat(&b)) {
-            let ldc = if m == 1 { n } else { cs[0] as usize };
-            let len = span(m, n, ldc);
-            // SAFETY: c's elements lie within [ptr, ptr + len) and the view is borrowed mutably.
-            let cslice = unsafe { std::slice::from_raw_parts_mut(c.as_mut_ptr(), len) };
-            gemm_slices(m, n, k, alpha, am, bm, beta, cslice, ldc);
-            return;
+impl GemmBackend {
+    /// c ← alpha · a·b + beta · c
+    pub fn gemm<T: Scalar>(
+        self,
+        alpha: T,
+        a: ArrayView2<T>,
+        b: ArrayView2<T>,
+        beta: T,
+        c: &mut ArrayViewMut2<T>,
+    ) {
+        let (m, n) = c.dim();
+        let k = a.ncols();
+        assert!(
+            a.nrows() == m && b.nrows() == k && b.ncols() == n,
+            "gemm: shapes"
+        );
+        let cs = c.strides();
+        let c_ok = m > 0
+            && n > 0
+            && cs[0] >= 0
+            && (cs[1] == 1 || n == 1)
+            && (cs[0] as usize >= n || m == 1);
+        if c_ok && k > 0 {
+            if let (Some(am), Some(bm)) = (as_mat(&a), as_mat(&b)) {
+                let ldc = if m == 1 { n } else { cs[0] as usize };
+                let len = span(m, n, ldc);
+                // SAFETY: c's elements lie within [ptr, ptr + len) and the view is borrowed mutably.
+                let cslice = unsafe { std::slice::from_raw_parts_mut(c.as_mut_ptr(), len) };
+                self.gemm_slices(m, n, k, alpha, am, bm, beta, cslice, ldc);
+                return;
+            }
         }
+        general_mat_mul(alpha, &a, &b, beta, c);
     }
-    general_mat_mul(alpha, &a, &b, beta, c);
-}
 
-/// a·b into a fresh array.
-pub fn matmul<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
-    let mut c = Array2::zeros((a.nrows(), b.ncols()));
-    gemm(T::one(), a, b, T::zero(), &mut c.view_mut());
-    c
+    /// a·b into a fresh array.
+    pub fn matmul<T: Scalar>(self, a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
+        let mut c = Array2::zeros((a.nrows(), b.ncols()));
+        self.gemm(T::one(), a, b, T::zero(), &mut c.view_mut());
+        c
+    }
 }
 
 #[cfg(test)]
@@ -331,19 +338,25 @@ mod tests {
 
     #[test]
     fn strided_and_transposed_views_match_naive() {
+        for be in [GemmBackend::Blas, GemmBackend::MatrixMultiply] {
+            check_views(be);
+        }
+    }
+
+    fn check_views(be: GemmBackend) {
         let big = Array2::from_shape_fn((9, 11), |(i, j)| ((i * 7 + j * 3) % 13) as f64 - 6.0);
         let a = big.slice(s![1..6, 2..9]); // 5×7, ld 11
         let bt = big.slice(s![0..4, 1..8]); // 4×7 → b = btᵀ 7×4
         let b = bt.t();
         let want = naive(&a, &b);
         let mut c = Array2::from_elem((5, 6), f64::NAN);
-        gemm(1.0, a, b, 0.0, &mut c.slice_mut(s![.., 1..5]));
+        be.gemm(1.0, a, b, 0.0, &mut c.slice_mut(s![.., 1..5]));
         assert!(c
             .slice(s![.., 1..5])
             .iter()
             .zip(want.iter())
             .all(|(x, y)| x == y));
-        gemm(2.0, a, b, 1.0, &mut c.slice_mut(s![.., 1..5]));
+        be.gemm(2.0, a, b, 1.0, &mut c.slice_mut(s![.., 1..5]));
         assert!(c
             .slice(s![.., 1..5])
             .iter()
@@ -352,14 +365,14 @@ mod tests {
         // Row vector, column vector, a column-major output (fallback path).
         let row = big.slice(s![3..4, 0..9]);
         let col = big.slice(s![.., 5..6]);
-        let got = matmul(row, col);
+        let got = be.matmul(row, col);
         assert_eq!(got, naive(&row, &col));
         let mut cf = Array2::zeros((5, 4).f());
-        gemm(1.0, a, b, 0.0, &mut cf.view_mut());
+        be.gemm(1.0, a, b, 0.0, &mut cf.view_mut());
         assert_eq!(cf, want);
         let a32 = a.mapv(|v| v as f32);
         let b32 = b.mapv(|v| v as f32);
-        let got32 = matmul(a32.view(), b32.t().t());
+        let got32 = be.matmul(a32.view(), b32.t().t());
         assert!(got32.iter().zip(want.iter()).all(|(x, y)| *x as f64 == *y));
     }
 }

@@ -9,81 +9,31 @@
 //!              operators), once per product otherwise
 //! ```
 //! The HVP is exact (Pearlmutter 1994): no finite differences. Each op owns its four
-//! passes (see [`super::ops`]); this file only routes values between nodes. A node's
-//! parameters are tensors of the model's [`Layout`], read from a flat θ, so a perturbed
-//! model is just another vector.
+//! passes and its inference hooks (see [`super::ops`]); this file only routes values
+//! between nodes, in the same order whatever the ops. A node's parameters are tensors of
+//! the model's [`Layout`], read from a flat θ, so a perturbed model is just another vector.
+//! The graph's [`EngineOptions`] go to every op call.
 
 use std::sync::Arc;
 
 use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, ArrayViewMut1, IxDyn};
 
 use super::error::EngineError;
-pub use super::ops::batchnorm::Mode;
-use super::ops::batchnorm::{BnCache, BnRCache};
-use super::ops::conv2d::ConvCache;
-use super::ops::flatten::swap_batch_channel;
+pub use super::ops::batchnorm::{BatchStats, Mode};
 pub use super::ops::loss::Loss;
 use super::ops::loss::LossCache;
-use super::ops::max_pool::MaxPoolCache;
-use super::ops::*;
+pub use super::ops::Op;
+use super::ops::{Activation, Erased, Fwd, Grads, LossValue, Taped};
+use super::options::EngineOptions;
 use super::params::Layout;
 use super::Scalar;
-
-/// What a node computes.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Op {
-    /// The input batch, given in PyTorch layout `[N, C, H, W]` or `[N, F]`.
-    Input,
-    /// params: [weight, bias?]
-    Conv2d(Conv2d),
-    /// params: [weight, bias?]
-    Linear(Linear),
-    /// params: [γ, β, running_mean, running_var]
-    BatchNorm(BatchNorm),
-    Relu,
-    /// Residual sum of two inputs.
-    Add,
-    GlobalAvgPool,
-    AvgPool(Pool2d),
-    MaxPool(Pool2d),
-    Flatten,
-    /// Constant per-channel a·x + b (input normalization of imported networks).
-    Affine(Affine),
-    /// Zero padding (internal-layout axes).
-    Pad(Pad),
-    /// Strided slice along one internal-layout axis.
-    Slice(SliceAxis),
-    /// Concatenation of all inputs along one internal-layout axis.
-    Concat(Concat),
-}
-
-impl Op {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Op::Input => "input",
-            Op::Conv2d(_) => "conv2d",
-            Op::Linear(_) => "linear",
-            Op::BatchNorm(_) => "batchnorm",
-            Op::Relu => "relu",
-            Op::Add => "add",
-            Op::GlobalAvgPool => "global-avg-pool",
-            Op::AvgPool(_) => "avg-pool",
-            Op::MaxPool(_) => "max-pool",
-            Op::Flatten => "flatten",
-            Op::Affine(_) => "affine",
-            Op::Pad(_) => "pad",
-            Op::Slice(_) => "slice",
-            Op::Concat(_) => "concat",
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     /// Module path, e.g. `layer1.0.conv1` (empty for pure functions such as relu).
     pub name: String,
     pub op: Op,
-    /// Indices of the nodes whose outputs this node reads.
+    /// Indices of the nodes whose outputs this node reads (none: the batch).
     pub inputs: Vec<usize>,
     /// Indices of this node's tensors in the [`Layout`].
     pub params: Vec<usize>,
@@ -99,39 +49,16 @@ pub struct Graph {
     /// Per-sample input shape in PyTorch order, e.g. `[1, 8, 8]` or `[40]`.
     pub input_shape: Vec<usize>,
     pub num_classes: usize,
-}
-
-/// Batch statistics of one batch-norm node in a forward pass.
-#[derive(Clone, Debug)]
-pub struct BatchStats<T> {
-    /// Layout index of the node's running mean.
-    pub running_mean: usize,
-    /// Layout index of the node's running variance.
-    pub running_var: usize,
-    /// Per-channel mean over the batch (and the spatial positions).
-    pub mean: Array1<T>,
-    /// Per-channel biased variance (what normalizes the batch).
-    pub var: Array1<T>,
-    /// Values per channel behind the statistics (N·H·W).
-    pub count: usize,
-}
-
-enum Cache<T> {
-    None,
-    Conv(ConvCache<T>),
-    Bn(Box<BnCache<T>>),
-    Max(MaxPoolCache),
+    /// How the passes compute where that changes result bits (defaults everywhere a graph
+    /// is built: zoo, ONNX import, model files).
+    pub options: EngineOptions,
 }
 
 /// Everything the reverse passes need from the forward pass.
 struct Tape<T> {
     values: Vec<ArrayD<T>>,
-    caches: Vec<Cache<T>>,
-}
-
-enum RCache<T> {
-    None,
-    Bn(BnRCache<T>),
+    /// Each node's cache (the op's own type, see [`super::ops::EngineOp::Cache`]).
+    caches: Vec<Erased>,
 }
 
 /// The half of an HVP on one batch that depends on θ alone: the forward tape, the loss
@@ -144,9 +71,11 @@ pub struct HvpState<T> {
     lc: LossCache<T>,
     /// The batch's labels (the R-pass of the loss reads them).
     y: Vec<usize>,
-    /// Per node: None where the reverse pass never reached it; dL/d(output) for nodes
-    /// with parameters; an empty placeholder for the others.
+    /// Per node: None where the reverse pass never reached it; dL/d(output) where the
+    /// op's R-backward reads it; an empty placeholder for the others.
     g: Vec<Option<ArrayD<T>>>,
+    /// Bytes of the ops' caches on the tape.
+    cache_bytes: usize,
 }
 
 impl<T: Scalar> HvpState<T> {
@@ -154,21 +83,50 @@ impl<T: Scalar> HvpState<T> {
     pub fn bytes(&self) -> usize {
         let t = std::mem::size_of::<T>();
         let arrays = self.tape.values.iter().chain(self.g.iter().flatten());
-        let caches: usize = self
-            .tape
-            .caches
-            .iter()
-            .map(|c| match c {
-                Cache::Bn(b) => (b.xhat.len() + 4 * b.s.len()) * t,
-                Cache::Max(m) => m.argmax.len() * std::mem::size_of::<usize>(),
-                _ => 0,
-            })
-            .sum();
-        (arrays.map(|a| a.len()).sum::<usize>() + self.lc.probs.len()) * t + caches
+        (arrays.map(|a| a.len()).sum::<usize>() + self.lc.probs.len()) * t + self.cache_bytes
     }
 }
 
+/// What the reverse and R-passes show a node (see [`Taped`]), owned while it looks.
+struct NodeView<'t, T> {
+    x: Vec<&'t ArrayD<T>>,
+    y: &'t ArrayD<T>,
+    rx: Vec<Option<&'t ArrayD<T>>>,
+    need_dx: Vec<bool>,
+}
+
+impl<T> NodeView<'_, T> {
+    fn taped<'a>(
+        &'a self,
+        options: &'a EngineOptions,
+        (p, v): (&'a [ArrayViewD<'a, T>], &'a [ArrayViewD<'a, T>]),
+        want_dp: bool,
+    ) -> Taped<'a, T> {
+        Taped {
+            options,
+            x: &self.x,
+            y: self.y,
+            p,
+            v,
+            rx: &self.rx,
+            need_dx: &self.need_dx,
+            want_dp,
+        }
+    }
+}
+
+/// An empty placeholder value (a freed or fused-away node output).
+fn empty<T: Scalar>() -> ArrayD<T> {
+    ArrayD::zeros(IxDyn(&[0]))
+}
+
 impl Graph {
+    /// The same graph computing with `options`.
+    pub fn with_options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
     /// Adds a node and returns its index.
     pub fn push(
         &mut self,
@@ -220,127 +178,27 @@ impl Graph {
                 hint: String::new(),
             });
         }
+        let batch: Vec<usize> = std::iter::once(n)
+            .chain(sample_shape.iter().copied())
+            .collect();
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
         for node in &self.nodes {
-            let ins: Vec<&Vec<usize>> = node.inputs.iter().map(|&i| &shapes[i]).collect();
-            let bad = |why: String| EngineError::OpShape {
-                node: node.name.clone(),
-                op: node.op.kind().into(),
-                shape: ins.first().map(|s| s.to_vec()).unwrap_or_default(),
-                why,
+            let ins: Vec<&[usize]> = match node.inputs.is_empty() {
+                true => vec![&batch],
+                false => node.inputs.iter().map(|&i| &shapes[i][..]).collect(),
             };
-            let s = match &node.op {
-                Op::Input => {
-                    let mut s = vec![n];
-                    s.extend_from_slice(sample_shape);
-                    if s.len() == 4 {
-                        s.swap(0, 1);
-                    }
-                    s
-                }
-                Op::Conv2d(c) => {
-                    let x = ins[0];
-                    if x.len() != 4 || x[0] != c.in_channels {
-                        return Err(bad(format!("expected [{}, N, H, W]", c.in_channels)));
-                    }
-                    let (ho, wo) = c
-                        .out_hw(x[2], x[3])
-                        .ok_or_else(|| bad("kernel larger than the padded image".into()))?;
-                    vec![c.out_channels, x[1], ho, wo]
-                }
-                Op::Linear(l) => {
-                    let x = ins[0];
-                    if x.len() != 2 || x[1] != l.in_features {
-                        return Err(bad(format!("expected [N, {}]", l.in_features)));
-                    }
-                    vec![x[0], l.out_features]
-                }
-                Op::BatchNorm(b) => {
-                    let x = ins[0];
-                    let c = if x.len() == 2 { x[1] } else { x[0] };
-                    if c != b.channels {
-                        return Err(bad(format!("expected {} channels", b.channels)));
-                    }
-                    x.clone()
-                }
-                Op::Relu => ins[0].clone(),
-                Op::Add => {
-                    if ins[0] != ins[1] {
-                        return Err(bad(format!(
-                            "the two summands differ: {:?} vs {:?}",
-                            ins[0], ins[1]
-                        )));
-                    }
-                    ins[0].clone()
-                }
-                Op::GlobalAvgPool => {
-                    let x = ins[0];
-                    if x.len() != 4 {
-                        return Err(bad("expected a 4-D input".into()));
-                    }
-                    vec![x[1], x[0]]
-                }
-                Op::AvgPool(p) | Op::MaxPool(p) => {
-                    let x = ins[0];
-                    if x.len() != 4 {
-                        return Err(bad("expected a 4-D input".into()));
-                    }
-                    let (ho, wo) = p
-                        .out_hw(x[2], x[3])
-                        .ok_or_else(|| bad("window larger than the padded image".into()))?;
-                    vec![x[0], x[1], ho, wo]
-                }
-                Op::Flatten => {
-                    let x = ins[0];
-                    if x.len() == 2 {
-                        x.clone()
-                    } else {
-                        vec![x[1], x[0] * x[2..].iter().product::<usize>()]
-                    }
-                }
-                Op::Affine(a) => {
-                    let x = ins[0];
-                    let c = if x.len() == 2 { x[1] } else { x[0] };
-                    if !a.fits(c) {
-                        return Err(bad(format!("constants do not fit {c} channels")));
-                    }
-                    x.clone()
-                }
-                Op::Pad(p) => {
-                    let x = ins[0];
-                    if p.before.len() != x.len() || p.after.len() != x.len() {
-                        return Err(bad(format!("expected a {}-D input", p.before.len())));
-                    }
-                    p.out_shape(x)
-                }
-                Op::Slice(sl) => {
-                    let x = ins[0];
-                    if sl.axis >= x.len() || sl.end > x[sl.axis] || sl.start > sl.end {
-                        return Err(bad(format!(
-                            "slice {}..{} of axis {} out of range",
-                            sl.start, sl.end, sl.axis
-                        )));
-                    }
-                    let mut s = x.clone();
-                    s[sl.axis] = sl.out_len();
-                    s
-                }
-                Op::Concat(c) => {
-                    let mut s = ins[0].clone();
-                    for other in &ins[1..] {
-                        let same = other.len() == s.len()
-                            && (0..s.len()).all(|a| a == c.axis || other[a] == s[a]);
-                        if !same || c.axis >= s.len() {
-                            return Err(bad(format!(
-                                "cannot concatenate {:?} and {:?} along axis {}",
-                                s, other, c.axis
-                            )));
-                        }
-                        s[c.axis] += other[c.axis];
-                    }
-                    s
-                }
-            };
+            let s = node
+                .op
+                .infer_shape(&ins)
+                .map_err(|why| EngineError::OpShape {
+                    node: node.name.clone(),
+                    op: node.op.kind().into(),
+                    shape: match node.inputs.is_empty() {
+                        true => vec![],
+                        false => ins[0].to_vec(),
+                    },
+                    why,
+                })?;
             shapes.push(s);
         }
         let out = shapes.last().cloned().unwrap_or_default();
@@ -349,7 +207,9 @@ impl Graph {
                 node: "output".into(),
                 op: "logits".into(),
                 shape: out,
-                why: format!("expected [N, {}]", self.num_classes),
+                why: super::error::ShapeError::Features {
+                    features: self.num_classes,
+                },
             });
         }
         Ok(shapes)
@@ -366,8 +226,22 @@ impl Graph {
         last
     }
 
+    /// The values node `node` reads: its inputs', or the batch `x` for a node without.
+    fn inputs_of<'a, T>(
+        &self,
+        node: &Node,
+        values: &'a [ArrayD<T>],
+        x: &'a ArrayD<T>,
+    ) -> Vec<&'a ArrayD<T>> {
+        match node.inputs.is_empty() {
+            true => vec![x],
+            false => node.inputs.iter().map(|&i| &values[i]).collect(),
+        }
+    }
+
     /// Runs the forward pass. With `keep`, every value and cache is kept for the reverse
-    /// passes; without, each value is dropped after its last reader (inference).
+    /// passes; without, each value is dropped after its last reader (inference), and ops
+    /// may run in place or fused (see [`Graph::fused_forward`]).
     fn run_forward<T: Scalar>(
         &self,
         theta: &ArrayView1<T>,
@@ -378,7 +252,7 @@ impl Graph {
         let n = self.nodes.len();
         let last = self.last_use();
         let mut values: Vec<ArrayD<T>> = Vec::with_capacity(n);
-        let mut caches: Vec<Cache<T>> = Vec::with_capacity(n);
+        let mut caches: Vec<Erased> = Vec::with_capacity(n);
         // (nodes still to skip, the fused result that the last of them gets)
         let mut fused: (usize, Option<ArrayD<T>>) = (0, None);
         for (j, node) in self.nodes.iter().enumerate() {
@@ -387,112 +261,97 @@ impl Graph {
                 // others an empty placeholder, so indices stay aligned
                 fused.0 -= 1;
                 let v = if fused.0 == 0 { fused.1.take() } else { None };
-                values.push(v.unwrap_or_else(|| ArrayD::zeros(IxDyn(&[0]))));
-                caches.push(Cache::None);
+                values.push(v.unwrap_or_else(empty));
+                caches.push(Box::new(()));
                 continue;
             }
             let p = self.params(theta, node);
-            // Inference, eval mode: conv (no bias) → batch norm [→ ReLU] in one pass, the
-            // affine map and ReLU applied to each block of the GEMM output while in cache.
-            if let (false, Mode::Eval, Op::Conv2d(c)) = (keep, mode, &node.op) {
-                let only_reader = |i: usize, k: usize| {
-                    self.nodes.get(k).is_some_and(|nk| nk.inputs == [i]) && last[i] == k
-                };
-                if !c.bias && only_reader(j, j + 1) {
-                    if let Op::BatchNorm(b) = &self.nodes[j + 1].op {
-                        let relu =
-                            only_reader(j + 1, j + 2) && matches!(self.nodes[j + 2].op, Op::Relu);
-                        let bp = self.params(theta, &self.nodes[j + 1]);
-                        let y = c.forward_fused(
-                            &values[node.inputs[0]],
-                            &p[0],
-                            b.eval_epilogue(&bp, relu),
-                        );
-                        if last[node.inputs[0]] == j {
-                            values[node.inputs[0]] = ArrayD::zeros(IxDyn(&[0]));
-                        }
-                        values.push(ArrayD::zeros(IxDyn(&[0])));
-                        caches.push(Cache::None);
-                        fused = (if relu { 2 } else { 1 }, Some(y));
-                        continue;
+            if !keep {
+                if let Some((y, skip)) = self.fused_forward(theta, &values, &last, j, &p, mode) {
+                    if last[node.inputs[0]] == j {
+                        values[node.inputs[0]] = empty();
                     }
+                    values.push(empty());
+                    caches.push(Box::new(()));
+                    fused = (skip, Some(y));
+                    continue;
                 }
             }
-            // Inference: an elementwise op whose input is read by no later node works in
-            // place on it (no allocation, one pass over memory instead of two).
+            // Inference: an op whose input 0 is read by no later node may work in place on
+            // it (no allocation, one pass over memory instead of two).
             let owned = |k: usize| {
                 !keep
                     && k < node.inputs.len()
                     && last[node.inputs[k]] == j
                     && node.inputs.iter().filter(|&&i| i == node.inputs[k]).count() == 1
             };
-            if owned(0) && matches!(node.op, Op::Relu | Op::Add)
-                || (owned(0) && mode == Mode::Eval && matches!(node.op, Op::BatchNorm(_)))
-            {
-                let mut y =
-                    std::mem::replace(&mut values[node.inputs[0]], ArrayD::zeros(IxDyn(&[0])));
-                match &node.op {
-                    Op::Relu => y.mapv_inplace(|v| if v > T::zero() { v } else { T::zero() }),
-                    Op::Add => y += &values[node.inputs[1]],
-                    Op::BatchNorm(b) => b.forward_eval_inplace(&mut y, &p),
-                    _ => unreachable!(),
-                }
-                values.push(y);
-                caches.push(Cache::None);
-                for &i in &node.inputs[1..] {
-                    if last[i] == j {
-                        values[i] = ArrayD::zeros(IxDyn(&[0]));
-                    }
-                }
-                continue;
-            }
-            let input = |k: usize| &values[node.inputs[k]];
-            let (y, cache) = match &node.op {
-                Op::Input => (swap_batch_channel(x), Cache::None),
-                Op::Conv2d(c) => {
-                    let (y, cc) = c.forward(input(0), &p[0], p.get(1));
-                    (y, if keep { Cache::Conv(cc) } else { Cache::None })
-                }
-                Op::Linear(l) => (l.forward(input(0), &p[0], p.get(1)), Cache::None),
-                Op::BatchNorm(b) => {
-                    let (y, bc) = b.forward(input(0), &p, mode);
-                    (
-                        y,
-                        if keep {
-                            Cache::Bn(Box::new(bc))
-                        } else {
-                            Cache::None
-                        },
-                    )
-                }
-                Op::Relu => (Relu::forward(input(0)), Cache::None),
-                Op::Add => (Add::forward(input(0), input(1)), Cache::None),
-                Op::GlobalAvgPool => (GlobalAvgPool::forward(input(0)), Cache::None),
-                Op::AvgPool(cfg) => (AvgPool::forward(cfg, input(0)), Cache::None),
-                Op::MaxPool(cfg) => {
-                    let (y, mc) = MaxPool::forward(cfg, input(0));
-                    (y, Cache::Max(mc))
-                }
-                Op::Flatten => (Flatten::forward(input(0)), Cache::None),
-                Op::Affine(a) => (a.forward(input(0)), Cache::None),
-                Op::Pad(p) => (p.forward(input(0)), Cache::None),
-                Op::Slice(sl) => (sl.forward(input(0)), Cache::None),
-                Op::Concat(c) => {
-                    let xs: Vec<&ArrayD<T>> = (0..node.inputs.len()).map(input).collect();
-                    (c.forward(&xs), Cache::None)
-                }
+            let (y, cache) = if owned(0) && node.op.in_place(mode) {
+                let mut y = std::mem::replace(&mut values[node.inputs[0]], empty());
+                let xs = self.inputs_of(node, &values, x);
+                let a = self.fwd(&xs, &p, mode);
+                node.op.forward_in_place(&a, &mut y);
+                (y, Box::new(()) as Erased)
+            } else {
+                let xs = self.inputs_of(node, &values, x);
+                node.op.forward(&self.fwd(&xs, &p, mode), keep)
             };
             values.push(y);
             caches.push(cache);
             if !keep {
                 for &i in &node.inputs {
                     if last[i] == j {
-                        values[i] = ArrayD::zeros(IxDyn(&[0]));
+                        values[i] = empty();
                     }
                 }
             }
         }
         Tape { values, caches }
+    }
+
+    fn fwd<'a, T>(
+        &'a self,
+        x: &'a [&'a ArrayD<T>],
+        p: &'a [ArrayViewD<'a, T>],
+        mode: Mode,
+    ) -> Fwd<'a, T> {
+        Fwd {
+            options: &self.options,
+            mode,
+            x,
+            p,
+        }
+    }
+
+    /// Inference: node `j` (parameters `p`) with its only reader's per-channel epilogue,
+    /// and that one's only reader's activation, applied block by block while in cache
+    /// (conv → batch norm in eval mode [→ ReLU]): the result and how many following nodes
+    /// it stands for; `None` where the ops do not fuse.
+    fn fused_forward<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        values: &[ArrayD<T>],
+        last: &[usize],
+        j: usize,
+        p: &[ArrayViewD<T>],
+        mode: Mode,
+    ) -> Option<(ArrayD<T>, usize)> {
+        let only_reader = |i: usize, k: usize| {
+            self.nodes.get(k).is_some_and(|nk| nk.inputs == [i]) && last[i] == k
+        };
+        if self.nodes[j].inputs.is_empty() || !only_reader(j, j + 1) {
+            return None;
+        }
+        let then = match only_reader(j + 1, j + 2) {
+            true => self.nodes[j + 2].op.activation(),
+            false => None,
+        };
+        let next = &self.nodes[j + 1];
+        let np = self.params(theta, next);
+        let epilogue = next.op.epilogue(&np, mode, then)?;
+        let node = &self.nodes[j];
+        let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
+        let y = node.op.forward_fused(&self.fwd(&xs, p, mode), &*epilogue)?;
+        Some((y, if then.is_some() { 2 } else { 1 }))
     }
 
     /// Block outputs for activation probes: the named ReLU nodes (the zoo names the ReLU
@@ -501,7 +360,7 @@ impl Graph {
         self.nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.op == Op::Relu && !n.name.is_empty())
+            .filter(|(_, n)| n.op.activation() == Some(Activation::Relu) && !n.name.is_empty())
             .map(|(i, n)| (n.name.clone(), i))
             .collect()
     }
@@ -565,20 +424,9 @@ impl Graph {
         let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
         let gz = self.loss.backward(&lc, y);
         drop(lc);
-        let mut stats = Vec::new();
-        for (j, node) in self.nodes.iter().enumerate() {
-            if let (Op::BatchNorm(_), Cache::Bn(bc)) = (&node.op, &tape.caches[j]) {
-                let x = &tape.values[node.inputs[0]];
-                let channels = bc.batch_mean.len();
-                stats.push(BatchStats {
-                    running_mean: node.params[2],
-                    running_var: node.params[3],
-                    mean: bc.batch_mean.clone(),
-                    var: bc.batch_var.clone(),
-                    count: x.len() / channels,
-                });
-            }
-        }
+        let stats = (self.nodes.iter().zip(&tape.caches))
+            .filter_map(|(node, c)| node.op.batch_stats(c, &node.params))
+            .collect();
         self.reverse(&theta, &tape, gz, Some(grad), None);
         (value, stats)
     }
@@ -623,11 +471,15 @@ impl Graph {
         let gz = self.loss.backward(&lc, y);
         let mut g = Vec::new();
         self.reverse(theta, &tape, gz, None, Some(&mut g));
+        let cache_bytes = (self.nodes.iter().zip(&tape.caches))
+            .map(|(node, c)| node.op.cache_bytes::<T>(c))
+            .sum();
         let state = HvpState {
             tape,
             lc,
             y: y.to_vec(),
             g,
+            cache_bytes,
         };
         (value, state)
     }
@@ -648,58 +500,42 @@ impl Graph {
         self.r_reverse(&theta, &v, state, &rvals, &rcaches, rgz, hv);
     }
 
-    /// R-forward: R{value} of every node along v (`None` = identically zero).
-    #[allow(clippy::type_complexity)]
+    /// What the reverse and R-passes show node `j` of `tape`, with the R-values `rv` of
+    /// the nodes before it (R-passes).
+    fn view<'t, T: Scalar>(
+        &self,
+        j: usize,
+        tape: &'t Tape<T>,
+        rv: &'t [Option<ArrayD<T>>],
+    ) -> NodeView<'t, T> {
+        let inputs = &self.nodes[j].inputs;
+        NodeView {
+            x: inputs.iter().map(|&i| &tape.values[i]).collect(),
+            y: &tape.values[j],
+            rx: inputs
+                .iter()
+                .map(|&i| rv.get(i).and_then(|r| r.as_ref()))
+                .collect(),
+            // the batch (node 0) takes no gradient
+            need_dx: inputs.iter().map(|&i| i != 0).collect(),
+        }
+    }
+
+    /// R-forward: R{value} of every node along v (`None` = identically zero), and what
+    /// each op keeps for its R-backward pass.
     fn r_forward<T: Scalar>(
         &self,
         theta: &ArrayView1<T>,
         v: &ArrayView1<T>,
         tape: &Tape<T>,
-    ) -> (Vec<Option<ArrayD<T>>>, Vec<RCache<T>>) {
+    ) -> (Vec<Option<ArrayD<T>>>, Vec<Erased>) {
         let mut rv: Vec<Option<ArrayD<T>>> = Vec::with_capacity(self.nodes.len());
-        let mut rc: Vec<RCache<T>> = Vec::with_capacity(self.nodes.len());
+        let mut rc: Vec<Erased> = Vec::with_capacity(self.nodes.len());
         for (j, node) in self.nodes.iter().enumerate() {
-            let p = self.params(theta, node);
-            let vp = self.params(v, node);
-            let rin = |k: usize| rv[node.inputs[k]].as_ref();
-            let xin = |k: usize| &tape.values[node.inputs[k]];
-            let (r, cache) = match (&node.op, &tape.caches[j]) {
-                (Op::Input, _) => (None, RCache::None),
-                (Op::Conv2d(c), Cache::Conv(cc)) => {
-                    let r = c.r_forward(cc, xin(0), &p[0], &vp[0], vp.get(1), rin(0));
-                    (Some(r), RCache::None)
-                }
-                (Op::Linear(l), _) => (
-                    Some(l.r_forward(xin(0), &p[0], &vp[0], vp.get(1), rin(0))),
-                    RCache::None,
-                ),
-                (Op::BatchNorm(b), Cache::Bn(bc)) => {
-                    let (r, brc) = b.r_forward(bc, &p, &vp, rin(0));
-                    (Some(r), RCache::Bn(brc))
-                }
-                (Op::Relu, _) => (
-                    rin(0).map(|r| Relu::r_forward(&tape.values[j], r)),
-                    RCache::None,
-                ),
-                (Op::Add, _) => (Add::r_forward(rin(0), rin(1)), RCache::None),
-                (Op::GlobalAvgPool, _) => (rin(0).map(GlobalAvgPool::r_forward), RCache::None),
-                (Op::AvgPool(cfg), _) => (rin(0).map(|r| AvgPool::r_forward(cfg, r)), RCache::None),
-                (Op::MaxPool(_), Cache::Max(mc)) => (
-                    rin(0).map(|r| MaxPool::r_forward(mc, r, tape.values[j].shape())),
-                    RCache::None,
-                ),
-                (Op::Flatten, _) => (rin(0).map(Flatten::r_forward), RCache::None),
-                (Op::Affine(a), _) => (rin(0).map(|r| a.r_forward(r)), RCache::None),
-                (Op::Pad(p), _) => (rin(0).map(|r| p.r_forward(r)), RCache::None),
-                (Op::Slice(sl), _) => (rin(0).map(|r| sl.r_forward(r)), RCache::None),
-                (Op::Concat(c), _) => {
-                    let rs: Vec<Option<&ArrayD<T>>> = (0..node.inputs.len()).map(rin).collect();
-                    let shapes: Vec<&[usize]> =
-                        (0..node.inputs.len()).map(|k| xin(k).shape()).collect();
-                    (c.r_forward(&rs, &shapes), RCache::None)
-                }
-                (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
-            };
+            let (p, vp) = (self.params(theta, node), self.params(v, node));
+            let view = self.view(j, tape, &rv);
+            let a = view.taped(&self.options, (&p, &vp), false);
+            let (r, cache) = node.op.r_forward(&a, &tape.caches[j]);
             rv.push(r);
             rc.push(cache);
         }
@@ -717,109 +553,36 @@ impl Graph {
         mut grad: Option<ArrayViewMut1<T>>,
         mut keep: Option<&mut Vec<Option<ArrayD<T>>>>,
     ) {
-        let n = self.nodes.len();
         if let Some(keep) = keep.as_mut() {
             keep.clear();
-            keep.resize_with(n, || None);
+            keep.resize_with(self.nodes.len(), || None);
         }
-        let mut g: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
-        g[n - 1] = Some(gz);
-        let want_dw = grad.is_some();
-        let mut put = |index: usize, t: &ArrayD<T>| {
-            if let Some(out) = grad.as_mut() {
-                self.add_tensor(out, index, t);
-            }
-        };
-
-        for j in (1..n).rev() {
+        let want_dp = grad.is_some();
+        self.route_back(gz, |j, gy| {
             let node = &self.nodes[j];
-            let Some(gy) = g[j].take() else { continue };
+            let gy = gy?;
             if let Some(keep) = keep.as_mut() {
-                // what the R-passes read: dL/d(output) of parametric nodes, and that the
-                // node was reached at all
-                let held = !node.params.is_empty();
-                keep[j] = Some(if held {
-                    gy.clone()
-                } else {
-                    ArrayD::zeros(IxDyn(&[0]))
+                // what the R-passes read: dL/d(output) where R-backward reads it, and that
+                // the node was reached at all
+                keep[j] = Some(match node.op.r_backward_reads_gy() {
+                    true => gy.clone(),
+                    false => empty(),
                 });
             }
             let p = self.params(theta, node);
-            let need_dx = |k: usize| node.inputs[k] != 0;
-            let xin = |k: usize| &tape.values[node.inputs[k]];
-            // (input slot, gradient)
-            let mut outs: Vec<(usize, ArrayD<T>)> = Vec::new();
-            match (&node.op, &tape.caches[j]) {
-                (Op::Conv2d(c), Cache::Conv(cc)) if !want_dw => {
-                    if need_dx(0) {
-                        outs.push((0, c.backward_dx(cc, xin(0), &p[0], &gy)));
-                    }
-                }
-                (Op::Conv2d(c), Cache::Conv(cc)) => {
-                    let (dx, dw, db) = c.backward(cc, xin(0), &p[0], &gy, need_dx(0));
-                    put(node.params[0], &dw);
-                    if let Some(db) = db {
-                        put(node.params[1], &db);
-                    }
-                    outs.extend(dx.map(|d| (0, d)));
-                }
-                (Op::Linear(l), _) => {
-                    let (dx, dw, db) = l.backward(xin(0), &p[0], &gy, need_dx(0));
-                    put(node.params[0], &dw);
-                    if let Some(db) = db {
-                        put(node.params[1], &db);
-                    }
-                    outs.extend(dx.map(|d| (0, d)));
-                }
-                (Op::BatchNorm(b), Cache::Bn(bc)) => {
-                    let (dx, dgamma, dbeta) = b.backward(bc, &p, &gy);
-                    put(node.params[0], &dgamma);
-                    put(node.params[1], &dbeta);
-                    if need_dx(0) {
-                        outs.push((0, dx));
-                    }
-                }
-                (Op::Relu, _) => {
-                    // gy is owned here: mask it in place
-                    let mut gy = gy;
-                    Relu::mask_inplace(&tape.values[j], &mut gy);
-                    outs.push((0, gy));
-                }
-                (Op::Add, _) => {
-                    // the same gradient flows to both inputs: one copy, one move
-                    outs.push((0, gy.clone()));
-                    outs.push((1, gy));
-                }
-                (Op::GlobalAvgPool, _) => {
-                    outs.push((0, GlobalAvgPool::backward(&gy, xin(0).shape())));
-                }
-                (Op::AvgPool(cfg), _) => {
-                    outs.push((0, AvgPool::backward(cfg, &gy, xin(0).shape())));
-                }
-                (Op::MaxPool(_), Cache::Max(mc)) => outs.push((0, MaxPool::backward(mc, &gy))),
-                (Op::Flatten, _) => outs.push((0, Flatten::backward(&gy, xin(0).shape()))),
-                (Op::Affine(a), _) => outs.push((0, a.backward(&gy))),
-                (Op::Pad(pd), _) => outs.push((0, pd.backward(&gy, xin(0).shape()))),
-                (Op::Slice(sl), _) => outs.push((0, sl.backward(&gy, xin(0).shape()))),
-                (Op::Concat(c), _) => {
-                    let sizes: Vec<usize> = (0..node.inputs.len())
-                        .map(|k| xin(k).shape()[c.axis])
-                        .collect();
-                    outs.extend(c.backward(&gy, &sizes).into_iter().enumerate());
-                }
-                (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
+            let view = self.view(j, tape, &[]);
+            let a = view.taped(&self.options, (&p, &[]), want_dp);
+            let grads = node.op.backward(&a, &tape.caches[j], gy);
+            if let Some(out) = grad.as_mut() {
+                self.add_params(out, node, &grads);
             }
-            for (k, dx) in outs {
-                let i = node.inputs[k];
-                if i != 0 {
-                    acc(&mut g[i], dx);
-                }
-            }
-        }
+            Some(grads.dx)
+        });
     }
 
     /// The reverse pass of R{g} alone, reading g from a prepared state (see
-    /// [`Graph::hvp_prepared`]): each op's R-part of [`Graph::reverse`], in the same order.
+    /// [`Graph::hvp_prepared`]): each op's R-backward, routed as [`Graph::reverse`] routes
+    /// its backward, in the same order.
     #[allow(clippy::too_many_arguments)]
     fn r_reverse<T: Scalar>(
         &self,
@@ -827,104 +590,55 @@ impl Graph {
         v: &ArrayView1<T>,
         state: &HvpState<T>,
         rvals: &[Option<ArrayD<T>>],
-        rcaches: &[RCache<T>],
+        rcaches: &[Erased],
         rgz: ArrayD<T>,
         mut hv: ArrayViewMut1<T>,
     ) {
-        let (tape, n) = (&state.tape, self.nodes.len());
-        let mut rg: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
-        rg[n - 1] = Some(rgz);
-        let mut put = |index: usize, t: &ArrayD<T>| self.add_tensor(&mut hv, index, t);
-        for j in (1..n).rev() {
+        let tape = &state.tape;
+        self.route_back(rgz, |j, rgy| {
             let node = &self.nodes[j];
-            let Some(gy) = state.g[j].as_ref() else {
+            let gy = state.g[j].as_ref()?;
+            let rgy = rgy.unwrap_or_else(|| ArrayD::zeros(tape.values[j].raw_dim()));
+            let (p, vp) = (self.params(theta, node), self.params(v, node));
+            let view = self.view(j, tape, rvals);
+            let a = view.taped(&self.options, (&p, &vp), true);
+            let grads = node
+                .op
+                .r_backward(&a, &tape.caches[j], &rcaches[j], gy, rgy);
+            self.add_params(&mut hv, node, &grads);
+            Some(grads.dx)
+        });
+    }
+
+    /// The routing both reverse passes share: from the seed at the last node to node 1,
+    /// `step(j, slot)` gets node j's slot (the sum of what its readers sent back, in the
+    /// order they sent it; `None` if nothing) and returns what j sends to each input, or
+    /// `None` to skip the node. Node 0, the batch, gets nothing.
+    fn route_back<T: Scalar>(
+        &self,
+        seed: ArrayD<T>,
+        mut step: impl FnMut(usize, Option<ArrayD<T>>) -> Option<Vec<Option<ArrayD<T>>>>,
+    ) {
+        let n = self.nodes.len();
+        let mut g: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
+        g[n - 1] = Some(seed);
+        for j in (1..n).rev() {
+            let Some(dx) = step(j, g[j].take()) else {
                 continue;
             };
-            let rgy = rg[j]
-                .take()
-                .unwrap_or_else(|| ArrayD::zeros(tape.values[j].raw_dim()));
-            let p = self.params(theta, node);
-            let vp = self.params(v, node);
-            let need_dx = |k: usize| node.inputs[k] != 0;
-            let xin = |k: usize| &tape.values[node.inputs[k]];
-            let rin = |k: usize| rvals[node.inputs[k]].as_ref();
-            // (input slot, R{gradient})
-            let mut outs: Vec<(usize, ArrayD<T>)> = Vec::new();
-            match (&node.op, &tape.caches[j]) {
-                (Op::Conv2d(c), Cache::Conv(cc)) => {
-                    let r = c.backward_hvp(
-                        cc,
-                        xin(0),
-                        rin(0),
-                        &p[0],
-                        &vp[0],
-                        gy,
-                        &rgy,
-                        need_dx(0),
-                        false,
-                        false,
-                    );
-                    put(node.params[0], &r.rdw);
-                    if let Some(rdb) = &r.rdb {
-                        put(node.params[1], rdb);
-                    }
-                    outs.extend(r.rdx.map(|d| (0, d)));
+            for (&i, d) in self.nodes[j].inputs.iter().zip(dx) {
+                if let (Some(d), true) = (d, i != 0) {
+                    acc(&mut g[i], d);
                 }
-                (Op::Linear(l), _) => {
-                    let (rd, rdw, rdb) =
-                        l.r_backward(xin(0), rin(0), &p[0], &vp[0], gy, &rgy, need_dx(0));
-                    put(node.params[0], &rdw);
-                    if let Some(rdb) = rdb {
-                        put(node.params[1], &rdb);
-                    }
-                    outs.extend(rd.filter(|_| need_dx(0)).map(|d| (0, d)));
-                }
-                (Op::BatchNorm(b), Cache::Bn(bc)) => {
-                    let RCache::Bn(brc) = &rcaches[j] else {
-                        unreachable!()
-                    };
-                    let (rd, rdg, rdb) = b.r_backward(bc, brc, &p, &vp, rin(0), gy, &rgy);
-                    put(node.params[0], &rdg);
-                    put(node.params[1], &rdb);
-                    if need_dx(0) {
-                        outs.push((0, rd));
-                    }
-                }
-                (Op::Relu, _) => {
-                    let mut rgy = rgy;
-                    Relu::mask_inplace(&tape.values[j], &mut rgy);
-                    outs.push((0, rgy));
-                }
-                (Op::Add, _) => {
-                    outs.push((0, rgy.clone()));
-                    outs.push((1, rgy));
-                }
-                (Op::GlobalAvgPool, _) => {
-                    outs.push((0, GlobalAvgPool::r_backward(&rgy, xin(0).shape())));
-                }
-                (Op::AvgPool(cfg), _) => {
-                    outs.push((0, AvgPool::r_backward(cfg, &rgy, xin(0).shape())));
-                }
-                (Op::MaxPool(_), Cache::Max(mc)) => {
-                    outs.push((0, MaxPool::r_backward(mc, &rgy)));
-                }
-                (Op::Flatten, _) => outs.push((0, Flatten::r_backward(&rgy, xin(0).shape()))),
-                (Op::Affine(a), _) => outs.push((0, a.r_backward(&rgy))),
-                (Op::Pad(pd), _) => outs.push((0, pd.r_backward(&rgy, xin(0).shape()))),
-                (Op::Slice(sl), _) => outs.push((0, sl.r_backward(&rgy, xin(0).shape()))),
-                (Op::Concat(c), _) => {
-                    let sizes: Vec<usize> = (0..node.inputs.len())
-                        .map(|k| xin(k).shape()[c.axis])
-                        .collect();
-                    outs.extend(c.r_backward(&rgy, &sizes).into_iter().enumerate());
-                }
-                (op, _) => unreachable!("tape lacks the cache of a {} node", op.kind()),
             }
-            for (k, rdx) in outs {
-                let i = node.inputs[k];
-                if i != 0 {
-                    acc(&mut rg[i], rdx);
-                }
+        }
+    }
+
+    /// Adds a node's parameter gradients into the flat vector `out`.
+    fn add_params<T: Scalar>(&self, out: &mut ArrayViewMut1<T>, node: &Node, grads: &Grads<T>) {
+        for (&index, t) in node.params.iter().zip(&grads.dp) {
+            if let Some(t) = t {
+                self.add_tensor(out, index, t);
             }
         }
     }
@@ -951,4 +665,73 @@ fn acc<T: Scalar>(slot: &mut Option<ArrayD<T>>, add: ArrayD<T>) {
 /// A zero vector the size of θ, convenient for `grad_batch`/`hvp_batch` outputs.
 pub fn zeros_like<T: Scalar>(theta: &ArrayView1<T>) -> Array1<T> {
     Array1::zeros(theta.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ops::{Concat, Conv2d, Linear, Pool2d};
+
+    /// The message of the shape error of a graph with input `[n, sample…]` and the nodes
+    /// `(name, op, inputs)` after the input node.
+    fn message(sample: &[usize], n: usize, nodes: Vec<(&str, Op, &[usize])>) -> String {
+        let mut g = Graph {
+            nodes: vec![],
+            layout: Arc::new(Layout::new()),
+            loss: Loss::CrossEntropy,
+            input_shape: sample.to_vec(),
+            num_classes: 3,
+            options: EngineOptions::default(),
+        };
+        g.push("input", Op::Input, &[], &[]);
+        for (name, op, inputs) in nodes {
+            g.push(name, op, inputs, &[]);
+        }
+        g.infer_shapes(sample, n).unwrap_err().to_string()
+    }
+
+    /// Shape errors name the node and op, the input shape and the reason, as they always
+    /// have (the ops' typed reasons render the same text).
+    #[test]
+    fn shape_errors_name_node_op_and_reason() {
+        let lin = Linear {
+            in_features: 5,
+            out_features: 3,
+            bias: false,
+        };
+        assert_eq!(
+            message(&[4], 2, vec![("fc", Op::Linear(lin), &[0])]),
+            "layer 'fc' (linear) cannot take an input of shape [2, 4]: expected [N, 5]"
+        );
+        let conv = Conv2d {
+            in_channels: 2,
+            out_channels: 4,
+            kernel: 5,
+            stride: 1,
+            padding: 0,
+            bias: false,
+        };
+        assert_eq!(
+            message(&[2, 3, 3], 1, vec![("c", Op::Conv2d(conv), &[0])]),
+            "layer 'c' (conv2d) cannot take an input of shape [2, 1, 3, 3]: kernel larger than the padded image"
+        );
+        let pool = Pool2d {
+            kernel: 4,
+            stride: 1,
+            padding: 0,
+        };
+        assert_eq!(
+            message(&[2, 3, 3], 1, vec![("p", Op::MaxPool(pool), &[0])]),
+            "layer 'p' (max-pool) cannot take an input of shape [2, 1, 3, 3]: window larger than the padded image"
+        );
+        let cat = Op::Concat(Concat { axis: 5 });
+        assert_eq!(
+            message(&[2, 3, 3], 1, vec![("s", Op::Add, &[0, 0]), ("", cat, &[0, 1])]),
+            "layer '' (concat) cannot take an input of shape [2, 1, 3, 3]: cannot concatenate [2, 1, 3, 3] and [2, 1, 3, 3] along axis 5"
+        );
+        assert_eq!(
+            message(&[4], 2, vec![("", Op::Relu, &[0])]),
+            "layer 'output' (logits) cannot take an input of shape [2, 4]: expected [N, 3]"
+        );
+    }
 }

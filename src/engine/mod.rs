@@ -2,7 +2,8 @@
 //! (forward, backward, and Pearlmutter's R-operator forward and backward), so that the
 //! loss, its gradient and exact Hessian-vector products come from one engine.
 //!
-//! The engine knows nothing of files, plots or the command line.
+//! The engine knows nothing of files, plots or the command line, and reads no environment:
+//! where a choice changes result bits, the graph's [`EngineOptions`] say.
 //!
 //! Internal activation layout: image tensors are stored channel-major, `[C, N, H, W]`
 //! (PyTorch uses `[N, C, H, W]`). A convolution then is one GEMM per mini-batch,
@@ -10,15 +11,16 @@
 //! layer's input, with no transpose, and batch norm touches one contiguous row per channel.
 //! Vectors (inputs of linear layers) are `[N, F]` as in PyTorch.
 
-pub mod direct;
 pub mod error;
 pub mod gemm;
 pub mod graph;
 pub mod ops;
+pub mod options;
 pub mod params;
 
-pub use error::EngineError;
+pub use error::{EngineError, ShapeError};
 pub use graph::{BatchStats, Graph, HvpState, Loss, Mode, Node, Op};
+pub use options::{ConvAlgorithm, EngineOptions, GemmBackend, Simd};
 pub use params::{Layout, ParamVec, Role, TensorSpec};
 
 /// Floating-point type the engine computes in: `f32` (default, as trained models are)

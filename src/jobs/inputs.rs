@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::error::{JobError, JobResult};
 use crate::choice::choice;
 use crate::data::{self, DataOptions, Dataset, Normalize, Split};
-use crate::engine::Mode;
+use crate::engine::{EngineOptions, Mode};
 use crate::io::surface::Attr;
 use crate::model::{Arch, Model};
 use crate::objective::{Objective, ObjectiveConfig};
@@ -20,6 +20,8 @@ pub struct ModelSource {
     pub path: PathBuf,
     /// Architecture overriding the file's metadata.
     pub arch: Option<Arch>,
+    /// How the engine computes (the defaults unless comparing; changes the last bits).
+    pub engine: EngineOptions,
 }
 
 impl ModelSource {
@@ -28,11 +30,13 @@ impl ModelSource {
         Self {
             path: path.into(),
             arch: None,
+            engine: EngineOptions::default(),
         }
     }
 
     /// Records the model in file attributes: its path as given (`model`), its SHA-256
-    /// (`model_sha256`) and its architecture as JSON (under `arch_key`).
+    /// (`model_sha256`), its architecture as JSON (under `arch_key`) and the engine
+    /// options (`engine`, e.g. `conv=auto,gemm=blas,simd=native`).
     pub fn describe_in(
         &self,
         model: &Model,
@@ -49,15 +53,19 @@ impl ModelSource {
             source,
         })?;
         attrs.insert(arch_key.into(), arch.into());
+        attrs.insert("engine".into(), self.engine.describe().into());
         Ok(())
     }
 
-    /// Loads the model.
+    /// Loads the model, its graph computing with [`Self::engine`].
     pub fn load(&self) -> JobResult<Model> {
-        Model::load(&self.path, self.arch.as_ref()).map_err(|source| JobError::Model {
-            path: self.path.clone(),
-            source: Box::new(source),
-        })
+        let mut model =
+            Model::load(&self.path, self.arch.as_ref()).map_err(|source| JobError::Model {
+                path: self.path.clone(),
+                source: Box::new(source),
+            })?;
+        model.graph = model.graph.with_options(self.engine);
+        Ok(model)
     }
 }
 

@@ -15,6 +15,7 @@
 //! below `analysis` and `cli`. Errors are [`JobError`]s naming the file or the config
 //! field (see [`crate::error`]); progress goes through a [`crate::progress::Reporter`].
 
+pub mod bench;
 pub mod error;
 pub mod eval;
 pub mod hessian;

@@ -145,6 +145,7 @@ fn difference(
     let other = ModelSource {
         path: path.to_path_buf(),
         arch: Some(model.arch.clone()),
+        engine: model.graph.options,
     }
     .load()?;
     difference_direction(&model.theta, &other.theta, dir_type).map_err(|source| {
@@ -267,6 +268,11 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
     h.update(setting.as_bytes());
     if let Some(k) = &c.curvature {
         h.update(format!("|hessian {} {} {}", k.max_iter, k.tol, k.seed).as_bytes());
+    }
+    // engine options change the last bits: part of the fingerprint unless the defaults
+    // (so files and journals of earlier versions still match)
+    if !c.model.engine.is_default() {
+        h.update(format!("|engine {}", c.model.engine.describe()).as_bytes());
     }
     let fingerprint = format!("{:x}", h.finalize());
 

@@ -126,6 +126,7 @@ pub fn run_trajectory(c: &TrajectoryConfig) -> JobResult<TrajectoryReport> {
         let m = ModelSource {
             path: p.clone(),
             arch: Some(last.arch.clone()),
+            ..ModelSource::file(p)
         }
         .load()
         .map_err(|err| err.in_step(format!("checkpoint of epoch {e}")))?;

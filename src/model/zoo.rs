@@ -331,6 +331,7 @@ impl Builder {
             loss: Loss::CrossEntropy,
             input_shape,
             num_classes,
+            options: Default::default(),
         };
         g.push("input", Op::Input, &[], &[]);
         Self {

@@ -71,7 +71,10 @@ pub enum TrainError {
     Nesterov,
     /// Occurs when the network cannot evaluate a dataset (shapes, labels).
     #[error("{data}: {cause}")]
-    Data { data: String, cause: EngineError },
+    Data {
+        data: String,
+        cause: Box<EngineError>,
+    },
     /// Occurs when checkpoints are asked for every 0 epochs.
     #[error("`every` must be at least 1")]
     Every,
@@ -411,7 +414,7 @@ impl<'a> Trainer<'a> {
             Objective::new(graph, ds.x.view(), &ds.y, ObjectiveConfig::default()).map_err(
                 |cause| TrainError::Data {
                     data: ds.name.clone(),
-                    cause,
+                    cause: Box::new(cause),
                 },
             )?;
         }

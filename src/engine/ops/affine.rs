@@ -10,6 +10,8 @@
 
 use ndarray::{ArrayD, Axis};
 
+use super::FixedMap;
+use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -53,20 +55,28 @@ impl Affine {
         }
         y
     }
+}
 
-    pub fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
+impl FixedMap for Affine {
+    const KIND: &'static str = "affine";
+
+    fn shape(&self, x: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        let c = x[Self::axis(x.len())];
+        if !self.fits(c) {
+            return Err(ShapeError::Constants { channels: c });
+        }
+        Ok(x.to_vec())
+    }
+
+    fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
         self.apply(x, true)
     }
 
-    pub fn backward<T: Scalar>(&self, gy: &ArrayD<T>) -> ArrayD<T> {
-        self.apply(gy, false)
+    fn jacobian<T: Scalar>(&self, r: &ArrayD<T>) -> ArrayD<T> {
+        self.apply(r, false)
     }
 
-    pub fn r_forward<T: Scalar>(&self, rx: &ArrayD<T>) -> ArrayD<T> {
-        self.apply(rx, false)
-    }
-
-    pub fn r_backward<T: Scalar>(&self, rgy: &ArrayD<T>) -> ArrayD<T> {
-        self.apply(rgy, false)
+    fn transpose<T: Scalar>(&self, g: &ArrayD<T>, _in_shape: &[usize]) -> ArrayD<T> {
+        self.apply(g, false)
     }
 }

@@ -9,6 +9,8 @@
 
 use ndarray::{Array4, ArrayD, Ix4};
 
+use super::FixedMap;
+use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +27,15 @@ impl Pool2d {
             return None;
         }
         Some(((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1))
+    }
+
+    /// `[C, N, Ho, Wo]` for an input `[C, N, H, W]`.
+    pub(crate) fn out_shape(&self, x: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        if x.len() != 4 {
+            return Err(ShapeError::Rank { rank: 4 });
+        }
+        let (ho, wo) = self.out_hw(x[2], x[3]).ok_or(ShapeError::Window)?;
+        Ok(vec![x[0], x[1], ho, wo])
     }
 
     /// Calls `f(oi, oj, ii, ij)` for every in-bounds input pixel of every window.
@@ -51,10 +62,18 @@ impl Pool2d {
     }
 }
 
-pub struct AvgPool;
+/// The op of an `Op::AvgPool` node.
+pub struct AvgPool<'a>(pub &'a Pool2d);
 
-impl AvgPool {
-    pub fn forward<T: Scalar>(cfg: &Pool2d, x: &ArrayD<T>) -> ArrayD<T> {
+impl FixedMap for AvgPool<'_> {
+    const KIND: &'static str = "avg-pool";
+
+    fn shape(&self, x: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        self.0.out_shape(x)
+    }
+
+    fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
+        let cfg = self.0;
         let x = x.view().into_dimensionality::<Ix4>().expect("[C, N, H, W]");
         let (c, n, h, w) = x.dim();
         let (ho, wo) = cfg.out_hw(h, w).expect("checked at build");
@@ -70,7 +89,8 @@ impl AvgPool {
         y.into_dyn()
     }
 
-    pub fn backward<T: Scalar>(cfg: &Pool2d, gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
+    fn transpose<T: Scalar>(&self, gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
+        let cfg = self.0;
         let gy = gy
             .view()
             .into_dimensionality::<Ix4>()
@@ -86,13 +106,5 @@ impl AvgPool {
             }
         }
         dx.into_dyn()
-    }
-
-    pub fn r_forward<T: Scalar>(cfg: &Pool2d, rx: &ArrayD<T>) -> ArrayD<T> {
-        Self::forward(cfg, rx)
-    }
-
-    pub fn r_backward<T: Scalar>(cfg: &Pool2d, rgy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
-        Self::backward(cfg, rgy, in_shape)
     }
 }

@@ -22,12 +22,18 @@
 //!         R{dγ} = Σ (R{dy} x̂ + dy R{x̂}),  R{dβ} = Σ R{dy}
 //! ```
 //! Running statistics are buffers: they receive no gradient, and the R-operator ignores
-//! direction components on them (Hessians are over trainable parameters).
+//! direction components on them (Hessians are over trainable parameters). R-operator:
+//! Pearlmutter (1994).
+//!
+//! Inference in eval mode runs in place, or as the per-channel epilogue of the convolution
+//! before it (with a following ReLU), with the same arithmetic.
 
 use std::borrow::Cow;
 
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2, Zip};
 
+use super::{Activation, EngineOp, Epilogue, Fwd, Grads, Taped};
+use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
 /// Which statistics normalize the batch.
@@ -37,9 +43,24 @@ pub enum Mode {
     #[default]
     Eval,
     /// Statistics of the mini-batch (PyTorch `model.train()`). The passes never write the
-    /// running statistics; the trainer updates them from [`BnCache::batch_mean`] and
-    /// [`BnCache::batch_var`] (see `Graph::grad_batch_stats`).
+    /// running statistics; the trainer updates them from [`BatchStats`] (see
+    /// `Graph::grad_batch_stats`).
     Train,
+}
+
+/// Batch statistics of one batch-norm node in a forward pass.
+#[derive(Clone, Debug)]
+pub struct BatchStats<T> {
+    /// Layout index of the node's running mean.
+    pub running_mean: usize,
+    /// Layout index of the node's running variance.
+    pub running_var: usize,
+    /// Per-channel mean over the batch (and the spatial positions).
+    pub mean: Array1<T>,
+    /// Per-channel biased variance (what normalizes the batch).
+    pub var: Array1<T>,
+    /// Values per channel behind the statistics (N·H·W).
+    pub count: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -149,7 +170,7 @@ fn mean<T: Scalar>(a: impl IntoIterator<Item = T>, m: usize) -> T {
 
 impl BatchNorm {
     /// `p` = [γ, β, running_mean, running_var].
-    pub fn forward<T: Scalar>(
+    fn normalize<T: Scalar>(
         &self,
         x: &ArrayD<T>,
         p: &[ArrayViewD<T>],
@@ -196,8 +217,8 @@ impl BatchNorm {
     }
 
     /// Eval-mode forward in place, for inference (nothing is kept for the reverse passes);
-    /// the same arithmetic as [`BatchNorm::forward`], so the same bits.
-    pub fn forward_eval_inplace<T: Scalar>(&self, x: &mut ArrayD<T>, p: &[ArrayViewD<T>]) {
+    /// the same arithmetic as [`BatchNorm::normalize`], so the same bits.
+    fn forward_eval_inplace<T: Scalar>(&self, x: &mut ArrayD<T>, p: &[ArrayViewD<T>]) {
         let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
         let eps = T::from_f(self.eps);
         let mut v = cview_mut(x);
@@ -208,8 +229,8 @@ impl BatchNorm {
     }
 
     /// The per-channel map of eval-mode batch norm (optionally followed by ReLU) as a
-    /// closure over `(channel, values)`, with [`BatchNorm::forward`]'s arithmetic (same bits).
-    pub fn eval_epilogue<'a, T: Scalar>(
+    /// closure over `(channel, values)`, with [`BatchNorm::normalize`]'s arithmetic (same bits).
+    fn eval_epilogue<'a, T: Scalar>(
         &self,
         p: &'a [ArrayViewD<'a, T>],
         relu: bool,
@@ -232,7 +253,7 @@ impl BatchNorm {
     }
 
     /// dx, dγ, dβ.
-    pub fn backward<T: Scalar>(
+    fn grads<T: Scalar>(
         &self,
         c: &BnCache<T>,
         p: &[ArrayViewD<T>],
@@ -269,7 +290,7 @@ impl BatchNorm {
     }
 
     /// R{y}; `v` = [v_γ, v_β, …]; `rx` None means R{x} = 0.
-    pub fn r_forward<T: Scalar>(
+    fn r_normalize<T: Scalar>(
         &self,
         c: &BnCache<T>,
         p: &[ArrayViewD<T>],
@@ -329,7 +350,7 @@ impl BatchNorm {
     /// R{dx}, R{dγ}, R{dβ}. `rx` is R{x} of the layer's input (None = 0): eval mode
     /// forms R{x̂} = s·R{x} from it rather than storing it in the R-forward pass.
     #[allow(clippy::too_many_arguments)]
-    pub fn r_backward<T: Scalar>(
+    fn r_grads<T: Scalar>(
         &self,
         c: &BnCache<T>,
         rc: &BnRCache<T>,
@@ -413,5 +434,94 @@ impl BatchNorm {
             }
         });
         (rdx, rdgamma.into_dyn(), rdbeta.into_dyn())
+    }
+}
+
+/// `[Some(dγ), Some(dβ)]` and dx where wanted.
+fn grads_of<T>(a: &Taped<T>, (dx, dgamma, dbeta): (ArrayD<T>, ArrayD<T>, ArrayD<T>)) -> Grads<T> {
+    Grads {
+        dx: vec![a.need_dx(0).then_some(dx)],
+        dp: vec![Some(dgamma), Some(dbeta)],
+    }
+}
+
+impl EngineOp for BatchNorm {
+    const KIND: &'static str = "batchnorm";
+    type Cache<T: Scalar> = BnCache<T>;
+    type RCache<T: Scalar> = BnRCache<T>;
+
+    fn infer_shape(&self, x: &[&[usize]]) -> Result<Vec<usize>, ShapeError> {
+        let x = x[0];
+        let c = if x.len() == 2 { x[1] } else { x[0] };
+        if c != self.channels {
+            return Err(ShapeError::Channels {
+                channels: self.channels,
+            });
+        }
+        Ok(x.to_vec())
+    }
+
+    fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, BnCache<T>) {
+        self.normalize(a.x[0], a.p, a.mode)
+    }
+
+    fn in_place(&self, mode: Mode) -> bool {
+        mode == Mode::Eval
+    }
+
+    fn forward_in_place<T: Scalar>(&self, a: &Fwd<T>, x0: &mut ArrayD<T>) {
+        self.forward_eval_inplace(x0, a.p);
+    }
+
+    fn epilogue<'a, T: Scalar>(
+        &self,
+        p: &'a [ArrayViewD<'a, T>],
+        mode: Mode,
+        then: Option<Activation>,
+    ) -> Option<Epilogue<'a, T>> {
+        let relu = then == Some(Activation::Relu);
+        (mode == Mode::Eval).then(|| Box::new(self.eval_epilogue(p, relu)) as Epilogue<'a, T>)
+    }
+
+    fn cache_bytes<T: Scalar>(c: &BnCache<T>) -> usize {
+        (c.xhat.len() + 4 * c.s.len()) * std::mem::size_of::<T>()
+    }
+
+    fn batch_stats<T: Scalar>(&self, c: &BnCache<T>, params: &[usize]) -> Option<BatchStats<T>> {
+        Some(BatchStats {
+            running_mean: params[2],
+            running_var: params[3],
+            mean: c.batch_mean.clone(),
+            var: c.batch_var.clone(),
+            count: c.xhat.len() / c.batch_mean.len(),
+        })
+    }
+
+    fn r_backward_reads_gy(&self) -> bool {
+        true
+    }
+
+    fn backward<T: Scalar>(&self, a: &Taped<T>, c: &BnCache<T>, gy: ArrayD<T>) -> Grads<T> {
+        grads_of(a, self.grads(c, a.p, &gy))
+    }
+
+    fn r_forward<T: Scalar>(
+        &self,
+        a: &Taped<T>,
+        c: &BnCache<T>,
+    ) -> (Option<ArrayD<T>>, BnRCache<T>) {
+        let (r, rc) = self.r_normalize(c, a.p, a.v, a.rx(0));
+        (Some(r), rc)
+    }
+
+    fn r_backward<T: Scalar>(
+        &self,
+        a: &Taped<T>,
+        c: &BnCache<T>,
+        rc: &BnRCache<T>,
+        gy: &ArrayD<T>,
+        rgy: ArrayD<T>,
+    ) -> Grads<T> {
+        grads_of(a, self.r_grads(c, rc, a.p, a.v, a.rx(0), gy, &rgy))
     }
 }

@@ -7,12 +7,24 @@
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::FixedMap;
+use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
 pub struct Flatten;
 
-impl Flatten {
-    pub fn forward<T: Scalar>(x: &ArrayD<T>) -> ArrayD<T> {
+impl FixedMap for Flatten {
+    const KIND: &'static str = "flatten";
+
+    fn shape(&self, x: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        Ok(if x.len() == 2 {
+            x.to_vec()
+        } else {
+            vec![x[1], x[0] * x[2..].iter().product::<usize>()]
+        })
+    }
+
+    fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
         if x.ndim() == 2 {
             return x.clone();
         }
@@ -27,7 +39,7 @@ impl Flatten {
     }
 
     /// `in_shape` is the internal input shape `[C, N, H, W]`.
-    pub fn backward<T: Scalar>(gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
+    fn transpose<T: Scalar>(&self, gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
         if in_shape.len() == 2 {
             return gy.clone();
         }
@@ -40,14 +52,6 @@ impl Flatten {
             .permuted_axes(IxDyn(&permutation(in_shape.len())))
             .as_standard_layout()
             .into_owned()
-    }
-
-    pub fn r_forward<T: Scalar>(rx: &ArrayD<T>) -> ArrayD<T> {
-        Self::forward(rx)
-    }
-
-    pub fn r_backward<T: Scalar>(rgy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
-        Self::backward(rgy, in_shape)
     }
 }
 

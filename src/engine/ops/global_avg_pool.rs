@@ -5,12 +5,23 @@
 
 use ndarray::{Array2, ArrayD, Axis, Ix2};
 
+use super::FixedMap;
+use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
 pub struct GlobalAvgPool;
 
-impl GlobalAvgPool {
-    pub fn forward<T: Scalar>(x: &ArrayD<T>) -> ArrayD<T> {
+impl FixedMap for GlobalAvgPool {
+    const KIND: &'static str = "global-avg-pool";
+
+    fn shape(&self, x: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        if x.len() != 4 {
+            return Err(ShapeError::Rank { rank: 4 });
+        }
+        Ok(vec![x[1], x[0]])
+    }
+
+    fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
         let (c, n) = (x.shape()[0], x.shape()[1]);
         let hw = x.len() / (c * n);
         let x3 = x
@@ -28,7 +39,7 @@ impl GlobalAvgPool {
     }
 
     /// `in_shape` = `[C, N, H, W]`.
-    pub fn backward<T: Scalar>(gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
+    fn transpose<T: Scalar>(&self, gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
         let gy = gy.view().into_dimensionality::<Ix2>().expect("[N, C]");
         let hw: usize = in_shape[2..].iter().product();
         let inv = T::one() / T::from_usize(hw).unwrap();
@@ -39,13 +50,5 @@ impl GlobalAvgPool {
             }
         }
         dx
-    }
-
-    pub fn r_forward<T: Scalar>(rx: &ArrayD<T>) -> ArrayD<T> {
-        Self::forward(rx)
-    }
-
-    pub fn r_backward<T: Scalar>(rgy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
-        Self::backward(rgy, in_shape)
     }
 }

@@ -10,9 +10,12 @@
 use ndarray::{Array4, ArrayD, Ix4};
 
 use super::avg_pool::Pool2d;
+use super::{EngineOp, Fwd, Grads, Taped};
+use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
-pub struct MaxPool;
+/// The op of an `Op::MaxPool` node.
+pub struct MaxPool<'a>(pub &'a Pool2d);
 
 /// Flat input index of each output's maximum, `[C, N, Ho, Wo]` in standard order.
 pub struct MaxPoolCache {
@@ -20,8 +23,8 @@ pub struct MaxPoolCache {
     pub in_shape: Vec<usize>,
 }
 
-impl MaxPool {
-    pub fn forward<T: Scalar>(cfg: &Pool2d, x: &ArrayD<T>) -> (ArrayD<T>, MaxPoolCache) {
+impl MaxPoolCache {
+    fn forward<T: Scalar>(cfg: &Pool2d, x: &ArrayD<T>) -> (ArrayD<T>, MaxPoolCache) {
         let xs = x.as_standard_layout();
         let x4 = xs
             .view()
@@ -55,35 +58,58 @@ impl MaxPool {
         )
     }
 
-    fn scatter<T: Scalar>(cache: &MaxPoolCache, g: &ArrayD<T>) -> ArrayD<T> {
-        let mut dx = ArrayD::<T>::zeros(cache.in_shape.as_slice());
+    /// `dx[argmax] += g`.
+    fn scatter<T: Scalar>(&self, g: &ArrayD<T>) -> ArrayD<T> {
+        let mut dx = ArrayD::<T>::zeros(self.in_shape.as_slice());
         let d = dx.as_slice_mut().expect("fresh array");
-        for (&i, &gv) in cache.argmax.iter().zip(g.iter()) {
+        for (&i, &gv) in self.argmax.iter().zip(g.iter()) {
             d[i] += gv;
         }
         dx
     }
 
-    fn gather<T: Scalar>(cache: &MaxPoolCache, r: &ArrayD<T>, out_shape: &[usize]) -> ArrayD<T> {
+    /// `r[argmax]`, shaped as the output.
+    fn gather<T: Scalar>(&self, r: &ArrayD<T>, out_shape: &[usize]) -> ArrayD<T> {
         let rs = r.as_standard_layout();
         let src = rs.as_slice().expect("standard layout");
-        let data: Vec<T> = cache.argmax.iter().map(|&i| src[i]).collect();
+        let data: Vec<T> = self.argmax.iter().map(|&i| src[i]).collect();
         ArrayD::from_shape_vec(out_shape, data).expect("shape matches argmax")
     }
+}
 
-    pub fn backward<T: Scalar>(cache: &MaxPoolCache, gy: &ArrayD<T>) -> ArrayD<T> {
-        Self::scatter(cache, gy)
+impl EngineOp for MaxPool<'_> {
+    const KIND: &'static str = "max-pool";
+    type Cache<T: Scalar> = MaxPoolCache;
+    type RCache<T: Scalar> = ();
+
+    fn infer_shape(&self, x: &[&[usize]]) -> Result<Vec<usize>, ShapeError> {
+        self.0.out_shape(x[0])
     }
 
-    pub fn r_forward<T: Scalar>(
-        cache: &MaxPoolCache,
-        rx: &ArrayD<T>,
-        out_shape: &[usize],
-    ) -> ArrayD<T> {
-        Self::gather(cache, rx, out_shape)
+    fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, MaxPoolCache) {
+        MaxPoolCache::forward(self.0, a.x[0])
     }
 
-    pub fn r_backward<T: Scalar>(cache: &MaxPoolCache, rgy: &ArrayD<T>) -> ArrayD<T> {
-        Self::scatter(cache, rgy)
+    fn cache_bytes<T: Scalar>(c: &MaxPoolCache) -> usize {
+        c.argmax.len() * std::mem::size_of::<usize>()
+    }
+
+    fn backward<T: Scalar>(&self, _a: &Taped<T>, c: &MaxPoolCache, gy: ArrayD<T>) -> Grads<T> {
+        Grads::input(c.scatter(&gy))
+    }
+
+    fn r_forward<T: Scalar>(&self, a: &Taped<T>, c: &MaxPoolCache) -> (Option<ArrayD<T>>, ()) {
+        (a.rx(0).map(|r| c.gather(r, a.y.shape())), ())
+    }
+
+    fn r_backward<T: Scalar>(
+        &self,
+        _a: &Taped<T>,
+        c: &MaxPoolCache,
+        _rc: &(),
+        _gy: &ArrayD<T>,
+        rgy: ArrayD<T>,
+    ) -> Grads<T> {
+        Grads::input(c.scatter(&rgy))
     }
 }

@@ -1,7 +1,15 @@
-//! One file per op. Each states its forward pass, its backward (vector–Jacobian) pass and
-//! the two passes of Pearlmutter's R-operator (R-forward, R-backward) side by side, so
-//! that an exact Hessian-vector product costs about two gradients.
+//! One file (or folder) per op. Each op is a type implementing [`EngineOp`]: its shape
+//! rule, forward pass, backward (vector–Jacobian) pass and the two passes of Pearlmutter's
+//! R-operator (R-forward, R-backward; Pearlmutter 1994) side by side, so that an exact
+//! Hessian-vector product costs about two gradients. The graph only routes values
+//! between nodes ([`super::graph`]).
+//!
+//! Adding an op: its file, implementing [`EngineOp`] (or [`FixedMap`] for a fixed affine
+//! map of one input), and one line in the `ops!` list below, which makes it a variant of
+//! [`Op`] and routes every pass to it (the macro is in `dispatch.rs`).
 
+#[macro_use]
+mod dispatch;
 pub mod add;
 pub mod affine;
 pub mod avg_pool;
@@ -10,24 +18,61 @@ pub mod concat;
 pub mod conv2d;
 pub mod flatten;
 pub mod global_avg_pool;
+pub mod input;
 pub mod linear;
 pub mod loss;
 pub mod max_pool;
+mod op;
 pub mod pad;
 pub mod relu;
 pub mod slice;
 
+use ndarray::{ArrayD, ArrayViewD};
+
 pub use add::Add;
 pub use affine::Affine;
 pub use avg_pool::{AvgPool, Pool2d};
-pub use batchnorm::{BatchNorm, Mode};
+pub use batchnorm::{BatchNorm, BatchStats, Mode};
 pub use concat::Concat;
 pub use conv2d::Conv2d;
 pub use flatten::Flatten;
 pub use global_avg_pool::GlobalAvgPool;
+pub use input::Input;
 pub use linear::Linear;
 pub use loss::{Loss, LossValue};
 pub use max_pool::MaxPool;
+pub use op::{Activation, ChannelMap, EngineOp, Epilogue, FixedMap, Fwd, Grads, Taped};
 pub use pad::Pad;
 pub use relu::Relu;
 pub use slice::SliceAxis;
+
+use super::error::ShapeError;
+use super::Scalar;
+pub(crate) use dispatch::Erased;
+use dispatch::{cache, cache_bytes_erased, forward_erased, kind_of, r_cache, r_forward_erased};
+
+ops! {
+    /// The input batch, given in PyTorch layout `[N, C, H, W]` or `[N, F]`.
+    Input => Input,
+    /// params: [weight, bias?]
+    Conv2d(Conv2d),
+    /// params: [weight, bias?]
+    Linear(Linear),
+    /// params: [γ, β, running_mean, running_var]
+    BatchNorm(BatchNorm),
+    Relu => Relu,
+    /// Residual sum of two inputs.
+    Add => Add,
+    GlobalAvgPool => GlobalAvgPool,
+    AvgPool(Pool2d) => AvgPool,
+    MaxPool(Pool2d) => MaxPool,
+    Flatten => Flatten,
+    /// Constant per-channel a·x + b (input normalization of imported networks).
+    Affine(Affine),
+    /// Zero padding (internal-layout axes).
+    Pad(Pad),
+    /// Strided slice along one internal-layout axis.
+    Slice(SliceAxis),
+    /// Concatenation of all inputs along one internal-layout axis.
+    Concat(Concat),
+}

@@ -9,6 +9,8 @@
 
 use ndarray::{ArrayD, IxDyn, Slice};
 
+use super::FixedMap;
+use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,8 +27,21 @@ impl Pad {
             .map(|(&d, (&b, &a))| d + b + a)
             .collect()
     }
+}
 
-    pub fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
+impl FixedMap for Pad {
+    const KIND: &'static str = "pad";
+
+    fn shape(&self, x: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        if self.before.len() != x.len() || self.after.len() != x.len() {
+            return Err(ShapeError::Rank {
+                rank: self.before.len(),
+            });
+        }
+        Ok(self.out_shape(x))
+    }
+
+    fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
         let mut y = ArrayD::zeros(IxDyn(&self.out_shape(x.shape())));
         let mut inner = y.view_mut();
         for (ax, (&b, &d)) in self.before.iter().zip(x.shape()).enumerate() {
@@ -37,19 +52,11 @@ impl Pad {
     }
 
     /// `in_shape` is the shape of the unpadded input.
-    pub fn backward<T: Scalar>(&self, gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
+    fn transpose<T: Scalar>(&self, gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
         let mut v = gy.view();
         for (ax, (&b, &d)) in self.before.iter().zip(in_shape).enumerate() {
             v.slice_axis_inplace(ndarray::Axis(ax), Slice::from(b..b + d));
         }
         v.to_owned()
-    }
-
-    pub fn r_forward<T: Scalar>(&self, rx: &ArrayD<T>) -> ArrayD<T> {
-        self.forward(rx)
-    }
-
-    pub fn r_backward<T: Scalar>(&self, rgy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
-        self.backward(rgy, in_shape)
     }
 }

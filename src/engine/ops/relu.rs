@@ -6,41 +6,73 @@
 //! R-backward: R{dx} = R{dy} ⊙ [x > 0]      (the second derivative is 0 almost everywhere)
 //! ```
 //! The mask is read from the output (y > 0 ⇔ x > 0), as PyTorch's `threshold_backward` does.
+//! Inference runs in place, or inside the epilogue of a fused convolution.
 
 use ndarray::{ArrayD, Zip};
 
+use super::{Activation, EngineOp, Fwd, Grads, Mode, Taped};
+use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
 pub struct Relu;
 
-impl Relu {
-    pub fn forward<T: Scalar>(x: &ArrayD<T>) -> ArrayD<T> {
-        x.mapv(|v| if v > T::zero() { v } else { T::zero() })
+fn relu<T: Scalar>(v: T) -> T {
+    if v > T::zero() {
+        v
+    } else {
+        T::zero()
+    }
+}
+
+/// Masks an owned `g` (a gradient or an R-quantity) by y > 0, in place.
+fn mask<T: Scalar>(y: &ArrayD<T>, mut g: ArrayD<T>) -> ArrayD<T> {
+    Zip::from(&mut g)
+        .and(y)
+        .for_each(|gv, &yv| *gv = if yv > T::zero() { *gv } else { T::zero() });
+    g
+}
+
+impl EngineOp for Relu {
+    const KIND: &'static str = "relu";
+    type Cache<T: Scalar> = ();
+    type RCache<T: Scalar> = ();
+
+    fn infer_shape(&self, x: &[&[usize]]) -> Result<Vec<usize>, ShapeError> {
+        Ok(x[0].to_vec())
     }
 
-    /// Masks `g` (a gradient or an R-quantity) by y > 0.
-    fn mask<T: Scalar>(y: &ArrayD<T>, g: &ArrayD<T>) -> ArrayD<T> {
-        Zip::from(y)
-            .and(g)
-            .map_collect(|&yv, &gv| if yv > T::zero() { gv } else { T::zero() })
+    fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, ()) {
+        (a.x[0].mapv(relu), ())
     }
 
-    /// [`Self::backward`] (or R-forward, R-backward) in place on an owned `g`.
-    pub fn mask_inplace<T: Scalar>(y: &ArrayD<T>, g: &mut ArrayD<T>) {
-        Zip::from(g)
-            .and(y)
-            .for_each(|gv, &yv| *gv = if yv > T::zero() { *gv } else { T::zero() });
+    fn in_place(&self, _mode: Mode) -> bool {
+        true
     }
 
-    pub fn backward<T: Scalar>(y: &ArrayD<T>, gy: &ArrayD<T>) -> ArrayD<T> {
-        Self::mask(y, gy)
+    fn forward_in_place<T: Scalar>(&self, _a: &Fwd<T>, x0: &mut ArrayD<T>) {
+        x0.mapv_inplace(relu);
     }
 
-    pub fn r_forward<T: Scalar>(y: &ArrayD<T>, rx: &ArrayD<T>) -> ArrayD<T> {
-        Self::mask(y, rx)
+    fn activation(&self) -> Option<Activation> {
+        Some(Activation::Relu)
     }
 
-    pub fn r_backward<T: Scalar>(y: &ArrayD<T>, rgy: &ArrayD<T>) -> ArrayD<T> {
-        Self::mask(y, rgy)
+    fn backward<T: Scalar>(&self, a: &Taped<T>, _c: &(), gy: ArrayD<T>) -> Grads<T> {
+        Grads::input(mask(a.y, gy))
+    }
+
+    fn r_forward<T: Scalar>(&self, a: &Taped<T>, _c: &()) -> (Option<ArrayD<T>>, ()) {
+        (a.rx(0).map(|r| mask(a.y, r.clone())), ())
+    }
+
+    fn r_backward<T: Scalar>(
+        &self,
+        a: &Taped<T>,
+        _c: &(),
+        _rc: &(),
+        _gy: &ArrayD<T>,
+        rgy: ArrayD<T>,
+    ) -> Grads<T> {
+        Grads::input(mask(a.y, rgy))
     }
 }

@@ -9,6 +9,8 @@
 
 use ndarray::{ArrayD, Axis, IxDyn};
 
+use super::FixedMap;
+use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,22 +34,31 @@ impl SliceAxis {
     pub fn out_len(&self) -> usize {
         (self.end - self.start).div_ceil(self.step)
     }
+}
 
-    pub fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
+impl FixedMap for SliceAxis {
+    const KIND: &'static str = "slice";
+
+    fn shape(&self, x: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        if self.axis >= x.len() || self.end > x[self.axis] || self.start > self.end {
+            return Err(ShapeError::Slice {
+                start: self.start,
+                end: self.end,
+                axis: self.axis,
+            });
+        }
+        let mut s = x.to_vec();
+        s[self.axis] = self.out_len();
+        Ok(s)
+    }
+
+    fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
         x.slice_axis(Axis(self.axis), self.slice()).to_owned()
     }
 
-    pub fn backward<T: Scalar>(&self, gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
+    fn transpose<T: Scalar>(&self, gy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
         let mut dx = ArrayD::zeros(IxDyn(in_shape));
         dx.slice_axis_mut(Axis(self.axis), self.slice()).assign(gy);
         dx
-    }
-
-    pub fn r_forward<T: Scalar>(&self, rx: &ArrayD<T>) -> ArrayD<T> {
-        self.forward(rx)
-    }
-
-    pub fn r_backward<T: Scalar>(&self, rgy: &ArrayD<T>, in_shape: &[usize]) -> ArrayD<T> {
-        self.backward(rgy, in_shape)
     }
 }

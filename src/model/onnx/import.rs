@@ -112,6 +112,7 @@ pub(super) fn import(
             loss: Loss::CrossEntropy,
             input_shape: vec![],
             num_classes: 0,
+            options: Default::default(),
         },
         params: vec![],
         by_name: HashMap::new(),

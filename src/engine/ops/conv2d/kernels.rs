@@ -26,9 +26,12 @@
 //! AVX2), each accumulator a vector of per-lane partial sums over all positions of a
 //! batch of images, reduced across lanes at the end. Results equal the GEMM path's to f32
 //! rounding (a different summation order), and are the same bits on every call: nothing
-//! depends on threads or timing.
+//! depends on threads or timing. The 16-lane weight-gradient sums round differently from
+//! the 8-lane ones; [`Simd::Avx2`] caps the vectors at 8 lanes (see [`Kernel::for_simd`]).
 
 use std::sync::OnceLock;
+
+use crate::engine::options::Simd;
 
 /// Lanes of one 256-bit vector.
 const LANES: usize = 8;
@@ -45,18 +48,35 @@ const GRAD_SCRATCH: usize = 1 << 17;
 
 /// The micro-kernel in use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
+pub(crate) enum Kernel {
     /// AVX-512F/DQ: vectors of 16 lanes (only for rows 8 or 16·j wide).
     Zmm,
     /// AVX-512VL: 32 vector registers, vectors of 8 lanes (256-bit).
     Avx512,
     /// AVX2 + FMA: 16 registers, smaller tiles (a larger tile spills).
     Avx2,
-    /// Portable scalar code (only where neither exists; then the path is off anyway).
+    /// Portable scalar code (for the tests: where neither exists, the path is off).
     Scalar,
 }
 
 impl Kernel {
+    /// The kernel for the CPU within the cap `simd`: 8-lane vectors under [`Simd::Avx2`]
+    /// (the ymm kernels of AVX-512VL on AVX-512 machines: their sums are those of AVX2's,
+    /// in the same order). [`Kernel::Scalar`] where the CPU has no AVX2 + FMA.
+    pub(crate) fn for_simd(simd: Simd) -> Kernel {
+        match (Kernel::detect(), simd) {
+            (Kernel::Zmm, Simd::Avx2) => Kernel::Avx512,
+            (k, _) => k,
+        }
+    }
+
+    /// Whether convolutions with output rows `wo` wide take the direct path: a SIMD
+    /// kernel and rows of at least one full vector (narrower rows would leave most lanes
+    /// idle).
+    pub(crate) fn applies(self, wo: usize) -> bool {
+        self != Kernel::Scalar && wo >= LANES
+    }
+
     fn detect() -> Kernel {
         static K: OnceLock<Kernel> = OnceLock::new();
         *K.get_or_init(|| {
@@ -120,22 +140,6 @@ struct Vector {
     hi: usize,
     ob: usize,
     lanes: usize,
-}
-
-/// Whether the CPU has AVX2 and FMA and the path is not switched off with
-/// `LOSSCAPE_CONV=im2col` (for comparisons); checked once.
-pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        let off = std::env::var("LOSSCAPE_CONV").is_ok_and(|v| v.eq_ignore_ascii_case("im2col"));
-        !off && Kernel::detect() != Kernel::Scalar
-    })
-}
-
-/// Whether a convolution with output rows `wo` wide takes the direct path: rows of at
-/// least one full vector (narrower rows would leave most lanes idle).
-pub fn applies(wo: usize) -> bool {
-    wo >= LANES && enabled()
 }
 
 /// The geometry of one convolution: `o` output and `c` input channels, a `k×k` kernel,
@@ -320,11 +324,7 @@ pub struct DirectConv {
 
 impl DirectConv {
     /// `wts` is `[O, C, k, k]` row-major; the input is `[C, N, H, W]`.
-    pub fn new(sh: Shape, wts: &[f32]) -> Self {
-        Self::with_kernel(Kernel::detect(), sh, wts)
-    }
-
-    fn with_kernel(kernel: Kernel, sh: Shape, wts: &[f32]) -> Self {
+    pub fn new(kernel: Kernel, sh: Shape, wts: &[f32]) -> Self {
         let plan = Plan::new(kernel, sh);
         let (o, kk) = (sh.o, plan.offs.len());
         assert_eq!(wts.len(), o * kk, "direct conv: weight size");
@@ -438,11 +438,7 @@ impl Vector {
 /// (dy `[O, N·Ho·Wo]`, x `[C, N, H, W]`) term, `dw[o, (c, ki, kj)] += Σ_{n, oh, ow}
 /// dy[o, n, oh, ow] · xpad[c, n, s·oh + ki, s·ow + kj]` — GEMM `dy · colsᵀ` without the
 /// columns. Images are batched ([`GRAD_POSITIONS`]) and summed in order per tile.
-pub fn weight_grad(sh: Shape, n: usize, terms: &[(&[f32], &[f32])], dw: &mut [f32]) {
-    weight_grad_with(Kernel::detect(), sh, n, terms, dw)
-}
-
-fn weight_grad_with(
+pub fn weight_grad(
     kernel: Kernel,
     sh: Shape,
     n: usize,
@@ -575,420 +571,9 @@ unsafe fn scalar_grad<const MR: usize, const QT: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx {
-    use super::{TileArgs, Vector, LANES, WIDE};
-    use std::arch::x86_64::*;
-
-    /// One forward tile kernel per instruction set and vector width: `MR·V` accumulators
-    /// stay in registers across all taps, then rows `< rows` are stored (masked for short
-    /// vectors). `$load(lo, hi, SPLIT)` reads one vector (`SPLIT`: lanes 8.. from `hi`);
-    /// `$store(dst, lanes, r)` writes one.
-    macro_rules! tile_kernel {
-        ($name:ident, $features:literal, $zero:ident, $bcast:ident, $fma:ident,
-         $load:ident, $store:ident) => {
-            // Index loops over the register tile: they unroll completely.
-            #[allow(clippy::needless_range_loop)]
-            #[target_feature(enable = $features)]
-            pub unsafe fn $name<const MR: usize, const V: usize, const SPLIT: bool>(
-                (plan, xpad, group, wt, y, cols, rows): TileArgs,
-            ) {
-                let xp = xpad.as_ptr();
-                let (mut lo, mut hi) = ([xp; V], [xp; V]);
-                for v in 0..V {
-                    lo[v] = xp.add(group[v].lo);
-                    hi[v] = xp.add(group[v].hi);
-                }
-                let mut r = [[$zero(); V]; MR];
-                let mut a = wt.as_ptr();
-                for &off in &plan.offs {
-                    let mut b = [$zero(); V];
-                    for v in 0..V {
-                        b[v] = $load(lo[v].add(off), hi[v].add(off), SPLIT);
-                    }
-                    for m in 0..MR {
-                        let am = $bcast(*a.add(m));
-                        for v in 0..V {
-                            r[m][v] = $fma(am, b[v], r[m][v]);
-                        }
-                    }
-                    a = a.add(MR);
-                }
-                let yp = y.as_mut_ptr();
-                for m in 0..rows.min(MR) {
-                    for v in 0..V {
-                        let Vector { ob, lanes, .. } = group[v];
-                        $store(yp.add(m * cols + ob), lanes, r[m][v]);
-                    }
-                }
-            }
-        };
-    }
-
-    /// One weight-gradient tile kernel: `MR·QT` accumulators of per-lane partial sums
-    /// over every vector of every image; `$loadm(p, lanes)` reads dy (zero past `lanes`),
-    /// `$reduce` sums the lanes at the end.
-    macro_rules! grad_kernel {
-        ($name:ident, $features:literal, $zero:ident, $fma:ident, $load:ident,
-         $loadm:ident, $reduce:ident) => {
-            #[allow(clippy::needless_range_loop)]
-            #[target_feature(enable = $features)]
-            pub unsafe fn $name<const MR: usize, const QT: usize, const SPLIT: bool>(
-                vecs: &[Vector],
-                xpad: *const f32,
-                imgs: &[(usize, usize)],
-                offs: &[usize; QT],
-                dys: &[*const f32; MR],
-                sums: &mut [[f32; QT]; MR],
-            ) {
-                let mut r = [[$zero(); QT]; MR];
-                for &(xb, col) in imgs {
-                    let x = xpad.add(xb);
-                    for v in vecs {
-                        let mut g = [$zero(); MR];
-                        for m in 0..MR {
-                            g[m] = $loadm(dys[m].add(col + v.ob), v.lanes);
-                        }
-                        let (lo, hi) = (x.add(v.lo), x.add(v.hi));
-                        for t in 0..QT {
-                            let b = $load(lo.add(offs[t]), hi.add(offs[t]), SPLIT);
-                            for m in 0..MR {
-                                r[m][t] = $fma(g[m], b, r[m][t]);
-                            }
-                        }
-                    }
-                }
-                for m in 0..MR {
-                    for t in 0..QT {
-                        sums[m][t] = $reduce(r[m][t]);
-                    }
-                }
-            }
-        };
-    }
-
-    /// 8 lanes from `lo` (256-bit kernels never split).
-    #[inline(always)]
-    unsafe fn load8(lo: *const f32, _hi: *const f32, _split: bool) -> __m256 {
-        _mm256_loadu_ps(lo)
-    }
-
-    #[inline(always)]
-    unsafe fn mask8(lanes: usize) -> __m256i {
-        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), idx)
-    }
-
-    #[inline(always)]
-    unsafe fn loadm8(p: *const f32, lanes: usize) -> __m256 {
-        if lanes == LANES {
-            _mm256_loadu_ps(p)
-        } else {
-            _mm256_maskload_ps(p, mask8(lanes))
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn store8(dst: *mut f32, lanes: usize, r: __m256) {
-        if lanes == LANES {
-            _mm256_storeu_ps(dst, r);
-        } else {
-            _mm256_maskstore_ps(dst, mask8(lanes), r);
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn reduce8(r: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps::<1>(r));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
-    }
-
-    /// 16 lanes: one load from `lo`, or 8 from `lo` joined with 8 from `hi`.
-    #[inline(always)]
-    unsafe fn load16(lo: *const f32, hi: *const f32, split: bool) -> __m512 {
-        if split {
-            let low = _mm512_castps256_ps512(_mm256_loadu_ps(lo));
-            _mm512_insertf32x8::<1>(low, _mm256_loadu_ps(hi))
-        } else {
-            _mm512_loadu_ps(lo)
-        }
-    }
-
-    #[inline(always)]
-    fn mask16(lanes: usize) -> __mmask16 {
-        ((1u32 << lanes) - 1) as __mmask16
-    }
-
-    #[inline(always)]
-    unsafe fn loadm16(p: *const f32, lanes: usize) -> __m512 {
-        if lanes == WIDE {
-            _mm512_loadu_ps(p)
-        } else {
-            _mm512_maskz_loadu_ps(mask16(lanes), p)
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn store16(dst: *mut f32, lanes: usize, r: __m512) {
-        if lanes == WIDE {
-            _mm512_storeu_ps(dst, r);
-        } else {
-            _mm512_mask_storeu_ps(dst, mask16(lanes), r);
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn reduce16(r: __m512) -> f32 {
-        _mm512_reduce_add_ps(r)
-    }
-
-    tile_kernel!(
-        zmm,
-        "avx2,fma,avx512f,avx512vl,avx512dq",
-        _mm512_setzero_ps,
-        _mm512_set1_ps,
-        _mm512_fmadd_ps,
-        load16,
-        store16
-    );
-    tile_kernel!(
-        ymm512,
-        "avx2,fma,avx512f,avx512vl",
-        _mm256_setzero_ps,
-        _mm256_set1_ps,
-        _mm256_fmadd_ps,
-        load8,
-        store8
-    );
-    tile_kernel!(
-        ymm2,
-        "avx2,fma",
-        _mm256_setzero_ps,
-        _mm256_set1_ps,
-        _mm256_fmadd_ps,
-        load8,
-        store8
-    );
-    grad_kernel!(
-        gzmm,
-        "avx2,fma,avx512f,avx512vl,avx512dq",
-        _mm512_setzero_ps,
-        _mm512_fmadd_ps,
-        load16,
-        loadm16,
-        reduce16
-    );
-    grad_kernel!(
-        gymm512,
-        "avx2,fma,avx512f,avx512vl",
-        _mm256_setzero_ps,
-        _mm256_fmadd_ps,
-        load8,
-        loadm8,
-        reduce8
-    );
-    grad_kernel!(
-        gymm2,
-        "avx2,fma",
-        _mm256_setzero_ps,
-        _mm256_fmadd_ps,
-        load8,
-        loadm8,
-        reduce8
-    );
-}
+#[path = "avx.rs"]
+mod avx;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Straight six-loop convolution in f64 as the oracle.
-    fn naive(x: &[f32], n: usize, sh: Shape, wts: &[f32]) -> Vec<f64> {
-        let Shape {
-            o,
-            c,
-            k,
-            s,
-            p,
-            h,
-            w,
-        } = sh;
-        let (ho, wo) = sh.out();
-        let mut y = vec![0.0f64; o * n * ho * wo];
-        for oc in 0..o {
-            for img in 0..n {
-                for oh in 0..ho {
-                    for ow in 0..wo {
-                        let mut acc = 0.0f64;
-                        for ci in 0..c {
-                            for ki in 0..k {
-                                for kj in 0..k {
-                                    let ih = (s * oh + ki).checked_sub(p).filter(|&i| i < h);
-                                    let iw = (s * ow + kj).checked_sub(p).filter(|&i| i < w);
-                                    if let (Some(ih), Some(iw)) = (ih, iw) {
-                                        acc += wts[((oc * c + ci) * k + ki) * k + kj] as f64
-                                            * x[((ci * n + img) * h + ih) * w + iw] as f64;
-                                    }
-                                }
-                            }
-                        }
-                        y[oc * n * ho * wo + (img * ho + oh) * wo + ow] = acc;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    #[test]
-    fn matches_naive_convolution_on_odd_shapes() {
-        // (o, c, k, s, p, h, w): channel tails (o % 4 ≠ 0), partial vectors, no padding,
-        // 1×1, 5×5; rows 8 (zmm joins two rows; odd row count), 16 and 32 wide (one zmm
-        // load); stride 2 and 3 (polyphase planes), odd sizes, 1×1 stride-2 projections.
-        for &(o, c, k, s, p, h, w) in &[
-            (16, 16, 3, 1, 1, 8, 8),
-            (9, 3, 3, 1, 1, 7, 8),
-            (10, 4, 3, 1, 1, 5, 16),
-            (8, 2, 3, 1, 1, 4, 32),
-            (3, 2, 1, 1, 0, 3, 32),
-            (7, 3, 3, 1, 1, 10, 13),
-            (5, 4, 1, 1, 0, 9, 11),
-            (6, 2, 5, 1, 2, 12, 9),
-            (9, 5, 3, 1, 0, 11, 20),
-            (16, 3, 3, 2, 1, 32, 32),
-            (9, 4, 3, 2, 1, 16, 16),
-            (8, 4, 1, 2, 0, 32, 32),
-            (5, 3, 1, 2, 0, 17, 17),
-            (6, 2, 3, 2, 1, 15, 19),
-            (4, 3, 5, 3, 2, 26, 29),
-            (7, 2, 4, 2, 1, 18, 20),
-        ] {
-            let sh = Shape {
-                o,
-                c,
-                k,
-                s,
-                p,
-                h,
-                w,
-            };
-            let n = 3;
-            let x: Vec<f32> = (0..c * n * h * w)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let wts: Vec<f32> = (0..o * c * k * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 60.0)
-                .collect();
-            let want = naive(&x, n, sh, &wts);
-            for kernel in Kernel::available() {
-                let mut d = DirectConv::with_kernel(kernel, sh, &wts);
-                let mut y = vec![f32::NAN; want.len()];
-                // The input split into two sources (channels stacked) must not matter.
-                let (x0, x1) = x.split_at((c / 2) * n * h * w);
-                for img in 0..n {
-                    d.image(&[x0, x1], n, img, &mut y);
-                }
-                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
-                    assert!(
-                        ((*a as f64) - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                        "{kernel:?} {sh:?} at {i}: {a} vs {b}"
-                    );
-                }
-            }
-        }
-    }
-
-    /// `dw[o, c, ki, kj] = Σ dy[o, n, oh, ow] · x[c, n, s·oh + ki − p, s·ow + kj − p]` in f64.
-    fn naive_grad(dy: &[f32], x: &[f32], n: usize, sh: Shape) -> Vec<f64> {
-        let Shape {
-            o,
-            c,
-            k,
-            s,
-            p,
-            h,
-            w,
-        } = sh;
-        let (ho, wo) = sh.out();
-        let mut dw = vec![0.0f64; o * c * k * k];
-        for oc in 0..o {
-            for ci in 0..c {
-                for ki in 0..k {
-                    for kj in 0..k {
-                        let mut acc = 0.0f64;
-                        for img in 0..n {
-                            for oh in 0..ho {
-                                for ow in 0..wo {
-                                    let ih = (s * oh + ki).checked_sub(p).filter(|&i| i < h);
-                                    let iw = (s * ow + kj).checked_sub(p).filter(|&i| i < w);
-                                    if let (Some(ih), Some(iw)) = (ih, iw) {
-                                        acc += dy[oc * n * ho * wo + (img * ho + oh) * wo + ow]
-                                            as f64
-                                            * x[((ci * n + img) * h + ih) * w + iw] as f64;
-                                    }
-                                }
-                            }
-                        }
-                        dw[((oc * c + ci) * k + ki) * k + kj] = acc;
-                    }
-                }
-            }
-        }
-        dw
-    }
-
-    #[test]
-    fn weight_grad_matches_naive_sums() {
-        // Channel and tap tails (O % 4, C·k² % 6 ≠ 0), partial and split vectors, strides
-        // 1–3, batches of several small images (8×8 rows) and one large image per batch.
-        for &(o, c, k, s, p, h, w, n) in &[
-            (16, 16, 3, 1, 1, 8, 8, 20),
-            (9, 3, 3, 1, 1, 7, 8, 5),
-            (5, 4, 3, 1, 1, 5, 16, 3),
-            (7, 2, 3, 1, 1, 4, 32, 2),
-            (6, 3, 3, 1, 1, 10, 13, 3),
-            (3, 4, 1, 1, 0, 9, 11, 2),
-            (10, 3, 3, 2, 1, 32, 32, 2),
-            (8, 5, 1, 2, 0, 16, 16, 3),
-            (4, 3, 5, 3, 2, 26, 29, 2),
-            (6, 300, 3, 1, 1, 16, 16, 4),
-        ] {
-            let sh = Shape {
-                o,
-                c,
-                k,
-                s,
-                p,
-                h,
-                w,
-            };
-            let (ho, wo) = sh.out();
-            let f = |seed: usize, len: usize| -> Vec<f32> {
-                (0..len)
-                    .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 25.0)
-                    .collect()
-            };
-            let (x1, x2) = (f(1, c * n * h * w), f(7, c * n * h * w));
-            let (g1, g2) = (f(3, o * n * ho * wo), f(5, o * n * ho * wo));
-            let a = naive_grad(&g1, &x1, n, sh);
-            let b = naive_grad(&g2, &x2, n, sh);
-            // f32 rounding scales with Σ|dy·x|, not with the (cancelling) sum itself.
-            let abs = |v: &[f32]| v.iter().map(|t| t.abs()).collect::<Vec<f32>>();
-            let sa = naive_grad(&abs(&g1), &abs(&x1), n, sh);
-            let sb = naive_grad(&abs(&g2), &abs(&x2), n, sh);
-            for kernel in Kernel::available() {
-                // Accumulates into what is there: start from 1.
-                let mut dw = vec![1.0f32; a.len()];
-                weight_grad_with(kernel, sh, n, &[(&g1, &x1), (&g2, &x2)], &mut dw);
-                for (i, d) in dw.iter().enumerate() {
-                    let want = 1.0 + a[i] + b[i];
-                    let tol = 1e-5 * (1.0 + sa[i] + sb[i]);
-                    assert!(
-                        ((*d as f64) - want).abs() <= tol,
-                        "{kernel:?} {sh:?} n{n} at {i}: {d} vs {want}"
-                    );
-                }
-            }
-        }
-    }
-}
+#[path = "kernel_tests.rs"]
+mod tests;

@@ -1,0 +1,223 @@
+//! The SIMD micro-kernels of [`super`]: forward tiles and weight-gradient tiles for
+//! AVX2 + FMA (ymm, 16 registers), AVX-512VL (ymm, 32 registers) and AVX-512F/DQ (zmm).
+
+use super::{TileArgs, Vector, LANES, WIDE};
+use std::arch::x86_64::*;
+
+/// One forward tile kernel per instruction set and vector width: `MR·V` accumulators
+/// stay in registers across all taps, then rows `< rows` are stored (masked for short
+/// vectors). `$load(lo, hi, SPLIT)` reads one vector (`SPLIT`: lanes 8.. from `hi`);
+/// `$store(dst, lanes, r)` writes one.
+macro_rules! tile_kernel {
+    ($name:ident, $features:literal, $zero:ident, $bcast:ident, $fma:ident,
+     $load:ident, $store:ident) => {
+        // Index loops over the register tile: they unroll completely.
+        #[allow(clippy::needless_range_loop)]
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name<const MR: usize, const V: usize, const SPLIT: bool>(
+            (plan, xpad, group, wt, y, cols, rows): TileArgs,
+        ) {
+            let xp = xpad.as_ptr();
+            let (mut lo, mut hi) = ([xp; V], [xp; V]);
+            for v in 0..V {
+                lo[v] = xp.add(group[v].lo);
+                hi[v] = xp.add(group[v].hi);
+            }
+            let mut r = [[$zero(); V]; MR];
+            let mut a = wt.as_ptr();
+            for &off in &plan.offs {
+                let mut b = [$zero(); V];
+                for v in 0..V {
+                    b[v] = $load(lo[v].add(off), hi[v].add(off), SPLIT);
+                }
+                for m in 0..MR {
+                    let am = $bcast(*a.add(m));
+                    for v in 0..V {
+                        r[m][v] = $fma(am, b[v], r[m][v]);
+                    }
+                }
+                a = a.add(MR);
+            }
+            let yp = y.as_mut_ptr();
+            for m in 0..rows.min(MR) {
+                for v in 0..V {
+                    let Vector { ob, lanes, .. } = group[v];
+                    $store(yp.add(m * cols + ob), lanes, r[m][v]);
+                }
+            }
+        }
+    };
+}
+
+/// One weight-gradient tile kernel: `MR·QT` accumulators of per-lane partial sums
+/// over every vector of every image; `$loadm(p, lanes)` reads dy (zero past `lanes`),
+/// `$reduce` sums the lanes at the end.
+macro_rules! grad_kernel {
+    ($name:ident, $features:literal, $zero:ident, $fma:ident, $load:ident,
+     $loadm:ident, $reduce:ident) => {
+        #[allow(clippy::needless_range_loop)]
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name<const MR: usize, const QT: usize, const SPLIT: bool>(
+            vecs: &[Vector],
+            xpad: *const f32,
+            imgs: &[(usize, usize)],
+            offs: &[usize; QT],
+            dys: &[*const f32; MR],
+            sums: &mut [[f32; QT]; MR],
+        ) {
+            let mut r = [[$zero(); QT]; MR];
+            for &(xb, col) in imgs {
+                let x = xpad.add(xb);
+                for v in vecs {
+                    let mut g = [$zero(); MR];
+                    for m in 0..MR {
+                        g[m] = $loadm(dys[m].add(col + v.ob), v.lanes);
+                    }
+                    let (lo, hi) = (x.add(v.lo), x.add(v.hi));
+                    for t in 0..QT {
+                        let b = $load(lo.add(offs[t]), hi.add(offs[t]), SPLIT);
+                        for m in 0..MR {
+                            r[m][t] = $fma(g[m], b, r[m][t]);
+                        }
+                    }
+                }
+            }
+            for m in 0..MR {
+                for t in 0..QT {
+                    sums[m][t] = $reduce(r[m][t]);
+                }
+            }
+        }
+    };
+}
+
+/// 8 lanes from `lo` (256-bit kernels never split).
+#[inline(always)]
+unsafe fn load8(lo: *const f32, _hi: *const f32, _split: bool) -> __m256 {
+    _mm256_loadu_ps(lo)
+}
+
+#[inline(always)]
+unsafe fn mask8(lanes: usize) -> __m256i {
+    let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), idx)
+}
+
+#[inline(always)]
+unsafe fn loadm8(p: *const f32, lanes: usize) -> __m256 {
+    if lanes == LANES {
+        _mm256_loadu_ps(p)
+    } else {
+        _mm256_maskload_ps(p, mask8(lanes))
+    }
+}
+
+#[inline(always)]
+unsafe fn store8(dst: *mut f32, lanes: usize, r: __m256) {
+    if lanes == LANES {
+        _mm256_storeu_ps(dst, r);
+    } else {
+        _mm256_maskstore_ps(dst, mask8(lanes), r);
+    }
+}
+
+#[inline(always)]
+unsafe fn reduce8(r: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps::<1>(r));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+}
+
+/// 16 lanes: one load from `lo`, or 8 from `lo` joined with 8 from `hi`.
+#[inline(always)]
+unsafe fn load16(lo: *const f32, hi: *const f32, split: bool) -> __m512 {
+    if split {
+        let low = _mm512_castps256_ps512(_mm256_loadu_ps(lo));
+        _mm512_insertf32x8::<1>(low, _mm256_loadu_ps(hi))
+    } else {
+        _mm512_loadu_ps(lo)
+    }
+}
+
+#[inline(always)]
+fn mask16(lanes: usize) -> __mmask16 {
+    ((1u32 << lanes) - 1) as __mmask16
+}
+
+#[inline(always)]
+unsafe fn loadm16(p: *const f32, lanes: usize) -> __m512 {
+    if lanes == WIDE {
+        _mm512_loadu_ps(p)
+    } else {
+        _mm512_maskz_loadu_ps(mask16(lanes), p)
+    }
+}
+
+#[inline(always)]
+unsafe fn store16(dst: *mut f32, lanes: usize, r: __m512) {
+    if lanes == WIDE {
+        _mm512_storeu_ps(dst, r);
+    } else {
+        _mm512_mask_storeu_ps(dst, mask16(lanes), r);
+    }
+}
+
+#[inline(always)]
+unsafe fn reduce16(r: __m512) -> f32 {
+    _mm512_reduce_add_ps(r)
+}
+
+tile_kernel!(
+    zmm,
+    "avx2,fma,avx512f,avx512vl,avx512dq",
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    load16,
+    store16
+);
+tile_kernel!(
+    ymm512,
+    "avx2,fma,avx512f,avx512vl",
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    load8,
+    store8
+);
+tile_kernel!(
+    ymm2,
+    "avx2,fma",
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    load8,
+    store8
+);
+grad_kernel!(
+    gzmm,
+    "avx2,fma,avx512f,avx512vl,avx512dq",
+    _mm512_setzero_ps,
+    _mm512_fmadd_ps,
+    load16,
+    loadm16,
+    reduce16
+);
+grad_kernel!(
+    gymm512,
+    "avx2,fma,avx512f,avx512vl",
+    _mm256_setzero_ps,
+    _mm256_fmadd_ps,
+    load8,
+    loadm8,
+    reduce8
+);
+grad_kernel!(
+    gymm2,
+    "avx2,fma",
+    _mm256_setzero_ps,
+    _mm256_fmadd_ps,
+    load8,
+    loadm8,
+    reduce8
+);

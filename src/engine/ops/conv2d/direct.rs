@@ -1,0 +1,162 @@
+//! Where the passes take the direct f32 kernels ([`super::kernels`]) instead of im2col +
+//! GEMM: the forward and R-forward sums, the stride-1 transposed convolutions of dx and
+//! R{dx}, and the weight gradients.
+
+use std::any::TypeId;
+use std::borrow::Cow;
+
+use super::kernels::{weight_grad, DirectConv, Kernel, Shape};
+use super::Plan;
+use crate::engine::Scalar;
+
+impl Plan<'_> {
+    /// Σᵢ Wᵢ ⋆ xᵢ `[O, N·Ho·Wo]` by the direct kernel when it applies (see
+    /// [`Plan::direct_sum`]), calling `after(y, image)` once each image is complete.
+    /// Both forward passes go through here, so eval and gradient passes agree bit for bit.
+    pub(super) fn forward_direct<T: Scalar>(
+        &self,
+        terms: &[(&[T], &[T])],
+        after: impl FnMut(&mut [T], usize),
+    ) -> Option<Vec<T>> {
+        let (c, g) = (self.conv, &self.g);
+        let dims = [g.n, g.h, g.w];
+        self.direct_sum(c.out_channels, c.stride, c.padding, dims, terms, after)
+    }
+
+    /// The transposed convolutions of the reverse passes, `dx = Wᵀ ⋆ dy` summed over the
+    /// `(W, dy)` terms, by the direct kernel: for stride 1, the adjoint of a k×k
+    /// convolution with padding p is the convolution with the flipped, transposed kernel
+    /// `W'[c, o, i, j] = W[o, c, k−1−i, k−1−j]` and padding k−1−p. `None` where it does not
+    /// apply (the caller then folds GEMM columns back with col2im).
+    pub(super) fn dx_direct<T: Scalar>(&self, terms: &[(&[T], &[T])]) -> Option<Vec<T>> {
+        let (conv, g) = (self.conv, &self.g);
+        let (o, c, k, p) = (conv.out_channels, g.c, conv.kernel, conv.padding);
+        if conv.stride != 1 || p + 1 > k {
+            return None;
+        }
+        let flipped: Vec<Vec<T>> = terms
+            .iter()
+            .map(|&(w, _)| flip_transpose(w, o, c, k))
+            .collect();
+        let terms: Vec<(&[T], &[T])> = flipped
+            .iter()
+            .zip(terms)
+            .map(|(wf, &(_, dy))| (&wf[..], dy))
+            .collect();
+        self.direct_sum(c, 1, k - 1 - p, [g.n, g.ho, g.wo], &terms, |_, _| {})
+    }
+
+    /// `dw [O, C·k·k] += Σ dy ⋆ x` over the `(dy, x)` terms by the direct kernel
+    /// ([`weight_grad`]); false (and `dw` untouched) where it does not apply.
+    pub(super) fn dw_direct<T: Scalar>(&self, terms: &[(&[T], &[T])], dw: &mut [T]) -> bool {
+        let (conv, g) = (self.conv, &self.g);
+        let Some(kernel) = self.direct.filter(|k| k.applies(g.wo)) else {
+            return false;
+        };
+        let terms: Vec<(&[f32], &[f32])> = terms.iter().map(|&(d, x)| (f32s(d), f32s(x))).collect();
+        let sh = Shape {
+            o: conv.out_channels,
+            c: g.c,
+            k: conv.kernel,
+            s: conv.stride,
+            p: conv.padding,
+            h: g.h,
+            w: g.w,
+        };
+        weight_grad(kernel, sh, g.n, &terms, f32s_mut(dw));
+        true
+    }
+
+    /// Σᵢ Wᵢ ⋆ xᵢ for a `k×k` convolution with stride `s`, zero padding `p` and `out`
+    /// output channels, by the direct kernel (one call: weights `[W₁ | W₂ | …]` per output
+    /// channel, the inputs' channels stacked). Each term is (weights `[out, Cᵢ, k, k]`,
+    /// input `[Cᵢ, N, H, W]`) with `dims = [N, H, W]`; returns `[out, N·Ho·Wo]`, calling
+    /// `after(y, image)` as each image completes, or `None` unless the plan has a direct
+    /// kernel (f32) that applies.
+    fn direct_sum<T: Scalar>(
+        &self,
+        out: usize,
+        s: usize,
+        p: usize,
+        dims: [usize; 3],
+        terms: &[(&[T], &[T])],
+        mut after: impl FnMut(&mut [T], usize),
+    ) -> Option<Vec<T>> {
+        let [n, h, w] = dims;
+        let k = self.conv.kernel;
+        let mut sh = Shape {
+            o: out,
+            c: 0,
+            k,
+            s,
+            p,
+            h,
+            w,
+        };
+        let (ho, wo) = sh.out();
+        let kernel = self.direct.filter(|kn| ho > 0 && kn.applies(wo))?;
+        let per = n * h * w;
+        let chans: Vec<usize> = terms.iter().map(|(_, x)| x.len() / per.max(1)).collect();
+        let c: usize = chans.iter().sum();
+        let weights: Cow<[f32]> = if terms.len() == 1 {
+            f32s(terms[0].0).into()
+        } else {
+            let kk = k * k;
+            let mut all = Vec::with_capacity(out * c * kk);
+            for oc in 0..out {
+                for (&(wi, _), &ci) in terms.iter().zip(&chans) {
+                    all.extend_from_slice(&f32s(wi)[oc * ci * kk..(oc + 1) * ci * kk]);
+                }
+            }
+            all.into()
+        };
+        sh.c = c;
+        let mut d = DirectConv::new(kernel, sh, &weights);
+        let srcs: Vec<&[f32]> = terms.iter().map(|&(_, x)| f32s(x)).collect();
+        let mut y = vec![T::zero(); out * n * ho * wo];
+        for img in 0..n {
+            d.image(&srcs, n, img, f32s_mut(&mut y));
+            after(&mut y, img);
+        }
+        Some(y)
+    }
+}
+
+/// The direct kernel for `T` under the cap `simd`: only f32 has one.
+pub(super) fn kernel_for<T: Scalar>(simd: crate::engine::options::Simd) -> Option<Kernel> {
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| Kernel::for_simd(simd))
+}
+
+/// `x` as `&[f32]`; only called where `T` is f32 (a plan has a direct kernel only then).
+fn f32s<T: Scalar>(x: &[T]) -> &[f32] {
+    assert!(
+        TypeId::of::<T>() == TypeId::of::<f32>(),
+        "direct conv: f32 only"
+    );
+    // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
+}
+
+/// [`f32s`] for a mutable slice.
+fn f32s_mut<T: Scalar>(x: &mut [T]) -> &mut [f32] {
+    assert!(
+        TypeId::of::<T>() == TypeId::of::<f32>(),
+        "direct conv: f32 only"
+    );
+    // SAFETY: as in `f32s`.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) }
+}
+
+/// `W [O, C, k, k]` → `W' [C, O, k, k]` with `W'[c, o, i, j] = W[o, c, k−1−i, k−1−j]`.
+fn flip_transpose<T: Scalar>(w: &[T], o: usize, c: usize, k: usize) -> Vec<T> {
+    let kk = k * k;
+    let mut f = vec![T::zero(); o * c * kk];
+    for oc in 0..o {
+        for ci in 0..c {
+            for t in 0..kk {
+                f[(ci * o + oc) * kk + (kk - 1 - t)] = w[(oc * c + ci) * kk + t];
+            }
+        }
+    }
+    f
+}

@@ -1,0 +1,192 @@
+//! The direct kernels against naive f64 sums, on every kernel this CPU can run.
+
+use super::*;
+
+/// Straight six-loop convolution in f64 as the oracle.
+fn naive(x: &[f32], n: usize, sh: Shape, wts: &[f32]) -> Vec<f64> {
+    let Shape {
+        o,
+        c,
+        k,
+        s,
+        p,
+        h,
+        w,
+    } = sh;
+    let (ho, wo) = sh.out();
+    let mut y = vec![0.0f64; o * n * ho * wo];
+    for oc in 0..o {
+        for img in 0..n {
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let mut acc = 0.0f64;
+                    for ci in 0..c {
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let ih = (s * oh + ki).checked_sub(p).filter(|&i| i < h);
+                                let iw = (s * ow + kj).checked_sub(p).filter(|&i| i < w);
+                                if let (Some(ih), Some(iw)) = (ih, iw) {
+                                    acc += wts[((oc * c + ci) * k + ki) * k + kj] as f64
+                                        * x[((ci * n + img) * h + ih) * w + iw] as f64;
+                                }
+                            }
+                        }
+                    }
+                    y[oc * n * ho * wo + (img * ho + oh) * wo + ow] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn matches_naive_convolution_on_odd_shapes() {
+    // (o, c, k, s, p, h, w): channel tails (o % 4 ≠ 0), partial vectors, no padding,
+    // 1×1, 5×5; rows 8 (zmm joins two rows; odd row count), 16 and 32 wide (one zmm
+    // load); stride 2 and 3 (polyphase planes), odd sizes, 1×1 stride-2 projections.
+    for &(o, c, k, s, p, h, w) in &[
+        (16, 16, 3, 1, 1, 8, 8),
+        (9, 3, 3, 1, 1, 7, 8),
+        (10, 4, 3, 1, 1, 5, 16),
+        (8, 2, 3, 1, 1, 4, 32),
+        (3, 2, 1, 1, 0, 3, 32),
+        (7, 3, 3, 1, 1, 10, 13),
+        (5, 4, 1, 1, 0, 9, 11),
+        (6, 2, 5, 1, 2, 12, 9),
+        (9, 5, 3, 1, 0, 11, 20),
+        (16, 3, 3, 2, 1, 32, 32),
+        (9, 4, 3, 2, 1, 16, 16),
+        (8, 4, 1, 2, 0, 32, 32),
+        (5, 3, 1, 2, 0, 17, 17),
+        (6, 2, 3, 2, 1, 15, 19),
+        (4, 3, 5, 3, 2, 26, 29),
+        (7, 2, 4, 2, 1, 18, 20),
+    ] {
+        let sh = Shape {
+            o,
+            c,
+            k,
+            s,
+            p,
+            h,
+            w,
+        };
+        let n = 3;
+        let x: Vec<f32> = (0..c * n * h * w)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let wts: Vec<f32> = (0..o * c * k * k)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 60.0)
+            .collect();
+        let want = naive(&x, n, sh, &wts);
+        for kernel in Kernel::available() {
+            let mut d = DirectConv::new(kernel, sh, &wts);
+            let mut y = vec![f32::NAN; want.len()];
+            // The input split into two sources (channels stacked) must not matter.
+            let (x0, x1) = x.split_at((c / 2) * n * h * w);
+            for img in 0..n {
+                d.image(&[x0, x1], n, img, &mut y);
+            }
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    ((*a as f64) - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{kernel:?} {sh:?} at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+/// `dw[o, c, ki, kj] = Σ dy[o, n, oh, ow] · x[c, n, s·oh + ki − p, s·ow + kj − p]` in f64.
+fn naive_grad(dy: &[f32], x: &[f32], n: usize, sh: Shape) -> Vec<f64> {
+    let Shape {
+        o,
+        c,
+        k,
+        s,
+        p,
+        h,
+        w,
+    } = sh;
+    let (ho, wo) = sh.out();
+    let mut dw = vec![0.0f64; o * c * k * k];
+    for oc in 0..o {
+        for ci in 0..c {
+            for ki in 0..k {
+                for kj in 0..k {
+                    let mut acc = 0.0f64;
+                    for img in 0..n {
+                        for oh in 0..ho {
+                            for ow in 0..wo {
+                                let ih = (s * oh + ki).checked_sub(p).filter(|&i| i < h);
+                                let iw = (s * ow + kj).checked_sub(p).filter(|&i| i < w);
+                                if let (Some(ih), Some(iw)) = (ih, iw) {
+                                    acc += dy[oc * n * ho * wo + (img * ho + oh) * wo + ow] as f64
+                                        * x[((ci * n + img) * h + ih) * w + iw] as f64;
+                                }
+                            }
+                        }
+                    }
+                    dw[((oc * c + ci) * k + ki) * k + kj] = acc;
+                }
+            }
+        }
+    }
+    dw
+}
+
+#[test]
+fn weight_grad_matches_naive_sums() {
+    // Channel and tap tails (O % 4, C·k² % 6 ≠ 0), partial and split vectors, strides
+    // 1–3, batches of several small images (8×8 rows) and one large image per batch.
+    for &(o, c, k, s, p, h, w, n) in &[
+        (16, 16, 3, 1, 1, 8, 8, 20),
+        (9, 3, 3, 1, 1, 7, 8, 5),
+        (5, 4, 3, 1, 1, 5, 16, 3),
+        (7, 2, 3, 1, 1, 4, 32, 2),
+        (6, 3, 3, 1, 1, 10, 13, 3),
+        (3, 4, 1, 1, 0, 9, 11, 2),
+        (10, 3, 3, 2, 1, 32, 32, 2),
+        (8, 5, 1, 2, 0, 16, 16, 3),
+        (4, 3, 5, 3, 2, 26, 29, 2),
+        (6, 300, 3, 1, 1, 16, 16, 4),
+    ] {
+        let sh = Shape {
+            o,
+            c,
+            k,
+            s,
+            p,
+            h,
+            w,
+        };
+        let (ho, wo) = sh.out();
+        let f = |seed: usize, len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect()
+        };
+        let (x1, x2) = (f(1, c * n * h * w), f(7, c * n * h * w));
+        let (g1, g2) = (f(3, o * n * ho * wo), f(5, o * n * ho * wo));
+        let a = naive_grad(&g1, &x1, n, sh);
+        let b = naive_grad(&g2, &x2, n, sh);
+        // f32 rounding scales with Σ|dy·x|, not with the (cancelling) sum itself.
+        let abs = |v: &[f32]| v.iter().map(|t| t.abs()).collect::<Vec<f32>>();
+        let sa = naive_grad(&abs(&g1), &abs(&x1), n, sh);
+        let sb = naive_grad(&abs(&g2), &abs(&x2), n, sh);
+        for kernel in Kernel::available() {
+            // Accumulates into what is there: start from 1.
+            let mut dw = vec![1.0f32; a.len()];
+            weight_grad(kernel, sh, n, &[(&g1, &x1), (&g2, &x2)], &mut dw);
+            for (i, d) in dw.iter().enumerate() {
+                let want = 1.0 + a[i] + b[i];
+                let tol = 1e-5 * (1.0 + sa[i] + sb[i]);
+                assert!(
+                    ((*d as f64) - want).abs() <= tol,
+                    "{kernel:?} {sh:?} n{n} at {i}: {d} vs {want}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The convolution's passes against an unblocked whole-batch reference (f64, any block
+//! size) and against f64 in f32 (direct kernels, im2col, every SIMD cap).
+
+use super::*;
+use crate::engine::options::Simd;
+use ndarray::{linalg::general_mat_mul, Array2, Array4, Axis, Dimension, Ix2};
+
+/// The plan for input `x` under `opts`, with `rb` output rows per block when given.
+fn plan<'c, T: Scalar>(
+    cfg: &'c Conv2d,
+    x: &ArrayD<T>,
+    opts: &EngineOptions,
+    rb: Option<usize>,
+) -> Plan<'c> {
+    let mut p = cfg.plan::<T>(opts, shape4(x.shape()));
+    if let Some(rb) = rb {
+        p.rb = rb;
+    }
+    p
+}
+
+/// Direct 7-loop convolution, the slow obvious reference.
+fn conv_slow(cfg: &Conv2d, x: &Array4<f64>, w: &Array4<f64>) -> Array4<f64> {
+    let (c, n, h, wd) = x.dim();
+    let (ho, wo) = cfg.out_hw(h, wd).unwrap();
+    let mut y = Array4::zeros((cfg.out_channels, n, ho, wo));
+    for o in 0..cfg.out_channels {
+        for ni in 0..n {
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let mut acc = 0.0;
+                    for ci in 0..c {
+                        for ki in 0..cfg.kernel {
+                            for kj in 0..cfg.kernel {
+                                let ih = (oh * cfg.stride + ki) as isize - cfg.padding as isize;
+                                let iw = (ow * cfg.stride + kj) as isize - cfg.padding as isize;
+                                if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
+                                    acc +=
+                                        w[[o, ci, ki, kj]] * x[[ci, ni, ih as usize, iw as usize]];
+                                }
+                            }
+                        }
+                    }
+                    y[[o, ni, oh, ow]] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Deterministic pseudo-random entries in [−0.5, 0.5] from a seed and the index.
+fn hashed(seed: usize) -> impl Fn(IxDyn) -> f64 {
+    move |i: IxDyn| {
+        let h = i
+            .slice()
+            .iter()
+            .fold(seed, |a, &v| a.wrapping_mul(31).wrapping_add(v));
+        ((h * 2654435761) % 1000) as f64 / 997.0 - 0.5
+    }
+}
+
+fn close(a: &ArrayD<f64>, b: &ArrayD<f64>, what: &str) {
+    assert_eq!(a.shape(), b.shape(), "{what}: shape");
+    let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    for (x, y) in a.iter().zip(b.iter()) {
+        assert!((x - y).abs() <= 1e-12 * scale, "{what}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn matches_direct_convolution_and_col2im_is_adjoint() {
+    for (k, s, p, h) in [
+        (3, 1, 1, 5),
+        (3, 2, 1, 6),
+        (1, 2, 0, 5),
+        (3, 1, 0, 4),
+        (1, 1, 0, 3),
+    ] {
+        let cfg = Conv2d {
+            in_channels: 2,
+            out_channels: 3,
+            kernel: k,
+            stride: s,
+            padding: p,
+            bias: false,
+        };
+        let x = Array4::from_shape_fn((2, 2, h, h), |(a, b, c, d)| {
+            ((a * 7 + b * 5 + c * 3 + d) % 11) as f64 - 5.0
+        });
+        let w = Array4::from_shape_fn((3, 2, k, k), |(a, b, c, d)| {
+            ((a * 3 + b * 2 + c + d * 5) % 7) as f64 - 3.0
+        });
+        let xd = x.clone().into_dyn();
+        let pl = plan(&cfg, &xd, &EngineOptions::default(), None);
+        let y = pl.forward(&xd, &w.view().into_dyn(), None, None);
+        let y_ref = conv_slow(&cfg, &x, &w);
+        assert_eq!(y.shape(), y_ref.shape());
+        assert!(y
+            .iter()
+            .zip(y_ref.iter())
+            .all(|(a, b)| (a - b).abs() < 1e-12));
+        // ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩
+        let cols = pl.im2col(&xd);
+        let c = cols.mapv(|v| v * 0.5 + 1.0);
+        let lhs: f64 = (&cols * &c).sum();
+        let back = pl.col2im(&c);
+        let rhs: f64 = (&xd * &back).sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0),
+            "k{k} s{s} p{p}: {lhs} vs {rhs}"
+        );
+    }
+}
+
+fn mm(a: ndarray::ArrayView2<f64>, b: ndarray::ArrayView2<f64>) -> Array2<f64> {
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+    c
+}
+
+fn rows(y: &ArrayD<f64>, o: usize) -> Array2<f64> {
+    let m = y.len() / o;
+    y.to_shape((o, m))
+        .unwrap()
+        .into_dimensionality::<Ix2>()
+        .unwrap()
+        .to_owned()
+}
+
+/// The four passes on the whole-batch `cols`, as in the module docs.
+#[allow(clippy::type_complexity)]
+fn unblocked(
+    cfg: &Conv2d,
+    x: &ArrayD<f64>,
+    rx: &ArrayD<f64>,
+    w: &ArrayD<f64>,
+    v: &ArrayD<f64>,
+    gy: &ArrayD<f64>,
+    rgy: &ArrayD<f64>,
+) -> [ArrayD<f64>; 6] {
+    let p = plan(cfg, x, &EngineOptions::default(), None);
+    let (o, kk) = (cfg.out_channels, w.len() / cfg.out_channels);
+    let w2 = w
+        .to_shape((o, kk))
+        .unwrap()
+        .into_dimensionality::<Ix2>()
+        .unwrap()
+        .to_owned();
+    let v2 = v
+        .to_shape((o, kk))
+        .unwrap()
+        .into_dimensionality::<Ix2>()
+        .unwrap()
+        .to_owned();
+    let (cols, rcols) = (p.im2col(x), p.im2col(rx));
+    let (gy2, rgy2) = (rows(gy, o), rows(rgy, o));
+    let ys = [o, x.shape()[1], gy.shape()[2], gy.shape()[3]];
+    let y = mm(w2.view(), cols.view())
+        .into_shape_with_order(IxDyn(&ys))
+        .unwrap();
+    let ry = (mm(w2.view(), rcols.view()) + mm(v2.view(), cols.view()))
+        .into_shape_with_order(IxDyn(&ys))
+        .unwrap();
+    let ws = w.shape().to_vec();
+    let dw = mm(gy2.view(), cols.t())
+        .into_shape_with_order(IxDyn(&ws))
+        .unwrap();
+    let dx = p.col2im(&mm(w2.t(), gy2.view()));
+    let rdw = (mm(rgy2.view(), cols.t()) + mm(gy2.view(), rcols.t()))
+        .into_shape_with_order(IxDyn(&ws))
+        .unwrap();
+    let rdx = p.col2im(&(mm(w2.t(), rgy2.view()) + mm(v2.t(), gy2.view())));
+    [y, ry, dw, dx, rdw, rdx]
+}
+
+#[test]
+fn blocked_passes_match_unblocked_reference() {
+    let db_ref = |g: &ArrayD<f64>| g.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(1));
+    let opts = EngineOptions::default();
+    // (C, O, k, s, p, N, H, W, rows per block); blocks that cut images in the middle.
+    for &(c, o, k, s, p, n, h, wd, rb) in &[
+        (3, 4, 3, 2, 1, 3, 7, 6, 2),
+        (2, 5, 3, 1, 1, 2, 5, 5, 3),
+        (3, 2, 1, 2, 0, 3, 5, 4, 4),
+        (4, 3, 1, 1, 0, 3, 3, 5, 2),
+        (2, 3, 3, 1, 0, 2, 4, 6, 1),
+        (2, 2, 5, 3, 2, 2, 9, 7, 5),
+        (3, 4, 3, 2, 1, 3, 7, 6, 1000),
+        (2, 3, 5, 1, 2, 3, 1, 2, 2),
+        (3, 2, 3, 1, 1, 2, 4, 7, 3),
+        (2, 2, 5, 1, 2, 3, 6, 5, 4),
+    ] {
+        let cfg = Conv2d {
+            in_channels: c,
+            out_channels: o,
+            kernel: k,
+            stride: s,
+            padding: p,
+            bias: true,
+        };
+        let f = hashed;
+        let x = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(1));
+        let rx = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(2));
+        let w = ArrayD::from_shape_fn(IxDyn(&[o, c, k, k]), f(3));
+        let v = ArrayD::from_shape_fn(IxDyn(&[o, c, k, k]), f(4));
+        let b = ArrayD::from_shape_fn(IxDyn(&[o]), f(5));
+        let vb = ArrayD::from_shape_fn(IxDyn(&[o]), f(6));
+        let (ho, wo) = cfg.out_hw(h, wd).unwrap();
+        let gy = ArrayD::from_shape_fn(IxDyn(&[o, n, ho, wo]), f(7));
+        let rgy = ArrayD::from_shape_fn(IxDyn(&[o, n, ho, wo]), f(8));
+        let [y0, ry0, dw0, dx0, rdw0, rdx0] = unblocked(&cfg, &x, &rx, &w, &v, &gy, &rgy);
+        let tag = format!("c{c} o{o} k{k} s{s} p{p} n{n} h{h} w{wd} rb{rb}");
+        let (wv, vv) = (w.view(), v.view());
+        let pb = plan(&cfg, &x, &opts, Some(rb));
+        let y = pb.forward(&x, &wv, None, None);
+        close(&y, &y0, &format!("y {tag}"));
+        let yb = plan(&cfg, &x, &opts, None).forward(&x, &wv, Some(&b.view()), None);
+        close(
+            &(&yb - &b.to_shape((o, 1, 1, 1)).unwrap()),
+            &y0,
+            &format!("y+b {tag}"),
+        );
+        let (dx, dw, db) = pb.backward(&x, &wv, &gy, true, true);
+        close(&dx.unwrap(), &dx0, &format!("dx {tag}"));
+        close(&dw.unwrap(), &dw0, &format!("dw {tag}"));
+        close(&db.unwrap(), &db_ref(&gy), &tag);
+        let (nodx, dw2, _) = pb.backward(&x, &wv, &gy, false, true);
+        assert!(nodx.is_none());
+        close(&dw2.unwrap(), &dw0, &format!("dw (no dx) {tag}"));
+        // dx alone (the reverse pass of an HVP's θ-only half): no dW, no db
+        let (dx3, nodw, nodb) = pb.backward(&x, &wv, &gy, true, false);
+        assert!(nodw.is_none() && nodb.is_none());
+        close(&dx3.unwrap(), &dx0, &format!("dx (no dW) {tag}"));
+        let ry = pb.r_forward(&x, &wv, &vv, None, Some(&rx));
+        close(&ry, &ry0, &format!("ry {tag}"));
+        let ry_b = pb.r_forward(&x, &wv, &vv, Some(&vb.view()), None);
+        // R{x} = 0 with v_b: R{y} = V ⋆ x + v_b = ry0 − W ⋆ R{x} + v_b.
+        let w_rx = pb.forward(&rx, &wv, None, None);
+        close(
+            &(&ry_b - &vb.to_shape((o, 1, 1, 1)).unwrap() + &w_rx),
+            &ry0,
+            &tag,
+        );
+        let (rdx, rdw, rdb) = pb.r_backward(&x, Some(&rx), (&wv, &vv, &gy, &rgy), true);
+        close(&rdx.unwrap(), &rdx0, &format!("rdx {tag}"));
+        close(&rdw, &rdw0, &format!("rdw {tag}"));
+        close(&rdb.unwrap(), &db_ref(&rgy), &format!("rdb {tag}"));
+        // R{x} = 0: R{dW} = R{dy} · colsᵀ alone
+        let zero = ArrayD::zeros(x.raw_dim());
+        let [_, _, _, _, rdw_norx, _] = unblocked(&cfg, &x, &zero, &w, &v, &gy, &rgy);
+        let (nordx, rdw0x, _) = pb.r_backward(&x, None, (&wv, &vv, &gy, &rgy), false);
+        assert!(nordx.is_none());
+        close(&rdw0x, &rdw_norx, &format!("rdw, R{{x}} = 0 {tag}"));
+        // conv → affine → ReLU fused per block equals the three passes
+        let cfg_nb = Conv2d {
+            bias: false,
+            ..cfg.clone()
+        };
+        let epilogue = |ch: usize, row: &mut [f64]| {
+            for t in row.iter_mut() {
+                *t = (*t * (1.0 + ch as f64) - 0.1).max(0.0);
+            }
+        };
+        let yf = plan(&cfg_nb, &x, &opts, Some(rb)).forward(&x, &wv, None, Some(&epilogue));
+        let mut y3 = y0.clone();
+        for (ch, mut plane) in y3.axis_iter_mut(Axis(0)).enumerate() {
+            plane.mapv_inplace(|t| (t * (1.0 + ch as f64) - 0.1).max(0.0));
+        }
+        close(&yf, &y3, &format!("fused forward {tag}"));
+        // the automatic block size gives the same
+        let pa = plan(&cfg, &x, &opts, None);
+        let (rdx_a, rdw_a, _) = pa.r_backward(&x, Some(&rx), (&wv, &vv, &gy, &rgy), true);
+        close(&rdx_a.unwrap(), &rdx0, &format!("rdx auto {tag}"));
+        close(&rdw_a, &rdw0, &format!("rdw auto {tag}"));
+    }
+}
+
+/// The f32 passes against the f64 im2col reference, to f32 rounding (relative to each
+/// tensor's largest entry), under every option set: the direct kernels (rows ≥ 8: forward,
+/// fused forward, R-forward, dW and R{dW} at any stride, dx and R{dx} as stride-1
+/// transposed convolutions; the stride-2 dx stays on col2im) at the CPU's widest vectors
+/// and capped at AVX2's, and im2col + GEMM with either backend.
+#[test]
+fn f32_passes_match_f64_reference() {
+    let close32 = |a: &ArrayD<f32>, b: &ArrayD<f64>, what: &str| {
+        assert_eq!(a.shape(), b.shape(), "{what}: shape");
+        let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+        let err = a
+            .iter()
+            .zip(b.iter())
+            .fold(0.0f64, |m, (x, y)| m.max((*x as f64 - y).abs()));
+        assert!(
+            err <= 2e-6 * scale,
+            "{what}: max error {err} vs scale {scale}"
+        );
+    };
+    let all = [
+        EngineOptions::default(),
+        EngineOptions {
+            simd: Simd::Avx2,
+            ..Default::default()
+        },
+        EngineOptions {
+            conv: ConvAlgorithm::Im2col,
+            ..Default::default()
+        },
+        EngineOptions {
+            conv: ConvAlgorithm::Im2col,
+            gemm: GemmBackend::MatrixMultiply,
+            ..Default::default()
+        },
+    ];
+    // (C, O, k, s, p, N, H, W): ResNet-like 3×3 same-size, a 1×1, a 5×5 valid, odd
+    // widths; stride-2 3×3 and 1×1 (the forward passes run on polyphase planes).
+    for &(c, o, k, st, p, n, h, wd) in &[
+        (16, 16, 3, 1, 1, 2, 8, 8),
+        (5, 11, 3, 1, 1, 3, 9, 13),
+        (6, 4, 1, 1, 0, 2, 5, 10),
+        (3, 7, 5, 1, 0, 2, 12, 14),
+        (4, 9, 3, 2, 1, 2, 16, 17),
+        (6, 8, 1, 2, 0, 2, 16, 16),
+    ] {
+        let cfg = Conv2d {
+            in_channels: c,
+            out_channels: o,
+            kernel: k,
+            stride: st,
+            padding: p,
+            bias: false,
+        };
+        let f = hashed;
+        let (ho, wo) = cfg.out_hw(h, wd).unwrap();
+        let x = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(1));
+        let rx = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(2));
+        let w = ArrayD::from_shape_fn(IxDyn(&[o, c, k, k]), f(3));
+        let v = ArrayD::from_shape_fn(IxDyn(&[o, c, k, k]), f(4));
+        let gy = ArrayD::from_shape_fn(IxDyn(&[o, n, ho, wo]), f(7));
+        let rgy = ArrayD::from_shape_fn(IxDyn(&[o, n, ho, wo]), f(8));
+        // The reference sees exactly the f32 inputs.
+        let r = |a: &ArrayD<f64>| a.mapv(|t| t as f32 as f64);
+        let (x, rx, w, v, gy, rgy) = (r(&x), r(&rx), r(&w), r(&v), r(&gy), r(&rgy));
+        let [y0, ry0, dw0, dx0, rdw0, rdx0] = unblocked(&cfg, &x, &rx, &w, &v, &gy, &rgy);
+        let s = |a: &ArrayD<f64>| a.mapv(|t| t as f32);
+        let (x, rx, w, v, gy, rgy) = (s(&x), s(&rx), s(&w), s(&v), s(&gy), s(&rgy));
+        let (wv, vv) = (w.view(), v.view());
+        for opts in &all {
+            let tag = format!("c{c} o{o} k{k} s{st} p{p} n{n} h{h} w{wd} {opts}");
+            let pl = plan(&cfg, &x, opts, None);
+            let y = pl.forward(&x, &wv, None, None);
+            close32(&y, &y0, &format!("y {tag}"));
+            let yf = pl.forward(&x, &wv, None, Some(&|_, _: &mut [f32]| {}));
+            assert_eq!(yf, y, "fused and plain forward differ: {tag}");
+            let ry = pl.r_forward(&x, &wv, &vv, None, Some(&rx));
+            close32(&ry, &ry0, &format!("ry {tag}"));
+            let (dx, dw, _) = pl.backward(&x, &wv, &gy, true, true);
+            close32(&dx.unwrap(), &dx0, &format!("dx {tag}"));
+            close32(&dw.unwrap(), &dw0, &format!("dw {tag}"));
+            let (rdx, rdw, _) = pl.r_backward(&x, Some(&rx), (&wv, &vv, &gy, &rgy), true);
+            close32(&rdx.unwrap(), &rdx0, &format!("rdx {tag}"));
+            close32(&rdw, &rdw0, &format!("rdw {tag}"));
+        }
+    }
+}

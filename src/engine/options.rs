@@ -1,0 +1,97 @@
+//! How the engine computes, where there is a choice that changes result bits.
+//!
+//! Every choice gives the same mathematics; they differ in the order of floating-point
+//! sums, so in the last bits of f32 results (f64 only through the GEMM backend). The
+//! defaults are the fastest; the others exist for comparisons (`losscape bench --conv
+//! im2col`) and for the same bits on different machines ([`Simd::Avx2`]). A [`Graph`]
+//! carries its options ([`Graph::options`], [`Graph::with_options`]); the passes hand
+//! them down to the convolution and GEMM calls. Nothing is read from the environment.
+//!
+//! [`Graph`]: super::Graph
+//! [`Graph::options`]: super::Graph::options
+//! [`Graph::with_options`]: super::Graph::with_options
+
+use std::fmt;
+
+/// Engine settings that change result bits (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EngineOptions {
+    pub conv: ConvAlgorithm,
+    pub gemm: GemmBackend,
+    pub simd: Simd,
+}
+
+crate::choice::choice! {
+    /// How f32 convolutions are computed (f64 ones always take im2col + GEMM).
+    #[derive(Default, Hash)]
+    pub enum ConvAlgorithm {
+        #[default]
+        Auto = "auto": "The direct SIMD kernels where they apply (AVX2 + FMA, output rows of at least 8), im2col + GEMM elsewhere.",
+        Im2col = "im2col": "im2col + GEMM everywhere.",
+    }
+}
+
+crate::choice::choice! {
+    /// Who multiplies matrices.
+    #[derive(Default, Hash)]
+    pub enum GemmBackend {
+        #[default]
+        Blas = "blas": "OpenBLAS (one thread) for operands with a unit stride, `matrixmultiply` for others.",
+        MatrixMultiply = "matrixmultiply": "The `matrixmultiply` crate everywhere.",
+    }
+}
+
+crate::choice::choice! {
+    /// The widest vectors the direct convolution kernels may use: a cap, never more than
+    /// the CPU has.
+    #[derive(Default, Hash)]
+    pub enum Simd {
+        #[default]
+        Native = "native": "The widest the CPU has (16-lane zmm on AVX-512).",
+        Avx2 = "avx2": "8-lane ymm vectors: the bits of any AVX2 machine, also on AVX-512 ones (whose 16-lane weight-gradient sums round differently).",
+    }
+}
+
+impl EngineOptions {
+    /// Whether these are the defaults.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// A short stable description, `conv=auto,gemm=blas,simd=native`, for fingerprints
+    /// and file attributes.
+    pub fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for EngineOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "conv={},gemm={},simd={}",
+            self.conv, self.gemm, self.simd
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_is_stable() {
+        assert!(EngineOptions::default().is_default());
+        assert_eq!(
+            EngineOptions::default().describe(),
+            "conv=auto,gemm=blas,simd=native"
+        );
+        let o = EngineOptions {
+            conv: ConvAlgorithm::Im2col,
+            gemm: GemmBackend::MatrixMultiply,
+            simd: Simd::Avx2,
+        };
+        assert!(!o.is_default());
+        assert_eq!(o.describe(), "conv=im2col,gemm=matrixmultiply,simd=avx2");
+    }
+}
