@@ -1,6 +1,7 @@
 //! Models: the zoo of architectures and their weights on disk.
 
 pub mod error;
+pub mod info;
 pub mod onnx;
 pub mod safetensors_io;
 pub mod zoo;
