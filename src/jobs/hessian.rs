@@ -588,18 +588,7 @@ fn summary(name: &str, g: &HessianGroup) -> Summary {
 
 /// Runs the job: loads the model and data, runs the plan, writes the HDF5 file.
 pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOutput> {
-    if let Some(parent) = c.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            return Err(JobError::invalid(
-                "out",
-                format!(
-                    "{}: folder {} does not exist",
-                    c.out.display(),
-                    parent.display()
-                ),
-            ));
-        }
-    }
+    super::check_out_folder(&c.out)?;
     let model = c.model.load()?;
     let ds = c.data.load_first()?;
     let cfg = c.data.objective_config();

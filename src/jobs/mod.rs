@@ -30,6 +30,21 @@ use std::path::Path;
 pub use error::{JobError, JobResult};
 pub use inputs::{with_threads, BnMode, DataConfig, ModelSource, Precision};
 
+/// Checks that the folder of the output file `out` exists (before any work is done).
+pub fn check_out_folder(out: &Path) -> JobResult<()> {
+    match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) if !parent.is_dir() => Err(JobError::invalid(
+            "out",
+            format!(
+                "{}: folder {} does not exist",
+                out.display(),
+                parent.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `value` as pretty JSON to `path`, atomically; `what` names the file in errors.
 pub fn write_json<T: serde::Serialize>(
     path: &Path,

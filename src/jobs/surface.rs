@@ -306,18 +306,7 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
             ),
         ));
     }
-    if let Some(parent) = c.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            return Err(JobError::invalid(
-                "out",
-                format!(
-                    "{}: folder {} does not exist",
-                    c.out.display(),
-                    parent.display()
-                ),
-            ));
-        }
-    }
+    super::check_out_folder(&c.out)?;
     let values_per_point = 2 * objectives.len() + if c.curvature.is_some() { 2 } else { 0 };
     let (journal, finished) =
         Journal::open(&journal_file, &fingerprint, grid.len(), values_per_point).map_err(
