@@ -408,6 +408,19 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("run", "threads", "threads"),
 ];
 
+/// Whether `name` is safe as one path component inside the outputs folder: ASCII letters,
+/// digits, `.`, `_`, `-`, not `.` or `..`, at most 128 bytes. Analysis names and labels
+/// become folder and file names, so nothing else may escape `--outputs`.
+fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// The 1-based line where `[section]` sets `key`, if it does.
 fn key_line(text: &str, section: &str, key: &str) -> Option<usize> {
     let mut current = String::new();
@@ -597,6 +610,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
             .to_string_lossy()
             .into_owned()
     });
+    if !is_safe_name(&name) {
+        return Err(invalid(
+            "name",
+            format!(
+                "'{name}' names the output folder <outputs>/<name>/: use letters, digits, '.', '_' and '-' only (no slashes, not '.' or '..')"
+            ),
+        ));
+    }
     if let Some(t) = &spec.train {
         t.config()
             .map_err(|e| invalid("train.schedule", e.to_string()))?;
@@ -669,5 +690,19 @@ file = "Cargo.toml"
             a.render("`samples` 5000 is too many; `top_k` is fine; `nope` stays"),
             "t.toml:5 data.samples 5000 is too many; t.toml hessian.top_k is fine; `nope` stays"
         );
+    }
+
+    #[test]
+    fn names_stay_inside_the_outputs_folder() {
+        for bad in ["../../x", "/abs", "a/b", "..", ".", "", "a b"] {
+            let spec = GOOD.replace("name = \"t\"", &format!("name = {bad:?}"));
+            let e = parse(&spec, Path::new("t.toml")).unwrap_err().to_string();
+            assert!(
+                e.contains("name") && e.contains("letters, digits"),
+                "{bad}: {e}"
+            );
+        }
+        let ok = GOOD.replace("name = \"t\"", "name = \"run_2.b-c\"");
+        assert_eq!(parse(&ok, Path::new("t.toml")).unwrap().name, "run_2.b-c");
     }
 }
