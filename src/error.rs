@@ -12,11 +12,6 @@
 //! ids of the command-line arguments that set them (the argument parser derives the id from
 //! the field name and the flag from the id), so the CLI needs no hand-written table.
 
-/// Renders a field name the way library messages write it: `` `top_k` ``.
-pub fn field(name: &str) -> String {
-    format!("`{name}`")
-}
-
 /// Replaces every backticked field in `message` for which `rename` returns a name.
 /// Text between backticks that is not a known field (code, paths) is left alone.
 pub fn translate_fields(message: &str, rename: impl Fn(&str) -> Option<String>) -> String {

@@ -44,11 +44,6 @@ impl Reporter {
         Self::new(true, None)
     }
 
-    /// Whether bars and notes are off.
-    pub fn is_quiet(&self) -> bool {
-        self.quiet
-    }
-
     /// A bar of `len` steps (see [`Progress::bar`]).
     pub fn bar(
         &self,
@@ -94,11 +89,6 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Draws and prints nothing.
-    pub fn hidden() -> Self {
-        Self::with(ProgressBar::hidden(), true, "")
-    }
-
     /// A bar of `len` steps counted in `unit` (`"points"`), with rate and ETA.
     pub fn bar(
         quiet: bool,
@@ -155,19 +145,9 @@ impl Progress {
         }
     }
 
-    /// Whether this progress prints nothing.
-    pub fn is_quiet(&self) -> bool {
-        self.quiet
-    }
-
     /// Counts `n` more units done.
     pub fn inc(&self, n: u64) {
         self.bar.inc(n);
-    }
-
-    /// Units done so far.
-    pub fn position(&self) -> u64 {
-        self.bar.position()
     }
 
     /// Sets the length and the units already done (e.g. resumed from a journal), and

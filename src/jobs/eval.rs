@@ -14,7 +14,7 @@ use crate::choice::Choice;
 use crate::data::Dataset;
 use crate::engine::Mode;
 use crate::model::Model;
-use crate::objective::{Evaluation, Objective, ObjectiveConfig};
+use crate::objective::{Evaluation, Objective};
 use crate::probe::{probe, ProbeReport};
 
 /// Loss and accuracy of `model` over `obj`'s data, in `precision`.
@@ -153,12 +153,4 @@ pub fn run_probe(c: &ProbeConfig) -> JobResult<ProbeOutput> {
         super::write_json(p, "writing `out`", &out)?;
     }
     Ok(out)
-}
-
-/// The objective configuration of an analysis step (eval mode).
-pub fn eval_mode(batch_size: usize) -> ObjectiveConfig {
-    ObjectiveConfig {
-        batch_size,
-        mode: Mode::Eval,
-    }
 }
