@@ -27,6 +27,17 @@ pub mod pad;
 pub mod relu;
 pub mod slice;
 
+pub mod constant;
+pub mod embedding;
+pub mod expand;
+pub mod gather;
+pub mod matmul;
+#[cfg(test)]
+mod oracle;
+pub mod param;
+pub mod reshape;
+pub mod transpose;
+
 use ndarray::{ArrayD, ArrayViewD};
 
 pub use add::Add;
@@ -45,6 +56,15 @@ pub use op::{Activation, ChannelMap, EngineOp, Epilogue, FixedMap, Fwd, Grads, T
 pub use pad::Pad;
 pub use relu::Relu;
 pub use slice::SliceAxis;
+
+pub use constant::Constant;
+pub use embedding::Embedding;
+pub use expand::Expand;
+pub use gather::Gather;
+pub use matmul::MatMul;
+pub use param::Param;
+pub use reshape::Reshape;
+pub use transpose::Transpose;
 
 use super::error::ShapeError;
 use super::Scalar;
@@ -75,4 +95,20 @@ ops! {
     Slice(SliceAxis),
     /// Concatenation of all inputs along one internal-layout axis.
     Concat(Concat),
+    /// Permutation of axes (any rank, the batch axis included).
+    Transpose(Transpose),
+    /// Per-sample row-major reshape (torch layout).
+    Reshape(Reshape),
+    /// Constant indices along one non-batch axis (torch layout).
+    Gather(Gather),
+    /// Broadcast to a shape; input 1 (optional) gives the batch size.
+    Expand(Expand),
+    /// Batched matrix product of two inputs (numpy `matmul`).
+    MatMul => MatMul,
+    /// params: [weight [vocab, dim]]; input: token ids.
+    Embedding(Embedding),
+    /// A parameter tensor as a value (no inputs). params: [tensor]
+    Param(Param),
+    /// A fixed tensor (no inputs).
+    Constant(Constant),
 }
