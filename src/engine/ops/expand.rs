@@ -20,6 +20,9 @@ use crate::engine::Scalar;
 pub struct Expand {
     /// Target shape, batch axis first; `shape[0] == 0`: the second input's batch size.
     pub shape: Vec<usize>,
+    /// The axis of the second input that holds the batch (1 for the network's input
+    /// images, held `[C, N, H, W]`).
+    pub ref_axis: usize,
 }
 
 /// numpy broadcast of two shapes (trailing axes aligned), or `None` where they clash.
@@ -67,7 +70,9 @@ impl Expand {
             to: to.into(),
         };
         if target.first() == Some(&0) {
-            target[0] = reference.and_then(|r| r.first().copied()).ok_or(bad(&target))?;
+            target[0] = reference
+                .and_then(|r| r.get(self.ref_axis).copied())
+                .ok_or(bad(&target))?;
         }
         broadcast_shapes(x, &target).ok_or(bad(&target))
     }
@@ -137,13 +142,11 @@ mod tests {
         assert_eq!(broadcast_shapes(&[1, 1, 4], &[3, 5, 4]), Some(vec![3, 5, 4]));
         assert_eq!(broadcast_shapes(&[5, 1], &[2, 1, 3]), Some(vec![2, 5, 3]));
         assert_eq!(broadcast_shapes(&[2, 3], &[3, 3]), None);
-        let e = Expand {
-            shape: vec![0, 1, 4],
-        };
+        let e = Expand { shape: vec![0, 1, 4], ref_axis: 0 };
         assert_eq!(e.infer_shape(&[&[1, 1, 4], &[6, 9, 4]]).unwrap(), [6, 1, 4]);
         assert!(e.infer_shape(&[&[1, 1, 4]]).is_err());
         // bidirectional: the input's larger axes win
-        let e = Expand { shape: vec![3, 1] };
+        let e = Expand { shape: vec![3, 1], ref_axis: 0 };
         assert_eq!(e.infer_shape(&[&[1, 5]]).unwrap(), [3, 5]);
         assert!(e.infer_shape(&[&[2, 5]]).is_err());
     }
@@ -157,9 +160,7 @@ mod tests {
             vec![],
         );
         case.diff[1] = false;
-        let op = Expand {
-            shape: vec![0, 1, 3],
-        };
+        let op = Expand { shape: vec![0, 1, 3], ref_axis: 0 };
         check("expand class token", &op, &case, 9);
         for (from, to) in [
             (vec![1, 3, 1], vec![2, 3, 4]),
@@ -167,7 +168,7 @@ mod tests {
             (vec![2, 3], vec![2, 3]),
             (vec![2, 1, 2], vec![1, 3, 1]),
         ] {
-            let op = Expand { shape: to };
+            let op = Expand { shape: to, ref_axis: 0 };
             let case = Case::new(vec![random(&from, &mut rng)], vec![]);
             check(&format!("expand {from:?} {op:?}"), &op, &case, 10);
         }

@@ -326,7 +326,7 @@ impl Importer {
     }
 
     /// Shape and batch axis of the broadcast of `a` and `b`.
-    fn broadcast_values(a: &Value, b: &Value) -> NodeResult<(Vec<usize>, Option<usize>)> {
+    pub(super) fn broadcast_values(a: &Value, b: &Value) -> NodeResult<(Vec<usize>, Option<usize>)> {
         let r = a.shape.len().max(b.shape.len());
         let mut shape = vec![0; r];
         let mut batch = None;
@@ -767,17 +767,18 @@ impl Importer {
                     self.set(out, x);
                 } else {
                     // the batch size comes from the network's input at run time
-                    let (inputs, from) = if batch.is_some() && x.batch.is_none() {
-                        let input_batch_axis = usize::from(self.g.input_shape.len() == 3);
-                        (vec![x.node, 0], Some(input_batch_axis))
+                    let mut target = shape.clone();
+                    let (inputs, ref_axis) = if batch.is_some() && x.batch.is_none() {
+                        target[0] = 0;
+                        (vec![x.node, 0], usize::from(self.g.input_shape.len() == 3))
                     } else {
-                        (vec![x.node], None)
+                        (vec![x.node], 0)
                     };
                     let y = self.push(
                         &n.name,
                         Op::Expand(Expand {
-                            shape: shape.clone(),
-                            batch: batch.zip(from),
+                            shape: target,
+                            ref_axis,
                         }),
                         &inputs,
                         &[],
