@@ -106,6 +106,7 @@ impl Importer {
                     stride: s,
                     padding: p,
                     bias: params.len() == 2,
+                    groups: 1,
                 };
                 let (ho, wo) = conv
                     .out_hw(x.shape[2], x.shape[3])
@@ -411,6 +412,7 @@ impl Importer {
                     kernel,
                     stride,
                     padding,
+                    ceil_mode: false,
                 };
                 let (ho, wo) = p
                     .out_hw(x.shape[2], x.shape[3])
