@@ -710,6 +710,7 @@ mod tests {
             stride: 1,
             padding: 0,
             bias: false,
+            groups: 1,
         };
         assert_eq!(
             message(&[2, 3, 3], 1, vec![("c", Op::Conv2d(conv), &[0])]),
@@ -719,6 +720,7 @@ mod tests {
             kernel: 4,
             stride: 1,
             padding: 0,
+            ceil_mode: false,
         };
         assert_eq!(
             message(&[2, 3, 3], 1, vec![("p", Op::MaxPool(pool), &[0])]),
