@@ -100,4 +100,14 @@ pub enum ShapeError {
         in_channels: usize,
         out_channels: usize,
     },
+    /// Occurs when two shapes do not broadcast (numpy rules: trailing axes aligned, each
+    /// pair equal or one of them 1).
+    #[error("cannot broadcast {a:?} and {b:?}")]
+    Broadcast { a: Box<[usize]>, b: Box<[usize]> },
+    /// Occurs when an op's axis does not exist in its input.
+    #[error("axis {axis} out of range for a {rank}-D input")]
+    AxisRange { axis: usize, rank: usize },
+    /// Occurs when the channels of a group norm do not split into its groups.
+    #[error("{channels} channels do not split into {groups} groups")]
+    NormGroups { channels: usize, groups: usize },
 }

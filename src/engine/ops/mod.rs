@@ -26,6 +26,16 @@ mod op;
 pub mod pad;
 pub mod relu;
 pub mod slice;
+// issue #15, group A (elementwise, broadcasting, reductions, normalizations)
+pub mod binary;
+pub mod group_norm;
+mod lanes;
+pub mod layer_norm;
+pub mod pointwise;
+pub mod reduce;
+pub mod softmax;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub mod constant;
 pub mod embedding;
@@ -56,6 +66,13 @@ pub use op::{Activation, ChannelMap, EngineOp, Epilogue, FixedMap, Fwd, Grads, T
 pub use pad::Pad;
 pub use relu::Relu;
 pub use slice::SliceAxis;
+// issue #15, group A
+pub use binary::BinaryKind;
+pub use group_norm::GroupNorm;
+pub use layer_norm::LayerNorm;
+pub use pointwise::PointwiseFn;
+pub use reduce::{Reduce, ReduceKind};
+pub use softmax::Softmax;
 
 pub use constant::Constant;
 pub use embedding::Embedding;
@@ -97,7 +114,7 @@ ops! {
     Concat(Concat),
     /// Permutation of axes (any rank, the batch axis included).
     Transpose(Transpose),
-    /// Per-sample row-major reshape (torch layout).
+    /// Row-major reshape; one axis (the batch) inferred (torch layout).
     Reshape(Reshape),
     /// Constant indices along one non-batch axis (torch layout).
     Gather(Gather),
@@ -111,4 +128,17 @@ ops! {
     Param(Param),
     /// A fixed tensor (no inputs).
     Constant(Constant),
+    // issue #15, group A: torch-layout ops (pointwise ones are layout-agnostic)
+    /// Elementwise function (tanh, GELU, sqrt, pow, clip, …), any layout.
+    Pointwise(PointwiseFn),
+    /// Add/Sub/Mul/Div of two inputs with numpy broadcasting.
+    Binary(BinaryKind),
+    /// Sum or mean over torch-layout axes.
+    Reduce(Reduce),
+    /// Softmax or log-softmax along one torch-layout axis.
+    Softmax(Softmax),
+    /// params: [weight, bias?] (with `affine`)
+    LayerNorm(LayerNorm),
+    /// params: [weight [C], bias [C]] (with `affine`)
+    GroupNorm(GroupNorm),
 }

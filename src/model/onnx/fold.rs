@@ -79,13 +79,6 @@ impl Folded {
         })
     }
 
-    fn scalar_or_1d(&self) -> Result<Vec<Sym>, OnnxNodeError> {
-        if self.dims.len() > 1 {
-            return Err(fail("a shape operand of rank > 1"));
-        }
-        Ok(self.v.clone())
-    }
-
     /// Integer entries that do not depend on N.
     pub fn ints(&self) -> Result<Vec<i64>, OnnxNodeError> {
         self.v.iter().map(|s| s.fixed().map(|c| c as i64)).collect()
