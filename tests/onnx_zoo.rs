@@ -25,10 +25,14 @@ fn read(path: &Path) -> Tensors {
     common::decode_f64(&bytes, path)
 }
 
-/// A parameter-shaped vector from `prefix.<name>` entries; `None` when one is missing.
+/// A parameter-shaped vector from `prefix.<name>` entries; `None` when one is missing
+/// (buffers, which have no direction or gradient, are zero outside `param`).
 fn vector(f: &Tensors, g: &Graph, prefix: &str) -> Option<Array1<f64>> {
     let mut out = Array1::zeros(g.layout.len());
     for t in g.layout.tensors() {
+        if prefix != "param" && !t.role.is_trainable() {
+            continue;
+        }
         let (shape, v) = f.get(&format!("{prefix}.{}", t.name))?;
         if shape != &t.shape {
             return None;
@@ -72,6 +76,19 @@ fn compute<T: Scalar>(
     )
 }
 
+/// Relative tolerance of f64 gradients and H·v against PyTorch's. The current exporter
+/// stores attention's scale as two f32 constants √(1/√d) (rounded by ≤ 6e-8 relative),
+/// which PyTorch's f64 reference computes exactly; the legacy exporter computes the scale
+/// in the graph, so its files are held to the f64 tolerance of every other op.
+fn f64_tolerance(file: &str) -> common::Tol {
+    let t = tol(Dtype::F64, Quantity::Gradient);
+    if file.contains("transformer.dynamo") || file.starts_with("vit.dynamo") {
+        common::Tol { rtol: 2e-7, ..t }
+    } else {
+        t
+    }
+}
+
 /// Every export in the folder, with its model's name.
 fn exports() -> Vec<(String, PathBuf)> {
     let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir())
@@ -103,9 +120,12 @@ fn every_export_of_both_exporters_matches_pytorch() {
         };
         let f = read(&dir().join(format!("{model}.ref.safetensors")));
         let params = vector(&f, &m.graph, "param");
-        let exact = params
-            .as_ref()
-            .is_some_and(|p| *p == m.theta.data.mapv(|v| v as f64));
+        // every PyTorch tensor present, each with PyTorch's values (not tied, not folded)
+        let tensors = f.keys().filter(|k| k.starts_with("param.")).count();
+        let exact = tensors == m.graph.layout.tensors().len()
+            && params
+                .as_ref()
+                .is_some_and(|p| *p == m.theta.data.mapv(|v| v as f64));
         let v = if exact {
             vector(&f, &m.graph, "v")
         } else {
@@ -124,7 +144,14 @@ fn every_export_of_both_exporters_matches_pytorch() {
                 ));
                 continue;
             }
-            eprintln!("{file} [{dtype:?}]: loss {rel:.2e} relative{}", if exact { "" } else { " (parameters renamed or folded: loss only)" });
+            eprintln!(
+                "{file} [{dtype:?}]: loss {rel:.2e} relative{}",
+                if exact {
+                    ""
+                } else {
+                    " (parameters renamed or folded: loss only)"
+                }
+            );
             if let Some((grad, hv)) = gh {
                 let label = format!("{file} [f64]");
                 let wg = vector(&f, &m.graph, "f64.grad").expect("f64.grad");
@@ -133,16 +160,11 @@ fn every_export_of_both_exporters_matches_pytorch() {
                     &format!("{label}: gradient"),
                     &grad,
                     wg,
-                    tol(Dtype::F64, Quantity::Gradient),
+                    f64_tolerance(&file),
                 )
                 .relative();
-                let eh = assert_close(
-                    &format!("{label}: H·v"),
-                    &hv,
-                    wh,
-                    tol(Dtype::F64, Quantity::Hvp),
-                )
-                .relative();
+                let eh = assert_close(&format!("{label}: H·v"), &hv, wh, f64_tolerance(&file))
+                    .relative();
                 eprintln!("{label}: gradient {eg:.2e}, H·v {eh:.2e} (relative)");
             }
         }
@@ -220,12 +242,7 @@ fn tiny_transformer_top_eigenvalue_matches_pytorch() {
                 out.mapv_inplace(|v| v / n);
             }
         }
-        let h = H {
-            g,
-            theta,
-            x,
-            y,
-        };
+        let h = H { g, theta, x, y };
         let params = LanczosParams {
             k: 1,
             max_iter: 300,

@@ -163,7 +163,9 @@ pub fn run_bench(c: &BenchConfig, on_row: &mut dyn FnMut(&BenchRow)) -> JobResul
         shape.extend(&model.graph.input_shape);
         // the same inputs as bench_torch.py's: a fixed pattern in [-1, 1]
         let x = ArrayD::from_shape_fn(IxDyn(&shape), |i| {
-            let k: usize = (0..shape.len()).map(|a| i[a] * [31, 5, 7, 3, 11][a.min(4)]).sum();
+            let k: usize = (0..shape.len())
+                .map(|a| i[a] * [31, 5, 7, 3, 11][a.min(4)])
+                .sum();
             (k % 17) as f32 / 8.0 - 1.0
         });
         let classes = model.graph.num_classes.max(1);

@@ -42,7 +42,11 @@ impl Pool2d {
     /// `pooling_output_shape`: ⌊(d + 2p − k + s − 1)/s⌋ + 1, less one where that last
     /// window would start at or after `d + p`.
     fn ceil_len(&self, d: usize) -> Option<usize> {
-        let (k, s, p) = (self.kernel as isize, self.stride as isize, self.padding as isize);
+        let (k, s, p) = (
+            self.kernel as isize,
+            self.stride as isize,
+            self.padding as isize,
+        );
         if s == 0 || k == 0 {
             return None;
         }

@@ -63,7 +63,11 @@ pub(crate) fn sum_to<T: Scalar>(g: &ArrayD<T>, shape: &[usize]) -> ArrayD<T> {
 
 impl Expand {
     /// The output shape for input `x` and reference `reference`.
-    fn out_shape(&self, x: &[usize], reference: Option<&[usize]>) -> Result<Vec<usize>, ShapeError> {
+    fn out_shape(
+        &self,
+        x: &[usize],
+        reference: Option<&[usize]>,
+    ) -> Result<Vec<usize>, ShapeError> {
         let mut target = self.shape.clone();
         let bad = |to: &[usize]| ShapeError::Expand {
             from: x.into(),
@@ -139,14 +143,23 @@ mod tests {
 
     #[test]
     fn broadcast_rules() {
-        assert_eq!(broadcast_shapes(&[1, 1, 4], &[3, 5, 4]), Some(vec![3, 5, 4]));
+        assert_eq!(
+            broadcast_shapes(&[1, 1, 4], &[3, 5, 4]),
+            Some(vec![3, 5, 4])
+        );
         assert_eq!(broadcast_shapes(&[5, 1], &[2, 1, 3]), Some(vec![2, 5, 3]));
         assert_eq!(broadcast_shapes(&[2, 3], &[3, 3]), None);
-        let e = Expand { shape: vec![0, 1, 4], ref_axis: 0 };
+        let e = Expand {
+            shape: vec![0, 1, 4],
+            ref_axis: 0,
+        };
         assert_eq!(e.infer_shape(&[&[1, 1, 4], &[6, 9, 4]]).unwrap(), [6, 1, 4]);
         assert!(e.infer_shape(&[&[1, 1, 4]]).is_err());
         // bidirectional: the input's larger axes win
-        let e = Expand { shape: vec![3, 1], ref_axis: 0 };
+        let e = Expand {
+            shape: vec![3, 1],
+            ref_axis: 0,
+        };
         assert_eq!(e.infer_shape(&[&[1, 5]]).unwrap(), [3, 5]);
         assert!(e.infer_shape(&[&[2, 5]]).is_err());
     }
@@ -160,7 +173,10 @@ mod tests {
             vec![],
         );
         case.diff[1] = false;
-        let op = Expand { shape: vec![0, 1, 3], ref_axis: 0 };
+        let op = Expand {
+            shape: vec![0, 1, 3],
+            ref_axis: 0,
+        };
         check("expand class token", &op, &case, 9);
         for (from, to) in [
             (vec![1, 3, 1], vec![2, 3, 4]),
@@ -168,7 +184,10 @@ mod tests {
             (vec![2, 3], vec![2, 3]),
             (vec![2, 1, 2], vec![1, 3, 1]),
         ] {
-            let op = Expand { shape: to, ref_axis: 0 };
+            let op = Expand {
+                shape: to,
+                ref_axis: 0,
+            };
             let case = Case::new(vec![random(&from, &mut rng)], vec![]);
             check(&format!("expand {from:?} {op:?}"), &op, &case, 10);
         }

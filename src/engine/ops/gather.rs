@@ -1,4 +1,5 @@
-//! Selection of constant indices along one non-batch axis of a torch-layout value (ONNX
+//! Selection of constant indices along one axis (never the batch's: the importer checks
+//! that) of a torch-layout value (ONNX
 //! `Gather` with constant indices; `x[:, 0]`, the class token of a vision transformer,
 //! is `Gather { axis: 1, indices: [0], keep_axis: false }`).
 //!
@@ -29,7 +30,7 @@ impl FixedMap for Gather {
 
     fn shape(&self, x: &[usize]) -> Result<Vec<usize>, ShapeError> {
         let (axis, rank) = (self.axis, x.len());
-        if axis == 0 || axis >= rank {
+        if axis >= rank {
             return Err(ShapeError::Axis { axis, rank });
         }
         if let Some(&index) = self.indices.iter().find(|&&i| i >= x[axis]) {
@@ -87,8 +88,8 @@ mod tests {
 
     #[test]
     fn selects_and_checks_shapes() {
-        let x = ArrayD::from_shape_vec(IxDyn(&[2, 3, 2]), (0..12).map(f64::from).collect())
-            .unwrap();
+        let x =
+            ArrayD::from_shape_vec(IxDyn(&[2, 3, 2]), (0..12).map(f64::from).collect()).unwrap();
         let cls = Gather {
             axis: 1,
             indices: vec![0],

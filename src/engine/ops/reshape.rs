@@ -91,8 +91,8 @@ mod tests {
 
     #[test]
     fn row_major_as_torch() {
-        let x = ArrayD::from_shape_vec(IxDyn(&[2, 2, 3]), (0..12).map(f64::from).collect())
-            .unwrap();
+        let x =
+            ArrayD::from_shape_vec(IxDyn(&[2, 2, 3]), (0..12).map(f64::from).collect()).unwrap();
         let op = Reshape::per_sample(vec![3, 2]);
         assert_eq!(op.shape(&[2, 2, 3]).unwrap(), [2, 3, 2]);
         let y = FixedMap::forward(&op, &x);
@@ -116,7 +116,12 @@ mod tests {
             (vec![3, 2, 3, 2], vec![6, 2]),
         ] {
             let case = Case::new(vec![random(&from, &mut rng)], vec![]);
-            check(&format!("reshape {to:?}"), &Reshape::per_sample(to), &case, 5);
+            check(
+                &format!("reshape {to:?}"),
+                &Reshape::per_sample(to),
+                &case,
+                5,
+            );
         }
     }
 }

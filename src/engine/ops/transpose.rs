@@ -155,7 +155,12 @@ mod tests {
             (vec![3, 2, 2, 3], vec![2, 3, 0, 1]),
         ] {
             let case = Case::new(vec![random(&shape, &mut rng)], vec![]);
-            check(&format!("transpose {perm:?}"), &Transpose { perm }, &case, 3);
+            check(
+                &format!("transpose {perm:?}"),
+                &Transpose { perm },
+                &case,
+                3,
+            );
         }
     }
 }

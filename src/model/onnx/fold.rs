@@ -104,8 +104,16 @@ pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let da = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             match (da, db) {
                 (x, y) if x == y => Some(x),
                 (1, y) => Some(y),
@@ -193,6 +201,7 @@ pub(crate) struct FoldNode<'a> {
 pub(crate) const FOLDABLE: &[&str] = &[
     "Identity",
     "Cast",
+    "CastLike",
     "Add",
     "Sub",
     "Mul",
@@ -244,15 +253,28 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
         move |p: Sym, q: Sym| Ok::<_, OnnxNodeError>(Sym::konst(f(p.fixed()?, q.fixed()?)))
     };
     let unary = |f: fn(f64) -> f64| -> Result<Folded, OnnxNodeError> {
-        let v = a
-            .v
-            .iter()
-            .map(|s| s.fixed().map(|c| Sym::konst(f(c))))
-            .collect::<Result<_, _>>()?;
+        let v =
+            a.v.iter()
+                .map(|s| s.fixed().map(|c| Sym::konst(f(c))))
+                .collect::<Result<_, _>>()?;
         Folded::new(a.dims.clone(), v, a.int)
     };
     match n.op {
         "Identity" => Ok(a.clone()),
+        "CastLike" => {
+            let like = get(1)?;
+            let v = if like.int && !a.int {
+                a.v.iter()
+                    .map(|s| Sym {
+                        n: s.n.trunc(),
+                        c: s.c.trunc(),
+                    })
+                    .collect()
+            } else {
+                a.v.clone()
+            };
+            Folded::new(a.dims.clone(), v, like.int)
+        }
         "Cast" => {
             let to = (n.int)("to").unwrap_or(1);
             let int = is_int_type(to);
@@ -317,13 +339,21 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
             a.v.iter().map(|s| Sym { n: -s.n, c: -s.c }).collect(),
             a.int,
         ),
-        "Equal" => elementwise(a, get(1)?, true, |p, q| {
-            Ok(truth(p.n == q.n && p.c == q.c))
-        }),
+        "Equal" => elementwise(a, get(1)?, true, |p, q| Ok(truth(p.n == q.n && p.c == q.c))),
         "Less" => elementwise(a, get(1)?, true, fixed2(|p, q| (p < q) as u8 as f64)),
         "Greater" => elementwise(a, get(1)?, true, fixed2(|p, q| (p > q) as u8 as f64)),
-        "And" => elementwise(a, get(1)?, true, fixed2(|p, q| (p != 0.0 && q != 0.0) as u8 as f64)),
-        "Or" => elementwise(a, get(1)?, true, fixed2(|p, q| (p != 0.0 || q != 0.0) as u8 as f64)),
+        "And" => elementwise(
+            a,
+            get(1)?,
+            true,
+            fixed2(|p, q| (p != 0.0 && q != 0.0) as u8 as f64),
+        ),
+        "Or" => elementwise(
+            a,
+            get(1)?,
+            true,
+            fixed2(|p, q| (p != 0.0 || q != 0.0) as u8 as f64),
+        ),
         "Not" => unary(|p| (p == 0.0) as u8 as f64),
         "Min" | "Max" => {
             let max = n.op == "Max";
@@ -414,7 +444,8 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
             };
             let dims = if n.op == "Unsqueeze" {
                 let r = a.dims.len() + axes.len();
-                let mut ax: Vec<usize> = axes.iter().map(|&x| axis(x, r)).collect::<Result<_, _>>()?;
+                let mut ax: Vec<usize> =
+                    axes.iter().map(|&x| axis(x, r)).collect::<Result<_, _>>()?;
                 ax.sort_unstable();
                 let mut dims = a.dims.clone();
                 for &x in &ax {
@@ -441,10 +472,9 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
             let parts: Vec<&Folded> = x.iter().flatten().collect();
             let r = parts[0].dims.len();
             let ax = axis((n.int)("axis").unwrap_or(0), r)?;
-            if parts
-                .iter()
-                .any(|p| p.dims.len() != r || (0..r).any(|i| i != ax && p.dims[i] != parts[0].dims[i]))
-            {
+            if parts.iter().any(|p| {
+                p.dims.len() != r || (0..r).any(|i| i != ax && p.dims[i] != parts[0].dims[i])
+            }) {
                 return Err(fail("Concat of tensors of different shapes"));
             }
             let outer: usize = parts[0].dims[..ax].iter().product();
@@ -464,15 +494,24 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
             let ends = get(2)?.ints()?;
             let r = a.dims.len();
             let axes: Vec<usize> = match x.get(3).and_then(|v| v.as_ref()) {
-                Some(t) => t.ints()?.iter().map(|&x| axis(x, r)).collect::<Result<_, _>>()?,
+                Some(t) => t
+                    .ints()?
+                    .iter()
+                    .map(|&x| axis(x, r))
+                    .collect::<Result<_, _>>()?,
                 None => (0..starts.len()).collect(),
             };
             let steps = match x.get(4).and_then(|v| v.as_ref()) {
                 Some(t) => t.ints()?,
                 None => vec![1; starts.len()],
             };
-            if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-                return Err(fail("Slice with starts, ends, axes and steps of different lengths"));
+            if ends.len() != starts.len()
+                || axes.len() != starts.len()
+                || steps.len() != starts.len()
+            {
+                return Err(fail(
+                    "Slice with starts, ends, axes and steps of different lengths",
+                ));
             }
             let mut sel: Vec<Vec<usize>> = a.dims.iter().map(|&d| (0..d).collect()).collect();
             for i in 0..starts.len() {
@@ -491,7 +530,10 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
                         j += st;
                     }
                 } else {
-                    let (s, e) = (norm(starts[i]).clamp(-1, d - 1), norm(ends[i]).clamp(-1, d - 1));
+                    let (s, e) = (
+                        norm(starts[i]).clamp(-1, d - 1),
+                        norm(ends[i]).clamp(-1, d - 1),
+                    );
                     let mut j = s;
                     while j > e {
                         picked.push(j as usize);
@@ -506,16 +548,29 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
             let os = strides(&dims);
             let v = (0..total)
                 .map(|flat| {
-                    let src: usize = (0..r).map(|k| sel[k][(flat / os[k]) % dims[k]] * st[k]).sum();
+                    let src: usize = (0..r)
+                        .map(|k| sel[k][(flat / os[k]) % dims[k]] * st[k])
+                        .sum();
                     a.v[src]
                 })
                 .collect();
             Folded::new(dims, v, a.int)
         }
         "Range" => {
-            let s = a.v.first().ok_or_else(|| fail("an empty Range start"))?.fixed()?;
-            let l = get(1)?.v.first().ok_or_else(|| fail("an empty Range limit"))?.fixed()?;
-            let d = get(2)?.v.first().ok_or_else(|| fail("an empty Range delta"))?.fixed()?;
+            let s =
+                a.v.first()
+                    .ok_or_else(|| fail("an empty Range start"))?
+                    .fixed()?;
+            let l = get(1)?
+                .v
+                .first()
+                .ok_or_else(|| fail("an empty Range limit"))?
+                .fixed()?;
+            let d = get(2)?
+                .v
+                .first()
+                .ok_or_else(|| fail("an empty Range delta"))?
+                .fixed()?;
             if d == 0.0 {
                 return Err(fail("a Range delta of 0"));
             }
@@ -523,7 +578,9 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
             if count > MAX_FOLD as f64 {
                 return Err(fail("a Range of more than 2^24 entries"));
             }
-            let v = (0..count as usize).map(|i| Sym::konst(s + i as f64 * d)).collect();
+            let v = (0..count as usize)
+                .map(|i| Sym::konst(s + i as f64 * d))
+                .collect();
             Folded::new(vec![count as usize], v, a.int)
         }
         "ConstantOfShape" => {
@@ -544,7 +601,8 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
                 .into_iter()
                 .map(|d| usize::try_from(d).map_err(|_| fail("a negative Expand size")))
                 .collect::<Result<_, _>>()?;
-            let dims = broadcast(&a.dims, &shape).ok_or_else(|| fail("an Expand that does not broadcast"))?;
+            let dims = broadcast(&a.dims, &shape)
+                .ok_or_else(|| fail("an Expand that does not broadcast"))?;
             let v = spread(a, &dims)?;
             Folded::new(dims, v, a.int)
         }
@@ -559,7 +617,11 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
                         infer = Some(i);
                         dims.push(1)
                     }
-                    0 => dims.push(*a.dims.get(i).ok_or_else(|| fail("a Reshape 0 beyond the rank"))?),
+                    0 => dims.push(
+                        *a.dims
+                            .get(i)
+                            .ok_or_else(|| fail("a Reshape 0 beyond the rank"))?,
+                    ),
                     t if t > 0 => dims.push(t as usize),
                     _ => return Err(fail("a Reshape target entry < -1 or two −1")),
                 }
@@ -587,7 +649,9 @@ pub(crate) fn fold(n: &FoldNode, x: &[Option<Folded>]) -> Result<Folded, OnnxNod
             let os = strides(&dims);
             let v = (0..a.v.len())
                 .map(|flat| {
-                    let src: usize = (0..r).map(|k| ((flat / os[k]) % dims[k]) * st[perm[k]]).sum();
+                    let src: usize = (0..r)
+                        .map(|k| ((flat / os[k]) % dims[k]) * st[perm[k]])
+                        .sum();
                     a.v[src]
                 })
                 .collect();
@@ -664,7 +728,12 @@ mod tests {
         // Shape([N, 3, 8, 8]) → Gather(0) → Unsqueeze → Concat with [-1]
         let shape = Folded {
             dims: vec![4],
-            v: vec![Sym::batch(1.0), Sym::konst(3.0), Sym::konst(8.0), Sym::konst(8.0)],
+            v: vec![
+                Sym::batch(1.0),
+                Sym::konst(3.0),
+                Sym::konst(8.0),
+                Sym::konst(8.0),
+            ],
             int: true,
         };
         let zero = Folded {
@@ -672,27 +741,51 @@ mod tests {
             v: vec![Sym::konst(0.0)],
             int: true,
         };
-        let g = fold(&node("Gather", &none_i, &none_v), &[Some(shape.clone()), Some(zero)]).unwrap();
+        let g = fold(
+            &node("Gather", &none_i, &none_v),
+            &[Some(shape.clone()), Some(zero)],
+        )
+        .unwrap();
         assert_eq!(g.dims, Vec::<usize>::new());
         assert_eq!(g.v, vec![Sym::batch(1.0)]);
         let axes0 = |k: &str| (k == "axes").then(|| vec![0]);
         let u = fold(&node("Unsqueeze", &axes0, &none_v), &[Some(g.clone())]).unwrap();
         assert_eq!(u.dims, vec![1]);
-        let c = fold(&node("Concat", &none_i, &none_v), &[Some(u.clone()), Some(ints(&[-1]))]).unwrap();
+        let c = fold(
+            &node("Concat", &none_i, &none_v),
+            &[Some(u.clone()), Some(ints(&[-1]))],
+        )
+        .unwrap();
         assert_eq!(c.v, vec![Sym::batch(1.0), Sym::konst(-1.0)]);
         assert!(c.to_tensor().is_none());
         // N·H then /H gives N back; N·N is refused
         let h = ints(&[2]);
-        let nh = fold(&node("Mul", &none_i, &none_v), &[Some(u.clone()), Some(h.clone())]).unwrap();
+        let nh = fold(
+            &node("Mul", &none_i, &none_v),
+            &[Some(u.clone()), Some(h.clone())],
+        )
+        .unwrap();
         assert_eq!(nh.v, vec![Sym::batch(2.0)]);
         let back = fold(&node("Div", &none_i, &none_v), &[Some(nh), Some(h)]).unwrap();
         assert_eq!(back.v, vec![Sym::batch(1.0)]);
-        assert!(fold(&node("Mul", &none_i, &none_v), &[Some(u.clone()), Some(u.clone())]).is_err());
+        assert!(fold(
+            &node("Mul", &none_i, &none_v),
+            &[Some(u.clone()), Some(u.clone())]
+        )
+        .is_err());
         // Equal(shape, -1) is false for N; Where keeps the shape
-        let eq = fold(&node("Equal", &none_i, &none_v), &[Some(shape.clone()), Some(ints(&[-1]))]).unwrap();
+        let eq = fold(
+            &node("Equal", &none_i, &none_v),
+            &[Some(shape.clone()), Some(ints(&[-1]))],
+        )
+        .unwrap();
         assert_eq!(eq.ints().unwrap(), vec![0, 0, 0, 0]);
         let ones = ints(&[1, 1, 1, 1]);
-        let w = fold(&node("Where", &none_i, &none_v), &[Some(eq), Some(ones), Some(shape.clone())]).unwrap();
+        let w = fold(
+            &node("Where", &none_i, &none_v),
+            &[Some(eq), Some(ones), Some(shape.clone())],
+        )
+        .unwrap();
         assert_eq!(w.v, shape.v);
         // Slice [2:] of the shape: constants again
         let sl = fold(
@@ -721,10 +814,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rg.to_tensor().unwrap().ints, vec![0, 2, 4]);
-        let cs = fold(&node("ConstantOfShape", &none_i, &none_v), &[Some(ints(&[2, 3]))]).unwrap();
+        let cs = fold(
+            &node("ConstantOfShape", &none_i, &none_v),
+            &[Some(ints(&[2, 3]))],
+        )
+        .unwrap();
         assert_eq!(cs.dims, vec![2, 3]);
         // a huge ConstantOfShape from a damaged file is refused, not allocated
-        assert!(fold(&node("ConstantOfShape", &none_i, &none_v), &[Some(ints(&[1 << 20, 1 << 20]))]).is_err());
+        assert!(fold(
+            &node("ConstantOfShape", &none_i, &none_v),
+            &[Some(ints(&[1 << 20, 1 << 20]))]
+        )
+        .is_err());
     }
 
     #[test]
@@ -738,9 +839,16 @@ mod tests {
         };
         let tt = fold(&node("Transpose", &perm, &none_v), &[Some(t.clone())]).unwrap();
         assert_eq!(tt.dims, vec![3, 2]);
-        assert_eq!(tt.to_tensor().unwrap().values, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(
+            tt.to_tensor().unwrap().values,
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
         let none_i = |_: &str| None;
-        let r = fold(&node("Reshape", &none_i, &none_v), &[Some(t), Some(ints(&[-1, 2]))]).unwrap();
+        let r = fold(
+            &node("Reshape", &none_i, &none_v),
+            &[Some(t), Some(ints(&[-1, 2]))],
+        )
+        .unwrap();
         assert_eq!(r.dims, vec![3, 2]);
     }
 }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use crate::engine::ops::{Affine, BatchNorm, Concat, Conv2d, Linear, Pad, Pool2d, SliceAxis};
 use crate::engine::{Graph, Layout, Loss, Node, Op, ParamVec, Role};
 
-use super::proto::{AttributeProto, ModelProto, NodeProto};
 use super::fold::{Folded, Sym};
+use super::proto::{AttributeProto, ModelProto, NodeProto};
 use super::{decode_tensor, DataFiles, OnnxArch, Tensor};
 use crate::model::error::{OnnxError, OnnxNodeError, TensorError, UnsupportedUse};
 
@@ -114,6 +114,8 @@ struct Importer {
     param_nodes: HashMap<usize, usize>,
     /// The graph output's name.
     graph_output: String,
+    /// Names an Identity gave to an initializer (legacy exports pass weights through one).
+    aliases: HashMap<String, String>,
     /// Convolutions into which the exporter folded a BatchNorm: weight name, channels.
     folded_bn: Vec<(String, usize)>,
     opset: i64,
@@ -170,8 +172,13 @@ pub(super) fn import(
         matmul: vec![],
         layout_cache: HashMap::new(),
         folded_bn: vec![],
+        aliases: HashMap::new(),
         param_nodes: HashMap::new(),
-        graph_output: graph.output.first().map(|o| o.name.clone()).unwrap_or_default(),
+        graph_output: graph
+            .output
+            .first()
+            .map(|o| o.name.clone())
+            .unwrap_or_default(),
         opset,
     };
     for (i, t) in graph.initializer.iter().enumerate() {
@@ -308,7 +315,12 @@ pub(super) fn import(
             .into())
         }
     };
-    if out.shape.len() != 2 || out.squeezed || out.node == 0 || out.batch != Some(0) || out.shape[0] != 1 {
+    if out.shape.len() != 2
+        || out.squeezed
+        || out.node == 0
+        || out.batch != Some(0)
+        || out.shape[0] != 1
+    {
         return Err(OnnxError::OutputShape {
             name: output.name.clone(),
             shape: out.shape,
@@ -501,6 +513,8 @@ impl Importer {
     /// The parameter for constant `name` (created on first use); `transpose` stores a 2-D
     /// tensor transposed (PyTorch's `[out, in]` from a MatMul's `[in, out]`).
     fn param(&mut self, name: &str, role: Role, transpose: bool) -> NodeResult<usize> {
+        let alias = self.aliases.get(name).cloned();
+        let name = alias.as_deref().unwrap_or(name);
         if let Some(&i) = self.by_name.get(name) {
             if self.params[i].role != role {
                 return Err(OnnxNodeError::Roles {
@@ -684,7 +698,7 @@ impl Importer {
             .tensors()
             .iter()
             .map(|t| t.name.as_str())
-            .filter(|n| !state_dict_like(n))
+            .filter(|n| generic::exporter_made(n))
             .collect();
         let mut folded = std::mem::take(&mut self.folded_bn);
         if folded.is_empty() && !has_bn {

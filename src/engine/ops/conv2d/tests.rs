@@ -393,7 +393,17 @@ fn grouped_slow(cfg: &Conv2d, x: &ArrayD<f64>, w: &ArrayD<f64>) -> ArrayD<f64> {
 
 /// (C, O, groups, k, s, p, N, H, W): grouped (2 and 3 groups), depthwise with channel
 /// multipliers 1 and 2, strides and paddings.
-const GROUPED: [(usize, usize, usize, usize, usize, usize, usize, usize, usize); 6] = [
+const GROUPED: [(
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+); 6] = [
     (4, 6, 2, 3, 1, 1, 2, 5, 4),
     (6, 3, 3, 3, 2, 1, 2, 6, 5),
     (3, 3, 3, 3, 1, 1, 2, 5, 6),
@@ -431,7 +441,11 @@ fn grouped_forward_matches_loops_and_fuses() {
             p: &pv,
         };
         let tag = format!("c{c} o{o} g{groups} k{k} s{s} p{p}");
-        assert_eq!(cfg.infer_shape(&[x.shape()]).unwrap(), want.shape(), "{tag}");
+        assert_eq!(
+            cfg.infer_shape(&[x.shape()]).unwrap(),
+            want.shape(),
+            "{tag}"
+        );
         let (y, _) = cfg.forward(&a);
         close(&y, &want, &tag);
         let nb = Conv2d {

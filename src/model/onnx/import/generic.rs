@@ -42,6 +42,7 @@ const VALUE_OPS: &[&str] = &[
     "Gather",
     "Expand",
     "Cast",
+    "CastLike",
     "Shape",
     "LogSoftmax",
     "Softmax",
@@ -144,13 +145,56 @@ impl Importer {
                 xs.push(None);
                 continue;
             }
-            match self.folded(name)? {
-                Some(f) => xs.push(Some(f)),
-                None => {
-                    // a Reshape/Expand/… of a computed value: its rule reads the shape
-                    let _ = k;
+            // CastLike reads only the dtype of its second input
+            if n.op_type == "CastLike" && k == 1 {
+                let int = matches!(self.get(name)?, Entry::Const(t, _) if !t.ints.is_empty());
+                xs.push(Some(Folded {
+                    dims: vec![],
+                    v: vec![],
+                    int,
+                }));
+                continue;
+            }
+            // a parameter stays a parameter (Expand of a class token, Transpose of a
+            // weight): those are computed, so that gradients reach it
+            if let Entry::Const(t, Some(_)) = self.get(name)? {
+                if t.ints.is_empty() && !exporter_made(name) && n.op_type != "Identity" {
                     return Ok(false);
                 }
+            }
+            match self.folded(name)? {
+                Some(f) => xs.push(Some(f)),
+                // a Reshape/Expand/… of a computed value: its rule reads the shape
+                None => return Ok(false),
+            }
+        }
+        // a tensor whose size depends on the batch is data, not shape arithmetic
+        let sym = |k: usize| {
+            xs.get(k)
+                .and_then(|x| x.as_ref())
+                .is_some_and(|f: &Folded| f.v.iter().any(|s| s.n != 0.0))
+        };
+        if matches!(
+            n.op_type.as_str(),
+            "Expand" | "ConstantOfShape" | "Reshape" | "Range"
+        ) && (sym(1)
+            || (n.op_type == "ConstantOfShape" && sym(0))
+            || (n.op_type == "Range" && (sym(0) || sym(1))))
+        {
+            return Ok(false);
+        }
+        if n.op_type == "Identity" {
+            if let Some(src) = n.input.first() {
+                self.aliases.insert(
+                    out.clone(),
+                    self.aliases
+                        .get(src)
+                        .cloned()
+                        .unwrap_or_else(|| src.clone()),
+                );
+                let e = self.get(src)?.clone();
+                self.env.insert(out.clone(), e);
+                return Ok(true);
             }
         }
         let value = match attr(n, "value").and_then(|a| a.t.as_ref()) {
@@ -216,7 +260,11 @@ impl Importer {
             return x;
         }
         if let Some(&y) = self.layout_cache.get(&x.node) {
-            return Value { node: y, image: false, ..x };
+            return Value {
+                node: y,
+                image: false,
+                ..x
+            };
         }
         let y = self.push(
             "",
@@ -227,7 +275,11 @@ impl Importer {
             &[],
         );
         self.layout_cache.insert(x.node, y);
-        Value { node: y, image: false, ..x }
+        Value {
+            node: y,
+            image: false,
+            ..x
+        }
     }
 
     /// `x` as an image held channel-major (for Conv, BatchNorm, pools).
@@ -242,7 +294,11 @@ impl Importer {
             });
         }
         if let Some(&y) = self.layout_cache.get(&x.node) {
-            return Ok(Value { node: y, image: true, ..x });
+            return Ok(Value {
+                node: y,
+                image: true,
+                ..x
+            });
         }
         let y = self.push(
             "",
@@ -253,7 +309,11 @@ impl Importer {
             &[],
         );
         self.layout_cache.insert(x.node, y);
-        Ok(Value { node: y, image: true, ..x })
+        Ok(Value {
+            node: y,
+            image: true,
+            ..x
+        })
     }
 
     /// Input `name` as a value: a computed value, a parameter (an initializer with a
@@ -326,7 +386,10 @@ impl Importer {
     }
 
     /// Shape and batch axis of the broadcast of `a` and `b`.
-    pub(super) fn broadcast_values(a: &Value, b: &Value) -> NodeResult<(Vec<usize>, Option<usize>)> {
+    pub(super) fn broadcast_values(
+        a: &Value,
+        b: &Value,
+    ) -> NodeResult<(Vec<usize>, Option<usize>)> {
         let r = a.shape.len().max(b.shape.len());
         let mut shape = vec![0; r];
         let mut batch = None;
@@ -361,7 +424,13 @@ impl Importer {
     }
 
     /// Add/Sub/Mul/Div/Pow of two values with broadcasting.
-    pub(super) fn binary(&mut self, n: &NodeProto, out: &str, a: Value, b: Value) -> NodeResult<()> {
+    pub(super) fn binary(
+        &mut self,
+        n: &NodeProto,
+        out: &str,
+        a: Value,
+        b: Value,
+    ) -> NodeResult<()> {
         let kind = match n.op_type.as_str() {
             "Add" => BinaryKind::Add,
             "Sub" => BinaryKind::Sub,
@@ -445,7 +514,9 @@ impl Importer {
         if x.batch.is_some() && batch.is_none() {
             // a literal export batch size in place of N (a fixed batch axis)
             match (self.export_batch, infer) {
-                (Some(b), _) if target.first().map(|t| t.c) == Some(b as f64) && !target.is_empty() => {
+                (Some(b), _)
+                    if target.first().map(|t| t.c) == Some(b as f64) && !target.is_empty() =>
+                {
                     batch = Some(0);
                     shape[0] = 1;
                 }
@@ -488,7 +559,12 @@ impl Importer {
         batch: Option<usize>,
     ) -> Value {
         // the engine's flatten (same bits as before for CNN heads)
-        if batch == Some(0) && shape.len() == 2 && shape[0] == 1 && x.batch == Some(0) && x.shape[0] == 1 {
+        if batch == Some(0)
+            && shape.len() == 2
+            && shape[0] == 1
+            && x.batch == Some(0)
+            && x.shape[0] == 1
+        {
             if x.squeezed || (x.shape.len() == 2 && !x.image) {
                 return Value::plain(x.node, shape);
             }
@@ -587,8 +663,7 @@ impl Importer {
                         }
                     }
                 };
-                let allowzero =
-                    n.op_type != "Reshape" || attr_i(n, "allowzero", 0) != 0;
+                let allowzero = n.op_type != "Reshape" || attr_i(n, "allowzero", 0) != 0;
                 let (shape, batch) = self.reshape_target(&x, &target, allowzero)?;
                 let v = self.reshape_to(&n.name, x, shape, batch);
                 self.set(out, v);
@@ -605,7 +680,9 @@ impl Importer {
                 };
                 let mut seen = vec![false; r];
                 if perm.len() != r || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
-                    return Err(unsupported(format!("perm {perm:?} is not a permutation of {r} axes")));
+                    return Err(unsupported(format!(
+                        "perm {perm:?} is not a permutation of {r} axes"
+                    )));
                 }
                 let x = if x.squeezed { self.plain(x) } else { x };
                 let engine_perm: Vec<usize> = if x.image {
@@ -624,7 +701,9 @@ impl Importer {
                     Value {
                         node: y,
                         shape: perm.iter().map(|&p| x.shape[p]).collect(),
-                        batch: x.batch.map(|b| perm.iter().position(|&p| p == b).unwrap_or(0)),
+                        batch: x
+                            .batch
+                            .map(|b| perm.iter().position(|&p| p == b).unwrap_or(0)),
                         squeezed: false,
                         image: false,
                     },
@@ -795,15 +874,24 @@ impl Importer {
                     );
                 }
             }
-            "Cast" => {
+            "Cast" | "CastLike" => {
                 let x = self.operand(inp(0)?)?;
-                let to = attr_i(n, "to", 1);
+                let to = if n.op_type == "CastLike" {
+                    match self.get(inp(1)?)? {
+                        Entry::Const(t, _) if !t.ints.is_empty() => 7,
+                        _ => 1,
+                    }
+                } else {
+                    attr_i(n, "to", 1)
+                };
                 if matches!(to, 1 | 10 | 11 | 16) {
                     self.set(out, x);
                 } else if matches!(to, 6 | 7) {
                     self.env.insert(out.to_string(), Entry::Ids(x));
                 } else {
-                    return Err(unsupported(format!("Cast of a computed value to data type {to}")));
+                    return Err(unsupported(format!(
+                        "Cast of a computed value to data type {to}"
+                    )));
                 }
             }
             "Softmax" | "LogSoftmax" if out != self.graph_output => {
@@ -812,7 +900,9 @@ impl Importer {
                 let r = x.shape.len();
                 let a = norm_axis(attr_i(n, "axis", -1), r)?;
                 if self.opset < 13 && a != r - 1 {
-                    return Err(unsupported("Softmax over a non-last axis before opset 13 (flattening semantics)"));
+                    return Err(unsupported(
+                        "Softmax over a non-last axis before opset 13 (flattening semantics)",
+                    ));
                 }
                 let y = self.push(
                     &n.name,
@@ -939,7 +1029,9 @@ impl Importer {
                     }
                     (0..r).collect()
                 } else {
-                    axes.iter().map(|&a| norm_axis(a, r)).collect::<Result<_, _>>()?
+                    axes.iter()
+                        .map(|&a| norm_axis(a, r))
+                        .collect::<Result<_, _>>()?
                 };
                 axes.sort_unstable();
                 axes.dedup();
@@ -1003,12 +1095,16 @@ impl Importer {
                         None => {
                             let k = n.output.len().max(1);
                             let each = d.div_ceil(k);
-                            (0..k).map(|i| each.min(d.saturating_sub(i * each))).collect()
+                            (0..k)
+                                .map(|i| each.min(d.saturating_sub(i * each)))
+                                .collect()
                         }
                     },
                 };
                 if sizes.len() != n.output.len() || sizes.iter().sum::<usize>() != d {
-                    return Err(unsupported(format!("split sizes {sizes:?} of an axis of size {d}")));
+                    return Err(unsupported(format!(
+                        "split sizes {sizes:?} of an axis of size {d}"
+                    )));
                 }
                 let x = if x.squeezed { self.plain(x) } else { x };
                 let ea = if x.image { image_axis(a) } else { a };
@@ -1025,7 +1121,14 @@ impl Importer {
                     let mut shape = x.shape.clone();
                     shape[a] = s;
                     if !o.is_empty() {
-                        self.set(o, Value { node: y, shape, ..x.clone() });
+                        self.set(
+                            o,
+                            Value {
+                                node: y,
+                                shape,
+                                ..x.clone()
+                            },
+                        );
                     }
                 }
             }
@@ -1046,29 +1149,30 @@ impl Importer {
     ) -> NodeResult<(Vec<usize>, bool, bool)> {
         let numel: usize = dims.iter().product();
         let mut params = vec![];
-        let mut is_param = |imp: &mut Self, k: usize, role: Role, neutral: f64| -> NodeResult<Option<bool>> {
-            let Some(name) = Self::opt_input(n, k) else {
-                return Ok(None);
+        let mut is_param =
+            |imp: &mut Self, k: usize, role: Role, neutral: f64| -> NodeResult<Option<bool>> {
+                let Some(name) = Self::opt_input(n, k) else {
+                    return Ok(None);
+                };
+                let (t, init) = imp.konst(name)?;
+                if t.values.len() != numel {
+                    return Err(OnnxNodeError::ChannelShape {
+                        name: name.to_string(),
+                        dims: t.dims.clone(),
+                        channels: numel,
+                    });
+                }
+                if init.is_some() && !exporter_made(name) {
+                    params.push(imp.param(name, role, false)?);
+                    Ok(Some(true))
+                } else if t.values.iter().all(|&v| v == neutral) {
+                    Ok(Some(false))
+                } else {
+                    Err(unsupported(format!(
+                        "normalization with constant (not parameter) scale or bias '{name}'"
+                    )))
+                }
             };
-            let (t, init) = imp.konst(name)?;
-            if t.values.len() != numel {
-                return Err(OnnxNodeError::ChannelShape {
-                    name: name.to_string(),
-                    dims: t.dims.clone(),
-                    channels: numel,
-                });
-            }
-            if init.is_some() && !exporter_made(name) {
-                params.push(imp.param(name, role, false)?);
-                Ok(Some(true))
-            } else if t.values.iter().all(|&v| v == neutral) {
-                Ok(Some(false))
-            } else {
-                Err(unsupported(format!(
-                    "normalization with constant (not parameter) scale or bias '{name}'"
-                )))
-            }
-        };
         let scale = is_param(self, ks, Role::BnScale, 1.0)?;
         let shift = is_param(self, kb, Role::BnShift, 0.0)?;
         match (scale, shift) {

@@ -75,7 +75,8 @@ impl Importer {
                     .ok_or_else(|| {
                         unsupported(format!("group {groups} for {} input channels", x.shape[1]))
                     })?;
-                if w.dims.len() != 4 || w.dims[1] * groups != x.shape[1] || w.dims[0] % groups != 0 {
+                if w.dims.len() != 4 || w.dims[1] * groups != x.shape[1] || w.dims[0] % groups != 0
+                {
                     return Err(OnnxNodeError::WeightShape {
                         name: wname,
                         dims: w.dims.clone(),
@@ -101,7 +102,9 @@ impl Importer {
                     // the current exporter folds BN into a conv as a bias `<weight>_bias`
                     // and notes the rewrite rule on the node
                     if b.ends_with("_bias")
-                        || n.metadata_props.iter().any(|p| p.value.contains("FuseBatchNorm"))
+                        || n.metadata_props
+                            .iter()
+                            .any(|p| p.value.contains("FuseBatchNorm"))
                     {
                         self.folded_bn.push((wname.clone(), w.dims[0]));
                     }
@@ -134,7 +137,11 @@ impl Importer {
             }
             "BatchNormalization" => {
                 let x = self.value(inp(0)?)?;
-                let x = if x.shape.len() == 4 { self.as_image(x)? } else { x };
+                let x = if x.shape.len() == 4 {
+                    self.as_image(x)?
+                } else {
+                    x
+                };
                 if attr_i(n, "training_mode", 0) != 0 {
                     return Err(unsupported(
                         "training_mode=1; export the model in eval mode (model.eval())",
@@ -193,7 +200,13 @@ impl Importer {
                 self.set(&out, Value { node: y, ..x });
             }
             "Add" | "Sub" | "Mul" | "Div" => {
-                let (a, b) = (self.get(inp(0)?)?.clone(), self.get(inp(1)?)?.clone());
+                // a commutative op with the constant first (legacy: Add(bias, MatMul)) is
+                // read with the value first
+                let (n0, n1) = (inp(0)?.to_string(), inp(1)?.to_string());
+                let (a, b) = (self.get(&n0)?.clone(), self.get(&n1)?.clone());
+                let swap = matches!(n.op_type.as_str(), "Add" | "Mul")
+                    && matches!((&a, &b), (Entry::Const(..), Entry::Value(_)));
+                let (a, b, n0, n1) = if swap { (b, a, n1, n0) } else { (a, b, n0, n1) };
                 let affine_ok = |t: &Tensor, name: &str, x: &Value| {
                     !state_dict_like(name)
                         && (t.values.len() == 1
@@ -216,13 +229,15 @@ impl Importer {
                             && init.is_some()
                             && self.matmul.contains(&x.node)
                             && t.values.len() == *x.shape.last().unwrap_or(&0))
-                            || affine_ok(&t, inp(1)?, &x) =>
+                            || affine_ok(&t, &n1, &x) =>
                     {
                         // MatMul + Add of an initializer: the bias of a linear layer
-                        if op == "Add" && init.is_some() && self.matmul.contains(&x.node)
+                        if op == "Add"
+                            && init.is_some()
+                            && self.matmul.contains(&x.node)
                             && t.values.len() == *x.shape.last().unwrap_or(&0)
                         {
-                            let bname = inp(1)?.to_string();
+                            let bname = n1.clone();
                             let b = self.param(&bname, Role::Bias, false)?;
                             self.name_weight_after_bias(x.node, &bname);
                             let node = &mut self.g.nodes[x.node];
@@ -250,7 +265,7 @@ impl Importer {
                         self.affine(n, x, scale, shift);
                     }
                     (op @ ("Add" | "Sub" | "Mul"), Entry::Const(t, _), Entry::Value(x))
-                        if affine_ok(&t, inp(0)?, &x) =>
+                        if affine_ok(&t, &n0, &x) =>
                     {
                         let c = Self::channel_values(&t, &x)?;
                         let (scale, shift) = match op {
@@ -261,7 +276,7 @@ impl Importer {
                         self.affine(n, x, scale, shift);
                     }
                     _ => {
-                        let (a, b) = (self.operand(inp(0)?)?, self.operand(inp(1)?)?);
+                        let (a, b) = (self.operand(&n0)?, self.operand(&n1)?);
                         if a.batch.is_none() && b.batch.is_none() {
                             return Err(unsupported(format!(
                                 "{} of two parameters or constants (fold it before export)",
@@ -378,7 +393,14 @@ impl Importer {
                 }
                 let mut shape = x.shape.clone();
                 *shape.last_mut().expect("rank ≥ 2") = fout;
-                self.set(&out, Value { node: y, shape, ..x });
+                self.set(
+                    &out,
+                    Value {
+                        node: y,
+                        shape,
+                        ..x
+                    },
+                );
             }
             "GlobalAveragePool" | "ReduceMean" if self.spatial_mean(n)? => {
                 let x = self.image(inp(0)?)?;
@@ -429,9 +451,15 @@ impl Importer {
             }
             "Pad" => {
                 let x = self.value(inp(0)?)?;
-                let x = if x.shape.len() == 4 { self.as_image(x)? } else { x };
+                let x = if x.shape.len() == 4 {
+                    self.as_image(x)?
+                } else {
+                    x
+                };
                 if x.batch != Some(0) {
-                    return Err(unsupported("Pad of a value whose batch axis is not the first"));
+                    return Err(unsupported(
+                        "Pad of a value whose batch axis is not the first",
+                    ));
                 }
                 let mode = attr_s(n, "mode");
                 if !(mode.is_empty() || mode == "constant") {
@@ -485,7 +513,14 @@ impl Importer {
                     shape[a] += (b + e) as usize;
                 }
                 let y = self.push(&n.name, Op::Pad(Pad { before, after }), &[x.node], &[]);
-                self.set(&out, Value { node: y, shape, ..x });
+                self.set(
+                    &out,
+                    Value {
+                        node: y,
+                        shape,
+                        ..x
+                    },
+                );
             }
             "Slice" => {
                 let x = self.operand(inp(0)?)?;
@@ -569,8 +604,7 @@ impl Importer {
                     xs = xs.into_iter().map(|x| self.plain(x)).collect();
                 }
                 let batch = xs[0].batch;
-                if batch == Some(a)
-                    || xs.iter().any(|x| x.batch != batch || x.shape.len() != rank)
+                if batch == Some(a) || xs.iter().any(|x| x.batch != batch || x.shape.len() != rank)
                 {
                     return Err(unsupported(
                         "concatenation along the batch axis, or of values with and without a batch axis (expand first)",
