@@ -23,6 +23,13 @@ pub enum EngineError {
     /// Occurs when a label is not below the number of network outputs.
     #[error("label {label} is out of range: the network has {classes} outputs")]
     Label { label: usize, classes: usize },
+    /// Occurs when a value an embedding reads as a token id is not one of its rows.
+    #[error("layer '{node}' (embedding) got token id {value}, outside 0..{vocab}")]
+    TokenId {
+        node: String,
+        value: f64,
+        vocab: usize,
+    },
 }
 
 /// Why an op cannot take the shapes of its inputs (internal layout); the graph names the
@@ -73,7 +80,10 @@ pub enum ShapeError {
     Permutation { perm: Box<[usize]>, rank: usize },
     /// Occurs when a reshape's target holds a different number of values per sample.
     #[error("cannot reshape {from:?} to per-sample shape {to:?}")]
-    Reshape { from: Box<[usize]>, to: Box<[usize]> },
+    Reshape {
+        from: Box<[usize]>,
+        to: Box<[usize]>,
+    },
     /// Occurs when an axis is not one of the input's non-batch axes.
     #[error("axis {axis} is not a non-batch axis of a {rank}-D input")]
     Axis { axis: usize, rank: usize },
@@ -86,7 +96,10 @@ pub enum ShapeError {
     },
     /// Occurs when an input cannot be broadcast to an expand's target shape.
     #[error("cannot expand {from:?} to {to:?}")]
-    Expand { from: Box<[usize]>, to: Box<[usize]> },
+    Expand {
+        from: Box<[usize]>,
+        to: Box<[usize]>,
+    },
     /// Occurs when two matrix-product operands do not fit (inner sizes, batch axes).
     #[error("cannot multiply {a:?} by {b:?}")]
     MatMul { a: Box<[usize]>, b: Box<[usize]> },

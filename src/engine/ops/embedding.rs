@@ -50,7 +50,12 @@ impl Embedding {
     }
 
     /// Rows of `w` for `ids`, shaped `[ids shape…, dim]`.
-    fn lookup<T: Scalar>(&self, w: &ArrayViewD<T>, ids: &[usize], ids_shape: &[usize]) -> ArrayD<T> {
+    fn lookup<T: Scalar>(
+        &self,
+        w: &ArrayViewD<T>,
+        ids: &[usize],
+        ids_shape: &[usize],
+    ) -> ArrayD<T> {
         let w = dense(w);
         let d = self.dim;
         let mut out = Vec::with_capacity(ids.len() * d);

@@ -60,14 +60,20 @@ pub(crate) fn sum_to<T: Scalar>(g: &ArrayD<T>, shape: &[usize]) -> ArrayD<T> {
 
 impl Expand {
     /// The output shape for input `x` and reference `reference`.
-    fn out_shape(&self, x: &[usize], reference: Option<&[usize]>) -> Result<Vec<usize>, ShapeError> {
+    fn out_shape(
+        &self,
+        x: &[usize],
+        reference: Option<&[usize]>,
+    ) -> Result<Vec<usize>, ShapeError> {
         let mut target = self.shape.clone();
         let bad = |to: &[usize]| ShapeError::Expand {
             from: x.into(),
             to: to.into(),
         };
         if target.first() == Some(&0) {
-            target[0] = reference.and_then(|r| r.first().copied()).ok_or(bad(&target))?;
+            target[0] = reference
+                .and_then(|r| r.first().copied())
+                .ok_or(bad(&target))?;
         }
         broadcast_shapes(x, &target).ok_or(bad(&target))
     }
@@ -134,7 +140,10 @@ mod tests {
 
     #[test]
     fn broadcast_rules() {
-        assert_eq!(broadcast_shapes(&[1, 1, 4], &[3, 5, 4]), Some(vec![3, 5, 4]));
+        assert_eq!(
+            broadcast_shapes(&[1, 1, 4], &[3, 5, 4]),
+            Some(vec![3, 5, 4])
+        );
         assert_eq!(broadcast_shapes(&[5, 1], &[2, 1, 3]), Some(vec![2, 5, 3]));
         assert_eq!(broadcast_shapes(&[2, 3], &[3, 3]), None);
         let e = Expand {

@@ -87,8 +87,8 @@ mod tests {
 
     #[test]
     fn selects_and_checks_shapes() {
-        let x = ArrayD::from_shape_vec(IxDyn(&[2, 3, 2]), (0..12).map(f64::from).collect())
-            .unwrap();
+        let x =
+            ArrayD::from_shape_vec(IxDyn(&[2, 3, 2]), (0..12).map(f64::from).collect()).unwrap();
         let cls = Gather {
             axis: 1,
             indices: vec![0],

@@ -57,7 +57,8 @@ fn shaped<T: Scalar>(y: Array2<T>, like: &[usize]) -> ArrayD<T> {
     }
     let f = y.ncols();
     let shape: Vec<usize> = like[..like.len() - 1].iter().copied().chain([f]).collect();
-    y.into_shape_with_order(IxDyn(&shape)).expect("standard layout")
+    y.into_shape_with_order(IxDyn(&shape))
+        .expect("standard layout")
 }
 
 impl Linear {
@@ -222,6 +223,9 @@ mod tests {
         let y3 = shaped(op.affine(gemm, &x, &w.view(), Some(&b.view())), x.shape());
         let x2 = x.clone().into_shape_with_order(IxDyn(&[10, 4])).unwrap();
         let y2 = op.affine(gemm, &x2, &w.view(), Some(&b.view()));
-        assert_eq!(y3.into_shape_with_order(IxDyn(&[10, 3])).unwrap(), y2.into_dyn());
+        assert_eq!(
+            y3.into_shape_with_order(IxDyn(&[10, 3])).unwrap(),
+            y2.into_dyn()
+        );
     }
 }

@@ -234,7 +234,12 @@ impl Geom {
     }
 
     /// Σ_terms g·bᵀ, shaped as a (`shape`).
-    fn grad_a<T: Scalar>(&self, gemm: GemmBackend, terms: &[(&[T], &[T])], shape: &[usize]) -> ArrayD<T> {
+    fn grad_a<T: Scalar>(
+        &self,
+        gemm: GemmBackend,
+        terms: &[(&[T], &[T])],
+        shape: &[usize],
+    ) -> ArrayD<T> {
         let id = self.identity();
         let mut da = vec![T::zero(); self.na * self.m * self.k];
         for (t, &(g, b)) in terms.iter().enumerate() {
@@ -246,7 +251,12 @@ impl Geom {
     }
 
     /// Σ_terms aᵀ·g, shaped as b (`shape`).
-    fn grad_b<T: Scalar>(&self, gemm: GemmBackend, terms: &[(&[T], &[T])], shape: &[usize]) -> ArrayD<T> {
+    fn grad_b<T: Scalar>(
+        &self,
+        gemm: GemmBackend,
+        terms: &[(&[T], &[T])],
+        shape: &[usize],
+    ) -> ArrayD<T> {
         let id = self.identity();
         let mut db = vec![T::zero(); self.nb * self.k * self.n];
         for (t, &(a, g)) in terms.iter().enumerate() {

@@ -39,7 +39,9 @@ impl FixedMap for Reshape {
                 to: self.shape.clone().into(),
             });
         }
-        Ok(std::iter::once(x[0]).chain(self.shape.iter().copied()).collect())
+        Ok(std::iter::once(x[0])
+            .chain(self.shape.iter().copied())
+            .collect())
     }
 
     fn forward<T: Scalar>(&self, x: &ArrayD<T>) -> ArrayD<T> {
@@ -63,8 +65,8 @@ mod tests {
 
     #[test]
     fn row_major_as_torch() {
-        let x = ArrayD::from_shape_vec(IxDyn(&[2, 2, 3]), (0..12).map(f64::from).collect())
-            .unwrap();
+        let x =
+            ArrayD::from_shape_vec(IxDyn(&[2, 2, 3]), (0..12).map(f64::from).collect()).unwrap();
         let op = Reshape { shape: vec![3, 2] };
         assert_eq!(op.shape(&[2, 2, 3]).unwrap(), [2, 3, 2]);
         let y = FixedMap::forward(&op, &x);

@@ -147,7 +147,7 @@ impl EngineOp for Conv2d {
     fn infer_shape(&self, x: &[&[usize]]) -> Result<Vec<usize>, ShapeError> {
         let x = x[0];
         let g = self.groups;
-        if g == 0 || self.in_channels % g != 0 || self.out_channels % g != 0 {
+        if g == 0 || !self.in_channels.is_multiple_of(g) || !self.out_channels.is_multiple_of(g) {
             return Err(ShapeError::Groups {
                 groups: g,
                 in_channels: self.in_channels,
@@ -203,7 +203,10 @@ impl EngineOp for Conv2d {
     fn r_forward<T: Scalar>(&self, a: &Taped<T>, _c: &()) -> (Option<ArrayD<T>>, ()) {
         if self.groups != 1 {
             let w = (&a.p[0], &a.v[0], a.v.get(1));
-            return (Some(self.grouped_r_forward(a.options, a.x[0], w, a.rx(0))), ());
+            return (
+                Some(self.grouped_r_forward(a.options, a.x[0], w, a.rx(0))),
+                (),
+            );
         }
         let plan = self.plan::<T>(a.options, shape4(a.x[0].shape()));
         let ry = plan.r_forward(a.x[0], &a.p[0], &a.v[0], a.v.get(1), a.rx(0));
