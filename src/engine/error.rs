@@ -23,6 +23,13 @@ pub enum EngineError {
     /// Occurs when a label is not below the number of network outputs.
     #[error("label {label} is out of range: the network has {classes} outputs")]
     Label { label: usize, classes: usize },
+    /// Occurs when a value an embedding reads as a token id is not one of its rows.
+    #[error("layer '{node}' (embedding) got token id {value}, outside 0..{vocab}")]
+    TokenId {
+        node: String,
+        value: f64,
+        vocab: usize,
+    },
 }
 
 /// Why an op cannot take the shapes of its inputs (internal layout); the graph names the

@@ -193,12 +193,15 @@ mod tests {
         assert_eq!(pool(2, 2, 0, false).out_hw(5, 5), Some((2, 2)));
     }
 
+    /// (kernel, stride, padding), average-pool and max-pool outputs.
+    type Golden<'a> = ((usize, usize, usize), &'a [f64], &'a [f64]);
+
     /// Values from PyTorch 2.x on x[i] = (0.37 i mod 1.3) − 0.6, shape [1, 1, 5, 7]:
     /// `F.avg_pool2d` and `F.max_pool2d` with `ceil_mode=True`.
     #[test]
     fn ceil_mode_values_match_pytorch() {
         #[rustfmt::skip]
-        let cases: [((usize, usize, usize), &[f64], &[f64]); 3] = [
+        let cases: [Golden; 3] = [
             ((2, 2, 0),
              &[-0.095, 0.32, -0.24, 0.315, 0.21, 0.3, -0.26, 0.295, 0.195, 0.285, -0.275, 0.28],
              &[0.69, 0.51, -0.05, 0.32, 0.68, 0.49, -0.07, 0.30, 0.66, 0.47, -0.09, 0.28]),

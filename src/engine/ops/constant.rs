@@ -82,6 +82,20 @@ mod tests {
             ..op.clone()
         };
         assert!(bad.infer_shape(&[&[5, 7]]).is_err());
+        let (opts, batch) = (
+            crate::engine::EngineOptions::default(),
+            ArrayD::zeros(IxDyn(&[5, 7])),
+        );
+        let xs = [&batch];
+        let a = Fwd {
+            options: &opts,
+            mode: crate::engine::Mode::Eval,
+            x: &xs,
+            p: &[],
+        };
+        let (y, _) = op.forward::<f32>(&a);
+        assert_eq!(y.shape(), [2, 3]);
+        assert_eq!(y[[1, 2]], 0.3);
         let case = Case {
             x: vec![random(&[5, 7], &mut rng)],
             diff: vec![false],

@@ -82,5 +82,14 @@ mod tests {
             source: true,
         };
         check("param", &op, &case, 12);
+        let opts = crate::engine::EngineOptions::default();
+        let (xs, p) = ([&case.x[0]], [case.p[0].view()]);
+        let a = Fwd {
+            options: &opts,
+            mode: crate::engine::Mode::Eval,
+            x: &xs,
+            p: &p,
+        };
+        assert_eq!(op.forward(&a).0, case.p[0]);
     }
 }

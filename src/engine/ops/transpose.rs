@@ -59,9 +59,11 @@ impl FixedMap for Transpose {
     }
 }
 
-/// `x` with its axes permuted (output axis a = input axis `perm[a]`), in standard layout:
-/// one pass over the output, whose last axis is copied as one run (a `memcpy` where the
-/// permutation keeps the last axis, as attention's head split `[N, T, H, D] → [N, H, T, D]`).
+/// `x` with its axes permuted (output axis a = input axis `perm[a]`), in standard layout.
+/// Where the permutation keeps the last axis (attention's head split `[N, T, H, D] →
+/// [N, H, T, D]`) each output row is one `memcpy`; otherwise the two axes that trade
+/// places with the last (`[N, H, T, D] → [N, H, D, T]`) are transposed in square tiles,
+/// so that both the reads and the writes stay in cache.
 pub(crate) fn permute<T: Scalar>(x: &ArrayD<T>, perm: &[usize]) -> ArrayD<T> {
     let shape = x.shape();
     let r = shape.len();
@@ -71,36 +73,63 @@ pub(crate) fn permute<T: Scalar>(x: &ArrayD<T>, perm: &[usize]) -> ArrayD<T> {
     }
     let xs = x.as_standard_layout();
     let src = xs.as_slice().expect("standard layout");
-    let mut in_stride = vec![1usize; r];
-    for a in (0..r - 1).rev() {
-        in_stride[a] = in_stride[a + 1] * shape[a + 1];
-    }
+    let strides = |s: &[usize]| {
+        let mut st = vec![1usize; r];
+        for a in (0..r - 1).rev() {
+            st[a] = st[a + 1] * s[a + 1];
+        }
+        st
+    };
+    let (in_stride, out_stride) = (strides(shape), strides(&out_shape));
     // the input stride of each output axis
     let step: Vec<usize> = perm.iter().map(|&p| in_stride[p]).collect();
-    let (inner, inner_step) = (out_shape[r - 1], step[r - 1]);
-    let mut out = Vec::with_capacity(x.len());
-    let mut idx = vec![0usize; r - 1];
-    let mut base = 0usize;
+    let last = r - 1;
+    // j: the output axis that walks the input's last (contiguous) axis
+    let j = perm.iter().position(|&p| p == last).expect("a permutation");
+    let mut out = vec![T::zero(); x.len()];
+    // the 2-D block of axes (j, last) at each index of the other axes
+    let others: Vec<usize> = (0..r).filter(|&a| a != j && a != last).collect();
+    let mut idx = vec![0usize; others.len()];
+    let (mut ib, mut ob) = (0usize, 0usize);
+    let (nj, nl) = (out_shape[j], out_shape[last]);
+    let (oj, sl) = (out_stride[j], step[last]);
+    const TILE: usize = 16;
     loop {
-        if inner_step == 1 {
-            out.extend_from_slice(&src[base..base + inner]);
+        if j == last {
+            out[ob..ob + nl].copy_from_slice(&src[ib..ib + nl]);
         } else {
-            out.extend((0..inner).map(|i| src[base + i * inner_step]));
+            for l0 in (0..nl).step_by(TILE) {
+                let l1 = (l0 + TILE).min(nl);
+                for j0 in (0..nj).step_by(TILE) {
+                    let j1 = (j0 + TILE).min(nj);
+                    for l in l0..l1 {
+                        let row = &src[ib + l * sl + j0..ib + l * sl + j1];
+                        let mut o = ob + j0 * oj + l;
+                        for &v in row {
+                            out[o] = v;
+                            o += oj;
+                        }
+                    }
+                }
+            }
         }
-        // odometer over the output's outer axes
-        let mut a = r - 1;
+        // odometer over the other axes
+        let mut k = others.len();
         loop {
-            if a == 0 {
+            if k == 0 {
                 return ArrayD::from_shape_vec(IxDyn(&out_shape), out).expect("size");
             }
-            a -= 1;
-            idx[a] += 1;
-            base += step[a];
-            if idx[a] < out_shape[a] {
+            k -= 1;
+            let a = others[k];
+            idx[k] += 1;
+            ib += step[a];
+            ob += out_stride[a];
+            if idx[k] < out_shape[a] {
                 break;
             }
-            base -= idx[a] * step[a];
-            idx[a] = 0;
+            ib -= idx[k] * step[a];
+            ob -= idx[k] * out_stride[a];
+            idx[k] = 0;
         }
     }
 }
@@ -123,6 +152,8 @@ mod tests {
             vec![3, 2, 1, 0],
             vec![0, 1, 3, 2],
             vec![0, 1, 2, 3],
+            vec![2, 0, 3, 1],
+            vec![1, 3, 0, 2],
         ] {
             let want = x
                 .view()
@@ -132,6 +163,12 @@ mod tests {
             let op = Transpose { perm: perm.clone() };
             assert_eq!(op.shape(x.shape()).unwrap(), want.shape());
             assert_eq!(permute(&x, &perm), want, "{perm:?}");
+        }
+        // tiles cut at the edges: sizes around the tile
+        let y = random(&[2, 17, 33], &mut rng);
+        for perm in [[0, 2, 1], [2, 1, 0], [1, 2, 0], [2, 0, 1]] {
+            let want = y.view().permuted_axes(IxDyn(&perm));
+            assert_eq!(permute(&y, &perm), want, "{perm:?}");
         }
         // a non-standard (column-major) input
         let mut xf = ArrayD::zeros(IxDyn(x.shape()).f());

@@ -147,7 +147,7 @@ impl EngineOp for Conv2d {
     fn infer_shape(&self, x: &[&[usize]]) -> Result<Vec<usize>, ShapeError> {
         let x = x[0];
         let g = self.groups;
-        if g == 0 || self.in_channels % g != 0 || self.out_channels % g != 0 {
+        if g == 0 || !self.in_channels.is_multiple_of(g) || !self.out_channels.is_multiple_of(g) {
             return Err(ShapeError::Groups {
                 groups: g,
                 in_channels: self.in_channels,

@@ -393,23 +393,13 @@ fn grouped_slow(cfg: &Conv2d, x: &ArrayD<f64>, w: &ArrayD<f64>) -> ArrayD<f64> {
 
 /// (C, O, groups, k, s, p, N, H, W): grouped (2 and 3 groups), depthwise with channel
 /// multipliers 1 and 2, strides and paddings.
-const GROUPED: [(
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-    usize,
-); 6] = [
-    (4, 6, 2, 3, 1, 1, 2, 5, 4),
-    (6, 3, 3, 3, 2, 1, 2, 6, 5),
-    (3, 3, 3, 3, 1, 1, 2, 5, 6),
-    (2, 4, 2, 3, 2, 1, 2, 7, 5),
-    (4, 4, 4, 5, 1, 2, 1, 6, 6),
-    (3, 6, 3, 1, 2, 0, 2, 5, 4),
+const GROUPED: [[usize; 9]; 6] = [
+    [4, 6, 2, 3, 1, 1, 2, 5, 4],
+    [6, 3, 3, 3, 2, 1, 2, 6, 5],
+    [3, 3, 3, 3, 1, 1, 2, 5, 6],
+    [2, 4, 2, 3, 2, 1, 2, 7, 5],
+    [4, 4, 4, 5, 1, 2, 1, 6, 6],
+    [3, 6, 3, 1, 2, 0, 2, 5, 4],
 ];
 
 fn grouped_cfg(c: usize, o: usize, groups: usize, k: usize, s: usize, p: usize) -> Conv2d {
@@ -428,7 +418,7 @@ fn grouped_cfg(c: usize, o: usize, groups: usize, k: usize, s: usize, p: usize) 
 fn grouped_forward_matches_loops_and_fuses() {
     use crate::engine::ops::{EngineOp, Fwd, Mode};
     let opts = EngineOptions::default();
-    for &(c, o, groups, k, s, p, n, h, wd) in &GROUPED {
+    for &[c, o, groups, k, s, p, n, h, wd] in &GROUPED {
         let cfg = grouped_cfg(c, o, groups, k, s, p);
         let x = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), hashed(1));
         let w = ArrayD::from_shape_fn(IxDyn(&[o, c / groups, k, k]), hashed(2));
@@ -472,7 +462,7 @@ fn grouped_passes_match_central_differences() {
     use crate::engine::ops::oracle::{check, random, Case};
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(26);
-    for &(c, o, groups, k, s, p, n, h, wd) in &GROUPED {
+    for &[c, o, groups, k, s, p, n, h, wd] in &GROUPED {
         let cfg = grouped_cfg(c, o, groups, k, s, p);
         let x = random(&[c, n, h, wd], &mut rng);
         let w = random(&[o, c / groups, k, k], &mut rng);
