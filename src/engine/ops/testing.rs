@@ -22,7 +22,7 @@ use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use super::{EngineOp, Fwd, Grads, Mode, Taped};
 use crate::engine::options::EngineOptions;
-use crate::engine::{Graph, Scalar};
+use crate::engine::{Graph, Layout, Op, Scalar};
 
 /// Central-difference step.
 const STEP: f64 = 1e-6;
@@ -356,17 +356,120 @@ impl GraphCase {
     }
 }
 
-/// An empty graph on per-sample inputs of `input_shape` with `classes` outputs, with its
-/// input node (node 0).
-pub fn graph(input_shape: &[usize], classes: usize) -> Graph {
+/// An empty graph on per-sample inputs of `input_shape` with `classes` outputs and
+/// parameters `layout`, with its input node (node 0).
+pub fn graph(input_shape: &[usize], classes: usize, layout: Layout) -> Graph {
     let mut g = Graph {
         nodes: vec![],
-        layout: Arc::new(crate::engine::Layout::new()),
+        layout: Arc::new(layout),
         loss: crate::engine::Loss::CrossEntropy,
         input_shape: input_shape.to_vec(),
         num_classes: classes,
         options: EngineOptions::default(),
     };
-    g.push("input", super::Op::Input, &[], &[]);
+    g.push("input", Op::Input, &[], &[]);
     g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ops::{
+        BinaryKind, GroupNorm, LayerNorm, PointwiseFn, Reduce, ReduceKind, Softmax,
+    };
+    use crate::engine::Role;
+
+    /// A small graph of every group-A op where both inputs of the products depend on θ
+    /// (so dy depends on θ in each R-backward): the loss gradient and H·v against central
+    /// differences, and the symmetry of H.
+    #[test]
+    fn graph_gradient_and_hvp() {
+        let (n, t, d) = (3, 4, 6);
+        let mut layout = Layout::new();
+        let ln = [
+            layout.push("ln.weight", &[d], Role::BnScale),
+            layout.push("ln.bias", &[d], Role::BnShift),
+        ];
+        let gn = [
+            layout.push("gn.weight", &[t], Role::BnScale),
+            layout.push("gn.bias", &[t], Role::BnShift),
+        ];
+        let ln2 = [layout.push("ln2.weight", &[t, d], Role::BnScale)];
+        let mut g = graph(&[t, d], d, layout);
+        let pw = |f| Op::Pointwise(f);
+        let bin = |k| Op::Binary(k);
+        let x1 = g.push(
+            "ln",
+            Op::LayerNorm(LayerNorm {
+                axes_from: 2,
+                eps: 1e-5,
+                affine: true,
+                bias: true,
+            }),
+            &[0],
+            &ln,
+        );
+        let x2 = g.push("", pw(PointwiseFn::GeluTanh), &[x1], &[]);
+        let x3 = g.push("", bin(BinaryKind::Mul), &[x2, x1], &[]);
+        let x4 = g.push(
+            "",
+            Op::Softmax(Softmax {
+                axis: 2,
+                log: false,
+            }),
+            &[x3],
+            &[],
+        );
+        let gnorm = GroupNorm {
+            groups: 2,
+            eps: 1e-5,
+            affine: true,
+        };
+        let x5 = g.push("gn", Op::GroupNorm(gnorm), &[x4], &gn);
+        let x6 = g.push("", pw(PointwiseFn::Tanh), &[x5], &[]);
+        // a per-sample [N, 1, D] mean broadcast back over the tokens
+        let mean_t = Reduce {
+            kind: ReduceKind::Mean,
+            axes: vec![1],
+            keepdims: true,
+        };
+        let x7 = g.push("", Op::Reduce(mean_t), &[x1], &[]);
+        let x8 = g.push("", pw(PointwiseFn::Sigmoid), &[x7], &[]);
+        let x9 = g.push("", bin(BinaryKind::Div), &[x6, x8], &[]);
+        let x10 = g.push("", bin(BinaryKind::Sub), &[x9, x2], &[]);
+        let x11 = g.push("", pw(PointwiseFn::Pow(2.0)), &[x10], &[]);
+        let x12 = g.push("", pw(PointwiseFn::Silu), &[x11], &[]);
+        let x13 = g.push("", bin(BinaryKind::Add), &[x12, x7], &[]);
+        let ln_all = LayerNorm {
+            axes_from: 1,
+            eps: 1e-5,
+            affine: true,
+            bias: false,
+        };
+        let x14 = g.push("ln2", Op::LayerNorm(ln_all), &[x13], &ln2);
+        let x15 = g.push("", Op::Softmax(Softmax { axis: 1, log: true }), &[x14], &[]);
+        let mean = Reduce {
+            kind: ReduceKind::Mean,
+            axes: vec![1],
+            keepdims: false,
+        };
+        g.push("", Op::Reduce(mean), &[x15], &[]);
+        g.infer_shapes(&[t, d], n).expect("shapes");
+
+        let mut r = rng(3);
+        let mut theta = randn(&[g.layout.len()], &mut r) * 0.3;
+        for i in [ln[0], gn[0], ln2[0]] {
+            let range = g.layout.tensor(i).range();
+            theta
+                .slice_mut(ndarray::s![range])
+                .mapv_inplace(|v| v + 1.0);
+        }
+        let case = GraphCase {
+            theta: Array1::from_iter(theta.iter().copied()),
+            x: randn(&[n, t, d], &mut r),
+            y: vec![1, 4, 0],
+            g,
+        };
+        case.check();
+    }
 }
