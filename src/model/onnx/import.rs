@@ -114,6 +114,8 @@ struct Importer {
     param_nodes: HashMap<usize, usize>,
     /// The graph output's name.
     graph_output: String,
+    /// The name of the node being translated.
+    current: String,
     /// Names an Identity gave to an initializer (legacy exports pass weights through one).
     aliases: HashMap<String, String>,
     /// Convolutions into which the exporter folded a BatchNorm: weight name, channels.
@@ -173,6 +175,7 @@ pub(super) fn import(
         layout_cache: HashMap::new(),
         folded_bn: vec![],
         aliases: HashMap::new(),
+        current: String::new(),
         param_nodes: HashMap::new(),
         graph_output: graph
             .output
@@ -272,6 +275,7 @@ pub(super) fn import(
             poisoned.extend(n.output.iter().cloned());
             continue;
         }
+        imp.current = n.name.clone();
         match imp.node(n, &output.name) {
             Ok(()) => {}
             Err(OnnxNodeError::Unsupported { what }) => {
@@ -516,6 +520,27 @@ impl Importer {
         let alias = self.aliases.get(name).cloned();
         let name = alias.as_deref().unwrap_or(name);
         if let Some(&i) = self.by_name.get(name) {
+            // the legacy exporter stores equal tensors once (a fresh model's LayerNorm
+            // ones, zero biases): another module's use gets its own parameter, named
+            // after the module path in the node's name
+            if let Some(own) = self.untied_name(name, role) {
+                if let Some(&j) = self.by_name.get(&own) {
+                    return Ok(j);
+                }
+                let p = &self.params[i];
+                let (shape, data) = (p.shape.clone(), p.data.clone());
+                self.notes.push(format!(
+                    "the file stores '{own}' and '{name}' as one initializer (equal values); they are separate parameters here, as in PyTorch"
+                ));
+                self.params.push(Pending {
+                    name: own.clone(),
+                    shape,
+                    role,
+                    data,
+                });
+                self.by_name.insert(own, self.params.len() - 1);
+                return Ok(self.params.len() - 1);
+            }
             if self.params[i].role != role {
                 return Err(OnnxNodeError::Roles {
                     name: name.to_string(),
@@ -554,6 +579,25 @@ impl Importer {
         });
         self.by_name.insert(name.to_string(), self.params.len() - 1);
         Ok(self.params.len() - 1)
+    }
+
+    /// For a second use of initializer `name` by a node of another module (legacy node
+    /// names are module paths, `/encoder/layers/encoder_layer_0/ln_1/LayerNormalization`):
+    /// the name the tensor has in that module.
+    fn untied_name(&self, name: &str, role: Role) -> Option<String> {
+        let path = self.current.strip_prefix('/')?;
+        let (module, _) = path.rsplit_once('/')?;
+        let module = module.replace('/', ".");
+        let (own, suffix) = name.rsplit_once('.')?;
+        if module.is_empty() || own == module || generic::exporter_made(name) {
+            return None;
+        }
+        let suffix = match role {
+            Role::BnScale => "weight",
+            Role::BnShift => "bias",
+            _ => suffix,
+        };
+        Some(format!("{module}.{suffix}"))
     }
 
     /// A MatMul weight the exporter stored transposed under its own name (`val_14`,
