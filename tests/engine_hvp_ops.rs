@@ -94,10 +94,7 @@ impl Net {
     }
 
     fn reshape(&mut self, x: usize, shape: &[usize]) -> usize {
-        self.node(
-            Op::Reshape(Reshape::per_sample(shape.to_vec())),
-            &[x],
-        )
+        self.node(Op::Reshape(Reshape::per_sample(shape.to_vec())), &[x])
     }
 
     /// The graph with θ of entries uniform in [−scale, scale], a batch `x` and labels.
