@@ -119,7 +119,7 @@ impl EngineOp for GroupNorm {
         if x.len() < 2 {
             return Err(ShapeError::Rank { rank: 2 });
         }
-        if self.groups == 0 || x[1] % self.groups != 0 {
+        if self.groups == 0 || !x[1].is_multiple_of(self.groups) {
             return Err(ShapeError::Groups {
                 channels: x[1],
                 groups: self.groups,

@@ -496,7 +496,7 @@ mod tests {
                 if affine && bias {
                     p.push(randn(norm, &mut r));
                 }
-                check_op(&op, &[x.clone()], &p, 1e-6);
+                check_op(&op, std::slice::from_ref(&x), &p, 1e-6);
             }
         }
         // rows longer than the lanes of the row sums, with a tail

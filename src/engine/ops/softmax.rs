@@ -161,7 +161,7 @@ impl EngineOp for Softmax {
                 }
             } else {
                 let inv = T::one() / s;
-                o.iter_mut().for_each(|o| *o = *o * inv);
+                o.iter_mut().for_each(|o| *o *= inv);
             }
         });
         (y, ())
@@ -182,7 +182,7 @@ impl EngineOp for Softmax {
             if log {
                 let sg = sum(g);
                 for (g, &y) in g.iter_mut().zip(y) {
-                    *g = *g - exp(y) * sg;
+                    *g -= exp(y) * sg;
                 }
             } else {
                 let sg = dot(g, y);
@@ -250,12 +250,12 @@ impl EngineOp for Softmax {
                     Some(rx) => {
                         let (sr, sg) = (dot(&t, rx), sum(g));
                         for ((rg, &p), &rx) in rg.iter_mut().zip(&t).zip(rx) {
-                            *rg = *rg - p * (srg + (rx - sr) * sg);
+                            *rg -= p * (srg + (rx - sr) * sg);
                         }
                     }
                     None => {
                         for (rg, &p) in rg.iter_mut().zip(&t) {
-                            *rg = *rg - p * srg;
+                            *rg -= p * srg;
                         }
                     }
                 }
@@ -298,7 +298,7 @@ mod tests {
             for axis in 0..4 {
                 let op = Softmax { axis, log };
                 eprintln!("{op:?}");
-                check_op(&op, &[x.clone()], &[], 1e-6);
+                check_op(&op, std::slice::from_ref(&x), &[], 1e-6);
             }
         }
         // a length-1 axis and a 1-D input
@@ -327,7 +327,7 @@ mod tests {
                 axis: 1,
                 log: false,
             },
-            &[x.clone()],
+            std::slice::from_ref(&x),
             &[],
         )
         .forward()
