@@ -12,7 +12,9 @@
 //! ```
 //! (Pearlmutter 1994.) R-backward reads dy unless f″ ≡ 0 (neg, clip), so the graph keeps dy
 //! for the R-pass of an HVP exactly where it is read. Each pass is one loop over the
-//! elements, monomorphized per function (the `PointwiseFn` match runs once per call).
+//! elements, monomorphized per function (the `PointwiseFn` match runs once per call); in
+//! f32, exp, tanh and erf are the branch-free versions of [`super::vmath`], so the loops
+//! vectorize.
 
 mod clip;
 mod erf;
@@ -278,7 +280,7 @@ impl EngineOp for PointwiseFn {
 
     fn forward_in_place<T: Scalar>(&self, _a: &Fwd<T>, x0: &mut ArrayD<T>) {
         with_derivs!(self, d => match x0.as_slice_mut() {
-            Some(s) => s.iter_mut().for_each(|v| *v = d.f(*v)),
+            Some(s) => wide(|| s.iter_mut().for_each(|v| *v = d.f(*v))),
             None => x0.mapv_inplace(|v| d.f(v)),
         })
     }
