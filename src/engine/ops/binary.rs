@@ -149,8 +149,8 @@ impl EngineOp for BinaryKind {
             let mut d = gy;
             match self {
                 BinaryKind::Add | BinaryKind::Sub => {}
-                BinaryKind::Mul => Zip::from(&mut d).and(&b).for_each(|g, &q| *g = *g * q),
-                BinaryKind::Div => Zip::from(&mut d).and(&b).for_each(|g, &q| *g = *g / q),
+                BinaryKind::Mul => Zip::from(&mut d).and(&b).for_each(|g, &q| *g *= q),
+                BinaryKind::Div => Zip::from(&mut d).and(&b).for_each(|g, &q| *g /= q),
             }
             sum_to(d, x0.shape())
         });

@@ -14,9 +14,10 @@
 //! with w and b repeated over each channel's spatial positions, and dw_c, db_c (and their
 //! R-values) the sums of the expanded gradients over those positions.
 
-use ndarray::{ArrayD, ArrayViewD};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use super::layer_norm::{flat, pflat, NormCache, NormGrads, NormRCache, NormRows};
+use super::lanes::sum;
+use super::layer_norm::{flat, pflat, standard, NormCache, NormGrads, NormRCache, NormRows};
 use super::{EngineOp, Fwd, Grads, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
@@ -47,12 +48,8 @@ impl GroupNorm {
         }
     }
 
-    /// A per-channel vector repeated over each channel's `s` positions (`C·s` values).
-    fn expand<T: Scalar>(v: &[T], s: usize) -> Vec<T> {
-        v.iter().flat_map(|&a| std::iter::repeat_n(a, s)).collect()
-    }
-
-    /// Tensor `k` of `p` expanded, or `fill` repeated where the op has no parameters.
+    /// Per-channel tensor `k` of `p` repeated over each channel's positions (`C·s`
+    /// values), or `fill` repeated where the op has no parameters.
     fn expanded<T: Scalar>(
         &self,
         p: &[ArrayViewD<T>],
@@ -64,59 +61,48 @@ impl GroupNorm {
         match self.affine {
             true => {
                 assert_eq!(p[k].len(), c, "group norm: one weight and bias per channel");
-                Self::expand(&pflat(&p[k]), s)
+                let v = pflat(&p[k]);
+                v.iter().flat_map(|&a| std::iter::repeat_n(a, s)).collect()
             }
             false => vec![fill; c * s],
         }
     }
 
-    /// `[dw, db]` from the expanded sums: each channel's `s` values added up.
-    fn param_grads<T: Scalar>(
-        &self,
-        shape: &[usize],
-        dw: Vec<T>,
-        db: Vec<T>,
-    ) -> Vec<Option<ArrayD<T>>> {
-        let (c, s) = dims(shape);
-        let fold = |v: Vec<T>| {
-            let per: Vec<T> = match s {
-                0 => vec![T::zero(); c],
-                _ => v
-                    .chunks_exact(s)
-                    .map(|ch| ch.iter().fold(T::zero(), |a, &b| a + b))
-                    .collect(),
-            };
-            Some(ArrayD::from_shape_vec(ndarray::IxDyn(&[c]), per).expect("size"))
-        };
-        vec![fold(dw), fold(db)]
-    }
-
-    /// Runs a reverse kernel with output buffers for dx (if wanted) and expanded dw, db
-    /// (if wanted), and shapes the results.
+    /// Runs a reverse kernel over the incoming (R-)gradient `g` (dx written over it when
+    /// wanted) with expanded dw, db accumulators where wanted, and returns dx and the
+    /// per-channel sums `[dw, db]`.
     fn grads<T: Scalar>(
         &self,
         a: &Taped<T>,
-        run: impl FnOnce(&NormRows, NormGrads<T>),
+        g: ArrayD<T>,
+        run: impl FnOnce(&NormRows, &mut [T], NormGrads<T>),
     ) -> Grads<T> {
-        let x = a.x[0];
-        let rows = self.rows(x.shape());
+        let shape = a.x[0].shape();
+        let (c, s) = dims(shape);
         let want_dp = a.want_dp && self.affine;
-        let (c, s) = dims(x.shape());
         let n = if want_dp { c * s } else { 0 };
         let (mut dw, mut db) = (vec![T::zero(); n], vec![T::zero(); n]);
-        let mut dx = a.need_dx(0).then(|| vec![T::zero(); x.len()]);
+        let mut g = standard(g);
         run(
-            &rows,
+            &self.rows(shape),
+            g.as_slice_mut().expect("standard layout"),
             NormGrads {
-                dx: dx.as_deref_mut(),
+                dx: a.need_dx(0),
                 dw: want_dp.then_some(&mut dw[..]),
                 db: want_dp.then_some(&mut db[..]),
             },
         );
+        let fold = |v: Vec<T>| {
+            let per: Vec<T> = match s {
+                0 => vec![T::zero(); c],
+                _ => v.chunks_exact(s).map(sum).collect(),
+            };
+            Some(ArrayD::from_shape_vec(IxDyn(&[c]), per).expect("size"))
+        };
         Grads {
-            dx: vec![dx.map(|v| ArrayD::from_shape_vec(x.raw_dim(), v).expect("size"))],
+            dx: vec![a.need_dx(0).then_some(g)],
             dp: match want_dp {
-                true => self.param_grads(x.shape(), dw, db),
+                true => vec![fold(dw), fold(db)],
                 false => vec![],
             },
         }
@@ -133,7 +119,7 @@ impl EngineOp for GroupNorm {
         if x.len() < 2 {
             return Err(ShapeError::Rank { rank: 2 });
         }
-        if self.groups == 0 || x[1] % self.groups != 0 {
+        if self.groups == 0 || !x[1].is_multiple_of(self.groups) {
             return Err(ShapeError::NormGroups {
                 channels: x[1],
                 groups: self.groups,
@@ -145,10 +131,8 @@ impl EngineOp for GroupNorm {
     fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, NormCache<T>) {
         let x = a.x[0];
         let w = self.expanded(a.p, 0, x.shape(), T::one());
-        let b = self
-            .affine
-            .then(|| self.expanded(a.p, 1, x.shape(), T::zero()));
-        let (y, c) = self.rows(x.shape()).forward(&flat(x), &w, b.as_deref());
+        let b = self.expanded(a.p, 1, x.shape(), T::zero());
+        let (y, c) = self.rows(x.shape()).forward(&flat(x), &w, &b);
         (ArrayD::from_shape_vec(x.raw_dim(), y).expect("size"), c)
     }
 
@@ -161,11 +145,9 @@ impl EngineOp for GroupNorm {
     }
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, c: &NormCache<T>, gy: ArrayD<T>) -> Grads<T> {
-        let x = a.x[0];
-        let w = self.expanded(a.p, 0, x.shape(), T::one());
-        self.grads(a, |rows, out| {
-            rows.backward(&flat(x), c, &w, &flat(&gy), out)
-        })
+        let x = flat(a.x[0]);
+        let w = self.expanded(a.p, 0, a.x[0].shape(), T::one());
+        self.grads(a, gy, |rows, g, out| rows.backward(&x, c, &w, g, out))
     }
 
     fn r_forward<T: Scalar>(
@@ -184,10 +166,8 @@ impl EngineOp for GroupNorm {
         let rx = a.rx(0).map(flat);
         let (ry, rc) = self.rows(x.shape()).r_forward(
             &flat(x),
-            c,
-            &w,
-            vw.as_deref(),
-            vb.as_deref(),
+            (c, &w),
+            (vw.as_deref(), vb.as_deref()),
             rx.as_deref(),
         );
         let ry = ry.map(|v| ArrayD::from_shape_vec(x.raw_dim(), v).expect("size"));
@@ -202,20 +182,18 @@ impl EngineOp for GroupNorm {
         gy: &ArrayD<T>,
         rgy: ArrayD<T>,
     ) -> Grads<T> {
-        let x = a.x[0];
-        let w = self.expanded(a.p, 0, x.shape(), T::one());
-        let vw = self
-            .affine
-            .then(|| self.expanded(a.v, 0, x.shape(), T::zero()));
+        let x = flat(a.x[0]);
+        let shape = a.x[0].shape();
+        let w = self.expanded(a.p, 0, shape, T::one());
+        let vw = self.affine.then(|| self.expanded(a.v, 0, shape, T::zero()));
         let rx = a.rx(0).map(flat);
-        self.grads(a, |rows, out| {
+        let gy = flat(gy);
+        self.grads(a, rgy, |rows, rg, out| {
             rows.r_backward(
-                &flat(x),
-                (c, rc),
-                &w,
-                vw.as_deref(),
-                rx.as_deref(),
-                (&flat(gy), &flat(&rgy)),
+                &x,
+                (c, rc, &w),
+                (vw.as_deref(), rx.as_deref()),
+                (&gy, rg),
                 out,
             )
         })

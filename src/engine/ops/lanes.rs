@@ -14,7 +14,7 @@ fn finish<T: Scalar>(acc: [T; LANES], tail: T) -> T {
 }
 
 /// Σ a.
-#[inline]
+#[inline(always)]
 pub fn sum<T: Scalar>(a: &[T]) -> T {
     let mut acc = [T::zero(); LANES];
     let chunks = a.chunks_exact(LANES);
@@ -28,7 +28,7 @@ pub fn sum<T: Scalar>(a: &[T]) -> T {
 }
 
 /// Σ a·b (`a` and `b` of one length).
-#[inline]
+#[inline(always)]
 pub fn dot<T: Scalar>(a: &[T], b: &[T]) -> T {
     assert_eq!(a.len(), b.len(), "dot: lengths");
     let mut acc = [T::zero(); LANES];
@@ -43,7 +43,7 @@ pub fn dot<T: Scalar>(a: &[T], b: &[T]) -> T {
 }
 
 /// Σ (a − c)², the sum of squares about `c`.
-#[inline]
+#[inline(always)]
 pub fn sq_dev<T: Scalar>(a: &[T], c: T) -> T {
     let mut acc = [T::zero(); LANES];
     let chunks = a.chunks_exact(LANES);
@@ -59,7 +59,7 @@ pub fn sq_dev<T: Scalar>(a: &[T], c: T) -> T {
 
 /// max a (−∞ for an empty row; a NaN anywhere is propagated unless later values are
 /// larger, as with a plain fold of `max`).
-#[inline]
+#[inline(always)]
 pub fn max<T: Scalar>(a: &[T]) -> T {
     let mut acc = [T::neg_infinity(); LANES];
     let chunks = a.chunks_exact(LANES);

@@ -18,7 +18,8 @@
 //! channels.) The cache is μ and s per row, not x̂: each pass forms x̂ of a row again from
 //! the taped x while the row is in cache, as PyTorch keeps only mean and rstd. Each pass is
 //! one loop over the contiguous rows, with row-sized scratch allocated once per call and
-//! vectorizable row sums ([`super::lanes`]).
+//! vectorizable row sums ([`super::lanes`]); the reverse passes write dx (R{dx}) over
+//! dy's (R{dy}'s) buffer.
 //!
 //! The row kernels ([`NormRows`]) serve group norm too: there a row is one (sample, group)
 //! block and the affine coefficients repeat per channel (see [`super::group_norm`]).
@@ -28,6 +29,7 @@ use std::borrow::Cow;
 use ndarray::{ArrayD, ArrayViewD};
 
 use super::lanes::{dot, sq_dev, sum};
+use super::vmath::wide;
 use super::{EngineOp, Fwd, Grads, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
@@ -72,6 +74,14 @@ pub(super) fn pflat<'a, T: Scalar>(a: &'a ArrayViewD<'a, T>) -> Cow<'a, [T]> {
     }
 }
 
+/// `a` in standard layout, so its buffer can be overwritten row by row.
+pub(super) fn standard<T: Scalar>(a: ArrayD<T>) -> ArrayD<T> {
+    match a.is_standard_layout() {
+        true => a,
+        false => a.as_standard_layout().into_owned(),
+    }
+}
+
 /// The row kernels of layer and group norm: `m` rows of `len` contiguous values; row r
 /// takes its affine coefficients from offset (r mod `period`)·len of the expanded weight
 /// and bias vectors (`period·len` values), into which the parameter gradients also go.
@@ -82,9 +92,10 @@ pub(super) struct NormRows {
     pub eps: f64,
 }
 
-/// What the reverse pass asks for: dx, and the expanded dw and db to add into.
+/// Where the reverse passes write: dx over the incoming gradient's buffer (when
+/// `dx`), and the expanded dw and db to add into (when given).
 pub(super) struct NormGrads<'a, T> {
-    pub dx: Option<&'a mut [T]>,
+    pub dx: bool,
     pub dw: Option<&'a mut [T]>,
     pub db: Option<&'a mut [T]>,
 }
@@ -94,22 +105,27 @@ impl NormRows {
         T::from_usize(self.len).expect("row length")
     }
 
-    /// Offset of row r's coefficients in the expanded affine vectors.
+    /// Row r's values.
+    fn row(&self, r: usize) -> std::ops::Range<usize> {
+        r * self.len..(r + 1) * self.len
+    }
+
+    /// Row r's coefficients in the expanded affine vectors.
     fn at(&self, r: usize) -> std::ops::Range<usize> {
-        let o = (r % self.period) * self.len;
-        o..o + self.len
+        self.row(r % self.period)
     }
 
     /// x̂ of row r into `h`.
+    #[inline(always)]
     fn xhat<T: Scalar>(&self, x: &[T], c: &NormCache<T>, r: usize, h: &mut [T]) {
         let (mu, s) = (c.mean[r], c.rstd[r]);
-        for (h, &x) in h.iter_mut().zip(x) {
+        for (h, &x) in h.iter_mut().zip(&x[self.row(r)]) {
             *h = (x - mu) * s;
         }
     }
 
-    /// y = w x̂ + b for every row; `w` expanded, `b` expanded or none.
-    pub fn forward<T: Scalar>(&self, x: &[T], w: &[T], b: Option<&[T]>) -> (Vec<T>, NormCache<T>) {
+    /// y = w x̂ + b for every row; `w` and `b` expanded.
+    pub fn forward<T: Scalar>(&self, x: &[T], w: &[T], b: &[T]) -> (Vec<T>, NormCache<T>) {
         let n = self.n::<T>();
         let eps = T::from_f(self.eps);
         let mut y = vec![T::zero(); x.len()];
@@ -117,80 +133,70 @@ impl NormRows {
             mean: Vec::with_capacity(self.m),
             rstd: Vec::with_capacity(self.m),
         };
-        for r in 0..self.m {
-            let rows = r * self.len..(r + 1) * self.len;
-            let (xr, yr) = (&x[rows.clone()], &mut y[rows]);
-            let mu = sum(xr) / n;
-            let s = T::one() / (sq_dev(xr, mu) / n + eps).sqrt();
-            c.mean.push(mu);
-            c.rstd.push(s);
-            let wr = &w[self.at(r)];
-            match b {
-                Some(b) => {
-                    let br = &b[self.at(r)];
-                    for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(wr).zip(br) {
-                        *y = (x - mu) * s * w + b;
-                    }
-                }
-                None => {
-                    for ((y, &x), &w) in yr.iter_mut().zip(xr).zip(wr) {
-                        *y = (x - mu) * s * w;
-                    }
+        wide(|| {
+            for r in 0..self.m {
+                let (xr, yr) = (&x[self.row(r)], &mut y[self.row(r)]);
+                let mu = sum(xr) / n;
+                let s = T::one() / (sq_dev(xr, mu) / n + eps).sqrt();
+                c.mean.push(mu);
+                c.rstd.push(s);
+                let (wr, br) = (&w[self.at(r)], &b[self.at(r)]);
+                for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(wr).zip(br) {
+                    *y = (x - mu) * s * w + b;
                 }
             }
-        }
+        });
         (y, c)
     }
 
-    /// dx (overwriting nothing else) and dw, db added into the expanded vectors.
+    /// With `g` = dy in: dw, db added into the expanded vectors, and dx written over `g`
+    /// (where asked).
     pub fn backward<T: Scalar>(
         &self,
         x: &[T],
         c: &NormCache<T>,
         w: &[T],
-        gy: &[T],
+        g: &mut [T],
         mut out: NormGrads<T>,
     ) {
         let n = self.n::<T>();
         let (mut h, mut d) = (vec![T::zero(); self.len], vec![T::zero(); self.len]);
-        for r in 0..self.m {
-            let rows = r * self.len..(r + 1) * self.len;
-            let (xr, gr) = (&x[rows.clone()], &gy[rows.clone()]);
-            let at = self.at(r);
-            self.xhat(xr, c, r, &mut h);
-            if let Some(dw) = out.dw.as_deref_mut() {
-                for ((dw, &g), &h) in dw[at.clone()].iter_mut().zip(gr).zip(&h) {
-                    *dw += g * h;
+        wide(|| {
+            for r in 0..self.m {
+                let (gr, at) = (&mut g[self.row(r)], self.at(r));
+                self.xhat(x, c, r, &mut h);
+                if let Some(dw) = out.dw.as_deref_mut() {
+                    for ((dw, &g), &h) in dw[at.clone()].iter_mut().zip(&*gr).zip(&h) {
+                        *dw += g * h;
+                    }
+                }
+                if let Some(db) = out.db.as_deref_mut() {
+                    for (db, &g) in db[at.clone()].iter_mut().zip(&*gr) {
+                        *db += g;
+                    }
+                }
+                if !out.dx {
+                    continue;
+                }
+                for ((d, &g), &w) in d.iter_mut().zip(&*gr).zip(&w[at]) {
+                    *d = g * w;
+                }
+                let (a1, a2) = (sum(&d) / n, dot(&d, &h) / n);
+                let s = c.rstd[r];
+                for ((dx, &d), &h) in gr.iter_mut().zip(&d).zip(&h) {
+                    *dx = s * (d - a1 - h * a2);
                 }
             }
-            if let Some(db) = out.db.as_deref_mut() {
-                for (db, &g) in db[at.clone()].iter_mut().zip(gr) {
-                    *db += g;
-                }
-            }
-            let Some(dx) = out.dx.as_deref_mut() else {
-                continue;
-            };
-            for ((d, &g), &w) in d.iter_mut().zip(gr).zip(&w[at]) {
-                *d = g * w;
-            }
-            let (a1, a2) = (sum(&d) / n, dot(&d, &h) / n);
-            let s = c.rstd[r];
-            for ((dx, &d), &h) in dx[rows].iter_mut().zip(&d).zip(&h) {
-                *dx = s * (d - a1 - h * a2);
-            }
-        }
+        });
     }
 
-    /// R{y} (`None` where identically zero) and the per-row means R{x̂} is formed from.
-    #[allow(clippy::too_many_arguments)]
+    /// R{y} and the per-row means R{x̂} is formed from; `vw`, `vb` (expanded) and `rx`
+    /// are `None` where zero, and R{y} is `None` where all are.
     pub fn r_forward<T: Scalar>(
         &self,
         x: &[T],
-        c: &NormCache<T>,
-        w: &[T],
-        vw: Option<&[T]>,
-        vb: Option<&[T]>,
+        (c, w): (&NormCache<T>, &[T]),
+        (vw, vb): (Option<&[T]>, Option<&[T]>),
         rx: Option<&[T]>,
     ) -> (Option<Vec<T>>, NormRCache<T>) {
         let mut rc = NormRCache {
@@ -201,109 +207,104 @@ impl NormRows {
             return (None, rc);
         }
         let n = self.n::<T>();
+        let zeros = vec![T::zero(); self.len];
         let mut ry = vec![T::zero(); x.len()];
         let mut h = vec![T::zero(); self.len];
-        for r in 0..self.m {
-            let rows = r * self.len..(r + 1) * self.len;
-            let at = self.at(r);
-            let yr = &mut ry[rows.clone()];
-            self.xhat(&x[rows.clone()], c, r, &mut h);
-            if let Some(rx) = rx {
-                let rxr = &rx[rows];
-                let (mr, mhr) = (sum(rxr) / n, dot(&h, rxr) / n);
-                rc.mean_r.push(mr);
-                rc.mean_hr.push(mhr);
+        wide(|| {
+            for r in 0..self.m {
+                let at = self.at(r);
+                self.xhat(x, c, r, &mut h);
+                let rxr = rx.map_or(&zeros[..], |rx| &rx[self.row(r)]);
+                let (mr, mhr) = match rx {
+                    Some(_) => (sum(rxr) / n, dot(&h, rxr) / n),
+                    None => (T::zero(), T::zero()),
+                };
+                if rx.is_some() {
+                    rc.mean_r.push(mr);
+                    rc.mean_hr.push(mhr);
+                }
                 let s = c.rstd[r];
-                for (((y, &rx), &h), &w) in yr.iter_mut().zip(rxr).zip(&h).zip(&w[at.clone()]) {
-                    *y = w * (s * (rx - mr - h * mhr));
+                let vwr = vw.map_or(&zeros[..], |v| &v[at.clone()]);
+                let vbr = vb.map_or(&zeros[..], |v| &v[at.clone()]);
+                let yr = &mut ry[self.row(r)];
+                let it = yr.iter_mut().zip(rxr).zip(&h).zip(&w[at]).zip(vwr).zip(vbr);
+                for (((((y, &rx), &h), &w), &vw), &vb) in it {
+                    *y = w * (s * (rx - mr - h * mhr)) + vw * h + vb;
                 }
             }
-            if let Some(vw) = vw {
-                for ((y, &h), &v) in yr.iter_mut().zip(&h).zip(&vw[at.clone()]) {
-                    *y += v * h;
-                }
-            }
-            if let Some(vb) = vb {
-                for (y, &v) in yr.iter_mut().zip(&vb[at]) {
-                    *y += v;
-                }
-            }
-        }
+        });
         (Some(ry), rc)
     }
 
-    /// R{dx} and R{dw}, R{db} added into the expanded vectors.
-    #[allow(clippy::too_many_arguments)]
+    /// With `rg` = R{dy} in: R{dw}, R{db} added into the expanded vectors, and R{dx}
+    /// written over `rg` (where asked). `vw` and `rx` are `None` where zero.
     pub fn r_backward<T: Scalar>(
         &self,
         x: &[T],
-        (c, rc): (&NormCache<T>, &NormRCache<T>),
-        w: &[T],
-        vw: Option<&[T]>,
-        rx: Option<&[T]>,
-        (gy, rgy): (&[T], &[T]),
+        (c, rc, w): (&NormCache<T>, &NormRCache<T>, &[T]),
+        (vw, rx): (Option<&[T]>, Option<&[T]>),
+        (gy, rg): (&[T], &mut [T]),
         mut out: NormGrads<T>,
     ) {
         let n = self.n::<T>();
         let zero = T::zero();
-        let buf = || vec![zero; self.len];
-        let (mut h, mut d, mut rd, mut rh) = (buf(), buf(), buf(), buf());
-        for r in 0..self.m {
-            let rows = r * self.len..(r + 1) * self.len;
-            let at = self.at(r);
-            let (gr, rgr) = (&gy[rows.clone()], &rgy[rows.clone()]);
-            let s = c.rstd[r];
-            self.xhat(&x[rows.clone()], c, r, &mut h);
-            // R{x̂} and R{s} (zero without R{x})
-            let rs = match rx {
-                Some(rx) => {
-                    let (mr, mhr) = (rc.mean_r[r], rc.mean_hr[r]);
-                    for ((rh, &rx), &h) in rh.iter_mut().zip(&rx[rows.clone()]).zip(&h) {
-                        *rh = s * (rx - mr - h * mhr);
+        let zeros = vec![zero; self.len];
+        let (mut h, mut d, mut rd, mut rh) =
+            (zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone());
+        wide(|| {
+            for r in 0..self.m {
+                let at = self.at(r);
+                let (gr, rgr) = (&gy[self.row(r)], &mut rg[self.row(r)]);
+                let s = c.rstd[r];
+                self.xhat(x, c, r, &mut h);
+                // R{x̂} and R{s} (zero without R{x})
+                let rs = match rx {
+                    Some(rx) => {
+                        let (mr, mhr) = (rc.mean_r[r], rc.mean_hr[r]);
+                        for ((rh, &rx), &h) in rh.iter_mut().zip(&rx[self.row(r)]).zip(&h) {
+                            *rh = s * (rx - mr - h * mhr);
+                        }
+                        -s * s * mhr
                     }
-                    -s * s * mhr
-                }
-                None => zero,
-            };
-            if let Some(dw) = out.dw.as_deref_mut() {
-                let it = dw[at.clone()].iter_mut().zip(rgr).zip(gr).zip(&h).zip(&rh);
-                for ((((dw, &rg), &g), &h), &rh) in it {
-                    *dw += rg * h + g * rh;
-                }
-            }
-            if let Some(db) = out.db.as_deref_mut() {
-                for (db, &rg) in db[at.clone()].iter_mut().zip(rgr) {
-                    *db += rg;
-                }
-            }
-            let Some(dx) = out.dx.as_deref_mut() else {
-                continue;
-            };
-            let wr = &w[at.clone()];
-            for ((d, &g), &w) in d.iter_mut().zip(gr).zip(wr) {
-                *d = g * w;
-            }
-            match vw {
-                Some(vw) => {
-                    let it = rd.iter_mut().zip(rgr).zip(wr).zip(gr).zip(&vw[at]);
-                    for ((((rd, &rg), &w), &g), &v) in it {
-                        *rd = rg * w + g * v;
+                    None => zero,
+                };
+                if let Some(dw) = out.dw.as_deref_mut() {
+                    let it = dw[at.clone()]
+                        .iter_mut()
+                        .zip(&*rgr)
+                        .zip(gr)
+                        .zip(&h)
+                        .zip(&rh);
+                    for ((((dw, &rg), &g), &h), &rh) in it {
+                        *dw += rg * h + g * rh;
                     }
                 }
-                None => {
-                    for ((rd, &rg), &w) in rd.iter_mut().zip(rgr).zip(wr) {
-                        *rd = rg * w;
+                if let Some(db) = out.db.as_deref_mut() {
+                    for (db, &rg) in db[at.clone()].iter_mut().zip(&*rgr) {
+                        *db += rg;
                     }
                 }
+                if !out.dx {
+                    continue;
+                }
+                let wr = &w[at.clone()];
+                let vwr = vw.map_or(&zeros[..], |v| &v[at]);
+                for ((d, &g), &w) in d.iter_mut().zip(gr).zip(wr) {
+                    *d = g * w;
+                }
+                let it = rd.iter_mut().zip(&*rgr).zip(wr).zip(gr).zip(vwr);
+                for ((((rd, &rg), &w), &g), &v) in it {
+                    *rd = rg * w + g * v;
+                }
+                let (a1, a2) = (sum(&d) / n, dot(&d, &h) / n);
+                let b1 = sum(&rd) / n;
+                let b2 = (dot(&rd, &h) + dot(&d, &rh)) / n;
+                let it = rgr.iter_mut().zip(&d).zip(&h).zip(&rd).zip(&rh);
+                for ((((dx, &d), &h), &rd), &rh) in it {
+                    *dx = rs * (d - a1 - h * a2) + s * (rd - b1 - rh * a2 - h * b2);
+                }
             }
-            let (a1, a2) = (sum(&d) / n, dot(&d, &h) / n);
-            let b1 = sum(&rd) / n;
-            let b2 = (dot(&rd, &h) + dot(&d, &rh)) / n;
-            let it = dx[rows].iter_mut().zip(&d).zip(&h).zip(&rd).zip(&rh);
-            for ((((dx, &d), &h), &rd), &rh) in it {
-                *dx = rs * (d - a1 - h * a2) + s * (rd - b1 - rh * a2 - h * b2);
-            }
-        }
+        });
     }
 }
 
@@ -322,29 +323,62 @@ impl LayerNorm {
         self.affine && self.bias
     }
 
-    /// The weight as a slice (ones without `affine`).
-    fn weight<'a, T: Scalar>(&self, p: &'a [ArrayViewD<'a, T>], len: usize) -> Cow<'a, [T]> {
-        match self.affine {
+    /// Parameter (or direction) tensor `k` as a slice, `fill` repeated where the op has
+    /// no such tensor.
+    fn coef<'a, T: Scalar>(
+        &self,
+        p: &'a [ArrayViewD<'a, T>],
+        k: usize,
+        len: usize,
+        fill: T,
+    ) -> Cow<'a, [T]> {
+        let has = match k {
+            0 => self.affine,
+            _ => self.has_bias(),
+        };
+        match has {
             true => {
-                assert_eq!(p[0].len(), len, "layer norm: weight size");
-                pflat(&p[0])
+                assert_eq!(p[k].len(), len, "layer norm: parameter size");
+                pflat(&p[k])
             }
-            false => Cow::Owned(vec![T::one(); len]),
+            false => Cow::Owned(vec![fill; len]),
         }
     }
 
-    /// The parameter gradients `[dw, db?]` shaped like the parameters.
-    fn param_grads<T: Scalar>(
+    /// Runs a reverse kernel over the incoming (R-)gradient `g` (dx written over it when
+    /// wanted) with dw, db accumulators where wanted, and shapes the results.
+    fn grads<T: Scalar>(
         &self,
-        p: &[ArrayViewD<T>],
-        dw: Vec<T>,
-        db: Vec<T>,
-    ) -> Vec<Option<ArrayD<T>>> {
-        let shaped = |v: Vec<T>, k: usize| ArrayD::from_shape_vec(p[k].raw_dim(), v).ok();
-        match (self.affine, self.has_bias()) {
+        a: &Taped<T>,
+        g: ArrayD<T>,
+        run: impl FnOnce(&NormRows, &mut [T], NormGrads<T>),
+    ) -> Grads<T> {
+        let rows = self.rows(a.x[0].shape());
+        let want_dp = a.want_dp && self.affine;
+        let (mut dw, mut db) = (vec![], vec![]);
+        if want_dp {
+            dw = vec![T::zero(); rows.len];
+            db = vec![T::zero(); if self.has_bias() { rows.len } else { 0 }];
+        }
+        let mut g = standard(g);
+        run(
+            &rows,
+            g.as_slice_mut().expect("standard layout"),
+            NormGrads {
+                dx: a.need_dx(0),
+                dw: want_dp.then_some(&mut dw[..]),
+                db: (want_dp && self.has_bias()).then_some(&mut db[..]),
+            },
+        );
+        let shaped = |v: Vec<T>, k: usize| ArrayD::from_shape_vec(a.p[k].raw_dim(), v).ok();
+        let dp = match (want_dp, self.has_bias()) {
             (false, _) => vec![],
             (true, false) => vec![shaped(dw, 0)],
             (true, true) => vec![shaped(dw, 0), shaped(db, 1)],
+        };
+        Grads {
+            dx: vec![a.need_dx(0).then_some(g)],
+            dp,
         }
     }
 }
@@ -368,9 +402,9 @@ impl EngineOp for LayerNorm {
     fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, NormCache<T>) {
         let x = a.x[0];
         let rows = self.rows(x.shape());
-        let w = self.weight(a.p, rows.len);
-        let b = self.has_bias().then(|| pflat(&a.p[1]));
-        let (y, c) = rows.forward(&flat(x), &w, b.as_deref());
+        let w = self.coef(a.p, 0, rows.len, T::one());
+        let b = self.coef(a.p, 1, rows.len, T::zero());
+        let (y, c) = rows.forward(&flat(x), &w, &b);
         (ArrayD::from_shape_vec(x.raw_dim(), y).expect("size"), c)
     }
 
@@ -383,38 +417,10 @@ impl EngineOp for LayerNorm {
     }
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, c: &NormCache<T>, gy: ArrayD<T>) -> Grads<T> {
-        let x = a.x[0];
-        let rows = self.rows(x.shape());
-        let w = self.weight(a.p, rows.len);
-        let want_dp = a.want_dp && self.affine;
-        let mut dw = vec![T::zero(); if want_dp { rows.len } else { 0 }];
-        let mut db = vec![
-            T::zero();
-            if want_dp && self.has_bias() {
-                rows.len
-            } else {
-                0
-            }
-        ];
-        let mut dx = a.need_dx(0).then(|| vec![T::zero(); x.len()]);
-        rows.backward(
-            &flat(x),
-            c,
-            &w,
-            &flat(&gy),
-            NormGrads {
-                dx: dx.as_deref_mut(),
-                dw: want_dp.then_some(&mut dw[..]),
-                db: (want_dp && self.has_bias()).then_some(&mut db[..]),
-            },
-        );
-        Grads {
-            dx: vec![dx.map(|v| ArrayD::from_shape_vec(x.raw_dim(), v).expect("size"))],
-            dp: match want_dp {
-                true => self.param_grads(a.p, dw, db),
-                false => vec![],
-            },
-        }
+        let x = flat(a.x[0]);
+        let len = self.rows(a.x[0].shape()).len;
+        let w = self.coef(a.p, 0, len, T::one());
+        self.grads(a, gy, |rows, g, out| rows.backward(&x, c, &w, g, out))
     }
 
     fn r_forward<T: Scalar>(
@@ -424,11 +430,16 @@ impl EngineOp for LayerNorm {
     ) -> (Option<ArrayD<T>>, NormRCache<T>) {
         let x = a.x[0];
         let rows = self.rows(x.shape());
-        let w = self.weight(a.p, rows.len);
+        let w = self.coef(a.p, 0, rows.len, T::one());
         let vw = self.affine.then(|| pflat(&a.v[0]));
         let vb = self.has_bias().then(|| pflat(&a.v[1]));
         let rx = a.rx(0).map(flat);
-        let (ry, rc) = rows.r_forward(&flat(x), c, &w, vw.as_deref(), vb.as_deref(), rx.as_deref());
+        let (ry, rc) = rows.r_forward(
+            &flat(x),
+            (c, &w),
+            (vw.as_deref(), vb.as_deref()),
+            rx.as_deref(),
+        );
         let ry = ry.map(|v| ArrayD::from_shape_vec(x.raw_dim(), v).expect("size"));
         (ry, rc)
     }
@@ -441,42 +452,21 @@ impl EngineOp for LayerNorm {
         gy: &ArrayD<T>,
         rgy: ArrayD<T>,
     ) -> Grads<T> {
-        let x = a.x[0];
-        let rows = self.rows(x.shape());
-        let w = self.weight(a.p, rows.len);
+        let x = flat(a.x[0]);
+        let len = self.rows(a.x[0].shape()).len;
+        let w = self.coef(a.p, 0, len, T::one());
         let vw = self.affine.then(|| pflat(&a.v[0]));
         let rx = a.rx(0).map(flat);
-        let want_dp = a.want_dp && self.affine;
-        let mut dw = vec![T::zero(); if want_dp { rows.len } else { 0 }];
-        let mut db = vec![
-            T::zero();
-            if want_dp && self.has_bias() {
-                rows.len
-            } else {
-                0
-            }
-        ];
-        let mut dx = a.need_dx(0).then(|| vec![T::zero(); x.len()]);
-        rows.r_backward(
-            &flat(x),
-            (c, rc),
-            &w,
-            vw.as_deref(),
-            rx.as_deref(),
-            (&flat(gy), &flat(&rgy)),
-            NormGrads {
-                dx: dx.as_deref_mut(),
-                dw: want_dp.then_some(&mut dw[..]),
-                db: (want_dp && self.has_bias()).then_some(&mut db[..]),
-            },
-        );
-        Grads {
-            dx: vec![dx.map(|v| ArrayD::from_shape_vec(x.raw_dim(), v).expect("size"))],
-            dp: match want_dp {
-                true => self.param_grads(a.p, dw, db),
-                false => vec![],
-            },
-        }
+        let gy = flat(gy);
+        self.grads(a, rgy, |rows, rg, out| {
+            rows.r_backward(
+                &x,
+                (c, rc, &w),
+                (vw.as_deref(), rx.as_deref()),
+                (&gy, rg),
+                out,
+            )
+        })
     }
 }
 
@@ -506,7 +496,7 @@ mod tests {
                 if affine && bias {
                     p.push(randn(norm, &mut r));
                 }
-                check_op(&op, &[x.clone()], &p, 1e-6);
+                check_op(&op, std::slice::from_ref(&x), &p, 1e-6);
             }
         }
         // rows longer than the lanes of the row sums, with a tail

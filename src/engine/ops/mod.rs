@@ -36,6 +36,7 @@ pub mod reduce;
 pub mod softmax;
 #[cfg(test)]
 pub(crate) mod testing;
+mod vmath;
 
 pub mod constant;
 pub mod embedding;

@@ -131,7 +131,7 @@ mod tests {
                         keepdims,
                     };
                     eprintln!("{op:?}");
-                    check_op(&op, &[x.clone()], &[], 1e-6);
+                    check_op(&op, std::slice::from_ref(&x), &[], 1e-6);
                 }
             }
         }
@@ -146,7 +146,9 @@ mod tests {
             keepdims,
         };
         let mean_rows = op(ReduceKind::Mean, vec![1], false);
-        let y = At::<_, f64>::new(&mean_rows, &[x.clone()], &[]).forward().0;
+        let y = At::<_, f64>::new(&mean_rows, std::slice::from_ref(&x), &[])
+            .forward()
+            .0;
         assert_eq!(y.shape(), [2]);
         assert_eq!(y.iter().copied().collect::<Vec<_>>(), [1.0, 4.0]);
         let sum_all = op(ReduceKind::Sum, vec![], true);

@@ -16,15 +16,20 @@
 //! ```
 //! (Pearlmutter 1994.) Nothing is cached: the passes read y from the tape and form R{y}
 //! again from R{x} (one dot product a row) rather than keep a second `[N, H, T, T]` array.
-//! Rows along the last axis are contiguous and used in place; another axis is first moved
-//! last (one copy). Each row takes a few passes over contiguous memory with vectorizable
-//! sums ([`super::lanes`]) and no allocation.
+//! Rows along the last axis are contiguous and used in place, and the reverse passes write
+//! dx (R{dx}) over dy's (R{dy}'s) buffer; another axis is first moved last (one copy).
+//! Each row takes a few passes over contiguous memory with vectorizable sums
+//! ([`super::lanes`]) and, in f32, a vectorizable exp ([`super::vmath`]); nothing is
+//! allocated per row.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use ndarray::{ArrayD, IxDyn};
 
 use super::lanes::{dot, max, sum};
+use super::layer_norm::standard;
+use super::vmath::{exp, wide};
 use super::{EngineOp, Fwd, Grads, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
@@ -76,22 +81,50 @@ impl Softmax {
             .into_owned()
     }
 
-    /// Runs `row(r, out)` for each row r (of length `len`), `out` the row of the result
-    /// to fill (scratch until then), and shapes the result like `shape`.
-    fn map_rows<T: Scalar>(
-        &self,
-        shape: &[usize],
-        mut row: impl FnMut(std::ops::Range<usize>, &mut [T]),
-    ) -> ArrayD<T> {
-        let n: usize = shape.iter().product();
-        let len = shape[self.axis];
-        let mut out = vec![T::zero(); n];
-        if len > 0 {
-            for (r, o) in out.chunks_exact_mut(len).enumerate() {
+    /// Runs `row(r, o)` on each row `o` of `data` (rows of `len` values, row-major),
+    /// compiled [`wide`]; `r` is the row's range in the inputs' rows.
+    #[inline(always)]
+    fn each<T: Scalar>(len: usize, data: &mut [T], mut row: impl FnMut(Range<usize>, &mut [T])) {
+        if len == 0 {
+            return;
+        }
+        wide(|| {
+            for (r, o) in data.chunks_exact_mut(len).enumerate() {
                 row(r * len..(r + 1) * len, o);
             }
-        }
+        })
+    }
+
+    /// An array shaped like `shape` whose rows along the axis `row(r, o)` fills.
+    #[inline(always)]
+    fn fill<T: Scalar>(
+        &self,
+        shape: &[usize],
+        row: impl FnMut(Range<usize>, &mut [T]),
+    ) -> ArrayD<T> {
+        let mut out = vec![T::zero(); shape.iter().product()];
+        Self::each(shape[self.axis], &mut out, row);
         self.unrows(out, shape)
+    }
+
+    /// `g` with each of its rows along the axis rewritten by `row(r, o)`: in its own
+    /// buffer when the axis is last.
+    #[inline(always)]
+    fn rewrite<T: Scalar>(
+        &self,
+        g: ArrayD<T>,
+        row: impl FnMut(Range<usize>, &mut [T]),
+    ) -> ArrayD<T> {
+        let len = g.shape()[self.axis];
+        if self.is_last(g.ndim()) {
+            let mut g = standard(g);
+            Self::each(len, g.as_slice_mut().expect("standard layout"), row);
+            g
+        } else {
+            let mut data = self.rows(&g).into_owned();
+            Self::each(len, &mut data, row);
+            self.unrows(data, g.shape())
+        }
     }
 }
 
@@ -114,11 +147,11 @@ impl EngineOp for Softmax {
     fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, ()) {
         let x = self.rows(a.x[0]);
         let log = self.log;
-        let y = self.map_rows(a.x[0].shape(), |r, o| {
+        let y = self.fill(a.x[0].shape(), |r, o| {
             let x = &x[r];
             let m = max(x);
             for (o, &v) in o.iter_mut().zip(x) {
-                *o = (v - m).exp();
+                *o = exp(v - m);
             }
             let s = sum(o);
             if log {
@@ -128,7 +161,7 @@ impl EngineOp for Softmax {
                 }
             } else {
                 let inv = T::one() / s;
-                o.iter_mut().for_each(|o| *o = *o * inv);
+                o.iter_mut().for_each(|o| *o *= inv);
             }
         });
         (y, ())
@@ -142,19 +175,19 @@ impl EngineOp for Softmax {
         if !a.need_dx(0) {
             return Grads::none();
         }
-        let (y, g) = (self.rows(a.y), self.rows(&gy));
+        let y = self.rows(a.y);
         let log = self.log;
-        let dx = self.map_rows(a.y.shape(), |r, o| {
-            let (y, g) = (&y[r.clone()], &g[r]);
+        let dx = self.rewrite(gy, |r, g| {
+            let y = &y[r];
             if log {
                 let sg = sum(g);
-                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                    *o = g - y.exp() * sg;
+                for (g, &y) in g.iter_mut().zip(y) {
+                    *g -= exp(y) * sg;
                 }
             } else {
                 let sg = dot(g, y);
-                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                    *o = y * (g - sg);
+                for (g, &y) in g.iter_mut().zip(y) {
+                    *g = y * (*g - sg);
                 }
             }
         });
@@ -167,11 +200,12 @@ impl EngineOp for Softmax {
         };
         let (y, rx) = (self.rows(a.y), self.rows(rx));
         let log = self.log;
-        let ry = self.map_rows(a.y.shape(), |r, o| {
+        let ry = self.fill(a.y.shape(), |r, o| {
             let (y, rx) = (&y[r.clone()], &rx[r]);
             if log {
+                // p first, then R{y} = R{x} − ⟨p, R{x}⟩
                 for (o, &y) in o.iter_mut().zip(y) {
-                    *o = y.exp();
+                    *o = exp(y);
                 }
                 let sr = dot(o, rx);
                 for (o, &rx) in o.iter_mut().zip(rx) {
@@ -198,28 +232,30 @@ impl EngineOp for Softmax {
         if !a.need_dx(0) {
             return Grads::none();
         }
-        let (y, g, rg) = (self.rows(a.y), self.rows(gy), self.rows(&rgy));
+        let (y, g) = (self.rows(a.y), self.rows(gy));
         let rx = a.rx(0).map(|rx| self.rows(rx));
         let log = self.log;
-        let rdx = self.map_rows(a.y.shape(), |r, o| {
-            let (y, g, rg) = (&y[r.clone()], &g[r.clone()], &rg[r.clone()]);
+        // row scratch: p (log-softmax) or dy ⊙ y (softmax)
+        let mut t = vec![T::zero(); a.y.shape()[self.axis]];
+        let rdx = self.rewrite(rgy, |r, rg| {
+            let (y, g) = (&y[r.clone()], &g[r.clone()]);
             let rx = rx.as_ref().map(|rx| &rx[r]);
             if log {
-                // o = p first, then R{dx} = R{dy} − p (Σ R{dy} + (R{x} − ⟨p, R{x}⟩) Σ dy)
-                for (o, &y) in o.iter_mut().zip(y) {
-                    *o = y.exp();
+                // R{dx} = R{dy} − p (Σ R{dy} + (R{x} − ⟨p, R{x}⟩) Σ dy)
+                for (t, &y) in t.iter_mut().zip(y) {
+                    *t = exp(y);
                 }
                 let srg = sum(rg);
                 match rx {
                     Some(rx) => {
-                        let (sr, sg) = (dot(o, rx), sum(g));
-                        for ((o, &rg), &rx) in o.iter_mut().zip(rg).zip(rx) {
-                            *o = rg - *o * (srg + (rx - sr) * sg);
+                        let (sr, sg) = (dot(&t, rx), sum(g));
+                        for ((rg, &p), &rx) in rg.iter_mut().zip(&t).zip(rx) {
+                            *rg -= p * (srg + (rx - sr) * sg);
                         }
                     }
                     None => {
-                        for (o, &rg) in o.iter_mut().zip(rg) {
-                            *o = rg - *o * srg;
+                        for (rg, &p) in rg.iter_mut().zip(&t) {
+                            *rg -= p * srg;
                         }
                     }
                 }
@@ -227,21 +263,19 @@ impl EngineOp for Softmax {
                 let srg = dot(rg, y);
                 match rx {
                     Some(rx) => {
-                        // o = dy ⊙ y first: ⟨dy, y⟩ and ⟨dy, R{y}⟩ = ⟨dy ⊙ y, R{x}⟩ − ⟨y, R{x}⟩⟨dy, y⟩
-                        for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
-                            *o = g * y;
+                        // ⟨dy, R{y}⟩ = ⟨dy ⊙ y, R{x}⟩ − ⟨y, R{x}⟩⟨dy, y⟩
+                        for ((t, &g), &y) in t.iter_mut().zip(g).zip(y) {
+                            *t = g * y;
                         }
-                        let (sg, sr) = (sum(o), dot(y, rx));
-                        let sgry = dot(o, rx) - sr * sg;
-                        for ((((o, &y), &g), &rg), &rx) in
-                            o.iter_mut().zip(y).zip(g).zip(rg).zip(rx)
-                        {
-                            *o = y * ((rx - sr) * (g - sg) + rg - srg - sgry);
+                        let (sg, sr) = (sum(&t), dot(y, rx));
+                        let sgry = dot(&t, rx) - sr * sg;
+                        for (((rg, &y), &g), &rx) in rg.iter_mut().zip(y).zip(g).zip(rx) {
+                            *rg = y * ((rx - sr) * (g - sg) + *rg - srg - sgry);
                         }
                     }
                     None => {
-                        for ((o, &y), &rg) in o.iter_mut().zip(y).zip(rg) {
-                            *o = y * (rg - srg);
+                        for (rg, &y) in rg.iter_mut().zip(y) {
+                            *rg = y * (*rg - srg);
                         }
                     }
                 }
@@ -264,7 +298,7 @@ mod tests {
             for axis in 0..4 {
                 let op = Softmax { axis, log };
                 eprintln!("{op:?}");
-                check_op(&op, &[x.clone()], &[], 1e-6);
+                check_op(&op, std::slice::from_ref(&x), &[], 1e-6);
             }
         }
         // a length-1 axis and a 1-D input
@@ -293,7 +327,7 @@ mod tests {
                 axis: 1,
                 log: false,
             },
-            &[x.clone()],
+            std::slice::from_ref(&x),
             &[],
         )
         .forward()

@@ -228,7 +228,9 @@ pub fn check_op<O: EngineOp>(op: &O, x: &[ArrayD<f64>], p: &[ArrayD<f64>], f32_t
     let dot = |a: &[ArrayD<f64>], b: &[ArrayD<f64>]| -> f64 {
         a.iter().zip(b).map(|(a, b)| (a * b).sum()).sum()
     };
-    let mut cases: Vec<(String, Vec<ArrayD<f64>>, Vec<ArrayD<f64>>)> = vec![];
+    // (what, input directions, parameter directions)
+    type Case = (String, Vec<ArrayD<f64>>, Vec<ArrayD<f64>>);
+    let mut cases: Vec<Case> = vec![];
     for k in 0..x.len() {
         let mut d = zeros_like(x);
         d[k] = dx[k].clone();
@@ -261,14 +263,15 @@ pub fn check_op<O: EngineOp>(op: &O, x: &[ArrayD<f64>], p: &[ArrayD<f64>], f32_t
         let label = if with_rx { "R{x} given" } else { "R{x} None" };
         assert_close(&format!("R-forward, {label}"), &ry, &fd_y(&d, &dp), FD_TOL);
         let (plus, minus) = (bwd_along(&d, &dp, STEP), bwd_along(&d, &dp, -STEP));
-        for k in 0..x.len() {
-            let fd = (&plus.0[k] - &minus.0[k]) / (2.0 * STEP);
-            assert_close(&format!("R-backward dx{k}, {label}"), &rgx[k], &fd, FD_TOL);
-        }
-        for j in 0..p.len() {
-            let fd = (&plus.1[j] - &minus.1[j]) / (2.0 * STEP);
-            assert_close(&format!("R-backward dp{j}, {label}"), &rgp[j], &fd, FD_TOL);
-        }
+        let pairs = |an: &[ArrayD<f64>], plus: &[ArrayD<f64>], minus: &[ArrayD<f64>], what| {
+            for (k, ((an, p), m)) in an.iter().zip(plus).zip(minus).enumerate() {
+                let fd = (p - m) / (2.0 * STEP);
+                assert_close(&format!("R-backward {what}{k}, {label}"), an, &fd, FD_TOL);
+            }
+        };
+        assert_eq!((rgx.len(), rgp.len()), (x.len(), p.len()));
+        pairs(&rgx, &plus.0, &minus.0, "dx");
+        pairs(&rgp, &plus.1, &minus.1, "dp");
     }
 
     // f32 against f64

@@ -20,6 +20,7 @@ impl Clip {
 impl Derivs for Clip {
     const CURVED: bool = false;
 
+    #[inline(always)]
     fn f<T: Scalar>(self, x: T) -> T {
         let (lo, hi) = (T::from_f(self.min), T::from_f(self.max));
         if x < lo {
@@ -30,6 +31,7 @@ impl Derivs for Clip {
             x
         }
     }
+    #[inline(always)]
     fn d1<T: Scalar>(self, x: T, _y: T) -> T {
         let (lo, hi) = (T::from_f(self.min), T::from_f(self.max));
         if x <= lo || x >= hi {
@@ -38,6 +40,7 @@ impl Derivs for Clip {
             T::one()
         }
     }
+    #[inline(always)]
     fn d2<T: Scalar>(self, _x: T, _y: T) -> T {
         T::zero()
     }

@@ -9,8 +9,8 @@
 //!     f″ = (1 − t²) (u′ + ½ x (u″ − 2 t u′²))
 //! ```
 
-use super::erf::erf;
 use super::Derivs;
+use crate::engine::ops::vmath::{erf, exp, tanh};
 use crate::engine::Scalar;
 
 #[derive(Clone, Copy)]
@@ -22,49 +22,58 @@ pub struct GeluTanh;
 const KAPPA: f64 = 0.044715;
 
 /// Φ(x), the standard normal distribution function.
+#[inline(always)]
 fn cdf<T: Scalar>(x: T) -> T {
     let half = T::from_f(0.5);
     half * (T::one() + erf(x * T::from_f(std::f64::consts::FRAC_1_SQRT_2)))
 }
 
 /// φ(x), the standard normal density.
+#[inline(always)]
 fn pdf<T: Scalar>(x: T) -> T {
     let inv_sqrt_2pi =
         T::from_f(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
-    inv_sqrt_2pi * (T::from_f(-0.5) * x * x).exp()
+    inv_sqrt_2pi * exp(T::from_f(-0.5) * x * x)
 }
 
 impl Derivs for GeluErf {
+    #[inline(always)]
     fn f<T: Scalar>(self, x: T) -> T {
         x * cdf(x)
     }
+    #[inline(always)]
     fn d1<T: Scalar>(self, x: T, _y: T) -> T {
         cdf(x) + x * pdf(x)
     }
+    #[inline(always)]
     fn d2<T: Scalar>(self, x: T, _y: T) -> T {
         pdf(x) * (T::from_f(2.0) - x * x)
     }
 }
 
 /// (t, u′) at x.
+#[inline(always)]
 fn tanh_parts<T: Scalar>(x: T) -> (T, T) {
     let c = T::from_f((2.0 / std::f64::consts::PI).sqrt());
     let k = T::from_f(KAPPA);
     let x2 = x * x;
-    let t = (c * (x + k * x2 * x)).tanh();
+    let t = tanh(c * (x + k * x2 * x));
     (t, c * (T::one() + T::from_f(3.0) * k * x2))
 }
 
 impl Derivs for GeluTanh {
+    #[inline(always)]
     fn f<T: Scalar>(self, x: T) -> T {
         let (t, _) = tanh_parts(x);
         T::from_f(0.5) * x * (T::one() + t)
     }
+    #[inline(always)]
     fn d1<T: Scalar>(self, x: T, _y: T) -> T {
         let (t, du) = tanh_parts(x);
         let half = T::from_f(0.5);
         half * (T::one() + t) + half * x * (T::one() - t * t) * du
     }
+    #[inline(always)]
     fn d2<T: Scalar>(self, x: T, _y: T) -> T {
         let (t, du) = tanh_parts(x);
         let c = T::from_f((2.0 / std::f64::consts::PI).sqrt());

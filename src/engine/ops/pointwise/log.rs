@@ -7,12 +7,15 @@ use crate::engine::Scalar;
 pub struct Log;
 
 impl Derivs for Log {
+    #[inline(always)]
     fn f<T: Scalar>(self, x: T) -> T {
         x.ln()
     }
+    #[inline(always)]
     fn d1<T: Scalar>(self, x: T, _y: T) -> T {
         x.recip()
     }
+    #[inline(always)]
     fn d2<T: Scalar>(self, x: T, _y: T) -> T {
         -(x * x).recip()
     }

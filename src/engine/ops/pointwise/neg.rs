@@ -9,12 +9,15 @@ pub struct Neg;
 impl Derivs for Neg {
     const CURVED: bool = false;
 
+    #[inline(always)]
     fn f<T: Scalar>(self, x: T) -> T {
         -x
     }
+    #[inline(always)]
     fn d1<T: Scalar>(self, _x: T, _y: T) -> T {
         -T::one()
     }
+    #[inline(always)]
     fn d2<T: Scalar>(self, _x: T, _y: T) -> T {
         T::zero()
     }

@@ -19,6 +19,7 @@ impl Pow {
 }
 
 /// xᵉ: `powi` for integer exponents, `sqrt` for ½, `powf` otherwise.
+#[inline(always)]
 fn power<T: Scalar>(x: T, e: f64) -> T {
     if e.fract() == 0.0 && e.abs() <= i32::MAX as f64 {
         x.powi(e as i32)
@@ -30,9 +31,11 @@ fn power<T: Scalar>(x: T, e: f64) -> T {
 }
 
 impl Derivs for Pow {
+    #[inline(always)]
     fn f<T: Scalar>(self, x: T) -> T {
         power(x, self.p)
     }
+    #[inline(always)]
     fn d1<T: Scalar>(self, x: T, _y: T) -> T {
         if self.p == 0.0 {
             T::zero()
@@ -40,6 +43,7 @@ impl Derivs for Pow {
             T::from_f(self.p) * power(x, self.p - 1.0)
         }
     }
+    #[inline(always)]
     fn d2<T: Scalar>(self, x: T, _y: T) -> T {
         let c = self.p * (self.p - 1.0);
         if c == 0.0 {

@@ -7,12 +7,15 @@ use crate::engine::Scalar;
 pub struct Reciprocal;
 
 impl Derivs for Reciprocal {
+    #[inline(always)]
     fn f<T: Scalar>(self, x: T) -> T {
         x.recip()
     }
+    #[inline(always)]
     fn d1<T: Scalar>(self, _x: T, y: T) -> T {
         -(y * y)
     }
+    #[inline(always)]
     fn d2<T: Scalar>(self, _x: T, y: T) -> T {
         (y + y) * y * y
     }

@@ -9,13 +9,16 @@ use crate::engine::Scalar;
 pub struct Silu;
 
 impl Derivs for Silu {
+    #[inline(always)]
     fn f<T: Scalar>(self, x: T) -> T {
         x * sigmoid(x)
     }
+    #[inline(always)]
     fn d1<T: Scalar>(self, x: T, _y: T) -> T {
         let s = sigmoid(x);
         s * (T::one() + x * (T::one() - s))
     }
+    #[inline(always)]
     fn d2<T: Scalar>(self, x: T, _y: T) -> T {
         let s = sigmoid(x);
         let two = T::one() + T::one();

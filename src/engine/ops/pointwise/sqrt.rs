@@ -8,12 +8,15 @@ use crate::engine::Scalar;
 pub struct Sqrt;
 
 impl Derivs for Sqrt {
+    #[inline(always)]
     fn f<T: Scalar>(self, x: T) -> T {
         x.sqrt()
     }
+    #[inline(always)]
     fn d1<T: Scalar>(self, _x: T, y: T) -> T {
         T::from_f(0.5) / y
     }
+    #[inline(always)]
     fn d2<T: Scalar>(self, x: T, y: T) -> T {
         T::from_f(-0.25) / (x * y)
     }
