@@ -25,6 +25,7 @@ value_enum!(
     crate::engine::Simd,
     crate::jobs::BnMode,
     crate::jobs::Precision,
+    crate::jobs::hessian::CurvatureOperator,
     crate::jobs::hessian::EigenMethod,
     crate::jobs::hessian::TraceMethod,
     crate::jobs::hessian::ParamSet,
