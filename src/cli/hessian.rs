@@ -178,17 +178,18 @@ pub fn run(args: &HessianArgs) -> Result<()> {
         "{} of {} on {} ({} samples, {} parameters, {}) → {}",
         out.operator, out.model, out.data, out.samples, out.params, out.precision, out.out
     );
-    print_summary(&out.whole);
+    let unit = args.operator.product_symbol();
+    print_summary(&out.whole, unit);
     for b in &out.blocks {
-        print_summary(b);
+        print_summary(b, unit);
     }
     Ok(())
 }
 
-fn print_summary(a: &Summary) {
+fn print_summary(a: &Summary, unit: &str) {
     println!(
-        "{} ({} parameters, {} H·v, {:.1} s)",
-        a.name, a.params_dim, a.hvps, a.seconds
+        "{} ({} parameters, {} {}, {:.1} s)",
+        a.name, a.params_dim, a.hvps, unit, a.seconds
     );
     let flag = |p: &Pair| if p.converged { "" } else { "  (not converged)" };
     for (i, p) in a.eigenvalues.iter().enumerate() {

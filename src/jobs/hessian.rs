@@ -70,7 +70,17 @@ impl CurvatureOperator {
         }
     }
 
-    /// The matrix in words, for files and reports.
+    /// How one product is written in progress lines and summaries.
+    pub fn product_symbol(self) -> &'static str {
+        match self {
+            CurvatureOperator::Hessian => "H·v",
+            CurvatureOperator::Ggn => "G·v",
+            CurvatureOperator::Fisher => "F·v",
+            CurvatureOperator::EmpiricalFisher => "F_emp·v",
+        }
+    }
+
+    /// The matrix in symbols, for files and reports.
     pub fn definition(self) -> &'static str {
         match self {
             CurvatureOperator::Hessian => "H = ∇²L, L = (1/N) Σₙ ℓₙ",
@@ -330,14 +340,15 @@ impl<O: LinearOperator + ?Sized> LinearOperator for Ticking<'_, O> {
     }
 }
 
-/// Runs `f` with a spinner counting H·v, then prints one line (unless quiet).
+/// Runs `f` with a spinner counting products (`unit`: `H·v`, `G·v`, …), then prints one
+/// line (unless quiet).
 fn stage<R>(
     report: &Reporter,
-    label: &str,
+    (label, unit): (String, &'static str),
     op: &dyn LinearOperator,
     f: impl FnOnce(&dyn LinearOperator) -> JobResult<R>,
 ) -> JobResult<R> {
-    let progress = report.spinner("H·v", label.to_string());
+    let progress = report.spinner(unit, label.clone());
     let ticking = Ticking {
         inner: op,
         progress: &progress,
@@ -368,21 +379,25 @@ pub fn analyse(
     let t0 = Instant::now();
     let counted = Counting::new(op);
     let dim = counted.dim();
+    let unit = plan.operator.product_symbol();
     let tag = |what: &str| {
-        if name.is_empty() {
-            what.to_string()
+        let what = match plan.operator {
+            CurvatureOperator::Hessian => what.to_string(),
+            other => format!("{other} {what}"),
+        };
+        let label = if name.is_empty() {
+            what
         } else {
             format!("{name}: {what}")
-        }
+        };
+        (label, unit)
     };
     let k = plan.top.k;
     let top = match plan.method {
-        EigenMethod::Lanczos => {
-            stage(report, &tag(&format!("top-{k} (lanczos)")), &counted, |o| {
-                Ok(top_eigenpairs(o, &plan.top)?)
-            })?
-        }
-        EigenMethod::Power => stage(report, &tag(&format!("top-{k} (power)")), &counted, |o| {
+        EigenMethod::Lanczos => stage(report, tag(&format!("top-{k} (lanczos)")), &counted, |o| {
+            Ok(top_eigenpairs(o, &plan.top)?)
+        })?,
+        EigenMethod::Power => stage(report, tag(&format!("top-{k} (power)")), &counted, |o| {
             Ok(power_iteration(o, &plan.power())?)
         })?,
     };
@@ -393,7 +408,7 @@ pub fn analyse(
         };
         Some(stage(
             report,
-            &tag(&format!("bottom-{k} (lanczos)")),
+            tag(&format!("bottom-{k} (lanczos)")),
             &counted,
             |o| Ok(top_eigenpairs(o, &p)?),
         )?)
@@ -404,7 +419,7 @@ pub fn analyse(
         None => None,
         Some(m) => {
             let method = m.to_string();
-            let r = stage(report, &tag(&format!("trace ({method})")), &counted, |o| {
+            let r = stage(report, tag(&format!("trace ({method})")), &counted, |o| {
                 Ok(match m {
                     TraceMethod::Hutchinson => hutchinson(o, &plan.trace_params)?,
                     TraceMethod::Hutchpp => hutchpp(o, &plan.hutchpp)?,
@@ -422,7 +437,7 @@ pub fn analyse(
     let density = match &plan.density {
         None => None,
         Some((sp, dp)) => {
-            let r = stage(report, &tag("density (slq)"), &counted, |o| Ok(slq(o, sp)?))?;
+            let r = stage(report, tag("density (slq)"), &counted, |o| Ok(slq(o, sp)?))?;
             let (grid, density) = density_on_grid(&r, dp)?;
             Some(DensityData {
                 nodes: r.nodes,
