@@ -29,6 +29,7 @@ value_enum!(
     crate::jobs::hessian::EigenMethod,
     crate::jobs::hessian::TraceMethod,
     crate::jobs::hessian::ParamSet,
+    crate::jobs::surface::SurfaceDirType,
     crate::jobs::trajectory::ProjMethod,
     crate::landscape::directions::DirectionNorm,
     crate::landscape::directions::DirType,
