@@ -48,7 +48,8 @@ const JSON_DENSITY_MAX: usize = 1000;
 
 choice! {
     /// The curvature matrix the analyses run on (all of the per-sample mean loss).
-    #[derive(Default)]
+    #[derive(Default, Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
     pub enum CurvatureOperator {
         #[default]
         Hessian = "hessian": "The Hessian, by exact H·v (Pearlmutter's R-operator); may be indefinite.",
@@ -115,7 +116,8 @@ choice! {
 
 choice! {
     /// Which tensors the Hessian is taken over.
-    #[derive(Default)]
+    #[derive(Default, Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
     pub enum ParamSet {
         #[default]
         Trainable = "trainable": "Every trainable tensor, biases and BN γ/β included (PyHessian).",

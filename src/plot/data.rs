@@ -151,6 +151,15 @@ impl Loaded {
     /// "α (x direction, filter-normalized)"; `axis` is "x" or "y". Along eigenvectors:
     /// "α (top-1 eigenvector of the GGN, λ = 0.18, unit)".
     pub fn axis_label(&self, axis: &str) -> String {
+        self.axis_label_with(axis, true)
+    }
+
+    /// [`Loaded::axis_label`] without the eigenvalue, for axes shared by several models.
+    pub fn shared_axis_label(&self, axis: &str) -> String {
+        self.axis_label_with(axis, false)
+    }
+
+    fn axis_label_with(&self, axis: &str, values: bool) -> String {
         let letter = if axis == "x" { "α" } else { "β" };
         let eigen = self.attr("direction_kind").as_deref() == Some("eigen");
         let mut parts = vec![format!("{axis} direction")];
@@ -165,7 +174,9 @@ impl Loaded {
             let rank = if axis == "x" { 1 } else { 2 };
             parts = vec![format!("top-{rank} eigenvector of the {op}")];
             if let Some(Attr::Float(l)) = self.file.attrs.get(&format!("eigenvalue_{axis}")) {
-                parts.push(format!("λ = {}", fmt_value(*l)));
+                if values {
+                    parts.push(format!("λ = {}", fmt_value(*l)));
+                }
             }
         }
         match self.attr("direction_norm").as_deref() {

@@ -68,7 +68,7 @@ pub(super) fn prepare(cfg: &PlotConfig) -> Result<Job, PlotError> {
             let all: Vec<f64> = cells.iter().flat_map(|(_, g)| g.finite()).collect();
             let levels = make_levels(&cfg.levels, &all, cfg.log)?;
             let first = &cells[0].0;
-            let labels = (first.axis_label("x"), first.axis_label("y"));
+            let labels = (first.shared_axis_label("x"), first.shared_axis_label("y"));
             let title = cfg.title.clone().unwrap_or_else(|| {
                 format!("{} (one colour scale)", quantity_label(&cfg.surf_name))
             });

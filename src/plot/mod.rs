@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 pub use data::{make_levels, quantile, ColorScale, LevelSpec, Levels};
+pub use spectra::operator_label;
 pub use vtp::{export_vtp, VtpConfig, VtpReport};
 
 use crate::io::surface::SurfaceFileError;
