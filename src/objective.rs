@@ -13,12 +13,17 @@
 //! PyHessian averages H·v per sample the same way (`dataloader_hv_product`);
 //! loss-landscape sums per-batch means, which inflates absolute eigenvalues by the number
 //! of batches (see ANCHORS.md).
+//!
+//! Besides the Hessian, products with the Gauss–Newton-type matrices of the same
+//! per-sample mean loss ([`Curvature`]): the GGN (1/N) Σₙ Jₙᵀ H_ℓ Jₙ, the Fisher with
+//! labels drawn from the model and the empirical Fisher (see [`crate::engine::curvature`]).
 
 use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{EngineError, Graph, HvpState, Mode, Scalar};
+use crate::engine::curvature::label_seed;
+use crate::engine::{EngineError, GnKind, GnState, Graph, HvpState, Mode, Scalar};
 
 /// Batches summed per parallel round; fixed so that the order of additions (hence every
 /// bit of the result) does not depend on the thread count, and memory stays bounded by
@@ -39,6 +44,39 @@ impl Default for ObjectiveConfig {
         Self {
             batch_size: 32,
             mode: Mode::Eval,
+        }
+    }
+}
+
+/// Which curvature matrix of the per-sample mean loss a product multiplies by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Curvature {
+    /// The Hessian ∇²L (Pearlmutter's R-operator).
+    #[default]
+    Hessian,
+    /// The generalized Gauss–Newton matrix (1/N) Σₙ Jₙᵀ H_ℓ Jₙ (Schraudolph 2002): the
+    /// Hessian without the terms from the network's own curvature; PSD.
+    Ggn,
+    /// The Fisher (1/N) Σₙ (1/m) Σₛ gₙₛ gₙₛᵀ with gₙₛ the gradient of sample n's loss at a
+    /// label ŷₙₛ drawn from softmax(zₙ): `samples` (m ≥ 1) labels per sample, drawn once
+    /// per θ from streams seeded by (`seed`, sample index), so the operator is fixed while
+    /// solvers apply it and the same for any batch size or thread count. PSD.
+    Fisher { seed: u64, samples: usize },
+    /// The empirical Fisher (1/N) Σₙ gₙ gₙᵀ at the dataset's labels. PSD.
+    EmpiricalFisher,
+}
+
+/// The prepared half of one batch's product.
+enum BatchState<T> {
+    Hvp(HvpState<T>),
+    Gn(GnState<T>),
+}
+
+impl<T: Scalar> BatchState<T> {
+    fn bytes(&self) -> usize {
+        match self {
+            BatchState::Hvp(s) => s.bytes(),
+            BatchState::Gn(s) => s.bytes(),
         }
     }
 }
@@ -200,22 +238,83 @@ impl<'a> Objective<'a> {
     /// ignored and the result is zero there. One product: nothing is kept (see
     /// [`Objective::prepare_hvp`] for many products at one θ).
     pub fn hvp<T: Scalar>(&self, theta: ArrayView1<T>, v: ArrayView1<T>) -> Array1<T> {
-        self.prepare_hvp(theta, 0).hvp(v)
+        self.prepare_hvp(theta, 0).product(v)
     }
 
-    /// Prepares H·v at a fixed θ for many directions (see [`PreparedHvp`]): the θ-only half
-    /// of each batch's HVP is computed now and kept while it fits in `budget_bytes`
-    /// (batches in order; 0 keeps none).
+    /// C·v at θ for the curvature matrix `c` (one cold product, nothing kept).
+    pub fn curvature_product<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        c: Curvature,
+        v: ArrayView1<T>,
+    ) -> Array1<T> {
+        self.prepare_curvature(theta, c, 0).product(v)
+    }
+
+    /// Prepares H·v at a fixed θ for many directions (see [`PreparedCurvature`]).
     pub fn prepare_hvp<T: Scalar>(
         &self,
         theta: ArrayView1<T>,
         budget_bytes: usize,
-    ) -> PreparedHvp<'_, 'a, T> {
+    ) -> PreparedCurvature<'_, 'a, T> {
+        self.prepare_curvature(theta, Curvature::Hessian, budget_bytes)
+    }
+
+    /// The label seeds of batch `b`'s samples under a Fisher seed.
+    fn label_seeds(&self, b: usize, seed: u64) -> Vec<u64> {
+        let lo = b * self.cfg.batch_size;
+        let hi = (lo + self.cfg.batch_size).min(self.len());
+        (lo..hi).map(|i| label_seed(seed, i)).collect()
+    }
+
+    /// The prepared half of batch `b`'s product with `c` at θ.
+    fn prepare_batch<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        c: Curvature,
+        b: usize,
+    ) -> BatchState<T> {
+        let (x, y) = self.batch::<T>(b);
+        let mode = self.cfg.mode;
+        match c {
+            Curvature::Hessian => BatchState::Hvp(self.graph.hvp_prepare(theta, &x, y, mode)),
+            Curvature::Ggn => {
+                BatchState::Gn(self.graph.gn_prepare(theta, &x, y, mode, &GnKind::Ggn))
+            }
+            Curvature::EmpiricalFisher => {
+                BatchState::Gn(
+                    self.graph
+                        .gn_prepare(theta, &x, y, mode, &GnKind::EmpiricalFisher),
+                )
+            }
+            Curvature::Fisher { seed, samples } => {
+                let seeds = self.label_seeds(b, seed);
+                let kind = GnKind::SampledFisher {
+                    seeds: &seeds,
+                    samples,
+                };
+                BatchState::Gn(self.graph.gn_prepare(theta, &x, y, mode, &kind))
+            }
+        }
+    }
+
+    /// Prepares products with `c` at a fixed θ for many directions (see
+    /// [`PreparedCurvature`]): the θ-only half of each batch's product is computed now and
+    /// kept while it fits in `budget_bytes` (batches in order; 0 keeps none).
+    pub fn prepare_curvature<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        c: Curvature,
+        budget_bytes: usize,
+    ) -> PreparedCurvature<'_, 'a, T> {
+        if let Curvature::Fisher { samples, .. } = c {
+            assert!(
+                samples > 0,
+                "a Fisher product needs at least one label per sample"
+            );
+        }
         let nb = self.num_batches();
-        let prep = |b: usize| {
-            let (x, y) = self.batch::<T>(b);
-            self.graph.hvp_prepare(theta, &x, y, self.cfg.mode)
-        };
+        let prep = |b: usize| self.prepare_batch(theta, c, b);
         let mut states = Vec::with_capacity(nb);
         if nb > 0 && budget_bytes > 0 {
             let first = prep(0);
@@ -225,55 +324,69 @@ impl<'a> Objective<'a> {
                 let keep = (budget_bytes / per).min(nb);
                 for start in (1..keep).step_by(BATCHES_PER_ROUND) {
                     let end = (start + BATCHES_PER_ROUND).min(keep);
-                    let round: Vec<HvpState<T>> = (start..end).into_par_iter().map(prep).collect();
+                    let round: Vec<BatchState<T>> =
+                        (start..end).into_par_iter().map(prep).collect();
                     states.extend(round.into_iter().map(Some));
                 }
             }
         }
         states.resize_with(nb, || None);
-        PreparedHvp {
+        PreparedCurvature {
             objective: self,
             theta: theta.to_owned(),
+            curvature: c,
             states,
         }
     }
 }
 
-/// H·v at one θ for many v, as Hessian eigensolvers, trace estimators and SLQ need: the
-/// part of each batch's HVP that depends on θ alone (forward pass, loss, plain reverse
-/// pass; [`HvpState`]) is computed once by [`Objective::prepare_hvp`] and kept, so a
-/// product runs only the R-passes (6 of the 8 convolution passes of a cold H·v). Batches
-/// past the memory budget run the whole HVP each time. Products equal
-/// [`Objective::hvp`]'s at the same θ bit for bit.
-pub struct PreparedHvp<'o, 'a, T> {
+/// Products with one curvature matrix ([`Curvature`]) at one θ for many v, as Hessian
+/// eigensolvers, trace estimators and SLQ need: the part of each batch's product that
+/// depends on θ alone (for H·v the forward pass, loss and plain reverse pass, [`HvpState`];
+/// for the Gauss–Newton types the forward pass and the output-space middle, [`GnState`])
+/// is computed once by [`Objective::prepare_curvature`] and kept, so a product runs only
+/// the R-passes (H·v: 6 of the 8 convolution passes of a cold product) or the R-forward
+/// and reverse pass (G·v: 4 of 6). Batches past the memory budget run the whole product
+/// each time. Products equal the cold ones at the same θ bit for bit.
+pub struct PreparedCurvature<'o, 'a, T> {
     objective: &'o Objective<'a>,
     theta: Array1<T>,
-    states: Vec<Option<HvpState<T>>>,
+    curvature: Curvature,
+    states: Vec<Option<BatchState<T>>>,
 }
 
-impl<T: Scalar> PreparedHvp<'_, '_, T> {
-    /// H·v at the prepared θ.
-    pub fn hvp(&self, v: ArrayView1<T>) -> Array1<T> {
+impl<T: Scalar> PreparedCurvature<'_, '_, T> {
+    /// C·v at the prepared θ (per-sample mean).
+    pub fn product(&self, v: ArrayView1<T>) -> Array1<T> {
         let (o, theta) = (self.objective, self.theta.view());
         let mut acc = Array1::<f64>::zeros(theta.len());
         o.fold_batches(
             true,
             |b| {
-                let mut hv = Array1::<T>::zeros(theta.len());
-                match &self.states[b] {
-                    Some(state) => o.graph.hvp_prepared(theta, v, state, hv.view_mut()),
+                let mut cv = Array1::<T>::zeros(theta.len());
+                let cold;
+                let state = match &self.states[b] {
+                    Some(s) => s,
                     None => {
-                        let (x, y) = o.batch::<T>(b);
-                        o.graph
-                            .hvp_batch(theta, v, &x, y, o.cfg.mode, hv.view_mut());
+                        cold = o.prepare_batch(theta, self.curvature, b);
+                        &cold
                     }
+                };
+                match state {
+                    BatchState::Hvp(s) => o.graph.hvp_prepared(theta, v, s, cv.view_mut()),
+                    BatchState::Gn(s) => o.graph.gn_prepared(theta, v, s, cv.view_mut()),
                 }
-                hv
+                cv
             },
-            |hv| acc.zip_mut_with(&hv, |a, &b| *a += b.as_f64()),
+            |cv| acc.zip_mut_with(&cv, |a, &b| *a += b.as_f64()),
         );
         let n = o.len() as f64;
         acc.mapv(|a| T::from_f(a / n))
+    }
+
+    /// The curvature matrix of the products.
+    pub fn curvature(&self) -> Curvature {
+        self.curvature
     }
 
     /// Batches whose θ-only half is kept, and all batches.
@@ -283,7 +396,7 @@ impl<T: Scalar> PreparedHvp<'_, '_, T> {
 
     /// Bytes held by the kept states.
     pub fn bytes(&self) -> usize {
-        self.states.iter().flatten().map(HvpState::bytes).sum()
+        self.states.iter().flatten().map(BatchState::bytes).sum()
     }
 }
 
@@ -373,6 +486,54 @@ mod tests {
         assert_eq!(h1, h3);
     }
 
+    /// Gauss–Newton-type products: kept and cold states give the same bits, the Fisher's
+    /// labels do not depend on the thread count, and (in eval mode) the batch size changes
+    /// only rounding, since each sample's labels come from its own seeded stream.
+    #[test]
+    fn gauss_newton_products_are_reproducible() {
+        let (g, theta, x, y) = setup();
+        let v = theta.mapv(|t| t * 0.5 + 0.01);
+        let kinds = [
+            Curvature::Ggn,
+            Curvature::EmpiricalFisher,
+            Curvature::Fisher {
+                seed: 3,
+                samples: 2,
+            },
+        ];
+        let cfg = |bs| ObjectiveConfig {
+            batch_size: bs,
+            mode: Mode::Eval,
+        };
+        let o = Objective::new(&g, x.view(), &y, cfg(4)).unwrap();
+        let o7 = Objective::new(&g, x.view(), &y, cfg(7)).unwrap();
+        for c in kinds {
+            let cold = o.curvature_product(theta.view(), c, v.view());
+            assert!(cold.iter().any(|&a| a != 0.0), "{c:?}");
+            let kept = o.prepare_curvature(theta.view(), c, usize::MAX);
+            assert_eq!(kept.kept(), (6, 6));
+            assert_eq!(kept.product(v.view()), cold, "{c:?} kept");
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
+            let threaded = pool.install(|| o.curvature_product(theta.view(), c, v.view()));
+            assert_eq!(threaded, cold, "{c:?} threads");
+            let other = o7.curvature_product(theta.view(), c, v.view());
+            let rel = (&other - &cold).mapv(|d| d.abs()).sum() / cold.mapv(|d| d.abs()).sum();
+            assert!(rel < 1e-5, "{c:?} batch size: {rel}");
+        }
+        // another seed draws other labels
+        let f = |seed| {
+            o.curvature_product(
+                theta.view(),
+                Curvature::Fisher { seed, samples: 1 },
+                v.view(),
+            )
+        };
+        assert_ne!(f(0), f(1));
+    }
+
     /// A prepared H·v (θ-only half kept) equals the cold one bit for bit: f32 (direct
     /// kernels at 16- and 8-wide rows, stride 2, im2col at 4-wide rows) and f64, eval and
     /// train mode, conv and MLP (BatchNorm1d) nets, with every, some or no batch kept.
@@ -410,7 +571,7 @@ mod tests {
                     let cold = o.hvp(theta.view(), v.view());
                     assert!(cold.iter().any(|h| h.as_f64() != 0.0));
                     for p in [&all, &some, &none] {
-                        let hv = p.hvp(v.view());
+                        let hv = p.product(v.view());
                         let same = hv
                             .iter()
                             .zip(&cold)

@@ -102,6 +102,108 @@ fn tiny_spec_end_to_end() {
     assert!(!e.contains(" done "), "rerun recomputed something:\n{e}");
 }
 
+const CURVATURE_SPEC: &str = r#"
+name = "curv"
+[data]
+name = "mnist1d"
+samples = 96
+[grid]
+x = "-0.5:0.5:5"
+y = "-0.5:0.5:4"
+[directions]
+kind = "both"
+operator = "ggn"
+eigen_max_iter = 30
+[hessian]
+operator = "ggn"
+top_k = 2
+trace_probes = 0
+max_iter = 20
+per_block = true
+density = true
+[probe]
+enabled = false
+[[models]]
+file = "fixtures/models/mlp-res-mnist1d.safetensors"
+label = "res"
+[[models]]
+file = "fixtures/models/mlp-plain-mnist1d.safetensors"
+label = "plain"
+"#;
+
+/// Curvature options of a spec: the GGN for λmax (named in the table and the files), a
+/// second surface along its top eigenvectors beside the random one (both panels in the
+/// report), per-block spectra written and drawn per model; bad values name key and line.
+#[test]
+fn spec_curvature_operator_eigen_surfaces_and_block_spectra() {
+    let dir = common::tempdir();
+    let spec = dir.path().join("curv.toml");
+    std::fs::write(&spec, CURVATURE_SPEC).unwrap();
+    let outputs = dir.path().join("out");
+    assert_success("run", run_spec(&spec, &outputs));
+    let out = outputs.join("curv");
+    for f in [
+        "surfaces.png",
+        "eigen-surfaces.png",
+        "res.eigen-surface.h5",
+        "res.eigen-directions.h5",
+        "res.hessian.h5",
+        "res.spectrum.png",
+        "plain.spectrum.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    for r in m["results"].as_array().unwrap() {
+        assert_eq!(r["hessian"]["operator"], "ggn");
+        let blocks = r["hessian"]["blocks"].as_array().unwrap();
+        let names: Vec<&str> = blocks.iter().map(|b| b["name"].as_str().unwrap()).collect();
+        assert_eq!(names.first(), Some(&"fc_in"));
+        assert_eq!(names.last(), Some(&"fc_out"));
+        assert!(r["eigen_surface_file"]
+            .as_str()
+            .unwrap()
+            .ends_with("eigen-surface.h5"));
+    }
+    let f = hdf5::File::open(out.join("res.eigen-surface.h5")).unwrap();
+    let attr = |k: &str| {
+        f.attr(k)
+            .unwrap()
+            .read_scalar::<hdf5::types::VarLenUnicode>()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(attr("direction_kind"), "eigen");
+    assert_eq!(attr("eigen_operator"), "ggn");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for needle in [
+        "λmax (GGN)",
+        "eigen-surfaces.png",
+        "res.spectrum.png",
+        "top-2 eigenvectors of the GGN",
+    ] {
+        assert!(html.contains(needle), "report lacks {needle}");
+    }
+    let missing =
+        losscape::analysis::report::html_references_exist(&out.join("report.html")).unwrap();
+    assert!(missing.is_empty(), "{missing:?}");
+    let e = stderr(&assert_success("rerun", run_spec(&spec, &outputs)));
+    assert!(!e.contains(" done "), "rerun recomputed something:\n{e}");
+
+    let bad = |from: &str, to: &str| {
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, CURVATURE_SPEC.replace(from, to)).unwrap();
+        common::assert_fails(&run_spec(&p, &dir.path().join("o")), 2, &[])
+    };
+    let e = bad("operator = \"ggn\"\ntop_k", "operator = \"gauss\"\ntop_k");
+    assert!(e.contains("bad.toml:14") && e.contains("gauss"), "{e}");
+    let e = bad("per_block = true", "per_block = true\nfisher_samples = 0");
+    assert!(e.contains("hessian.fisher_samples"), "{e}");
+    let e = bad("eigen_max_iter = 30", "eigen_max_iter = 0");
+    assert!(e.contains("directions.eigen_max_iter"), "{e}");
+}
+
 #[test]
 fn bad_specs_name_key_and_line() {
     let dir = common::tempdir();

@@ -327,6 +327,120 @@ fn weight_decay_subsets_and_blocks() {
     assert_lanczos("fc_out λ1", got[0], sub_eig[0], sub_eig[0]);
 }
 
+/// Every operator through the whole command: the JSON and the HDF5 file name it; the
+/// GGN's top and bottom eigenvalues are the dense GGN's (built from its products), the
+/// PSD operators have no negative eigenvalue, per-block groups are written for each, and
+/// the Fisher's result depends on its seed and label count only through the labels.
+#[test]
+fn operators_end_to_end() {
+    use losscape::objective::Curvature;
+    let dir = common::tempdir();
+    let (p, m) = tiny(dir.path());
+    let ds = load(
+        "mnist1d",
+        &DataOptions {
+            samples: Some(64),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let o = Objective::new(&m.graph, ds.x.view(), &ds.y, ObjectiveConfig::default()).unwrap();
+    let ggn = HessianOperator::new(
+        &o,
+        &m.theta,
+        &ParamSubset::Trainable,
+        HessianOptions {
+            curvature: Curvature::Ggn,
+            ..f64_options(0.0)
+        },
+    );
+    let (eig, trace) = dense_spectrum(&ggn);
+    assert!(*eig.last().unwrap() >= -1e-12 * eig[0], "GGN not PSD");
+    for op in ["hessian", "ggn", "fisher", "empirical-fisher"] {
+        let out = dir.path().join(format!("{op}.h5"));
+        let o = ok(&[
+            "hessian",
+            "-m",
+            p.to_str().unwrap(),
+            "-d",
+            "mnist1d",
+            "--samples",
+            "64",
+            "--operator",
+            op,
+            "--fisher-samples",
+            "4",
+            "--precision",
+            "f64",
+            "--top-k",
+            "3",
+            "--bottom",
+            "--tol",
+            "1e-9",
+            "--max-iter",
+            "200",
+            "--trace",
+            "--probes",
+            "300",
+            "--per-block",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        let v = common::json(&o);
+        assert_eq!(v["operator"], op);
+        assert_eq!(v["fisher_samples"].as_u64(), (op == "fisher").then_some(4));
+        let stderr = common::stderr(&o);
+        let unit = match op {
+            "hessian" => "H·v",
+            "ggn" => "G·v",
+            "fisher" => "F·v",
+            _ => "F_emp·v",
+        };
+        let stage = match op {
+            "hessian" => "hessian: top-3 (lanczos):".to_string(),
+            _ => format!("hessian: {op} top-3 (lanczos):"),
+        };
+        assert!(stderr.contains(&stage) && stderr.contains(unit), "{stderr}");
+        let top: Vec<f64> = v["eigenvalues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["value"].as_f64().unwrap())
+            .collect();
+        let bottom = v["bottom"][0]["value"].as_f64().unwrap();
+        if op != "hessian" {
+            assert!(bottom >= -1e-8 * top[0], "{op}: λmin {bottom} < 0");
+        }
+        if op == "ggn" {
+            for (i, &got) in top.iter().enumerate() {
+                assert_lanczos(&format!("GGN λ{}", i + 1), got, eig[i], eig[0]);
+            }
+            assert_lanczos("GGN λmin", bottom, eig[eig.len() - 1], eig[0]);
+            let (est, se) = (
+                v["trace"]["estimate"].as_f64().unwrap(),
+                v["trace"]["stderr"].as_f64().unwrap(),
+            );
+            assert!(
+                (est - trace).abs() <= 3.0 * se,
+                "trace {est} ± {se} vs {trace}"
+            );
+        }
+        assert_eq!(v["blocks"].as_array().unwrap().len(), 3, "{op}");
+        let f = hdf5::File::open(&out).unwrap();
+        let attr = |k: &str| {
+            f.attr(k)
+                .unwrap()
+                .read_scalar::<hdf5::types::VarLenUnicode>()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(attr("operator"), op);
+        assert!(!attr("operator_definition").is_empty());
+        assert!(f.dataset("blocks/blocks.0/eigenvalues").is_ok());
+    }
+}
+
 /// Text output (no --json) and the stage lines on stderr.
 #[test]
 fn text_output_and_progress_lines() {
@@ -371,6 +485,11 @@ fn bad_input() {
         (vec!["--trace", "--probes", "0"], "--probes"),
         (vec!["--density", "--slq-runs", "0"], "--slq-runs"),
         (vec!["--params-regex", "^nothing$"], "--params"),
+        (
+            vec!["--operator", "fisher", "--fisher-samples", "0"],
+            "--fisher-samples",
+        ),
+        (vec!["--operator", "gauss-newton"], "ggn"),
     ] {
         let mut a = vec![
             "hessian",

@@ -674,3 +674,96 @@ fn golden_images() {
         );
     }
 }
+
+/// A Hessian file with three blocks (named out of alphabetical order), each with top-3
+/// eigenvalues and, optionally, a density.
+fn block_hessian(path: &Path, density: bool) {
+    use losscape::io::hessian::{write_hessian, DensityData, EigenData, HessianGroup};
+    let group = |scale: f64| {
+        let grid: Vec<f64> = (0..400).map(|i| -0.5 + i as f64 * 0.05 * scale).collect();
+        let dens: Vec<f64> = grid
+            .iter()
+            .map(|x| (-(x - 2.0 * scale).powi(2) / scale).exp() + 1e-3)
+            .collect();
+        HessianGroup {
+            params_dim: 10,
+            top: Some(EigenData {
+                values: vec![4.0 * scale, 2.0 * scale, 1.0 * scale],
+                residuals: vec![1e-6; 3],
+                converged: vec![true; 3],
+                vectors: None,
+            }),
+            density: density.then(|| DensityData {
+                grid,
+                density: dens,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let blocks = vec![
+        ("zeta".to_string(), group(1.0)),
+        ("alpha".to_string(), group(3.0)),
+        ("mid".to_string(), group(0.5)),
+    ];
+    let mut attrs = std::collections::BTreeMap::new();
+    attrs.insert("operator".to_string(), "ggn".into());
+    write_hessian(path, &group(4.0), &blocks, &attrs).unwrap();
+}
+
+/// `--kind spectrum` on a `--per-block` file: one figure with every block's density (one
+/// colour per block, by depth) and the top eigenvalues per block against depth; blocks keep
+/// the network's order; without densities the figure is the depth panel alone.
+#[test]
+fn per_block_spectra_in_one_figure() {
+    use plotters::style::colors::colormaps::ViridisRGB;
+    let t = Files::new();
+    block_hessian(&t.p("blocks.h5"), true);
+    let (_, blocks, attrs) = losscape::io::hessian::read_spectra(&t.p("blocks.h5")).unwrap();
+    let names: Vec<&str> = blocks.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["zeta", "alpha", "mid"]);
+    assert_eq!(blocks[1].top, [12.0, 6.0, 3.0]);
+    assert!(blocks[2].density.is_some());
+    assert_eq!(attrs["operator"].to_string(), "ggn");
+
+    let (img, _) = render_rgb(&cfg(vec![t.p("blocks.h5")], PlotKind::Spectrum)).unwrap();
+    assert_eq!((img.width, img.height), (1400, 600));
+    let count = |c: [u8; 3], x0: u32, x1: u32| {
+        (x0..x1)
+            .flat_map(|x| (0..img.height).map(move |y| (x, y)))
+            .filter(|&(x, y)| {
+                let p = img.pixel(x, y);
+                (0..3).all(|i| (p[i] as i32 - c[i] as i32).abs() <= 6)
+            })
+            .count()
+    };
+    for (i, t) in [0.0, 0.45, 0.9].iter().enumerate() {
+        let v = ViridisRGB::get_color(*t);
+        let c = [v.0, v.1, v.2];
+        // a density curve on the left, a λmax dot on the right, in each block's colour
+        assert!(count(c, 0, 700) > 100, "block {i}: density curve missing");
+        assert!(count(c, 700, 1400) > 40, "block {i}: λmax marker missing");
+    }
+    // the whole network's λmax, dashed red across the depth panel
+    assert!(count([214, 39, 40], 700, 1400) > 300);
+
+    ok(&[
+        "plot",
+        &t.s("blocks.h5"),
+        "--kind",
+        "spectrum",
+        "--out",
+        &t.s("blocks.png"),
+    ]);
+    assert_eq!(png_size(&t.p("blocks.png")), (1400, 600));
+    block_hessian(&t.p("tops.h5"), false);
+    ok(&[
+        "plot",
+        &t.s("tops.h5"),
+        "--kind",
+        "spectrum",
+        "--out",
+        &t.s("tops.png"),
+    ]);
+    assert_eq!(png_size(&t.p("tops.png")), (900, 560));
+}

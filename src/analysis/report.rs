@@ -22,9 +22,23 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     }
 }
 
+/// `Hessian`, `GGN`, … : the curvature matrix of the results' Hessian step.
+pub fn curvature(results: &[ModelResult]) -> String {
+    let op = results
+        .iter()
+        .find_map(|r| r.hessian.as_ref().map(|h| h.operator.clone()))
+        .unwrap_or_else(|| "hessian".into());
+    super::runner::curvature_label(&op)
+}
+
 /// Rows of the comparison table.
-pub fn table_rows(results: &[ModelResult]) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let mut header = vec![
+pub fn table_rows(results: &[ModelResult]) -> (Vec<String>, Vec<Vec<String>>) {
+    let op = curvature(results);
+    let (lmax, trace) = match op.as_str() {
+        "Hessian" => ("λmax".to_string(), "trace".to_string()),
+        _ => (format!("λmax ({op})"), format!("trace ({op})")),
+    };
+    let mut header: Vec<String> = [
         "model",
         "depth",
         "shortcut",
@@ -41,10 +55,17 @@ pub fn table_rows(results: &[ModelResult]) -> (Vec<&'static str>, Vec<Vec<String
         "grad ratio first/last (trained)",
         "grad ratio first/last (init)",
         "act. std last/first (init)",
-    ];
+    ]
+    .iter()
+    .map(|h| match *h {
+        "λmax" => lmax.clone(),
+        "trace" => trace.clone(),
+        other => other.to_string(),
+    })
+    .collect();
     let sharp = results.iter().any(|r| r.sharpness.is_some());
     if sharp {
-        header.extend(["ε-sharpness %", "β-smoothness max"]);
+        header.extend(["ε-sharpness %".to_string(), "β-smoothness max".to_string()]);
     }
     let rows = results
         .iter()
@@ -134,6 +155,7 @@ fn ratio_words(a: f64, b: f64) -> String {
 
 /// Sentences comparing each plain network with the residual one of the same depth.
 pub fn findings(results: &[ModelResult]) -> Vec<String> {
+    let op = curvature(results);
     let mut out = Vec::new();
     let mut depths: Vec<usize> = results.iter().map(|r| r.depth).collect();
     depths.sort_unstable();
@@ -153,12 +175,12 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
         );
         if let (Some(hp), Some(hr)) = (&plain.hessian, &res.hessian) {
             if let (Some(&lp), Some(&lr)) = (hp.eigenvalues.first(), hr.eigenvalues.first()) {
-                let _ = write!(s, " The plain network's top Hessian eigenvalue ({lp:.3}) is {} the residual one's ({lr:.3})", ratio_words(lp, lr));
+                let _ = write!(s, " The plain network's top {op} eigenvalue ({lp:.3}) is {} the residual one's ({lr:.3})", ratio_words(lp, lr));
                 match (hp.trace, hr.trace) {
                     (Some(tp), Some(tr)) => {
                         let _ = write!(
                             s,
-                            "; its Hessian trace ({tp:.1}) is {} the residual one's ({tr:.1}).",
+                            "; its {op} trace ({tp:.1}) is {} the residual one's ({tr:.1}).",
                             ratio_words(tp, tr)
                         );
                     }
@@ -254,10 +276,13 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Analysi
     }
     let _ = writeln!(
         md,
-        "Data: `{}` ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. {}\n",
+        "Data: `{}` ({} samples for surfaces and probes); grid {}; {}; BN in eval mode. {}\n",
         o.data,
-        o.samples.map(|s| s.to_string()).unwrap_or_else(|| "all".into()),
+        o.samples
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "all".into()),
         o.grid,
+        o.directions,
         run_time(o)
     );
     let _ = writeln!(md, "| {} |", header.join(" | "));
@@ -305,10 +330,11 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Analysi
     }
     let _ = write!(
         html,
-        "<p>Data: <code>{}</code> ({} samples for surfaces and probes); grid {}; filter-normalized random directions; BN in eval mode. {}</p><div class=\"wide\"><table><tr>",
+        "<p>Data: <code>{}</code> ({} samples for surfaces and probes); grid {}; {}; BN in eval mode. {}</p><div class=\"wide\"><table><tr>",
         esc(&o.data),
         o.samples.map(|s| s.to_string()).unwrap_or_else(|| "all".into()),
         esc(&o.grid),
+        esc(&o.directions),
         esc(&run_time(o))
     );
     for h in &header {

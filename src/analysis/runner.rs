@@ -25,6 +25,9 @@ pub struct MetricsResult {
 /// Curvature at the trained weights.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HessianResult {
+    /// The matrix: `hessian`, `ggn`, `fisher` or `empirical-fisher`.
+    #[serde(default = "hessian_name")]
+    pub operator: String,
     pub eigenvalues: Vec<f64>,
     pub residuals: Vec<f64>,
     pub converged: Vec<bool>,
@@ -33,6 +36,25 @@ pub struct HessianResult {
     pub samples: usize,
     pub hvps: usize,
     pub seconds: f64,
+    /// Top eigenvalues per block (`per_block`), in the network's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<BlockCurvature>,
+    /// The Hessian file (`per_block` or `density`), beside the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+fn hessian_name() -> String {
+    "hessian".into()
+}
+
+/// One block's curvature.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockCurvature {
+    pub name: String,
+    pub params: usize,
+    pub eigenvalues: Vec<f64>,
+    pub trace: Option<f64>,
 }
 
 /// ε-sharpness and β-smoothness of one model (full reports in `<label>.sharpness.json`).
@@ -79,6 +101,9 @@ pub struct ModelResult {
     pub params: usize,
     pub eval: Evals,
     pub surface_file: String,
+    /// The surface along the top eigenvectors (`[directions] kind = "both"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eigen_surface_file: Option<String>,
     pub center_loss: f64,
     pub metrics: Option<MetricsResult>,
     pub hessian: Option<HessianResult>,
@@ -96,6 +121,8 @@ pub struct AnalysisOutcome {
     pub data: String,
     pub samples: Option<usize>,
     pub grid: String,
+    /// The surfaces' directions, in words.
+    pub directions: String,
     pub results: Vec<ModelResult>,
     pub seconds: f64,
     /// Steps taken from earlier runs' cached outputs, of all steps.
@@ -183,6 +210,7 @@ pub fn run_analysis(
             Some(y) => format!("{} × {}", a.x, y),
             None => a.x.to_string(),
         },
+        directions: directions_in_words(&a.spec.directions),
         results,
         seconds: start.elapsed().as_secs_f64(),
         steps_reused: log.reused,
@@ -300,6 +328,40 @@ fn train_models(
     Ok(files)
 }
 
+/// "filter-normalized random directions", "the top eigenvectors of the GGN", or both.
+fn directions_in_words(d: &super::spec::DirectionSpec) -> String {
+    use super::spec::DirectionsKind;
+    let norm = |n: crate::landscape::directions::DirectionNorm| match n {
+        crate::landscape::directions::DirectionNorm::None => "unnormalized".to_string(),
+        n => format!("{n}-normalized"),
+    };
+    let random = format!("{} random directions", norm(d.norm));
+    let eigen = format!(
+        "the top-2 eigenvectors of the {} ({})",
+        curvature_label(&d.operator.to_string()),
+        match d.eigen_norm {
+            crate::landscape::directions::DirectionNorm::None => "unit length".to_string(),
+            n => norm(n),
+        }
+    );
+    match d.kind {
+        DirectionsKind::Random => random,
+        DirectionsKind::Eigen => format!("directions: {eigen}"),
+        DirectionsKind::Both => format!("{random}, and {eigen}"),
+    }
+}
+
+/// `Hessian`, `GGN`, `Fisher` or `empirical Fisher` for an operator's name.
+pub fn curvature_label(operator: &str) -> String {
+    crate::plot::operator_label(Some(operator))
+}
+
+/// The operator whose eigenvectors a surface follows, for captions.
+fn eigen_operator(s: &crate::io::surface::SurfaceFile) -> String {
+    let op = s.attrs.get("eigen_operator").map(|a| a.to_string());
+    curvature_label(op.as_deref().unwrap_or("hessian"))
+}
+
 /// Draws the report's figures into the output folder; returns (file name, caption) pairs.
 pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
     let mut images = Vec::new();
@@ -313,17 +375,14 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             ))
         })
         .collect::<AnalysisResult<_>>()?;
-    if surfaces.iter().all(|(_, s)| s.y.is_some()) && !surfaces.is_empty() {
-        let file = "surfaces.png";
+    // more than one row: residual models on the first, plain ones below
+    let mut ordered: Vec<&ModelResult> = o.results.iter().collect();
+    if ordered.len() > 4 {
+        ordered.sort_by_key(|r| (!r.residual, r.depth));
+    }
+    let panel = |file: &str, inputs: Vec<PathBuf>| -> AnalysisResult<()> {
         let cfg = crate::plot::PlotConfig {
-            inputs: {
-                // more than one row: residual models on the first, plain ones below
-                let mut rs: Vec<&ModelResult> = o.results.iter().collect();
-                if rs.len() > 4 {
-                    rs.sort_by_key(|r| (!r.residual, r.depth));
-                }
-                rs.iter().map(|r| o.out_dir.join(&r.surface_file)).collect()
-            },
+            inputs,
             kind: crate::plot::PlotKind::Panel,
             surf_name: "train_loss".into(),
             levels: crate::plot::LevelSpec {
@@ -339,7 +398,91 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             out: o.out_dir.join(file),
         };
         crate::plot::plot(&cfg)?;
-        images.push((file.to_string(), format!("Training loss around each trained model ({}), one log colour scale and shared levels; × marks the trained weights.", o.grid)));
+        Ok(())
+    };
+    if surfaces.iter().all(|(_, s)| s.y.is_some()) && !surfaces.is_empty() {
+        let file = "surfaces.png";
+        panel(
+            file,
+            ordered
+                .iter()
+                .map(|r| o.out_dir.join(&r.surface_file))
+                .collect(),
+        )?;
+        let along = match surfaces[0]
+            .1
+            .attrs
+            .get("direction_kind")
+            .map(|a| a.to_string())
+        {
+            Some(k) if k == "eigen" => format!(
+                "along the top-1 (α) and top-2 (β) eigenvectors of each model's {}",
+                eigen_operator(&surfaces[0].1)
+            ),
+            _ => "along random filter-normalized directions".into(),
+        };
+        images.push((file.to_string(), format!("Training loss around each trained model ({}) {along}, one log colour scale and shared levels; × marks the trained weights.", o.grid)));
+    }
+    let eigen: Vec<PathBuf> = ordered
+        .iter()
+        .filter_map(|r| r.eigen_surface_file.as_ref().map(|f| o.out_dir.join(f)))
+        .collect();
+    if !eigen.is_empty() && eigen.len() == o.results.len() {
+        let first = crate::io::surface::read_surface(&eigen[0])?;
+        if first.y.is_some() {
+            let file = "eigen-surfaces.png";
+            panel(file, eigen)?;
+            images.push((file.to_string(), format!("Training loss around each trained model ({}) along the top-1 (α) and top-2 (β) unit eigenvectors of its own {} (PyHessian's view: the steepest curvature directions), one log colour scale.", o.grid, eigen_operator(&first))));
+        }
+    }
+    // per-block spectra (`[hessian] per_block` or `density`)
+    for r in &o.results {
+        let Some(h) = r.hessian.as_ref() else {
+            continue;
+        };
+        let Some(f) = h
+            .file
+            .as_ref()
+            .map(|f| o.out_dir.join(f))
+            .filter(|f| f.exists())
+        else {
+            continue;
+        };
+        let file = format!("{}.spectrum.png", r.label);
+        let cfg = crate::plot::PlotConfig {
+            inputs: vec![f],
+            kind: crate::plot::PlotKind::Spectrum,
+            surf_name: String::new(),
+            levels: crate::plot::LevelSpec {
+                vmin: None,
+                vmax: None,
+                vlevel: None,
+            },
+            log: false,
+            zmax: None,
+            size: None,
+            title: Some(format!(
+                "{} spectrum per block · {}",
+                curvature_label(&h.operator),
+                r.label
+            )),
+            trajectory: None,
+            out: o.out_dir.join(&file),
+        };
+        crate::plot::plot(&cfg)?;
+        let what = if h.blocks.is_empty() {
+            "eigenvalue density (SLQ) and top eigenvalues"
+        } else {
+            "per block (stem → output): eigenvalue densities where computed, and the top eigenvalues of each block against depth with the whole network's λmax"
+        };
+        images.push((
+            file,
+            format!(
+                "{}: {} spectrum {what}.",
+                r.label,
+                curvature_label(&h.operator)
+            ),
+        ));
     }
     // training curves of the models this analysis trained
     let curves: Vec<super::figures::TrainingSeries> = o
@@ -456,11 +599,15 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             trend("test accuracy %", false, &|r| {
                 r.eval.test.map(|t| t.accuracy)
             }),
-            trend("λmax (Hessian)", true, &|r| {
-                r.hessian
-                    .as_ref()
-                    .and_then(|h| h.eigenvalues.first().copied())
-            }),
+            trend(
+                &format!("λmax ({})", super::report::curvature(&o.results)),
+                true,
+                &|r| {
+                    r.hessian
+                        .as_ref()
+                        .and_then(|h| h.eigenvalues.first().copied())
+                },
+            ),
             trend("roughness", false, &|r| {
                 r.metrics.as_ref().and_then(|m| m.surface.roughness)
             }),

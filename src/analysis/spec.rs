@@ -14,10 +14,13 @@
 //! [directions]
 //! norm = "filter"
 //! seed = 0
+//! kind = "random"                      # or "eigen" (top eigenvectors), "both"
 //! [hessian]
+//! operator = "hessian"                  # or "ggn", "fisher", "empirical-fisher"
 //! top_k = 1
 //! trace_probes = 16
 //! samples = 256
+//! per_block = false                     # true: spectra per block, drawn in the report
 //! [sharpness]                           # optional: ε-sharpness and β-smoothness
 //! samples = 256
 //! iters = 10
@@ -45,8 +48,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::jobs::hessian::{HessianPlan, HessianSettings};
+use crate::jobs::hessian::{CurvatureOperator, HessianPlan, HessianSettings, ParamSet};
 use crate::jobs::sharpness::SharpnessPlan;
+use crate::jobs::surface::EigenSettings;
 use crate::jobs::{JobError, Precision};
 use crate::landscape::directions::{DirType, DirectionNorm};
 use crate::landscape::grid::{GridAxis, GridAxisError};
@@ -166,6 +170,20 @@ pub struct GridSpec {
     pub y: Option<String>,
 }
 
+crate::choice::choice! {
+    /// Which directions the surfaces of an analysis follow.
+    #[derive(Default, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum DirectionsKind {
+        #[default]
+        Random = "random": "Random directions normalized by `norm` (Li et al.).",
+        Eigen = "eigen": "The top eigenvectors of `operator` at the trained weights.",
+        Both = "both": "A surface along each: random, and eigenvectors (`<label>.eigen-surface.h5`).",
+    }
+}
+
+/// `[directions]`: random directions (`norm`, `seed`, …) and/or eigenvector directions
+/// (`kind`, `operator`, `eigen_norm`, `eigen_max_iter`, `eigen_tol`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectionSpec {
@@ -177,6 +195,28 @@ pub struct DirectionSpec {
     pub seed: u64,
     #[serde(default)]
     pub perturb_biasbn: bool,
+    #[serde(default)]
+    pub kind: DirectionsKind,
+    /// The operator whose top eigenvectors are the eigen directions.
+    #[serde(default)]
+    pub operator: CurvatureOperator,
+    /// How eigenvectors are scaled (default none: the unit eigenvectors).
+    #[serde(default = "unit_norm")]
+    pub eigen_norm: DirectionNorm,
+    #[serde(default = "default_eigen_iter")]
+    pub eigen_max_iter: usize,
+    #[serde(default = "default_eigen_tol")]
+    pub eigen_tol: f64,
+}
+
+fn unit_norm() -> DirectionNorm {
+    DirectionNorm::None
+}
+fn default_eigen_iter() -> usize {
+    EigenSettings::default().max_iter
+}
+fn default_eigen_tol() -> f64 {
+    EigenSettings::default().tol
 }
 
 impl Default for DirectionSpec {
@@ -186,6 +226,25 @@ impl Default for DirectionSpec {
             dir_type: DirType::Weights,
             seed: 0,
             perturb_biasbn: false,
+            kind: DirectionsKind::Random,
+            operator: CurvatureOperator::Hessian,
+            eigen_norm: DirectionNorm::None,
+            eigen_max_iter: default_eigen_iter(),
+            eigen_tol: default_eigen_tol(),
+        }
+    }
+}
+
+impl DirectionSpec {
+    /// How the eigen directions are computed (seeded by `seed`).
+    pub fn eigen_settings(&self) -> EigenSettings {
+        EigenSettings {
+            operator: self.operator,
+            params: ParamSet::Trainable,
+            max_iter: self.eigen_max_iter,
+            tol: self.eigen_tol,
+            seed: self.seed,
+            ..Default::default()
         }
     }
 }
@@ -209,6 +268,19 @@ pub struct HessianSpec {
     pub max_iter: usize,
     #[serde(default)]
     pub seed: u64,
+    /// The curvature matrix: the Hessian, or a Gauss–Newton type.
+    #[serde(default)]
+    pub operator: CurvatureOperator,
+    /// Labels drawn per data point for the Fisher.
+    #[serde(default = "one")]
+    pub fisher_samples: usize,
+    /// Also each block's top eigenvalues (and density with `density`); the report then
+    /// draws the spectra per block.
+    #[serde(default)]
+    pub per_block: bool,
+    /// The spectral density by SLQ (whole network, and per block with `per_block`).
+    #[serde(default)]
+    pub density: bool,
 }
 
 fn yes() -> bool {
@@ -237,13 +309,18 @@ impl Default for HessianSpec {
             tol: 1e-3,
             max_iter: 60,
             seed: 0,
+            operator: CurvatureOperator::Hessian,
+            fisher_samples: 1,
+            per_block: false,
+            density: false,
         }
     }
 }
 
 impl HessianSpec {
-    /// The settings of the Hessian step: top eigenvalues by Lanczos and, with
-    /// `trace_probes` > 0, the Hutchinson trace; everything else at the library's defaults.
+    /// The settings of the Hessian step: top eigenvalues of `operator` by Lanczos and,
+    /// with `trace_probes` > 0, the Hutchinson trace, per block with `per_block`, the SLQ
+    /// density with `density`; everything else at the library's defaults.
     pub fn settings(&self) -> HessianSettings {
         HessianSettings {
             top_k: self.top_k,
@@ -252,8 +329,17 @@ impl HessianSpec {
             seed: self.seed,
             trace: self.trace_probes > 0,
             probes: self.trace_probes,
+            operator: self.operator,
+            fisher_samples: self.fisher_samples,
+            per_block: self.per_block,
+            density: self.density,
             ..Default::default()
         }
+    }
+
+    /// Whether the step writes its HDF5 file (and the report a spectrum figure).
+    pub fn writes_file(&self) -> bool {
+        self.per_block || self.density
     }
 }
 
@@ -392,6 +478,10 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("hessian", "trace_probes", "probes"),
     ("hessian", "samples", "samples"),
     ("hessian", "seed", "seed"),
+    ("hessian", "operator", "operator"),
+    ("hessian", "fisher_samples", "fisher_samples"),
+    ("directions", "eigen_max_iter", "max_iter"),
+    ("directions", "eigen_tol", "tol"),
     ("sharpness", "eps", "eps"),
     ("sharpness", "iters", "iters"),
     ("sharpness", "etas", "etas"),
@@ -600,6 +690,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
     }
     if spec.hessian.enabled {
         HessianPlan::new(&spec.hessian.settings()).map_err(|e| value("hessian", e.to_string()))?;
+    }
+    if spec.directions.kind != DirectionsKind::Random {
+        let e = spec.directions.eigen_settings();
+        let check = HessianSettings {
+            top_k: 2,
+            max_iter: Some(e.max_iter),
+            tol: e.tol,
+            operator: e.operator,
+            ..Default::default()
+        };
+        HessianPlan::new(&check).map_err(|e| value("directions", e.to_string()))?;
     }
     if let Some(sh) = &spec.sharpness {
         sh.plan().map_err(|e| value("sharpness", e.to_string()))?;

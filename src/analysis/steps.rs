@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use super::error::{AnalysisError, AnalysisResult};
 use super::runner::{
-    cached, up_to_date, Evals, HessianResult, MetricsResult, ModelResult, ProbeSummary,
-    SharpnessSummary,
+    cached, up_to_date, BlockCurvature, Evals, HessianResult, MetricsResult, ModelResult,
+    ProbeSummary, SharpnessSummary,
 };
-use super::spec::{Analysis, AnalysisSpec};
+use super::spec::{Analysis, AnalysisSpec, DirectionsKind};
 use crate::data::{self, DataOptions, Dataset, Split};
 use crate::engine::ParamVec;
 use crate::hessian::Which;
@@ -18,7 +18,7 @@ use crate::io::surface::SurfaceFile;
 use crate::jobs::eval::{evaluate, probe_model};
 use crate::jobs::hessian::{hessian_of, HessianPlan};
 use crate::jobs::sharpness::sharpness_of;
-use crate::jobs::surface::{run_surface, DirectionSource, SurfaceConfig};
+use crate::jobs::surface::{run_surface, DirectionSource, EigenNorm, SurfaceConfig};
 use crate::jobs::{DataConfig, JobResult, ModelSource, Precision};
 use crate::landscape::surface::{nearest_zero, Shard};
 use crate::model::{Arch, Model};
@@ -158,6 +158,7 @@ impl Subject {
 pub(super) struct Measured {
     eval: Option<Evals>,
     surface: Option<(PathBuf, SurfaceFile)>,
+    eigen_surface: Option<PathBuf>,
     center_loss: f64,
     metrics: Option<MetricsResult>,
     hessian: Option<HessianResult>,
@@ -186,6 +187,12 @@ impl Measured {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned(),
+            eigen_surface_file: self.eigen_surface.map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            }),
             center_loss: self.center_loss,
             metrics: self.metrics,
             hessian: self.hessian,
@@ -210,6 +217,8 @@ pub(super) enum Step {
     Eval,
     /// The surface (resumable on its own; recomputed when the spec or model changed).
     Surface,
+    /// A second surface along the top eigenvectors (`[directions] kind = "both"`).
+    EigenSurface,
     /// Smoothness metrics, with the exact dᵀHd along the surface's directions.
     Metrics,
     /// Top eigenvalues (Lanczos, full reorthogonalization) and the Hutchinson trace.
@@ -223,7 +232,11 @@ pub(super) enum Step {
 impl Step {
     /// The steps `spec` asks for.
     pub fn list(spec: &AnalysisSpec) -> Vec<Step> {
-        let mut steps = vec![Step::Eval, Step::Surface, Step::Metrics];
+        let mut steps = vec![Step::Eval, Step::Surface];
+        if spec.directions.kind == DirectionsKind::Both {
+            steps.push(Step::EigenSurface);
+        }
+        steps.push(Step::Metrics);
         if spec.hessian.enabled {
             steps.push(Step::Hessian);
         }
@@ -240,9 +253,24 @@ impl Step {
     pub fn title(self, a: &Analysis) -> String {
         match self {
             Step::Eval => "eval".into(),
+            Step::Surface if a.spec.directions.kind == DirectionsKind::Eigen => {
+                format!(
+                    "surface {} ({} eigenvectors)",
+                    a.x, a.spec.directions.operator
+                )
+            }
             Step::Surface => format!("surface {}", a.x),
+            Step::EigenSurface => {
+                format!(
+                    "surface {} ({} eigenvectors)",
+                    a.x, a.spec.directions.operator
+                )
+            }
             Step::Metrics => "surface metrics".into(),
-            Step::Hessian => "Hessian (λmax, trace)".into(),
+            Step::Hessian => match a.spec.hessian.operator {
+                crate::jobs::hessian::CurvatureOperator::Hessian => "Hessian (λmax, trace)".into(),
+                op => format!("curvature: {op} (λmax, trace)"),
+            },
             Step::Probe => "probes".into(),
             Step::Sharpness => "sharpness".into(),
         }
@@ -253,6 +281,7 @@ impl Step {
         match self {
             Step::Eval => eval(run, s, m),
             Step::Surface => surface(run, s, m),
+            Step::EigenSurface => eigen_surface(run, s, m),
             Step::Metrics => metrics(run, s, m),
             Step::Hessian => hessian(run, s, m),
             Step::Probe => probe(run, s, m),
@@ -277,10 +306,29 @@ fn eval(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     Ok(hit)
 }
 
-fn surface(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
+/// The eigenvector directions of the spec.
+fn eigen_source(spec: &AnalysisSpec) -> DirectionSource {
+    let d = &spec.directions;
+    DirectionSource::Eigen {
+        settings: d.eigen_settings(),
+        norm: EigenNorm {
+            norm: d.eigen_norm,
+            perturb_biasbn: d.perturb_biasbn,
+        },
+    }
+}
+
+/// Runs the surface job into `<base>.<stem>.h5` (directions in `<base>.<dirs>.h5`) unless
+/// that file is up to date; returns it, read, and whether it was.
+fn surface_into(
+    run: &Run,
+    s: &Subject,
+    (stem, dirs): (&str, &str),
+    directions: DirectionSource,
+) -> AnalysisResult<(PathBuf, SurfaceFile, bool)> {
     let spec = &run.a.spec;
-    let out = s.with_ext("surface.h5");
-    let dir_file = s.with_ext("directions.h5");
+    let out = s.with_ext(&format!("{stem}.h5"));
+    let dir_file = s.with_ext(&format!("{dirs}.h5"));
     if out.exists() && !up_to_date(&out, &s.deps()) {
         let _ = std::fs::remove_file(&out);
         let _ = std::fs::remove_file(&dir_file);
@@ -291,13 +339,7 @@ fn surface(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
         data: run.data.clone(),
         x: run.a.x.clone(),
         y: run.a.y.clone(),
-        directions: DirectionSource::Generate {
-            norm: spec.directions.norm,
-            perturb_biasbn: spec.directions.perturb_biasbn,
-            seed: spec.directions.seed,
-            model2: None,
-            model3: None,
-        },
+        directions,
         dir_type: spec.directions.dir_type,
         orthogonalize: false,
         curvature: None,
@@ -313,12 +355,35 @@ fn surface(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
         source: Box::new(e),
     })?;
     let surf = crate::io::surface::read_surface(&out)?;
+    Ok((out, surf, hit))
+}
+
+fn surface(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
+    let spec = &run.a.spec;
+    let directions = match spec.directions.kind {
+        DirectionsKind::Eigen => eigen_source(spec),
+        DirectionsKind::Random | DirectionsKind::Both => DirectionSource::Generate {
+            norm: spec.directions.norm,
+            perturb_biasbn: spec.directions.perturb_biasbn,
+            seed: spec.directions.seed,
+            model2: None,
+            model3: None,
+        },
+    };
+    let (out, surf, hit) = surface_into(run, s, ("surface", "directions"), directions)?;
     let k = match &surf.y {
         Some(y) => nearest_zero(y) * surf.x.len() + nearest_zero(&surf.x),
         None => nearest_zero(&surf.x),
     };
     m.center_loss = surf.values.arrays[0].as_slice().expect("standard")[k];
     m.surface = Some((out, surf));
+    Ok(hit)
+}
+
+fn eigen_surface(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
+    let source = eigen_source(&run.a.spec);
+    let (out, _, hit) = surface_into(run, s, ("eigen-surface", "eigen-directions"), source)?;
+    m.eigen_surface = Some(out);
     Ok(hit)
 }
 
@@ -378,7 +443,49 @@ fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
         let r = hessian_of(&o, &s.model.theta, &plan, threads, &s.file, &run.inner)?;
         let top = r.whole.top.as_ref().ok_or(AnalysisError::NoEigenvalues)?;
         let trace = r.whole.trace.as_ref();
+        let file = if h.writes_file() {
+            let path = s.with_ext("hessian.h5");
+            let mut attrs = std::collections::BTreeMap::new();
+            s.source
+                .describe_in(&s.model, crate::model::zoo::ARCH_METADATA_KEY, &mut attrs)?;
+            attrs.insert("data".into(), run.hess_data.name.clone().into());
+            attrs.insert("samples".into(), run.hess_data.len().into());
+            attrs.insert("seed".into(), (h.seed as i64).into());
+            attrs.insert("operator".into(), h.operator.to_string().into());
+            attrs.insert("operator_definition".into(), h.operator.definition().into());
+            attrs.insert("params".into(), plan.subset.describe().into());
+            attrs.insert(
+                "hvp_normalization".into(),
+                crate::jobs::hessian::HVP_NORMALIZATION.into(),
+            );
+            crate::io::hessian::write_hessian(&path, &r.whole, &r.blocks, &attrs).map_err(
+                |source| crate::jobs::JobError::HessianFile {
+                    path: path.clone(),
+                    source: Box::new(source),
+                },
+            )?;
+            Some(
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        } else {
+            None
+        };
         Ok(HessianResult {
+            operator: h.operator.to_string(),
+            blocks: r
+                .blocks
+                .iter()
+                .map(|(name, g)| BlockCurvature {
+                    name: name.clone(),
+                    params: g.params_dim,
+                    eigenvalues: g.top.as_ref().map(|t| t.values.clone()).unwrap_or_default(),
+                    trace: g.trace.as_ref().map(|t| t.estimate),
+                })
+                .collect(),
+            file,
             eigenvalues: top.values.to_vec(),
             residuals: top.residuals.to_vec(),
             converged: top.converged.to_vec(),

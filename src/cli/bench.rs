@@ -5,7 +5,7 @@
 //! inputs (CIFAR-10's shape), for each thread count: eval-mode forward time, images/s and
 //! GFLOP/s (2 × multiply-adds of convolutions and linear layers), one gradient and one
 //! exact H·v, and the H·v / gradient ratio; also H·v with its θ-only half kept (what the
-//! Hessian operator's products cost after the first; [`crate::objective::PreparedHvp`]).
+//! Hessian operator's products cost after the first; [`crate::objective::PreparedCurvature`]).
 //! Medians over `--reps` runs after a warm-up; the gradient and H·v runs alternate.
 //! Compare with `python fixtures/generate/bench_torch.py` on the same machine and threads,
 //! and engine settings with `--conv im2col`, `--gemm matrixmultiply`, `--simd avx2`.

@@ -10,8 +10,8 @@ use clap::Args;
 
 use super::{DataArgs, ModelArgs};
 use crate::jobs::hessian::{
-    run_hessian, EigenMethod, HessianConfig, HessianPlan, HessianSettings, Pair, ParamSet, Summary,
-    TraceMethod,
+    run_hessian, CurvatureOperator, EigenMethod, HessianConfig, HessianPlan, HessianSettings, Pair,
+    ParamSet, Summary, TraceMethod,
 };
 use crate::jobs::Precision;
 
@@ -24,6 +24,18 @@ pub struct HessianArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub data: DataArgs,
+    /// The curvature matrix every analysis runs on. The Gauss–Newton types (ggn, fisher,
+    /// empirical-fisher) are PSD: the Hessian with the network's own second derivatives
+    /// left out (GGN), or outer products of per-sample gradients (the Fisher with labels
+    /// drawn from the model, which for cross-entropy equals the GGN in expectation; the
+    /// empirical Fisher at the data's labels). Each product costs one R-forward and one
+    /// backward pass, less than an H·v.
+    #[arg(long, value_enum, default_value_t = D.operator)]
+    pub operator: CurvatureOperator,
+    /// --operator fisher: labels drawn per data point from the model's softmax (the Monte
+    /// Carlo estimate of the Fisher averages over them; same cost per product).
+    #[arg(long, value_name = "M", default_value_t = D.fisher_samples)]
+    pub fisher_samples: usize,
     /// Number of largest eigenvalues.
     #[arg(long, default_value_t = D.top_k)]
     pub top_k: usize,
@@ -70,7 +82,8 @@ pub struct HessianArgs {
     /// Gaussian kernel variance of the density, per unit of spectral range (PyHessian: 1e-5).
     #[arg(long, default_value_t = D.sigma_squared)]
     pub sigma_squared: f64,
-    /// Seed of every random vector (start vectors, probes); written to the output.
+    /// Seed of every random vector (start vectors, probes) and of the Fisher's sampled
+    /// labels; written to the output.
     #[arg(long, default_value_t = D.seed)]
     pub seed: u64,
     /// Which tensors the Hessian is taken over.
@@ -86,7 +99,9 @@ pub struct HessianArgs {
     /// fc_in, blocks.i, fc_out (MLP). Blocks come from the tensor names (first component).
     #[arg(long)]
     pub per_block: bool,
-    /// Store the eigenvectors in the HDF5 file (f32, dim × k).
+    /// Store the eigenvectors in the HDF5 file (f32, dim × k). `losscape surface
+    /// --directions FILE` takes such a file: the top-1 and top-2 eigenvectors become the
+    /// x and y directions.
     #[arg(long)]
     pub save_vectors: bool,
     /// Precision of the H·v products (the analyses run in f64 either way).
@@ -135,6 +150,8 @@ impl HessianArgs {
             save_vectors: self.save_vectors,
             precision: self.precision,
             hvp_cache_mb: self.hvp_cache_mb,
+            operator: self.operator,
+            fisher_samples: self.fisher_samples,
         }
     }
 
@@ -158,20 +175,21 @@ pub fn run(args: &HessianArgs) -> Result<()> {
         return super::print_json(&out);
     }
     println!(
-        "{} on {} ({} samples, {} parameters, {}) → {}",
-        out.model, out.data, out.samples, out.params, out.precision, out.out
+        "{} of {} on {} ({} samples, {} parameters, {}) → {}",
+        out.operator, out.model, out.data, out.samples, out.params, out.precision, out.out
     );
-    print_summary(&out.whole);
+    let unit = args.operator.product_symbol();
+    print_summary(&out.whole, unit);
     for b in &out.blocks {
-        print_summary(b);
+        print_summary(b, unit);
     }
     Ok(())
 }
 
-fn print_summary(a: &Summary) {
+fn print_summary(a: &Summary, unit: &str) {
     println!(
-        "{} ({} parameters, {} H·v, {:.1} s)",
-        a.name, a.params_dim, a.hvps, a.seconds
+        "{} ({} parameters, {} {}, {:.1} s)",
+        a.name, a.params_dim, a.hvps, unit, a.seconds
     );
     let flag = |p: &Pair| if p.converged { "" } else { "  (not converged)" };
     for (i, p) in a.eigenvalues.iter().enumerate() {

@@ -23,7 +23,8 @@ pub enum KindArg {
     Curve,
     /// |λmin/λmax| on a 0–0.5 scale (needs max_eig and min_eig datasets).
     Ratio,
-    /// Eigenvalue density of a Hessian file (from `losscape hessian --density`).
+    /// Eigenvalue density of a Hessian file (from `losscape hessian --density`); for a file
+    /// written with --per-block, every block's density and top eigenvalues against depth.
     Spectrum,
     /// Several surfaces side by side on one colour scale.
     Panel,

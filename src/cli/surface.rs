@@ -6,7 +6,11 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{DataArgs, ModelArgs};
-use crate::jobs::surface::{run_surface, DirectionSource, SurfaceConfig};
+use crate::jobs::hessian::{CurvatureOperator, ParamSet};
+use crate::jobs::surface::{
+    run_surface, DirectionSource, EigenNorm, EigenSettings, SurfaceConfig, SurfaceDirType,
+};
+use crate::jobs::{JobError, JobResult};
 use crate::landscape::directions::{DirType, DirectionNorm};
 use crate::landscape::grid::GridAxis;
 use crate::landscape::surface::{CurvatureSpec, Shard};
@@ -23,23 +27,46 @@ pub struct SurfaceArgs {
     /// y axis as MIN:MAX:NUM for a 2-D surface.
     #[arg(long, value_name = "MIN:MAX:NUM", allow_hyphen_values = true)]
     pub y: Option<GridAxis>,
-    /// Direction normalization (Li et al.: filter; loss-landscape's own default is none).
-    #[arg(long, value_enum, default_value_t = DirectionNorm::Filter)]
-    pub norm: DirectionNorm,
+    /// Direction normalization [default: filter for random directions (Li et al.;
+    /// loss-landscape's own default is none); none for eigenvector directions, i.e. the
+    /// unit eigenvectors, so that α is a Euclidean step and L ≈ L₀ + ½λα² near θ].
+    #[arg(long, value_enum)]
+    pub norm: Option<DirectionNorm>,
     /// Perturb 1-D tensors (biases, BN) by the parameter itself, as loss-landscape does
-    /// without `--xignore biasbn`. By default they are held fixed.
+    /// without `--xignore biasbn`. By default they are held fixed (random directions, or
+    /// normalized eigenvectors; unit eigenvectors keep their own 1-D components).
     #[arg(long)]
     pub perturb_biasbn: bool,
-    /// `weights` perturbs parameters; `states` also BN running statistics.
-    #[arg(long, value_enum, default_value_t = DirType::Weights)]
-    pub dir_type: DirType,
+    /// `weights` perturbs parameters; `states` also BN running statistics (random
+    /// directions); `eigen` moves along the top eigenvectors of --operator at θ (x the
+    /// largest, y the second), computed by Lanczos on the surface's data before the grid.
+    #[arg(long, value_enum, default_value_t = SurfaceDirType::Weights)]
+    pub dir_type: SurfaceDirType,
+    /// --dir-type eigen: the curvature matrix whose top eigenvectors are the directions.
+    #[arg(long, value_enum, default_value_t = CurvatureOperator::Hessian)]
+    pub operator: CurvatureOperator,
+    /// --dir-type eigen with --operator fisher: labels drawn per data point.
+    #[arg(long, value_name = "M", default_value_t = 1)]
+    pub fisher_samples: usize,
+    /// --dir-type eigen: the tensors the operator is taken over (its eigenvectors are 0 on
+    /// the others).
+    #[arg(long, value_enum, default_value_t = ParamSet::Trainable)]
+    pub eigen_params: ParamSet,
+    /// --dir-type eigen: Lanczos steps.
+    #[arg(long, default_value_t = EigenSettings::default().max_iter)]
+    pub eigen_max_iter: usize,
+    /// --dir-type eigen: relative residual ‖Av − λv‖/|λ| that counts as converged.
+    #[arg(long, default_value_t = EigenSettings::default().tol)]
+    pub eigen_tol: f64,
     /// Seed of the random directions (each tensor has its own stream, by name).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Make the y direction orthogonal to x (Gram–Schmidt). The x–y cosine is always reported.
     #[arg(long)]
     pub orthogonalize: bool,
-    /// Reuse directions from an HDF5 direction file (loss-landscape's layout or ours).
+    /// Reuse directions from an HDF5 direction file (loss-landscape's layout or ours), or
+    /// take the top-1 (x) and top-2 (y) eigenvectors of a `losscape hessian --save-vectors`
+    /// file (normalized by --norm, default none).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["model2", "seed"])]
     pub directions: Option<PathBuf>,
     /// Interpolate: x direction = θ₂ − θ (loss-landscape's --model_file2).
@@ -83,24 +110,61 @@ pub struct SurfaceArgs {
 }
 
 impl SurfaceArgs {
-    pub fn config(&self) -> SurfaceConfig {
-        let directions = match &self.directions {
-            Some(f) => DirectionSource::File(f.clone()),
-            None => DirectionSource::Generate {
-                norm: self.norm,
+    pub fn config(&self) -> JobResult<SurfaceConfig> {
+        let eigen = self.dir_type == SurfaceDirType::Eigen;
+        if eigen {
+            let given = [
+                (self.directions.is_some(), "directions"),
+                (self.model2.is_some(), "model2"),
+                (self.model3.is_some(), "model3"),
+            ];
+            if let Some((_, other)) = given.iter().find(|(g, _)| *g) {
+                return Err(JobError::invalid(
+                    "dir_type",
+                    format!("eigen computes its own directions: drop `{other}`"),
+                ));
+            }
+        }
+        // eigenvectors default to their unit length, random directions to filter
+        let eigen_norm = EigenNorm {
+            norm: self.norm.unwrap_or(DirectionNorm::None),
+            perturb_biasbn: self.perturb_biasbn,
+        };
+        let directions = match (&self.directions, eigen) {
+            (Some(f), _) => DirectionSource::File {
+                path: f.clone(),
+                eigen_norm,
+            },
+            (None, true) => DirectionSource::Eigen {
+                settings: EigenSettings {
+                    operator: self.operator,
+                    fisher_samples: self.fisher_samples,
+                    params: self.eigen_params,
+                    max_iter: self.eigen_max_iter,
+                    tol: self.eigen_tol,
+                    seed: self.seed,
+                    ..Default::default()
+                },
+                norm: eigen_norm,
+            },
+            (None, false) => DirectionSource::Generate {
+                norm: self.norm.unwrap_or(DirectionNorm::Filter),
                 perturb_biasbn: self.perturb_biasbn,
                 seed: self.seed,
                 model2: self.model2.clone(),
                 model3: self.model3.clone(),
             },
         };
-        SurfaceConfig {
+        Ok(SurfaceConfig {
             model: self.model.source(),
             data: self.data.config(),
             x: self.x.clone(),
             y: self.y.clone(),
             directions,
-            dir_type: self.dir_type,
+            dir_type: match self.dir_type {
+                SurfaceDirType::States => DirType::States,
+                SurfaceDirType::Weights | SurfaceDirType::Eigen => DirType::Weights,
+            },
             orthogonalize: self.orthogonalize,
             curvature: self.hessian.then_some(CurvatureSpec {
                 max_iter: self.hessian_max_iter,
@@ -112,12 +176,12 @@ impl SurfaceArgs {
             dir_file: self.dir_file.clone(),
             out: self.out.clone(),
             threads: self.threads,
-        }
+        })
     }
 }
 
 pub fn run(args: &SurfaceArgs) -> Result<()> {
-    let summary = run_surface(&args.config(), &super::reporter(args.quiet))?;
+    let summary = run_surface(&args.config()?, &super::reporter(args.quiet))?;
     if args.json {
         return super::print_json(&summary);
     }

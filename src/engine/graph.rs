@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, ArrayViewMut1, IxDyn};
 
+use super::curvature::{GnKind, Middle};
 use super::error::EngineError;
 pub use super::ops::batchnorm::{BatchStats, Mode};
 pub use super::ops::loss::Loss;
@@ -84,6 +85,26 @@ impl<T: Scalar> HvpState<T> {
         let t = std::mem::size_of::<T>();
         let arrays = self.tape.values.iter().chain(self.g.iter().flatten());
         (arrays.map(|a| a.len()).sum::<usize>() + self.lc.probs.len()) * t + self.cache_bytes
+    }
+}
+
+/// The half of a Gauss–Newton-type product on one batch that depends on θ alone: the
+/// forward tape and the output-space middle Mₙ of every sample (for the Fisher, with its
+/// sampled labels). Kept while v changes, each product runs an R-forward and a plain
+/// reverse pass (4 of a cold product's 6 convolution passes).
+pub struct GnState<T> {
+    tape: Tape<T>,
+    middle: Middle<T>,
+    /// Bytes of the ops' caches on the tape.
+    cache_bytes: usize,
+}
+
+impl<T: Scalar> GnState<T> {
+    /// Bytes held by the arrays of the state (the cache's memory cost).
+    pub fn bytes(&self) -> usize {
+        let t = std::mem::size_of::<T>();
+        let values: usize = self.tape.values.iter().map(|a| a.len()).sum();
+        (values + self.middle.len()) * t + self.cache_bytes
     }
 }
 
@@ -519,6 +540,81 @@ impl Graph {
         let rz = rvals.last().unwrap().as_ref().expect("logits depend on θ");
         let rgz = self.loss.r_backward(&state.lc, &state.y, rz);
         self.r_reverse(&theta, &v, state, &rvals, &rcaches, rgz, hv);
+    }
+
+    /// Σₙ loss over one batch; adds G·v into `out`, where G = Σₙ Jₙᵀ Mₙ Jₙ is the
+    /// Gauss–Newton-type matrix of `kind` for the sum of the batch's losses (Jₙ = ∂zₙ/∂θ;
+    /// see [`super::curvature`]): one R-forward pass to the logits, the middle, one plain
+    /// reverse pass. Exact and symmetric PSD whatever the network. Direction components on
+    /// running statistics are ignored. [`Graph::gn_prepare`] keeps the θ-only half.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gn_batch<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        v: ArrayView1<T>,
+        x: &ArrayD<T>,
+        y: &[usize],
+        mode: Mode,
+        kind: &GnKind,
+        out: ArrayViewMut1<T>,
+    ) -> LossValue {
+        let (value, state) = self.gn_prepare_valued(&theta, x, y, mode, kind);
+        self.gn_prepared(theta, v, &state, out);
+        value
+    }
+
+    /// The half of a Gauss–Newton-type product on one batch that depends on θ only (see
+    /// [`GnState`]): the forward tape and the middle of `kind` (sampled labels included).
+    pub fn gn_prepare<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        x: &ArrayD<T>,
+        y: &[usize],
+        mode: Mode,
+        kind: &GnKind,
+    ) -> GnState<T> {
+        self.gn_prepare_valued(&theta, x, y, mode, kind).1
+    }
+
+    fn gn_prepare_valued<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        x: &ArrayD<T>,
+        y: &[usize],
+        mode: Mode,
+        kind: &GnKind,
+    ) -> (LossValue, GnState<T>) {
+        let tape = self.run_forward(theta, x, mode, true);
+        let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
+        let cache_bytes = (self.nodes.iter().zip(&tape.caches))
+            .map(|(node, c)| node.op.cache_bytes::<T>(c))
+            .sum();
+        let middle = Middle::new(self.loss, lc, y, kind);
+        let state = GnState {
+            tape,
+            middle,
+            cache_bytes,
+        };
+        (value, state)
+    }
+
+    /// [`Graph::gn_batch`] from a prepared state, with the same bits. `theta` must be the
+    /// θ the state was prepared at.
+    pub fn gn_prepared<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        v: ArrayView1<T>,
+        state: &GnState<T>,
+        out: ArrayViewMut1<T>,
+    ) {
+        let (mut rvals, _) = self.r_forward(&theta, &v, &state.tape);
+        // R{z} is None only where no parameter reaches the logits: then G·v = 0
+        let Some(rz) = rvals.pop().flatten() else {
+            return;
+        };
+        drop(rvals);
+        let gz = state.middle.apply(&rz);
+        self.reverse(&theta, &state.tape, gz, Some(out), None);
     }
 
     /// What the reverse and R-passes show node `j` of `tape`, with the R-values `rv` of

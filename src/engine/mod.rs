@@ -11,6 +11,7 @@
 //! layer's input, with no transpose, and batch norm touches one contiguous row per channel.
 //! Vectors (inputs of linear layers) are `[N, F]` as in PyTorch.
 
+pub mod curvature;
 pub mod error;
 pub mod gemm;
 pub mod graph;
@@ -18,8 +19,9 @@ pub mod ops;
 pub mod options;
 pub mod params;
 
+pub use curvature::GnKind;
 pub use error::{EngineError, ShapeError};
-pub use graph::{BatchStats, Graph, HvpState, Loss, Mode, Node, Op};
+pub use graph::{BatchStats, GnState, Graph, HvpState, Loss, Mode, Node, Op};
 pub use options::{ConvAlgorithm, EngineOptions, GemmBackend, Simd};
 pub use params::{Layout, ParamVec, Role, TensorSpec};
 

@@ -1,13 +1,16 @@
 //! The Hessian of a dataset loss as a [`LinearOperator`]: exact H·v from the objective
 //! (Pearlmutter's R-operator, per-sample mean as PyHessian), restricted to a set of
-//! parameter tensors, optionally shifted by a weight-decay term.
+//! parameter tensors, optionally shifted by a weight-decay term; or, with
+//! [`ObjectiveHessian::with_curvature`], one of the Gauss–Newton-type matrices of the same
+//! loss (GGN, Fisher, empirical Fisher; [`Curvature`]), which are symmetric PSD.
 //!
 //! ```text
-//! apply(v) = P (H + λI) Pᵀ v      P selects the chosen scalars; λ = weight decay
+//! apply(v) = P (C + λI) Pᵀ v      C = H (default), GGN, F or F_emp
+//!                                 P selects the chosen scalars; λ = weight decay
 //! ```
 //! θ is fixed while v changes, so the θ-only half of every product (forward pass, loss,
 //! plain reverse pass) is computed at the first `apply` and kept, within a memory budget
-//! ([`PreparedHvp`]); each later `apply` runs only the R-passes (about 1.7 gradients on
+//! ([`PreparedCurvature`]); each later `apply` runs only the R-passes (about 1.7 gradients on
 //! ResNet-20, against about 2.5 for a cold H·v), with the same bits.
 
 use std::sync::{Arc, OnceLock};
@@ -16,7 +19,7 @@ use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 
 use super::LinearOperator;
 use crate::engine::{ParamVec, TensorSpec};
-use crate::objective::{Objective, PreparedHvp};
+use crate::objective::{Curvature, Objective, PreparedCurvature};
 
 /// Default memory budget for the kept θ-only state of the products (2 GiB; ResNet-20 on
 /// 32×32×3 inputs needs about 5 MB per sample, the bundled 8×8 digits about 1/16 of that).
@@ -25,8 +28,8 @@ pub const DEFAULT_HVP_CACHE_BYTES: usize = 2 << 30;
 /// The kept state, built at the first product in the operator's precision.
 #[derive(Default)]
 struct Prepared<'a, 'd> {
-    f32: OnceLock<PreparedHvp<'a, 'd, f32>>,
-    f64: OnceLock<PreparedHvp<'a, 'd, f64>>,
+    f32: OnceLock<PreparedCurvature<'a, 'd, f32>>,
+    f64: OnceLock<PreparedCurvature<'a, 'd, f64>>,
 }
 
 /// H restricted to the selected tensors at θ (f64 in and out; f32 compute by default).
@@ -39,6 +42,8 @@ pub struct ObjectiveHessian<'a, 'd> {
     index: Vec<usize>,
     /// λ of the H + λI shift (the curvature of an L2 penalty λ/2‖θ‖²).
     shift: f64,
+    /// Which matrix the products multiply by.
+    curvature: Curvature,
     /// Budget of the kept θ-only state, bytes (0: every product runs cold).
     cache_bytes: usize,
     /// Shared between operators on the same objective and θ (e.g. per-block operators).
@@ -65,6 +70,7 @@ impl<'a, 'd> ObjectiveHessian<'a, 'd> {
             theta64: None,
             index,
             shift: 0.0,
+            curvature: Curvature::Hessian,
             cache_bytes: DEFAULT_HVP_CACHE_BYTES,
             prepared: Arc::default(),
         }
@@ -88,10 +94,18 @@ impl<'a, 'd> ObjectiveHessian<'a, 'd> {
     /// both must be on the same objective and θ.
     pub fn sharing_cache_with(mut self, other: &Self) -> Self {
         assert!(
-            std::ptr::eq(self.objective, other.objective) && std::ptr::eq(self.theta, other.theta),
-            "a shared H·v cache needs the same objective and θ"
+            std::ptr::eq(self.objective, other.objective)
+                && std::ptr::eq(self.theta, other.theta)
+                && self.curvature == other.curvature,
+            "a shared H·v cache needs the same objective, θ and curvature"
         );
         self.prepared = Arc::clone(&other.prepared);
+        self
+    }
+
+    /// Products with `c` instead of the Hessian.
+    pub fn with_curvature(mut self, c: Curvature) -> Self {
+        self.curvature = c;
         self
     }
 
@@ -121,11 +135,11 @@ impl LinearOperator for ObjectiveHessian<'_, '_> {
                 for (&i, &x) in self.index.iter().zip(v.iter()) {
                     full[i] = x;
                 }
-                let prep = self
-                    .prepared
-                    .f64
-                    .get_or_init(|| self.objective.prepare_hvp(t64.view(), self.cache_bytes));
-                let hv = prep.hvp(full.view());
+                let prep = self.prepared.f64.get_or_init(|| {
+                    self.objective
+                        .prepare_curvature(t64.view(), self.curvature, self.cache_bytes)
+                });
+                let hv = prep.product(full.view());
                 self.index.iter().map(|&i| hv[i]).collect()
             }
             None => {
@@ -134,10 +148,13 @@ impl LinearOperator for ObjectiveHessian<'_, '_> {
                     full[i] = x as f32;
                 }
                 let prep = self.prepared.f32.get_or_init(|| {
-                    self.objective
-                        .prepare_hvp(self.theta.data.view(), self.cache_bytes)
+                    self.objective.prepare_curvature(
+                        self.theta.data.view(),
+                        self.curvature,
+                        self.cache_bytes,
+                    )
                 });
-                let hv = prep.hvp(full.view());
+                let hv = prep.product(full.view());
                 self.index.iter().map(|&i| hv[i] as f64).collect()
             }
         };

@@ -9,7 +9,7 @@
 //!
 //! One `apply` costs one exact H·v over the dataset (Pearlmutter's R-operator; see
 //! [`Objective::hvp`]): the first about 2.5 gradients, later ones, which reuse the kept
-//! θ-only half ([`crate::objective::PreparedHvp`]), about 1.7. Products are computed in f32 by default (the
+//! θ-only half ([`crate::objective::PreparedCurvature`]), about 1.7. Products are computed in f32 by default (the
 //! precision models are trained in, with f64 sums) and optionally in f64 end to end; the
 //! operator's input and output are f64 either way, so every analysis runs in f64.
 //!
@@ -22,7 +22,7 @@ use ndarray::{ArrayView1, ArrayViewMut1};
 use super::objective_op::DEFAULT_HVP_CACHE_BYTES;
 use super::{LinearOperator, ObjectiveHessian};
 use crate::engine::{Layout, ParamVec, TensorSpec};
-use crate::objective::Objective;
+use crate::objective::{Curvature, Objective};
 
 /// Which parameter tensors the Hessian is taken over (trainable tensors only, always).
 ///
@@ -118,6 +118,9 @@ pub struct HessianOptions {
     /// Memory budget (bytes) for the θ-only half of the products, kept across them
     /// (`--hvp-cache-mb`; default [`DEFAULT_HVP_CACHE_BYTES`]; 0 recomputes it each time).
     pub hvp_cache_bytes: usize,
+    /// The matrix the operator multiplies by: the Hessian (default) or a Gauss–Newton
+    /// type (`--operator`).
+    pub curvature: Curvature,
 }
 
 impl Default for HessianOptions {
@@ -126,6 +129,7 @@ impl Default for HessianOptions {
             double_precision: false,
             weight_decay: 0.0,
             hvp_cache_bytes: DEFAULT_HVP_CACHE_BYTES,
+            curvature: Curvature::Hessian,
         }
     }
 }
@@ -176,7 +180,8 @@ impl<'a, 'd> HessianOperator<'a, 'd> {
         let inner = ObjectiveHessian::new(objective, theta, keep)
             .with_shift(options.weight_decay)
             .with_f64(options.double_precision)
-            .with_cache_bytes(options.hvp_cache_bytes);
+            .with_cache_bytes(options.hvp_cache_bytes)
+            .with_curvature(options.curvature);
         Self {
             inner,
             tensors,

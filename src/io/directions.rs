@@ -6,7 +6,8 @@
 //! /ydirection/0 … /ydirection/P−1   (2-D surfaces)
 //! dataset attributes: name (state_dict path), role            ← ours; loss-landscape has none
 //! root attributes:    seed, norm, perturb_biasbn, dir_type, kind, xy_cosine (2-D),
-//!                     model_sha256 (when known), losscape_version
+//!                     model_sha256 (when known), losscape_version; for eigenvector
+//!                     directions (kind `eigen`) eigen_operator, eigenvalue_x, eigenvalue_y
 //! /explained_variance_ratio_, /singular_values_, /explained_variance_
 //!                     f64 (2), in PCA files (loss-landscape's and `losscape trajectory`'s)
 //! ```
@@ -172,6 +173,12 @@ pub fn write_directions(
         ];
         if let Some(cos) = dirs.cosine() {
             attrs.push(("xy_cosine", cos.into()));
+        }
+        if let DirectionKind::Eigen(e) = &dirs.kind {
+            attrs.push(("eigen_operator", e.operator.as_str().into()));
+            for (name, v) in ["eigenvalue_x", "eigenvalue_y"].into_iter().zip(&e.values) {
+                attrs.push((name, (*v).into()));
+            }
         }
         if let Some(s) = model_sha256 {
             attrs.push(("model_sha256", s.into()));

@@ -1,7 +1,8 @@
 //! Hessian files (HDF5), written by `losscape hessian`.
 //!
 //! ```text
-//! group (the root for the whole subset; /blocks/<name>/ per block with --per-block)
+//! group (the root for the whole subset; /blocks/<name>/ per block with --per-block,
+//!        their order in the network in the root attribute block_order, a string array)
 //!   eigenvalues          f64 (k)        largest eigenvalues, decreasing
 //!   residuals            f64 (k)        ‖Hv − λv‖ / |λ| of each pair
 //!   converged            u8  (k)        1 where the residual met --tol (power: its own rule)
@@ -16,12 +17,16 @@
 //!   density_grid         f64 (points)   t of the smoothed density
 //!   density              f64 (points)   φ(t), Gaussian-smoothed, integrates to ≈ 1
 //!   attrs params_dim, hvps, seconds; trace, trace_stderr, trace_probes, trace_method
-//! root attributes: model, model_sha256, data, samples, seed, method, tol, max_iter, params,
-//!   weight_decay, bn_mode, precision, hvps, seconds, losscape_version, hvp_normalization
-//!   ("per-sample mean (PyHessian convention; loss-landscape sums per-batch means)"), …
+//! root attributes: model, model_sha256, data, samples, seed, operator (hessian, ggn,
+//!   fisher, empirical-fisher), operator_definition, fisher_samples (fisher), method, tol,
+//!   max_iter, params, weight_decay, bn_mode, precision, hvps, seconds, losscape_version,
+//!   hvp_normalization ("per-sample mean (PyHessian convention; loss-landscape sums
+//!   per-batch means)"), …
 //! ```
 //! Files are written whole to a temporary sibling and renamed into place, so a reader or a
-//! crash never sees a half-written file.
+//! crash never sees a half-written file. [`read_eigenvectors`] reads the eigenvectors back
+//! (for surfaces along them); [`read_spectra`] the eigenvalues and densities of every
+//! group (for per-block spectrum plots).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,15 +34,38 @@ use std::path::{Path, PathBuf};
 use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2};
 
-use super::surface::{write_attr, Attr};
+use super::surface::{read_attrs, write_attr, Attr};
 
-/// Why a Hessian file could not be written.
+/// Why a Hessian file could not be written or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HessianFileError {
-    /// Occurs when the HDF5 library fails to create or fill the file.
+    /// Occurs when the HDF5 library fails to create, fill or read the file.
     #[error("{path}: {why}")]
     Hdf5 { path: PathBuf, why: String },
+    /// Occurs when the file does not exist.
+    #[error("{path}: no such file")]
+    NotFound { path: PathBuf },
+    /// Occurs when a group holds no eigenvectors (or no such group exists).
+    #[error(
+        "{path}: {group} holds no eigenvectors; write them with `losscape hessian --save-vectors`"
+    )]
+    NoVectors { path: PathBuf, group: String },
+    /// Occurs when a group has fewer eigenvectors than wanted.
+    #[error("{path}: {group} holds {got} eigenvector(s) but {wanted} are needed; run `losscape hessian --save-vectors --top-k {wanted}`")]
+    TooFewVectors {
+        path: PathBuf,
+        group: String,
+        got: usize,
+        wanted: usize,
+    },
+    /// Occurs when the stored eigenvectors are inconsistent with their own attributes.
+    #[error("{path}: {group}: {why}")]
+    Corrupt {
+        path: PathBuf,
+        group: String,
+        why: String,
+    },
 }
 
 /// Eigenpairs of one end of the spectrum.
@@ -190,6 +218,16 @@ pub fn write_hessian(
             for (name, g) in blocks {
                 write_group(&b.create_group(name).map_err(&e)?, g).map_err(&e)?;
             }
+            // the blocks' order (the network's), which HDF5's listing by name loses
+            let order = blocks
+                .iter()
+                .map(|(n, _)| n.parse::<VarLenUnicode>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|x| e(hdf5::Error::from(format!("{x:?}"))))?;
+            f.new_attr_builder()
+                .with_data(&Array1::from(order))
+                .create("block_order")
+                .map_err(&e)?;
         }
         for (k, v) in attrs {
             if !matches!(k.as_str(), "params_dim" | "hvps" | "seconds") {
@@ -199,6 +237,174 @@ pub fn write_hessian(
         f.flush().map_err(&e)?;
         Ok(())
     })
+}
+
+/// Eigenvectors written by `losscape hessian --save-vectors`, with what they belong to.
+#[derive(Clone, Debug)]
+pub struct SavedEigenvectors {
+    /// The eigenvalues of the columns of `vectors`, largest first.
+    pub values: Vec<f64>,
+    /// Unit eigenvectors as columns (dim × k), rows in `tensors` order.
+    pub vectors: Array2<f32>,
+    /// The tensors of the rows: (name, number of entries), in order.
+    pub tensors: Vec<(String, usize)>,
+    /// `hessian`, `ggn`, `fisher` or `empirical-fisher` (files without the attribute were
+    /// all Hessians).
+    pub operator: String,
+    pub model_sha256: Option<String>,
+}
+
+/// Whether `path` is a Hessian file (eigenvalues at the root, no direction groups).
+pub fn is_hessian_file(path: &Path) -> bool {
+    crate::io::hdf5_init();
+    hdf5::File::open(path)
+        .is_ok_and(|f| f.dataset("eigenvalues").is_ok() && f.group("xdirection").is_err())
+}
+
+/// Reads the largest eigenvectors of a Hessian file's root (`block` None) or of
+/// `/blocks/<block>`; at least `wanted` of them.
+pub fn read_eigenvectors(
+    path: &Path,
+    block: Option<&str>,
+    wanted: usize,
+) -> Result<SavedEigenvectors, HessianFileError> {
+    if !path.exists() {
+        return Err(HessianFileError::NotFound { path: path.into() });
+    }
+    let e = h5(path);
+    crate::io::hdf5_init();
+    let f = hdf5::File::open(path).map_err(&e)?;
+    let group_name = match block {
+        Some(b) => format!("/blocks/{b}"),
+        None => "/".into(),
+    };
+    let no_vectors = || HessianFileError::NoVectors {
+        path: path.into(),
+        group: group_name.clone(),
+    };
+    let g = f.group(&group_name).map_err(|_| no_vectors())?;
+    let ds = g.dataset("eigenvectors").map_err(|_| no_vectors())?;
+    let corrupt = |why: String| HessianFileError::Corrupt {
+        path: path.into(),
+        group: group_name.clone(),
+        why,
+    };
+    let vectors: Array2<f32> = ds.read_2d().map_err(&e)?;
+    let values: Vec<f64> = g
+        .dataset("eigenvalues")
+        .and_then(|d| d.read_raw())
+        .map_err(&e)?;
+    let (dim, k) = vectors.dim();
+    if values.len() != k {
+        return Err(corrupt(format!(
+            "{k} eigenvectors but {} eigenvalues",
+            values.len()
+        )));
+    }
+    if k < wanted {
+        return Err(HessianFileError::TooFewVectors {
+            path: path.into(),
+            group: group_name.clone(),
+            got: k,
+            wanted,
+        });
+    }
+    let names: Vec<VarLenUnicode> = ds.attr("tensors").and_then(|a| a.read_raw()).map_err(&e)?;
+    let offsets: Vec<i64> = ds
+        .attr("tensor_offsets")
+        .and_then(|a| a.read_raw())
+        .map_err(&e)?;
+    if names.len() != offsets.len() || offsets.first().is_some_and(|&o| o != 0) {
+        return Err(corrupt(format!(
+            "{} tensor names but {} offsets (the first must be 0)",
+            names.len(),
+            offsets.len()
+        )));
+    }
+    let mut tensors = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let end = offsets.get(i + 1).copied().unwrap_or(dim as i64);
+        if end < offsets[i] || end > dim as i64 {
+            return Err(corrupt(format!(
+                "tensor_offsets {offsets:?} do not fit {dim} rows"
+            )));
+        }
+        tensors.push((name.to_string(), (end - offsets[i]) as usize));
+    }
+    let attrs = read_attrs(&f);
+    let s = |k: &str| attrs.get(k).and_then(Attr::as_str).map(str::to_owned);
+    Ok(SavedEigenvectors {
+        values,
+        vectors,
+        tensors,
+        operator: s("operator").unwrap_or_else(|| "hessian".into()),
+        model_sha256: s("model_sha256").filter(|h| !h.is_empty()),
+    })
+}
+
+/// The eigenvalues and density of one group of a Hessian file.
+#[derive(Clone, Debug, Default)]
+pub struct GroupSpectrum {
+    /// `all` for the root, else the block's name.
+    pub name: String,
+    pub params_dim: usize,
+    /// Largest eigenvalues, decreasing (empty when absent).
+    pub top: Vec<f64>,
+    /// Most negative eigenvalues (empty when absent).
+    pub bottom: Vec<f64>,
+    /// The smoothed density (grid, φ) when the file has one.
+    pub density: Option<(Vec<f64>, Vec<f64>)>,
+    pub trace: Option<f64>,
+}
+
+/// Spectra of the root and of every block of a Hessian file (blocks in the order they
+/// were written, which is the network's order), with the root attributes.
+pub fn read_spectra(
+    path: &Path,
+) -> Result<(GroupSpectrum, Vec<GroupSpectrum>, BTreeMap<String, Attr>), HessianFileError> {
+    if !path.exists() {
+        return Err(HessianFileError::NotFound { path: path.into() });
+    }
+    let e = h5(path);
+    crate::io::hdf5_init();
+    let f = hdf5::File::open(path).map_err(&e)?;
+    let read_group = |g: &hdf5::Group, name: &str| -> GroupSpectrum {
+        let vec = |n: &str| g.dataset(n).and_then(|d| d.read_raw::<f64>()).ok();
+        let attrs = read_attrs(g);
+        GroupSpectrum {
+            name: name.into(),
+            params_dim: match attrs.get("params_dim") {
+                Some(Attr::Int(d)) => *d as usize,
+                _ => 0,
+            },
+            top: vec("eigenvalues").unwrap_or_default(),
+            bottom: vec("bottom_eigenvalues").unwrap_or_default(),
+            density: vec("density_grid").zip(vec("density")),
+            trace: match attrs.get("trace") {
+                Some(Attr::Float(t)) => Some(*t),
+                _ => None,
+            },
+        }
+    };
+    let root = read_group(&f, "all");
+    let mut blocks = Vec::new();
+    if let Ok(b) = f.group("blocks") {
+        // HDF5 lists members by name; the order of creation is the network's
+        let mut names = b.member_names().map_err(&e)?;
+        let order: Vec<String> = match f.attr("block_order") {
+            Ok(a) => a
+                .read_raw::<VarLenUnicode>()
+                .map(|v| v.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
+        for n in names {
+            let g = b.group(&n).map_err(&e)?;
+            blocks.push(read_group(&g, &n));
+        }
+    }
+    Ok((root, blocks, read_attrs(&f)))
 }
 
 #[cfg(test)]

@@ -153,8 +153,19 @@ pub(crate) fn read_attrs(loc: &hdf5::Location) -> BTreeMap<String, Attr> {
     let mut out = BTreeMap::new();
     for name in loc.attr_names().unwrap_or_default() {
         let Ok(a) = loc.attr(&name) else { continue };
+        // HDF5 converts a float attribute to an integer on request (0.75 → 0): ask for the
+        // type the attribute has
+        let float = a
+            .dtype()
+            .and_then(|t| t.to_descriptor())
+            .is_ok_and(|d| matches!(d, hdf5::types::TypeDescriptor::Float(_)));
         let value = if let Ok(s) = a.read_scalar::<VarLenUnicode>() {
             Attr::Str(s.to_string())
+        } else if float {
+            match a.read_scalar::<f64>() {
+                Ok(v) => Attr::Float(v),
+                Err(_) => continue,
+            }
         } else if let Ok(v) = a.read_scalar::<i64>() {
             Attr::Int(v)
         } else if let Ok(v) = a.read_scalar::<f64>() {
@@ -339,5 +350,29 @@ impl SurfaceFile {
             x: axis(&self.x),
             y: self.y.as_deref().map(axis),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Float attributes come back as floats (HDF5 would convert 0.75 to the integer 0).
+    #[test]
+    fn attributes_keep_their_type() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::io::hdf5_init();
+        let f = hdf5::File::create(dir.path().join("a.h5")).unwrap();
+        for (k, v) in [
+            ("f", Attr::Float(0.75)),
+            ("i", Attr::Int(3)),
+            ("s", Attr::Str("x".into())),
+        ] {
+            write_attr(&f, k, &v).unwrap();
+        }
+        let a = read_attrs(&f);
+        assert_eq!(a["f"], Attr::Float(0.75));
+        assert_eq!(a["i"], Attr::Int(3));
+        assert_eq!(a["s"], Attr::Str("x".into()));
     }
 }

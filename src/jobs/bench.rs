@@ -3,7 +3,7 @@
 //! thread count: eval-mode forward time, images/s and GFLOP/s (2 × multiply-adds of
 //! convolutions and linear layers), one gradient and one exact H·v, and the H·v / gradient
 //! ratio; also H·v with its θ-only half kept (what the Hessian operator's products cost
-//! after the first; [`crate::objective::PreparedHvp`]). Medians over `reps` runs after a
+//! after the first; [`crate::objective::PreparedCurvature`]). Medians over `reps` runs after a
 //! warm-up; the gradient and H·v runs alternate.
 
 use std::time::Instant;
@@ -199,7 +199,7 @@ pub fn run_bench(c: &BenchConfig, on_row: &mut dyn FnMut(&BenchRow)) -> JobResul
                                 obj.hvp(theta, theta);
                             },
                             &mut || {
-                                prep.hvp(theta);
+                                prep.product(theta);
                             },
                         ],
                     );

@@ -103,6 +103,21 @@ pub enum JobError {
         #[source]
         source: Box<DirectionFileError>,
     },
+    /// Occurs when the eigenvectors of a Hessian file cannot be read or do not fit the
+    /// model.
+    #[error("reading eigenvectors from `directions` {}", path.display())]
+    EigenFile {
+        path: PathBuf,
+        #[source]
+        source: Box<HessianFileError>,
+    },
+    /// Occurs when eigenvectors (read or computed) do not fit the model's tensors.
+    #[error("eigenvector directions from {from}")]
+    EigenMismatch {
+        from: String,
+        #[source]
+        source: Box<crate::landscape::directions::SubsetMismatch>,
+    },
     /// Occurs when the Hessian file cannot be written.
     #[error("`out` {}: writing the HDF5 file", path.display())]
     HessianFile {

@@ -4,6 +4,10 @@
 //! subset and optionally per top-level block. Used by `losscape hessian` and by the
 //! analysis runner's Hessian step.
 //!
+//! The same analyses run on the Gauss–Newton-type matrices of the same loss
+//! ([`CurvatureOperator`]: GGN, Fisher, empirical Fisher), which are symmetric PSD and
+//! share the operator interface, so every method applies unchanged.
+//!
 //! Every setting is validated before the first H·v ([`HessianPlan::new`]; the analyses can
 //! take minutes), and again against each operator's dimension. The HDF5 layout is
 //! documented in [`crate::io::hessian`].
@@ -27,7 +31,7 @@ use crate::hessian::{
 };
 use crate::io::hessian::{write_hessian, DensityData, EigenData, HessianGroup, TraceData};
 use crate::io::surface::Attr;
-use crate::objective::Objective;
+use crate::objective::{Curvature, Objective};
 use crate::progress::{Progress, Reporter};
 
 /// How H·v over a dataset is normalized; written to every output.
@@ -41,6 +45,54 @@ pub const DEFAULT_MAX_ITER: usize = 100;
 /// SLQ nodes and weights go into the JSON only up to this many entries (runs × steps);
 /// larger arrays are in the HDF5 file only.
 const JSON_DENSITY_MAX: usize = 1000;
+
+choice! {
+    /// The curvature matrix the analyses run on (all of the per-sample mean loss).
+    #[derive(Default, Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum CurvatureOperator {
+        #[default]
+        Hessian = "hessian": "The Hessian, by exact H·v (Pearlmutter's R-operator); may be indefinite.",
+        Ggn = "ggn": "Generalized Gauss–Newton JᵀH_ℓJ: the Hessian without the network's own second derivatives; PSD.",
+        Fisher = "fisher": "Fisher information, labels drawn from the model's softmax (seeded by --seed, --fisher-samples per sample); PSD.",
+        EmpiricalFisher = "empirical-fisher": "Empirical Fisher: mean outer product of per-sample gradients at the data's own labels; PSD.",
+    }
+}
+
+impl CurvatureOperator {
+    /// The objective's curvature for this operator (the Fisher's labels drawn with `seed`,
+    /// `samples` per data point).
+    pub fn curvature(self, seed: u64, samples: usize) -> Curvature {
+        match self {
+            CurvatureOperator::Hessian => Curvature::Hessian,
+            CurvatureOperator::Ggn => Curvature::Ggn,
+            CurvatureOperator::Fisher => Curvature::Fisher { seed, samples },
+            CurvatureOperator::EmpiricalFisher => Curvature::EmpiricalFisher,
+        }
+    }
+
+    /// How one product is written in progress lines and summaries.
+    pub fn product_symbol(self) -> &'static str {
+        match self {
+            CurvatureOperator::Hessian => "H·v",
+            CurvatureOperator::Ggn => "G·v",
+            CurvatureOperator::Fisher => "F·v",
+            CurvatureOperator::EmpiricalFisher => "F_emp·v",
+        }
+    }
+
+    /// The matrix in symbols, for files and reports.
+    pub fn definition(self) -> &'static str {
+        match self {
+            CurvatureOperator::Hessian => "H = ∇²L, L = (1/N) Σₙ ℓₙ",
+            CurvatureOperator::Ggn => "G = (1/N) Σₙ Jₙᵀ ∇²_z ℓₙ Jₙ, Jₙ = ∂zₙ/∂θ (logits z)",
+            CurvatureOperator::Fisher => {
+                "F = (1/N) Σₙ (1/m) Σₛ gₙₛ gₙₛᵀ, gₙₛ = ∇θ ℓ(zₙ, ŷₙₛ), ŷₙₛ ∼ softmax(zₙ)"
+            }
+            CurvatureOperator::EmpiricalFisher => "F_emp = (1/N) Σₙ gₙ gₙᵀ, gₙ = ∇θ ℓ(zₙ, yₙ)",
+        }
+    }
+}
 
 choice! {
     /// Eigenvalue algorithm for the largest eigenvalues.
@@ -64,7 +116,8 @@ choice! {
 
 choice! {
     /// Which tensors the Hessian is taken over.
-    #[derive(Default)]
+    #[derive(Default, Serialize, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case")]
     pub enum ParamSet {
         #[default]
         Trainable = "trainable": "Every trainable tensor, biases and BN γ/β included (PyHessian).",
@@ -102,6 +155,10 @@ pub struct HessianSettings {
     pub save_vectors: bool,
     pub precision: Precision,
     pub hvp_cache_mb: usize,
+    /// The matrix the analyses run on.
+    pub operator: CurvatureOperator,
+    /// Labels drawn per data point for the Fisher (≥ 1).
+    pub fisher_samples: usize,
 }
 
 impl Default for HessianSettings {
@@ -133,6 +190,8 @@ impl Default for HessianSettings {
             save_vectors: false,
             precision: Precision::F32,
             hvp_cache_mb: DEFAULT_HVP_CACHE_BYTES >> 20,
+            operator: CurvatureOperator::Hessian,
+            fisher_samples: 1,
         }
     }
 }
@@ -140,6 +199,7 @@ impl Default for HessianSettings {
 /// The validated analyses to run (everything but the operator's dimension is checked).
 #[derive(Debug, Clone)]
 pub struct HessianPlan {
+    pub operator: CurvatureOperator,
     pub subset: ParamSubset,
     pub options: HessianOptions,
     pub method: EigenMethod,
@@ -158,6 +218,12 @@ impl HessianPlan {
         if s.top_k == 0 {
             return Err(JobError::invalid("top_k", "must be at least 1"));
         }
+        if s.fisher_samples == 0 {
+            return Err(JobError::invalid(
+                "fisher_samples",
+                "must be at least 1 (labels drawn per data point for the Fisher)",
+            ));
+        }
         if !(s.weight_decay.is_finite() && s.weight_decay >= 0.0) {
             return Err(JobError::invalid(
                 "weight_decay",
@@ -172,11 +238,13 @@ impl HessianPlan {
             },
         };
         let plan = HessianPlan {
+            operator: s.operator,
             subset,
             options: HessianOptions {
                 double_precision: s.precision == Precision::F64,
                 weight_decay: s.weight_decay,
                 hvp_cache_bytes: s.hvp_cache_mb.saturating_mul(1 << 20),
+                curvature: s.operator.curvature(s.seed, s.fisher_samples),
             },
             method: s.method,
             top: LanczosParams {
@@ -274,14 +342,15 @@ impl<O: LinearOperator + ?Sized> LinearOperator for Ticking<'_, O> {
     }
 }
 
-/// Runs `f` with a spinner counting H·v, then prints one line (unless quiet).
+/// Runs `f` with a spinner counting products (`unit`: `H·v`, `G·v`, …), then prints one
+/// line (unless quiet).
 fn stage<R>(
     report: &Reporter,
-    label: &str,
+    (label, unit): (String, &'static str),
     op: &dyn LinearOperator,
     f: impl FnOnce(&dyn LinearOperator) -> JobResult<R>,
 ) -> JobResult<R> {
-    let progress = report.spinner("H·v", label.to_string());
+    let progress = report.spinner(unit, label.clone());
     let ticking = Ticking {
         inner: op,
         progress: &progress,
@@ -312,21 +381,25 @@ pub fn analyse(
     let t0 = Instant::now();
     let counted = Counting::new(op);
     let dim = counted.dim();
+    let unit = plan.operator.product_symbol();
     let tag = |what: &str| {
-        if name.is_empty() {
-            what.to_string()
+        let what = match plan.operator {
+            CurvatureOperator::Hessian => what.to_string(),
+            other => format!("{other} {what}"),
+        };
+        let label = if name.is_empty() {
+            what
         } else {
             format!("{name}: {what}")
-        }
+        };
+        (label, unit)
     };
     let k = plan.top.k;
     let top = match plan.method {
-        EigenMethod::Lanczos => {
-            stage(report, &tag(&format!("top-{k} (lanczos)")), &counted, |o| {
-                Ok(top_eigenpairs(o, &plan.top)?)
-            })?
-        }
-        EigenMethod::Power => stage(report, &tag(&format!("top-{k} (power)")), &counted, |o| {
+        EigenMethod::Lanczos => stage(report, tag(&format!("top-{k} (lanczos)")), &counted, |o| {
+            Ok(top_eigenpairs(o, &plan.top)?)
+        })?,
+        EigenMethod::Power => stage(report, tag(&format!("top-{k} (power)")), &counted, |o| {
             Ok(power_iteration(o, &plan.power())?)
         })?,
     };
@@ -337,7 +410,7 @@ pub fn analyse(
         };
         Some(stage(
             report,
-            &tag(&format!("bottom-{k} (lanczos)")),
+            tag(&format!("bottom-{k} (lanczos)")),
             &counted,
             |o| Ok(top_eigenpairs(o, &p)?),
         )?)
@@ -348,7 +421,7 @@ pub fn analyse(
         None => None,
         Some(m) => {
             let method = m.to_string();
-            let r = stage(report, &tag(&format!("trace ({method})")), &counted, |o| {
+            let r = stage(report, tag(&format!("trace ({method})")), &counted, |o| {
                 Ok(match m {
                     TraceMethod::Hutchinson => hutchinson(o, &plan.trace_params)?,
                     TraceMethod::Hutchpp => hutchpp(o, &plan.hutchpp)?,
@@ -366,7 +439,7 @@ pub fn analyse(
     let density = match &plan.density {
         None => None,
         Some((sp, dp)) => {
-            let r = stage(report, &tag("density (slq)"), &counted, |o| Ok(slq(o, sp)?))?;
+            let r = stage(report, tag("density (slq)"), &counted, |o| Ok(slq(o, sp)?))?;
             let (grid, density) = density_on_grid(&r, dp)?;
             Some(DensityData {
                 nodes: r.nodes,
@@ -522,6 +595,13 @@ pub struct HessianOutput {
     pub model: String,
     pub data: String,
     pub samples: usize,
+    /// The matrix analysed: `hessian`, `ggn`, `fisher` or `empirical-fisher`.
+    pub operator: String,
+    /// Its definition in symbols.
+    pub operator_definition: &'static str,
+    /// Labels drawn per data point (Fisher only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fisher_samples: Option<usize>,
     pub params: String,
     pub precision: &'static str,
     pub method: String,
@@ -621,6 +701,14 @@ pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOut
     attrs.insert("data".into(), ds.name.clone().into());
     attrs.insert("samples".into(), ds.len().into());
     attrs.insert("seed".into(), (s.seed as i64).into());
+    attrs.insert("operator".into(), c.plan.operator.to_string().into());
+    attrs.insert(
+        "operator_definition".into(),
+        c.plan.operator.definition().into(),
+    );
+    if c.plan.operator == CurvatureOperator::Fisher {
+        attrs.insert("fisher_samples".into(), s.fisher_samples.into());
+    }
     attrs.insert("method".into(), method.clone().into());
     attrs.insert("tol".into(), s.tol.into());
     attrs.insert("max_iter".into(), c.plan.top.max_iter.into());
@@ -649,6 +737,9 @@ pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOut
         model: c.model.path.display().to_string(),
         data: ds.name.clone(),
         samples: ds.len(),
+        operator: c.plan.operator.to_string(),
+        operator_definition: c.plan.operator.definition(),
+        fisher_samples: (c.plan.operator == CurvatureOperator::Fisher).then_some(s.fisher_samples),
         params: c.plan.subset.describe(),
         precision,
         method,

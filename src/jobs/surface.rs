@@ -1,7 +1,9 @@
 //! The surface job: model + data + directions + grid → a crash-safe, resumable, shardable
 //! surface file (what `losscape surface` and analysis specs run). Loss and accuracy on a
 //! 1-D or 2-D grid around a trained model, along random filter-normalized directions
-//! (Li et al. 2018, arXiv:1712.09913), a direction file, or the line to other models.
+//! (Li et al. 2018, arXiv:1712.09913), a direction file, the line to other models, or the
+//! top eigenvectors of a curvature operator (PyHessian's plot, Yao et al. 2020), read from
+//! a `losscape hessian --save-vectors` file or computed at θ before the grid.
 //!
 //! ```text
 //! load model, data ─► directions (random, file, or θ₂−θ) ─► fingerprint (everything that
@@ -17,12 +19,17 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::error::{JobError, JobResult};
+use super::hessian::{hessian_of, CurvatureOperator, HessianPlan, HessianSettings, ParamSet};
+use super::inputs::Precision;
 use super::inputs::{with_threads, DataConfig, ModelSource};
+use crate::choice::choice;
 use crate::engine::ParamVec;
+use crate::io::hessian::{is_hessian_file, read_eigenvectors};
 use crate::io::surface::{read_surface, write_surface, Attr, SurfaceFile};
 use crate::landscape::directions::{
-    cosine, difference_direction, orthogonalize, random_direction, DirType, DirectionAxis,
-    DirectionConfig, DirectionKind, DirectionNorm, Directions,
+    cosine, difference_direction, normalize_direction, orthogonalize, random_direction,
+    subset_direction, DirType, DirectionAxis, DirectionConfig, DirectionKind, DirectionNorm,
+    Directions, EigenInfo,
 };
 use crate::landscape::grid::GridAxis;
 use crate::landscape::journal::Journal;
@@ -30,6 +37,7 @@ use crate::landscape::surface::{
     sample_surface, CurvatureSpec, Shard, SurfaceGrid, SurfaceRequest,
 };
 use crate::model::Model;
+use crate::objective::Objective;
 use crate::progress::Reporter;
 
 /// Where the directions come from.
@@ -45,8 +53,81 @@ pub enum DirectionSource {
         model2: Option<PathBuf>,
         model3: Option<PathBuf>,
     },
-    /// Read from an HDF5 direction file (loss-landscape's layout or ours).
-    File(PathBuf),
+    /// Read from an HDF5 file: a direction file (loss-landscape's layout or ours), used as
+    /// stored; or a Hessian file written by `losscape hessian --save-vectors`, whose top-1
+    /// (x) and top-2 (y) eigenvectors are normalized by `eigen_norm`.
+    File {
+        path: PathBuf,
+        eigen_norm: EigenNorm,
+    },
+    /// The top-1 (x) and top-2 (y) eigenvectors of a curvature operator at θ on the
+    /// surface's (first split's) data, computed before the grid, normalized by `norm`.
+    Eigen {
+        settings: EigenSettings,
+        norm: EigenNorm,
+    },
+}
+
+/// How eigenvector directions are scaled: `none` keeps the unit eigenvectors (α is then a
+/// Euclidean step, PyHessian's plot); the other norms act as on random directions
+/// ([`normalize_direction`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EigenNorm {
+    pub norm: DirectionNorm,
+    /// ≤ 1-D tensors get a copy of θ (as random directions with `perturb_biasbn`).
+    pub perturb_biasbn: bool,
+}
+
+impl EigenNorm {
+    /// The unit eigenvectors, as computed.
+    pub const UNIT: EigenNorm = EigenNorm {
+        norm: DirectionNorm::None,
+        perturb_biasbn: false,
+    };
+}
+
+/// How eigenvector directions are computed (Lanczos on the operator, [`hessian_of`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EigenSettings {
+    pub operator: CurvatureOperator,
+    /// Labels drawn per data point for the Fisher.
+    pub fisher_samples: usize,
+    /// The tensors the operator is taken over (the eigenvectors are 0 elsewhere).
+    pub params: ParamSet,
+    /// Lanczos steps (≥ the number of eigenvectors).
+    pub max_iter: usize,
+    /// Relative residual ‖Av − λv‖/|λ| that counts as converged.
+    pub tol: f64,
+    /// Seed of the start vector (and of the Fisher's labels).
+    pub seed: u64,
+    pub precision: Precision,
+}
+
+impl Default for EigenSettings {
+    fn default() -> Self {
+        Self {
+            operator: CurvatureOperator::Hessian,
+            fisher_samples: 1,
+            params: ParamSet::Trainable,
+            max_iter: 100,
+            tol: 1e-4,
+            seed: 0,
+            precision: Precision::F32,
+        }
+    }
+}
+
+choice! {
+    /// What a surface's directions move along: parameters or every state (random
+    /// directions, loss-landscape's `dir_type`), or the top eigenvectors of a curvature
+    /// operator (`eigen`).
+    #[derive(Default)]
+    pub enum SurfaceDirType {
+        #[default]
+        Weights = "weights": "Random directions on the trainable parameters (PyTorch `parameters()`).",
+        States = "states": "Random directions on every `state_dict` tensor: parameters and BN running statistics.",
+        Eigen = "eigen": "The top eigenvectors of --operator at θ (x: the first, y: the second), computed before the grid.",
+    }
 }
 
 /// A validated surface job.
@@ -92,10 +173,11 @@ pub struct SurfaceSummary {
 }
 
 impl SurfaceConfig {
-    /// The direction file used or written.
+    /// The direction file used or written (a direction file given as `directions` is used;
+    /// for a Hessian file one is written).
     pub fn dir_file(&self) -> PathBuf {
         match (&self.directions, &self.dir_file) {
-            (DirectionSource::File(f), _) => f.clone(),
+            (DirectionSource::File { path, .. }, _) if !is_hessian_file(path) => path.clone(),
             (_, Some(f)) => f.clone(),
             _ => {
                 let stem = self.out.file_stem().unwrap_or_default().to_string_lossy();
@@ -157,9 +239,131 @@ fn difference(
     })
 }
 
-fn build_directions(c: &SurfaceConfig, model: &Model) -> JobResult<Directions> {
+/// Eigenvector directions from the columns of `vectors` (dim × k, rows over `tensors`):
+/// the first as x, the second as y (when `y`), normalized by `norm`.
+fn eigen_directions(
+    model: &Model,
+    c: &SurfaceConfig,
+    tensors: &[(String, usize)],
+    vectors: &[Vec<f32>],
+    norm: EigenNorm,
+    info: EigenInfo,
+) -> JobResult<Directions> {
+    let from = match &info.file {
+        Some(f) => f.clone(),
+        None => format!("the {} at θ", info.operator),
+    };
+    let cfg = DirectionConfig {
+        norm: norm.norm,
+        perturb_biasbn: norm.perturb_biasbn,
+        dir_type: c.dir_type,
+        seed: 0,
+    };
+    let direction = |v: &Vec<f32>| -> JobResult<ParamVec<f32>> {
+        let mut d = subset_direction(&model.theta, tensors, v.iter().copied()).map_err(|e| {
+            JobError::EigenMismatch {
+                from: from.clone(),
+                source: Box::new(e),
+            }
+        })?;
+        normalize_direction(&model.theta, &mut d, &cfg);
+        Ok(d)
+    };
+    let x = direction(&vectors[0])?;
+    let y = match c.y {
+        Some(_) => Some(direction(&vectors[1])?),
+        None => None,
+    };
+    Ok(Directions {
+        x,
+        y,
+        config: cfg,
+        kind: DirectionKind::Eigen(info),
+        pca: None,
+    })
+}
+
+fn build_directions(
+    c: &SurfaceConfig,
+    model: &Model,
+    objective: &Objective,
+    report: &Reporter,
+) -> JobResult<Directions> {
+    let wanted = if c.y.is_some() { 2 } else { 1 };
     let mut dirs = match &c.directions {
-        DirectionSource::File(file) => {
+        DirectionSource::File { path, eigen_norm } if is_hessian_file(path) => {
+            let e =
+                read_eigenvectors(path, None, wanted).map_err(|source| JobError::EigenFile {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?;
+            if let (Some(a), Some(b)) = (&e.model_sha256, &model.sha256) {
+                if a != b {
+                    report.warn(&format!(
+                        "{} was computed for another model file (sha256 {}…, this one {}…); its eigenvectors are used as they are",
+                        path.display(),
+                        &a[..a.len().min(12)],
+                        &b[..b.len().min(12)]
+                    ));
+                }
+            }
+            let cols: Vec<Vec<f32>> = (0..wanted).map(|j| e.vectors.column(j).to_vec()).collect();
+            let info = EigenInfo {
+                operator: e.operator.clone(),
+                values: e.values[..wanted].to_vec(),
+                file: Some(path.display().to_string()),
+            };
+            eigen_directions(model, c, &e.tensors, &cols, *eigen_norm, info)?
+        }
+        DirectionSource::Eigen { settings, norm } => {
+            let s = HessianSettings {
+                top_k: wanted,
+                max_iter: Some(settings.max_iter.max(wanted)),
+                tol: settings.tol,
+                seed: settings.seed,
+                params: settings.params,
+                save_vectors: true,
+                precision: settings.precision,
+                operator: settings.operator,
+                fisher_samples: settings.fisher_samples,
+                ..Default::default()
+            };
+            let plan = HessianPlan::new(&s).map_err(|e| e.in_step("eigenvector directions"))?;
+            let r = hessian_of(
+                objective,
+                &model.theta,
+                &plan,
+                c.threads,
+                &c.model.path,
+                report,
+            )
+            .map_err(|e| e.in_step("eigenvector directions"))?;
+            let top = r
+                .whole
+                .top
+                .as_ref()
+                .expect("top eigenpairs are always computed");
+            let vectors = top.vectors.as_ref().expect("vectors were asked for");
+            if let Some(i) = top.converged.iter().position(|&ok| !ok) {
+                report.warn(&format!(
+                    "eigenvector directions: pair {} of the {} did not converge (residual {:.1e} > `eigen_tol` {}); raise `eigen_max_iter`",
+                    i + 1,
+                    settings.operator,
+                    top.residuals[i],
+                    settings.tol
+                ));
+            }
+            let cols: Vec<Vec<f32>> = (0..wanted)
+                .map(|j| vectors.column(j).iter().map(|&v| v as f32).collect())
+                .collect();
+            let info = EigenInfo {
+                operator: settings.operator.to_string(),
+                values: top.values[..wanted].to_vec(),
+                file: None,
+            };
+            eigen_directions(model, c, &r.whole.tensors, &cols, *norm, info)?
+        }
+        DirectionSource::File { path: file, .. } => {
             let d = crate::io::directions::read_directions(file, &model.theta, c.dir_type)
                 .map_err(|source| JobError::DirectionFile {
                     what: "reading `directions`",
@@ -238,7 +442,7 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
         .map(|ds| c.data.objective(&model, &c.model, ds))
         .collect::<JobResult<Vec<_>>>()?;
     let prefixes: Vec<String> = c.data.splits.iter().map(|s| s.to_string()).collect();
-    let dirs = build_directions(c, &model)?;
+    let dirs = build_directions(c, &model, &objectives[0], report)?;
     let grid = SurfaceGrid {
         x: c.x.clone(),
         y: c.y.clone(),
@@ -321,7 +525,7 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
 
     // the direction file: reused as given, or written beside the output
     let dir_file = c.dir_file();
-    if !matches!(c.directions, DirectionSource::File(_)) {
+    if !matches!(&c.directions, DirectionSource::File { path, .. } if !is_hessian_file(path)) {
         crate::io::directions::write_directions(&dir_file, &dirs, model.sha256.as_deref())
             .map_err(|source| JobError::DirectionFile {
                 what: "writing direction file",
@@ -423,10 +627,20 @@ fn surface_attrs(
     };
     attrs.insert("ignore".into(), ignore.into());
     attrs.insert("dir_type".into(), dirs.config.dir_type.to_string().into());
-    attrs.insert(
-        "direction_kind".into(),
-        format!("{:?}", dirs.kind).to_lowercase().into(),
-    );
+    let kind = match &dirs.kind {
+        DirectionKind::Eigen(e) => {
+            attrs.insert("eigen_operator".into(), e.operator.clone().into());
+            for (axis, v) in ["x", "y"].iter().zip(&e.values) {
+                attrs.insert(format!("eigenvalue_{axis}"), (*v).into());
+            }
+            if let Some(f) = &e.file {
+                attrs.insert("eigen_file".into(), f.clone().into());
+            }
+            "eigen".to_string()
+        }
+        other => format!("{other:?}").to_lowercase(),
+    };
+    attrs.insert("direction_kind".into(), kind.into());
     if let Some(cos) = xy_cosine {
         attrs.insert("xy_cosine".into(), cos.into());
     }

@@ -16,6 +16,11 @@
 //! `none` (which reaches NaN losses at |α| ≈ 1, its issue #25); ours is `filter`. Its
 //! `dfilter` branch calls `d.ngorm()` (a typo) and so never ran; ours divides by
 //! `‖dᵢ‖ + 1e-10`, the formula that branch spells out.
+//!
+//! Eigenvector directions (PyHessian's loss along the top Hessian eigenvector, Yao et al.
+//! 2020, Fig. 1): the unit eigenvectors of a curvature operator at θ, used as they are
+//! (`none`, so that α is a Euclidean step and L(θ + αv) ≈ L(θ) + ½λα² near θ when ∇L ≈ 0)
+//! or normalized like a random direction ([`normalize_direction`]).
 
 use std::fmt;
 
@@ -87,6 +92,19 @@ pub enum DirectionKind {
     Pca,
     /// Read from this direction file.
     File(String),
+    /// Top eigenvectors (x: the first, y: the second) of a curvature operator at θ.
+    Eigen(EigenInfo),
+}
+
+/// Where eigenvector directions come from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EigenInfo {
+    /// The operator (`hessian`, `ggn`, `fisher`, `empirical-fisher`).
+    pub operator: String,
+    /// The eigenvalues of the x (and y) eigenvectors.
+    pub values: Vec<f64>,
+    /// The Hessian file they were read from, if any.
+    pub file: Option<String>,
 }
 
 impl fmt::Display for DirectionKind {
@@ -97,6 +115,7 @@ impl fmt::Display for DirectionKind {
             DirectionKind::Interpolation => "interpolation",
             DirectionKind::Pca => "pca",
             DirectionKind::File(_) => "file",
+            DirectionKind::Eigen(_) => "eigen",
         })
     }
 }
@@ -152,22 +171,41 @@ pub fn random_direction(
 ) -> ParamVec<f32> {
     let mut d = ParamVec::<f32>::zeros(theta.layout.clone());
     for (i, t) in theta.layout.tensors().iter().enumerate() {
-        if !included(t, cfg.dir_type) {
+        if !included(t, cfg.dir_type) || t.shape.len() <= 1 {
             continue;
         }
+        let mut out = d.tensor_mut(i);
+        let out = out.as_slice_mut().expect("contiguous tensor");
+        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, axis, &t.name));
+        for x in out.iter_mut() {
+            *x = StandardNormal.sample(&mut rng);
+        }
+    }
+    normalize_direction(theta, &mut d, cfg);
+    d
+}
+
+/// Normalizes `d` to θ by `cfg.norm` (see the module docs), in place: ≥ 2-D tensors by
+/// filter, layer or weight (`none` leaves them); ≤ 1-D tensors (biases, BN) become 0, or
+/// a copy of θ with `perturb_biasbn` — except with `none`, which leaves `d` as it is
+/// (an eigenvector keeps its bias and BN components). Tensors outside `cfg.dir_type` are 0.
+pub fn normalize_direction(theta: &ParamVec<f32>, d: &mut ParamVec<f32>, cfg: &DirectionConfig) {
+    for (i, t) in theta.layout.tensors().iter().enumerate() {
         let w = theta.tensor(i);
         let w = w.as_slice().expect("contiguous tensor");
         let mut out = d.tensor_mut(i);
         let out = out.as_slice_mut().expect("contiguous tensor");
-        if t.shape.len() <= 1 {
-            if cfg.perturb_biasbn {
-                out.copy_from_slice(w);
-            }
+        if !included(t, cfg.dir_type) {
+            out.fill(0.0);
             continue;
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(cfg.seed, axis, &t.name));
-        for x in out.iter_mut() {
-            *x = StandardNormal.sample(&mut rng);
+        if t.shape.len() <= 1 {
+            match (cfg.norm, cfg.perturb_biasbn) {
+                (_, true) => out.copy_from_slice(w),
+                (DirectionNorm::None, false) => {}
+                _ => out.fill(0.0),
+            }
+            continue;
         }
         let filter = t.len() / t.shape[0];
         match cfg.norm {
@@ -195,7 +233,46 @@ pub fn random_direction(
             DirectionNorm::None => {}
         }
     }
-    d
+}
+
+/// Occurs when a vector over named tensors (eigenvectors) does not fit a model.
+#[derive(Debug, thiserror::Error)]
+#[error("tensor '{name}' of the eigenvectors does not fit the model ({why}); they were computed for another model")]
+pub struct SubsetMismatch {
+    pub name: String,
+    pub why: String,
+}
+
+/// A vector over some of θ's tensors (named, in the order given, each flattened) as a
+/// direction over all of them (0 elsewhere): an eigenvector of a curvature operator
+/// restricted to a parameter subset.
+pub fn subset_direction(
+    theta: &ParamVec<f32>,
+    tensors: &[(String, usize)],
+    values: impl IntoIterator<Item = f32>,
+) -> Result<ParamVec<f32>, SubsetMismatch> {
+    let mut d = ParamVec::<f32>::zeros(theta.layout.clone());
+    let mut values = values.into_iter();
+    for (name, len) in tensors {
+        let Some(i) = theta.layout.tensors().iter().position(|t| &t.name == name) else {
+            return Err(SubsetMismatch {
+                name: name.clone(),
+                why: "not a tensor of this model".into(),
+            });
+        };
+        let want = theta.layout.tensor(i).len();
+        if want != *len {
+            return Err(SubsetMismatch {
+                name: name.clone(),
+                why: format!("{len} entries given, the model's tensor has {want}"),
+            });
+        }
+        let mut out = d.tensor_mut(i);
+        for (o, v) in out.iter_mut().zip(values.by_ref()) {
+            *o = v;
+        }
+    }
+    Ok(d)
 }
 
 /// Occurs when two models cannot be subtracted.

@@ -254,8 +254,9 @@ pub fn load_spectrum(path: &Path, title: Option<&str>) -> Result<SpectrumData, P
                 .unwrap_or(s)
         })
     };
+    let op = super::spectra::operator_label(attrs.get("operator").and_then(|a| a.as_str()));
     let title = title.map(str::to_string).unwrap_or_else(|| {
-        let mut t = "Hessian eigenvalue density".to_string();
+        let mut t = format!("{op} eigenvalue density");
         if let Some(m) = name("model") {
             t.push_str(&format!(" · {m}"));
         }

@@ -148,12 +148,40 @@ impl Loaded {
         self.file.attrs.get(key).map(Attr::to_string)
     }
 
-    /// "α (x direction, filter-normalized)"; `axis` is "x" or "y".
+    /// "α (x direction, filter-normalized)"; `axis` is "x" or "y". Along eigenvectors:
+    /// "α (top-1 eigenvector of the GGN, λ = 0.18, unit)".
     pub fn axis_label(&self, axis: &str) -> String {
+        self.axis_label_with(axis, true)
+    }
+
+    /// [`Loaded::axis_label`] without the eigenvalue, for axes shared by several models.
+    pub fn shared_axis_label(&self, axis: &str) -> String {
+        self.axis_label_with(axis, false)
+    }
+
+    fn axis_label_with(&self, axis: &str, values: bool) -> String {
         let letter = if axis == "x" { "α" } else { "β" };
+        let eigen = self.attr("direction_kind").as_deref() == Some("eigen");
         let mut parts = vec![format!("{axis} direction")];
+        if eigen {
+            let op = match self.attr("eigen_operator").as_deref() {
+                Some("ggn") => "GGN".to_string(),
+                Some("fisher") => "Fisher".to_string(),
+                Some("empirical-fisher") => "empirical Fisher".to_string(),
+                Some(other) if !other.is_empty() && other != "hessian" => other.to_string(),
+                _ => "Hessian".to_string(),
+            };
+            let rank = if axis == "x" { 1 } else { 2 };
+            parts = vec![format!("top-{rank} eigenvector of the {op}")];
+            if let Some(Attr::Float(l)) = self.file.attrs.get(&format!("eigenvalue_{axis}")) {
+                if values {
+                    parts.push(format!("λ = {}", fmt_value(*l)));
+                }
+            }
+        }
         match self.attr("direction_norm").as_deref() {
             None | Some("") => {}
+            Some("none") if eigen => parts.push("unit".into()),
             Some("none") | Some("unnormalized") => parts.push("unnormalized".into()),
             Some(n) => parts.push(format!("{n}-normalized")),
         }

@@ -9,6 +9,7 @@ use super::curve::{self, CurveData, Series, SpectrumData};
 use super::data::{make_levels, quantity_label, ColorScale, Grid, Levels, Loaded, AUTO_LOG_RATIO};
 use super::draw::Area;
 use super::map2d::{self, MapData, MapStyle, PanelData};
+use super::spectra::{self, BlockSpectraData};
 use super::surface3d::{self, Surface3dData};
 use super::{Ctx, DrawError, PlotConfig, PlotError, PlotKind, PlotReport};
 
@@ -24,6 +25,7 @@ enum Body {
     Surface3d(Surface3dData),
     Curve(CurveData),
     Spectrum(SpectrumData),
+    BlockSpectra(BlockSpectraData),
 }
 
 impl Job {
@@ -40,6 +42,7 @@ impl Job {
             Body::Surface3d(d) => surface3d::draw(root, d, ctx)?,
             Body::Curve(d) => curve::draw_curve(root, d, ctx)?,
             Body::Spectrum(d) => curve::draw_spectrum(root, d, ctx)?,
+            Body::BlockSpectra(d) => spectra::draw_block_spectra(root, d, ctx)?,
         }
         Ok(PlotReport::default())
     }
@@ -48,6 +51,9 @@ impl Job {
 pub(super) fn prepare(cfg: &PlotConfig) -> Result<Job, PlotError> {
     let mut report = PlotReport::default();
     let body = match cfg.kind {
+        PlotKind::Spectrum if spectra::has_blocks(&cfg.inputs[0]) => Body::BlockSpectra(
+            spectra::load_block_spectra(&cfg.inputs[0], cfg.title.as_deref())?,
+        ),
         PlotKind::Spectrum => {
             Body::Spectrum(curve::load_spectrum(&cfg.inputs[0], cfg.title.as_deref())?)
         }
@@ -62,7 +68,7 @@ pub(super) fn prepare(cfg: &PlotConfig) -> Result<Job, PlotError> {
             let all: Vec<f64> = cells.iter().flat_map(|(_, g)| g.finite()).collect();
             let levels = make_levels(&cfg.levels, &all, cfg.log)?;
             let first = &cells[0].0;
-            let labels = (first.axis_label("x"), first.axis_label("y"));
+            let labels = (first.shared_axis_label("x"), first.shared_axis_label("y"));
             let title = cfg.title.clone().unwrap_or_else(|| {
                 format!("{} (one colour scale)", quantity_label(&cfg.surf_name))
             });

@@ -10,7 +10,9 @@
 //! - `surface3d`: a 3-D surface, values clipped at `zmax`;
 //! - `curve`: loss (left axis) and accuracy (right axis) along α of a 1-D surface;
 //! - `ratio`: |λmin/λmax| on a 0–0.5 scale from `max_eig`/`min_eig`;
-//! - `spectrum`: the SLQ spectral density of a Hessian file, log density;
+//! - `spectrum`: the SLQ spectral density of a Hessian file, log density; for a file
+//!   written with `--per-block`, every block's density and top eigenvalues against depth
+//!   in one figure ([`spectra`]);
 //! - `panel`: several 2-D surfaces side by side on one colour scale and one set of levels;
 //! - [`export_vtp`]: ParaView PolyData (`.vtp`) of a surface.
 //!
@@ -23,6 +25,7 @@ mod draw;
 pub mod font;
 mod job;
 mod map2d;
+mod spectra;
 mod surface3d;
 mod vtp;
 
@@ -32,6 +35,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 pub use data::{make_levels, quantile, ColorScale, LevelSpec, Levels};
+pub use spectra::operator_label;
 pub use vtp::{export_vtp, VtpConfig, VtpReport};
 
 use crate::io::surface::SurfaceFileError;
@@ -246,7 +250,8 @@ fn default_size(kind: PlotKind, inputs: usize) -> (u32, u32) {
         PlotKind::Contour => (720, 700),
         PlotKind::Filled | PlotKind::Heat | PlotKind::Ratio => (820, 700),
         PlotKind::Surface3d => (800, 700),
-        PlotKind::Curve | PlotKind::Spectrum => (800, 520),
+        PlotKind::Curve => (800, 520),
+        PlotKind::Spectrum => (800, 520),
         PlotKind::Panel => {
             let (r, c) = map2d::panel_grid(inputs);
             (420 * c as u32 + 130, 40 + 460 * r as u32)
@@ -264,7 +269,12 @@ fn checked_size(cfg: &PlotConfig) -> Result<(u32, u32), PlotError> {
             got: cfg.inputs.len(),
         });
     }
-    let size = cfg.size.unwrap_or(default_size(cfg.kind, cfg.inputs.len()));
+    let default = match cfg.kind {
+        PlotKind::Spectrum => spectra::default_size(&cfg.inputs[0]),
+        _ => None,
+    }
+    .unwrap_or_else(|| default_size(cfg.kind, cfg.inputs.len()));
+    let size = cfg.size.unwrap_or(default);
     if size.0 < 200 || size.1 < 150 || size.0 > 10_000 || size.1 > 10_000 {
         return Err(PlotError::Size {
             width: size.0,
