@@ -520,10 +520,11 @@ impl Importer {
         let alias = self.aliases.get(name).cloned();
         let name = alias.as_deref().unwrap_or(name);
         if let Some(&i) = self.by_name.get(name) {
-            // the legacy exporter stores equal tensors once (a fresh model's LayerNorm
-            // ones, zero biases): another module's use gets its own parameter, named
-            // after the module path in the node's name
-            if let Some(own) = self.untied_name(name, role) {
+            // the legacy exporter stores equal tensors once (a fresh model's zero biases):
+            // a use in another role (a conv bias as a LayerNorm shift) gets its own
+            // parameter, named after the module path in the node's name
+            let other_role = self.params[i].role != role;
+            if let Some(own) = self.untied_name(name, role).filter(|_| other_role) {
                 if let Some(&j) = self.by_name.get(&own) {
                     return Ok(j);
                 }

@@ -185,13 +185,17 @@ impl Importer {
         }
         if n.op_type == "Identity" {
             if let Some(src) = n.input.first() {
-                self.aliases.insert(
-                    out.clone(),
-                    self.aliases
+                // the legacy exporter stores equal tensors once and gives the others back
+                // by an Identity named after them: those stay separate parameters; an
+                // Identity to an exporter-made name keeps the tensor's own name
+                if exporter_made(out) {
+                    let base = self
+                        .aliases
                         .get(src)
                         .cloned()
-                        .unwrap_or_else(|| src.clone()),
-                );
+                        .unwrap_or_else(|| src.clone());
+                    self.aliases.insert(out.clone(), base);
+                }
                 let e = self.get(src)?.clone();
                 self.env.insert(out.clone(), e);
                 return Ok(true);
