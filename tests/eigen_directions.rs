@@ -257,7 +257,7 @@ fn on_the_fly_eigenvectors_equal_saved_ones() {
     let (a, b) = (read(&from_file), read(&computed));
     assert_eq!(vec(&a, "train_loss"), vec(&b, "train_loss"));
     assert!(attr_f64(&b, "eigenvalue_x") >= attr_f64(&b, "eigenvalue_y"));
-    assert!(!b.attr("eigen_file").is_ok());
+    assert!(b.attr("eigen_file").is_err());
 
     // filter-normalized eigenvectors: every filter of a weight gets θ's filter norm
     let filtered = dir.path().join("filtered.h5");

@@ -51,12 +51,11 @@ fn batch(f: &Tensors) -> (ArrayD<f64>, Vec<usize>) {
     )
 }
 
+/// Gradient and H·v, when a direction was given.
+type GradHv = Option<(Array1<f64>, Array1<f64>)>;
+
 /// Mean loss, and gradient and H·v along `v` when given, in precision T.
-fn compute<T: Scalar>(
-    m: &Model,
-    f: &Tensors,
-    v: Option<&Array1<f64>>,
-) -> (f64, Option<(Array1<f64>, Array1<f64>)>) {
+fn compute<T: Scalar>(m: &Model, f: &Tensors, v: Option<&Array1<f64>>) -> (f64, GradHv) {
     let g = &m.graph;
     let theta = m.theta.data.mapv(|v| T::from_f(v as f64));
     let (x, y) = batch(f);

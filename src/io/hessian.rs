@@ -357,11 +357,12 @@ pub struct GroupSpectrum {
     pub trace: Option<f64>,
 }
 
+/// What [`read_spectra`] returns: the root's spectrum, every block's, the root attributes.
+pub type FileSpectra = (GroupSpectrum, Vec<GroupSpectrum>, BTreeMap<String, Attr>);
+
 /// Spectra of the root and of every block of a Hessian file (blocks in the order they
 /// were written, which is the network's order), with the root attributes.
-pub fn read_spectra(
-    path: &Path,
-) -> Result<(GroupSpectrum, Vec<GroupSpectrum>, BTreeMap<String, Attr>), HessianFileError> {
+pub fn read_spectra(path: &Path) -> Result<FileSpectra, HessianFileError> {
     if !path.exists() {
         return Err(HessianFileError::NotFound { path: path.into() });
     }

@@ -150,7 +150,8 @@ fn draw_densities<DB: DrawingBackend>(
     d: &BlockSpectraData,
     ctx: Ctx,
 ) -> Result<(), DrawError> {
-    let curves: Vec<(&GroupSpectrum, &(Vec<f64>, Vec<f64>))> = d
+    type Curve<'a> = (&'a GroupSpectrum, &'a (Vec<f64>, Vec<f64>));
+    let curves: Vec<Curve> = d
         .blocks
         .iter()
         .chain(std::iter::once(&d.whole))

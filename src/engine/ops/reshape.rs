@@ -44,7 +44,7 @@ impl Reshape {
                 .filter(|&(i, _)| i != b)
                 .map(|(_, &d)| d)
                 .product();
-            if rest == 0 || numel % rest != 0 || b >= out.len() {
+            if rest == 0 || !numel.is_multiple_of(rest) || b >= out.len() {
                 return None;
             }
             out[b] = numel / rest;

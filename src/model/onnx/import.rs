@@ -24,8 +24,10 @@ use super::proto::{AttributeProto, ModelProto, NodeProto};
 use super::{decode_tensor, DataFiles, OnnxArch, Tensor};
 use crate::model::error::{OnnxError, OnnxNodeError, TensorError, UnsupportedUse};
 
+mod folding;
 mod generic;
 mod nodes;
+mod values;
 
 /// What the node-level steps return.
 type NodeResult<T> = Result<T, OnnxNodeError>;

@@ -5,10 +5,10 @@
 
 use super::*;
 use crate::engine::ops::{
-    BinaryKind, Constant, Embedding, Expand, Gather, GroupNorm, LayerNorm, Param, PointwiseFn,
-    Reduce, ReduceKind, Reshape, Softmax, Transpose,
+    Embedding, Expand, Gather, GroupNorm, LayerNorm, PointwiseFn, Reduce, ReduceKind, Softmax,
+    Transpose,
 };
-use crate::model::onnx::fold::{fold, FoldNode, FOLDABLE};
+use crate::model::onnx::fold::FOLDABLE;
 
 /// Ops with a translation rule (besides [`FOLDABLE`] ones on constants).
 const VALUE_OPS: &[&str] = &[
@@ -83,520 +83,6 @@ impl Importer {
     pub(super) fn knows(n: &NodeProto) -> bool {
         (n.domain.is_empty() || n.domain == "ai.onnx")
             && (VALUE_OPS.contains(&n.op_type.as_str()) || FOLDABLE.contains(&n.op_type.as_str()))
-    }
-
-    /// A folded view of a constant input (`None`: a computed value).
-    fn folded(&self, name: &str) -> NodeResult<Option<Folded>> {
-        Ok(match self.get(name)? {
-            Entry::Const(t, _) => Some(Folded::from_tensor(t)),
-            Entry::Sym(f) => Some((**f).clone()),
-            Entry::Value(_) | Entry::Ids(_) => None,
-        })
-    }
-
-    /// Integer entries of a constant or folded input (a shape, axes, indices).
-    pub(super) fn sym_ints(&self, name: &str) -> NodeResult<Vec<Sym>> {
-        match self.folded(name)? {
-            Some(f) => Ok(f.v),
-            None => Err(OnnxNodeError::ComputedInput {
-                name: name.to_string(),
-            }),
-        }
-    }
-
-    fn store(&mut self, out: &str, f: Folded) {
-        let e = match f.to_tensor() {
-            Some(t) => Entry::Const(Arc::new(t), None),
-            None => Entry::Sym(Arc::new(f)),
-        };
-        self.env.insert(out.to_string(), e);
-    }
-
-    /// Folds node `n` when every input is constant (or it is a Shape); `Ok(false)` when
-    /// it computes on values.
-    pub(super) fn try_fold(&mut self, n: &NodeProto) -> NodeResult<bool> {
-        let Some(out) = n.output.first() else {
-            return Ok(false);
-        };
-        if n.op_type == "Shape" {
-            let x = match self.get(n.input.first().map(String::as_str).unwrap_or(""))? {
-                Entry::Value(v) | Entry::Ids(v) => v.clone(),
-                Entry::Const(t, _) => {
-                    let dims = t.dims.clone();
-                    self.store(out, Self::shape_of(&dims, None, n)?);
-                    return Ok(true);
-                }
-                Entry::Sym(f) => {
-                    let dims = f.dims.clone();
-                    self.store(out, Self::shape_of(&dims, None, n)?);
-                    return Ok(true);
-                }
-            };
-            let f = Self::shape_of(&x.shape, x.batch, n)?;
-            self.store(out, f);
-            return Ok(true);
-        }
-        if !FOLDABLE.contains(&n.op_type.as_str()) {
-            return Ok(false);
-        }
-        let mut xs = vec![];
-        for (k, name) in n.input.iter().enumerate() {
-            if name.is_empty() {
-                xs.push(None);
-                continue;
-            }
-            // CastLike reads only the dtype of its second input
-            if n.op_type == "CastLike" && k == 1 {
-                let int = matches!(self.get(name)?, Entry::Const(t, _) if !t.ints.is_empty());
-                xs.push(Some(Folded {
-                    dims: vec![],
-                    v: vec![],
-                    int,
-                }));
-                continue;
-            }
-            // a parameter stays a parameter (Expand of a class token, Transpose of a
-            // weight): those are computed, so that gradients reach it
-            if let Entry::Const(t, Some(_)) = self.get(name)? {
-                if t.ints.is_empty() && !exporter_made(name) && n.op_type != "Identity" {
-                    return Ok(false);
-                }
-            }
-            match self.folded(name)? {
-                Some(f) => xs.push(Some(f)),
-                // a Reshape/Expand/… of a computed value: its rule reads the shape
-                None => return Ok(false),
-            }
-        }
-        // a tensor whose size depends on the batch is data, not shape arithmetic
-        let sym = |k: usize| {
-            xs.get(k)
-                .and_then(|x| x.as_ref())
-                .is_some_and(|f: &Folded| f.v.iter().any(|s| s.n != 0.0))
-        };
-        if matches!(
-            n.op_type.as_str(),
-            "Expand" | "ConstantOfShape" | "Reshape" | "Range"
-        ) && (sym(1)
-            || (n.op_type == "ConstantOfShape" && sym(0))
-            || (n.op_type == "Range" && (sym(0) || sym(1))))
-        {
-            return Ok(false);
-        }
-        if n.op_type == "Identity" {
-            if let Some(src) = n.input.first() {
-                // the legacy exporter stores equal tensors once and gives the others back
-                // by an Identity named after them: those stay separate parameters; an
-                // Identity to an exporter-made name keeps the tensor's own name
-                if exporter_made(out) {
-                    let base = self
-                        .aliases
-                        .get(src)
-                        .cloned()
-                        .unwrap_or_else(|| src.clone());
-                    self.aliases.insert(out.clone(), base);
-                }
-                let e = self.get(src)?.clone();
-                self.env.insert(out.clone(), e);
-                return Ok(true);
-            }
-        }
-        let value = match attr(n, "value").and_then(|a| a.t.as_ref()) {
-            Some(t) => Some(Folded::from_tensor(&decode_tensor(
-                t,
-                &mut DataFiles::new(Path::new("")),
-            )?)),
-            None => None,
-        };
-        let ints = |k: &str| attr_ints(n, k);
-        let int = |k: &str| attr(n, k).map(|a| a.i);
-        let f = fold(
-            &FoldNode {
-                op: &n.op_type,
-                ints: &ints,
-                int: &int,
-                value,
-            },
-            &xs,
-        )?;
-        self.store(out, f);
-        Ok(true)
-    }
-
-    fn shape_of(dims: &[usize], batch: Option<usize>, n: &NodeProto) -> NodeResult<Folded> {
-        let r = dims.len() as i64;
-        let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-        let start = clamp(attr_i(n, "start", 0));
-        let end = attr(n, "end").map(|a| clamp(a.i)).unwrap_or(r as usize);
-        let v: Vec<Sym> = (start..end.max(start))
-            .map(|i| {
-                if Some(i) == batch {
-                    Sym::batch(dims[i] as f64)
-                } else {
-                    Sym::konst(dims[i] as f64)
-                }
-            })
-            .collect();
-        Ok(Folded {
-            dims: vec![v.len()],
-            v,
-            int: true,
-        })
-    }
-
-    /// `x` held in ONNX's layout (a Transpose node after an image, a Reshape after a
-    /// squeezed pool output).
-    pub(super) fn plain(&mut self, x: Value) -> Value {
-        if x.squeezed {
-            let c = x.shape[1];
-            let y = self.push(
-                "",
-                Op::Reshape(Reshape {
-                    shape: vec![1, c, 1, 1],
-                    batch: Some(0),
-                }),
-                &[x.node],
-                &[],
-            );
-            return Value::plain(y, vec![1, c, 1, 1]);
-        }
-        if !x.image {
-            return x;
-        }
-        if let Some(&y) = self.layout_cache.get(&x.node) {
-            return Value {
-                node: y,
-                image: false,
-                ..x
-            };
-        }
-        let y = self.push(
-            "",
-            Op::Transpose(Transpose {
-                perm: vec![1, 0, 2, 3],
-            }),
-            &[x.node],
-            &[],
-        );
-        self.layout_cache.insert(x.node, y);
-        Value {
-            node: y,
-            image: false,
-            ..x
-        }
-    }
-
-    /// `x` as an image held channel-major (for Conv, BatchNorm, pools).
-    pub(super) fn as_image(&mut self, x: Value) -> NodeResult<Value> {
-        if x.image && !x.squeezed {
-            return Ok(x);
-        }
-        if x.shape.len() != 4 || x.squeezed || x.batch != Some(0) || x.shape[0] != 1 {
-            return Err(OnnxNodeError::InputShape {
-                shape: x.shape,
-                expected: "[N, C, H, W]",
-            });
-        }
-        if let Some(&y) = self.layout_cache.get(&x.node) {
-            return Ok(Value {
-                node: y,
-                image: true,
-                ..x
-            });
-        }
-        let y = self.push(
-            "",
-            Op::Transpose(Transpose {
-                perm: vec![1, 0, 2, 3],
-            }),
-            &[x.node],
-            &[],
-        );
-        self.layout_cache.insert(x.node, y);
-        Ok(Value {
-            node: y,
-            image: true,
-            ..x
-        })
-    }
-
-    /// Input `name` as a value: a computed value, a parameter (an initializer with a
-    /// module's name) as a `Param` node, or a constant as a `Constant` node.
-    pub(super) fn operand(&mut self, name: &str) -> NodeResult<Value> {
-        match self.get(name)?.clone() {
-            Entry::Value(v) => Ok(v),
-            Entry::Ids(v) => Ok(v),
-            Entry::Sym(_) => Err(unsupported(format!(
-                "'{name}' depends on the batch size and is used as data"
-            ))),
-            Entry::Const(t, init) => {
-                if init.is_some() && !exporter_made(name) {
-                    self.param_value(name)
-                } else {
-                    Ok(self.const_value(&t))
-                }
-            }
-        }
-    }
-
-    /// A parameter used as a value.
-    pub(super) fn param_value(&mut self, name: &str) -> NodeResult<Value> {
-        let (t, _) = self.konst(name)?;
-        let role = if t.dims.iter().filter(|&&d| d > 1).count() >= 2 {
-            Role::Weight
-        } else {
-            Role::Bias
-        };
-        let p = self.param(name, role, false)?;
-        if let Some(&node) = self.param_nodes.get(&p) {
-            return Ok(Self::unbatched(node, t.dims.clone()));
-        }
-        let node = self.push(
-            name,
-            Op::Param(Param {
-                shape: t.dims.clone(),
-            }),
-            &[],
-            &[p],
-        );
-        self.param_nodes.insert(p, node);
-        Ok(Self::unbatched(node, t.dims.clone()))
-    }
-
-    fn const_value(&mut self, t: &Tensor) -> Value {
-        if t.values.iter().any(|v| !v.is_finite()) {
-            // a mask constant (−inf) is data the ops may still take; keep as is
-        }
-        let node = self.push(
-            "",
-            Op::Constant(Constant {
-                shape: t.dims.clone(),
-                values: Arc::new(t.values.clone()),
-            }),
-            &[],
-            &[],
-        );
-        Self::unbatched(node, t.dims.clone())
-    }
-
-    fn unbatched(node: usize, shape: Vec<usize>) -> Value {
-        Value {
-            node,
-            shape,
-            batch: None,
-            squeezed: false,
-            image: false,
-        }
-    }
-
-    /// Shape and batch axis of the broadcast of `a` and `b`.
-    pub(super) fn broadcast_values(
-        a: &Value,
-        b: &Value,
-    ) -> NodeResult<(Vec<usize>, Option<usize>)> {
-        let r = a.shape.len().max(b.shape.len());
-        let mut shape = vec![0; r];
-        let mut batch = None;
-        for (i, s) in shape.iter_mut().enumerate() {
-            let pick = |v: &Value| -> (usize, bool) {
-                let off = r - v.shape.len();
-                if i < off {
-                    (1, false)
-                } else {
-                    (v.shape[i - off], v.batch == Some(i - off))
-                }
-            };
-            let ((da, ba), (db, bb)) = (pick(a), pick(b));
-            *s = match (ba, bb) {
-                (true, true) if da == db => da,
-                (true, false) if db == 1 => da,
-                (false, true) if da == 1 => db,
-                (false, false) if da == db || db == 1 => da,
-                (false, false) if da == 1 => db,
-                _ => {
-                    return Err(OnnxNodeError::Summands {
-                        a: a.shape.clone(),
-                        b: b.shape.clone(),
-                    })
-                }
-            };
-            if ba || bb {
-                batch = Some(i);
-            }
-        }
-        Ok((shape, batch))
-    }
-
-    /// Add/Sub/Mul/Div/Pow of two values with broadcasting.
-    pub(super) fn binary(
-        &mut self,
-        n: &NodeProto,
-        out: &str,
-        a: Value,
-        b: Value,
-    ) -> NodeResult<()> {
-        let kind = match n.op_type.as_str() {
-            "Add" => BinaryKind::Add,
-            "Sub" => BinaryKind::Sub,
-            "Mul" => BinaryKind::Mul,
-            "Div" => BinaryKind::Div,
-            other => return Err(unsupported(format!("{other} of two computed values"))),
-        };
-        let same = a.shape == b.shape
-            && a.batch == b.batch
-            && a.image == b.image
-            && a.squeezed == b.squeezed;
-        let (a, b) = if same {
-            (a, b)
-        } else {
-            (self.plain(a), self.plain(b))
-        };
-        let (shape, batch) = Self::broadcast_values(&a, &b)?;
-        let y = self.push(&n.name, Op::Binary(kind), &[a.node, b.node], &[]);
-        let v = Value {
-            node: y,
-            shape,
-            batch,
-            squeezed: same && a.squeezed,
-            image: same && a.image,
-        };
-        self.set(out, v);
-        Ok(())
-    }
-
-    /// Output shape and batch axis of reshaping `x` to `target` (ONNX Reshape: 0 copies
-    /// an input dimension unless `allowzero`, −1 is inferred).
-    fn reshape_target(
-        &self,
-        x: &Value,
-        target: &[Sym],
-        allowzero: bool,
-    ) -> NodeResult<(Vec<usize>, Option<usize>)> {
-        let bad = || {
-            unsupported(format!(
-                "a reshape of {:?} to {:?} that moves the batch dimension into another",
-                x.shape,
-                target
-                    .iter()
-                    .map(|s| if s.n != 0.0 {
-                        format!("{}·N{:+}", s.n, s.c)
-                    } else {
-                        format!("{}", s.c)
-                    })
-                    .collect::<Vec<_>>()
-            ))
-        };
-        // elements per batch item: M
-        let m: usize = x.shape.iter().product();
-        let mut shape = vec![0usize; target.len()];
-        let mut batch = None;
-        let mut infer = None;
-        for (i, t) in target.iter().enumerate() {
-            if t.n != 0.0 {
-                if t.c != 0.0 || t.n < 1.0 || t.n.fract() != 0.0 || batch.is_some() {
-                    return Err(bad());
-                }
-                batch = Some(i);
-                shape[i] = t.n as usize;
-            } else if t.c == 0.0 && !allowzero {
-                shape[i] = *x.shape.get(i).ok_or_else(bad)?;
-                if x.batch == Some(i) {
-                    if batch.is_some() {
-                        return Err(bad());
-                    }
-                    batch = Some(i);
-                }
-            } else if t.c == -1.0 && infer.is_none() {
-                infer = Some(i);
-                shape[i] = 1;
-            } else if t.c >= 0.0 && t.c.fract() == 0.0 {
-                shape[i] = t.c as usize;
-            } else {
-                return Err(bad());
-            }
-        }
-        if x.batch.is_some() && batch.is_none() {
-            // a literal export batch size in place of N (a fixed batch axis)
-            match (self.export_batch, infer) {
-                (Some(b), _)
-                    if target.first().map(|t| t.c) == Some(b as f64) && !target.is_empty() =>
-                {
-                    batch = Some(0);
-                    shape[0] = 1;
-                }
-                (_, Some(i)) => batch = Some(i),
-                _ => return Err(bad()),
-            }
-        }
-        if x.batch.is_none() && batch.is_some() {
-            return Err(bad());
-        }
-        let known: usize = shape
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != infer)
-            .map(|(_, &d)| d)
-            .product();
-        if let Some(i) = infer {
-            if known == 0 || m % known != 0 {
-                return Err(bad());
-            }
-            shape[i] = m / known;
-        }
-        if shape.iter().product::<usize>() != m {
-            return Err(OnnxNodeError::Unsupported {
-                what: format!(
-                    "a reshape of {:?} to {:?}: the element counts differ",
-                    x.shape, shape
-                ),
-            });
-        }
-        Ok((shape, batch))
-    }
-
-    /// Reshapes `x` (any layout) to `shape` with the batch at `batch`.
-    pub(super) fn reshape_to(
-        &mut self,
-        name: &str,
-        x: Value,
-        shape: Vec<usize>,
-        batch: Option<usize>,
-    ) -> Value {
-        // the engine's flatten (same bits as before for CNN heads)
-        if batch == Some(0)
-            && shape.len() == 2
-            && shape[0] == 1
-            && x.batch == Some(0)
-            && x.shape[0] == 1
-        {
-            if x.squeezed || (x.shape.len() == 2 && !x.image) {
-                return Value::plain(x.node, shape);
-            }
-            if x.image {
-                let y = self.push(name, Op::Flatten, &[x.node], &[]);
-                return Value::plain(y, shape);
-            }
-        }
-        let x = self.plain(x);
-        if x.shape == shape && x.batch == batch {
-            return x;
-        }
-        let y = self.push(
-            name,
-            Op::Reshape(Reshape {
-                shape: shape.clone(),
-                batch,
-            }),
-            &[x.node],
-            &[],
-        );
-        Value {
-            node: y,
-            shape,
-            batch,
-            squeezed: false,
-            image: false,
-        }
     }
 
     /// Translates the ops of this file's rules; `Ok(false)`: not one of them.
@@ -812,7 +298,7 @@ impl Importer {
                 let r = x.shape.len().max(target.len());
                 let mut shape = vec![0; r];
                 let mut batch = None;
-                for i in 0..r {
+                for (i, s) in shape.iter_mut().enumerate() {
                     let xi = (i + x.shape.len()).checked_sub(r);
                     let ti = (i + target.len()).checked_sub(r);
                     let (d, xb) = match xi {
@@ -820,7 +306,7 @@ impl Importer {
                         None => (1, false),
                     };
                     let t = ti.map(|k| target[k]).unwrap_or(Sym::konst(1.0));
-                    shape[i] = if t.n != 0.0 {
+                    *s = if t.n != 0.0 {
                         if d != 1 && !xb {
                             return Err(unsupported("Expand of a non-unit axis to the batch size"));
                         }
@@ -930,7 +416,7 @@ impl Importer {
                 let eps = eps_of(n);
                 let (params, affine, bias) = self.norm_affine(n, &x.shape[a..], 1, 2)?;
                 let y = self.push(
-                    &norm_module(self, n, 1),
+                    &norm_module(n, 1),
                     Op::LayerNorm(LayerNorm {
                         axes_from: a,
                         eps,
@@ -957,12 +443,12 @@ impl Importer {
                 } else {
                     attr_i(n, "num_groups", 0) as usize
                 };
-                if groups == 0 || c % groups != 0 {
+                if groups == 0 || !c.is_multiple_of(groups) {
                     return Err(unsupported(format!("{groups} groups for {c} channels")));
                 }
                 let (params, affine, _) = self.norm_affine(n, &[c], 1, 2)?;
                 let y = self.push(
-                    &norm_module(self, n, 1),
+                    &norm_module(n, 1),
                     Op::GroupNorm(GroupNorm {
                         groups,
                         eps: eps_of(n),
@@ -1198,8 +684,7 @@ fn eps_of(n: &NodeProto) -> f64 {
 }
 
 /// The module path of a normalization from its scale's name.
-fn norm_module(imp: &Importer, n: &NodeProto, ks: usize) -> String {
-    let _ = imp;
+fn norm_module(n: &NodeProto, ks: usize) -> String {
     match Importer::opt_input(n, ks).and_then(|s| s.strip_suffix(".weight")) {
         Some(m) if !exporter_made(m) => m.to_string(),
         _ => n.name.clone(),
