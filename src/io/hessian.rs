@@ -354,6 +354,8 @@ pub struct GroupSpectrum {
     pub bottom: Vec<f64>,
     /// The smoothed density (grid, φ) when the file has one.
     pub density: Option<(Vec<f64>, Vec<f64>)>,
+    /// SLQ's Ritz values and weights (runs × steps) behind the density.
+    pub slq: Option<(Array2<f64>, Array2<f64>)>,
     pub trace: Option<f64>,
 }
 
@@ -380,6 +382,12 @@ pub fn read_spectra(
             top: vec("eigenvalues").unwrap_or_default(),
             bottom: vec("bottom_eigenvalues").unwrap_or_default(),
             density: vec("density_grid").zip(vec("density")),
+            slq: {
+                let m = |n: &str| g.dataset(n).and_then(|d| d.read_2d::<f64>()).ok();
+                m("slq_nodes")
+                    .zip(m("slq_weights"))
+                    .filter(|(n, w)| n.dim() == w.dim())
+            },
             trace: match attrs.get("trace") {
                 Some(Attr::Float(t)) => Some(*t),
                 _ => None,
