@@ -696,7 +696,10 @@ fn block_hessian(path: &Path, density: bool) {
             density: density.then(|| DensityData {
                 grid,
                 density: dens,
-                ..Default::default()
+                // one SLQ run of three Ritz values, from which the figure draws
+                nodes: ndarray::Array2::from_shape_vec((1, 3), vec![0.0, 2.0 * scale, 4.0 * scale])
+                    .unwrap(),
+                weights: ndarray::Array2::from_shape_vec((1, 3), vec![0.8, 0.15, 0.05]).unwrap(),
             }),
             ..Default::default()
         }

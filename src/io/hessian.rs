@@ -386,7 +386,7 @@ pub fn read_spectra(
                 let m = |n: &str| g.dataset(n).and_then(|d| d.read_2d::<f64>()).ok();
                 m("slq_nodes")
                     .zip(m("slq_weights"))
-                    .filter(|(n, w)| n.dim() == w.dim())
+                    .filter(|(n, w)| n.dim() == w.dim() && !n.is_empty())
             },
             trace: match attrs.get("trace") {
                 Some(Attr::Float(t)) => Some(*t),
