@@ -331,7 +331,7 @@ fn fisher_equals_mean_outer_product_of_per_sample_gradients() {
         &ParamSubset::Trainable,
         f64_options(Curvature::EmpiricalFisher),
     ));
-    let d = rel_diff(&emp, &mean_outer(&[y.clone()]));
+    let d = rel_diff(&emp, &mean_outer(std::slice::from_ref(&y)));
     assert!(d < 1e-12, "empirical Fisher: {d:e}");
     let p = probs(&m.graph, &theta, &x64, &y, Mode::Eval);
     let seeds: Vec<u64> = (0..y.len()).map(|i| label_seed(9, i)).collect();

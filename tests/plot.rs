@@ -722,7 +722,8 @@ fn per_block_spectra_in_one_figure() {
     use plotters::style::colors::colormaps::ViridisRGB;
     let t = Files::new();
     block_hessian(&t.p("blocks.h5"), true);
-    let (_, blocks, attrs) = losscape::io::hessian::read_spectra(&t.p("blocks.h5")).unwrap();
+    let spectra = losscape::io::hessian::read_spectra(&t.p("blocks.h5")).unwrap();
+    let (blocks, attrs) = (&spectra.blocks, &spectra.attrs);
     let names: Vec<&str> = blocks.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["zeta", "alpha", "mid"]);
     assert_eq!(blocks[1].top, [12.0, 6.0, 3.0]);

@@ -359,11 +359,20 @@ pub struct GroupSpectrum {
     pub trace: Option<f64>,
 }
 
+/// The spectra of a Hessian file.
+#[derive(Clone, Debug, Default)]
+pub struct Spectra {
+    /// The root group (the whole parameter subset), named `all`.
+    pub whole: GroupSpectrum,
+    /// Every block, in the network's order.
+    pub blocks: Vec<GroupSpectrum>,
+    /// The root attributes (model, data, operator, …).
+    pub attrs: BTreeMap<String, Attr>,
+}
+
 /// Spectra of the root and of every block of a Hessian file (blocks in the order they
 /// were written, which is the network's order), with the root attributes.
-pub fn read_spectra(
-    path: &Path,
-) -> Result<(GroupSpectrum, Vec<GroupSpectrum>, BTreeMap<String, Attr>), HessianFileError> {
+pub fn read_spectra(path: &Path) -> Result<Spectra, HessianFileError> {
     if !path.exists() {
         return Err(HessianFileError::NotFound { path: path.into() });
     }
@@ -412,7 +421,11 @@ pub fn read_spectra(
             blocks.push(read_group(&g, &n));
         }
     }
-    Ok((root, blocks, read_attrs(&f)))
+    Ok(Spectra {
+        whole: root,
+        blocks,
+        attrs: read_attrs(&f),
+    })
 }
 
 #[cfg(test)]

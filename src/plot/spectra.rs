@@ -19,7 +19,7 @@ use plotters::style::colors::colormaps::ViridisRGB;
 use super::data::fmt_value;
 use super::draw::{font, Area};
 use super::{draw_err, Ctx, DrawError, PlotError};
-use crate::io::hessian::{read_spectra, GroupSpectrum};
+use crate::io::hessian::{read_spectra, GroupSpectrum, Spectra};
 use crate::io::surface::Attr;
 
 /// See [`super::curve`]: densities below this fraction of the peak are floored.
@@ -49,12 +49,12 @@ pub fn operator_label(op: Option<&str>) -> String {
 
 /// Whether a Hessian file has per-block groups (then `spectrum` draws them all).
 pub fn has_blocks(path: &Path) -> bool {
-    read_spectra(path).is_ok_and(|(_, b, _)| !b.is_empty())
+    read_spectra(path).is_ok_and(|s| !s.blocks.is_empty())
 }
 
 /// The default image size of a per-block spectrum: two panels with densities, one without.
 pub fn default_size(path: &Path) -> Option<(u32, u32)> {
-    let (_, blocks, _) = read_spectra(path).ok()?;
+    let blocks = read_spectra(path).ok()?.blocks;
     match (
         blocks.is_empty(),
         blocks.iter().any(|b| b.density.is_some()),
@@ -69,7 +69,11 @@ pub fn default_size(path: &Path) -> Option<(u32, u32)> {
 
 /// Reads every group of a Hessian file written with `--per-block`.
 pub fn load_block_spectra(path: &Path, title: Option<&str>) -> Result<BlockSpectraData, PlotError> {
-    let (whole, blocks, attrs) = read_spectra(path).map_err(|e| PlotError::Hdf5 {
+    let Spectra {
+        whole,
+        blocks,
+        attrs,
+    } = read_spectra(path).map_err(|e| PlotError::Hdf5 {
         path: path.into(),
         why: e.to_string(),
     })?;
