@@ -213,6 +213,7 @@ fn custom_net_with_pooling_and_biases() {
             stride: 1,
             padding: 1,
             bias: true,
+            groups: 1,
         }),
         &[x],
         &[w, b],
@@ -224,6 +225,7 @@ fn custom_net_with_pooling_and_biases() {
             kernel: 3,
             stride: 2,
             padding: 1,
+            ceil_mode: false,
         }),
         &[h],
         &[],
@@ -239,6 +241,7 @@ fn custom_net_with_pooling_and_biases() {
             stride: 2,
             padding: 0,
             bias: true,
+            groups: 1,
         }),
         &[h],
         &[w2, b2],
@@ -249,6 +252,7 @@ fn custom_net_with_pooling_and_biases() {
             kernel: 2,
             stride: 1,
             padding: 1,
+            ceil_mode: false,
         }),
         &[h],
         &[],
@@ -303,6 +307,7 @@ fn imported_ops_affine_slice_pad_concat() {
             stride,
             padding: 1,
             bias: false,
+            groups: 1,
         })
     };
     let x = g.push("input", Op::Input, &[], &[]);

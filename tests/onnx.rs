@@ -186,6 +186,31 @@ fn folded_batchnorm_loads_and_says_so() {
         "resnet8-folded: loss relative difference {:.2e}",
         c.relative()
     );
+    // the jobs that act on the parameters warn, with the export that keeps BN
+    let dir = common::tempdir();
+    let out = dir.path().join("h.h5");
+    let o = assert_success(
+        "hessian",
+        run(&[
+            "hessian",
+            "-m",
+            onnx("resnet8-folded").to_str().unwrap(),
+            "-d",
+            "digits",
+            "--samples",
+            "32",
+            "--top-k",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+    );
+    let err = common::stderr(&o);
+    assert!(
+        err.contains("warning: the exporter folded BatchNorm")
+            && err.contains("do_constant_folding=False"),
+        "{err}"
+    );
 }
 
 /// The same network from ONNX and from safetensors computes bit for bit the same.
@@ -309,6 +334,49 @@ fn tiny_model(op: &str, input_dims: Vec<proto::Dimension>, weight: proto::Tensor
     .encode_to_vec()
 }
 
+/// Every unsupported op of a file is listed in one error: op, count, nodes.
+#[test]
+fn every_unsupported_op_is_listed_at_once() {
+    let node = |op: &str, i: &str, o: &str, name: &str| proto::NodeProto {
+        input: vec![i.into()],
+        output: vec![o.into()],
+        name: name.into(),
+        op_type: op.into(),
+        ..Default::default()
+    };
+    let m = proto::ModelProto {
+        ir_version: 9,
+        opset_import: vec![proto::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(proto::GraphProto {
+            node: vec![
+                node("Hardmax", "x", "a", "h1"),
+                node("Celu", "a", "b", "c1"),
+                node("Hardmax", "b", "c", "h2"),
+                node("Tanh", "c", "y", "t1"),
+            ],
+            input: vec![value_info("x", vec![dim(1), dim(4)])],
+            output: vec![value_info("y", vec![dim(1), dim(4)])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = common::tempdir();
+    let p = dir.path().join("many.onnx");
+    std::fs::write(&p, m.encode_to_vec()).unwrap();
+    let msg = assert_bad_input(
+        &info(&p),
+        &[
+            "3 node(s) cannot be imported",
+            "Hardmax ×2 (h1, h2)",
+            "Celu ×1 (c1)",
+        ],
+    );
+    assert!(!msg.contains("t1"), "Tanh is supported: {msg}");
+}
+
 fn weight(dims: Vec<i64>, raw: usize) -> proto::TensorProto {
     proto::TensorProto {
         name: "fc.weight".into(),
@@ -354,13 +422,16 @@ fn bad_onnx_files_fail_clearly() {
     std::fs::write(d.join("resnet8.onnx.data"), &data[..data.len() / 3]).unwrap();
     assert_bad_input(&info(&p), &["beyond the end", "truncated"]);
     // unsupported op, named with its node
-    let p = d.join("tanh.onnx");
+    let p = d.join("hardmax.onnx");
     std::fs::write(
         &p,
-        tiny_model("Tanh", vec![dim(1), dim(4)], weight(vec![3, 4], 48)),
+        tiny_model("Hardmax", vec![dim(1), dim(4)], weight(vec![3, 4], 48)),
     )
     .unwrap();
-    assert_bad_input(&info(&p), &["the_Tanh", "op Tanh is not supported"]);
+    assert_bad_input(
+        &info(&p),
+        &["the_Hardmax", "Hardmax ×1", "no rule for this op"],
+    );
     // a dynamic feature dimension
     let p = d.join("dynamic.onnx");
     let dynamic = proto::Dimension {

@@ -18,9 +18,14 @@ use crate::jobs::bench::{run_bench, BenchConfig, BenchRow};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// ResNet-cifar depths to measure.
-    #[arg(long, value_delimiter = ',', default_value = "20,56")]
-    pub depths: Vec<usize>,
+    /// ResNet-cifar depths to measure [default: 20,56, or none when --model is given].
+    #[arg(long, value_delimiter = ',')]
+    pub depths: Option<Vec<usize>>,
+    /// Model files measured too (`.onnx` or `.safetensors`), on random inputs of their
+    /// input shape: e.g. the ViT-tiny that `python fixtures/generate/bench_torch.py --vit
+    /// --export outputs/bench/vit-tiny.onnx` writes and times in PyTorch.
+    #[arg(long = "model", value_name = "FILE")]
+    pub models: Vec<std::path::PathBuf>,
     /// Thread counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub threads: Vec<usize>,
@@ -49,7 +54,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         eprintln!("bench: engine {options}");
     }
     let config = BenchConfig {
-        depths: args.depths.clone(),
+        depths: args.depths.clone().unwrap_or_else(|| {
+            if args.models.is_empty() {
+                vec![20, 56]
+            } else {
+                vec![]
+            }
+        }),
+        models: args.models.clone(),
         threads: args.threads.clone(),
         batch: args.batch,
         chunk: args.chunk,

@@ -236,6 +236,27 @@ impl Graph {
         Ok(shapes)
     }
 
+    /// Checks what shapes cannot tell about a batch: that every value an embedding node
+    /// reads from it as a token id is one of its rows. Call before the passes on data
+    /// from outside (the passes take that for granted).
+    pub fn check_batch<T: Scalar>(&self, x: &ArrayD<T>) -> Result<(), EngineError> {
+        for node in &self.nodes {
+            let Op::Embedding(e) = &node.op else {
+                continue;
+            };
+            let reads_batch = node.inputs.is_empty()
+                || node.inputs.iter().all(|&i| self.nodes[i].op == Op::Input);
+            if reads_batch {
+                e.check_ids(x).map_err(|value| EngineError::TokenId {
+                    node: node.name.clone(),
+                    value,
+                    vocab: e.vocab,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Index of the last node reading each node's output (itself when unread).
     fn last_use(&self) -> Vec<usize> {
         let mut last: Vec<usize> = (0..self.nodes.len()).collect();
@@ -806,6 +827,7 @@ mod tests {
             stride: 1,
             padding: 0,
             bias: false,
+            groups: 1,
         };
         assert_eq!(
             message(&[2, 3, 3], 1, vec![("c", Op::Conv2d(conv), &[0])]),
@@ -815,6 +837,7 @@ mod tests {
             kernel: 4,
             stride: 1,
             padding: 0,
+            ceil_mode: false,
         };
         assert_eq!(
             message(&[2, 3, 3], 1, vec![("p", Op::MaxPool(pool), &[0])]),

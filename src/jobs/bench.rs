@@ -22,6 +22,9 @@ use crate::objective::{Objective, ObjectiveConfig};
 pub struct BenchConfig {
     /// ResNet-cifar depths.
     pub depths: Vec<usize>,
+    /// Model files (`.onnx`, `.safetensors`) measured as well, on random inputs of their
+    /// input shape; e.g. the ViT-tiny `bench_torch.py --export` writes.
+    pub models: Vec<std::path::PathBuf>,
     /// Thread counts.
     pub threads: Vec<usize>,
     /// Images per measured batch.
@@ -74,7 +77,16 @@ pub fn flops_per_sample(graph: &crate::engine::Graph) -> JobResult<f64> {
                 2.0 * (c.in_channels * c.kernel * c.kernel) as f64
                     * s.iter().product::<usize>() as f64
             }
-            Op::Linear(l) => 2.0 * (l.in_features * l.out_features) as f64,
+            // a linear layer on [N, T, F] applies to each of the T rows
+            Op::Linear(l) => {
+                2.0 * (l.in_features * l.out_features) as f64
+                    * (s[..s.len() - 1].iter().product::<usize>() as f64)
+            }
+            // a batched product [.., m, k] × [.., k, n]: m·k·n multiply-adds per matrix
+            Op::MatMul => {
+                let k = shapes[n.inputs[0]].last().copied().unwrap_or(0);
+                2.0 * k as f64 * s.iter().product::<usize>() as f64
+            }
             _ => 0.0,
         })
         .sum())
@@ -126,17 +138,38 @@ fn medians_interleaved(reps: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<(f64, f6
 /// Measures every depth at every thread count; `on_row` sees each row as it is measured.
 pub fn run_bench(c: &BenchConfig, on_row: &mut dyn FnMut(&BenchRow)) -> JobResult<Vec<BenchRow>> {
     let mut rows = Vec::new();
+    let mut models = vec![];
     for &depth in &c.depths {
         let arch: Arch = format!("resnet-cifar:depth={depth},in_channels=3,input_size=32")
             .parse()
             .map_err(|e: crate::model::ModelError| JobError::invalid("depths", e.to_string()))?;
-        let mut model = Model::init(arch, 0, false);
+        models.push((format!("resnet-cifar-{depth}"), Model::init(arch, 0, false)));
+    }
+    for path in &c.models {
+        let m = Model::load(path, None).map_err(|source| JobError::Model {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        models.push((name, m));
+    }
+    for (name, mut model) in models {
         model.graph.options = c.engine;
         let flops = flops_per_sample(&model.graph)? * c.batch as f64;
-        let x = ArrayD::from_shape_fn(IxDyn(&[c.batch, 3, 32, 32]), |i| {
-            ((i[0] * 31 + i[1] * 5 + i[2] * 7 + i[3] * 3) % 17) as f32 / 8.0 - 1.0
+        let mut shape = vec![c.batch];
+        shape.extend(&model.graph.input_shape);
+        // the same inputs as bench_torch.py's: a fixed pattern in [-1, 1]
+        let x = ArrayD::from_shape_fn(IxDyn(&shape), |i| {
+            let k: usize = (0..shape.len())
+                .map(|a| i[a] * [31, 5, 7, 3, 11][a.min(4)])
+                .sum();
+            (k % 17) as f32 / 8.0 - 1.0
         });
-        let y: Vec<usize> = (0..c.batch).map(|i| i % 10).collect();
+        let classes = model.graph.num_classes.max(1);
+        let y: Vec<usize> = (0..c.batch).map(|i| i % classes).collect();
         let cfg = ObjectiveConfig {
             batch_size: c.chunk,
             ..Default::default()
@@ -177,7 +210,7 @@ pub fn run_bench(c: &BenchConfig, on_row: &mut dyn FnMut(&BenchRow)) -> JobResul
                 let (hvp, hvp_cpu) = (hvp.map(|h| h.0), hvp.map(|h| h.1));
                 let (kept, kept_cpu) = (kept.map(|h| h.0), kept.map(|h| h.1));
                 BenchRow {
-                    model: format!("resnet-cifar-{depth}"),
+                    model: name.clone(),
                     threads,
                     batch: c.batch,
                     forward_ms: fwd,

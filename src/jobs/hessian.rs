@@ -670,6 +670,9 @@ fn summary(name: &str, g: &HessianGroup) -> Summary {
 pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOutput> {
     super::check_out_folder(&c.out)?;
     let model = c.model.load()?;
+    if let Some(w) = model.parameterization_warning() {
+        report.warn(&w);
+    }
     let ds = c.data.load_first()?;
     let cfg = c.data.objective_config();
     let obj = c.data.objective(&model, &c.model, &ds)?;

@@ -198,6 +198,9 @@ pub struct SharpnessOutput {
 pub fn run_sharpness(c: &SharpnessConfig, report: &Reporter) -> JobResult<SharpnessOutput> {
     c.check()?;
     let model = c.model.load()?;
+    if let Some(w) = model.parameterization_warning() {
+        report.warn(&w);
+    }
     let ds = c.data.load_first()?;
     let obj = c.data.objective(&model, &c.model, &ds)?;
     let r = sharpness_of(

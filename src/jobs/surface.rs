@@ -432,6 +432,9 @@ fn build_directions(
 /// and direction files atomically.
 pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSummary> {
     let model = c.model.load()?;
+    if let Some(w) = model.parameterization_warning() {
+        report.warn(&w);
+    }
     let datasets = c.data.load()?;
     let cfg = c.data.objective_config();
     let objectives = datasets

@@ -151,9 +151,44 @@ pub enum OnnxError {
     /// Occurs when the imported graph fails the engine's shape check; `why` is its message.
     #[error("the imported graph does not check: {why}")]
     Check { why: String },
+    /// Occurs when the graph uses ops (or attribute values of ops) the importer does not
+    /// support; every one is listed with the nodes that use it.
+    #[error("{}", unsupported_list(list))]
+    Unsupported { list: Vec<UnsupportedUse> },
     /// Occurs when an initializer's data cannot be decoded.
     #[error(transparent)]
     Tensor(#[from] TensorError),
+}
+
+/// One unsupported op (or use of an op) of an ONNX graph and the nodes that have it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedUse {
+    pub op: String,
+    pub why: String,
+    pub nodes: Vec<String>,
+}
+
+fn unsupported_list(list: &[UnsupportedUse]) -> String {
+    let total: usize = list.iter().map(|u| u.nodes.len()).sum();
+    let mut s = format!("{total} node(s) cannot be imported:");
+    for u in list {
+        let shown: Vec<&str> = u.nodes.iter().take(3).map(String::as_str).collect();
+        let more = if u.nodes.len() > 3 {
+            format!(", … {} more", u.nodes.len() - 3)
+        } else {
+            String::new()
+        };
+        s.push_str(&format!(
+            "\n  {} ×{} ({}{}): {}",
+            u.op,
+            u.nodes.len(),
+            shown.join(", "),
+            more,
+            u.why
+        ));
+    }
+    s.push_str("\nthe README lists the supported ops and the export settings that work");
+    s
 }
 
 /// Why an ONNX tensor's data cannot be decoded: sizes the bytes (inline or in an external

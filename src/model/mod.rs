@@ -28,6 +28,16 @@ pub struct Model {
 }
 
 impl Model {
+    /// For a model whose parameters are not the trained network's own (an ONNX export
+    /// with BatchNorm folded into its convolutions): what changed and how to export
+    /// instead. Jobs that act on the parameters (surface, hessian, sharpness) warn with it.
+    pub fn parameterization_warning(&self) -> Option<String> {
+        match &self.arch {
+            Arch::Onnx(o) if o.bn_folded => o.notes.first().cloned(),
+            _ => None,
+        }
+    }
+
     /// A freshly initialized model (PyTorch default init, or He init with `he`).
     pub fn init(arch: Arch, seed: u64, he: bool) -> Self {
         let graph = arch.build();

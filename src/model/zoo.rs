@@ -361,6 +361,7 @@ impl Builder {
             stride,
             padding,
             bias: false,
+            groups: 1,
         };
         self.g.push(name, Op::Conv2d(op), &[x], &[w])
     }

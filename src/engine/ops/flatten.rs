@@ -62,10 +62,11 @@ fn permutation(ndim: usize) -> Vec<usize> {
     p
 }
 
-/// Converts a PyTorch `[N, C, …]` batch to the internal `[C, N, …]` layout (and back:
-/// the map is its own inverse). 2-D `[N, F]` inputs are returned as they are.
+/// Converts a PyTorch `[N, C, H, W]` batch to the internal `[C, N, H, W]` layout (and
+/// back: the map is its own inverse). Other ranks (`[N, F]`, token batches `[N, T]`,
+/// `[N, T, D]`) are torch layout inside the engine too, and are returned as they are.
 pub fn swap_batch_channel<T: Scalar>(x: &ArrayD<T>) -> ArrayD<T> {
-    if x.ndim() <= 2 {
+    if x.ndim() != 4 {
         return x.to_owned();
     }
     let mut v = x.view();

@@ -26,6 +26,28 @@ mod op;
 pub mod pad;
 pub mod relu;
 pub mod slice;
+// issue #15, group A (elementwise, broadcasting, reductions, normalizations)
+pub mod binary;
+pub mod group_norm;
+mod lanes;
+pub mod layer_norm;
+pub mod pointwise;
+pub mod reduce;
+pub mod softmax;
+#[cfg(test)]
+pub(crate) mod testing;
+mod vmath;
+
+pub mod constant;
+pub mod embedding;
+pub mod expand;
+pub mod gather;
+pub mod matmul;
+#[cfg(test)]
+mod oracle;
+pub mod param;
+pub mod reshape;
+pub mod transpose;
 
 use ndarray::{ArrayD, ArrayViewD};
 
@@ -45,6 +67,22 @@ pub use op::{Activation, ChannelMap, EngineOp, Epilogue, FixedMap, Fwd, Grads, T
 pub use pad::Pad;
 pub use relu::Relu;
 pub use slice::SliceAxis;
+// issue #15, group A
+pub use binary::BinaryKind;
+pub use group_norm::GroupNorm;
+pub use layer_norm::LayerNorm;
+pub use pointwise::PointwiseFn;
+pub use reduce::{Reduce, ReduceKind};
+pub use softmax::Softmax;
+
+pub use constant::Constant;
+pub use embedding::Embedding;
+pub use expand::Expand;
+pub use gather::Gather;
+pub use matmul::MatMul;
+pub use param::Param;
+pub use reshape::Reshape;
+pub use transpose::Transpose;
 
 use super::error::ShapeError;
 use super::Scalar;
@@ -75,4 +113,33 @@ ops! {
     Slice(SliceAxis),
     /// Concatenation of all inputs along one internal-layout axis.
     Concat(Concat),
+    /// Permutation of axes (any rank, the batch axis included).
+    Transpose(Transpose),
+    /// Row-major reshape; one axis (the batch) inferred (torch layout).
+    Reshape(Reshape),
+    /// Constant indices along one non-batch axis (torch layout).
+    Gather(Gather),
+    /// Broadcast to a shape; input 1 (optional) gives the batch size.
+    Expand(Expand),
+    /// Batched matrix product of two inputs (numpy `matmul`).
+    MatMul => MatMul,
+    /// params: [weight [vocab, dim]]; input: token ids.
+    Embedding(Embedding),
+    /// A parameter tensor as a value (no inputs). params: [tensor]
+    Param(Param),
+    /// A fixed tensor (no inputs).
+    Constant(Constant),
+    // issue #15, group A: torch-layout ops (pointwise ones are layout-agnostic)
+    /// Elementwise function (tanh, GELU, sqrt, pow, clip, …), any layout.
+    Pointwise(PointwiseFn),
+    /// Add/Sub/Mul/Div of two inputs with numpy broadcasting.
+    Binary(BinaryKind),
+    /// Sum or mean over torch-layout axes.
+    Reduce(Reduce),
+    /// Softmax or log-softmax along one torch-layout axis.
+    Softmax(Softmax),
+    /// params: [weight, bias?] (with `affine`)
+    LayerNorm(LayerNorm),
+    /// params: [weight [C], bias [C]] (with `affine`)
+    GroupNorm(GroupNorm),
 }

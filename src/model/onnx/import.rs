@@ -19,10 +19,12 @@ use std::sync::Arc;
 use crate::engine::ops::{Affine, BatchNorm, Concat, Conv2d, Linear, Pad, Pool2d, SliceAxis};
 use crate::engine::{Graph, Layout, Loss, Node, Op, ParamVec, Role};
 
+use super::fold::{Folded, Sym};
 use super::proto::{AttributeProto, ModelProto, NodeProto};
 use super::{decode_tensor, DataFiles, OnnxArch, Tensor};
-use crate::model::error::{OnnxError, OnnxNodeError, TensorError};
+use crate::model::error::{OnnxError, OnnxNodeError, TensorError, UnsupportedUse};
 
+mod generic;
 mod nodes;
 
 /// What the node-level steps return.
@@ -32,13 +34,44 @@ fn unsupported(what: impl Into<String>) -> OnnxNodeError {
     OnnxNodeError::Unsupported { what: what.into() }
 }
 
-/// A computed value: its engine node and ONNX shape (batch axis first, its size not tracked).
+/// A computed value: its engine node and ONNX shape. The batch axis (axis 0 unless a
+/// reshape moved it, as attention's `[T, N·H, D]`) holds its multiplier, 1 or H, not N.
 #[derive(Clone, Debug)]
 struct Value {
     node: usize,
     shape: Vec<usize>,
+    /// The axis whose size is the multiplier times N; `None` for values that do not depend
+    /// on the batch (parameters, and what is computed from them alone).
+    batch: Option<usize>,
     /// ONNX `[N, C, 1, 1]` held by the engine as `[N, C]`.
     squeezed: bool,
+    /// A rank-4 value the engine holds channel-major `[C, N, H, W]` (the layout of
+    /// convolutions, batch norm and pools); other values are held as ONNX has them.
+    image: bool,
+}
+
+impl Value {
+    /// An image `[N, C, H, W]` held channel-major.
+    fn image(node: usize, shape: Vec<usize>) -> Self {
+        Value {
+            node,
+            shape,
+            batch: Some(0),
+            squeezed: false,
+            image: true,
+        }
+    }
+
+    /// A value held in ONNX's layout with the batch first.
+    fn plain(node: usize, shape: Vec<usize>) -> Self {
+        Value {
+            node,
+            shape,
+            batch: Some(0),
+            squeezed: false,
+            image: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +79,10 @@ enum Entry {
     Value(Value),
     /// A constant and, for initializers, its position among them.
     Const(Arc<Tensor>, Option<usize>),
+    /// Shape arithmetic that depends on the batch size (see [`fold`]).
+    Sym(Arc<Folded>),
+    /// Token ids: a computed value cast to integers (an Embedding's indices).
+    Ids(Value),
 }
 
 struct Pending {
@@ -71,6 +108,19 @@ struct Importer {
     export_batch: Option<usize>,
     /// Linear nodes made from a MatMul, waiting for a bias from a following Add.
     matmul: Vec<usize>,
+    /// Per node: the node holding its value in the other layout (image ↔ ONNX).
+    layout_cache: HashMap<usize, usize>,
+    /// Per parameter: the `Param` node that uses it as a value.
+    param_nodes: HashMap<usize, usize>,
+    /// The graph output's name.
+    graph_output: String,
+    /// The name of the node being translated.
+    current: String,
+    /// Names an Identity gave to an initializer (legacy exports pass weights through one).
+    aliases: HashMap<String, String>,
+    /// Convolutions into which the exporter folded a BatchNorm: weight name, channels.
+    folded_bn: Vec<(String, usize)>,
+    opset: i64,
 }
 
 /// Why an import failed: at one node, or in the file as a whole.
@@ -122,6 +172,17 @@ pub(super) fn import(
         notes: vec![],
         export_batch: None,
         matmul: vec![],
+        layout_cache: HashMap::new(),
+        folded_bn: vec![],
+        aliases: HashMap::new(),
+        current: String::new(),
+        param_nodes: HashMap::new(),
+        graph_output: graph
+            .output
+            .first()
+            .map(|o| o.name.clone())
+            .unwrap_or_default(),
+        opset,
     };
     for (i, t) in graph.initializer.iter().enumerate() {
         let tensor = decode_tensor(t, data)?;
@@ -143,7 +204,7 @@ pub(super) fn import(
         .ok_or_else(|| OnnxError::InputShapeless {
             name: input.name.clone(),
         })?;
-    if dims.len() != 2 && dims.len() != 4 {
+    if !(2..=4).contains(&dims.len()) {
         return Err(OnnxError::InputRank {
             name: input.name.clone(),
             rank: dims.len(),
@@ -167,32 +228,85 @@ pub(super) fn import(
     }
     imp.g.input_shape = sample.clone();
     let node0 = imp.g.push("input", Op::Input, &[], &[]);
-    let mut shape = vec![0];
+    let mut shape = vec![1];
     shape.extend(&sample);
-    imp.env.insert(
-        input.name.clone(),
-        Entry::Value(Value {
-            node: node0,
-            shape,
-            squeezed: false,
-        }),
-    );
+    let v = match shape.len() {
+        4 => Value::image(node0, shape),
+        _ => Value::plain(node0, shape),
+    };
+    imp.env.insert(input.name.clone(), Entry::Value(v));
     let output = graph.output.first().ok_or(OnnxError::NoOutput)?;
+    // every op without a rule, listed at once
+    let mut unknown: Vec<(String, Vec<String>)> = vec![];
     for (i, n) in graph.node.iter().enumerate() {
-        let label = if n.name.is_empty() {
-            format!("#{i}")
-        } else {
-            n.name.clone()
-        };
-        imp.node(n, &output.name).map_err(|why| ImportError::Node {
-            node: label,
-            op: n.op_type.clone(),
-            why: Box::new(why),
-        })?;
+        if !Importer::knows(n) {
+            let label = node_label(n, i);
+            let key = if n.domain.is_empty() || n.domain == "ai.onnx" {
+                n.op_type.clone()
+            } else {
+                format!("{}::{}", n.domain, n.op_type)
+            };
+            match unknown.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, nodes)) => nodes.push(label),
+                None => unknown.push((key, vec![label])),
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(OnnxError::Unsupported {
+            list: unknown
+                .into_iter()
+                .map(|(op, nodes)| UnsupportedUse {
+                    op,
+                    why: "no rule for this op".into(),
+                    nodes,
+                })
+                .collect(),
+        }
+        .into());
+    }
+    // translation; an unsupported use of a known op is collected too, and whatever
+    // depends on its outputs is skipped
+    let mut failed: Vec<UnsupportedUse> = vec![];
+    let mut poisoned: std::collections::HashSet<String> = Default::default();
+    for (i, n) in graph.node.iter().enumerate() {
+        let label = node_label(n, i);
+        if n.input.iter().any(|x| poisoned.contains(x)) {
+            poisoned.extend(n.output.iter().cloned());
+            continue;
+        }
+        imp.current = n.name.clone();
+        match imp.node(n, &output.name) {
+            Ok(()) => {}
+            Err(OnnxNodeError::Unsupported { what }) => {
+                poisoned.extend(n.output.iter().cloned());
+                match failed
+                    .iter_mut()
+                    .find(|u| u.op == n.op_type && u.why == what)
+                {
+                    Some(u) => u.nodes.push(label),
+                    None => failed.push(UnsupportedUse {
+                        op: n.op_type.clone(),
+                        why: what,
+                        nodes: vec![label],
+                    }),
+                }
+            }
+            Err(why) => {
+                return Err(ImportError::Node {
+                    node: label,
+                    op: n.op_type.clone(),
+                    why: Box::new(why),
+                })
+            }
+        }
+    }
+    if !failed.is_empty() {
+        return Err(OnnxError::Unsupported { list: failed }.into());
     }
     let out = match imp.env.get(&output.name) {
         Some(Entry::Value(v)) => v.clone(),
-        Some(Entry::Const(..)) => {
+        Some(_) => {
             return Err(OnnxError::OutputConstant {
                 name: output.name.clone(),
             }
@@ -205,7 +319,12 @@ pub(super) fn import(
             .into())
         }
     };
-    if out.shape.len() != 2 || out.squeezed || out.node == 0 {
+    if out.shape.len() != 2
+        || out.squeezed
+        || out.node == 0
+        || out.batch != Some(0)
+        || out.shape[0] != 1
+    {
         return Err(OnnxError::OutputShape {
             name: output.name.clone(),
             shape: out.shape,
@@ -214,6 +333,14 @@ pub(super) fn import(
     }
     imp.g.num_classes = out.shape[1];
     Ok(imp.finish(out.node, path, m, opset)?)
+}
+
+fn node_label(n: &NodeProto, i: usize) -> String {
+    if n.name.is_empty() {
+        format!("#{i}")
+    } else {
+        n.name.clone()
+    }
 }
 
 fn attr<'n>(n: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
@@ -284,11 +411,6 @@ fn window(n: &NodeProto, kernel: Option<(usize, usize)>) -> NodeResult<(usize, u
             "auto_pad {auto}: export with explicit padding"
         )));
     }
-    if attr_i(n, "ceil_mode", 0) != 0 {
-        return Err(unsupported(
-            "ceil_mode=1 is not supported; use ceil_mode=False",
-        ));
-    }
     if pads[0] > ks.0 {
         return Err(unsupported(format!(
             "pads {pads:?} exceed the kernel size {}; PyTorch pads by at most half the kernel",
@@ -325,28 +447,55 @@ impl Importer {
     fn value(&self, name: &str) -> NodeResult<Value> {
         match self.get(name)? {
             Entry::Value(v) => Ok(v.clone()),
-            Entry::Const(..) => Err(OnnxNodeError::ConstantInput {
+            Entry::Ids(_) => Err(unsupported(format!(
+                "'{name}' holds integer token ids, which only an embedding (Gather) takes"
+            ))),
+            Entry::Sym(_) | Entry::Const(..) => Err(OnnxNodeError::ConstantInput {
                 name: name.to_string(),
             }),
         }
     }
 
-    /// A computed value of image shape `[N, C, H, W]` (not squeezed to `[N, C]`).
-    fn image(&self, name: &str) -> NodeResult<Value> {
+    /// A computed value of image shape `[N, C, H, W]` (not squeezed to `[N, C]`), held
+    /// channel-major.
+    fn image(&mut self, name: &str) -> NodeResult<Value> {
         let x = self.value(name)?;
-        if x.shape.len() != 4 || x.squeezed {
-            return Err(OnnxNodeError::InputShape {
-                shape: x.shape,
-                expected: "[N, C, H, W]",
-            });
+        self.as_image(x)
+    }
+
+    /// Whether a GlobalAveragePool / ReduceMean is the mean over an image's spatial axes.
+    fn spatial_mean(&self, n: &NodeProto) -> NodeResult<bool> {
+        let Some(x) = n.input.first() else {
+            return Ok(false);
+        };
+        let Entry::Value(x) = self.get(x)? else {
+            return Ok(false);
+        };
+        if x.shape.len() != 4 || x.squeezed || x.batch != Some(0) {
+            return Ok(false);
         }
-        Ok(x)
+        if n.op_type == "GlobalAveragePool" {
+            return Ok(true);
+        }
+        let axes = match Self::opt_input(n, 1) {
+            Some(a) => self.ints(a)?,
+            None => attr_ints(n, "axes").unwrap_or_default(),
+        };
+        let mut axes: Vec<usize> = axes
+            .iter()
+            .map(|&a| norm_axis(a, 4))
+            .collect::<Result<_, _>>()?;
+        axes.sort_unstable();
+        Ok(axes == [2, 3])
     }
 
     fn konst(&self, name: &str) -> NodeResult<(Arc<Tensor>, Option<usize>)> {
         match self.get(name)? {
             Entry::Const(t, i) => Ok((t.clone(), *i)),
-            Entry::Value(_) => Err(OnnxNodeError::ComputedInput {
+            Entry::Sym(_) => Err(unsupported(format!(
+                "'{name}' depends on the batch size where a constant is needed"
+            ))),
+            Entry::Value(_) | Entry::Ids(_) => Err(OnnxNodeError::ComputedInput {
                 name: name.to_string(),
             }),
         }
@@ -368,7 +517,31 @@ impl Importer {
     /// The parameter for constant `name` (created on first use); `transpose` stores a 2-D
     /// tensor transposed (PyTorch's `[out, in]` from a MatMul's `[in, out]`).
     fn param(&mut self, name: &str, role: Role, transpose: bool) -> NodeResult<usize> {
+        let alias = self.aliases.get(name).cloned();
+        let name = alias.as_deref().unwrap_or(name);
         if let Some(&i) = self.by_name.get(name) {
+            // the legacy exporter stores equal tensors once (a fresh model's zero biases):
+            // a use in another role (a conv bias as a LayerNorm shift) gets its own
+            // parameter, named after the module path in the node's name
+            let other_role = self.params[i].role != role;
+            if let Some(own) = self.untied_name(name, role).filter(|_| other_role) {
+                if let Some(&j) = self.by_name.get(&own) {
+                    return Ok(j);
+                }
+                let p = &self.params[i];
+                let (shape, data) = (p.shape.clone(), p.data.clone());
+                self.notes.push(format!(
+                    "the file stores '{own}' and '{name}' as one initializer (equal values); they are separate parameters here, as in PyTorch"
+                ));
+                self.params.push(Pending {
+                    name: own.clone(),
+                    shape,
+                    role,
+                    data,
+                });
+                self.by_name.insert(own, self.params.len() - 1);
+                return Ok(self.params.len() - 1);
+            }
             if self.params[i].role != role {
                 return Err(OnnxNodeError::Roles {
                     name: name.to_string(),
@@ -407,6 +580,58 @@ impl Importer {
         });
         self.by_name.insert(name.to_string(), self.params.len() - 1);
         Ok(self.params.len() - 1)
+    }
+
+    /// For a second use of initializer `name` by a node of another module (legacy node
+    /// names are module paths, `/encoder/layers/encoder_layer_0/ln_1/LayerNormalization`):
+    /// the name the tensor has in that module.
+    fn untied_name(&self, name: &str, role: Role) -> Option<String> {
+        let path = self.current.strip_prefix('/')?;
+        let (module, _) = path.rsplit_once('/')?;
+        let module = module.replace('/', ".");
+        let (own, suffix) = name.rsplit_once('.')?;
+        if module.is_empty() || own == module || generic::exporter_made(name) {
+            return None;
+        }
+        let suffix = match role {
+            Role::BnScale => "weight",
+            Role::BnShift => "bias",
+            _ => suffix,
+        };
+        Some(format!("{module}.{suffix}"))
+    }
+
+    /// A MatMul weight the exporter stored transposed under its own name (`val_14`,
+    /// `onnx::MatMul_83`) takes its module's name from the bias added after it
+    /// (`….in_proj_bias` → `….in_proj_weight`, `….mlp.0.bias` → `….mlp.0.weight`), as
+    /// PyTorch's `state_dict` has it, unless that name is taken.
+    fn name_weight_after_bias(&mut self, node: usize, bias: &str) {
+        let Some(&w) = self.g.nodes[node].params.first() else {
+            return;
+        };
+        let old = self.params[w].name.clone();
+        if !generic::exporter_made(&old) {
+            return;
+        }
+        let new = if let Some(m) = bias.strip_suffix(".bias") {
+            format!("{m}.weight")
+        } else if let Some(m) = bias.strip_suffix("_bias") {
+            format!("{m}_weight")
+        } else {
+            return;
+        };
+        if self.by_name.contains_key(&new) || self.env.contains_key(&new) {
+            return;
+        }
+        self.notes.push(format!(
+            "'{old}' (a weight the exporter stored transposed under its own name) is named '{new}' after its bias"
+        ));
+        self.by_name.remove(&old);
+        self.by_name.insert(new.clone(), w);
+        self.params[w].name = new.clone();
+        if let Some(m) = new.strip_suffix(".weight") {
+            self.g.nodes[node].name = m.to_string();
+        }
     }
 
     fn set(&mut self, name: &str, v: Value) {
@@ -518,16 +743,33 @@ impl Importer {
             .tensors()
             .iter()
             .map(|t| t.name.as_str())
-            .filter(|n| !state_dict_like(n))
+            .filter(|n| generic::exporter_made(n))
             .collect();
-        let bn_folded = !has_bn
-            && g.nodes.iter().any(|n| match &n.op {
-                Op::Conv2d(c) => c.bias && !state_dict_like(&g.layout.tensor(n.params[0]).name),
-                _ => false,
-            });
+        let mut folded = std::mem::take(&mut self.folded_bn);
+        if folded.is_empty() && !has_bn {
+            // the legacy exporter's constant folding: exporter-named conv weights and biases
+            for n in &g.nodes {
+                if let Op::Conv2d(c) = &n.op {
+                    let w = &g.layout.tensor(n.params[0]).name;
+                    if c.bias && !state_dict_like(w) {
+                        folded.push((w.clone(), c.out_channels));
+                    }
+                }
+            }
+        }
+        let bn_folded = !has_bn && !folded.is_empty();
         let mut notes = std::mem::take(&mut self.notes);
         if bn_folded {
-            notes.insert(0, "BatchNorm was folded into the convolutions by the exporter (constant folding): filter normalization acts on the folded weights, a different parameterization of the landscape; re-export with do_constant_folding=False (legacy) or optimize=False (dynamo) to keep BN".into());
+            let channels: usize = folded.iter().map(|(_, c)| c).sum();
+            let names: Vec<&str> = folded.iter().take(3).map(|(n, _)| n.as_str()).collect();
+            let more = if folded.len() > 3 { ", …" } else { "" };
+            let p = g.layout.len();
+            notes.insert(0, format!(
+                "the exporter folded BatchNorm into {} convolution(s) ({}{more}): their weights are W·γ/σ plus a bias β − γμ/σ, so the {p} parameters here are not the model's (PyTorch has γ and β instead of those biases: about {} trainable parameters); Hessians and filter-normalized directions refer to the folded parameterization. To keep BatchNorm, export with torch.onnx.export(model, x, dynamo=False, do_constant_folding=False) or dynamo=True, optimize=False",
+                folded.len(),
+                names.join(", "),
+                p + channels
+            ));
         }
         if !renamed.is_empty() {
             notes.push(format!(

@@ -7,6 +7,7 @@
 //! files next to the model (`model.onnx.data`); every declared size is checked against
 //! the bytes actually present before anything is allocated.
 
+mod fold;
 mod import;
 pub mod proto;
 
@@ -160,6 +161,7 @@ pub(crate) fn decode_tensor(t: &TensorProto, data: &mut DataFiles) -> Result<Ten
         dims.push(d);
     }
     let width = match t.data_type {
+        dtype::BOOL | dtype::UINT8 | dtype::INT8 => 1,
         dtype::FLOAT | dtype::INT32 => 4,
         dtype::DOUBLE | dtype::INT64 => 8,
         other => {
@@ -242,6 +244,14 @@ pub(crate) fn decode_tensor(t: &TensorProto, data: &mut DataFiles) -> Result<Ten
                     .collect(),
                 vec![],
             ),
+            dtype::BOOL | dtype::UINT8 => {
+                let i: Vec<i64> = b.iter().map(|&v| v as i64).collect();
+                (i.iter().map(|&v| v as f64).collect(), i)
+            }
+            dtype::INT8 => {
+                let i: Vec<i64> = b.iter().map(|&v| v as i8 as i64).collect();
+                (i.iter().map(|&v| v as f64).collect(), i)
+            }
             dtype::INT32 => {
                 let i: Vec<i64> = b
                     .chunks_exact(4)
@@ -261,7 +271,7 @@ pub(crate) fn decode_tensor(t: &TensorProto, data: &mut DataFiles) -> Result<Ten
             let (v, i): (Vec<f64>, Vec<i64>) = match t.data_type {
                 dtype::FLOAT => (t.float_data.iter().map(|&v| v as f64).collect(), vec![]),
                 dtype::DOUBLE => (t.double_data.clone(), vec![]),
-                dtype::INT32 => {
+                dtype::INT32 | dtype::BOOL | dtype::UINT8 | dtype::INT8 => {
                     let i: Vec<i64> = t.int32_data.iter().map(|&v| v as i64).collect();
                     (i.iter().map(|&v| v as f64).collect(), i)
                 }

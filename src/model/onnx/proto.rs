@@ -52,6 +52,10 @@ pub struct NodeProto {
     pub domain: String,
     #[prost(message, repeated, tag = "5")]
     pub attribute: Vec<AttributeProto>,
+    /// The exporter's notes on the node (the current exporter records the rewrite rules
+    /// it applied, e.g. `FuseBatchNormIntoConv`).
+    #[prost(message, repeated, tag = "9")]
+    pub metadata_props: Vec<StringStringEntryProto>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -146,6 +150,9 @@ pub struct Dimension {
 /// `TensorProto.DataType` values the importer reads.
 pub mod dtype {
     pub const FLOAT: i32 = 1;
+    pub const UINT8: i32 = 2;
+    pub const INT8: i32 = 3;
+    pub const BOOL: i32 = 9;
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
     pub const DOUBLE: i32 = 11;

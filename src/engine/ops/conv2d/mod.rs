@@ -1,4 +1,5 @@
-//! 2-D convolution (PyTorch `nn.Conv2d` with groups = 1, dilation = 1) by im2col + GEMM.
+//! 2-D convolution (PyTorch `nn.Conv2d`, dilation = 1) by im2col + GEMM; groups > 1 in
+//! `grouped.rs`.
 //!
 //! ```text
 //! x  [C, N, H, W]   (channel-major, see engine docs)     W [O, C, k, k]   b [O]
@@ -30,6 +31,7 @@
 //! Inference fuses an epilogue (eval-mode batch norm, ReLU) into the forward pass.
 
 mod direct;
+mod grouped;
 mod im2col;
 mod kernels;
 #[cfg(test)]
@@ -55,6 +57,8 @@ pub struct Conv2d {
     pub stride: usize,
     pub padding: usize,
     pub bias: bool,
+    /// Channel groups (1: a dense convolution); weight `[O, C/groups, k, k]`.
+    pub groups: usize,
 }
 
 /// Sizes of one convolution call.
@@ -142,6 +146,14 @@ impl EngineOp for Conv2d {
 
     fn infer_shape(&self, x: &[&[usize]]) -> Result<Vec<usize>, ShapeError> {
         let x = x[0];
+        let g = self.groups;
+        if g == 0 || !self.in_channels.is_multiple_of(g) || !self.out_channels.is_multiple_of(g) {
+            return Err(ShapeError::Groups {
+                groups: g,
+                in_channels: self.in_channels,
+                out_channels: self.out_channels,
+            });
+        }
         if x.len() != 4 || x[0] != self.in_channels {
             return Err(ShapeError::Image {
                 channels: self.in_channels,
@@ -152,12 +164,20 @@ impl EngineOp for Conv2d {
     }
 
     fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, ()) {
+        if self.groups != 1 {
+            let y = self.grouped_forward(a.options, a.x[0], &a.p[0], a.p.get(1), None);
+            return (y, ());
+        }
         let plan = self.plan::<T>(a.options, shape4(a.x[0].shape()));
         (plan.forward(a.x[0], &a.p[0], a.p.get(1), None), ())
     }
 
     /// Without bias only (the epilogue follows the convolution's sum).
     fn forward_fused<T: Scalar>(&self, a: &Fwd<T>, epilogue: &ChannelMap<T>) -> Option<ArrayD<T>> {
+        if self.groups != 1 {
+            return (!self.bias)
+                .then(|| self.grouped_forward(a.options, a.x[0], &a.p[0], None, Some(epilogue)));
+        }
         let plan = self.plan::<T>(a.options, shape4(a.x[0].shape()));
         (!self.bias).then(|| plan.forward(a.x[0], &a.p[0], None, Some(epilogue)))
     }
@@ -167,8 +187,13 @@ impl EngineOp for Conv2d {
     }
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, _c: &(), gy: ArrayD<T>) -> Grads<T> {
-        let plan = self.plan::<T>(a.options, shape4(a.x[0].shape()));
-        let (dx, dw, db) = plan.backward(a.x[0], &a.p[0], &gy, a.need_dx(0), a.want_dp);
+        let (x, w, need_dx) = (a.x[0], &a.p[0], a.need_dx(0));
+        let (dx, dw, db) = if self.groups != 1 {
+            self.grouped_backward(a.options, x, w, &gy, need_dx, a.want_dp)
+        } else {
+            let plan = self.plan::<T>(a.options, shape4(x.shape()));
+            plan.backward(x, w, &gy, need_dx, a.want_dp)
+        };
         Grads {
             dx: vec![dx],
             dp: vec![dw, db],
@@ -176,6 +201,13 @@ impl EngineOp for Conv2d {
     }
 
     fn r_forward<T: Scalar>(&self, a: &Taped<T>, _c: &()) -> (Option<ArrayD<T>>, ()) {
+        if self.groups != 1 {
+            let w = (&a.p[0], &a.v[0], a.v.get(1));
+            return (
+                Some(self.grouped_r_forward(a.options, a.x[0], w, a.rx(0))),
+                (),
+            );
+        }
         let plan = self.plan::<T>(a.options, shape4(a.x[0].shape()));
         let ry = plan.r_forward(a.x[0], &a.p[0], &a.v[0], a.v.get(1), a.rx(0));
         (Some(ry), ())
@@ -189,9 +221,13 @@ impl EngineOp for Conv2d {
         gy: &ArrayD<T>,
         rgy: ArrayD<T>,
     ) -> Grads<T> {
-        let plan = self.plan::<T>(a.options, shape4(a.x[0].shape()));
         let ops = (&a.p[0], &a.v[0], gy, &rgy);
-        let (rdx, rdw, rdb) = plan.r_backward(a.x[0], a.rx(0), ops, a.need_dx(0));
+        let (rdx, rdw, rdb) = if self.groups != 1 {
+            self.grouped_r_backward(a.options, a.x[0], a.rx(0), ops, a.need_dx(0))
+        } else {
+            let plan = self.plan::<T>(a.options, shape4(a.x[0].shape()));
+            plan.r_backward(a.x[0], a.rx(0), ops, a.need_dx(0))
+        };
         Grads {
             dx: vec![rdx],
             dp: vec![Some(rdw), rdb],

@@ -84,6 +84,7 @@ fn matches_direct_convolution_and_col2im_is_adjoint() {
             stride: s,
             padding: p,
             bias: false,
+            groups: 1,
         };
         let x = Array4::from_shape_fn((2, 2, h, h), |(a, b, c, d)| {
             ((a * 7 + b * 5 + c * 3 + d) % 11) as f64 - 5.0
@@ -198,6 +199,7 @@ fn blocked_passes_match_unblocked_reference() {
             stride: s,
             padding: p,
             bias: true,
+            groups: 1,
         };
         let f = hashed;
         let x = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), f(1));
@@ -328,6 +330,7 @@ fn f32_passes_match_f64_reference() {
             stride: st,
             padding: p,
             bias: false,
+            groups: 1,
         };
         let f = hashed;
         let (ho, wo) = cfg.out_hw(h, wd).unwrap();
@@ -360,5 +363,111 @@ fn f32_passes_match_f64_reference() {
             close32(&rdx.unwrap(), &rdx0, &format!("rdx {tag}"));
             close32(&rdw, &rdw0, &format!("rdw {tag}"));
         }
+    }
+}
+
+/// Grouped convolution by plain loops: output channel o sees input channels of its group.
+fn grouped_slow(cfg: &Conv2d, x: &ArrayD<f64>, w: &ArrayD<f64>) -> ArrayD<f64> {
+    let (c, n, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (ho, wo) = cfg.out_hw(h, wd).unwrap();
+    let (ci, co) = (c / cfg.groups, cfg.out_channels / cfg.groups);
+    let (k, s, p) = (cfg.kernel, cfg.stride, cfg.padding as isize);
+    ArrayD::from_shape_fn(IxDyn(&[cfg.out_channels, n, ho, wo]), |i| {
+        let (o, ni, oh, ow) = (i[0], i[1], i[2], i[3]);
+        let mut acc = 0.0;
+        for cl in 0..ci {
+            let cx = (o / co) * ci + cl;
+            for a in 0..k {
+                for b in 0..k {
+                    let ih = (oh * s + a) as isize - p;
+                    let iw = (ow * s + b) as isize - p;
+                    if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < wd {
+                        acc += w[[o, cl, a, b]] * x[[cx, ni, ih as usize, iw as usize]];
+                    }
+                }
+            }
+        }
+        acc
+    })
+}
+
+/// (C, O, groups, k, s, p, N, H, W): grouped (2 and 3 groups), depthwise with channel
+/// multipliers 1 and 2, strides and paddings.
+const GROUPED: [[usize; 9]; 6] = [
+    [4, 6, 2, 3, 1, 1, 2, 5, 4],
+    [6, 3, 3, 3, 2, 1, 2, 6, 5],
+    [3, 3, 3, 3, 1, 1, 2, 5, 6],
+    [2, 4, 2, 3, 2, 1, 2, 7, 5],
+    [4, 4, 4, 5, 1, 2, 1, 6, 6],
+    [3, 6, 3, 1, 2, 0, 2, 5, 4],
+];
+
+fn grouped_cfg(c: usize, o: usize, groups: usize, k: usize, s: usize, p: usize) -> Conv2d {
+    Conv2d {
+        in_channels: c,
+        out_channels: o,
+        kernel: k,
+        stride: s,
+        padding: p,
+        bias: true,
+        groups,
+    }
+}
+
+#[test]
+fn grouped_forward_matches_loops_and_fuses() {
+    use crate::engine::ops::{EngineOp, Fwd, Mode};
+    let opts = EngineOptions::default();
+    for &[c, o, groups, k, s, p, n, h, wd] in &GROUPED {
+        let cfg = grouped_cfg(c, o, groups, k, s, p);
+        let x = ArrayD::from_shape_fn(IxDyn(&[c, n, h, wd]), hashed(1));
+        let w = ArrayD::from_shape_fn(IxDyn(&[o, c / groups, k, k]), hashed(2));
+        let want = grouped_slow(&cfg, &x, &w);
+        let (xs, pv) = ([&x], [w.view()]);
+        let a = Fwd {
+            options: &opts,
+            mode: Mode::Eval,
+            x: &xs,
+            p: &pv,
+        };
+        let tag = format!("c{c} o{o} g{groups} k{k} s{s} p{p}");
+        assert_eq!(
+            cfg.infer_shape(&[x.shape()]).unwrap(),
+            want.shape(),
+            "{tag}"
+        );
+        let (y, _) = cfg.forward(&a);
+        close(&y, &want, &tag);
+        let nb = Conv2d {
+            bias: false,
+            ..cfg.clone()
+        };
+        let epilogue = |ch: usize, row: &mut [f64]| {
+            row.iter_mut()
+                .for_each(|t| *t = (*t * (1.0 + ch as f64) - 0.1).max(0.0));
+        };
+        let fused = nb.forward_fused(&a, &epilogue).unwrap();
+        let mut then = want.clone();
+        for (ch, mut plane) in then.axis_iter_mut(Axis(0)).enumerate() {
+            plane.mapv_inplace(|t| (t * (1.0 + ch as f64) - 0.1).max(0.0));
+        }
+        close(&fused, &then, &format!("fused {tag}"));
+    }
+    let bad = grouped_cfg(4, 6, 4, 3, 1, 1);
+    assert!(bad.infer_shape(&[&[4, 1, 5, 5]]).is_err());
+}
+
+#[test]
+fn grouped_passes_match_central_differences() {
+    use crate::engine::ops::oracle::{check, random, Case};
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(26);
+    for &[c, o, groups, k, s, p, n, h, wd] in &GROUPED {
+        let cfg = grouped_cfg(c, o, groups, k, s, p);
+        let x = random(&[c, n, h, wd], &mut rng);
+        let w = random(&[o, c / groups, k, k], &mut rng);
+        let b = random(&[o], &mut rng);
+        let case = Case::new(vec![x], vec![w, b]);
+        check(&format!("{cfg:?}"), &cfg, &case, 27);
     }
 }

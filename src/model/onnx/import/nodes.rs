@@ -15,6 +15,9 @@ impl Importer {
             Self::opt_input(n, k).ok_or(OnnxNodeError::MissingInput { index: k })
         };
         let out = n.output.first().ok_or(OnnxNodeError::NoOutput)?.clone();
+        if self.try_fold(n)? {
+            return Ok(());
+        }
         match n.op_type.as_str() {
             "Constant" => {
                 let t = if let Some(t) = attr(n, "value").and_then(|a| a.t.as_ref()) {
@@ -65,16 +68,19 @@ impl Importer {
                 let x = self.image(inp(0)?)?;
                 let wname = inp(1)?.to_string();
                 let (w, _) = self.konst(&wname)?;
-                if attr_i(n, "group", 1) != 1 {
-                    return Err(unsupported(
-                        "grouped convolutions (group ≠ 1) are not supported",
-                    ));
-                }
-                if w.dims.len() != 4 || w.dims[1] != x.shape[1] {
+                let groups = attr_i(n, "group", 1);
+                let groups = usize::try_from(groups)
+                    .ok()
+                    .filter(|&g| g >= 1 && x.shape[1] % g == 0)
+                    .ok_or_else(|| {
+                        unsupported(format!("group {groups} for {} input channels", x.shape[1]))
+                    })?;
+                if w.dims.len() != 4 || w.dims[1] * groups != x.shape[1] || w.dims[0] % groups != 0
+                {
                     return Err(OnnxNodeError::WeightShape {
                         name: wname,
                         dims: w.dims.clone(),
-                        expected: format!("[out, {}, k, k]", x.shape[1]),
+                        expected: format!("[out, {}, k, k]", x.shape[1] / groups),
                     });
                 }
                 let (k, s, p) = window(n, Some((w.dims[2], w.dims[3])))?;
@@ -93,6 +99,15 @@ impl Importer {
                             expected: w.dims[0],
                         });
                     }
+                    // the current exporter folds BN into a conv as a bias `<weight>_bias`
+                    // and notes the rewrite rule on the node
+                    if b.ends_with("_bias")
+                        || n.metadata_props
+                            .iter()
+                            .any(|p| p.value.contains("FuseBatchNorm"))
+                    {
+                        self.folded_bn.push((wname.clone(), w.dims[0]));
+                    }
                     // the current exporter passes an all-zero constant for bias=False
                     if state_dict_like(b) || b.contains("::") || bt.values.iter().any(|&v| v != 0.0)
                     {
@@ -106,6 +121,7 @@ impl Importer {
                     stride: s,
                     padding: p,
                     bias: params.len() == 2,
+                    groups,
                 };
                 let (ho, wo) = conv
                     .out_hw(x.shape[2], x.shape[3])
@@ -117,17 +133,15 @@ impl Importer {
                     &[x.node],
                     &params,
                 );
-                self.set(
-                    &out,
-                    Value {
-                        node: y,
-                        shape: vec![0, c, ho, wo],
-                        squeezed: false,
-                    },
-                );
+                self.set(&out, Value::image(y, vec![1, c, ho, wo]));
             }
             "BatchNormalization" => {
                 let x = self.value(inp(0)?)?;
+                let x = if x.shape.len() == 4 {
+                    self.as_image(x)?
+                } else {
+                    x
+                };
                 if attr_i(n, "training_mode", 0) != 0 {
                     return Err(unsupported(
                         "training_mode=1; export the model in eval mode (model.eval())",
@@ -181,29 +195,51 @@ impl Importer {
                 self.set(&out, Value { node: y, ..x });
             }
             "Relu" => {
-                let x = self.value(inp(0)?)?;
+                let x = self.operand(inp(0)?)?;
                 let y = self.push(&n.name, Op::Relu, &[x.node], &[]);
                 self.set(&out, Value { node: y, ..x });
             }
             "Add" | "Sub" | "Mul" | "Div" => {
-                let (a, b) = (self.get(inp(0)?)?.clone(), self.get(inp(1)?)?.clone());
+                // a commutative op with the constant first (legacy: Add(bias, MatMul)) is
+                // read with the value first
+                let (n0, n1) = (inp(0)?.to_string(), inp(1)?.to_string());
+                let (a, b) = (self.get(&n0)?.clone(), self.get(&n1)?.clone());
+                let swap = matches!(n.op_type.as_str(), "Add" | "Mul")
+                    && matches!((&a, &b), (Entry::Const(..), Entry::Value(_)));
+                let (a, b, n0, n1) = if swap { (b, a, n1, n0) } else { (a, b, n0, n1) };
+                let affine_ok = |t: &Tensor, name: &str, x: &Value| {
+                    !state_dict_like(name)
+                        && (t.values.len() == 1
+                            || ((x.image || x.shape.len() == 2)
+                                && x.batch == Some(0)
+                                && Self::channel_values(t, x).is_ok()))
+                };
                 match (n.op_type.as_str(), a, b) {
-                    ("Add", Entry::Value(a), Entry::Value(b)) => {
-                        if a.shape != b.shape || a.squeezed != b.squeezed {
-                            return Err(OnnxNodeError::Summands {
-                                a: a.shape,
-                                b: b.shape,
-                            });
-                        }
+                    ("Add", Entry::Value(a), Entry::Value(b))
+                        if a.shape == b.shape
+                            && a.squeezed == b.squeezed
+                            && a.image == b.image
+                            && a.batch == b.batch =>
+                    {
                         let y = self.push(&n.name, Op::Add, &[a.node, b.node], &[]);
                         self.set(&out, Value { node: y, ..a });
                     }
-                    (op, Entry::Value(x), Entry::Const(t, init)) => {
+                    (op, Entry::Value(x), Entry::Const(t, init))
+                        if (op == "Add"
+                            && init.is_some()
+                            && self.matmul.contains(&x.node)
+                            && t.values.len() == *x.shape.last().unwrap_or(&0))
+                            || affine_ok(&t, &n1, &x) =>
+                    {
                         // MatMul + Add of an initializer: the bias of a linear layer
-                        if op == "Add" && init.is_some() && self.matmul.contains(&x.node)
-                            && t.values.len() == x.shape[1] && x.shape.len() == 2
+                        if op == "Add"
+                            && init.is_some()
+                            && self.matmul.contains(&x.node)
+                            && t.values.len() == *x.shape.last().unwrap_or(&0)
                         {
-                            let b = self.param(inp(1)?, Role::Bias, false)?;
+                            let bname = n1.clone();
+                            let b = self.param(&bname, Role::Bias, false)?;
+                            self.name_weight_after_bias(x.node, &bname);
                             let node = &mut self.g.nodes[x.node];
                             if let Op::Linear(l) = &mut node.op {
                                 l.bias = true;
@@ -228,7 +264,9 @@ impl Importer {
                         };
                         self.affine(n, x, scale, shift);
                     }
-                    (op @ ("Add" | "Sub" | "Mul"), Entry::Const(t, _), Entry::Value(x)) => {
+                    (op @ ("Add" | "Sub" | "Mul"), Entry::Const(t, _), Entry::Value(x))
+                        if affine_ok(&t, &n0, &x) =>
+                    {
                         let c = Self::channel_values(&t, &x)?;
                         let (scale, shift) = match op {
                             "Add" => (vec![1.0], c),
@@ -238,21 +276,63 @@ impl Importer {
                         self.affine(n, x, scale, shift);
                     }
                     _ => {
-                        return Err(unsupported(format!(
-                            "{} is supported only between a computed value and a constant (or, for Add, two values)",
-                            n.op_type
-                        )))
+                        let (a, b) = (self.operand(&n0)?, self.operand(&n1)?);
+                        if a.batch.is_none() && b.batch.is_none() {
+                            return Err(unsupported(format!(
+                                "{} of two parameters or constants (fold it before export)",
+                                n.op_type
+                            )));
+                        }
+                        self.binary(n, &out, a, b)?;
                     }
                 }
             }
+            "MatMul" if !matches!(self.get(inp(1)?)?, Entry::Const(..)) => {
+                let (a, b) = (self.operand(inp(0)?)?, self.operand(inp(1)?)?);
+                let (a, b) = (self.plain(a), self.plain(b));
+                let (ra, rb) = (a.shape.len(), b.shape.len());
+                if ra < 2 || rb < 2 || a.shape[ra - 1] != b.shape[rb - 2] {
+                    return Err(OnnxNodeError::Summands {
+                        a: a.shape,
+                        b: b.shape,
+                    });
+                }
+                if a.batch == Some(ra - 1) || b.batch.is_some_and(|x| x + 2 >= rb) {
+                    return Err(unsupported("a matrix product over the batch axis"));
+                }
+                let lead = |v: &Value| Value {
+                    shape: v.shape[..v.shape.len() - 2].to_vec(),
+                    batch: v.batch.filter(|&x| x + 2 < v.shape.len()),
+                    ..v.clone()
+                };
+                let (mut shape, mut batch) = Self::broadcast_values(&lead(&a), &lead(&b))?;
+                if a.batch == Some(ra - 2) {
+                    batch = Some(shape.len());
+                }
+                shape.push(a.shape[ra - 2]);
+                shape.push(b.shape[rb - 1]);
+                let y = self.push(&n.name, Op::MatMul, &[a.node, b.node], &[]);
+                self.set(
+                    &out,
+                    Value {
+                        node: y,
+                        shape,
+                        batch,
+                        squeezed: false,
+                        image: false,
+                    },
+                );
+            }
             "Gemm" | "MatMul" => {
-                let x = self.value(inp(0)?)?;
-                if x.shape.len() != 2 || x.squeezed {
+                let x = self.operand(inp(0)?)?;
+                let x = self.plain(x);
+                if x.shape.len() < 2 || (n.op_type == "Gemm" && x.shape.len() != 2) {
                     return Err(OnnxNodeError::InputShape {
                         shape: x.shape,
                         expected: "[N, features] (flatten first)",
                     });
                 }
+                let feat = *x.shape.last().unwrap_or(&0);
                 let wname = inp(1)?.to_string();
                 let (w, _) = self.konst(&wname)?;
                 let gemm = n.op_type == "Gemm";
@@ -278,11 +358,11 @@ impl Importer {
                 } else {
                     (w.dims[1], w.dims[0])
                 };
-                if fin != x.shape[1] {
+                if fin != feat {
                     return Err(OnnxNodeError::WeightFeatures {
                         name: wname,
                         dims: w.dims.clone(),
-                        features: x.shape[1],
+                        features: feat,
                     });
                 }
                 let mut params = vec![self.param(&wname, Role::Weight, !trans_b)?];
@@ -311,87 +391,32 @@ impl Importer {
                 if !gemm {
                     self.matmul.push(y);
                 }
-                self.set(
-                    &out,
-                    Value {
-                        node: y,
-                        shape: vec![0, fout],
-                        squeezed: false,
-                    },
-                );
-            }
-            "Flatten" | "Reshape" => {
-                let x = self.value(inp(0)?)?;
-                let f: usize = x.shape[1..].iter().product();
-                if n.op_type == "Flatten" {
-                    let axis = attr_i(n, "axis", 1);
-                    if axis != 1 {
-                        return Err(unsupported(format!(
-                            "axis {axis}: only Flatten(axis=1) is supported"
-                        )));
-                    }
-                } else {
-                    let target = self
-                        .ints(inp(1)?)
-                        .map_err(|e| OnnxNodeError::ReshapeTarget { why: Box::new(e) })?;
-                    let batch_ok =
-                        |d: i64| d == 0 || d == -1 || Some(d as usize) == self.export_batch;
-                    let ok = target.len() == 2
-                        && batch_ok(target[0])
-                        && (target[1] == f as i64 || (target[1] == -1 && target[0] != -1));
-                    if !ok {
-                        return Err(unsupported(format!(
-                            "target shape {target:?} for an input of shape {:?} (batch first): only flattening to [N, {f}] is supported; use x.flatten(1)",
-                            x.shape
-                        )));
-                    }
-                }
-                let node = if x.shape.len() == 2 || x.squeezed {
-                    x.node
-                } else {
-                    self.push(&n.name, Op::Flatten, &[x.node], &[])
-                };
-                self.set(
-                    &out,
-                    Value {
-                        node,
-                        shape: vec![0, f],
-                        squeezed: false,
-                    },
-                );
-            }
-            "GlobalAveragePool" | "ReduceMean" => {
-                let x = self.image(inp(0)?)?;
-                let mut keep = true;
-                if n.op_type == "ReduceMean" {
-                    let axes = match Self::opt_input(n, 1) {
-                        Some(a) => self.ints(a)?,
-                        None => attr_ints(n, "axes").unwrap_or_default(),
-                    };
-                    let mut axes: Vec<usize> = axes
-                        .iter()
-                        .map(|&a| norm_axis(a, 4))
-                        .collect::<Result<_, _>>()?;
-                    axes.sort_unstable();
-                    if axes != [2, 3] {
-                        return Err(unsupported(format!(
-                            "axes {axes:?}: only the mean over the spatial axes [2, 3] is supported"
-                        )));
-                    }
-                    keep = attr_i(n, "keepdims", 1) != 0;
-                }
-                let y = self.push(&n.name, Op::GlobalAvgPool, &[x.node], &[]);
-                let shape = if keep {
-                    vec![0, x.shape[1], 1, 1]
-                } else {
-                    vec![0, x.shape[1]]
-                };
+                let mut shape = x.shape.clone();
+                *shape.last_mut().expect("rank ≥ 2") = fout;
                 self.set(
                     &out,
                     Value {
                         node: y,
                         shape,
+                        ..x
+                    },
+                );
+            }
+            "GlobalAveragePool" | "ReduceMean" if self.spatial_mean(n)? => {
+                let x = self.image(inp(0)?)?;
+                let keep = n.op_type != "ReduceMean" || attr_i(n, "keepdims", 1) != 0;
+                let y = self.push(&n.name, Op::GlobalAvgPool, &[x.node], &[]);
+                let shape = if keep {
+                    vec![1, x.shape[1], 1, 1]
+                } else {
+                    vec![1, x.shape[1]]
+                };
+                self.set(
+                    &out,
+                    Value {
                         squeezed: keep,
+                        image: false,
+                        ..Value::plain(y, shape)
                     },
                 );
             }
@@ -411,6 +436,7 @@ impl Importer {
                     kernel,
                     stride,
                     padding,
+                    ceil_mode: attr_i(n, "ceil_mode", 0) != 0,
                 };
                 let (ho, wo) = p
                     .out_hw(x.shape[2], x.shape[3])
@@ -421,17 +447,20 @@ impl Importer {
                     Op::AvgPool(p)
                 };
                 let y = self.push(&n.name, op, &[x.node], &[]);
-                self.set(
-                    &out,
-                    Value {
-                        node: y,
-                        shape: vec![0, x.shape[1], ho, wo],
-                        squeezed: false,
-                    },
-                );
+                self.set(&out, Value::image(y, vec![1, x.shape[1], ho, wo]));
             }
             "Pad" => {
                 let x = self.value(inp(0)?)?;
+                let x = if x.shape.len() == 4 {
+                    self.as_image(x)?
+                } else {
+                    x
+                };
+                if x.batch != Some(0) {
+                    return Err(unsupported(
+                        "Pad of a value whose batch axis is not the first",
+                    ));
+                }
                 let mode = attr_s(n, "mode");
                 if !(mode.is_empty() || mode == "constant") {
                     return Err(unsupported(format!(
@@ -489,17 +518,13 @@ impl Importer {
                     Value {
                         node: y,
                         shape,
-                        squeezed: false,
+                        ..x
                     },
                 );
             }
             "Slice" => {
-                let mut x = self.value(inp(0)?)?;
-                if x.squeezed {
-                    return Err(unsupported(
-                        "slicing a pooled [N, C, 1, 1] value is not supported",
-                    ));
-                }
+                let x = self.operand(inp(0)?)?;
+                let mut x = if x.squeezed { self.plain(x) } else { x };
                 let starts = self.ints(inp(1)?)?;
                 let ends = self.ints(inp(2)?)?;
                 let rank = x.shape.len();
@@ -533,7 +558,7 @@ impl Importer {
                         let v = if v < 0 { v + d as i64 } else { v };
                         v.clamp(0, d as i64) as usize
                     };
-                    if a == 0 {
+                    if x.batch == Some(a) {
                         if starts[i] == 0 && ends[i] >= i64::from(i32::MAX) && steps[i] == 1 {
                             continue;
                         }
@@ -553,7 +578,7 @@ impl Importer {
                         continue;
                     }
                     let sl = SliceAxis {
-                        axis: engine_axis(rank, a),
+                        axis: if x.image { engine_axis(rank, a) } else { a },
                         start: s,
                         end: e,
                         step: steps[i] as usize,
@@ -564,19 +589,25 @@ impl Importer {
                 self.set(&out, x);
             }
             "Concat" => {
-                let xs: Vec<Value> = n
-                    .input
-                    .iter()
-                    .map(|i| self.value(i))
-                    .collect::<Result<_, _>>()?;
+                let mut xs: Vec<Value> = vec![];
+                for i in &n.input {
+                    let v = self.operand(i)?;
+                    xs.push(v);
+                }
                 if xs.is_empty() {
                     return Err(unsupported("Concat without inputs"));
                 }
                 let rank = xs[0].shape.len();
                 let a = norm_axis(attr_i(n, "axis", 1), rank)?;
-                if a == 0 || xs.iter().any(|x| x.squeezed) {
+                let all_image = xs.iter().all(|x| x.image && !x.squeezed);
+                if !all_image {
+                    xs = xs.into_iter().map(|x| self.plain(x)).collect();
+                }
+                let batch = xs[0].batch;
+                if batch == Some(a) || xs.iter().any(|x| x.batch != batch || x.shape.len() != rank)
+                {
                     return Err(unsupported(
-                        "concatenation along the batch axis (or of pooled values) is not supported",
+                        "concatenation along the batch axis, or of values with and without a batch axis (expand first)",
                     ));
                 }
                 let mut shape = xs[0].shape.clone();
@@ -588,7 +619,7 @@ impl Importer {
                 let y = self.push(
                     &n.name,
                     Op::Concat(Concat {
-                        axis: engine_axis(rank, a),
+                        axis: if all_image { engine_axis(rank, a) } else { a },
                     }),
                     &ins,
                     &[],
@@ -598,11 +629,13 @@ impl Importer {
                     Value {
                         node: y,
                         shape,
+                        batch,
                         squeezed: false,
+                        image: all_image,
                     },
                 );
             }
-            "LogSoftmax" | "Softmax" => {
+            "LogSoftmax" | "Softmax" if out == graph_output => {
                 let x = self.value(inp(0)?)?;
                 let axis = attr_i(n, "axis", -1);
                 if out != graph_output || x.shape.len() != 2 || !(axis == 1 || axis == -1) {
@@ -619,9 +652,11 @@ impl Importer {
                 self.set(&out, x);
             }
             other => {
-                return Err(unsupported(format!(
-                    "op {other} is not supported (supported: {SUPPORTED})"
-                )));
+                if !self.generic(n, &out)? {
+                    return Err(unsupported(format!(
+                        "op {other} is not supported (supported: {SUPPORTED})"
+                    )));
+                }
             }
         }
         Ok(())
