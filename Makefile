@@ -40,13 +40,16 @@ check-report: run
 	  file://$(CURDIR)/outputs/residual-vs-plain/report.html
 	@echo "screenshot: outputs/residual-vs-plain/report-screenshot.png"
 
-## Regenerate the README's example images from the main job's and the MLP analysis's surfaces.
+## Regenerate the README's example images from the main job's, the MLP and the curvature analyses.
 images: build
 	$(BIN) run analyses/mlp-mnist1d.toml -q > /dev/null
 	$(BIN) run analyses/residual-vs-plain.toml -q > /dev/null
 	$(BIN) plot outputs/residual-vs-plain/ResNet-20.surface.h5 outputs/residual-vs-plain/ResNet-20-noshort.surface.h5 --kind panel --out docs/images/resnet20-panel.png
 	$(BIN) plot outputs/residual-vs-plain/ResNet-20-noshort.surface.h5 --kind surface3d --width 640 --height 560 --out docs/images/resnet20-noshort-surface3d.png
 	$(BIN) plot outputs/mlp-mnist1d/MLP-residual.surface.h5 --kind curve --width 640 --height 420 --out docs/images/mlp-residual-curve.png
+	$(BIN) run analyses/curvature.toml -q > /dev/null
+	cp outputs/curvature/eigen-surfaces.png docs/images/resnet20-ggn-eigen-panel.png
+	cp outputs/curvature/ResNet-20-noshort.spectrum.png docs/images/resnet20-noshort-ggn-blocks.png
 
 ## All tests (unit, integration, PyTorch reference fixtures, CLI).
 test: deps

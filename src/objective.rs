@@ -346,7 +346,7 @@ impl<'a> Objective<'a> {
 /// for the Gauss–Newton types the forward pass and the output-space middle, [`GnState`])
 /// is computed once by [`Objective::prepare_curvature`] and kept, so a product runs only
 /// the R-passes (H·v: 6 of the 8 convolution passes of a cold product) or the R-forward
-/// and reverse pass (G·v: 4 of 6). Batches past the memory budget run the whole product
+/// and reverse pass (G·v: 4 of 5). Batches past the memory budget run the whole product
 /// each time. Products equal the cold ones at the same θ bit for bit.
 pub struct PreparedCurvature<'o, 'a, T> {
     objective: &'o Objective<'a>,

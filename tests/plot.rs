@@ -696,7 +696,10 @@ fn block_hessian(path: &Path, density: bool) {
             density: density.then(|| DensityData {
                 grid,
                 density: dens,
-                ..Default::default()
+                // one SLQ run of three Ritz values, from which the figure draws
+                nodes: ndarray::Array2::from_shape_vec((1, 3), vec![0.0, 2.0 * scale, 4.0 * scale])
+                    .unwrap(),
+                weights: ndarray::Array2::from_shape_vec((1, 3), vec![0.8, 0.15, 0.05]).unwrap(),
             }),
             ..Default::default()
         }
@@ -719,7 +722,8 @@ fn per_block_spectra_in_one_figure() {
     use plotters::style::colors::colormaps::ViridisRGB;
     let t = Files::new();
     block_hessian(&t.p("blocks.h5"), true);
-    let (_, blocks, attrs) = losscape::io::hessian::read_spectra(&t.p("blocks.h5")).unwrap();
+    let spectra = losscape::io::hessian::read_spectra(&t.p("blocks.h5")).unwrap();
+    let (blocks, attrs) = (&spectra.blocks, &spectra.attrs);
     let names: Vec<&str> = blocks.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["zeta", "alpha", "mid"]);
     assert_eq!(blocks[1].top, [12.0, 6.0, 3.0]);

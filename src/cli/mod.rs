@@ -51,9 +51,11 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Loss and accuracy of a model on a dataset.
     Eval(eval::EvalArgs),
-    /// Hessian curvature: top/bottom eigenvalues with residuals, trace, spectral density.
+    /// Curvature (Hessian, or GGN / Fisher / empirical Fisher with --operator): top/bottom
+    /// eigenvalues with residuals, trace, spectral density, per block.
     Hessian(hessian::HessianArgs),
-    /// Loss and accuracy on a 1-D or 2-D grid along (filter-normalized) directions, to HDF5.
+    /// Loss and accuracy on a 1-D or 2-D grid along (filter-normalized) random directions,
+    /// a direction file, or the top eigenvectors of the Hessian (GGN, Fisher), to HDF5.
     Surface(surface::SurfaceArgs),
     /// Smoothness metrics of a surface: basin radius, roughness, non-convexity, minima, curvature.
     Metrics(metrics::MetricsArgs),

@@ -58,7 +58,8 @@ pub struct SurfaceArgs {
     /// --dir-type eigen: relative residual ‖Av − λv‖/|λ| that counts as converged.
     #[arg(long, default_value_t = EigenSettings::default().tol)]
     pub eigen_tol: f64,
-    /// Seed of the random directions (each tensor has its own stream, by name).
+    /// Seed of the random directions (each tensor has its own stream, by name); with
+    /// --dir-type eigen, of the Lanczos start vector and the Fisher's labels.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Make the y direction orthogonal to x (Gram–Schmidt). The x–y cosine is always reported.

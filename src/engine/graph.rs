@@ -91,7 +91,7 @@ impl<T: Scalar> HvpState<T> {
 /// The half of a Gauss–Newton-type product on one batch that depends on θ alone: the
 /// forward tape and the output-space middle Mₙ of every sample (for the Fisher, with its
 /// sampled labels). Kept while v changes, each product runs an R-forward and a plain
-/// reverse pass (4 of a cold product's 6 convolution passes).
+/// reverse pass (4 of a cold product's 5 convolution passes).
 pub struct GnState<T> {
     tape: Tape<T>,
     middle: Middle<T>,

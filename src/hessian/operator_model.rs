@@ -1,5 +1,7 @@
 //! The Hessian of a network's dataset loss as a [`LinearOperator`] over a chosen subset of
 //! its parameters, and the split of a network into top-level blocks for per-block analyses.
+//! With [`HessianOptions::curvature`] the same operator multiplies by the loss's GGN,
+//! Fisher or empirical Fisher instead ([`Curvature`]), so every solver applies to them.
 //!
 //! ```text
 //! apply(v) = P (H + λI) Pᵀ v      H = ∇²_θ (1/N) Σₙ ℓ(f(xₙ; θ), yₙ)   (per-sample mean, PyHessian)

@@ -354,15 +354,25 @@ pub struct GroupSpectrum {
     pub bottom: Vec<f64>,
     /// The smoothed density (grid, φ) when the file has one.
     pub density: Option<(Vec<f64>, Vec<f64>)>,
+    /// SLQ's Ritz values and weights (runs × steps) behind the density.
+    pub slq: Option<(Array2<f64>, Array2<f64>)>,
     pub trace: Option<f64>,
 }
 
-/// What [`read_spectra`] returns: the root's spectrum, every block's, the root attributes.
-pub type FileSpectra = (GroupSpectrum, Vec<GroupSpectrum>, BTreeMap<String, Attr>);
+/// The spectra of a Hessian file.
+#[derive(Clone, Debug, Default)]
+pub struct Spectra {
+    /// The root group (the whole parameter subset), named `all`.
+    pub whole: GroupSpectrum,
+    /// Every block, in the network's order.
+    pub blocks: Vec<GroupSpectrum>,
+    /// The root attributes (model, data, operator, …).
+    pub attrs: BTreeMap<String, Attr>,
+}
 
 /// Spectra of the root and of every block of a Hessian file (blocks in the order they
 /// were written, which is the network's order), with the root attributes.
-pub fn read_spectra(path: &Path) -> Result<FileSpectra, HessianFileError> {
+pub fn read_spectra(path: &Path) -> Result<Spectra, HessianFileError> {
     if !path.exists() {
         return Err(HessianFileError::NotFound { path: path.into() });
     }
@@ -381,6 +391,12 @@ pub fn read_spectra(path: &Path) -> Result<FileSpectra, HessianFileError> {
             top: vec("eigenvalues").unwrap_or_default(),
             bottom: vec("bottom_eigenvalues").unwrap_or_default(),
             density: vec("density_grid").zip(vec("density")),
+            slq: {
+                let m = |n: &str| g.dataset(n).and_then(|d| d.read_2d::<f64>()).ok();
+                m("slq_nodes")
+                    .zip(m("slq_weights"))
+                    .filter(|(n, w)| n.dim() == w.dim() && !n.is_empty())
+            },
             trace: match attrs.get("trace") {
                 Some(Attr::Float(t)) => Some(*t),
                 _ => None,
@@ -405,7 +421,11 @@ pub fn read_spectra(path: &Path) -> Result<FileSpectra, HessianFileError> {
             blocks.push(read_group(&g, &n));
         }
     }
-    Ok((root, blocks, read_attrs(&f)))
+    Ok(Spectra {
+        whole: root,
+        blocks,
+        attrs: read_attrs(&f),
+    })
 }
 
 #[cfg(test)]

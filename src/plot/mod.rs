@@ -12,7 +12,7 @@
 //! - `ratio`: |λmin/λmax| on a 0–0.5 scale from `max_eig`/`min_eig`;
 //! - `spectrum`: the SLQ spectral density of a Hessian file, log density; for a file
 //!   written with `--per-block`, every block's density and top eigenvalues against depth
-//!   in one figure ([`spectra`]);
+//!   in one figure (`spectra.rs`);
 //! - `panel`: several 2-D surfaces side by side on one colour scale and one set of levels;
 //! - [`export_vtp`]: ParaView PolyData (`.vtp`) of a surface.
 //!

@@ -3,6 +3,12 @@
 //! the whole network dashed black), on the right the top eigenvalues of each block against
 //! its depth (λmax joined by a line, λ2…λk as rings, the whole network's λmax dashed).
 //! Without densities the figure is the right panel alone.
+//!
+//! The densities are drawn from the SLQ quadrature (Ritz values θᵢ, weights wᵢ) on one
+//! common grid with one Gaussian width, σ = (range of all Ritz values) / [`SMOOTHING`]:
+//! φ(t) = (1/runs) Σ wᵢ N(t; θᵢ, σ²). The files' own densities use PyHessian's
+//! σ² = 1e-5 per unit of each group's range, whose spikes would hide one block behind
+//! another.
 
 use std::path::Path;
 
@@ -13,11 +19,15 @@ use plotters::style::colors::colormaps::ViridisRGB;
 use super::data::fmt_value;
 use super::draw::{font, Area};
 use super::{draw_err, Ctx, DrawError, PlotError};
-use crate::io::hessian::{read_spectra, GroupSpectrum};
+use crate::io::hessian::{read_spectra, GroupSpectrum, Spectra};
 use crate::io::surface::Attr;
 
 /// See [`super::curve`]: densities below this fraction of the peak are floored.
-const DENSITY_FLOOR: f64 = 1e-8;
+const DENSITY_FLOOR: f64 = 1e-6;
+/// The display kernel's width is the whole range of Ritz values over this.
+pub const SMOOTHING: f64 = 100.0;
+/// Points of the common density grid.
+const GRID_POINTS: usize = 800;
 
 pub struct BlockSpectraData {
     whole: GroupSpectrum,
@@ -39,25 +49,31 @@ pub fn operator_label(op: Option<&str>) -> String {
 
 /// Whether a Hessian file has per-block groups (then `spectrum` draws them all).
 pub fn has_blocks(path: &Path) -> bool {
-    read_spectra(path).is_ok_and(|(_, b, _)| !b.is_empty())
+    read_spectra(path).is_ok_and(|s| !s.blocks.is_empty())
 }
 
 /// The default image size of a per-block spectrum: two panels with densities, one without.
 pub fn default_size(path: &Path) -> Option<(u32, u32)> {
-    let (_, blocks, _) = read_spectra(path).ok()?;
+    let blocks = read_spectra(path).ok()?.blocks;
     match (
         blocks.is_empty(),
         blocks.iter().any(|b| b.density.is_some()),
     ) {
         (true, _) => None,
         (false, true) => Some((1400, 600)),
+        // SLQ data without a stored density still draws the density panel
+        (false, false) if blocks.iter().any(|b| b.slq.is_some()) => Some((1400, 600)),
         (false, false) => Some((900, 560)),
     }
 }
 
 /// Reads every group of a Hessian file written with `--per-block`.
 pub fn load_block_spectra(path: &Path, title: Option<&str>) -> Result<BlockSpectraData, PlotError> {
-    let (whole, blocks, attrs) = read_spectra(path).map_err(|e| PlotError::Hdf5 {
+    let Spectra {
+        whole,
+        blocks,
+        attrs,
+    } = read_spectra(path).map_err(|e| PlotError::Hdf5 {
         path: path.into(),
         why: e.to_string(),
     })?;
@@ -115,7 +131,10 @@ pub fn draw_block_spectra<DB: DrawingBackend>(
     ctx: Ctx,
 ) -> Result<(), DrawError> {
     let root = root.titled(&d.title, font(ctx.title)).map_err(draw_err)?;
-    let with_density = d.blocks.iter().any(|b| b.density.is_some());
+    let with_density = d
+        .blocks
+        .iter()
+        .any(|b| b.density.is_some() || b.slq.is_some());
     if with_density {
         let (w, _) = root.dim_in_pixel();
         let (left, right) = root.split_horizontally(w / 2);
@@ -145,43 +164,110 @@ where
         .map_err(draw_err)
 }
 
+/// One curve of the density panel: (label, colour or None for the whole network, φ on the
+/// common grid).
+type DensityCurve = (String, Option<RGBColor>, Vec<f64>);
+
+/// The display densities of every group with SLQ data (or a stored density, resampled),
+/// on one grid: (grid, curves).
+fn display_densities(d: &BlockSpectraData) -> Option<(Vec<f64>, Vec<DensityCurve>)> {
+    let n = d.blocks.len();
+    let groups: Vec<(&GroupSpectrum, Option<RGBColor>)> = d
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b, Some(depth_color(i, n))))
+        .chain(std::iter::once((&d.whole, None)))
+        .filter(|(g, _)| g.slq.is_some() || g.density.is_some())
+        .collect();
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (g, _) in &groups {
+        let vals: Vec<f64> = match (&g.slq, &g.density) {
+            (Some((nodes, _)), _) => nodes.iter().copied().collect(),
+            (None, Some((grid, _))) => vec![grid[0], grid[grid.len() - 1]],
+            _ => vec![],
+        };
+        for v in vals.into_iter().filter(|v| v.is_finite()) {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    if !lo.is_finite() {
+        return None;
+    }
+    let span = if hi > lo { hi - lo } else { lo.abs().max(1.0) };
+    let sigma = span / SMOOTHING;
+    let (a, b) = (lo - 4.0 * sigma, hi + 4.0 * sigma);
+    let grid: Vec<f64> = (0..GRID_POINTS)
+        .map(|i| a + (b - a) * i as f64 / (GRID_POINTS - 1) as f64)
+        .collect();
+    let norm = 1.0 / (sigma * (2.0 * std::f64::consts::PI).sqrt());
+    let curves = groups
+        .iter()
+        .map(|(g, color)| {
+            let phi: Vec<f64> = match (&g.slq, &g.density) {
+                (Some((nodes, weights)), _) => {
+                    let runs = nodes.nrows().max(1) as f64;
+                    grid.iter()
+                        .map(|&t| {
+                            nodes
+                                .iter()
+                                .zip(weights.iter())
+                                .map(|(&x, &w)| {
+                                    w * (-(t - x).powi(2) / (2.0 * sigma * sigma)).exp()
+                                })
+                                .sum::<f64>()
+                                * norm
+                                / runs
+                        })
+                        .collect()
+                }
+                (None, Some((gx, gy))) => grid
+                    .iter()
+                    .map(|&t| match gx.iter().position(|&x| x >= t) {
+                        Some(0) | None => 0.0,
+                        Some(k) => {
+                            let f = (t - gx[k - 1]) / (gx[k] - gx[k - 1]);
+                            gy[k - 1] + f * (gy[k] - gy[k - 1])
+                        }
+                    })
+                    .collect(),
+                _ => unreachable!("filtered above"),
+            };
+            let label = match color {
+                Some(_) => g.name.clone(),
+                None => "whole network".to_string(),
+            };
+            (label, *color, phi)
+        })
+        .collect();
+    Some((grid, curves))
+}
+
 fn draw_densities<DB: DrawingBackend>(
     area: &Area<DB>,
     d: &BlockSpectraData,
     ctx: Ctx,
 ) -> Result<(), DrawError> {
-    type Curve<'a> = (&'a GroupSpectrum, &'a (Vec<f64>, Vec<f64>));
-    let curves: Vec<Curve> = d
-        .blocks
-        .iter()
-        .chain(std::iter::once(&d.whole))
-        .filter_map(|g| g.density.as_ref().map(|den| (g, den)))
-        .collect();
+    let Some((grid, curves)) = display_densities(d) else {
+        return Err(DrawError::ZeroDensity);
+    };
     let peak = curves
         .iter()
-        .flat_map(|(_, (_, den))| den.iter().copied())
+        .flat_map(|c| c.2.iter().copied())
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
     if peak <= 0.0 {
         return Err(DrawError::ZeroDensity);
     }
     let floor = peak * DENSITY_FLOOR;
-    let (x0, x1) = curves
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |a, (_, (g, _))| {
-            (
-                a.0.min(g.first().copied().unwrap_or(a.0)),
-                a.1.max(g.last().copied().unwrap_or(a.1)),
-            )
-        });
-    let (x0, x1) = if x1 > x0 {
-        (x0, x1)
-    } else {
-        (x0 - 0.5, x0 + 0.5)
-    };
+    let (x0, x1) = (grid[0], grid[grid.len() - 1]);
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("{} eigenvalue density (SLQ)", d.operator),
+            format!(
+                "{} eigenvalue density (SLQ, σ = range/{SMOOTHING:.0})",
+                d.operator
+            ),
             font(ctx.label),
         )
         .margin(ctx.tick)
@@ -201,38 +287,32 @@ fn draw_densities<DB: DrawingBackend>(
         .y_label_formatter(&|v| format!("{v:.0e}"))
         .draw()
         .map_err(draw_err)?;
-    let n = d.blocks.len();
-    for (i, b) in d.blocks.iter().enumerate() {
-        let Some((grid, den)) = &b.density else {
-            continue;
+    for (label, color, phi) in &curves {
+        // runs above the floor (a curve does not crawl along the bottom axis)
+        let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+        for (&x, &v) in grid.iter().zip(phi) {
+            if v.is_finite() && v >= floor {
+                runs.last_mut().expect("one run").push((x, v));
+            } else if !runs.last().expect("one run").is_empty() {
+                runs.push(Vec::new());
+            }
+        }
+        let style = match color {
+            Some(c) => c.stroke_width(2),
+            None => BLACK.stroke_width(1),
         };
-        let color = depth_color(i, n);
-        let pts = grid
-            .iter()
-            .zip(den)
-            .filter(|(_, v)| v.is_finite())
-            .map(|(&x, &v)| (x, v.max(floor)));
-        chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(draw_err)?
-            .label(b.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    if let Some((grid, den)) = &d.whole.density {
-        let pts: Vec<(f64, f64)> = grid
-            .iter()
-            .zip(den)
-            .filter(|(_, v)| v.is_finite())
-            .map(|(&x, &v)| (x, v.max(floor)))
-            .collect();
-        let style = BLACK.stroke_width(1);
-        chart
-            .draw_series(DashedLineSeries::new(pts, 6, 4, style))
-            .map_err(draw_err)?
-            .label("whole network")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        for (k, pts) in runs.into_iter().filter(|r| !r.is_empty()).enumerate() {
+            let drawn = match color {
+                Some(_) => chart.draw_series(LineSeries::new(pts, style)),
+                None => chart.draw_series(DashedLineSeries::new(pts, 6, 4, style)),
+            }
+            .map_err(draw_err)?;
+            if k == 0 {
+                drawn
+                    .label(label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            }
+        }
     }
     legend(&mut chart, ctx, SeriesLabelPosition::UpperRight)
 }
@@ -347,7 +427,12 @@ where
             .map_err(draw_err)?;
         if !ring_label && !rings.is_empty() {
             ring_label = true;
-            s.label(format!("λ2 … λ{k}"))
+            let which = if k == 2 {
+                "λ2".to_string()
+            } else {
+                format!("λ2 … λ{k}")
+            };
+            s.label(which)
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, BLACK.mix(0.6).stroke_width(1)));
         }
     }
