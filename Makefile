@@ -7,7 +7,7 @@ CARGO ?= cargo
 # the environment sets, default to Haswell.
 export OPENBLAS_CORETYPE ?= Haswell
 
-APT_PACKAGES := build-essential pkg-config libopenblas-dev libhdf5-dev
+APT_PACKAGES := build-essential pkg-config libopenblas-dev libhdf5-dev openmpi-bin libopenmpi-dev clang libclang-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := target/release/losscape
 
@@ -15,10 +15,13 @@ BIN := target/release/losscape
 
 all: build
 
-## Install missing system packages (BLAS/LAPACK, HDF5, a C toolchain, pkg-config).
+## Install missing system packages (BLAS/LAPACK, HDF5, OpenMPI, clang for the MPI bindings,
+## a C toolchain, pkg-config).
 deps:
 	@if ! command -v cc >/dev/null || ! command -v pkg-config >/dev/null \
-	    || ! pkg-config --exists openblas || ! pkg-config --exists hdf5; then \
+	    || ! pkg-config --exists openblas || ! pkg-config --exists hdf5 \
+	    || ! command -v mpirun >/dev/null || ! pkg-config --exists ompi \
+	    || ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
 	  echo "installing system packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y $(APT_PACKAGES); \
 	fi

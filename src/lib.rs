@@ -3,6 +3,7 @@ pub mod analysis;
 pub mod choice;
 pub mod cli;
 pub mod data;
+pub mod dist;
 pub mod engine;
 pub mod error;
 pub mod hessian;

@@ -41,6 +41,30 @@ fn tune_allocator() {
     }
 }
 
+/// The commands that run over every MPI rank (the others run on rank 0 alone).
+fn distributed(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Eval(_)
+            | Command::Hessian(_)
+            | Command::Surface(_)
+            | Command::Sharpness(_)
+            | Command::Probe(_)
+    )
+}
+
+/// Ranks other than 0 of an MPI job print no results (rank 0 prints the job's); their
+/// errors and warnings still go to stderr.
+fn silence_stdout() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto fd 1 before any output; `null` stays open until the copy exists.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
     losscape::io::hdf5_init();
@@ -63,6 +87,31 @@ fn main() -> ExitCode {
         cli::set_running(name);
     }
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // under mpirun/srun: MPI up (finalized when `_launch` drops at the end of main)
+    let _launch = match losscape::dist::init() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let world = losscape::dist::world();
+    if world.size() > 1 {
+        if world.rank() > 0 {
+            silence_stdout();
+        }
+        if !distributed(&cli.command) {
+            // the other commands are not split over ranks: rank 0 runs them alone
+            if world.rank() > 0 {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "note: `{}` is not distributed over MPI ranks; rank 0 runs it alone (the other {} ranks exit)",
+                matches.subcommand_name().unwrap_or("this command"),
+                world.size() - 1
+            );
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -71,6 +120,11 @@ fn main() -> ExitCode {
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             }) {
                 return ExitCode::SUCCESS;
+            }
+            if world.size() > 1 {
+                // one rank's error ends every rank: the others may wait in a collective
+                eprintln!("error (rank {} of {}): {}", world.rank(), world.size(), cli::render_error(&e));
+                world.abort(2);
             }
             eprintln!("error: {}", cli::render_error(&e));
             ExitCode::from(2)

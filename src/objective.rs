@@ -10,6 +10,11 @@
 //! batch size. In eval mode (the default) the batch size only trades memory for speed; in
 //! train mode batch norm normalizes with each batch's statistics, so it matters.
 //!
+//! Distributed ([`Objective::distributed`], several MPI ranks): the batches of each round
+//! are dealt out over the ranks, every rank's per-batch partial sums are gathered to all,
+//! and each rank adds them in the same batch order, so every rank holds the same result as
+//! one process, bit for bit, for any number of ranks and threads.
+//!
 //! PyHessian averages H·v per sample the same way (`dataloader_hv_product`);
 //! loss-landscape sums per-batch means, which inflates absolute eigenvalues by the number
 //! of batches (see ANCHORS.md).
@@ -22,6 +27,7 @@ use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::dist::{Comm, Wire};
 use crate::engine::curvature::label_seed;
 use crate::engine::{EngineError, GnKind, GnState, Graph, HvpState, Mode, Scalar};
 
@@ -98,6 +104,8 @@ pub struct Objective<'a> {
     x: ArrayViewD<'a, f32>,
     y: &'a [usize],
     cfg: ObjectiveConfig,
+    /// Several ranks that share the batches (None: this process does all of them).
+    comm: Option<&'a dyn Comm>,
 }
 
 #[derive(Default)]
@@ -123,7 +131,38 @@ impl<'a> Objective<'a> {
         }
         assert_eq!(x.shape()[0], y.len(), "inputs and labels differ in length");
         assert!(cfg.batch_size > 0, "batch size must be positive");
-        Ok(Self { graph, x, y, cfg })
+        Ok(Self {
+            graph,
+            x,
+            y,
+            cfg,
+            comm: None,
+        })
+    }
+
+    /// Shares the batches with the other ranks of `comm`: every rank must then make the
+    /// same calls in the same order (they are collective) and gets the whole result, bit
+    /// for bit what one process gets. A one-rank group changes nothing.
+    pub fn distributed(mut self, comm: &'a dyn Comm) -> Self {
+        self.comm = (comm.size() > 1).then_some(comm);
+        self
+    }
+
+    /// Batches dealt per distributed round: at least [`BATCHES_PER_ROUND`] and a multiple
+    /// of the rank count.
+    fn round_len(&self) -> usize {
+        match self.comm {
+            Some(c) => BATCHES_PER_ROUND.div_ceil(c.size()) * c.size(),
+            None => BATCHES_PER_ROUND,
+        }
+    }
+
+    /// Whether batch `b` is computed by this process (all are, undistributed).
+    fn owns(&self, b: usize) -> bool {
+        match self.comm {
+            Some(c) => (b % self.round_len()) % c.size() == c.rank(),
+            None => true,
+        }
     }
 
     pub fn graph(&self) -> &Graph {
@@ -163,22 +202,45 @@ impl<'a> Objective<'a> {
         }
     }
 
-    /// Runs `f` on every batch, in parallel rounds, folding results in batch order.
-    fn fold_batches<R: Send>(
+    /// Runs `f` on every batch, in parallel rounds, folding results in batch order. With
+    /// several ranks each computes its share of a round and the encoded results are
+    /// gathered to all before the fold, which then sees the same values in the same order.
+    fn fold_batches<R: Send + Wire>(
         &self,
         parallel: bool,
         f: impl Fn(usize) -> R + Sync,
         mut fold: impl FnMut(R),
     ) {
         let nb = self.num_batches();
-        for start in (0..nb).step_by(BATCHES_PER_ROUND) {
-            let end = (start + BATCHES_PER_ROUND).min(nb);
+        let round = self.round_len();
+        for start in (0..nb).step_by(round) {
+            let end = (start + round).min(nb);
+            let mine: Vec<usize> = (start..end).filter(|&b| self.owns(b)).collect();
             let results: Vec<R> = if parallel {
-                (start..end).into_par_iter().map(&f).collect()
+                mine.par_iter().map(|&b| f(b)).collect()
             } else {
-                (start..end).map(&f).collect()
+                mine.iter().map(|&b| f(b)).collect()
             };
-            results.into_iter().for_each(&mut fold);
+            let Some(comm) = self.comm else {
+                results.into_iter().for_each(&mut fold);
+                continue;
+            };
+            let mut bytes = Vec::new();
+            for r in &results {
+                r.encode(&mut bytes);
+            }
+            drop(results);
+            let gathered = comm.all_gather(&bytes);
+            drop(bytes);
+            // rank k holds the batches start + k, start + k + size, … in order
+            let mut cursors: Vec<&[u8]> = gathered.iter().map(Vec::as_slice).collect();
+            for b in start..end {
+                let k = (b - start) % comm.size();
+                let r = R::decode(&mut cursors[k]).unwrap_or_else(|e| {
+                    panic!("rank {k}'s partial sums of batch {b}: {e}")
+                });
+                fold(r);
+            }
         }
     }
 
@@ -315,18 +377,21 @@ impl<'a> Objective<'a> {
         }
         let nb = self.num_batches();
         let prep = |b: usize| self.prepare_batch(theta, c, b);
-        let mut states = Vec::with_capacity(nb);
-        if nb > 0 && budget_bytes > 0 {
-            let first = prep(0);
+        let mut states: Vec<Option<BatchState<T>>> = Vec::with_capacity(nb);
+        let mine: Vec<usize> = (0..nb).filter(|&b| self.owns(b)).collect();
+        if let (Some(&b0), true) = (mine.first(), budget_bytes > 0) {
+            let first = prep(b0);
             let per = first.bytes().max(1);
             if per <= budget_bytes {
-                states.push(Some(first));
-                let keep = (budget_bytes / per).min(nb);
-                for start in (1..keep).step_by(BATCHES_PER_ROUND) {
-                    let end = (start + BATCHES_PER_ROUND).min(keep);
-                    let round: Vec<BatchState<T>> =
-                        (start..end).into_par_iter().map(prep).collect();
-                    states.extend(round.into_iter().map(Some));
+                let keep = (budget_bytes / per).min(mine.len());
+                let mut kept = vec![first];
+                for chunk in mine[1..keep].chunks(BATCHES_PER_ROUND) {
+                    let round: Vec<BatchState<T>> = chunk.par_iter().map(|&b| prep(b)).collect();
+                    kept.extend(round);
+                }
+                states.resize_with(nb, || None);
+                for (&b, s) in mine.iter().zip(kept) {
+                    states[b] = Some(s);
                 }
             }
         }

@@ -130,7 +130,9 @@ pub fn field_names() -> FieldNames {
 }
 
 /// Where a job reports when run from the command line.
+/// Ranks other than 0 of an MPI job are always quiet (rank 0 reports for the job).
 pub fn reporter(quiet: bool) -> Reporter {
+    let quiet = quiet || crate::dist::world().rank() > 0;
     Reporter::new(quiet, Some(field_names()))
 }
 

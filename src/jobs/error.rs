@@ -132,6 +132,14 @@ pub enum JobError {
         #[source]
         source: Box<JournalError>,
     },
+    /// Occurs when the MPI work queue of a surface fails: rank 0 cannot journal a point,
+    /// a message is malformed, or the launcher stops the job (a rank died).
+    #[error("`out` {}: the MPI surface job stopped", out.display())]
+    Queue {
+        out: PathBuf,
+        #[source]
+        source: Box<crate::landscape::distributed::QueueError>,
+    },
     /// Occurs when a Hessian analysis rejects its parameters or its dense algebra fails.
     #[error(transparent)]
     Hessian(#[from] Box<HessianError>),

@@ -57,7 +57,10 @@ pub fn run_eval(c: &EvalConfig) -> JobResult<Vec<EvalReport>> {
     let model = c.model.load()?;
     let mut reports = Vec::new();
     for ds in c.data.load()? {
-        let obj = c.data.objective(&model, &c.model, &ds)?;
+        let obj = c
+            .data
+            .objective(&model, &c.model, &ds)?
+            .distributed(crate::dist::world());
         let start = Instant::now();
         let eval = evaluate(&obj, &model, c.precision, c.threads)?;
         reports.push(EvalReport {
@@ -86,12 +89,16 @@ pub fn probe_model(
 ) -> JobResult<(ProbeReport, ProbeReport)> {
     let cfg = data.objective_config();
     let fresh = model.fresh(init_seed, true);
-    let obj = data.objective(model, source, ds)?;
+    let obj = data
+        .objective(model, source, ds)?
+        .distributed(crate::dist::world());
     let fresh_data = DataConfig {
         bn_mode: BnMode::Train,
         ..data.clone()
     };
-    let fresh_obj = fresh_data.objective(&fresh, source, ds)?;
+    let fresh_obj = fresh_data
+        .objective(&fresh, source, ds)?
+        .distributed(crate::dist::world());
     with_threads(threads, || {
         (
             probe(
@@ -149,7 +156,7 @@ pub fn run_probe(c: &ProbeConfig) -> JobResult<ProbeOutput> {
         init,
         init_seed: c.init_seed,
     };
-    if let Some(p) = &c.out {
+    if let (Some(p), true) = (&c.out, super::is_root()) {
         super::write_json(p, "writing `out`", &out)?;
     }
     Ok(out)

@@ -675,7 +675,10 @@ pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOut
     }
     let ds = c.data.load_first()?;
     let cfg = c.data.objective_config();
-    let obj = c.data.objective(&model, &c.model, &ds)?;
+    let obj = c
+        .data
+        .objective(&model, &c.model, &ds)?
+        .distributed(crate::dist::world());
     let r = hessian_of(
         &obj,
         &model.theta,
@@ -728,10 +731,14 @@ pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOut
     attrs.insert("hvp_cache_batches".into(), batches.into());
     attrs.insert("seconds_total".into(), seconds.into());
     attrs.insert("losscape_version".into(), env!("CARGO_PKG_VERSION").into());
-    write_hessian(&c.out, &r.whole, &r.blocks, &attrs).map_err(|source| JobError::HessianFile {
-        path: c.out.clone(),
-        source: Box::new(source),
-    })?;
+    if super::is_root() {
+        write_hessian(&c.out, &r.whole, &r.blocks, &attrs).map_err(|source| {
+            JobError::HessianFile {
+                path: c.out.clone(),
+                source: Box::new(source),
+            }
+        })?;
+    }
 
     Ok(HessianOutput {
         model: c.model.path.display().to_string(),

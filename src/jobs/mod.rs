@@ -30,6 +30,11 @@ use std::path::Path;
 pub use error::{JobError, JobResult};
 pub use inputs::{with_threads, BnMode, DataConfig, ModelSource, Precision};
 
+/// Whether this process writes the job's files: rank 0 of an MPI job, or the only process.
+pub fn is_root() -> bool {
+    crate::dist::world().rank() == 0
+}
+
 /// Checks that the folder of the output file `out` exists (before any work is done).
 pub fn check_out_folder(out: &Path) -> JobResult<()> {
     match out.parent().filter(|p| !p.as_os_str().is_empty()) {

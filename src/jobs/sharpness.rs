@@ -202,7 +202,10 @@ pub fn run_sharpness(c: &SharpnessConfig, report: &Reporter) -> JobResult<Sharpn
         report.warn(&w);
     }
     let ds = c.data.load_first()?;
-    let obj = c.data.objective(&model, &c.model, &ds)?;
+    let obj = c
+        .data
+        .objective(&model, &c.model, &ds)?
+        .distributed(crate::dist::world());
     let r = sharpness_of(
         &obj,
         &model.theta,

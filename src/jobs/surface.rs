@@ -32,6 +32,7 @@ use crate::landscape::directions::{
     Directions, EigenInfo,
 };
 use crate::landscape::grid::GridAxis;
+use crate::landscape::distributed::{coordinate_surface, serve_surface};
 use crate::landscape::journal::Journal;
 use crate::landscape::surface::{
     sample_surface, CurvatureSpec, Shard, SurfaceGrid, SurfaceRequest,
@@ -442,7 +443,14 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
         .map(|ds| c.data.objective(&model, &c.model, ds))
         .collect::<JobResult<Vec<_>>>()?;
     let prefixes: Vec<String> = c.data.splits.iter().map(|s| s.to_string()).collect();
-    let dirs = build_directions(c, &model, &objectives[0], report)?;
+    let world = crate::dist::world();
+    let distributed = world.size() > 1;
+    // eigenvector directions: Lanczos with the batches shared over the ranks
+    let first = c
+        .data
+        .objective(&model, &c.model, &datasets[0])?
+        .distributed(world);
+    let dirs = build_directions(c, &model, &first, report)?;
     let grid = SurfaceGrid {
         x: c.x.clone(),
         y: c.y.clone(),
@@ -483,6 +491,19 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
     }
     let fingerprint = format!("{:x}", h.finalize());
 
+    let req = SurfaceRequest {
+        theta: &model.theta,
+        x_dir: &dirs.x,
+        y_dir: dirs.y.as_ref(),
+        grid: &grid,
+        shard,
+        objectives: prefixes.iter().cloned().zip(objectives.iter()).collect(),
+        curvature: c.curvature,
+    };
+    if distributed && world.rank() > 0 {
+        return serve_points(c, world, &req, xy_cosine);
+    }
+
     let journal_file = journal_path(&c.out);
     if c.out.exists() && !journal_file.exists() {
         let old = read_surface(&c.out).map_err(|source| JobError::OutNotSurface {
@@ -502,6 +523,9 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
             "{} is already complete; nothing to do",
             c.out.display()
         ));
+        if distributed {
+            world.broadcast(0, &mut vec![STOP]);
+        }
         return Ok(summary_of_file(&c.out, &old, c.dir_file()));
     }
     if c.resume && !journal_file.exists() {
@@ -535,22 +559,29 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
     }
 
     let progress = report.bar(grid.len() as u64, "points", c.out.display().to_string());
-    let req = SurfaceRequest {
-        theta: &model.theta,
-        x_dir: &dirs.x,
-        y_dir: dirs.y.as_ref(),
-        grid: &grid,
-        shard,
-        objectives: prefixes.iter().cloned().zip(objectives.iter()).collect(),
-        curvature: c.curvature,
+    let (done, journal) = if distributed {
+        report.note(&format!(
+            "{}: rank 0 owns {}; if the job stops, rerun the same command (any number of ranks) to resume",
+            world.describe(),
+            journal_file.display()
+        ));
+        world.broadcast(0, &mut vec![WORK]);
+        with_threads(c.threads, || {
+            coordinate_surface(world, &req, journal, &journal_file, finished, &progress)
+        })?
+        .map_err(|source| JobError::Queue {
+            out: c.out.clone(),
+            source: Box::new(source),
+        })?
+    } else {
+        with_threads(c.threads, || {
+            sample_surface(&req, journal, finished, &progress)
+        })?
+        .map_err(|source| JobError::Journal {
+            out: c.out.clone(),
+            source: Box::new(source),
+        })?
     };
-    let (done, journal) = with_threads(c.threads, || {
-        sample_surface(&req, journal, finished, &progress)
-    })?
-    .map_err(|source| JobError::Journal {
-        out: c.out.clone(),
-        source: Box::new(source),
-    })?;
     progress.finish();
 
     let attrs = surface_attrs(
@@ -600,6 +631,46 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
         seconds: done.seconds,
         points_per_second: done.computed as f64 / done.seconds.max(1e-9),
         center,
+    })
+}
+
+/// Rank 0's word to the other ranks after it has checked the output and opened the journal.
+const STOP: u8 = 0;
+const WORK: u8 = 1;
+
+/// Ranks > 0 of an MPI job: wait for rank 0's word, then compute the points it hands
+/// out. Nothing is written here; the summary counts this rank's points.
+fn serve_points(
+    c: &SurfaceConfig,
+    world: &dyn crate::dist::Comm,
+    req: &SurfaceRequest<'_>,
+    xy_cosine: Option<f64>,
+) -> JobResult<SurfaceSummary> {
+    let start = std::time::Instant::now();
+    let mut word = Vec::new();
+    world.broadcast(0, &mut word);
+    let computed = if word.first() == Some(&WORK) {
+        with_threads(c.threads, || serve_surface(world, req))?.map_err(|source| {
+            JobError::Queue {
+                out: c.out.clone(),
+                source: Box::new(source),
+            }
+        })?
+    } else {
+        0
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(SurfaceSummary {
+        out: c.out.display().to_string(),
+        dir_file: c.dir_file().display().to_string(),
+        points: computed,
+        computed,
+        resumed: 0,
+        non_finite: 0,
+        xy_cosine,
+        seconds,
+        points_per_second: computed as f64 / seconds.max(1e-9),
+        center: BTreeMap::new(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! 1-D and 2-D surfaces.
 
 pub mod directions;
+pub mod distributed;
 pub mod grid;
 pub mod journal;
 pub mod surface;

@@ -248,6 +248,43 @@ impl CurvatureSpec {
 }
 
 impl SurfaceRequest<'_> {
+    /// The values of grid point `k` (loss and accuracy per objective, then λmax and λmin
+    /// when asked), using `buf` (θ-sized) for θₖ. A pure function of `k`: the same bits on
+    /// any thread, process or rank.
+    pub fn point(&self, buf: &mut [f32], k: usize) -> Vec<f64> {
+        let theta = self.theta.data.as_slice().expect("contiguous θ");
+        let dx = self.x_dir.data.as_slice().expect("contiguous direction");
+        let dy = self
+            .y_dir
+            .map(|d| d.data.as_slice().expect("contiguous direction"));
+        let (alpha, beta) = self.grid.coordinates(k);
+        perturb(buf, theta, dx, dy, alpha as f32, beta as f32);
+        let point = ndarray::ArrayView1::from(&buf[..]);
+        let mut v: Vec<f64> = self
+            .objectives
+            .iter()
+            .flat_map(|(_, o)| {
+                let e = o.evaluate_sequential(point);
+                [e.loss, e.accuracy]
+            })
+            .collect();
+        if let (Some(c), Some((_, obj))) = (&self.curvature, self.objectives.first()) {
+            let theta_k =
+                ParamVec::from_data(self.theta.layout.clone(), ndarray::Array1::from(buf.to_vec()));
+            v.extend(c.eigenvalues(obj, &theta_k));
+        }
+        v
+    }
+
+    /// The values of `points`, in parallel on the current rayon pool, in the given order.
+    pub fn points(&self, points: &[usize]) -> Vec<(usize, Vec<f64>)> {
+        let n = self.theta.data.len();
+        points
+            .par_iter()
+            .map_init(|| vec![0f32; n], |buf, &k| (k, self.point(buf, k)))
+            .collect()
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut n: Vec<String> = self
             .objectives
@@ -330,33 +367,12 @@ pub fn sample_surface(
     progress.restart((pending.len() + resumed) as u64, resumed as u64);
 
     let theta = req.theta.data.as_slice().expect("contiguous θ");
-    let dx = req.x_dir.data.as_slice().expect("contiguous direction");
-    let dy = req
-        .y_dir
-        .map(|d| d.data.as_slice().expect("contiguous direction"));
     let journal = Mutex::new((journal, None::<JournalError>));
     let results = Mutex::new(Vec::with_capacity(pending.len()));
     pending.par_iter().for_each_init(
         || vec![0f32; theta.len()],
         |buf, &k| {
-            let (alpha, beta) = req.grid.coordinates(k);
-            perturb(buf, theta, dx, dy, alpha as f32, beta as f32);
-            let point = ndarray::ArrayView1::from(&buf[..]);
-            let mut v: Vec<f64> = req
-                .objectives
-                .iter()
-                .flat_map(|(_, o)| {
-                    let e = o.evaluate_sequential(point);
-                    [e.loss, e.accuracy]
-                })
-                .collect();
-            if let (Some(c), Some((_, obj))) = (&req.curvature, req.objectives.first()) {
-                let theta_k = ParamVec::from_data(
-                    req.theta.layout.clone(),
-                    ndarray::Array1::from(buf.to_vec()),
-                );
-                v.extend(c.eigenvalues(obj, &theta_k));
-            }
+            let v = req.point(buf, k);
             let mut j = journal.lock().expect("journal lock");
             if j.1.is_none() {
                 if let Err(e) = j.0.append(k, &v) {
@@ -378,6 +394,20 @@ pub fn sample_surface(
     for (k, v) in results {
         values.set(k, &v);
     }
+    Ok((
+        finish_report(req, values, computed, resumed, start),
+        journal,
+    ))
+}
+
+/// The report of a sampling run whose points are all in `values`.
+pub(crate) fn finish_report(
+    req: &SurfaceRequest<'_>,
+    values: SurfaceValues,
+    computed: usize,
+    resumed: usize,
+    start: Instant,
+) -> SurfaceReport {
     let non_finite = (0..req.objectives.len())
         .map(|i| {
             values.arrays[2 * i]
@@ -388,16 +418,13 @@ pub fn sample_surface(
         })
         .max()
         .unwrap_or(0);
-    Ok((
-        SurfaceReport {
-            values,
-            computed,
-            resumed,
-            non_finite,
-            seconds: start.elapsed().as_secs_f64(),
-        },
-        journal,
-    ))
+    SurfaceReport {
+        values,
+        computed,
+        resumed,
+        non_finite,
+        seconds: start.elapsed().as_secs_f64(),
+    }
 }
 
 #[cfg(test)]
