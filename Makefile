@@ -10,6 +10,8 @@ export OPENBLAS_CORETYPE ?= Haswell
 APT_PACKAGES := build-essential pkg-config libopenblas-dev libhdf5-dev openmpi-bin libopenmpi-dev clang libclang-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := target/release/losscape
+# MPI (rsmpi over the system's OpenMPI): `mpirun -n N losscape …`; without it, one process
+FEATURES := --features mpi
 
 .PHONY: all deps build run check-report images test bench fixtures lint fmt clean
 
@@ -27,7 +29,7 @@ deps:
 	fi
 
 build: deps
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked $(FEATURES)
 
 ## The main job: residual vs plain ResNets (depth 20 and 56) on digits → outputs/residual-vs-plain/.
 run: build
@@ -54,9 +56,9 @@ images: build
 	cp outputs/curvature/eigen-surfaces.png docs/images/resnet20-ggn-eigen-panel.png
 	cp outputs/curvature/ResNet-20-noshort.spectrum.png docs/images/resnet20-noshort-ggn-blocks.png
 
-## All tests (unit, integration, PyTorch reference fixtures, CLI).
+## All tests (unit, integration, PyTorch reference fixtures, CLI, mpirun -n 3 vs one process).
 test: deps
-	$(CARGO) test --release --locked
+	$(CARGO) test --release --locked $(FEATURES)
 
 ## Speed: forward / gradient / H·v of ResNet-20 and -56 at 1 and 2 threads.
 bench: build
@@ -68,7 +70,7 @@ fixtures:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+	$(CARGO) clippy --release --all-targets --locked $(FEATURES) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

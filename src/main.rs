@@ -123,7 +123,12 @@ fn main() -> ExitCode {
             }
             if world.size() > 1 {
                 // one rank's error ends every rank: the others may wait in a collective
-                eprintln!("error (rank {} of {}): {}", world.rank(), world.size(), cli::render_error(&e));
+                eprintln!(
+                    "error (rank {} of {}): {}",
+                    world.rank(),
+                    world.size(),
+                    cli::render_error(&e)
+                );
                 world.abort(2);
             }
             eprintln!("error: {}", cli::render_error(&e));

@@ -236,9 +236,8 @@ impl<'a> Objective<'a> {
             let mut cursors: Vec<&[u8]> = gathered.iter().map(Vec::as_slice).collect();
             for b in start..end {
                 let k = (b - start) % comm.size();
-                let r = R::decode(&mut cursors[k]).unwrap_or_else(|e| {
-                    panic!("rank {k}'s partial sums of batch {b}: {e}")
-                });
+                let r = R::decode(&mut cursors[k])
+                    .unwrap_or_else(|e| panic!("rank {k}'s partial sums of batch {b}: {e}"));
                 fold(r);
             }
         }

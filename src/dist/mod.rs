@@ -107,7 +107,11 @@ pub fn world() -> &'static dyn Comm {
 
 /// The size announced by a launcher in the environment, if any, and the launcher's name.
 pub fn launch_size() -> Option<(&'static str, usize)> {
-    let read = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<usize>().ok());
+    let read = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
     if let Some(n) = read("OMPI_COMM_WORLD_SIZE") {
         return Some(("mpirun", n));
     }

@@ -9,7 +9,9 @@ use crate::engine::Scalar;
 /// Why bytes from another rank could not be decoded (a protocol mismatch: ranks running
 /// different builds of losscape).
 #[derive(Debug, thiserror::Error)]
-#[error("a message from another rank is malformed ({what}); run the same losscape build on every rank")]
+#[error(
+    "a message from another rank is malformed ({what}); run the same losscape build on every rank"
+)]
 pub struct WireError {
     pub what: &'static str,
 }
@@ -68,7 +70,9 @@ impl<T: Wire> Wire for Vec<T> {
     fn decode(bytes: &mut &[u8]) -> Result<Self, WireError> {
         let n = usize::decode(bytes)?;
         if n > bytes.len() {
-            return Err(WireError { what: "vector length" });
+            return Err(WireError {
+                what: "vector length",
+            });
         }
         (0..n).map(|_| T::decode(bytes)).collect()
     }
@@ -104,7 +108,13 @@ impl<T: Scalar> Wire for Array1<T> {
     fn decode(bytes: &mut &[u8]) -> Result<Self, WireError> {
         let n = usize::decode(bytes)?;
         let w = std::mem::size_of::<T>();
-        let b = take(bytes, n.checked_mul(w).ok_or(WireError { what: "array length" })?, "array")?;
+        let b = take(
+            bytes,
+            n.checked_mul(w).ok_or(WireError {
+                what: "array length",
+            })?,
+            "array",
+        )?;
         Ok(if w == 8 {
             b.chunks_exact(8)
                 .map(|c| T::from_f(f64::from_le_bytes(c.try_into().expect("8 bytes"))))

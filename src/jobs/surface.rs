@@ -31,8 +31,8 @@ use crate::landscape::directions::{
     subset_direction, DirType, DirectionAxis, DirectionConfig, DirectionKind, DirectionNorm,
     Directions, EigenInfo,
 };
-use crate::landscape::grid::GridAxis;
 use crate::landscape::distributed::{coordinate_surface, serve_surface};
+use crate::landscape::grid::GridAxis;
 use crate::landscape::journal::Journal;
 use crate::landscape::surface::{
     sample_surface, CurvatureSpec, Shard, SurfaceGrid, SurfaceRequest,

@@ -269,8 +269,10 @@ impl SurfaceRequest<'_> {
             })
             .collect();
         if let (Some(c), Some((_, obj))) = (&self.curvature, self.objectives.first()) {
-            let theta_k =
-                ParamVec::from_data(self.theta.layout.clone(), ndarray::Array1::from(buf.to_vec()));
+            let theta_k = ParamVec::from_data(
+                self.theta.layout.clone(),
+                ndarray::Array1::from(buf.to_vec()),
+            );
             v.extend(c.eigenvalues(obj, &theta_k));
         }
         v
