@@ -41,7 +41,13 @@ pub(super) fn start() -> Result<(MpiWorld, UniverseGuard), DistError> {
         rank: comm.rank() as usize,
         size: comm.size() as usize,
         comm: Mutex::new(comm),
-        version: version.lines().next().unwrap_or("MPI").trim().to_string(),
+        // "Open MPI v4.1.4, package: …": the name and version only
+        version: version
+            .split([',', '\n'])
+            .next()
+            .unwrap_or("MPI")
+            .trim()
+            .to_string(),
     };
     Ok((world, UniverseGuard(universe)))
 }
