@@ -27,22 +27,16 @@ pub mod trajectory;
 
 use std::path::Path;
 
+use crate::io::output::OutputLock;
+
 pub use error::{JobError, JobResult};
 pub use inputs::{with_threads, BnMode, DataConfig, ModelSource, Precision};
 
-/// Checks that the folder of the output file `out` exists (before any work is done).
-pub fn check_out_folder(out: &Path) -> JobResult<()> {
-    match out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) if !parent.is_dir() => Err(JobError::invalid(
-            "out",
-            format!(
-                "{}: folder {} does not exist",
-                out.display(),
-                parent.display()
-            ),
-        )),
-        _ => Ok(()),
-    }
+/// Validates the output file `out` (the config field `field`) before any work: its folder
+/// exists, nothing but a regular file is there; takes its lock and removes stale temporary
+/// files (see [`crate::io::output`]). Hold the lock until the output is written.
+pub fn prepare_out(field: &'static str, out: &Path) -> JobResult<OutputLock> {
+    crate::io::output::prepare_output(out).map_err(|e| JobError::output(field, e))
 }
 
 /// Writes `value` as pretty JSON to `path`, atomically; `what` names the file in errors.
@@ -55,7 +49,7 @@ pub fn write_json<T: serde::Serialize>(
         what: "a report",
         source,
     })?;
-    crate::util::write_atomic(path, |f| std::io::Write::write_all(f, &bytes)).map_err(|source| {
+    crate::io::output::write_atomic(path, |f| std::io::Write::write_all(f, &bytes)).map_err(|source| {
         JobError::Io {
             what,
             path: path.to_path_buf(),
