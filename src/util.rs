@@ -107,7 +107,10 @@ mod tests {
         let limit = (OVERSUBSCRIPTION * cores()).max(MIN_THREAD_LIMIT);
         assert!(check_threads(Some(limit)).is_ok());
         let e = check_threads(Some(limit + 1)).unwrap_err();
-        assert!(e.to_string().contains(&format!("use at most {}", cores())), "{e}");
+        assert!(
+            e.to_string().contains(&format!("use at most {}", cores())),
+            "{e}"
+        );
         assert!(with_threads(Some(100_000), || ()).is_err());
     }
 }

@@ -47,11 +47,7 @@ fn hostile_paths(dir: &Path, ext: &str) -> Vec<(PathBuf, &'static str)> {
     std::fs::create_dir(&sub).unwrap();
     let fifo = dir.join(format!("fifo.{ext}"));
     mkfifo(&fifo);
-    vec![
-        (link, "symbolic link"),
-        (sub, "directory"),
-        (fifo, "FIFO"),
-    ]
+    vec![(link, "symbolic link"), (sub, "directory"), (fifo, "FIFO")]
 }
 
 fn assert_untouched(dir: &Path, ext: &str) {
@@ -85,28 +81,57 @@ fn only_a_regular_file_is_replaced_by_any_command() {
     for (p, kind) in &h5 {
         // hessian: checked before the model is even loaded
         let o = run(&[
-            "hessian", "--model", s(&m), "--data", "mnist1d", "--samples", "16", "--top-k", "1",
-            "--out", s(p),
+            "hessian",
+            "--model",
+            s(&m),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "16",
+            "--top-k",
+            "1",
+            "--out",
+            s(p),
         ]);
         assert_bad_input(&o, &[s(p), kind, "--out"]);
         // surface: --out, and --dir-file
         let o = run(&[
-            "surface", "--model", s(&m), "--data", "mnist1d", "--samples", "16", "--x",
-            "-1:1:3", "--out", s(p), "--quiet",
+            "surface",
+            "--model",
+            s(&m),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "16",
+            "--x",
+            "-1:1:3",
+            "--out",
+            s(p),
+            "--quiet",
         ]);
         assert_bad_input(&o, &[s(p), kind, "--out"]);
         let o = run(&[
-            "surface", "--model", s(&m), "--data", "mnist1d", "--samples", "16", "--x",
-            "-1:1:3", "--out", s(&d.join("ok.h5")), "--dir-file", s(p), "--quiet",
+            "surface",
+            "--model",
+            s(&m),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "16",
+            "--x",
+            "-1:1:3",
+            "--out",
+            s(&d.join("ok.h5")),
+            "--dir-file",
+            s(p),
+            "--quiet",
         ]);
         assert_bad_input(&o, &[s(p), kind, "--dir-file"]);
         assert!(!d.join("ok.h5").exists() && !d.join("ok.h5.journal").exists());
         // merge, trajectory
         let o = run(&["merge", s(&d.join("missing.h5")), "--out", s(p)]);
         assert_bad_input(&o, &[s(p), kind]);
-        let o = run(&[
-            "trajectory", "--checkpoints", s(d), "--out", s(p),
-        ]);
+        let o = run(&["trajectory", "--checkpoints", s(d), "--out", s(p)]);
         assert_bad_input(&o, &[s(p), kind]);
     }
     assert_untouched(d, "h5");
@@ -123,8 +148,18 @@ fn only_a_regular_file_is_replaced_by_any_command() {
     let d = dir.path();
     for (p, kind) in hostile_paths(d, "safetensors") {
         let o = run(&[
-            "train", "--arch", "mlp:in_features=40,depth=1,width=8", "--data", "mnist1d",
-            "--samples", "64", "--epochs", "1", "--quiet", "--out", s(&p),
+            "train",
+            "--arch",
+            "mlp:in_features=40,depth=1,width=8",
+            "--data",
+            "mnist1d",
+            "--samples",
+            "64",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            s(&p),
         ]);
         assert_bad_input(&o, &[s(&p), kind]);
     }
@@ -134,7 +169,15 @@ fn only_a_regular_file_is_replaced_by_any_command() {
     let d = dir.path();
     for (p, kind) in hostile_paths(d, "json") {
         let o = run(&[
-            "probe", "--model", s(&m), "--data", "mnist1d", "--samples", "16", "--out", s(&p),
+            "probe",
+            "--model",
+            s(&m),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "16",
+            "--out",
+            s(&p),
         ]);
         assert_bad_input(&o, &[s(&p), kind, "--out"]);
     }
@@ -145,16 +188,28 @@ fn only_a_regular_file_is_replaced_by_any_command() {
     let ck = dir.path().join("ck");
     std::fs::write(&ck, "not a folder").unwrap();
     let o = run(&[
-        "train", "--arch", "mlp:in_features=40,depth=1,width=8", "--data", "mnist1d",
-        "--samples", "64", "--epochs", "1", "--quiet", "--out",
-        s(&dir.path().join("m.safetensors")), "--checkpoints", s(&ck),
+        "train",
+        "--arch",
+        "mlp:in_features=40,depth=1,width=8",
+        "--data",
+        "mnist1d",
+        "--samples",
+        "64",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        s(&dir.path().join("m.safetensors")),
+        "--checkpoints",
+        s(&ck),
     ]);
     assert_bad_input(&o, &[s(&ck), "not a directory"]);
     assert_eq!(std::fs::read_to_string(&ck).unwrap(), "not a folder");
 }
 
-/// Holds an exclusive `flock` on `lock` with our pid in it, as a running losscape would.
-struct HeldLock(std::fs::File);
+/// Holds an exclusive `flock` on `lock` with our pid in it, as a running losscape would
+/// (released when dropped).
+struct HeldLock(#[allow(dead_code)] std::fs::File);
 
 fn hold_lock(lock: &Path) -> HeldLock {
     use std::io::Write;
@@ -183,7 +238,15 @@ fn a_second_writer_fails_at_once_naming_the_first() {
     let held = hold_lock(&dir.path().join(".h.h5.lock"));
     let t = Instant::now();
     let o = run(&[
-        "hessian", "--model", s(&m), "--data", "mnist1d", "--top-k", "1", "--out", s(&out),
+        "hessian",
+        "--model",
+        s(&m),
+        "--data",
+        "mnist1d",
+        "--top-k",
+        "1",
+        "--out",
+        s(&out),
     ]);
     let pid = format!("pid {}", std::process::id());
     assert_bad_input(&o, &[s(&out), "another losscape process", &pid]);
@@ -240,13 +303,23 @@ fn stale_temporaries_of_dead_processes_are_cleaned_up() {
     let stale = dir.path().join(".p.json.tmp2000000000");
     std::fs::write(&stale, "half-written").unwrap();
     // one of a live process (this test) stays
-    let live = dir.path().join(format!(".p.json.tmp{}", std::process::id()));
+    let live = dir
+        .path()
+        .join(format!(".p.json.tmp{}", std::process::id()));
     std::fs::write(&live, "in progress").unwrap();
     assert_success(
         "probe",
         run(&[
-            "probe", "--model", s(&m), "--data", "mnist1d", "--samples", "16", "--out",
-            s(&out), "--json",
+            "probe",
+            "--model",
+            s(&m),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "16",
+            "--out",
+            s(&out),
+            "--json",
         ]),
     );
     assert!(!stale.exists(), "stale temporary file kept");
@@ -266,7 +339,13 @@ fn thread_counts_beyond_the_cores_are_refused_at_once() {
     let t = Instant::now();
     for cmd in ["eval", "hessian", "probe", "surface"] {
         let mut a = vec![
-            cmd, "--model", s(&m), "--data", "mnist1d", "--threads", "100000",
+            cmd,
+            "--model",
+            s(&m),
+            "--data",
+            "mnist1d",
+            "--threads",
+            "100000",
         ];
         if cmd != "eval" && cmd != "probe" {
             a.extend(["--out", "never-written.h5", "--x", "-1:1:3"]);
@@ -286,10 +365,23 @@ fn huge_grids_are_refused_before_anything_is_written_and_the_override_works() {
     let dir = common::tempdir();
     let out = dir.path().join("s.h5");
     let t = Instant::now();
-    for (x, y) in [("-1:1:100000000", None), ("-1:1:100000", Some("-1:1:100000"))] {
+    for (x, y) in [
+        ("-1:1:100000000", None),
+        ("-1:1:100000", Some("-1:1:100000")),
+    ] {
         let mut a = vec![
-            "surface", "--model", s(&m), "--data", "mnist1d", "--samples", "8", "--x", x,
-            "--out", s(&out), "--quiet",
+            "surface",
+            "--model",
+            s(&m),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "8",
+            "--x",
+            x,
+            "--out",
+            s(&out),
+            "--quiet",
         ];
         if let Some(y) = y {
             a.extend(["--y", y]);
@@ -301,9 +393,24 @@ fn huge_grids_are_refused_before_anything_is_written_and_the_override_works() {
     assert!(t.elapsed() < Duration::from_secs(30));
     // just over the limit, computing only a thousandth of the points (a shard)
     let a = [
-        "surface", "--model", s(&m), "--data", "mnist1d", "--samples", "4", "--x",
-        "-1:1:1001", "--y", "-1:1:1000", "--shard", "0/1000", "--threads", "1", "--out",
-        s(&out), "--quiet",
+        "surface",
+        "--model",
+        s(&m),
+        "--data",
+        "mnist1d",
+        "--samples",
+        "4",
+        "--x",
+        "-1:1:1001",
+        "--y",
+        "-1:1:1000",
+        "--shard",
+        "0/1000",
+        "--threads",
+        "1",
+        "--out",
+        s(&out),
+        "--quiet",
     ];
     assert_bad_input(&run(&a), &["--large-grid", "1001000 points"]);
     let mut a = a.to_vec();
@@ -332,11 +439,7 @@ fn analysis_outputs_stay_inside_the_outputs_folder() {
     let outputs = dir.path().join("outputs");
     let spec = dir.path().join("spec.toml");
     let run_spec = |name: &str, label: &str| {
-        std::fs::write(
-            &spec,
-            SPEC.replace("NAME", name).replace("LABEL", label),
-        )
-        .unwrap();
+        std::fs::write(&spec, SPEC.replace("NAME", name).replace("LABEL", label)).unwrap();
         bin()
             .args(["run", s(&spec), "--outputs", s(&outputs), "--quiet"])
             .output()
@@ -365,7 +468,15 @@ fn a_closed_stdout_ends_every_printing_command_quietly() {
     let cases: Vec<Vec<&str>> = vec![
         vec!["info", s(&m)],
         vec!["info", s(&m), "--json"],
-        vec!["eval", "--model", s(&mlp), "--data", "mnist1d", "--samples", "16"],
+        vec![
+            "eval",
+            "--model",
+            s(&mlp),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "16",
+        ],
     ];
     for args in cases {
         let mut child = bin()
@@ -412,8 +523,22 @@ fn plot_refuses_nan_coordinates_and_leaves_nothing_behind() {
     assert_success(
         "surface",
         run(&[
-            "surface", "--model", s(&m), "--data", "mnist1d", "--samples", "8", "--x",
-            "-1:1:3", "--y", "-1:1:3", "--out", s(&surf), "--quiet", "--threads", "1",
+            "surface",
+            "--model",
+            s(&m),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "8",
+            "--x",
+            "-1:1:3",
+            "--y",
+            "-1:1:3",
+            "--out",
+            s(&surf),
+            "--quiet",
+            "--threads",
+            "1",
         ]),
     );
     {

@@ -176,7 +176,13 @@ pub fn run(args: &HessianArgs) -> Result<()> {
     }
     crate::outln!(
         "{} of {} on {} ({} samples, {} parameters, {}) → {}",
-        out.operator, out.model, out.data, out.samples, out.params, out.precision, out.out
+        out.operator,
+        out.model,
+        out.data,
+        out.samples,
+        out.params,
+        out.precision,
+        out.out
     )?;
     let unit = args.operator.product_symbol();
     print_summary(&out.whole, unit)?;
@@ -189,7 +195,11 @@ pub fn run(args: &HessianArgs) -> Result<()> {
 fn print_summary(a: &Summary, unit: &str) -> Result<(), super::StdoutError> {
     crate::outln!(
         "{} ({} parameters, {} {}, {:.1} s)",
-        a.name, a.params_dim, a.hvps, unit, a.seconds
+        a.name,
+        a.params_dim,
+        a.hvps,
+        unit,
+        a.seconds
     )?;
     let flag = |p: &Pair| if p.converged { "" } else { "  (not converged)" };
     for (i, p) in a.eigenvalues.iter().enumerate() {
@@ -213,13 +223,17 @@ fn print_summary(a: &Summary, unit: &str) -> Result<(), super::StdoutError> {
     if let Some(t) = &a.trace {
         crate::outln!(
             "  trace  = {:>14.6e} ± {:.2e} ({} probes, {})",
-            t.estimate, t.stderr, t.probes, t.method
+            t.estimate,
+            t.stderr,
+            t.probes,
+            t.method
         )?;
     }
     if let Some(d) = &a.density {
         crate::outln!(
             "  density: {} SLQ run(s) × {} steps (in the HDF5 file)",
-            d.runs, d.steps
+            d.runs,
+            d.steps
         )?;
     }
     Ok(())

@@ -32,7 +32,10 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     crate::outln!("{}  {}", info.file, info.description)?;
     crate::outln!(
         "{} trainable parameters, {} buffer values (BN running statistics); input {:?}, {} classes",
-        info.trainable_params, info.buffers, info.input_shape, info.num_classes
+        info.trainable_params,
+        info.buffers,
+        info.input_shape,
+        info.num_classes
     )?;
     for (k, v) in info
         .metadata
@@ -43,7 +46,10 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     }
     crate::outln!(
         "\n{:<28} {:<18} {:<16} {:>9}",
-        "layer", "op", "output", "params"
+        "layer",
+        "op",
+        "output",
+        "params"
     )?;
     for l in &info.layers {
         crate::outln!(
@@ -56,7 +62,11 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     }
     crate::outln!(
         "\n{:<36} {:<16} {:<13} {:>9} {:>10}",
-        "tensor", "shape", "role", "numel", "‖·‖₂"
+        "tensor",
+        "shape",
+        "role",
+        "numel",
+        "‖·‖₂"
     )?;
     for t in &info.tensors {
         let role = serde_json::to_value(t.role)?

@@ -52,12 +52,18 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         )?;
         crate::outln!(
             "  {:<32} {:>12} {:>12} {:>10}",
-            "weight", "‖∂L/∂W‖", "‖W‖", "ratio"
+            "weight",
+            "‖∂L/∂W‖",
+            "‖W‖",
+            "ratio"
         )?;
         for g in &r.gradients {
             crate::outln!(
                 "  {:<32} {:>12.4e} {:>12.4} {:>10.3e}",
-                g.name, g.grad_norm, g.weight_norm, g.ratio
+                g.name,
+                g.grad_norm,
+                g.weight_norm,
+                g.ratio
             )?;
         }
         crate::outln!("  {:<32} {:>12} {:>12}", "block output", "mean", "std")?;

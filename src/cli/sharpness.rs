@@ -144,17 +144,26 @@ fn print_text(o: &SharpnessOutput) -> Result<(), super::StdoutError> {
         )?;
         crate::outln!(
             "  {:>10}  {:>14}  {:>18}  {:>14}",
-            "η", "L(θ−η∇L)", "‖∇L(θ−η∇L)−∇L‖", "β(η)"
+            "η",
+            "L(θ−η∇L)",
+            "‖∇L(θ−η∇L)−∇L‖",
+            "β(η)"
         )?;
         for r in &b.rows {
             crate::outln!(
                 "  {:>10.3e}  {:>14.6e}  {:>18.6e}  {:>14.6e}",
-                r.eta, r.loss, r.grad_change, r.beta
+                r.eta,
+                r.loss,
+                r.grad_change,
+                r.beta
             )?;
         }
         crate::outln!(
             "  loss range over η: {:.6e} ({:.6e} … {:.6e}); max gradient change {:.6e}",
-            b.loss_range, b.loss_min, b.loss_max, b.grad_change_max
+            b.loss_range,
+            b.loss_min,
+            b.loss_max,
+            b.grad_change_max
         )?;
     }
     Ok(())

@@ -61,7 +61,8 @@ pub fn run(args: &TrajectoryArgs) -> Result<()> {
     )?;
     crate::outln!(
         "directions -> {}\nprojection -> {}  (x in [{x0:.3}, {x1:.3}], y in [{y0:.3}, {y1:.3}])",
-        report.directions, report.projection
+        report.directions,
+        report.projection
     )?;
     let pad = |a: f64, b: f64| {
         let m = 0.2 * (b - a).max(1e-3);

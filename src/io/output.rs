@@ -63,9 +63,7 @@ impl From<OutputError> for io::Error {
         let kind = match &e {
             OutputError::NotRegular { .. }
             | OutputError::NotFolder { .. }
-            | OutputError::Escapes { .. } => {
-                io::ErrorKind::InvalidInput
-            }
+            | OutputError::Escapes { .. } => io::ErrorKind::InvalidInput,
             OutputError::NoFolder { .. } => io::ErrorKind::NotFound,
             OutputError::Locked { .. } => io::ErrorKind::WouldBlock,
             OutputError::Lock { source, .. } => source.kind(),
@@ -383,7 +381,9 @@ pub fn clean_stale_temps(path: &Path) -> io::Result<usize> {
         if pid == me || alive(pid) {
             continue;
         }
-        if entry.file_type().is_ok_and(|t| t.is_file() || t.is_symlink())
+        if entry
+            .file_type()
+            .is_ok_and(|t| t.is_file() || t.is_symlink())
             && std::fs::remove_file(entry.path()).is_ok()
         {
             removed += 1;
@@ -604,7 +604,7 @@ mod tests {
             format!(".s.h5.tmp{dead}"),
             format!(".s.tmp{dead}.h5"),
             format!(".s.h5.tmp{dead}.h5"),
-            format!(".s.h5.tmp1"),         // pid 1 is alive: kept
+            ".s.h5.tmp1".to_string(),       // pid 1 is alive: kept
             format!(".other.h5.tmp{dead}"), // another output: kept
             format!(".s.h5.tmpx{dead}"),    // not ours: kept
         ] {

@@ -49,11 +49,11 @@ pub fn write_json<T: serde::Serialize>(
         what: "a report",
         source,
     })?;
-    crate::io::output::write_atomic(path, |f| std::io::Write::write_all(f, &bytes)).map_err(|source| {
-        JobError::Io {
+    crate::io::output::write_atomic(path, |f| std::io::Write::write_all(f, &bytes)).map_err(
+        |source| JobError::Io {
             what,
             path: path.to_path_buf(),
             source: Box::new(source),
-        }
-    })
+        },
+    )
 }

@@ -284,7 +284,10 @@ mod tests {
         assert!(k11 < k3, "metadata keys sorted: {header}");
         let back = Model::load(&first, None).unwrap();
         assert_eq!(back.theta.data, m.theta.data);
-        assert_eq!(back.metadata.get("key7").map(String::as_str), Some("value 7"));
+        assert_eq!(
+            back.metadata.get("key7").map(String::as_str),
+            Some("value 7")
+        );
     }
 
     #[test]

@@ -38,7 +38,10 @@ impl Loaded {
             other => PlotError::Surface(other),
         })?;
         // an axis must be drawable: finite and increasing (a NaN would poison every range)
-        for (axis, c) in [("xcoordinates", Some(&file.x)), ("ycoordinates", file.y.as_ref())] {
+        for (axis, c) in [
+            ("xcoordinates", Some(&file.x)),
+            ("ycoordinates", file.y.as_ref()),
+        ] {
             let Some(c) = c else { continue };
             if let Some(i) = c.iter().position(|v| !v.is_finite()) {
                 return Err(PlotError::Input {

@@ -92,9 +92,11 @@ pub fn save_state(
     .collect();
     let bytes = crate::model::safetensors_io::serialize_canonical(views, meta)
         .map_err(|e| TrainError::Safetensors(Box::new(e)))?;
-    crate::io::output::write_atomic(path, |f| f.write_all(&bytes)).map_err(|source| TrainError::Write {
-        path: path.to_path_buf(),
-        source,
+    crate::io::output::write_atomic(path, |f| f.write_all(&bytes)).map_err(|source| {
+        TrainError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
