@@ -1,6 +1,7 @@
 //! The `losscape` binary: parse arguments, dispatch, map errors to exit codes.
 //! Bad input (files, shapes, options) exits with 2 after one message; a closed stdout
-//! (e.g. piping into `head`) exits 0.
+//! (e.g. piping into `head`) exits 0 without a message; any other failed write to stdout
+//! (a full disk) exits 2 with one.
 
 use std::process::ExitCode;
 
@@ -112,13 +113,17 @@ fn main() -> ExitCode {
             );
         }
     }
-    match run(cli) {
+    // what is still buffered must reach stdout too: a failure there is reported, not lost
+    let flushed = |r: anyhow::Result<()>| {
+        r.and_then(|()| {
+            std::io::Write::flush(&mut std::io::stdout())
+                .map_err(|e| anyhow::Error::new(cli::StdoutError(e)))
+        })
+    };
+    match flushed(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            if cli::is_closed_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
             if world.size() > 1 {

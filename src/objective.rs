@@ -7,8 +7,13 @@
 //! The samples are cut into mini-batches of `batch_size` in file order; batches run in
 //! parallel (rayon), each on one core, and their sums are added **in batch order** in f64,
 //! so results are bit-identical for any number of threads and equal (to rounding) for any
-//! batch size. In eval mode (the default) the batch size only trades memory for speed; in
-//! train mode batch norm normalizes with each batch's statistics, so it matters.
+//! batch size. In eval mode (the default) the batch size trades memory for speed and moves
+//! the last bits: each batch runs its samples through one matrix product per layer, whose
+//! f32 blocking, and the summation over samples inside the weight-gradient products,
+//! depend on the batch's size (relative differences ~1e-7 in f32). Bit-identity across
+//! batch sizes would need per-sample products accumulated in sample order, giving up the
+//! batched GEMMs the engine's speed rests on. In train mode batch norm normalizes with
+//! each batch's statistics, so the batch size changes the results.
 //!
 //! Distributed ([`Objective::distributed`], several MPI ranks): the batches of each round
 //! are dealt out over the ranks, every rank's per-batch partial sums are gathered to all,

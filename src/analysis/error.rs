@@ -29,6 +29,10 @@ pub enum AnalysisError {
         #[source]
         source: std::io::Error,
     },
+    /// Occurs when the analysis folder or one of its files cannot be written: outside
+    /// `--outputs`, not a folder or regular file, or locked by another run.
+    #[error(transparent)]
+    Output(#[from] crate::io::output::OutputError),
     /// Occurs when the spec's dataset cannot be loaded.
     #[error("{}: data.name '{name}'", spec.display())]
     Data {

@@ -263,7 +263,7 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
 pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> AnalysisResult<()> {
     let dir = &o.out_dir;
     let json = serde_json::to_vec_pretty(o)?;
-    crate::util::write_atomic(&dir.join("metrics.json"), |f| {
+    crate::io::output::write_atomic(&dir.join("metrics.json"), |f| {
         std::io::Write::write_all(f, &json)
     })?;
     let (header, rows) = table_rows(&o.results);
@@ -305,7 +305,7 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Analysi
         }
     }
     let _ = writeln!(md, "\nFiles: per-model `*.surface.h5` (loss-landscape layout), `*.directions.h5`, `*.eval.json`, `*.hessian.json`, `*.probe.json`; all numbers in `metrics.json`.");
-    crate::util::write_atomic(&dir.join("report.md"), |f| {
+    crate::io::output::write_atomic(&dir.join("report.md"), |f| {
         std::io::Write::write_all(f, md.as_bytes())
     })?;
 
@@ -367,7 +367,7 @@ pub fn write_report(o: &AnalysisOutcome, images: &[(String, String)]) -> Analysi
     }
     html.push_str("</body></html>\n");
     let path = dir.join("report.html");
-    crate::util::write_atomic(&path, |f| std::io::Write::write_all(f, html.as_bytes()))
+    crate::io::output::write_atomic(&path, |f| std::io::Write::write_all(f, html.as_bytes()))
         .map_err(|source| AnalysisError::Write { path, source })?;
     Ok(())
 }

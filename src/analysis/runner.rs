@@ -158,12 +158,12 @@ pub(super) fn cached<T: Serialize + DeserializeOwned>(
     }
     let v = compute()?;
     let bytes = serde_json::to_vec_pretty(&v)?;
-    crate::util::write_atomic(out, |f| std::io::Write::write_all(f, &bytes)).map_err(|source| {
-        AnalysisError::Write {
+    crate::io::output::write_atomic(out, |f| std::io::Write::write_all(f, &bytes)).map_err(
+        |source| AnalysisError::Write {
             path: out.to_path_buf(),
             source,
-        }
-    })?;
+        },
+    )?;
     Ok((v, false))
 }
 
@@ -527,7 +527,7 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             })
             .collect();
         let bytes = serde_json::to_vec_pretty(&summary)?;
-        crate::util::write_atomic(&o.out_dir.join("training.json"), |f| {
+        crate::io::output::write_atomic(&o.out_dir.join("training.json"), |f| {
             std::io::Write::write_all(f, &bytes)
         })?;
     }

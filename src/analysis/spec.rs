@@ -677,10 +677,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Analysis, SpecError> {
                 format!("label '{label}' is used twice"),
             ));
         }
-        if label.is_empty() || label.contains(['/', '\\']) {
+        if !is_safe_name(&label) {
             return Err(invalid(
                 &format!("models[{i}].label"),
-                format!("label '{label}' must be non-empty, without slashes"),
+                format!("label '{label}' names files in <outputs>/<name>/: use letters, digits, '.', '_' and '-' only (no slashes, not '.' or '..'); set `label` when the file name has other characters"),
             ));
         }
         labels.push(label);

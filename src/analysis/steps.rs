@@ -40,16 +40,16 @@ pub(super) struct Run<'a> {
     pub report: Reporter,
     /// The steps' own stage lines stay off: the run prints one line per step.
     pub inner: Reporter,
+    /// The lock on the analysis folder, held while the run lasts.
+    _lock: crate::io::output::OutputLock,
 }
 
 impl<'a> Run<'a> {
     pub fn new(a: &'a Analysis, outputs_root: &Path, quiet: bool) -> AnalysisResult<Self> {
         let spec = &a.spec;
-        let out_dir = outputs_root.join(&a.name);
-        std::fs::create_dir_all(&out_dir).map_err(|source| AnalysisError::CreateDir {
-            path: out_dir.clone(),
-            source,
-        })?;
+        // confined to the outputs folder, and one run at a time
+        let out_dir = crate::io::output::confined_folder(outputs_root, &a.name)?;
+        let lock = crate::io::output::OutputLock::acquire_folder(&out_dir)?;
         let load = |split: Split, samples: Option<usize>| {
             data::load(
                 &spec.data.name,
@@ -67,6 +67,7 @@ impl<'a> Run<'a> {
         };
         let sharp = spec.sharpness.as_ref().filter(|s| s.enabled);
         Ok(Self {
+            _lock: lock,
             a,
             data: DataConfig {
                 samples: spec.data.samples,
@@ -348,6 +349,7 @@ fn surface_into(
         dir_file: Some(dir_file),
         out: out.clone(),
         threads: spec.run.threads,
+        large_grid: false,
     };
     run_surface(&config, &run.report).map_err(|e| AnalysisError::Step {
         step: "surface",

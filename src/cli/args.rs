@@ -49,12 +49,28 @@ pub struct DataArgs {
     /// Per-channel standardization MEAN/STD, e.g. `0.4914,0.4822,0.4465/0.247,0.243,0.261`.
     #[arg(long, value_name = "MEAN/STD")]
     pub normalize: Option<Normalize>,
-    /// Samples per mini-batch. In eval mode it affects only speed and memory.
+    /// Samples per mini-batch. For one batch size, results are bit-identical for any
+    /// --threads. Another batch size regroups the f32 arithmetic inside each batch (the
+    /// matrix products that run the batch's samples together and sum the gradient and
+    /// H·v over them), so loss, gradient and H·v change in the last bits (relative ~1e-7
+    /// in f32, ~1e-15 with --precision f64); in eval mode nothing else changes. With
+    /// --bn-mode train the batch statistics depend on it, so the results do.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
     /// Batch norm statistics: running (eval, as loss-landscape and PyHessian) or per batch (train).
     #[arg(long, value_enum, default_value_t = BnMode::Eval)]
     pub bn_mode: BnMode,
+}
+
+/// `--threads N`: at least 1 and not far beyond the cores ([`crate::util::check_threads`]).
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a thread count (a positive integer)"))?;
+    crate::util::check_threads(Some(n))
+        .map(|()| n)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_split(s: &str) -> Result<Split, data::DataError> {

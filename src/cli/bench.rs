@@ -27,7 +27,7 @@ pub struct BenchArgs {
     #[arg(long = "model", value_name = "FILE")]
     pub models: Vec<std::path::PathBuf>,
     /// Thread counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = crate::cli::args::parse_threads)]
     pub threads: Vec<usize>,
     /// Images per measured batch.
     #[arg(long, default_value_t = 128)]
@@ -69,21 +69,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         forward_only: args.forward_only,
         engine: options,
     };
+    // a failed print (closed pipe, full disk) stops the output; it is reported at the end
+    let mut printed = Ok(());
     let rows = run_bench(&config, &mut |row| {
-        if !args.json {
-            print_row(row);
+        if !args.json && printed.is_ok() {
+            printed = print_row(row);
         }
     })?;
+    printed?;
     if args.json {
         super::print_json(&rows)?;
     }
     Ok(())
 }
 
-fn print_row(row: &BenchRow) {
+fn print_row(row: &BenchRow) -> Result<(), super::StdoutError> {
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
     let ratio = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-    println!(
+    crate::outln!(
             "{:<16} threads {}  forward {:>8.1} ms  {:>7.0} img/s  {:>6.1} GFLOP/s  gradient {:>8} ms  H·v {:>8} ms  H·v/grad {}  kept-state H·v {:>8} ms  /grad {}  (CPU ms: forward {:.1}, gradient {}, H·v {}, ratio {}, kept-state ratio {})",
             row.model,
             row.threads,
@@ -100,5 +103,5 @@ fn print_row(row: &BenchRow) {
             opt(row.hvp_cpu_ms),
             ratio(row.hvp_over_gradient_cpu),
             ratio(row.hvp_kept_over_gradient_cpu),
-        );
+        )
 }

@@ -17,7 +17,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Worker threads (default: all cores). Results are identical for any count.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::parse_threads)]
     pub threads: Option<usize>,
     /// Print JSON.
     #[arg(long)]
@@ -40,7 +40,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         };
     }
     for r in &reports {
-        println!(
+        crate::outln!(
             "{}  on {}: loss {:.6}  accuracy {:.2}% ({}/{})  [{}, BN {}, {:.2} s]",
             r.model,
             r.data,
@@ -51,7 +51,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             r.precision,
             r.bn_mode,
             r.seconds
-        );
+        )?;
     }
     Ok(())
 }

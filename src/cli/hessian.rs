@@ -113,7 +113,7 @@ pub struct HessianArgs {
     #[arg(long, value_name = "MIB", default_value_t = D.hvp_cache_mb)]
     pub hvp_cache_mb: usize,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::parse_threads)]
     pub threads: Option<usize>,
     /// Output HDF5 file.
     #[arg(long, short = 'o', value_name = "FILE")]
@@ -174,52 +174,67 @@ pub fn run(args: &HessianArgs) -> Result<()> {
     if args.json {
         return super::print_json(&out);
     }
-    println!(
+    crate::outln!(
         "{} of {} on {} ({} samples, {} parameters, {}) → {}",
-        out.operator, out.model, out.data, out.samples, out.params, out.precision, out.out
-    );
+        out.operator,
+        out.model,
+        out.data,
+        out.samples,
+        out.params,
+        out.precision,
+        out.out
+    )?;
     let unit = args.operator.product_symbol();
-    print_summary(&out.whole, unit);
+    print_summary(&out.whole, unit)?;
     for b in &out.blocks {
-        print_summary(b, unit);
+        print_summary(b, unit)?;
     }
     Ok(())
 }
 
-fn print_summary(a: &Summary, unit: &str) {
-    println!(
+fn print_summary(a: &Summary, unit: &str) -> Result<(), super::StdoutError> {
+    crate::outln!(
         "{} ({} parameters, {} {}, {:.1} s)",
-        a.name, a.params_dim, a.hvps, unit, a.seconds
-    );
+        a.name,
+        a.params_dim,
+        a.hvps,
+        unit,
+        a.seconds
+    )?;
     let flag = |p: &Pair| if p.converged { "" } else { "  (not converged)" };
     for (i, p) in a.eigenvalues.iter().enumerate() {
-        println!(
+        crate::outln!(
             "  λ{:<3} = {:>14.6e}   residual {:.1e}{}",
             i + 1,
             p.value,
             p.residual,
             flag(p)
-        );
+        )?;
     }
     for (i, p) in a.bottom.iter().enumerate() {
-        println!(
+        crate::outln!(
             "  λmin{:<2}= {:>14.6e}   residual {:.1e}{}",
             i + 1,
             p.value,
             p.residual,
             flag(p)
-        );
+        )?;
     }
     if let Some(t) = &a.trace {
-        println!(
+        crate::outln!(
             "  trace  = {:>14.6e} ± {:.2e} ({} probes, {})",
-            t.estimate, t.stderr, t.probes, t.method
-        );
+            t.estimate,
+            t.stderr,
+            t.probes,
+            t.method
+        )?;
     }
     if let Some(d) = &a.density {
-        println!(
+        crate::outln!(
             "  density: {} SLQ run(s) × {} steps (in the HDF5 file)",
-            d.runs, d.steps
-        );
+            d.runs,
+            d.steps
+        )?;
     }
+    Ok(())
 }

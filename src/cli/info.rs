@@ -29,48 +29,58 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     if args.json {
         return super::print_json(&info);
     }
-    println!("{}  {}", info.file, info.description);
-    println!(
+    crate::outln!("{}  {}", info.file, info.description)?;
+    crate::outln!(
         "{} trainable parameters, {} buffer values (BN running statistics); input {:?}, {} classes",
-        info.trainable_params, info.buffers, info.input_shape, info.num_classes
-    );
+        info.trainable_params,
+        info.buffers,
+        info.input_shape,
+        info.num_classes
+    )?;
     for (k, v) in info
         .metadata
         .iter()
         .filter(|(k, _)| k.as_str() != crate::model::zoo::ARCH_METADATA_KEY)
     {
-        println!("  {k}: {v}");
+        crate::outln!("  {k}: {v}")?;
     }
-    println!(
+    crate::outln!(
         "\n{:<28} {:<18} {:<16} {:>9}",
-        "layer", "op", "output", "params"
-    );
+        "layer",
+        "op",
+        "output",
+        "params"
+    )?;
     for l in &info.layers {
-        println!(
+        crate::outln!(
             "{:<28} {:<18} {:<16} {:>9}",
             l.name,
             l.op,
             format!("{:?}", l.output),
             l.params
-        );
+        )?;
     }
-    println!(
+    crate::outln!(
         "\n{:<36} {:<16} {:<13} {:>9} {:>10}",
-        "tensor", "shape", "role", "numel", "‖·‖₂"
-    );
+        "tensor",
+        "shape",
+        "role",
+        "numel",
+        "‖·‖₂"
+    )?;
     for t in &info.tensors {
         let role = serde_json::to_value(t.role)?
             .as_str()
             .unwrap_or("")
             .to_string();
-        println!(
+        crate::outln!(
             "{:<36} {:<16} {:<13} {:>9} {:>10.4}",
             t.name,
             format!("{:?}", t.shape),
             role,
             t.numel,
             t.norm
-        );
+        )?;
     }
     Ok(())
 }

@@ -21,11 +21,11 @@ pub struct MergeArgs {
 
 pub fn run(args: &MergeArgs) -> Result<()> {
     let m = merge_shards(&args.shards, &args.out)?;
-    println!(
+    crate::outln!(
         "{}: merged {} shards, {} points",
         args.out.display(),
         m.shards,
         m.points
-    );
+    )?;
     Ok(())
 }

@@ -146,12 +146,44 @@ pub fn render_error(e: &anyhow::Error) -> String {
     render_message(&format!("{e:#}"))
 }
 
-/// Prints a value as pretty JSON on stdout; a closed pipe is an `io::Error` (exit 0 in main),
-/// not a panic.
+/// A failed write to standard output: a closed pipe (`| head`, exit 0 in `main`) or a full
+/// disk (exit 2). `println!` would panic instead.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to standard output")]
+pub struct StdoutError(#[source] pub std::io::Error);
+
+/// `println!` that returns a failed write as a [`StdoutError`] instead of panicking; use
+/// as `outln!(...)?`.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(&mut ::std::io::stdout().lock(), format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to `w` (standard output in [`outln!`]); a failure is a [`StdoutError`].
+pub fn write_line(
+    w: &mut impl std::io::Write,
+    line: std::fmt::Arguments<'_>,
+) -> Result<(), StdoutError> {
+    w.write_fmt(line)
+        .and_then(|()| w.write_all(b"\n"))
+        .map_err(StdoutError)
+}
+
+/// Whether `e` is a closed standard output (EPIPE: the reader went away, as `| head` does),
+/// which ends a command quietly with exit 0; every other error exits 2 with a message.
+pub fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints a value as pretty JSON on stdout; a failed write is a [`StdoutError`].
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    let text = serde_json::to_string_pretty(value)?;
+    crate::outln!("{text}")?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ pub struct ProbeArgs {
     #[arg(long, default_value_t = 0)]
     pub init_seed: u64,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::parse_threads)]
     pub threads: Option<usize>,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
@@ -39,30 +39,36 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
     if args.json {
         return super::print_json(&out);
     }
-    println!(
+    crate::outln!(
         "{} on {} ({})",
         out.model,
         out.data,
         if out.residual { "residual" } else { "plain" }
-    );
+    )?;
     for (label, r) in [("trained", &out.trained), ("fresh He init", &out.init)] {
-        println!(
+        crate::outln!(
             "\n{label}: loss {:.4}, accuracy {:.2}%, first-to-last gradient ratio {:.3e}, last/first activation std {:.3}",
             r.loss, r.accuracy, r.first_to_last_gradient_ratio, r.last_to_first_activation_std
-        );
-        println!(
+        )?;
+        crate::outln!(
             "  {:<32} {:>12} {:>12} {:>10}",
-            "weight", "‖∂L/∂W‖", "‖W‖", "ratio"
-        );
+            "weight",
+            "‖∂L/∂W‖",
+            "‖W‖",
+            "ratio"
+        )?;
         for g in &r.gradients {
-            println!(
+            crate::outln!(
                 "  {:<32} {:>12.4e} {:>12.4} {:>10.3e}",
-                g.name, g.grad_norm, g.weight_norm, g.ratio
-            );
+                g.name,
+                g.grad_norm,
+                g.weight_norm,
+                g.ratio
+            )?;
         }
-        println!("  {:<32} {:>12} {:>12}", "block output", "mean", "std");
+        crate::outln!("  {:<32} {:>12} {:>12}", "block output", "mean", "std")?;
         for a in &r.activations {
-            println!("  {:<32} {:>12.4} {:>12.4}", a.name, a.mean, a.std);
+            crate::outln!("  {:<32} {:>12.4} {:>12.4}", a.name, a.mean, a.std)?;
         }
     }
     Ok(())

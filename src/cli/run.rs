@@ -33,16 +33,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
         return super::print_json(&outcome);
     }
     let (header, rows) = report::table_rows(&outcome.results);
-    println!("{}", header.join(" | "));
+    crate::outln!("{}", header.join(" | "))?;
     for r in rows {
-        println!("{}", r.join(" | "));
+        crate::outln!("{}", r.join(" | "))?;
     }
     for f in report::findings(&outcome.results) {
-        println!("- {f}");
+        crate::outln!("- {f}")?;
     }
-    println!(
+    crate::outln!(
         "\nreport: {}",
         outcome.out_dir.join("report.html").display()
-    );
+    )?;
     Ok(())
 }

@@ -58,7 +58,7 @@ pub struct SharpnessArgs {
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Worker threads (default: all cores). Results are identical for any count.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::parse_threads)]
     pub threads: Option<usize>,
     /// Print JSON on stdout instead of text.
     #[arg(long)]
@@ -102,12 +102,12 @@ pub fn run(args: &SharpnessArgs) -> Result<()> {
     if args.json {
         return super::print_json(&out);
     }
-    print_text(&out);
+    print_text(&out)?;
     Ok(())
 }
 
-fn print_text(o: &SharpnessOutput) {
-    println!(
+fn print_text(o: &SharpnessOutput) -> Result<(), super::StdoutError> {
+    crate::outln!(
         "{} on {} ({} samples, {} perturbed scalars ({}), {}, BN {})",
         o.model,
         o.data,
@@ -119,42 +119,52 @@ fn print_text(o: &SharpnessOutput) {
             .unwrap_or_default(),
         o.precision,
         o.bn_mode
-    );
+    )?;
     if let (Some(e), Some(s)) = (&o.eps_sharpness, o.eps_seconds) {
         let p = &e.params;
-        println!(
+        crate::outln!(
             "ε-sharpness (Keskar et al. 2017), ε = {:e}: φ = {:.6e} %   [{} sign-ascent steps of {} box, {} random start(s), {:.1} s]",
             p.eps, e.sharpness, p.iters, p.step, p.random_starts, s
-        );
-        println!(
+        )?;
+        crate::outln!(
             "  L(θ) = {:.8e}   max L(θ+y) = {:.8e}   (start {}, step {}; {:.1}% of coordinates on the box face)",
             e.loss,
             e.max_loss,
             e.best_start,
             e.best_iteration,
             100.0 * e.at_bound_fraction
-        );
+        )?;
         let trace: Vec<String> = e.traces[0].iter().map(|l| format!("{l:.6e}")).collect();
-        println!("  ascent from y = 0: {}", trace.join(" "));
+        crate::outln!("  ascent from y = 0: {}", trace.join(" "))?;
     }
     if let (Some(b), Some(s)) = (&o.beta_smoothness, o.beta_seconds) {
-        println!(
+        crate::outln!(
             "β-smoothness along −∇L (Santurkar et al. 2018): max β = {:.6e} at η = {:.3e}   [‖∇L‖ = {:.6e}, {:.1} s]",
             b.beta_max, b.beta_max_eta, b.grad_norm, s
-        );
-        println!(
+        )?;
+        crate::outln!(
             "  {:>10}  {:>14}  {:>18}  {:>14}",
-            "η", "L(θ−η∇L)", "‖∇L(θ−η∇L)−∇L‖", "β(η)"
-        );
+            "η",
+            "L(θ−η∇L)",
+            "‖∇L(θ−η∇L)−∇L‖",
+            "β(η)"
+        )?;
         for r in &b.rows {
-            println!(
+            crate::outln!(
                 "  {:>10.3e}  {:>14.6e}  {:>18.6e}  {:>14.6e}",
-                r.eta, r.loss, r.grad_change, r.beta
-            );
+                r.eta,
+                r.loss,
+                r.grad_change,
+                r.beta
+            )?;
         }
-        println!(
+        crate::outln!(
             "  loss range over η: {:.6e} ({:.6e} … {:.6e}); max gradient change {:.6e}",
-            b.loss_range, b.loss_min, b.loss_max, b.grad_change_max
-        );
+            b.loss_range,
+            b.loss_min,
+            b.loss_max,
+            b.grad_change_max
+        )?;
     }
+    Ok(())
 }

@@ -100,8 +100,12 @@ pub struct SurfaceArgs {
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: PathBuf,
     /// Worker threads (default: all cores). Results are identical for any count.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::parse_threads)]
     pub threads: Option<usize>,
+    /// Allow a grid of more than a million points (prints the memory estimate; a grid
+    /// beyond the memory available stays an error).
+    #[arg(long)]
+    pub large_grid: bool,
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -177,6 +181,7 @@ impl SurfaceArgs {
             dir_file: self.dir_file.clone(),
             out: self.out.clone(),
             threads: self.threads,
+            large_grid: self.large_grid,
         })
     }
 }
@@ -186,7 +191,7 @@ pub fn run(args: &SurfaceArgs) -> Result<()> {
     if args.json {
         return super::print_json(&summary);
     }
-    println!(
+    crate::outln!(
         "{}: {} points ({} computed, {} resumed) in {:.1} s, {:.2} points/s{}",
         summary.out,
         summary.points,
@@ -198,6 +203,6 @@ pub fn run(args: &SurfaceArgs) -> Result<()> {
             .xy_cosine
             .map(|c| format!(", x–y cosine {c:.4}"))
             .unwrap_or_default()
-    );
+    )?;
     Ok(())
 }

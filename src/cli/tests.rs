@@ -188,3 +188,57 @@ mod sharpness {
         assert!(p.etas.is_none() && p.eps.is_some());
     }
 }
+
+mod stdout {
+    use std::io::{self, Write};
+
+    use crate::cli::{is_closed_pipe, write_line, StdoutError};
+
+    /// Standard output on a full disk (or a closed pipe): every write fails with `errno`
+    /// after `room` bytes.
+    struct Failing {
+        room: usize,
+        errno: i32,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(self.errno));
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_an_error_and_a_closed_pipe_a_quiet_exit() {
+        let mut full = Failing {
+            room: 10,
+            errno: libc::ENOSPC,
+        };
+        write_line(&mut full, format_args!("{}", "fits")).unwrap();
+        let e = write_line(&mut full, format_args!("{}", "does not fit")).unwrap_err();
+        assert_eq!(e.0.raw_os_error(), Some(libc::ENOSPC));
+        let e = anyhow::Error::new(e);
+        assert!(!is_closed_pipe(&e));
+        let shown = crate::cli::render_error(&e);
+        assert!(
+            shown.contains("standard output") && shown.contains("No space left"),
+            "{shown}"
+        );
+
+        let mut pipe = Failing {
+            room: 0,
+            errno: libc::EPIPE,
+        };
+        let e = write_line(&mut pipe, format_args!("x")).unwrap_err();
+        let e: anyhow::Error = anyhow::Error::new(e).context("printing the table");
+        assert!(is_closed_pipe(&e));
+        let _: &StdoutError = e.downcast_ref().unwrap();
+    }
+}

@@ -73,7 +73,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Threads for the per-epoch evaluations (a step runs on one core).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::args::parse_threads)]
     pub threads: Option<usize>,
     /// No progress bar.
     #[arg(long)]

@@ -52,27 +52,28 @@ pub fn run(args: &TrajectoryArgs) -> Result<()> {
         (lo, hi)
     };
     let ((x0, x1), (y0, y1)) = (span(&report.x), span(&report.y));
-    println!(
+    crate::outln!(
         "{} checkpoints; explained variance ratio {:.4}, {:.4} (sum {:.4})",
         report.checkpoints,
         report.explained_variance_ratio[0],
         report.explained_variance_ratio[1],
         report.explained_variance_ratio.iter().sum::<f64>()
-    );
-    println!(
+    )?;
+    crate::outln!(
         "directions -> {}\nprojection -> {}  (x in [{x0:.3}, {x1:.3}], y in [{y0:.3}, {y1:.3}])",
-        report.directions, report.projection
-    );
+        report.directions,
+        report.projection
+    )?;
     let pad = |a: f64, b: f64| {
         let m = 0.2 * (b - a).max(1e-3);
         (a - m, b + m)
     };
     let ((a, b), (c, d)) = (pad(x0, x1), pad(y0, y1));
-    println!(
+    crate::outln!(
         "next: losscape surface --model {} --data DATA --directions {} --x {a:.3}:{b:.3}:31 --y {c:.3}:{d:.3}:31 --out S.h5\n      losscape plot S.h5 --kind contour --trajectory {} --out S.png",
         report.final_model.display(),
         report.directions,
         report.projection
-    );
+    )?;
     Ok(())
 }

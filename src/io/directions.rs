@@ -130,7 +130,7 @@ pub fn write_directions(
         path: path.into(),
         why: x.to_string(),
     };
-    crate::util::replace_atomically(path, io, |tmp| {
+    crate::io::output::replace_atomically(path, false, io, |tmp| {
         crate::io::hdf5_init();
         let f = hdf5::File::create(tmp).map_err(&e)?;
         let mut groups = vec![("xdirection", &dirs.x)];

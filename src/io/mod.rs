@@ -1,4 +1,6 @@
-//! HDF5 files: surfaces (readable by loss-landscape's scripts), directions and Hessian results.
+//! HDF5 files: surfaces (readable by loss-landscape's scripts), directions and Hessian
+//! results; and [`output`], through which every output file is written (kind checks,
+//! atomic replacement, locks, clean-up of stale temporary files).
 //!
 //! **Global state (documented):** before the first HDF5 call, [`hdf5_init`] sets
 //! `HDF5_USE_FILE_LOCKING=FALSE` unless the user set it. Every file here is written whole
@@ -9,6 +11,7 @@
 
 pub mod directions;
 pub mod hessian;
+pub mod output;
 pub mod surface;
 
 /// Disables HDF5 file locking for this process unless the environment already decides.

@@ -191,7 +191,7 @@ pub fn write_surface(
         path: path.into(),
         why: x.to_string(),
     };
-    crate::util::replace_atomically(path, io, |tmp| {
+    crate::io::output::replace_atomically(path, false, io, |tmp| {
         crate::io::hdf5_init();
         let f = hdf5::File::create(tmp).map_err(&e)?;
         f.new_dataset_builder()

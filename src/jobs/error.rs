@@ -153,6 +153,17 @@ pub enum JobError {
         #[source]
         source: serde_json::Error,
     },
+    /// Occurs when an output path cannot be written: not a regular file, no folder, or
+    /// locked by another process.
+    #[error("`{field}`")]
+    Output {
+        field: &'static str,
+        #[source]
+        source: Box<crate::io::output::OutputError>,
+    },
+    /// Occurs when a surface grid is too large for the limit or the memory.
+    #[error(transparent)]
+    GridSize(#[from] crate::landscape::surface::GridSizeError),
     /// Occurs when a step fails: names the step, e.g. `block layer1 (1234 parameters)`.
     #[error("{step}")]
     Step {
@@ -175,6 +186,14 @@ impl From<SharpnessError> for JobError {
 }
 
 impl JobError {
+    /// An output that cannot be written, for the config field `field`.
+    pub fn output(field: &'static str, source: crate::io::output::OutputError) -> Self {
+        JobError::Output {
+            field,
+            source: Box::new(source),
+        }
+    }
+
     /// An invalid field.
     pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
         JobError::Invalid {

@@ -145,6 +145,12 @@ pub struct ProbeOutput {
 /// Probes a model (trained and re-initialized) on the first requested split, and writes
 /// the report to `out` when given.
 pub fn run_probe(c: &ProbeConfig) -> JobResult<ProbeOutput> {
+    crate::util::check_threads(c.threads)?;
+    // only the process that writes (rank 0 under MPI) locks the output
+    let _lock = match &c.out {
+        Some(p) if super::is_root() => Some(super::prepare_out("out", p)?),
+        _ => None,
+    };
     let model = c.model.load()?;
     let ds = c.data.load_first()?;
     let (trained, init) = probe_model(&model, &c.model, &c.data, &ds, c.init_seed, c.threads)?;

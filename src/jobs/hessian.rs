@@ -668,7 +668,13 @@ fn summary(name: &str, g: &HessianGroup) -> Summary {
 
 /// Runs the job: loads the model and data, runs the plan, writes the HDF5 file.
 pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOutput> {
-    super::check_out_folder(&c.out)?;
+    crate::util::check_threads(c.threads)?;
+    // only the process that writes (rank 0 under MPI) locks the output
+    let _out_lock = if super::is_root() {
+        Some(super::prepare_out("out", &c.out)?)
+    } else {
+        None
+    };
     let model = c.model.load()?;
     if let Some(w) = model.parameterization_warning() {
         report.warn(&w);

@@ -109,7 +109,9 @@ pub struct DataConfig {
     pub samples: Option<usize>,
     /// Per-channel standardization.
     pub normalize: Option<Normalize>,
-    /// Samples per mini-batch (≥ 1; in eval mode it affects only speed and memory).
+    /// Samples per mini-batch (≥ 1). Results are bit-identical for any thread count at one
+    /// batch size; another batch size changes them by rounding (the f32 products group the
+    /// batch's samples), and in train BN mode by the batch statistics.
     pub batch_size: usize,
     pub bn_mode: BnMode,
 }

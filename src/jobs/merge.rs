@@ -37,6 +37,7 @@ fn shard_of(p: &Path, f: &SurfaceFile) -> JobResult<Shard> {
 
 /// Reads the shard files and writes the whole surface to `out` (atomically).
 pub fn merge_shards(shards: &[PathBuf], out: &Path) -> JobResult<MergeSummary> {
+    let _lock = super::prepare_out("out", out)?;
     let files: Vec<(PathBuf, SurfaceFile)> = shards
         .iter()
         .map(|p| {

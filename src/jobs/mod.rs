@@ -27,6 +27,8 @@ pub mod trajectory;
 
 use std::path::Path;
 
+use crate::io::output::OutputLock;
+
 pub use error::{JobError, JobResult};
 pub use inputs::{with_threads, BnMode, DataConfig, ModelSource, Precision};
 
@@ -35,19 +37,11 @@ pub fn is_root() -> bool {
     crate::dist::world().rank() == 0
 }
 
-/// Checks that the folder of the output file `out` exists (before any work is done).
-pub fn check_out_folder(out: &Path) -> JobResult<()> {
-    match out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) if !parent.is_dir() => Err(JobError::invalid(
-            "out",
-            format!(
-                "{}: folder {} does not exist",
-                out.display(),
-                parent.display()
-            ),
-        )),
-        _ => Ok(()),
-    }
+/// Validates the output file `out` (the config field `field`) before any work: its folder
+/// exists, nothing but a regular file is there; takes its lock and removes stale temporary
+/// files (see [`crate::io::output`]). Hold the lock until the output is written.
+pub fn prepare_out(field: &'static str, out: &Path) -> JobResult<OutputLock> {
+    crate::io::output::prepare_output(out).map_err(|e| JobError::output(field, e))
 }
 
 /// Writes `value` as pretty JSON to `path`, atomically; `what` names the file in errors.
@@ -60,11 +54,11 @@ pub fn write_json<T: serde::Serialize>(
         what: "a report",
         source,
     })?;
-    crate::util::write_atomic(path, |f| std::io::Write::write_all(f, &bytes)).map_err(|source| {
-        JobError::Io {
+    crate::io::output::write_atomic(path, |f| std::io::Write::write_all(f, &bytes)).map_err(
+        |source| JobError::Io {
             what,
             path: path.to_path_buf(),
             source: Box::new(source),
-        }
-    })
+        },
+    )
 }

@@ -156,6 +156,9 @@ pub struct SurfaceConfig {
     pub out: PathBuf,
     /// Worker threads (None: all cores); results are identical for any count.
     pub threads: Option<usize>,
+    /// Allow grids of more than [`crate::landscape::surface::MAX_GRID_POINTS`] points
+    /// (the memory estimate is printed; a grid beyond the available memory stays an error).
+    pub large_grid: bool,
 }
 
 /// What a surface job did.
@@ -432,6 +435,44 @@ fn build_directions(
 /// Runs the job: resumes from its journal, skips a complete output, writes the surface
 /// and direction files atomically.
 pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSummary> {
+    // everything about the outputs, the grid and the threads is checked before any work
+    crate::util::check_threads(c.threads)?;
+    let grid = SurfaceGrid {
+        x: c.x.clone(),
+        y: c.y.clone(),
+    };
+    let values_per_point = 2 * c.data.splits.len() + if c.curvature.is_some() { 2 } else { 0 };
+    let bytes = grid.check_size(
+        values_per_point,
+        c.large_grid,
+        crate::util::available_memory(),
+    )?;
+    if grid.points() > crate::landscape::surface::MAX_GRID_POINTS {
+        report.warn(&format!(
+            "large grid (`large_grid`): {} points, about {} of memory for the surface arrays",
+            grid.points(),
+            crate::util::human_bytes(bytes)
+        ));
+    }
+    // only the process that writes the files (rank 0 under MPI) checks and locks them
+    let root = super::is_root();
+    let _out_lock = if root {
+        Some(super::prepare_out("out", &c.out)?)
+    } else {
+        None
+    };
+    let journal_file = journal_path(&c.out);
+    if root {
+        crate::io::output::check_output(&journal_file).map_err(|e| JobError::output("out", e))?;
+    }
+    let writes_dir_file =
+        !matches!(&c.directions, DirectionSource::File { path, .. } if !is_hessian_file(path));
+    let _dir_lock = if writes_dir_file && root {
+        Some(super::prepare_out("dir_file", &c.dir_file())?)
+    } else {
+        None
+    };
+
     let model = c.model.load()?;
     if let Some(w) = model.parameterization_warning() {
         report.warn(&w);
@@ -451,10 +492,6 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
         .objective(&model, &c.model, &datasets[0])?
         .distributed(world);
     let dirs = build_directions(c, &model, &first, report)?;
-    let grid = SurfaceGrid {
-        x: c.x.clone(),
-        y: c.y.clone(),
-    };
     let shard = c.shard;
     let xy_cosine = dirs.y.as_ref().map(|y| cosine(&dirs.x, y));
 
@@ -504,7 +541,6 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
         return serve_points(c, world, &req, xy_cosine);
     }
 
-    let journal_file = journal_path(&c.out);
     if c.out.exists() && !journal_file.exists() {
         let old = read_surface(&c.out).map_err(|source| JobError::OutNotSurface {
             path: c.out.clone(),
@@ -537,8 +573,6 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
             ),
         ));
     }
-    super::check_out_folder(&c.out)?;
-    let values_per_point = 2 * objectives.len() + if c.curvature.is_some() { 2 } else { 0 };
     let (journal, finished) =
         Journal::open(&journal_file, &fingerprint, grid.len(), values_per_point).map_err(
             |source| JobError::Journal {
@@ -549,7 +583,7 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
 
     // the direction file: reused as given, or written beside the output
     let dir_file = c.dir_file();
-    if !matches!(&c.directions, DirectionSource::File { path, .. } if !is_hessian_file(path)) {
+    if writes_dir_file {
         crate::io::directions::write_directions(&dir_file, &dirs, model.sha256.as_deref())
             .map_err(|source| JobError::DirectionFile {
                 what: "writing direction file",

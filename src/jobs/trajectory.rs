@@ -61,8 +61,9 @@ impl TrajectoryConfig {
 
 fn write_projection(path: &Path, cols: &[(&str, Vec<f64>)]) -> JobResult<()> {
     let hdf5 = |e: hdf5::Error| std::io::Error::other(e.to_string());
-    crate::util::replace_atomically(
+    crate::io::output::replace_atomically(
         path,
+        false,
         |e| e,
         |tmp| {
             crate::io::hdf5_init();
@@ -102,6 +103,8 @@ pub struct TrajectoryReport {
 
 /// Runs the job.
 pub fn run_trajectory(c: &TrajectoryConfig) -> JobResult<TrajectoryReport> {
+    let _lock = super::prepare_out("out", &c.out)?;
+    let _proj_lock = super::prepare_out("out", &c.proj_path())?;
     let cps = list_checkpoints(&c.checkpoints).map_err(|e| JobError::Checkpoints(Box::new(e)))?;
     if cps.len() < 3 {
         return Err(JobError::invalid(

@@ -17,13 +17,16 @@ impl GridAxis {
     /// The NUM coordinates, exactly as `numpy.linspace(min, max, num)` computes them:
     /// `min + i·step` with `step = (max − min)/(num − 1)`, and the last one set to `max`.
     pub fn coordinates(&self) -> Vec<f64> {
-        if self.num == 1 {
-            return vec![self.min];
+        (0..self.num).map(|i| self.coordinate(i)).collect()
+    }
+
+    /// Coordinate `i` (below `num`) of [`GridAxis::coordinates`], in O(1).
+    pub fn coordinate(&self, i: usize) -> f64 {
+        if i + 1 >= self.num {
+            return if self.num == 1 { self.min } else { self.max };
         }
         let step = (self.max - self.min) / (self.num - 1) as f64;
-        let mut c: Vec<f64> = (0..self.num).map(|i| self.min + i as f64 * step).collect();
-        c[self.num - 1] = self.max;
-        c
+        self.min + i as f64 * step
     }
 }
 

@@ -143,13 +143,76 @@ impl SurfaceGrid {
         }
     }
 
-    /// (α, β) of point k (β = 0 for a 1-D surface).
+    /// (α, β) of point k (β = 0 for a 1-D surface), in O(1).
     pub fn coordinates(&self, k: usize) -> (f64, f64) {
-        let xs = self.x.coordinates();
         match &self.y {
-            Some(y) => (xs[k % self.x.num], y.coordinates()[k / self.x.num]),
-            None => (xs[k], 0.0),
+            Some(y) => (
+                self.x.coordinate(k % self.x.num),
+                y.coordinate(k / self.x.num),
+            ),
+            None => (self.x.coordinate(k), 0.0),
         }
+    }
+}
+
+/// Grids with more points than this need `large_grid` (Li et al. used 51 × 51; a million
+/// points is a 1000 × 1000 grid, each point a pass over the data).
+pub const MAX_GRID_POINTS: u128 = 1_000_000;
+
+/// Peak bytes a surface of `points` grid points with `values` quantities each needs beyond
+/// the model and data: the value arrays and their copy when written (2 × 8 bytes a value),
+/// each computed point's result before it is stored (8 bytes a value plus about 48 bytes
+/// of bookkeeping), the completion mask and the pending index (9 bytes).
+pub fn grid_memory_bytes(points: u128, values: u128) -> u128 {
+    points.saturating_mul(24 * values + 57)
+}
+
+/// Why a grid is refused before anything is written.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GridSizeError {
+    /// Occurs when a grid has more than [`MAX_GRID_POINTS`] points and `large_grid` is not set.
+    #[error("`x`/`y`: the grid has {points} points (limit {MAX_GRID_POINTS} without `large_grid`) and needs about {} of memory; use fewer points, or set `large_grid` if you mean it", crate::util::human_bytes(*bytes))]
+    TooManyPoints { points: u128, bytes: u128 },
+    /// Occurs when the grid's arrays would not fit in the memory available.
+    #[error("`x`/`y`: the grid has {points} points and needs about {} of memory, but only {} is available; use fewer points (`large_grid` does not lift this)", crate::util::human_bytes(*bytes), crate::util::human_bytes(*available as u128))]
+    NoMemory {
+        points: u128,
+        bytes: u128,
+        available: u64,
+    },
+}
+
+impl SurfaceGrid {
+    /// The number of points, without overflow.
+    pub fn points(&self) -> u128 {
+        self.x.num as u128 * self.y.as_ref().map_or(1, |y| y.num as u128)
+    }
+
+    /// Checks the grid against [`MAX_GRID_POINTS`] (unless `large_grid`) and against the
+    /// memory available (`available`, when known); returns the estimate of
+    /// [`grid_memory_bytes`]. O(1).
+    pub fn check_size(
+        &self,
+        values: usize,
+        large_grid: bool,
+        available: Option<u64>,
+    ) -> Result<u128, GridSizeError> {
+        let points = self.points();
+        let bytes = grid_memory_bytes(points, values as u128);
+        if let Some(a) = available {
+            if bytes > a as u128 {
+                return Err(GridSizeError::NoMemory {
+                    points,
+                    bytes,
+                    available: a,
+                });
+            }
+        }
+        if points > MAX_GRID_POINTS && !large_grid {
+            return Err(GridSizeError::TooManyPoints { points, bytes });
+        }
+        Ok(bytes)
     }
 }
 

@@ -6,7 +6,7 @@
 //! written as 0 on save (PyTorch's `load_state_dict` wants them). F32, F64, F16 and BF16
 //! tensors load (converted to f32).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -157,7 +157,42 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-/// Writes `model` with its architecture in the metadata, atomically (temp file + rename).
+/// Serializes tensors and metadata to safetensors bytes that depend only on their contents:
+/// `safetensors::serialize` takes the metadata as a `HashMap` and writes it in the map's
+/// (random) iteration order, so the same weights would get different bytes and SHA-256s
+/// from run to run. The header is rewritten with every JSON object's keys sorted (padded
+/// with spaces to 8 bytes as the format asks); tensor data and offsets are unchanged.
+pub fn serialize_canonical<'a>(
+    views: Vec<(String, TensorView<'a>)>,
+    metadata: BTreeMap<String, String>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let bytes = safetensors::serialize(views, Some(metadata.into_iter().collect()))?;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors writes a JSON object");
+    let sorted: BTreeMap<&String, BTreeMap<String, serde_json::Value>> = header
+        .iter()
+        .map(|(k, v)| {
+            let obj = v
+                .as_object()
+                .expect("header entries are objects")
+                .iter()
+                .map(|(a, b)| (a.clone(), b.clone()))
+                .collect();
+            (k, obj)
+        })
+        .collect();
+    let mut json = serde_json::to_vec(&sorted).expect("serializable");
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
+/// Writes `model` with its architecture in the metadata, atomically (temp file + rename);
+/// the same model always gives the same bytes ([`serialize_canonical`]).
 pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
     let err = |why: String| ModelError::Write {
         path: path.to_path_buf(),
@@ -192,14 +227,14 @@ pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
             )
         })
         .collect();
-    let mut meta: HashMap<String, String> = model.metadata.clone().into_iter().collect();
+    let mut meta: BTreeMap<String, String> = model.metadata.clone();
     meta.insert(
         ARCH_METADATA_KEY.into(),
         serde_json::to_string(&model.arch).expect("serializable"),
     );
     meta.insert("losscape_version".into(), env!("CARGO_PKG_VERSION").into());
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| err(e.to_string()))?;
-    crate::util::write_atomic(path, |f| f.write_all(&bytes)).map_err(|e| err(e.to_string()))
+    let bytes = serialize_canonical(views, meta).map_err(|e| err(e.to_string()))?;
+    crate::io::output::write_atomic(path, |f| f.write_all(&bytes)).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]
@@ -213,6 +248,46 @@ mod tests {
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
         assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+
+    #[test]
+    fn the_same_model_always_gives_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = Arch::Mlp(Mlp {
+            in_features: 5,
+            depth: 2,
+            width: 4,
+            residual: true,
+            batchnorm: true,
+            num_classes: 3,
+        });
+        let mut m = Model::init(arch, 3, false);
+        for k in 0..12 {
+            m.metadata.insert(format!("key{k}"), format!("value {k}"));
+        }
+        // a HashMap's order changes from map to map even in one process: many saves would
+        // differ somewhere without the canonical header
+        let first = dir.path().join("a.safetensors");
+        m.save(&first).unwrap();
+        let bytes = std::fs::read(&first).unwrap();
+        for i in 0..8 {
+            let p = dir.path().join(format!("b{i}.safetensors"));
+            m.save(&p).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), bytes, "save {i} differs");
+        }
+        // a valid file: 8-byte aligned header, keys sorted, metadata and weights intact
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+        let k3 = header.find("\"key3\"").unwrap();
+        let k11 = header.find("\"key11\"").unwrap();
+        assert!(k11 < k3, "metadata keys sorted: {header}");
+        let back = Model::load(&first, None).unwrap();
+        assert_eq!(back.theta.data, m.theta.data);
+        assert_eq!(
+            back.metadata.get("key7").map(String::as_str),
+            Some("value 7")
+        );
     }
 
     #[test]

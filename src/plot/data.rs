@@ -37,6 +37,30 @@ impl Loaded {
             },
             other => PlotError::Surface(other),
         })?;
+        // an axis must be drawable: finite and increasing (a NaN would poison every range)
+        for (axis, c) in [
+            ("xcoordinates", Some(&file.x)),
+            ("ycoordinates", file.y.as_ref()),
+        ] {
+            let Some(c) = c else { continue };
+            if let Some(i) = c.iter().position(|v| !v.is_finite()) {
+                return Err(PlotError::Input {
+                    path: path.to_path_buf(),
+                    why: format!("'{axis}'[{i}] is {}: coordinates must be finite", c[i]),
+                });
+            }
+            if let Some(i) = c.windows(2).position(|w| w[0] >= w[1]) {
+                return Err(PlotError::Input {
+                    path: path.to_path_buf(),
+                    why: format!(
+                        "'{axis}' is not increasing at index {} ({} then {})",
+                        i + 1,
+                        c[i],
+                        c[i + 1]
+                    ),
+                });
+            }
+        }
         Ok(Self {
             path: path.to_path_buf(),
             file,

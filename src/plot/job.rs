@@ -249,6 +249,10 @@ fn read_trajectory(path: &Path) -> Result<Vec<(f64, f64)>, PlotError> {
     })?;
     let read = |name: &str| f.dataset(name).and_then(|d| d.read_raw::<f64>()).ok();
     match (read("proj_xcoord"), read("proj_ycoord")) {
+        (Some(x), Some(y)) if x.iter().chain(&y).any(|v| !v.is_finite()) => Err(PlotError::Input {
+            path: path.into(),
+            why: "'proj_xcoord'/'proj_ycoord' hold a NaN or infinite coordinate".into(),
+        }),
         (Some(x), Some(y)) if x.len() == y.len() => Ok(x.into_iter().zip(y).collect()),
         (Some(x), Some(y)) => Err(PlotError::Input {
             path: path.into(),

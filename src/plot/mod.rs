@@ -192,6 +192,10 @@ pub enum PlotError {
     /// Occurs when drawing the image fails.
     #[error("drawing {path}: {why}")]
     Draw { path: PathBuf, why: DrawError },
+    /// Occurs when the output path cannot be written (not a regular file, no folder, or
+    /// locked by another process); checked before anything is read or drawn.
+    #[error(transparent)]
+    Output(#[from] crate::io::output::OutputError),
     /// Occurs when writing the image (or moving it into place) fails.
     #[error("drawing {path}: {cause}")]
     Write {
@@ -291,37 +295,38 @@ pub fn plot(cfg: &PlotConfig) -> Result<PlotReport, PlotError> {
     let format = OutputFormat::from_path(&cfg.out)?;
     let size = checked_size(cfg)?;
     let ctx = Ctx::new(size, format);
+    let _lock = crate::io::output::prepare_output(&cfg.out)?;
     // load everything before touching the output
     let job = job::prepare(cfg)?;
-    let tmp = temp_sibling(&cfg.out);
-    let drawn = match format {
-        OutputFormat::Png => {
-            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-            let r = job.draw(&root, cfg, ctx);
-            r.and_then(|rep| root.present().map(|_| rep).map_err(draw_err))
-        }
-        OutputFormat::Svg => {
-            let root = SVGBackend::new(&tmp, size).into_drawing_area();
-            let r = job.draw(&root, cfg, ctx);
-            r.and_then(|rep| root.present().map(|_| rep).map_err(draw_err))
-        }
-    };
-    let result = drawn
-        .map_err(|why| PlotError::Draw {
+    let mut drawn_report = None;
+    let result = crate::io::output::replace_atomically(
+        &cfg.out,
+        true,
+        |cause| PlotError::Write {
             path: cfg.out.clone(),
-            why,
-        })
-        .and_then(|rep| {
-            std::fs::rename(&tmp, &cfg.out)
-                .map(|_| rep)
-                .map_err(|cause| PlotError::Write {
-                    path: cfg.out.clone(),
-                    cause,
-                })
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+            cause,
+        },
+        |tmp| {
+            let drawn = match format {
+                OutputFormat::Png => {
+                    let root = BitMapBackend::new(tmp, size).into_drawing_area();
+                    let r = job.draw(&root, cfg, ctx);
+                    r.and_then(|rep| root.present().map(|_| rep).map_err(draw_err))
+                }
+                OutputFormat::Svg => {
+                    let root = SVGBackend::new(tmp, size).into_drawing_area();
+                    let r = job.draw(&root, cfg, ctx);
+                    r.and_then(|rep| root.present().map(|_| rep).map_err(draw_err))
+                }
+            };
+            drawn_report = Some(drawn.map_err(|why| PlotError::Draw {
+                path: cfg.out.clone(),
+                why,
+            })?);
+            Ok(())
+        },
+    )
+    .map(|()| drawn_report.expect("drawn when written"));
     let mut report = job.report;
     report.warnings.extend(result?.warnings);
     Ok(report)
@@ -366,21 +371,6 @@ pub fn render_rgb(cfg: &PlotConfig) -> Result<(RgbImage, PlotReport), PlotError>
         },
         job.report,
     ))
-}
-
-/// `dir/.name.tmpPID.ext`: same directory (so the rename is atomic), same extension (the
-/// bitmap backend picks its encoder by extension).
-fn temp_sibling(path: &Path) -> PathBuf {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-    dir.join(format!(".{stem}.tmp{}.{ext}", std::process::id()))
 }
 
 pub(crate) fn draw_err<E: fmt::Debug>(e: E) -> DrawError {

@@ -32,6 +32,7 @@ pub struct VtpReport {
 
 /// Writes the `.vtp` file whole (temporary sibling, then rename).
 pub fn export_vtp(cfg: &VtpConfig) -> Result<VtpReport, PlotError> {
+    let _lock = crate::io::output::prepare_output(&cfg.out)?;
     let f = Loaded::open(&cfg.input)?;
     let mut report = VtpReport {
         warnings: f.warnings(),
@@ -169,18 +170,10 @@ pub fn export_vtp(cfg: &VtpConfig) -> Result<VtpReport, PlotError> {
 </PolyData>\n\
 </VTKFile>\n"
     );
-    let tmp = cfg.out.with_file_name(format!(
-        ".{}.tmp{}",
-        cfg.out.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let written = std::fs::write(&tmp, xml).and_then(|_| std::fs::rename(&tmp, &cfg.out));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(PlotError::Write {
+    crate::io::output::write_atomic(&cfg.out, |f| std::io::Write::write_all(f, xml.as_bytes()))
+        .map_err(|cause| PlotError::Write {
             path: cfg.out.clone(),
-            cause: e,
-        });
-    }
+            cause,
+        })?;
     Ok(report)
 }

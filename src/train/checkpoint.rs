@@ -11,7 +11,7 @@
 //! Every file is written to a temporary sibling and renamed into place, so a run killed at
 //! any moment leaves the previous complete state, from which `--resume` continues.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -82,7 +82,7 @@ pub fn save_state(
             )
         })
         .collect();
-    let meta: HashMap<String, String> = [
+    let meta: BTreeMap<String, String> = [
         ("epoch".to_string(), state.epoch.to_string()),
         ("recipe".to_string(), serde_json::to_string(cfg)?),
         ("losscape_arch".to_string(), serde_json::to_string(arch)?),
@@ -90,11 +90,13 @@ pub fn save_state(
     ]
     .into_iter()
     .collect();
-    let bytes = safetensors::serialize(views, Some(meta))
+    let bytes = crate::model::safetensors_io::serialize_canonical(views, meta)
         .map_err(|e| TrainError::Safetensors(Box::new(e)))?;
-    crate::util::write_atomic(path, |f| f.write_all(&bytes)).map_err(|source| TrainError::Write {
-        path: path.to_path_buf(),
-        source,
+    crate::io::output::write_atomic(path, |f| f.write_all(&bytes)).map_err(|source| {
+        TrainError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 
@@ -273,7 +275,7 @@ pub fn history_to_csv(history: &[EpochRecord]) -> String {
 /// Writes the history as CSV, atomically.
 pub fn write_history_csv(path: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
     let s = history_to_csv(history);
-    crate::util::write_atomic(path, |f| f.write_all(s.as_bytes())).map_err(|source| {
+    crate::io::output::write_atomic(path, |f| f.write_all(s.as_bytes())).map_err(|source| {
         TrainError::Write {
             path: path.to_path_buf(),
             source,
@@ -291,7 +293,7 @@ pub fn write_history_h5(path: &Path, history: &[EpochRecord]) -> Result<(), Trai
         path: path.to_path_buf(),
         source: Box::new(e),
     };
-    crate::util::replace_atomically(path, io, |tmp| {
+    crate::io::output::replace_atomically(path, false, io, |tmp| {
         crate::io::hdf5_init();
         let f = hdf5::File::create(tmp).map_err(h5)?;
         for (k, name) in HISTORY_COLUMNS.iter().enumerate() {

@@ -116,6 +116,10 @@ pub enum TrainError {
     /// Occurs when the thread pool of the per-epoch evaluations cannot start.
     #[error(transparent)]
     Threads(#[from] crate::util::ThreadsError),
+    /// Occurs when an output (model, history, checkpoint folder) cannot be written: not a
+    /// regular file (or folder), or locked by another run; checked before training.
+    #[error(transparent)]
+    Output(#[from] crate::io::output::OutputError),
     /// Occurs when a file or folder of the run (checkpoint folder, resume state, history)
     /// cannot be read.
     #[error("reading {}", path.display())]

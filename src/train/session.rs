@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::checkpoint::{self, STATE_FILE};
 use super::{EpochRecord, TrainConfig, TrainError, TrainState, Trainer};
 use crate::data::Dataset;
+use crate::io::output::{check_output_folder, prepare_output, OutputLock};
 use crate::model::{Arch, Model};
 use crate::progress::Progress;
 
@@ -55,15 +56,32 @@ pub fn train_model(
     if args.resume && args.checkpoints.is_none() {
         return Err(TrainError::ResumeWithoutCheckpoints);
     }
+    // every output is checked and locked before any work
+    crate::util::check_threads(args.threads)?;
+    let (csv, h5) = history_paths(&args.out);
+    let _locks = [
+        prepare_output(&args.out)?,
+        prepare_output(&csv)?,
+        prepare_output(&h5)?,
+    ];
+    let _dir_lock = match &args.checkpoints {
+        Some(dir) => {
+            if std::fs::symlink_metadata(dir).is_err() {
+                std::fs::create_dir_all(dir).map_err(|cause| TrainError::CreateCheckpoints {
+                    dir: dir.clone(),
+                    cause,
+                })?;
+            }
+            check_output_folder(dir)?;
+            Some(OutputLock::acquire_folder(dir)?)
+        }
+        None => None,
+    };
     let model = Model::init(arch.clone(), cfg.seed, args.he_init);
     let trainer = Trainer::new(&model.graph, cfg.clone(), train, test)
         .map_err(|e| TrainError::Setup(Box::new(e)))?;
     let mut state = TrainState::new(model.theta.clone());
     if let Some(dir) = &args.checkpoints {
-        std::fs::create_dir_all(dir).map_err(|cause| TrainError::CreateCheckpoints {
-            dir: dir.clone(),
-            cause,
-        })?;
         let sp = dir.join(STATE_FILE);
         if sp.exists() {
             if !args.resume {
@@ -92,7 +110,6 @@ pub fn train_model(
     // `min`: a resumed run that had already finished must not flash "epoch E+1/E"
     let first = epoch_label(state.epoch.min(cfg.epochs - 1));
     let progress = Progress::bar(quiet || lines_only, steps, "steps", first);
-    let (csv, h5) = history_paths(&args.out);
     while state.epoch < cfg.epochs {
         let epoch = epoch_label(state.epoch);
         progress.restart(steps, 0);
