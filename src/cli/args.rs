@@ -37,7 +37,8 @@ impl ModelArgs {
 /// Where the samples come from and how they are batched.
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
-    /// Dataset: `digits`, `mnist1d` (bundled), or a path (.npz, .npy, MNIST idx, CIFAR-10 binary folder).
+    /// Dataset: `digits`, `mnist1d` (bundled), or a path (.npz, .npy, MNIST idx, CIFAR-10 binary
+    /// folder, torchvision's cifar-10-batches-py / cifar-100-python folder).
     #[arg(long, short = 'd', value_name = "DATA")]
     pub data: String,
     /// Which split(s) to use: `train`, `test`, or both as `train,test`.
@@ -46,7 +47,8 @@ pub struct DataArgs {
     /// Use a deterministic subset of N samples (seeded permutation, file order kept).
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
-    /// Per-channel standardization MEAN/STD, e.g. `0.4914,0.4822,0.4465/0.247,0.243,0.261`.
+    /// Per-channel standardization: a preset (`cifar10` as loss-landscape, `cifar100`, `mnist`,
+    /// `imagenet`) or MEAN/STD, e.g. `0.4914,0.4822,0.4465/0.247,0.243,0.261`.
     #[arg(long, value_name = "MEAN/STD")]
     pub normalize: Option<Normalize>,
     /// Samples per mini-batch. In eval mode it affects only speed and memory.

@@ -166,7 +166,7 @@ pub enum DataError {
     /// Occurs when normalization statistics are malformed or do not fit the data: unparsable
     /// numbers, a non-positive or non-finite std, or a channel count that differs from the
     /// data's dimension 1.
-    #[error("invalid normalization `{spec}`: {reason}; write it as MEAN,…/STD,… with one value or one per channel, std > 0")]
+    #[error("invalid normalization `{spec}`: {reason}; write it as a preset (cifar10, cifar100, mnist, imagenet) or MEAN,…/STD,… with one value or one per channel, std > 0")]
     InvalidNormalize { spec: String, reason: String },
 }
 

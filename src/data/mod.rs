@@ -11,6 +11,8 @@
 //! | folder with `train-`/`t10k-images-idx3-ubyte[.gz]` | MNIST; the split picks the prefix |
 //! | folder `cifar-10-batches-bin` (or its parent) | CIFAR-10 binary: `data_batch_1..5.bin` (train) or `test_batch.bin` (test) |
 //! | `*.bin` | one CIFAR-10 binary batch |
+//! | folder `cifar-10-batches-py` / `cifar-100-python` (or its parent) | torchvision's CIFAR-10 / CIFAR-100 python pickles: `data_batch_1..5` / `train` (train), `test_batch` / `test` (test); fine labels for CIFAR-100 |
+//! | a pickle file (`data_batch_1`, …) | one CIFAR python batch |
 //!
 //! The split option applies to `.npz` files and folders; a single `.npy`, idx or `.bin`
 //! file *is* the data it holds, whatever the split.
@@ -31,11 +33,12 @@
 
 mod bundled;
 mod cifar;
+mod cifar_py;
 mod error;
 mod idx;
 mod npy;
 mod npz;
-mod zip;
+pub(crate) mod zip;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -197,18 +200,46 @@ impl FromStr for Split {
 ///
 /// Parsed from `MEAN/STD`, each a comma-separated list with one value per channel (dimension
 /// 1 of `x`) or a single value for all channels: `"0.4914,0.4822,0.4465/0.247,0.243,0.261"`
-/// or `"0.5/0.25"`.
+/// or `"0.5/0.25"`; or a preset name from [`NORMALIZE_PRESETS`] (`cifar10`, `cifar100`,
+/// `mnist`, `imagenet`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalize {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The preset it came from, if any.
+    pub preset: Option<&'static str>,
 }
+
+/// Normalization presets: name, per-channel means, per-channel stds.
+/// - `cifar10`: loss-landscape's (`cifar10/dataloader.py`: mean (125.3, 123.0, 113.9)/255,
+///   std (63.0, 62.1, 66.7)/255);
+/// - `cifar100`: the training-set statistics used across CIFAR-100 repositories;
+/// - `mnist`: torchvision's example (0.1307 / 0.3081);
+/// - `imagenet`: torchvision's pretrained models.
+pub const NORMALIZE_PRESETS: [(&str, &[f32], &[f32]); 4] = [
+    (
+        "cifar10",
+        &[125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
+        &[63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0],
+    ),
+    (
+        "cifar100",
+        &[0.5071, 0.4865, 0.4409],
+        &[0.2673, 0.2564, 0.2762],
+    ),
+    ("mnist", &[0.1307], &[0.3081]),
+    ("imagenet", &[0.485, 0.456, 0.406], &[0.229, 0.224, 0.225]),
+];
 
 impl Normalize {
     /// Checks that both lists are non-empty, of equal length (or one of length 1), finite,
     /// and that every std is positive.
     pub fn new(mean: Vec<f32>, std: Vec<f32>) -> Result<Self, DataError> {
-        let n = Normalize { mean, std };
+        let n = Normalize {
+            mean,
+            std,
+            preset: None,
+        };
         let bad = |reason: String| DataError::InvalidNormalize {
             spec: n.to_string(),
             reason,
@@ -255,8 +286,25 @@ impl Normalize {
     }
 }
 
+impl Normalize {
+    /// The preset's name and values, or the values: what output files record
+    /// (`cifar10 = 0.4913,…/0.2470,…`).
+    pub fn describe(&self) -> String {
+        let join = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+        let values = format!("{}/{}", join(&self.mean), join(&self.std));
+        match self.preset {
+            Some(p) => format!("{p} = {values}"),
+            None => values,
+        }
+    }
+}
+
 impl std::fmt::Display for Normalize {
+    /// The preset's name, else `MEAN/STD` (both parse back).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(p) = self.preset {
+            return f.write_str(p);
+        }
         let join = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
         write!(f, "{}/{}", join(&self.mean), join(&self.std))
     }
@@ -270,9 +318,15 @@ impl FromStr for Normalize {
             spec: s.to_string(),
             reason: reason.to_string(),
         };
-        let (m, d) = s
-            .split_once('/')
-            .ok_or_else(|| bad("no `/` between the means and the stds"))?;
+        let name = s.trim().to_ascii_lowercase();
+        if let Some((p, m, d)) = NORMALIZE_PRESETS.iter().find(|(p, _, _)| *p == name) {
+            let mut n = Normalize::new(m.to_vec(), d.to_vec())?;
+            n.preset = Some(p);
+            return Ok(n);
+        }
+        let (m, d) = s.split_once('/').ok_or_else(|| {
+            bad("neither a preset (cifar10, cifar100, mnist, imagenet) nor MEAN/STD with a `/`")
+        })?;
         let list = |t: &str| -> Result<Vec<f32>, DataError> {
             t.split(',')
                 .map(|v| {
@@ -325,6 +379,9 @@ fn load_path(path: &Path, split: Split) -> Result<Dataset, DataError> {
         if let Some(dir) = cifar::find_dir(path) {
             return cifar::load_dir(&dir, split);
         }
+        if let Some((dir, kind)) = cifar_py::find_dir(path) {
+            return cifar_py::load_dir(&dir, kind, split);
+        }
         if idx::is_mnist_dir(path) {
             return idx::load_dir(path, split);
         }
@@ -362,6 +419,7 @@ fn load_path(path: &Path, split: Split) -> Result<Dataset, DataError> {
         match &head[..n] {
             [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => npz::load_npz(path, split),
             b"\x93NUMPY" => npz::load_npy_pair(path),
+            [0x80, 2..=5, ..] => cifar_py::load_file(path),
             _ => Err(DataError::UnknownFormat {
                 path: path.to_path_buf(),
                 reason: "unrecognised file name and contents".into(),

@@ -669,11 +669,12 @@ fn summary(name: &str, g: &HessianGroup) -> Summary {
 /// Runs the job: loads the model and data, runs the plan, writes the HDF5 file.
 pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOutput> {
     super::check_out_folder(&c.out)?;
-    let model = c.model.load()?;
+    let mut model = c.model.load()?;
     if let Some(w) = model.parameterization_warning() {
         report.warn(&w);
     }
     let ds = c.data.load_first()?;
+    model.fit_input(ds.sample_shape());
     let cfg = c.data.objective_config();
     let obj = c.data.objective(&model, &c.model, &ds)?;
     let r = hessian_of(
@@ -698,6 +699,7 @@ pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOut
     let mut attrs: BTreeMap<String, Attr> = BTreeMap::new();
     c.model
         .describe_in(&model, crate::model::zoo::ARCH_METADATA_KEY, &mut attrs)?;
+    c.data.describe_in(&mut attrs);
     attrs.insert("data".into(), ds.name.clone().into());
     attrs.insert("samples".into(), ds.len().into());
     attrs.insert("seed".into(), (s.seed as i64).into());

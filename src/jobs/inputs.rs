@@ -148,6 +148,19 @@ impl DataConfig {
             .collect()
     }
 
+    /// Records the data in file attributes: `data` (as given) and `normalize` (the preset
+    /// and its values, or `none`).
+    pub fn describe_in(&self, attrs: &mut BTreeMap<String, Attr>) {
+        attrs.insert("data".into(), self.data.clone().into());
+        attrs.insert(
+            "normalize".into(),
+            self.normalize
+                .as_ref()
+                .map_or_else(|| "none".to_string(), Normalize::describe)
+                .into(),
+        );
+    }
+
     /// Loads the first requested split.
     pub fn load_first(&self) -> JobResult<Dataset> {
         Ok(self.load()?.remove(0))

@@ -431,11 +431,12 @@ fn build_directions(
 /// Runs the job: resumes from its journal, skips a complete output, writes the surface
 /// and direction files atomically.
 pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSummary> {
-    let model = c.model.load()?;
+    let mut model = c.model.load()?;
     if let Some(w) = model.parameterization_warning() {
         report.warn(&w);
     }
     let datasets = c.data.load()?;
+    model.fit_input(datasets[0].sample_shape());
     let cfg = c.data.objective_config();
     let objectives = datasets
         .iter()
@@ -646,7 +647,7 @@ fn surface_attrs(
     }
     attrs.insert("orthogonalized".into(), c.orthogonalize.into());
     c.model.describe_in(model, "arch", &mut attrs)?;
-    attrs.insert("data".into(), c.data.data.clone().into());
+    c.data.describe_in(&mut attrs);
     attrs.insert("splits".into(), prefixes.join(",").into());
     attrs.insert("samples".into(), datasets[0].len().into());
     attrs.insert(
