@@ -57,6 +57,26 @@ pub struct DataArgs {
     /// Batch norm statistics: running (eval, as loss-landscape and PyHessian) or per batch (train).
     #[arg(long, value_enum, default_value_t = BnMode::Eval)]
     pub bn_mode: BnMode,
+    /// Layout of 4-D image arrays: `nchw` or `nhwc` (detected when the shape is unambiguous).
+    #[arg(long, value_name = "nchw|nhwc", value_parser = parse_layout)]
+    pub layout: Option<data::ImageLayout>,
+    /// Names of the inputs and labels datasets of an HDF5 file, `X,Y` (default `x,y`; for
+    /// the test split `x_test,y_test`).
+    #[arg(long, value_name = "X,Y", value_parser = parse_keys)]
+    pub data_key: Option<(String, String)>,
+}
+
+fn parse_layout(s: &str) -> Result<data::ImageLayout, String> {
+    s.parse()
+}
+
+fn parse_keys(s: &str) -> Result<(String, String), String> {
+    match s.split_once(',') {
+        Some((x, y)) if !x.trim().is_empty() && !y.trim().is_empty() => {
+            Ok((x.trim().to_string(), y.trim().to_string()))
+        }
+        _ => Err(format!("`{s}` is not X,Y (two dataset names)")),
+    }
 }
 
 fn parse_split(s: &str) -> Result<Split, data::DataError> {
@@ -72,6 +92,10 @@ impl DataArgs {
             normalize: self.normalize.clone(),
             batch_size: self.batch_size as usize,
             bn_mode: self.bn_mode,
+            format: data::DataFormat {
+                layout: self.layout,
+                keys: self.data_key.clone(),
+            },
         }
     }
 }

@@ -159,6 +159,12 @@ pub enum DataError {
     )]
     NoTestSplit { path: PathBuf, missing: String },
 
+    /// Occurs when 4-D inputs could be NCHW or NHWC (both axis 1 and axis 3 look like channels).
+    #[error(
+        "`{dataset}`: inputs of shape {shape:?} could be NCHW or NHWC; pass `layout` nchw or nhwc"
+    )]
+    AmbiguousLayout { dataset: String, shape: Vec<usize> },
+
     /// Occurs when a split name is neither `train` nor `test`.
     #[error("unknown split `{given}`; expected `train` or `test`")]
     UnknownSplit { given: String },

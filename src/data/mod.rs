@@ -13,6 +13,10 @@
 //! | `*.bin` | one CIFAR-10 binary batch |
 //! | folder `cifar-10-batches-py` / `cifar-100-python` (or its parent) | torchvision's CIFAR-10 / CIFAR-100 python pickles: `data_batch_1..5` / `train` (train), `test_batch` / `test` (test); fine labels for CIFAR-100 |
 //! | a pickle file (`data_batch_1`, …) | one CIFAR python batch |
+//! | `*.h5`, `*.hdf5` | datasets `x`, `y` (test split: `x_test`, `y_test`), or as [`DataFormat::keys`] names them |
+//!
+//! 4-D inputs stored NHWC (`[N, 32, 32, 3]`, torchvision's `CIFAR10.data`) are detected and
+//! transposed to NCHW; [`DataFormat::layout`] decides where the shape cannot.
 //!
 //! The split option applies to `.npz` files and folders; a single `.npy`, idx or `.bin`
 //! file *is* the data it holds, whatever the split.
@@ -35,6 +39,7 @@ mod bundled;
 mod cifar;
 mod cifar_py;
 mod error;
+mod h5;
 mod idx;
 mod npy;
 mod npz;
@@ -43,7 +48,7 @@ pub(crate) mod zip;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ndarray::{ArrayD, ArrayViewD, Axis};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -351,9 +356,50 @@ pub struct DataOptions {
     pub normalize: Option<Normalize>,
 }
 
+/// Layout of 4-D image inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageLayout {
+    /// `[N, C, H, W]` (PyTorch).
+    Nchw,
+    /// `[N, H, W, C]` (NumPy/TensorFlow, torchvision's `CIFAR10.data`).
+    Nhwc,
+}
+
+impl FromStr for ImageLayout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "nchw" => Ok(ImageLayout::Nchw),
+            "nhwc" => Ok(ImageLayout::Nhwc),
+            _ => Err(format!("unknown layout `{s}`; expected nchw or nhwc")),
+        }
+    }
+}
+
+/// How to read files whose layout or array names are not self-evident.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataFormat {
+    /// Layout of 4-D inputs; `None`: detected — NHWC when the last axis has 1, 3 or 4
+    /// entries and axis 1 does not, NCHW otherwise; both looking like channels is an error.
+    pub layout: Option<ImageLayout>,
+    /// Names of the inputs and labels datasets of an HDF5 file (default `x`/`y`, and
+    /// `x_test`/`y_test` for the test split).
+    pub keys: Option<(String, String)>,
+}
+
 /// Loads the dataset named by `spec` (a bundled name or a path; see the module docs), then
 /// applies `opts.samples` and `opts.normalize`.
 pub fn load(spec: &str, opts: &DataOptions) -> Result<Dataset, DataError> {
+    load_with(spec, opts, &DataFormat::default())
+}
+
+/// [`load`] with a layout and HDF5 dataset names ([`DataFormat`]); 4-D NHWC inputs are
+/// transposed to NCHW before subsetting and normalization.
+pub fn load_with(
+    spec: &str,
+    opts: &DataOptions,
+    format: &DataFormat,
+) -> Result<Dataset, DataError> {
     let mut ds = match bundled::bytes(spec) {
         Some(bytes) => {
             let path = PathBuf::from(format!("<bundled {spec}>"));
@@ -361,8 +407,9 @@ pub fn load(spec: &str, opts: &DataOptions) -> Result<Dataset, DataError> {
             ds.name = format!("{spec}[{}]", opts.split);
             ds
         }
-        None => load_path(Path::new(spec), opts.split)?,
+        None => load_path(Path::new(spec), opts.split, format)?,
     };
+    to_nchw(&mut ds, format.layout)?;
     if let Some(n) = opts.samples {
         ds = ds.random_subset(n, SAMPLE_SEED)?;
     }
@@ -372,8 +419,36 @@ pub fn load(spec: &str, opts: &DataOptions) -> Result<Dataset, DataError> {
     Ok(ds)
 }
 
+/// Transposes 4-D NHWC inputs (given, or detected) to NCHW.
+fn to_nchw(ds: &mut Dataset, layout: Option<ImageLayout>) -> Result<(), DataError> {
+    if ds.x.ndim() != 4 {
+        return Ok(());
+    }
+    let s = ds.x.shape().to_vec();
+    let chan = |d: usize| matches!(d, 1 | 3 | 4);
+    let layout = match layout {
+        Some(l) => l,
+        None if chan(s[1]) && chan(s[3]) => {
+            return Err(DataError::AmbiguousLayout {
+                dataset: ds.name.clone(),
+                shape: s,
+            })
+        }
+        None if chan(s[3]) => ImageLayout::Nhwc,
+        None => ImageLayout::Nchw,
+    };
+    if layout == ImageLayout::Nhwc {
+        ds.x =
+            ds.x.view()
+                .permuted_axes(IxDyn(&[0, 3, 1, 2]))
+                .as_standard_layout()
+                .into_owned();
+    }
+    Ok(())
+}
+
 /// Dispatches on a path's kind, name and first bytes.
-fn load_path(path: &Path, split: Split) -> Result<Dataset, DataError> {
+fn load_path(path: &Path, split: Split, format: &DataFormat) -> Result<Dataset, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if meta.is_dir() {
         if let Some(dir) = cifar::find_dir(path) {
@@ -395,7 +470,9 @@ fn load_path(path: &Path, split: Split) -> Result<Dataset, DataError> {
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     let base = name.strip_suffix(".gz").unwrap_or(&name);
-    if name.ends_with(".npz") {
+    if name.ends_with(".h5") || name.ends_with(".hdf5") {
+        h5::load(path, split, format.keys.as_ref())
+    } else if name.ends_with(".npz") {
         npz::load_npz(path, split)
     } else if name.ends_with(".npy") {
         npz::load_npy_pair(path)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::error::{JobError, JobResult};
 use crate::choice::choice;
-use crate::data::{self, DataOptions, Dataset, Normalize, Split};
+use crate::data::{self, DataFormat, DataOptions, Dataset, Normalize, Split};
 use crate::engine::{EngineOptions, Mode};
 use crate::io::surface::Attr;
 use crate::model::{Arch, Model};
@@ -112,6 +112,8 @@ pub struct DataConfig {
     /// Samples per mini-batch (≥ 1; in eval mode it affects only speed and memory).
     pub batch_size: usize,
     pub bn_mode: BnMode,
+    /// Image layout and HDF5 dataset names, where the files do not make them evident.
+    pub format: DataFormat,
 }
 
 impl DataConfig {
@@ -124,6 +126,7 @@ impl DataConfig {
             normalize: None,
             batch_size: 32,
             bn_mode: BnMode::Eval,
+            format: DataFormat::default(),
         }
     }
 
@@ -139,7 +142,7 @@ impl DataConfig {
                     samples: self.samples,
                     normalize: self.normalize.clone(),
                 };
-                data::load(&self.data, &opts).map_err(|source| JobError::Data {
+                data::load_with(&self.data, &opts, &self.format).map_err(|source| JobError::Data {
                     data: self.data.clone(),
                     split,
                     source: Box::new(source),

@@ -96,7 +96,7 @@ fn views_are_checked_against_the_storage_and_the_budget() {
     );
     // reaches element 6 of 6
     assert!(
-        materialize(&tref(6, 2, vec![2, 2], vec![2, 1]), &bytes, &mut budget)
+        materialize(&tref(6, 3, vec![2, 2], vec![2, 1]), &bytes, &mut budget)
             .unwrap_err()
             .contains("reaches element 6")
     );
