@@ -212,7 +212,7 @@ impl Arch {
                 if r.width == 0 || r.in_channels == 0 || r.num_classes == 0 {
                     return Err(ArchError::ResnetZero);
                 }
-                if r.shortcut == Shortcut::OptionA && r.width % 2 != 0 {
+                if r.shortcut == Shortcut::OptionA && !r.width.is_multiple_of(2) {
                     return Err(ArchError::OptionAWidth { width: r.width });
                 }
                 if r.input_size < 4 {

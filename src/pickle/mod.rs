@@ -409,7 +409,7 @@ fn long(digits: &[u8]) -> Value {
 }
 
 fn pairs(items: Vec<Value>, at: usize, op: &'static str) -> R<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(bad(at, op, "odd number of items for key/value pairs"));
     }
     let mut it = items.into_iter();
