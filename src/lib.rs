@@ -13,6 +13,7 @@ pub mod landscape;
 pub mod metrics;
 pub mod model;
 pub mod objective;
+pub mod pickle;
 pub mod plot;
 pub mod probe;
 pub mod progress;

@@ -12,6 +12,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Info(a) => cli::info::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Convert(a) => cli::convert::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Train(a) => cli::train::run(a),
         Command::Trajectory(a) => cli::trajectory::run(a),

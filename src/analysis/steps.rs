@@ -128,11 +128,13 @@ impl Subject {
             arch,
             ..ModelSource::file(file)
         };
-        let model = Model::load(file, source.arch.as_ref()).map_err(|e| AnalysisError::Model {
-            spec: a.path.clone(),
-            file: file.to_path_buf(),
-            source: Box::new(e),
-        })?;
+        let mut model =
+            Model::load(file, source.arch.as_ref()).map_err(|e| AnalysisError::Model {
+                spec: a.path.clone(),
+                file: file.to_path_buf(),
+                source: Box::new(e),
+            })?;
+        model.fit_input(run.train_full.sample_shape());
         Ok(Self {
             label: a.labels[i].clone(),
             file: file.to_path_buf(),

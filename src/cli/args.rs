@@ -37,7 +37,8 @@ impl ModelArgs {
 /// Where the samples come from and how they are batched.
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
-    /// Dataset: `digits`, `mnist1d` (bundled), or a path (.npz, .npy, MNIST idx, CIFAR-10 binary folder).
+    /// Dataset: `digits`, `mnist1d` (bundled), or a path (.npz, .npy, MNIST idx, CIFAR-10 binary
+    /// folder, torchvision's cifar-10-batches-py / cifar-100-python folder).
     #[arg(long, short = 'd', value_name = "DATA")]
     pub data: String,
     /// Which split(s) to use: `train`, `test`, or both as `train,test`.
@@ -46,7 +47,8 @@ pub struct DataArgs {
     /// Use a deterministic subset of N samples (seeded permutation, file order kept).
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
-    /// Per-channel standardization MEAN/STD, e.g. `0.4914,0.4822,0.4465/0.247,0.243,0.261`.
+    /// Per-channel standardization: a preset (`cifar10` as loss-landscape, `cifar100`, `mnist`,
+    /// `imagenet`) or MEAN/STD, e.g. `0.4914,0.4822,0.4465/0.247,0.243,0.261`.
     #[arg(long, value_name = "MEAN/STD")]
     pub normalize: Option<Normalize>,
     /// Samples per mini-batch. For one batch size, results are bit-identical for any
@@ -60,6 +62,26 @@ pub struct DataArgs {
     /// Batch norm statistics: running (eval, as loss-landscape and PyHessian) or per batch (train).
     #[arg(long, value_enum, default_value_t = BnMode::Eval)]
     pub bn_mode: BnMode,
+    /// Layout of 4-D image arrays: `nchw` or `nhwc` (detected when the shape is unambiguous).
+    #[arg(long, value_name = "nchw|nhwc", value_parser = parse_layout)]
+    pub layout: Option<data::ImageLayout>,
+    /// Names of the inputs and labels datasets of an HDF5 file, `X,Y` (default `x,y`; for
+    /// the test split `x_test,y_test`).
+    #[arg(long, value_name = "X,Y", value_parser = parse_keys)]
+    pub data_key: Option<(String, String)>,
+}
+
+fn parse_layout(s: &str) -> Result<data::ImageLayout, String> {
+    s.parse()
+}
+
+fn parse_keys(s: &str) -> Result<(String, String), String> {
+    match s.split_once(',') {
+        Some((x, y)) if !x.trim().is_empty() && !y.trim().is_empty() => {
+            Ok((x.trim().to_string(), y.trim().to_string()))
+        }
+        _ => Err(format!("`{s}` is not X,Y (two dataset names)")),
+    }
 }
 
 /// `--threads N`: at least 1 and not far beyond the cores ([`crate::util::check_threads`]).
@@ -86,6 +108,10 @@ impl DataArgs {
             normalize: self.normalize.clone(),
             batch_size: self.batch_size as usize,
             bn_mode: self.bn_mode,
+            format: data::DataFormat {
+                layout: self.layout,
+                keys: self.data_key.clone(),
+            },
         }
     }
 }

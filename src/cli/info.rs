@@ -7,7 +7,7 @@ use crate::model::info::describe;
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Model file (.safetensors or .onnx).
+    /// Model file (.safetensors, .onnx, or a torch.save checkpoint .pt/.pth/.t7).
     #[arg(value_name = "MODEL")]
     pub model: std::path::PathBuf,
     /// Architecture, overriding the file's metadata (see `eval --help`).
@@ -37,6 +37,19 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         info.input_shape,
         info.num_classes
     )?;
+    if let Some(inf) = &info.inference {
+        crate::outln!(
+            "architecture {}:",
+            if inf.reasons.len() == 1 {
+                "given"
+            } else {
+                "inferred from the tensors"
+            }
+        )?;
+        for r in &inf.reasons {
+            crate::outln!("  {r}")?;
+        }
+    }
     for (k, v) in info
         .metadata
         .iter()

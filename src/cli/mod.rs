@@ -10,6 +10,7 @@
 pub mod args;
 pub mod bench;
 pub mod choices;
+pub mod convert;
 pub mod engine_args;
 pub mod eval;
 pub mod hessian;
@@ -49,6 +50,8 @@ pub struct Cli {
 pub enum Command {
     /// Show a model's layers, parameter count and tensors.
     Info(info::InfoArgs),
+    /// Rewrite a checkpoint (torch.save .pt/.pth/.t7) as a self-describing .safetensors file.
+    Convert(convert::ConvertArgs),
     /// Loss and accuracy of a model on a dataset.
     Eval(eval::EvalArgs),
     /// Curvature (Hessian, or GGN / Fisher / empirical Fisher with --operator): top/bottom

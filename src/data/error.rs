@@ -159,6 +159,12 @@ pub enum DataError {
     )]
     NoTestSplit { path: PathBuf, missing: String },
 
+    /// Occurs when 4-D inputs could be NCHW or NHWC (both axis 1 and axis 3 look like channels).
+    #[error(
+        "`{dataset}`: inputs of shape {shape:?} could be NCHW or NHWC; pass `layout` nchw or nhwc"
+    )]
+    AmbiguousLayout { dataset: String, shape: Vec<usize> },
+
     /// Occurs when a split name is neither `train` nor `test`.
     #[error("unknown split `{given}`; expected `train` or `test`")]
     UnknownSplit { given: String },
@@ -166,7 +172,7 @@ pub enum DataError {
     /// Occurs when normalization statistics are malformed or do not fit the data: unparsable
     /// numbers, a non-positive or non-finite std, or a channel count that differs from the
     /// data's dimension 1.
-    #[error("invalid normalization `{spec}`: {reason}; write it as MEAN,…/STD,… with one value or one per channel, std > 0")]
+    #[error("invalid normalization `{spec}`: {reason}; write it as a preset (cifar10, cifar100, mnist, imagenet) or MEAN,…/STD,… with one value or one per channel, std > 0")]
     InvalidNormalize { spec: String, reason: String },
 }
 

@@ -11,6 +11,12 @@
 //! | folder with `train-`/`t10k-images-idx3-ubyte[.gz]` | MNIST; the split picks the prefix |
 //! | folder `cifar-10-batches-bin` (or its parent) | CIFAR-10 binary: `data_batch_1..5.bin` (train) or `test_batch.bin` (test) |
 //! | `*.bin` | one CIFAR-10 binary batch |
+//! | folder `cifar-10-batches-py` / `cifar-100-python` (or its parent) | torchvision's CIFAR-10 / CIFAR-100 python pickles: `data_batch_1..5` / `train` (train), `test_batch` / `test` (test); fine labels for CIFAR-100 |
+//! | a pickle file (`data_batch_1`, …) | one CIFAR python batch |
+//! | `*.h5`, `*.hdf5` | datasets `x`, `y` (test split: `x_test`, `y_test`), or as [`DataFormat::keys`] names them |
+//!
+//! 4-D inputs stored NHWC (`[N, 32, 32, 3]`, torchvision's `CIFAR10.data`) are detected and
+//! transposed to NCHW; [`DataFormat::layout`] decides where the shape cannot.
 //!
 //! The split option applies to `.npz` files and folders; a single `.npy`, idx or `.bin`
 //! file *is* the data it holds, whatever the split.
@@ -31,16 +37,18 @@
 
 mod bundled;
 mod cifar;
+mod cifar_py;
 mod error;
+mod h5;
 mod idx;
 mod npy;
 mod npz;
-mod zip;
+pub(crate) mod zip;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ndarray::{ArrayD, ArrayViewD, Axis};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -197,18 +205,46 @@ impl FromStr for Split {
 ///
 /// Parsed from `MEAN/STD`, each a comma-separated list with one value per channel (dimension
 /// 1 of `x`) or a single value for all channels: `"0.4914,0.4822,0.4465/0.247,0.243,0.261"`
-/// or `"0.5/0.25"`.
+/// or `"0.5/0.25"`; or a preset name from [`NORMALIZE_PRESETS`] (`cifar10`, `cifar100`,
+/// `mnist`, `imagenet`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalize {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The preset it came from, if any.
+    pub preset: Option<&'static str>,
 }
+
+/// Normalization presets: name, per-channel means, per-channel stds.
+/// - `cifar10`: loss-landscape's (`cifar10/dataloader.py`: mean (125.3, 123.0, 113.9)/255,
+///   std (63.0, 62.1, 66.7)/255);
+/// - `cifar100`: the training-set statistics used across CIFAR-100 repositories;
+/// - `mnist`: torchvision's example (0.1307 / 0.3081);
+/// - `imagenet`: torchvision's pretrained models.
+pub const NORMALIZE_PRESETS: [(&str, &[f32], &[f32]); 4] = [
+    (
+        "cifar10",
+        &[125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
+        &[63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0],
+    ),
+    (
+        "cifar100",
+        &[0.5071, 0.4865, 0.4409],
+        &[0.2673, 0.2564, 0.2762],
+    ),
+    ("mnist", &[0.1307], &[0.3081]),
+    ("imagenet", &[0.485, 0.456, 0.406], &[0.229, 0.224, 0.225]),
+];
 
 impl Normalize {
     /// Checks that both lists are non-empty, of equal length (or one of length 1), finite,
     /// and that every std is positive.
     pub fn new(mean: Vec<f32>, std: Vec<f32>) -> Result<Self, DataError> {
-        let n = Normalize { mean, std };
+        let n = Normalize {
+            mean,
+            std,
+            preset: None,
+        };
         let bad = |reason: String| DataError::InvalidNormalize {
             spec: n.to_string(),
             reason,
@@ -255,8 +291,25 @@ impl Normalize {
     }
 }
 
+impl Normalize {
+    /// The preset's name and values, or the values: what output files record
+    /// (`cifar10 = 0.4913,…/0.2470,…`).
+    pub fn describe(&self) -> String {
+        let join = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+        let values = format!("{}/{}", join(&self.mean), join(&self.std));
+        match self.preset {
+            Some(p) => format!("{p} = {values}"),
+            None => values,
+        }
+    }
+}
+
 impl std::fmt::Display for Normalize {
+    /// The preset's name, else `MEAN/STD` (both parse back).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(p) = self.preset {
+            return f.write_str(p);
+        }
         let join = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
         write!(f, "{}/{}", join(&self.mean), join(&self.std))
     }
@@ -270,9 +323,15 @@ impl FromStr for Normalize {
             spec: s.to_string(),
             reason: reason.to_string(),
         };
-        let (m, d) = s
-            .split_once('/')
-            .ok_or_else(|| bad("no `/` between the means and the stds"))?;
+        let name = s.trim().to_ascii_lowercase();
+        if let Some((p, m, d)) = NORMALIZE_PRESETS.iter().find(|(p, _, _)| *p == name) {
+            let mut n = Normalize::new(m.to_vec(), d.to_vec())?;
+            n.preset = Some(p);
+            return Ok(n);
+        }
+        let (m, d) = s.split_once('/').ok_or_else(|| {
+            bad("neither a preset (cifar10, cifar100, mnist, imagenet) nor MEAN/STD with a `/`")
+        })?;
         let list = |t: &str| -> Result<Vec<f32>, DataError> {
             t.split(',')
                 .map(|v| {
@@ -297,9 +356,50 @@ pub struct DataOptions {
     pub normalize: Option<Normalize>,
 }
 
+/// Layout of 4-D image inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageLayout {
+    /// `[N, C, H, W]` (PyTorch).
+    Nchw,
+    /// `[N, H, W, C]` (NumPy/TensorFlow, torchvision's `CIFAR10.data`).
+    Nhwc,
+}
+
+impl FromStr for ImageLayout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "nchw" => Ok(ImageLayout::Nchw),
+            "nhwc" => Ok(ImageLayout::Nhwc),
+            _ => Err(format!("unknown layout `{s}`; expected nchw or nhwc")),
+        }
+    }
+}
+
+/// How to read files whose layout or array names are not self-evident.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataFormat {
+    /// Layout of 4-D inputs; `None`: detected — NHWC when the last axis has 1, 3 or 4
+    /// entries and axis 1 does not, NCHW otherwise; both looking like channels is an error.
+    pub layout: Option<ImageLayout>,
+    /// Names of the inputs and labels datasets of an HDF5 file (default `x`/`y`, and
+    /// `x_test`/`y_test` for the test split).
+    pub keys: Option<(String, String)>,
+}
+
 /// Loads the dataset named by `spec` (a bundled name or a path; see the module docs), then
 /// applies `opts.samples` and `opts.normalize`.
 pub fn load(spec: &str, opts: &DataOptions) -> Result<Dataset, DataError> {
+    load_with(spec, opts, &DataFormat::default())
+}
+
+/// [`load`] with a layout and HDF5 dataset names ([`DataFormat`]); 4-D NHWC inputs are
+/// transposed to NCHW before subsetting and normalization.
+pub fn load_with(
+    spec: &str,
+    opts: &DataOptions,
+    format: &DataFormat,
+) -> Result<Dataset, DataError> {
     let mut ds = match bundled::bytes(spec) {
         Some(bytes) => {
             let path = PathBuf::from(format!("<bundled {spec}>"));
@@ -307,8 +407,9 @@ pub fn load(spec: &str, opts: &DataOptions) -> Result<Dataset, DataError> {
             ds.name = format!("{spec}[{}]", opts.split);
             ds
         }
-        None => load_path(Path::new(spec), opts.split)?,
+        None => load_path(Path::new(spec), opts.split, format)?,
     };
+    to_nchw(&mut ds, format.layout)?;
     if let Some(n) = opts.samples {
         ds = ds.random_subset(n, SAMPLE_SEED)?;
     }
@@ -318,12 +419,43 @@ pub fn load(spec: &str, opts: &DataOptions) -> Result<Dataset, DataError> {
     Ok(ds)
 }
 
+/// Transposes 4-D NHWC inputs (given, or detected) to NCHW.
+fn to_nchw(ds: &mut Dataset, layout: Option<ImageLayout>) -> Result<(), DataError> {
+    if ds.x.ndim() != 4 {
+        return Ok(());
+    }
+    let s = ds.x.shape().to_vec();
+    let chan = |d: usize| matches!(d, 1 | 3 | 4);
+    let layout = match layout {
+        Some(l) => l,
+        None if chan(s[1]) && chan(s[3]) => {
+            return Err(DataError::AmbiguousLayout {
+                dataset: ds.name.clone(),
+                shape: s,
+            })
+        }
+        None if chan(s[3]) => ImageLayout::Nhwc,
+        None => ImageLayout::Nchw,
+    };
+    if layout == ImageLayout::Nhwc {
+        ds.x =
+            ds.x.view()
+                .permuted_axes(IxDyn(&[0, 3, 1, 2]))
+                .as_standard_layout()
+                .into_owned();
+    }
+    Ok(())
+}
+
 /// Dispatches on a path's kind, name and first bytes.
-fn load_path(path: &Path, split: Split) -> Result<Dataset, DataError> {
+fn load_path(path: &Path, split: Split, format: &DataFormat) -> Result<Dataset, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if meta.is_dir() {
         if let Some(dir) = cifar::find_dir(path) {
             return cifar::load_dir(&dir, split);
+        }
+        if let Some((dir, kind)) = cifar_py::find_dir(path) {
+            return cifar_py::load_dir(&dir, kind, split);
         }
         if idx::is_mnist_dir(path) {
             return idx::load_dir(path, split);
@@ -338,7 +470,9 @@ fn load_path(path: &Path, split: Split) -> Result<Dataset, DataError> {
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     let base = name.strip_suffix(".gz").unwrap_or(&name);
-    if name.ends_with(".npz") {
+    if name.ends_with(".h5") || name.ends_with(".hdf5") {
+        h5::load(path, split, format.keys.as_ref())
+    } else if name.ends_with(".npz") {
         npz::load_npz(path, split)
     } else if name.ends_with(".npy") {
         npz::load_npy_pair(path)
@@ -362,6 +496,7 @@ fn load_path(path: &Path, split: Split) -> Result<Dataset, DataError> {
         match &head[..n] {
             [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => npz::load_npz(path, split),
             b"\x93NUMPY" => npz::load_npy_pair(path),
+            [0x80, 2..=5, ..] => cifar_py::load_file(path),
             _ => Err(DataError::UnknownFormat {
                 path: path.to_path_buf(),
                 reason: "unrecognised file name and contents".into(),

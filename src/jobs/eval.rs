@@ -54,9 +54,13 @@ pub struct EvalReport {
 
 /// Evaluates the model on every requested split.
 pub fn run_eval(c: &EvalConfig) -> JobResult<Vec<EvalReport>> {
-    let model = c.model.load()?;
+    let mut model = c.model.load()?;
     let mut reports = Vec::new();
-    for ds in c.data.load()? {
+    let datasets = c.data.load()?;
+    if let Some(ds) = datasets.first() {
+        model.fit_input(ds.sample_shape());
+    }
+    for ds in datasets {
         let obj = c
             .data
             .objective(&model, &c.model, &ds)?
@@ -151,8 +155,9 @@ pub fn run_probe(c: &ProbeConfig) -> JobResult<ProbeOutput> {
         Some(p) if super::is_root() => Some(super::prepare_out("out", p)?),
         _ => None,
     };
-    let model = c.model.load()?;
+    let mut model = c.model.load()?;
     let ds = c.data.load_first()?;
+    model.fit_input(ds.sample_shape());
     let (trained, init) = probe_model(&model, &c.model, &c.data, &ds, c.init_seed, c.threads)?;
     let out = ProbeOutput {
         model: c.model.path.display().to_string(),

@@ -675,11 +675,12 @@ pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOut
     } else {
         None
     };
-    let model = c.model.load()?;
+    let mut model = c.model.load()?;
     if let Some(w) = model.parameterization_warning() {
         report.warn(&w);
     }
     let ds = c.data.load_first()?;
+    model.fit_input(ds.sample_shape());
     let cfg = c.data.objective_config();
     let obj = c
         .data
@@ -707,6 +708,7 @@ pub fn run_hessian(c: &HessianConfig, report: &Reporter) -> JobResult<HessianOut
     let mut attrs: BTreeMap<String, Attr> = BTreeMap::new();
     c.model
         .describe_in(&model, crate::model::zoo::ARCH_METADATA_KEY, &mut attrs)?;
+    c.data.describe_in(&mut attrs);
     attrs.insert("data".into(), ds.name.clone().into());
     attrs.insert("samples".into(), ds.len().into());
     attrs.insert("seed".into(), (s.seed as i64).into());

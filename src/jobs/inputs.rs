@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::error::{JobError, JobResult};
 use crate::choice::choice;
-use crate::data::{self, DataOptions, Dataset, Normalize, Split};
+use crate::data::{self, DataFormat, DataOptions, Dataset, Normalize, Split};
 use crate::engine::{EngineOptions, Mode};
 use crate::io::surface::Attr;
 use crate::model::{Arch, Model};
@@ -114,6 +114,8 @@ pub struct DataConfig {
     /// batch's samples), and in train BN mode by the batch statistics.
     pub batch_size: usize,
     pub bn_mode: BnMode,
+    /// Image layout and HDF5 dataset names, where the files do not make them evident.
+    pub format: DataFormat,
 }
 
 impl DataConfig {
@@ -126,6 +128,7 @@ impl DataConfig {
             normalize: None,
             batch_size: 32,
             bn_mode: BnMode::Eval,
+            format: DataFormat::default(),
         }
     }
 
@@ -141,13 +144,26 @@ impl DataConfig {
                     samples: self.samples,
                     normalize: self.normalize.clone(),
                 };
-                data::load(&self.data, &opts).map_err(|source| JobError::Data {
+                data::load_with(&self.data, &opts, &self.format).map_err(|source| JobError::Data {
                     data: self.data.clone(),
                     split,
                     source: Box::new(source),
                 })
             })
             .collect()
+    }
+
+    /// Records the data in file attributes: `data` (as given) and `normalize` (the preset
+    /// and its values, or `none`).
+    pub fn describe_in(&self, attrs: &mut BTreeMap<String, Attr>) {
+        attrs.insert("data".into(), self.data.clone().into());
+        attrs.insert(
+            "normalize".into(),
+            self.normalize
+                .as_ref()
+                .map_or_else(|| "none".to_string(), Normalize::describe)
+                .into(),
+        );
     }
 
     /// Loads the first requested split.

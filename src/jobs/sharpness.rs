@@ -197,11 +197,12 @@ pub struct SharpnessOutput {
 /// Runs the job.
 pub fn run_sharpness(c: &SharpnessConfig, report: &Reporter) -> JobResult<SharpnessOutput> {
     c.check()?;
-    let model = c.model.load()?;
+    let mut model = c.model.load()?;
     if let Some(w) = model.parameterization_warning() {
         report.warn(&w);
     }
     let ds = c.data.load_first()?;
+    model.fit_input(ds.sample_shape());
     let obj = c
         .data
         .objective(&model, &c.model, &ds)?

@@ -473,11 +473,12 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
         None
     };
 
-    let model = c.model.load()?;
+    let mut model = c.model.load()?;
     if let Some(w) = model.parameterization_warning() {
         report.warn(&w);
     }
     let datasets = c.data.load()?;
+    model.fit_input(datasets[0].sample_shape());
     let cfg = c.data.objective_config();
     let objectives = datasets
         .iter()
@@ -751,7 +752,7 @@ fn surface_attrs(
     }
     attrs.insert("orthogonalized".into(), c.orthogonalize.into());
     c.model.describe_in(model, "arch", &mut attrs)?;
-    attrs.insert("data".into(), c.data.data.clone().into());
+    c.data.describe_in(&mut attrs);
     attrs.insert("splits".into(), prefixes.join(",").into());
     attrs.insert("samples".into(), datasets[0].len().into());
     attrs.insert(

@@ -58,8 +58,20 @@ pub enum ModelError {
     #[error("{path}: tensor '{name}' holds NaN or infinite values; the model diverged or the file is damaged")]
     NonFinite { path: PathBuf, name: String },
     /// Occurs when the model format is not known.
-    #[error("{path}: unknown model format (expected a .safetensors or .onnx file)")]
+    #[error("{path}: unknown model format (expected a .safetensors, .onnx, or torch.save .pt/.pth/.t7 file)")]
     Format { path: PathBuf },
+    /// Occurs when a torch.save checkpoint cannot be read.
+    #[error("{path}: {why}")]
+    Torch {
+        path: PathBuf,
+        why: super::torch_pickle::TorchError,
+    },
+    /// Occurs when the architecture of a checkpoint cannot be inferred from its tensors.
+    #[error("{path}: cannot infer the architecture: {why}")]
+    Infer {
+        path: PathBuf,
+        why: super::infer::InferError,
+    },
     /// Occurs when an ONNX file cannot be read: not protobuf, truncated, tensor sizes that
     /// the bytes (inline or in the external data file) do not back, a dynamic input shape.
     #[error("{path}: {why}")]
@@ -97,6 +109,10 @@ pub enum ArchError {
     /// Occurs when a ResNet's input is smaller than its two stride-2 stages allow.
     #[error("input_size must be at least 4 (two stride-2 stages), got {input_size}")]
     ResnetInputSize { input_size: usize },
+    /// Occurs when option-A shortcuts (channel padding by planes/4 on each side) are asked
+    /// of an odd width, where the padded input cannot match the block's output.
+    #[error("shortcut option-a pads planes/4 channels on each side, which needs an even width, got {width}")]
+    OptionAWidth { width: usize },
     /// Occurs when an MLP's input features, width or classes are 0.
     #[error("in_features, width and num_classes must be positive")]
     MlpZero,

@@ -41,6 +41,8 @@ pub struct ModelInfo {
     pub layers: Vec<LayerRow>,
     pub tensors: Vec<TensorRow>,
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// How the architecture was inferred from the tensors, when the file did not say.
+    pub inference: Option<crate::model::infer::Inference>,
 }
 
 /// The layer table (per-sample output shapes in PyTorch order, trainable parameters per
@@ -117,5 +119,6 @@ pub fn describe(m: &Model) -> Result<ModelInfo, EngineError> {
         layers,
         tensors,
         metadata: m.metadata.clone(),
+        inference: m.inference.clone(),
     })
 }

@@ -1,9 +1,11 @@
 //! Models: the zoo of architectures and their weights on disk.
 
 pub mod error;
+pub mod infer;
 pub mod info;
 pub mod onnx;
 pub mod safetensors_io;
+pub mod torch_pickle;
 pub mod zoo;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,8 @@ pub struct Model {
     pub sha256: Option<String>,
     /// Metadata found in the file (training accuracies, torch version, …).
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// How the architecture was inferred from the tensors, when the file did not say.
+    pub inference: Option<infer::Inference>,
 }
 
 impl Model {
@@ -49,6 +53,7 @@ impl Model {
             path: None,
             sha256: None,
             metadata: Default::default(),
+            inference: None,
         }
     }
 
@@ -62,17 +67,40 @@ impl Model {
             path: None,
             sha256: None,
             metadata: Default::default(),
+            inference: None,
         }
     }
 
-    /// Loads a model file (`.safetensors` or `.onnx`); `arch` overrides the architecture stored in it.
+    /// Loads a model file (`.safetensors`, `.onnx`, or a `torch.save` checkpoint `.pt`,
+    /// `.pth`, `.t7`, `.tar`, `.ckpt`); `arch` overrides the architecture stored in (or
+    /// inferred from) it.
     pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Self, ModelError> {
         match path.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => safetensors_io::load(path, arch),
             Some("onnx") => onnx::load(path, arch),
+            Some("pt" | "pth" | "t7" | "tar" | "ckpt") => torch_pickle::load(path, arch),
             _ => Err(ModelError::Format {
                 path: path.to_path_buf(),
             }),
+        }
+    }
+
+    /// Fits the input size to the data's per-sample shape `[C, H, H]` when the architecture
+    /// was inferred from a checkpoint (whose weights do not fix it) and the channels agree;
+    /// otherwise leaves the model as it is (a mismatch is then reported by the objective).
+    pub fn fit_input(&mut self, sample: &[usize]) {
+        let free = self.inference.as_ref().is_some_and(|i| i.input_from_data);
+        if let (true, Arch::ResnetCifar(r), &[c, h, w]) = (free, &mut self.arch, sample) {
+            if c == r.in_channels && h == w && h >= 4 && h != r.input_size {
+                r.input_size = h;
+                let options = self.graph.options;
+                let layout = self.graph.layout.clone();
+                self.graph = self.arch.build().with_options(options);
+                self.graph.layout = layout;
+                if let Some(i) = &mut self.inference {
+                    i.arch = self.arch.clone();
+                }
+            }
         }
     }
 

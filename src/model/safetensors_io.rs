@@ -107,6 +107,7 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         path: Some(path.to_path_buf()),
         sha256: Some(sha256),
         metadata,
+        inference: None,
     })
 }
 
@@ -135,7 +136,7 @@ fn to_f32(t: &TensorView<'_>) -> Option<Vec<f32>> {
 }
 
 /// IEEE 754 half → single precision.
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let frac = (h & 0x3ff) as u32;

@@ -9,6 +9,9 @@
 //! arXiv:1712.09913): `conv1, bn1, layer{1,2,3}.{i}.{conv1,bn1,conv2,bn2}`, and where the
 //! shape changes a projection shortcut `shortcut.0` (1×1 conv) + `shortcut.1` (BN).
 //! `shortcut = none` is Li et al.'s "noshort" plain twin: the same network, no shortcuts.
+//! `shortcut = option-a` is He et al.'s parameter-free option A: where the shape changes,
+//! the input subsampled `x[:, :, ::2, ::2]` and zero-padded with `planes/4` channels on
+//! each side, exactly as the `LambdaLayer` of akamaster's pytorch_resnet_cifar10.
 //!
 //! ## mlp
 //! `fc_in` → ReLU → `depth` blocks (`blocks.{i}.fc`, optional `blocks.{i}.bn`; a residual
@@ -22,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::ops::{BatchNorm, Conv2d, Linear};
+use crate::engine::ops::{BatchNorm, Conv2d, Linear, Pad, SliceAxis};
 use crate::engine::{Graph, Layout, Loss, Op, ParamVec, Role, Scalar};
 
 use super::error::{ArchError, ModelError};
@@ -35,6 +38,11 @@ pub enum Shortcut {
     Projection,
     /// No shortcut at all: the plain ("noshort") network.
     None,
+    /// He et al.'s option A, parameter-free: identity, or where the shape changes
+    /// `x[:, :, ::2, ::2]` zero-padded by `planes/4` channels on each side (the `LambdaLayer`
+    /// of akamaster's pytorch_resnet_cifar10, used by many CIFAR ResNet checkpoints).
+    #[serde(rename = "option-a")]
+    OptionA,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,10 +114,10 @@ impl fmt::Display for Arch {
                 f,
                 "resnet-cifar-{}{} (width {}, {}×{}×{} input, {} classes)",
                 r.depth,
-                if r.shortcut == Shortcut::None {
-                    "-noshort"
-                } else {
-                    ""
+                match r.shortcut {
+                    Shortcut::None => "-noshort",
+                    Shortcut::OptionA => "-optionA",
+                    Shortcut::Projection => "",
                 },
                 r.width,
                 r.in_channels,
@@ -204,6 +212,9 @@ impl Arch {
                 if r.width == 0 || r.in_channels == 0 || r.num_classes == 0 {
                     return Err(ArchError::ResnetZero);
                 }
+                if r.shortcut == Shortcut::OptionA && !r.width.is_multiple_of(2) {
+                    return Err(ArchError::OptionAWidth { width: r.width });
+                }
                 if r.input_size < 4 {
                     return Err(ArchError::ResnetInputSize {
                         input_size: r.input_size,
@@ -262,6 +273,8 @@ impl Arch {
                 h = b.bn("bn1", h, w);
                 h = b.relu_named("stem", h);
                 let mut in_planes = w;
+                // spatial size of the block input (internal layout [C, N, H, W])
+                let mut size = r.input_size;
                 for (stage, planes) in [w, 2 * w, 4 * w].into_iter().enumerate() {
                     for i in 0..n {
                         let stride = if stage > 0 && i == 0 { 2 } else { 1 };
@@ -272,25 +285,38 @@ impl Arch {
                         o = b.relu(o);
                         o = b.conv(&format!("{p}.conv2"), o, planes, planes, 3, 1, 1);
                         o = b.bn(&format!("{p}.bn2"), o, planes);
-                        if r.shortcut == Shortcut::Projection {
-                            let s = if stride != 1 || in_planes != planes {
-                                let s = b.conv(
-                                    &format!("{p}.shortcut.0"),
-                                    h,
-                                    in_planes,
-                                    planes,
-                                    1,
-                                    stride,
-                                    0,
-                                );
-                                b.bn(&format!("{p}.shortcut.1"), s, planes)
-                            } else {
-                                h
-                            };
-                            o = b.add(o, s);
+                        let reshape = stride != 1 || in_planes != planes;
+                        match r.shortcut {
+                            Shortcut::Projection => {
+                                let s = if reshape {
+                                    let s = b.conv(
+                                        &format!("{p}.shortcut.0"),
+                                        h,
+                                        in_planes,
+                                        planes,
+                                        1,
+                                        stride,
+                                        0,
+                                    );
+                                    b.bn(&format!("{p}.shortcut.1"), s, planes)
+                                } else {
+                                    h
+                                };
+                                o = b.add(o, s);
+                            }
+                            Shortcut::OptionA => {
+                                let s = if reshape {
+                                    b.option_a(h, size, stride, in_planes, planes)
+                                } else {
+                                    h
+                                };
+                                o = b.add(o, s);
+                            }
+                            Shortcut::None => {}
                         }
                         h = b.relu_named(&p, o);
                         in_planes = planes;
+                        size = size.div_ceil(stride);
                     }
                 }
                 h = b.g.push("", Op::GlobalAvgPool, &[h], &[]);
@@ -414,6 +440,44 @@ impl Builder {
     /// A ReLU that ends a block; its name (the block's path) makes it a probe tap.
     fn relu_named(&mut self, name: &str, x: usize) -> usize {
         self.g.push(name, Op::Relu, &[x], &[])
+    }
+
+    /// Option-A shortcut: `F.pad(x[:, :, ::s, ::s], (0, 0, 0, 0, planes//4, planes//4))`
+    /// on an input of `size`×`size` pixels and `cin` channels (internal layout
+    /// `[C, N, H, W]`); only where `cin + 2·(planes/4) = planes`, as akamaster's blocks have.
+    fn option_a(
+        &mut self,
+        x: usize,
+        size: usize,
+        stride: usize,
+        cin: usize,
+        planes: usize,
+    ) -> usize {
+        let mut h = x;
+        for axis in [2, 3] {
+            let sl = SliceAxis {
+                axis,
+                start: 0,
+                end: size,
+                step: stride,
+            };
+            h = self.g.push("", Op::Slice(sl), &[h], &[]);
+        }
+        let pad = planes / 4;
+        debug_assert_eq!(
+            cin + 2 * pad,
+            planes,
+            "Arch::check: option A needs an even width"
+        );
+        self.g.push(
+            "",
+            Op::Pad(Pad {
+                before: vec![pad, 0, 0, 0],
+                after: vec![pad, 0, 0, 0],
+            }),
+            &[h],
+            &[],
+        )
     }
 
     fn add(&mut self, a: usize, b: usize) -> usize {

@@ -203,6 +203,7 @@ pub fn save_model_with(
         path: None,
         sha256: None,
         metadata: Default::default(),
+        inference: None,
     };
     if let Some(r) = record {
         model.metadata.insert("epoch".into(), r.epoch.to_string());

@@ -111,3 +111,43 @@ fn helpers() {
     assert_eq!(batches[2].0.shape(), &[1, 2, 3]);
     assert_eq!(batches[2].1, &[0]);
 }
+
+#[test]
+fn nhwc_is_detected_or_told_and_presets_parse() {
+    let mk = |shape: &[usize]| Dataset {
+        name: "t".into(),
+        x: ArrayD::from_shape_vec(
+            IxDyn(shape),
+            (0..shape.iter().product::<usize>())
+                .map(|v| v as f32)
+                .collect(),
+        )
+        .unwrap(),
+        y: vec![0; shape[0]],
+        num_classes: 1,
+    };
+    // [N, H, W, C] = [1, 2, 5, 3] → [1, 3, 2, 5]; element (h, w, c) moves to (c, h, w)
+    let mut ds = mk(&[1, 2, 5, 3]);
+    to_nchw(&mut ds, None).unwrap();
+    assert_eq!(ds.x.shape(), &[1, 3, 2, 5]);
+    assert_eq!(ds.x[[0, 2, 1, 4]], ((5 + 4) * 3 + 2) as f32);
+    // NCHW stays
+    let mut ds = mk(&[1, 3, 5, 5]);
+    to_nchw(&mut ds, None).unwrap();
+    assert_eq!(ds.x.shape(), &[1, 3, 5, 5]);
+    // both axes look like channels: ambiguous unless told
+    let mut ds = mk(&[2, 3, 7, 1]);
+    assert!(matches!(
+        to_nchw(&mut ds, None),
+        Err(DataError::AmbiguousLayout { .. })
+    ));
+    to_nchw(&mut ds, Some(ImageLayout::Nhwc)).unwrap();
+    assert_eq!(ds.x.shape(), &[2, 1, 3, 7]);
+    let n: Normalize = "cifar10".parse().unwrap();
+    assert_eq!((n.preset, n.mean.len()), (Some("cifar10"), 3));
+    assert!((n.mean[0] - 125.3 / 255.0).abs() < 1e-7);
+    assert_eq!(n.to_string().parse::<Normalize>().unwrap(), n);
+    assert!(n.describe().starts_with("cifar10 = 0.49"));
+    assert!("imagenet".parse::<Normalize>().is_ok() && "mnist".parse::<Normalize>().is_ok());
+    assert!("cifar11".parse::<Normalize>().is_err());
+}

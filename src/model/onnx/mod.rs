@@ -89,6 +89,7 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         path: Some(path.to_path_buf()),
         sha256: Some(format!("{:x}", Sha256::digest(&bytes))),
         metadata,
+        inference: None,
     })
 }
 
