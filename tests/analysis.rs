@@ -396,7 +396,7 @@ fn depth_sweep_measures_chaos_against_depth() {
         .join(", ");
     assert!(report.contains(&format!("plain: {listed};")), "{report}");
     let verdict = match losscape::analysis::report::chaotic_from(&plain) {
-        Some(d) if d == 6 => "no onset within this range".to_string(),
+        Some(6) => "no onset within this range".to_string(),
         Some(d) => format!("The plain family turns chaotic at depth {d}"),
         None if plain.iter().all(|p| p.1 <= 1) => {
             "The plain family never turns chaotic on these data".to_string()

@@ -276,7 +276,8 @@ pub fn chaotic_from(minima: &[(usize, usize)]) -> Option<usize> {
 
 /// Surface metrics of one family (residual or plain) by depth: (depth, minima, non-convex
 /// fraction, roughness), sorted by depth.
-type FamilyChaos = Vec<(usize, usize, Option<f64>, Option<f64>)>;
+type ChaosRow = (usize, usize, Option<f64>, Option<f64>);
+type FamilyChaos = Vec<ChaosRow>;
 
 fn family_chaos(results: &[ModelResult], residual: bool) -> FamilyChaos {
     let mut fam: FamilyChaos = results
@@ -319,9 +320,7 @@ pub fn chaos_finding(results: &[ModelResult]) -> Option<String> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let trend = |f: &FamilyChaos,
-                 pick: &dyn Fn(&(usize, usize, Option<f64>, Option<f64>)) -> Option<f64>,
-                 prec: usize| {
+    let trend = |f: &FamilyChaos, pick: &dyn Fn(&ChaosRow) -> Option<f64>, prec: usize| {
         f.iter()
             .map(|x| fmt_opt(pick(x), prec))
             .collect::<Vec<_>>()

@@ -25,8 +25,8 @@ pub enum ModelError {
         name: String,
         dtype: String,
         shape: Vec<usize>,
-        expected: u128,
-        got: u128,
+        expected: u64,
+        got: u64,
     },
     /// Occurs when the file carries no architecture and none was given.
     #[error("{path} does not say which architecture it holds (no '{key}' metadata); pass `arch`, e.g. `arch` resnet-cifar:depth=20,in_channels=1,input_size=8")]

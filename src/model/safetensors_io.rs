@@ -124,10 +124,12 @@ fn bad_tensor_length(path: &Path, bytes: &[u8]) -> Option<ModelError> {
         .find_map(|(name, info)| {
             let dtype: Dtype = serde_json::from_value(info.get("dtype")?.clone()).ok()?;
             let shape: Vec<usize> = serde_json::from_value(info.get("shape")?.clone()).ok()?;
-            let (begin, end): (u128, u128) =
+            let (begin, end): (u64, u64) =
                 serde_json::from_value(info.get("data_offsets")?.clone()).ok()?;
-            let elements = shape.iter().map(|&d| d as u128).product::<u128>();
-            let expected = (elements * dtype.bitsize() as u128).div_ceil(8);
+            let elements = shape
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
+            let expected = elements.checked_mul(dtype.bitsize() as u64)?.div_ceil(8);
             let got = end.checked_sub(begin)?;
             (got != expected).then(|| ModelError::TensorLength {
                 path: path.to_path_buf(),
