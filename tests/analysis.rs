@@ -319,3 +319,89 @@ fn train_step_trains_caches_and_reports() {
     let h = losscape::train::checkpoint::read_history_csv(&out.join("plain.history.csv")).unwrap();
     assert_eq!(h.len(), 2);
 }
+
+const CHAOS_SPEC: &str = r#"
+name = "chaos"
+[data]
+name = "mnist1d"
+samples = 64
+[grid]
+x = "-1:1:7"
+y = "-1:1:7"
+[hessian]
+enabled = false
+[probe]
+enabled = false
+[[models]]
+file = "fixtures/models/mlp-res-mnist1d.safetensors"
+label = "res-4"
+[[models]]
+file = "fixtures/models/mlp-plain-mnist1d.safetensors"
+label = "plain-4"
+[[models]]
+file = "fixtures/models/mlp8-res-mnist1d.safetensors"
+label = "res-8"
+[[models]]
+file = "fixtures/models/mlp8-plain-mnist1d.safetensors"
+label = "plain-8"
+[[models]]
+file = "fixtures/models/mlp16-res-mnist1d.safetensors"
+label = "res-16"
+[[models]]
+file = "fixtures/models/mlp16-plain-mnist1d.safetensors"
+label = "plain-16"
+"#;
+
+/// A depth sweep (the shape of analyses/mlp-depth.toml, tiny grid): the chaos figure is
+/// drawn and the report's verdict is the one the measured minima give.
+#[test]
+fn depth_sweep_measures_chaos_against_depth() {
+    let dir = common::tempdir();
+    let spec = dir.path().join("chaos.toml");
+    std::fs::write(&spec, CHAOS_SPEC).unwrap();
+    let outputs = dir.path().join("out");
+    assert_success("run", run_spec(&spec, &outputs));
+    let out = outputs.join("chaos");
+    for f in ["landscape-chaos.png", "depth-trends.png", "surfaces.png"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let mut plain: Vec<(usize, usize)> = Vec::new();
+    for r in m["results"].as_array().unwrap() {
+        let s = &r["metrics"]["surface"];
+        assert_eq!(s["points"].as_u64(), Some(49));
+        let minima = s["local_minima"].as_u64().unwrap() as usize;
+        assert!(
+            minima <= 9,
+            "at most one per 3 × 3 block of the 5 × 5 interior"
+        );
+        if !r["residual"].as_bool().unwrap() {
+            plain.push((r["depth"].as_u64().unwrap() as usize, minima));
+        }
+    }
+    plain.sort_unstable();
+    assert_eq!(
+        plain.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [6, 10, 18],
+        "MLP depth counts linear layers"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Does the plain landscape turn chaotic with depth?"));
+    assert!(report.contains("7 × 7 surface") && report.contains("landscape-chaos.png"));
+    let listed = plain
+        .iter()
+        .map(|(d, n)| format!("{n} at depth {d}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert!(report.contains(&format!("plain: {listed};")), "{report}");
+    let verdict = match losscape::analysis::report::chaotic_from(&plain) {
+        Some(6) => "no onset within this range".to_string(),
+        Some(d) => format!("The plain family turns chaotic at depth {d}"),
+        None if plain.iter().all(|p| p.1 <= 1) => {
+            "The plain family never turns chaotic on these data".to_string()
+        }
+        None => "The plain family does not turn chaotic with depth".to_string(),
+    };
+    assert!(report.contains(&verdict), "{verdict}\n{report}");
+}

@@ -223,6 +223,7 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
         }
         out.push(s);
     }
+    out.extend(chaos_finding(results));
     // how curvature changes with depth, per family
     for residual in [false, true] {
         let mut fam: Vec<&ModelResult> = results
@@ -256,6 +257,127 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The depth from which a family's landscape is chaotic: the smallest depth `d` such that
+/// the surface of every network of depth ≥ `d` has more than one strict local minimum
+/// (it is no longer a single basin). `minima` holds (depth, strict local minima) sorted by
+/// depth; `None` when the deepest network's surface is still a single basin (or empty).
+pub fn chaotic_from(minima: &[(usize, usize)]) -> Option<usize> {
+    let mut onset = None;
+    for &(d, n) in minima.iter().rev() {
+        if n <= 1 {
+            break;
+        }
+        onset = Some(d);
+    }
+    onset
+}
+
+/// Surface metrics of one family (residual or plain) by depth: (depth, minima, non-convex
+/// fraction, roughness), sorted by depth.
+type ChaosRow = (usize, usize, Option<f64>, Option<f64>);
+type FamilyChaos = Vec<ChaosRow>;
+
+fn family_chaos(results: &[ModelResult], residual: bool) -> FamilyChaos {
+    let mut fam: FamilyChaos = results
+        .iter()
+        .filter(|r| r.residual == residual)
+        .filter_map(|r| {
+            let m = &r.metrics.as_ref()?.surface;
+            (m.dims == 2).then_some((r.depth, m.local_minima, m.non_convex_fraction, m.roughness))
+        })
+        .collect();
+    fam.sort_by_key(|f| f.0);
+    fam
+}
+
+/// The measured answer to "does the plain landscape turn chaotic with depth?" (Li et al.
+/// 2018 show it in pictures): the strict local minima of each 2-D surface (grid points
+/// below all 8 neighbours; one means a single basin) against depth for both families,
+/// the depth from which the plain family has more than one ([`chaotic_from`]), and the
+/// non-convex fraction and roughness near the center beside them. `None` unless a family
+/// spans at least two depths of 2-D surfaces.
+pub fn chaos_finding(results: &[ModelResult]) -> Option<String> {
+    let plain = family_chaos(results, false);
+    let res = family_chaos(results, true);
+    if plain.len() < 2 && res.len() < 2 {
+        return None;
+    }
+    let points = results
+        .iter()
+        .find_map(|r| r.metrics.as_ref().map(|m| m.surface.points))
+        .unwrap_or(0);
+    let side = (points as f64).sqrt().round() as usize;
+    let grid = if side * side == points {
+        format!("{side} × {side}")
+    } else {
+        format!("{points}-point")
+    };
+    let list = |f: &FamilyChaos| {
+        f.iter()
+            .map(|(d, n, _, _)| format!("{n} at depth {d}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let trend = |f: &FamilyChaos, pick: &dyn Fn(&ChaosRow) -> Option<f64>, prec: usize| {
+        f.iter()
+            .map(|x| fmt_opt(pick(x), prec))
+            .collect::<Vec<_>>()
+            .join(" → ")
+    };
+    let mut s = format!(
+        "Does the plain landscape turn chaotic with depth? Counting strict local minima of each {grid} surface (grid points below all 8 neighbours; 1 = a single basin, more = chaotic):"
+    );
+    for (name, f) in [("plain", &plain), ("residual", &res)] {
+        if !f.is_empty() {
+            let _ = write!(s, " {name}: {};", list(f));
+        }
+    }
+    s.pop();
+    s.push('.');
+    let verdict = |name: &str, f: &FamilyChaos| -> String {
+        let deepest = f.last().map_or(0, |x| x.0);
+        let minima: Vec<(usize, usize)> = f.iter().map(|x| (x.0, x.1)).collect();
+        let many: Vec<String> = f
+            .iter()
+            .filter(|x| x.1 > 1)
+            .map(|x| x.0.to_string())
+            .collect();
+        match chaotic_from(&minima) {
+            Some(d) if d == f[0].0 => format!(
+                " The {name} surfaces have more than one minimum at every depth measured ({}–{deepest}): no onset within this range.",
+                f[0].0
+            ),
+            Some(d) => format!(
+                " The {name} family turns chaotic at depth {d}: from there up to {deepest} every surface has more than one minimum."
+            ),
+            None if many.is_empty() => format!(
+                " The {name} family never turns chaotic on these data: every surface up to depth {deepest} is a single basin."
+            ),
+            None => format!(
+                " The {name} family does not turn chaotic with depth on these data: the deepest surface (depth {deepest}) is a single basin, though depth {} had more than one minimum.",
+                many.join(", ")
+            ),
+        }
+    };
+    if plain.len() >= 2 {
+        s.push_str(&verdict("plain", &plain));
+    }
+    if res.len() >= 2 {
+        s.push_str(&verdict("residual", &res));
+    }
+    for (name, f) in [("plain", &plain), ("residual", &res)] {
+        if f.len() >= 2 {
+            let _ = write!(
+                s,
+                " Non-convex fraction near the center, {name}: {}; roughness {}.",
+                trend(f, &|x| x.2, 2),
+                trend(f, &|x| x.3, 3)
+            );
+        }
+    }
+    Some(s)
 }
 
 /// Writes metrics.json, report.md and report.html; `images` are (file name, caption) pairs
@@ -384,4 +506,20 @@ pub fn html_references_exist(html_path: &Path) -> AnalysisResult<Vec<String>> {
         }
     }
     Ok(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chaotic_from;
+
+    #[test]
+    fn chaos_onset_is_the_depth_from_which_every_surface_has_several_minima() {
+        assert_eq!(chaotic_from(&[(8, 1), (14, 1), (20, 3), (56, 2)]), Some(20));
+        assert_eq!(chaotic_from(&[(8, 2), (14, 3)]), Some(8));
+        // a deeper single basin ends any run of chaotic surfaces
+        assert_eq!(chaotic_from(&[(8, 1), (20, 4), (56, 1)]), None);
+        assert_eq!(chaotic_from(&[(8, 2), (20, 1), (56, 2)]), Some(56));
+        assert_eq!(chaotic_from(&[(8, 1), (110, 1)]), None);
+        assert_eq!(chaotic_from(&[]), None);
+    }
 }

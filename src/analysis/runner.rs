@@ -571,29 +571,29 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
     let mut depths: Vec<usize> = o.results.iter().map(|r| r.depth).collect();
     depths.sort_unstable();
     depths.dedup();
+    use super::figures::TrendPanel;
+    let trend = |title: &str, log: bool, f: &dyn Fn(&ModelResult) -> Option<f64>| {
+        let lines = [(true, "residual"), (false, "plain (no shortcuts)")]
+            .into_iter()
+            .map(|(res, name)| {
+                let mut pts: Vec<(f64, f64)> = o
+                    .results
+                    .iter()
+                    .filter(|r| r.residual == res)
+                    .filter_map(|r| f(r).map(|v| (r.depth as f64, v)))
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                (name.to_string(), res, pts)
+            })
+            .filter(|l| !l.2.is_empty())
+            .collect();
+        TrendPanel {
+            title: title.into(),
+            log,
+            lines,
+        }
+    };
     if depths.len() >= 3 {
-        use super::figures::TrendPanel;
-        let trend = |title: &str, log: bool, f: &dyn Fn(&ModelResult) -> Option<f64>| {
-            let lines = [(true, "residual"), (false, "plain (no shortcuts)")]
-                .into_iter()
-                .map(|(res, name)| {
-                    let mut pts: Vec<(f64, f64)> = o
-                        .results
-                        .iter()
-                        .filter(|r| r.residual == res)
-                        .filter_map(|r| f(r).map(|v| (r.depth as f64, v)))
-                        .collect();
-                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    (name.to_string(), res, pts)
-                })
-                .filter(|l| !l.2.is_empty())
-                .collect();
-            TrendPanel {
-                title: title.into(),
-                log,
-                lines,
-            }
-        };
         let panels = vec![
             trend("train loss", true, &|r| Some(r.eval.train.loss)),
             trend("test accuracy %", false, &|r| {
@@ -628,6 +628,39 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
                     .into(),
             ));
         }
+    }
+    // is the landscape chaotic? minima, non-convexity and roughness of 2-D surfaces
+    let two_d = o
+        .results
+        .iter()
+        .all(|r| r.metrics.as_ref().is_some_and(|m| m.surface.dims == 2));
+    if depths.len() >= 2 && two_d {
+        let panels = vec![
+            trend("strict local minima (1 = one basin)", false, &|r| {
+                r.metrics.as_ref().map(|m| m.surface.local_minima as f64)
+            }),
+            trend("non-convex fraction near the center", false, &|r| {
+                r.metrics
+                    .as_ref()
+                    .and_then(|m| m.surface.non_convex_fraction)
+            }),
+            trend("roughness near the center", false, &|r| {
+                r.metrics.as_ref().and_then(|m| m.surface.roughness)
+            }),
+        ];
+        let file = "landscape-chaos.png";
+        super::figures::depth_trends(
+            &o.out_dir.join(file),
+            &format!(
+                "Does the landscape turn chaotic with depth? ({} surfaces)",
+                o.grid
+            ),
+            &panels,
+        )?;
+        images.push((
+            file.into(),
+            format!("Chaos of each {} training-loss surface against depth: strict local minima on the whole grid (points below all 8 neighbours), the share of points near the center whose 2×2 finite-difference Hessian has a negative eigenvalue (non-convex fraction), and the RMS misfit of the best quadratic near the center over the loss range (roughness); solid = residual, dashed = no shortcuts.", o.grid),
+        ));
     }
     Ok(images)
 }

@@ -266,3 +266,29 @@ fn bad_input_is_an_error() {
         Err(MetricsError::Empty)
     ));
 }
+
+#[test]
+fn sum_of_cosines_has_a_known_count_of_minima() {
+    // cos(3πα) + cos(2πβ) on [−1, 1]², 41 × 41 (h = 0.05): interior minima of cos(3πα) at
+    // α = ±1/3 (nearest nodes ±0.35, strictly lowest), of cos(2πβ) at β = ±1/2 (nodes);
+    // a separable sum is a strict 8-neighbour minimum exactly where both terms are, so
+    // 2 × 2 = 4 (the minima of cos(3πα) at α = ±1 lie on the boundary and do not count)
+    let pi = std::f64::consts::PI;
+    let (z, c) = surface(41, |x, y| (3.0 * pi * x).cos() + (2.0 * pi * y).cos());
+    let m = metrics(&z, &c, &c, &MetricParams::default());
+    assert_eq!(m.local_minima, 4);
+    // the same in 1-D: two interior minima of cos(3πα)
+    let row = ndarray::Array2::from_shape_fn((1, 41), |(_, ix)| (3.0 * pi * c[ix]).cos());
+    assert_eq!(
+        metrics(&row, &c, &[0.0], &MetricParams::default()).local_minima,
+        2
+    );
+    // the negated surface: minima where cos(3πα) = 1 (α = 0, ±2/3 → nodes ±0.65) and
+    // cos(2πβ) = 1 (β = 0; β = ±1 is the boundary): 3
+    assert_eq!(local_minima((-&z).view()), 3);
+    // a bowl on the same 41 × 41 grid: one minimum, nothing non-convex, no roughness
+    let (z, c) = surface(41, |x, y| 3.0 * x * x + y * y);
+    let m = metrics(&z, &c, &c, &MetricParams::default());
+    assert_eq!((m.local_minima, m.non_convex_fraction), (1, Some(0.0)));
+    assert!(m.roughness.unwrap() < 1e-10);
+}

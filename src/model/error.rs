@@ -17,6 +17,17 @@ pub enum ModelError {
     /// Occurs when a safetensors file is truncated or not safetensors at all.
     #[error("{path} is not a valid safetensors file ({why}); was it fully written? Re-export it with safetensors.torch.save_file")]
     Corrupt { path: PathBuf, why: String },
+    /// Occurs when a tensor's byte range disagrees with its dtype and shape (a malformed
+    /// or hand-edited header, e.g. F32 data labelled F16).
+    #[error("{path}: tensor '{name}' ({dtype}, shape {shape:?}) holds {got} bytes, its dtype and shape need {expected}; the header is malformed: re-export the file with safetensors.torch.save_file")]
+    TensorLength {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+        shape: Vec<usize>,
+        expected: u64,
+        got: u64,
+    },
     /// Occurs when the file carries no architecture and none was given.
     #[error("{path} does not say which architecture it holds (no '{key}' metadata); pass `arch`, e.g. `arch` resnet-cifar:depth=20,in_channels=1,input_size=8")]
     NoArch { path: PathBuf, key: &'static str },

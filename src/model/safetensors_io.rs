@@ -4,7 +4,8 @@
 //! Every tensor of the architecture's [`crate::engine::Layout`] must be present with its
 //! exact shape; BN `num_batches_tracked` counters are accepted and ignored on load, and
 //! written as 0 on save (PyTorch's `load_state_dict` wants them). F32, F64, F16 and BF16
-//! tensors load (converted to f32).
+//! tensors load, converted to f32 (exactly for F16 and BF16: every half-precision value is
+//! an f32), so half-precision checkpoints are used as they are stored.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -30,7 +31,8 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         path: path.to_path_buf(),
         why,
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad_tensor_length(path, &bytes).unwrap_or_else(|| corrupt(e.to_string())))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let metadata: BTreeMap<String, String> = header
         .metadata()
@@ -109,6 +111,36 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         metadata,
         inference: None,
     })
+}
+
+/// The first tensor of a readable header whose `data_offsets` span disagrees with
+/// `dtype` × `shape` (safetensors itself only says "invalid shape, data type, or offset").
+fn bad_tensor_length(path: &Path, bytes: &[u8]) -> Option<ModelError> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .find_map(|(name, info)| {
+            let dtype: Dtype = serde_json::from_value(info.get("dtype")?.clone()).ok()?;
+            let shape: Vec<usize> = serde_json::from_value(info.get("shape")?.clone()).ok()?;
+            let (begin, end): (u64, u64) =
+                serde_json::from_value(info.get("data_offsets")?.clone()).ok()?;
+            let elements = shape
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
+            let expected = elements.checked_mul(dtype.bitsize() as u64)?.div_ceil(8);
+            let got = end.checked_sub(begin)?;
+            (got != expected).then(|| ModelError::TensorLength {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                dtype: format!("{dtype:?}"),
+                shape,
+                expected,
+                got,
+            })
+        })
 }
 
 /// Little-endian tensor bytes as f32, or `None` for a dtype that cannot hold weights.
@@ -249,6 +281,142 @@ mod tests {
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
         assert!(f16_to_f32(0x7c00).is_infinite());
+    }
+
+    /// f16 bits → value by the IEEE 754 formula in f64: (−1)^s 2^(e−15) (1 + f/1024), or
+    /// (−1)^s 2^−14 f/1024 for e = 0.
+    fn f16_reference(h: u16) -> f64 {
+        let sign = if h >> 15 == 1 { -1.0 } else { 1.0 };
+        let (e, f) = (((h >> 10) & 0x1f) as i32, (h & 0x3ff) as f64);
+        match e {
+            0 => sign * 2f64.powi(-14) * f / 1024.0,
+            e => sign * 2f64.powi(e - 15) * (1.0 + f / 1024.0),
+        }
+    }
+
+    /// bf16 bits → value: (−1)^s 2^(e−127) (1 + f/128), or (−1)^s 2^−126 f/128 for e = 0.
+    fn bf16_reference(h: u16) -> f64 {
+        let sign = if h >> 15 == 1 { -1.0 } else { 1.0 };
+        let (e, f) = (((h >> 7) & 0xff) as i32, (h & 0x7f) as f64);
+        match e {
+            0 => sign * 2f64.powi(-126) * f / 128.0,
+            e => sign * 2f64.powi(e - 127) * (1.0 + f / 128.0),
+        }
+    }
+
+    #[test]
+    fn every_finite_f16_converts_exactly() {
+        for h in 0..=u16::MAX {
+            if (h >> 10) & 0x1f == 0x1f {
+                let v = f16_to_f32(h);
+                assert!(if h & 0x3ff == 0 {
+                    v.is_infinite()
+                } else {
+                    v.is_nan()
+                });
+                continue;
+            }
+            let want = f16_reference(h);
+            assert_eq!(f16_to_f32(h) as f64, want, "{h:#06x}");
+            assert_eq!(f16_to_f32(h).is_sign_negative(), h >> 15 == 1, "{h:#06x}");
+        }
+    }
+
+    /// A model stored in `dtype` (F16 or BF16) from raw 16-bit patterns `bits(i)`.
+    fn half_file(path: &Path, arch: &Arch, dtype: Dtype, bits: impl Fn(usize) -> u16) -> Vec<f32> {
+        let layout = arch.build().layout;
+        let mut buffers = Vec::new();
+        let mut values = Vec::new();
+        let mut k = 0;
+        for spec in layout.tensors() {
+            let n: usize = spec.shape.iter().product();
+            let mut bytes = Vec::with_capacity(2 * n);
+            for _ in 0..n {
+                let b = bits(k);
+                k += 1;
+                bytes.extend_from_slice(&b.to_le_bytes());
+                values.push(match dtype {
+                    Dtype::F16 => f16_reference(b),
+                    _ => bf16_reference(b),
+                } as f32);
+            }
+            buffers.push((spec.name.clone(), spec.shape.clone(), bytes));
+        }
+        let views: Vec<(String, TensorView<'_>)> = buffers
+            .iter()
+            .map(|(n, s, b)| (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap()))
+            .collect();
+        let meta = HashMap::from([(
+            ARCH_METADATA_KEY.to_string(),
+            serde_json::to_string(arch).unwrap(),
+        )]);
+        std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+        values
+    }
+
+    #[test]
+    fn half_precision_checkpoints_load_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let arch: Arch =
+            "mlp:in_features=5,depth=2,width=4,residual=true,batchnorm=true,num_classes=3"
+                .parse()
+                .unwrap();
+        // finite patterns spread over all exponents (normal and subnormal), both signs;
+        // running variances stay positive because every value is allowed here
+        let f16_bits = |k: usize| {
+            let h = (k as u32).wrapping_mul(40503) as u16;
+            if k % 7 == 3 {
+                h & 0x83ff // subnormal (or zero)
+            } else if (h >> 10) & 0x1f == 0x1f {
+                h & !0x4000
+            } else {
+                h
+            }
+        };
+        let p = dir.path().join("f16.safetensors");
+        let want = half_file(&p, &arch, Dtype::F16, f16_bits);
+        let m = Model::load(&p, None).unwrap();
+        assert_eq!(m.theta.data.as_slice().unwrap(), want.as_slice());
+        assert!(
+            want.iter().any(|v| v.abs() < 6.1e-5 && *v != 0.0),
+            "a subnormal"
+        );
+        let bf16_bits = |k: usize| {
+            let h = (k as u32).wrapping_mul(40503) as u16;
+            if k % 7 == 3 {
+                h & 0x807f // subnormal (or zero)
+            } else if (h >> 7) & 0xff == 0xff {
+                h & !0x4000
+            } else {
+                h
+            }
+        };
+        let p = dir.path().join("bf16.safetensors");
+        let want = half_file(&p, &arch, Dtype::BF16, bf16_bits);
+        let m = Model::load(&p, None).unwrap();
+        assert_eq!(m.theta.data.as_slice().unwrap(), want.as_slice());
+    }
+
+    #[test]
+    fn malformed_half_length_names_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        // 3 elements of F16 need 6 bytes; the header claims 12 (F32-sized data labelled F16)
+        let header = r#"{"fc_in.weight":{"dtype":"F16","shape":[3],"data_offsets":[0,12]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0u8; 12]);
+        let p = dir.path().join("bad.safetensors");
+        std::fs::write(&p, &bytes).unwrap();
+        let e = Model::load(&p, None).unwrap_err();
+        assert!(
+            matches!(&e, ModelError::TensorLength { name, expected: 6, got: 12, .. } if name == "fc_in.weight"),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("bad.safetensors") && msg.contains("F16") && msg.contains("[3]"),
+            "{msg}"
+        );
     }
 
     #[test]
