@@ -5,6 +5,7 @@ pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod fuzz;
 pub mod hessian;
 pub mod io;
 pub mod jobs;
