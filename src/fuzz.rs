@@ -194,7 +194,7 @@ fn read_npy(p: &Path) -> Result<(), String> {
 /// spaces and a newline so that the data starts at a multiple of 64 bytes).
 fn npy_labels() -> Vec<u8> {
     let mut head = "{'descr': '<i8', 'fortran_order': False, 'shape': (4,), }".to_string();
-    while (10 + head.len() + 1) % 64 != 0 {
+    while !(10 + head.len() + 1).is_multiple_of(64) {
         head.push(' ');
     }
     head.push('\n');

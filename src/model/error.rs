@@ -44,10 +44,10 @@ pub enum ModelError {
     ArchExceedsFile {
         path: PathBuf,
         arch: String,
-        needs_tensors: u128,
-        needs_scalars: u128,
-        has_tensors: u128,
-        has_scalars: u128,
+        needs_tensors: u64,
+        needs_scalars: u64,
+        has_tensors: u64,
+        has_scalars: u64,
     },
     /// Occurs when a tensor has another shape than the architecture needs.
     #[error("{path}: tensor '{name}' has shape {got:?}, but {arch} needs {expected:?}; is `arch` right?")]

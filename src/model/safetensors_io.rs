@@ -128,13 +128,14 @@ fn check_fits(path: &Path, arch: &Arch, st: &SafeTensors<'_>) -> Result<(), Mode
         })
         .fold(0u128, u128::saturating_add);
     if needs_tensors > has_tensors || needs_scalars > has_scalars {
+        let narrow = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
         return Err(ModelError::ArchExceedsFile {
             path: path.to_path_buf(),
             arch: arch.to_string(),
-            needs_tensors,
-            needs_scalars,
-            has_tensors,
-            has_scalars,
+            needs_tensors: narrow(needs_tensors),
+            needs_scalars: narrow(needs_scalars),
+            has_tensors: narrow(has_tensors),
+            has_scalars: narrow(has_scalars),
         });
     }
     Ok(())
