@@ -423,8 +423,12 @@ mod tests {
     fn a_crash_becomes_an_error() {
         let p = Path::new("/dev/null");
         let e = contain(p, || -> u8 {
-            // SAFETY: deliberately crashes the (child) process.
-            unsafe { libc::raise(libc::SIGSEGV) };
+            // SAFETY: deliberately crashes the (child) process, past Rust's own SIGSEGV
+            // handler (which only reports stack overflows).
+            unsafe {
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::raise(libc::SIGSEGV);
+            }
             0
         })
         .unwrap_err();

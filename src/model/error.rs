@@ -38,7 +38,7 @@ pub enum ModelError {
         name: String,
         arch: String,
     },
-    /// Occurs when the architecture needs more tensors or scalars than the file holds
+    /// Occurs when the architecture needs far more tensors or scalars than the file holds
     /// (checked before the network is built, so a corrupt size cannot exhaust memory).
     #[error("{path}: {arch} needs at least {needs_tensors} tensors with {needs_scalars} values, but the file holds {has_tensors} tensors with {has_scalars}; is `arch` (or the file's `losscape_arch` metadata) right?")]
     ArchExceedsFile {
