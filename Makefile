@@ -13,7 +13,7 @@ BIN := target/release/losscape
 # MPI (rsmpi over the system's OpenMPI): `mpirun -n N losscape …`; without it, one process
 FEATURES := --features mpi
 
-.PHONY: all deps build run check-report images test bench fixtures lint fmt clean
+.PHONY: all deps build run check-report images test bench fixtures lint fmt clean fuzz fuzz-seeds
 
 all: build
 
@@ -59,6 +59,18 @@ images: build
 ## All tests (unit, integration, PyTorch reference fixtures, CLI, mpirun -n 3 vs one process).
 test: deps
 	$(CARGO) test --release --locked $(FEATURES)
+
+## Mutation fuzzing of every file reader (time-bounded: FUZZ_SECONDS, default 600) over the
+## seeds in tests/fuzz-corpus/; failing inputs go to outputs/fuzz/failures/.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	$(CARGO) build --release --locked --features fuzz --bin losscape-fuzz
+	nice -n 10 target/release/losscape-fuzz --seconds $(FUZZ_SECONDS)
+
+## Regenerate the fuzz seeds (small files of every format) in tests/fuzz-corpus/.
+fuzz-seeds: build
+	tests/fuzz-corpus/make-seeds.sh
+	$(CARGO) run --release --locked --features fuzz --bin losscape-fuzz -- --write-seeds
 
 ## Speed: forward / gradient / H·v of ResNet-20 and -56 at 1 and 2 threads.
 bench: build

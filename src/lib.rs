@@ -6,6 +6,7 @@ pub mod data;
 pub mod dist;
 pub mod engine;
 pub mod error;
+pub mod fuzz;
 pub mod hessian;
 pub mod io;
 pub mod jobs;

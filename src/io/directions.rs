@@ -43,8 +43,11 @@ pub const PCA_DATASETS: [&str; 3] = [
 
 /// Errors reading or writing direction files.
 #[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum DirectionFileError {
+    /// Occurs when libhdf5 crashes, hangs or over-allocates on the file (see [`super::contain`]).
+    #[error(transparent)]
+    Contained(#[from] super::contain::ContainError),
     /// Occurs when the direction file does not exist.
     #[error("{path}: no such direction file")]
     NotFound { path: PathBuf },
@@ -220,6 +223,40 @@ pub fn read_directions(
     if !path.exists() {
         return Err(DirectionFileError::NotFound { path: path.into() });
     }
+    let layout = theta.layout.clone();
+    let (config, x, y, pca) =
+        super::contain::contain(path, || read_directions_here(path, theta, dir_type))??;
+    let x = ParamVec::from_data(layout.clone(), x.into());
+    let y = y.map(|y| ParamVec::from_data(layout, y.into()));
+    let kind = if pca.is_empty() {
+        DirectionKind::File(path.display().to_string())
+    } else {
+        DirectionKind::Pca
+    };
+    Ok(Directions {
+        x,
+        y,
+        config,
+        kind,
+        pca: (!pca.is_empty()).then_some(pca),
+    })
+}
+
+/// The parts of a direction file, as plain data: its config, x and y flat over the
+/// model's layout, and loss-landscape's PCA datasets.
+type RawDirections = (
+    DirectionConfig,
+    Vec<f32>,
+    Option<Vec<f32>>,
+    Vec<(String, Vec<f64>)>,
+);
+
+/// [`read_directions`]' HDF5 part, in this process.
+fn read_directions_here(
+    path: &Path,
+    theta: &ParamVec<f32>,
+    dir_type: DirType,
+) -> Result<RawDirections, DirectionFileError> {
     crate::io::hdf5_init();
     let f = hdf5::File::open(path).map_err(|x| DirectionFileError::NotHdf5 {
         path: path.into(),
@@ -250,6 +287,7 @@ pub fn read_directions(
     } else {
         None
     };
+    let flat = |v: ParamVec<f32>| v.data.to_vec();
     let pca: Vec<(String, Vec<f64>)> = PCA_DATASETS
         .iter()
         .filter_map(|n| {
@@ -259,18 +297,7 @@ pub fn read_directions(
                 .map(|v| (n.to_string(), v))
         })
         .collect();
-    let kind = if pca.is_empty() {
-        DirectionKind::File(path.display().to_string())
-    } else {
-        DirectionKind::Pca
-    };
-    Ok(Directions {
-        x,
-        y,
-        config,
-        kind,
-        pca: (!pca.is_empty()).then_some(pca),
-    })
+    Ok((config, flat(x), y.map(flat), pca))
 }
 
 /// Reads one group (`xdirection` or `ydirection`) onto the tensors of `dir_type`.
@@ -352,6 +379,12 @@ fn read_group(
                 got: ds.shape(),
             });
         }
+        super::check_fits(&ds, super::file_bytes(path)).map_err(|why| {
+            DirectionFileError::Hdf5 {
+                path: path.into(),
+                why: format!("/{gname}/{pos}: {why}"),
+            }
+        })?;
         let a: ArrayD<f32> = ds.read_dyn().map_err(&e)?;
         v.tensor_mut(slot).assign(&a);
         pos += 1;

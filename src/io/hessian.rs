@@ -37,9 +37,12 @@ use ndarray::{Array1, Array2};
 use super::surface::{read_attrs, write_attr, Attr};
 
 /// Why a Hessian file could not be written or read.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum HessianFileError {
+    /// Occurs when libhdf5 crashes, hangs or over-allocates on the file (see [`super::contain`]).
+    #[error(transparent)]
+    Contained(#[from] super::contain::ContainError),
     /// Occurs when the HDF5 library fails to create, fill or read the file.
     #[error("{path}: {why}")]
     Hdf5 { path: PathBuf, why: String },
@@ -240,7 +243,7 @@ pub fn write_hessian(
 }
 
 /// Eigenvectors written by `losscape hessian --save-vectors`, with what they belong to.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SavedEigenvectors {
     /// The eigenvalues of the columns of `vectors`, largest first.
     pub values: Vec<f64>,
@@ -256,9 +259,13 @@ pub struct SavedEigenvectors {
 
 /// Whether `path` is a Hessian file (eigenvalues at the root, no direction groups).
 pub fn is_hessian_file(path: &Path) -> bool {
-    crate::io::hdf5_init();
-    hdf5::File::open(path)
-        .is_ok_and(|f| f.dataset("eigenvalues").is_ok() && f.group("xdirection").is_err())
+    path.is_file()
+        && super::contain::contain(path, || {
+            crate::io::hdf5_init();
+            hdf5::File::open(path)
+                .is_ok_and(|f| f.dataset("eigenvalues").is_ok() && f.group("xdirection").is_err())
+        })
+        .unwrap_or(false)
 }
 
 /// Reads the largest eigenvectors of a Hessian file's root (`block` None) or of
@@ -271,6 +278,15 @@ pub fn read_eigenvectors(
     if !path.exists() {
         return Err(HessianFileError::NotFound { path: path.into() });
     }
+    super::contain::contain(path, || read_eigenvectors_here(path, block, wanted))?
+}
+
+/// [`read_eigenvectors`] in this process.
+fn read_eigenvectors_here(
+    path: &Path,
+    block: Option<&str>,
+    wanted: usize,
+) -> Result<SavedEigenvectors, HessianFileError> {
     let e = h5(path);
     crate::io::hdf5_init();
     let f = hdf5::File::open(path).map_err(&e)?;
@@ -289,6 +305,8 @@ pub fn read_eigenvectors(
         group: group_name.clone(),
         why,
     };
+    super::check_fits(&ds, super::file_bytes(path))
+        .map_err(|why| corrupt(format!("eigenvectors: {why}")))?;
     let vectors: Array2<f32> = ds.read_2d().map_err(&e)?;
     let values: Vec<f64> = g
         .dataset("eigenvalues")
@@ -343,7 +361,7 @@ pub fn read_eigenvectors(
 }
 
 /// The eigenvalues and density of one group of a Hessian file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct GroupSpectrum {
     /// `all` for the root, else the block's name.
     pub name: String,
@@ -360,7 +378,7 @@ pub struct GroupSpectrum {
 }
 
 /// The spectra of a Hessian file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Spectra {
     /// The root group (the whole parameter subset), named `all`.
     pub whole: GroupSpectrum,
@@ -376,6 +394,11 @@ pub fn read_spectra(path: &Path) -> Result<Spectra, HessianFileError> {
     if !path.exists() {
         return Err(HessianFileError::NotFound { path: path.into() });
     }
+    super::contain::contain(path, || read_spectra_here(path))?
+}
+
+/// [`read_spectra`] in this process.
+fn read_spectra_here(path: &Path) -> Result<Spectra, HessianFileError> {
     let e = h5(path);
     crate::io::hdf5_init();
     let f = hdf5::File::open(path).map_err(&e)?;

@@ -8,7 +8,11 @@
 //! so HDF5's advisory locks protect nothing here; they only make readers fail with
 //! "unable to lock file" on network filesystems, or while another process (or a test)
 //! still holds a handle — a failure loss-landscape's users know well.
+//!
+//! Reading goes through [`contain`]: libhdf5 runs in a forked child, so a corrupt or
+//! crafted file yields a typed error instead of a crash, a hang or an unbounded allocation.
 
+pub mod contain;
 pub mod directions;
 pub mod hessian;
 pub mod output;
@@ -22,4 +26,33 @@ pub fn hdf5_init() {
             std::env::set_var("HDF5_USE_FILE_LOCKING", "FALSE");
         }
     });
+}
+
+/// Checks, before a dataset is read, that its declared size fits the file: at most the
+/// file's bytes for contiguous storage, and [`contain::MEMORY_PER_FILE_BYTE`] times that
+/// for chunked (possibly compressed) storage. Sizes are computed without overflow.
+pub(crate) fn check_fits(ds: &hdf5::Dataset, file_bytes: u64) -> Result<(), String> {
+    let shape = ds.shape();
+    let values = shape
+        .iter()
+        .fold(1u128, |a, &d| a.saturating_mul(d as u128));
+    let elem = ds.dtype().map(|t| t.size() as u128).unwrap_or(1).max(1);
+    let bytes = values.saturating_mul(elem);
+    let allowed = if ds.is_chunked() {
+        file_bytes as u128 * contain::MEMORY_PER_FILE_BYTE as u128
+    } else {
+        file_bytes as u128
+    };
+    if bytes > allowed {
+        return Err(format!(
+            "it declares shape {shape:?} of {elem}-byte values ({bytes} bytes), more than a \
+             {file_bytes}-byte file holds (corrupt file?)"
+        ));
+    }
+    Ok(())
+}
+
+/// The size of the file at `path` in bytes, 0 when unknown.
+pub(crate) fn file_bytes(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }

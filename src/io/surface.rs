@@ -30,7 +30,7 @@ use crate::landscape::grid::GridAxis;
 use crate::landscape::surface::{SurfaceGrid, SurfaceValues};
 
 /// An attribute value.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Attr {
     Str(String),
     Int(i64),
@@ -89,14 +89,24 @@ impl std::fmt::Display for Attr {
 
 /// Errors reading or writing surface files.
 #[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SurfaceFileError {
+    /// Occurs when libhdf5 crashes, hangs or over-allocates on the file (see [`super::contain`]).
+    #[error(transparent)]
+    Contained(#[from] super::contain::ContainError),
     /// Occurs when HDF5 cannot create, open, read or write the file.
     #[error("{path}: {why}")]
     Hdf5 { path: PathBuf, why: String },
     /// Occurs when a file lacks a dataset a surface needs.
     #[error("{path} is not a surface file: it has no '{field}' dataset (write surfaces with `losscape surface`)")]
     Missing { path: PathBuf, field: String },
+    /// Occurs when a dataset is declared larger than the file, or coordinates are empty.
+    #[error("{path}: dataset '{field}': {why}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        why: String,
+    },
     /// Occurs when a dataset's shape disagrees with the coordinates.
     #[error(
         "{path}: dataset '{field}' has shape {got:?}, expected {expected:?} from the coordinates"
@@ -110,7 +120,7 @@ pub enum SurfaceFileError {
 }
 
 /// A surface file's contents.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SurfaceFile {
     pub x: Vec<f64>,
     pub y: Option<Vec<f64>>,
@@ -252,6 +262,11 @@ pub fn write_surface(
 /// count as pending. Their arrays may be declared (nx, ny); for non-square grids this is
 /// reinterpreted as (ny, nx) and reported through `attrs["reinterpreted_axes"]`.
 pub fn read_surface(path: &Path) -> Result<SurfaceFile, SurfaceFileError> {
+    super::contain::contain(path, || read_surface_here(path))?
+}
+
+/// [`read_surface`] in this process.
+fn read_surface_here(path: &Path) -> Result<SurfaceFile, SurfaceFileError> {
     let e = h5err(path);
     crate::io::hdf5_init();
     let f = hdf5::File::open(path).map_err(|x| SurfaceFileError::Hdf5 {
@@ -262,15 +277,31 @@ pub fn read_surface(path: &Path) -> Result<SurfaceFile, SurfaceFileError> {
         path: path.into(),
         field: field.into(),
     };
-    let x: Vec<f64> = f
-        .dataset("xcoordinates")
-        .map_err(|_| missing("xcoordinates"))?
-        .read_raw()
-        .map_err(&e)?;
-    let y: Option<Vec<f64>> = match f.dataset("ycoordinates") {
-        Ok(d) => Some(d.read_raw().map_err(&e)?),
-        Err(_) => None,
+    let bytes = super::file_bytes(path);
+    let fits = |d: &hdf5::Dataset, field: &str| {
+        super::check_fits(d, bytes).map_err(|why| SurfaceFileError::Invalid {
+            path: path.into(),
+            field: field.into(),
+            why,
+        })
     };
+    let coordinates = |field: &str| -> Result<Option<Vec<f64>>, SurfaceFileError> {
+        let Ok(d) = f.dataset(field) else {
+            return Ok(None);
+        };
+        fits(&d, field)?;
+        let v: Vec<f64> = d.read_raw().map_err(&e)?;
+        if v.is_empty() || v.iter().any(|c| !c.is_finite()) {
+            return Err(SurfaceFileError::Invalid {
+                path: path.into(),
+                field: field.into(),
+                why: "coordinates must be non-empty and finite".into(),
+            });
+        }
+        Ok(Some(v))
+    };
+    let x = coordinates("xcoordinates")?.ok_or_else(|| missing("xcoordinates"))?;
+    let y = coordinates("ycoordinates")?;
     let shape: Vec<usize> = match &y {
         Some(y) => vec![y.len(), x.len()],
         None => vec![x.len()],
@@ -282,6 +313,7 @@ pub fn read_surface(path: &Path) -> Result<SurfaceFile, SurfaceFileError> {
         let Ok(d) = f.dataset(name) else {
             return Ok(None);
         };
+        fits(&d, name)?;
         let a: ArrayD<f64> = d.read_dyn().map_err(&e)?;
         if a.shape() == shape.as_slice() {
             return Ok(Some(a));
@@ -316,7 +348,19 @@ pub fn read_surface(path: &Path) -> Result<SurfaceFile, SurfaceFileError> {
         return Err(missing("train_loss"));
     }
     let completed = match f.dataset("completed") {
-        Ok(d) => d.read_dyn::<u8>().map_err(&e)?,
+        Ok(d) => {
+            fits(&d, "completed")?;
+            let c = d.read_dyn::<u8>().map_err(&e)?;
+            if c.shape() != shape.as_slice() {
+                return Err(SurfaceFileError::Shape {
+                    path: path.into(),
+                    field: "completed".into(),
+                    expected: shape.clone(),
+                    got: c.shape().to_vec(),
+                });
+            }
+            c
+        }
         // loss-landscape: −1 marks unfinished points
         Err(_) => arrays[0].mapv(|v| u8::from(v != -1.0 && !v.is_nan())),
     };

@@ -60,6 +60,14 @@ pub fn merge_shards(shards: &[PathBuf], out: &Path) -> JobResult<MergeSummary> {
         return Err(bad(format!("{} has no fingerprint attribute: only shards written by `losscape surface --shard` can be merged", first_path.display())));
     };
     let count = shard_of(first_path, first)?.count;
+    // the count comes from the file: a surface has at most one shard per point
+    let points = first.values.completed.len();
+    if count > points.max(1) {
+        return Err(bad(format!(
+            "{}: attribute shard says {count} shards, more than the {points} points of its grid",
+            first_path.display()
+        )));
+    }
     let mut seen = vec![None::<PathBuf>; count];
     let mut merged = first.values.clone();
     merged.completed.fill(0);

@@ -217,7 +217,7 @@ impl SurfaceGrid {
 }
 
 /// The quantities of a surface, each an array of the grid's shape (NaN where not computed).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SurfaceValues {
     /// Dataset names in loss-landscape's convention: `train_loss`, `train_acc`, `test_loss`, `test_acc`.
     pub names: Vec<String>,

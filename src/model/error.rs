@@ -49,6 +49,17 @@ pub enum ModelError {
         name: String,
         arch: String,
     },
+    /// Occurs when the architecture needs far more tensors or scalars than the file holds
+    /// (checked before the network is built, so a corrupt size cannot exhaust memory).
+    #[error("{path}: {arch} needs at least {needs_tensors} tensors with {needs_scalars} values, but the file holds {has_tensors} tensors with {has_scalars}; is `arch` (or the file's `losscape_arch` metadata) right?")]
+    ArchExceedsFile {
+        path: PathBuf,
+        arch: String,
+        needs_tensors: u64,
+        needs_scalars: u64,
+        has_tensors: u64,
+        has_scalars: u64,
+    },
     /// Occurs when a tensor has another shape than the architecture needs.
     #[error("{path}: tensor '{name}' has shape {got:?}, but {arch} needs {expected:?}; is `arch` right?")]
     ShapeMismatch {
@@ -117,8 +128,12 @@ pub enum ArchError {
     /// Occurs when a ResNet's width, input channels or classes are 0.
     #[error("width, in_channels and num_classes must be positive")]
     ResnetZero,
-    /// Occurs when a ResNet's input is smaller than its two stride-2 stages allow.
-    #[error("input_size must be at least 4 (two stride-2 stages), got {input_size}")]
+    /// Occurs when a ResNet's input is smaller than its two stride-2 stages allow, or
+    /// larger than [`super::zoo::MAX_INPUT_SIZE`].
+    #[error(
+        "input_size must be between 4 (two stride-2 stages) and {}, got {input_size}",
+        super::zoo::MAX_INPUT_SIZE
+    )]
     ResnetInputSize { input_size: usize },
     /// Occurs when option-A shortcuts (channel padding by planes/4 on each side) are asked
     /// of an odd width, where the padded input cannot match the block's output.

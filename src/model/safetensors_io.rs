@@ -54,6 +54,7 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         spec: arch.to_string(),
         why,
     })?;
+    check_fits(path, &arch, &st)?;
     let graph = arch.build();
     let mut theta = ParamVec::<f32>::zeros(graph.layout.clone());
     let arch_name = arch.to_string();
@@ -141,6 +142,41 @@ fn bad_tensor_length(path: &Path, bytes: &[u8]) -> Option<ModelError> {
                 got,
             })
         })
+}
+
+/// Rejects an architecture that needs far more tensors or values than the file holds, before
+/// anything is built (sizes in metadata are untrusted: a width of 4e9 or a depth of 6e8
+/// would otherwise allocate or loop for as long as they say). Linear in the tensor count.
+fn check_fits(path: &Path, arch: &Arch, st: &SafeTensors<'_>) -> Result<(), ModelError> {
+    let Some((needs_tensors, needs_scalars)) = arch.min_size() else {
+        return Ok(());
+    };
+    let has_tensors = st.len() as u128;
+    let has_scalars: u128 = st
+        .iter()
+        .map(|(_, t)| {
+            t.shape()
+                .iter()
+                .fold(1u128, |a, &d| a.saturating_mul(d as u128))
+        })
+        .fold(0u128, u128::saturating_add);
+    // Slack lets a near miss (another width or depth) reach the per-tensor checks, whose
+    // errors name the tensor; building costs at most twice the file's values plus this.
+    const SLACK: u128 = 1 << 16;
+    if needs_tensors > has_tensors.saturating_mul(2) + SLACK
+        || needs_scalars > has_scalars.saturating_mul(2) + SLACK
+    {
+        let narrow = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        return Err(ModelError::ArchExceedsFile {
+            path: path.to_path_buf(),
+            arch: arch.to_string(),
+            needs_tensors: narrow(needs_tensors),
+            needs_scalars: narrow(needs_scalars),
+            has_tensors: narrow(has_tensors),
+            has_scalars: narrow(has_scalars),
+        });
+    }
+    Ok(())
 }
 
 /// Little-endian tensor bytes as f32, or `None` for a dtype that cannot hold weights.
@@ -274,6 +310,40 @@ pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
 mod tests {
     use super::*;
     use crate::model::zoo::Mlp;
+
+    /// Architecture sizes from metadata (width 4e9, 2^32 classes, depth 6e8) are checked
+    /// against the tensors present before anything is built: an error at once, no
+    /// allocation, no loop over the depth. See: issue #19.
+    #[test]
+    fn oversized_architectures_are_rejected_before_building() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let data = vec![0u8; 16];
+        for arch in [
+            r#"{"kind":"mlp","in_features":4,"depth":1,"width":4000000000}"#,
+            r#"{"kind":"mlp","in_features":4,"depth":1,"width":4,"num_classes":4294967296}"#,
+            r#"{"kind":"mlp","in_features":4,"depth":600000000,"width":1}"#,
+            r#"{"kind":"resnet-cifar","depth":3600000002,"width":1}"#,
+            r#"{"kind":"resnet-cifar","depth":8,"width":4000000000}"#,
+        ] {
+            let view = TensorView::new(Dtype::F32, vec![4], &data).unwrap();
+            let meta = HashMap::from([(ARCH_METADATA_KEY.to_string(), arch.to_string())]);
+            let bytes = safetensors::serialize([("fc_in.weight", view)], Some(meta)).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            let t = std::time::Instant::now();
+            let e = load(&path, None).unwrap_err();
+            assert!(
+                matches!(e, ModelError::ArchExceedsFile { .. }),
+                "{arch}: {e}"
+            );
+            assert!(e.to_string().contains("needs at least"), "{e}");
+            assert!(
+                t.elapsed().as_secs_f64() < 1.0,
+                "{arch}: took {:?}",
+                t.elapsed()
+            );
+        }
+    }
 
     #[test]
     fn f16_conversion() {

@@ -101,6 +101,10 @@ pub enum Arch {
     Onnx(super::onnx::OnnxArch),
 }
 
+/// The largest ResNet input side: the weights fit any size (global average pooling), but
+/// one 16-channel activation of a larger image already takes gigabytes.
+pub const MAX_INPUT_SIZE: usize = 1 << 14;
+
 /// Metadata key of the architecture JSON in safetensors files.
 pub const ARCH_METADATA_KEY: &str = "losscape_arch";
 
@@ -215,7 +219,7 @@ impl Arch {
                 if r.shortcut == Shortcut::OptionA && !r.width.is_multiple_of(2) {
                     return Err(ArchError::OptionAWidth { width: r.width });
                 }
-                if r.input_size < 4 {
+                if r.input_size < 4 || r.input_size > MAX_INPUT_SIZE {
                     return Err(ArchError::ResnetInputSize {
                         input_size: r.input_size,
                     });
@@ -229,6 +233,48 @@ impl Arch {
             Arch::Onnx(_) => return Err(ArchError::Onnx),
         }
         Ok(())
+    }
+
+    /// Lower bounds on the number of tensors and of values (scalars, running statistics
+    /// included) the architecture's layout holds, in O(1) and saturating: a file that holds
+    /// fewer cannot be this architecture, and the bound is checked before [`Arch::build`],
+    /// whose cost grows with the sizes (`None` for ONNX networks, which are not built).
+    pub fn min_size(&self) -> Option<(u128, u128)> {
+        let u = |v: usize| v as u128;
+        let mul = |a: u128, b: u128| a.saturating_mul(b);
+        let add = |a: u128, b: u128| a.saturating_add(b);
+        Some(match self {
+            Arch::ResnetCifar(r) => {
+                let n = u(r.depth.saturating_sub(2) / 6);
+                let w = u(r.width);
+                // stem conv + BN (4 tensors); per block two convs and two BNs; the linear layer
+                let tensors = add(5 + 2, mul(n, 3 * 10));
+                // stem conv 9·in·w, per block at least the second 3×3 conv of ≥ w channels,
+                // the linear layer 4w·classes + classes
+                let scalars = add(
+                    add(
+                        mul(9, mul(u(r.in_channels), w)),
+                        mul(mul(3, n), mul(9, mul(w, w))),
+                    ),
+                    add(mul(mul(4, w), u(r.num_classes)), u(r.num_classes)),
+                );
+                (tensors, scalars)
+            }
+            Arch::Mlp(m) => {
+                let (d, w) = (u(m.depth), u(m.width));
+                let bn = u(usize::from(m.batchnorm));
+                let tensors = add(4, mul(d, 2 + 4 * bn));
+                let scalars = add(
+                    add(mul(u(m.in_features), w), w),
+                    add(
+                        mul(d, add(mul(w, w), mul(w, 1 + 4 * bn))),
+                        add(mul(w, u(m.num_classes)), u(m.num_classes)),
+                    ),
+                );
+                (tensors, scalars)
+            }
+            Arch::Onnx(_) => return None,
+        })
     }
 
     pub fn num_classes(&self) -> usize {
@@ -560,6 +606,41 @@ mod tests {
         assert_eq!(count(20, Shortcut::Projection), 272_474);
         assert_eq!(count(56, Shortcut::Projection), 855_770);
         assert_eq!(count(20, Shortcut::None), 269_722);
+    }
+
+    /// The O(1) lower bounds never exceed the built layout (exact for MLPs).
+    #[test]
+    fn min_size_bounds_the_layout() {
+        for spec in [
+            "resnet-cifar:depth=8",
+            "resnet-cifar:depth=20,shortcut=none,in_channels=1,input_size=8",
+            "resnet-cifar:depth=14,width=3,num_classes=7",
+            "mlp:in_features=40,depth=3,width=8",
+            "mlp:in_features=5,depth=2,width=3,batchnorm=true,residual=true,num_classes=4",
+        ] {
+            let a: Arch = spec.parse().unwrap();
+            let g = a.build();
+            let (t, s) = a.min_size().unwrap();
+            let tensors = g.layout.tensors().len() as u128;
+            let scalars: u128 = g
+                .layout
+                .tensors()
+                .iter()
+                .map(|t| t.shape.iter().product::<usize>() as u128)
+                .sum();
+            assert!(
+                t <= tensors && s <= scalars,
+                "{spec}: bound ({t}, {s}) vs ({tensors}, {scalars})"
+            );
+            if spec.starts_with("mlp") {
+                assert_eq!((t, s), (tensors, scalars), "{spec}");
+            }
+        }
+        // sizes far beyond any file saturate instead of overflowing
+        let huge: Arch = "mlp:in_features=4000000000,depth=600000000,width=4000000000"
+            .parse()
+            .unwrap();
+        assert!(huge.min_size().unwrap().1 > 1u128 << 90);
     }
 
     #[test]

@@ -215,13 +215,28 @@ pub struct SpectrumData {
 /// Reads `density_grid`, `density` (and the eigenvalues, when there) from the root of a
 /// Hessian file.
 pub fn load_spectrum(path: &Path, title: Option<&str>) -> Result<SpectrumData, PlotError> {
-    crate::io::hdf5_init();
-    let f = hdf5::File::open(path).map_err(|e| PlotError::Hdf5 {
+    type Raw = (
+        [Option<Vec<f64>>; 4],
+        std::collections::BTreeMap<String, crate::io::surface::Attr>,
+    );
+    let ([grid, density, top, bottom], attrs) = crate::io::contain::contain(path, || {
+        crate::io::hdf5_init();
+        let f = hdf5::File::open(path).map_err(|e| format!("cannot open as HDF5 ({e})"))?;
+        let read = |name: &str| f.dataset(name).and_then(|d| d.read_raw::<f64>()).ok();
+        let names = [
+            "density_grid",
+            "density",
+            "eigenvalues",
+            "bottom_eigenvalues",
+        ];
+        Ok::<Raw, String>((names.map(read), read_attrs(&f)))
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|why| PlotError::Hdf5 {
         path: PathBuf::from(path),
-        why: format!("cannot open as HDF5 ({e})"),
+        why,
     })?;
-    let read = |name: &str| f.dataset(name).and_then(|d| d.read_raw::<f64>()).ok();
-    let (grid, density) = (read("density_grid"), read("density"));
     let (Some(grid), Some(density)) = (grid.clone(), density.clone()) else {
         let missing: Vec<&str> = [("'density_grid'", &grid), ("'density'", &density)]
             .into_iter()
@@ -244,7 +259,6 @@ pub fn load_spectrum(path: &Path, title: Option<&str>) -> Result<SpectrumData, P
             ),
         });
     }
-    let attrs = read_attrs(&f);
     let name = |k: &str| {
         attrs.get(k).map(|a| {
             let s = a.to_string();
@@ -268,8 +282,8 @@ pub fn load_spectrum(path: &Path, title: Option<&str>) -> Result<SpectrumData, P
     Ok(SpectrumData {
         grid,
         density,
-        top: read("eigenvalues").unwrap_or_default(),
-        bottom: read("bottom_eigenvalues").unwrap_or_default(),
+        top: top.unwrap_or_default(),
+        bottom: bottom.unwrap_or_default(),
         title,
     })
 }

@@ -241,14 +241,20 @@ fn heat_levels(cfg: &PlotConfig, vals: &[f64]) -> Result<Levels, PlotError> {
 }
 
 /// A projection file's path: `proj_xcoord`, `proj_ycoord` (loss-landscape's names).
-fn read_trajectory(path: &Path) -> Result<Vec<(f64, f64)>, PlotError> {
-    crate::io::hdf5_init();
-    let f = hdf5::File::open(path).map_err(|e| PlotError::Hdf5 {
+pub(crate) fn read_trajectory(path: &Path) -> Result<Vec<(f64, f64)>, PlotError> {
+    let xy = crate::io::contain::contain(path, || {
+        crate::io::hdf5_init();
+        let f = hdf5::File::open(path).map_err(|e| format!("cannot open as HDF5 ({e})"))?;
+        let read = |name: &str| f.dataset(name).and_then(|d| d.read_raw::<f64>()).ok();
+        Ok::<_, String>((read("proj_xcoord"), read("proj_ycoord")))
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|why| PlotError::Hdf5 {
         path: path.into(),
-        why: format!("cannot open as HDF5 ({e})"),
+        why,
     })?;
-    let read = |name: &str| f.dataset(name).and_then(|d| d.read_raw::<f64>()).ok();
-    match (read("proj_xcoord"), read("proj_ycoord")) {
+    match xy {
         (Some(x), Some(y)) if x.iter().chain(&y).any(|v| !v.is_finite()) => Err(PlotError::Input {
             path: path.into(),
             why: "'proj_xcoord'/'proj_ycoord' hold a NaN or infinite coordinate".into(),

@@ -19,11 +19,11 @@
 //! Masked points (NaN, not computed) are never drawn as a value: rasters leave them as
 //! background, isolines and 3-D cells next to them are skipped.
 
-mod curve;
+pub(crate) mod curve;
 mod data;
 mod draw;
 pub mod font;
-mod job;
+pub(crate) mod job;
 mod map2d;
 mod spectra;
 mod surface3d;
