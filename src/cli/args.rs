@@ -13,7 +13,8 @@ use crate::model::Arch;
 /// Where the network comes from.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// Model file: .safetensors (architecture in its metadata) or .onnx (torch.onnx.export).
+    /// Model file: .safetensors (architecture in its metadata), .onnx (torch.onnx.export)
+    /// or a PyTorch checkpoint (.pt, .pth) holding a state_dict.
     #[arg(long, short = 'm', value_name = "FILE")]
     pub model: PathBuf,
     /// Architecture, overriding the file's metadata: JSON or NAME:key=value,...
@@ -44,13 +45,13 @@ pub struct DataArgs {
     #[arg(long, default_value = "train", value_parser = parse_split, value_delimiter = ',')]
     pub split: Vec<Split>,
     /// Use a deterministic subset of N samples (seeded permutation, file order kept).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::numbers::count::<usize>)]
     pub samples: Option<usize>,
     /// Per-channel standardization MEAN/STD, e.g. `0.4914,0.4822,0.4465/0.247,0.243,0.261`.
     #[arg(long, value_name = "MEAN/STD")]
     pub normalize: Option<Normalize>,
     /// Samples per mini-batch. In eval mode it affects only speed and memory.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 32, value_parser = super::numbers::positive::<u64>)]
     pub batch_size: u64,
     /// Batch norm statistics: running (eval, as loss-landscape and PyHessian) or per batch (train).
     #[arg(long, value_enum, default_value_t = BnMode::Eval)]

@@ -17,7 +17,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Worker threads (default: all cores). Results are identical for any count.
-    #[arg(long)]
+    #[arg(long, value_parser = super::numbers::count::<usize>)]
     pub threads: Option<usize>,
     /// Print JSON.
     #[arg(long)]
