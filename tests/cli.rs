@@ -252,12 +252,17 @@ fn surface_quiet_and_complete_rerun() {
         .rsplit(' ')
         .next()
         .unwrap();
-    let digits = rate.chars().filter(char::is_ascii_digit).count();
-    let leading_zeros = rate.trim_start_matches(['0', '.']).len();
-    assert!(
-        rate.contains('.') && leading_zeros == 3 || !rate.contains('.') && digits >= 3,
-        "{line}"
-    );
+    let significant = rate
+        .trim_start_matches(['0', '.'])
+        .chars()
+        .filter(char::is_ascii_digit)
+        .count();
+    let three = if rate.contains('.') {
+        significant == 3
+    } else {
+        significant >= 3
+    };
+    assert!(three, "{line}");
 
     let again = args(&[]);
     let o = ok(&again.iter().map(String::as_str).collect::<Vec<_>>());

@@ -313,9 +313,14 @@ impl Grid {
 }
 
 fn cell_range(c: &[f64]) -> (f64, f64) {
-    match c {
-        [a, b, .., y, z] if b > a && z > y => (a - 0.5 * (b - a), z + 0.5 * (z - y)),
-        _ => range_of(c),
+    let n = c.len();
+    if n >= 2 && c[1] > c[0] && c[n - 1] > c[n - 2] {
+        (
+            c[0] - 0.5 * (c[1] - c[0]),
+            c[n - 1] + 0.5 * (c[n - 1] - c[n - 2]),
+        )
+    } else {
+        range_of(c)
     }
 }
 

@@ -189,7 +189,7 @@ pub enum PlotError {
     /// Occurs when a logarithmic export is clipped at a `zmax` outside the logarithm's
     /// domain (≤ 0 for log10, ≤ −0.1 for h52vtp's ln(z + 0.1)).
     #[error(
-        "the logarithm is undefined at `zmax`: give a `zmax` > 0 (log10) or > −0.1 (ln(z + 0.1))"
+        "the logarithm is undefined at `zmax`: give a `zmax` > 0 (log10) or > -0.1 (ln(z + 0.1))"
     )]
     LogZmax,
     /// Occurs when drawing the image fails.

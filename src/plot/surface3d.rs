@@ -85,8 +85,10 @@ pub fn draw<DB: DrawingBackend>(
     let (x0, x1) = g.x_range();
     let (y0, y1) = g.y_range();
     let (zlo, zhi) = (d.scale.lo, d.scale.hi);
+    // room on the left for the vertical axis's name beside its tick values
     let mut chart = ChartBuilder::on(&main)
         .margin(ctx.tick)
+        .margin_left(ctx.tick + ctx.label * 2)
         .build_cartesian_3d(x0..x1, zlo..zhi, y0..y1)
         .map_err(draw_err)?;
     chart.with_projection(|mut p| {
@@ -257,7 +259,8 @@ fn label_axes<DB: DrawingBackend>(
         .iter()
         .map(|s| s.0 as f64)
         .fold(0.0, f64::max);
-    let x = (bottom.0 - widest - 1.2 * ctx.tick as f64 - 0.5 * ctx.label as f64).max(0.0);
+    let x = (bottom.0 - widest - 1.2 * ctx.tick as f64 - 0.5 * ctx.label as f64)
+        .max(0.7 * ctx.label as f64);
     let vertical = font(ctx.label)
         .transform(FontTransform::Rotate270)
         .pos(Pos::new(HPos::Center, VPos::Center));
