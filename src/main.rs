@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use losscape::cli::{self, Cli, Command};
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -25,6 +25,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => cli::run::run(a),
         Command::Plot(a) => cli::plot::run(a),
         Command::ExportVtp(a) => cli::plot::run_export_vtp(a),
+        Command::Completions(a) => cli::completions::run(a),
     }
 }
 
@@ -70,7 +71,7 @@ fn silence_stdout() {
 fn main() -> ExitCode {
     tune_allocator();
     losscape::io::hdf5_init();
-    let matches = match Cli::command().try_get_matches() {
+    let matches = match cli::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => {
             // value parsers' messages (grid axes, shards, schedules) name fields too

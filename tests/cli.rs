@@ -195,3 +195,216 @@ fn help_explains() {
         "{out}"
     );
 }
+
+/// `info --model M` and `info -m M` print what `info M` prints; neither is an error.
+#[test]
+fn info_takes_model_as_flag_or_positional() {
+    let m = fixture("fixtures/models/resnet20-digits.safetensors");
+    let m = m.to_str().unwrap();
+    let positional = common::stdout(&ok(&["info", m]));
+    assert_eq!(common::stdout(&ok(&["info", "--model", m])), positional);
+    assert_eq!(common::stdout(&ok(&["info", "-m", m])), positional);
+    let o = run(&["info"]);
+    assert_bad_input(&o, &["MODEL"]);
+    let o = run(&["info", m, "--model", m]);
+    assert_bad_input(&o, &["cannot be used with"]);
+}
+
+/// A small surface run: negative grid bounds parse; `-q` silences stderr; a complete rerun
+/// says "already complete" and prints no rate.
+#[test]
+fn surface_quiet_and_complete_rerun() {
+    let dir = common::tempdir();
+    let m = small_mlp(dir.path());
+    let out = dir.path().join("s.h5");
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "surface",
+            "--model",
+            m.to_str().unwrap(),
+            "--data",
+            "mnist1d",
+            "--samples",
+            "16",
+            "--x",
+            "-1:1:3",
+            "--y",
+            "-0.5:0.5:3",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let first = args(&["-q"]);
+    let o = ok(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(common::stderr(&o).is_empty(), "{}", common::stderr(&o));
+    let line = common::stdout(&o);
+    assert!(line.contains("9 points (9 computed, 0 resumed)"), "{line}");
+    // the rate has three significant digits: "N.NN", "NN.N" or "NNN…" points/s
+    let rate = line
+        .split(" points/s")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap();
+    let significant = rate
+        .trim_start_matches(['0', '.'])
+        .chars()
+        .filter(char::is_ascii_digit)
+        .count();
+    let three = if rate.contains('.') {
+        significant == 3
+    } else {
+        significant >= 3
+    };
+    assert!(three, "{line}");
+
+    let again = args(&[]);
+    let o = ok(&again.iter().map(String::as_str).collect::<Vec<_>>());
+    let (so, se) = (common::stdout(&o), common::stderr(&o));
+    assert!(so.contains("already complete (9 points)"), "{so}");
+    assert!(
+        !so.contains("points/s") && !se.contains("points/s"),
+        "{so}{se}"
+    );
+    assert!(se.contains("already complete"), "{se}");
+    let o = ok(&args(&["-q", "--json"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["already_complete"], true);
+    assert!(v["points_per_second"].is_null(), "{v}");
+    assert!(common::stderr(&o).is_empty());
+}
+
+/// `-q` is accepted by every command with progress output and silences its stderr.
+#[test]
+fn quiet_on_long_commands() {
+    let dir = common::tempdir();
+    let m = small_mlp(dir.path());
+    let m = m.to_str().unwrap();
+    let h = dir.path().join("h.h5");
+    let data = ["--data", "mnist1d", "--samples", "16"];
+    let hessian = [
+        &["hessian", "-q", "--model", m][..],
+        &data,
+        &["--out", h.to_str().unwrap()],
+    ]
+    .concat();
+    let o = ok(&hessian);
+    assert!(common::stderr(&o).is_empty(), "{}", common::stderr(&o));
+    let sharp = [
+        &["sharpness", "--quiet", "--model", m][..],
+        &data,
+        &["--iters", "2", "--etas", "0.1"],
+    ]
+    .concat();
+    let o = ok(&sharp);
+    assert!(common::stderr(&o).is_empty(), "{}", common::stderr(&o));
+    // without -q the stages report on stderr
+    let o = ok(&[
+        &["sharpness", "--model", m][..],
+        &data,
+        &["--iters", "2", "--etas", "0.1"],
+    ]
+    .concat());
+    assert!(
+        common::stderr(&o).contains("sharpness"),
+        "{}",
+        common::stderr(&o)
+    );
+    for cmd in ["surface", "hessian", "sharpness", "train", "run"] {
+        let help = common::stdout(&ok(&[cmd, "--help"]));
+        assert!(help.contains("-q, --quiet"), "{cmd}: {help}");
+    }
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef losscape"),
+        ("fish", "complete -c losscape"),
+    ] {
+        let script = common::stdout(&ok(&["completions", shell]));
+        assert!(
+            script.contains(marker),
+            "{shell}: {}",
+            &script[..script.len().min(300)]
+        );
+        assert!(
+            script.contains("export-vtp") && script.contains("sharpness"),
+            "{shell}"
+        );
+    }
+    let o = run(&["completions", "tcsh"]);
+    assert_bad_input(&o, &["tcsh", "bash"]);
+}
+
+/// Negative numbers reach the flags' parsers: out-of-range counts are range errors (not
+/// "unexpected argument"), and flags where a negative value means something take it.
+#[test]
+fn negative_numbers_are_values() {
+    let m = fixture("fixtures/models/resnet20-digits.safetensors");
+    let m = m.to_str().unwrap();
+    for (flag, value) in [
+        ("--samples", "-1"),
+        ("--batch-size", "-4"),
+        ("--threads", "-2"),
+    ] {
+        let o = run(&["eval", "--model", m, "--data", "digits", flag, value]);
+        let err = assert_bad_input(&o, &[flag, "out of range"]);
+        assert!(!err.contains("unexpected argument"), "{err}");
+    }
+    let o = run(&[
+        "hessian", "--model", m, "--data", "digits", "--top-k", "-3", "--out", "x.h5",
+    ]);
+    assert_bad_input(&o, &["--top-k", "-3", "at least 0"]);
+    let o = run(&[
+        "hessian", "--model", m, "--data", "digits", "--seed", "-1", "--out", "x.h5",
+    ]);
+    assert_bad_input(&o, &["--seed", "out of range"]);
+    // a negative weight decay parses and is refused by the job, naming the flag
+    let o = run(&[
+        "hessian",
+        "--model",
+        m,
+        "--data",
+        "digits",
+        "--weight-decay",
+        "-0.5",
+        "--out",
+        "x.h5",
+    ]);
+    let err = assert_bad_input(&o, &["--weight-decay", "≥ 0"]);
+    assert!(!err.contains("unexpected argument"), "{err}");
+}
+
+#[test]
+fn help_names_formats_and_parameter_sets() {
+    let eval = common::stdout(&ok(&["eval", "--help"]));
+    assert!(eval.contains(".onnx") && eval.contains(".pt"), "{eval}");
+    let info = common::stdout(&ok(&["info", "--help"]));
+    assert!(info.contains("--model") && info.contains(".onnx"), "{info}");
+    let hessian = common::stdout(&ok(&["hessian", "--help"]));
+    assert!(
+        hessian.contains("surface --hessian") && hessian.contains("--params weights"),
+        "{hessian}"
+    );
+    let surface = common::stdout(&ok(&["surface", "--help"]));
+    assert!(
+        surface.contains("--params weights") && surface.contains("more than"),
+        "{surface}"
+    );
+    let sharp = common::stdout(&ok(&["sharpness", "--help"]));
+    assert!(
+        sharp.contains("surface --hessian") && sharp.contains("trainable"),
+        "{sharp}"
+    );
+}

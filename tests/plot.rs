@@ -592,8 +592,147 @@ fn bad_input_exits_2_naming_file_and_dataset() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// A `.vtp` file as parsed XML: points, the point scalar, and the polygons (or lines).
+struct Vtp {
+    n_points: usize,
+    n_polys: usize,
+    scalar_name: String,
+    points: Vec<[f64; 3]>,
+    scalars: Vec<f64>,
+    cells: Vec<Vec<usize>>,
+}
+
+fn read_vtp(path: &Path) -> Vtp {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "VTKFile");
+    assert_eq!(root.attribute("type"), Some("PolyData"));
+    let piece = root
+        .descendants()
+        .find(|n| n.has_tag_name("Piece"))
+        .unwrap();
+    let count = |a: &str| piece.attribute(a).unwrap().parse::<usize>().unwrap();
+    let numbers = |n: roxmltree::Node| -> Vec<f64> {
+        n.text()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    let child = |parent: &str| {
+        piece
+            .children()
+            .find(|n| n.has_tag_name(parent))
+            .unwrap_or_else(|| panic!("no <{parent}>"))
+    };
+    let array = |parent: &str, name: &str| {
+        child(parent)
+            .children()
+            .find(|n| n.has_tag_name("DataArray") && n.attribute("Name") == Some(name))
+            .unwrap_or_else(|| panic!("no {parent}/{name}"))
+    };
+    let point_data = child("PointData")
+        .children()
+        .find(|n| n.has_tag_name("DataArray"))
+        .unwrap();
+    let cells_tag = if count("NumberOfPolys") > 0 {
+        "Polys"
+    } else {
+        "Lines"
+    };
+    let conn: Vec<usize> = numbers(array(cells_tag, "connectivity"))
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let offsets: Vec<usize> = numbers(array(cells_tag, "offsets"))
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let mut cells = Vec::new();
+    let mut start = 0;
+    for o in offsets {
+        cells.push(conn[start..o].to_vec());
+        start = o;
+    }
+    assert_eq!(
+        start,
+        conn.len(),
+        "offsets end at the connectivity's length"
+    );
+    Vtp {
+        n_points: count("NumberOfPoints"),
+        n_polys: count("NumberOfPolys"),
+        scalar_name: point_data.attribute("Name").unwrap().to_string(),
+        points: numbers(array("Points", "Points"))
+            .chunks(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect(),
+        scalars: numbers(point_data),
+        cells,
+    }
+}
+
+/// VTK's cell type of a PolyData polygon: VTK_TRIANGLE (5) for 3 points, VTK_QUAD (9) for
+/// 4 points spanning a convex, non-degenerate quadrilateral (vtkPolyData::GetCellType).
+fn vtk_cell_type(v: &Vtp, cell: &[usize]) -> u8 {
+    match cell.len() {
+        3 => 5,
+        4 => {
+            let p: Vec<[f64; 2]> = cell
+                .iter()
+                .map(|&i| [v.points[i][0], v.points[i][1]])
+                .collect();
+            let turns: Vec<f64> = (0..4)
+                .map(|k| {
+                    let (a, b, c) = (p[k], p[(k + 1) % 4], p[(k + 2) % 4]);
+                    (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0])
+                })
+                .collect();
+            assert!(
+                turns.iter().all(|&t| t > 0.0),
+                "convex, counter-clockwise: {p:?}"
+            );
+            9
+        }
+        n => panic!("a polygon of {n} points"),
+    }
+}
+
 #[test]
-fn export_vtp_triangulates_and_skips_masked_points() {
+fn export_vtp_writes_one_quad_per_cell() {
+    let t = Files::new();
+    surface2d(&t.p("bowl.h5"), &[("train_loss", &bowl)]);
+    let o = ok(&["export-vtp", &t.s("bowl.h5"), "--out", &t.s("b.vtp")]);
+    let v = read_vtp(&t.p("b.vtp"));
+    assert_eq!(
+        (v.n_points, v.points.len(), v.scalars.len()),
+        (N * N, N * N, N * N)
+    );
+    assert_eq!(v.n_polys, (N - 1) * (N - 1));
+    assert_eq!(v.cells.len(), v.n_polys);
+    assert!(v.cells.iter().all(|c| vtk_cell_type(&v, c) == 9));
+    assert_eq!(v.scalar_name, "train_loss");
+    let c = coords();
+    // each quad is one grid cell: corners (ix, iy), (ix+1, iy), (ix+1, iy+1), (ix, iy+1)
+    for (k, cell) in v.cells.iter().enumerate() {
+        let (ix, iy) = (k % (N - 1), k / (N - 1));
+        let want = [(ix, iy), (ix + 1, iy), (ix + 1, iy + 1), (ix, iy + 1)];
+        for (&p, (jx, jy)) in cell.iter().zip(want) {
+            let [x, y, z] = v.points[p];
+            assert!(
+                (x - c[jx]).abs() < 1e-12 && (y - c[jy]).abs() < 1e-12,
+                "cell {k}"
+            );
+            assert!((z - bowl(c[jx], c[jy])).abs() < 1e-12);
+            assert_eq!(v.scalars[p], z);
+        }
+    }
+    assert!(common::stderr(&o).contains(&format!("{} quads, 0 triangles", (N - 1) * (N - 1))));
+}
+
+#[test]
+fn export_vtp_skips_masked_points_with_triangles() {
     let t = Files::new();
     surface2d(&t.p("bowl.h5"), &[("train_loss", &holed)]);
     let o = ok(&[
@@ -604,33 +743,101 @@ fn export_vtp_triangulates_and_skips_masked_points() {
         "--out",
         &t.s("b.vtp"),
     ]);
-    let s = std::fs::read_to_string(t.p("b.vtp")).unwrap();
-    assert_balanced_xml(&s);
-    assert!(!s.to_lowercase().contains("nan"));
-    let attr = |name: &str| -> usize {
-        let i = s.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-        s[i..s[i..].find('"').unwrap() + i].parse().unwrap()
-    };
-    let (points, polys) = (attr("NumberOfPoints"), attr("NumberOfPolys"));
-    assert!(points < N * N && points > N * N * 3 / 4, "{points}");
+    assert!(!std::fs::read_to_string(t.p("b.vtp"))
+        .unwrap()
+        .to_lowercase()
+        .contains("nan"));
+    let v = read_vtp(&t.p("b.vtp"));
+    let finite = coords()
+        .iter()
+        .flat_map(|&y| coords().into_iter().map(move |x| holed(x, y)))
+        .filter(|z| z.is_finite())
+        .count();
+    assert_eq!(v.n_points, finite);
+    let types: Vec<u8> = v.cells.iter().map(|c| vtk_cell_type(&v, c)).collect();
+    let quads = types.iter().filter(|&&t| t == 9).count();
+    let triangles = types.iter().filter(|&&t| t == 5).count();
     assert!(
-        polys < 2 * (N - 1) * (N - 1) && polys > (N - 1) * (N - 1),
-        "{polys}"
+        quads > (N - 1) * (N - 1) * 3 / 4 && quads < (N - 1) * (N - 1),
+        "{quads}"
+    );
+    assert!(
+        triangles > 0,
+        "cells with one masked corner become triangles"
     );
     assert!(common::stderr(&o).contains("not computed"));
     // clipped at zmax
-    let values: Vec<f64> = s
-        .split("format=\"ascii\">")
-        .nth(1)
-        .unwrap()
-        .split("</DataArray>")
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    assert_eq!(values.len(), points);
-    assert!(values.iter().all(|&v| v <= 2.0));
+    assert!(v.scalars.iter().all(|&z| z <= 2.0));
+    assert!(v.scalars.contains(&2.0));
+}
+
+/// `--h52vtp-log` writes ln(min(z, zmax) + 0.1), as loss-landscape's h52vtp.py `--log`;
+/// `--log` writes log10 z.
+#[test]
+fn export_vtp_log_conventions() {
+    let t = Files::new();
+    surface2d(&t.p("bowl.h5"), &[("train_loss", &bowl)]);
+    ok(&[
+        "export-vtp",
+        &t.s("bowl.h5"),
+        "--zmax",
+        "3",
+        "--h52vtp-log",
+        "--out",
+        &t.s("ln.vtp"),
+    ]);
+    let v = read_vtp(&t.p("ln.vtp"));
+    assert_eq!(v.scalar_name, "ln(train_loss+0.1)");
+    assert_eq!(v.n_points, N * N);
+    for (p, &s) in v.points.iter().zip(&v.scalars) {
+        let want = (bowl(p[0], p[1]).min(3.0) + 0.1).ln();
+        assert!((s - want).abs() <= 1e-9, "{s} vs {want}");
+        assert_eq!(p[2], s);
+    }
+    // the centre: ln(0.05 + 0.1)
+    let centre = v
+        .points
+        .iter()
+        .position(|p| p[0].abs() < 1e-12 && p[1].abs() < 1e-12)
+        .unwrap();
+    assert!((v.scalars[centre] - 0.15f64.ln()).abs() < 1e-12);
+    ok(&[
+        "export-vtp",
+        &t.s("bowl.h5"),
+        "--log",
+        "--out",
+        &t.s("l10.vtp"),
+    ]);
+    let v = read_vtp(&t.p("l10.vtp"));
+    assert_eq!(v.scalar_name, "log10_train_loss");
+    for (p, &s) in v.points.iter().zip(&v.scalars) {
+        assert!((s - bowl(p[0], p[1]).log10()).abs() < 1e-9);
+    }
+    // a zmax outside the logarithm's domain is refused; the two logs exclude each other
+    let e = fails(
+        &[
+            "export-vtp",
+            &t.s("bowl.h5"),
+            "--zmax",
+            "-0.5",
+            "--h52vtp-log",
+            "--out",
+            &t.s("x.vtp"),
+        ],
+        2,
+    );
+    assert!(e.contains("--zmax") && e.contains("-0.1"), "{e}");
+    fails(
+        &[
+            "export-vtp",
+            &t.s("bowl.h5"),
+            "--log",
+            "--h52vtp-log",
+            "--out",
+            &t.s("x.vtp"),
+        ],
+        2,
+    );
 }
 
 /// Golden images: the bowl's contour and filled plots equal committed PNGs

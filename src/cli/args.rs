@@ -13,7 +13,8 @@ use crate::model::Arch;
 /// Where the network comes from.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// Model file: .safetensors (architecture in its metadata) or .onnx (torch.onnx.export).
+    /// Model file: .safetensors (architecture in its metadata), .onnx (torch.onnx.export)
+    /// or a PyTorch checkpoint (.pt, .pth) holding a state_dict.
     #[arg(long, short = 'm', value_name = "FILE")]
     pub model: PathBuf,
     /// Architecture, overriding the file's metadata: JSON or NAME:key=value,...
@@ -45,7 +46,7 @@ pub struct DataArgs {
     #[arg(long, default_value = "train", value_parser = parse_split, value_delimiter = ',')]
     pub split: Vec<Split>,
     /// Use a deterministic subset of N samples (seeded permutation, file order kept).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::numbers::count::<usize>)]
     pub samples: Option<usize>,
     /// Per-channel standardization: a preset (`cifar10` as loss-landscape, `cifar100`, `mnist`,
     /// `imagenet`) or MEAN/STD, e.g. `0.4914,0.4822,0.4465/0.247,0.243,0.261`.
@@ -57,7 +58,7 @@ pub struct DataArgs {
     /// H·v over them), so loss, gradient and H·v change in the last bits (relative ~1e-7
     /// in f32, ~1e-15 with --precision f64); in eval mode nothing else changes. With
     /// --bn-mode train the batch statistics depend on it, so the results do.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 32, value_parser = super::numbers::positive::<u64>)]
     pub batch_size: u64,
     /// Batch norm statistics: running (eval, as loss-landscape and PyHessian) or per batch (train).
     #[arg(long, value_enum, default_value_t = BnMode::Eval)]
@@ -86,10 +87,7 @@ fn parse_keys(s: &str) -> Result<(String, String), String> {
 
 /// `--threads N`: at least 1 and not far beyond the cores ([`crate::util::check_threads`]).
 pub fn parse_threads(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a thread count (a positive integer)"))?;
+    let n: usize = super::numbers::count(s)?;
     crate::util::check_threads(Some(n))
         .map(|()| n)
         .map_err(|e| e.to_string())

@@ -19,7 +19,7 @@ use crate::jobs::bench::{run_bench, BenchConfig, BenchRow};
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// ResNet-cifar depths to measure [default: 20,56, or none when --model is given].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = super::numbers::count::<usize>)]
     pub depths: Option<Vec<usize>>,
     /// Model files measured too (`.onnx` or `.safetensors`), on random inputs of their
     /// input shape: e.g. the ViT-tiny that `python fixtures/generate/bench_torch.py --vit
@@ -30,13 +30,13 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = crate::cli::args::parse_threads)]
     pub threads: Vec<usize>,
     /// Images per measured batch.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = super::numbers::count::<usize>)]
     pub batch: usize,
     /// Mini-batch size inside the engine (the unit of parallel work).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::numbers::count::<usize>)]
     pub chunk: usize,
     /// Timed repetitions per measurement (median reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::numbers::count::<usize>)]
     pub reps: usize,
     /// Skip the gradient and H·v measurements.
     #[arg(long)]

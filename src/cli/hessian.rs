@@ -34,10 +34,10 @@ pub struct HessianArgs {
     pub operator: CurvatureOperator,
     /// --operator fisher: labels drawn per data point from the model's softmax (the Monte
     /// Carlo estimate of the Fisher averages over them; same cost per product).
-    #[arg(long, value_name = "M", default_value_t = D.fisher_samples)]
+    #[arg(long, value_name = "M", default_value_t = D.fisher_samples, value_parser = super::numbers::count::<usize>)]
     pub fisher_samples: usize,
     /// Number of largest eigenvalues.
-    #[arg(long, default_value_t = D.top_k)]
+    #[arg(long, default_value_t = D.top_k, value_parser = super::numbers::count::<usize>)]
     pub top_k: usize,
     /// Also the most negative eigenvalue(s) (as many as --top-k), by Lanczos.
     #[arg(long)]
@@ -46,8 +46,9 @@ pub struct HessianArgs {
     #[arg(long, value_enum, default_value_t = D.method)]
     pub method: EigenMethod,
     /// Maximum iterations: Lanczos steps, or power iterations per eigenvalue
-    /// [default: the larger of 100 and 3 × --top-k].
-    #[arg(long)]
+    /// [default: the larger of 100 and 3 × --top-k; `surface --hessian` runs 30 steps per
+    /// grid point, see its --hessian-max-iter].
+    #[arg(long, value_parser = super::numbers::count::<usize>)]
     pub max_iter: Option<usize>,
     /// Relative residual ‖Hv − λv‖/|λ| (Lanczos) or relative change of λ (power) that
     /// counts as converged.
@@ -59,34 +60,37 @@ pub struct HessianArgs {
     #[arg(long, value_enum, default_value_t = D.trace_method)]
     pub trace_method: TraceMethod,
     /// Probes (Hutchinson) or total H·v budget (Hutch++).
-    #[arg(long, default_value_t = D.probes)]
+    #[arg(long, default_value_t = D.probes, value_parser = super::numbers::count::<usize>)]
     pub probes: usize,
     /// Hutchinson: stop early once stderr/|trace| < this (after --min-probes probes).
     #[arg(long, value_name = "TOL")]
     pub trace_tol: Option<f64>,
     /// Hutchinson: probes before --trace-tol may stop the estimate.
-    #[arg(long, default_value_t = D.min_probes)]
+    #[arg(long, default_value_t = D.min_probes, value_parser = super::numbers::count::<usize>)]
     pub min_probes: usize,
     /// Spectral density by stochastic Lanczos quadrature.
     #[arg(long)]
     pub density: bool,
     /// SLQ runs (independent start vectors).
-    #[arg(long, default_value_t = D.slq_runs)]
+    #[arg(long, default_value_t = D.slq_runs, value_parser = super::numbers::count::<usize>)]
     pub slq_runs: usize,
     /// Lanczos steps per SLQ run (capped at the number of parameters).
-    #[arg(long, default_value_t = D.slq_steps)]
+    #[arg(long, default_value_t = D.slq_steps, value_parser = super::numbers::count::<usize>)]
     pub slq_steps: usize,
     /// Points of the density grid.
-    #[arg(long, default_value_t = D.grid_points)]
+    #[arg(long, default_value_t = D.grid_points, value_parser = super::numbers::count::<usize>)]
     pub grid_points: usize,
     /// Gaussian kernel variance of the density, per unit of spectral range (PyHessian: 1e-5).
     #[arg(long, default_value_t = D.sigma_squared)]
     pub sigma_squared: f64,
     /// Seed of every random vector (start vectors, probes) and of the Fisher's sampled
     /// labels; written to the output.
-    #[arg(long, default_value_t = D.seed)]
+    #[arg(long, default_value_t = D.seed, value_parser = super::numbers::count::<u64>)]
     pub seed: u64,
-    /// Which tensors the Hessian is taken over.
+    /// Which tensors the operator is taken over. The default here is PyHessian's (every
+    /// trainable tensor); `surface --hessian` and `sharpness` (default --params weights)
+    /// use the weights with more than one dimension, as loss-landscape's eigenvalue maps:
+    /// pass `--params weights` to compare with them.
     #[arg(long, value_enum, default_value_t = D.params)]
     pub params: ParamSet,
     /// Only trainable tensors whose state_dict name matches this regex (overrides --params).
@@ -110,7 +114,7 @@ pub struct HessianArgs {
     /// Memory (MiB) for the θ-only half of the H·v products (forward pass, loss, plain
     /// backward pass), kept across products so that each runs only the R-passes: about a
     /// third faster, same bits. Batches past the budget are recomputed; 0 keeps none.
-    #[arg(long, value_name = "MIB", default_value_t = D.hvp_cache_mb)]
+    #[arg(long, value_name = "MIB", default_value_t = D.hvp_cache_mb, value_parser = super::numbers::count::<usize>)]
     pub hvp_cache_mb: usize,
     /// Worker threads (default: all cores).
     #[arg(long, value_parser = crate::cli::args::parse_threads)]
@@ -118,6 +122,9 @@ pub struct HessianArgs {
     /// Output HDF5 file.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: PathBuf,
+    /// No progress output on stderr (warnings still print).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// Print JSON on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -170,7 +177,7 @@ impl HessianArgs {
 }
 
 pub fn run(args: &HessianArgs) -> Result<()> {
-    let out = run_hessian(&args.config()?, &super::reporter(false))?;
+    let out = run_hessian(&args.config()?, &super::reporter(args.quiet))?;
     if args.json {
         return super::print_json(&out);
     }

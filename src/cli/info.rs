@@ -1,4 +1,7 @@
-//! `losscape info MODEL`: the layer table, parameter counts and tensors of a model.
+//! `losscape info MODEL` (or `info --model MODEL`, as every other command names it): the
+//! layer table, parameter counts and tensors of a model.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -7,9 +10,17 @@ use crate::model::info::describe;
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Model file (.safetensors, .onnx, or a torch.save checkpoint .pt/.pth/.t7).
-    #[arg(value_name = "MODEL")]
-    pub model: std::path::PathBuf,
+    /// Model file (see --model).
+    #[arg(
+        value_name = "MODEL",
+        required_unless_present = "model_flag",
+        conflicts_with = "model_flag"
+    )]
+    pub model: Option<PathBuf>,
+    /// Model file: .safetensors (architecture in its metadata), .onnx (torch.onnx.export)
+    /// or a torch.save checkpoint (.pt, .pth, .t7) holding a state_dict; the same as MODEL.
+    #[arg(long = "model", short = 'm', id = "model_flag", value_name = "FILE")]
+    pub model_flag: Option<PathBuf>,
     /// Architecture, overriding the file's metadata (see `eval --help`).
     #[arg(long, value_name = "SPEC")]
     pub arch: Option<crate::model::Arch>,
@@ -18,9 +29,19 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
+impl InfoArgs {
+    /// The model file, given as MODEL or --model.
+    pub fn path(&self) -> &Path {
+        self.model
+            .as_deref()
+            .or(self.model_flag.as_deref())
+            .expect("clap requires MODEL or --model")
+    }
+}
+
 pub fn run(args: &InfoArgs) -> Result<()> {
     let m = crate::jobs::ModelSource {
-        path: args.model.clone(),
+        path: args.path().to_path_buf(),
         arch: args.arch.clone(),
         engine: Default::default(),
     }

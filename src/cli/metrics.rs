@@ -26,7 +26,7 @@ pub struct MetricsArgs {
     #[arg(long, value_parser = positive)]
     pub radius: Option<f64>,
     /// Rays for the basin radius of a 2-D surface [default: 16; 1-D always uses 2].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = super::numbers::positive::<u64>)]
     pub rays: Option<u64>,
     /// Print JSON.
     #[arg(long)]

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod bench;
 pub mod choices;
+pub mod completions;
 pub mod convert;
 pub mod engine_args;
 pub mod eval;
@@ -17,6 +18,7 @@ pub mod hessian;
 pub mod info;
 pub mod merge;
 pub mod metrics;
+pub mod numbers;
 pub mod plot;
 pub mod probe;
 pub mod run;
@@ -29,14 +31,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 
 pub use self::args::{DataArgs, ModelArgs};
 use crate::progress::{FieldNames, Reporter};
 
 /// Loss landscapes and Hessian curvature of plain and residual networks, on the CPU.
 ///
-/// Loads trained networks (safetensors with the architecture in their metadata), evaluates
+/// Loads trained networks (safetensors with the architecture in their metadata, ONNX
+/// exports, PyTorch checkpoints), evaluates
 /// loss, gradients and exact Hessian-vector products over whole datasets, and measures what
 /// the residual-connection literature claims.
 #[derive(Debug, Parser)]
@@ -80,6 +83,24 @@ pub enum Command {
     Trajectory(trajectory::TrajectoryArgs),
     /// Measure speed: forward images/s, GFLOP/s, gradient and H·v cost (ResNet-20/56, 32×32×3).
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(completions::CompletionsArgs),
+}
+
+/// The command line as `main` parses it: [`Cli`] with every option that takes a value
+/// accepting a negative number (`--x -1:1:51` aside, which its own flag allows), so that
+/// `--samples -1` is a range error from the flag's parser instead of an unknown argument.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommands(|sub| {
+        sub.mut_args(|a| {
+            let takes_value = matches!(a.get_action(), ArgAction::Set | ArgAction::Append);
+            if takes_value && a.get_long().is_some() {
+                a.allow_negative_numbers(true)
+            } else {
+                a
+            }
+        })
+    })
 }
 
 /// The subcommand `main` is running (for naming flags in messages).

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-use crate::plot::{self, LevelSpec, PlotConfig, PlotKind, VtpConfig};
+use crate::plot::{self, LevelSpec, PlotConfig, PlotKind, VtpConfig, VtpLog};
 
 /// Plot kinds on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -101,10 +101,14 @@ pub struct ExportVtpArgs {
     /// Clip values above this.
     #[arg(long)]
     pub zmax: Option<f64>,
-    /// Write log10 of the values.
-    #[arg(long)]
+    /// Write log10 of the values (values ≤ 0 left out).
+    #[arg(long, conflicts_with = "h52vtp_log")]
     pub log: bool,
-    /// Output file (ParaView PolyData XML).
+    /// Write ln(z + 0.1), the transform of loss-landscape's `h52vtp.py --log` (after
+    /// clipping at --zmax, as there), so files compare with theirs.
+    #[arg(long)]
+    pub h52vtp_log: bool,
+    /// Output file (ParaView PolyData XML: one quad per grid cell, as h52vtp writes).
     #[arg(long, short = 'o', value_name = "F.vtp")]
     pub out: PathBuf,
 }
@@ -154,7 +158,11 @@ pub fn run_export_vtp(args: &ExportVtpArgs) -> Result<()> {
         input: args.file.clone(),
         surf_name: args.surf_name.clone(),
         zmax: args.zmax,
-        log: args.log,
+        log: match (args.log, args.h52vtp_log) {
+            (true, _) => Some(VtpLog::Log10),
+            (_, true) => Some(VtpLog::H52vtp),
+            _ => None,
+        },
         out: args.out.clone(),
     };
     let r = plot::export_vtp(&cfg)?;
@@ -162,9 +170,10 @@ pub fn run_export_vtp(args: &ExportVtpArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     eprintln!(
-        "wrote {} ({} points, {} triangles{})",
+        "wrote {} ({} points, {} quads, {} triangles{})",
         cfg.out.display(),
         r.points,
+        r.quads,
         r.triangles,
         if r.lines > 0 {
             format!(", {} lines", r.lines)

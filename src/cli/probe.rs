@@ -15,7 +15,7 @@ pub struct ProbeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Seed of the fresh He-initialized copy.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::numbers::count::<u64>)]
     pub init_seed: u64,
     /// Worker threads (default: all cores).
     #[arg(long, value_parser = crate::cli::args::parse_threads)]

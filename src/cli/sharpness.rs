@@ -30,22 +30,24 @@ pub struct SharpnessArgs {
     #[arg(long, default_value_t = DEFAULT_EPS)]
     pub eps: f64,
     /// Sign-gradient ascent steps per start (one gradient each).
-    #[arg(long, default_value_t = DEFAULT_ITERS)]
+    #[arg(long, default_value_t = DEFAULT_ITERS, value_parser = super::numbers::count::<usize>)]
     pub iters: usize,
     /// Ascent step as a fraction of the box half-width.
     #[arg(long, default_value_t = DEFAULT_STEP)]
     pub step: f64,
     /// Extra ascents from uniform random points of the box (seeded by --seed).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::numbers::count::<usize>)]
     pub random_starts: usize,
     /// Seed of the random starts; written to the output.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::numbers::count::<u64>)]
     pub seed: u64,
     /// Step sizes η of the β-smoothness scan along −∇L, comma-separated
     /// [default: 1e-3 … 1, half-decade steps].
     #[arg(long, value_delimiter = ',', value_name = "ETA,...")]
     pub etas: Option<Vec<f64>>,
-    /// Which tensors are perturbed.
+    /// Which tensors are perturbed. The default is the set of `surface --hessian`
+    /// (loss-landscape's); `hessian` defaults to every trainable tensor (`--params trainable`
+    /// here).
     #[arg(long, value_enum, default_value_t = ParamChoice::Weights)]
     pub params: ParamChoice,
     /// Skip the ε-sharpness ascent.
@@ -60,6 +62,9 @@ pub struct SharpnessArgs {
     /// Worker threads (default: all cores). Results are identical for any count.
     #[arg(long, value_parser = crate::cli::args::parse_threads)]
     pub threads: Option<usize>,
+    /// No progress output on stderr (warnings still print).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// Print JSON on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -98,7 +103,7 @@ impl SharpnessArgs {
 }
 
 pub fn run(args: &SharpnessArgs) -> Result<()> {
-    let out = run_sharpness(&args.config()?, &super::reporter(false))?;
+    let out = run_sharpness(&args.config()?, &super::reporter(args.quiet))?;
     if args.json {
         return super::print_json(&out);
     }

@@ -14,6 +14,7 @@ use crate::jobs::{JobError, JobResult};
 use crate::landscape::directions::{DirType, DirectionNorm};
 use crate::landscape::grid::GridAxis;
 use crate::landscape::surface::{CurvatureSpec, Shard};
+use crate::progress::three_significant;
 
 #[derive(Debug, Args)]
 pub struct SurfaceArgs {
@@ -46,21 +47,21 @@ pub struct SurfaceArgs {
     #[arg(long, value_enum, default_value_t = CurvatureOperator::Hessian)]
     pub operator: CurvatureOperator,
     /// --dir-type eigen with --operator fisher: labels drawn per data point.
-    #[arg(long, value_name = "M", default_value_t = 1)]
+    #[arg(long, value_name = "M", default_value_t = 1, value_parser = super::numbers::count::<usize>)]
     pub fisher_samples: usize,
     /// --dir-type eigen: the tensors the operator is taken over (its eigenvectors are 0 on
     /// the others).
     #[arg(long, value_enum, default_value_t = ParamSet::Trainable)]
     pub eigen_params: ParamSet,
     /// --dir-type eigen: Lanczos steps.
-    #[arg(long, default_value_t = EigenSettings::default().max_iter)]
+    #[arg(long, default_value_t = EigenSettings::default().max_iter, value_parser = super::numbers::count::<usize>)]
     pub eigen_max_iter: usize,
     /// --dir-type eigen: relative residual ‖Av − λv‖/|λ| that counts as converged.
     #[arg(long, default_value_t = EigenSettings::default().tol)]
     pub eigen_tol: f64,
     /// Seed of the random directions (each tensor has its own stream, by name); with
     /// --dir-type eigen, of the Lanczos start vector and the Fisher's labels.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::numbers::count::<u64>)]
     pub seed: u64,
     /// Make the y direction orthogonal to x (Gram–Schmidt). The x–y cosine is always reported.
     #[arg(long)]
@@ -76,14 +77,17 @@ pub struct SurfaceArgs {
     /// y direction = θ₃ − θ (needs --y).
     #[arg(long, value_name = "FILE", requires = "y")]
     pub model3: Option<PathBuf>,
-    /// Also the largest and most negative Hessian eigenvalue at every point (weights with
-    /// more than one dimension), stored as `max_eig` and `min_eig` for |λmin/λmax| maps.
+    /// Also the largest and most negative Hessian eigenvalue at every point, stored as
+    /// `max_eig` and `min_eig` for |λmin/λmax| maps. Taken over the weights with more than
+    /// one dimension (loss-landscape's set, as `sharpness`'s default; `hessian` defaults to
+    /// every trainable tensor: pass it `--params weights` to compare), BN in eval mode.
     #[arg(long)]
     pub hessian: bool,
-    /// Lanczos steps per eigenvalue for --hessian.
-    #[arg(long, default_value_t = 30)]
+    /// Lanczos steps per eigenvalue for --hessian (fewer than `hessian`'s 100: one run per
+    /// grid point).
+    #[arg(long, default_value_t = 30, value_parser = super::numbers::count::<usize>)]
     pub hessian_max_iter: usize,
-    /// Relative residual accepted for --hessian eigenvalues.
+    /// Relative residual accepted for --hessian eigenvalues (as `hessian --tol`).
     #[arg(long, default_value_t = 1e-3)]
     pub hessian_tol: f64,
     /// Compute only the points k ≡ I (mod N) into their own file; join with `losscape merge`.
@@ -191,18 +195,29 @@ pub fn run(args: &SurfaceArgs) -> Result<()> {
     if args.json {
         return super::print_json(&summary);
     }
+    let cosine = summary
+        .xy_cosine
+        .map(|c| format!(", x–y cosine {c:.4}"))
+        .unwrap_or_default();
+    if summary.already_complete {
+        crate::outln!(
+            "{}: already complete ({} points){cosine}",
+            summary.out,
+            summary.points
+        )?;
+        return Ok(());
+    }
+    let rate = summary
+        .points_per_second
+        .map(|r| format!(", {} points/s", three_significant(r)))
+        .unwrap_or_default();
     crate::outln!(
-        "{}: {} points ({} computed, {} resumed) in {:.1} s, {:.2} points/s{}",
+        "{}: {} points ({} computed, {} resumed) in {:.1} s{rate}{cosine}",
         summary.out,
         summary.points,
         summary.computed,
         summary.resumed,
         summary.seconds,
-        summary.points_per_second,
-        summary
-            .xy_cosine
-            .map(|c| format!(", x–y cosine {c:.4}"))
-            .unwrap_or_default()
     )?;
     Ok(())
 }

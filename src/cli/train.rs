@@ -18,24 +18,24 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SPEC")]
     pub arch: String,
     /// Depth (resnet-cifar: 6n+2; mlp: hidden blocks).
-    #[arg(long)]
+    #[arg(long, value_parser = super::numbers::count::<usize>)]
     pub depth: Option<usize>,
     /// Shortcuts of resnet-cifar: `projection` (residual) or `none` (plain).
     #[arg(long)]
     pub shortcut: Option<String>,
     /// Width (resnet-cifar: channels of the first stage).
-    #[arg(long)]
+    #[arg(long, value_parser = super::numbers::count::<usize>)]
     pub width: Option<usize>,
     /// Training data: `digits`, `mnist1d` or a path (its train split; the test split is
     /// evaluated after every epoch when the data has one).
     #[arg(long, short = 'd')]
     pub data: String,
     /// Train on a deterministic subset of N samples.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::numbers::count::<usize>)]
     pub samples: Option<usize>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::numbers::count::<usize>)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 128, value_parser = super::numbers::positive::<u64>)]
     pub batch_size: u64,
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
@@ -49,13 +49,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = "cosine")]
     pub schedule: Schedule,
     /// Seed of the initialization, the shuffling and the augmentation.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::numbers::count::<u64>)]
     pub seed: u64,
     /// He (normal) initialization instead of PyTorch's default (uniform).
     #[arg(long)]
     pub he_init: bool,
     /// Random crop after zero padding by P pixels (images; 1 suits 8×8 digits, 4 CIFAR).
-    #[arg(long, default_value_t = 0, value_name = "P")]
+    #[arg(long, default_value_t = 0, value_name = "P", value_parser = super::numbers::count::<usize>)]
     pub crop_pad: usize,
     /// Random horizontal flips (images).
     #[arg(long)]
@@ -67,7 +67,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub checkpoints: Option<PathBuf>,
     /// Write a model checkpoint every K epochs (and after the last).
-    #[arg(long, default_value_t = 1, value_name = "K")]
+    #[arg(long, default_value_t = 1, value_name = "K", value_parser = super::numbers::count::<usize>)]
     pub every: usize,
     /// Continue the run whose state is in --checkpoints (starts afresh when there is none).
     #[arg(long)]
@@ -75,8 +75,8 @@ pub struct TrainArgs {
     /// Threads for the per-epoch evaluations (a step runs on one core).
     #[arg(long, value_parser = crate::cli::args::parse_threads)]
     pub threads: Option<usize>,
-    /// No progress bar.
-    #[arg(long)]
+    /// No progress bar and no per-epoch lines on stderr.
+    #[arg(long, short = 'q')]
     pub quiet: bool,
     /// Print the history as JSON at the end.
     #[arg(long)]

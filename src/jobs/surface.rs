@@ -172,7 +172,10 @@ pub struct SurfaceSummary {
     pub non_finite: usize,
     pub xy_cosine: Option<f64>,
     pub seconds: f64,
-    pub points_per_second: f64,
+    /// Points computed per second by this run; None when it computed none.
+    pub points_per_second: Option<f64>,
+    /// The output held this surface already, complete: nothing was done.
+    pub already_complete: bool,
     pub center: BTreeMap<String, f64>,
 }
 
@@ -204,7 +207,8 @@ fn summary_of_file(out: &Path, f: &SurfaceFile, dir_file: PathBuf) -> SurfaceSum
             _ => None,
         },
         seconds: 0.0,
-        points_per_second: 0.0,
+        points_per_second: None,
+        already_complete: true,
         center: BTreeMap::new(),
     }
 }
@@ -593,7 +597,15 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
             })?;
     }
 
-    let progress = report.bar(grid.len() as u64, "points", c.out.display().to_string());
+    // the bar's length is this shard's points, those of an interrupted run already done
+    let in_shard = (0..grid.len()).filter(|&k| shard.contains(k)).count();
+    let resumed = finished.keys().filter(|&&k| shard.contains(k)).count();
+    let progress = report.bar_resumed(
+        in_shard as u64,
+        resumed as u64,
+        "points",
+        c.out.display().to_string(),
+    );
     let (done, journal) = if distributed {
         report.note(&format!(
             "{}: rank 0 owns {}; if the job stops, rerun the same command (any number of ranks) to resume",
@@ -664,7 +676,9 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
         non_finite: done.non_finite,
         xy_cosine,
         seconds: done.seconds,
-        points_per_second: done.computed as f64 / done.seconds.max(1e-9),
+        points_per_second: (done.computed > 0)
+            .then(|| done.computed as f64 / done.seconds.max(1e-9)),
+        already_complete: false,
         center,
     })
 }
@@ -704,7 +718,8 @@ fn serve_points(
         non_finite: 0,
         xy_cosine,
         seconds,
-        points_per_second: computed as f64 / seconds.max(1e-9),
+        points_per_second: (computed > 0).then(|| computed as f64 / seconds.max(1e-9)),
+        already_complete: false,
         center: BTreeMap::new(),
     })
 }

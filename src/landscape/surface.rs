@@ -429,7 +429,8 @@ pub fn sample_surface(
     let pending: Vec<usize> = (0..req.grid.len())
         .filter(|&k| req.shard.contains(k) && !done.contains_key(&k))
         .collect();
-    progress.restart((pending.len() + resumed) as u64, resumed as u64);
+    // the caller's bar counts the shard's points, `resumed` of them already done
+    debug_assert_eq!(progress.length(), Some((pending.len() + resumed) as u64));
 
     let theta = req.theta.data.as_slice().expect("contiguous θ");
     let journal = Mutex::new((journal, None::<JournalError>));

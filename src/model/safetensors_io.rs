@@ -310,6 +310,7 @@ pub fn save(model: &Model, path: &Path) -> Result<(), ModelError> {
 mod tests {
     use super::*;
     use crate::model::zoo::Mlp;
+    use std::collections::HashMap;
 
     /// Architecture sizes from metadata (width 4e9, 2^32 classes, depth 6e8) are checked
     /// against the tensors present before anything is built: an error at once, no

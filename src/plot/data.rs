@@ -277,6 +277,30 @@ impl Grid {
         range_of(&self.y)
     }
 
+    /// The x extent of the cells centred on the grid points: half a spacing beyond the
+    /// outermost points, so a heat map's edge cells are as wide as the others.
+    pub fn x_cells(&self) -> (f64, f64) {
+        cell_range(&self.x)
+    }
+
+    /// The y extent of the cells centred on the grid points (see [`Grid::x_cells`]).
+    pub fn y_cells(&self) -> (f64, f64) {
+        cell_range(&self.y)
+    }
+
+    /// The value of the grid point whose cell holds `(x, y)`: the nearest point, the outer
+    /// cells reaching half a spacing past the grid; `None` outside or when masked.
+    pub fn nearest_cell(&self, x: f64, y: f64) -> Option<f64> {
+        let inside = |c: &[f64], (lo, hi): (f64, f64), v: f64| {
+            (lo..=hi)
+                .contains(&v)
+                .then(|| v.clamp(c[0], c[c.len() - 1]))
+        };
+        let x = inside(&self.x, self.x_cells(), x)?;
+        let y = inside(&self.y, self.y_cells(), y)?;
+        self.nearest(x, y)
+    }
+
     /// Bilinear value at `(x, y)`; `None` outside the grid or when a corner is masked.
     pub fn bilinear(&self, x: f64, y: f64) -> Option<f64> {
         let (fx, ix) = locate(&self.x, x)?;
@@ -309,6 +333,18 @@ impl Grid {
 
     pub fn finite(&self) -> impl Iterator<Item = f64> + '_ {
         self.z.iter().copied().filter(|v| v.is_finite())
+    }
+}
+
+fn cell_range(c: &[f64]) -> (f64, f64) {
+    let n = c.len();
+    if n >= 2 && c[1] > c[0] && c[n - 1] > c[n - 2] {
+        (
+            c[0] - 0.5 * (c[1] - c[0]),
+            c[n - 1] + 0.5 * (c[n - 1] - c[n - 2]),
+        )
+    } else {
+        range_of(c)
     }
 }
 
@@ -579,6 +615,36 @@ mod tests {
         assert_eq!(g.bilinear(0.5, 0.5), None);
         assert_eq!(g.bilinear(2.0, 0.0), None);
         assert_eq!(g.nearest(0.9, -0.9), Some(2.0));
+    }
+
+    /// Heat-map cells centred on the grid points: the extent reaches half a spacing past
+    /// the outer points, and every cell, edge cells included, covers the same width.
+    #[test]
+    fn heat_cells_are_equally_wide() {
+        let g = Grid {
+            x: vec![-1.0, -0.5, 0.0, 0.5, 1.0],
+            y: vec![0.0, 2.0],
+            z: Array2::from_shape_fn((2, 5), |(i, j)| (10 * i + j) as f64),
+        };
+        assert_eq!(g.x_cells(), (-1.25, 1.25));
+        assert_eq!(g.y_cells(), (-1.0, 3.0));
+        assert_eq!(g.nearest_cell(-1.2, 2.9), Some(10.0));
+        assert_eq!(g.nearest_cell(-1.3, 0.0), None);
+        assert_eq!(g.nearest_cell(0.0, 3.1), None);
+        let n = 10_000;
+        let mut width = [0usize; 5];
+        for k in 0..n {
+            let x = -1.25 + 2.5 * (k as f64 + 0.5) / n as f64;
+            width[g.nearest_cell(x, 0.0).unwrap() as usize] += 1;
+        }
+        assert!(width.iter().all(|&w| w.abs_diff(n / 5) <= 1), "{width:?}");
+        // one point along an axis: no spacing to extend by
+        let one = Grid {
+            x: vec![0.0],
+            y: vec![0.0],
+            z: Array2::zeros((1, 1)),
+        };
+        assert_eq!(one.x_cells(), (-0.5, 0.5));
     }
 
     #[test]

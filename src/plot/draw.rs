@@ -108,15 +108,39 @@ pub fn nice_ticks(s: &ColorScale) -> Vec<f64> {
     (first..=last).map(|k| k as f64 * step).collect()
 }
 
+/// Which ends of a colour scale clip values of the plot (drawn in the end colour).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Clipped {
+    /// Some value lies below the scale's low end.
+    pub low: bool,
+    /// Some value lies above the scale's high end.
+    pub high: bool,
+}
+
+impl Clipped {
+    /// Which ends of `scale` the finite `values` pass.
+    pub fn of(scale: &ColorScale, values: impl Iterator<Item = f64>) -> Self {
+        values
+            .filter(|v| v.is_finite())
+            .fold(Self::default(), |c, v| Self {
+                low: c.low || v < scale.lo,
+                high: c.high || v > scale.hi,
+            })
+    }
+}
+
 /// A vertical colourbar: the bar spans `bar_y` (absolute rows of the root, to line up with
 /// the plot beside it), ticks and values on its right, `label` rotated along the far edge.
-/// With `levels`, the bar shows the bands and its ticks are the levels.
+/// With `levels`, the bar shows the bands and its ticks are the levels. A clipped end
+/// (matplotlib's `extend`) gets a triangle in the end colour and its value reads "≥ hi"
+/// or "≤ lo".
 pub fn colorbar<DB: DrawingBackend>(
     area: &Area<DB>,
     scale: &ColorScale,
     levels: Option<&Levels>,
     label: &str,
     bar_y: std::ops::Range<i32>,
+    clipped: Clipped,
     ctx: Ctx,
 ) -> Result<(), DrawError> {
     let (_, ay) = area.get_pixel_range();
@@ -153,7 +177,23 @@ pub fn colorbar<DB: DrawingBackend>(
         BLACK.stroke_width(1),
     ))
     .map_err(draw_err)?;
-    let ticks: Vec<f64> = match levels {
+    let xm = (x0 + x1) / 2;
+    for (on, base, tip, row) in [
+        (clipped.high, top, top - bw, top),
+        (clipped.low, bottom, bottom + bw, bottom),
+    ] {
+        if on {
+            let tri = vec![(x0, base), (x1, base), (xm, tip)];
+            area.draw(&Polygon::new(tri.clone(), color_at(row).filled()))
+                .map_err(draw_err)?;
+            let mut ring = tri;
+            ring.push(ring[0]);
+            area.draw(&PathElement::new(ring, BLACK.stroke_width(1)))
+                .map_err(draw_err)?;
+        }
+    }
+    let at_end = |v: f64, end: f64| (v - end).abs() <= 1e-9 * end.abs().max(1e-300);
+    let mut ticks: Vec<f64> = match levels {
         Some(l) => {
             // at most ~bar_h / (2 text heights) labelled levels
             let room = (bar_h / (2 * ctx.tick as i32)).max(2) as usize;
@@ -162,6 +202,15 @@ pub fn colorbar<DB: DrawingBackend>(
         }
         None => nice_ticks(scale),
     };
+    // a clipped end is labelled, replacing a tick too close to it
+    let min_gap = 1.5 * ctx.tick as f64 / bar_h as f64;
+    for (on, end) in [(clipped.low, scale.lo), (clipped.high, scale.hi)] {
+        if on && !ticks.iter().any(|&v| at_end(v, end)) {
+            let t_end = scale.t(end);
+            ticks.retain(|&v| (scale.t(v) - t_end).abs() >= min_gap);
+            ticks.push(end);
+        }
+    }
     let style = font(ctx.tick).pos(Pos::new(HPos::Left, VPos::Center));
     let mut widest = 0i32;
     for v in ticks {
@@ -172,7 +221,13 @@ pub fn colorbar<DB: DrawingBackend>(
         let y = top + ((1.0 - t) * bar_h as f64).round() as i32;
         area.draw(&PathElement::new(vec![(x1, y), (x1 + 5, y)], BLACK))
             .map_err(draw_err)?;
-        let text = fmt_value(v);
+        let text = if clipped.high && at_end(v, scale.hi) {
+            format!("≥ {}", fmt_value(v))
+        } else if clipped.low && at_end(v, scale.lo) {
+            format!("≤ {}", fmt_value(v))
+        } else {
+            fmt_value(v)
+        };
         let (tw, _) = area.estimate_text_size(&text, &style).map_err(draw_err)?;
         widest = widest.max(tw as i32);
         area.draw_text(&text, &style, (x1 + 8, y))
@@ -294,16 +349,16 @@ pub fn isolines(g: &Grid, levels: &[f64]) -> Vec<Isoline> {
     out
 }
 
-/// The 2-D frame: caption, axes with their descriptions, no grid lines.
+/// The 2-D frame over `extent` ((x0, x1), (y0, y1)): caption, axes with their
+/// descriptions, no grid lines.
 pub fn frame<'a, DB: DrawingBackend>(
     area: &'a Area<DB>,
     title: &str,
-    g: &Grid,
+    extent: ((f64, f64), (f64, f64)),
     labels: (&str, &str),
     ctx: Ctx,
 ) -> Result<Chart2d<'a, DB>, DrawError> {
-    let (x0, x1) = g.x_range();
-    let (y0, y1) = g.y_range();
+    let ((x0, x1), (y0, y1)) = extent;
     let mut b = ChartBuilder::on(area);
     if !title.is_empty() {
         b.caption(title, font(ctx.title));
@@ -351,17 +406,16 @@ pub fn border<DB: DrawingBackend>(chart: &Chart2d<'_, DB>) -> Result<(), DrawErr
     .map_err(draw_err)
 }
 
-/// A raster of the grid over the plotting area: `color_of(x, y)` in data coordinates.
+/// A raster over the plotting area: `color_of(x, y)` in data coordinates.
 pub fn fill_plot<DB: DrawingBackend>(
     chart: &Chart2d<'_, DB>,
-    g: &Grid,
     ctx: Ctx,
     color_of: impl Fn(f64, f64) -> Option<RGBColor>,
 ) -> Result<(), DrawError> {
     let area = chart.plotting_area().strip_coord_spec();
     let (w, h) = area.dim_in_pixel();
-    let (x0, x1) = g.x_range();
-    let (y0, y1) = g.y_range();
+    let (x0, x1) = (chart.x_range().start, chart.x_range().end);
+    let (y0, y1) = (chart.y_range().start, chart.y_range().end);
     let (w1, h1) = ((w.max(2) - 1) as f64, (h.max(2) - 1) as f64);
     // SVG gets 2-px blocks: a tenth of the elements, no visible difference at 1:1
     let block = if ctx.svg { 2 } else { 1 };
@@ -391,7 +445,8 @@ pub fn draw_isolines<DB: DrawingBackend>(
 }
 
 /// Labels each level once, on its longest piece, where the label overlaps nothing placed
-/// before; a white box under the text keeps it readable on any colour.
+/// before and keeps clear of the centre mark; a white box under the text keeps it readable
+/// on any colour.
 pub fn label_isolines<DB: DrawingBackend>(
     chart: &Chart2d<'_, DB>,
     lines: &[Isoline],
@@ -400,7 +455,14 @@ pub fn label_isolines<DB: DrawingBackend>(
     let area = chart.plotting_area();
     let (px, py) = area.get_pixel_range();
     let style = font(ctx.tick).pos(Pos::new(HPos::Center, VPos::Center));
-    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    // the centre mark counts as placed, with a margin of a third of a text height
+    let mut placed: Vec<(i32, i32, i32, i32)> = center_box(chart, ctx)
+        .map(|(x0, y0, x1, y1)| {
+            let m = ctx.tick as i32 / 3;
+            (x0 - m, y0 - m, x1 + m, y1 + m)
+        })
+        .into_iter()
+        .collect();
     let root = area.strip_coord_spec();
     for l in lines {
         let Some(path) = l
@@ -438,6 +500,26 @@ pub fn label_isolines<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Half the side of the centre mark's cross, in pixels.
+fn center_half(ctx: Ctx) -> i32 {
+    (ctx.tick / 2) as i32
+}
+
+/// The pixels (backend coordinates, x0, y0, x1, y1) the centre mark covers, white halo
+/// included; None when the origin is outside the plot.
+pub fn center_box<DB: DrawingBackend>(
+    chart: &Chart2d<'_, DB>,
+    ctx: Ctx,
+) -> Option<(i32, i32, i32, i32)> {
+    let (xr, yr) = (chart.x_range(), chart.y_range());
+    if !(xr.start..=xr.end).contains(&0.0) || !(yr.start..=yr.end).contains(&0.0) {
+        return None;
+    }
+    let (cx, cy) = chart.backend_coord(&(0.0, 0.0));
+    let r = center_half(ctx) + 3;
+    Some((cx - r, cy - r, cx + r, cy + r))
+}
+
 /// A black-and-white cross at the origin (the trained model), when it is in the plot.
 pub fn mark_center<DB: DrawingBackend>(
     chart: &mut Chart2d<'_, DB>,
@@ -449,7 +531,7 @@ pub fn mark_center<DB: DrawingBackend>(
     if !(x0..=x1).contains(&0.0) || !(y0..=y1).contains(&0.0) {
         return Ok(());
     }
-    let s = (ctx.tick / 2) as i32;
+    let s = center_half(ctx);
     let (cx, cy) = chart.backend_coord(&(0.0, 0.0));
     let area = chart.plotting_area().strip_coord_spec();
     let (ox, oy) = chart.plotting_area().get_pixel_range();
@@ -517,6 +599,17 @@ pub fn draw_trajectory<DB: DrawingBackend>(
 mod tests {
     use super::*;
     use ndarray::Array2;
+
+    #[test]
+    fn clipped_ends_are_found() {
+        let s = ColorScale::new(0.0, 0.5, false);
+        let none = Clipped::of(&s, [0.0, 0.2, 0.5, f64::NAN].into_iter());
+        assert_eq!(none, Clipped::default());
+        let high = Clipped::of(&s, [0.1, 0.73].into_iter());
+        assert_eq!((high.low, high.high), (false, true));
+        let both = Clipped::of(&s, [-0.1, 0.6].into_iter());
+        assert_eq!((both.low, both.high), (true, true));
+    }
 
     fn bowl(n: usize) -> Grid {
         let c: Vec<f64> = (0..n)

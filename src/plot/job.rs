@@ -7,7 +7,7 @@ use plotters::prelude::*;
 
 use super::curve::{self, CurveData, Series, SpectrumData};
 use super::data::{make_levels, quantity_label, ColorScale, Grid, Levels, Loaded, AUTO_LOG_RATIO};
-use super::draw::Area;
+use super::draw::{Area, Clipped};
 use super::map2d::{self, MapData, MapStyle, PanelData};
 use super::spectra::{self, BlockSpectraData};
 use super::surface3d::{self, Surface3dData};
@@ -202,7 +202,13 @@ pub(super) fn prepare(cfg: &PlotConfig) -> Result<Job, PlotError> {
                 Some(p) => Some(read_trajectory(p)?),
                 None => None,
             };
+            // heat and ratio maps paint values past the scale in its end colours
+            let clipped = match style {
+                MapStyle::Heat => Clipped::of(&levels.scale, grid.finite()),
+                _ => Clipped::default(),
+            };
             Body::Map(MapData {
+                clipped,
                 grid,
                 levels,
                 style,

@@ -6,7 +6,7 @@ use plotters::prelude::*;
 use super::data::{viridis, Grid, Levels};
 use super::draw::{
     band_color, border, colorbar, draw_isolines, draw_trajectory, fill_plot, font, frame, isolines,
-    label_isolines, mark_center, Area, LINE_COLOR_TOP,
+    label_isolines, mark_center, Area, Clipped, LINE_COLOR_TOP,
 };
 use super::{draw_err, Ctx, DrawError};
 
@@ -28,6 +28,8 @@ pub struct MapData {
     pub labels: (String, String),
     pub quantity: String,
     pub trajectory: Option<Vec<(f64, f64)>>,
+    /// Which ends of the colour scale clip values (heat and ratio maps).
+    pub clipped: Clipped,
 }
 
 pub struct PanelData {
@@ -56,7 +58,12 @@ pub fn draw_map<DB: DrawingBackend>(
     };
     let (main, bar) = root.split_horizontally(w - bar_w);
     let g = &d.grid;
-    let mut chart = frame(&main, &d.title, g, (&d.labels.0, &d.labels.1), ctx)?;
+    // a heat map's cells are centred on the grid points: the frame holds the outer cells whole
+    let extent = match d.style {
+        MapStyle::Heat => (g.x_cells(), g.y_cells()),
+        _ => (g.x_range(), g.y_range()),
+    };
+    let mut chart = frame(&main, &d.title, extent, (&d.labels.0, &d.labels.1), ctx)?;
     let levels = &d.levels;
     match d.style {
         MapStyle::Contour => {
@@ -67,15 +74,15 @@ pub fn draw_map<DB: DrawingBackend>(
             label_isolines(&chart, &lines, ctx)?;
         }
         MapStyle::Filled => {
-            fill_plot(&chart, g, ctx, |x, y| {
+            fill_plot(&chart, ctx, |x, y| {
                 g.bilinear(x, y).map(|v| band_color(levels, v))
             })?;
             let lines = isolines(g, &levels.values);
             draw_isolines(&mut chart, &lines, 1, |_| BLACK.mix(0.45))?;
         }
         MapStyle::Heat => {
-            fill_plot(&chart, g, ctx, |x, y| {
-                g.nearest(x, y).map(|v| levels.scale.color(v))
+            fill_plot(&chart, ctx, |x, y| {
+                g.nearest_cell(x, y).map(|v| levels.scale.color(v))
             })?;
         }
     }
@@ -87,7 +94,15 @@ pub fn draw_map<DB: DrawingBackend>(
     if d.style != MapStyle::Contour {
         let bands = (d.style == MapStyle::Filled).then_some(levels);
         let rows = chart.plotting_area().get_pixel_range().1;
-        colorbar(&bar, &levels.scale, bands, &d.quantity, rows, ctx)?;
+        colorbar(
+            &bar,
+            &levels.scale,
+            bands,
+            &d.quantity,
+            rows,
+            d.clipped,
+            ctx,
+        )?;
     }
     Ok(())
 }
@@ -118,8 +133,9 @@ pub fn draw_panel<DB: DrawingBackend>(
     };
     let mut rows = None;
     for ((name, g), area) in d.cells.iter().zip(&cells) {
-        let mut chart = frame(area, name, g, (&d.labels.0, &d.labels.1), cell_ctx)?;
-        fill_plot(&chart, g, ctx, |x, y| {
+        let extent = (g.x_range(), g.y_range());
+        let mut chart = frame(area, name, extent, (&d.labels.0, &d.labels.1), cell_ctx)?;
+        fill_plot(&chart, ctx, |x, y| {
             g.bilinear(x, y).map(|v| band_color(&d.levels, v))
         })?;
         let lines = isolines(g, &d.levels.values);
@@ -135,6 +151,7 @@ pub fn draw_panel<DB: DrawingBackend>(
             Some(&d.levels),
             &d.quantity,
             rows,
+            Clipped::default(),
             ctx,
         )?;
     }

@@ -36,7 +36,7 @@ use plotters::prelude::*;
 
 pub use data::{make_levels, quantile, ColorScale, LevelSpec, Levels};
 pub use spectra::operator_label;
-pub use vtp::{export_vtp, VtpConfig, VtpReport};
+pub use vtp::{export_vtp, VtpConfig, VtpLog, VtpReport};
 
 use crate::io::surface::SurfaceFileError;
 
@@ -186,8 +186,11 @@ pub enum PlotError {
     /// Occurs when a logarithmic heat map would start at a value ≤ 0.
     #[error("`log` needs positive values (the minimum is {min}); give `vmin`")]
     LogNonPositive { min: f64 },
-    /// Occurs when a logarithmic export is clipped at a `zmax` ≤ 0.
-    #[error("`log` needs a positive `zmax`")]
+    /// Occurs when a logarithmic export is clipped at a `zmax` outside the logarithm's
+    /// domain (≤ 0 for log10, ≤ −0.1 for h52vtp's ln(z + 0.1)).
+    #[error(
+        "the logarithm is undefined at `zmax`: give a `zmax` > 0 (log10) or > -0.1 (ln(z + 0.1))"
+    )]
     LogZmax,
     /// Occurs when drawing the image fails.
     #[error("drawing {path}: {why}")]

@@ -1,13 +1,51 @@
 //! ParaView export (loss-landscape's `h52vtp.py`): the surface as PolyData XML (ASCII),
-//! points (α, β, z) joined into two triangles per grid cell (one where a corner is
-//! masked), the value as a point scalar. Any grid shape; a 1-D surface becomes a polyline
-//! in the (α, z) plane. Masked points are left out, never written as 0.
+//! points (α, β, z) joined into one quad per grid cell as h52vtp writes them (a polygon of
+//! four points, which VTK reads as `VTK_QUAD`, cell type 9), a triangle where one corner
+//! is masked, the value as a point scalar. Any grid shape (h52vtp assumes a square one);
+//! a 1-D surface becomes a polyline in the (α, z) plane. Masked points are left out,
+//! never written as 0. Values are clipped at `zmax` first, then transformed by
+//! [`VtpLog`], in h52vtp's order.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::data::Loaded;
 use super::PlotError;
+
+/// A logarithmic transform of the exported values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VtpLog {
+    /// log10 z; values ≤ 0 are left out.
+    Log10,
+    /// ln(z + 0.1), loss-landscape's `h52vtp.py --log`; values ≤ −0.1 are left out.
+    H52vtp,
+}
+
+impl VtpLog {
+    /// The transformed value (NaN where it has none).
+    pub fn apply(self, z: f64) -> f64 {
+        let arg = match self {
+            VtpLog::Log10 => z,
+            VtpLog::H52vtp => z + 0.1,
+        };
+        if arg > 0.0 {
+            match self {
+                VtpLog::Log10 => arg.log10(),
+                VtpLog::H52vtp => arg.ln(),
+            }
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// The name of the written scalar for dataset `surf`.
+    pub fn scalar_name(self, surf: &str) -> String {
+        match self {
+            VtpLog::Log10 => format!("log10_{surf}"),
+            VtpLog::H52vtp => format!("ln({surf}+0.1)"),
+        }
+    }
+}
 
 /// What to export.
 #[derive(Clone, Debug)]
@@ -16,8 +54,8 @@ pub struct VtpConfig {
     pub surf_name: String,
     /// Clip values above this.
     pub zmax: Option<f64>,
-    /// Write log10 of the values (non-positive values are left out).
-    pub log: bool,
+    /// Write a logarithm of the (clipped) values.
+    pub log: Option<VtpLog>,
     pub out: PathBuf,
 }
 
@@ -25,6 +63,9 @@ pub struct VtpConfig {
 #[derive(Clone, Debug, Default)]
 pub struct VtpReport {
     pub points: usize,
+    /// Grid cells with four computed corners.
+    pub quads: usize,
+    /// Grid cells with one corner masked.
     pub triangles: usize,
     pub lines: usize,
     pub warnings: Vec<String>,
@@ -39,22 +80,19 @@ pub fn export_vtp(cfg: &VtpConfig) -> Result<VtpReport, PlotError> {
         ..Default::default()
     };
     let q = f.quantity(&cfg.surf_name)?;
-    if cfg.log && cfg.zmax.is_some_and(|z| z <= 0.0) {
-        return Err(PlotError::LogZmax);
+    if let (Some(log), Some(m)) = (cfg.log, cfg.zmax) {
+        if !log.apply(m).is_finite() {
+            return Err(PlotError::LogZmax);
+        }
     }
     let z = |v: f64| -> f64 {
         let v = match cfg.zmax {
             Some(m) if v > m => m,
             _ => v,
         };
-        if cfg.log {
-            if v > 0.0 {
-                v.log10()
-            } else {
-                f64::NAN
-            }
-        } else {
-            v
+        match cfg.log {
+            Some(log) => log.apply(v),
+            None => v,
         }
     };
     let x = &f.file.x;
@@ -102,9 +140,9 @@ pub fn export_vtp(cfg: &VtpConfig) -> Result<VtpReport, PlotError> {
                 ];
                 match c {
                     [Some(a), Some(b), Some(cc), Some(d)] => {
-                        push(&[a, b, cc]);
-                        push(&[a, cc, d]);
-                        report.triangles += 2;
+                        // counter-clockwise in (α, β), as h52vtp orders its quads
+                        push(&[a, b, cc, d]);
+                        report.quads += 1;
                     }
                     _ => {
                         let live: Vec<usize> = c.iter().flatten().copied().collect();
@@ -138,13 +176,12 @@ pub fn export_vtp(cfg: &VtpConfig) -> Result<VtpReport, PlotError> {
             why: format!("dataset '{}' has no finite values to export", cfg.surf_name),
         });
     }
-    let name = if cfg.log {
-        format!("log10_{}", cfg.surf_name)
-    } else {
-        cfg.surf_name.clone()
+    let name = match cfg.log {
+        Some(log) => log.scalar_name(&cfg.surf_name),
+        None => cfg.surf_name.clone(),
     };
     let (polys, lines) = if f.file.y.is_some() {
-        (report.triangles, 0)
+        (report.quads + report.triangles, 0)
     } else {
         (0, report.lines)
     };
@@ -176,4 +213,23 @@ pub fn export_vtp(cfg: &VtpConfig) -> Result<VtpReport, PlotError> {
             cause,
         })?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_transforms() {
+        let h = VtpLog::H52vtp;
+        assert_eq!(h.apply(0.0), 0.1f64.ln());
+        assert!((h.apply(0.9) - 0.0).abs() < 1e-15);
+        assert!((h.apply(std::f64::consts::E - 0.1) - 1.0).abs() < 1e-15);
+        assert!((h.apply(-0.05) - 0.05f64.ln()).abs() < 1e-15);
+        assert!(h.apply(-0.1).is_nan() && h.apply(-1.0).is_nan());
+        let l = VtpLog::Log10;
+        assert_eq!(l.apply(100.0), 2.0);
+        assert!(l.apply(0.0).is_nan());
+        assert_eq!(h.scalar_name("train_loss"), "ln(train_loss+0.1)");
+    }
 }
