@@ -126,7 +126,11 @@ pub fn probe<T: Scalar>(
         .map(|(depth, (name, ranges))| BlockGradientRow {
             name,
             depth,
-            grad_norm: ranges.iter().map(|r| norm(&grad, r.clone())).sum::<f64>().sqrt(),
+            grad_norm: ranges
+                .iter()
+                .map(|r| norm(&grad, r.clone()))
+                .sum::<f64>()
+                .sqrt(),
             weight_norm: ranges
                 .iter()
                 .map(|r| norm(&theta_own, r.clone()))
@@ -205,7 +209,12 @@ pub fn rank_residual(x: ArrayView2<f64>) -> f64 {
     }
     let res: f64 = x
         .outer_iter()
-        .map(|row| row.iter().zip(&mean).map(|(a, m)| (a - m).powi(2)).sum::<f64>())
+        .map(|row| {
+            row.iter()
+                .zip(&mean)
+                .map(|(a, m)| (a - m).powi(2))
+                .sum::<f64>()
+        })
         .sum();
     (res / total).sqrt()
 }
@@ -282,7 +291,12 @@ mod tests {
         let want = (2.0 / 2f64.sqrt()) / 3.0;
         assert!((mean_token_cosine(x.view()) - want).abs() < 1e-15);
         // collapsed tokens X = 1xᵀ: residual 0, cosine 1
-        let c = array![[0.5, -2.0, 3.0], [0.5, -2.0, 3.0], [0.5, -2.0, 3.0], [0.5, -2.0, 3.0]];
+        let c = array![
+            [0.5, -2.0, 3.0],
+            [0.5, -2.0, 3.0],
+            [0.5, -2.0, 3.0],
+            [0.5, -2.0, 3.0]
+        ];
         assert_eq!(rank_residual(c.view()), 0.0);
         assert!((mean_token_cosine(c.view()) - 1.0).abs() < 1e-15);
         // rank one a·bᵀ with a not constant is not collapsed: residual ‖a − ā‖/‖a‖
@@ -296,9 +310,10 @@ mod tests {
 
     #[test]
     fn vit_probes_blocks_and_tokens() {
-        let arch: Arch = "vit:input_size=8,patch=2,depth=3,width=8,heads=2,mlp_ratio=2,num_classes=3"
-            .parse()
-            .unwrap();
+        let arch: Arch =
+            "vit:input_size=8,patch=2,depth=3,width=8,heads=2,mlp_ratio=2,num_classes=3"
+                .parse()
+                .unwrap();
         let m = Model::init(arch, 1, false);
         let x = ArrayD::from_shape_fn(IxDyn(&[6, 1, 8, 8]), |i| {
             ((i[0] * 5 + i[2] * 3 + i[3]) % 7) as f32 / 3.0 - 1.0
@@ -336,7 +351,10 @@ mod tests {
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         for a in &r.activations {
             let (res, cos) = (a.rank_residual.unwrap(), a.token_cosine.unwrap());
-            assert!(res > 0.0 && res <= 1.0 && (-1.0..=1.0).contains(&cos), "{a:?}");
+            assert!(
+                res > 0.0 && res <= 1.0 && (-1.0..=1.0).contains(&cos),
+                "{a:?}"
+            );
         }
     }
 }

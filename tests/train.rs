@@ -203,10 +203,16 @@ fn three_adamw_steps_match_pytorch() {
     for k in 0..3 {
         let x = ArrayD::from_shape_vec(
             IxDyn(&xs.0[1..]),
-            xs.1[k * per..(k + 1) * per].iter().map(|&v| v as f32).collect(),
+            xs.1[k * per..(k + 1) * per]
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
         )
         .unwrap();
-        let y: Vec<usize> = ys.1[k * b..(k + 1) * b].iter().map(|&v| v as usize).collect();
+        let y: Vec<usize> = ys.1[k * b..(k + 1) * b]
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
         let v = trainer.step(&mut state, &x, &y, 0.01);
         assert_close(
             &format!("AdamW step {k} loss"),
@@ -227,7 +233,13 @@ fn three_adamw_steps_match_pytorch() {
                     } else {
                         1e-5 * want[j].abs().max(1.0)
                     };
-                    assert!(err <= allowed, "{name}: {}[{j}] {} vs {}", t.name, got[j], want[j]);
+                    assert!(
+                        err <= allowed,
+                        "{name}: {}[{j}] {} vs {}",
+                        t.name,
+                        got[j],
+                        want[j]
+                    );
                 }
                 continue;
             }

@@ -126,7 +126,9 @@ impl TrainArgs {
             .map_err(anyhow::Error::msg)
             .context("--optimizer")?;
         if optimizer != Optimizer::Sgd && (self.momentum.is_some() || self.nesterov) {
-            anyhow::bail!("--momentum and --nesterov are SGD's; AdamW's moments are set by --betas");
+            anyhow::bail!(
+                "--momentum and --nesterov are SGD's; AdamW's moments are set by --betas"
+            );
         }
         Ok(TrainConfig {
             epochs: self.epochs,

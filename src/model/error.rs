@@ -110,7 +110,9 @@ pub enum ArchError {
     #[error("vit: heads {heads} must divide width {width}")]
     VitHeads { width: usize, heads: usize },
     /// Occurs when a sequence ViT is given several input channels.
-    #[error("vit: input=seq reads 1-D samples [input_size]; in_channels must be 1, got {in_channels}")]
+    #[error(
+        "vit: input=seq reads 1-D samples [input_size]; in_channels must be 1, got {in_channels}"
+    )]
     VitSeqChannels { in_channels: usize },
     /// Occurs when an imported ONNX network is described instead of loaded from its file.
     #[error("an ONNX network is read from its .onnx file, not built from a description; pass the .onnx file as the model")]

@@ -251,9 +251,17 @@ impl fmt::Display for Arch {
                 "vit-{}x{}-{}{}{} ({} heads, mlp ×{}, {} of {} ({}), {} tokens, {} classes)",
                 v.depth,
                 v.width,
-                if v.norm == VitNorm::Pre { "preln" } else { "postln" },
+                if v.norm == VitNorm::Pre {
+                    "preln"
+                } else {
+                    "postln"
+                },
                 if v.residual { "" } else { "-nores" },
-                if v.pool == VitPool::Mean { "-meanpool" } else { "" },
+                if v.pool == VitPool::Mean {
+                    "-meanpool"
+                } else {
+                    ""
+                },
                 v.heads,
                 v.mlp_ratio,
                 match v.input {
@@ -536,7 +544,13 @@ fn attention(b: &mut Builder, p: &str, x: usize, t: usize, d: usize, heads: usiz
     );
     let q = b.op(Op::Binary(BinaryKind::Mul), &[parts[0], scale]);
     let scores = b.op(Op::MatMul, &[q, parts[1]]); // [N, H, T, T]
-    let att = b.op(Op::Softmax(Softmax { axis: 3, log: false }), &[scores]);
+    let att = b.op(
+        Op::Softmax(Softmax {
+            axis: 3,
+            log: false,
+        }),
+        &[scores],
+    );
     let o = b.op(Op::MatMul, &[att, parts[2]]); // [N, H, T, hd]
     let o = b.op(
         Op::Transpose(Transpose {
@@ -552,9 +566,13 @@ fn attention(b: &mut Builder, p: &str, x: usize, t: usize, d: usize, heads: usiz
 /// own tensors (`cls_token`, `pos_embed`) before its submodules'.
 fn build_vit(b: &mut Builder, v: &Vit) {
     let (d, t) = (v.width, v.tokens());
-    let cls_param = (v.pool == VitPool::Cls)
-        .then(|| b.layout.push("cls_token".to_string(), &[1, 1, d], Role::Bias));
-    let pos_param = b.layout.push("pos_embed".to_string(), &[1, t, d], Role::Weight);
+    let cls_param = (v.pool == VitPool::Cls).then(|| {
+        b.layout
+            .push("cls_token".to_string(), &[1, 1, d], Role::Bias)
+    });
+    let pos_param = b
+        .layout
+        .push("pos_embed".to_string(), &[1, t, d], Role::Weight);
     let patches = v.patches();
     let mut h = match v.input {
         VitInput::Image => {
@@ -593,7 +611,14 @@ fn build_vit(b: &mut Builder, v: &Vit) {
         }
     };
     if let Some(p) = cls_param {
-        let cls = b.g.push("cls_token", Op::Param(Param { shape: vec![1, 1, d] }), &[], &[p]);
+        let cls = b.g.push(
+            "cls_token",
+            Op::Param(Param {
+                shape: vec![1, 1, d],
+            }),
+            &[],
+            &[p],
+        );
         let cls = b.op(
             Op::Expand(Expand {
                 shape: vec![0, 1, d],
@@ -605,7 +630,9 @@ fn build_vit(b: &mut Builder, v: &Vit) {
     }
     let pos = b.g.push(
         "pos_embed",
-        Op::Param(Param { shape: vec![1, t, d] }),
+        Op::Param(Param {
+            shape: vec![1, t, d],
+        }),
         &[],
         &[pos_param],
     );
@@ -926,11 +953,14 @@ mod tests {
     #[test]
     fn vit_matches_the_pytorch_twin_in_names_and_counts() {
         // counts from fixtures/generate/zoo.py: count_params(build(vit_arch(...)))
-        let a: Arch = "vit:input_size=8,patch=2,depth=2,width=32,heads=4".parse().unwrap();
-        assert_eq!(count_params(&a), 26_538);
-        let b: Arch = "vit:input_size=8,patch=2,depth=2,width=32,heads=4,norm=post,residual=false,pool=mean"
+        let a: Arch = "vit:input_size=8,patch=2,depth=2,width=32,heads=4"
             .parse()
             .unwrap();
+        assert_eq!(count_params(&a), 26_538);
+        let b: Arch =
+            "vit:input_size=8,patch=2,depth=2,width=32,heads=4,norm=post,residual=false,pool=mean"
+                .parse()
+                .unwrap();
         assert_eq!(count_params(&b), 26_410);
         let c: Arch = "vit:input=seq,input_size=40,patch=4,depth=2,width=32,heads=4"
             .parse()
@@ -956,12 +986,21 @@ mod tests {
                 "blocks.0.norm2.bias",
             ]
         );
-        assert_eq!(&names[names.len() - 4..], &["norm.weight", "norm.bias", "head.weight", "head.bias"]);
+        assert_eq!(
+            &names[names.len() - 4..],
+            &["norm.weight", "norm.bias", "head.weight", "head.bias"]
+        );
         let taps: Vec<String> = g.taps().into_iter().map(|(n, _)| n).collect();
         assert_eq!(taps, ["embed", "blocks.0", "blocks.1"]);
         g.infer_shapes(&[1, 8, 8], 3).unwrap();
         // post-LN: norm1 still registered before attn, no final norm
-        let names: Vec<String> = b.build().layout.tensors().iter().map(|t| t.name.clone()).collect();
+        let names: Vec<String> = b
+            .build()
+            .layout
+            .tensors()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
         assert_eq!(names[3], "blocks.0.norm1.weight");
         assert!(!names.iter().any(|n| n.starts_with("norm.")));
         assert!(!b.is_residual() && a.is_residual());

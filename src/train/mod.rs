@@ -82,7 +82,9 @@ pub enum TrainError {
     Nesterov,
     /// Occurs when SGD's `momentum` or `nesterov` is given with AdamW (whose moments are
     /// set by `betas`).
-    #[error("`momentum` and `nesterov` are SGD's; AdamW's moments are set by `betas` (set momentum 0)")]
+    #[error(
+        "`momentum` and `nesterov` are SGD's; AdamW's moments are set by `betas` (set momentum 0)"
+    )]
     AdamwMomentum,
     /// Occurs when AdamW's `betas` or `eps` is given for SGD.
     #[error("`betas` and `eps` are AdamW's; pass `optimizer` adamw, or drop them")]
@@ -659,7 +661,9 @@ impl<'a> Trainer<'a> {
     ) {
         let len = grad.len();
         let m = state.momentum.get_or_insert_with(|| Array1::zeros(len));
-        let v = state.second_moment.get_or_insert_with(|| Array1::zeros(len));
+        let v = state
+            .second_moment
+            .get_or_insert_with(|| Array1::zeros(len));
         let t = state.steps as i32;
         let bc1 = 1.0 - beta1.powi(t);
         let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
