@@ -339,6 +339,7 @@ mod tests {
             .sqrt();
         assert!((r.blocks[1].grad_norm - want).abs() < 1e-9 * want);
         // token rows: the sample mean of the residual at blocks.2, from the forward values
+        // (one f32 batch here, batches of 4 in the probe: agreement to f32 rounding)
         let tap = m.graph.taps()[3].1;
         let vals = m.graph.forward_all(m.theta.data.view(), &x, Mode::Eval);
         let v3 = vals[tap].view().into_dimensionality::<Ix3>().unwrap();
@@ -348,7 +349,7 @@ mod tests {
             .sum::<f64>()
             / 6.0;
         let got = r.activations[3].rank_residual.unwrap();
-        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
         for a in &r.activations {
             let (res, cos) = (a.rank_residual.unwrap(), a.token_cosine.unwrap());
             assert!(
