@@ -8,12 +8,20 @@
 //! per block output h (the ReLU that ends the stem and each block):
 //!     mean(h), std(h)                     over all samples, channels and positions
 //! first-to-last gradient ratio = ‖∂L/∂W_first‖ / ‖∂L/∂W_last‖
+//! per block (the tensors named `BLOCK.…` of a tap `BLOCK`):  ‖∂L/∂θ_block‖₂, ‖θ_block‖₂
+//! per token block output X [T, D] of a sample (transformers), averaged over samples:
+//!     rank residual  ‖X − 1x̄ᵀ‖_F / ‖X‖_F,  x̄ = token mean (the x minimizing ‖X − 1xᵀ‖_F)
+//!     token cosine   mean over pairs i ≠ j of ⟨X_i, X_j⟩ / (‖X_i‖ ‖X_j‖)
 //! ```
+//! The rank residual is Dong, Cordonnier & Loukas 2021 ("Attention is not all you need:
+//! pure attention loses rank doubly exponentially with depth", ICML, arXiv:2103.03404),
+//! measured in the Frobenius norm: 0 when every token is the same vector (rank collapse),
+//! near 1 when the tokens average out. Cosine 1 means all tokens point the same way.
 //! A vanishing gradient shows as a first-to-last ratio ≪ 1; exploding or collapsing
 //! activations as a std that drifts with depth. Both are measured on the trained weights
 //! and on a freshly He-initialized copy (seeded), where the architecture alone decides.
 
-use ndarray::{ArrayView1, Axis};
+use ndarray::{ArrayView1, ArrayView2, Axis, Ix3};
 use serde::Serialize;
 
 use crate::engine::{Graph, Mode, Role, Scalar};
@@ -35,6 +43,19 @@ pub struct ActivationRow {
     pub depth: usize,
     pub mean: f64,
     pub std: f64,
+    /// Token block outputs `[N, T, D]` only: mean over samples of ‖X − 1x̄ᵀ‖_F / ‖X‖_F.
+    pub rank_residual: Option<f64>,
+    /// Token block outputs only: mean over samples of the mean pairwise token cosine.
+    pub token_cosine: Option<f64>,
+}
+
+/// Gradient and weight norm of all trainable tensors of one block.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockGradientRow {
+    pub name: String,
+    pub depth: usize,
+    pub grad_norm: f64,
+    pub weight_norm: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -42,6 +63,8 @@ pub struct ProbeReport {
     pub loss: f64,
     pub accuracy: f64,
     pub gradients: Vec<GradientRow>,
+    /// Per block tap with parameters (`layer2.0`, `blocks.3`), in depth order.
+    pub blocks: Vec<BlockGradientRow>,
     pub activations: Vec<ActivationRow>,
     /// ‖∂L/∂W_first‖ / ‖∂L/∂W_last‖.
     pub first_to_last_gradient_ratio: f64,
@@ -76,32 +99,81 @@ pub fn probe<T: Scalar>(
             ratio: g / w,
         });
     }
-    // activation statistics: Σh, Σh², count per tap, in f64, batches in order
+    // activation statistics: Σh, Σh², count per tap, in f64, batches in order; token
+    // outputs [N, T, D] also Σ rank residual, Σ token cosine over samples
     let taps = graph.taps();
+    let norm = |g: &ndarray::Array1<T>, r: std::ops::Range<usize>| {
+        g.slice(ndarray::s![r])
+            .iter()
+            .map(|a| a.as_f64().powi(2))
+            .sum::<f64>()
+    };
+    let theta_own = theta.to_owned();
+    let blocks: Vec<BlockGradientRow> = taps
+        .iter()
+        .filter_map(|(name, _)| {
+            let prefix = format!("{name}.");
+            let ranges: Vec<_> = graph
+                .layout
+                .tensors()
+                .iter()
+                .filter(|t| t.role.is_trainable() && t.name.starts_with(&prefix))
+                .map(|t| t.range())
+                .collect();
+            (!ranges.is_empty()).then(|| (name.clone(), ranges))
+        })
+        .enumerate()
+        .map(|(depth, (name, ranges))| BlockGradientRow {
+            name,
+            depth,
+            grad_norm: ranges
+                .iter()
+                .map(|r| norm(&grad, r.clone()))
+                .sum::<f64>()
+                .sqrt(),
+            weight_norm: ranges
+                .iter()
+                .map(|r| norm(&theta_own, r.clone()))
+                .sum::<f64>()
+                .sqrt(),
+        })
+        .collect();
     let mut sums = vec![(0.0f64, 0.0f64, 0usize); taps.len()];
+    let mut tokens = vec![(0.0f64, 0.0f64, 0usize); taps.len()];
     for batch in x.axis_chunks_iter(Axis(0), batch_size.max(1)) {
         let xb = batch.mapv(|v| T::from_f(v as f64));
         let values = graph.forward_all(theta, &xb, mode);
-        for ((_, node), s) in taps.iter().zip(sums.iter_mut()) {
-            for &v in values[*node].iter() {
+        for (((_, node), s), tk) in taps.iter().zip(sums.iter_mut()).zip(tokens.iter_mut()) {
+            let value = &values[*node];
+            for &v in value.iter() {
                 let v = v.as_f64();
                 s.0 += v;
                 s.1 += v * v;
             }
-            s.2 += values[*node].len();
+            s.2 += value.len();
+            if let Ok(v3) = value.view().into_dimensionality::<Ix3>() {
+                for sample in v3.outer_iter() {
+                    let m = sample.mapv(|v| v.as_f64());
+                    tk.0 += rank_residual(m.view());
+                    tk.1 += mean_token_cosine(m.view());
+                    tk.2 += 1;
+                }
+            }
         }
     }
     let activations: Vec<ActivationRow> = taps
         .iter()
-        .zip(&sums)
+        .zip(sums.iter().zip(&tokens))
         .enumerate()
-        .map(|(depth, ((name, _), &(s, s2, n)))| {
+        .map(|(depth, ((name, _), (&(s, s2, n), &(r, c, k))))| {
             let mean = s / n as f64;
             ActivationRow {
                 name: name.clone(),
                 depth,
                 mean,
                 std: (s2 / n as f64 - mean * mean).max(0.0).sqrt(),
+                rank_residual: (k > 0).then(|| r / k as f64),
+                token_cosine: (k > 0).then(|| c / k as f64),
             }
         })
         .collect();
@@ -117,10 +189,54 @@ pub fn probe<T: Scalar>(
         loss: eval.loss,
         accuracy: eval.accuracy,
         gradients,
+        blocks,
         activations,
         first_to_last_gradient_ratio: ratio,
         last_to_first_activation_std: act,
     }
+}
+
+/// ‖X − 1x̄ᵀ‖_F / ‖X‖_F of a token matrix `x [T, D]` (rows = tokens), x̄ the token mean,
+/// which minimizes ‖X − 1xᵀ‖_F over x (Dong et al. 2021's residual, Frobenius norm). 0 for
+/// X = 0.
+pub fn rank_residual(x: ArrayView2<f64>) -> f64 {
+    let Some(mean) = x.mean_axis(Axis(0)) else {
+        return 0.0;
+    };
+    let total: f64 = x.iter().map(|v| v * v).sum();
+    if total == 0.0 {
+        return 0.0;
+    }
+    let res: f64 = x
+        .outer_iter()
+        .map(|row| {
+            row.iter()
+                .zip(&mean)
+                .map(|(a, m)| (a - m).powi(2))
+                .sum::<f64>()
+        })
+        .sum();
+    (res / total).sqrt()
+}
+
+/// Mean cosine similarity over the T(T−1) ordered pairs of distinct tokens (rows) of
+/// `x [T, D]`; a zero token has cosine 0 with every other. NaN for fewer than 2 tokens.
+pub fn mean_token_cosine(x: ArrayView2<f64>) -> f64 {
+    let t = x.nrows();
+    if t < 2 {
+        return f64::NAN;
+    }
+    // Σ_{i≠j} ûᵢ·ûⱼ = ‖Σᵢ ûᵢ‖² − Σᵢ ‖ûᵢ‖², ûᵢ the unit tokens
+    let mut sum = ndarray::Array1::<f64>::zeros(x.ncols());
+    let mut units = 0.0;
+    for row in x.outer_iter() {
+        let n = row.dot(&row).sqrt();
+        if n > 0.0 {
+            sum.scaled_add(1.0 / n, &row);
+            units += 1.0;
+        }
+    }
+    (sum.dot(&sum) - units) / (t * (t - 1)) as f64
 }
 
 #[cfg(test)]
@@ -163,5 +279,83 @@ mod tests {
             .sum::<f64>()
             .sqrt();
         assert!((r.gradients.last().unwrap().grad_norm - n).abs() < 1e-9 * n);
+    }
+
+    #[test]
+    fn rank_collapse_measures_by_hand() {
+        use ndarray::array;
+        // X = [[1,0],[0,1],[1,1]]: x̄ = (2/3, 2/3), ‖X − 1x̄ᵀ‖² = 4/3, ‖X‖² = 4
+        let x = array![[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]];
+        assert!((rank_residual(x.view()) - (1.0f64 / 3.0).sqrt()).abs() < 1e-15);
+        // cosines: (1,2) 0, (1,3) and (2,3) 1/√2
+        let want = (2.0 / 2f64.sqrt()) / 3.0;
+        assert!((mean_token_cosine(x.view()) - want).abs() < 1e-15);
+        // collapsed tokens X = 1xᵀ: residual 0, cosine 1
+        let c = array![
+            [0.5, -2.0, 3.0],
+            [0.5, -2.0, 3.0],
+            [0.5, -2.0, 3.0],
+            [0.5, -2.0, 3.0]
+        ];
+        assert_eq!(rank_residual(c.view()), 0.0);
+        assert!((mean_token_cosine(c.view()) - 1.0).abs() < 1e-15);
+        // rank one a·bᵀ with a not constant is not collapsed: residual ‖a − ā‖/‖a‖
+        let (a, b) = (array![1.0, 2.0, -1.0], array![3.0, 0.5]);
+        let ab = ndarray::Array2::from_shape_fn((3, 2), |(i, j)| a[i] * b[j]);
+        assert!((rank_residual(ab.view()) - (7.0f64 / 9.0).sqrt()).abs() < 1e-15);
+        // tokens ±b: pair signs +, −, − → mean −1/3
+        assert!((mean_token_cosine(ab.view()) + 1.0 / 3.0).abs() < 1e-15);
+        assert_eq!(rank_residual(ndarray::Array2::zeros((3, 2)).view()), 0.0);
+    }
+
+    #[test]
+    fn vit_probes_blocks_and_tokens() {
+        let arch: Arch =
+            "vit:input_size=8,patch=2,depth=3,width=8,heads=2,mlp_ratio=2,num_classes=3"
+                .parse()
+                .unwrap();
+        let m = Model::init(arch, 1, false);
+        let x = ArrayD::from_shape_fn(IxDyn(&[6, 1, 8, 8]), |i| {
+            ((i[0] * 5 + i[2] * 3 + i[3]) % 7) as f32 / 3.0 - 1.0
+        });
+        let y: Vec<usize> = (0..6).map(|i| i % 3).collect();
+        let o = Objective::new(&m.graph, x.view(), &y, ObjectiveConfig::default()).unwrap();
+        let r = probe(&o, x.view(), m.theta.data.view(), 4, Mode::Eval);
+        let names: Vec<&str> = r.activations.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["embed", "blocks.0", "blocks.1", "blocks.2"]);
+        let blocks: Vec<&str> = r.blocks.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(blocks, ["blocks.0", "blocks.1", "blocks.2"]);
+        // the per-block norm is the norm over the block's tensors
+        let (_, g) = o.gradient(m.theta.data.view());
+        let want: f64 = m
+            .graph
+            .layout
+            .tensors()
+            .iter()
+            .filter(|t| t.name.starts_with("blocks.1."))
+            .flat_map(|t| g.slice(ndarray::s![t.range()]).to_vec())
+            .map(|v| (v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!((r.blocks[1].grad_norm - want).abs() < 1e-9 * want);
+        // token rows: the sample mean of the residual at blocks.2, from the forward values
+        // (one f32 batch here, batches of 4 in the probe: agreement to f32 rounding)
+        let tap = m.graph.taps()[3].1;
+        let vals = m.graph.forward_all(m.theta.data.view(), &x, Mode::Eval);
+        let v3 = vals[tap].view().into_dimensionality::<Ix3>().unwrap();
+        let want: f64 = v3
+            .outer_iter()
+            .map(|s| rank_residual(s.mapv(|v| v as f64).view()))
+            .sum::<f64>()
+            / 6.0;
+        let got = r.activations[3].rank_residual.unwrap();
+        assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+        for a in &r.activations {
+            let (res, cos) = (a.rank_residual.unwrap(), a.token_cosine.unwrap());
+            assert!(
+                res > 0.0 && res <= 1.0 && (-1.0..=1.0).contains(&cos),
+                "{a:?}"
+            );
+        }
     }
 }

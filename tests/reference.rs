@@ -273,3 +273,34 @@ fn full_hessian_spectrum_of_tiny_mlp() {
         tol(Dtype::F64, Quantity::Eigenvalue),
     );
 }
+
+/// The zoo's `vit` (every norm placement, residual on and off, class-token and mean
+/// pooling, the 1-D `seq` variant) against its PyTorch twin (`zoo.Vit`): the same
+/// parameter names and order, and loss, gradient and H·v in f64 and f32.
+#[test]
+fn vit_fixtures_match_pytorch() {
+    let names = [
+        "vit-pre-init",
+        "vit-post-init",
+        "vit-pre-nores-init",
+        "vit-post-nores-init",
+        "vit-seq-init",
+    ];
+    for name in names {
+        let path = common::fixture(&format!("fixtures/reference/{name}.safetensors"));
+        let f = read(&path);
+        let g = f.graph();
+        // parameter order = PyTorch's named_parameters() order
+        let trainable: Vec<String> = g
+            .layout
+            .tensors()
+            .iter()
+            .filter(|t| t.role.is_trainable())
+            .map(|t| t.name.clone())
+            .collect();
+        let order: Vec<String> = serde_json::from_str(&f.meta["param_order"]).unwrap();
+        assert_eq!(trainable, order, "{name}: parameter names and order");
+        run::<f64>(&f, "f64", Dtype::F64, true);
+        run::<f32>(&f, "f32", Dtype::F32, true);
+    }
+}

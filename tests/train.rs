@@ -24,7 +24,7 @@ use losscape::data::{self, DataOptions, Dataset, Split};
 use losscape::engine::{Graph, ParamVec};
 use losscape::model::{Arch, Model};
 use losscape::train::checkpoint;
-use losscape::train::{Schedule, TrainConfig, TrainState, Trainer};
+use losscape::train::{Optimizer, Schedule, TrainConfig, TrainState, Trainer};
 use ndarray::{Array1, ArrayD, IxDyn};
 use safetensors::SafeTensors;
 
@@ -91,6 +91,7 @@ fn recipe(epochs: usize) -> TrainConfig {
         momentum: 0.9,
         nesterov: false,
         weight_decay: 5e-4,
+        optimizer: Optimizer::Sgd,
         schedule: Schedule::Cosine,
         seed: 0,
         crop_pad: 0,
@@ -159,6 +160,148 @@ fn two_sgd_steps_match_pytorch() {
             }
         }
     }
+}
+
+/// Three `torch.optim.AdamW` steps (lr 0.01, betas (0.9, 0.95), eps 1e-6, weight decay
+/// 0.05, bias correction) on a tiny pre-LN ViT (fixtures/reference/train/vit-adamw.safetensors,
+/// make_train_reference.py): every tensor after each step, and each batch's loss.
+/// Tolerance as for SGD (f32 rounding of two summation orders), with one exception: the
+/// key bias (`attn.qkv.bias[D..2D]`) has an exactly zero gradient (softmax is invariant to
+/// a shift shared by all keys), so both frameworks feed AdamW rounding noise, which m/√v
+/// scales to steps of up to lr; those entries are checked to within lr per step.
+#[test]
+fn three_adamw_steps_match_pytorch() {
+    let path = common::fixture("fixtures/reference/train/vit-adamw.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap_or_default();
+    let f = Fixture {
+        meta,
+        tensors: common::decode_f64(&bytes, &path),
+    };
+    let arch = f.arch();
+    assert!(matches!(arch, Arch::Vit(_)));
+    let g = arch.build();
+    let train = digits(Split::Train);
+    let (xs, ys) = (f.get("step.x"), f.get("step.y"));
+    let b = xs.0[1];
+    let per: usize = xs.0[1..].iter().product();
+    let cfg = TrainConfig {
+        lr: 0.01,
+        momentum: 0.0,
+        weight_decay: 0.05,
+        optimizer: Optimizer::Adamw {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-6,
+        },
+        batch_size: b,
+        ..recipe(1)
+    };
+    let trainer = Trainer::new(&g, cfg, &train, None).unwrap();
+    let mut state = TrainState::new(f.params(&g, "init"));
+    for k in 0..3 {
+        let x = ArrayD::from_shape_vec(
+            IxDyn(&xs.0[1..]),
+            xs.1[k * per..(k + 1) * per]
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+        )
+        .unwrap();
+        let y: Vec<usize> = ys.1[k * b..(k + 1) * b]
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let v = trainer.step(&mut state, &x, &y, 0.01);
+        assert_close(
+            &format!("AdamW step {k} loss"),
+            v.sum / b as f64,
+            f.get("step.loss").1[k],
+            tol(Dtype::F32, Quantity::SgdLoss),
+        );
+        let name = format!("step{}", k + 1);
+        let want = f.params(&g, &name);
+        let d = 8;
+        for (i, t) in g.layout.tensors().iter().enumerate() {
+            let (got, want) = (state.theta.tensor(i), want.tensor(i));
+            if t.name.ends_with("attn.qkv.bias") {
+                for j in 0..3 * d {
+                    let err = (got[j] - want[j]).abs();
+                    let allowed = if (d..2 * d).contains(&j) {
+                        0.01 * (k + 1) as f32
+                    } else {
+                        1e-5 * want[j].abs().max(1.0)
+                    };
+                    assert!(
+                        err <= allowed,
+                        "{name}: {}[{j}] {} vs {}",
+                        t.name,
+                        got[j],
+                        want[j]
+                    );
+                }
+                continue;
+            }
+            assert_close(
+                &format!("{name}: {} ({:?})", t.name, t.role),
+                got,
+                want,
+                tol(Dtype::F32, Quantity::SgdParams),
+            );
+        }
+    }
+    assert_eq!(state.steps, 3);
+    // SGD's momentum with AdamW is refused
+    let bad = TrainConfig {
+        optimizer: Optimizer::ADAMW_DEFAULT,
+        ..recipe(1)
+    };
+    assert!(Trainer::new(&g, bad, &train, None).is_err());
+}
+
+/// An AdamW run (ViT) saved after one epoch and resumed ends with the same bits as an
+/// uninterrupted one: m, v and the step count (bias correction) are restored.
+#[test]
+fn resumed_adamw_run_is_bitwise_identical() {
+    let (_, train) = small_setup();
+    let arch: Arch = "vit:input_size=8,patch=2,depth=1,width=8,heads=2,mlp_ratio=2"
+        .parse()
+        .unwrap();
+    let model = Model::init(arch.clone(), 3, false);
+    let cfg = TrainConfig {
+        lr: 0.003,
+        momentum: 0.0,
+        weight_decay: 0.05,
+        optimizer: Optimizer::ADAMW_DEFAULT,
+        ..recipe(2)
+    };
+    let trainer = Trainer::new(&model.graph, cfg.clone(), &train, None).unwrap();
+    let mut full = TrainState::new(model.theta.clone());
+    for _ in 0..2 {
+        trainer.run_epoch(&mut full, &mut |_, _, _| {});
+    }
+    let dir = common::tempdir();
+    let sp = dir.path().join("state.safetensors");
+    let mut part = TrainState::new(model.theta.clone());
+    trainer.run_epoch(&mut part, &mut |_, _, _| {});
+    checkpoint::save_state(&sp, &arch, &cfg, &part).unwrap();
+    drop(part);
+    let mut resumed = checkpoint::load_state(&sp, &arch, &cfg, &model.theta).unwrap();
+    assert_eq!((resumed.epoch, resumed.steps), (1, 4));
+    trainer.run_epoch(&mut resumed, &mut |_, _, _| {});
+    assert_eq!(resumed.theta.data, full.theta.data);
+    assert_eq!(resumed.second_moment, full.second_moment);
+    assert!(full.history[1].train_loss < full.history[0].batch_loss);
+    // an SGD recipe cannot resume the AdamW state
+    let sgd = TrainConfig {
+        optimizer: Optimizer::Sgd,
+        ..cfg.clone()
+    };
+    let e = checkpoint::load_state(&sp, &arch, &sgd, &model.theta)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("recipe"), "{e}");
 }
 
 #[test]

@@ -82,6 +82,17 @@ pub struct ProbeSummary {
     pub grad_norms_trained: Vec<f64>,
     pub act_std_init: Vec<f64>,
     pub act_std_trained: Vec<f64>,
+    /// Transformers: per block output, ‖X − 1x̄ᵀ‖_F/‖X‖_F (Dong et al. 2021), sample mean
+    /// (empty for networks without token outputs).
+    #[serde(default)]
+    pub rank_residual_init: Vec<f64>,
+    #[serde(default)]
+    pub rank_residual_trained: Vec<f64>,
+    /// Transformers: per block output, the mean pairwise token cosine.
+    #[serde(default)]
+    pub token_cosine_init: Vec<f64>,
+    #[serde(default)]
+    pub token_cosine_trained: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -566,6 +577,29 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             ],
         )?;
         images.push(("activations.png".into(), "Standard deviation of each block's output, left at a fresh He initialization, right for the trained weights; solid = residual, dashed = no shortcuts.".into()));
+        let tokens: Vec<&(&ModelResult, &ProbeSummary)> = probes
+            .iter()
+            .filter(|(_, p)| !p.rank_residual_trained.is_empty())
+            .collect();
+        if !tokens.is_empty() {
+            let series = |f: &dyn Fn(&ProbeSummary) -> &Vec<f64>| -> Series {
+                tokens
+                    .iter()
+                    .map(|(r, p)| (r.label.clone(), r.residual, f(p).clone()))
+                    .collect()
+            };
+            super::figures::depth_panels(
+                &o.out_dir.join("rank-collapse.png"),
+                "Token rank collapse per block output",
+                "block output (embedding → last block)",
+                "‖X − 1x̄ᵀ‖ / ‖X‖",
+                &[
+                    ("fresh initialization", series(&|p| &p.rank_residual_init)),
+                    ("trained", series(&|p| &p.rank_residual_trained)),
+                ],
+            )?;
+            images.push(("rank-collapse.png".into(), "Relative distance of the token matrix from rank one (all tokens equal), ‖X − 1x̄ᵀ‖_F/‖X‖_F averaged over samples (Dong et al. 2021): 0 = collapsed; left at a fresh initialization, right trained; solid = residual, dashed = no skips.".into()));
+        }
     }
     // metrics against depth, when the analysis spans several depths
     let mut depths: Vec<usize> = o.results.iter().map(|r| r.depth).collect();

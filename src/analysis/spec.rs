@@ -92,8 +92,18 @@ pub struct TrainSpec {
     pub batch_size: usize,
     #[serde(default = "default_lr")]
     pub lr: f64,
-    #[serde(default = "default_momentum")]
-    pub momentum: f64,
+    /// `sgd` or `adamw`.
+    #[serde(default = "default_optimizer")]
+    pub optimizer: String,
+    /// AdamW's (β₁, β₂) (default 0.9, 0.999).
+    #[serde(default)]
+    pub betas: Option<(f64, f64)>,
+    /// AdamW's ε (default 1e-8).
+    #[serde(default)]
+    pub eps: Option<f64>,
+    /// SGD's momentum (default 0.9; none with AdamW).
+    #[serde(default)]
+    pub momentum: Option<f64>,
     #[serde(default)]
     pub nesterov: bool,
     #[serde(default = "default_wd")]
@@ -122,8 +132,8 @@ fn default_train_batch() -> usize {
 fn default_lr() -> f64 {
     0.1
 }
-fn default_momentum() -> f64 {
-    0.9
+fn default_optimizer() -> String {
+    "sgd".into()
 }
 fn default_wd() -> f64 {
     5e-4
@@ -135,13 +145,15 @@ fn default_schedule() -> String {
 impl TrainSpec {
     /// The recipe, with the schedule parsed.
     pub fn config(&self) -> Result<crate::train::TrainConfig, crate::train::TrainError> {
+        let optimizer = crate::train::Optimizer::from_parts(&self.optimizer, self.betas, self.eps)?;
         Ok(crate::train::TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
-            momentum: self.momentum,
+            momentum: self.momentum.unwrap_or(optimizer.default_momentum()),
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
+            optimizer,
             schedule: self.schedule.parse()?,
             seed: self.seed,
             crop_pad: self.crop_pad,

@@ -209,6 +209,7 @@ fn depth_of(arch: &Arch) -> usize {
     match arch {
         Arch::ResnetCifar(r) => r.depth,
         Arch::Mlp(m) => m.depth + 2,
+        Arch::Vit(v) => v.depth,
         Arch::Onnx(o) => o.depth,
     }
 }
@@ -529,6 +530,26 @@ fn probe(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
             grad_norms_trained: tr.gradients.iter().map(|g| g.grad_norm).collect(),
             act_std_init: init.activations.iter().map(|a| a.std).collect(),
             act_std_trained: tr.activations.iter().map(|a| a.std).collect(),
+            rank_residual_init: init
+                .activations
+                .iter()
+                .filter_map(|a| a.rank_residual)
+                .collect(),
+            rank_residual_trained: tr
+                .activations
+                .iter()
+                .filter_map(|a| a.rank_residual)
+                .collect(),
+            token_cosine_init: init
+                .activations
+                .iter()
+                .filter_map(|a| a.token_cosine)
+                .collect(),
+            token_cosine_trained: tr
+                .activations
+                .iter()
+                .filter_map(|a| a.token_cosine)
+                .collect(),
         })
     })?;
     m.probe = Some(p);

@@ -1,6 +1,7 @@
-//! `losscape probe --model M --data D`: per-layer gradient norms and per-block activation
-//! statistics, for the trained weights and a freshly He-initialized copy (the copy with
-//! batch-norm batch statistics, as in its first training step).
+//! `losscape probe --model M --data D`: per-layer and per-block gradient norms and
+//! per-block activation statistics (transformers: also the rank collapse of the tokens,
+//! see [`crate::probe`]), for the trained weights and a freshly He-initialized copy (the
+//! copy with batch-norm batch statistics, as in its first training step).
 
 use anyhow::Result;
 use clap::Args;
@@ -66,9 +67,41 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
                 g.ratio
             )?;
         }
-        crate::outln!("  {:<32} {:>12} {:>12}", "block output", "mean", "std")?;
+        if !r.blocks.is_empty() {
+            crate::outln!("  {:<32} {:>12} {:>12}", "block", "‖∂L/∂θ‖", "‖θ‖")?;
+            for b in &r.blocks {
+                crate::outln!(
+                    "  {:<32} {:>12.4e} {:>12.4}",
+                    b.name,
+                    b.grad_norm,
+                    b.weight_norm
+                )?;
+            }
+        }
+        let tokens = r.activations.iter().any(|a| a.rank_residual.is_some());
+        match tokens {
+            true => crate::outln!(
+                "  {:<32} {:>12} {:>12} {:>12} {:>12}",
+                "block output",
+                "mean",
+                "std",
+                "rank res.",
+                "token cos"
+            )?,
+            false => crate::outln!("  {:<32} {:>12} {:>12}", "block output", "mean", "std")?,
+        }
         for a in &r.activations {
-            crate::outln!("  {:<32} {:>12.4} {:>12.4}", a.name, a.mean, a.std)?;
+            match (a.rank_residual, a.token_cosine) {
+                (Some(res), Some(cos)) => crate::outln!(
+                    "  {:<32} {:>12.4} {:>12.4} {:>12.4} {:>12.4}",
+                    a.name,
+                    a.mean,
+                    a.std,
+                    res,
+                    cos
+                )?,
+                _ => crate::outln!("  {:<32} {:>12.4} {:>12.4}", a.name, a.mean, a.std)?,
+            }
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use clap::Args;
 use crate::data::{self, DataOptions, Dataset, Split};
 use crate::model::Arch;
 use crate::train::session::RunOptions;
-use crate::train::{Schedule, TrainConfig};
+use crate::train::{Optimizer, Schedule, TrainConfig};
 
 #[derive(Debug, Args, Clone)]
 pub struct TrainArgs {
@@ -39,10 +39,22 @@ pub struct TrainArgs {
     pub batch_size: u64,
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
+    /// `sgd` (torch.optim.SGD) or `adamw` (torch.optim.AdamW, decoupled weight decay).
+    #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
+    pub optimizer: String,
+    /// SGD momentum [default: 0.9; SGD only].
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Nesterov momentum (SGD only).
     #[arg(long)]
     pub nesterov: bool,
+    /// AdamW's β₁,β₂ [default: 0.9,0.999].
+    #[arg(long, value_name = "B1,B2", value_parser = parse_betas)]
+    pub betas: Option<(f64, f64)>,
+    /// AdamW's ε [default: 1e-8].
+    #[arg(long)]
+    pub eps: Option<f64>,
+    /// Weight decay: SGD's L2 term, AdamW's decoupled decay (as PyTorch).
     #[arg(long, default_value_t = 5e-4)]
     pub weight_decay: f64,
     /// Learning-rate schedule per epoch: `cosine`, `constant` or `step:E1,E2` (×0.1 at each).
@@ -107,20 +119,41 @@ impl TrainArgs {
             .with_context(|| format!("--arch {}", self.arch))
     }
 
-    pub fn config(&self) -> TrainConfig {
-        TrainConfig {
+    /// The recipe; `--betas`/`--eps` with SGD, or `--momentum`/`--nesterov` with AdamW,
+    /// are errors (flags that would do nothing).
+    pub fn config(&self) -> Result<TrainConfig> {
+        let optimizer = Optimizer::from_parts(&self.optimizer, self.betas, self.eps)
+            .map_err(anyhow::Error::msg)
+            .context("--optimizer")?;
+        if optimizer != Optimizer::Sgd && (self.momentum.is_some() || self.nesterov) {
+            anyhow::bail!(
+                "--momentum and --nesterov are SGD's; AdamW's moments are set by --betas"
+            );
+        }
+        Ok(TrainConfig {
             epochs: self.epochs,
             batch_size: self.batch_size as usize,
             lr: self.lr,
-            momentum: self.momentum,
+            momentum: self.momentum.unwrap_or(optimizer.default_momentum()),
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
+            optimizer,
             schedule: self.schedule.clone(),
             seed: self.seed,
             crop_pad: self.crop_pad,
             flip: self.flip,
-        }
+        })
     }
+}
+
+/// `B1,B2`.
+fn parse_betas(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("'{s}': give two numbers B1,B2, e.g. 0.9,0.999");
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 /// Loads the training split and, when the data has one, the test split.
@@ -150,7 +183,7 @@ pub fn load_data(spec: &str, samples: Option<usize>) -> Result<(Dataset, Option<
 pub fn run(args: &TrainArgs) -> Result<()> {
     let (train, test) = load_data(&args.data, args.samples)?;
     let arch = args.resolve_arch(&train)?;
-    let cfg = args.config();
+    let cfg = args.config()?;
     let opts = RunOptions {
         out: args.out.clone(),
         checkpoints: args.checkpoints.clone(),

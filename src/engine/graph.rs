@@ -38,6 +38,9 @@ pub struct Node {
     pub inputs: Vec<usize>,
     /// Indices of this node's tensors in the [`Layout`].
     pub params: Vec<usize>,
+    /// When set, this node's output is a block output that probes read, under this label
+    /// (the zoo's transformer blocks `blocks.{i}`; ReLU taps need only a name).
+    pub tap: Option<String>,
 }
 
 /// A network: nodes in topological order (node 0 is the input, the last node the logits),
@@ -161,6 +164,7 @@ impl Graph {
             op,
             inputs: inputs.to_vec(),
             params: params.to_vec(),
+            tap: None,
         });
         self.nodes.len() - 1
     }
@@ -397,13 +401,17 @@ impl Graph {
     }
 
     /// Block outputs for activation probes: the named ReLU nodes (the zoo names the ReLU
-    /// that ends each block after the block, e.g. `layer2.1`, and the stem's `stem`).
+    /// that ends each block after the block, e.g. `layer2.1`, and the stem's `stem`) and
+    /// the nodes marked with a [`Node::tap`] label, in graph order.
     pub fn taps(&self) -> Vec<(String, usize)> {
         self.nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.op.activation() == Some(Activation::Relu) && !n.name.is_empty())
-            .map(|(i, n)| (n.name.clone(), i))
+            .filter_map(|(i, n)| match &n.tap {
+                Some(label) => Some((label.clone(), i)),
+                None => (n.op.activation() == Some(Activation::Relu) && !n.name.is_empty())
+                    .then(|| (n.name.clone(), i)),
+            })
             .collect()
     }
 

@@ -142,6 +142,20 @@ pub enum ArchError {
     /// Occurs when an MLP's input features, width or classes are 0.
     #[error("in_features, width and num_classes must be positive")]
     MlpZero,
+    /// Occurs when a ViT size is 0.
+    #[error("vit: `{field}` must be positive")]
+    VitZero { field: &'static str },
+    /// Occurs when a ViT's patch does not tile its input.
+    #[error("vit: patch {patch} must divide input_size {input_size}")]
+    VitPatch { input_size: usize, patch: usize },
+    /// Occurs when a ViT's heads do not split its width evenly.
+    #[error("vit: heads {heads} must divide width {width}")]
+    VitHeads { width: usize, heads: usize },
+    /// Occurs when a sequence ViT is given several input channels.
+    #[error(
+        "vit: input=seq reads 1-D samples [input_size]; in_channels must be 1, got {in_channels}"
+    )]
+    VitSeqChannels { in_channels: usize },
     /// Occurs when an imported ONNX network is described instead of loaded from its file.
     #[error("an ONNX network is read from its .onnx file, not built from a description; pass the .onnx file as the model")]
     Onnx,

@@ -11,7 +11,7 @@ pub mod zoo;
 use std::path::{Path, PathBuf};
 
 pub use error::{ArchError, ExternalDataError, ModelError, OnnxError, OnnxNodeError, TensorError};
-pub use zoo::{Arch, Mlp, ResnetCifar, Shortcut};
+pub use zoo::{Arch, Mlp, ResnetCifar, Shortcut, Vit, VitInput, VitNorm, VitPool};
 
 use crate::engine::{Graph, ParamVec};
 

@@ -16,6 +16,23 @@
 //! ## mlp
 //! `fc_in` → ReLU → `depth` blocks (`blocks.{i}.fc`, optional `blocks.{i}.bn`; a residual
 //! block computes relu(h + bn(fc(h))), a plain one relu(bn(fc(h)))) → `fc_out`.
+//!
+//! ## vit
+//! A vision transformer (Dosovitskiy et al. 2021, arXiv:2010.11929) with timm's
+//! `VisionTransformer` names and `parameters()` order: `cls_token [1, 1, D]` (with
+//! `pool = cls`), `pos_embed [1, T, D]`, `patch_embed.proj` (a Conv2d with kernel = stride =
+//! `patch`; for `input = seq` a Linear on `patch` consecutive values of a 1-D input),
+//! `blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}`, then `norm` (pre-LN
+//! only) and `head`. Attention is timm's: `qkv` packs q, k, v (each `heads × D/heads`),
+//! weights softmax((q/√(D/heads)) kᵀ), exact-erf GELU in the MLP (hidden `mlp_ratio·D`),
+//! LayerNorm ε = 1e-5 (PyTorch's default). A block is
+//! ```text
+//! pre-LN  (norm = pre):   x ← x + attn(norm1(x));   x ← x + mlp(norm2(x))   … final norm(x)
+//! post-LN (norm = post):  x ← norm1(x + attn(x));   x ← norm2(x + mlp(x))   (Vaswani et al. 2017)
+//! ```
+//! and `residual = false` drops both `x +` skips of every block. The head reads the class
+//! token (`pool = cls`) or the token mean (`pool = mean`, no class token). Each block's
+//! output is a probe tap named `blocks.{i}` (the embedded tokens: `embed`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,7 +42,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::ops::{BatchNorm, Conv2d, Linear, Pad, SliceAxis};
+use crate::engine::ops::{
+    BatchNorm, BinaryKind, Concat, Constant, Conv2d, Expand, Gather, LayerNorm, Linear, Pad, Param,
+    PointwiseFn, Reduce, ReduceKind, Reshape, SliceAxis, Softmax, Transpose,
+};
 use crate::engine::{Graph, Layout, Loss, Op, ParamVec, Role, Scalar};
 
 use super::error::{ArchError, ModelError};
@@ -73,6 +93,104 @@ pub struct Mlp {
     pub num_classes: usize,
 }
 
+/// What a ViT reads: images `[C, H, W]` cut into `patch × patch` squares, or 1-D inputs
+/// `[L]` cut into runs of `patch` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VitInput {
+    Image,
+    Seq,
+}
+
+/// Where a ViT block's LayerNorms sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VitNorm {
+    /// Before attention and MLP, inside the residual branch (Xiong et al. 2020,
+    /// arXiv:2002.04745), plus a final `norm`.
+    Pre,
+    /// After each residual sum (the original transformer, Vaswani et al. 2017).
+    Post,
+}
+
+/// What the classifier head reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VitPool {
+    /// A learned class token prepended to the patches.
+    Cls,
+    /// The mean over the tokens (no class token).
+    Mean,
+}
+
+/// A vision transformer (see the module docs for the graph and the names).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vit {
+    #[serde(default = "default_vit_input")]
+    pub input: VitInput,
+    /// Image channels (`input = image`; 1 for `seq`).
+    #[serde(default = "default_vit_channels")]
+    pub in_channels: usize,
+    /// Image side, or sequence length for `input = seq`.
+    pub input_size: usize,
+    /// Patch side (image) or values per token (seq); divides `input_size`.
+    pub patch: usize,
+    pub depth: usize,
+    /// Token width D.
+    pub width: usize,
+    pub heads: usize,
+    /// MLP hidden width = `mlp_ratio · width`.
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: usize,
+    #[serde(default = "default_vit_norm")]
+    pub norm: VitNorm,
+    /// Both skips of every block (attention and MLP); false: a pure stack.
+    #[serde(default = "default_true")]
+    pub residual: bool,
+    #[serde(default = "default_vit_pool")]
+    pub pool: VitPool,
+    #[serde(default = "default_classes")]
+    pub num_classes: usize,
+}
+
+impl Vit {
+    /// Patch tokens T (without the class token).
+    pub fn patches(&self) -> usize {
+        let per_side = self.input_size / self.patch.max(1);
+        match self.input {
+            VitInput::Image => per_side * per_side,
+            VitInput::Seq => per_side,
+        }
+    }
+
+    /// Tokens the blocks see (patches, plus the class token with `pool = cls`).
+    pub fn tokens(&self) -> usize {
+        self.patches() + usize::from(self.pool == VitPool::Cls)
+    }
+}
+
+fn default_vit_input() -> VitInput {
+    VitInput::Image
+}
+fn default_vit_channels() -> usize {
+    1
+}
+fn default_mlp_ratio() -> usize {
+    4
+}
+fn default_vit_norm() -> VitNorm {
+    VitNorm::Pre
+}
+fn default_true() -> bool {
+    true
+}
+fn default_vit_pool() -> VitPool {
+    VitPool::Cls
+}
+
+/// LayerNorm ε of the zoo's ViT (PyTorch's `nn.LayerNorm` default).
+pub const LN_EPS: f64 = 1e-5;
+
 fn default_width() -> usize {
     16
 }
@@ -96,6 +214,7 @@ fn default_classes() -> usize {
 pub enum Arch {
     ResnetCifar(ResnetCifar),
     Mlp(Mlp),
+    Vit(Vit),
     /// A network imported from an ONNX file: its graph lives in the file, not here, so it
     /// cannot be built from this description (see [`super::onnx`]).
     Onnx(super::onnx::OnnxArch),
@@ -139,6 +258,40 @@ impl fmt::Display for Arch {
                 m.in_features,
                 m.num_classes
             ),
+            Arch::Vit(v) => write!(
+                f,
+                "vit-{}x{}-{}{}{} ({} heads, mlp ×{}, {} of {} ({}), {} tokens, {} classes)",
+                v.depth,
+                v.width,
+                if v.norm == VitNorm::Pre {
+                    "preln"
+                } else {
+                    "postln"
+                },
+                if v.residual { "" } else { "-nores" },
+                if v.pool == VitPool::Mean {
+                    "-meanpool"
+                } else {
+                    ""
+                },
+                v.heads,
+                v.mlp_ratio,
+                match v.input {
+                    VitInput::Image => format!("{0}×{0} patches", v.patch),
+                    VitInput::Seq => format!("{}-value tokens", v.patch),
+                },
+                match v.input {
+                    VitInput::Image =>
+                        format!("{}×{}×{}", v.in_channels, v.input_size, v.input_size),
+                    VitInput::Seq => format!("[{}]", v.input_size),
+                },
+                match v.input {
+                    VitInput::Image => "image",
+                    VitInput::Seq => "seq",
+                },
+                v.tokens(),
+                v.num_classes
+            ),
             Arch::Onnx(o) => write!(
                 f,
                 "onnx {} ({}, {} conv/linear layers{}{}, input {:?}, {} classes)",
@@ -167,7 +320,8 @@ impl FromStr for Arch {
 
     /// Parses `--arch`: JSON (as stored in files) or `NAME:key=value,...`, e.g.
     /// `resnet-cifar:depth=20,shortcut=none,in_channels=1,input_size=8` or
-    /// `mlp:in_features=40,depth=4,width=64,residual=true`.
+    /// `mlp:in_features=40,depth=4,width=64,residual=true` or
+    /// `vit:input_size=8,patch=2,depth=2,width=32,heads=4,norm=post,residual=false`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         let bad = |why: ArchError| ModelError::Arch {
@@ -230,6 +384,38 @@ impl Arch {
                     return Err(ArchError::MlpZero);
                 }
             }
+            Arch::Vit(v) => {
+                let zero = [
+                    ("input_size", v.input_size),
+                    ("patch", v.patch),
+                    ("depth", v.depth),
+                    ("width", v.width),
+                    ("heads", v.heads),
+                    ("mlp_ratio", v.mlp_ratio),
+                    ("in_channels", v.in_channels),
+                    ("num_classes", v.num_classes),
+                ];
+                if let Some((field, _)) = zero.iter().find(|(_, n)| *n == 0) {
+                    return Err(ArchError::VitZero { field });
+                }
+                if v.input_size % v.patch != 0 {
+                    return Err(ArchError::VitPatch {
+                        input_size: v.input_size,
+                        patch: v.patch,
+                    });
+                }
+                if v.width % v.heads != 0 {
+                    return Err(ArchError::VitHeads {
+                        width: v.width,
+                        heads: v.heads,
+                    });
+                }
+                if v.input == VitInput::Seq && v.in_channels != 1 {
+                    return Err(ArchError::VitSeqChannels {
+                        in_channels: v.in_channels,
+                    });
+                }
+            }
             Arch::Onnx(_) => return Err(ArchError::Onnx),
         }
         Ok(())
@@ -281,6 +467,7 @@ impl Arch {
         match self {
             Arch::ResnetCifar(r) => r.num_classes,
             Arch::Mlp(m) => m.num_classes,
+            Arch::Vit(v) => v.num_classes,
             Arch::Onnx(o) => o.num_classes,
         }
     }
@@ -290,6 +477,10 @@ impl Arch {
         match self {
             Arch::ResnetCifar(r) => vec![r.in_channels, r.input_size, r.input_size],
             Arch::Mlp(m) => vec![m.in_features],
+            Arch::Vit(v) => match v.input {
+                VitInput::Image => vec![v.in_channels, v.input_size, v.input_size],
+                VitInput::Seq => vec![v.input_size],
+            },
             Arch::Onnx(o) => o.input_shape.clone(),
         }
     }
@@ -299,6 +490,7 @@ impl Arch {
         match self {
             Arch::ResnetCifar(r) => r.shortcut != Shortcut::None,
             Arch::Mlp(m) => m.residual,
+            Arch::Vit(v) => v.residual,
             Arch::Onnx(o) => o.residual,
         }
     }
@@ -383,10 +575,197 @@ impl Arch {
                 }
                 b.linear("fc_out", h, m.width, m.num_classes);
             }
+            Arch::Vit(v) => build_vit(&mut b, v),
             Arch::Onnx(o) => panic!("{} is an ONNX network: load its file instead", o.file),
         }
         b.finish()
     }
+}
+
+/// Multi-head self-attention of tokens `x [N, T, D]` (timm's `Attention`).
+fn attention(b: &mut Builder, p: &str, x: usize, t: usize, d: usize, heads: usize) -> usize {
+    let hd = d / heads;
+    let qkv = b.linear(&format!("{p}.qkv"), x, d, 3 * d); // [N, T, 3D] = (3, H, hd)
+    let mut parts = [0; 3];
+    for (k, part) in parts.iter_mut().enumerate() {
+        let s = b.op(
+            Op::Slice(SliceAxis {
+                axis: 2,
+                start: k * d,
+                end: (k + 1) * d,
+                step: 1,
+            }),
+            &[qkv],
+        );
+        let s = b.op(Op::Reshape(Reshape::per_sample(vec![t, heads, hd])), &[s]);
+        // q, v: [N, H, T, hd]; k: [N, H, hd, T]
+        let perm = if k == 1 { [0, 2, 3, 1] } else { [0, 2, 1, 3] };
+        *part = b.op(
+            Op::Transpose(Transpose {
+                perm: perm.to_vec(),
+            }),
+            &[s],
+        );
+    }
+    let scale = b.op(
+        Op::Constant(Constant {
+            shape: vec![1],
+            values: Arc::new(vec![1.0 / (hd as f64).sqrt()]),
+        }),
+        &[],
+    );
+    let q = b.op(Op::Binary(BinaryKind::Mul), &[parts[0], scale]);
+    let scores = b.op(Op::MatMul, &[q, parts[1]]); // [N, H, T, T]
+    let att = b.op(
+        Op::Softmax(Softmax {
+            axis: 3,
+            log: false,
+        }),
+        &[scores],
+    );
+    let o = b.op(Op::MatMul, &[att, parts[2]]); // [N, H, T, hd]
+    let o = b.op(
+        Op::Transpose(Transpose {
+            perm: vec![0, 2, 1, 3],
+        }),
+        &[o],
+    );
+    let o = b.op(Op::Reshape(Reshape::per_sample(vec![t, d])), &[o]);
+    b.linear(&format!("{p}.proj"), o, d, d)
+}
+
+/// The ViT graph (module docs), parameters in timm's `parameters()` order: the model's
+/// own tensors (`cls_token`, `pos_embed`) before its submodules'.
+fn build_vit(b: &mut Builder, v: &Vit) {
+    let (d, t) = (v.width, v.tokens());
+    let cls_param = (v.pool == VitPool::Cls).then(|| {
+        b.layout
+            .push("cls_token".to_string(), &[1, 1, d], Role::Bias)
+    });
+    let pos_param = b
+        .layout
+        .push("pos_embed".to_string(), &[1, t, d], Role::Weight);
+    let patches = v.patches();
+    let mut h = match v.input {
+        VitInput::Image => {
+            let w = b.layout.push(
+                "patch_embed.proj.weight".to_string(),
+                &[d, v.in_channels, v.patch, v.patch],
+                Role::Weight,
+            );
+            let bias = b
+                .layout
+                .push("patch_embed.proj.bias".to_string(), &[d], Role::Bias);
+            let conv = Op::Conv2d(Conv2d {
+                in_channels: v.in_channels,
+                out_channels: d,
+                kernel: v.patch,
+                stride: v.patch,
+                padding: 0,
+                bias: true,
+                groups: 1,
+            });
+            let c = b.g.push("patch_embed.proj", conv, &[0], &[w, bias]); // [D, N, h, w]
+            let c = b.op(
+                Op::Transpose(Transpose {
+                    perm: vec![1, 2, 3, 0],
+                }),
+                &[c],
+            ); // [N, h, w, D]
+            b.op(Op::Reshape(Reshape::per_sample(vec![patches, d])), &[c])
+        }
+        VitInput::Seq => {
+            let x = b.op(
+                Op::Reshape(Reshape::per_sample(vec![patches, v.patch])),
+                &[0],
+            );
+            b.linear("patch_embed.proj", x, v.patch, d)
+        }
+    };
+    if let Some(p) = cls_param {
+        let cls = b.g.push(
+            "cls_token",
+            Op::Param(Param {
+                shape: vec![1, 1, d],
+            }),
+            &[],
+            &[p],
+        );
+        let cls = b.op(
+            Op::Expand(Expand {
+                shape: vec![0, 1, d],
+                ref_axis: 0,
+            }),
+            &[cls, h],
+        );
+        h = b.op(Op::Concat(Concat { axis: 1 }), &[cls, h]);
+    }
+    let pos = b.g.push(
+        "pos_embed",
+        Op::Param(Param {
+            shape: vec![1, t, d],
+        }),
+        &[],
+        &[pos_param],
+    );
+    h = b.op(Op::Binary(BinaryKind::Add), &[h, pos]);
+    b.tap("embed", h);
+    let hidden = v.mlp_ratio * d;
+    for i in 0..v.depth {
+        let p = format!("blocks.{i}");
+        let pre = v.norm == VitNorm::Pre;
+        let (n1, n2) = (format!("{p}.norm1"), format!("{p}.norm2"));
+        // attention sub-block (parameters in registration order: norm1, attn, norm2, mlp)
+        let ln1 = b.ln_params(&n1, d);
+        let a_in = match pre {
+            true => b.layer_norm(&n1, h, ln1),
+            false => h,
+        };
+        let a = attention(b, &format!("{p}.attn"), a_in, t, d, v.heads);
+        let ln2 = b.ln_params(&n2, d);
+        let mut s = if v.residual { b.add(h, a) } else { a };
+        if !pre {
+            s = b.layer_norm(&n1, s, ln1);
+        }
+        h = s;
+        // MLP sub-block
+        let m_in = match pre {
+            true => b.layer_norm(&n2, h, ln2),
+            false => h,
+        };
+        let m = b.linear(&format!("{p}.mlp.fc1"), m_in, d, hidden);
+        let m = b.op(Op::Pointwise(PointwiseFn::GeluErf), &[m]);
+        let m = b.linear(&format!("{p}.mlp.fc2"), m, hidden, d);
+        let mut s = if v.residual { b.add(h, m) } else { m };
+        if !pre {
+            s = b.layer_norm(&n2, s, ln2);
+        }
+        h = s;
+        b.tap(&p, h);
+    }
+    if v.norm == VitNorm::Pre {
+        let ln = b.ln_params("norm", d);
+        h = b.layer_norm("norm", h, ln);
+    }
+    h = match v.pool {
+        VitPool::Cls => b.op(
+            Op::Gather(Gather {
+                axis: 1,
+                indices: vec![0],
+                keep_axis: false,
+            }),
+            &[h],
+        ),
+        VitPool::Mean => b.op(
+            Op::Reduce(Reduce {
+                kind: ReduceKind::Mean,
+                axes: vec![1],
+                keepdims: false,
+            }),
+            &[h],
+        ),
+    };
+    b.linear("head", h, d, v.num_classes);
 }
 
 /// Appends layers and their parameters in PyTorch registration order.
@@ -483,6 +862,37 @@ impl Builder {
         self.g.push("", Op::Relu, &[x], &[])
     }
 
+    /// A node with no parameters.
+    fn op(&mut self, op: Op, inputs: &[usize]) -> usize {
+        self.g.push("", op, inputs, &[])
+    }
+
+    /// A LayerNorm's weight and bias in the layout (registered where PyTorch registers
+    /// the module, which may precede its use).
+    fn ln_params(&mut self, name: &str, d: usize) -> [usize; 2] {
+        [
+            self.layout
+                .push(format!("{name}.weight"), &[d], Role::BnScale),
+            self.layout
+                .push(format!("{name}.bias"), &[d], Role::BnShift),
+        ]
+    }
+
+    fn layer_norm(&mut self, name: &str, x: usize, p: [usize; 2]) -> usize {
+        let op = Op::LayerNorm(LayerNorm {
+            axes_from: 2,
+            eps: LN_EPS,
+            affine: true,
+            bias: true,
+        });
+        self.g.push(name, op, &[x], &p)
+    }
+
+    /// A probe tap: marks node `x`'s output as the block output `label`.
+    fn tap(&mut self, label: &str, x: usize) {
+        self.g.nodes[x].tap = Some(label.to_string());
+    }
+
     /// A ReLU that ends a block; its name (the block's path) makes it a probe tap.
     fn relu_named(&mut self, name: &str, x: usize) -> usize {
         self.g.push(name, Op::Relu, &[x], &[])
@@ -537,15 +947,25 @@ impl Builder {
 }
 
 /// PyTorch's default initialization, seeded: conv/linear weights and biases
-/// U(−1/√fan_in, 1/√fan_in) (`kaiming_uniform_(a=√5)`), BN γ = 1, β = 0, running mean 0,
-/// running variance 1. With `he`, weights are instead N(0, 2/fan_in) (He et al. 2015,
-/// arXiv:1502.01852), the initialization the ResNet paper uses.
+/// U(−1/√fan_in, 1/√fan_in) (`kaiming_uniform_(a=√5)`), BN (and LayerNorm) γ = 1, β = 0,
+/// running mean 0, running variance 1. With `he`, weights are instead N(0, 2/fan_in) (He
+/// et al. 2015, arXiv:1502.01852), the initialization the ResNet paper uses. A ViT's
+/// `cls_token` and `pos_embed` are N(0, 0.02²) either way (timm's `trunc_normal_(std=.02)`
+/// without the truncation at ±2, which lies 100 standard deviations out).
 pub fn init_params<T: Scalar>(layout: &Arc<Layout>, seed: u64, he: bool) -> ParamVec<T> {
     let mut p = ParamVec::<T>::zeros(layout.clone());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut fan_in = 1usize;
     for (i, t) in layout.tensors().iter().enumerate() {
         let mut view = p.tensor_mut(i);
+        if t.name == "cls_token" || t.name == "pos_embed" {
+            view.mapv_inplace(|_| {
+                let z: f64 =
+                    rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
+                T::from_f(0.02 * z)
+            });
+            continue;
+        }
         match t.role {
             Role::Weight => {
                 fan_in = t.shape[1..].iter().product();
@@ -673,5 +1093,76 @@ mod tests {
         assert_eq!(a, b);
         assert!("resnet-cifar:depth=21".parse::<Arch>().is_err());
         assert!("vgg:depth=16".parse::<Arch>().is_err());
+    }
+
+    #[test]
+    fn vit_matches_the_pytorch_twin_in_names_and_counts() {
+        // counts from fixtures/generate/zoo.py: count_params(build(vit_arch(...)))
+        let a: Arch = "vit:input_size=8,patch=2,depth=2,width=32,heads=4"
+            .parse()
+            .unwrap();
+        assert_eq!(count_params(&a), 26_538);
+        let b: Arch =
+            "vit:input_size=8,patch=2,depth=2,width=32,heads=4,norm=post,residual=false,pool=mean"
+                .parse()
+                .unwrap();
+        assert_eq!(count_params(&b), 26_410);
+        let c: Arch = "vit:input=seq,input_size=40,patch=4,depth=2,width=32,heads=4"
+            .parse()
+            .unwrap();
+        assert_eq!(count_params(&c), 26_346);
+        assert_eq!(c.input_shape(), vec![40]);
+        let g = a.build();
+        let names: Vec<&str> = g.layout.tensors().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            &names[..12],
+            &[
+                "cls_token",
+                "pos_embed",
+                "patch_embed.proj.weight",
+                "patch_embed.proj.bias",
+                "blocks.0.norm1.weight",
+                "blocks.0.norm1.bias",
+                "blocks.0.attn.qkv.weight",
+                "blocks.0.attn.qkv.bias",
+                "blocks.0.attn.proj.weight",
+                "blocks.0.attn.proj.bias",
+                "blocks.0.norm2.weight",
+                "blocks.0.norm2.bias",
+            ]
+        );
+        assert_eq!(
+            &names[names.len() - 4..],
+            &["norm.weight", "norm.bias", "head.weight", "head.bias"]
+        );
+        let taps: Vec<String> = g.taps().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(taps, ["embed", "blocks.0", "blocks.1"]);
+        g.infer_shapes(&[1, 8, 8], 3).unwrap();
+        // post-LN: norm1 still registered before attn, no final norm
+        let names: Vec<String> = b
+            .build()
+            .layout
+            .tensors()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        assert_eq!(names[3], "blocks.0.norm1.weight");
+        assert!(!names.iter().any(|n| n.starts_with("norm.")));
+        assert!(!b.is_residual() && a.is_residual());
+        let b2: Arch = serde_json::to_string(&b).unwrap().parse().unwrap();
+        assert_eq!(b, b2);
+    }
+
+    #[test]
+    fn vit_rejects_impossible_shapes() {
+        for bad in [
+            "vit:input_size=8,patch=3,depth=2,width=32,heads=4",
+            "vit:input_size=8,patch=2,depth=2,width=30,heads=4",
+            "vit:input_size=8,patch=2,depth=0,width=32,heads=4",
+            "vit:input=seq,in_channels=3,input_size=40,patch=4,depth=1,width=8,heads=2",
+            "vit:input_size=8,patch=2,depth=2,width=32,heads=4,norm=middle",
+        ] {
+            assert!(bad.parse::<Arch>().is_err(), "{bad}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! ```text
 //! DIR/model_0.safetensors        the initialization
 //! DIR/model_{e}.safetensors      every K epochs and the last one (weights + running stats)
-//! DIR/state.safetensors          θ, momentum buffer; metadata: epoch, recipe, arch, history
+//! DIR/state.safetensors          θ, momentum buffer (AdamW: m, and v as `second_moment`);
+//!                                 metadata: epoch, steps, recipe, arch, history
 //! M.history.csv / M.history.h5   one row per epoch (epoch, lr, batch/train/test loss and
 //!                                accuracy, seconds with and without the evaluations)
 //! ```
@@ -72,6 +73,9 @@ pub fn save_state(
     if let Some(m) = &state.momentum {
         bufs.push(("momentum".to_string(), f32_bytes(m)));
     }
+    if let Some(v) = &state.second_moment {
+        bufs.push(("second_moment".to_string(), f32_bytes(v)));
+    }
     let n = state.theta.data.len();
     let views: Vec<(String, TensorView<'_>)> = bufs
         .iter()
@@ -84,6 +88,7 @@ pub fn save_state(
         .collect();
     let meta: BTreeMap<String, String> = [
         ("epoch".to_string(), state.epoch.to_string()),
+        ("steps".to_string(), state.steps.to_string()),
         ("recipe".to_string(), serde_json::to_string(cfg)?),
         ("losscape_arch".to_string(), serde_json::to_string(arch)?),
         ("history".to_string(), history_to_csv(&state.history)),
@@ -173,6 +178,12 @@ pub fn load_state(
     Ok(TrainState {
         theta: ParamVec::from_data(template.layout.clone(), theta),
         momentum: read_f32(&st, "momentum", n, path)?,
+        second_moment: read_f32(&st, "second_moment", n, path)?,
+        // states written before AdamW lack `steps`; SGD does not read it
+        steps: match meta.get("steps") {
+            Some(s) => s.parse().map_err(TrainError::Epoch)?,
+            None => 0,
+        },
         epoch: get("epoch")?.parse().map_err(TrainError::Epoch)?,
         history: history_from_csv(get("history")?, path)?,
     })

@@ -1,13 +1,22 @@
-//! Training: mini-batch SGD exactly as PyTorch's `torch.optim.SGD` defines it, batch norm in
-//! train mode with PyTorch's running-statistics update, seeded shuffling and augmentation,
-//! per-epoch history, and checkpoints that make a killed run resumable bit for bit.
+//! Training: mini-batch SGD exactly as PyTorch's `torch.optim.SGD` defines it, or AdamW as
+//! `torch.optim.AdamW` does (Loshchilov & Hutter 2019, "Decoupled weight decay
+//! regularization", arXiv:1711.05101), batch norm in train mode with PyTorch's
+//! running-statistics update, seeded shuffling and augmentation, per-epoch history, and
+//! checkpoints that make a killed run resumable bit for bit.
 //!
 //! ```text
-//! per step (lr from the schedule, constant within an epoch):
+//! per step (lr from the schedule, constant within an epoch), on trainable tensors only:
+//! SGD:
 //!   g  = (1/B) Σ_b ∇ℓ_b  + wd·θ                      (weight decay added to the gradient)
 //!   m  = g  on the first step,  else  μ·m + g          (momentum buffer, dampening 0)
 //!   d  = g + μ·m  (nesterov)  or  m
-//!   θ ← θ − lr·d                                       (trainable tensors only)
+//!   θ ← θ − lr·d
+//! AdamW (step t = 1, 2, …; m, v start at 0):
+//!   g  = (1/B) Σ_b ∇ℓ_b
+//!   θ ← θ·(1 − lr·wd)                                  (decoupled weight decay)
+//!   m  ← m + (1 − β₁)(g − m)            v ← β₂·v + (1 − β₂)·g²
+//!   θ ← θ − (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)
+//! batch norm (both):
 //!   running_mean ← 0.9·running_mean + 0.1·mean_batch
 //!   running_var  ← 0.9·running_var  + 0.1·var_batch·n/(n−1)   (unbiased, n = N·H·W)
 //! schedules:  step:E1,E2  lr·0.1^(#milestones ≤ epoch)   (MultiStepLR, gamma 0.1)
@@ -15,7 +24,8 @@
 //! ```
 //! Randomness: epoch `e` draws its permutation, then every sample's crop offset and flip,
 //! from ChaCha8 seeded with `seed` on stream `e + 1`; nothing else is random. So the state
-//! at an epoch boundary is (θ with running statistics, momentum buffer, epoch) and a run
+//! at an epoch boundary is (θ with running statistics, momentum buffer (AdamW: m and v, and
+//! the step count), epoch) and a run
 //! resumed from a checkpoint ends with exactly the weights of an uninterrupted run.
 //!
 //! Parallelism: batch norm in train mode normalizes with the statistics of the whole
@@ -51,8 +61,9 @@ pub enum TrainError {
     /// Occurs when a step schedule's milestones are not epoch numbers.
     #[error("'{given}': milestones must be epoch numbers, e.g. step:30,45")]
     Milestones { given: String },
-    /// Occurs when resnet-cifar is asked for data whose samples are not square images.
-    #[error("resnet-cifar takes square images [C, H, W]; {data} has samples {shape:?}")]
+    /// Occurs when resnet-cifar (or vit) is asked for data whose samples are not square
+    /// images (vit: nor 1-D sequences).
+    #[error("resnet-cifar takes square images [C, H, W] (vit also 1-D samples [L]); {data} has samples {shape:?}")]
     NotSquare { data: String, shape: Vec<usize> },
     /// Occurs when the architecture, completed from the data, is invalid.
     #[error("{cause} (as {full})")]
@@ -69,6 +80,21 @@ pub enum TrainError {
     /// Occurs when Nesterov momentum is asked with a momentum of 0.
     #[error("nesterov needs a positive momentum (as in PyTorch)")]
     Nesterov,
+    /// Occurs when SGD's `momentum` or `nesterov` is given with AdamW (whose moments are
+    /// set by `betas`).
+    #[error(
+        "`momentum` and `nesterov` are SGD's; AdamW's moments are set by `betas` (set momentum 0)"
+    )]
+    AdamwMomentum,
+    /// Occurs when AdamW's `betas` or `eps` is given for SGD.
+    #[error("`betas` and `eps` are AdamW's; pass `optimizer` adamw, or drop them")]
+    SgdBetas,
+    /// Occurs when an optimizer name is not `sgd` or `adamw`.
+    #[error("unknown optimizer '{given}': use sgd or adamw")]
+    UnknownOptimizer { given: String },
+    /// Occurs when AdamW's β₁, β₂ are not in [0, 1) or ε is not positive (PyTorch's checks).
+    #[error("AdamW needs 0 ≤ β₁, β₂ < 1 and ε > 0, got betas ({beta1}, {beta2}) and eps {eps}")]
+    AdamwHyper { beta1: f64, beta2: f64, eps: f64 },
     /// Occurs when the network cannot evaluate a dataset (shapes, labels).
     #[error("{data}: {cause}")]
     Data {
@@ -289,6 +315,22 @@ pub fn resolve_arch(spec: &str, ds: &Dataset) -> Result<crate::model::Arch, Trai
             kv.push(format!("input_size={}", shape[1]));
         }
         "mlp" => kv.push(format!("in_features={}", shape.iter().product::<usize>())),
+        "vit" => match shape {
+            [c, h, w] if h == w => {
+                kv.push(format!("in_channels={c}"));
+                kv.push(format!("input_size={h}"));
+            }
+            [l] => {
+                kv.push("input=seq".into());
+                kv.push(format!("input_size={l}"));
+            }
+            _ => {
+                return Err(TrainError::NotSquare {
+                    data: ds.name.clone(),
+                    shape: shape.to_vec(),
+                })
+            }
+        },
         _ => {}
     }
     kv.push(format!("num_classes={}", ds.num_classes));
@@ -305,15 +347,83 @@ pub fn resolve_arch(spec: &str, ds: &Dataset) -> Result<crate::model::Arch, Trai
         })
 }
 
+/// The update rule (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Optimizer {
+    /// `torch.optim.SGD` with the recipe's momentum, nesterov and (L2) weight decay.
+    #[default]
+    Sgd,
+    /// `torch.optim.AdamW` (amsgrad off) with decoupled weight decay `weight_decay`.
+    Adamw { beta1: f64, beta2: f64, eps: f64 },
+}
+
+impl Optimizer {
+    /// AdamW with PyTorch's defaults: betas (0.9, 0.999), eps 1e-8.
+    pub const ADAMW_DEFAULT: Optimizer = Optimizer::Adamw {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+
+    /// `sgd` or `adamw`, with AdamW's betas and eps where given (else PyTorch's defaults);
+    /// betas or eps for SGD are an error.
+    pub fn from_parts(
+        name: &str,
+        betas: Option<(f64, f64)>,
+        eps: Option<f64>,
+    ) -> Result<Self, TrainError> {
+        match name.trim() {
+            "sgd" if betas.is_some() || eps.is_some() => Err(TrainError::SgdBetas),
+            "sgd" => Ok(Optimizer::Sgd),
+            "adamw" => {
+                let (beta1, beta2) = betas.unwrap_or((0.9, 0.999));
+                Ok(Optimizer::Adamw {
+                    beta1,
+                    beta2,
+                    eps: eps.unwrap_or(1e-8),
+                })
+            }
+            other => Err(TrainError::UnknownOptimizer {
+                given: other.to_string(),
+            }),
+        }
+    }
+
+    /// SGD's default momentum for this optimizer: 0.9 for SGD, 0 (none) for AdamW.
+    pub fn default_momentum(&self) -> f64 {
+        match self {
+            Optimizer::Sgd => 0.9,
+            Optimizer::Adamw { .. } => 0.0,
+        }
+    }
+}
+
+impl fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Optimizer::Sgd => f.write_str("sgd"),
+            Optimizer::Adamw { beta1, beta2, eps } => {
+                write!(f, "adamw (betas {beta1}, {beta2}; eps {eps})")
+            }
+        }
+    }
+}
+
 /// A training recipe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// SGD's momentum (0 with AdamW).
     pub momentum: f64,
     pub nesterov: bool,
+    /// SGD: L2 penalty added to the gradient; AdamW: decoupled decay θ ← θ(1 − lr·wd).
     pub weight_decay: f64,
+    /// Absent in recipes written before AdamW: SGD.
+    #[serde(default)]
+    pub optimizer: Optimizer,
     pub schedule: Schedule,
     pub seed: u64,
     /// Random crop after zero padding by this many pixels (0 = off); images only.
@@ -331,6 +441,7 @@ impl Default for TrainConfig {
             momentum: 0.9,
             nesterov: false,
             weight_decay: 5e-4,
+            optimizer: Optimizer::Sgd,
             schedule: Schedule::Cosine,
             seed: 0,
             crop_pad: 0,
@@ -362,11 +473,15 @@ pub struct EpochRecord {
 }
 
 /// Everything a resumed run needs: weights (running statistics included), momentum
-/// buffer (absent before the first step), epochs done, and the history so far.
+/// buffer (SGD; AdamW's first moment m) and AdamW's second moment v (absent before the
+/// first step), steps taken, epochs done, and the history so far.
 #[derive(Clone, Debug)]
 pub struct TrainState {
     pub theta: ParamVec<f32>,
     pub momentum: Option<Array1<f32>>,
+    pub second_moment: Option<Array1<f32>>,
+    /// Optimizer steps taken (AdamW's bias correction reads it).
+    pub steps: u64,
     pub epoch: usize,
     pub history: Vec<EpochRecord>,
 }
@@ -376,6 +491,8 @@ impl TrainState {
         Self {
             theta,
             momentum: None,
+            second_moment: None,
+            steps: 0,
             epoch: 0,
             history: vec![],
         }
@@ -414,6 +531,15 @@ impl<'a> Trainer<'a> {
         if cfg.nesterov && cfg.momentum <= 0.0 {
             return Err(TrainError::Nesterov);
         }
+        if let Optimizer::Adamw { beta1, beta2, eps } = cfg.optimizer {
+            if cfg.momentum != 0.0 || cfg.nesterov {
+                return Err(TrainError::AdamwMomentum);
+            }
+            let beta = 0.0..1.0;
+            if !beta.contains(&beta1) || !beta.contains(&beta2) || eps.is_nan() || eps <= 0.0 {
+                return Err(TrainError::AdamwHyper { beta1, beta2, eps });
+            }
+        }
         for ds in std::iter::once(train).chain(test) {
             Objective::new(graph, ds.x.view(), &ds.y, ObjectiveConfig::default()).map_err(
                 |cause| TrainError::Data {
@@ -438,8 +564,8 @@ impl<'a> Trainer<'a> {
         self.train.len().div_ceil(self.cfg.batch_size)
     }
 
-    /// One SGD step on a batch (PyTorch layout) at learning rate `lr`: returns Σ loss and
-    /// the number of correct predictions (train-mode forward, before the update).
+    /// One optimizer step on a batch (PyTorch layout) at learning rate `lr`: returns Σ loss
+    /// and the number of correct predictions (train-mode forward, before the update).
     pub fn step(
         &self,
         state: &mut TrainState,
@@ -456,6 +582,39 @@ impl<'a> Trainer<'a> {
             Mode::Train,
             grad.view_mut(),
         );
+        state.steps += 1;
+        match self.cfg.optimizer {
+            Optimizer::Sgd => self.sgd_update(state, grad, n, lr),
+            Optimizer::Adamw { beta1, beta2, eps } => {
+                self.adamw_update(state, grad, n, lr, (beta1, beta2, eps))
+            }
+        }
+        let theta = &mut state.theta.data;
+        for s in stats {
+            let unbias = s.count as f32 / (s.count as f32 - 1.0).max(1.0);
+            let rm = state.theta.layout.tensor(s.running_mean).range();
+            let rv = state.theta.layout.tensor(s.running_var).range();
+            let m = BN_MOMENTUM;
+            for (r, v) in theta
+                .slice_mut(ndarray::s![rm])
+                .iter_mut()
+                .zip(s.mean.iter())
+            {
+                *r = (1.0 - m) * *r + m * v;
+            }
+            for (r, v) in theta
+                .slice_mut(ndarray::s![rv])
+                .iter_mut()
+                .zip(s.var.iter())
+            {
+                *r = (1.0 - m) * *r + m * (v * unbias);
+            }
+        }
+        value
+    }
+
+    /// SGD (momentum, nesterov, L2 weight decay) with the summed batch gradient `grad`.
+    fn sgd_update(&self, state: &mut TrainState, mut grad: Array1<f32>, n: usize, lr: f32) {
         let (mu, wd) = (self.cfg.momentum as f32, self.cfg.weight_decay as f32);
         let nf = n as f32;
         let theta = &mut state.theta.data;
@@ -491,27 +650,47 @@ impl<'a> Trainer<'a> {
                     *p += -lr * d
                 }
             });
-        for s in stats {
-            let unbias = s.count as f32 / (s.count as f32 - 1.0).max(1.0);
-            let rm = state.theta.layout.tensor(s.running_mean).range();
-            let rv = state.theta.layout.tensor(s.running_var).range();
-            let m = BN_MOMENTUM;
-            for (r, v) in theta
-                .slice_mut(ndarray::s![rm])
-                .iter_mut()
-                .zip(s.mean.iter())
-            {
-                *r = (1.0 - m) * *r + m * v;
-            }
-            for (r, v) in theta
-                .slice_mut(ndarray::s![rv])
-                .iter_mut()
-                .zip(s.var.iter())
-            {
-                *r = (1.0 - m) * *r + m * (v * unbias);
-            }
-        }
-        value
+    }
+
+    /// AdamW step `state.steps` with the summed batch gradient `grad`, in the operation
+    /// order of PyTorch's single-tensor `_single_tensor_adam` (f32 throughout, the bias
+    /// corrections in f64 as Python floats).
+    fn adamw_update(
+        &self,
+        state: &mut TrainState,
+        grad: Array1<f32>,
+        n: usize,
+        lr: f32,
+        (beta1, beta2, eps): (f64, f64, f64),
+    ) {
+        let len = grad.len();
+        let m = state.momentum.get_or_insert_with(|| Array1::zeros(len));
+        let v = state
+            .second_moment
+            .get_or_insert_with(|| Array1::zeros(len));
+        let t = state.steps as i32;
+        let bc1 = 1.0 - beta1.powi(t);
+        let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
+        let step_size = (lr as f64 / bc1) as f32;
+        let decay = 1.0 - lr * self.cfg.weight_decay as f32;
+        let (b1, b2, eps, bc2_sqrt) = (beta1 as f32, beta2 as f32, eps as f32, bc2_sqrt as f32);
+        let nf = n as f32;
+        ndarray::Zip::from(&mut state.theta.data)
+            .and(&grad)
+            .and(m)
+            .and(v)
+            .and(&self.trainable)
+            .for_each(|p, &g, m, v, &tr| {
+                if tr > 0.0 {
+                    let g = g / nf;
+                    *p *= decay;
+                    // torch.lerp(m, g, w) = m + w (g − m) for w < 0.5
+                    *m += (1.0 - b1) * (g - *m);
+                    *v = *v * b2 + (1.0 - b2) * g * g;
+                    let denom = v.sqrt() / bc2_sqrt + eps;
+                    *p += -step_size * (*m / denom);
+                }
+            });
     }
 
     /// The sample order and augmentation draws of (0-based) `epoch`.
