@@ -108,6 +108,16 @@ pub fn readers() -> Vec<Reader> {
             read: read_data,
         },
         Reader {
+            name: "torch",
+            file_name: "in.pth",
+            read: read_torch,
+        },
+        Reader {
+            name: "cifar-py",
+            file_name: "data_batch_1",
+            read: read_cifar_py,
+        },
+        Reader {
             name: "toml",
             file_name: "in.toml",
             read: read_spec,
@@ -171,6 +181,18 @@ fn read_checkpoint(p: &Path) -> Result<(), String> {
     let m = tiny_model();
     let cfg = crate::train::TrainConfig::default();
     crate::train::checkpoint::load_state(p, &m.arch, &cfg, &m.theta).map_err(err)?;
+    Ok(())
+}
+
+/// A torch.save checkpoint (zip or legacy format) through the restricted unpickler.
+fn read_torch(p: &Path) -> Result<(), String> {
+    crate::model::torch_pickle::read(p).map_err(err)?;
+    Ok(())
+}
+
+/// One batch file of torchvision's CIFAR python download (a pickled dict of numpy arrays).
+fn read_cifar_py(p: &Path) -> Result<(), String> {
+    crate::data::cifar_py::load_file(p).map_err(err)?;
     Ok(())
 }
 

@@ -37,7 +37,7 @@
 
 mod bundled;
 mod cifar;
-mod cifar_py;
+pub(crate) mod cifar_py;
 mod error;
 mod h5;
 mod idx;
