@@ -459,6 +459,19 @@ impl Arch {
                 );
                 (tensors, scalars)
             }
+            Arch::Vit(v) => {
+                let (d, w) = (u(v.depth), u(v.width));
+                // per block: norm1, qkv, proj, norm2, fc1, fc2 (weight and bias each); the
+                // position embedding, the patch embedding and the head
+                let tensors = add(5, mul(d, 12));
+                // per block at least qkv 3w² + proj w² + fc1 and fc2 2·ratio·w²; the head
+                let per_block = mul(add(4, mul(2, u(v.mlp_ratio))), mul(w, w));
+                let scalars = add(
+                    mul(d, per_block),
+                    add(mul(w, u(v.num_classes)), u(v.num_classes)),
+                );
+                (tensors, scalars)
+            }
             Arch::Onnx(_) => return None,
         })
     }
@@ -1037,6 +1050,8 @@ mod tests {
             "resnet-cifar:depth=14,width=3,num_classes=7",
             "mlp:in_features=40,depth=3,width=8",
             "mlp:in_features=5,depth=2,width=3,batchnorm=true,residual=true,num_classes=4",
+            "vit:input_size=8,patch=2,depth=2,width=8,heads=2",
+            "vit:input_size=8,patch=2,depth=3,width=8,heads=2,norm=post,residual=false,pool=mean",
         ] {
             let a: Arch = spec.parse().unwrap();
             let g = a.build();
