@@ -362,7 +362,10 @@ pub fn run_isolated(reader: &Reader, path: &Path, limits: &Limits) -> std::io::R
         let code = match std::panic::catch_unwind(|| (reader.read)(path)) {
             Ok(Ok(())) => 0,
             Ok(Err(why)) => {
-                eprintln!("{why}");
+                // straight to the descriptor: under `cargo test` eprintln! is captured
+                let msg = format!("{why}\n");
+                // SAFETY: a valid descriptor and a buffer of `msg.len()` bytes.
+                unsafe { libc::write(errfd.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
                 EXIT_REJECTED
             }
             Err(_) => EXIT_PANICKED,

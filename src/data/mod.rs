@@ -400,16 +400,25 @@ pub fn load_with(
     opts: &DataOptions,
     format: &DataFormat,
 ) -> Result<Dataset, DataError> {
-    let mut ds = match bundled::bytes(spec) {
+    let (mut ds, arrays) = match bundled::bytes(spec) {
         Some(bytes) => {
             let path = PathBuf::from(format!("<bundled {spec}>"));
             let mut ds = npz::from_npz_bytes(bytes, &path, opts.split)?;
             ds.name = format!("{spec}[{}]", opts.split);
-            ds
+            (ds, false)
         }
-        None => load_path(Path::new(spec), opts.split, format)?,
+        None => {
+            let path = Path::new(spec);
+            (
+                load_path(path, opts.split, format)?,
+                holds_plain_arrays(path),
+            )
+        }
     };
-    to_nchw(&mut ds, format.layout)?;
+    // only plain arrays (npz, npy, HDF5) can be NHWC; idx and CIFAR files fix their layout
+    if arrays || format.layout.is_some() {
+        to_nchw(&mut ds, format.layout)?;
+    }
     if let Some(n) = opts.samples {
         ds = ds.random_subset(n, SAMPLE_SEED)?;
     }
@@ -445,6 +454,34 @@ fn to_nchw(ds: &mut Dataset, layout: Option<ImageLayout>) -> Result<(), DataErro
                 .into_owned();
     }
     Ok(())
+}
+
+/// Whether the file at `path` (already read by [`load_path`]) is a plain array file — npz,
+/// npy or HDF5 — whose image layout is not fixed by its format.
+fn holds_plain_arrays(path: &Path) -> bool {
+    if path.is_dir() {
+        return false;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if [".h5", ".hdf5", ".npz", ".npy"]
+        .iter()
+        .any(|e| name.ends_with(e))
+    {
+        return true;
+    }
+    let base = name.strip_suffix(".gz").unwrap_or(&name);
+    if base.contains("idx3") || name.ends_with(".bin") {
+        return false;
+    }
+    let mut head = [0u8; 6];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    matches!(&head[..n], [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..])
+        || &head[..n] == b"\x93NUMPY"
 }
 
 /// Dispatches on a path's kind, name and first bytes.
