@@ -64,7 +64,8 @@ pub struct DataArgs {
     /// Batch norm statistics: running (eval, as loss-landscape and PyHessian) or per batch (train).
     #[arg(long, value_enum, default_value_t = BnMode::Eval)]
     pub bn_mode: BnMode,
-    /// Layout of 4-D image arrays: `nchw` or `nhwc` (detected when the shape is unambiguous).
+    /// Layout of 4-D image arrays: `nchw` or `nhwc` (detected when the shape is unambiguous;
+    /// image folders are always decoded to NCHW).
     #[arg(long, value_name = "nchw|nhwc", value_parser = parse_layout)]
     pub layout: Option<data::ImageLayout>,
     /// Names of the inputs and labels datasets of an HDF5 file, `X,Y` (default `x,y`; for

@@ -419,7 +419,13 @@ pub fn load_with(
         }
         None => load_path(Path::new(spec), opts.split, format)?,
     };
-    to_nchw(&mut ds, format.layout)?;
+    // Image folders are decoded straight to NCHW; `layout` is for arrays.
+    let layout = if is_image_dir(Path::new(spec)) && bundled::bytes(spec).is_none() {
+        Some(ImageLayout::Nchw)
+    } else {
+        format.layout
+    };
+    to_nchw(&mut ds, layout)?;
     if let Some(n) = opts.samples {
         ds = ds.random_subset(n, SAMPLE_SEED)?;
     }
@@ -457,16 +463,20 @@ fn to_nchw(ds: &mut Dataset, layout: Option<ImageLayout>) -> Result<(), DataErro
     Ok(())
 }
 
+/// Whether `path` is a folder that [`load_path`] reads as an image folder.
+fn is_image_dir(path: &Path) -> bool {
+    path.is_dir()
+        && cifar::find_dir(path).is_none()
+        && cifar_py::find_dir(path).is_none()
+        && !idx::is_mnist_dir(path)
+        && image_folder::is_image_folder(path)
+}
+
 /// Dispatches on a path's kind, name and first bytes.
 fn load_path(path: &Path, split: Split, format: &DataFormat) -> Result<Dataset, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if format.resize.is_some() {
-        let images = meta.is_dir()
-            && cifar::find_dir(path).is_none()
-            && cifar_py::find_dir(path).is_none()
-            && !idx::is_mnist_dir(path)
-            && image_folder::is_image_folder(path);
-        if !images {
+        if !is_image_dir(path) {
             return Err(DataError::ResizeNeedsImages {
                 dataset: path.display().to_string(),
             });
