@@ -67,8 +67,11 @@ fn key(p: &Path) -> &[u8] {
     p.as_os_str().as_encoded_bytes()
 }
 
+/// Class names, and each sample's path and label.
+type Scan = (Vec<String>, Vec<(PathBuf, usize)>);
+
 /// The classes (sorted subfolder names) and the samples (path, label) in torchvision's order.
-pub(crate) fn scan(root: &Path) -> Result<(Vec<String>, Vec<(PathBuf, usize)>), DataError> {
+pub(crate) fn scan(root: &Path) -> Result<Scan, DataError> {
     let io = |e| DataError::io(root, e);
     let mut dirs: Vec<PathBuf> = Vec::new();
     for entry in std::fs::read_dir(root).map_err(io)? {

@@ -475,12 +475,10 @@ fn is_image_dir(path: &Path) -> bool {
 /// Dispatches on a path's kind, name and first bytes.
 fn load_path(path: &Path, split: Split, format: &DataFormat) -> Result<Dataset, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
-    if format.resize.is_some() {
-        if !is_image_dir(path) {
-            return Err(DataError::ResizeNeedsImages {
-                dataset: path.display().to_string(),
-            });
-        }
+    if format.resize.is_some() && !is_image_dir(path) {
+        return Err(DataError::ResizeNeedsImages {
+            dataset: path.display().to_string(),
+        });
     }
     if meta.is_dir() {
         if let Some(dir) = cifar::find_dir(path) {
