@@ -408,3 +408,62 @@ fn help_names_formats_and_parameter_sets() {
         "{sharp}"
     );
 }
+
+/// `--data DIR` with torchvision's ImageFolder layout, end to end through `eval`.
+#[test]
+fn eval_on_an_image_folder() {
+    use image::{Rgb, RgbImage};
+    let dir = common::tempdir();
+    let root = dir.path().join("imgs");
+    for (class, shades) in [("ants", [10u8, 60]), ("bees", [200, 250])] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for (i, s) in shades.into_iter().enumerate() {
+            RgbImage::from_fn(4, 4, |x, y| Rgb([s, (x * 16) as u8, (y * 16) as u8]))
+                .save(root.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let arch: Arch = "resnet-cifar:depth=8,in_channels=3,input_size=4,num_classes=2"
+        .parse()
+        .unwrap();
+    let m = dir.path().join("r8.safetensors");
+    Model::init(arch, 1, false).save(&m).unwrap();
+    let eval = |extra: &[&str]| {
+        let mut a = vec!["eval", "--model", common::s(&m), "--data", common::s(&root)];
+        a.extend_from_slice(extra);
+        a.push("--json");
+        ok_json(&a)
+    };
+    let plain = eval(&[]);
+    assert_eq!(plain["samples"], 4);
+    let loss = plain["loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{plain}");
+    // Resizing 4×4 images to 4×4 changes nothing; normalizing changes the inputs.
+    assert_eq!(eval(&["--resize", "4"])["loss"].as_f64().unwrap(), loss);
+    let normalized = eval(&["--normalize", "0.5/0.25"])["loss"].as_f64().unwrap();
+    assert_ne!(normalized, loss);
+
+    // A 6×6 image: an error naming both files without --resize, fine with it.
+    RgbImage::from_pixel(6, 6, Rgb([1, 2, 3]))
+        .save(root.join("bees/2.png"))
+        .unwrap();
+    let a = ["eval", "--model", common::s(&m), "--data", common::s(&root)];
+    assert_bad_input(
+        &run(&a),
+        &["ants/0.png` is 4×4", "bees/2.png` is 6×6", "--resize N"],
+    );
+    assert_eq!(eval(&["--resize", "4"])["samples"], 5);
+    // --resize on data that is not an image folder is refused, not ignored.
+    assert_bad_input(
+        &run(&[
+            "eval",
+            "--model",
+            common::s(&m),
+            "--data",
+            "digits",
+            "--resize",
+            "4",
+        ]),
+        &["digits", "not an image folder"],
+    );
+}

@@ -38,8 +38,9 @@ impl ModelArgs {
 /// Where the samples come from and how they are batched.
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
-    /// Dataset: `digits`, `mnist1d` (bundled), or a path (.npz, .npy, MNIST idx, CIFAR-10 binary
-    /// folder, torchvision's cifar-10-batches-py / cifar-100-python folder).
+    /// Dataset: `digits`, `mnist1d` (bundled), or a path (.npz, .npy, .h5, MNIST idx, CIFAR-10
+    /// binary folder, torchvision's cifar-10-batches-py / cifar-100-python folder, or an
+    /// ImageFolder: one subfolder per class of PNG/JPEG files).
     #[arg(long, short = 'd', value_name = "DATA")]
     pub data: String,
     /// Which split(s) to use: `train`, `test`, or both as `train,test`.
@@ -63,13 +64,28 @@ pub struct DataArgs {
     /// Batch norm statistics: running (eval, as loss-landscape and PyHessian) or per batch (train).
     #[arg(long, value_enum, default_value_t = BnMode::Eval)]
     pub bn_mode: BnMode,
-    /// Layout of 4-D image arrays: `nchw` or `nhwc` (detected when the shape is unambiguous).
+    /// Layout of 4-D image arrays: `nchw` or `nhwc` (detected when the shape is unambiguous;
+    /// image folders are always decoded to NCHW).
     #[arg(long, value_name = "nchw|nhwc", value_parser = parse_layout)]
     pub layout: Option<data::ImageLayout>,
     /// Names of the inputs and labels datasets of an HDF5 file, `X,Y` (default `x,y`; for
     /// the test split `x_test,y_test`).
     #[arg(long, value_name = "X,Y", value_parser = parse_keys)]
     pub data_key: Option<(String, String)>,
+    /// Resize every image of an image folder (one subfolder per class) to N×N with a
+    /// bilinear filter, like transforms.Resize((N, N)) but not bit-identical to PIL's
+    /// antialiased resize. Without it all images must have one size.
+    #[arg(long, value_name = "N", value_parser = parse_resize)]
+    pub resize: Option<u32>,
+}
+
+fn parse_resize(s: &str) -> Result<u32, String> {
+    let n: u32 = super::numbers::count(s)?;
+    let max = data::image_folder::MAX_RESIZE;
+    if n == 0 || n > max {
+        return Err(format!("{n} is not in 1..={max}"));
+    }
+    Ok(n)
 }
 
 fn parse_layout(s: &str) -> Result<data::ImageLayout, String> {
@@ -109,6 +125,7 @@ impl DataArgs {
             format: data::DataFormat {
                 layout: self.layout,
                 keys: self.data_key.clone(),
+                resize: self.resize,
             },
         }
     }

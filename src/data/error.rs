@@ -169,6 +169,62 @@ pub enum DataError {
     #[error("unknown split `{given}`; expected `train` or `test`")]
     UnknownSplit { given: String },
 
+    /// Occurs when a class folder of an image folder holds no image files.
+    #[error(
+        "class folder `{}` holds no image files ({extensions}, any case); add images or \
+         remove the folder (every subfolder of an image folder is a class, as in \
+         torchvision's ImageFolder)",
+        dir.display()
+    )]
+    EmptyClass { dir: PathBuf, extensions: String },
+
+    /// Occurs when the images of an image folder differ in size and no resize was asked for.
+    #[error(
+        "images differ in size: `{}` is {}×{}, `{}` is {}×{} (width×height); pass --resize N \
+         to resize every image to N×N",
+        first.display(), first_size.0, first_size.1, path.display(), size.0, size.1
+    )]
+    ImageSizeMismatch {
+        first: PathBuf,
+        first_size: (u32, u32),
+        path: PathBuf,
+        size: (u32, u32),
+    },
+
+    /// Occurs when an image's header claims more pixels than its file size allows
+    /// (see [`crate::data::image_folder::pixel_limit`]).
+    #[error(
+        "`{}` claims {width}×{height} pixels, more than the {limit} allowed for a file of \
+         {bytes} bytes; the header is corrupt, or shrink the image before loading it",
+        path.display()
+    )]
+    TooManyPixels {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        limit: u64,
+        bytes: u64,
+    },
+
+    /// Occurs when the resize side is 0 or too large.
+    #[error("resize {given} is invalid; pass a side in 1..={max} pixels")]
+    InvalidResize { given: u32, max: u32 },
+
+    /// Occurs when a resize is asked for data that is not an image folder.
+    #[error(
+        "`{dataset}` is not an image folder; resize applies only to folders of PNG/JPEG \
+         images (one subfolder per class): leave --resize out"
+    )]
+    ResizeNeedsImages { dataset: String },
+
+    /// Occurs when the decoded dataset does not fit in memory.
+    #[error(
+        "`{}`: {elements} input values do not fit in memory; load fewer images or pass a \
+         smaller --resize",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, elements: u64 },
+
     /// Occurs when normalization statistics are malformed or do not fit the data: unparsable
     /// numbers, a non-positive or non-finite std, or a channel count that differs from the
     /// data's dimension 1.

@@ -14,12 +14,13 @@
 //! | folder `cifar-10-batches-py` / `cifar-100-python` (or its parent) | torchvision's CIFAR-10 / CIFAR-100 python pickles: `data_batch_1..5` / `train` (train), `test_batch` / `test` (test); fine labels for CIFAR-100 |
 //! | a pickle file (`data_batch_1`, …) | one CIFAR python batch |
 //! | `*.h5`, `*.hdf5` | datasets `x`, `y` (test split: `x_test`, `y_test`), or as [`DataFormat::keys`] names them |
+//! | any other folder with subfolders | torchvision `ImageFolder`: one subfolder per class (sorted names are the labels) of `.png`/`.jpg`/`.jpeg` files, as `[N, 3, H, W]` RGB in `[0, 1]`; one size, or [`DataFormat::resize`] (see [`image_folder`]) |
 //!
 //! 4-D inputs stored NHWC (`[N, 32, 32, 3]`, torchvision's `CIFAR10.data`) are detected and
 //! transposed to NCHW; [`DataFormat::layout`] decides where the shape cannot.
 //!
-//! The split option applies to `.npz` files and folders; a single `.npy`, idx or `.bin`
-//! file *is* the data it holds, whatever the split.
+//! The split option applies to `.npz` files and MNIST/CIFAR folders; a single `.npy`, idx or
+//! `.bin` file, or an image folder, *is* the data it holds, whatever the split.
 //!
 //! **Layout.** Inputs are sample-major like PyTorch: `[N, C, H, W]` for images (MNIST
 //! `[N, 1, 28, 28]`, CIFAR-10 `[N, 3, 32, 32]`), `[N, F]` for vectors; `.npz`/`.npy` inputs
@@ -41,6 +42,7 @@ pub(crate) mod cifar_py;
 mod error;
 mod h5;
 mod idx;
+pub mod image_folder;
 mod npy;
 mod npz;
 pub(crate) mod zip;
@@ -385,6 +387,9 @@ pub struct DataFormat {
     /// Names of the inputs and labels datasets of an HDF5 file (default `x`/`y`, and
     /// `x_test`/`y_test` for the test split).
     pub keys: Option<(String, String)>,
+    /// Resize every image of an image folder to `N×N` (bilinear; see [`image_folder`]).
+    /// Other formats reject it.
+    pub resize: Option<u32>,
 }
 
 /// Loads the dataset named by `spec` (a bundled name or a path; see the module docs), then
@@ -401,6 +406,11 @@ pub fn load_with(
     format: &DataFormat,
 ) -> Result<Dataset, DataError> {
     let (mut ds, arrays) = match bundled::bytes(spec) {
+        Some(_) if format.resize.is_some() => {
+            return Err(DataError::ResizeNeedsImages {
+                dataset: spec.to_string(),
+            })
+        }
         Some(bytes) => {
             let path = PathBuf::from(format!("<bundled {spec}>"));
             let mut ds = npz::from_npz_bytes(bytes, &path, opts.split)?;
@@ -415,8 +425,10 @@ pub fn load_with(
             )
         }
     };
-    // only plain arrays (npz, npy, HDF5) can be NHWC; idx and CIFAR files fix their layout
-    if arrays || format.layout.is_some() {
+    // only plain arrays (npz, npy, HDF5) can be NHWC; idx, CIFAR and image folders fix
+    // their layout (image folders are decoded straight to NCHW, `layout` is for arrays)
+    let image_dir = !arrays && bundled::bytes(spec).is_none() && is_image_dir(Path::new(spec));
+    if arrays || (format.layout.is_some() && !image_dir) {
         to_nchw(&mut ds, format.layout)?;
     }
     if let Some(n) = opts.samples {
@@ -484,9 +496,23 @@ fn holds_plain_arrays(path: &Path) -> bool {
         || &head[..n] == b"\x93NUMPY"
 }
 
+/// Whether `path` is a folder that [`load_path`] reads as an image folder.
+fn is_image_dir(path: &Path) -> bool {
+    path.is_dir()
+        && cifar::find_dir(path).is_none()
+        && cifar_py::find_dir(path).is_none()
+        && !idx::is_mnist_dir(path)
+        && image_folder::is_image_folder(path)
+}
+
 /// Dispatches on a path's kind, name and first bytes.
 fn load_path(path: &Path, split: Split, format: &DataFormat) -> Result<Dataset, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if format.resize.is_some() && !is_image_dir(path) {
+        return Err(DataError::ResizeNeedsImages {
+            dataset: path.display().to_string(),
+        });
+    }
     if meta.is_dir() {
         if let Some(dir) = cifar::find_dir(path) {
             return cifar::load_dir(&dir, split);
@@ -497,9 +523,14 @@ fn load_path(path: &Path, split: Split, format: &DataFormat) -> Result<Dataset, 
         if idx::is_mnist_dir(path) {
             return idx::load_dir(path, split);
         }
+        if image_folder::is_image_folder(path) {
+            return image_folder::load(path, format.resize);
+        }
         return Err(DataError::UnknownFormat {
             path: path.to_path_buf(),
-            reason: "the folder holds neither CIFAR-10 batches nor MNIST idx files".into(),
+            reason: "the folder holds neither CIFAR-10 batches, MNIST idx files nor class \
+                     subfolders of images"
+                .into(),
         });
     }
     let name = path
