@@ -298,6 +298,19 @@ fn read_surface_here(path: &Path) -> Result<SurfaceFile, SurfaceFileError> {
                 why: "coordinates must be non-empty and finite".into(),
             });
         }
+        if let Some(i) = v.windows(2).position(|w| w[1] <= w[0]) {
+            return Err(SurfaceFileError::Invalid {
+                path: path.into(),
+                field: field.into(),
+                why: format!(
+                    "coordinates must be strictly increasing, but [{i}] = {} is followed by {}; \
+                     the file is corrupt or was written with min > max (recompute the surface \
+                     with min < max)",
+                    v[i],
+                    v[i + 1]
+                ),
+            });
+        }
         Ok(Some(v))
     };
     let x = coordinates("xcoordinates")?.ok_or_else(|| missing("xcoordinates"))?;
@@ -418,5 +431,31 @@ mod tests {
         assert_eq!(a["f"], Attr::Float(0.75));
         assert_eq!(a["i"], Attr::Int(3));
         assert_eq!(a["s"], Attr::Str("x".into()));
+    }
+
+    /// Coordinates out of order (a corrupt file) are refused, naming the dataset.
+    #[test]
+    fn coordinates_must_increase() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.h5");
+        let seed = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fuzz-corpus/surface/seed-1d.h5"
+        );
+        std::fs::copy(seed, &p).unwrap();
+        assert!(read_surface(&p).is_ok());
+        crate::io::hdf5_init();
+        {
+            let f = hdf5::File::open_rw(&p).unwrap();
+            f.dataset("xcoordinates")
+                .unwrap()
+                .write_raw(&[-1.0f64, 0.5, 0.5])
+                .unwrap();
+        }
+        let e = read_surface(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("xcoordinates") && e.contains("strictly increasing"),
+            "{e}"
+        );
     }
 }

@@ -56,6 +56,10 @@ pub(crate) fn interpolate(z: &ArrayView2<f64>, xs: &[f64], ys: &[f64], a: f64, b
     v
 }
 
+/// The most march steps of one ray per grid point (`nx + ny`): a uniform grid needs at most
+/// 4 per point, so this only coarsens the march on grids with very uneven spacing.
+const MAX_STEPS_PER_POINT: usize = 16;
+
 /// Basin radius along `rays` rays from the center (2-D; a 1-D surface always uses 2 rays,
 /// +α and −α).
 ///
@@ -69,8 +73,8 @@ pub(crate) fn interpolate(z: &ArrayView2<f64>, xs: &[f64], ys: &[f64], a: f64, b
 /// r_k = min { t > 0 : f(c + t u_k) > z₀ + δ }
 /// ```
 ///
-/// found by marching in steps of a quarter of the smallest grid spacing and then bisecting
-/// the bracketing step. A ray that reaches the grid boundary, or a point that is not
+/// found by marching in steps of a quarter of the smallest grid spacing (at most
+/// 16 (nx + ny) steps per ray) and then bisecting the bracketing step. A ray that reaches the grid boundary, or a point that is not
 /// computed (NaN), without crossing is *censored*: r_k is where it stopped. Reported:
 /// the mean and minimum of r_k and the censored count. For a quadratic bowl
 /// a‖(α, β)‖² the radius is √(δ/a) along every ray.
@@ -143,7 +147,13 @@ pub fn basin_radius(
             }
         };
         let t_max = exit(x0, dx, xs).min(exit(y0, dy, ys)).max(0.0);
-        let steps = (t_max / h).ceil() as usize;
+        // On a very uneven grid (one tiny spacing) a quarter-spacing march would take
+        // unboundedly many steps: cap it at MAX_STEPS_PER_POINT per grid point.
+        let max_steps = MAX_STEPS_PER_POINT * (xs.len() + ys.len());
+        let (steps, h) = match (t_max / h).ceil() {
+            n if n <= max_steps as f64 => (n as usize, h),
+            _ => (max_steps, t_max / max_steps as f64),
+        };
         let mut t_prev = 0.0;
         let mut crossed = None;
         for s in 1..=steps {
@@ -215,5 +225,17 @@ mod tests {
         );
         let one = ndarray::Array2::zeros((1, 1));
         assert!(basin_radius(one.view(), &[0.0], &[0.0], 1.0, 16).is_err());
+    }
+
+    /// A grid with one spacing of 1e-300 (a corrupt file) used to march ~1e300 steps; the
+    /// capped march still finds the crossing by bisection.
+    #[test]
+    fn uneven_grids_march_a_bounded_number_of_steps() {
+        let c: [f64; 4] = [-1.0, 0.0, 1e-300, 1.0];
+        let z = ndarray::Array2::from_shape_fn((4, 4), |(iy, ix)| c[ix].powi(2) + c[iy].powi(2));
+        let b = basin_radius(z.view(), &c, &c, 0.25, 8).unwrap();
+        assert_eq!(b.censored, 0);
+        // along the axes the interpolant of x² on [0, 1] is linear: it crosses 0.25 at 0.25
+        assert!((b.distances[0] - 0.25).abs() < 1e-9, "{b:?}");
     }
 }
