@@ -106,8 +106,11 @@ pub fn command() -> clap::Command {
             if !(takes_value && a.get_long().is_some()) {
                 return a;
             }
-            let is_real = real.iter().any(|t| a.get_value_parser().type_id() == *t);
-            a.allow_negative_numbers(true).allow_hyphen_values(is_real)
+            let a = a.allow_negative_numbers(true);
+            match real.iter().any(|t| a.get_value_parser().type_id() == *t) {
+                true => a.allow_hyphen_values(true),
+                false => a,
+            }
         })
     })
 }
