@@ -765,7 +765,10 @@ mod tests {
 
     /// A bundled ViT's tensors and its metadata strings without `losscape_arch` (as
     /// hints: `key=value`), and the architecture it was trained with.
-    fn bundled_vit(file: &str) -> (Vec<(String, Vec<usize>)>, Vec<String>, Arch) {
+    /// Tensor names and shapes, as [`infer`] takes them.
+    type Shapes = Vec<(String, Vec<usize>)>;
+
+    fn bundled_vit(file: &str) -> (Shapes, Vec<String>, Arch) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures/models")
             .join(file);
