@@ -644,6 +644,10 @@ fn vit_without_metadata_is_inferred_converted_and_evaluated() {
     // the data must have the input size the position embedding fixes
     assert_bad_input(
         &run(&["eval", "--model", common::s(&named), "--data", "mnist1d"]),
-        &["[40]", "[1, 8, 8]"],
+        &[
+            "[40]",
+            "[1, 8, 8]",
+            "pos_embed fixes its input: 17 tokens = 4×4 patches of 2×2 + the class token",
+        ],
     );
 }
