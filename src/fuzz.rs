@@ -118,6 +118,16 @@ pub fn readers() -> Vec<Reader> {
             read: read_cifar_py,
         },
         Reader {
+            name: "png",
+            file_name: "in.png",
+            read: read_image,
+        },
+        Reader {
+            name: "jpeg",
+            file_name: "in.jpg",
+            read: read_image,
+        },
+        Reader {
             name: "toml",
             file_name: "in.toml",
             read: read_spec,
@@ -193,6 +203,24 @@ fn read_torch(p: &Path) -> Result<(), String> {
 /// One batch file of torchvision's CIFAR python download (a pickled dict of numpy arrays).
 fn read_cifar_py(p: &Path) -> Result<(), String> {
     crate::data::cifar_py::load_file(p).map_err(err)?;
+    Ok(())
+}
+
+/// One image of a torchvision ImageFolder (PNG or JPEG, by its name): placed as the only
+/// sample of a one-class folder and loaded as `--data FOLDER --resize 3` loads it, so the
+/// decoder (bounded by the file size), the RGB conversion and the resize all run.
+fn read_image(p: &Path) -> Result<(), String> {
+    let class = p.with_file_name("folder").join("c");
+    std::fs::create_dir_all(&class).map_err(err)?;
+    let name = p.file_name().ok_or("no file name")?;
+    std::fs::copy(p, class.join(name)).map_err(err)?;
+    let root = class.parent().ok_or("no folder")?;
+    let spec = root.to_str().ok_or("non-UTF-8 path")?;
+    let format = crate::data::DataFormat {
+        resize: Some(3),
+        ..Default::default()
+    };
+    crate::data::load_with(spec, &Default::default(), &format).map_err(err)?;
     Ok(())
 }
 

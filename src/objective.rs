@@ -259,8 +259,28 @@ impl<'a> Objective<'a> {
         self.evaluate_with(theta, false)
     }
 
+    /// [`Objective::evaluate`], calling `done(n)` with each batch's sample count as its sums
+    /// are folded in (in batch order, on the calling thread): the hook of a progress bar.
+    pub fn evaluate_reporting<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        done: &dyn Fn(usize),
+    ) -> Evaluation {
+        self.evaluate_inner(theta, true, done)
+    }
+
     fn evaluate_with<T: Scalar>(&self, theta: ArrayView1<T>, parallel: bool) -> Evaluation {
+        self.evaluate_inner(theta, parallel, &|_| {})
+    }
+
+    fn evaluate_inner<T: Scalar>(
+        &self,
+        theta: ArrayView1<T>,
+        parallel: bool,
+        done: &dyn Fn(usize),
+    ) -> Evaluation {
         let mut s = Sums::default();
+        let mut folded = 0;
         self.fold_batches(
             parallel,
             |b| {
@@ -270,6 +290,9 @@ impl<'a> Objective<'a> {
             |v| {
                 s.loss += v.sum;
                 s.correct += v.correct;
+                let lo = folded * self.cfg.batch_size;
+                done((lo + self.cfg.batch_size).min(self.len()) - lo);
+                folded += 1;
             },
         );
         self.finish(s)

@@ -319,7 +319,52 @@ fn quiet_on_long_commands() {
         "{}",
         common::stderr(&o)
     );
-    for cmd in ["surface", "hessian", "sharpness", "train", "run"] {
+    // eval, probe and trajectory: a bar on a terminal, nothing on a pipe, -q accepted
+    for cmd in [
+        &["eval", "-q", "--model", m][..],
+        &["probe", "--quiet", "--model", m],
+    ] {
+        let o = ok(&[cmd, &data[..]].concat());
+        assert!(common::stderr(&o).is_empty(), "{}", common::stderr(&o));
+    }
+    let ck = dir.path().join("ck");
+    ok(&[
+        "train",
+        "--arch",
+        "mlp:in_features=40,depth=1,width=4",
+        "--data",
+        "mnist1d",
+        "--samples",
+        "32",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "-q",
+        "--checkpoints",
+        common::s(&ck),
+        "--out",
+        common::s(&dir.path().join("t.safetensors")),
+    ]);
+    let o = ok(&[
+        "trajectory",
+        "-q",
+        "--checkpoints",
+        common::s(&ck),
+        "--out",
+        common::s(&dir.path().join("pca.h5")),
+    ]);
+    assert!(common::stderr(&o).is_empty(), "{}", common::stderr(&o));
+    for cmd in [
+        "surface",
+        "hessian",
+        "sharpness",
+        "train",
+        "run",
+        "eval",
+        "probe",
+        "trajectory",
+    ] {
         let help = common::stdout(&ok(&[cmd, "--help"]));
         assert!(help.contains("-q, --quiet"), "{cmd}: {help}");
     }
@@ -384,6 +429,49 @@ fn negative_numbers_are_values() {
     ]);
     let err = assert_bad_input(&o, &["--weight-decay", "≥ 0"]);
     assert!(!err.contains("unexpected argument"), "{err}");
+    // an exponent's minus too (clap's own test refuses `-1e-3`): real-valued flags take it
+    let dir = common::tempdir();
+    let surf = dir.path().join("s.h5");
+    let mlp = small_mlp(dir.path());
+    ok(&[
+        "surface",
+        "--model",
+        common::s(&mlp),
+        "--data",
+        "mnist1d",
+        "--samples",
+        "8",
+        "--x",
+        "-1e-3:1e-3:3",
+        "--y",
+        "-1e-3:1e-3:3",
+        "-q",
+        "--out",
+        common::s(&surf),
+    ]);
+    let png = dir.path().join("p.png");
+    for vmin in [&["--vmin", "-1e-3"][..], &["--vmin=-1e-3"]] {
+        ok(&[
+            &["plot", common::s(&surf)][..],
+            vmin,
+            &["--out", common::s(&png)],
+        ]
+        .concat());
+    }
+    // and flags where a negative value means nothing are range errors, named
+    let train = ["train", "--arch", "mlp:in_features=40,depth=1,width=4"];
+    let surface = ["surface", "--model", m, "--x", "-1:1:3"];
+    for (cmd, flag, value, needle) in [
+        (&train[..], "--lr", "-1e-3", "at least 0"),
+        (&train, "--momentum", "-0.9", "at least 0"),
+        (&train, "--eps", "-1e-8", "above 0"),
+        (&surface, "--hessian-tol", "-1e-3", "above 0"),
+        (&surface, "--eigen-tol", "0", "above 0"),
+    ] {
+        let o = run(&[cmd, &[flag, value, "--data", "mnist1d", "--out", "x"]].concat());
+        let err = assert_bad_input(&o, &[flag, value, needle]);
+        assert!(!err.contains("unexpected argument"), "{err}");
+    }
 }
 
 #[test]
@@ -465,5 +553,101 @@ fn eval_on_an_image_folder() {
             "4",
         ]),
         &["digits", "not an image folder"],
+    );
+}
+
+/// A ViT safetensors file without `losscape_arch` metadata (as
+/// `safetensors.torch.save_file(model.state_dict())` writes it): `info` infers it from the
+/// tensors and the file name's hints, `convert` writes the self-describing file, and `eval`
+/// of both gives the original's loss; without hints the candidates are listed.
+#[test]
+fn vit_without_metadata_is_inferred_converted_and_evaluated() {
+    use safetensors::SafeTensors;
+    let dir = common::tempdir();
+    let original = fixture("fixtures/models/vit2-postln-digits.safetensors");
+    let bytes = std::fs::read(&original).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let stripped = safetensors::serialize(st.iter(), None).unwrap();
+    let named = dir.path().join("vit2-postln-h4-res-digits.safetensors");
+    let bare = dir.path().join("model.safetensors");
+    std::fs::write(&named, &stripped).unwrap();
+    std::fs::write(&bare, &stripped).unwrap();
+    let out = common::stdout(&ok(&["info", common::s(&named)]));
+    assert!(
+        out.contains("inferred from the tensors")
+            && out.contains("says 4 heads")
+            && out.contains("post-LN")
+            && out.contains("1×8×8 inputs"),
+        "{out}"
+    );
+    let converted = dir.path().join("converted.safetensors");
+    let o = ok(&["convert", common::s(&named), "--out", common::s(&converted)]);
+    assert!(
+        common::stdout(&o).contains("vit-2x32-postln"),
+        "{}",
+        common::stdout(&o)
+    );
+    let want = Model::load(&original, None).unwrap();
+    let got = Model::load(&converted, None).unwrap();
+    assert_eq!(got.arch, want.arch);
+    assert!(
+        got.inference.is_none(),
+        "the converted file describes itself"
+    );
+    assert_eq!(got.theta.data, want.theta.data);
+    let loss = |m: &Path| {
+        ok_json(&[
+            "eval",
+            "--model",
+            common::s(m),
+            "--data",
+            "digits",
+            "--samples",
+            "64",
+            "--json",
+        ])["loss"]
+            .as_f64()
+            .unwrap()
+    };
+    let reference = loss(&original);
+    assert_eq!(loss(&converted), reference);
+    assert_eq!(loss(&named), reference);
+    // no hint: the candidates, as `--arch` strings, and one of them works
+    let err = assert_bad_input(
+        &run(&["info", common::s(&bare)]),
+        &[
+            "heads=1",
+            "heads=2",
+            "heads=4",
+            "residual=false",
+            "norm=post",
+        ],
+    );
+    let line = err
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("vit:") && l.contains("heads=4") && l.contains("residual=true"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let v = ok_json(&[
+        "eval",
+        "--model",
+        common::s(&bare),
+        "--arch",
+        line,
+        "--data",
+        "digits",
+        "--samples",
+        "64",
+        "--json",
+    ]);
+    assert_eq!(v["loss"].as_f64().unwrap(), reference);
+    // the data must have the input size the position embedding fixes
+    assert_bad_input(
+        &run(&["eval", "--model", common::s(&named), "--data", "mnist1d"]),
+        &[
+            "[40]",
+            "[1, 8, 8]",
+            "pos_embed fixes its input: 17 tokens = 4×4 patches of 2×2 + the class token",
+        ],
     );
 }

@@ -107,3 +107,33 @@ fn info_explains_the_inference_and_convert_writes_a_self_describing_file() {
         &["torch.nn.modules.linear", "not allowed"],
     );
 }
+
+/// A `torch.save`d ViT (`{'epoch', 'config', 'model'}`): the heads come from the stored
+/// `config` string, the skips from `_res` in the name; eval equals PyTorch's loss.
+#[test]
+fn a_torch_saved_vit_is_inferred_and_equals_pytorch() {
+    let model = fixture("fixtures/torch/vit2_res_cifar.pth");
+    let m = model.to_str().unwrap();
+    let out = stdout(&ok(&["info", m]));
+    assert!(
+        out.contains("says 2 heads")
+            && out.contains("pool=mean")
+            && out.contains("norm=pre")
+            && out.contains("3×32×32 inputs"),
+        "{out}"
+    );
+    let v = ok_json(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        DATA,
+        "--normalize",
+        "cifar10",
+        "--json",
+    ]);
+    let (loss, acc) = reference("vit2_res_cifar.pth");
+    let got = v["loss"].as_f64().unwrap();
+    assert!((got - loss).abs() <= 2e-5 * loss, "{got} vs PyTorch {loss}");
+    assert_eq!(v["accuracy"].as_f64().unwrap(), acc);
+}

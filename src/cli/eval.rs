@@ -22,15 +22,21 @@ pub struct EvalArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar on stderr (it shows only on a terminal; warnings still print).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let reports = run_eval(&EvalConfig {
-        model: args.model.source(),
-        data: args.data.config(),
-        precision: args.precision,
-        threads: args.threads,
-    })?;
+    let reports = run_eval(
+        &EvalConfig {
+            model: args.model.source(),
+            data: args.data.config(),
+            precision: args.precision,
+            threads: args.threads,
+        },
+        &super::reporter(args.quiet),
+    )?;
     if args.json {
         // one object for one split (the common case), an array for several
         return if reports.len() == 1 {

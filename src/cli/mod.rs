@@ -90,14 +90,26 @@ pub enum Command {
 /// The command line as `main` parses it: [`Cli`] with every option that takes a value
 /// accepting a negative number (`--x -1:1:51` aside, which its own flag allows), so that
 /// `--samples -1` is a range error from the flag's parser instead of an unknown argument.
+/// Real-valued options (and `--normalize MEAN/STD`) take any value that starts with a minus
+/// (clap's own test for a negative number refuses an exponent's sign, `-1e-3`); their
+/// parsers judge it.
 pub fn command() -> clap::Command {
+    let real = [
+        std::any::TypeId::of::<f64>(),
+        std::any::TypeId::of::<(f64, f64)>(),
+        std::any::TypeId::of::<Vec<f64>>(),
+        std::any::TypeId::of::<crate::data::Normalize>(),
+    ];
     Cli::command().mut_subcommands(|sub| {
         sub.mut_args(|a| {
             let takes_value = matches!(a.get_action(), ArgAction::Set | ArgAction::Append);
-            if takes_value && a.get_long().is_some() {
-                a.allow_negative_numbers(true)
-            } else {
-                a
+            if !(takes_value && a.get_long().is_some()) {
+                return a;
+            }
+            let a = a.allow_negative_numbers(true);
+            match real.iter().any(|t| a.get_value_parser().type_id() == *t) {
+                true => a.allow_hyphen_values(true),
+                false => a,
             }
         })
     })

@@ -27,16 +27,22 @@ pub struct ProbeArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar on stderr (it shows only on a terminal; warnings still print).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 pub fn run(args: &ProbeArgs) -> Result<()> {
-    let out = run_probe(&ProbeConfig {
-        model: args.model.source(),
-        data: args.data.config(),
-        init_seed: args.init_seed,
-        threads: args.threads,
-        out: args.out.clone(),
-    })?;
+    let out = run_probe(
+        &ProbeConfig {
+            model: args.model.source(),
+            data: args.data.config(),
+            init_seed: args.init_seed,
+            threads: args.threads,
+            out: args.out.clone(),
+        },
+        &super::reporter(args.quiet),
+    )?;
     if args.json {
         return super::print_json(&out);
     }

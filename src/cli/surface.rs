@@ -57,7 +57,7 @@ pub struct SurfaceArgs {
     #[arg(long, default_value_t = EigenSettings::default().max_iter, value_parser = super::numbers::count::<usize>)]
     pub eigen_max_iter: usize,
     /// --dir-type eigen: relative residual ‖Av − λv‖/|λ| that counts as converged.
-    #[arg(long, default_value_t = EigenSettings::default().tol)]
+    #[arg(long, default_value_t = EigenSettings::default().tol, value_parser = super::numbers::positive_real)]
     pub eigen_tol: f64,
     /// Seed of the random directions (each tensor has its own stream, by name); with
     /// --dir-type eigen, of the Lanczos start vector and the Fisher's labels.
@@ -88,7 +88,7 @@ pub struct SurfaceArgs {
     #[arg(long, default_value_t = 30, value_parser = super::numbers::count::<usize>)]
     pub hessian_max_iter: usize,
     /// Relative residual accepted for --hessian eigenvalues (as `hessian --tol`).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = super::numbers::positive_real)]
     pub hessian_tol: f64,
     /// Compute only the points k ≡ I (mod N) into their own file; join with `losscape merge`.
     #[arg(long, value_name = "I/N")]

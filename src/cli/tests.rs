@@ -11,6 +11,7 @@ mod parse {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+        crate::cli::command().debug_assert();
     }
 
     #[test]

@@ -37,13 +37,13 @@ pub struct TrainArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 128, value_parser = super::numbers::positive::<u64>)]
     pub batch_size: u64,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = super::numbers::non_negative)]
     pub lr: f64,
     /// `sgd` (torch.optim.SGD) or `adamw` (torch.optim.AdamW, decoupled weight decay).
     #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
     pub optimizer: String,
     /// SGD momentum [default: 0.9; SGD only].
-    #[arg(long)]
+    #[arg(long, value_parser = super::numbers::non_negative)]
     pub momentum: Option<f64>,
     /// Nesterov momentum (SGD only).
     #[arg(long)]
@@ -52,10 +52,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "B1,B2", value_parser = parse_betas)]
     pub betas: Option<(f64, f64)>,
     /// AdamW's ε [default: 1e-8].
-    #[arg(long)]
+    #[arg(long, value_parser = super::numbers::positive_real)]
     pub eps: Option<f64>,
     /// Weight decay: SGD's L2 term, AdamW's decoupled decay (as PyTorch).
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, value_parser = super::numbers::non_negative)]
     pub weight_decay: f64,
     /// Learning-rate schedule per epoch: `cosine`, `constant` or `step:E1,E2` (×0.1 at each).
     #[arg(long, default_value = "cosine")]

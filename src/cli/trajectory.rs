@@ -31,6 +31,9 @@ pub struct TrajectoryArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar on stderr (it shows only on a terminal; warnings still print).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 pub fn run(args: &TrajectoryArgs) -> Result<()> {
@@ -42,7 +45,7 @@ pub fn run(args: &TrajectoryArgs) -> Result<()> {
         out: args.out.clone(),
         proj: args.proj.clone(),
     };
-    let report = run_trajectory(&config)?;
+    let report = run_trajectory(&config, &super::reporter(args.quiet))?;
     if args.json {
         return super::print_json(&report);
     }

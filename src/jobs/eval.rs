@@ -16,6 +16,7 @@ use crate::engine::Mode;
 use crate::model::Model;
 use crate::objective::{Evaluation, Objective};
 use crate::probe::{probe, ProbeReport};
+use crate::progress::Reporter;
 
 /// Loss and accuracy of `model` over `obj`'s data, in `precision`.
 pub fn evaluate(
@@ -24,9 +25,20 @@ pub fn evaluate(
     precision: Precision,
     threads: Option<usize>,
 ) -> JobResult<Evaluation> {
+    evaluate_reporting(obj, model, precision, threads, &|_| {})
+}
+
+/// [`evaluate`], calling `done(n)` as each batch of n samples is counted.
+pub fn evaluate_reporting(
+    obj: &Objective<'_>,
+    model: &Model,
+    precision: Precision,
+    threads: Option<usize>,
+    done: &(dyn Fn(usize) + Sync),
+) -> JobResult<Evaluation> {
     with_threads(threads, || match precision {
-        Precision::F32 => obj.evaluate(model.theta.data.view()),
-        Precision::F64 => obj.evaluate(model.theta.cast::<f64>().data.view()),
+        Precision::F32 => obj.evaluate_reporting(model.theta.data.view(), done),
+        Precision::F64 => obj.evaluate_reporting(model.theta.cast::<f64>().data.view(), done),
     })
 }
 
@@ -52,8 +64,8 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
-/// Evaluates the model on every requested split.
-pub fn run_eval(c: &EvalConfig) -> JobResult<Vec<EvalReport>> {
+/// Evaluates the model on every requested split, a bar per split on `reporter`.
+pub fn run_eval(c: &EvalConfig, reporter: &Reporter) -> JobResult<Vec<EvalReport>> {
     let mut model = c.model.load()?;
     let mut reports = Vec::new();
     let datasets = c.data.load()?;
@@ -66,7 +78,10 @@ pub fn run_eval(c: &EvalConfig) -> JobResult<Vec<EvalReport>> {
             .objective(&model, &c.model, &ds)?
             .distributed(crate::dist::world());
         let start = Instant::now();
-        let eval = evaluate(&obj, &model, c.precision, c.threads)?;
+        let bar = reporter.bar(ds.len() as u64, "samples", format!("eval {}", ds.name));
+        let eval =
+            evaluate_reporting(&obj, &model, c.precision, c.threads, &|n| bar.inc(n as u64))?;
+        bar.finish();
         reports.push(EvalReport {
             model: c.model.path.display().to_string(),
             data: ds.name.clone(),
@@ -147,8 +162,8 @@ pub struct ProbeOutput {
 }
 
 /// Probes a model (trained and re-initialized) on the first requested split, and writes
-/// the report to `out` when given.
-pub fn run_probe(c: &ProbeConfig) -> JobResult<ProbeOutput> {
+/// the report to `out` when given; a spinner on `reporter` while it works.
+pub fn run_probe(c: &ProbeConfig, reporter: &Reporter) -> JobResult<ProbeOutput> {
     crate::util::check_threads(c.threads)?;
     // only the process that writes (rank 0 under MPI) locks the output
     let _lock = match &c.out {
@@ -158,7 +173,13 @@ pub fn run_probe(c: &ProbeConfig) -> JobResult<ProbeOutput> {
     let mut model = c.model.load()?;
     let ds = c.data.load_first()?;
     model.fit_input(ds.sample_shape());
-    let (trained, init) = probe_model(&model, &c.model, &c.data, &ds, c.init_seed, c.threads)?;
+    let spinner = reporter.spinner(
+        "passes",
+        format!("probe {}: trained and He-initialized weights", ds.name),
+    );
+    let probed = probe_model(&model, &c.model, &c.data, &ds, c.init_seed, c.threads);
+    spinner.finish();
+    let (trained, init) = probed?;
     let out = ProbeOutput {
         model: c.model.path.display().to_string(),
         data: ds.name.clone(),

@@ -186,13 +186,20 @@ impl DataConfig {
         source: &ModelSource,
         ds: &'a Dataset,
     ) -> JobResult<Objective<'a>> {
-        Objective::new(&model.graph, ds.x.view(), &ds.y, self.objective_config()).map_err(|e| {
-            JobError::Mismatch {
-                data: self.data.clone(),
-                model: source.path.clone(),
-                source: Box::new(e),
-            }
-        })
+        Objective::new(&model.graph, ds.x.view(), &ds.y, self.objective_config()).map_err(
+            |mut e| {
+                if let (crate::engine::EngineError::InputShape { hint, .. }, Some(note)) =
+                    (&mut e, model.input_note())
+                {
+                    *hint = note;
+                }
+                JobError::Mismatch {
+                    data: self.data.clone(),
+                    model: source.path.clone(),
+                    source: Box::new(e),
+                }
+            },
+        )
     }
 }
 

@@ -19,6 +19,7 @@ use crate::landscape::directions::{
     DirType, DirectionConfig, DirectionKind, DirectionNorm, Directions,
 };
 use crate::landscape::trajectory::{pca_directions, project, trajectory_mask};
+use crate::progress::Reporter;
 use crate::train::checkpoint::list_checkpoints;
 
 choice! {
@@ -101,8 +102,8 @@ pub struct TrajectoryReport {
     pub y: Vec<f64>,
 }
 
-/// Runs the job.
-pub fn run_trajectory(c: &TrajectoryConfig) -> JobResult<TrajectoryReport> {
+/// Runs the job; a bar on `reporter` while the checkpoints load.
+pub fn run_trajectory(c: &TrajectoryConfig, reporter: &Reporter) -> JobResult<TrajectoryReport> {
     let _lock = super::prepare_out("out", &c.out)?;
     let _proj_lock = super::prepare_out("out", &c.proj_path())?;
     let cps = list_checkpoints(&c.checkpoints).map_err(|e| JobError::Checkpoints(Box::new(e)))?;
@@ -125,6 +126,7 @@ pub fn run_trajectory(c: &TrajectoryConfig) -> JobResult<TrajectoryReport> {
         .load()
         .map_err(|e| e.in_step("`final_model`"))?;
     let mut models = Vec::new();
+    let bar = reporter.bar(cps.len() as u64, "checkpoints", "trajectory: loading");
     for (e, p) in &cps {
         let m = ModelSource {
             path: p.clone(),
@@ -134,7 +136,9 @@ pub fn run_trajectory(c: &TrajectoryConfig) -> JobResult<TrajectoryReport> {
         .load()
         .map_err(|err| err.in_step(format!("checkpoint of epoch {e}")))?;
         models.push(m.theta);
+        bar.inc(1);
     }
+    bar.finish();
     let mask = trajectory_mask(&last.theta, c.ignore_biasbn);
     let pca = pca_directions(&models, &last.theta, &mask).map_err(JobError::trajectory)?;
     let (mut cx, mut cy, mut lx, mut ly) = (vec![], vec![], vec![], vec![]);

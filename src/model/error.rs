@@ -28,8 +28,9 @@ pub enum ModelError {
         expected: u64,
         got: u64,
     },
-    /// Occurs when the file carries no architecture and none was given.
-    #[error("{path} does not say which architecture it holds (no '{key}' metadata); pass `arch`, e.g. `arch` resnet-cifar:depth=20,in_channels=1,input_size=8")]
+    /// Occurs when the file carries no architecture, none was given, and its tensor names
+    /// match no family of the zoo.
+    #[error("{path} does not say which architecture it holds (no '{key}' metadata, and the tensor names match no zoo family); pass `arch`, e.g. `arch` resnet-cifar:depth=20,in_channels=1,input_size=8")]
     NoArch { path: PathBuf, key: &'static str },
     /// Occurs when an architecture description cannot be understood.
     #[error("invalid architecture '{spec}': {why}")]

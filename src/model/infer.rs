@@ -13,22 +13,40 @@
 //!   width, depth, classes, batch norm from `blocks.0.bn.weight`. Residual and plain blocks
 //!   have the same parameters: for depth ≥ 1 a hint (`residual`, `-res`, `_res` or
 //!   `plain`, `noshort`) decides, else the candidates are listed.
-//! - **vit**: not in the zoo yet; when it is, its detector joins [`FAMILIES`] and [`infer`].
+//! - **vit** (`patch_embed.proj.weight`, `pos_embed`, `head.weight`): width D, input
+//!   channels and patch from `patch_embed.proj.weight` (`[D, C, p, p]`: images; `[D, p]`:
+//!   1-D inputs, `input = seq`), the class token from `cls_token` (`pool = cls`; without
+//!   it `pool = mean`), the tokens T from `pos_embed [1, T, D]` and with them the input
+//!   size (T − 1 or T patches: a square of side T/p for images, T·p values for sequences),
+//!   depth from `blocks.{i}.attn.qkv.weight`, the MLP ratio from `blocks.0.mlp.fc1.weight`
+//!   `[r·D, D]`, classes from `head.weight`, and the norm placement from the final
+//!   `norm.weight` (pre-LN has it, post-LN does not). Every other tensor is then checked
+//!   against the zoo's layout. The heads (`qkv` packs all heads in `[3D, D]` for any count)
+//!   and the skips (`residual = false` has the same parameters) come from hints: `heads=4`,
+//!   `num_heads=4`, `4heads` or a token `h4`; `nores`, `noshort`, `plain`,
+//!   `residual=false` or `residual`, `-res`, `residual=true`. Undecided, the error lists
+//!   the candidates: every head count h with width % h = 0 and 8 ≤ D/h ≤ 128 (all
+//!   divisors when none is), with and without skips.
 //!
-//! The input size is not in the weights (global average pooling makes a ResNet work at any
-//! size): it comes from the data ([`Inference::input_from_data`]).
+//! Hints are the file name and the strings a checkpoint stores (a `torch.save` dict's
+//! string entries, a safetensors file's metadata).
+//!
+//! A ResNet's input size is not in the weights (global average pooling makes it work at
+//! any size): it comes from the data ([`Inference::input_from_data`]). A ViT's is: the data
+//! must have it (the engine refuses another per-sample shape, naming both).
 
 use serde::Serialize;
 
-use super::zoo::{Arch, Mlp, ResnetCifar, Shortcut};
+use super::zoo::{Arch, Mlp, ResnetCifar, Shortcut, Vit, VitInput, VitNorm, VitPool};
 
 /// The families inference knows, with the tensor that identifies each.
-pub const FAMILIES: [(&str, &str); 2] = [
+pub const FAMILIES: [(&str, &str); 3] = [
     (
         "resnet-cifar",
         "conv1.weight + layer1.0.conv1.weight + linear.weight",
     ),
     ("mlp", "fc_in.weight + fc_out.weight"),
+    ("vit", "patch_embed.proj.weight + pos_embed + head.weight"),
 ];
 
 /// An inferred architecture and why.
@@ -80,7 +98,12 @@ pub fn infer(tensors: &[(String, Vec<usize>)], hints: &[String]) -> Result<Infer
     if shape("fc_in.weight").is_some() && shape("fc_out.weight").is_some() {
         return mlp(&shape, tensors, hints);
     }
-    // vit: add its detector here once the zoo has it.
+    if shape("patch_embed.proj.weight").is_some()
+        && shape("pos_embed").is_some()
+        && shape("head.weight").is_some()
+    {
+        return vit(tensors, hints);
+    }
     Err(InferError::Unknown {
         first: tensors
             .iter()
@@ -280,6 +303,383 @@ fn mlp(
     })
 }
 
+/// A hint lower-cased, without quotes and spaces, `:` read as `=` (so `"heads": 4` in a
+/// stored JSON config reads as `heads=4`).
+fn normalized(hint: &str) -> String {
+    hint.to_ascii_lowercase()
+        .chars()
+        .filter(|c| !matches!(c, '"' | '\'' | ' '))
+        .map(|c| if c == ':' { '=' } else { c })
+        .collect()
+}
+
+/// Head counts the hints name (`heads=4`, `num_heads=4`, `heads4`, `4heads`, `4-heads`, or
+/// a token `h4`), each with the hint that names it.
+fn heads_hints(hints: &[String]) -> Vec<(usize, &String)> {
+    let mut out = Vec::new();
+    for hint in hints {
+        let t = normalized(hint);
+        let b = t.as_bytes();
+        for (i, _) in t.match_indices("heads") {
+            let mut j = i + "heads".len();
+            if b.get(j).is_some_and(|c| matches!(c, b'=' | b'_' | b'-')) {
+                j += 1;
+            }
+            let after: String = t[j..].chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(n) = after.parse() {
+                out.push((n, hint));
+                continue;
+            }
+            let mut k = i;
+            if k > 0 && matches!(b[k - 1], b'_' | b'-') {
+                k -= 1;
+            }
+            let start = t[..k].trim_end_matches(|c: char| c.is_ascii_digit()).len();
+            if let Ok(n) = t[start..k].parse() {
+                out.push((n, hint));
+            }
+        }
+        for tok in t.split(|c: char| !c.is_ascii_alphanumeric()) {
+            if let Some(d) = tok.strip_prefix('h') {
+                if !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()) {
+                    if let Ok(n) = d.parse() {
+                        out.push((n, hint));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The hints that say "no skips" and those that say "skips" (a hint saying both counts as
+/// the first).
+fn residual_hints(hints: &[String]) -> (Option<&String>, Option<&String>) {
+    const PLAIN: [&str; 7] = [
+        "nores",
+        "no-res",
+        "no_res",
+        "noshort",
+        "noskip",
+        "plain",
+        "residual=false",
+    ];
+    const RES: [&str; 3] = ["residual", "-res", "_res"];
+    let norm: Vec<String> = hints.iter().map(|h| normalized(h)).collect();
+    let plain = (0..hints.len()).find(|&i| PLAIN.iter().any(|w| norm[i].contains(w)));
+    let res = (0..hints.len()).find(|&i| {
+        !PLAIN.iter().any(|w| norm[i].contains(w)) && RES.iter().any(|w| norm[i].contains(w))
+    });
+    (plain.map(|i| &hints[i]), res.map(|i| &hints[i]))
+}
+
+fn vit(tensors: &[(String, Vec<usize>)], hints: &[String]) -> Result<Inference, InferError> {
+    let bad = |why: String| InferError::Inconsistent { family: "vit", why };
+    // by name: a file may hold many tensors (the other families' linear look-ups are short)
+    let have: std::collections::HashMap<&str, &Vec<usize>> =
+        tensors.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    let shape = |n: &str| have.get(n).map(|s| s.to_vec());
+    let pe = shape("patch_embed.proj.weight").unwrap_or_default();
+    let (width, in_channels, patch, input) = match pe[..] {
+        [d, c, p, q] if p == q => (d, c, p, VitInput::Image),
+        [d, p] => (d, 1, p, VitInput::Seq),
+        _ => {
+            return Err(bad(format!(
+                "patch_embed.proj.weight has shape {pe:?}, not [width, C, p, p] (images) or [width, p] (sequences)"
+            )))
+        }
+    };
+    if width == 0 || in_channels == 0 || patch == 0 {
+        // a zero dimension holds no values: the others could claim any size
+        return Err(bad(format!(
+            "patch_embed.proj.weight has shape {pe:?}, with a zero dimension"
+        )));
+    }
+    let mut reasons = vec![match input {
+        VitInput::Image => format!(
+            "patch_embed.proj.weight {pe:?}: width {width}, {in_channels} input channels, {patch}×{patch} patches (images)"
+        ),
+        VitInput::Seq => format!(
+            "patch_embed.proj.weight {pe:?}: width {width}, tokens of {patch} consecutive values (1-D inputs, input=seq)"
+        ),
+    }];
+    let pool = match shape("cls_token") {
+        Some(c) if c == [1, 1, width] => {
+            reasons.push(format!(
+                "cls_token {c:?}: a class token, which the head reads (pool=cls)"
+            ));
+            VitPool::Cls
+        }
+        Some(c) => {
+            return Err(bad(format!(
+                "cls_token has shape {c:?}, not [1, 1, {width}]"
+            )))
+        }
+        None => {
+            reasons.push("no cls_token: the head reads the mean of the tokens (pool=mean)".into());
+            VitPool::Mean
+        }
+    };
+    let pos = shape("pos_embed").unwrap_or_default();
+    let cls = usize::from(pool == VitPool::Cls);
+    let tokens = match pos[..] {
+        [1, t, d] if d == width && t > cls => t,
+        _ => {
+            return Err(bad(format!(
+                "pos_embed has shape {pos:?}, not [1, tokens, {width}] with at least {} tokens",
+                cls + 1
+            )))
+        }
+    };
+    let patches = tokens - cls;
+    let plus = if cls == 1 { " + the class token" } else { "" };
+    let input_size = match input {
+        VitInput::Image => {
+            let side = patches.isqrt();
+            if side * side != patches {
+                return Err(bad(format!(
+                    "pos_embed {pos:?} has {patches} patch tokens{plus}, not a square number (the zoo's images are square)"
+                )));
+            }
+            let size = side
+                .checked_mul(patch)
+                .ok_or_else(|| bad("pos_embed and patch_embed overflow the input size".into()))?;
+            reasons.push(format!(
+                "pos_embed {pos:?}: {tokens} tokens = {side}×{side} patches{plus}: {in_channels}×{size}×{size} inputs"
+            ));
+            size
+        }
+        VitInput::Seq => {
+            let size = patches
+                .checked_mul(patch)
+                .ok_or_else(|| bad("pos_embed and patch_embed overflow the input size".into()))?;
+            reasons.push(format!(
+                "pos_embed {pos:?}: {tokens} tokens = {patches} patches{plus}: inputs of {size} values"
+            ));
+            size
+        }
+    };
+    let depth = (0..)
+        .take_while(|i| have.contains_key(format!("blocks.{i}.attn.qkv.weight").as_str()))
+        .count();
+    if depth == 0 {
+        return Err(bad(
+            "it has no blocks.0.attn.qkv.weight (a ViT has at least one block)".into(),
+        ));
+    }
+    reasons.push(format!("blocks.0..{depth} (attn.qkv): depth {depth}"));
+    let fc1 = shape("blocks.0.mlp.fc1.weight").unwrap_or_default();
+    let mlp_ratio = match fc1[..] {
+        [h, d] if d == width && h > 0 && h % width == 0 => h / width,
+        _ => {
+            return Err(bad(format!(
+                "blocks.0.mlp.fc1.weight has shape {fc1:?}, not [r·{width}, {width}] (the zoo's MLP hidden width is a whole multiple r of the width)"
+            )))
+        }
+    };
+    reasons.push(format!(
+        "blocks.0.mlp.fc1.weight {fc1:?}: MLP hidden {} = {mlp_ratio}·{width}",
+        fc1[0]
+    ));
+    let norm = match shape("norm.weight") {
+        Some(n) => {
+            reasons.push(format!(
+                "norm.weight {n:?}: a final LayerNorm, so pre-LN blocks (norm=pre)"
+            ));
+            VitNorm::Pre
+        }
+        None => {
+            reasons.push(
+                "no final norm.weight: post-LN blocks (norm=post; pre-LN ends with `norm`)".into(),
+            );
+            VitNorm::Post
+        }
+    };
+    let says = |words: &[&str]| {
+        hints
+            .iter()
+            .find(|h| words.iter().any(|w| normalized(h).contains(w)))
+    };
+    let (pre_words, post_words) = (
+        ["preln", "pre-ln", "pre_ln", "norm=pre"],
+        ["postln", "post-ln", "post_ln", "norm=post"],
+    );
+    let contradicts = match norm {
+        VitNorm::Pre => says(&post_words).filter(|_| says(&pre_words).is_none()),
+        VitNorm::Post => says(&pre_words).filter(|_| says(&post_words).is_none()),
+    };
+    if let Some(h) = contradicts {
+        return Err(bad(match norm {
+            VitNorm::Pre => format!("'{h}' says post-LN, but the tensors have the final norm.weight of the zoo's pre-LN ViT (a different norm placement)"),
+            VitNorm::Post => format!("'{h}' says pre-LN, but the tensors lack the final norm.weight that the zoo's pre-LN ViT has (a different norm placement)"),
+        }));
+    }
+    let head = shape("head.weight").unwrap_or_default();
+    let num_classes = match head[..] {
+        [k, d] if d == width => k,
+        _ => {
+            return Err(bad(format!(
+                "head.weight has shape {head:?}, not [classes, {width}]"
+            )))
+        }
+    };
+    reasons.push(format!("head.weight {head:?}: {num_classes} classes"));
+    let mut v = Vit {
+        input,
+        in_channels,
+        input_size,
+        patch,
+        depth,
+        width,
+        heads: 1,
+        mlp_ratio,
+        norm,
+        residual: true,
+        pool,
+        num_classes,
+    };
+    // every tensor, against the zoo's layout (heads and skips do not change it)
+    let arch = Arch::Vit(v.clone());
+    arch.check()
+        .map_err(|e| bad(format!("the tensors give {e}")))?;
+    let layout = arch.build().layout;
+    let want: std::collections::HashSet<&str> =
+        layout.tensors().iter().map(|t| t.name.as_str()).collect();
+    for t in layout.tensors() {
+        match have.get(t.name.as_str()) {
+            None => {
+                return Err(bad(format!(
+                    "it lacks {} {:?}, which the ViT the other tensors describe has",
+                    t.name, t.shape
+                )))
+            }
+            Some(s) if **s != t.shape => {
+                return Err(bad(format!(
+                    "{} has shape {s:?}, where the ViT the other tensors describe has {:?}",
+                    t.name, t.shape
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some((n, s)) = tensors.iter().find(|(n, _)| !want.contains(n.as_str())) {
+        return Err(bad(format!(
+            "it holds {n} {s:?}, which the zoo's ViT (timm names) does not have"
+        )));
+    }
+    // heads: any divisor of the width packs into the same qkv
+    let named = heads_hints(hints);
+    let mut values: Vec<usize> = named.iter().map(|(n, _)| *n).collect();
+    values.sort_unstable();
+    values.dedup();
+    let heads_choice: Vec<usize> = match values[..] {
+        [h] => {
+            let (_, hint) = named[0];
+            if h == 0 || width % h != 0 {
+                return Err(bad(format!(
+                    "'{hint}' says {h} heads, which do not divide the width {width}"
+                )));
+            }
+            reasons.push(format!(
+                "'{hint}' says {h} heads (head dim {}; qkv is [3·{width}, {width}] for any count)",
+                width / h
+            ));
+            vec![h]
+        }
+        _ => {
+            let mut divisors: Vec<usize> = (1..=width.isqrt())
+                .filter(|h| width % h == 0)
+                .flat_map(|h| [h, width / h])
+                .collect();
+            divisors.sort_unstable();
+            divisors.dedup();
+            let plausible: Vec<usize> = divisors
+                .iter()
+                .copied()
+                .filter(|h| (8..=128).contains(&(width / h)))
+                .collect();
+            match values.is_empty() {
+                false => values
+                    .into_iter()
+                    .filter(|h| *h > 0 && width % h == 0)
+                    .collect(),
+                true if plausible.is_empty() => divisors,
+                true => plausible,
+            }
+        }
+    };
+    if heads_choice.is_empty() {
+        return Err(bad(format!(
+            "the hints name head counts that do not divide the width {width}: {}",
+            named
+                .iter()
+                .map(|(n, h)| format!("{n} ('{h}')"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let (plain, res) = residual_hints(hints);
+    let residual_choice: Vec<bool> = match (plain, res) {
+        (Some(h), None) => {
+            reasons.push(format!("'{h}' says no skips (residual=false)"));
+            vec![false]
+        }
+        (None, Some(h)) => {
+            reasons.push(format!("'{h}' says residual blocks (residual=true)"));
+            vec![true]
+        }
+        _ => vec![true, false],
+    };
+    if let ([h], [r]) = (&heads_choice[..], &residual_choice[..]) {
+        v.heads = *h;
+        v.residual = *r;
+        return Ok(Inference {
+            arch: Arch::Vit(v),
+            reasons,
+            input_from_data: false,
+        });
+    }
+    let mut why = Vec::new();
+    if heads_choice.len() != 1 {
+        why.push(match named.is_empty() {
+            true => format!(
+                "qkv [3·{width}, {width}] packs any number of heads and no hint names it (listed: head dims 8 to 128)"
+            ),
+            false => format!(
+                "the hints name several head counts: {}",
+                named
+                    .iter()
+                    .map(|(n, h)| format!("{n} ('{h}')"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    if residual_choice.len() != 1 {
+        why.push(
+            "skips have no parameters: residual and plain blocks have the same tensors (hint: nores or residual)"
+                .into(),
+        );
+    }
+    let candidates = heads_choice
+        .iter()
+        .flat_map(|&h| {
+            residual_choice.iter().map(move |&r| {
+                format!(
+                    "vit:input={},in_channels={in_channels},input_size={input_size},patch={patch},depth={depth},width={width},heads={h},mlp_ratio={mlp_ratio},norm={},residual={r},pool={},num_classes={num_classes}",
+                    if input == VitInput::Image { "image" } else { "seq" },
+                    if norm == VitNorm::Pre { "pre" } else { "post" },
+                    if pool == VitPool::Cls { "cls" } else { "mean" },
+                )
+            })
+        })
+        .collect();
+    Err(InferError::Ambiguous {
+        why: why.join("; "),
+        candidates,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +761,184 @@ mod tests {
             infer(&[("w".into(), vec![3])], &[]),
             Err(InferError::Unknown { .. })
         ));
+    }
+
+    /// A bundled ViT's tensors and its metadata strings without `losscape_arch` (as
+    /// hints: `key=value`), and the architecture it was trained with.
+    /// Tensor names and shapes, as [`infer`] takes them.
+    type Shapes = Vec<(String, Vec<usize>)>;
+
+    fn bundled_vit(file: &str) -> (Shapes, Vec<String>, Arch) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/models")
+            .join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap_or_default();
+        let trained: Arch = meta
+            .remove(crate::model::zoo::ARCH_METADATA_KEY)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let tensors = st
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.shape().to_vec()))
+            .collect();
+        let hints = meta.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        (tensors, hints, trained)
+    }
+
+    fn candidates(e: InferError) -> Vec<Arch> {
+        match e {
+            InferError::Ambiguous { candidates, .. } => candidates
+                .iter()
+                .map(|c| c.parse::<Arch>().unwrap())
+                .collect(),
+            e => panic!("not ambiguous: {e}"),
+        }
+    }
+
+    #[test]
+    fn every_bundled_vit_is_inferred_with_a_hint_and_listed_without() {
+        for depth in [2, 8] {
+            for kind in ["preln", "postln", "preln-nores"] {
+                let file = format!("vit{depth}-{kind}-digits.safetensors");
+                let (t, meta, trained) = bundled_vit(&file);
+                let Arch::Vit(v) = &trained else { panic!() };
+                // the file name with the heads and the skips named
+                let named = format!(
+                    "vit{depth}-{kind}-h{}{}-digits.safetensors",
+                    v.heads,
+                    if v.residual { "-res" } else { "" }
+                );
+                let hints = [meta.clone(), vec![named]].concat();
+                let inf = infer(&t, &hints).unwrap();
+                assert_eq!(inf.arch, trained, "{file}");
+                assert!(!inf.input_from_data);
+                assert!(
+                    inf.reasons.iter().any(|r| r.contains("says 4 heads")),
+                    "{:?}",
+                    inf.reasons
+                );
+                // the same said by a stored config string instead of the name
+                let config = format!(
+                    r#"config={{"num_heads": {}, "residual": {}}}"#,
+                    v.heads, v.residual
+                );
+                let inf = infer(&t, &[meta.clone(), vec![config]].concat()).unwrap();
+                assert_eq!(inf.arch, trained, "{file}");
+                // the bundled name alone decides the skips only for -nores; no name at
+                // all decides neither: the trained network is one of the candidates
+                let listed = candidates(
+                    infer(&t, &[meta.clone(), vec![file.clone()]].concat()).unwrap_err(),
+                );
+                assert_eq!(listed.len(), if v.residual { 6 } else { 3 }, "{file}");
+                assert!(listed.contains(&trained), "{file}");
+                let listed = candidates(infer(&t, &meta).unwrap_err());
+                assert_eq!(listed.len(), 6, "{file}");
+                assert!(listed.contains(&trained), "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn vit_variants_are_inferred_and_the_heads_candidates_are_divisors() {
+        for arch in [
+            "vit:input=seq,input_size=40,patch=4,depth=3,width=16,heads=2,mlp_ratio=2,norm=post,pool=mean,num_classes=10",
+            "vit:in_channels=3,input_size=32,patch=8,depth=1,width=24,heads=3,mlp_ratio=3,residual=false,num_classes=100",
+            "vit:input_size=12,patch=3,depth=2,width=8,heads=1,pool=mean,num_classes=2",
+        ] {
+            let want: Arch = arch.parse().unwrap();
+            let Arch::Vit(v) = &want else { panic!() };
+            let hint = format!("heads={},residual={}", v.heads, v.residual);
+            assert_eq!(infer(&names(arch), &[hint]).unwrap().arch, want, "{arch}");
+        }
+        // width 64, nothing said: heads 1, 2, 4, 8 (head dim 8..=128) × skips or not
+        let e = infer(
+            &names("vit:input_size=8,patch=2,depth=2,width=64,heads=4"),
+            &[],
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("any number of heads") && msg.contains("same tensors"),
+            "{msg}"
+        );
+        let listed = candidates(e);
+        let heads: Vec<(usize, bool)> = listed
+            .iter()
+            .map(|a| match a {
+                Arch::Vit(v) => (v.heads, v.residual),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(
+            heads,
+            [
+                (1, true),
+                (1, false),
+                (2, true),
+                (2, false),
+                (4, true),
+                (4, false),
+                (8, true),
+                (8, false)
+            ]
+        );
+        // hints naming two head counts: just those
+        let t = names("vit:input_size=8,patch=2,depth=1,width=32,heads=2");
+        let listed =
+            candidates(infer(&t, &["vit_h2.pt".into(), "num_heads=4 nores".into()]).unwrap_err());
+        assert_eq!(listed.len(), 2);
+    }
+
+    #[test]
+    fn inconsistent_vits_name_the_tensor() {
+        let arch = "vit:input_size=8,patch=2,depth=3,width=32,heads=4";
+        let hints = ["heads=4 residual".to_string()];
+        let expect =
+            |t: &[(String, Vec<usize>)], hints: &[String], needle: &str| match infer(t, hints) {
+                Err(InferError::Inconsistent { family: "vit", why }) => {
+                    assert!(why.contains(needle), "{needle}: {why}")
+                }
+                other => panic!("{needle}: {other:?}"),
+            };
+        let with = |name: &str, shape: Vec<usize>| {
+            let mut t = names(arch);
+            t.iter_mut().find(|(n, _)| n == name).unwrap().1 = shape;
+            t
+        };
+        expect(
+            &with("blocks.1.mlp.fc2.weight", vec![32, 96]),
+            &hints,
+            "blocks.1.mlp.fc2.weight",
+        );
+        expect(&with("pos_embed", vec![1, 14, 32]), &hints, "pos_embed");
+        expect(
+            &with("blocks.0.mlp.fc1.weight", vec![100, 32]),
+            &hints,
+            "blocks.0.mlp.fc1.weight",
+        );
+        expect(&with("head.weight", vec![10, 16]), &hints, "head.weight");
+        expect(&with("cls_token", vec![1, 2, 32]), &hints, "cls_token");
+        expect(
+            &with("patch_embed.proj.weight", vec![32, 1, 2, 3]),
+            &hints,
+            "patch_embed.proj.weight",
+        );
+        let mut t = names(arch);
+        t.retain(|(n, _)| n != "blocks.2.norm2.bias");
+        expect(&t, &hints, "blocks.2.norm2.bias");
+        let mut t = names(arch);
+        t.push(("fc_norm.weight".into(), vec![32]));
+        expect(&t, &hints, "fc_norm.weight");
+        // a hint that contradicts the tensors: 5 heads of width 32, post-LN with a final norm
+        expect(&names(arch), &["heads=5".into()], "5 heads");
+        expect(
+            &names(arch),
+            &["vit-postln-h4-res.pt".into()],
+            "norm placement",
+        );
     }
 }

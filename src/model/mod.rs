@@ -104,6 +104,31 @@ impl Model {
         }
     }
 
+    /// Why the network takes no other input shape than its own, when its weights fix it
+    /// (a ViT's `pos_embed` holds one embedding per token): appended to a shape mismatch.
+    pub fn input_note(&self) -> Option<String> {
+        let Arch::Vit(v) = &self.arch else {
+            return None;
+        };
+        let side = match v.input {
+            VitInput::Image => format!(
+                "{0}×{0} patches of {1}×{1}",
+                v.input_size / v.patch,
+                v.patch
+            ),
+            VitInput::Seq => format!("{} runs of {} values", v.patches(), v.patch),
+        };
+        Some(format!(
+            "; a ViT's pos_embed fixes its input: {} tokens = {side}{}",
+            v.tokens(),
+            if v.pool == VitPool::Cls {
+                " + the class token"
+            } else {
+                ""
+            }
+        ))
+    }
+
     /// Writes weights and architecture to a safetensors file (atomically: temp + rename).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         safetensors_io::save(self, path)

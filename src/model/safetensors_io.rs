@@ -40,14 +40,15 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let arch = match arch {
-        Some(a) => a.clone(),
-        None => {
-            let json = metadata.get(ARCH_METADATA_KEY).ok_or(ModelError::NoArch {
-                path: path.to_path_buf(),
-                key: ARCH_METADATA_KEY,
-            })?;
-            json.parse::<Arch>()?
+    let mut inference = None;
+    let arch = match (arch, metadata.get(ARCH_METADATA_KEY)) {
+        (Some(a), _) => a.clone(),
+        (None, Some(json)) => json.parse::<Arch>()?,
+        (None, None) => {
+            let inf = infer_arch(path, &st, &metadata)?;
+            let a = inf.arch.clone();
+            inference = Some(inf);
+            a
         }
     };
     arch.check().map_err(|why| ModelError::Arch {
@@ -110,7 +111,38 @@ pub fn load(path: &Path, arch: Option<&Arch>) -> Result<Model, ModelError> {
         path: Some(path.to_path_buf()),
         sha256: Some(sha256),
         metadata,
-        inference: None,
+        inference,
+    })
+}
+
+/// The architecture of a file without `losscape_arch` metadata (e.g. written by
+/// `safetensors.torch.save_file(model.state_dict())`), inferred from its tensors
+/// ([`super::infer`]); the file name and the metadata strings are the hints.
+fn infer_arch(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<super::infer::Inference, ModelError> {
+    let shapes: Vec<(String, Vec<usize>)> = st
+        .iter()
+        .filter(|(n, _)| !n.ends_with(COUNTER_SUFFIX))
+        .map(|(n, t)| (n.to_string(), t.shape().to_vec()))
+        .collect();
+    let mut hints: Vec<String> = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .into_iter()
+        .collect();
+    hints.extend(metadata.iter().map(|(k, v)| format!("{k}={v}")));
+    super::infer::infer(&shapes, &hints).map_err(|why| match why {
+        super::infer::InferError::Unknown { .. } => ModelError::NoArch {
+            path: path.to_path_buf(),
+            key: ARCH_METADATA_KEY,
+        },
+        why => ModelError::Infer {
+            path: path.to_path_buf(),
+            why,
+        },
     })
 }
 

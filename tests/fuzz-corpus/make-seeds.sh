@@ -77,4 +77,10 @@ open(f"{C}/idx/seed-images-idx3-ubyte", "wb").write(idx)
 rec = lambda l: bytes([l]) + bytes((i * 7 + l) % 256 for i in range(3072))
 open(f"{C}/cifar/seed-data_batch.bin", "wb").write(rec(3) + rec(9))
 PY
+# images of an ImageFolder (png, jpeg): written by Pillow
+mkdir -p $C/png $C/jpeg
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x /work/venv/bin/python ]; then PYTHON=/work/venv/bin/python; else PYTHON=python3; fi
+fi
+"$PYTHON" tests/fuzz-corpus/make-image-seeds.py "$C"
 echo "seeds written under $C"
