@@ -87,7 +87,10 @@ fn same_surface(a: &Path, b: &Path) {
 /// What rank 0 says when rank 2 of 3 dies, on stderr and in the stop log.
 fn assert_death_reported(o: &Output, logs: &[std::path::PathBuf]) {
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "the job went on after rank 2 died:\n{err}");
+    assert!(
+        !o.status.success(),
+        "the job went on after rank 2 died:\n{err}"
+    );
     for want in ["rank 2 of 3 died", "rerun the same command", "to resume"] {
         assert!(
             err.contains(want),
@@ -167,7 +170,10 @@ fn surface_with_a_dead_rank_then_resumed_with_other_rank_count_is_bit_identical(
     assert!(o.status.success());
     same_surface(&reference, &out);
     assert!(!Path::new(&journal).exists());
-    assert!(!Path::new(&log).exists(), "the stop log outlived the surface");
+    assert!(
+        !Path::new(&log).exists(),
+        "the stop log outlived the surface"
+    );
 }
 
 const RUN_SPEC: &str = r#"
@@ -241,7 +247,9 @@ fn run_with_a_dead_rank_then_resumed_equals_one_process_bit_for_bit() {
     let (a, b) = (report(&ref_dir), report(&out));
     assert_eq!(a, b, "one process:\n{a:#}\nMPI:\n{b:#}");
     let r = &a[0];
-    assert!(r["hessian"]["blocks"].as_array().is_some_and(|b| b.len() > 1));
+    assert!(r["hessian"]["blocks"]
+        .as_array()
+        .is_some_and(|b| b.len() > 1));
     assert!(r["sharpness"]["beta_max"].as_f64().is_some());
     assert!(r["probe"]["grad_ratio_init"].as_f64().is_some());
     assert!(r["metrics"]["exact_curvature_y"].as_f64().is_some());
@@ -348,7 +356,11 @@ fn sharpness_and_probe_on_three_ranks_equal_one_process_bit_for_bit() {
         let mut three = json(&mpi_ok(3, args));
         strip(&mut one);
         strip(&mut three);
-        assert_eq!(one, three, "{}: one process:\n{one:#}\nthree ranks:\n{three:#}", args[0]);
+        assert_eq!(
+            one, three,
+            "{}: one process:\n{one:#}\nthree ranks:\n{three:#}",
+            args[0]
+        );
     }
 }
 

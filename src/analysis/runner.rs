@@ -181,11 +181,12 @@ pub(super) fn cached<T: Serialize + DeserializeOwned>(
     let v = compute()?;
     if let (true, Some(v)) = (root, &v) {
         let bytes = serde_json::to_vec_pretty(v)?;
-        crate::io::output::write_atomic(out, |f| std::io::Write::write_all(f, &bytes))
-            .map_err(|source| AnalysisError::Write {
+        crate::io::output::write_atomic(out, |f| std::io::Write::write_all(f, &bytes)).map_err(
+            |source| AnalysisError::Write {
                 path: out.to_path_buf(),
                 source,
-            })?;
+            },
+        )?;
     }
     Ok((v, false))
 }

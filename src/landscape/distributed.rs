@@ -211,16 +211,15 @@ pub fn coordinate_surface(
             let mut roll_call: Option<Instant> = None;
             let mut alive: BTreeSet<usize> = BTreeSet::new();
             let mut finished: BTreeSet<usize> = BTreeSet::new();
-            let stopped = |dead: Vec<usize>, held: &BTreeMap<usize, Vec<usize>>, done| {
-                QueueError::Stopped {
+            let stopped =
+                |dead: Vec<usize>, held: &BTreeMap<usize, Vec<usize>>, done| QueueError::Stopped {
                     dead,
                     ranks: held.keys().copied().collect(),
                     size: comm.size(),
                     done,
                     total: req.grid.len(),
                     journal: journal_path.display().to_string(),
-                }
-            };
+                };
             let mut local_open = true;
             let mut failure: Option<QueueError> = None;
             while running > 0 || local_open {
