@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -382,7 +382,7 @@ fn serve(comm: &dyn Comm, req: &SurfaceRequest<'_>, want: usize) -> Result<usize
 
 /// Points computed by this process, for [`die_for_test`].
 #[cfg(feature = "mpi")]
-static COMPUTED_HERE: AtomicUsize = AtomicUsize::new(0);
+static COMPUTED_HERE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Test hook, compiled only with the `mpi` feature: with `LOSSCAPE_TEST_RANK_DIES=R:K` in
 /// the environment, rank R kills itself (SIGKILL, as a crashed node would vanish) once it
