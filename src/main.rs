@@ -53,6 +53,7 @@ fn distributed(c: &Command) -> bool {
             | Command::Surface(_)
             | Command::Sharpness(_)
             | Command::Probe(_)
+            | Command::Run(_)
     )
 }
 

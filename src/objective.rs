@@ -153,6 +153,30 @@ impl<'a> Objective<'a> {
         self
     }
 
+    /// The ranks sharing the batches, when several do.
+    pub fn comm(&self) -> Option<&'a dyn Comm> {
+        self.comm
+    }
+
+    /// Runs `f` on every mini-batch (inputs converted to `T`, its labels) and folds the
+    /// results in batch order: batches in parallel rounds and, when distributed, dealt
+    /// over the ranks with every rank folding all results, so the fold sees the same
+    /// values in the same order for any number of threads and ranks (collective).
+    pub fn fold_data<T: Scalar, R: Send + Wire>(
+        &self,
+        f: impl Fn(&ArrayD<T>, &[usize]) -> R + Sync,
+        fold: impl FnMut(R),
+    ) {
+        self.fold_batches(
+            true,
+            |b| {
+                let (x, y) = self.batch::<T>(b);
+                f(&x, y)
+            },
+            fold,
+        )
+    }
+
     /// Batches dealt per distributed round: at least [`BATCHES_PER_ROUND`] and a multiple
     /// of the rank count.
     fn round_len(&self) -> usize {

@@ -24,7 +24,8 @@
 use ndarray::{ArrayView1, ArrayView2, Axis, Ix3};
 use serde::Serialize;
 
-use crate::engine::{Graph, Mode, Role, Scalar};
+use crate::dist::{Wire, WireError};
+use crate::engine::{Graph, Role, Scalar};
 use crate::objective::Objective;
 
 #[derive(Clone, Debug, Serialize)]
@@ -72,14 +73,80 @@ pub struct ProbeReport {
     pub last_to_first_activation_std: f64,
 }
 
-/// Runs both probes at θ over the objective's data.
-pub fn probe<T: Scalar>(
-    obj: &Objective<'_>,
-    x: ndarray::ArrayViewD<'_, f32>,
-    theta: ArrayView1<T>,
-    batch_size: usize,
-    mode: Mode,
-) -> ProbeReport {
+/// One batch's sums at one tap: Σh, Σh² and the count of values; for token outputs
+/// `[N, T, D]` also Σ rank residual and Σ token cosine over its samples.
+#[derive(Clone, Copy, Debug, Default)]
+struct TapSums {
+    sum: f64,
+    squares: f64,
+    count: usize,
+    residual: f64,
+    cosine: f64,
+    tokens: usize,
+}
+
+impl TapSums {
+    fn of<T: Scalar>(value: &ndarray::ArrayD<T>) -> Self {
+        let mut t = TapSums {
+            count: value.len(),
+            ..Self::default()
+        };
+        for &v in value.iter() {
+            let v = v.as_f64();
+            t.sum += v;
+            t.squares += v * v;
+        }
+        if let Ok(v3) = value.view().into_dimensionality::<Ix3>() {
+            for sample in v3.outer_iter() {
+                let m = sample.mapv(|v| v.as_f64());
+                t.residual += rank_residual(m.view());
+                t.cosine += mean_token_cosine(m.view());
+                t.tokens += 1;
+            }
+        }
+        t
+    }
+
+    fn add(&mut self, o: &Self) {
+        self.sum += o.sum;
+        self.squares += o.squares;
+        self.count += o.count;
+        self.residual += o.residual;
+        self.cosine += o.cosine;
+        self.tokens += o.tokens;
+    }
+}
+
+impl Wire for TapSums {
+    fn encode(&self, out: &mut Vec<u8>) {
+        for v in [self.sum, self.squares, self.residual, self.cosine] {
+            v.encode(out);
+        }
+        self.count.encode(out);
+        self.tokens.encode(out);
+    }
+    fn decode(bytes: &mut &[u8]) -> Result<Self, WireError> {
+        let [sum, squares, residual, cosine] = [
+            f64::decode(bytes)?,
+            f64::decode(bytes)?,
+            f64::decode(bytes)?,
+            f64::decode(bytes)?,
+        ];
+        Ok(TapSums {
+            sum,
+            squares,
+            residual,
+            cosine,
+            count: usize::decode(bytes)?,
+            tokens: usize::decode(bytes)?,
+        })
+    }
+}
+
+/// Runs both probes at θ over the objective's data, in its batches and batch-norm mode.
+/// Every quantity is a sum over batches added in batch order ([`Objective::fold_data`]),
+/// so a distributed objective gives the one-process report bit for bit.
+pub fn probe<T: Scalar>(obj: &Objective<'_>, theta: ArrayView1<T>) -> ProbeReport {
     let graph: &Graph = obj.graph();
     let (eval, grad) = obj.gradient(theta);
     let mut gradients = Vec::new();
@@ -138,34 +205,29 @@ pub fn probe<T: Scalar>(
                 .sqrt(),
         })
         .collect();
-    let mut sums = vec![(0.0f64, 0.0f64, 0usize); taps.len()];
-    let mut tokens = vec![(0.0f64, 0.0f64, 0usize); taps.len()];
-    for batch in x.axis_chunks_iter(Axis(0), batch_size.max(1)) {
-        let xb = batch.mapv(|v| T::from_f(v as f64));
-        let values = graph.forward_all(theta, &xb, mode);
-        for (((_, node), s), tk) in taps.iter().zip(sums.iter_mut()).zip(tokens.iter_mut()) {
-            let value = &values[*node];
-            for &v in value.iter() {
-                let v = v.as_f64();
-                s.0 += v;
-                s.1 += v * v;
+    // per batch and tap: Σh, Σh², count (and the token sums); the batches' sums are added
+    // in batch order, on one process or over the ranks alike
+    let mode = obj.config().mode;
+    let mut sums = vec![TapSums::default(); taps.len()];
+    obj.fold_data::<T, Vec<TapSums>>(
+        |xb, _| {
+            let values = graph.forward_all(theta, xb, mode);
+            taps.iter()
+                .map(|(_, node)| TapSums::of(&values[*node]))
+                .collect()
+        },
+        |batch| {
+            for (acc, t) in sums.iter_mut().zip(batch) {
+                acc.add(&t);
             }
-            s.2 += value.len();
-            if let Ok(v3) = value.view().into_dimensionality::<Ix3>() {
-                for sample in v3.outer_iter() {
-                    let m = sample.mapv(|v| v.as_f64());
-                    tk.0 += rank_residual(m.view());
-                    tk.1 += mean_token_cosine(m.view());
-                    tk.2 += 1;
-                }
-            }
-        }
-    }
+        },
+    );
     let activations: Vec<ActivationRow> = taps
         .iter()
-        .zip(sums.iter().zip(&tokens))
+        .zip(&sums)
         .enumerate()
-        .map(|(depth, ((name, _), (&(s, s2, n), &(r, c, k))))| {
+        .map(|(depth, ((name, _), t))| {
+            let (s, s2, n, r, c, k) = (t.sum, t.squares, t.count, t.residual, t.cosine, t.tokens);
             let mean = s / n as f64;
             ActivationRow {
                 name: name.clone(),
@@ -242,6 +304,7 @@ pub fn mean_token_cosine(x: ArrayView2<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Mode;
     use crate::model::{Arch, Model};
     use crate::objective::ObjectiveConfig;
     use ndarray::{ArrayD, IxDyn};
@@ -256,8 +319,12 @@ mod tests {
             ((i[0] * 7 + i[2] * 3 + i[3]) % 11) as f32 / 5.0 - 1.0
         });
         let y: Vec<usize> = (0..10).map(|i| i % 3).collect();
-        let o = Objective::new(&m.graph, x.view(), &y, ObjectiveConfig::default()).unwrap();
-        let r = probe(&o, x.view(), m.theta.data.view(), 4, Mode::Eval);
+        let cfg = ObjectiveConfig {
+            batch_size: 4,
+            mode: Mode::Eval,
+        };
+        let o = Objective::new(&m.graph, x.view(), &y, cfg).unwrap();
+        let r = probe(&o, m.theta.data.view());
         // conv1, 3 stages × (conv1, conv2) + 2 projections, linear
         assert_eq!(r.gradients.len(), 1 + 6 + 2 + 1);
         assert_eq!(
@@ -319,8 +386,12 @@ mod tests {
             ((i[0] * 5 + i[2] * 3 + i[3]) % 7) as f32 / 3.0 - 1.0
         });
         let y: Vec<usize> = (0..6).map(|i| i % 3).collect();
-        let o = Objective::new(&m.graph, x.view(), &y, ObjectiveConfig::default()).unwrap();
-        let r = probe(&o, x.view(), m.theta.data.view(), 4, Mode::Eval);
+        let cfg = ObjectiveConfig {
+            batch_size: 4,
+            mode: Mode::Eval,
+        };
+        let o = Objective::new(&m.graph, x.view(), &y, cfg).unwrap();
+        let r = probe(&o, m.theta.data.view());
         let names: Vec<&str> = r.activations.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["embed", "blocks.0", "blocks.1", "blocks.2"]);
         let blocks: Vec<&str> = r.blocks.iter().map(|b| b.name.as_str()).collect();

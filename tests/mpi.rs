@@ -1,14 +1,14 @@
 //! MPI runs (`mpirun -n 3`, oversubscribed) against one process, bit for bit: a surface
-//! killed mid-run (one rank SIGKILLed) and resumed with another rank count, a Hessian
-//! (Lanczos, trace, density, per block, kept H·v state) and an evaluation. Built only with
-//! the `mpi` feature (`make test`); needs `mpirun` on the PATH.
+//! whose rank 2 dies mid-run (the `LOSSCAPE_TEST_RANK_DIES` hook) and is resumed with
+//! another rank count, a whole analysis (`losscape run`) killed the same way and resumed,
+//! a Hessian (Lanczos, trace, density, per block, kept H·v state), sharpness, probes and an
+//! evaluation. Built only with the `mpi` feature (`make test`); needs `mpirun` on the PATH.
 #![cfg(feature = "mpi")]
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use common::{ok, s};
 use losscape::io::surface::read_surface;
@@ -84,22 +84,43 @@ fn same_surface(a: &Path, b: &Path) {
     }
 }
 
-/// The pid of rank `rank` among mpirun's children (read from their environment).
-fn rank_pid(mpirun_pid: u32, rank: usize) -> Option<u32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{mpirun_pid}/task/{mpirun_pid}/children")).ok()?;
-    children.split_whitespace().find_map(|p| {
-        let env = std::fs::read(format!("/proc/{p}/environ")).ok()?;
-        let want = format!("OMPI_COMM_WORLD_RANK={rank}");
-        env.split(|&b| b == 0)
-            .any(|kv| kv == want.as_bytes())
-            .then(|| p.parse().ok())
-            .flatten()
-    })
+/// What rank 0 says when rank 2 of 3 dies, on stderr and in the stop log.
+fn assert_death_reported(o: &Output, logs: &[std::path::PathBuf]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "the job went on after rank 2 died:\n{err}"
+    );
+    for want in ["rank 2 of 3 died", "rerun the same command", "to resume"] {
+        assert!(
+            err.contains(want),
+            "stderr lacks {want:?} (rank 0's message was lost):\n{err}"
+        );
+    }
+    let logged: Vec<String> = logs
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    assert!(
+        logged.iter().any(|l| l.contains("rank 2 of 3 died")),
+        "no stop log names rank 2: {logs:?} {logged:?}"
+    );
+}
+
+/// Files under `dir` whose name ends with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(suffix))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
-fn surface_killed_rank_then_resumed_with_other_rank_count_is_bit_identical() {
+fn surface_with_a_dead_rank_then_resumed_with_other_rank_count_is_bit_identical() {
     let dir = common::tempdir();
     let args = |out: &Path| -> Vec<String> {
         [
@@ -130,56 +151,111 @@ fn surface_killed_rank_then_resumed_with_other_rank_count_is_bit_identical() {
 
     let out = dir.path().join("mpi.h5");
     let journal = format!("{}.journal", out.display());
+    let log = format!("{journal}.log");
     let a = args(&out);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    // three ranks; rank 2 is killed once the journal has some points
-    let mut child = mpirun(3, &a)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    // three ranks; rank 2 dies (SIGKILL) after 5 of the 63 points
+    let o = mpirun(3, &a)
+        .env("LOSSCAPE_TEST_RANK_DIES", "2:5")
+        .output()
         .unwrap();
-    let start = Instant::now();
-    let mut killed = false;
-    while start.elapsed() < Duration::from_secs(120) {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        let journaled = std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0);
-        if journaled > 2048 {
-            if let Some(pid) = rank_pid(child.id(), 2) {
-                // SAFETY: kill(2) on a process this test started (through mpirun)
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                killed = true;
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    if killed {
-        assert!(
-            !o.status.success(),
-            "the job went on after rank 2 died:\n{err}"
-        );
-        assert!(
-            err.contains("rank 2"),
-            "the message does not name rank 2:\n{err}"
-        );
-        assert!(!out.exists(), "a partial surface file was written");
-        assert!(Path::new(&journal).exists(), "the journal is gone");
-    } else {
-        assert!(o.status.success(), "{err}");
-    }
+    assert_death_reported(&o, &[log.clone().into()]);
+    assert!(!out.exists(), "a partial surface file was written");
+    assert!(
+        std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0),
+        "the journal is gone"
+    );
     // resume with two ranks: the journal's points are kept, the rest computed
     let o = mpi_ok(2, &a);
     assert!(o.status.success());
     same_surface(&reference, &out);
     assert!(!Path::new(&journal).exists());
     assert!(
-        killed,
-        "rank 2 finished before it could be killed; the grid is too small for this machine"
+        !Path::new(&log).exists(),
+        "the stop log outlived the surface"
     );
+}
+
+const RUN_SPEC: &str = r#"
+name = "mpi"
+[data]
+name = "mnist1d"
+samples = 160
+[grid]
+x = "-1:1:7"
+y = "-1:1:5"
+[directions]
+kind = "both"
+eigen_max_iter = 10
+[hessian]
+top_k = 2
+trace_probes = 4
+max_iter = 12
+per_block = true
+[sharpness]
+samples = 64
+iters = 3
+etas = [0.01, 0.1]
+[run]
+threads = 1
+[[models]]
+file = "fixtures/models/mlp-res-mnist1d.safetensors"
+label = "res"
+[[models]]
+file = "fixtures/models/mlp-plain-mnist1d.safetensors"
+label = "plain"
+"#;
+
+/// `losscape run` over three ranks, rank 2 dying in a surface step, resumed with two ranks:
+/// every surface file and every number of the report equal one process's, bit for bit.
+#[test]
+fn run_with_a_dead_rank_then_resumed_equals_one_process_bit_for_bit() {
+    let dir = common::tempdir();
+    let spec = dir.path().join("mpi.toml");
+    std::fs::write(&spec, RUN_SPEC).unwrap();
+    let (one, many) = (dir.path().join("one"), dir.path().join("many"));
+    ok(&["run", s(&spec), "--outputs", s(&one), "-q"]);
+    let args = ["run", s(&spec), "--outputs", s(&many), "-q"];
+    let o = mpirun(3, &args)
+        .env("LOSSCAPE_TEST_RANK_DIES", "2:6")
+        .output()
+        .unwrap();
+    let out = many.join("mpi");
+    assert_death_reported(&o, &files_ending(&out, ".journal.log"));
+    assert!(
+        !out.join("metrics.json").exists(),
+        "the stopped run wrote a report"
+    );
+    mpi_ok(2, &args);
+    assert!(files_ending(&out, ".journal").is_empty());
+    assert!(files_ending(&out, ".journal.log").is_empty());
+    let ref_dir = one.join("mpi");
+    for f in [
+        "res.surface.h5",
+        "res.eigen-surface.h5",
+        "plain.surface.h5",
+        "plain.eigen-surface.h5",
+    ] {
+        same_surface(&ref_dir.join(f), &out.join(f));
+    }
+    let report = |d: &Path| -> serde_json::Value {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("metrics.json")).unwrap()).unwrap();
+        strip(&mut v);
+        v["results"].take()
+    };
+    let (a, b) = (report(&ref_dir), report(&out));
+    assert_eq!(a, b, "one process:\n{a:#}\nMPI:\n{b:#}");
+    let r = &a[0];
+    assert!(r["hessian"]["blocks"]
+        .as_array()
+        .is_some_and(|b| b.len() > 1));
+    assert!(r["sharpness"]["beta_max"].as_f64().is_some());
+    assert!(r["probe"]["grad_ratio_init"].as_f64().is_some());
+    assert!(r["metrics"]["exact_curvature_y"].as_f64().is_some());
+    for f in ["report.html", "surfaces.png", "res.hessian.h5"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
 }
 
 #[test]
@@ -221,9 +297,10 @@ fn hessian_on_three_ranks_equals_one_process_bit_for_bit() {
         let o = if n == 1 { ok(&args) } else { mpi_ok(n, &args) };
         let mut v = json(&o);
         strip(&mut v);
-        // kept H·v state is per rank: only the budget is the same
+        // every rank keeps its own batches' states: the kept count is a total over the
+        // ranks (all of them within this budget); only the memory differs
         if let Some(c) = v.get_mut("hvp_cache").and_then(|c| c.as_object_mut()) {
-            c.retain(|k, _| k == "budget_mb" || k == "batches");
+            c.remove("mb");
         }
         v
     };
@@ -236,6 +313,55 @@ fn hessian_on_three_ranks_equals_one_process_bit_for_bit() {
         one["blocks"].as_array().is_some_and(|b| b.len() > 1),
         "{one:#}"
     );
+    let cache = &one["hvp_cache"];
+    assert_eq!(cache["kept_batches"], cache["batches"], "{cache:#}");
+}
+
+/// `sharpness` and `probe` over three ranks equal one process, bit for bit.
+#[test]
+fn sharpness_and_probe_on_three_ranks_equal_one_process_bit_for_bit() {
+    let sharp = [
+        "sharpness",
+        "-m",
+        MLP,
+        "-d",
+        "mnist1d",
+        "--samples",
+        "96",
+        "--iters",
+        "3",
+        "--random-starts",
+        "1",
+        "--etas",
+        "0.01,0.1,1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--json",
+    ];
+    let probe = [
+        "probe",
+        "-m",
+        MLP,
+        "-d",
+        "mnist1d",
+        "--samples",
+        "150",
+        "--threads",
+        "1",
+        "--json",
+    ];
+    for args in [&sharp[..], &probe[..]] {
+        let mut one = json(&ok(args));
+        let mut three = json(&mpi_ok(3, args));
+        strip(&mut one);
+        strip(&mut three);
+        assert_eq!(
+            one, three,
+            "{}: one process:\n{one:#}\nthree ranks:\n{three:#}",
+            args[0]
+        );
+    }
 }
 
 #[test]

@@ -134,6 +134,10 @@ pub enum AnalysisError {
     /// Occurs when a file cannot be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Occurs when rank 0's message to the other ranks of an MPI run cannot be decoded
+    /// (ranks running different builds).
+    #[error(transparent)]
+    Wire(#[from] crate::dist::WireError),
     /// Occurs when a file cannot be written; names it.
     #[error("writing {}", path.display())]
     Write {

@@ -154,48 +154,95 @@ pub(super) fn up_to_date(out: &Path, deps: &[&Path]) -> bool {
 }
 
 /// Loads a cached step result, or computes and stores it (atomically).
+///
+/// Under MPI (collective): rank 0 alone reads and writes `out` and tells the other ranks
+/// whether it holds the result; if not, every rank runs `compute` (whose distributed
+/// parts need them all) and rank 0 stores what it returns. `compute` returns the result
+/// on rank 0 and may return None on the others; the returned value is None exactly on
+/// ranks other than 0 when the result was cached.
 pub(super) fn cached<T: Serialize + DeserializeOwned>(
     out: &Path,
     deps: &[&Path],
-    compute: impl FnOnce() -> AnalysisResult<T>,
-) -> AnalysisResult<(T, bool)> {
-    if up_to_date(out, deps) {
-        if let Some(v) = std::fs::read(out)
+    compute: impl FnOnce() -> AnalysisResult<Option<T>>,
+) -> AnalysisResult<(Option<T>, bool)> {
+    let world = crate::dist::world();
+    let root = world.rank() == 0;
+    let mut stored: Option<T> = None;
+    if root && up_to_date(out, deps) {
+        stored = std::fs::read(out)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-        {
-            return Ok((v, true));
-        }
+            .and_then(|b| serde_json::from_slice(&b).ok());
+    }
+    let mut word = vec![u8::from(stored.is_some())];
+    world.broadcast(0, &mut word);
+    if word.first() == Some(&1) {
+        return Ok((stored, true));
     }
     let v = compute()?;
-    let bytes = serde_json::to_vec_pretty(&v)?;
-    crate::io::output::write_atomic(out, |f| std::io::Write::write_all(f, &bytes)).map_err(
-        |source| AnalysisError::Write {
-            path: out.to_path_buf(),
-            source,
-        },
-    )?;
+    if let (true, Some(v)) = (root, &v) {
+        let bytes = serde_json::to_vec_pretty(v)?;
+        crate::io::output::write_atomic(out, |f| std::io::Write::write_all(f, &bytes)).map_err(
+            |source| AnalysisError::Write {
+                path: out.to_path_buf(),
+                source,
+            },
+        )?;
+    }
     Ok((v, false))
+}
+
+/// The model file of spec entry `m`: its `file`, or `out_dir/<label>.safetensors` for a
+/// model the run trains.
+fn model_file(m: &super::spec::ModelSpec, label: &str, out_dir: &Path) -> PathBuf {
+    if m.file.as_os_str().is_empty() {
+        out_dir.join(format!("{label}.safetensors"))
+    } else {
+        m.file.clone()
+    }
 }
 
 /// Runs every step of `a` into `outputs_root/<name>/`: trains the models given by `arch`,
 /// then runs the spec's steps (see [`Step`]) on each model in turn.
+///
+/// Under MPI (`mpirun -n N losscape run`) every rank runs this with the same spec: rank 0
+/// trains the models (alone), then each step is distributed as its standalone command is
+/// (surfaces over the work queue, the rest over the data's batches) and rank 0 alone
+/// writes files; the other ranks read the spec's data and model files, including the
+/// models rank 0 trained (so `outputs` must be shared with them), and return an outcome
+/// without results.
 pub fn run_analysis(
     a: &Analysis,
     outputs_root: &Path,
     quiet: bool,
 ) -> AnalysisResult<AnalysisOutcome> {
     let start = Instant::now();
+    // under MPI every rank runs the same steps in the same order; rank 0 alone writes
+    let world = crate::dist::world();
+    let root = world.rank() == 0;
     let run = Run::new(a, outputs_root, quiet)?;
     let steps = Step::list(&a.spec);
-    let mut log = StepLog::new(a.spec.models.len() * steps.len() + run.trained(), quiet);
-    let files = train_models(
-        a,
-        &run.out_dir,
-        &run.train_full,
-        run.test_full.as_ref(),
-        quiet,
-    )?;
+    let mut log = StepLog::new(
+        a.spec.models.len() * steps.len() + run.trained(),
+        quiet || !root,
+    );
+    let files = if root {
+        train_models(
+            a,
+            &run.out_dir,
+            &run.train_full,
+            run.test_full.as_ref(),
+            quiet,
+        )?
+    } else {
+        // rank 0 trains (one process); the others then read its model files
+        a.spec
+            .models
+            .iter()
+            .zip(&a.labels)
+            .map(|(m, label)| (model_file(m, label, &run.out_dir), true))
+            .collect()
+    };
+    world.broadcast(0, &mut vec![1]);
     for (i, (_, hit)) in files.iter().enumerate() {
         if run.is_trained(i) {
             log.next(&format!("{}: train", a.labels[i]), *hit);
@@ -209,7 +256,9 @@ pub fn run_analysis(
             let hit = step.run(&run, &subject, &mut m)?;
             log.next(&format!("{}: {}", subject.label, step.title(a)), hit);
         }
-        results.push(m.into_result(&subject)?);
+        if root {
+            results.push(m.into_result(&subject)?);
+        }
     }
     Ok(AnalysisOutcome {
         name: a.name.clone(),
@@ -252,7 +301,7 @@ fn train_models(
     let mut files = Vec::new();
     for (i, (m, label)) in spec.models.iter().zip(&a.labels).enumerate() {
         if !m.file.as_os_str().is_empty() {
-            files.push((m.file.clone(), true));
+            files.push((model_file(m, label, out_dir), true));
             continue;
         }
         let t = spec.train.as_ref().expect("checked by the spec");
@@ -267,7 +316,7 @@ fn train_models(
         let arch = crate::train::resolve_arch(m.arch.as_deref().unwrap_or_default(), train)
             .map_err(key("arch"))?;
         let cfg = t.config().map_err(key("train"))?;
-        let out = out_dir.join(format!("{label}.safetensors"));
+        let out = model_file(m, label, out_dir);
         let ck = out_dir.join(format!("{label}.ckpt"));
         let recipe = serde_json::to_string(&cfg)?;
         let done = Model::load(&out, None).is_ok_and(|old| {

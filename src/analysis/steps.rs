@@ -12,7 +12,7 @@ use super::runner::{
 };
 use super::spec::{Analysis, AnalysisSpec, DirectionsKind};
 use crate::data::{self, DataOptions, Dataset, Split};
-use crate::engine::ParamVec;
+use crate::dist::{Comm, Wire};
 use crate::hessian::Which;
 use crate::io::surface::SurfaceFile;
 use crate::jobs::eval::{evaluate, probe_model};
@@ -40,16 +40,24 @@ pub(super) struct Run<'a> {
     pub report: Reporter,
     /// The steps' own stage lines stay off: the run prints one line per step.
     pub inner: Reporter,
-    /// The lock on the analysis folder, held while the run lasts.
-    _lock: crate::io::output::OutputLock,
+    /// The lock on the analysis folder, held while the run lasts (rank 0 only under MPI).
+    _lock: Option<crate::io::output::OutputLock>,
+    /// The ranks of the run (one process: rank 0 of 1).
+    pub world: &'static dyn Comm,
 }
 
 impl<'a> Run<'a> {
     pub fn new(a: &'a Analysis, outputs_root: &Path, quiet: bool) -> AnalysisResult<Self> {
         let spec = &a.spec;
-        // confined to the outputs folder, and one run at a time
-        let out_dir = crate::io::output::confined_folder(outputs_root, &a.name)?;
-        let lock = crate::io::output::OutputLock::acquire_folder(&out_dir)?;
+        let world = crate::dist::world();
+        // confined to the outputs folder, and one run at a time; rank 0 alone writes there
+        let (out_dir, lock) = if world.rank() == 0 {
+            let dir = crate::io::output::confined_folder(outputs_root, &a.name)?;
+            let lock = crate::io::output::OutputLock::acquire_folder(&dir)?;
+            (dir, Some(lock))
+        } else {
+            (outputs_root.join(&a.name), None)
+        };
         let load = |split: Split, samples: Option<usize>| {
             data::load(
                 &spec.data.name,
@@ -82,9 +90,15 @@ impl<'a> Run<'a> {
                 .map(|sh| load(Split::Train, sh.samples.or(spec.data.samples)))
                 .transpose()?,
             out_dir,
-            report: Reporter::new(quiet, None),
+            report: Reporter::new(quiet || world.rank() > 0, None),
             inner: Reporter::quiet(),
+            world,
         })
+    }
+
+    /// Whether this process writes the files (rank 0, or the only process).
+    pub fn root(&self) -> bool {
+        self.world.rank() == 0
     }
 
     /// Whether model `i` is trained by the run (given by `arch` alone).
@@ -298,15 +312,18 @@ fn eval(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     let threads = run.a.spec.run.threads;
     let (evals, hit) = cached(&s.with_ext("eval.json"), &s.deps(), || {
         let ev = |ds: &Dataset| -> JobResult<_> {
-            let o = run.data.objective(&s.model, &s.source, ds)?;
+            let o = run
+                .data
+                .objective(&s.model, &s.source, ds)?
+                .distributed(run.world);
             evaluate(&o, &s.model, Precision::F32, threads)
         };
-        Ok(Evals {
+        Ok(Some(Evals {
             train: ev(&run.train_full)?,
             test: run.test_full.as_ref().map(ev).transpose()?,
-        })
+        }))
     })?;
-    m.eval = Some(evals);
+    m.eval = evals;
     Ok(hit)
 }
 
@@ -323,21 +340,22 @@ fn eigen_source(spec: &AnalysisSpec) -> DirectionSource {
 }
 
 /// Runs the surface job into `<base>.<stem>.h5` (directions in `<base>.<dirs>.h5`) unless
-/// that file is up to date; returns it, read, and whether it was.
+/// that file is up to date; returns it, read (on rank 0 only under MPI: the job is
+/// collective, the file rank 0's), and whether it was.
 fn surface_into(
     run: &Run,
     s: &Subject,
     (stem, dirs): (&str, &str),
     directions: DirectionSource,
-) -> AnalysisResult<(PathBuf, SurfaceFile, bool)> {
+) -> AnalysisResult<(PathBuf, Option<SurfaceFile>, bool)> {
     let spec = &run.a.spec;
     let out = s.with_ext(&format!("{stem}.h5"));
     let dir_file = s.with_ext(&format!("{dirs}.h5"));
-    if out.exists() && !up_to_date(&out, &s.deps()) {
+    if run.root() && out.exists() && !up_to_date(&out, &s.deps()) {
         let _ = std::fs::remove_file(&out);
         let _ = std::fs::remove_file(&dir_file);
     }
-    let hit = out.exists();
+    let hit = run.root() && out.exists();
     let config = SurfaceConfig {
         model: s.source.clone(),
         data: run.data.clone(),
@@ -359,7 +377,11 @@ fn surface_into(
         label: s.label.clone(),
         source: Box::new(e),
     })?;
-    let surf = crate::io::surface::read_surface(&out)?;
+    let surf = if run.root() {
+        Some(crate::io::surface::read_surface(&out)?)
+    } else {
+        None
+    };
     Ok((out, surf, hit))
 }
 
@@ -376,12 +398,14 @@ fn surface(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
         },
     };
     let (out, surf, hit) = surface_into(run, s, ("surface", "directions"), directions)?;
-    let k = match &surf.y {
-        Some(y) => nearest_zero(y) * surf.x.len() + nearest_zero(&surf.x),
-        None => nearest_zero(&surf.x),
-    };
-    m.center_loss = surf.values.arrays[0].as_slice().expect("standard")[k];
-    m.surface = Some((out, surf));
+    if let Some(surf) = surf {
+        let k = match &surf.y {
+            Some(y) => nearest_zero(y) * surf.x.len() + nearest_zero(&surf.x),
+            None => nearest_zero(&surf.x),
+        };
+        m.center_loss = surf.values.arrays[0].as_slice().expect("standard")[k];
+        m.surface = Some((out, surf));
+    }
     Ok(hit)
 }
 
@@ -394,46 +418,65 @@ fn eigen_surface(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<boo
 
 fn metrics(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     let spec = &run.a.spec;
-    let (out, surf) = m
-        .surface
-        .as_ref()
-        .ok_or(AnalysisError::StepNotRun { step: "surface" })?;
+    // the surface file is read on rank 0 only; its path is the same on every rank
+    let surface = s.with_ext("surface.h5");
+    if run.root() && m.surface.is_none() {
+        return Err(AnalysisError::StepNotRun { step: "surface" });
+    }
     let threads = spec.run.threads;
     let (r, hit) = cached(
         &s.with_ext("metrics.json"),
-        &[&s.spec_path, &s.file, out],
+        &[&s.spec_path, &s.file, &surface],
         || {
-            let p = crate::metrics::MetricParams {
-                delta: spec.metrics.delta,
-                radius: spec.metrics.radius,
-                rays: None,
-            };
-            let sm = crate::metrics::file_metrics(surf, "train_loss", &p)
-                .ok_or(AnalysisError::NoTrainLoss)?;
-            let dirs = crate::io::directions::read_directions(
-                &s.with_ext("directions.h5"),
-                &s.model.theta,
-                spec.directions.dir_type,
-            )?;
-            let o = run.data.objective(&s.model, &s.source, &run.subset)?;
-            let dhd = |d: &ParamVec<f32>| -> JobResult<f64> {
+            // rank 0: the surface's smoothness and the directions from their file, which
+            // it sends to the other ranks for the distributed dᵀHd
+            let mut bytes = Vec::new();
+            let mut smooth = None;
+            if let Some((_, surf)) = m.surface.as_ref().filter(|_| run.root()) {
+                let p = crate::metrics::MetricParams {
+                    delta: spec.metrics.delta,
+                    radius: spec.metrics.radius,
+                    rays: None,
+                };
+                smooth = Some(
+                    crate::metrics::file_metrics(surf, "train_loss", &p)
+                        .ok_or(AnalysisError::NoTrainLoss)?,
+                );
+                let dirs = crate::io::directions::read_directions(
+                    &s.with_ext("directions.h5"),
+                    &s.model.theta,
+                    spec.directions.dir_type,
+                )?;
+                let along: Vec<ndarray::Array1<f32>> = std::iter::once(&dirs.x)
+                    .chain(dirs.y.as_ref())
+                    .map(|d| d.data.clone())
+                    .collect();
+                along.encode(&mut bytes);
+            }
+            run.world.broadcast(0, &mut bytes);
+            let along = Vec::<ndarray::Array1<f32>>::decode(&mut &bytes[..])?;
+            let o = run
+                .data
+                .objective(&s.model, &s.source, &run.subset)?
+                .distributed(run.world);
+            let dhd = |d: &ndarray::Array1<f32>| -> JobResult<f64> {
                 let hv = crate::jobs::with_threads(threads, || {
-                    o.hvp(s.model.theta.data.view(), d.data.view())
+                    o.hvp(s.model.theta.data.view(), d.view())
                 })?;
-                Ok(d.data
-                    .iter()
+                Ok(d.iter()
                     .zip(hv.iter())
                     .map(|(&a, &b)| a as f64 * b as f64)
                     .sum())
             };
-            Ok(MetricsResult {
+            let curvature = along.iter().map(dhd).collect::<JobResult<Vec<f64>>>()?;
+            Ok(smooth.map(|sm| MetricsResult {
                 surface: sm,
-                exact_curvature_x: dhd(&dirs.x)?,
-                exact_curvature_y: dirs.y.as_ref().map(dhd).transpose()?,
-            })
+                exact_curvature_x: curvature[0],
+                exact_curvature_y: curvature.get(1).copied(),
+            }))
         },
     )?;
-    m.metrics = Some(r);
+    m.metrics = r;
     Ok(hit)
 }
 
@@ -443,12 +486,15 @@ fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
         let t0 = Instant::now();
         let plan = HessianPlan::new(&h.settings())?;
         debug_assert_eq!(plan.top.which, Which::Largest);
-        let o = run.data.objective(&s.model, &s.source, &run.hess_data)?;
+        let o = run
+            .data
+            .objective(&s.model, &s.source, &run.hess_data)?
+            .distributed(run.world);
         let threads = run.a.spec.run.threads;
         let r = hessian_of(&o, &s.model.theta, &plan, threads, &s.file, &run.inner)?;
         let top = r.whole.top.as_ref().ok_or(AnalysisError::NoEigenvalues)?;
         let trace = r.whole.trace.as_ref();
-        let file = if h.writes_file() {
+        let file = if h.writes_file() && run.root() {
             let path = s.with_ext("hessian.h5");
             let mut attrs = std::collections::BTreeMap::new();
             s.source
@@ -478,7 +524,7 @@ fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
         } else {
             None
         };
-        Ok(HessianResult {
+        Ok(Some(HessianResult {
             operator: h.operator.to_string(),
             blocks: r
                 .blocks
@@ -499,9 +545,9 @@ fn hessian(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
             samples: run.hess_data.len(),
             hvps: r.whole.hvps,
             seconds: t0.elapsed().as_secs_f64(),
-        })
+        }))
     })?;
-    m.hessian = Some(r);
+    m.hessian = r;
     Ok(hit)
 }
 
@@ -516,12 +562,14 @@ fn probe(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
             spec.probe.init_seed,
             spec.run.threads,
         )?;
-        crate::jobs::write_json(
-            &s.with_ext("probe.json"),
-            "writing",
-            &serde_json::json!({"trained": tr, "init": init}),
-        )?;
-        Ok(ProbeSummary {
+        if run.root() {
+            crate::jobs::write_json(
+                &s.with_ext("probe.json"),
+                "writing",
+                &serde_json::json!({"trained": tr, "init": init}),
+            )?;
+        }
+        Ok(Some(ProbeSummary {
             grad_ratio_trained: tr.first_to_last_gradient_ratio,
             grad_ratio_init: init.first_to_last_gradient_ratio,
             act_std_ratio_trained: tr.last_to_first_activation_std,
@@ -550,9 +598,9 @@ fn probe(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
                 .iter()
                 .filter_map(|a| a.token_cosine)
                 .collect(),
-        })
+        }))
     })?;
-    m.probe = Some(p);
+    m.probe = p;
     Ok(hit)
 }
 
@@ -564,7 +612,10 @@ fn sharpness(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
     let (r, hit) = cached(&s.with_ext("sharpness-summary.json"), &s.deps(), || {
         let t0 = Instant::now();
         let plan = sh.plan()?;
-        let o = run.data.objective(&s.model, &s.source, ds)?;
+        let o = run
+            .data
+            .objective(&s.model, &s.source, ds)?
+            .distributed(run.world);
         let threads = spec.run.threads;
         let r = sharpness_of(&o, &s.model.theta, &plan, threads, &s.file, &run.inner)?;
         let (eps, beta) = (
@@ -579,12 +630,14 @@ fn sharpness(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
                 })?
                 .0,
         );
-        crate::jobs::write_json(
-            &s.with_ext("sharpness.json"),
-            "writing",
-            &serde_json::json!({"eps_sharpness": eps, "beta_smoothness": beta}),
-        )?;
-        Ok(SharpnessSummary {
+        if run.root() {
+            crate::jobs::write_json(
+                &s.with_ext("sharpness.json"),
+                "writing",
+                &serde_json::json!({"eps_sharpness": eps, "beta_smoothness": beta}),
+            )?;
+        }
+        Ok(Some(SharpnessSummary {
             eps_sharpness: eps.sharpness,
             eps: sh.eps,
             beta_max: beta.beta_max,
@@ -592,9 +645,9 @@ fn sharpness(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
             loss_range: beta.loss_range,
             samples: ds.len(),
             seconds: t0.elapsed().as_secs_f64(),
-        })
+        }))
     })?;
-    m.sharpness = Some(r);
+    m.sharpness = r;
     Ok(hit)
 }
 

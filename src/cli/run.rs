@@ -1,4 +1,5 @@
-//! `losscape run analyses/NAME.toml`: a whole analysis into `outputs/NAME/`.
+//! `losscape run analyses/NAME.toml`: a whole analysis into `outputs/NAME/`; under
+//! `mpirun`/`srun` every step is distributed over the ranks and rank 0 writes.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let a = analysis::load(&args.spec)?;
     let outcome = analysis::run_analysis(&a, &args.outputs, args.quiet)
         .map_err(|e| anyhow::anyhow!(a.render(&format!("{:#}", anyhow::Error::from(e)))))?;
+    if !crate::jobs::is_root() {
+        // MPI: rank 0 draws, writes the report and prints; the other ranks are done
+        return Ok(());
+    }
     let images = crate::analysis::runner::plots(&outcome).context("drawing the plots")?;
     report::write_report(&outcome, &images)?;
     if args.json {

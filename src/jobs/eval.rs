@@ -12,7 +12,6 @@ use super::error::JobResult;
 use super::inputs::{with_threads, BnMode, DataConfig, ModelSource, Precision};
 use crate::choice::Choice;
 use crate::data::Dataset;
-use crate::engine::Mode;
 use crate::model::Model;
 use crate::objective::{Evaluation, Objective};
 use crate::probe::{probe, ProbeReport};
@@ -94,7 +93,7 @@ pub fn run_eval(c: &EvalConfig, reporter: &Reporter) -> JobResult<Vec<EvalReport
     Ok(reports)
 }
 
-/// Probes of the trained weights (in `cfg`'s batch-norm mode) and of a fresh He
+/// Probes of the trained weights (in `data`'s batch-norm mode) and of a fresh He
 /// initialization seeded by `init_seed`. The fresh copy runs with batch statistics: at
 /// initialization the running statistics are 0 and 1, so eval-mode BN would be the
 /// identity; the network in training sees batch statistics, so those are probed.
@@ -106,7 +105,6 @@ pub fn probe_model(
     init_seed: u64,
     threads: Option<usize>,
 ) -> JobResult<(ProbeReport, ProbeReport)> {
-    let cfg = data.objective_config();
     let fresh = model.fresh(init_seed, true);
     let obj = data
         .objective(model, source, ds)?
@@ -120,20 +118,8 @@ pub fn probe_model(
         .distributed(crate::dist::world());
     with_threads(threads, || {
         (
-            probe(
-                &obj,
-                ds.x.view(),
-                model.theta.data.view(),
-                cfg.batch_size,
-                cfg.mode,
-            ),
-            probe(
-                &fresh_obj,
-                ds.x.view(),
-                fresh.theta.data.view(),
-                cfg.batch_size,
-                Mode::Train,
-            ),
+            probe(&obj, model.theta.data.view()),
+            probe(&fresh_obj, fresh.theta.data.view()),
         )
     })
 }

@@ -470,7 +470,8 @@ pub fn analyse(
 pub struct HessianResults {
     pub whole: HessianGroup,
     pub blocks: Vec<(String, HessianGroup)>,
-    /// (batches kept, batches, bytes) of the kept θ-only state of the products.
+    /// (batches kept, batches, bytes) of the kept θ-only state of the products, totals over
+    /// the ranks when distributed.
     pub kept_state: (usize, usize, usize),
 }
 
@@ -530,8 +531,30 @@ pub fn hessian_of(
     Ok(HessianResults {
         whole,
         blocks,
-        kept_state: whole_op.kept_state().unwrap_or((0, 0, 0)),
+        kept_state: kept_over_ranks(obj, whole_op.kept_state().unwrap_or((0, 0, 0))),
     })
+}
+
+/// This process's (kept batches, batches, bytes) summed over the ranks that share `obj`'s
+/// batches (each keeps the states of its own batches): the job's totals (collective).
+fn kept_over_ranks(
+    obj: &Objective<'_>,
+    (kept, batches, bytes): (usize, usize, usize),
+) -> (usize, usize, usize) {
+    use crate::dist::Wire;
+    let Some(comm) = obj.comm() else {
+        return (kept, batches, bytes);
+    };
+    let mut mine = Vec::new();
+    (kept, bytes).encode(&mut mine);
+    let (mut k, mut b) = (0, 0);
+    for theirs in comm.all_gather(&mine) {
+        let (rk, rb) = <(usize, usize)>::decode(&mut &theirs[..])
+            .unwrap_or_else(|e| panic!("a rank's kept H·v state counts: {e}"));
+        k += rk;
+        b += rb;
+    }
+    (k, batches, b)
 }
 
 /// A validated Hessian job.
@@ -619,7 +642,8 @@ pub struct HessianOutput {
 #[derive(Serialize)]
 pub struct HvpCacheOut {
     pub budget_mb: usize,
-    /// Mini-batches whose state was kept, of all; the others ran whole products.
+    /// Mini-batches whose state was kept, of all (under MPI: summed over the ranks, each
+    /// keeping its own batches' states within the budget); the others ran whole products.
     pub kept_batches: usize,
     pub batches: usize,
     pub mb: f64,

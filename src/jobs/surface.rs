@@ -652,6 +652,8 @@ pub fn run_surface(c: &SurfaceConfig, report: &Reporter) -> JobResult<SurfaceSum
         out: c.out.clone(),
         source: Box::new(source),
     })?;
+    // why an earlier MPI run stopped, now that the surface is whole
+    let _ = std::fs::remove_file(crate::landscape::distributed::stop_log_path(&journal_file));
 
     if done.non_finite > 0 {
         report.warn(&format!(

@@ -12,12 +12,24 @@
 //!              its own pool: take points from the same queue, compute, hand to coordinator
 //! ```
 //! Killed at any moment, the journal holds every point rank 0 received; a rerun with any
-//! number of ranks resumes from it. When mpirun stops the job (a rank died, or the job was
-//! cancelled) rank 0 gets SIGTERM before SIGKILL: it syncs the journal and says which ranks
-//! held unfinished points and how to resume.
+//! number of ranks resumes from it.
+//!
+//! A rank that dies: mpirun/srun then stops the job, sending every surviving rank SIGCONT,
+//! about a second later SIGTERM and a few milliseconds after that SIGKILL (Open MPI 4), and
+//! forwards little of what ranks print once it has begun. So the ranks act on the SIGCONT:
+//! each worker tells rank 0 it is alive ([`TAG_ALIVE`]), rank 0 waits up to
+//! [`ROLL_CALL`] for them, and the ranks that did not answer are the dead. Rank 0 then
+//! writes the message (which ranks died, how many points are safe, how to resume) to
+//! stderr and to `<journal>.log` beside the journal, and ends the job (MPI_Abort). A
+//! SIGTERM without a dead rank (the job was cancelled) gets the same message at once.
+//! ```text
+//! rank r dies ─► launcher: SIGCONT to all ─► workers: "alive" ─► rank 0: dead = silent
+//!            ─► stderr + <out>.journal.log: "rank r died … rerun to resume" ─► MPI_Abort
+//! ```
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +43,11 @@ use crate::progress::Progress;
 const TAG_RESULTS: i32 = 1;
 /// Tag of rank 0's reply: the next points, none meaning stop.
 const TAG_WORK: i32 = 2;
+/// Tag of a worker's notice, on SIGCONT, that it is alive (no payload).
+const TAG_ALIVE: i32 = 3;
+/// How long rank 0 waits for the workers' notices after SIGCONT (the launcher sends
+/// SIGTERM about a second after it).
+const ROLL_CALL: Duration = Duration::from_millis(600);
 
 /// Why a distributed surface failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,30 +56,102 @@ pub enum QueueError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Wire(#[from] WireError),
-    /// Occurs when mpirun/srun stops the job (a rank died, or the job was cancelled).
-    #[error("the MPI job was stopped (SIGTERM from the launcher: a rank died or the job was cancelled) while ranks {ranks:?} held unfinished points; {done} of {total} points are safe in {journal}; rerun the same command, with any number of ranks, to resume")]
+    /// Occurs when mpirun/srun stops the job: a rank died (`dead`), or the job was
+    /// cancelled (`dead` empty).
+    #[error("{}; {done} of {total} points are safe in {journal}; rerun the same command, with any number of ranks, to resume (finished points are kept)", stop_cause(dead, ranks, *size))]
     Stopped {
+        /// Ranks that did not answer when the launcher began to stop the job.
+        dead: Vec<usize>,
+        /// Ranks that held unfinished points.
         ranks: Vec<usize>,
+        size: usize,
         done: usize,
         total: usize,
         journal: String,
     },
 }
 
-static TERMINATED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigterm(_: libc::c_int) {
-    TERMINATED.store(true, Ordering::SeqCst);
+fn stop_cause(dead: &[usize], held: &[usize], size: usize) -> String {
+    let list = |r: &[usize]| {
+        r.iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match dead {
+        [] => format!(
+            "the MPI job was stopped by the launcher (SIGTERM: cancelled, or a rank died) while ranks [{}] of {size} held unfinished points",
+            list(held)
+        ),
+        [r] => format!("rank {r} of {size} died (it did not answer when mpirun/srun began to stop the job), so the job was stopped"),
+        rs => format!(
+            "ranks {} of {size} died (they did not answer when mpirun/srun began to stop the job), so the job was stopped",
+            list(rs)
+        ),
+    }
 }
 
-fn catch_sigterm() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGTERM,
-            on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
+/// Where rank 0 writes why a distributed surface stopped: beside its journal.
+pub fn stop_log_path(journal: &Path) -> PathBuf {
+    let mut s = journal.as_os_str().to_owned();
+    s.push(".log");
+    PathBuf::from(s)
+}
+
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+static CONTINUED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGTERM {
+        TERMINATED.store(true, Ordering::SeqCst);
+    } else {
+        CONTINUED.store(true, Ordering::SeqCst);
     }
+}
+
+/// SIGTERM and SIGCONT set flags while the queue runs; their default actions return when
+/// it is dropped (a later step of `losscape run` dies on SIGTERM as usual).
+struct Signals;
+
+impl Signals {
+    fn catch() -> Self {
+        TERMINATED.store(false, Ordering::SeqCst);
+        CONTINUED.store(false, Ordering::SeqCst);
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+        unsafe {
+            for sig in [libc::SIGTERM, libc::SIGCONT] {
+                libc::signal(
+                    sig,
+                    on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                );
+            }
+        }
+        Signals
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        // SAFETY: restores the default dispositions.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::signal(libc::SIGCONT, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Rank 0's last word when the job is being stopped: the message on stderr (one write,
+/// unbuffered, before anything slow), then in `<journal>.log`, and the job ended with
+/// MPI_Abort (the launcher would SIGKILL it moments later anyway). Every journal record
+/// is already written (one `write` each), so no finished point is lost.
+fn stop_job(comm: &dyn Comm, journal_path: &Path, e: QueueError) -> ! {
+    let line = format!("error (rank 0 of {}): {e}\n", comm.size());
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(line.as_bytes());
+    let _ = err.flush();
+    drop(err);
+    let _ = std::fs::write(stop_log_path(journal_path), &line);
+    comm.abort(3)
 }
 
 type Results = Vec<(usize, Vec<f64>)>;
@@ -77,7 +166,7 @@ pub fn coordinate_surface(
     done: BTreeMap<usize, Vec<f64>>,
     progress: &Progress,
 ) -> Result<(SurfaceReport, Journal), QueueError> {
-    catch_sigterm();
+    let _signals = Signals::catch();
     let start = Instant::now();
     let mut values = SurfaceValues::empty(req.grid, req.names());
     let mut resumed = 0;
@@ -117,6 +206,20 @@ pub fn coordinate_surface(
             };
             let mut running = comm.size() - 1;
             let mut held: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            // the launcher is stopping the job (SIGCONT): since when, who answered, and
+            // the ranks already told to stop (they have left the queue and cannot answer)
+            let mut roll_call: Option<Instant> = None;
+            let mut alive: BTreeSet<usize> = BTreeSet::new();
+            let mut finished: BTreeSet<usize> = BTreeSet::new();
+            let stopped =
+                |dead: Vec<usize>, held: &BTreeMap<usize, Vec<usize>>, done| QueueError::Stopped {
+                    dead,
+                    ranks: held.keys().copied().collect(),
+                    size: comm.size(),
+                    done,
+                    total: req.grid.len(),
+                    journal: journal_path.display().to_string(),
+                };
             let mut local_open = true;
             let mut failure: Option<QueueError> = None;
             while running > 0 || local_open {
@@ -139,7 +242,12 @@ pub fn coordinate_surface(
                         }
                     }
                 }
-                if let Some(m) = comm.try_receive() {
+                if let Some(m) = comm.try_receive().filter(|m| {
+                    if m.tag == TAG_ALIVE {
+                        alive.insert(m.from);
+                    }
+                    m.tag != TAG_ALIVE
+                }) {
                     idle = false;
                     let (results, want) = <(Results, usize)>::decode(&mut &m.bytes[..])?;
                     held.remove(&m.from);
@@ -155,19 +263,44 @@ pub fn coordinate_surface(
                     comm.send(m.from, TAG_WORK, &bytes);
                     if next.is_empty() {
                         running -= 1;
+                        finished.insert(m.from);
                     } else {
                         held.insert(m.from, next);
                     }
                 }
+                if CONTINUED.swap(false, Ordering::SeqCst) {
+                    roll_call = Some(Instant::now());
+                    alive.clear();
+                }
+                let silent = || -> Vec<usize> {
+                    (1..comm.size())
+                        .filter(|r| !alive.contains(r) && !finished.contains(r))
+                        .collect()
+                };
+                if let Some(t0) = roll_call {
+                    let dead = silent();
+                    if dead.is_empty() {
+                        // everyone answered: a cancellation (SIGTERM follows) or a resume
+                        roll_call = None;
+                    } else if t0.elapsed() >= ROLL_CALL {
+                        stop_job(
+                            comm,
+                            journal_path,
+                            stopped(dead, &held, values.completed_count()),
+                        );
+                    }
+                }
                 if TERMINATED.load(Ordering::SeqCst) {
-                    let _ = journal.sync();
-                    queue.lock().expect("queue lock").clear();
-                    return Err(QueueError::Stopped {
-                        ranks: held.keys().copied().collect(),
-                        done: values.completed_count(),
-                        total: req.grid.len(),
-                        journal: journal_path.display().to_string(),
-                    });
+                    let dead = if roll_call.is_some() {
+                        silent()
+                    } else {
+                        Vec::new()
+                    };
+                    stop_job(
+                        comm,
+                        journal_path,
+                        stopped(dead, &held, values.completed_count()),
+                    );
                 }
                 if idle {
                     std::thread::sleep(Duration::from_micros(500));
@@ -199,16 +332,42 @@ pub fn coordinate_surface(
 
 /// Ranks > 0: asks rank 0 for points (as many as this rank has threads), computes them
 /// on the current pool, sends them back, until rank 0 says stop. Returns the number of
-/// points computed here.
+/// points computed here. A watcher thread answers the launcher's SIGCONT with
+/// [`TAG_ALIVE`], so rank 0 can tell the living ranks from a dead one.
 pub fn serve_surface(comm: &dyn Comm, req: &SurfaceRequest<'_>) -> Result<usize, QueueError> {
+    let _signals = Signals::catch();
     let want = rayon::current_num_threads().max(1);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if CONTINUED.swap(false, Ordering::SeqCst) {
+                    comm.send(0, TAG_ALIVE, &[]);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let served = serve(comm, req, want);
+        done.store(true, Ordering::SeqCst);
+        served
+    })
+}
+
+fn serve(comm: &dyn Comm, req: &SurfaceRequest<'_>, want: usize) -> Result<usize, QueueError> {
     let mut results: Results = Vec::new();
     let mut computed = 0;
     loop {
         let mut bytes = Vec::new();
         (std::mem::take(&mut results), want).encode(&mut bytes);
         comm.send(0, TAG_RESULTS, &bytes);
-        let reply = comm.receive_from(0);
+        // poll rather than block in MPI: the watcher thread must be able to send, and an
+        // idle rank should not spin on a shared node
+        let reply = loop {
+            if let Some(m) = comm.try_receive() {
+                break m;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
         debug_assert_eq!(reply.tag, TAG_WORK);
         let points = Vec::<usize>::decode(&mut &reply.bytes[..])?;
         if points.is_empty() {
@@ -216,5 +375,35 @@ pub fn serve_surface(comm: &dyn Comm, req: &SurfaceRequest<'_>) -> Result<usize,
         }
         results = req.points(&points);
         computed += results.len();
+        #[cfg(feature = "mpi")]
+        die_for_test(results.len());
+    }
+}
+
+/// Points computed by this process, for [`die_for_test`].
+#[cfg(feature = "mpi")]
+static COMPUTED_HERE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Test hook, compiled only with the `mpi` feature: with `LOSSCAPE_TEST_RANK_DIES=R:K` in
+/// the environment, rank R kills itself (SIGKILL, as a crashed node would vanish) once it
+/// has computed K surface points, so the tests can check what a dead rank does to a job.
+/// Not meant for anything but tests; without the variable it does nothing.
+#[cfg(feature = "mpi")]
+fn die_for_test(points: usize) {
+    let total = COMPUTED_HERE.fetch_add(points, Ordering::SeqCst) + points;
+    let Ok(v) = std::env::var("LOSSCAPE_TEST_RANK_DIES") else {
+        return;
+    };
+    let Some((r, k)) = v.split_once(':') else {
+        return;
+    };
+    let (Ok(r), Ok(k)) = (r.trim().parse::<usize>(), k.trim().parse::<usize>()) else {
+        return;
+    };
+    if crate::dist::world().rank() == r && total >= k {
+        // SAFETY: raise(2) on this process.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
     }
 }
