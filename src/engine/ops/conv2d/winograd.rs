@@ -134,18 +134,15 @@ impl Winograd {
             tw,
         };
         let mut done = 0; // images passed to `after`
+        let mut scratch = vec![0.0f32; 16 * tw + 2 * (tw + 1)];
         for r0 in (0..rows).step_by(rb) {
             let r1 = (r0 + rb).min(rows);
             let pb = (r1 - r0) * tw;
             let v = &mut v[..XI * c * pb];
             let m = &mut m[..XI * o * pb];
+            let blk = Block { r0, r1, th };
             for (ci, plane) in planes.iter().enumerate() {
-                for r in r0..r1 {
-                    let (img, ty) = (r / th, r % th);
-                    let src = &plane[img * h * w..][..h * w];
-                    let at = ci * pb + (r - r0) * tw;
-                    self.input_tile_row(&geo, src, ty, v, c * pb, at);
-                }
+                self.input(&geo, &blk, plane, &mut v[ci * pb..], c * pb, &mut scratch);
             }
             for xi in 0..XI {
                 let a = Mat::new(&self.u[xi * o * c..][..o * c], c);
@@ -154,60 +151,55 @@ impl Winograd {
                 self.gemm.gemm_slices(o, pb, c, 1.0, a, b, 0.0, mx, pb);
             }
             for oc in 0..o {
-                for r in r0..r1 {
-                    let (img, ty) = (r / th, r % th);
-                    let dst = &mut y[oc * cols + img * ho * wo..][..ho * wo];
-                    let at = oc * pb + (r - r0) * tw;
-                    self.output_tile_row(&geo, m, o * pb, at, ty, dst);
-                }
+                let dst = &mut y[oc * cols..][..cols];
+                self.output(&geo, &blk, &m[oc * pb..], o * pb, dst, &mut scratch);
             }
             // images whose tile rows are all done
-            let complete = r1 / th;
-            while done < complete {
+            while done < r1 / th {
                 after(y, done);
                 done += 1;
             }
         }
     }
 
-    /// `V_ξ` of the tiles of tile row `ty` of one channel image `src [H, W]`, written to
-    /// `v[ξ·stride + at + tx]`.
-    fn input_tile_row(
+    /// `V_ξ` of the block's tiles of one input channel `plane [N, H, W]`, written to
+    /// `v[ξ·stride + tile]`.
+    fn input(
         &self,
         g: &Geo,
-        src: &[f32],
-        ty: usize,
+        blk: &Block,
+        plane: &[f32],
         v: &mut [f32],
         stride: usize,
-        at: usize,
+        s: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: AVX2 is present (a SIMD kernel was detected).
-            unsafe { input_avx2(g, src, ty, v, stride, at) };
+            unsafe { input_avx2(g, blk, plane, v, stride, s) };
             return;
         }
-        input_tile_row(g, src, ty, v, stride, at);
+        input_rows(g, blk, plane, v, stride, s);
     }
 
-    /// The 2×2 outputs of tile row `ty` of one channel from `m[ξ·stride + at + tx]` into
-    /// the channel's output image `dst [Ho, Wo]`.
-    fn output_tile_row(
+    /// The 2×2 outputs of the block's tiles of one output channel from
+    /// `m[ξ·stride + tile]` into the channel's output `dst [N, Ho, Wo]`.
+    fn output(
         &self,
         g: &Geo,
+        blk: &Block,
         m: &[f32],
         stride: usize,
-        at: usize,
-        ty: usize,
         dst: &mut [f32],
+        s: &mut [f32],
     ) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: AVX2 is present (a SIMD kernel was detected).
-            unsafe { output_avx2(g, m, stride, at, ty, dst) };
+            unsafe { output_avx2(g, blk, m, stride, dst, s) };
             return;
         }
-        output_tile_row(g, m, stride, at, ty, dst);
+        output_rows(g, blk, m, stride, dst, s);
     }
 }
 
@@ -221,121 +213,161 @@ struct Geo {
     tw: usize,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn input_avx2(g: &Geo, src: &[f32], ty: usize, v: &mut [f32], stride: usize, at: usize) {
-    input_tile_row(g, src, ty, v, stride, at)
+/// One block: tile rows `r0..r1` (row r = image r / th, tile row r % th).
+struct Block {
+    r0: usize,
+    r1: usize,
+    th: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn output_avx2(g: &Geo, m: &[f32], stride: usize, at: usize, ty: usize, dst: &mut [f32]) {
-    output_tile_row(g, m, stride, at, ty, dst)
+unsafe fn input_avx2(
+    g: &Geo,
+    blk: &Block,
+    plane: &[f32],
+    v: &mut [f32],
+    stride: usize,
+    s: &mut [f32],
+) {
+    input_rows(g, blk, plane, v, stride, s)
 }
 
-/// Longest tile row handled in one go on the stack (wider rows go in chunks).
-const TW_MAX: usize = 64;
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn output_avx2(
+    g: &Geo,
+    blk: &Block,
+    m: &[f32],
+    stride: usize,
+    dst: &mut [f32],
+    s: &mut [f32],
+) {
+    output_rows(g, blk, m, stride, dst, s)
+}
 
-#[allow(clippy::needless_range_loop)]
-/// See [`Winograd::input_tile_row`]. Row `r` of the 4×4 patches is input row
-/// `2·ty − p + r`; a row's patches read columns `2·tx − p + j`: the row split into even
-/// and odd columns `e[k] = x[2k − p]`, `q[k] = x[2k + 1 − p]` (zero outside) gives
+/// See [`Winograd::input`]. Row `r` of a tile row's 4×4 patches is input row
+/// `2·ty − p + r`; the patches read columns `2·tx − p + j`: the row split into even and
+/// odd columns `e[k] = x[2k − p]`, `q[k] = x[2k + 1 − p]` (zero outside) gives
 /// `d_j = e[tx], q[tx], e[tx+1], q[tx+1]` — contiguous, so the transforms vectorize.
+/// `s`: scratch of `16·tw + 2·(tw + 1)` floats.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn input_tile_row(g: &Geo, src: &[f32], ty: usize, v: &mut [f32], stride: usize, at: usize) {
-    for t0 in (0..g.tw).step_by(TW_MAX) {
-        let nt = (g.tw - t0).min(TW_MAX);
-        // horizontal transform of the 4 rows: hz[r][b][tx]
-        let mut hz = [[[0.0f32; TW_MAX]; 4]; 4];
-        for (r, hr) in hz.iter_mut().enumerate() {
-            let ih = (2 * ty + r) as isize - g.p as isize;
+fn input_rows(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize, s: &mut [f32]) {
+    let tw = g.tw;
+    let (hz, eq) = s.split_at_mut(16 * tw);
+    let (e, q) = eq.split_at_mut(tw + 1);
+    // the k with 0 ≤ 2k + d − p < w, for d = 0 (e) and 1 (q)
+    let krange = |d: usize| {
+        let lo = (g.p - d.min(g.p)).div_ceil(2);
+        let hi =
+            ((g.w + g.p - d) / 2 + usize::from(!(g.w + g.p - d).is_multiple_of(2))).min(tw + 1);
+        lo..hi.max(lo)
+    };
+    let (ke, kq) = (krange(0), krange(1));
+    for r in blk.r0..blk.r1 {
+        let (img, ty) = (r / blk.th, r % blk.th);
+        let src = &plane[img * g.h * g.w..][..g.h * g.w];
+        let at = (r - blk.r0) * tw;
+        // horizontal transform of the 4 rows: hz[(r·4 + b)·tw + tx]
+        for (rr, hr) in hz.chunks_exact_mut(4 * tw).enumerate() {
+            let ih = (2 * ty + rr) as isize - g.p as isize;
             if ih < 0 || ih as usize >= g.h {
-                continue; // a padding row: all zero
+                hr.fill(0.0); // a padding row
+                continue;
             }
             let row = &src[ih as usize * g.w..][..g.w];
-            let mut e = [0.0f32; TW_MAX + 1];
-            let mut q = [0.0f32; TW_MAX + 1];
-            for k in 0..=nt {
-                let col = |d: usize| {
-                    let j = (2 * (t0 + k) + d) as isize - g.p as isize;
-                    if j >= 0 && (j as usize) < g.w {
-                        row[j as usize]
-                    } else {
-                        0.0
-                    }
-                };
-                e[k] = col(0);
-                q[k] = col(1);
+            e.fill(0.0);
+            q.fill(0.0);
+            for k in ke.clone() {
+                e[k] = row[2 * k - g.p];
             }
-            let [h0, h1, h2, h3] = hr;
-            for k in 0..nt {
-                let (d0, d1, d2, d3) = (e[k], q[k], e[k + 1], q[k + 1]);
-                h0[k] = d0 - d2;
-                h1[k] = d1 + d2;
-                h2[k] = d2 - d1;
-                h3[k] = d1 - d3;
+            for k in kq.clone() {
+                q[k] = row[2 * k + 1 - g.p];
+            }
+            let (h0, rest) = hr.split_at_mut(tw);
+            let (h1, rest) = rest.split_at_mut(tw);
+            let (h2, h3) = rest.split_at_mut(tw);
+            let (e0, e1, q0, q1) = (&e[..tw], &e[1..=tw], &q[..tw], &q[1..=tw]);
+            for k in 0..tw {
+                h0[k] = e0[k] - e1[k];
+                h1[k] = q0[k] + e1[k];
+                h2[k] = e1[k] - q0[k];
+                h3[k] = q0[k] - q1[k];
             }
         }
-        // vertical transform: V[a·4 + b] from hz[0..4][b]
+        // vertical transform: V[a·4 + b] from rows 0..4 of column transform b
         for b in 0..4 {
-            let (r0, r1, r2, r3) = (&hz[0][b], &hz[1][b], &hz[2][b], &hz[3][b]);
-            let base = at + t0;
-            let (r0, r1, r2, r3) = (&r0[..nt], &r1[..nt], &r2[..nt], &r3[..nt]);
-            let dst = &mut v[b * stride + base..][..nt];
-            for k in 0..nt {
+            let row = |rr: usize| &hz[(rr * 4 + b) * tw..][..tw];
+            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+            let dst = &mut v[b * stride + at..][..tw];
+            for k in 0..tw {
                 dst[k] = r0[k] - r2[k];
             }
-            let dst = &mut v[(4 + b) * stride + base..][..nt];
-            for k in 0..nt {
+            let dst = &mut v[(4 + b) * stride + at..][..tw];
+            for k in 0..tw {
                 dst[k] = r1[k] + r2[k];
             }
-            let dst = &mut v[(8 + b) * stride + base..][..nt];
-            for k in 0..nt {
+            let dst = &mut v[(8 + b) * stride + at..][..tw];
+            for k in 0..tw {
                 dst[k] = r2[k] - r1[k];
             }
-            let dst = &mut v[(12 + b) * stride + base..][..nt];
-            for k in 0..nt {
+            let dst = &mut v[(12 + b) * stride + at..][..tw];
+            for k in 0..tw {
                 dst[k] = r1[k] - r3[k];
             }
         }
     }
 }
 
+/// See [`Winograd::output`]: `t = Aᵀ M` down the columns, then `Y = t A` along the rows.
+/// `s`: scratch of at least `10·tw` floats.
 #[allow(clippy::needless_range_loop)]
-/// See [`Winograd::output_tile_row`]: `t = Aᵀ M` down the columns, then `Y = t A`.
 #[inline(always)]
-fn output_tile_row(g: &Geo, m: &[f32], stride: usize, at: usize, ty: usize, dst: &mut [f32]) {
-    for t0 in (0..g.tw).step_by(TW_MAX) {
-        let nt = (g.tw - t0).min(TW_MAX);
-        let mrow = |xi: usize| &m[xi * stride + at + t0..][..nt];
-        // t[i][b][tx], i = output row within the tile
-        let mut t = [[[0.0f32; TW_MAX]; 4]; 2];
+fn output_rows(g: &Geo, blk: &Block, m: &[f32], stride: usize, dst: &mut [f32], s: &mut [f32]) {
+    let tw = g.tw;
+    let (t, ys) = s.split_at_mut(8 * tw);
+    let (y0, y1) = ys[..2 * tw].split_at_mut(tw);
+    for r in blk.r0..blk.r1 {
+        let (img, ty) = (r / blk.th, r % blk.th);
+        let at = (r - blk.r0) * tw;
+        let mrow = |xi: usize| &m[xi * stride + at..][..tw];
+        // t[(i·4 + b)·tw + tx], i = output row within the tile
+        let (ta, tb) = t.split_at_mut(4 * tw);
         for b in 0..4 {
             let (m0, m1, m2, m3) = (mrow(b), mrow(4 + b), mrow(8 + b), mrow(12 + b));
-            let [t0b, t1b] = &mut t;
-            for k in 0..nt {
-                t0b[b][k] = m0[k] + m1[k] + m2[k];
-                t1b[b][k] = m1[k] - m2[k] - m3[k];
+            let t0b = &mut ta[b * tw..][..tw];
+            for k in 0..tw {
+                t0b[k] = m0[k] + m1[k] + m2[k];
+            }
+            let t1b = &mut tb[b * tw..][..tw];
+            for k in 0..tw {
+                t1b[k] = m1[k] - m2[k] - m3[k];
             }
         }
-        for (i, ti) in t.iter().enumerate() {
+        for (i, ti) in t.chunks_exact(4 * tw).enumerate() {
             let oh = 2 * ty + i;
             if oh >= g.ho {
                 break;
             }
-            let mut y0 = [0.0f32; TW_MAX];
-            let mut y1 = [0.0f32; TW_MAX];
-            for k in 0..nt {
-                y0[k] = ti[0][k] + ti[1][k] + ti[2][k];
-                y1[k] = ti[1][k] - ti[2][k] - ti[3][k];
+            let (c0, c1, c2, c3) = (
+                &ti[..tw],
+                &ti[tw..2 * tw],
+                &ti[2 * tw..3 * tw],
+                &ti[3 * tw..],
+            );
+            for k in 0..tw {
+                y0[k] = c0[k] + c1[k] + c2[k];
+                y1[k] = c1[k] - c2[k] - c3[k];
             }
-            let row = &mut dst[oh * g.wo..][..g.wo];
-            for k in 0..nt {
-                let ow = 2 * (t0 + k);
-                row[ow] = y0[k];
-                if ow + 1 < g.wo {
-                    row[ow + 1] = y1[k];
-                }
+            let row = &mut dst[(img * g.ho + oh) * g.wo..][..g.wo];
+            let pairs = g.wo / 2;
+            for (k, pair) in row.chunks_exact_mut(2).take(pairs).enumerate() {
+                pair[0] = y0[k];
+                pair[1] = y1[k];
+            }
+            if g.wo % 2 == 1 {
+                row[g.wo - 1] = y0[pairs];
             }
         }
     }
