@@ -134,7 +134,10 @@ impl Winograd {
             tw,
         };
         let mut done = 0; // images passed to `after`
-        let mut scratch = vec![0.0f32; 16 * tw + 2 * (tw + 1)];
+                          // input: 4 parity planes of (th + 1) × (tw + 1), 8 column-parity rows of th × (tw + 1);
+                          // output: 4 rows of one block's tiles
+        let lw = tw + 1;
+        let mut scratch = vec![0.0f32; (4 * (th + 1) * lw + 8 * th * lw).max(4 * rb * tw)];
         for r0 in (0..rows).step_by(rb) {
             let r1 = (r0 + rb).min(rows);
             let pb = (r1 - r0) * tw;
@@ -246,128 +249,123 @@ unsafe fn output_avx2(
     output_rows(g, blk, m, stride, dst, s)
 }
 
-/// See [`Winograd::input`]. Row `r` of a tile row's 4×4 patches is input row
-/// `2·ty − p + r`; the patches read columns `2·tx − p + j`: the row split into even and
-/// odd columns `e[k] = x[2k − p]`, `q[k] = x[2k + 1 − p]` (zero outside) gives
-/// `d_j = e[tx], q[tx], e[tx+1], q[tx+1]` — contiguous, so the transforms vectorize.
-/// `s`: scratch of `16·tw + 2·(tw + 1)` floats.
+/// See [`Winograd::input`]. The tile rows `ty0..ty1` of one image need padded rows
+/// `2·ty0 .. 2·ty1 + 2`; they are copied once into four planes by row and column parity
+/// (padded row `2(ty0 + t) + rp`, column `2k + cp`, zero outside the image), `(nt + 1) ×
+/// (tw + 1)` each. Then `Bᵀ` down the columns is four flat loops per column parity over
+/// all tile rows at once (rows `d₀..d₃` of tile row t are even t, odd t, even t+1, odd
+/// t+1), and `·B` along the rows one loop per tile row (columns `d₀..d₃` are even k,
+/// odd k, even k+1, odd k+1). `s`: scratch of `(4·(nt + 1) + 8·nt)·(tw + 1)` floats.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn input_rows(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize, s: &mut [f32]) {
-    let tw = g.tw;
-    let (hz, eq) = s.split_at_mut(16 * tw);
-    let (e, q) = eq.split_at_mut(tw + 1);
-    // the k with 0 ≤ 2k + d − p < w, for d = 0 (e) and 1 (q)
-    let krange = |d: usize| {
-        let lo = (g.p - d.min(g.p)).div_ceil(2);
-        let hi =
-            ((g.w + g.p - d) / 2 + usize::from(!(g.w + g.p - d).is_multiple_of(2))).min(tw + 1);
-        lo..hi.max(lo)
-    };
-    let (ke, kq) = (krange(0), krange(1));
-    for r in blk.r0..blk.r1 {
-        let (img, ty) = (r / blk.th, r % blk.th);
-        let src = &plane[img * g.h * g.w..][..g.h * g.w];
+    let (tw, lw) = (g.tw, g.tw + 1);
+    let mut r = blk.r0;
+    while r < blk.r1 {
+        // one image's tile rows ty0..ty1 within the block
+        let (img, ty0) = (r / blk.th, r % blk.th);
+        let nt = (blk.th - ty0).min(blk.r1 - r);
         let at = (r - blk.r0) * tw;
-        // horizontal transform of the 4 rows: hz[(r·4 + b)·tw + tx]
-        for (rr, hr) in hz.chunks_exact_mut(4 * tw).enumerate() {
-            let ih = (2 * ty + rr) as isize - g.p as isize;
-            if ih < 0 || ih as usize >= g.h {
-                hr.fill(0.0); // a padding row
-                continue;
-            }
-            let row = &src[ih as usize * g.w..][..g.w];
-            e.fill(0.0);
-            q.fill(0.0);
-            for k in ke.clone() {
-                e[k] = row[2 * k - g.p];
-            }
-            for k in kq.clone() {
-                q[k] = row[2 * k + 1 - g.p];
-            }
-            let (h0, rest) = hr.split_at_mut(tw);
-            let (h1, rest) = rest.split_at_mut(tw);
-            let (h2, h3) = rest.split_at_mut(tw);
-            let (e0, e1, q0, q1) = (&e[..tw], &e[1..=tw], &q[..tw], &q[1..=tw]);
-            for k in 0..tw {
-                h0[k] = e0[k] - e1[k];
-                h1[k] = q0[k] + e1[k];
-                h2[k] = e1[k] - q0[k];
-                h3[k] = q0[k] - q1[k];
+        let src = &plane[img * g.h * g.w..][..g.h * g.w];
+        let pr = nt + 1;
+        let (pl, z) = s.split_at_mut(4 * pr * lw);
+        let z = &mut z[..8 * nt * lw];
+        pl.fill(0.0);
+        for rp in 0..2 {
+            for t in 0..pr {
+                let ih = (2 * (ty0 + t) + rp) as isize - g.p as isize;
+                if ih < 0 || ih as usize >= g.h {
+                    continue;
+                }
+                let row = &src[ih as usize * g.w..][..g.w];
+                let (pe, po) = pl[rp * 2 * pr * lw..][..2 * pr * lw].split_at_mut(pr * lw);
+                let (pe, po) = (&mut pe[t * lw..][..lw], &mut po[t * lw..][..lw]);
+                for (j, &x) in row.iter().enumerate() {
+                    let col = j + g.p;
+                    if col & 1 == 0 {
+                        pe[col >> 1] = x;
+                    } else {
+                        po[col >> 1] = x;
+                    }
+                }
             }
         }
-        // vertical transform: V[a·4 + b] from rows 0..4 of column transform b
-        for b in 0..4 {
-            let row = |rr: usize| &hz[(rr * 4 + b) * tw..][..tw];
-            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-            let dst = &mut v[b * stride + at..][..tw];
-            for k in 0..tw {
-                dst[k] = r0[k] - r2[k];
-            }
-            let dst = &mut v[(4 + b) * stride + at..][..tw];
-            for k in 0..tw {
-                dst[k] = r1[k] + r2[k];
-            }
-            let dst = &mut v[(8 + b) * stride + at..][..tw];
-            for k in 0..tw {
-                dst[k] = r2[k] - r1[k];
-            }
-            let dst = &mut v[(12 + b) * stride + at..][..tw];
-            for k in 0..tw {
-                dst[k] = r1[k] - r3[k];
+        let n = nt * lw;
+        for cp in 0..2 {
+            let e = &pl[cp * pr * lw..][..pr * lw];
+            let o = &pl[(2 + cp) * pr * lw..][..pr * lw];
+            let (e0, e1, o0, o1) = (&e[..n], &e[lw..lw + n], &o[..n], &o[lw..lw + n]);
+            let (z0, rest) = z[cp * 4 * n..][..4 * n].split_at_mut(n);
+            let (z1, rest) = rest.split_at_mut(n);
+            let (z2, z3) = rest.split_at_mut(n);
+            for i in 0..n {
+                z0[i] = e0[i] - e1[i];
+                z1[i] = o0[i] + e1[i];
+                z2[i] = e1[i] - o0[i];
+                z3[i] = o0[i] - o1[i];
             }
         }
+        for a in 0..4 {
+            for t in 0..nt {
+                let ze = &z[a * n + t * lw..][..lw];
+                let zo = &z[(4 + a) * n + t * lw..][..lw];
+                let (e0, e1, o0, o1) = (&ze[..tw], &ze[1..], &zo[..tw], &zo[1..]);
+                let col = at + t * tw;
+                let base = a * 4 * stride + col;
+                let (v0, rest) = v[base..].split_at_mut(stride);
+                let (v1, rest) = rest.split_at_mut(stride);
+                let (v2, v3) = rest.split_at_mut(stride);
+                let (v0, v1, v2, v3) = (&mut v0[..tw], &mut v1[..tw], &mut v2[..tw], &mut v3[..tw]);
+                for k in 0..tw {
+                    v0[k] = e0[k] - e1[k];
+                    v1[k] = o0[k] + e1[k];
+                    v2[k] = e1[k] - o0[k];
+                    v3[k] = o0[k] - o1[k];
+                }
+            }
+        }
+        r += nt;
     }
 }
 
-/// See [`Winograd::output`]: `t = Aᵀ M` down the columns, then `Y = t A` along the rows.
-/// `s`: scratch of at least `10·tw` floats.
+/// See [`Winograd::output`]: `t = Aᵀ M` down the columns, then `Y = t A` along the rows,
+/// one flat loop over the block's tiles into four rows `Y_ij` (`s`: `4·tiles` floats),
+/// then scattered to the output rows.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn output_rows(g: &Geo, blk: &Block, m: &[f32], stride: usize, dst: &mut [f32], s: &mut [f32]) {
     let tw = g.tw;
-    let (t, ys) = s.split_at_mut(8 * tw);
-    let (y0, y1) = ys[..2 * tw].split_at_mut(tw);
+    let pb = (blk.r1 - blk.r0) * tw;
+    let mr: [&[f32]; XI] = std::array::from_fn(|xi| &m[xi * stride..][..pb]);
+    let (y00, rest) = s[..4 * pb].split_at_mut(pb);
+    let (y01, rest) = rest.split_at_mut(pb);
+    let (y10, y11) = rest.split_at_mut(pb);
+    for j in 0..pb {
+        let t0: [f32; 4] = std::array::from_fn(|b| mr[b][j] + mr[4 + b][j] + mr[8 + b][j]);
+        let t1: [f32; 4] = std::array::from_fn(|b| mr[4 + b][j] - mr[8 + b][j] - mr[12 + b][j]);
+        y00[j] = t0[0] + t0[1] + t0[2];
+        y01[j] = t0[1] - t0[2] - t0[3];
+        y10[j] = t1[0] + t1[1] + t1[2];
+        y11[j] = t1[1] - t1[2] - t1[3];
+    }
+    let ys = [[&y00[..], &y01[..]], [&y10[..], &y11[..]]];
+    let pairs = g.wo / 2;
     for r in blk.r0..blk.r1 {
         let (img, ty) = (r / blk.th, r % blk.th);
         let at = (r - blk.r0) * tw;
-        let mrow = |xi: usize| &m[xi * stride + at..][..tw];
-        // t[(i·4 + b)·tw + tx], i = output row within the tile
-        let (ta, tb) = t.split_at_mut(4 * tw);
-        for b in 0..4 {
-            let (m0, m1, m2, m3) = (mrow(b), mrow(4 + b), mrow(8 + b), mrow(12 + b));
-            let t0b = &mut ta[b * tw..][..tw];
-            for k in 0..tw {
-                t0b[k] = m0[k] + m1[k] + m2[k];
-            }
-            let t1b = &mut tb[b * tw..][..tw];
-            for k in 0..tw {
-                t1b[k] = m1[k] - m2[k] - m3[k];
-            }
-        }
-        for (i, ti) in t.chunks_exact(4 * tw).enumerate() {
+        for (i, [ya, yb]) in ys.iter().enumerate() {
             let oh = 2 * ty + i;
             if oh >= g.ho {
                 break;
             }
-            let (c0, c1, c2, c3) = (
-                &ti[..tw],
-                &ti[tw..2 * tw],
-                &ti[2 * tw..3 * tw],
-                &ti[3 * tw..],
-            );
-            for k in 0..tw {
-                y0[k] = c0[k] + c1[k] + c2[k];
-                y1[k] = c1[k] - c2[k] - c3[k];
-            }
+            let (ya, yb) = (&ya[at..at + tw], &yb[at..at + tw]);
             let row = &mut dst[(img * g.ho + oh) * g.wo..][..g.wo];
-            let pairs = g.wo / 2;
-            for (k, pair) in row.chunks_exact_mut(2).take(pairs).enumerate() {
-                pair[0] = y0[k];
-                pair[1] = y1[k];
+            for (k, pair) in row.chunks_exact_mut(2).enumerate() {
+                pair[0] = ya[k];
+                pair[1] = yb[k];
             }
             if g.wo % 2 == 1 {
-                row[g.wo - 1] = y0[pairs];
+                row[g.wo - 1] = ya[pairs];
             }
         }
     }
