@@ -94,5 +94,14 @@ mod tests {
         };
         assert!(!o.is_default());
         assert_eq!(o.describe(), "conv=im2col,gemm=matrixmultiply,simd=avx2");
+        let w = EngineOptions {
+            conv: ConvAlgorithm::Winograd,
+            ..Default::default()
+        };
+        assert_eq!(w.describe(), "conv=winograd,gemm=blas,simd=native");
+        assert_eq!(
+            "Winograd".parse::<ConvAlgorithm>(),
+            Ok(ConvAlgorithm::Winograd)
+        );
     }
 }
