@@ -8,7 +8,8 @@ use crate::engine::{ConvAlgorithm, EngineOptions, GemmBackend, Simd};
 /// Engine settings (defaults: the fastest; others change the last bits of results).
 #[derive(Debug, Args, Clone, Copy, Default)]
 pub struct EngineArgs {
-    /// Convolutions in f32: direct SIMD kernels where they apply, or im2col + GEMM everywhere.
+    /// Convolutions in f32: direct SIMD kernels where they apply, im2col + GEMM everywhere,
+    /// or Winograd F(2×2, 3×3) for 3×3 stride-1 sums (slower here; larger rounding error).
     #[arg(long, value_enum, default_value_t = ConvAlgorithm::Auto)]
     pub conv: ConvAlgorithm,
     /// Matrix products: OpenBLAS, or the `matrixmultiply` crate everywhere.

@@ -6,6 +6,7 @@ use std::any::TypeId;
 use std::borrow::Cow;
 
 use super::kernels::{weight_grad, DirectConv, Kernel, Shape};
+use super::winograd::Winograd;
 use super::Plan;
 use crate::engine::Scalar;
 
@@ -94,7 +95,10 @@ impl Plan<'_> {
             w,
         };
         let (ho, wo) = sh.out();
-        let kernel = self.direct.filter(|kn| ho > 0 && kn.applies(wo))?;
+        let wino = self.winograd && k == 3 && s == 1 && p <= 2;
+        let kernel = self
+            .direct
+            .filter(|kn| ho > 0 && (wino || kn.applies(wo)))?;
         let per = n * h * w;
         let chans: Vec<usize> = terms.iter().map(|(_, x)| x.len() / per.max(1)).collect();
         let c: usize = chans.iter().sum();
@@ -111,9 +115,17 @@ impl Plan<'_> {
             all.into()
         };
         sh.c = c;
-        let mut d = DirectConv::new(kernel, sh, &weights);
         let srcs: Vec<&[f32]> = terms.iter().map(|&(_, x)| f32s(x)).collect();
         let mut y = vec![T::zero(); out * n * ho * wo];
+        if wino {
+            let wg = Winograd::new(out, c, &weights, self.gemm, kernel);
+            // `y32` is `y` viewed as f32 (T is f32 here)
+            wg.run(&srcs, dims, p, f32s_mut(&mut y), |y32, img| {
+                after(t_of_mut::<T>(y32), img)
+            });
+            return Some(y);
+        }
+        let mut d = DirectConv::new(kernel, sh, &weights);
         for img in 0..n {
             d.image(&srcs, n, img, f32s_mut(&mut y));
             after(&mut y, img);
@@ -135,6 +147,16 @@ fn f32s<T: Scalar>(x: &[T]) -> &[f32] {
     );
     // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
     unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
+}
+
+/// An f32 slice as `&mut [T]`; only called where `T` is f32.
+fn t_of_mut<T: Scalar>(x: &mut [f32]) -> &mut [T] {
+    assert!(
+        TypeId::of::<T>() == TypeId::of::<f32>(),
+        "direct conv: f32 only"
+    );
+    // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut T, x.len()) }
 }
 
 /// [`f32s`] for a mutable slice.

@@ -36,6 +36,7 @@ mod im2col;
 mod kernels;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 use std::borrow::Cow;
 
@@ -93,6 +94,9 @@ struct Plan<'c> {
     gemm: GemmBackend,
     /// The direct kernel, where the scalar type (f32), options and CPU allow one.
     direct: Option<Kernel>,
+    /// Whether f32 3×3 stride-1 sums (forward, R-forward, dx, R{dx}) take Winograd
+    /// F(2×2, 3×3) (`winograd.rs`) instead of the direct kernel.
+    winograd: bool,
 }
 
 /// `[C, N, H, W]` as an array.
@@ -126,15 +130,17 @@ impl Conv2d {
         };
         let cols = (BLOCK_ELEMS / g.kk.max(1)).clamp(MIN_BLOCK_COLS, MAX_BLOCK_COLS);
         let direct = match options.conv {
-            ConvAlgorithm::Auto => direct::kernel_for::<T>(options.simd),
+            ConvAlgorithm::Auto | ConvAlgorithm::Winograd => direct::kernel_for::<T>(options.simd),
             ConvAlgorithm::Im2col => None,
         };
+        let winograd = options.conv == ConvAlgorithm::Winograd && direct.is_some();
         Plan {
             conv: self,
             g,
             rb: (cols / g.wo.max(1)).max(1),
             gemm: options.gemm,
             direct,
+            winograd,
         }
     }
 }
