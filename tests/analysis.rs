@@ -496,5 +496,8 @@ max_iter = 15
     let nores = by("nores-8");
     let at_chance = (nores["eval"]["train"]["accuracy"].as_f64().unwrap() - 10.0).abs() <= 2.0;
     assert_eq!(line.contains("did not train"), at_chance, "{line}");
-    assert!(report.contains("Transformers from depth 2 to 8"), "{report}");
+    assert!(
+        report.contains("Transformers from depth 2 to 8"),
+        "{report}"
+    );
 }

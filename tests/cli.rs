@@ -479,7 +479,14 @@ fn train_vit_with_adamw_and_sgd_through_the_binary() {
     for (name, opts, margin) in [
         (
             "adamw",
-            &["--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0.05"][..],
+            &[
+                "--optimizer",
+                "adamw",
+                "--lr",
+                "0.01",
+                "--weight-decay",
+                "0.05",
+            ][..],
             0.5,
         ),
         (
@@ -531,7 +538,14 @@ fn train_vit_with_adamw_and_sgd_through_the_binary() {
             "{name}: train loss {first} → {last} did not fall by {margin}"
         );
         let ev = ok_json(&[
-            "eval", "--model", out_s, "--data", "digits", "--samples", "512", "--json",
+            "eval",
+            "--model",
+            out_s,
+            "--data",
+            "digits",
+            "--samples",
+            "512",
+            "--json",
         ]);
         let eval_loss = ev["loss"].as_f64().unwrap();
         assert!(

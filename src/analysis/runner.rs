@@ -771,7 +771,9 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             r.probe.as_ref().and_then(|p| last(&p.rank_residual_init))
         }),
         vit_trend("rank distance, last block (trained)", true, &|r| {
-            r.probe.as_ref().and_then(|p| last(&p.rank_residual_trained))
+            r.probe
+                .as_ref()
+                .and_then(|p| last(&p.rank_residual_trained))
         }),
         vit_trend("grad ratio first/last (trained)", true, &|r| {
             r.probe.as_ref().map(|p| p.grad_ratio_trained)

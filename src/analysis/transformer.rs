@@ -69,7 +69,9 @@ fn test_acc(r: &ModelResult) -> f64 {
 }
 
 fn lmax(r: &ModelResult) -> Option<f64> {
-    r.hessian.as_ref().and_then(|h| h.eigenvalues.first().copied())
+    r.hessian
+        .as_ref()
+        .and_then(|h| h.eigenvalues.first().copied())
 }
 
 /// The last block output's rank residual at a fresh initialization and trained.
@@ -175,7 +177,7 @@ fn skips_sentence(d: usize, family: &str, res: &ModelResult, plain: &ModelResult
                 Some(b) => {
                     let _ = write!(
                         s,
-                        ": without skips the distance falls below 1% of the embedding's from block {b} of {d} on."
+                        ": without skips the distance falls below 1% of the embedding's from the output of block {b} of {d} on."
                     );
                 }
                 None => s.push('.'),
@@ -189,7 +191,7 @@ fn skips_sentence(d: usize, family: &str, res: &ModelResult, plain: &ModelResult
         let (gr, gp) = (pr.grad_ratio_trained, pp.grad_ratio_trained);
         let _ = write!(
             s,
-            " Trained, the first layer's gradient norm is {} of the last layer's without residual connections and {} with them",
+            " Trained, the first layer's gradient norm is {}× the last layer's without residual connections and {}× with them",
             num(gp),
             num(gr)
         );
@@ -289,11 +291,9 @@ fn norm_sentence(d: usize, pre: &ModelResult, post: &ModelResult) -> String {
             num(gq)
         );
         if gq > gp {
-            s.push_str(
-                ": post-LN gradients grow more toward the output, as Xiong et al. (2020) expect.",
-            );
+            s.push_str(": relative to the first block, post-LN's gradients are larger toward the output than pre-LN's, as Xiong et al. (2020) expect.");
         } else {
-            s.push_str(": the growth of post-LN gradients toward the output that Xiong et al. (2020) expect does not show.");
+            s.push_str(": the larger post-LN gradients toward the output that Xiong et al. (2020) expect do not show (relative to the first block they are not larger than pre-LN's).");
         }
     }
     s
@@ -456,8 +456,11 @@ mod tests {
         let f = findings(&[res.clone(), plain]);
         let s = &f[0];
         assert!(s.contains("did not train"), "{s}");
-        assert!(s.contains("The expected collapse of pure attention shows"), "{s}");
-        assert!(s.contains("from block 1 of 8 on"), "{s}");
+        assert!(
+            s.contains("The expected collapse of pure attention shows"),
+            "{s}"
+        );
+        assert!(s.contains("from the output of block 1 of 8 on"), "{s}");
         assert!(
             s.contains("does not show in λmax 600 vs 8.00") && s.contains("plateau"),
             "{s}"
@@ -478,7 +481,7 @@ mod tests {
         assert!(f[0].contains("as Xiong et al. (2020) expect"), "{}", f[0]);
         post.probe.as_mut().unwrap().block_grad_init = vec![1.0, 1.5];
         let f = findings(&[res, post]);
-        assert!(f[0].contains("that Xiong et al. (2020) expect does not show"));
+        assert!(f[0].contains("that Xiong et al. (2020) expect do not show"));
     }
 
     #[test]
@@ -492,7 +495,10 @@ mod tests {
         let f = findings(&v);
         let s = f.last().unwrap();
         assert!(s.starts_with("Transformers from depth 2 to 8"), "{s}");
-        assert!(s.contains("rank distance at initialization 0.300 → 1.00e-7"), "{s}");
+        assert!(
+            s.contains("rank distance at initialization 0.300 → 1.00e-7"),
+            "{s}"
+        );
         assert!(s.contains("the growth of collapse with depth that Dong et al. predict."));
         let mut v = v;
         v[1] = model("ViT (pre-LN)", 8, false, 80.0, 0.6, (0.2, 0.2), 5.0);
