@@ -232,20 +232,20 @@ pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Analysis
                     .map_err(err)?;
                 for (i, (label, residual, pts)) in panel.lines.iter().enumerate() {
                     // one hue per family: blues/greens residual, reds/oranges plain
-                    let k = panel.lines[..i].iter().filter(|l| l.1 == *residual).count();
+                    let nth = panel.lines[..i].iter().filter(|l| l.1 == *residual).count();
                     let c = if *residual {
                         [
                             RGBColor(31, 119, 180),
                             RGBColor(44, 160, 44),
                             RGBColor(23, 190, 207),
-                        ][k % 3]
+                        ][nth % 3]
                             .to_rgba()
                     } else {
                         [
                             RGBColor(214, 39, 40),
                             RGBColor(255, 127, 14),
                             RGBColor(140, 86, 75),
-                        ][k % 3]
+                        ][nth % 3]
                             .mix(0.9)
                     };
                     let pts: Vec<(f64, f64)> = pts

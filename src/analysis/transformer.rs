@@ -310,6 +310,8 @@ fn depth_sentence(v: &[&ModelResult]) -> Option<String> {
     }
     let mut parts = Vec::new();
     let mut collapse_deepens = None;
+    // residual variants whose last-block rank distance falls > 10× with depth, and not
+    let (mut skips_fail, mut skips_hold) = (Vec::new(), Vec::new());
     for (family, residual) in &variants {
         let mut fam: Vec<&ModelResult> = v
             .iter()
@@ -342,6 +344,10 @@ fn depth_sentence(v: &[&ModelResult]) -> Option<String> {
             );
             if !residual {
                 collapse_deepens = Some(bi * 10.0 < ai);
+            } else if bi * 10.0 < ai {
+                skips_fail.push(format!("{family} ({} → {})", num(ai), num(bi)));
+            } else {
+                skips_hold.push(family.clone());
             }
         }
         parts.push(p);
@@ -365,6 +371,20 @@ fn depth_sentence(v: &[&ModelResult]) -> Option<String> {
         Some(true) => s.push_str(" Without residual connections the tokens end more than 10× closer to rank one in the deeper stack, the growth of collapse with depth that Dong et al. predict."),
         Some(false) => s.push_str(" Without residual connections the deeper stack does not end 10× closer to rank one: the growth of collapse with depth that Dong et al. predict does not show between these depths."),
         None => {}
+    }
+    if !skips_hold.is_empty() {
+        let _ = write!(
+            s,
+            " With residual connections the distance stays within 10× from the shallow to the deep stack in {}, as expected.",
+            skips_hold.join(" and ")
+        );
+    }
+    if !skips_fail.is_empty() {
+        let _ = write!(
+            s,
+            " With residual connections it still falls more than 10× in {} at initialization: there the skips alone do not keep the tokens apart.",
+            skips_fail.join(" and ")
+        );
     }
     Some(s)
 }
@@ -500,6 +520,26 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("the growth of collapse with depth that Dong et al. predict."));
+        assert!(s.contains("stays within 10× from the shallow to the deep stack in ViT (pre-LN)"));
+        let mut w = v.to_vec();
+        w.push(model("ViT (post-LN)", 2, true, 90.0, 0.3, (0.3, 0.3), 5.0));
+        w.push(model(
+            "ViT (post-LN)",
+            8,
+            true,
+            94.0,
+            0.2,
+            (0.008, 0.3),
+            5.0,
+        ));
+        let f = findings(&w);
+        assert!(
+            f.last()
+                .unwrap()
+                .contains("still falls more than 10× in ViT (post-LN) (0.300 → 0.008)"),
+            "{}",
+            f.last().unwrap()
+        );
         let mut v = v;
         v[1] = model("ViT (pre-LN)", 8, false, 80.0, 0.6, (0.2, 0.2), 5.0);
         let f = findings(&v);
