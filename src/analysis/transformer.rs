@@ -394,6 +394,7 @@ mod tests {
     use super::*;
     use crate::analysis::runner::{Evals, HessianResult, ProbeSummary};
     use crate::objective::Evaluation;
+    use std::f64::consts::LN_10;
 
     fn model(
         family: &str,
@@ -462,7 +463,7 @@ mod tests {
 
     #[test]
     fn chance_is_judged_from_the_class_count() {
-        let m = model("ViT (pre-LN)", 8, false, 10.2, 2.3026, (0.0, 0.0), 1.0);
+        let m = model("ViT (pre-LN)", 8, false, 10.2, LN_10, (0.0, 0.0), 1.0);
         assert!(at_chance(&m));
         let m = model("ViT (pre-LN)", 8, false, 60.0, 1.2, (0.0, 0.0), 1.0);
         assert!(!at_chance(&m));
@@ -472,7 +473,7 @@ mod tests {
     fn sentences_follow_the_numbers_either_way() {
         // collapse without skips, chance accuracy, flatter plain landscape
         let res = model("ViT (pre-LN)", 8, true, 97.0, 0.1, (0.5, 0.6), 600.0);
-        let plain = model("ViT (pre-LN)", 8, false, 10.0, 2.3026, (1e-7, 1e-9), 8.0);
+        let plain = model("ViT (pre-LN)", 8, false, 10.0, LN_10, (1e-7, 1e-9), 8.0);
         let f = findings(&[res.clone(), plain]);
         let s = &f[0];
         assert!(s.contains("did not train"), "{s}");
@@ -508,7 +509,7 @@ mod tests {
     fn collapse_with_depth_is_judged_per_family() {
         let v = [
             model("ViT (pre-LN)", 2, false, 88.0, 0.4, (0.3, 0.3), 5.0),
-            model("ViT (pre-LN)", 8, false, 10.0, 2.3026, (1e-7, 1e-7), 5.0),
+            model("ViT (pre-LN)", 8, false, 10.0, LN_10, (1e-7, 1e-7), 5.0),
             model("ViT (pre-LN)", 2, true, 93.0, 0.2, (0.6, 0.6), 5.0),
             model("ViT (pre-LN)", 8, true, 92.0, 0.2, (0.5, 0.6), 5.0),
         ];
