@@ -31,7 +31,8 @@ deps:
 build: deps
 	$(CARGO) build --release --locked $(FEATURES)
 
-## The main job: residual vs plain ResNets (depth 20 and 56) on digits → outputs/residual-vs-plain/.
+## The main job: residual vs plain ResNets (depth 20 and 56) and the depth-8 pre-LN ViT with and
+## without residual connections, on digits → outputs/residual-vs-plain/.
 run: build
 	$(BIN) run analyses/residual-vs-plain.toml
 

@@ -405,3 +405,99 @@ fn depth_sweep_measures_chaos_against_depth() {
     };
     assert!(report.contains(&verdict), "{verdict}\n{report}");
 }
+
+/// The bundled depth-2 and depth-8 ViTs (pre-LN with and without residual connections,
+/// post-LN) in one tiny spec: families are compared within themselves (the pre-LN pair,
+/// never post-LN against the pre-LN plain one), the transformer sentences and figures are
+/// written, and each sentence's verdict agrees with the numbers in metrics.json.
+#[test]
+fn transformer_spec_compares_variants_and_states_verdicts() {
+    let dir = common::tempdir();
+    let spec = dir.path().join("vit.toml");
+    let mut text = String::from(
+        r#"
+name = "vit"
+[data]
+name = "digits"
+samples = 64
+[grid]
+x = "-0.5:0.5:4"
+y = "-0.5:0.5:3"
+[hessian]
+top_k = 1
+trace_probes = 2
+max_iter = 15
+"#,
+    );
+    for (file, label) in [
+        ("vit2-preln", "pre-2"),
+        ("vit2-postln", "post-2"),
+        ("vit2-preln-nores", "nores-2"),
+        ("vit8-preln", "pre-8"),
+        ("vit8-preln-nores", "nores-8"),
+    ] {
+        text.push_str(&format!(
+            "[[models]]\nfile = \"fixtures/models/{file}-digits.safetensors\"\nlabel = \"{label}\"\n"
+        ));
+    }
+    std::fs::write(&spec, text).unwrap();
+    let outputs = dir.path().join("out");
+    assert_success("run", run_spec(&spec, &outputs));
+    let out = outputs.join("vit");
+    for f in [
+        "surfaces.png",
+        "gradient-flow.png",
+        "rank-collapse.png",
+        "transformer-depth.png",
+        "landscape-chaos.png",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    let by = |label: &str| {
+        m["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["label"] == label)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("pre-2")["family"], "ViT (pre-LN)");
+    assert_eq!(by("post-2")["family"], "ViT (post-LN)");
+    assert_eq!(by("nores-8")["residual"], false);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // the pre-LN pair is compared; post-LN has no plain twin, so no such sentence
+    assert!(report.contains("ViT (pre-LN), depth 8: the plain network"));
+    assert!(!report.contains("ViT (post-LN), depth 2: the plain network"));
+    assert!(report.contains("Transformer, depth 2, pre-LN vs post-LN (both residual)"));
+    // the rank-collapse verdict follows the last block's distance from rank one at init
+    let last = |r: &serde_json::Value| {
+        let v = r["probe"]["rank_residual_init"].as_array().unwrap();
+        v.last().unwrap().as_f64().unwrap()
+    };
+    let line = report
+        .lines()
+        .find(|l| l.contains("Transformer, depth 8, ViT (pre-LN) with vs without"))
+        .expect("depth-8 residual sentence");
+    let collapsed = last(&by("nores-8")) * 10.0 < last(&by("pre-8"));
+    assert_eq!(
+        line.contains("The expected collapse of pure attention shows"),
+        collapsed,
+        "{line}"
+    );
+    assert_eq!(
+        line.contains("The expected collapse does not show"),
+        !collapsed,
+        "{line}"
+    );
+    // the depth-8 plain ViT is bundled at chance: the report says so
+    let nores = by("nores-8");
+    let at_chance = (nores["eval"]["train"]["accuracy"].as_f64().unwrap() - 10.0).abs() <= 2.0;
+    assert_eq!(line.contains("did not train"), at_chance, "{line}");
+    assert!(
+        report.contains("Transformers from depth 2 to 8"),
+        "{report}"
+    );
+}

@@ -182,6 +182,28 @@ pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Analysis
         }
         let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // the legend goes in the left corner (upper or lower) with fewer points near it
+        let legend_at = {
+            let height = |v: f64| match panel.log {
+                true if lo > 0.0 && hi > lo => (v.ln() - lo.ln()) / (hi.ln() - lo.ln()),
+                _ if hi > lo => (v - lo) / (hi - lo),
+                _ => 0.5,
+            };
+            let left: Vec<f64> = panel
+                .lines
+                .iter()
+                .flat_map(|l| l.2.iter())
+                .filter(|p| p.0 <= dmin + 0.4 * (dmax - dmin) && p.1.is_finite())
+                .map(|p| height(p.1))
+                .collect();
+            let upper = left.iter().filter(|&&h| h > 0.6).count();
+            let lower = left.iter().filter(|&&h| h < 0.4).count();
+            if upper > lower {
+                SeriesLabelPosition::LowerLeft
+            } else {
+                SeriesLabelPosition::UpperLeft
+            }
+        };
         let mut b = ChartBuilder::on(area);
         b.caption(&panel.title, ("sans-serif", 15))
             .margin(10)
@@ -197,6 +219,8 @@ pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Analysis
                     .y_label_formatter(&|v: &f64| {
                         if v.abs() >= 1e3 || (v.abs() < 1e-2 && *v != 0.0) {
                             format!("{v:.1e}")
+                        } else if v.abs() >= 10.0 {
+                            format!("{v:.0}")
                         } else {
                             format!("{v:.3}")
                         }
@@ -207,10 +231,22 @@ pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Analysis
                     .draw()
                     .map_err(err)?;
                 for (i, (label, residual, pts)) in panel.lines.iter().enumerate() {
+                    // one hue per family: blues/greens residual, reds/oranges plain
+                    let nth = panel.lines[..i].iter().filter(|l| l.1 == *residual).count();
                     let c = if *residual {
-                        RGBColor(31, 119, 180).to_rgba()
+                        [
+                            RGBColor(31, 119, 180),
+                            RGBColor(44, 160, 44),
+                            RGBColor(23, 190, 207),
+                        ][nth % 3]
+                            .to_rgba()
                     } else {
-                        RGBColor(214, 39, 40).mix(0.9 - 0.2 * i as f64)
+                        [
+                            RGBColor(214, 39, 40),
+                            RGBColor(255, 127, 14),
+                            RGBColor(140, 86, 75),
+                        ][nth % 3]
+                            .mix(0.9)
                     };
                     let pts: Vec<(f64, f64)> = pts
                         .iter()
@@ -230,7 +266,7 @@ pub fn depth_trends(path: &Path, title: &str, panels: &[TrendPanel]) -> Analysis
                         .background_style(WHITE.mix(0.85))
                         .border_style(BLACK.mix(0.3))
                         .label_font(("sans-serif", 12))
-                        .position(SeriesLabelPosition::UpperLeft)
+                        .position(legend_at)
                         .draw()
                         .map_err(err)?;
                 }

@@ -20,6 +20,7 @@ pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod steps;
+pub mod transformer;
 
 pub use error::{AnalysisError, AnalysisResult};
 pub use runner::{run_analysis, AnalysisOutcome, ModelResult};

@@ -153,9 +153,45 @@ fn ratio_words(a: f64, b: f64) -> String {
     }
 }
 
-/// Sentences comparing each plain network with the residual one of the same depth.
+/// The results grouped by [`ModelResult::family`], families in order of first appearance.
+pub fn families(results: &[ModelResult]) -> Vec<(String, Vec<ModelResult>)> {
+    let mut groups: Vec<(String, Vec<ModelResult>)> = Vec::new();
+    for r in results {
+        match groups.iter_mut().find(|g| g.0 == r.family) {
+            Some(g) => g.1.push(r.clone()),
+            None => groups.push((r.family.clone(), vec![r.clone()])),
+        }
+    }
+    groups
+}
+
+/// Sentences comparing each plain network with the residual one of the same depth and
+/// family (named when the analysis spans several), the chaos measure and λmax against
+/// depth per family, then the transformer verdicts ([`super::transformer::findings`]).
 pub fn findings(results: &[ModelResult]) -> Vec<String> {
+    let groups = families(results);
+    let named = groups.len() > 1;
+    let mut out = Vec::new();
+    for (family, members) in &groups {
+        out.extend(family_findings(members, named.then_some(family.as_str())));
+    }
+    out.extend(super::transformer::findings(results));
+    out
+}
+
+/// [`findings`] within one family; `family` prefixes the sentences when given.
+fn family_findings(results: &[ModelResult], family: Option<&str>) -> Vec<String> {
     let op = curvature(results);
+    // transformers have residual connections, ResNets shortcuts
+    let skips = if results.iter().any(|r| r.family.starts_with("ViT")) {
+        "residual connections"
+    } else {
+        "shortcuts"
+    };
+    let depth_word = match family {
+        Some(f) => format!("{f}, depth"),
+        None => "Depth".into(),
+    };
     let mut out = Vec::new();
     let mut depths: Vec<usize> = results.iter().map(|r| r.depth).collect();
     depths.sort_unstable();
@@ -167,7 +203,7 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
             continue;
         };
         let mut s = format!(
-            "Depth {d}: the plain network reaches {:.1}% train / {} test accuracy, the residual one {:.1}% / {}.",
+            "{depth_word} {d}: the plain network reaches {:.1}% train / {} test accuracy, the residual one {:.1}% / {}.",
             plain.eval.train.accuracy,
             plain.eval.test.map(|t| format!("{:.1}%", t.accuracy)).unwrap_or_else(|| "–".into()),
             res.eval.train.accuracy,
@@ -192,7 +228,7 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
             if let (Some(bp), Some(br)) = (&mp.surface.basin_radius, &mr.surface.basin_radius) {
                 let _ = write!(
                     s,
-                    " On the filter-normalized surface the basin (loss within +{} of the center) has mean radius {:.3} without shortcuts and {:.3} with them; the share of non-convex points near the center is {} vs {}, the roughness {} vs {}.",
+                    " On the filter-normalized surface the basin (loss within +{} of the center) has mean radius {:.3} without {skips} and {:.3} with them; the share of non-convex points near the center is {} vs {}, the roughness {} vs {}.",
                     mp.surface.delta,
                     bp.mean,
                     br.mean,
@@ -206,7 +242,7 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
         if let (Some(sp), Some(sr)) = (&plain.sharpness, &res.sharpness) {
             let _ = write!(
                 s,
-                " Within a box of relative size ε = {} (Keskar et al.) the loss rises by {}% without shortcuts and {}% with them; the largest gradient change per unit step along the gradient (β-smoothness, Santurkar et al.) is {} vs {}.",
+                " Within a box of relative size ε = {} (Keskar et al.) the loss rises by {}% without {skips} and {}% with them; the largest gradient change per unit step along the gradient (β-smoothness, Santurkar et al.) is {} vs {}.",
                 sp.eps,
                 fmt_opt(Some(sp.eps_sharpness), 2),
                 fmt_opt(Some(sr.eps_sharpness), 2),
@@ -217,13 +253,16 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
         if let (Some(pp), Some(pr)) = (&plain.probe, &res.probe) {
             let _ = write!(
                 s,
-                " At a fresh He initialization the gradient norm of the first layer relative to the last is {:.3} without shortcuts and {:.3} with them, and the last block's activation std relative to the first is {:.3} vs {:.3}.",
+                " At a fresh He initialization the gradient norm of the first layer relative to the last is {:.3} without {skips} and {:.3} with them, and the last block's activation std relative to the first is {:.3} vs {:.3}.",
                 pp.grad_ratio_init, pr.grad_ratio_init, pp.act_std_ratio_init, pr.act_std_ratio_init
             );
         }
         out.push(s);
     }
-    out.extend(chaos_finding(results));
+    out.extend(chaos_finding(results).map(|c| match family {
+        Some(f) => format!("{f}: {c}"),
+        None => c,
+    }));
     // how curvature changes with depth, per family
     for residual in [false, true] {
         let mut fam: Vec<&ModelResult> = results
@@ -243,9 +282,13 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
                 .as_ref()
                 .and_then(|h| h.eigenvalues.first().copied())
                 .unwrap_or(f64::NAN);
+            let which = if residual { "Residual" } else { "Plain" };
             out.push(format!(
-                "{} networks: λmax goes from {la:.3} at depth {} to {lb:.3} at depth {} ({}).",
-                if residual { "Residual" } else { "Plain" },
+                "{}networks: λmax goes from {la:.3} at depth {} to {lb:.3} at depth {} ({}).",
+                match family {
+                    Some(f) => format!("{f}: {} ", which.to_lowercase()),
+                    None => format!("{which} "),
+                },
                 a.depth,
                 b.depth,
                 if lb > la {

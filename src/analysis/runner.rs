@@ -93,6 +93,12 @@ pub struct ProbeSummary {
     pub token_cosine_init: Vec<f64>,
     #[serde(default)]
     pub token_cosine_trained: Vec<f64>,
+    /// ‖∂L/∂θ‖ over all trainable tensors of each block with parameters (`layer2.0`,
+    /// `blocks.3`), in depth order: the per-layer gradient scale of Xiong et al. 2020.
+    #[serde(default)]
+    pub block_grad_init: Vec<f64>,
+    #[serde(default)]
+    pub block_grad_trained: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -109,6 +115,13 @@ pub struct ModelResult {
     pub description: String,
     pub depth: usize,
     pub residual: bool,
+    /// The architecture family whose residual and plain members are compared at equal
+    /// depth: `ResNet`, `MLP`, `ViT (pre-LN)`, `ViT (post-LN)`, `ONNX`.
+    #[serde(default)]
+    pub family: String,
+    /// Output classes (chance accuracy is 100/classes %).
+    #[serde(default)]
+    pub classes: usize,
     pub params: usize,
     pub eval: Evals,
     pub surface_file: String,
@@ -435,10 +448,16 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             ))
         })
         .collect::<AnalysisResult<_>>()?;
-    // more than one row: residual models on the first, plain ones below
+    // more than one row: residual models on the first, plain ones below when they are as
+    // many (each plain twin under its residual one); otherwise one depth per row
     let mut ordered: Vec<&ModelResult> = o.results.iter().collect();
     if ordered.len() > 4 {
-        ordered.sort_by_key(|r| (!r.residual, r.depth));
+        let residual = ordered.iter().filter(|r| r.residual).count();
+        if 2 * residual == ordered.len() {
+            ordered.sort_by_key(|r| (!r.residual, r.depth));
+        } else {
+            ordered.sort_by_key(|r| r.depth);
+        }
     }
     let panel = |file: &str, inputs: Vec<PathBuf>| -> AnalysisResult<()> {
         let cfg = crate::plot::PlotConfig {
@@ -650,25 +669,40 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             images.push(("rank-collapse.png".into(), "Relative distance of the token matrix from rank one (all tokens equal), ‖X − 1x̄ᵀ‖_F/‖X‖_F averaged over samples (Dong et al. 2021): 0 = collapsed; left at a fresh initialization, right trained; solid = residual, dashed = no skips.".into()));
         }
     }
-    // metrics against depth, when the analysis spans several depths
-    let mut depths: Vec<usize> = o.results.iter().map(|r| r.depth).collect();
-    depths.sort_unstable();
-    depths.dedup();
+    // metrics against depth: one line per family and residual/plain, named by the family
+    // when the analysis spans several; lines of a single depth are left out
     use super::figures::TrendPanel;
-    let trend = |title: &str, log: bool, f: &dyn Fn(&ModelResult) -> Option<f64>| {
-        let lines = [(true, "residual"), (false, "plain (no shortcuts)")]
-            .into_iter()
-            .map(|(res, name)| {
-                let mut pts: Vec<(f64, f64)> = o
-                    .results
+    let trend_of = |results: &[&ModelResult],
+                    title: &str,
+                    log: bool,
+                    f: &dyn Fn(&ModelResult) -> Option<f64>| {
+        let mut variants: Vec<(&str, bool)> = Vec::new();
+        for r in results {
+            for v in [(r.family.as_str(), true), (r.family.as_str(), false)] {
+                if !variants.contains(&v) {
+                    variants.push(v);
+                }
+            }
+        }
+        let many = variants.len() > 2;
+        let lines = variants
+            .iter()
+            .map(|&(family, res)| {
+                let mut pts: Vec<(f64, f64)> = results
                     .iter()
-                    .filter(|r| r.residual == res)
+                    .filter(|r| r.residual == res && r.family == family)
                     .filter_map(|r| f(r).map(|v| (r.depth as f64, v)))
                     .collect();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                (name.to_string(), res, pts)
+                let name = match (many, res) {
+                    (false, true) => "residual".to_string(),
+                    (false, false) => "plain (no shortcuts)".to_string(),
+                    (true, true) => format!("{family} residual"),
+                    (true, false) => format!("{family} plain"),
+                };
+                (name, res, pts)
             })
-            .filter(|l| !l.2.is_empty())
+            .filter(|l| l.2.len() >= 2)
             .collect();
         TrendPanel {
             title: title.into(),
@@ -676,7 +710,18 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             lines,
         }
     };
-    if depths.len() >= 3 {
+    let all: Vec<&ModelResult> = o.results.iter().collect();
+    let trend = |title: &str, log: bool, f: &dyn Fn(&ModelResult) -> Option<f64>| {
+        trend_of(&all, title, log, f)
+    };
+    // the most depths one line spans
+    let span = trend("", false, &|_| Some(0.0))
+        .lines
+        .iter()
+        .map(|l| l.2.len())
+        .max()
+        .unwrap_or(0);
+    if span >= 3 {
         let panels = vec![
             trend("train loss", true, &|r| Some(r.eval.train.loss)),
             trend("test accuracy %", false, &|r| {
@@ -717,7 +762,7 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
         .results
         .iter()
         .all(|r| r.metrics.as_ref().is_some_and(|m| m.surface.dims == 2));
-    if depths.len() >= 2 && two_d {
+    if span >= 2 && two_d {
         let panels = vec![
             trend("strict local minima (1 = one basin)", false, &|r| {
                 r.metrics.as_ref().map(|m| m.surface.local_minima as f64)
@@ -743,6 +788,59 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
         images.push((
             file.into(),
             format!("Chaos of each {} training-loss surface against depth: strict local minima on the whole grid (points below all 8 neighbours), the share of points near the center whose 2×2 finite-difference Hessian has a negative eigenvalue (non-convex fraction), and the RMS misfit of the best quadratic near the center over the loss range (roughness); solid = residual, dashed = no shortcuts.", o.grid),
+        ));
+    }
+    // transformers: trainability, curvature, rank collapse and gradient flow against depth
+    let vits: Vec<&ModelResult> = o
+        .results
+        .iter()
+        .filter(|r| r.family.starts_with("ViT"))
+        .collect();
+    let vit_trend = |title: &str, log: bool, f: &dyn Fn(&ModelResult) -> Option<f64>| {
+        trend_of(&vits, title, log, f)
+    };
+    let last = |v: &Vec<f64>| v.last().copied();
+    let panels: Vec<TrendPanel> = vec![
+        vit_trend("test accuracy %", false, &|r| {
+            r.eval.test.map(|t| t.accuracy)
+        }),
+        vit_trend(
+            &format!("λmax ({})", super::report::curvature(&o.results)),
+            true,
+            &|r| {
+                r.hessian
+                    .as_ref()
+                    .and_then(|h| h.eigenvalues.first().copied())
+            },
+        ),
+        vit_trend("ε-sharpness %", true, &|r| {
+            r.sharpness.as_ref().map(|s| s.eps_sharpness)
+        }),
+        vit_trend("rank distance, last block (init)", true, &|r| {
+            r.probe.as_ref().and_then(|p| last(&p.rank_residual_init))
+        }),
+        vit_trend("rank distance, last block (trained)", true, &|r| {
+            r.probe
+                .as_ref()
+                .and_then(|p| last(&p.rank_residual_trained))
+        }),
+        vit_trend("grad ratio first/last (trained)", true, &|r| {
+            r.probe.as_ref().map(|p| p.grad_ratio_trained)
+        }),
+    ]
+    .into_iter()
+    .filter(|p| !p.lines.is_empty())
+    .collect();
+    if !panels.is_empty() {
+        let file = "transformer-depth.png";
+        super::figures::depth_trends(
+            &o.out_dir.join(file),
+            "Transformers: residual connections and LayerNorm placement against depth",
+            &panels,
+        )?;
+        images.push((
+            file.into(),
+            "ViT variants against depth: test accuracy, λmax, ε-sharpness, the last block's token distance from rank one ‖X − 1x̄ᵀ‖_F/‖X‖_F at a fresh initialization and trained (Dong et al. 2021: 0 = collapsed), and the trained first-to-last gradient-norm ratio; solid = residual, dashed = without residual connections.".into(),
         ));
     }
     Ok(images)

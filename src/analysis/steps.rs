@@ -195,6 +195,8 @@ impl Measured {
             description: model.arch.to_string(),
             depth: depth_of(&model.arch),
             residual: model.arch.is_residual(),
+            family: family_of(&model.arch).into(),
+            classes: model.arch.num_classes(),
             params: model.graph.layout.trainable_len(),
             eval: self
                 .eval
@@ -225,6 +227,19 @@ fn depth_of(arch: &Arch) -> usize {
         Arch::Mlp(m) => m.depth + 2,
         Arch::Vit(v) => v.depth,
         Arch::Onnx(o) => o.depth,
+    }
+}
+
+/// The family a model is compared within (residual vs plain at equal depth): the LayerNorm
+/// placement splits transformers, since pre- and post-LN stacks differ beyond the skips.
+pub(super) fn family_of(arch: &Arch) -> &'static str {
+    use crate::model::zoo::VitNorm;
+    match arch {
+        Arch::ResnetCifar(_) => "ResNet",
+        Arch::Mlp(_) => "MLP",
+        Arch::Vit(v) if v.norm == VitNorm::Pre => "ViT (pre-LN)",
+        Arch::Vit(_) => "ViT (post-LN)",
+        Arch::Onnx(_) => "ONNX",
     }
 }
 
@@ -598,6 +613,8 @@ fn probe(run: &Run, s: &Subject, m: &mut Measured) -> AnalysisResult<bool> {
                 .iter()
                 .filter_map(|a| a.token_cosine)
                 .collect(),
+            block_grad_init: init.blocks.iter().map(|b| b.grad_norm).collect(),
+            block_grad_trained: tr.blocks.iter().map(|b| b.grad_norm).collect(),
         }))
     })?;
     m.probe = p;
