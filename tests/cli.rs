@@ -650,6 +650,8 @@ fn vit_without_metadata_is_inferred_converted_and_evaluated() {
             "pos_embed fixes its input: 17 tokens = 4×4 patches of 2×2 + the class token",
         ],
     );
+}
+
 /// `losscape train --arch vit` through the binary, with AdamW and with SGD: a tiny ViT
 /// (depth 1, width 16, mean pooling) on 512 digits for 6 epochs. The full-subset training
 /// loss after the last epoch must fall clearly below the first epoch's (and below ln 10,
