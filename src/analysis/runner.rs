@@ -616,13 +616,7 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
         .filter_map(|r| r.probe.as_ref().map(|p| (r, p)))
         .collect();
     if !probes.is_empty() {
-        type Series = Vec<(String, bool, Vec<f64>)>;
-        let series = |f: &dyn Fn(&ProbeSummary) -> &Vec<f64>| -> Series {
-            probes
-                .iter()
-                .map(|(r, p)| (r.label.clone(), r.residual, f(p).clone()))
-                .collect()
-        };
+        let series = |f: &dyn Fn(&ProbeSummary) -> &Vec<f64>| probe_series(&probes, f);
         super::figures::depth_panels(
             &o.out_dir.join("gradient-flow.png"),
             "Gradient norm per layer",
@@ -645,17 +639,13 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
             ],
         )?;
         images.push(("activations.png".into(), "Standard deviation of each block's output, left at a fresh He initialization, right for the trained weights; solid = residual, dashed = no shortcuts.".into()));
-        let tokens: Vec<&(&ModelResult, &ProbeSummary)> = probes
+        let tokens: Vec<(&ModelResult, &ProbeSummary)> = probes
             .iter()
             .filter(|(_, p)| !p.rank_residual_trained.is_empty())
+            .copied()
             .collect();
         if !tokens.is_empty() {
-            let series = |f: &dyn Fn(&ProbeSummary) -> &Vec<f64>| -> Series {
-                tokens
-                    .iter()
-                    .map(|(r, p)| (r.label.clone(), r.residual, f(p).clone()))
-                    .collect()
-            };
+            let series = |f: &dyn Fn(&ProbeSummary) -> &Vec<f64>| probe_series(&tokens, f);
             super::figures::depth_panels(
                 &o.out_dir.join("rank-collapse.png"),
                 "Token rank collapse per block output",
@@ -844,4 +834,15 @@ pub fn plots(o: &AnalysisOutcome) -> AnalysisResult<Vec<(String, String)>> {
         ));
     }
     Ok(images)
+}
+
+/// One line per model of a per-layer probe quantity: (label, residual, values).
+fn probe_series(
+    probes: &[(&ModelResult, &ProbeSummary)],
+    f: &dyn Fn(&ProbeSummary) -> &Vec<f64>,
+) -> Vec<(String, bool, Vec<f64>)> {
+    probes
+        .iter()
+        .map(|(r, p)| (r.label.clone(), r.residual, f(p).clone()))
+        .collect()
 }
