@@ -23,20 +23,25 @@
 //! from the binary, needs every reader's arguments serialized, costs an exec per read) and
 //! validating the file format ourselves before calling libhdf5 (a second HDF5 parser).
 //! `fork` works identically from the CLI, the library and its tests. Its hazards and how
-//! they are met: the child has only the forking thread, so [`contain`] forks while holding
-//! the `hdf5` crate's global lock (no other thread is inside libhdf5 at that instant) and
-//! glibc's `fork` resets the allocator's locks; the reader closures never use rayon or
-//! other threads; the child leaves with `_exit`, running no destructors or `atexit`
-//! handlers of the parent's state.
+//! they are met: the child has only the forking thread, so any lock another thread held at
+//! the fork stays held there forever. Hence [`contain`] forks while holding the `hdf5`
+//! crate's global lock (no other thread is inside libhdf5 at that instant) and the child
+//! never releases it (its reads re-enter it); glibc's `fork` resets the allocator's locks;
+//! the child sets no panic hook (a wrapper installed in the parent keeps it quiet); the
+//! reader closures never use rayon or other threads; the answer is length-prefixed, so a
+//! sibling child holding a copy of the pipe cannot delay it; the child leaves with
+//! `_exit`, running no destructors or `atexit` handlers of the parent's state.
 //!
 //! **Global state (documented):** the [`Containment`] mode, set once by a program (the
 //! default is [`Containment::Fork`] with [`DEFAULT_DEADLINE`]); the fuzzer shortens the
-//! deadline.
+//! deadline. The first contained read wraps the process's panic hook (see above); a hook
+//! set after it replaces the wrapper, and a contained child's panic then also goes
+//! through that hook.
 
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -171,19 +176,30 @@ where
     let errfd = unsafe { libc::memfd_create(c"losscape-hdf5-stderr".as_ptr(), libc::MFD_CLOEXEC) };
     let errfd = (errfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(errfd) });
     crate::io::hdf5_init();
+    install_child_quiet_hook();
+    let err_raw = errfd.as_ref().map(|f| f.as_raw_fd());
+    let mut parts = Some((tx, read));
     // Fork while holding the hdf5 crate's lock: no other thread is inside libhdf5, so the
-    // child's copy of the library is in a consistent state.
+    // child's copy of the library is in a consistent state. The child runs its whole life
+    // inside this lock scope and never releases it: releasing a lock that other threads of
+    // the parent were waiting on would go through parking_lot's slow path (its global
+    // tables, possibly locked by a thread that does not exist in the child, and a fair
+    // hand-off to such a thread, which leaves the lock held forever). Held, the reader's
+    // own `sync` calls are re-entrant increments and touch no shared state.
     // SAFETY: the child only runs `read` (single-threaded by contract), writes to the pipe
     // and leaves with `_exit`.
-    let pid = hdf5::sync::sync(|| unsafe { libc::fork() });
+    let pid = hdf5::sync::sync(|| {
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let (tx, read) = parts.take().expect("forked once");
+            child(tx, err_raw, bound, read);
+        }
+        pid
+    });
     if pid < 0 {
         return Err(system(format!("fork: {}", std::io::Error::last_os_error())));
     }
-    if pid == 0 {
-        drop(rx);
-        child(tx, errfd, bound, read);
-    }
-    drop(tx);
+    drop(parts);
     let started = Instant::now();
     let bytes = match read_until(rx, started + deadline) {
         Ok(Some(b)) => b,
@@ -235,7 +251,16 @@ where
             libc::WEXITSTATUS(status)
         )));
     }
-    match bincode::deserialize::<Frame<T>>(&bytes) {
+    let body = match framed_len(&bytes) {
+        Some(len) if bytes.len() as u64 == 8 + len => &bytes[8..],
+        _ => {
+            return Err(system(format!(
+                "a truncated answer ({} bytes)",
+                bytes.len()
+            )))
+        }
+    };
+    match bincode::deserialize::<Frame<T>>(body) {
         Ok(Frame::Done(v)) => Ok(v),
         Ok(Frame::Panicked(message)) => Err(ContainError::Panicked {
             path: path.into(),
@@ -248,11 +273,11 @@ where
 /// The child's side: limit memory, run, answer, `_exit`.
 fn child<T: Serialize, F: FnOnce() -> T>(
     tx: OwnedFd,
-    errfd: Option<OwnedFd>,
+    errfd: Option<std::os::fd::RawFd>,
     bound: u64,
     read: F,
 ) -> ! {
-    use std::os::fd::AsRawFd;
+    IN_CHILD.store(true, Ordering::SeqCst);
     // SAFETY: plain system calls on our own process.
     unsafe {
         let core = libc::rlimit {
@@ -284,12 +309,11 @@ fn child<T: Serialize, F: FnOnce() -> T>(
         };
         libc::setrlimit(libc::RLIMIT_FSIZE, &fsize);
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        match &errfd {
-            Some(fd) => libc::dup2(fd.as_raw_fd(), 2),
+        match errfd {
+            Some(fd) => libc::dup2(fd, 2),
             None => libc::close(2),
         };
     }
-    std::panic::set_hook(Box::new(|_| {}));
     let frame = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
         Ok(v) => Frame::Done(v),
         Err(p) => Frame::Panicked(
@@ -299,10 +323,15 @@ fn child<T: Serialize, F: FnOnce() -> T>(
                 .unwrap_or_else(|| "panic".into()),
         ),
     };
+    // Length-prefixed: the parent stops reading at the answer's end rather than at the
+    // pipe's end of file, which a sibling child forked meanwhile (holding a copy of this
+    // pipe's write end) would delay.
     let code = match bincode::serialize(&frame) {
         Ok(bytes) => {
             let mut f = std::fs::File::from(tx);
-            match std::io::Write::write_all(&mut f, &bytes) {
+            let mut framed = (bytes.len() as u64).to_le_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            match std::io::Write::write_all(&mut f, &framed) {
                 Ok(()) => 0,
                 Err(_) => EXIT_WRITE_FAILED,
             }
@@ -311,6 +340,25 @@ fn child<T: Serialize, F: FnOnce() -> T>(
     };
     // SAFETY: leaves without running the parent's destructors or atexit handlers.
     unsafe { libc::_exit(code) }
+}
+
+/// Set in a forked child: its panics are answered through the pipe, not printed.
+static IN_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Wraps the process's panic hook (once, in the parent) so that it stays silent in a
+/// contained child. Setting a hook in the child instead would take the hook's write lock,
+/// which a thread of the parent that was panicking at the fork holds forever there; the
+/// default hook would take the backtrace lock, likewise.
+fn install_child_quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_CHILD.load(Ordering::Relaxed) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// The most a child writes to its stderr file.
@@ -327,7 +375,6 @@ fn child_stderr(fd: OwnedFd) -> String {
 
 /// Reads the pipe to its end; `None` past `until`.
 fn read_until(rx: OwnedFd, until: Instant) -> std::io::Result<Option<Vec<u8>>> {
-    use std::os::fd::AsRawFd;
     let mut f = std::fs::File::from(rx);
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -356,11 +403,21 @@ fn read_until(rx: OwnedFd, until: Instant) -> std::io::Result<Option<Vec<u8>>> {
         }
         match f.read(&mut buf) {
             Ok(0) => return Ok(Some(out)),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if framed_len(&out).is_some_and(|len| out.len() as u64 >= 8 + len) {
+                    return Ok(Some(out));
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The length a child's answer announces in its first 8 bytes.
+fn framed_len(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
 /// Reaps `pid`, returning its wait status.
