@@ -251,14 +251,11 @@ where
             libc::WEXITSTATUS(status)
         )));
     }
-    let body = match framed_len(&bytes) {
-        Some(len) if bytes.len() as u64 == 8 + len => &bytes[8..],
-        _ => {
-            return Err(system(format!(
-                "a truncated answer ({} bytes)",
-                bytes.len()
-            )))
-        }
+    let Some(body) = unframe(&bytes) else {
+        return Err(system(format!(
+            "a truncated answer ({} bytes)",
+            bytes.len()
+        )));
     };
     match bincode::deserialize::<Frame<T>>(body) {
         Ok(Frame::Done(v)) => Ok(v),
@@ -329,9 +326,10 @@ fn child<T: Serialize, F: FnOnce() -> T>(
     let code = match bincode::serialize(&frame) {
         Ok(bytes) => {
             let mut f = std::fs::File::from(tx);
-            let mut framed = (bytes.len() as u64).to_le_bytes().to_vec();
-            framed.extend_from_slice(&bytes);
-            match std::io::Write::write_all(&mut f, &framed) {
+            let len = (bytes.len() as u64).to_le_bytes();
+            match std::io::Write::write_all(&mut f, &len)
+                .and_then(|()| std::io::Write::write_all(&mut f, &bytes))
+            {
                 Ok(()) => 0,
                 Err(_) => EXIT_WRITE_FAILED,
             }
@@ -405,7 +403,7 @@ fn read_until(rx: OwnedFd, until: Instant) -> std::io::Result<Option<Vec<u8>>> {
             Ok(0) => return Ok(Some(out)),
             Ok(n) => {
                 out.extend_from_slice(&buf[..n]);
-                if framed_len(&out).is_some_and(|len| out.len() as u64 >= 8 + len) {
+                if unframe(&out).is_some() {
                     return Ok(Some(out));
                 }
             }
@@ -415,9 +413,10 @@ fn read_until(rx: OwnedFd, until: Instant) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// The length a child's answer announces in its first 8 bytes.
-fn framed_len(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+/// A child's answer without its 8-byte length prefix; `None` until all of it is there.
+fn unframe(bytes: &[u8]) -> Option<&[u8]> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)
 }
 
 /// Reaps `pid`, returning its wait status.
