@@ -49,6 +49,100 @@ macro_rules! tile_kernel {
     };
 }
 
+/// The AVX2 forward tile of 4 output channels × 3 vectors: 12 accumulators, 3 operand
+/// vectors and one broadcast fill all 16 ymm registers, which the compiler's allocator
+/// does not manage without a spill (it did for the [`tile_kernel`] form), so the tap loop
+/// is written out in assembly. Each output is the same chain of FMAs over the taps in
+/// order as in every other forward kernel, so the bits are those of the 4 × 2 tile.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn ymm2_4x3((plan, xpad, group, wt, y, cols, rows): TileArgs) {
+    debug_assert!(group.len() == 3 && wt.len() >= plan.offs.len() * 4);
+    let xp = xpad.as_ptr();
+    let (l0, l1, l2) = (
+        xp.add(group[0].lo),
+        xp.add(group[1].lo),
+        xp.add(group[2].lo),
+    );
+    // [m][v][lane]
+    let mut acc = [0.0f32; 4 * 3 * LANES];
+    // SAFETY (caller): every tap offset keeps the three 8-float reads inside `xpad`, and
+    // `wt` holds 4 floats per tap. The loop reads only those; it writes `acc` (96 floats).
+    std::arch::asm!(
+        "vxorps ymm0, ymm0, ymm0",
+        "vxorps ymm1, ymm1, ymm1",
+        "vxorps ymm2, ymm2, ymm2",
+        "vxorps ymm3, ymm3, ymm3",
+        "vxorps ymm4, ymm4, ymm4",
+        "vxorps ymm5, ymm5, ymm5",
+        "vxorps ymm6, ymm6, ymm6",
+        "vxorps ymm7, ymm7, ymm7",
+        "vxorps ymm8, ymm8, ymm8",
+        "vxorps ymm9, ymm9, ymm9",
+        "vxorps ymm10, ymm10, ymm10",
+        "vxorps ymm11, ymm11, ymm11",
+        "test {n}, {n}",
+        "jz 3f",
+        "2:",
+        "mov {t}, qword ptr [{offs}]",
+        "vmovups ymm12, ymmword ptr [{l0} + {t}*4]",
+        "vmovups ymm13, ymmword ptr [{l1} + {t}*4]",
+        "vmovups ymm14, ymmword ptr [{l2} + {t}*4]",
+        "vbroadcastss ymm15, dword ptr [{a}]",
+        "vfmadd231ps ymm0, ymm15, ymm12",
+        "vfmadd231ps ymm1, ymm15, ymm13",
+        "vfmadd231ps ymm2, ymm15, ymm14",
+        "vbroadcastss ymm15, dword ptr [{a} + 4]",
+        "vfmadd231ps ymm3, ymm15, ymm12",
+        "vfmadd231ps ymm4, ymm15, ymm13",
+        "vfmadd231ps ymm5, ymm15, ymm14",
+        "vbroadcastss ymm15, dword ptr [{a} + 8]",
+        "vfmadd231ps ymm6, ymm15, ymm12",
+        "vfmadd231ps ymm7, ymm15, ymm13",
+        "vfmadd231ps ymm8, ymm15, ymm14",
+        "vbroadcastss ymm15, dword ptr [{a} + 12]",
+        "vfmadd231ps ymm9, ymm15, ymm12",
+        "vfmadd231ps ymm10, ymm15, ymm13",
+        "vfmadd231ps ymm11, ymm15, ymm14",
+        "add {offs}, 8",
+        "add {a}, 16",
+        "dec {n}",
+        "jnz 2b",
+        "3:",
+        "vmovups ymmword ptr [{acc}], ymm0",
+        "vmovups ymmword ptr [{acc} + 32], ymm1",
+        "vmovups ymmword ptr [{acc} + 64], ymm2",
+        "vmovups ymmword ptr [{acc} + 96], ymm3",
+        "vmovups ymmword ptr [{acc} + 128], ymm4",
+        "vmovups ymmword ptr [{acc} + 160], ymm5",
+        "vmovups ymmword ptr [{acc} + 192], ymm6",
+        "vmovups ymmword ptr [{acc} + 224], ymm7",
+        "vmovups ymmword ptr [{acc} + 256], ymm8",
+        "vmovups ymmword ptr [{acc} + 288], ymm9",
+        "vmovups ymmword ptr [{acc} + 320], ymm10",
+        "vmovups ymmword ptr [{acc} + 352], ymm11",
+        offs = inout(reg) plan.offs.as_ptr() => _,
+        a = inout(reg) wt.as_ptr() => _,
+        n = inout(reg) plan.offs.len() => _,
+        t = out(reg) _,
+        l0 = in(reg) l0,
+        l1 = in(reg) l1,
+        l2 = in(reg) l2,
+        acc = in(reg) acc.as_mut_ptr(),
+        out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+        out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+        out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+        out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+        options(nostack),
+    );
+    let yp = y.as_mut_ptr();
+    for m in 0..rows.min(4) {
+        for (v, g) in group.iter().enumerate() {
+            let r = _mm256_loadu_ps(acc.as_ptr().add((m * 3 + v) * LANES));
+            store8(yp.add(m * cols + g.ob), g.lanes, r);
+        }
+    }
+}
+
 /// One weight-gradient tile kernel: `MR·QT` accumulators of per-lane partial sums
 /// over every vector of every image; `$loadm(p, lanes)` reads dy (zero past `lanes`),
 /// `$reduce` sums the lanes at the end.

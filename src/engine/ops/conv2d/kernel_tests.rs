@@ -80,6 +80,7 @@ fn matches_naive_convolution_on_odd_shapes() {
             .map(|i| ((i * 53 % 97) as f32 - 48.0) / 60.0)
             .collect();
         let want = naive(&x, n, sh, &wts);
+        let mut first: Option<Vec<f32>> = None;
         for kernel in Kernel::available() {
             let mut d = DirectConv::new(kernel, sh, &wts);
             let mut y = vec![f32::NAN; want.len()];
@@ -93,6 +94,13 @@ fn matches_naive_convolution_on_odd_shapes() {
                     ((*a as f64) - b).abs() <= 1e-5 * (1.0 + b.abs()),
                     "{kernel:?} {sh:?} at {i}: {a} vs {b}"
                 );
+            }
+            // Every tile shape sums each output's taps in the same order with one FMA
+            // each: the scalar tile's bits, whatever the registers (e.g. AVX2's 4 × 3).
+            let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<u32>>();
+            match &first {
+                None => first = Some(y),
+                Some(f) => assert_eq!(bits(&y), bits(f), "{kernel:?} {sh:?}: bits"),
             }
         }
     }

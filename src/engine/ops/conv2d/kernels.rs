@@ -20,9 +20,10 @@
 //! twice the ymm rate; AMD Zen 4 runs both at the same rate.
 //!
 //! Forward tile: 8 output channels × 3 vectors = 24 accumulators in AVX-512's 32
-//! registers (4 × 2 with plain AVX2's 16), summed over the taps in order (c, ki, kj);
-//! weights are packed per tile as `[C·k·k, mr]` so each tap broadcasts `mr` consecutive
-//! floats. Weight-gradient tile ([`weight_grad`]): 4 output channels × 6 taps (2 × 6 on
+//! registers (4 × 3 with plain AVX2's 16, its tap loop in assembly: `avx::ymm2_4x3`),
+//! summed over the taps in order (c, ki, kj); weights are packed per tile as
+//! `[C·k·k, mr]` so each tap broadcasts `mr` consecutive floats. Every tile shape gives
+//! each output the same FMA chain, hence the same bits. Weight-gradient tile ([`weight_grad`]): 4 output channels × 6 taps (2 × 6 on
 //! AVX2), each accumulator a vector of per-lane partial sums over all positions of a
 //! batch of images, reduced across lanes at the end. Results equal the GEMM path's to f32
 //! rounding (a different summation order), and are the same bits on every call: nothing
@@ -119,7 +120,8 @@ impl Kernel {
     fn tile(self) -> (usize, usize) {
         match self {
             Kernel::Zmm | Kernel::Avx512 => (8, 3),
-            Kernel::Avx2 | Kernel::Scalar => (4, 2),
+            Kernel::Avx2 => (4, 3),
+            Kernel::Scalar => (4, 2),
         }
     }
 
@@ -383,6 +385,8 @@ impl DirectConv {
                     (Kernel::Avx512, 2, _) => unsafe { avx::ymm512::<8, 2, false>(a) },
                     #[cfg(target_arch = "x86_64")]
                     (Kernel::Avx512, _, _) => unsafe { avx::ymm512::<8, 1, false>(a) },
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx2, 3, _) => unsafe { avx::ymm2_4x3(a) },
                     #[cfg(target_arch = "x86_64")]
                     (Kernel::Avx2, 2, _) => unsafe { avx::ymm2::<4, 2, false>(a) },
                     #[cfg(target_arch = "x86_64")]
