@@ -38,7 +38,7 @@ macro_rules! tile_kernel {
                 }
                 a = a.add(MR);
             }
-            let yp = y.as_mut_ptr();
+            let yp = y.as_mut_ptr() as *mut f32;
             for m in 0..rows.min(MR) {
                 for v in 0..V {
                     let Vector { ob, lanes, .. } = group[v];
@@ -134,7 +134,7 @@ pub unsafe fn ymm2_4x3((plan, xpad, group, wt, y, cols, rows): TileArgs) {
         out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
         options(nostack),
     );
-    let yp = y.as_mut_ptr();
+    let yp = y.as_mut_ptr() as *mut f32;
     for m in 0..rows.min(4) {
         for (v, g) in group.iter().enumerate() {
             let r = _mm256_loadu_ps(acc.as_ptr().add((m * 3 + v) * LANES));

@@ -4,6 +4,7 @@
 
 use std::any::TypeId;
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use super::kernels::{weight_grad, DirectConv, Kernel, Shape};
 use super::winograd::Winograd;
@@ -12,12 +13,13 @@ use crate::engine::Scalar;
 
 impl Plan<'_> {
     /// Σᵢ Wᵢ ⋆ xᵢ `[O, N·Ho·Wo]` by the direct kernel when it applies (see
-    /// [`Plan::direct_sum`]), calling `after(y, image)` once each image is complete.
+    /// [`Plan::direct_sum`]), calling `after(channel, outputs)` on each output channel's
+    /// outputs of an image once that image is complete (while it is still in cache).
     /// Both forward passes go through here, so eval and gradient passes agree bit for bit.
     pub(super) fn forward_direct<T: Scalar>(
         &self,
         terms: &[(&[T], &[T])],
-        after: impl FnMut(&mut [T], usize),
+        after: impl FnMut(usize, &mut [T]),
     ) -> Option<Vec<T>> {
         let (c, g) = (self.conv, &self.g);
         let dims = [g.n, g.h, g.w];
@@ -72,8 +74,9 @@ impl Plan<'_> {
     /// output channels, by the direct kernel (one call: weights `[W₁ | W₂ | …]` per output
     /// channel, the inputs' channels stacked). Each term is (weights `[out, Cᵢ, k, k]`,
     /// input `[Cᵢ, N, H, W]`) with `dims = [N, H, W]`; returns `[out, N·Ho·Wo]`, calling
-    /// `after(y, image)` as each image completes, or `None` unless the plan has a direct
-    /// kernel (f32) that applies.
+    /// `after(channel, outputs)` on each channel's outputs of an image as it completes, or
+    /// `None` unless the plan has a direct kernel (f32) that applies. The direct kernels
+    /// write into fresh memory (no zeroing pass over y).
     fn direct_sum<T: Scalar>(
         &self,
         out: usize,
@@ -81,7 +84,7 @@ impl Plan<'_> {
         p: usize,
         dims: [usize; 3],
         terms: &[(&[T], &[T])],
-        mut after: impl FnMut(&mut [T], usize),
+        mut after: impl FnMut(usize, &mut [T]),
     ) -> Option<Vec<T>> {
         let [n, h, w] = dims;
         let k = self.conv.kernel;
@@ -116,20 +119,39 @@ impl Plan<'_> {
         };
         sh.c = c;
         let srcs: Vec<&[f32]> = terms.iter().map(|&(_, x)| f32s(x)).collect();
-        let mut y = vec![T::zero(); out * n * ho * wo];
+        let (len, hw) = (out * n * ho * wo, ho * wo);
         if wino {
+            let mut y = vec![T::zero(); len];
             let wg = Winograd::new(out, c, &weights, self.gemm, kernel);
             // `y32` is `y` viewed as f32 (T is f32 here)
             wg.run(&srcs, dims, p, f32s_mut(&mut y), |y32, img| {
-                after(t_of_mut::<T>(y32), img)
+                let y = t_of_mut::<T>(y32);
+                for ch in 0..out {
+                    after(ch, &mut y[ch * n * hw + img * hw..][..hw]);
+                }
             });
             return Some(y);
         }
         let mut d = DirectConv::new(kernel, sh, &weights);
-        for img in 0..n {
-            d.image(&srcs, n, img, f32s_mut(&mut y));
-            after(&mut y, img);
+        let mut y: Vec<T> = Vec::with_capacity(len);
+        let spare = &mut f32s_uninit(y.spare_capacity_mut())[..len];
+        let mut img0 = 0;
+        while img0 < n {
+            let m = d.images(&srcs, n, img0, spare);
+            for img in img0..img0 + m {
+                for ch in 0..out {
+                    let row = &mut spare[ch * n * hw + img * hw..][..hw];
+                    // SAFETY: `images` wrote every output of image `img`, so this row is
+                    // initialized; f32 and MaybeUninit<f32> share their layout.
+                    after(ch, unsafe {
+                        &mut *(row as *mut [MaybeUninit<f32>] as *mut [T])
+                    });
+                }
+            }
+            img0 += m;
         }
+        // SAFETY: the images 0..n wrote all `len` outputs.
+        unsafe { y.set_len(len) };
         Some(y)
     }
 }
@@ -157,6 +179,16 @@ fn t_of_mut<T: Scalar>(x: &mut [f32]) -> &mut [T] {
     );
     // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
     unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut T, x.len()) }
+}
+
+/// Uninitialized `T`s as uninitialized f32s; only called where `T` is f32.
+fn f32s_uninit<T: Scalar>(x: &mut [MaybeUninit<T>]) -> &mut [MaybeUninit<f32>] {
+    assert!(
+        TypeId::of::<T>() == TypeId::of::<f32>(),
+        "direct conv: f32 only"
+    );
+    // SAFETY: T is f32, so this reinterprets a slice as itself.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut MaybeUninit<f32>, x.len()) }
 }
 
 /// [`f32s`] for a mutable slice.

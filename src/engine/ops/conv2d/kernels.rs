@@ -30,6 +30,7 @@
 //! depends on threads or timing. The 16-lane weight-gradient sums round differently from
 //! the 8-lane ones; [`Simd::Avx2`] caps the vectors at 8 lanes (see [`Kernel::for_simd`]).
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use crate::engine::options::Simd;
@@ -316,12 +317,20 @@ impl Plan {
 }
 
 /// One prepared convolution: packed weights, the [`Plan`] and the padded-input scratch.
-/// Build once per call, then run image by image.
+/// Build once per call, then run a few images at a time ([`DirectConv::images`]).
 pub struct DirectConv {
     plan: Plan,
     /// Weights packed per tile of `mr` channels: `[tiles, C·k·k, mr]`, zero rows past O.
     packed: Vec<f32>,
+    /// `batch` padded images.
     xpad: Vec<f32>,
+    /// Images per pass: for small images, the fewest whose vectors fill whole tiles (an
+    /// 8×8 image's 8 vectors leave a tile of 3 two short, which the slower tile of 2
+    /// computes; three images make 8 full tiles); 1 where the image has many tiles.
+    batch: usize,
+    /// The vectors of `batch` consecutive images, image j's reading `j·img_len` and
+    /// writing `j·Ho·Wo` further on.
+    bvecs: Vec<Vector>,
 }
 
 impl DirectConv {
@@ -339,25 +348,59 @@ impl DirectConv {
                 packed[(t * kk + q) * mr + m] = v;
             }
         }
-        let xpad = plan.scratch(1);
-        DirectConv { plan, packed, xpad }
+        let (per, nv) = (plan.vecs.len(), plan.kernel.tile().1);
+        let batch = if per >= 16 * nv {
+            1
+        } else {
+            nv / gcd(per.max(1), nv)
+        };
+        let bvecs = (0..batch)
+            .flat_map(|j| {
+                let (dx, dy) = (j * plan.img_len, j * plan.hw_out);
+                plan.vecs.iter().map(move |v| Vector {
+                    lo: v.lo + dx,
+                    hi: v.hi + dx,
+                    ob: v.ob + dy,
+                    lanes: v.lanes,
+                })
+            })
+            .collect();
+        let xpad = plan.scratch(batch);
+        plan.check((batch - 1) * plan.img_len, xpad.len());
+        DirectConv {
+            plan,
+            packed,
+            xpad,
+            batch,
+            bvecs,
+        }
     }
 
-    /// Writes image `img` of y `[O, N·Ho·Wo]` from image `img` of the input: the channels
-    /// of the sources `xs` (each `[Cᵢ, N, H, W]`, ΣCᵢ = C) stacked in order, so that
-    /// `W ⋆ x + V ⋆ x'` is one call with weights `[W | V]` and sources `[x, x']`.
-    pub fn image(&mut self, xs: &[&[f32]], n: usize, img: usize, y: &mut [f32]) {
+    /// Writes images `img..img + m` of y `[O, N·Ho·Wo]` from the same images of the input,
+    /// `m` = min(batch, N − img), and returns `m`: the channels of the sources `xs` (each
+    /// `[Cᵢ, N, H, W]`, ΣCᵢ = C) stacked in order, so that `W ⋆ x + V ⋆ x'` is one call
+    /// with weights `[W | V]` and sources `[x, x']`. `y` may be uninitialized: this writes
+    /// every output of those images and reads none.
+    pub fn images(
+        &mut self,
+        xs: &[&[f32]],
+        n: usize,
+        img: usize,
+        y: &mut [MaybeUninit<f32>],
+    ) -> usize {
         let plan = &self.plan;
         let o = plan.sh.o;
         let cols = n * plan.hw_out;
         assert!(y.len() >= o * cols, "direct conv: output size");
-        plan.fill(xs, n, img, &mut self.xpad[..plan.img_len]);
-        plan.check(0, self.xpad.len());
+        let m = self.batch.min(n - img);
+        for (j, slot) in self.xpad.chunks_exact_mut(plan.img_len).take(m).enumerate() {
+            plan.fill(xs, n, img + j, slot);
+        }
         let kk = plan.offs.len();
         let out0 = img * plan.hw_out;
         let (mr, nv) = plan.kernel.tile();
         let xp = &self.xpad[..];
-        for group in plan.vecs.chunks(nv) {
+        for group in self.bvecs[..m * plan.vecs.len()].chunks(nv) {
             for t in 0..o.div_ceil(mr) {
                 let rows = (o - t * mr).min(mr);
                 let wt = &self.packed[t * kk * mr..(t + 1) * kk * mr];
@@ -395,6 +438,15 @@ impl DirectConv {
                 }
             }
         }
+        m
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -406,7 +458,7 @@ type TileArgs<'a> = (
     &'a [f32],
     &'a [Vector],
     &'a [f32],
-    &'a mut [f32],
+    &'a mut [MaybeUninit<f32>],
     usize,
     usize,
 );
@@ -421,7 +473,7 @@ fn scalar_tile((plan, xpad, group, wt, y, cols, rows): TileArgs, mr: usize) {
                 for (q, &off) in plan.offs.iter().enumerate() {
                     s = wt[q * mr + m].mul_add(xpad[base + off], s);
                 }
-                y[m * cols + v.ob + l] = s;
+                y[m * cols + v.ob + l] = MaybeUninit::new(s);
             }
         }
     }

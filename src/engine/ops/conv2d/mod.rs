@@ -292,12 +292,9 @@ impl Plan<'_> {
     ) -> ArrayD<T> {
         let (g, o) = (&self.g, self.conv.out_channels);
         let (xs, ws) = (self.input(x), self.weights(w));
-        let hw = g.ho * g.wo;
-        let direct = self.forward_direct(&[(&ws[..], &xs[..])], |y, img| {
+        let direct = self.forward_direct(&[(&ws[..], &xs[..])], |ch, y| {
             if let Some(epilogue) = epilogue {
-                for ch in 0..o {
-                    epilogue(ch, &mut y[ch * g.cols + img * hw..][..hw]);
-                }
+                epilogue(ch, y);
             }
         });
         if let Some(y) = direct {
