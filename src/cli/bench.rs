@@ -87,12 +87,14 @@ fn print_row(row: &BenchRow) -> Result<(), super::StdoutError> {
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
     let ratio = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
     crate::outln!(
-            "{:<16} threads {}  forward {:>8.1} ms  {:>7.0} img/s  {:>6.1} GFLOP/s  gradient {:>8} ms  H·v {:>8} ms  H·v/grad {}  kept-state H·v {:>8} ms  /grad {}  (CPU ms: forward {:.1}, gradient {}, H·v {}, ratio {}, kept-state ratio {})",
+            "{:<16} threads {}  forward {:>8.1} ms  {:>7.0} img/s  {:>6.1} GFLOP/s ({} of FMA peak {} GFLOP/s)  gradient {:>8} ms  H·v {:>8} ms  H·v/grad {}  kept-state H·v {:>8} ms  /grad {}  (CPU ms: forward {:.1}, gradient {}, H·v {}, ratio {}, kept-state ratio {})",
             row.model,
             row.threads,
             row.forward_ms,
             row.images_per_s,
             row.gflops,
+            row.forward_of_peak.map(|f| format!("{:.0}%", 100.0 * f)).unwrap_or_else(|| "-".into()),
+            opt(row.fma_peak_gflops),
             opt(row.gradient_ms),
             opt(row.hvp_ms),
             ratio(row.hvp_over_gradient),

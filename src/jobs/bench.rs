@@ -4,7 +4,9 @@
 //! convolutions and linear layers), one gradient and one exact H·v, and the H·v / gradient
 //! ratio; also H·v with its θ-only half kept (what the Hessian operator's products cost
 //! after the first; [`crate::objective::PreparedCurvature`]). Medians over `reps` runs after a
-//! warm-up; the gradient and H·v runs alternate.
+//! warm-up; the gradient and H·v runs alternate. The forward's GFLOP/s is also stated as a
+//! share of the cores' FMA peak, measured by the same run
+//! ([`crate::engine::ops::conv2d::fma_peak`]).
 
 use std::time::Instant;
 
@@ -61,6 +63,11 @@ pub struct BenchRow {
     pub hvp_kept_over_gradient: Option<f64>,
     pub hvp_kept_cpu_ms: Option<f64>,
     pub hvp_kept_over_gradient_cpu: Option<f64>,
+    /// The FMA peak of `threads` cores at the direct kernels' vector width (GFLOP/s,
+    /// measured by a loop of independent FMAs on every thread at once), and the forward
+    /// pass's share of it: how far the engine is from the machine's roof.
+    pub fma_peak_gflops: Option<f64>,
+    pub forward_of_peak: Option<f64>,
 }
 
 /// Multiply-adds × 2 of convolutions and linear layers for one sample.
@@ -178,6 +185,13 @@ pub fn run_bench(c: &BenchConfig, on_row: &mut dyn FnMut(&BenchRow)) -> JobResul
             .map_err(|e| JobError::invalid("depths", e.to_string()))?;
         let theta = model.theta.data.view();
         for &threads in &c.threads {
+            let simd = c.engine.simd;
+            let peak = with_threads(Some(threads), || {
+                rayon::broadcast(|_| crate::engine::ops::conv2d::fma_peak(simd))
+                    .into_iter()
+                    .sum::<Option<f64>>()
+                    .map(|f| f / 1e9)
+            })?;
             let row = with_threads(Some(threads), || {
                 let fwd = median_ms(c.reps, || {
                     obj.evaluate(theta);
@@ -227,6 +241,8 @@ pub fn run_bench(c: &BenchConfig, on_row: &mut dyn FnMut(&BenchRow)) -> JobResul
                     hvp_kept_over_gradient: grad.zip(kept).map(|(g, h)| h / g),
                     hvp_kept_cpu_ms: kept_cpu,
                     hvp_kept_over_gradient_cpu: grad_cpu.zip(kept_cpu).map(|(g, h)| h / g),
+                    fma_peak_gflops: peak,
+                    forward_of_peak: peak.map(|p| flops / (fwd / 1e3) / 1e9 / p),
                 }
             })?;
             on_row(&row);

@@ -315,3 +315,31 @@ grad_kernel!(
     loadm8,
     reduce8
 );
+
+/// `iters` rounds of 12 independent FMA chains on ymm registers (enough chains to cover
+/// the FMA latency of every core we know, 4–5 cycles × 2 units), for measuring the FMA
+/// throughput; returns a sum so the chains are not optimized away.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn fma_chains_ymm(iters: usize) -> f32 {
+    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut r = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for v in r.iter_mut() {
+            *v = _mm256_fmadd_ps(a, *v, b);
+        }
+    }
+    r.iter().map(|&v| _mm256_cvtss_f32(v)).sum()
+}
+
+/// [`fma_chains_ymm`] on zmm registers.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn fma_chains_zmm(iters: usize) -> f32 {
+    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let mut r = [_mm512_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for v in r.iter_mut() {
+            *v = _mm512_fmadd_ps(a, *v, b);
+        }
+    }
+    r.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+}

@@ -206,3 +206,14 @@ fn uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     // SAFETY: same layout; the kernels store only initialized values.
     unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
+
+#[test]
+fn fma_peak_is_measured_where_a_kernel_exists() {
+    // A rate, not a timing target: positive and finite wherever AVX2 + FMA exist.
+    for simd in [Simd::Native, Simd::Avx2] {
+        match Kernel::for_simd(simd) {
+            Kernel::Scalar => assert!(fma_peak(simd).is_none()),
+            _ => assert!(fma_peak(simd).is_some_and(|f| f.is_finite() && f > 0.0)),
+        }
+    }
+}

@@ -135,6 +135,36 @@ impl Kernel {
     }
 }
 
+/// The FMA peak of one core for the widest vectors the direct kernels use under `simd`
+/// (flop/s, an FMA counting 2): a timed loop of independent FMA chains, the roof against
+/// which `losscape bench` states its GFLOP/s. `None` without AVX2 + FMA.
+pub fn fma_peak(simd: Simd) -> Option<f64> {
+    let kernel = Kernel::for_simd(simd);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (lanes, run): (usize, unsafe fn(usize) -> f32) = match kernel {
+            Kernel::Zmm => (WIDE, avx::fma_chains_zmm),
+            Kernel::Avx512 | Kernel::Avx2 => (LANES, avx::fma_chains_ymm),
+            Kernel::Scalar => return None,
+        };
+        // SAFETY: the kernel exists only where its instructions were detected.
+        let timed = |iters: usize| {
+            let t = std::time::Instant::now();
+            std::hint::black_box(unsafe { run(std::hint::black_box(iters)) });
+            t.elapsed().as_secs_f64()
+        };
+        timed(1 << 20); // warm-up (clock ramp)
+        let iters = 1 << 24;
+        let best = (0..3).map(|_| timed(iters)).fold(f64::INFINITY, f64::min);
+        Some((iters * 12 * lanes * 2) as f64 / best)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kernel;
+        None
+    }
+}
+
 /// One vector of output positions: lanes `0..8` read the padded input from `lo`, lanes
 /// `8..16` (zmm only) from `hi`; the outputs are `lanes` consecutive floats from `ob`.
 #[derive(Clone, Copy, Debug)]

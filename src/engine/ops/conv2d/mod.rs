@@ -34,6 +34,7 @@ mod direct;
 mod grouped;
 mod im2col;
 mod kernels;
+pub use kernels::fma_peak;
 #[cfg(test)]
 mod tests;
 mod winograd;
