@@ -143,6 +143,103 @@ pub unsafe fn ymm2_4x3((plan, xpad, group, wt, y, cols, rows): TileArgs) {
     }
 }
 
+/// The AVX2 weight-gradient tile of 3 output channels × 4 taps for batches whose vectors
+/// are all full: 12 accumulators, 3 dy vectors and one operand fill the 16 ymm registers
+/// (7 loads per 12 FMAs against the 2 × 6 tile's 8), so the loop is assembly like
+/// [`ymm2_4x3`]. `pairs` holds each vector's byte offsets (padded input from `x`, dy from
+/// each `dys` row), in the order of the 2 × 6 kernel's sums; `offs` are the taps' byte
+/// offsets. Accumulator (m, t) gets the same per-lane FMA chain, so after [`reduce8`]
+/// the same bits.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn gymm2_3x4(
+    pairs: &[[usize; 2]],
+    x: *const f32,
+    offs: &[usize; 4],
+    dys: &[*const f32; 3],
+    sums: &mut [[f32; 4]; 3],
+) {
+    let mut acc = [0.0f32; 3 * 4 * LANES];
+    if !pairs.is_empty() {
+        // SAFETY (caller): every pair's reads, x + offset + tap and dy row + offset, lie in
+        // their buffers (8 floats each); the loop writes only `acc`.
+        std::arch::asm!(
+            "vxorps ymm0, ymm0, ymm0",
+            "vxorps ymm1, ymm1, ymm1",
+            "vxorps ymm2, ymm2, ymm2",
+            "vxorps ymm3, ymm3, ymm3",
+            "vxorps ymm4, ymm4, ymm4",
+            "vxorps ymm5, ymm5, ymm5",
+            "vxorps ymm6, ymm6, ymm6",
+            "vxorps ymm7, ymm7, ymm7",
+            "vxorps ymm8, ymm8, ymm8",
+            "vxorps ymm9, ymm9, ymm9",
+            "vxorps ymm10, ymm10, ymm10",
+            "vxorps ymm11, ymm11, ymm11",
+            "2:",
+            "mov {tx}, qword ptr [{p}]",
+            "mov {td}, qword ptr [{p} + 8]",
+            "vmovups ymm12, ymmword ptr [{d0} + {td}]",
+            "vmovups ymm13, ymmword ptr [{d1} + {td}]",
+            "vmovups ymm14, ymmword ptr [{d2} + {td}]",
+            "add {tx}, {x}",
+            "vmovups ymm15, ymmword ptr [{tx} + {o0}]",
+            "vfmadd231ps ymm0, ymm12, ymm15",
+            "vfmadd231ps ymm4, ymm13, ymm15",
+            "vfmadd231ps ymm8, ymm14, ymm15",
+            "vmovups ymm15, ymmword ptr [{tx} + {o1}]",
+            "vfmadd231ps ymm1, ymm12, ymm15",
+            "vfmadd231ps ymm5, ymm13, ymm15",
+            "vfmadd231ps ymm9, ymm14, ymm15",
+            "vmovups ymm15, ymmword ptr [{tx} + {o2}]",
+            "vfmadd231ps ymm2, ymm12, ymm15",
+            "vfmadd231ps ymm6, ymm13, ymm15",
+            "vfmadd231ps ymm10, ymm14, ymm15",
+            "vmovups ymm15, ymmword ptr [{tx} + {o3}]",
+            "vfmadd231ps ymm3, ymm12, ymm15",
+            "vfmadd231ps ymm7, ymm13, ymm15",
+            "vfmadd231ps ymm11, ymm14, ymm15",
+            "add {p}, 16",
+            "dec {n}",
+            "jnz 2b",
+            "vmovups ymmword ptr [{acc}], ymm0",
+            "vmovups ymmword ptr [{acc} + 32], ymm1",
+            "vmovups ymmword ptr [{acc} + 64], ymm2",
+            "vmovups ymmword ptr [{acc} + 96], ymm3",
+            "vmovups ymmword ptr [{acc} + 128], ymm4",
+            "vmovups ymmword ptr [{acc} + 160], ymm5",
+            "vmovups ymmword ptr [{acc} + 192], ymm6",
+            "vmovups ymmword ptr [{acc} + 224], ymm7",
+            "vmovups ymmword ptr [{acc} + 256], ymm8",
+            "vmovups ymmword ptr [{acc} + 288], ymm9",
+            "vmovups ymmword ptr [{acc} + 320], ymm10",
+            "vmovups ymmword ptr [{acc} + 352], ymm11",
+            p = inout(reg) pairs.as_ptr() => _,
+            n = inout(reg) pairs.len() => _,
+            tx = out(reg) _,
+            td = out(reg) _,
+            x = in(reg) x,
+            d0 = in(reg) dys[0],
+            d1 = in(reg) dys[1],
+            d2 = in(reg) dys[2],
+            o0 = in(reg) offs[0],
+            o1 = in(reg) offs[1],
+            o2 = in(reg) offs[2],
+            o3 = in(reg) offs[3],
+            acc = in(reg) acc.as_mut_ptr(),
+            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+            out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+            out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+            out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+            options(nostack),
+        );
+    }
+    for (m, row) in sums.iter_mut().enumerate() {
+        for (t, s) in row.iter_mut().enumerate() {
+            *s = reduce8(_mm256_loadu_ps(acc.as_ptr().add((m * 4 + t) * LANES)));
+        }
+    }
+}
+
 /// One weight-gradient tile kernel: `MR·QT` accumulators of per-lane partial sums
 /// over every vector of every image; `$loadm(p, lanes)` reads dy (zero past `lanes`),
 /// `$reduce` sums the lanes at the end.

@@ -23,9 +23,11 @@
 //! registers (4 × 3 with plain AVX2's 16, its tap loop in assembly: `avx::ymm2_4x3`),
 //! summed over the taps in order (c, ki, kj); weights are packed per tile as
 //! `[C·k·k, mr]` so each tap broadcasts `mr` consecutive floats. Every tile shape gives
-//! each output the same FMA chain, hence the same bits. Weight-gradient tile ([`weight_grad`]): 4 output channels × 6 taps (2 × 6 on
-//! AVX2), each accumulator a vector of per-lane partial sums over all positions of a
-//! batch of images, reduced across lanes at the end. Results equal the GEMM path's to f32
+//! each output the same FMA chain, hence the same bits. Weight-gradient tile
+//! ([`weight_grad`]): 4 output channels × 6 taps (on AVX2, 3 × 4 in assembly where every
+//! vector is full, else 2 × 6), each accumulator a vector of per-lane partial sums over
+//! all positions of a batch of images, reduced across lanes at the end (the same sums in
+//! the same order for any tile shape). Results equal the GEMM path's to f32
 //! rounding (a different summation order), and are the same bits on every call: nothing
 //! depends on threads or timing. The 16-lane weight-gradient sums round differently from
 //! the 8-lane ones; [`Simd::Avx2`] caps the vectors at 8 lanes (see [`Kernel::for_simd`]).
@@ -581,6 +583,8 @@ pub fn weight_grad(
             };
             match (plan.kernel, plan.split) {
                 #[cfg(target_arch = "x86_64")]
+                (Kernel::Avx2, _) if plan.vecs.iter().all(|v| v.lanes == LANES) => g.tiles_3x4(dw),
+                #[cfg(target_arch = "x86_64")]
                 (Kernel::Zmm, false) => g.tiles::<4, 6>(dw, avx::gzmm::<4, 6, false>),
                 #[cfg(target_arch = "x86_64")]
                 (Kernel::Zmm, true) => g.tiles::<4, 6>(dw, avx::gzmm::<4, 6, true>),
@@ -640,6 +644,47 @@ impl Grad<'_> {
                         &mut sums,
                     )
                 };
+                for (m, row) in sums.iter().enumerate().take(rows) {
+                    for (t, &v) in row.iter().enumerate().take(taps) {
+                        dw[(o0 + m) * kk + q0 + t] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Grad<'_> {
+    /// [`Grad::tiles`] by the AVX2 3 × 4 assembly tile (`avx::gymm2_3x4`), for batches
+    /// whose vectors are all full: the same sums in the same order, hence the same bits.
+    #[cfg(target_arch = "x86_64")]
+    fn tiles_3x4(&self, dw: &mut [f32]) {
+        const MR: usize = 3;
+        const QT: usize = 4;
+        let (o, kk) = (self.plan.sh.o, self.plan.offs.len());
+        let f = std::mem::size_of::<f32>();
+        let pairs: Vec<[usize; 2]> = self
+            .imgs
+            .iter()
+            .flat_map(|&(xb, col)| {
+                let vecs = self.plan.vecs.iter();
+                vecs.map(move |v| [(xb + v.lo) * f, (col + v.ob) * f])
+            })
+            .collect();
+        for o0 in (0..o).step_by(MR) {
+            let rows = MR.min(o - o0);
+            // Rows past O re-read the last channel; their sums are dropped.
+            let dys: [*const f32; MR] =
+                std::array::from_fn(|m| self.dy[(o0 + m).min(o - 1) * self.cols..].as_ptr());
+            for q0 in (0..kk).step_by(QT) {
+                let taps = QT.min(kk - q0);
+                let offs: [usize; QT] =
+                    std::array::from_fn(|t| self.plan.offs[q0 + t.min(taps - 1)] * f);
+                let mut sums = [[0.0f32; QT]; MR];
+                // SAFETY: AVX2 + FMA were detected (Kernel::Avx2); x reads lie in `xpad`
+                // (checked for the last image slot by `weight_grad`), dy reads in rows < O
+                // at columns < cols (full vectors inside each image, checked).
+                unsafe { avx::gymm2_3x4(&pairs, self.xpad.as_ptr(), &offs, &dys, &mut sums) };
                 for (m, row) in sums.iter().enumerate().take(rows) {
                     for (t, &v) in row.iter().enumerate().take(taps) {
                         dw[(o0 + m) * kk + q0 + t] += v;
