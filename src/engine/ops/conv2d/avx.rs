@@ -49,6 +49,46 @@ macro_rules! tile_kernel {
     };
 }
 
+/// Assembly: ymm0–ymm11 (the accumulators of the assembly tiles) set to zero.
+macro_rules! zero_ymm0_11 {
+    () => {
+        concat!(
+            "vxorps ymm0, ymm0, ymm0\n",
+            "vxorps ymm1, ymm1, ymm1\n",
+            "vxorps ymm2, ymm2, ymm2\n",
+            "vxorps ymm3, ymm3, ymm3\n",
+            "vxorps ymm4, ymm4, ymm4\n",
+            "vxorps ymm5, ymm5, ymm5\n",
+            "vxorps ymm6, ymm6, ymm6\n",
+            "vxorps ymm7, ymm7, ymm7\n",
+            "vxorps ymm8, ymm8, ymm8\n",
+            "vxorps ymm9, ymm9, ymm9\n",
+            "vxorps ymm10, ymm10, ymm10\n",
+            "vxorps ymm11, ymm11, ymm11\n",
+        )
+    };
+}
+
+/// Assembly: ymm0–ymm11 stored in order from the address in operand `acc`.
+macro_rules! store_ymm0_11 {
+    () => {
+        concat!(
+            "vmovups ymmword ptr [{acc}], ymm0\n",
+            "vmovups ymmword ptr [{acc} + 32], ymm1\n",
+            "vmovups ymmword ptr [{acc} + 64], ymm2\n",
+            "vmovups ymmword ptr [{acc} + 96], ymm3\n",
+            "vmovups ymmword ptr [{acc} + 128], ymm4\n",
+            "vmovups ymmword ptr [{acc} + 160], ymm5\n",
+            "vmovups ymmword ptr [{acc} + 192], ymm6\n",
+            "vmovups ymmword ptr [{acc} + 224], ymm7\n",
+            "vmovups ymmword ptr [{acc} + 256], ymm8\n",
+            "vmovups ymmword ptr [{acc} + 288], ymm9\n",
+            "vmovups ymmword ptr [{acc} + 320], ymm10\n",
+            "vmovups ymmword ptr [{acc} + 352], ymm11\n",
+        )
+    };
+}
+
 /// The AVX2 forward tile of 4 output channels × 3 vectors: 12 accumulators, 3 operand
 /// vectors and one broadcast fill all 16 ymm registers, which the compiler's allocator
 /// does not manage without a spill (it did for the [`tile_kernel`] form), so the tap loop
@@ -68,18 +108,7 @@ pub unsafe fn ymm2_4x3((plan, xpad, group, wt, y, cols, rows): TileArgs) {
     // SAFETY (caller): every tap offset keeps the three 8-float reads inside `xpad`, and
     // `wt` holds 4 floats per tap. The loop reads only those; it writes `acc` (96 floats).
     std::arch::asm!(
-        "vxorps ymm0, ymm0, ymm0",
-        "vxorps ymm1, ymm1, ymm1",
-        "vxorps ymm2, ymm2, ymm2",
-        "vxorps ymm3, ymm3, ymm3",
-        "vxorps ymm4, ymm4, ymm4",
-        "vxorps ymm5, ymm5, ymm5",
-        "vxorps ymm6, ymm6, ymm6",
-        "vxorps ymm7, ymm7, ymm7",
-        "vxorps ymm8, ymm8, ymm8",
-        "vxorps ymm9, ymm9, ymm9",
-        "vxorps ymm10, ymm10, ymm10",
-        "vxorps ymm11, ymm11, ymm11",
+        zero_ymm0_11!(),
         "test {n}, {n}",
         "jz 3f",
         "2:",
@@ -108,18 +137,7 @@ pub unsafe fn ymm2_4x3((plan, xpad, group, wt, y, cols, rows): TileArgs) {
         "dec {n}",
         "jnz 2b",
         "3:",
-        "vmovups ymmword ptr [{acc}], ymm0",
-        "vmovups ymmword ptr [{acc} + 32], ymm1",
-        "vmovups ymmword ptr [{acc} + 64], ymm2",
-        "vmovups ymmword ptr [{acc} + 96], ymm3",
-        "vmovups ymmword ptr [{acc} + 128], ymm4",
-        "vmovups ymmword ptr [{acc} + 160], ymm5",
-        "vmovups ymmword ptr [{acc} + 192], ymm6",
-        "vmovups ymmword ptr [{acc} + 224], ymm7",
-        "vmovups ymmword ptr [{acc} + 256], ymm8",
-        "vmovups ymmword ptr [{acc} + 288], ymm9",
-        "vmovups ymmword ptr [{acc} + 320], ymm10",
-        "vmovups ymmword ptr [{acc} + 352], ymm11",
+        store_ymm0_11!(),
         offs = inout(reg) plan.offs.as_ptr() => _,
         a = inout(reg) wt.as_ptr() => _,
         n = inout(reg) plan.offs.len() => _,
@@ -163,18 +181,7 @@ pub unsafe fn gymm2_3x4(
         // SAFETY (caller): every pair's reads, x + offset + tap and dy row + offset, lie in
         // their buffers (8 floats each); the loop writes only `acc`.
         std::arch::asm!(
-            "vxorps ymm0, ymm0, ymm0",
-            "vxorps ymm1, ymm1, ymm1",
-            "vxorps ymm2, ymm2, ymm2",
-            "vxorps ymm3, ymm3, ymm3",
-            "vxorps ymm4, ymm4, ymm4",
-            "vxorps ymm5, ymm5, ymm5",
-            "vxorps ymm6, ymm6, ymm6",
-            "vxorps ymm7, ymm7, ymm7",
-            "vxorps ymm8, ymm8, ymm8",
-            "vxorps ymm9, ymm9, ymm9",
-            "vxorps ymm10, ymm10, ymm10",
-            "vxorps ymm11, ymm11, ymm11",
+            zero_ymm0_11!(),
             "2:",
             "mov {tx}, qword ptr [{p}]",
             "mov {td}, qword ptr [{p} + 8]",
@@ -201,18 +208,7 @@ pub unsafe fn gymm2_3x4(
             "add {p}, 16",
             "dec {n}",
             "jnz 2b",
-            "vmovups ymmword ptr [{acc}], ymm0",
-            "vmovups ymmword ptr [{acc} + 32], ymm1",
-            "vmovups ymmword ptr [{acc} + 64], ymm2",
-            "vmovups ymmword ptr [{acc} + 96], ymm3",
-            "vmovups ymmword ptr [{acc} + 128], ymm4",
-            "vmovups ymmword ptr [{acc} + 160], ymm5",
-            "vmovups ymmword ptr [{acc} + 192], ymm6",
-            "vmovups ymmword ptr [{acc} + 224], ymm7",
-            "vmovups ymmword ptr [{acc} + 256], ymm8",
-            "vmovups ymmword ptr [{acc} + 288], ymm9",
-            "vmovups ymmword ptr [{acc} + 320], ymm10",
-            "vmovups ymmword ptr [{acc} + 352], ymm11",
+            store_ymm0_11!(),
             p = inout(reg) pairs.as_ptr() => _,
             n = inout(reg) pairs.len() => _,
             tx = out(reg) _,

@@ -620,6 +620,51 @@ type GradKernel<const MR: usize, const QT: usize> = unsafe fn(
 
 impl Grad<'_> {
     fn tiles<const MR: usize, const QT: usize>(&self, dw: &mut [f32], kernel: GradKernel<MR, QT>) {
+        self.tiles_with::<MR, QT>(dw, |offs, dys, sums| {
+            // SAFETY: x reads lie in `xpad` (checked for the last image slot by
+            // `weight_grad`); dy reads are in row `< O` at columns `< cols` (image start +
+            // `ob + lanes ≤ Ho·Wo`, checked), and dy is `[O, cols]`.
+            unsafe {
+                kernel(
+                    &self.plan.vecs,
+                    self.xpad.as_ptr(),
+                    self.imgs,
+                    offs,
+                    dys,
+                    sums,
+                )
+            }
+        });
+    }
+
+    /// [`Grad::tiles`] by the AVX2 3 × 4 assembly tile (`avx::gymm2_3x4`), for batches
+    /// whose vectors are all full: the same sums in the same order, hence the same bits.
+    #[cfg(target_arch = "x86_64")]
+    fn tiles_3x4(&self, dw: &mut [f32]) {
+        let f = std::mem::size_of::<f32>();
+        let pairs: Vec<[usize; 2]> = self
+            .imgs
+            .iter()
+            .flat_map(|&(xb, col)| {
+                let vecs = self.plan.vecs.iter();
+                vecs.map(move |v| [(xb + v.lo) * f, (col + v.ob) * f])
+            })
+            .collect();
+        self.tiles_with::<3, 4>(dw, |offs, dys, sums| {
+            let offs = offs.map(|o| o * f);
+            // SAFETY: AVX2 + FMA were detected (Kernel::Avx2); the reads are those of
+            // `tiles` (each pair is one full vector of one image of the batch).
+            unsafe { avx::gymm2_3x4(&pairs, self.xpad.as_ptr(), &offs, dys, sums) }
+        });
+    }
+
+    /// For each tile of `MR` output channels × `QT` taps: `sums(tap offsets, dy rows,
+    /// sums)` computes the tile's sums over the batch, which are added to dw.
+    fn tiles_with<const MR: usize, const QT: usize>(
+        &self,
+        dw: &mut [f32],
+        mut sums_of: impl FnMut(&[usize; QT], &[*const f32; MR], &mut [[f32; QT]; MR]),
+    ) {
         let (o, kk) = (self.plan.sh.o, self.plan.offs.len());
         for o0 in (0..o).step_by(MR) {
             let rows = MR.min(o - o0);
@@ -631,60 +676,7 @@ impl Grad<'_> {
                 let offs: [usize; QT] =
                     std::array::from_fn(|t| self.plan.offs[q0 + t.min(taps - 1)]);
                 let mut sums = [[0.0f32; QT]; MR];
-                // SAFETY: x reads lie in `xpad` (checked for the last image slot by
-                // `weight_grad_with`); dy reads are in row `< O` at columns `< cols`
-                // (image start + `ob + lanes ≤ Ho·Wo`, checked), and dy is `[O, cols]`.
-                unsafe {
-                    kernel(
-                        &self.plan.vecs,
-                        self.xpad.as_ptr(),
-                        self.imgs,
-                        &offs,
-                        &dys,
-                        &mut sums,
-                    )
-                };
-                for (m, row) in sums.iter().enumerate().take(rows) {
-                    for (t, &v) in row.iter().enumerate().take(taps) {
-                        dw[(o0 + m) * kk + q0 + t] += v;
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Grad<'_> {
-    /// [`Grad::tiles`] by the AVX2 3 × 4 assembly tile (`avx::gymm2_3x4`), for batches
-    /// whose vectors are all full: the same sums in the same order, hence the same bits.
-    #[cfg(target_arch = "x86_64")]
-    fn tiles_3x4(&self, dw: &mut [f32]) {
-        const MR: usize = 3;
-        const QT: usize = 4;
-        let (o, kk) = (self.plan.sh.o, self.plan.offs.len());
-        let f = std::mem::size_of::<f32>();
-        let pairs: Vec<[usize; 2]> = self
-            .imgs
-            .iter()
-            .flat_map(|&(xb, col)| {
-                let vecs = self.plan.vecs.iter();
-                vecs.map(move |v| [(xb + v.lo) * f, (col + v.ob) * f])
-            })
-            .collect();
-        for o0 in (0..o).step_by(MR) {
-            let rows = MR.min(o - o0);
-            // Rows past O re-read the last channel; their sums are dropped.
-            let dys: [*const f32; MR] =
-                std::array::from_fn(|m| self.dy[(o0 + m).min(o - 1) * self.cols..].as_ptr());
-            for q0 in (0..kk).step_by(QT) {
-                let taps = QT.min(kk - q0);
-                let offs: [usize; QT] =
-                    std::array::from_fn(|t| self.plan.offs[q0 + t.min(taps - 1)] * f);
-                let mut sums = [[0.0f32; QT]; MR];
-                // SAFETY: AVX2 + FMA were detected (Kernel::Avx2); x reads lie in `xpad`
-                // (checked for the last image slot by `weight_grad`), dy reads in rows < O
-                // at columns < cols (full vectors inside each image, checked).
-                unsafe { avx::gymm2_3x4(&pairs, self.xpad.as_ptr(), &offs, &dys, &mut sums) };
+                sums_of(&offs, &dys, &mut sums);
                 for (m, row) in sums.iter().enumerate().take(rows) {
                     for (t, &v) in row.iter().enumerate().take(taps) {
                         dw[(o0 + m) * kk + q0 + t] += v;
