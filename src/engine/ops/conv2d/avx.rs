@@ -409,30 +409,36 @@ grad_kernel!(
     reduce8
 );
 
-/// `iters` rounds of 12 independent FMA chains on ymm registers (enough chains to cover
+/// `$name(iters)`: `iters` rounds of 12 independent FMA chains (enough chains to cover
 /// the FMA latency of every core we know, 4–5 cycles × 2 units), for measuring the FMA
 /// throughput; returns a sum so the chains are not optimized away.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn fma_chains_ymm(iters: usize) -> f32 {
-    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-    let mut r = [_mm256_set1_ps(1.0); 12];
-    for _ in 0..iters {
-        for v in r.iter_mut() {
-            *v = _mm256_fmadd_ps(a, *v, b);
+macro_rules! fma_chains {
+    ($name:ident, $features:literal, $set1:ident, $fma:ident, $first:expr) => {
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(iters: usize) -> f32 {
+            let (a, b) = ($set1(0.999_999), $set1(1e-7));
+            let mut r = [$set1(1.0); 12];
+            for _ in 0..iters {
+                for v in r.iter_mut() {
+                    *v = $fma(a, *v, b);
+                }
+            }
+            r.iter().map($first).sum()
         }
-    }
-    r.iter().map(|&v| _mm256_cvtss_f32(v)).sum()
+    };
 }
 
-/// [`fma_chains_ymm`] on zmm registers.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn fma_chains_zmm(iters: usize) -> f32 {
-    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-    let mut r = [_mm512_set1_ps(1.0); 12];
-    for _ in 0..iters {
-        for v in r.iter_mut() {
-            *v = _mm512_fmadd_ps(a, *v, b);
-        }
-    }
-    r.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
-}
+fma_chains!(
+    fma_chains_ymm,
+    "avx2,fma",
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    |&v| _mm256_cvtss_f32(v)
+);
+fma_chains!(
+    fma_chains_zmm,
+    "avx512f",
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    |&v| _mm512_reduce_add_ps(v)
+);
