@@ -4,6 +4,13 @@
 //! state they had at the fork; before the child kept the hdf5 lock for its whole life, a
 //! release with waiters in the parent could hand the lock to a thread that does not exist
 //! in the child, which then waited forever (CI saw `read_surface` of a seed file "hang").
+//!
+//! The busy threads call libhdf5 directly, so [`hdf5_init`] runs first, as in every
+//! losscape entry point: with HDF5's file locks on, a child forked while a busy thread
+//! had its file open inherits that descriptor and its `flock`, and the busy thread's next
+//! `File::create` of the same file failed with "unable to lock file" until the child
+//! exited (CI saw a busy thread's `unwrap` fail). Setting the variable before any thread
+//! starts also keeps `set_var` from racing libhdf5's `getenv`.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,10 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use losscape::io::contain::{set_containment, Containment};
+use losscape::io::hdf5_init;
 use losscape::io::surface::read_surface;
 
 #[test]
 fn contained_reads_answer_while_other_threads_contend_for_the_hdf5_lock() {
+    hdf5_init();
     let deadline = Duration::from_secs(20);
     set_containment(Containment::Fork { deadline });
     let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-corpus/surface/seed-2d.h5");
