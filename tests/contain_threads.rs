@@ -7,9 +7,9 @@
 //!
 //! The busy threads call libhdf5 directly, so [`hdf5_init`] runs first, as in every
 //! losscape entry point: with HDF5's file locks on, a child forked while a busy thread
-//! had its file open inherits that descriptor and its `flock`, and the busy thread's next
-//! `File::create` of the same file failed with "unable to lock file" until the child
-//! exited (CI saw a busy thread's `unwrap` fail). Setting the variable before any thread
+//! had its file open for writing inherits that descriptor and its exclusive `flock`, and
+//! the busy thread's `File::open` of the same file failed with "unable to lock file"
+//! until the child exited (CI saw a busy thread's `unwrap` fail). Setting the variable before any thread
 //! starts also keeps `set_var` from racing libhdf5's `getenv`.
 
 use std::path::Path;

@@ -23,8 +23,9 @@ pub mod surface;
 /// libhdf5 reads `HDF5_USE_FILE_LOCKING` once, when it initializes, so a program that
 /// calls the `hdf5` crate itself must call this first (every losscape entry point does).
 /// Otherwise its files keep `flock`s, a child forked by a contained read (see
-/// [`contain`]) inherits the descriptors of files open at that instant, and reopening one
-/// of them for writing fails with "unable to lock file" until the child exits.
+/// [`contain`]) inherits the descriptors of files open at that instant (with their
+/// locks), and reopening one of them fails with "unable to lock file" until the child
+/// exits.
 pub fn hdf5_init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
