@@ -26,13 +26,16 @@
 //! Pearlmutter (1994).
 //!
 //! Inference in eval mode runs in place, or as the per-channel epilogue of the convolution
-//! before it (with a following ReLU), with the same arithmetic.
+//! before it (with a following ReLU), with the same arithmetic. For the reverse and
+//! R-passes eval mode keeps no x̂: each channel's row is formed again from the layer's
+//! input, which is on the tape anyway. Channel sums (dγ, dβ, R{dγ}) run in 8 interleaved
+//! lanes in a fixed order ([`super::lanes`]).
 
 use std::borrow::Cow;
 
-use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2, Zip};
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2};
 
-use super::{Activation, EngineOp, Epilogue, Fwd, Grads, Taped};
+use super::{lanes, Activation, EngineOp, Epilogue, Fwd, Grads, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
@@ -70,8 +73,13 @@ pub struct BatchNorm {
 }
 
 pub struct BnCache<T> {
-    /// Normalized input x̂, same layout as x.
-    pub xhat: ArrayD<T>,
+    /// Normalized input x̂, same layout as x: kept in train mode only. Eval mode forms each
+    /// row (x − μ)·s from the layer's input when a reverse or R-pass needs it (the same
+    /// expression, so the same bits), which saves an activation-sized array per layer on
+    /// the tape and its write and read (see [`xhat_row`]).
+    pub xhat: Option<ArrayD<T>>,
+    /// Values per channel (N·H·W, or N).
+    pub count: usize,
     /// Per-channel 1/√(var + ε) (running or batch variance).
     pub s: Array1<T>,
     pub mode: Mode,
@@ -141,6 +149,12 @@ fn from_rows<T: Scalar>(
         row(c, &mut v);
         assert_eq!(v.len(), (c + 1) * m, "batch norm: row length");
     }
+    shaped(like, channels, v)
+}
+
+/// The channel rows `v` (`[C, M]` in order) as an array shaped like `like`.
+fn shaped<T: Scalar>(like: &ArrayD<T>, channels: usize, v: Vec<T>) -> ArrayD<T> {
+    let m = like.len() / channels.max(1);
     if like.ndim() == 2 {
         Array2::from_shape_vec((channels, m), v)
             .expect("size")
@@ -153,15 +167,38 @@ fn from_rows<T: Scalar>(
     }
 }
 
-/// Σ R{dy} x̂ + dy R{x̂} over one channel (R{dγ}), in element order.
-fn r_dgamma<T: Scalar>(rgr: &[T], hr: &[T], gr: &[T], rhr: impl Iterator<Item = T>) -> T {
-    rgr.iter()
-        .zip(hr)
-        .zip(gr)
-        .zip(rhr)
-        .fold(T::zero(), |acc, (((&rgv, &hv), &gv), rv)| {
-            acc + rgv * hv + gv * rv
-        })
+/// Channel `ch`'s row of x̂: the stored one (`xh`, train mode) or (x − μ)·s from the layer
+/// input's view `xc` (eval mode), with the forward pass's arithmetic.
+fn xhat_row<'a, T: Scalar>(
+    c: &BnCache<T>,
+    xc: &'a ArrayView2<'a, T>,
+    xh: Option<&'a ArrayView2<'a, T>>,
+    ch: usize,
+) -> Cow<'a, [T]> {
+    match xh {
+        Some(xh) => row_slice(xh, ch),
+        None => {
+            let (mu, s) = (c.batch_mean[ch], c.s[ch]);
+            Cow::Owned(row_slice(xc, ch).iter().map(|&v| (v - mu) * s).collect())
+        }
+    }
+}
+
+/// R{dγ} = Σ R{dy} x̂ + dy R{x̂} over one channel: `first` = (R{dy}, x̂'s source row, map
+/// to x̂), `gr` = dy, and R{x̂} stored, or s·R{x} from `rx` (eval), or zero where neither
+/// is given.
+fn r_dgamma<T: Scalar>(
+    first: (&[T], &[T], impl Fn(T) -> T),
+    gr: &[T],
+    stored: Option<&[T]>,
+    rx: Option<&[T]>,
+    s: T,
+) -> T {
+    match (stored, rx) {
+        (Some(st), _) => lanes::dot2(first, (gr, st, |r| r)),
+        (None, Some(rr)) => lanes::dot2(first, (gr, rr, |r| s * r)),
+        (None, None) => lanes::dot2(first, (gr, gr, |_| s * T::zero())),
+    }
 }
 
 fn mean<T: Scalar>(a: impl IntoIterator<Item = T>, m: usize) -> T {
@@ -183,7 +220,9 @@ impl BatchNorm {
         let mut s = Array1::zeros(self.channels);
         let mut batch_mean = Array1::zeros(self.channels);
         let mut batch_var = Array1::zeros(self.channels);
-        let xhat = from_rows(x, self.channels, |c, out| {
+        // x̂ (train mode) and y in one pass over each channel, while its row is in cache
+        let mut xhat = Vec::with_capacity(if mode == Mode::Train { x.len() } else { 0 });
+        let y = from_rows(x, self.channels, |c, yout| {
             let row = row_slice(&xc, c);
             let (mu, var) = match mode {
                 Mode::Eval => (rm[c], rv[c]),
@@ -197,17 +236,22 @@ impl BatchNorm {
             s[c] = sc;
             batch_mean[c] = mu;
             batch_var[c] = var;
-            out.extend(row.iter().map(|&v| (v - mu) * sc));
-        });
-        let xh = cview(&xhat);
-        let y = from_rows(x, self.channels, |c, out| {
             let (g, b) = (gamma[c], beta[c]);
-            out.extend(row_slice(&xh, c).iter().map(|&h| g * h + b));
+            match mode {
+                Mode::Eval => yout.extend(row.iter().map(|&v| g * ((v - mu) * sc) + b)),
+                Mode::Train => {
+                    let start = xhat.len();
+                    xhat.extend(row.iter().map(|&v| (v - mu) * sc));
+                    yout.extend(xhat[start..].iter().map(|&h| g * h + b));
+                }
+            }
         });
+        let xhat = (mode == Mode::Train).then(|| shaped(x, self.channels, xhat));
         (
             y,
             BnCache {
                 xhat,
+                count: m,
                 s,
                 mode,
                 batch_mean,
@@ -252,39 +296,48 @@ impl BatchNorm {
         }
     }
 
-    /// dx, dγ, dβ.
+    /// dx, dγ, dβ; `x` is the layer's input. Eval mode writes dx over `gy`.
     fn grads<T: Scalar>(
         &self,
         c: &BnCache<T>,
         p: &[ArrayViewD<T>],
-        gy: &ArrayD<T>,
+        x: &ArrayD<T>,
+        mut gy: ArrayD<T>,
     ) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
         let gamma = &p[0];
-        let (xh, g) = (cview(&c.xhat), cview(gy));
-        let m = xh.ncols();
+        let xc = cview(x);
+        let m = xc.ncols();
         let mut dgamma = Array1::zeros(self.channels);
         let mut dbeta = Array1::zeros(self.channels);
-        let dx = from_rows(gy, self.channels, |ch, out| {
-            let (gr, hr) = (g.row(ch), xh.row(ch));
-            dgamma[ch] = Zip::from(gr)
-                .and(hr)
-                .fold(T::zero(), |a, &gv, &hv| a + gv * hv);
-            dbeta[ch] = gr.sum();
-            let (gm, s) = (gamma[ch], c.s[ch]);
-            let gs = row_slice(&g, ch);
-            match c.mode {
-                Mode::Eval => out.extend(gs.iter().map(|&gv| gv * gm * s)),
-                Mode::Train => {
-                    let mg = dbeta[ch] * gm / T::from_usize(m).unwrap();
-                    let mgh = dgamma[ch] * gm / T::from_usize(m).unwrap();
-                    let hs = row_slice(&xh, ch);
-                    out.extend(
-                        gs.iter()
-                            .zip(hs.iter())
-                            .map(|(&gv, &hv)| s * (gv * gm - mg - hv * mgh)),
-                    );
-                }
+        let Some(xhat) = &c.xhat else {
+            // eval: dγ = Σ dy x̂, dβ = Σ dy, then dx = dy γ s in place, channel by channel
+            // while the row is in cache
+            let mut gv = cview_mut(&mut gy);
+            for ch in 0..self.channels {
+                let mut row = gv.row_mut(ch);
+                let (mu, s, gm) = (c.batch_mean[ch], c.s[ch], gamma[ch]);
+                let xs = row_slice(&xc, ch);
+                (dgamma[ch], dbeta[ch]) = match row.as_slice() {
+                    Some(gs) => lanes::dot_sum(gs, &xs, |v| (v - mu) * s),
+                    None => lanes::dot_sum(&row.to_vec(), &xs, |v| (v - mu) * s),
+                };
+                row.mapv_inplace(|v| v * gm * s);
             }
+            return (gy, dgamma.into_dyn(), dbeta.into_dyn());
+        };
+        let (xh, g) = (cview(xhat), cview(&gy));
+        let mf = T::from_usize(m).unwrap();
+        let dx = from_rows(&gy, self.channels, |ch, out| {
+            let (gs, hs) = (row_slice(&g, ch), row_slice(&xh, ch));
+            (dgamma[ch], dbeta[ch]) = lanes::dot_sum(&gs, &hs, |h| h);
+            let (gm, s) = (gamma[ch], c.s[ch]);
+            let mg = dbeta[ch] * gm / mf;
+            let mgh = dgamma[ch] * gm / mf;
+            out.extend(
+                gs.iter()
+                    .zip(hs.iter())
+                    .map(|(&gv, &hv)| s * (gv * gm - mg - hv * mgh)),
+            );
         });
         (dx, dgamma.into_dyn(), dbeta.into_dyn())
     }
@@ -295,19 +348,21 @@ impl BatchNorm {
         c: &BnCache<T>,
         p: &[ArrayViewD<T>],
         v: &[ArrayViewD<T>],
+        x: &ArrayD<T>,
         rx: Option<&ArrayD<T>>,
     ) -> (ArrayD<T>, BnRCache<T>) {
         let (gamma, vg, vb) = (&p[0], &v[0], &v[1]);
-        let xh = cview(&c.xhat);
+        let xc = cview(x);
+        let xh = c.xhat.as_ref().map(cview);
         let rxv = rx.map(cview);
-        let m = xh.ncols();
+        let m = xc.ncols();
         let mut rs = Array1::zeros(self.channels);
         // R{x̂} = s (R{x} − ⟨R{x}⟩ − x̂ ⟨x̂ R{x}⟩), kept for the reverse pass in train mode.
         // Eval mode's R{x̂} = s·R{x} is not stored: the reverse pass recomputes it from R{x}.
         let rxhat = match (c.mode, &rxv) {
-            (Mode::Train, Some(rxv)) => Some(from_rows(&c.xhat, self.channels, |ch, out| {
+            (Mode::Train, Some(rxv)) => Some(from_rows(x, self.channels, |ch, out| {
                 let s = c.s[ch];
-                let (rr, hr) = (row_slice(rxv, ch), row_slice(&xh, ch));
+                let (rr, hr) = (row_slice(rxv, ch), xhat_row(c, &xc, xh.as_ref(), ch));
                 let mr = mean(rr.iter().copied(), m);
                 let mhr = rr
                     .iter()
@@ -324,24 +379,30 @@ impl BatchNorm {
             _ => None,
         };
         let rhv = rxhat.as_ref().map(cview);
-        let ry = from_rows(&c.xhat, self.channels, |ch, out| {
+        let ry = from_rows(x, self.channels, |ch, out| {
             let (g, a, b, s) = (gamma[ch], vg[ch], vb[ch], c.s[ch]);
-            let hr = row_slice(&xh, ch);
             // R{x̂} row: stored (train), s·R{x} (eval), or zero (R{x} = 0).
             match (&rhv, &rxv, c.mode) {
                 (Some(rhv), _, _) => out.extend(
                     row_slice(rhv, ch)
                         .iter()
-                        .zip(hr.iter())
+                        .zip(xhat_row(c, &xc, xh.as_ref(), ch).iter())
                         .map(|(&r, &h)| g * r + a * h + b),
                 ),
-                (None, Some(rxv), Mode::Eval) => out.extend(
-                    row_slice(rxv, ch)
-                        .iter()
-                        .zip(hr.iter())
-                        .map(|(&r, &h)| g * (s * r) + a * h + b),
-                ),
-                _ => out.extend(hr.iter().map(|&h| g * (s * T::zero()) + a * h + b)),
+                (None, Some(rxv), Mode::Eval) => {
+                    // x̂ formed on the fly, as in `xhat_row`
+                    let mu = c.batch_mean[ch];
+                    out.extend(
+                        row_slice(rxv, ch)
+                            .iter()
+                            .zip(row_slice(&xc, ch).iter())
+                            .map(|(&r, &xv)| g * (s * r) + a * ((xv - mu) * s) + b),
+                    )
+                }
+                _ => {
+                    let hr = xhat_row(c, &xc, xh.as_ref(), ch);
+                    out.extend(hr.iter().map(|&h| g * (s * T::zero()) + a * h + b))
+                }
             }
         });
         (ry, BnRCache { rxhat, rs })
@@ -356,20 +417,22 @@ impl BatchNorm {
         rc: &BnRCache<T>,
         p: &[ArrayViewD<T>],
         v: &[ArrayViewD<T>],
+        x: &ArrayD<T>,
         rx: Option<&ArrayD<T>>,
         gy: &ArrayD<T>,
         rgy: &ArrayD<T>,
     ) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
         let (gamma, vg) = (&p[0], &v[0]);
-        let (xh, g, rg) = (cview(&c.xhat), cview(gy), cview(rgy));
+        let (xc, g, rg) = (cview(x), cview(gy), cview(rgy));
+        let xh = c.xhat.as_ref().map(cview);
         let rh = rc.rxhat.as_ref().map(cview);
         let rxv = rx.map(cview);
-        let m = xh.ncols();
+        let m = xc.ncols();
         let mf = T::from_usize(m).unwrap();
         let mut rdgamma = Array1::zeros(self.channels);
         let mut rdbeta = Array1::zeros(self.channels);
         let rdx = from_rows(gy, self.channels, |ch, out| {
-            let (gr, rgr, hr) = (row_slice(&g, ch), row_slice(&rg, ch), row_slice(&xh, ch));
+            let (gr, rgr) = (row_slice(&g, ch), row_slice(&rg, ch));
             let (gm, a, s) = (gamma[ch], vg[ch], c.s[ch]);
             // The R{x̂} row: stored (train mode), s·R{x} formed on the fly (eval mode), or
             // zero (R{x} = 0). R{dγ} = Σ R{dy} x̂ + dy R{x̂}.
@@ -378,13 +441,19 @@ impl BatchNorm {
                 (None, Mode::Train) => Some(Cow::Owned(vec![s * T::zero(); m])),
                 (None, Mode::Eval) => None,
             };
-            rdgamma[ch] = match (&stored, &rxv) {
-                (Some(st), _) => r_dgamma(&rgr, &hr, &gr, st.iter().copied()),
-                (None, Some(rxv)) => {
-                    let rr = row_slice(rxv, ch);
-                    r_dgamma(&rgr, &hr, &gr, rr.iter().map(|&r| s * r))
+            let rr = rxv.as_ref().map(|rxv| row_slice(rxv, ch));
+            // x̂ stored (train) or formed from x as `xhat_row` forms it (eval)
+            let mu = c.batch_mean[ch];
+            let hr = match &xh {
+                Some(xh) => row_slice(xh, ch),
+                None => row_slice(&xc, ch),
+            };
+            rdgamma[ch] = match &xh {
+                Some(_) => r_dgamma((&rgr, &hr, |h| h), &gr, stored.as_deref(), rr.as_deref(), s),
+                None => {
+                    let first = (&rgr[..], &hr[..], |v| (v - mu) * s);
+                    r_dgamma(first, &gr, stored.as_deref(), rr.as_deref(), s)
                 }
-                (None, None) => r_dgamma(&rgr, &hr, &gr, std::iter::repeat(s * T::zero())),
             };
             rdbeta[ch] = rg.row(ch).sum();
             match c.mode {
@@ -484,7 +553,8 @@ impl EngineOp for BatchNorm {
     }
 
     fn cache_bytes<T: Scalar>(c: &BnCache<T>) -> usize {
-        (c.xhat.len() + 4 * c.s.len()) * std::mem::size_of::<T>()
+        let xhat = c.xhat.as_ref().map_or(0, |x| x.len());
+        (xhat + 4 * c.s.len()) * std::mem::size_of::<T>()
     }
 
     fn batch_stats<T: Scalar>(&self, c: &BnCache<T>, params: &[usize]) -> Option<BatchStats<T>> {
@@ -493,7 +563,7 @@ impl EngineOp for BatchNorm {
             running_var: params[3],
             mean: c.batch_mean.clone(),
             var: c.batch_var.clone(),
-            count: c.xhat.len() / c.batch_mean.len(),
+            count: c.count,
         })
     }
 
@@ -502,7 +572,7 @@ impl EngineOp for BatchNorm {
     }
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, c: &BnCache<T>, gy: ArrayD<T>) -> Grads<T> {
-        grads_of(a, self.grads(c, a.p, &gy))
+        grads_of(a, self.grads(c, a.p, a.x[0], gy))
     }
 
     fn r_forward<T: Scalar>(
@@ -510,7 +580,7 @@ impl EngineOp for BatchNorm {
         a: &Taped<T>,
         c: &BnCache<T>,
     ) -> (Option<ArrayD<T>>, BnRCache<T>) {
-        let (r, rc) = self.r_normalize(c, a.p, a.v, a.rx(0));
+        let (r, rc) = self.r_normalize(c, a.p, a.v, a.x[0], a.rx(0));
         (Some(r), rc)
     }
 
@@ -522,6 +592,6 @@ impl EngineOp for BatchNorm {
         gy: &ArrayD<T>,
         rgy: ArrayD<T>,
     ) -> Grads<T> {
-        grads_of(a, self.r_grads(c, rc, a.p, a.v, a.rx(0), gy, &rgy))
+        grads_of(a, self.r_grads(c, rc, a.p, a.v, a.x[0], a.rx(0), gy, &rgy))
     }
 }

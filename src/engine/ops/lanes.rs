@@ -1,7 +1,7 @@
 //! Row reductions with eight interleaved partial results, so the compiler can keep them in
 //! one vector register (a plain left fold of floats cannot be vectorized: it would change
 //! the order of the additions). The order is fixed, so the bits are too. Used by the
-//! row-wise ops (softmax, layer and group norm).
+//! row-wise ops (softmax, layer, group and batch norm).
 
 use crate::engine::Scalar;
 
@@ -39,6 +39,53 @@ pub fn dot<T: Scalar>(a: &[T], b: &[T]) -> T {
             acc[i] += x[i] * y[i];
         }
     }
+    finish(acc, tail)
+}
+
+/// (Σ a·f(b), Σ a) in one pass over `a` and `b`; with `f` the identity, the same bits as
+/// [`dot`] and [`sum`].
+#[inline(always)]
+pub fn dot_sum<T: Scalar>(a: &[T], b: &[T], f: impl Fn(T) -> T) -> (T, T) {
+    assert_eq!(a.len(), b.len(), "dot_sum: lengths");
+    let (mut ab, mut sa) = ([T::zero(); LANES], [T::zero(); LANES]);
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    let tail_ab = ra
+        .iter()
+        .zip(rb)
+        .fold(T::zero(), |s, (&x, &y)| s + x * f(y));
+    let tail_a = ra.iter().fold(T::zero(), |s, &v| s + v);
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            ab[i] += x[i] * f(y[i]);
+            sa[i] += x[i];
+        }
+    }
+    (finish(ab, tail_ab), finish(sa, tail_a))
+}
+
+/// Σ (a·f(b) + c·g(d)), each term added as `(s + a·f(b)) + c·g(d)` (all four of one
+/// length).
+#[inline(always)]
+pub fn dot2<T: Scalar>(
+    (a, b, f): (&[T], &[T], impl Fn(T) -> T),
+    (c, d, g): (&[T], &[T], impl Fn(T) -> T),
+) -> T {
+    let n = a.len();
+    assert!(
+        b.len() == n && c.len() == n && d.len() == n,
+        "dot2: lengths"
+    );
+    let mut acc = [T::zero(); LANES];
+    let whole = n - n % LANES;
+    for j in (0..whole).step_by(LANES) {
+        let (a, b) = (&a[j..j + LANES], &b[j..j + LANES]);
+        let (c, d) = (&c[j..j + LANES], &d[j..j + LANES]);
+        for i in 0..LANES {
+            acc[i] = acc[i] + a[i] * f(b[i]) + c[i] * g(d[i]);
+        }
+    }
+    let tail = (whole..n).fold(T::zero(), |s, j| s + a[j] * f(b[j]) + c[j] * g(d[j]));
     finish(acc, tail)
 }
 
@@ -86,6 +133,13 @@ mod tests {
             assert!(close(sum(&a), a.iter().sum()));
             let d: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!(close(dot(&a, &b), d));
+            let (ds, ss) = dot_sum(&a, &b, |v| v);
+            assert_eq!(
+                (ds.to_bits(), ss.to_bits()),
+                (dot(&a, &b).to_bits(), sum(&a).to_bits())
+            );
+            let d2: f64 = a.iter().zip(&b).map(|(x, y)| x * y + y * x).sum();
+            assert!(close(dot2((&a, &b, |v| v), (&b, &a, |v| v)), d2));
             let s: f64 = a.iter().map(|x| (x - 0.3) * (x - 0.3)).sum();
             assert!(close(sq_dev(&a, 0.3), s));
             let m = a.iter().copied().fold(f64::NEG_INFINITY, f64::max);
