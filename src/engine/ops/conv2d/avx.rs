@@ -4,6 +4,17 @@
 use super::{TileArgs, Vector, LANES, WIDE};
 use std::arch::x86_64::*;
 
+/// `$store(k, $r[k])` for each listed row k below `$mr`, each with a constant index.
+macro_rules! store_rows {
+    ($store:ident, $r:ident, $mr:ident, $($k:literal),*) => {
+        $(
+            if $k < $mr {
+                $store($k, $r[$k]);
+            }
+        )*
+    };
+}
+
 /// One forward tile kernel per instruction set and vector width: `MR·V` accumulators
 /// stay in registers across all taps, then rows `< rows` are stored (masked for short
 /// vectors). `$load(lo, hi, SPLIT)` reads one vector (`SPLIT`: lanes 8.. from `hi`);
@@ -39,12 +50,19 @@ macro_rules! tile_kernel {
                 a = a.add(MR);
             }
             let yp = y.as_mut_ptr() as *mut f32;
-            for m in 0..rows.min(MR) {
-                for v in 0..V {
-                    let Vector { ob, lanes, .. } = group[v];
-                    $store(yp.add(m * cols + ob), lanes, r[m][v]);
+            // Rows written out one by one with constant indices: a loop over m that the
+            // compiler keeps rolled indexes `r` at run time, which puts the accumulators
+            // in a stack array (zeroed by a memset call on every tile, stored and reloaded).
+            let store_row = |m: usize, rm: [_; V]| {
+                if m < rows {
+                    for v in 0..V {
+                        let Vector { ob, lanes, .. } = group[v];
+                        $store(yp.add(m * cols + ob), lanes, rm[v]);
+                    }
                 }
-            }
+            };
+            const { assert!(MR <= 8, "tile rows") };
+            store_rows!(store_row, r, MR, 0, 1, 2, 3, 4, 5, 6, 7);
         }
     };
 }
