@@ -96,6 +96,15 @@ pub struct BnRCache<T> {
     pub rs: Array1<T>,
 }
 
+impl<T: Scalar> BnCache<T> {
+    /// x ↦ x̂ = (x − μ)·s for channel `ch`: the forward pass's expression, with which eval
+    /// mode forms x̂ again wherever it is needed (so the bits are those of a stored x̂).
+    fn to_xhat(&self, ch: usize) -> impl Fn(T) -> T {
+        let (mu, s) = (self.batch_mean[ch], self.s[ch]);
+        move |v| (v - mu) * s
+    }
+}
+
 /// `[C, M]` view of an activation: `[C, N, H, W]` reshaped, or `[N, C]` transposed.
 fn cview<T: Scalar>(x: &ArrayD<T>) -> ArrayView2<'_, T> {
     if x.ndim() == 2 {
@@ -178,8 +187,8 @@ fn xhat_row<'a, T: Scalar>(
     match xh {
         Some(xh) => row_slice(xh, ch),
         None => {
-            let (mu, s) = (c.batch_mean[ch], c.s[ch]);
-            Cow::Owned(row_slice(xc, ch).iter().map(|&v| (v - mu) * s).collect())
+            let h = c.to_xhat(ch);
+            Cow::Owned(row_slice(xc, ch).iter().map(|&v| h(v)).collect())
         }
     }
 }
@@ -315,11 +324,11 @@ impl BatchNorm {
             let mut gv = cview_mut(&mut gy);
             for ch in 0..self.channels {
                 let mut row = gv.row_mut(ch);
-                let (mu, s, gm) = (c.batch_mean[ch], c.s[ch], gamma[ch]);
+                let (s, gm) = (c.s[ch], gamma[ch]);
                 let xs = row_slice(&xc, ch);
                 (dgamma[ch], dbeta[ch]) = match row.as_slice() {
-                    Some(gs) => lanes::dot_sum(gs, &xs, |v| (v - mu) * s),
-                    None => lanes::dot_sum(&row.to_vec(), &xs, |v| (v - mu) * s),
+                    Some(gs) => lanes::dot_sum(gs, &xs, c.to_xhat(ch)),
+                    None => lanes::dot_sum(&row.to_vec(), &xs, c.to_xhat(ch)),
                 };
                 row.mapv_inplace(|v| v * gm * s);
             }
@@ -391,12 +400,12 @@ impl BatchNorm {
                 ),
                 (None, Some(rxv), Mode::Eval) => {
                     // x̂ formed on the fly, as in `xhat_row`
-                    let mu = c.batch_mean[ch];
+                    let h = c.to_xhat(ch);
                     out.extend(
                         row_slice(rxv, ch)
                             .iter()
                             .zip(row_slice(&xc, ch).iter())
-                            .map(|(&r, &xv)| g * (s * r) + a * ((xv - mu) * s) + b),
+                            .map(|(&r, &xv)| g * (s * r) + a * h(xv) + b),
                     )
                 }
                 _ => {
@@ -442,18 +451,11 @@ impl BatchNorm {
                 (None, Mode::Eval) => None,
             };
             let rr = rxv.as_ref().map(|rxv| row_slice(rxv, ch));
-            // x̂ stored (train) or formed from x as `xhat_row` forms it (eval)
-            let mu = c.batch_mean[ch];
-            let hr = match &xh {
-                Some(xh) => row_slice(xh, ch),
-                None => row_slice(&xc, ch),
-            };
+            let (st, rr) = (stored.as_deref(), rr.as_deref());
+            // x̂ stored (train) or formed from x in the sum (eval)
             rdgamma[ch] = match &xh {
-                Some(_) => r_dgamma((&rgr, &hr, |h| h), &gr, stored.as_deref(), rr.as_deref(), s),
-                None => {
-                    let first = (&rgr[..], &hr[..], |v| (v - mu) * s);
-                    r_dgamma(first, &gr, stored.as_deref(), rr.as_deref(), s)
-                }
+                Some(xh) => r_dgamma((&rgr, &row_slice(xh, ch), |h| h), &gr, st, rr, s),
+                None => r_dgamma((&rgr, &row_slice(&xc, ch), c.to_xhat(ch)), &gr, st, rr, s),
             };
             rdbeta[ch] = rg.row(ch).sum();
             match c.mode {
@@ -464,6 +466,7 @@ impl BatchNorm {
                 ),
                 Mode::Train => {
                     let rhr = stored.as_deref().expect("train mode keeps R{x̂}");
+                    let hr = xhat_row(c, &xc, xh.as_ref(), ch);
                     // dx̂ = dy γ; R{dx̂} = R{dy} γ + dy v_γ
                     let m_dxh = g.row(ch).sum() * gm / mf;
                     let m_dxh_xh = gr
