@@ -9,11 +9,13 @@
 //! Medians over `--reps` runs after a warm-up; the gradient and H·v runs alternate.
 //! Compare with `python fixtures/generate/bench_torch.py` on the same machine and threads,
 //! and engine settings with `--conv im2col`, `--gemm matrixmultiply`, `--simd avx2`.
+//! `--kernels` times the direct convolution kernels alone instead (best of `--reps`).
 
 use anyhow::Result;
 use clap::Args;
 
 use super::engine_args::EngineArgs;
+use crate::engine::ops::conv2d::{kernel_rates, KernelRate};
 use crate::jobs::bench::{run_bench, BenchConfig, BenchRow};
 
 #[derive(Debug, Args)]
@@ -41,6 +43,13 @@ pub struct BenchArgs {
     /// Skip the gradient and H·v measurements.
     #[arg(long)]
     pub forward_only: bool,
+    /// Time the direct convolution kernels alone instead of whole passes: the tile kernel
+    /// (forward, dx, R-forward) and the weight-gradient kernel, each with its padded
+    /// copies, on ResNet-cifar's three 3×3 shapes (16, 32, 64 channels on 32×32, 16×16,
+    /// 8×8 images), 32 images, one thread, best of --reps runs, as GFLOP/s and share of one
+    /// core's FMA peak. Only --simd, --reps and --json apply.
+    #[arg(long, conflicts_with_all = ["depths", "models", "threads", "batch", "chunk", "forward_only", "conv", "gemm"])]
+    pub kernels: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -52,6 +61,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let options = args.engine.options();
     if !options.is_default() {
         eprintln!("bench: engine {options}");
+    }
+    if args.kernels {
+        let rates = kernel_rates(options.simd, args.reps);
+        if args.json {
+            return super::print_json(&rates);
+        }
+        for r in &rates {
+            print_rate(r)?;
+        }
+        return Ok(());
     }
     let config = BenchConfig {
         depths: args.depths.clone().unwrap_or_else(|| {
@@ -106,4 +125,21 @@ fn print_row(row: &BenchRow) -> Result<(), super::StdoutError> {
             ratio(row.hvp_over_gradient_cpu),
             ratio(row.hvp_kept_over_gradient_cpu),
         )
+}
+
+fn print_rate(r: &KernelRate) -> Result<(), super::StdoutError> {
+    let pct = |v: Option<f64>| v.map(|v| format!("{:.0}%", 100.0 * v));
+    crate::outln!(
+        "kernel {:<11} {:<6}  C=O={:<3} {:>2}×{:<2} × {} images  best {:>7.2} ms  {:>6.1} GFLOP/s ({} of FMA peak {} GFLOP/s)",
+        r.pass,
+        r.kernel,
+        r.channels,
+        r.size,
+        r.size,
+        r.images,
+        r.best_ms,
+        r.gflops,
+        pct(r.of_peak).unwrap_or_else(|| "-".into()),
+        r.fma_peak_gflops.map(|p| format!("{p:.1}")).unwrap_or_else(|| "-".into()),
+    )
 }

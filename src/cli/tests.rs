@@ -14,6 +14,32 @@ mod parse {
         crate::cli::command().debug_assert();
     }
 
+    /// `bench --kernels` times kernels alone on one thread: the pass options, which it
+    /// would not use, are refused rather than ignored.
+    #[test]
+    fn bench_kernels_refuses_pass_options() {
+        let parse = |extra: &[&str]| {
+            let mut a = vec!["losscape", "bench", "--kernels"];
+            a.extend_from_slice(extra);
+            Cli::try_parse_from(a)
+        };
+        assert!(parse(&[]).is_ok());
+        assert!(parse(&["--simd", "avx2", "--reps", "3", "--json"]).is_ok());
+        for extra in [
+            &["--threads", "2"][..],
+            &["--depths", "20"],
+            &["--model", "m.onnx"],
+            &["--batch", "64"],
+            &["--chunk", "8"],
+            &["--forward-only"],
+            &["--conv", "im2col"],
+            &["--gemm", "matrixmultiply"],
+        ] {
+            let e = parse(extra).unwrap_err().to_string();
+            assert!(e.contains("--kernels") && e.contains(extra[0]), "{e}");
+        }
+    }
+
     #[test]
     fn batch_size_must_be_positive() {
         assert!(Cli::try_parse_from([

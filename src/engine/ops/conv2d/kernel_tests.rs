@@ -270,3 +270,37 @@ fn avx2_weight_grad_tiles_give_the_same_bits() {
         assert_eq!(bits(&a), bits(&b), "{sh:?} n{n}");
     }
 }
+
+/// The isolated-kernel bench measures both kernels on the three ResNet-cifar shapes, and
+/// its rates are its multiply-adds over its best time.
+#[test]
+fn kernel_rates_cover_both_kernels_and_three_shapes() {
+    for simd in [Simd::Native, Simd::Avx2] {
+        let rates = kernel_rates(simd, 1);
+        let shapes: Vec<(&str, usize, usize)> =
+            rates.iter().map(|r| (r.pass, r.channels, r.size)).collect();
+        assert_eq!(
+            shapes,
+            [
+                ("forward", 16, 32),
+                ("weight-grad", 16, 32),
+                ("forward", 32, 16),
+                ("weight-grad", 32, 16),
+                ("forward", 64, 8),
+                ("weight-grad", 64, 8),
+            ]
+        );
+        for r in &rates {
+            let flops = 2.0 * (r.channels * r.channels * 9 * r.size * r.size * r.images) as f64;
+            assert!(r.best_ms > 0.0 && r.best_ms.is_finite(), "{r:?}");
+            assert!((r.gflops - flops / (r.best_ms / 1e3) / 1e9).abs() <= 1e-9 * r.gflops);
+            assert_eq!(
+                r.kernel,
+                format!("{:?}", Kernel::for_simd(simd).for_width(r.size))
+            );
+            if let (Some(p), Some(f)) = (r.fma_peak_gflops, r.of_peak) {
+                assert!((f - r.gflops / p).abs() <= 1e-9 * f.max(1.0), "{r:?}");
+            }
+        }
+    }
+}

@@ -167,6 +167,101 @@ pub fn fma_peak(simd: Simd) -> Option<f64> {
     }
 }
 
+/// One direct kernel timed alone on one convolution shape ([`kernel_rates`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelRate {
+    /// `forward` (the tile kernel as the forward, dx and R-forward run it, with its padded
+    /// copies) or `weight-grad` (the weight-gradient kernel, with its padded copies).
+    pub pass: &'static str,
+    /// The kernel (`Zmm`, `Avx512`, `Avx2`, `Scalar`).
+    pub kernel: String,
+    /// Input and output channels (C = O).
+    pub channels: usize,
+    /// Image height and width.
+    pub size: usize,
+    pub images: usize,
+    /// The fastest of the timed runs, ms, and its rate (2 × multiply-adds).
+    pub best_ms: f64,
+    pub gflops: f64,
+    /// One core's FMA peak at the kernel's vector width ([`fma_peak`]), and the share of it
+    /// reached.
+    pub fma_peak_gflops: Option<f64>,
+    pub of_peak: Option<f64>,
+}
+
+/// The direct kernels of `simd` timed alone, best of `reps` runs after a warm-up, on
+/// ResNet-cifar's three 3×3 stride-1 convolutions (C = O = 16, 32, 64 on 32×32, 16×16 and
+/// 8×8 images), 32 images, one thread: what a kernel change does, without the rest of a
+/// pass, and with the best of many short runs less exposed to a shared host's noise than a
+/// pass's median.
+pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
+    let kernel = Kernel::for_simd(simd);
+    let peak = fma_peak(simd).map(|f| f / 1e9);
+    let n = 32;
+    let mut out = Vec::new();
+    for (ch, size) in [(16, 32), (32, 16), (64, 8)] {
+        let sh = Shape {
+            o: ch,
+            c: ch,
+            k: 3,
+            s: 1,
+            p: 1,
+            h: size,
+            w: size,
+        };
+        let values = |len: usize, salt: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 31 + salt) % 17) as f32 / 8.0 - 1.0)
+                .collect()
+        };
+        let hw = size * size;
+        let (wts, x, dy) = (
+            values(ch * ch * 9, 1),
+            values(ch * n * hw, 2),
+            values(ch * n * hw, 3),
+        );
+        let flops = 2.0 * (ch * ch * 9 * n * hw) as f64;
+        let best = |f: &mut dyn FnMut()| {
+            f();
+            (0..reps.max(1))
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let mut conv = DirectConv::new(kernel, sh, &wts);
+        let mut y = vec![MaybeUninit::<f32>::uninit(); ch * n * hw];
+        let fwd = best(&mut || {
+            let mut img = 0;
+            while img < n {
+                img += conv.images(&[&x], n, img, &mut y);
+            }
+            std::hint::black_box(&y);
+        });
+        let mut dw = vec![0.0f32; ch * ch * 9];
+        let grad = best(&mut || {
+            weight_grad(kernel, sh, n, &[(&dy, &x)], &mut dw);
+            std::hint::black_box(&dw);
+        });
+        for (pass, secs) in [("forward", fwd), ("weight-grad", grad)] {
+            out.push(KernelRate {
+                pass,
+                kernel: format!("{:?}", conv.plan.kernel),
+                channels: ch,
+                size,
+                images: n,
+                best_ms: secs * 1e3,
+                gflops: flops / secs / 1e9,
+                fma_peak_gflops: peak,
+                of_peak: peak.map(|p| flops / secs / 1e9 / p),
+            });
+        }
+    }
+    out
+}
+
 /// One vector of output positions: lanes `0..8` read the padded input from `lo`, lanes
 /// `8..16` (zmm only) from `hi`; the outputs are `lanes` consecutive floats from `ob`.
 #[derive(Clone, Copy, Debug)]

@@ -34,7 +34,7 @@ mod direct;
 mod grouped;
 mod im2col;
 mod kernels;
-pub use kernels::fma_peak;
+pub use kernels::{fma_peak, kernel_rates, KernelRate};
 #[cfg(test)]
 mod tests;
 mod winograd;
