@@ -150,21 +150,35 @@ pub fn fma_peak(simd: Simd) -> Option<f64> {
             Kernel::Scalar => return None,
         };
         // SAFETY: the kernel exists only where its instructions were detected.
-        let timed = |iters: usize| {
-            let t = std::time::Instant::now();
+        let chains = |iters: usize| {
             std::hint::black_box(unsafe { run(std::hint::black_box(iters)) });
-            t.elapsed().as_secs_f64()
         };
-        timed(1 << 20); // warm-up (clock ramp)
+        chains(1 << 20); // warm-up (clock ramp)
         let iters = 1 << 24;
-        let best = (0..3).map(|_| timed(iters)).fold(f64::INFINITY, f64::min);
-        Some((iters * 12 * lanes * 2) as f64 / best)
+        Some((iters * 12 * lanes * 2) as f64 / best_secs(3, || chains(iters)))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = kernel;
         None
     }
+}
+
+/// The shortest of `runs` (at least one) timed calls of `f`, in seconds.
+fn best_secs(runs: usize, mut f: impl FnMut()) -> f64 {
+    (0..runs.max(1))
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// [`best_secs`] after one untimed warm-up call.
+fn warm_best(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    best_secs(runs, f)
 }
 
 /// One direct kernel timed alone on one convolution shape ([`kernel_rates`]).
@@ -198,6 +212,12 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
     let kernel = Kernel::for_simd(simd);
     let peak = fma_peak(simd).map(|f| f / 1e9);
     let n = 32;
+    // the bench's input pattern, in [-1, 1]
+    let values = |len: usize, salt: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 31 + salt) % 17) as f32 / 8.0 - 1.0)
+            .collect()
+    };
     let mut out = Vec::new();
     for (ch, size) in [(16, 32), (32, 16), (64, 8)] {
         let sh = Shape {
@@ -209,11 +229,6 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             h: size,
             w: size,
         };
-        let values = |len: usize, salt: usize| -> Vec<f32> {
-            (0..len)
-                .map(|i| ((i * 31 + salt) % 17) as f32 / 8.0 - 1.0)
-                .collect()
-        };
         let hw = size * size;
         let (wts, x, dy) = (
             values(ch * ch * 9, 1),
@@ -221,19 +236,9 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             values(ch * n * hw, 3),
         );
         let flops = 2.0 * (ch * ch * 9 * n * hw) as f64;
-        let best = |f: &mut dyn FnMut()| {
-            f();
-            (0..reps.max(1))
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64()
-                })
-                .fold(f64::INFINITY, f64::min)
-        };
         let mut conv = DirectConv::new(kernel, sh, &wts);
         let mut y = vec![MaybeUninit::<f32>::uninit(); ch * n * hw];
-        let fwd = best(&mut || {
+        let fwd = warm_best(reps, || {
             let mut img = 0;
             while img < n {
                 img += conv.images(&[&x], n, img, &mut y);
@@ -241,21 +246,23 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             std::hint::black_box(&y);
         });
         let mut dw = vec![0.0f32; ch * ch * 9];
-        let grad = best(&mut || {
+        let grad = warm_best(reps, || {
             weight_grad(kernel, sh, n, &[(&dy, &x)], &mut dw);
             std::hint::black_box(&dw);
         });
+        let kernel = format!("{:?}", conv.plan.kernel);
         for (pass, secs) in [("forward", fwd), ("weight-grad", grad)] {
+            let gflops = flops / secs / 1e9;
             out.push(KernelRate {
                 pass,
-                kernel: format!("{:?}", conv.plan.kernel),
+                kernel: kernel.clone(),
                 channels: ch,
                 size,
                 images: n,
                 best_ms: secs * 1e3,
-                gflops: flops / secs / 1e9,
+                gflops,
                 fma_peak_gflops: peak,
-                of_peak: peak.map(|p| flops / secs / 1e9 / p),
+                of_peak: peak.map(|p| gflops / p),
             });
         }
     }
