@@ -24,7 +24,7 @@ pub use super::ops::batchnorm::{BatchStats, Mode};
 pub use super::ops::loss::Loss;
 use super::ops::loss::LossCache;
 pub use super::ops::Op;
-use super::ops::{Activation, Erased, Fwd, Grads, LossValue, Taped};
+use super::ops::{add_assign, Activation, Erased, Fwd, Grads, LossValue, Taped};
 use super::options::EngineOptions;
 use super::params::Layout;
 use super::Scalar;
@@ -782,7 +782,7 @@ impl Graph {
 /// Adds a gradient contribution into a node's slot (moved in when the slot is empty).
 fn acc<T: Scalar>(slot: &mut Option<ArrayD<T>>, add: ArrayD<T>) {
     match slot {
-        Some(s) => *s += &add,
+        Some(s) => add_assign(s, &add),
         None => *slot = Some(add),
     }
 }

@@ -9,11 +9,35 @@
 
 use ndarray::ArrayD;
 
+use super::vmath::wide;
 use super::{EngineOp, Fwd, Grads, Mode, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
 pub struct Add;
+
+/// `a += b` (one shape): a slice loop in vectors where both are contiguous (the same
+/// additions in the same order as ndarray's, so the same bits).
+pub(crate) fn add_assign<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>) {
+    if a.shape() == b.shape() {
+        if let (Some(x), Some(y)) = (a.as_slice_mut(), b.as_slice()) {
+            wide(|| x.iter_mut().zip(y).for_each(|(u, &v)| *u += v));
+            return;
+        }
+    }
+    *a += b;
+}
+
+/// `a + b` (one shape), in vectors where both are contiguous.
+fn sum<T: Scalar>(a: &ArrayD<T>, b: &ArrayD<T>) -> ArrayD<T> {
+    if a.shape() == b.shape() {
+        if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
+            let v = wide(|| x.iter().zip(y).map(|(&u, &v)| u + v).collect());
+            return ArrayD::from_shape_vec(a.raw_dim(), v).expect("same length");
+        }
+    }
+    a + b
+}
 
 /// The same gradient flows to both inputs: one copy, one move.
 fn both<T: Scalar>(gy: ArrayD<T>) -> Grads<T> {
@@ -39,7 +63,7 @@ impl EngineOp for Add {
     }
 
     fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, ()) {
-        (a.x[0] + a.x[1], ())
+        (sum(a.x[0], a.x[1]), ())
     }
 
     fn in_place(&self, _mode: Mode) -> bool {
@@ -47,7 +71,7 @@ impl EngineOp for Add {
     }
 
     fn forward_in_place<T: Scalar>(&self, a: &Fwd<T>, x0: &mut ArrayD<T>) {
-        *x0 += a.x[1];
+        add_assign(x0, a.x[1]);
     }
 
     fn backward<T: Scalar>(&self, _a: &Taped<T>, _c: &(), gy: ArrayD<T>) -> Grads<T> {
@@ -56,7 +80,7 @@ impl EngineOp for Add {
 
     fn r_forward<T: Scalar>(&self, a: &Taped<T>, _c: &()) -> (Option<ArrayD<T>>, ()) {
         let r = match (a.rx(0), a.rx(1)) {
-            (Some(x), Some(y)) => Some(x + y),
+            (Some(x), Some(y)) => Some(sum(x, y)),
             (Some(x), None) | (None, Some(x)) => Some(x.clone()),
             (None, None) => None,
         };
@@ -72,5 +96,32 @@ impl EngineOp for Add {
         rgy: ArrayD<T>,
     ) -> Grads<T> {
         both(rgy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slice loops (compiled for AVX2 where the CPU has it) give the bits of ndarray's
+    /// element-wise `+`, and non-contiguous operands still add correctly.
+    #[test]
+    fn slice_loops_keep_ndarray_bits() {
+        let a = ArrayD::from_shape_fn(vec![3, 5, 7, 11], |i| {
+            (i[0] * 131 + i[1] * 17 + i[2] * 7 + i[3]) as f32 * 0.37 - 40.0
+        });
+        let b = a.mapv(|v| (v * 1.3).sin() * 1e-3);
+        let bits = |x: &ArrayD<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let plain = &a + &b;
+        assert_eq!(bits(&sum(&a, &b)), bits(&plain));
+        let mut c = a.clone();
+        add_assign(&mut c, &b);
+        assert_eq!(bits(&c), bits(&plain));
+        // transposed (column-major) operands take ndarray's path
+        let (at, bt) = (a.t().to_owned(), b.t().to_owned());
+        let mut d = at.clone();
+        add_assign(&mut d, &bt);
+        assert_eq!(bits(&d), bits(&(&at + &bt)));
+        assert_eq!(bits(&sum(&at, &bt)), bits(&(&at + &bt)));
     }
 }

@@ -35,6 +35,7 @@ use std::borrow::Cow;
 
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2};
 
+use super::vmath::wide;
 use super::{lanes, Activation, EngineOp, Epilogue, Fwd, Grads, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
@@ -147,6 +148,7 @@ fn row_slice<'a, T: Scalar>(v: &'a ArrayView2<'a, T>, c: usize) -> Cow<'a, [T]> 
 
 /// An array shaped like `like` (`[C, …]` or `[N, C]`) from its channel rows, each
 /// appended in order by `row(c, out)`: no zero fill before the values are written.
+#[inline(always)]
 fn from_rows<T: Scalar>(
     like: &ArrayD<T>,
     channels: usize,
@@ -162,6 +164,7 @@ fn from_rows<T: Scalar>(
 }
 
 /// The channel rows `v` (`[C, M]` in order) as an array shaped like `like`.
+#[inline(always)]
 fn shaped<T: Scalar>(like: &ArrayD<T>, channels: usize, v: Vec<T>) -> ArrayD<T> {
     let m = like.len() / channels.max(1);
     if like.ndim() == 2 {
@@ -178,6 +181,7 @@ fn shaped<T: Scalar>(like: &ArrayD<T>, channels: usize, v: Vec<T>) -> ArrayD<T> 
 
 /// Channel `ch`'s row of x̂: the stored one (`xh`, train mode) or (x − μ)·s from the layer
 /// input's view `xc` (eval mode), with the forward pass's arithmetic.
+#[inline(always)]
 fn xhat_row<'a, T: Scalar>(
     c: &BnCache<T>,
     xc: &'a ArrayView2<'a, T>,
@@ -196,6 +200,7 @@ fn xhat_row<'a, T: Scalar>(
 /// R{dγ} = Σ R{dy} x̂ + dy R{x̂} over one channel: `first` = (R{dy}, x̂'s source row, map
 /// to x̂), `gr` = dy, and R{x̂} stored, or s·R{x} from `rx` (eval), or zero where neither
 /// is given.
+#[inline(always)]
 fn r_dgamma<T: Scalar>(
     first: (&[T], &[T], impl Fn(T) -> T),
     gr: &[T],
@@ -210,12 +215,14 @@ fn r_dgamma<T: Scalar>(
     }
 }
 
+#[inline(always)]
 fn mean<T: Scalar>(a: impl IntoIterator<Item = T>, m: usize) -> T {
     a.into_iter().fold(T::zero(), |acc, v| acc + v) / T::from_usize(m).unwrap()
 }
 
 impl BatchNorm {
     /// `p` = [γ, β, running_mean, running_var].
+    #[inline(always)]
     fn normalize<T: Scalar>(
         &self,
         x: &ArrayD<T>,
@@ -271,6 +278,7 @@ impl BatchNorm {
 
     /// Eval-mode forward in place, for inference (nothing is kept for the reverse passes);
     /// the same arithmetic as [`BatchNorm::normalize`], so the same bits.
+    #[inline(always)]
     fn forward_eval_inplace<T: Scalar>(&self, x: &mut ArrayD<T>, p: &[ArrayViewD<T>]) {
         let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
         let eps = T::from_f(self.eps);
@@ -292,20 +300,23 @@ impl BatchNorm {
         move |c: usize, row: &mut [T]| {
             let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
             let (mu, sc, g, b) = (rm[c], T::one() / (rv[c] + eps).sqrt(), gamma[c], beta[c]);
-            if relu {
-                for t in row.iter_mut() {
-                    let v = g * ((*t - mu) * sc) + b;
-                    *t = if v > T::zero() { v } else { T::zero() };
+            wide(|| {
+                if relu {
+                    for t in row.iter_mut() {
+                        let v = g * ((*t - mu) * sc) + b;
+                        *t = if v > T::zero() { v } else { T::zero() };
+                    }
+                } else {
+                    for t in row.iter_mut() {
+                        *t = g * ((*t - mu) * sc) + b;
+                    }
                 }
-            } else {
-                for t in row.iter_mut() {
-                    *t = g * ((*t - mu) * sc) + b;
-                }
-            }
+            })
         }
     }
 
     /// dx, dγ, dβ; `x` is the layer's input. Eval mode writes dx over `gy`.
+    #[inline(always)]
     fn grads<T: Scalar>(
         &self,
         c: &BnCache<T>,
@@ -352,6 +363,7 @@ impl BatchNorm {
     }
 
     /// R{y}; `v` = [v_γ, v_β, …]; `rx` None means R{x} = 0.
+    #[inline(always)]
     fn r_normalize<T: Scalar>(
         &self,
         c: &BnCache<T>,
@@ -420,6 +432,7 @@ impl BatchNorm {
     /// R{dx}, R{dγ}, R{dβ}. `rx` is R{x} of the layer's input (None = 0): eval mode
     /// forms R{x̂} = s·R{x} from it rather than storing it in the R-forward pass.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn r_grads<T: Scalar>(
         &self,
         c: &BnCache<T>,
@@ -534,7 +547,7 @@ impl EngineOp for BatchNorm {
     }
 
     fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, BnCache<T>) {
-        self.normalize(a.x[0], a.p, a.mode)
+        wide(|| self.normalize(a.x[0], a.p, a.mode))
     }
 
     fn in_place(&self, mode: Mode) -> bool {
@@ -542,7 +555,7 @@ impl EngineOp for BatchNorm {
     }
 
     fn forward_in_place<T: Scalar>(&self, a: &Fwd<T>, x0: &mut ArrayD<T>) {
-        self.forward_eval_inplace(x0, a.p);
+        wide(|| self.forward_eval_inplace(x0, a.p));
     }
 
     fn epilogue<'a, T: Scalar>(
@@ -575,7 +588,7 @@ impl EngineOp for BatchNorm {
     }
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, c: &BnCache<T>, gy: ArrayD<T>) -> Grads<T> {
-        grads_of(a, self.grads(c, a.p, a.x[0], gy))
+        grads_of(a, wide(|| self.grads(c, a.p, a.x[0], gy)))
     }
 
     fn r_forward<T: Scalar>(
@@ -583,7 +596,7 @@ impl EngineOp for BatchNorm {
         a: &Taped<T>,
         c: &BnCache<T>,
     ) -> (Option<ArrayD<T>>, BnRCache<T>) {
-        let (r, rc) = self.r_normalize(c, a.p, a.v, a.x[0], a.rx(0));
+        let (r, rc) = wide(|| self.r_normalize(c, a.p, a.v, a.x[0], a.rx(0)));
         (Some(r), rc)
     }
 
@@ -595,6 +608,9 @@ impl EngineOp for BatchNorm {
         gy: &ArrayD<T>,
         rgy: ArrayD<T>,
     ) -> Grads<T> {
-        grads_of(a, self.r_grads(c, rc, a.p, a.v, a.x[0], a.rx(0), gy, &rgy))
+        grads_of(
+            a,
+            wide(|| self.r_grads(c, rc, a.p, a.v, a.x[0], a.rx(0), gy, &rgy)),
+        )
     }
 }

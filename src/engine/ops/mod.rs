@@ -51,6 +51,7 @@ pub mod transpose;
 
 use ndarray::{ArrayD, ArrayViewD};
 
+pub(crate) use add::add_assign;
 pub use add::Add;
 pub use affine::Affine;
 pub use avg_pool::{AvgPool, Pool2d};

@@ -406,6 +406,12 @@ impl Plan {
     /// stacked in order) into the padded polyphase image `dst` (`img_len` floats). Only
     /// interior positions are written: the border stays as zeroed at construction.
     fn fill(&self, xs: &[&[f32]], n: usize, img: usize, dst: &mut [f32]) {
+        crate::engine::ops::vmath::wide(|| self.fill_rows(xs, n, img, dst))
+    }
+
+    /// [`Plan::fill`]'s loops (inlined into its AVX2 copy).
+    #[inline(always)]
+    fn fill_rows(&self, xs: &[&[f32]], n: usize, img: usize, dst: &mut [f32]) {
         let Shape { c, s, p, h, w, .. } = self.sh;
         let (hq, wq) = (self.hq, self.wq);
         let per = (n * h * w).max(1);
@@ -427,6 +433,25 @@ impl Plan {
             }
             for (r, row) in src.chunks_exact(w).enumerate() {
                 let (a, i) = ((r + p) % s, (r + p) / s);
+                if s == 2 {
+                    // Both planes of the row in one pass over column pairs.
+                    // Column j lands in plane (a, (j + p) mod 2) at (j + p) div 2: even
+                    // columns in plane p mod 2 from p div 2, odd ones in the other plane
+                    // from (p + 1) div 2.
+                    let line = &mut dst[(a * 2 * hq + i) * wq..][..(hq + 1) * wq];
+                    let (b0, b1) = line.split_at_mut(hq * wq);
+                    let (ev, od) = if p % 2 == 0 { (b0, b1) } else { (b1, b0) };
+                    let (ev, od) = (&mut ev[p / 2..wq], &mut od[p.div_ceil(2)..wq]);
+                    let pairs = row.chunks_exact(2);
+                    let rem = pairs.remainder();
+                    for ((pair, de), d_o) in pairs.zip(ev.iter_mut()).zip(od.iter_mut()) {
+                        (*de, *d_o) = (pair[0], pair[1]);
+                    }
+                    if let Some(&v) = rem.first() {
+                        ev[w / 2] = v;
+                    }
+                    continue;
+                }
                 for b in 0..s {
                     // Columns first, first + s, … (≡ b − p mod s) land in plane (a, b) at
                     // (first + p)/s, +1, …
