@@ -38,6 +38,18 @@ fn mask<T: Scalar>(y: &ArrayD<T>, mut g: ArrayD<T>) -> ArrayD<T> {
     g
 }
 
+/// A new array: `g` masked by y > 0 (one pass, no copy of `g` first).
+fn masked<T: Scalar>(y: &ArrayD<T>, g: &ArrayD<T>) -> ArrayD<T> {
+    if g.shape() == y.shape() {
+        if let (Some(gs), Some(ys)) = (g.as_slice(), y.as_slice()) {
+            let keep = |(&gv, &yv): (&T, &T)| if yv > T::zero() { gv } else { T::zero() };
+            let v = wide(|| gs.iter().zip(ys).map(keep).collect());
+            return ArrayD::from_shape_vec(g.raw_dim(), v).expect("same length");
+        }
+    }
+    mask(y, g.clone())
+}
+
 /// `x` with ReLU applied in place (a slice loop in vectors where memory is contiguous).
 fn relu_inplace<T: Scalar>(x: &mut ArrayD<T>) {
     match x.as_slice_memory_order_mut() {
@@ -84,7 +96,7 @@ impl EngineOp for Relu {
     }
 
     fn r_forward<T: Scalar>(&self, a: &Taped<T>, _c: &()) -> (Option<ArrayD<T>>, ()) {
-        (a.rx(0).map(|r| mask(a.y, r.clone())), ())
+        (a.rx(0).map(|r| masked(a.y, r)), ())
     }
 
     fn r_backward<T: Scalar>(
@@ -116,8 +128,10 @@ mod tests {
             .and(&y)
             .map_collect(|&gv, &yv| if yv > 0.0 { gv } else { 0.0 });
         assert_eq!(bits(&mask(&y, g.clone())), bits(&plain));
+        assert_eq!(bits(&masked(&y, &g)), bits(&plain));
         // transposed (column-major) arrays take ndarray's path
         let (yt, gt) = (y.t().to_owned(), g.t().to_owned());
+        assert_eq!(bits(&masked(&yt, &gt)), bits(&plain.t().to_owned()));
         assert_eq!(bits(&mask(&yt, gt)), bits(&plain.t().to_owned()));
         let mut r = yt.clone();
         relu_inplace(&mut r);
