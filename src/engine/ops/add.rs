@@ -113,10 +113,20 @@ mod tests {
         let b = a.mapv(|v| (v * 1.3).sin() * 1e-3);
         let bits = |x: &ArrayD<f32>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         let plain = &a + &b;
-        assert_eq!(bits(&sum(&a, &b)), bits(&plain));
-        let mut c = a.clone();
-        add_assign(&mut c, &b);
-        assert_eq!(bits(&c), bits(&plain));
+        for forced in [false, true] {
+            // the widest loops, then the baseline ones (as on a CPU without AVX2)
+            let run = |f: &dyn Fn() -> ArrayD<f32>| match forced {
+                true => super::super::vmath::plain(f),
+                false => f(),
+            };
+            assert_eq!(bits(&run(&|| sum(&a, &b))), bits(&plain));
+            let c = run(&|| {
+                let mut c = a.clone();
+                add_assign(&mut c, &b);
+                c
+            });
+            assert_eq!(bits(&c), bits(&plain));
+        }
         // transposed (column-major) operands take ndarray's path
         let (at, bt) = (a.t().to_owned(), b.t().to_owned());
         let mut d = at.clone();

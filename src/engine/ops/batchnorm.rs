@@ -614,3 +614,59 @@ impl EngineOp for BatchNorm {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ops::vmath::plain;
+
+    /// Every pass gives the same bits with the widest loops and with the baseline ones
+    /// (as on a CPU without AVX2), in both modes; the epilogue gives the forward's bits.
+    #[test]
+    fn wide_and_baseline_loops_agree_bit_for_bit() {
+        let (ch, m) = (3, 2 * 5 * 7);
+        let f = |k: usize| move |i: usize| ((i * 37 + k * 11) % 23) as f32 * 0.13 - 1.4;
+        let arr = |k: usize| {
+            ArrayD::from_shape_fn(vec![ch, 2, 5, 7], |i| {
+                f(k)(((i[0] * 2 + i[1]) * 5 + i[2]) * 7 + i[3])
+            })
+        };
+        let vec1 = |k: usize| ArrayD::from_shape_fn(vec![ch], |i| f(k)(i[0]).abs() + 0.5);
+        let (x, gy, rx, rgy) = (arr(1), arr(2), arr(3), arr(4));
+        let params = [vec1(5), vec1(6), vec1(7), vec1(8)];
+        let dirs = [vec1(9), vec1(10)];
+        let p: Vec<_> = params.iter().map(|a| a.view()).collect();
+        let v: Vec<_> = dirs.iter().map(|a| a.view()).collect();
+        let bn = BatchNorm {
+            channels: ch,
+            eps: 1e-5,
+        };
+        let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+        let run = |mode: Mode| {
+            let (y, c) = bn.normalize(&x, &p, mode);
+            let (dx, dg, db) = bn.grads(&c, &p, &x, gy.clone());
+            let (ry, rc) = bn.r_normalize(&c, &p, &v, &x, Some(&rx));
+            let (rdx, rdg, rdb) = bn.r_grads(&c, &rc, &p, &v, &x, Some(&rx), &gy, &rgy);
+            [y, dx, dg, db, ry, rdx, rdg, rdb].map(|a| bits(&a))
+        };
+        for mode in [Mode::Eval, Mode::Train] {
+            let widest = wide(|| run(mode));
+            assert_eq!(plain(|| wide(|| run(mode))), widest, "{mode:?}");
+        }
+        let epi = |relu: bool| {
+            let mut y = x.clone().into_shape_with_order((ch, m)).unwrap();
+            let e = bn.eval_epilogue(&p, relu);
+            for (c, mut row) in y.rows_mut().into_iter().enumerate() {
+                e(c, row.as_slice_mut().unwrap());
+            }
+            bits(&y.into_dyn())
+        };
+        let (y, _) = bn.normalize(&x, &p, Mode::Eval);
+        let relu_y = y.mapv(|t| if t > 0.0 { t } else { 0.0 });
+        for relu in [false, true] {
+            let want = bits(if relu { &relu_y } else { &y });
+            assert_eq!(epi(relu), want);
+            assert_eq!(plain(|| epi(relu)), want);
+        }
+    }
+}

@@ -129,6 +129,12 @@ mod tests {
             .map_collect(|&gv, &yv| if yv > 0.0 { gv } else { 0.0 });
         assert_eq!(bits(&mask(&y, g.clone())), bits(&plain));
         assert_eq!(bits(&masked(&y, &g)), bits(&plain));
+        // the baseline loops (as on a CPU without AVX2)
+        let forced = super::super::vmath::plain(|| (mask(&y, g.clone()), masked(&y, &g)));
+        assert_eq!(
+            (bits(&forced.0), bits(&forced.1)),
+            (bits(&plain), bits(&plain))
+        );
         // transposed (column-major) arrays take ndarray's path
         let (yt, gt) = (y.t().to_owned(), g.t().to_owned());
         assert_eq!(bits(&masked(&yt, &gt)), bits(&plain.t().to_owned()));

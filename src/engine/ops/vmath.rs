@@ -25,12 +25,36 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
         unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::is_x86_feature_detected!("avx2") {
+        if std::is_x86_feature_detected!("avx2") && !plain_forced() {
             // SAFETY: the CPU has AVX2.
             return unsafe { avx2(f) };
         }
     }
     f()
+}
+
+#[cfg(test)]
+thread_local! {
+    static PLAIN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread's tests asked for the baseline loops ([`plain`]).
+#[inline(always)]
+fn plain_forced() -> bool {
+    #[cfg(test)]
+    return PLAIN.with(|p| p.get());
+    #[cfg(not(test))]
+    false
+}
+
+/// Tests: runs `f` with [`wide`] taking the baseline loops on this thread, so the narrower
+/// path is tested on machines that have AVX2 too.
+#[cfg(test)]
+pub fn plain<R>(f: impl FnOnce() -> R) -> R {
+    let before = PLAIN.with(|p| p.replace(true));
+    let r = f();
+    PLAIN.with(|p| p.set(before));
+    r
 }
 
 fn is_f32<T: Scalar>() -> bool {
@@ -213,9 +237,10 @@ mod tests {
                 .map(|&v| (expf(v) + tanhf(v) * erff(v)).to_bits())
                 .collect()
         };
-        let plain = run(&x);
+        let baseline = run(&x);
         let widened = wide(|| run(&x));
-        assert_eq!(plain, widened);
+        assert_eq!(baseline, widened);
+        assert_eq!(plain(|| wide(|| run(&x))), baseline);
     }
 
     #[test]
