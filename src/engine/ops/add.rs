@@ -9,7 +9,7 @@
 
 use ndarray::ArrayD;
 
-use super::vmath::wide;
+use super::vmath::{zip_map, zip_mut};
 use super::{EngineOp, Fwd, Grads, Mode, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
@@ -19,24 +19,14 @@ pub struct Add;
 /// `a += b` (one shape): a slice loop in vectors where both are contiguous (the same
 /// additions in the same order as ndarray's, so the same bits).
 pub(crate) fn add_assign<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>) {
-    if a.shape() == b.shape() {
-        if let (Some(x), Some(y)) = (a.as_slice_mut(), b.as_slice()) {
-            wide(|| x.iter_mut().zip(y).for_each(|(u, &v)| *u += v));
-            return;
-        }
+    if !zip_mut(a, b, |u, v| *u += v) {
+        *a += b;
     }
-    *a += b;
 }
 
 /// `a + b` (one shape), in vectors where both are contiguous.
 fn sum<T: Scalar>(a: &ArrayD<T>, b: &ArrayD<T>) -> ArrayD<T> {
-    if a.shape() == b.shape() {
-        if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
-            let v = wide(|| x.iter().zip(y).map(|(&u, &v)| u + v).collect());
-            return ArrayD::from_shape_vec(a.raw_dim(), v).expect("same length");
-        }
-    }
-    a + b
+    zip_map(a, b, |u, v| u + v).unwrap_or_else(|| a + b)
 }
 
 /// The same gradient flows to both inputs: one copy, one move.

@@ -29,7 +29,9 @@
 //! before it (with a following ReLU), with the same arithmetic. For the reverse and
 //! R-passes eval mode keeps no x̂: each channel's row is formed again from the layer's
 //! input, which is on the tape anyway. Channel sums (dγ, dβ, R{dγ}) run in 8 interleaved
-//! lanes in a fixed order ([`super::lanes`]).
+//! lanes in a fixed order ([`super::lanes`]). Each pass runs inside [`super::vmath::wide`]
+//! (AVX2 vectors, same bits); its helpers are `#[inline(always)]` so that their loops are
+//! compiled into that AVX2 copy.
 
 use std::borrow::Cow;
 

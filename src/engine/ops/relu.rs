@@ -10,7 +10,7 @@
 
 use ndarray::{ArrayD, Zip};
 
-use super::vmath::wide;
+use super::vmath::{wide, zip_map, zip_mut};
 use super::{Activation, EngineOp, Fwd, Grads, Mode, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
@@ -25,29 +25,28 @@ fn relu<T: Scalar>(v: T) -> T {
     }
 }
 
+/// `g` where y > 0, else 0.
+fn keep<T: Scalar>(g: T, y: T) -> T {
+    if y > T::zero() {
+        g
+    } else {
+        T::zero()
+    }
+}
+
 /// Masks an owned `g` (a gradient or an R-quantity) by y > 0, in place.
 fn mask<T: Scalar>(y: &ArrayD<T>, mut g: ArrayD<T>) -> ArrayD<T> {
-    let keep = |gv: &mut T, &yv: &T| *gv = if yv > T::zero() { *gv } else { T::zero() };
-    if g.shape() == y.shape() {
-        if let (Some(gs), Some(ys)) = (g.as_slice_mut(), y.as_slice()) {
-            wide(|| gs.iter_mut().zip(ys).for_each(|(gv, yv)| keep(gv, yv)));
-            return g;
-        }
+    if !zip_mut(&mut g, y, |gv, yv| *gv = keep(*gv, yv)) {
+        Zip::from(&mut g)
+            .and(y)
+            .for_each(|gv, &yv| *gv = keep(*gv, yv));
     }
-    Zip::from(&mut g).and(y).for_each(keep);
     g
 }
 
 /// A new array: `g` masked by y > 0 (one pass, no copy of `g` first).
 fn masked<T: Scalar>(y: &ArrayD<T>, g: &ArrayD<T>) -> ArrayD<T> {
-    if g.shape() == y.shape() {
-        if let (Some(gs), Some(ys)) = (g.as_slice(), y.as_slice()) {
-            let keep = |(&gv, &yv): (&T, &T)| if yv > T::zero() { gv } else { T::zero() };
-            let v = wide(|| gs.iter().zip(ys).map(keep).collect());
-            return ArrayD::from_shape_vec(g.raw_dim(), v).expect("same length");
-        }
-    }
-    mask(y, g.clone())
+    zip_map(g, y, keep).unwrap_or_else(|| mask(y, g.clone()))
 }
 
 /// `x` with ReLU applied in place (a slice loop in vectors where memory is contiguous).

@@ -12,6 +12,8 @@
 //! `chebyfit`) whose maximum error, with the coefficients rounded to f32, is under
 //! 7e-8 of the function fitted.
 
+use ndarray::ArrayD;
+
 use crate::engine::Scalar;
 
 /// Runs `f` compiled for AVX2 where the CPU has it, else as it is: the same arithmetic
@@ -31,6 +33,37 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     f()
+}
+
+/// `f(a, b)` element by element into a new array, in [`wide`] vectors; `None` unless `a`
+/// and `b` have one shape and are both contiguous in standard layout (the caller then
+/// takes ndarray's path, with the same arithmetic, so the same bits).
+#[inline(always)]
+pub fn zip_map<T: Scalar>(
+    a: &ArrayD<T>,
+    b: &ArrayD<T>,
+    f: impl Fn(T, T) -> T,
+) -> Option<ArrayD<T>> {
+    if a.shape() != b.shape() {
+        return None;
+    }
+    let (x, y) = (a.as_slice()?, b.as_slice()?);
+    let v = wide(|| x.iter().zip(y).map(|(&u, &w)| f(u, w)).collect());
+    Some(ArrayD::from_shape_vec(a.raw_dim(), v).expect("same length"))
+}
+
+/// `f(&mut a, b)` element by element in place, in [`wide`] vectors; false (nothing done)
+/// under [`zip_map`]'s conditions for `None`.
+#[inline(always)]
+pub fn zip_mut<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>, f: impl Fn(&mut T, T)) -> bool {
+    if a.shape() != b.shape() {
+        return false;
+    }
+    let (Some(x), Some(y)) = (a.as_slice_mut(), b.as_slice()) else {
+        return false;
+    };
+    wide(|| x.iter_mut().zip(y).for_each(|(u, &w)| f(u, w)));
+    true
 }
 
 #[cfg(test)]
