@@ -240,30 +240,35 @@ impl BatchNorm {
         let mut batch_var = Array1::zeros(self.channels);
         // x̂ (train mode) and y in one pass over each channel, while its row is in cache
         let mut xhat = Vec::with_capacity(if mode == Mode::Train { x.len() } else { 0 });
-        let y = from_rows(x, self.channels, |c, yout| {
-            let row = row_slice(&xc, c);
-            let (mu, var) = match mode {
-                Mode::Eval => (rm[c], rv[c]),
-                Mode::Train => {
-                    let mu = mean(row.iter().copied(), m);
-                    let var = mean(row.iter().map(|&v| (v - mu) * (v - mu)), m);
-                    (mu, var)
+        let y = from_rows(
+            x,
+            self.channels,
+            #[inline(always)]
+            |c, yout| {
+                let row = row_slice(&xc, c);
+                let (mu, var) = match mode {
+                    Mode::Eval => (rm[c], rv[c]),
+                    Mode::Train => {
+                        let mu = mean(row.iter().copied(), m);
+                        let var = mean(row.iter().map(|&v| (v - mu) * (v - mu)), m);
+                        (mu, var)
+                    }
+                };
+                let sc = T::one() / (var + eps).sqrt();
+                s[c] = sc;
+                batch_mean[c] = mu;
+                batch_var[c] = var;
+                let (g, b) = (gamma[c], beta[c]);
+                match mode {
+                    Mode::Eval => yout.extend(row.iter().map(|&v| g * ((v - mu) * sc) + b)),
+                    Mode::Train => {
+                        let start = xhat.len();
+                        xhat.extend(row.iter().map(|&v| (v - mu) * sc));
+                        yout.extend(xhat[start..].iter().map(|&h| g * h + b));
+                    }
                 }
-            };
-            let sc = T::one() / (var + eps).sqrt();
-            s[c] = sc;
-            batch_mean[c] = mu;
-            batch_var[c] = var;
-            let (g, b) = (gamma[c], beta[c]);
-            match mode {
-                Mode::Eval => yout.extend(row.iter().map(|&v| g * ((v - mu) * sc) + b)),
-                Mode::Train => {
-                    let start = xhat.len();
-                    xhat.extend(row.iter().map(|&v| (v - mu) * sc));
-                    yout.extend(xhat[start..].iter().map(|&h| g * h + b));
-                }
-            }
-        });
+            },
+        );
         let xhat = (mode == Mode::Train).then(|| shaped(x, self.channels, xhat));
         (
             y,
@@ -302,18 +307,21 @@ impl BatchNorm {
         move |c: usize, row: &mut [T]| {
             let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
             let (mu, sc, g, b) = (rm[c], T::one() / (rv[c] + eps).sqrt(), gamma[c], beta[c]);
-            wide(|| {
-                if relu {
-                    for t in row.iter_mut() {
-                        let v = g * ((*t - mu) * sc) + b;
-                        *t = if v > T::zero() { v } else { T::zero() };
+            wide(
+                #[inline(always)]
+                || {
+                    if relu {
+                        for t in row.iter_mut() {
+                            let v = g * ((*t - mu) * sc) + b;
+                            *t = if v > T::zero() { v } else { T::zero() };
+                        }
+                    } else {
+                        for t in row.iter_mut() {
+                            *t = g * ((*t - mu) * sc) + b;
+                        }
                     }
-                } else {
-                    for t in row.iter_mut() {
-                        *t = g * ((*t - mu) * sc) + b;
-                    }
-                }
-            })
+                },
+            )
         }
     }
 
@@ -349,18 +357,23 @@ impl BatchNorm {
         };
         let (xh, g) = (cview(xhat), cview(&gy));
         let mf = T::from_usize(m).unwrap();
-        let dx = from_rows(&gy, self.channels, |ch, out| {
-            let (gs, hs) = (row_slice(&g, ch), row_slice(&xh, ch));
-            (dgamma[ch], dbeta[ch]) = lanes::dot_sum(&gs, &hs, |h| h);
-            let (gm, s) = (gamma[ch], c.s[ch]);
-            let mg = dbeta[ch] * gm / mf;
-            let mgh = dgamma[ch] * gm / mf;
-            out.extend(
-                gs.iter()
-                    .zip(hs.iter())
-                    .map(|(&gv, &hv)| s * (gv * gm - mg - hv * mgh)),
-            );
-        });
+        let dx = from_rows(
+            &gy,
+            self.channels,
+            #[inline(always)]
+            |ch, out| {
+                let (gs, hs) = (row_slice(&g, ch), row_slice(&xh, ch));
+                (dgamma[ch], dbeta[ch]) = lanes::dot_sum(&gs, &hs, |h| h);
+                let (gm, s) = (gamma[ch], c.s[ch]);
+                let mg = dbeta[ch] * gm / mf;
+                let mgh = dgamma[ch] * gm / mf;
+                out.extend(
+                    gs.iter()
+                        .zip(hs.iter())
+                        .map(|(&gv, &hv)| s * (gv * gm - mg - hv * mgh)),
+                );
+            },
+        );
         (dx, dgamma.into_dyn(), dbeta.into_dyn())
     }
 
@@ -383,51 +396,61 @@ impl BatchNorm {
         // R{x̂} = s (R{x} − ⟨R{x}⟩ − x̂ ⟨x̂ R{x}⟩), kept for the reverse pass in train mode.
         // Eval mode's R{x̂} = s·R{x} is not stored: the reverse pass recomputes it from R{x}.
         let rxhat = match (c.mode, &rxv) {
-            (Mode::Train, Some(rxv)) => Some(from_rows(x, self.channels, |ch, out| {
-                let s = c.s[ch];
-                let (rr, hr) = (row_slice(rxv, ch), xhat_row(c, &xc, xh.as_ref(), ch));
-                let mr = mean(rr.iter().copied(), m);
-                let mhr = rr
-                    .iter()
-                    .zip(hr.iter())
-                    .fold(T::zero(), |a, (&r, &h)| a + r * h)
-                    / T::from_usize(m).unwrap();
-                rs[ch] = -s * s * mhr;
-                out.extend(
-                    rr.iter()
+            (Mode::Train, Some(rxv)) => Some(from_rows(
+                x,
+                self.channels,
+                #[inline(always)]
+                |ch, out| {
+                    let s = c.s[ch];
+                    let (rr, hr) = (row_slice(rxv, ch), xhat_row(c, &xc, xh.as_ref(), ch));
+                    let mr = mean(rr.iter().copied(), m);
+                    let mhr = rr
+                        .iter()
                         .zip(hr.iter())
-                        .map(|(&r, &h)| s * (r - mr - h * mhr)),
-                );
-            })),
+                        .fold(T::zero(), |a, (&r, &h)| a + r * h)
+                        / T::from_usize(m).unwrap();
+                    rs[ch] = -s * s * mhr;
+                    out.extend(
+                        rr.iter()
+                            .zip(hr.iter())
+                            .map(|(&r, &h)| s * (r - mr - h * mhr)),
+                    );
+                },
+            )),
             _ => None,
         };
         let rhv = rxhat.as_ref().map(cview);
-        let ry = from_rows(x, self.channels, |ch, out| {
-            let (g, a, b, s) = (gamma[ch], vg[ch], vb[ch], c.s[ch]);
-            // R{x̂} row: stored (train), s·R{x} (eval), or zero (R{x} = 0).
-            match (&rhv, &rxv, c.mode) {
-                (Some(rhv), _, _) => out.extend(
-                    row_slice(rhv, ch)
-                        .iter()
-                        .zip(xhat_row(c, &xc, xh.as_ref(), ch).iter())
-                        .map(|(&r, &h)| g * r + a * h + b),
-                ),
-                (None, Some(rxv), Mode::Eval) => {
-                    // x̂ formed on the fly, as in `xhat_row`
-                    let h = c.to_xhat(ch);
-                    out.extend(
-                        row_slice(rxv, ch)
+        let ry = from_rows(
+            x,
+            self.channels,
+            #[inline(always)]
+            |ch, out| {
+                let (g, a, b, s) = (gamma[ch], vg[ch], vb[ch], c.s[ch]);
+                // R{x̂} row: stored (train), s·R{x} (eval), or zero (R{x} = 0).
+                match (&rhv, &rxv, c.mode) {
+                    (Some(rhv), _, _) => out.extend(
+                        row_slice(rhv, ch)
                             .iter()
-                            .zip(row_slice(&xc, ch).iter())
-                            .map(|(&r, &xv)| g * (s * r) + a * h(xv) + b),
-                    )
+                            .zip(xhat_row(c, &xc, xh.as_ref(), ch).iter())
+                            .map(|(&r, &h)| g * r + a * h + b),
+                    ),
+                    (None, Some(rxv), Mode::Eval) => {
+                        // x̂ formed on the fly, as in `xhat_row`
+                        let h = c.to_xhat(ch);
+                        out.extend(
+                            row_slice(rxv, ch)
+                                .iter()
+                                .zip(row_slice(&xc, ch).iter())
+                                .map(|(&r, &xv)| g * (s * r) + a * h(xv) + b),
+                        )
+                    }
+                    _ => {
+                        let hr = xhat_row(c, &xc, xh.as_ref(), ch);
+                        out.extend(hr.iter().map(|&h| g * (s * T::zero()) + a * h + b))
+                    }
                 }
-                _ => {
-                    let hr = xhat_row(c, &xc, xh.as_ref(), ch);
-                    out.extend(hr.iter().map(|&h| g * (s * T::zero()) + a * h + b))
-                }
-            }
-        });
+            },
+        );
         (ry, BnRCache { rxhat, rs })
     }
 
@@ -455,71 +478,76 @@ impl BatchNorm {
         let mf = T::from_usize(m).unwrap();
         let mut rdgamma = Array1::zeros(self.channels);
         let mut rdbeta = Array1::zeros(self.channels);
-        let rdx = from_rows(gy, self.channels, |ch, out| {
-            let (gr, rgr) = (row_slice(&g, ch), row_slice(&rg, ch));
-            let (gm, a, s) = (gamma[ch], vg[ch], c.s[ch]);
-            // The R{x̂} row: stored (train mode), s·R{x} formed on the fly (eval mode), or
-            // zero (R{x} = 0). R{dγ} = Σ R{dy} x̂ + dy R{x̂}.
-            let stored: Option<Cow<[T]>> = match (&rh, c.mode) {
-                (Some(rh), _) => Some(row_slice(rh, ch)),
-                (None, Mode::Train) => Some(Cow::Owned(vec![s * T::zero(); m])),
-                (None, Mode::Eval) => None,
-            };
-            let rr = rxv.as_ref().map(|rxv| row_slice(rxv, ch));
-            let (st, rr) = (stored.as_deref(), rr.as_deref());
-            // x̂ stored (train) or formed from x in the sum (eval)
-            rdgamma[ch] = match &xh {
-                Some(xh) => r_dgamma((&rgr, &row_slice(xh, ch), |h| h), &gr, st, rr, s),
-                None => r_dgamma((&rgr, &row_slice(&xc, ch), c.to_xhat(ch)), &gr, st, rr, s),
-            };
-            rdbeta[ch] = rg.row(ch).sum();
-            match c.mode {
-                Mode::Eval => out.extend(
-                    gr.iter()
-                        .zip(rgr.iter())
-                        .map(|(&gv, &rgv)| s * (rgv * gm + gv * a)),
-                ),
-                Mode::Train => {
-                    let rhr = stored.as_deref().expect("train mode keeps R{x̂}");
-                    let hr = xhat_row(c, &xc, xh.as_ref(), ch);
-                    // dx̂ = dy γ; R{dx̂} = R{dy} γ + dy v_γ
-                    let m_dxh = g.row(ch).sum() * gm / mf;
-                    let m_dxh_xh = gr
-                        .iter()
-                        .zip(hr.iter())
-                        .fold(T::zero(), |acc, (&gv, &hv)| acc + gv * hv)
-                        * gm
-                        / mf;
-                    let m_rdxh = rgr
-                        .iter()
-                        .zip(gr.iter())
-                        .fold(T::zero(), |acc, (&rgv, &gv)| acc + rgv * gm + gv * a)
-                        / mf;
-                    let m_cross = rgr
-                        .iter()
-                        .zip(gr.iter())
-                        .zip(hr.iter())
-                        .zip(rhr.iter())
-                        .fold(T::zero(), |acc, (((&rgv, &gv), &hv), &rv)| {
-                            acc + (rgv * gm + gv * a) * hv + gv * gm * rv
-                        })
-                        / mf;
-                    let rs = rc.rs[ch];
-                    out.extend(
+        let rdx = from_rows(
+            gy,
+            self.channels,
+            #[inline(always)]
+            |ch, out| {
+                let (gr, rgr) = (row_slice(&g, ch), row_slice(&rg, ch));
+                let (gm, a, s) = (gamma[ch], vg[ch], c.s[ch]);
+                // The R{x̂} row: stored (train mode), s·R{x} formed on the fly (eval mode), or
+                // zero (R{x} = 0). R{dγ} = Σ R{dy} x̂ + dy R{x̂}.
+                let stored: Option<Cow<[T]>> = match (&rh, c.mode) {
+                    (Some(rh), _) => Some(row_slice(rh, ch)),
+                    (None, Mode::Train) => Some(Cow::Owned(vec![s * T::zero(); m])),
+                    (None, Mode::Eval) => None,
+                };
+                let rr = rxv.as_ref().map(|rxv| row_slice(rxv, ch));
+                let (st, rr) = (stored.as_deref(), rr.as_deref());
+                // x̂ stored (train) or formed from x in the sum (eval)
+                rdgamma[ch] = match &xh {
+                    Some(xh) => r_dgamma((&rgr, &row_slice(xh, ch), |h| h), &gr, st, rr, s),
+                    None => r_dgamma((&rgr, &row_slice(&xc, ch), c.to_xhat(ch)), &gr, st, rr, s),
+                };
+                rdbeta[ch] = rg.row(ch).sum();
+                match c.mode {
+                    Mode::Eval => out.extend(
                         gr.iter()
                             .zip(rgr.iter())
+                            .map(|(&gv, &rgv)| s * (rgv * gm + gv * a)),
+                    ),
+                    Mode::Train => {
+                        let rhr = stored.as_deref().expect("train mode keeps R{x̂}");
+                        let hr = xhat_row(c, &xc, xh.as_ref(), ch);
+                        // dx̂ = dy γ; R{dx̂} = R{dy} γ + dy v_γ
+                        let m_dxh = g.row(ch).sum() * gm / mf;
+                        let m_dxh_xh = gr
+                            .iter()
+                            .zip(hr.iter())
+                            .fold(T::zero(), |acc, (&gv, &hv)| acc + gv * hv)
+                            * gm
+                            / mf;
+                        let m_rdxh = rgr
+                            .iter()
+                            .zip(gr.iter())
+                            .fold(T::zero(), |acc, (&rgv, &gv)| acc + rgv * gm + gv * a)
+                            / mf;
+                        let m_cross = rgr
+                            .iter()
+                            .zip(gr.iter())
                             .zip(hr.iter())
                             .zip(rhr.iter())
-                            .map(|(((&gv, &rgv), &hv), &rv)| {
-                                let dxh = gv * gm;
-                                let rdxh = rgv * gm + gv * a;
-                                let big_a = dxh - m_dxh - hv * m_dxh_xh;
-                                rs * big_a + s * (rdxh - m_rdxh - rv * m_dxh_xh - hv * m_cross)
-                            }),
-                    );
+                            .fold(T::zero(), |acc, (((&rgv, &gv), &hv), &rv)| {
+                                acc + (rgv * gm + gv * a) * hv + gv * gm * rv
+                            })
+                            / mf;
+                        let rs = rc.rs[ch];
+                        out.extend(
+                            gr.iter()
+                                .zip(rgr.iter())
+                                .zip(hr.iter())
+                                .zip(rhr.iter())
+                                .map(|(((&gv, &rgv), &hv), &rv)| {
+                                    let dxh = gv * gm;
+                                    let rdxh = rgv * gm + gv * a;
+                                    let big_a = dxh - m_dxh - hv * m_dxh_xh;
+                                    rs * big_a + s * (rdxh - m_rdxh - rv * m_dxh_xh - hv * m_cross)
+                                }),
+                        );
+                    }
                 }
-            }
-        });
+            },
+        );
         (rdx, rdgamma.into_dyn(), rdbeta.into_dyn())
     }
 }
@@ -549,7 +577,10 @@ impl EngineOp for BatchNorm {
     }
 
     fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, BnCache<T>) {
-        wide(|| self.normalize(a.x[0], a.p, a.mode))
+        wide(
+            #[inline(always)]
+            || self.normalize(a.x[0], a.p, a.mode),
+        )
     }
 
     fn in_place(&self, mode: Mode) -> bool {
@@ -557,7 +588,10 @@ impl EngineOp for BatchNorm {
     }
 
     fn forward_in_place<T: Scalar>(&self, a: &Fwd<T>, x0: &mut ArrayD<T>) {
-        wide(|| self.forward_eval_inplace(x0, a.p));
+        wide(
+            #[inline(always)]
+            || self.forward_eval_inplace(x0, a.p),
+        );
     }
 
     fn epilogue<'a, T: Scalar>(
@@ -590,7 +624,13 @@ impl EngineOp for BatchNorm {
     }
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, c: &BnCache<T>, gy: ArrayD<T>) -> Grads<T> {
-        grads_of(a, wide(|| self.grads(c, a.p, a.x[0], gy)))
+        grads_of(
+            a,
+            wide(
+                #[inline(always)]
+                || self.grads(c, a.p, a.x[0], gy),
+            ),
+        )
     }
 
     fn r_forward<T: Scalar>(
@@ -598,7 +638,10 @@ impl EngineOp for BatchNorm {
         a: &Taped<T>,
         c: &BnCache<T>,
     ) -> (Option<ArrayD<T>>, BnRCache<T>) {
-        let (r, rc) = wide(|| self.r_normalize(c, a.p, a.v, a.x[0], a.rx(0)));
+        let (r, rc) = wide(
+            #[inline(always)]
+            || self.r_normalize(c, a.p, a.v, a.x[0], a.rx(0)),
+        );
         (Some(r), rc)
     }
 
@@ -612,7 +655,10 @@ impl EngineOp for BatchNorm {
     ) -> Grads<T> {
         grads_of(
             a,
-            wide(|| self.r_grads(c, rc, a.p, a.v, a.x[0], a.rx(0), gy, &rgy)),
+            wide(
+                #[inline(always)]
+                || self.r_grads(c, rc, a.p, a.v, a.x[0], a.rx(0), gy, &rgy),
+            ),
         )
     }
 }
@@ -652,8 +698,18 @@ mod tests {
             [y, dx, dg, db, ry, rdx, rdg, rdb].map(|a| bits(&a))
         };
         for mode in [Mode::Eval, Mode::Train] {
-            let widest = wide(|| run(mode));
-            assert_eq!(plain(|| wide(|| run(mode))), widest, "{mode:?}");
+            let widest = wide(
+                #[inline(always)]
+                || run(mode),
+            );
+            assert_eq!(
+                plain(|| wide(
+                    #[inline(always)]
+                    || run(mode)
+                )),
+                widest,
+                "{mode:?}"
+            );
         }
         let epi = |relu: bool| {
             let mut y = x.clone().into_shape_with_order((ch, m)).unwrap();

@@ -88,11 +88,14 @@ impl Softmax {
         if len == 0 {
             return;
         }
-        wide(|| {
-            for (r, o) in data.chunks_exact_mut(len).enumerate() {
-                row(r * len..(r + 1) * len, o);
-            }
-        })
+        wide(
+            #[inline(always)]
+            || {
+                for (r, o) in data.chunks_exact_mut(len).enumerate() {
+                    row(r * len..(r + 1) * len, o);
+                }
+            },
+        )
     }
 
     /// An array shaped like `shape` whose rows along the axis `row(r, o)` fills.

@@ -17,8 +17,14 @@ use ndarray::ArrayD;
 use crate::engine::Scalar;
 
 /// Runs `f` compiled for AVX2 where the CPU has it, else as it is: the same arithmetic
-/// either way (no FMA contraction), so the same bits, in vectors twice as wide. `f` is
-/// inlined into the AVX2 function (a closure called once), loops and all.
+/// either way (no FMA contraction), so the same bits, in vectors twice as wide.
+///
+/// Only code inlined into the AVX2 function is compiled for AVX2, so pass the closure
+/// as `wide(#[inline(always)] || …)`, and make the functions it calls (and closures it
+/// hands on) `#[inline(always)]` too. Without the attribute LLVM inlines only small
+/// closures: `f` is called from two places (here and in the AVX2 function), and a large
+/// body (batch norm's passes, the padded copy) stays one baseline function that the AVX2
+/// function merely calls.
 #[inline(always)]
 pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -48,7 +54,10 @@ pub fn zip_map<T: Scalar>(
         return None;
     }
     let (x, y) = (a.as_slice()?, b.as_slice()?);
-    let v = wide(|| x.iter().zip(y).map(|(&u, &w)| f(u, w)).collect());
+    let v = wide(
+        #[inline(always)]
+        || x.iter().zip(y).map(|(&u, &w)| f(u, w)).collect(),
+    );
     Some(ArrayD::from_shape_vec(a.raw_dim(), v).expect("same length"))
 }
 
@@ -62,7 +71,10 @@ pub fn zip_mut<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>, f: impl Fn(&mut T, T
     let (Some(x), Some(y)) = (a.as_slice_mut(), b.as_slice()) else {
         return false;
     };
-    wide(|| x.iter_mut().zip(y).for_each(|(u, &w)| f(u, w)));
+    wide(
+        #[inline(always)]
+        || x.iter_mut().zip(y).for_each(|(u, &w)| f(u, w)),
+    );
     true
 }
 
@@ -271,9 +283,18 @@ mod tests {
                 .collect()
         };
         let baseline = run(&x);
-        let widened = wide(|| run(&x));
+        let widened = wide(
+            #[inline(always)]
+            || run(&x),
+        );
         assert_eq!(baseline, widened);
-        assert_eq!(plain(|| wide(|| run(&x))), baseline);
+        assert_eq!(
+            plain(|| wide(
+                #[inline(always)]
+                || run(&x)
+            )),
+            baseline
+        );
     }
 
     #[test]

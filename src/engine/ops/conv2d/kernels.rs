@@ -406,7 +406,10 @@ impl Plan {
     /// stacked in order) into the padded polyphase image `dst` (`img_len` floats). Only
     /// interior positions are written: the border stays as zeroed at construction.
     fn fill(&self, xs: &[&[f32]], n: usize, img: usize, dst: &mut [f32]) {
-        crate::engine::ops::vmath::wide(|| self.fill_rows(xs, n, img, dst))
+        crate::engine::ops::vmath::wide(
+            #[inline(always)]
+            || self.fill_rows(xs, n, img, dst),
+        )
     }
 
     /// [`Plan::fill`]'s loops (inlined into its AVX2 copy).
@@ -481,7 +484,7 @@ impl Plan {
 
 /// `d = s` for one short image row, eight floats at a time, inline (a `memcpy` call per
 /// row of 8–32 floats costs about as much as the copy).
-#[inline]
+#[inline(always)]
 fn copy_row(d: &mut [f32], s: &[f32]) {
     let (mut dc, mut sc) = (d.chunks_exact_mut(8), s.chunks_exact(8));
     for (a, b) in (&mut dc).zip(&mut sc) {
