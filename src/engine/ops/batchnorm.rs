@@ -29,7 +29,7 @@
 //! before it (with a following ReLU), with the same arithmetic. For the reverse and
 //! R-passes eval mode keeps no x̂: each channel's row is formed again from the layer's
 //! input, which is on the tape anyway. Channel sums (dγ, dβ, R{dγ}) run in 8 interleaved
-//! lanes in a fixed order ([`super::lanes`]). Each pass runs inside [`super::vmath::wide`]
+//! lanes in a fixed order ([`super::lanes`]). Each pass runs inside [`super::vmath::wide!`]
 //! (AVX2 vectors, same bits); its helpers are `#[inline(always)]` so that their loops are
 //! compiled into that AVX2 copy.
 
@@ -307,21 +307,18 @@ impl BatchNorm {
         move |c: usize, row: &mut [T]| {
             let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
             let (mu, sc, g, b) = (rm[c], T::one() / (rv[c] + eps).sqrt(), gamma[c], beta[c]);
-            wide(
-                #[inline(always)]
-                || {
-                    if relu {
-                        for t in row.iter_mut() {
-                            let v = g * ((*t - mu) * sc) + b;
-                            *t = if v > T::zero() { v } else { T::zero() };
-                        }
-                    } else {
-                        for t in row.iter_mut() {
-                            *t = g * ((*t - mu) * sc) + b;
-                        }
+            wide!({
+                if relu {
+                    for t in row.iter_mut() {
+                        let v = g * ((*t - mu) * sc) + b;
+                        *t = if v > T::zero() { v } else { T::zero() };
                     }
-                },
-            )
+                } else {
+                    for t in row.iter_mut() {
+                        *t = g * ((*t - mu) * sc) + b;
+                    }
+                }
+            },)
         }
     }
 
@@ -577,10 +574,7 @@ impl EngineOp for BatchNorm {
     }
 
     fn forward<T: Scalar>(&self, a: &Fwd<T>) -> (ArrayD<T>, BnCache<T>) {
-        wide(
-            #[inline(always)]
-            || self.normalize(a.x[0], a.p, a.mode),
-        )
+        wide!(self.normalize(a.x[0], a.p, a.mode),)
     }
 
     fn in_place(&self, mode: Mode) -> bool {
@@ -588,10 +582,7 @@ impl EngineOp for BatchNorm {
     }
 
     fn forward_in_place<T: Scalar>(&self, a: &Fwd<T>, x0: &mut ArrayD<T>) {
-        wide(
-            #[inline(always)]
-            || self.forward_eval_inplace(x0, a.p),
-        );
+        wide!(self.forward_eval_inplace(x0, a.p),);
     }
 
     fn epilogue<'a, T: Scalar>(
@@ -624,13 +615,7 @@ impl EngineOp for BatchNorm {
     }
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, c: &BnCache<T>, gy: ArrayD<T>) -> Grads<T> {
-        grads_of(
-            a,
-            wide(
-                #[inline(always)]
-                || self.grads(c, a.p, a.x[0], gy),
-            ),
-        )
+        grads_of(a, wide!(self.grads(c, a.p, a.x[0], gy),))
     }
 
     fn r_forward<T: Scalar>(
@@ -638,10 +623,7 @@ impl EngineOp for BatchNorm {
         a: &Taped<T>,
         c: &BnCache<T>,
     ) -> (Option<ArrayD<T>>, BnRCache<T>) {
-        let (r, rc) = wide(
-            #[inline(always)]
-            || self.r_normalize(c, a.p, a.v, a.x[0], a.rx(0)),
-        );
+        let (r, rc) = wide!(self.r_normalize(c, a.p, a.v, a.x[0], a.rx(0)),);
         (Some(r), rc)
     }
 
@@ -655,10 +637,7 @@ impl EngineOp for BatchNorm {
     ) -> Grads<T> {
         grads_of(
             a,
-            wide(
-                #[inline(always)]
-                || self.r_grads(c, rc, a.p, a.v, a.x[0], a.rx(0), gy, &rgy),
-            ),
+            wide!(self.r_grads(c, rc, a.p, a.v, a.x[0], a.rx(0), gy, &rgy),),
         )
     }
 }
@@ -698,18 +677,8 @@ mod tests {
             [y, dx, dg, db, ry, rdx, rdg, rdb].map(|a| bits(&a))
         };
         for mode in [Mode::Eval, Mode::Train] {
-            let widest = wide(
-                #[inline(always)]
-                || run(mode),
-            );
-            assert_eq!(
-                plain(|| wide(
-                    #[inline(always)]
-                    || run(mode)
-                )),
-                widest,
-                "{mode:?}"
-            );
+            let widest = wide!(run(mode),);
+            assert_eq!(plain(|| wide!(run(mode))), widest, "{mode:?}");
         }
         let epi = |relu: bool| {
             let mut y = x.clone().into_shape_with_order((ch, m)).unwrap();

@@ -133,22 +133,19 @@ impl NormRows {
             mean: Vec::with_capacity(self.m),
             rstd: Vec::with_capacity(self.m),
         };
-        wide(
-            #[inline(always)]
-            || {
-                for r in 0..self.m {
-                    let (xr, yr) = (&x[self.row(r)], &mut y[self.row(r)]);
-                    let mu = sum(xr) / n;
-                    let s = T::one() / (sq_dev(xr, mu) / n + eps).sqrt();
-                    c.mean.push(mu);
-                    c.rstd.push(s);
-                    let (wr, br) = (&w[self.at(r)], &b[self.at(r)]);
-                    for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(wr).zip(br) {
-                        *y = (x - mu) * s * w + b;
-                    }
+        wide!({
+            for r in 0..self.m {
+                let (xr, yr) = (&x[self.row(r)], &mut y[self.row(r)]);
+                let mu = sum(xr) / n;
+                let s = T::one() / (sq_dev(xr, mu) / n + eps).sqrt();
+                c.mean.push(mu);
+                c.rstd.push(s);
+                let (wr, br) = (&w[self.at(r)], &b[self.at(r)]);
+                for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(wr).zip(br) {
+                    *y = (x - mu) * s * w + b;
                 }
-            },
-        );
+            }
+        },);
         (y, c)
     }
 
@@ -164,36 +161,33 @@ impl NormRows {
     ) {
         let n = self.n::<T>();
         let (mut h, mut d) = (vec![T::zero(); self.len], vec![T::zero(); self.len]);
-        wide(
-            #[inline(always)]
-            || {
-                for r in 0..self.m {
-                    let (gr, at) = (&mut g[self.row(r)], self.at(r));
-                    self.xhat(x, c, r, &mut h);
-                    if let Some(dw) = out.dw.as_deref_mut() {
-                        for ((dw, &g), &h) in dw[at.clone()].iter_mut().zip(&*gr).zip(&h) {
-                            *dw += g * h;
-                        }
-                    }
-                    if let Some(db) = out.db.as_deref_mut() {
-                        for (db, &g) in db[at.clone()].iter_mut().zip(&*gr) {
-                            *db += g;
-                        }
-                    }
-                    if !out.dx {
-                        continue;
-                    }
-                    for ((d, &g), &w) in d.iter_mut().zip(&*gr).zip(&w[at]) {
-                        *d = g * w;
-                    }
-                    let (a1, a2) = (sum(&d) / n, dot(&d, &h) / n);
-                    let s = c.rstd[r];
-                    for ((dx, &d), &h) in gr.iter_mut().zip(&d).zip(&h) {
-                        *dx = s * (d - a1 - h * a2);
+        wide!({
+            for r in 0..self.m {
+                let (gr, at) = (&mut g[self.row(r)], self.at(r));
+                self.xhat(x, c, r, &mut h);
+                if let Some(dw) = out.dw.as_deref_mut() {
+                    for ((dw, &g), &h) in dw[at.clone()].iter_mut().zip(&*gr).zip(&h) {
+                        *dw += g * h;
                     }
                 }
-            },
-        );
+                if let Some(db) = out.db.as_deref_mut() {
+                    for (db, &g) in db[at.clone()].iter_mut().zip(&*gr) {
+                        *db += g;
+                    }
+                }
+                if !out.dx {
+                    continue;
+                }
+                for ((d, &g), &w) in d.iter_mut().zip(&*gr).zip(&w[at]) {
+                    *d = g * w;
+                }
+                let (a1, a2) = (sum(&d) / n, dot(&d, &h) / n);
+                let s = c.rstd[r];
+                for ((dx, &d), &h) in gr.iter_mut().zip(&d).zip(&h) {
+                    *dx = s * (d - a1 - h * a2);
+                }
+            }
+        },);
     }
 
     /// R{y} and the per-row means R{x̂} is formed from; `vw`, `vb` (expanded) and `rx`
@@ -216,32 +210,29 @@ impl NormRows {
         let zeros = vec![T::zero(); self.len];
         let mut ry = vec![T::zero(); x.len()];
         let mut h = vec![T::zero(); self.len];
-        wide(
-            #[inline(always)]
-            || {
-                for r in 0..self.m {
-                    let at = self.at(r);
-                    self.xhat(x, c, r, &mut h);
-                    let rxr = rx.map_or(&zeros[..], |rx| &rx[self.row(r)]);
-                    let (mr, mhr) = match rx {
-                        Some(_) => (sum(rxr) / n, dot(&h, rxr) / n),
-                        None => (T::zero(), T::zero()),
-                    };
-                    if rx.is_some() {
-                        rc.mean_r.push(mr);
-                        rc.mean_hr.push(mhr);
-                    }
-                    let s = c.rstd[r];
-                    let vwr = vw.map_or(&zeros[..], |v| &v[at.clone()]);
-                    let vbr = vb.map_or(&zeros[..], |v| &v[at.clone()]);
-                    let yr = &mut ry[self.row(r)];
-                    let it = yr.iter_mut().zip(rxr).zip(&h).zip(&w[at]).zip(vwr).zip(vbr);
-                    for (((((y, &rx), &h), &w), &vw), &vb) in it {
-                        *y = w * (s * (rx - mr - h * mhr)) + vw * h + vb;
-                    }
+        wide!({
+            for r in 0..self.m {
+                let at = self.at(r);
+                self.xhat(x, c, r, &mut h);
+                let rxr = rx.map_or(&zeros[..], |rx| &rx[self.row(r)]);
+                let (mr, mhr) = match rx {
+                    Some(_) => (sum(rxr) / n, dot(&h, rxr) / n),
+                    None => (T::zero(), T::zero()),
+                };
+                if rx.is_some() {
+                    rc.mean_r.push(mr);
+                    rc.mean_hr.push(mhr);
                 }
-            },
-        );
+                let s = c.rstd[r];
+                let vwr = vw.map_or(&zeros[..], |v| &v[at.clone()]);
+                let vbr = vb.map_or(&zeros[..], |v| &v[at.clone()]);
+                let yr = &mut ry[self.row(r)];
+                let it = yr.iter_mut().zip(rxr).zip(&h).zip(&w[at]).zip(vwr).zip(vbr);
+                for (((((y, &rx), &h), &w), &vw), &vb) in it {
+                    *y = w * (s * (rx - mr - h * mhr)) + vw * h + vb;
+                }
+            }
+        },);
         (Some(ry), rc)
     }
 
@@ -260,63 +251,60 @@ impl NormRows {
         let zeros = vec![zero; self.len];
         let (mut h, mut d, mut rd, mut rh) =
             (zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone());
-        wide(
-            #[inline(always)]
-            || {
-                for r in 0..self.m {
-                    let at = self.at(r);
-                    let (gr, rgr) = (&gy[self.row(r)], &mut rg[self.row(r)]);
-                    let s = c.rstd[r];
-                    self.xhat(x, c, r, &mut h);
-                    // R{x̂} and R{s} (zero without R{x})
-                    let rs = match rx {
-                        Some(rx) => {
-                            let (mr, mhr) = (rc.mean_r[r], rc.mean_hr[r]);
-                            for ((rh, &rx), &h) in rh.iter_mut().zip(&rx[self.row(r)]).zip(&h) {
-                                *rh = s * (rx - mr - h * mhr);
-                            }
-                            -s * s * mhr
+        wide!({
+            for r in 0..self.m {
+                let at = self.at(r);
+                let (gr, rgr) = (&gy[self.row(r)], &mut rg[self.row(r)]);
+                let s = c.rstd[r];
+                self.xhat(x, c, r, &mut h);
+                // R{x̂} and R{s} (zero without R{x})
+                let rs = match rx {
+                    Some(rx) => {
+                        let (mr, mhr) = (rc.mean_r[r], rc.mean_hr[r]);
+                        for ((rh, &rx), &h) in rh.iter_mut().zip(&rx[self.row(r)]).zip(&h) {
+                            *rh = s * (rx - mr - h * mhr);
                         }
-                        None => zero,
-                    };
-                    if let Some(dw) = out.dw.as_deref_mut() {
-                        let it = dw[at.clone()]
-                            .iter_mut()
-                            .zip(&*rgr)
-                            .zip(gr)
-                            .zip(&h)
-                            .zip(&rh);
-                        for ((((dw, &rg), &g), &h), &rh) in it {
-                            *dw += rg * h + g * rh;
-                        }
+                        -s * s * mhr
                     }
-                    if let Some(db) = out.db.as_deref_mut() {
-                        for (db, &rg) in db[at.clone()].iter_mut().zip(&*rgr) {
-                            *db += rg;
-                        }
-                    }
-                    if !out.dx {
-                        continue;
-                    }
-                    let wr = &w[at.clone()];
-                    let vwr = vw.map_or(&zeros[..], |v| &v[at]);
-                    for ((d, &g), &w) in d.iter_mut().zip(gr).zip(wr) {
-                        *d = g * w;
-                    }
-                    let it = rd.iter_mut().zip(&*rgr).zip(wr).zip(gr).zip(vwr);
-                    for ((((rd, &rg), &w), &g), &v) in it {
-                        *rd = rg * w + g * v;
-                    }
-                    let (a1, a2) = (sum(&d) / n, dot(&d, &h) / n);
-                    let b1 = sum(&rd) / n;
-                    let b2 = (dot(&rd, &h) + dot(&d, &rh)) / n;
-                    let it = rgr.iter_mut().zip(&d).zip(&h).zip(&rd).zip(&rh);
-                    for ((((dx, &d), &h), &rd), &rh) in it {
-                        *dx = rs * (d - a1 - h * a2) + s * (rd - b1 - rh * a2 - h * b2);
+                    None => zero,
+                };
+                if let Some(dw) = out.dw.as_deref_mut() {
+                    let it = dw[at.clone()]
+                        .iter_mut()
+                        .zip(&*rgr)
+                        .zip(gr)
+                        .zip(&h)
+                        .zip(&rh);
+                    for ((((dw, &rg), &g), &h), &rh) in it {
+                        *dw += rg * h + g * rh;
                     }
                 }
-            },
-        );
+                if let Some(db) = out.db.as_deref_mut() {
+                    for (db, &rg) in db[at.clone()].iter_mut().zip(&*rgr) {
+                        *db += rg;
+                    }
+                }
+                if !out.dx {
+                    continue;
+                }
+                let wr = &w[at.clone()];
+                let vwr = vw.map_or(&zeros[..], |v| &v[at]);
+                for ((d, &g), &w) in d.iter_mut().zip(gr).zip(wr) {
+                    *d = g * w;
+                }
+                let it = rd.iter_mut().zip(&*rgr).zip(wr).zip(gr).zip(vwr);
+                for ((((rd, &rg), &w), &g), &v) in it {
+                    *rd = rg * w + g * v;
+                }
+                let (a1, a2) = (sum(&d) / n, dot(&d, &h) / n);
+                let b1 = sum(&rd) / n;
+                let b2 = (dot(&rd, &h) + dot(&d, &rh)) / n;
+                let it = rgr.iter_mut().zip(&d).zip(&h).zip(&rd).zip(&rh);
+                for ((((dx, &d), &h), &rd), &rh) in it {
+                    *dx = rs * (d - a1 - h * a2) + s * (rd - b1 - rh * a2 - h * b2);
+                }
+            }
+        },);
     }
 }
 

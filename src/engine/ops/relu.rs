@@ -52,10 +52,7 @@ fn masked<T: Scalar>(y: &ArrayD<T>, g: &ArrayD<T>) -> ArrayD<T> {
 /// `x` with ReLU applied in place (a slice loop in vectors where memory is contiguous).
 fn relu_inplace<T: Scalar>(x: &mut ArrayD<T>) {
     match x.as_slice_memory_order_mut() {
-        Some(s) => wide(
-            #[inline(always)]
-            || s.iter_mut().for_each(|v| *v = relu(*v)),
-        ),
+        Some(s) => wide!(s.iter_mut().for_each(|v| *v = relu(*v)),),
         None => x.mapv_inplace(relu),
     }
 }
@@ -73,10 +70,7 @@ impl EngineOp for Relu {
         let x = a.x[0];
         let y = match x.as_slice() {
             Some(xs) => {
-                let v = wide(
-                    #[inline(always)]
-                    || xs.iter().map(|&v| relu(v)).collect(),
-                );
+                let v = wide!(xs.iter().map(|&v| relu(v)).collect(),);
                 ArrayD::from_shape_vec(x.raw_dim(), v).expect("same length")
             }
             None => x.mapv(relu),

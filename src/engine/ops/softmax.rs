@@ -82,20 +82,17 @@ impl Softmax {
     }
 
     /// Runs `row(r, o)` on each row `o` of `data` (rows of `len` values, row-major),
-    /// compiled [`wide`]; `r` is the row's range in the inputs' rows.
+    /// compiled [`wide!`]; `r` is the row's range in the inputs' rows.
     #[inline(always)]
     fn each<T: Scalar>(len: usize, data: &mut [T], mut row: impl FnMut(Range<usize>, &mut [T])) {
         if len == 0 {
             return;
         }
-        wide(
-            #[inline(always)]
-            || {
-                for (r, o) in data.chunks_exact_mut(len).enumerate() {
-                    row(r * len..(r + 1) * len, o);
-                }
-            },
-        )
+        wide!({
+            for (r, o) in data.chunks_exact_mut(len).enumerate() {
+                row(r * len..(r + 1) * len, o);
+            }
+        },)
     }
 
     /// An array shaped like `shape` whose rows along the axis `row(r, o)` fills.

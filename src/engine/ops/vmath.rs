@@ -16,17 +16,29 @@ use ndarray::ArrayD;
 
 use crate::engine::Scalar;
 
-/// Runs `f` compiled for AVX2 where the CPU has it, else as it is: the same arithmetic
-/// either way (no FMA contraction), so the same bits, in vectors twice as wide.
-///
-/// Only code inlined into the AVX2 function is compiled for AVX2, so pass the closure
-/// as `wide(#[inline(always)] || …)`, and make the functions it calls (and closures it
-/// hands on) `#[inline(always)]` too. Without the attribute LLVM inlines only small
-/// closures: `f` is called from two places (here and in the AVX2 function), and a large
-/// body (batch norm's passes, the padded copy) stays one baseline function that the AVX2
-/// function merely calls.
+/// `wide!(expr)` evaluates `expr` compiled for AVX2 where the CPU has it, else as it is:
+/// the same arithmetic either way (no FMA contraction), so the same bits, in vectors twice
+/// as wide. It is [`run_wide`] with the closure `#[inline(always)]`: only code inlined
+/// into the AVX2 function is compiled for AVX2, and LLVM would inline only small closures
+/// (the closure is called from two places, the AVX2 function and the baseline path), so a
+/// large body (batch norm's passes, the padded copy) would stay one baseline function
+/// that the AVX2 function merely calls. Functions and closures that `expr` calls must be
+/// `#[inline(always)]` too, for the same reason.
+macro_rules! wide {
+    ($body:expr $(,)?) => {
+        $crate::engine::ops::vmath::run_wide(
+            #[inline(always)]
+            || $body,
+        )
+    };
+}
+pub(crate) use wide;
+
+/// The dispatch behind [`wide!`]: `f` through a `#[target_feature(enable = "avx2")]`
+/// function where the CPU has AVX2 (and the tests' `plain` does not forbid it), else directly. Call
+/// it through the macro, which makes `f` inline into both.
 #[inline(always)]
-pub fn wide<R>(f: impl FnOnce() -> R) -> R {
+pub fn run_wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2")]
@@ -41,7 +53,7 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// `f(a, b)` element by element into a new array, in [`wide`] vectors; `None` unless `a`
+/// `f(a, b)` element by element into a new array, in [`wide!`] vectors; `None` unless `a`
 /// and `b` have one shape and are both contiguous in standard layout (the caller then
 /// takes ndarray's path, with the same arithmetic, so the same bits).
 #[inline(always)]
@@ -54,14 +66,11 @@ pub fn zip_map<T: Scalar>(
         return None;
     }
     let (x, y) = (a.as_slice()?, b.as_slice()?);
-    let v = wide(
-        #[inline(always)]
-        || x.iter().zip(y).map(|(&u, &w)| f(u, w)).collect(),
-    );
+    let v = wide!(x.iter().zip(y).map(|(&u, &w)| f(u, w)).collect(),);
     Some(ArrayD::from_shape_vec(a.raw_dim(), v).expect("same length"))
 }
 
-/// `f(&mut a, b)` element by element in place, in [`wide`] vectors; false (nothing done)
+/// `f(&mut a, b)` element by element in place, in [`wide!`] vectors; false (nothing done)
 /// under [`zip_map`]'s conditions for `None`.
 #[inline(always)]
 pub fn zip_mut<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>, f: impl Fn(&mut T, T)) -> bool {
@@ -71,10 +80,7 @@ pub fn zip_mut<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>, f: impl Fn(&mut T, T
     let (Some(x), Some(y)) = (a.as_slice_mut(), b.as_slice()) else {
         return false;
     };
-    wide(
-        #[inline(always)]
-        || x.iter_mut().zip(y).for_each(|(u, &w)| f(u, w)),
-    );
+    wide!(x.iter_mut().zip(y).for_each(|(u, &w)| f(u, w)),);
     true
 }
 
@@ -92,7 +98,7 @@ fn plain_forced() -> bool {
     false
 }
 
-/// Tests: runs `f` with [`wide`] taking the baseline loops on this thread, so the narrower
+/// Tests: runs `f` with [`wide!`] taking the baseline loops on this thread, so the narrower
 /// path is tested on machines that have AVX2 too.
 #[cfg(test)]
 pub fn plain<R>(f: impl FnOnce() -> R) -> R {
@@ -283,18 +289,9 @@ mod tests {
                 .collect()
         };
         let baseline = run(&x);
-        let widened = wide(
-            #[inline(always)]
-            || run(&x),
-        );
+        let widened = wide!(run(&x),);
         assert_eq!(baseline, widened);
-        assert_eq!(
-            plain(|| wide(
-                #[inline(always)]
-                || run(&x)
-            )),
-            baseline
-        );
+        assert_eq!(plain(|| wide!(run(&x))), baseline);
     }
 
     #[test]

@@ -406,10 +406,7 @@ impl Plan {
     /// stacked in order) into the padded polyphase image `dst` (`img_len` floats). Only
     /// interior positions are written: the border stays as zeroed at construction.
     fn fill(&self, xs: &[&[f32]], n: usize, img: usize, dst: &mut [f32]) {
-        crate::engine::ops::vmath::wide(
-            #[inline(always)]
-            || self.fill_rows(xs, n, img, dst),
-        )
+        crate::engine::ops::vmath::wide!(self.fill_rows(xs, n, img, dst),)
     }
 
     /// [`Plan::fill`]'s loops (inlined into its AVX2 copy).

@@ -160,20 +160,17 @@ fn standard<T: Scalar>(a: ArrayD<T>) -> ArrayD<T> {
 }
 
 // The passes run over plain slices with `f`, `f′`, `f″` inlined, so the loops vectorize
-// (with AVX2 where the CPU has it, see `wide`).
+// (with AVX2 where the CPU has it, see `wide!`).
 
 /// f(x).
 fn forward_with<D: Derivs, T: Scalar>(d: D, x: &ArrayD<T>) -> ArrayD<T> {
     let xs = values(x);
     let mut y = vec![T::zero(); xs.len()];
-    wide(
-        #[inline(always)]
-        || {
-            for (y, &x) in y.iter_mut().zip(xs.iter()) {
-                *y = d.f(x);
-            }
-        },
-    );
+    wide!({
+        for (y, &x) in y.iter_mut().zip(xs.iter()) {
+            *y = d.f(x);
+        }
+    },);
     ArrayD::from_shape_vec(x.raw_dim(), y).expect("size")
 }
 
@@ -186,14 +183,11 @@ fn backward_with<D: Derivs, T: Scalar>(
 ) -> ArrayD<T> {
     let (x, y, mut gy) = (values(x), values(y), standard(gy));
     let g = gy.as_slice_mut().expect("standard layout");
-    wide(
-        #[inline(always)]
-        || {
-            for ((g, &x), &y) in g.iter_mut().zip(x.iter()).zip(y.iter()) {
-                *g = d.d1(x, y) * *g;
-            }
-        },
-    );
+    wide!({
+        for ((g, &x), &y) in g.iter_mut().zip(x.iter()).zip(y.iter()) {
+            *g = d.d1(x, y) * *g;
+        }
+    },);
     gy
 }
 
@@ -207,14 +201,11 @@ fn r_forward_with<D: Derivs, T: Scalar>(
     let (xs, ys, rs) = (values(x), values(y), values(rx));
     let it = rs.iter().zip(xs.iter()).zip(ys.iter());
     let mut r = vec![T::zero(); xs.len()];
-    wide(
-        #[inline(always)]
-        || {
-            for (o, ((&r, &x), &y)) in r.iter_mut().zip(it) {
-                *o = d.d1(x, y) * r;
-            }
-        },
-    );
+    wide!({
+        for (o, ((&r, &x), &y)) in r.iter_mut().zip(it) {
+            *o = d.d1(x, y) * r;
+        }
+    },);
     ArrayD::from_shape_vec(x.raw_dim(), r).expect("size")
 }
 
@@ -238,23 +229,17 @@ fn r_backward_with<D: Derivs, T: Scalar>(
                 .zip(ys.iter())
                 .zip(rs.iter())
                 .zip(gs.iter());
-            wide(
-                #[inline(always)]
-                || {
-                    for ((((r, &x), &y), &rx), &g) in it {
-                        *r = d.d2(x, y) * rx * g + d.d1(x, y) * *r;
-                    }
-                },
-            );
-        }
-        _ => wide(
-            #[inline(always)]
-            || {
-                for ((r, &x), &y) in rg.iter_mut().zip(xs.iter()).zip(ys.iter()) {
-                    *r = d.d1(x, y) * *r;
+            wide!({
+                for ((((r, &x), &y), &rx), &g) in it {
+                    *r = d.d2(x, y) * rx * g + d.d1(x, y) * *r;
                 }
-            },
-        ),
+            },);
+        }
+        _ => wide!({
+            for ((r, &x), &y) in rg.iter_mut().zip(xs.iter()).zip(ys.iter()) {
+                *r = d.d1(x, y) * *r;
+            }
+        },),
     }
     rgy
 }
@@ -295,7 +280,7 @@ impl EngineOp for PointwiseFn {
 
     fn forward_in_place<T: Scalar>(&self, _a: &Fwd<T>, x0: &mut ArrayD<T>) {
         with_derivs!(self, d => match x0.as_slice_mut() {
-            Some(s) => wide(#[inline(always)] || s.iter_mut().for_each(|v| *v = d.f(*v))),
+            Some(s) => wide!(s.iter_mut().for_each(|v| *v = d.f(*v))),
             None => x0.mapv_inplace(|v| d.f(v)),
         })
     }
