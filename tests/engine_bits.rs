@@ -3,7 +3,11 @@
 //! f32 and f64, eval and train mode, for every convolution algorithm and GEMM backend.
 //! The hashes were recorded from the engine before its op-trait refactor (and its
 //! environment switches became [`EngineOptions`]), and re-recorded for the networks with
-//! batch norm when its channel sums (dγ, dβ, R{dγ}) became 8-lane sums; any change of
+//! batch norm when its channel sums (dγ, dβ, R{dγ}) became 8-lane sums, and for the
+//! networks with eval-mode conv → batch norm → ReLU or with add → ReLU when the tape
+//! stopped keeping the output of batch norm and of the add there (the kept state's size,
+//! which is hashed, fell; with the size left out, all 28 rows of all four columns hashed
+//! the same before and after). Any change of
 //! arithmetic (order of sums, a fused pass, a kernel) changes them.
 //!
 //! They hold on x86-64 with AVX2 + FMA under [`Simd::Avx2`] (and `Simd::Native` without
@@ -236,32 +240,32 @@ fn loss_gradient_and_hvp_bits_are_unchanged() {
 /// `conv=auto` and `conv=im2col`, then `gemm=matrixmultiply` with the same two.
 #[rustfmt::skip]
 const RECORDED: &[(&str, [u64; 4])] = &[
-    ("resnet20 f32 eval",               [0x2e750ce23a57a1bf, 0xd403e7990ac61cba, 0x588647074145ecac, 0xf1660455e57281e0]),
-    ("resnet20 f64 eval",               [0x096f017ed21b84f1, 0x096f017ed21b84f1, 0xffac1acc0b9d8a7e, 0xffac1acc0b9d8a7e]),
-    ("resnet20 f32 train",              [0x5b33d678fdd5ab39, 0x224f6ea5d62cba88, 0x91bce92bfeb5c704, 0x5bade4cf034b7fa2]),
-    ("resnet20 f64 train",              [0xa540ecc252c34f10, 0xa540ecc252c34f10, 0xa3ad0aded94ecbc2, 0xa3ad0aded94ecbc2]),
-    ("resnet20-noshort f32 eval",       [0x81bf8a457302360b, 0x6d998125f5b01189, 0xa08ac62f7fcbd4a3, 0x2196cc05da3c1d82]),
-    ("resnet20-noshort f64 eval",       [0x60b8330d16496c5b, 0x60b8330d16496c5b, 0xe92138de0c8a1784, 0xe92138de0c8a1784]),
+    ("resnet20 f32 eval",               [0x75d2547c221be49a, 0xa0329e8bba3188eb, 0x3e00510d196c119d, 0xf353af6666f1b7b9]),
+    ("resnet20 f64 eval",               [0x52c5b4932785774b, 0x52c5b4932785774b, 0xc126eda33696bdb8, 0xc126eda33696bdb8]),
+    ("resnet20 f32 train",              [0x4f35aec3bee69015, 0x3312e04bc9938f1c, 0xa432f736720b8630, 0x207332a74e030406]),
+    ("resnet20 f64 train",              [0xcc86aadd998c57a8, 0xcc86aadd998c57a8, 0x1272f62566f3103a, 0x1272f62566f3103a]),
+    ("resnet20-noshort f32 eval",       [0x291af673326d17b6, 0x29b7718cf7609404, 0xd123865ad7ec1a5e, 0x7552318260d98d0f]),
+    ("resnet20-noshort f64 eval",       [0xdef7f0f4655806b0, 0xdef7f0f4655806b0, 0x80f2bea5dbade52b, 0x80f2bea5dbade52b]),
     ("resnet20-noshort f32 train",      [0xd4cc95d63318a2c8, 0x8bdef7770dfd87e1, 0xa14976197fb97b15, 0xa882794db5bd6c07]),
     ("resnet20-noshort f64 train",      [0x080ae36eca375b3f, 0x080ae36eca375b3f, 0x233952dd99098930, 0x233952dd99098930]),
     ("mlp-plain f32 eval",              [0x950b1fe0ef488116, 0x950b1fe0ef488116, 0x33e3ba78415723a7, 0x33e3ba78415723a7]),
     ("mlp-plain f64 eval",              [0x8e78187f7be596f0, 0x8e78187f7be596f0, 0x8e78187f7be596f0, 0x8e78187f7be596f0]),
     ("mlp-plain f32 train",             [0x950b1fe0ef488116, 0x950b1fe0ef488116, 0x33e3ba78415723a7, 0x33e3ba78415723a7]),
     ("mlp-plain f64 train",             [0x8e78187f7be596f0, 0x8e78187f7be596f0, 0x8e78187f7be596f0, 0x8e78187f7be596f0]),
-    ("mlp-res f32 eval",                [0xa9349abb91672e9f, 0xa9349abb91672e9f, 0x88a77c12c70d00b6, 0x88a77c12c70d00b6]),
-    ("mlp-res f64 eval",                [0x0873ffc7e0a716d7, 0x0873ffc7e0a716d7, 0x0873ffc7e0a716d7, 0x0873ffc7e0a716d7]),
-    ("mlp-res f32 train",               [0xa9349abb91672e9f, 0xa9349abb91672e9f, 0x88a77c12c70d00b6, 0x88a77c12c70d00b6]),
-    ("mlp-res f64 train",               [0x0873ffc7e0a716d7, 0x0873ffc7e0a716d7, 0x0873ffc7e0a716d7, 0x0873ffc7e0a716d7]),
+    ("mlp-res f32 eval",                [0x309642e9a542efbb, 0x309642e9a542efbb, 0x81c8b9bf2026878a, 0x81c8b9bf2026878a]),
+    ("mlp-res f64 eval",                [0x2cb872d3b6c81d5f, 0x2cb872d3b6c81d5f, 0x2cb872d3b6c81d5f, 0x2cb872d3b6c81d5f]),
+    ("mlp-res f32 train",               [0x309642e9a542efbb, 0x309642e9a542efbb, 0x81c8b9bf2026878a, 0x81c8b9bf2026878a]),
+    ("mlp-res f64 train",               [0x2cb872d3b6c81d5f, 0x2cb872d3b6c81d5f, 0x2cb872d3b6c81d5f, 0x2cb872d3b6c81d5f]),
     ("onnx-vgg-tiny f32 eval",          [0xf1d247911b04c2b4, 0x7f7422b5d1f36c1a, 0x0d2f4659e04b666c, 0xa565dec92a7e0a8f]),
     ("onnx-vgg-tiny f64 eval",          [0xd18e599e5dfa32b6, 0xd18e599e5dfa32b6, 0xd18e599e5dfa32b6, 0xd18e599e5dfa32b6]),
     ("onnx-vgg-tiny f32 train",         [0x4e0f7959527aa1fe, 0x6c2008c1d34d7333, 0xa2751e39a5c92376, 0xb1162e03a632373c]),
     ("onnx-vgg-tiny f64 train",         [0xa173d974d3070fc7, 0xa173d974d3070fc7, 0xa173d974d3070fc7, 0xa173d974d3070fc7]),
-    ("onnx-resnet8-option-a f32 eval",  [0x1c26d3a476d4b288, 0x8f84bc2592607fe7, 0x373492e17aeb81d7, 0x5d8159dbdcd6c19a]),
-    ("onnx-resnet8-option-a f64 eval",  [0x60f39478aeebe2f6, 0x60f39478aeebe2f6, 0xaff683d0c09f6a5e, 0xaff683d0c09f6a5e]),
-    ("onnx-resnet8-option-a f32 train", [0x0e7d5afc2c3bc82a, 0x795f4654bb186a8c, 0x7980b22675720925, 0xa75eab6019997194]),
-    ("onnx-resnet8-option-a f64 train", [0x63271ada492eca76, 0x63271ada492eca76, 0xfc19d012ecf40bdd, 0xfc19d012ecf40bdd]),
-    ("onnx-mlp-bn f32 eval",            [0xf898d5608b5fd825, 0xf898d5608b5fd825, 0x6c1dd87f433e0983, 0x6c1dd87f433e0983]),
-    ("onnx-mlp-bn f64 eval",            [0x97c0d696927deb06, 0x97c0d696927deb06, 0x97c0d696927deb06, 0x97c0d696927deb06]),
-    ("onnx-mlp-bn f32 train",           [0x70606efa1aaf4d1e, 0x70606efa1aaf4d1e, 0x3151618ea9a20574, 0x3151618ea9a20574]),
-    ("onnx-mlp-bn f64 train",           [0x0fd763b188331992, 0x0fd763b188331992, 0x0fd763b188331992, 0x0fd763b188331992]),
+    ("onnx-resnet8-option-a f32 eval",  [0xf452fca5955852a0, 0x0a1bad6078b3614f, 0x6c41c15296db67df, 0xf178731df48620a2]),
+    ("onnx-resnet8-option-a f64 eval",  [0x37035474d1ec2897, 0x37035474d1ec2897, 0x8cb7314166457f2b, 0x8cb7314166457f2b]),
+    ("onnx-resnet8-option-a f32 train", [0x8d61107f67cea8be, 0xf1c6fcc654cbe968, 0xec50d86833a4bed1, 0xa6a2c243329aac18]),
+    ("onnx-resnet8-option-a f64 train", [0xe490125cf401fc5e, 0xe490125cf401fc5e, 0x32449fbcb775db65, 0x32449fbcb775db65]),
+    ("onnx-mlp-bn f32 eval",            [0x29f3283da5ec0879, 0x29f3283da5ec0879, 0xccabadf9c658e04f, 0xccabadf9c658e04f]),
+    ("onnx-mlp-bn f64 eval",            [0x4303239604a51d3e, 0x4303239604a51d3e, 0x4303239604a51d3e, 0x4303239604a51d3e]),
+    ("onnx-mlp-bn f32 train",           [0x7b65026c0ddf8d3a, 0x7b65026c0ddf8d3a, 0x3e61885dad003978, 0x3e61885dad003978]),
+    ("onnx-mlp-bn f64 train",           [0x35ae9ac88074db7a, 0x35ae9ac88074db7a, 0x35ae9ac88074db7a, 0x35ae9ac88074db7a]),
 ];

@@ -14,6 +14,7 @@
 //! the model's [`Layout`], read from a flat θ, so a perturbed model is just another vector.
 //! The graph's [`EngineOptions`] go to every op call.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, ArrayViewMut1, IxDyn};
@@ -137,6 +138,32 @@ impl<T> NodeView<'_, T> {
             want_dp,
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    static UNFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the passes may fuse ops (tests switch it off on their thread to compare bits).
+fn fusing() -> bool {
+    #[cfg(test)]
+    return !UNFUSED.with(|u| u.get());
+    #[cfg(not(test))]
+    true
+}
+
+/// What a forward pass keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keep {
+    /// Nothing (inference): values are dropped after their last reader; ops may run in
+    /// place or fused.
+    None,
+    /// What the reverse and R-passes read: ops may run fused where that leaves a value no
+    /// pass reads as an empty placeholder.
+    Tape,
+    /// Every node's value and cache.
+    All,
 }
 
 /// An empty placeholder value (a freed or fused-away node output).
@@ -285,44 +312,69 @@ impl Graph {
         }
     }
 
-    /// Runs the forward pass. With `keep`, every value and cache is kept for the reverse
-    /// passes; without, each value is dropped after its last reader (inference), and ops
-    /// may run in place or fused (see [`Graph::fused_forward`]).
+    /// Runs the forward pass, keeping what `keep` says: for inference each value is
+    /// dropped after its last reader, and ops may run in place or fused (see
+    /// [`Graph::fused_forward`]); for the tape, ops may run fused where a value that no
+    /// later pass reads is then never formed (see [`Graph::fused_taped`]).
     fn run_forward<T: Scalar>(
         &self,
         theta: &ArrayView1<T>,
         x: &ArrayD<T>,
         mode: Mode,
-        keep: bool,
+        keep: Keep,
     ) -> Tape<T> {
         let n = self.nodes.len();
         let last = self.last_use();
         let mut values: Vec<ArrayD<T>> = Vec::with_capacity(n);
         let mut caches: Vec<Erased> = Vec::with_capacity(n);
-        // (nodes still to skip, the fused result that the last of them gets)
-        let mut fused: (usize, Option<ArrayD<T>>) = (0, None);
+        // the values and caches of the nodes that an earlier fused node computed (an empty
+        // placeholder for those whose value no pass reads), so indices stay aligned
+        let mut fused: VecDeque<(ArrayD<T>, Erased)> = VecDeque::new();
+        let unit = || Box::new(()) as Erased;
         for (j, node) in self.nodes.iter().enumerate() {
-            if fused.0 > 0 {
-                // computed by an earlier fused node: the last one gets its result, the
-                // others an empty placeholder, so indices stay aligned
-                fused.0 -= 1;
-                let v = if fused.0 == 0 { fused.1.take() } else { None };
-                values.push(v.unwrap_or_else(empty));
-                caches.push(Box::new(()));
+            if let Some((v, c)) = fused.pop_front() {
+                values.push(v);
+                caches.push(c);
                 continue;
             }
             let p = self.params(theta, node);
-            if !keep {
+            if keep == Keep::None && fusing() {
                 if let Some((y, skip)) = self.fused_forward(theta, &values, &last, j, &p, mode) {
                     if last[node.inputs[0]] == j {
                         values[node.inputs[0]] = empty();
                     }
                     values.push(empty());
-                    caches.push(Box::new(()));
-                    fused = (skip, Some(y));
+                    caches.push(unit());
+                    fused.extend((1..skip).map(|_| (empty(), unit())));
+                    fused.push_back((y, unit()));
                     continue;
                 }
             }
+            if keep == Keep::Tape && fusing() {
+                if let Some(mut out) = self.fused_taped(theta, &values, &last, j, &p, mode) {
+                    let (y, c) = out.pop_front().expect("the producer's output");
+                    values.push(y);
+                    caches.push(c);
+                    fused = out;
+                    continue;
+                }
+            }
+            // the activation of the node that alone reads this one: it may be folded into
+            // this node's pass where no pass reads this node's own value
+            let then = (fusing() && keep != Keep::All && !node.inputs.is_empty())
+                .then_some(j + 1)
+                .filter(|&k| self.only_reader(&last, j, k))
+                .and_then(|k| self.nodes[k].op.activation());
+            if let (Keep::Tape, Some(act)) = (keep, then) {
+                let xs = self.inputs_of(node, &values, x);
+                if let Some((y, c)) = node.op.forward_then(&self.fwd(&xs, &p, mode), act) {
+                    values.push(empty());
+                    caches.push(c);
+                    fused.push_back((y, unit()));
+                    continue;
+                }
+            }
+            let keep = keep != Keep::None;
             // Inference: an op whose input 0 is read by no later node may work in place on
             // it (no allocation, one pass over memory instead of two).
             let owned = |k: usize| {
@@ -331,17 +383,27 @@ impl Graph {
                     && last[node.inputs[k]] == j
                     && node.inputs.iter().filter(|&&i| i == node.inputs[k]).count() == 1
             };
+            let mut folded = false;
             let (y, cache) = if owned(0) && node.op.in_place(mode) {
                 let mut y = std::mem::replace(&mut values[node.inputs[0]], empty());
                 let xs = self.inputs_of(node, &values, x);
                 let a = self.fwd(&xs, &p, mode);
-                node.op.forward_in_place(&a, &mut y);
-                (y, Box::new(()) as Erased)
+                match then {
+                    Some(act) if node.op.forward_in_place_then(&a, &mut y, act) => folded = true,
+                    _ => node.op.forward_in_place(&a, &mut y),
+                }
+                (y, unit())
             } else {
                 let xs = self.inputs_of(node, &values, x);
                 node.op.forward(&self.fwd(&xs, &p, mode), keep)
             };
-            values.push(y);
+            if folded {
+                // the activation's node gets the result
+                values.push(empty());
+                fused.push_back((y, unit()));
+            } else {
+                values.push(y);
+            }
             caches.push(cache);
             if !keep {
                 for &i in &node.inputs {
@@ -368,6 +430,13 @@ impl Graph {
         }
     }
 
+    /// Whether node `k` exists, has node `i` as its one input, and no other node reads `i`
+    /// (`last`: each node's last reader, see [`Graph::last_use`]; a reader after `i`
+    /// other than `k` makes it later, or else `k` is not the last).
+    fn only_reader(&self, last: &[usize], i: usize, k: usize) -> bool {
+        self.nodes.get(k).is_some_and(|nk| nk.inputs == [i]) && last[i] == k
+    }
+
     /// Inference: node `j` (parameters `p`) with its only reader's per-channel epilogue,
     /// and that one's only reader's activation, applied block by block while in cache
     /// (conv → batch norm in eval mode [→ ReLU]): the result and how many following nodes
@@ -381,9 +450,7 @@ impl Graph {
         p: &[ArrayViewD<T>],
         mode: Mode,
     ) -> Option<(ArrayD<T>, usize)> {
-        let only_reader = |i: usize, k: usize| {
-            self.nodes.get(k).is_some_and(|nk| nk.inputs == [i]) && last[i] == k
-        };
+        let only_reader = |i: usize, k: usize| self.only_reader(last, i, k);
         if self.nodes[j].inputs.is_empty() || !only_reader(j, j + 1) {
             return None;
         }
@@ -398,6 +465,46 @@ impl Graph {
         let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
         let y = node.op.forward_fused(&self.fwd(&xs, p, mode), &*epilogue)?;
         Some((y, if then.is_some() { 2 } else { 1 }))
+    }
+
+    /// For the tape: node `j` (parameters `p`) with its only reader's per-channel map into
+    /// a second array, and that one's only reader's ReLU, applied block by block while in
+    /// cache (conv → batch norm in eval mode [→ ReLU]). The value and cache of `j`, then of
+    /// each following node it stands for (batch norm's value is an empty placeholder when
+    /// the ReLU follows: neither its reverse nor its R-passes read it, nor the ReLU's);
+    /// `None` where the ops do not fuse.
+    fn fused_taped<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        values: &[ArrayD<T>],
+        last: &[usize],
+        j: usize,
+        p: &[ArrayViewD<T>],
+        mode: Mode,
+    ) -> Option<VecDeque<(ArrayD<T>, Erased)>> {
+        let only_reader = |i: usize, k: usize| self.only_reader(last, i, k);
+        let node = &self.nodes[j];
+        if node.inputs.is_empty() || !only_reader(j, j + 1) {
+            return None;
+        }
+        let relu = only_reader(j + 1, j + 2)
+            && self.nodes[j + 2].op.activation() == Some(Activation::Relu);
+        let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
+        let shapes: Vec<&[usize]> = xs.iter().map(|x| x.shape()).collect();
+        let shape = node.op.infer_shape(&shapes).ok()?;
+        let next = &self.nodes[j + 1];
+        let np = self.params(theta, next);
+        let then = relu.then_some(Activation::Relu);
+        let (map, next_cache) = next.op.taped_epilogue(&np, mode, then, &shape)?;
+        let (y, z, cache) = node.op.forward_taped(&self.fwd(&xs, p, mode), &*map)?;
+        let mut out = VecDeque::from([(y, cache)]);
+        if relu {
+            out.push_back((empty(), next_cache));
+            out.push_back((z, Box::new(()) as Erased));
+        } else {
+            out.push_back((z, next_cache));
+        }
+        Some(out)
     }
 
     /// Block outputs for activation probes: the named ReLU nodes (the zoo names the ReLU
@@ -422,12 +529,12 @@ impl Graph {
         x: &ArrayD<T>,
         mode: Mode,
     ) -> Vec<ArrayD<T>> {
-        self.run_forward(&theta, x, mode, true).values
+        self.run_forward(&theta, x, mode, Keep::All).values
     }
 
     /// Logits `[N, K]` for a batch in PyTorch layout.
     pub fn logits<T: Scalar>(&self, theta: ArrayView1<T>, x: &ArrayD<T>, mode: Mode) -> ArrayD<T> {
-        let mut tape = self.run_forward(&theta, x, mode, false);
+        let mut tape = self.run_forward(&theta, x, mode, Keep::None);
         tape.values.pop().expect("graph has nodes")
     }
 
@@ -452,7 +559,7 @@ impl Graph {
         mode: Mode,
         grad: ArrayViewMut1<T>,
     ) -> LossValue {
-        let tape = self.run_forward(&theta, x, mode, true);
+        let tape = self.run_forward(&theta, x, mode, Keep::Tape);
         let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
         let gz = self.loss.backward(&lc, y);
         drop(lc);
@@ -470,7 +577,7 @@ impl Graph {
         mode: Mode,
         grad: ArrayViewMut1<T>,
     ) -> (LossValue, Vec<BatchStats<T>>) {
-        let tape = self.run_forward(&theta, x, mode, true);
+        let tape = self.run_forward(&theta, x, mode, Keep::Tape);
         let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
         let gz = self.loss.backward(&lc, y);
         drop(lc);
@@ -516,7 +623,7 @@ impl Graph {
         y: &[usize],
         mode: Mode,
     ) -> (LossValue, HvpState<T>) {
-        let tape = self.run_forward(theta, x, mode, true);
+        let tape = self.run_forward(theta, x, mode, Keep::Tape);
         let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
         let gz = self.loss.backward(&lc, y);
         let mut g = Vec::new();
@@ -592,7 +699,7 @@ impl Graph {
         mode: Mode,
         kind: &GnKind,
     ) -> (LossValue, GnState<T>) {
-        let tape = self.run_forward(theta, x, mode, true);
+        let tape = self.run_forward(theta, x, mode, Keep::Tape);
         let (value, lc) = self.loss.forward(tape.values.last().unwrap(), y);
         let cache_bytes = (self.nodes.iter().zip(&tape.caches))
             .map(|(node, c)| node.op.cache_bytes::<T>(c))
@@ -683,9 +790,47 @@ impl Graph {
             keep.resize_with(self.nodes.len(), || None);
         }
         let want_dp = grad.is_some();
+        let last = self.last_use();
+        // what a node fused into its reader's step sends back when its own turn comes
+        let mut sent: Option<(usize, Vec<Option<ArrayD<T>>>)> = None;
         self.route_back(gz, |j, gy| {
+            if let Some((i, dx)) = sent.take() {
+                if i == j {
+                    return Some(dx);
+                }
+                sent = Some((i, dx));
+            }
             let node = &self.nodes[j];
-            let gy = gy?;
+            let mut gy = gy?;
+            // a ReLU that alone reads the node just before it: both backward passes in one
+            // pass over memory where that op fuses them (eval-mode batch norm)
+            if fusing()
+                && node.op.activation() == Some(Activation::Relu)
+                && !node.op.r_backward_reads_gy()
+                && j >= 2
+                && self.only_reader(&last, j - 1, j)
+            {
+                let (i, prev) = (j - 1, &self.nodes[j - 1]);
+                let p = self.params(theta, prev);
+                let view = self.view(i, tape, &[]);
+                let a = view.taped(&self.options, (&p, &[]), want_dp);
+                let keep_gy = keep.is_some() && prev.op.r_backward_reads_gy();
+                let y = &tape.values[j];
+                match prev.op.backward_relu(&a, &tape.caches[i], y, gy, keep_gy) {
+                    Ok((grads, kept)) => {
+                        if let Some(keep) = keep.as_mut() {
+                            keep[j] = Some(empty());
+                            keep[i] = Some(kept.unwrap_or_else(empty));
+                        }
+                        if let Some(out) = grad.as_mut() {
+                            self.add_params(out, prev, &grads);
+                        }
+                        sent = Some((i, grads.dx));
+                        return Some(vec![None]);
+                    }
+                    Err(back) => gy = back,
+                }
+            }
             if let Some(keep) = keep.as_mut() {
                 // what the R-passes read: dL/d(output) where R-backward reads it, and that
                 // the node was reached at all
@@ -796,6 +941,80 @@ pub fn zeros_like<T: Scalar>(theta: &ArrayView1<T>) -> Array1<T> {
 mod tests {
     use super::*;
     use crate::engine::ops::{Concat, Conv2d, Linear, Pool2d};
+
+    /// Runs `f` with the passes' fusions switched off on this thread.
+    fn unfused<R>(f: impl FnOnce() -> R) -> R {
+        let before = UNFUSED.with(|u| u.replace(true));
+        let r = f();
+        UNFUSED.with(|u| u.set(before));
+        r
+    }
+
+    /// Bits of every output of the passes of the bundled ResNet-20 on `n` inputs, and the
+    /// kept state's size.
+    fn pass_bits<T: Scalar>(n: usize, mode: Mode) -> (Vec<Vec<u64>>, usize) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/models/resnet20-digits.safetensors");
+        let model = crate::model::Model::load(&path, None).unwrap();
+        let g = &model.graph;
+        let mut shape = vec![n];
+        shape.extend(&g.input_shape);
+        let x = ArrayD::from_shape_fn(IxDyn(&shape), |i| {
+            let h = (ndarray::Dimension::slice(&i).iter())
+                .fold(17usize, |a, &v| a.wrapping_mul(31).wrapping_add(v));
+            T::from_f((h.wrapping_mul(2654435761) % 1000) as f64 / 500.0 - 1.0)
+        });
+        let y: Vec<usize> = (0..n).map(|i| i * 3 % g.num_classes).collect();
+        let theta = model.theta.data.mapv(|v| T::from_f(v as f64));
+        let v = Array1::from_shape_fn(theta.len(), |i| {
+            T::from_f((i.wrapping_mul(2654435761) % 1000) as f64 / 1000.0 - 0.5)
+        });
+        let bits = |a: &Array1<T>| a.iter().map(|t| t.as_f64().to_bits()).collect::<Vec<_>>();
+        let mut out = vec![];
+        let logits = g.logits(theta.view(), &x, mode);
+        out.push(logits.iter().map(|t| t.as_f64().to_bits()).collect());
+        let mut grad = zeros_like(&theta.view());
+        g.grad_batch(theta.view(), &x, &y, mode, grad.view_mut());
+        out.push(bits(&grad));
+        let mut hv = zeros_like(&theta.view());
+        g.hvp_batch(theta.view(), v.view(), &x, &y, mode, hv.view_mut());
+        out.push(bits(&hv));
+        let state = g.hvp_prepare(theta.view(), &x, &y, mode);
+        let mut kept = zeros_like(&theta.view());
+        g.hvp_prepared(theta.view(), v.view(), &state, kept.view_mut());
+        out.push(bits(&kept));
+        let kind = GnKind::Ggn;
+        let mut gn = zeros_like(&theta.view());
+        g.gn_batch(theta.view(), v.view(), &x, &y, mode, &kind, gn.view_mut());
+        out.push(bits(&gn));
+        (out, state.bytes())
+    }
+
+    /// The fused passes (conv → batch norm → ReLU on the tape, ReLU → batch norm in the
+    /// reverse pass, conv → batch norm [→ ReLU] in inference) give the bits of the
+    /// separate ones, f32 and f64, on image counts with and without a lane tail; on the
+    /// tape each residual block keeps one activation less per fused pair.
+    #[test]
+    fn fused_passes_keep_the_bits() {
+        for n in [5, 12] {
+            for mode in [Mode::Eval, Mode::Train] {
+                let (fused, fused_bytes) = pass_bits::<f32>(n, mode);
+                let (plain, plain_bytes) = unfused(|| pass_bits::<f32>(n, mode));
+                assert_eq!(fused, plain, "f32, {n} inputs, {mode:?}");
+                let (fused64, _) = pass_bits::<f64>(n, mode);
+                let (plain64, _) = unfused(|| pass_bits::<f64>(n, mode));
+                assert_eq!(fused64, plain64, "f64, {n} inputs, {mode:?}");
+                // eval mode fuses conv → batch norm → ReLU, both modes add → ReLU
+                let fused_away = (plain_bytes - fused_bytes) / std::mem::size_of::<f32>();
+                let activation = 16 * 8 * 8 * n; // the stem's output on 8×8 digits
+                let blocks = if mode == Mode::Eval { 2 } else { 1 };
+                assert!(
+                    fused_away >= blocks * 9 * activation / 4,
+                    "{mode:?}: {fused_bytes} vs {plain_bytes}"
+                );
+            }
+        }
+    }
 
     /// The message of the shape error of a graph with input `[n, sample…]` and the nodes
     /// `(name, op, inputs)` after the input node.

@@ -10,7 +10,7 @@
 use ndarray::ArrayD;
 
 use super::vmath::{zip_map, zip_mut};
-use super::{EngineOp, Fwd, Grads, Mode, Taped};
+use super::{Activation, EngineOp, Fwd, Grads, Mode, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
@@ -27,6 +27,16 @@ pub(crate) fn add_assign<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>) {
 /// `a + b` (one shape), in vectors where both are contiguous.
 fn sum<T: Scalar>(a: &ArrayD<T>, b: &ArrayD<T>) -> ArrayD<T> {
     zip_map(a, b, |u, v| u + v).unwrap_or_else(|| a + b)
+}
+
+/// max(v, 0), as [`super::Relu`] computes it.
+#[inline(always)]
+fn relu_of<T: Scalar>(v: T) -> T {
+    if v > T::zero() {
+        v
+    } else {
+        T::zero()
+    }
 }
 
 /// The same gradient flows to both inputs: one copy, one move.
@@ -62,6 +72,23 @@ impl EngineOp for Add {
 
     fn forward_in_place<T: Scalar>(&self, a: &Fwd<T>, x0: &mut ArrayD<T>) {
         add_assign(x0, a.x[1]);
+    }
+
+    /// ReLU only: relu(a + b), the same additions (so the same bits).
+    fn forward_then<T: Scalar>(&self, a: &Fwd<T>, act: Activation) -> Option<(ArrayD<T>, ())> {
+        if act != Activation::Relu {
+            return None;
+        }
+        zip_map(a.x[0], a.x[1], |u, v| relu_of(u + v)).map(|y| (y, ()))
+    }
+
+    fn forward_in_place_then<T: Scalar>(
+        &self,
+        a: &Fwd<T>,
+        x0: &mut ArrayD<T>,
+        act: Activation,
+    ) -> bool {
+        act == Activation::Relu && zip_mut(x0, a.x[1], |u, v| *u = relu_of(*u + v))
     }
 
     fn backward<T: Scalar>(&self, _a: &Taped<T>, _c: &(), gy: ArrayD<T>) -> Grads<T> {

@@ -34,11 +34,12 @@
 //! compiled into that AVX2 copy.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2};
 
 use super::vmath::wide;
-use super::{lanes, Activation, EngineOp, Epilogue, Fwd, Grads, Taped};
+use super::{lanes, Activation, EngineOp, Epilogue, Fwd, Grads, Taped, TapedEpilogue};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
 
@@ -322,6 +323,50 @@ impl BatchNorm {
         }
     }
 
+    /// Eval mode, for the tape: y (then ReLU where `relu`) from each block of the layer's
+    /// input while in cache, into a second array, with [`BatchNorm::normalize`]'s
+    /// arithmetic (same bits).
+    fn taped_map<'a, T: Scalar>(
+        &self,
+        p: &'a [ArrayViewD<'a, T>],
+        relu: bool,
+    ) -> impl Fn(usize, &[T], &mut [MaybeUninit<T>]) + 'a {
+        let eps = T::from_f(self.eps);
+        move |c: usize, src: &[T], dst: &mut [MaybeUninit<T>]| {
+            let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
+            let (mu, sc, g, b) = (rm[c], T::one() / (rv[c] + eps).sqrt(), gamma[c], beta[c]);
+            wide!({
+                let pairs = dst.iter_mut().zip(src);
+                if relu {
+                    for (d, &t) in pairs {
+                        let v = g * ((t - mu) * sc) + b;
+                        d.write(if v > T::zero() { v } else { T::zero() });
+                    }
+                } else {
+                    for (d, &t) in pairs {
+                        d.write(g * ((t - mu) * sc) + b);
+                    }
+                }
+            },)
+        }
+    }
+
+    /// What [`BatchNorm::normalize`] keeps in eval mode for an input of `count` values per
+    /// channel (the same values).
+    fn eval_cache<T: Scalar>(&self, p: &[ArrayViewD<T>], count: usize) -> BnCache<T> {
+        let eps = T::from_f(self.eps);
+        let (rm, rv) = (&p[2], &p[3]);
+        let ch = self.channels;
+        BnCache {
+            xhat: None,
+            count,
+            s: Array1::from_shape_fn(ch, |c| T::one() / (rv[c] + eps).sqrt()),
+            mode: Mode::Eval,
+            batch_mean: Array1::from_shape_fn(ch, |c| rm[c]),
+            batch_var: Array1::from_shape_fn(ch, |c| rv[c]),
+        }
+    }
+
     /// dx, dγ, dβ; `x` is the layer's input. Eval mode writes dx over `gy`.
     #[inline(always)]
     fn grads<T: Scalar>(
@@ -372,6 +417,58 @@ impl BatchNorm {
             },
         );
         (dx, dgamma.into_dyn(), dbeta.into_dyn())
+    }
+
+    /// Eval mode on `[C, N, H, W]` only, through the ReLU that alone reads this node
+    /// (`y` its output): the ReLU's mask, then [`BatchNorm::grads`] (dx over `gy`, dγ, dβ),
+    /// in one pass over each channel's row, with the same arithmetic as the two passes
+    /// (so the same bits); with `keep_gy` also the masked dy (what the R-passes read). dγ
+    /// and dβ are zero unless `want_dp`. `Err(gy)` where it does not apply.
+    #[allow(clippy::type_complexity)]
+    #[inline(always)]
+    fn grads_relu<T: Scalar>(
+        &self,
+        c: &BnCache<T>,
+        p: &[ArrayViewD<T>],
+        (x, y): (&ArrayD<T>, &ArrayD<T>),
+        mut gy: ArrayD<T>,
+        (want_dp, keep_gy): (bool, bool),
+    ) -> Result<(ArrayD<T>, ArrayD<T>, ArrayD<T>, Option<ArrayD<T>>), ArrayD<T>> {
+        let applies = c.xhat.is_none()
+            && x.ndim() == 4
+            && x.shape() == gy.shape()
+            && y.shape() == gy.shape()
+            && x.is_standard_layout()
+            && y.is_standard_layout()
+            && gy.is_standard_layout();
+        if !applies {
+            return Err(gy);
+        }
+        let gamma = &p[0];
+        let m = x.len() / self.channels.max(1);
+        let mut dgamma = Array1::zeros(self.channels);
+        let mut dbeta = Array1::zeros(self.channels);
+        let mut kept = keep_gy.then(|| Vec::with_capacity(x.len()));
+        let (xs, ys) = (x.as_slice().unwrap(), y.as_slice().unwrap());
+        let gs = gy.as_slice_mut().unwrap();
+        for ch in 0..self.channels {
+            let r = ch * m..(ch + 1) * m;
+            let (s, gm) = (c.s[ch], gamma[ch]);
+            let copy = kept.as_mut().map(|k| {
+                k.resize(r.end, T::zero());
+                &mut k[r.clone()]
+            });
+            (dgamma[ch], dbeta[ch]) = lanes::map_dot_sum(
+                (&mut gs[r.clone()], &ys[r.clone()], &xs[r.clone()]),
+                |g, yv| if yv > T::zero() { g } else { T::zero() },
+                c.to_xhat(ch),
+                |v| v * gm * s,
+                copy,
+                want_dp,
+            );
+        }
+        let kept = kept.map(|k| ArrayD::from_shape_vec(gy.raw_dim(), k).expect("size"));
+        Ok((gy, dgamma.into_dyn(), dbeta.into_dyn(), kept))
     }
 
     /// R{y}; `v` = [v_γ, v_β, …]; `rx` None means R{x} = 0.
@@ -595,6 +692,22 @@ impl EngineOp for BatchNorm {
         (mode == Mode::Eval).then(|| Box::new(self.eval_epilogue(p, relu)) as Epilogue<'a, T>)
     }
 
+    fn taped_epilogue<'a, T: Scalar>(
+        &self,
+        p: &'a [ArrayViewD<'a, T>],
+        mode: Mode,
+        then: Option<Activation>,
+        x: &[usize],
+    ) -> Option<(TapedEpilogue<'a, T>, BnCache<T>)> {
+        if mode != Mode::Eval || x.len() != 4 || x[0] != self.channels {
+            return None;
+        }
+        let relu = then == Some(Activation::Relu);
+        let count = x[1..].iter().product();
+        let map = Box::new(self.taped_map(p, relu)) as TapedEpilogue<'a, T>;
+        Some((map, self.eval_cache(p, count)))
+    }
+
     fn cache_bytes<T: Scalar>(c: &BnCache<T>) -> usize {
         let xhat = c.xhat.as_ref().map_or(0, |x| x.len());
         (xhat + 4 * c.s.len()) * std::mem::size_of::<T>()
@@ -616,6 +729,19 @@ impl EngineOp for BatchNorm {
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, c: &BnCache<T>, gy: ArrayD<T>) -> Grads<T> {
         grads_of(a, wide!(self.grads(c, a.p, a.x[0], gy),))
+    }
+
+    fn backward_relu<T: Scalar>(
+        &self,
+        a: &Taped<T>,
+        c: &BnCache<T>,
+        y: &ArrayD<T>,
+        gy: ArrayD<T>,
+        keep_gy: bool,
+    ) -> Result<(Grads<T>, Option<ArrayD<T>>), ArrayD<T>> {
+        let flags = (a.want_dp, keep_gy);
+        let (dx, dg, db, kept) = wide!(self.grads_relu(c, a.p, (a.x[0], y), gy, flags))?;
+        Ok((grads_of(a, (dx, dg, db)), kept))
     }
 
     fn r_forward<T: Scalar>(
@@ -646,6 +772,63 @@ impl EngineOp for BatchNorm {
 mod tests {
     use super::*;
     use crate::engine::ops::vmath::plain;
+    use ndarray::Zip;
+
+    /// The backward pass through a ReLU in one pass gives the bits of the ReLU's mask
+    /// followed by [`BatchNorm::grads`] (dx, dγ, dβ, and the masked dy it keeps), with
+    /// the widest and the baseline loops, rows with a lane tail; zero sums without `want_dp`;
+    /// train mode (x̂ kept) does not fuse.
+    #[test]
+    fn relu_fused_backward_keeps_the_bits() {
+        let ch = 3;
+        let f = |k: usize| move |i: usize| ((i * 37 + k * 11) % 23) as f32 * 0.13 - 1.4;
+        let arr = |k: usize| {
+            ArrayD::from_shape_fn(vec![ch, 2, 5, 7], |i| {
+                f(k)(((i[0] * 2 + i[1]) * 5 + i[2]) * 7 + i[3])
+            })
+        };
+        let (x, gy) = (arr(1), arr(2));
+        let y = arr(3).mapv(|t| t.max(0.0));
+        let vec1 = |k: usize| ArrayD::from_shape_fn(vec![ch], |i| f(k)(i[0]).abs() + 0.5);
+        let params = [vec1(5), vec1(6), vec1(7), vec1(8)];
+        let p: Vec<_> = params.iter().map(|a| a.view()).collect();
+        let bn = BatchNorm {
+            channels: ch,
+            eps: 1e-5,
+        };
+        let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+        let (_, c) = bn.normalize(&x, &p, Mode::Eval);
+        let masked = Zip::from(&gy)
+            .and(&y)
+            .map_collect(|&g, &v| if v > 0.0 { g } else { 0.0 });
+        let (dx, dg, db) = bn.grads(&c, &p, &x, masked.clone());
+        let zero = ArrayD::<f32>::zeros(vec![ch]);
+        for want_dp in [false, true] {
+            for keep_gy in [false, true] {
+                let run = || {
+                    let flags = (want_dp, keep_gy);
+                    let r = bn.grads_relu(&c, &p, (&x, &y), gy.clone(), flags);
+                    let (fdx, fdg, fdb, kept) = r.expect("eval mode fuses");
+                    [Some(fdx), Some(fdg), Some(fdb), kept].map(|a| a.map(|a| bits(&a)))
+                };
+                let sums = if want_dp { (&dg, &db) } else { (&zero, &zero) };
+                let want = [
+                    Some(bits(&dx)),
+                    Some(bits(sums.0)),
+                    Some(bits(sums.1)),
+                    keep_gy.then(|| bits(&masked)),
+                ];
+                assert_eq!(wide!(run()), want, "want_dp {want_dp}, keep_gy {keep_gy}");
+                assert_eq!(plain(|| wide!(run())), want);
+            }
+        }
+        let (_, train) = bn.normalize(&x, &p, Mode::Train);
+        let back = bn.grads_relu(&train, &p, (&x, &y), gy.clone(), (true, false));
+        assert_eq!(
+            bits(&back.expect_err("train mode does not fuse")),
+            bits(&gy)
+        );
+    }
 
     /// Every pass gives the same bits with the widest loops and with the baseline ones
     /// (as on a CPU without AVX2), in both modes; the epilogue gives the forward's bits.

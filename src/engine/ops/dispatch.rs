@@ -108,12 +108,71 @@ macro_rules! ops {
                 match self { $($pat => EngineOp::epilogue($op, p, mode, then),)* }
             }
 
+            pub(crate) fn forward_then<T: Scalar>(
+                &self,
+                a: &Fwd<T>,
+                act: Activation,
+            ) -> Option<(ArrayD<T>, Erased)> {
+                match self {
+                    $($pat => EngineOp::forward_then($op, a, act)
+                        .map(|(y, c)| (y, Box::new(c) as Erased)),)*
+                }
+            }
+
+            pub(crate) fn forward_in_place_then<T: Scalar>(
+                &self,
+                a: &Fwd<T>,
+                x0: &mut ArrayD<T>,
+                act: Activation,
+            ) -> bool {
+                match self { $($pat => EngineOp::forward_in_place_then($op, a, x0, act),)* }
+            }
+
+            #[allow(clippy::type_complexity)]
+            pub(crate) fn forward_taped<T: Scalar>(
+                &self,
+                a: &Fwd<T>,
+                map: &TapedMap<T>,
+            ) -> Option<(ArrayD<T>, ArrayD<T>, Erased)> {
+                match self {
+                    $($pat => EngineOp::forward_taped($op, a, map)
+                        .map(|(y, z, c)| (y, z, Box::new(c) as Erased)),)*
+                }
+            }
+
+            pub(crate) fn taped_epilogue<'a, T: Scalar>(
+                &self,
+                p: &'a [ArrayViewD<'a, T>],
+                mode: Mode,
+                then: Option<Activation>,
+                x: &[usize],
+            ) -> Option<(TapedEpilogue<'a, T>, Erased)> {
+                match self {
+                    $($pat => EngineOp::taped_epilogue($op, p, mode, then, x)
+                        .map(|(e, c)| (e, Box::new(c) as Erased)),)*
+                }
+            }
+
             pub(crate) fn activation(&self) -> Option<Activation> {
                 match self { $($pat => EngineOp::activation($op),)* }
             }
 
             pub(crate) fn backward<T: Scalar>(&self, a: &Taped<T>, c: &Erased, gy: ArrayD<T>) -> Grads<T> {
                 match self { $($pat => { let op = $op; op.backward(a, cache::<_, T>(op, c), gy) })* }
+            }
+
+            #[allow(clippy::type_complexity)]
+            pub(crate) fn backward_relu<T: Scalar>(
+                &self,
+                a: &Taped<T>,
+                c: &Erased,
+                y: &ArrayD<T>,
+                gy: ArrayD<T>,
+                keep_gy: bool,
+            ) -> Result<(Grads<T>, Option<ArrayD<T>>), ArrayD<T>> {
+                match self {
+                    $($pat => { let op = $op; op.backward_relu(a, cache::<_, T>(op, c), y, gy, keep_gy) })*
+                }
             }
 
             pub(crate) fn r_forward<T: Scalar>(&self, a: &Taped<T>, c: &Erased) -> (Option<ArrayD<T>>, Erased) {

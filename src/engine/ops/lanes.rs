@@ -64,6 +64,61 @@ pub fn dot_sum<T: Scalar>(a: &[T], b: &[T], f: impl Fn(T) -> T) -> (T, T) {
     (finish(ab, tail_ab), finish(sa, tail_a))
 }
 
+/// One pass over a row: `a' = m(a, c)` (e.g. a gradient masked by a ReLU's output `c`),
+/// written as `a ← h(a')`, copied into `copy` first where given, and with `sums`
+/// (Σ a'·f(b), Σ a') — the bits of [`dot_sum`] on the row of `a'` (the same lanes, tail
+/// and order); zeros without `sums`. All slices of one length (`copy` too).
+#[inline(always)]
+pub fn map_dot_sum<T: Scalar>(
+    (a, c, b): (&mut [T], &[T], &[T]),
+    m: impl Fn(T, T) -> T,
+    f: impl Fn(T) -> T,
+    h: impl Fn(T) -> T,
+    copy: Option<&mut [T]>,
+    sums: bool,
+) -> (T, T) {
+    let n = a.len();
+    assert!(c.len() == n && b.len() == n, "map_dot_sum: lengths");
+    let mut scratch = [T::zero(); LANES];
+    let (copy, stride) = match copy {
+        Some(cp) => {
+            assert_eq!(cp.len(), n, "map_dot_sum: copy length");
+            (cp, LANES)
+        }
+        // writes go to a scratch chunk instead (overwritten each time)
+        None => (&mut scratch[..], 0),
+    };
+    let full = n - n % LANES;
+    let (mut ab, mut sa) = ([T::zero(); LANES], [T::zero(); LANES]);
+    for k in (0..full).step_by(LANES) {
+        let (ak, ck, bk) = (&mut a[k..k + LANES], &c[k..k + LANES], &b[k..k + LANES]);
+        let cp = &mut copy[k / LANES * stride..][..LANES];
+        for i in 0..LANES {
+            let v = m(ak[i], ck[i]);
+            cp[i] = v;
+            if sums {
+                ab[i] += v * f(bk[i]);
+                sa[i] += v;
+            }
+            ak[i] = h(v);
+        }
+    }
+    let (mut tail_ab, mut tail_a) = (T::zero(), T::zero());
+    for k in full..n {
+        let v = m(a[k], c[k]);
+        if stride > 0 {
+            copy[k] = v;
+        }
+        tail_ab += v * f(b[k]);
+        tail_a += v;
+        a[k] = h(v);
+    }
+    if !sums {
+        return (T::zero(), T::zero());
+    }
+    (finish(ab, tail_ab), finish(sa, tail_a))
+}
+
 /// Σ (a·f(b) + c·g(d)), each term added as `(s + a·f(b)) + c·g(d)` (all four of one
 /// length).
 #[inline(always)]

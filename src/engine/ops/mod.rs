@@ -64,7 +64,10 @@ pub use input::Input;
 pub use linear::Linear;
 pub use loss::{Loss, LossValue};
 pub use max_pool::MaxPool;
-pub use op::{Activation, ChannelMap, EngineOp, Epilogue, FixedMap, Fwd, Grads, Taped};
+pub use op::{
+    Activation, ChannelMap, EngineOp, Epilogue, FixedMap, Fwd, Grads, Taped, TapedEpilogue,
+    TapedMap,
+};
 pub use pad::Pad;
 pub use relu::Relu;
 pub use slice::SliceAxis;

@@ -1,5 +1,7 @@
 //! The op trait and what the passes give an op (see [`super`]).
 
+use std::mem::MaybeUninit;
+
 use ndarray::{ArrayD, ArrayViewD};
 
 use super::{BatchStats, Mode};
@@ -80,6 +82,15 @@ pub type ChannelMap<'a, T> = dyn Fn(usize, &mut [T]) + 'a;
 
 /// An owned [`ChannelMap`].
 pub type Epilogue<'a, T> = Box<ChannelMap<'a, T>>;
+
+/// A per-channel map from each block of a producer's output, while it is in cache, into
+/// a second array at the same place: `(channel, values, out)`, writing every element of
+/// `out` (fresh memory, never zeroed). The reverse passes keep both (the producer's
+/// output and the map's).
+pub type TapedMap<'a, T> = dyn Fn(usize, &[T], &mut [MaybeUninit<T>]) + 'a;
+
+/// An owned [`TapedMap`].
+pub type TapedEpilogue<'a, T> = Box<TapedMap<'a, T>>;
 
 /// An elementwise activation that an [`Epilogue`] can apply in the same loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +175,53 @@ pub trait EngineOp {
         None
     }
 
+    /// `act(y)` for this op's output y in one pass, without forming y (the graph runs it
+    /// where `act`'s node alone reads this one and no pass reads y), with the op's cache;
+    /// `None` where the op cannot.
+    fn forward_then<T: Scalar>(
+        &self,
+        _a: &Fwd<T>,
+        _act: Activation,
+    ) -> Option<(ArrayD<T>, Self::Cache<T>)> {
+        None
+    }
+
+    /// Inference: [`EngineOp::forward_in_place`] followed by `act` in the same pass; false
+    /// (and `x0` untouched) where the op cannot.
+    fn forward_in_place_then<T: Scalar>(
+        &self,
+        _a: &Fwd<T>,
+        _x0: &mut ArrayD<T>,
+        _act: Activation,
+    ) -> bool {
+        false
+    }
+
+    /// A forward pass for the tape: the output and [`TapedMap`] `map` of it, formed block
+    /// by block while in cache, and the op's cache; `None` where the op cannot (then the
+    /// graph runs the plain passes).
+    #[allow(clippy::type_complexity)]
+    fn forward_taped<T: Scalar>(
+        &self,
+        _a: &Fwd<T>,
+        _map: &TapedMap<T>,
+    ) -> Option<(ArrayD<T>, ArrayD<T>, Self::Cache<T>)> {
+        None
+    }
+
+    /// For the tape: this op (followed by `then` when given, which the map must apply)
+    /// as a [`TapedMap`] of its input, of shape `x`, and the cache its forward pass would
+    /// keep; `None` where it is not one.
+    fn taped_epilogue<'a, T: Scalar>(
+        &self,
+        _p: &'a [ArrayViewD<'a, T>],
+        _mode: Mode,
+        _then: Option<Activation>,
+        _x: &[usize],
+    ) -> Option<(TapedEpilogue<'a, T>, Self::Cache<T>)> {
+        None
+    }
+
     /// Inference: this op as a per-channel [`Epilogue`] of the node before it, followed
     /// by `then` when given (the epilogue must apply it), or `None` where it is not one.
     fn epilogue<'a, T: Scalar>(
@@ -175,7 +233,25 @@ pub trait EngineOp {
         None
     }
 
-    /// The activation this op is, if an epilogue can apply it.
+    /// The backward pass of this node through the ReLU that is its only reader, in one
+    /// pass over memory: `y` is the ReLU's output and `gy` dL/d(ReLU output); the node's
+    /// grads for `gy ⊙ [y > 0]` with the bits of the two separate passes, and that masked
+    /// gradient itself when `keep_gy` (what this node's R-backward reads). `Err(gy)` where
+    /// the op does not fuse (then the graph runs the two passes).
+    #[allow(clippy::type_complexity)]
+    fn backward_relu<T: Scalar>(
+        &self,
+        _a: &Taped<T>,
+        _c: &Self::Cache<T>,
+        _y: &ArrayD<T>,
+        gy: ArrayD<T>,
+        _keep_gy: bool,
+    ) -> Result<(Grads<T>, Option<ArrayD<T>>), ArrayD<T>> {
+        Err(gy)
+    }
+
+    /// The activation this op is, if an epilogue can apply it (such an op keeps no cache:
+    /// its `Cache` is `()`, which the fused passes give it).
     fn activation(&self) -> Option<Activation> {
         None
     }

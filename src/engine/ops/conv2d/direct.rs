@@ -13,13 +13,14 @@ use crate::engine::Scalar;
 
 impl Plan<'_> {
     /// Σᵢ Wᵢ ⋆ xᵢ `[O, N·Ho·Wo]` by the direct kernel when it applies (see
-    /// [`Plan::direct_sum`]), calling `after(channel, outputs)` on each output channel's
-    /// outputs of an image once that image is complete (while it is still in cache).
+    /// [`Plan::direct_sum`]), calling `after(channel, offset, outputs)` on each output
+    /// channel's outputs of an image (at `offset` in the result) once that image is
+    /// complete (while it is still in cache).
     /// Both forward passes go through here, so eval and gradient passes agree bit for bit.
     pub(super) fn forward_direct<T: Scalar>(
         &self,
         terms: &[(&[T], &[T])],
-        after: impl FnMut(usize, &mut [T]),
+        after: impl FnMut(usize, usize, &mut [T]),
     ) -> Option<Vec<T>> {
         let (c, g) = (self.conv, &self.g);
         let dims = [g.n, g.h, g.w];
@@ -46,7 +47,7 @@ impl Plan<'_> {
             .zip(terms)
             .map(|(wf, &(_, dy))| (&wf[..], dy))
             .collect();
-        self.direct_sum(c, 1, k - 1 - p, [g.n, g.ho, g.wo], &terms, |_, _| {})
+        self.direct_sum(c, 1, k - 1 - p, [g.n, g.ho, g.wo], &terms, |_, _, _| {})
     }
 
     /// `dw [O, C·k·k] += Σ dy ⋆ x` over the `(dy, x)` terms by the direct kernel
@@ -74,7 +75,8 @@ impl Plan<'_> {
     /// output channels, by the direct kernel (one call: weights `[W₁ | W₂ | …]` per output
     /// channel, the inputs' channels stacked). Each term is (weights `[out, Cᵢ, k, k]`,
     /// input `[Cᵢ, N, H, W]`) with `dims = [N, H, W]`; returns `[out, N·Ho·Wo]`, calling
-    /// `after(channel, outputs)` on each channel's outputs of an image as it completes, or
+    /// `after(channel, offset, outputs)` on each channel's outputs of an image as it
+    /// completes (`offset`: where they lie in the result), or
     /// `None` unless the plan has a direct kernel (f32) that applies. The direct kernels
     /// write into fresh memory (no zeroing pass over y).
     fn direct_sum<T: Scalar>(
@@ -84,7 +86,7 @@ impl Plan<'_> {
         p: usize,
         dims: [usize; 3],
         terms: &[(&[T], &[T])],
-        mut after: impl FnMut(usize, &mut [T]),
+        mut after: impl FnMut(usize, usize, &mut [T]),
     ) -> Option<Vec<T>> {
         let [n, h, w] = dims;
         let k = self.conv.kernel;
@@ -127,7 +129,8 @@ impl Plan<'_> {
             wg.run(&srcs, dims, p, f32s_mut(&mut y), |y32, img| {
                 let y = t_of_mut::<T>(y32);
                 for ch in 0..out {
-                    after(ch, &mut y[ch * n * hw + img * hw..][..hw]);
+                    let off = ch * n * hw + img * hw;
+                    after(ch, off, &mut y[off..][..hw]);
                 }
             });
             return Some(y);
@@ -140,10 +143,11 @@ impl Plan<'_> {
             let m = d.images(&srcs, n, img0, spare);
             for img in img0..img0 + m {
                 for ch in 0..out {
-                    let row = &mut spare[ch * n * hw + img * hw..][..hw];
+                    let off = ch * n * hw + img * hw;
+                    let row = &mut spare[off..][..hw];
                     // SAFETY: `images` wrote every output of image `img`, so this row is
                     // initialized; f32 and MaybeUninit<f32> share their layout.
-                    after(ch, unsafe {
+                    after(ch, off, unsafe {
                         &mut *(row as *mut [MaybeUninit<f32>] as *mut [T])
                     });
                 }

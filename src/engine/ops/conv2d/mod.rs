@@ -43,7 +43,7 @@ use std::borrow::Cow;
 
 use ndarray::{ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
-use super::{ChannelMap, EngineOp, Fwd, Grads, Taped};
+use super::{ChannelMap, EngineOp, Fwd, Grads, Taped, TapedMap};
 use crate::engine::error::ShapeError;
 use crate::engine::gemm::Mat;
 use crate::engine::options::{ConvAlgorithm, EngineOptions, GemmBackend};
@@ -189,6 +189,33 @@ impl EngineOp for Conv2d {
         (!self.bias).then(|| plan.forward(a.x[0], &a.p[0], None, Some(epilogue)))
     }
 
+    /// Without bias and groups only.
+    fn forward_taped<T: Scalar>(
+        &self,
+        a: &Fwd<T>,
+        map: &TapedMap<T>,
+    ) -> Option<(ArrayD<T>, ArrayD<T>, ())> {
+        if self.groups != 1 || self.bias {
+            return None;
+        }
+        let plan = self.plan::<T>(a.options, shape4(a.x[0].shape()));
+        let len = self.out_channels * plan.g.cols;
+        let mut z: Vec<T> = Vec::with_capacity(len);
+        let spare = &mut z.spare_capacity_mut()[..len];
+        let mut written = 0;
+        let y = plan.forward_with(a.x[0], &a.p[0], None, |ch, off, v| {
+            map(ch, v, &mut spare[off..][..v.len()]);
+            written += v.len();
+        });
+        // the blocks tile the output: each element was passed to `map` once
+        assert_eq!(written, len, "conv: epilogue coverage");
+        // SAFETY: `map` writes every element of each block it gets (its contract), and
+        // the blocks cover all `len` elements (counted above).
+        unsafe { z.set_len(len) };
+        let z = ArrayD::from_shape_vec(y.raw_dim(), z).expect("size");
+        Some((y, z, ()))
+    }
+
     fn r_backward_reads_gy(&self) -> bool {
         true
     }
@@ -291,13 +318,25 @@ impl Plan<'_> {
         b: Option<&ArrayViewD<T>>,
         epilogue: Option<&ChannelMap<T>>,
     ) -> ArrayD<T> {
-        let (g, o) = (&self.g, self.conv.out_channels);
-        let (xs, ws) = (self.input(x), self.weights(w));
-        let direct = self.forward_direct(&[(&ws[..], &xs[..])], |ch, y| {
+        self.forward_with(x, w, b, |ch, _, y| {
             if let Some(epilogue) = epilogue {
                 epilogue(ch, y);
             }
-        });
+        })
+    }
+
+    /// [`Plan::forward`] with `after(channel, offset, values)` on each block of each output
+    /// channel (at `offset` in `[O, N·Ho·Wo]`) right after it is computed.
+    fn forward_with<T: Scalar>(
+        &self,
+        x: &ArrayD<T>,
+        w: &ArrayViewD<T>,
+        b: Option<&ArrayViewD<T>>,
+        mut after: impl FnMut(usize, usize, &mut [T]),
+    ) -> ArrayD<T> {
+        let (g, o) = (&self.g, self.conv.out_channels);
+        let (xs, ws) = (self.input(x), self.weights(w));
+        let direct = self.forward_direct(&[(&ws[..], &xs[..])], &mut after);
         if let Some(y) = direct {
             return self.finish_output(y, b);
         }
@@ -311,10 +350,9 @@ impl Plan<'_> {
             let yb = &mut y[c0..];
             self.gemm
                 .gemm_slices(o, nb, g.kk, one, w2, bx, zero, yb, g.cols);
-            if let Some(epilogue) = epilogue {
-                for ch in 0..o {
-                    epilogue(ch, &mut y[ch * g.cols + c0..][..nb]);
-                }
+            for ch in 0..o {
+                let off = ch * g.cols + c0;
+                after(ch, off, &mut y[off..][..nb]);
             }
         });
         self.finish_output(y, b)
@@ -377,7 +415,7 @@ impl Plan<'_> {
         let terms: Vec<(&[T], &[T])> = std::iter::once((&vs[..], &xs[..]))
             .chain(rxs.as_deref().map(|r| (&ws[..], r)))
             .collect();
-        if let Some(ry) = self.forward_direct(&terms, |_, _| {}) {
+        if let Some(ry) = self.forward_direct(&terms, |_, _, _| {}) {
             return self.finish_output(ry, vb);
         }
         let (w2, v2) = (Mat::new(&ws[..], g.kk), Mat::new(&vs[..], g.kk));
