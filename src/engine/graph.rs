@@ -831,18 +831,32 @@ impl Graph {
                     Err(back) => gy = back,
                 }
             }
-            if let Some(keep) = keep.as_mut() {
-                // what the R-passes read: dL/d(output) where R-backward reads it, and that
-                // the node was reached at all
-                keep[j] = Some(match node.op.r_backward_reads_gy() {
-                    true => gy.clone(),
-                    false => empty(),
-                });
-            }
             let p = self.params(theta, node);
             let view = self.view(j, tape, &[]);
             let a = view.taped(&self.options, (&p, &[]), want_dp);
-            let grads = node.op.backward(&a, &tape.caches[j], gy);
+            let c = &tape.caches[j];
+            let grads = match keep.as_mut() {
+                // what the R-passes read: dL/d(output) where R-backward reads it (kept
+                // without a copy where the backward pass only reads it), and that the node
+                // was reached at all
+                Some(keep) if node.op.r_backward_reads_gy() => {
+                    match node.op.backward_ref(&a, c, &gy) {
+                        Some(grads) => {
+                            keep[j] = Some(gy);
+                            grads
+                        }
+                        None => {
+                            keep[j] = Some(gy.clone());
+                            node.op.backward(&a, c, gy)
+                        }
+                    }
+                }
+                Some(keep) => {
+                    keep[j] = Some(empty());
+                    node.op.backward(&a, c, gy)
+                }
+                None => node.op.backward(&a, c, gy),
+            };
             if let Some(out) = grad.as_mut() {
                 self.add_params(out, node, &grads);
             }

@@ -367,7 +367,8 @@ impl BatchNorm {
         }
     }
 
-    /// dx, dγ, dβ; `x` is the layer's input. Eval mode writes dx over `gy`.
+    /// dx, dγ, dβ; `x` is the layer's input. Eval mode writes dx over `gy`, and leaves
+    /// dγ and dβ zero unless `want_dp` (dx does not need them there).
     #[inline(always)]
     fn grads<T: Scalar>(
         &self,
@@ -375,6 +376,7 @@ impl BatchNorm {
         p: &[ArrayViewD<T>],
         x: &ArrayD<T>,
         mut gy: ArrayD<T>,
+        want_dp: bool,
     ) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
         let gamma = &p[0];
         let xc = cview(x);
@@ -388,11 +390,13 @@ impl BatchNorm {
             for ch in 0..self.channels {
                 let mut row = gv.row_mut(ch);
                 let (s, gm) = (c.s[ch], gamma[ch]);
-                let xs = row_slice(&xc, ch);
-                (dgamma[ch], dbeta[ch]) = match row.as_slice() {
-                    Some(gs) => lanes::dot_sum(gs, &xs, c.to_xhat(ch)),
-                    None => lanes::dot_sum(&row.to_vec(), &xs, c.to_xhat(ch)),
-                };
+                if want_dp {
+                    let xs = row_slice(&xc, ch);
+                    (dgamma[ch], dbeta[ch]) = match row.as_slice() {
+                        Some(gs) => lanes::dot_sum(gs, &xs, c.to_xhat(ch)),
+                        None => lanes::dot_sum(&row.to_vec(), &xs, c.to_xhat(ch)),
+                    };
+                }
                 row.mapv_inplace(|v| v * gm * s);
             }
             return (gy, dgamma.into_dyn(), dbeta.into_dyn());
@@ -728,7 +732,7 @@ impl EngineOp for BatchNorm {
     }
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, c: &BnCache<T>, gy: ArrayD<T>) -> Grads<T> {
-        grads_of(a, wide!(self.grads(c, a.p, a.x[0], gy),))
+        grads_of(a, wide!(self.grads(c, a.p, a.x[0], gy, a.want_dp),))
     }
 
     fn backward_relu<T: Scalar>(
@@ -801,8 +805,11 @@ mod tests {
         let masked = Zip::from(&gy)
             .and(&y)
             .map_collect(|&g, &v| if v > 0.0 { g } else { 0.0 });
-        let (dx, dg, db) = bn.grads(&c, &p, &x, masked.clone());
+        let (dx, dg, db) = bn.grads(&c, &p, &x, masked.clone(), true);
         let zero = ArrayD::<f32>::zeros(vec![ch]);
+        // the two passes without parameter gradients: the same dx, no sums
+        let (dx0, dg0, db0) = bn.grads(&c, &p, &x, masked.clone(), false);
+        assert_eq!([&dx0, &dg0, &db0].map(bits), [&dx, &zero, &zero].map(bits));
         for want_dp in [false, true] {
             for keep_gy in [false, true] {
                 let run = || {
@@ -854,7 +861,7 @@ mod tests {
         let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
         let run = |mode: Mode| {
             let (y, c) = bn.normalize(&x, &p, mode);
-            let (dx, dg, db) = bn.grads(&c, &p, &x, gy.clone());
+            let (dx, dg, db) = bn.grads(&c, &p, &x, gy.clone(), true);
             let (ry, rc) = bn.r_normalize(&c, &p, &v, &x, Some(&rx));
             let (rdx, rdg, rdb) = bn.r_grads(&c, &rc, &p, &v, &x, Some(&rx), &gy, &rgy);
             [y, dx, dg, db, ry, rdx, rdg, rdb].map(|a| bits(&a))

@@ -161,6 +161,17 @@ macro_rules! ops {
                 match self { $($pat => { let op = $op; op.backward(a, cache::<_, T>(op, c), gy) })* }
             }
 
+            pub(crate) fn backward_ref<T: Scalar>(
+                &self,
+                a: &Taped<T>,
+                c: &Erased,
+                gy: &ArrayD<T>,
+            ) -> Option<Grads<T>> {
+                match self {
+                    $($pat => { let op = $op; op.backward_ref(a, cache::<_, T>(op, c), gy) })*
+                }
+            }
+
             #[allow(clippy::type_complexity)]
             pub(crate) fn backward_relu<T: Scalar>(
                 &self,

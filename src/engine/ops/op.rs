@@ -233,6 +233,18 @@ pub trait EngineOp {
         None
     }
 
+    /// The backward pass from a borrowed `gy`, for an op that only reads it (so a caller
+    /// that keeps `gy` needs no copy), or `None` where the op consumes `gy`; the same
+    /// result as [`EngineOp::backward`].
+    fn backward_ref<T: Scalar>(
+        &self,
+        _a: &Taped<T>,
+        _c: &Self::Cache<T>,
+        _gy: &ArrayD<T>,
+    ) -> Option<Grads<T>> {
+        None
+    }
+
     /// The backward pass of this node through the ReLU that is its only reader, in one
     /// pass over memory: `y` is the ReLU's output and `gy` dL/d(ReLU output); the node's
     /// grads for `gy ⊙ [y > 0]` with the bits of the two separate passes, and that masked

@@ -220,18 +220,22 @@ impl EngineOp for Conv2d {
         true
     }
 
-    fn backward<T: Scalar>(&self, a: &Taped<T>, _c: &(), gy: ArrayD<T>) -> Grads<T> {
+    fn backward<T: Scalar>(&self, a: &Taped<T>, c: &(), gy: ArrayD<T>) -> Grads<T> {
+        self.backward_ref(a, c, &gy).expect("conv reads dy only")
+    }
+
+    fn backward_ref<T: Scalar>(&self, a: &Taped<T>, _c: &(), gy: &ArrayD<T>) -> Option<Grads<T>> {
         let (x, w, need_dx) = (a.x[0], &a.p[0], a.need_dx(0));
         let (dx, dw, db) = if self.groups != 1 {
-            self.grouped_backward(a.options, x, w, &gy, need_dx, a.want_dp)
+            self.grouped_backward(a.options, x, w, gy, need_dx, a.want_dp)
         } else {
             let plan = self.plan::<T>(a.options, shape4(x.shape()));
-            plan.backward(x, w, &gy, need_dx, a.want_dp)
+            plan.backward(x, w, gy, need_dx, a.want_dp)
         };
-        Grads {
+        Some(Grads {
             dx: vec![dx],
             dp: vec![dw, db],
-        }
+        })
     }
 
     fn r_forward<T: Scalar>(&self, a: &Taped<T>, _c: &()) -> (Option<ArrayD<T>>, ()) {
