@@ -12,7 +12,8 @@
 //! passes and its inference hooks (see [`super::ops`]); this file only routes values
 //! between nodes, in the same order whatever the ops. A node's parameters are tensors of
 //! the model's [`Layout`], read from a flat θ, so a perturbed model is just another vector.
-//! The graph's [`EngineOptions`] go to every op call.
+//! The graph's [`EngineOptions`] go to every op call. Where the passes run several nodes
+//! as one pass over memory (same bits) is in [`fuse`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -29,6 +30,9 @@ use super::ops::{add_assign, Activation, Erased, Fwd, Grads, LossValue, Taped};
 use super::options::EngineOptions;
 use super::params::Layout;
 use super::Scalar;
+use fuse::fusing;
+
+mod fuse;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
@@ -138,19 +142,6 @@ impl<T> NodeView<'_, T> {
             want_dp,
         }
     }
-}
-
-#[cfg(test)]
-thread_local! {
-    static UNFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the passes may fuse ops (tests switch it off on their thread to compare bits).
-fn fusing() -> bool {
-    #[cfg(test)]
-    return !UNFUSED.with(|u| u.get());
-    #[cfg(not(test))]
-    true
 }
 
 /// What a forward pass keeps.
@@ -362,9 +353,8 @@ impl Graph {
             // the activation of the node that alone reads this one: it may be folded into
             // this node's pass where no pass reads this node's own value
             let then = (fusing() && keep != Keep::All && !node.inputs.is_empty())
-                .then_some(j + 1)
-                .filter(|&k| self.only_reader(&last, j, k))
-                .and_then(|k| self.nodes[k].op.activation());
+                .then(|| self.activation_after(&last, j))
+                .flatten();
             if let (Keep::Tape, Some(act)) = (keep, then) {
                 let xs = self.inputs_of(node, &values, x);
                 if let Some((y, c)) = node.op.forward_then(&self.fwd(&xs, &p, mode), act) {
@@ -428,83 +418,6 @@ impl Graph {
             x,
             p,
         }
-    }
-
-    /// Whether node `k` exists, has node `i` as its one input, and no other node reads `i`
-    /// (`last`: each node's last reader, see [`Graph::last_use`]; a reader after `i`
-    /// other than `k` makes it later, or else `k` is not the last).
-    fn only_reader(&self, last: &[usize], i: usize, k: usize) -> bool {
-        self.nodes.get(k).is_some_and(|nk| nk.inputs == [i]) && last[i] == k
-    }
-
-    /// Inference: node `j` (parameters `p`) with its only reader's per-channel epilogue,
-    /// and that one's only reader's activation, applied block by block while in cache
-    /// (conv → batch norm in eval mode [→ ReLU]): the result and how many following nodes
-    /// it stands for; `None` where the ops do not fuse.
-    fn fused_forward<T: Scalar>(
-        &self,
-        theta: &ArrayView1<T>,
-        values: &[ArrayD<T>],
-        last: &[usize],
-        j: usize,
-        p: &[ArrayViewD<T>],
-        mode: Mode,
-    ) -> Option<(ArrayD<T>, usize)> {
-        let only_reader = |i: usize, k: usize| self.only_reader(last, i, k);
-        if self.nodes[j].inputs.is_empty() || !only_reader(j, j + 1) {
-            return None;
-        }
-        let then = match only_reader(j + 1, j + 2) {
-            true => self.nodes[j + 2].op.activation(),
-            false => None,
-        };
-        let next = &self.nodes[j + 1];
-        let np = self.params(theta, next);
-        let epilogue = next.op.epilogue(&np, mode, then)?;
-        let node = &self.nodes[j];
-        let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
-        let y = node.op.forward_fused(&self.fwd(&xs, p, mode), &*epilogue)?;
-        Some((y, if then.is_some() { 2 } else { 1 }))
-    }
-
-    /// For the tape: node `j` (parameters `p`) with its only reader's per-channel map into
-    /// a second array, and that one's only reader's ReLU, applied block by block while in
-    /// cache (conv → batch norm in eval mode [→ ReLU]). The value and cache of `j`, then of
-    /// each following node it stands for (batch norm's value is an empty placeholder when
-    /// the ReLU follows: neither its reverse nor its R-passes read it, nor the ReLU's);
-    /// `None` where the ops do not fuse.
-    fn fused_taped<T: Scalar>(
-        &self,
-        theta: &ArrayView1<T>,
-        values: &[ArrayD<T>],
-        last: &[usize],
-        j: usize,
-        p: &[ArrayViewD<T>],
-        mode: Mode,
-    ) -> Option<VecDeque<(ArrayD<T>, Erased)>> {
-        let only_reader = |i: usize, k: usize| self.only_reader(last, i, k);
-        let node = &self.nodes[j];
-        if node.inputs.is_empty() || !only_reader(j, j + 1) {
-            return None;
-        }
-        let relu = only_reader(j + 1, j + 2)
-            && self.nodes[j + 2].op.activation() == Some(Activation::Relu);
-        let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
-        let shapes: Vec<&[usize]> = xs.iter().map(|x| x.shape()).collect();
-        let shape = node.op.infer_shape(&shapes).ok()?;
-        let next = &self.nodes[j + 1];
-        let np = self.params(theta, next);
-        let then = relu.then_some(Activation::Relu);
-        let (map, next_cache) = next.op.taped_epilogue(&np, mode, then, &shape)?;
-        let (y, z, cache) = node.op.forward_taped(&self.fwd(&xs, p, mode), &*map)?;
-        let mut out = VecDeque::from([(y, cache)]);
-        if relu {
-            out.push_back((empty(), next_cache));
-            out.push_back((z, Box::new(()) as Erased));
-        } else {
-            out.push_back((z, next_cache));
-        }
-        Some(out)
     }
 
     /// Block outputs for activation probes: the named ReLU nodes (the zoo names the ReLU
@@ -801,36 +714,21 @@ impl Graph {
                 sent = Some((i, dx));
             }
             let node = &self.nodes[j];
-            let mut gy = gy?;
-            // a ReLU that alone reads the node just before it: both backward passes in one
-            // pass over memory where that op fuses them (eval-mode batch norm)
-            if fusing()
-                && node.op.activation() == Some(Activation::Relu)
-                && !node.op.r_backward_reads_gy()
-                && j >= 2
-                && self.only_reader(&last, j - 1, j)
+            let gy = match self.fused_backward(theta, tape, &last, j, gy?, want_dp, keep.is_some())
             {
-                let (i, prev) = (j - 1, &self.nodes[j - 1]);
-                let p = self.params(theta, prev);
-                let view = self.view(i, tape, &[]);
-                let a = view.taped(&self.options, (&p, &[]), want_dp);
-                let keep_gy = keep.is_some() && prev.op.r_backward_reads_gy();
-                let y = &tape.values[j];
-                match prev.op.backward_relu(&a, &tape.caches[i], y, gy, keep_gy) {
-                    Ok((grads, kept)) => {
-                        if let Some(keep) = keep.as_mut() {
-                            keep[j] = Some(empty());
-                            keep[i] = Some(kept.unwrap_or_else(empty));
-                        }
-                        if let Some(out) = grad.as_mut() {
-                            self.add_params(out, prev, &grads);
-                        }
-                        sent = Some((i, grads.dx));
-                        return Some(vec![None]);
+                Ok((i, grads, kept)) => {
+                    if let Some(keep) = keep.as_mut() {
+                        keep[j] = Some(empty());
+                        keep[i] = Some(kept.unwrap_or_else(empty));
                     }
-                    Err(back) => gy = back,
+                    if let Some(out) = grad.as_mut() {
+                        self.add_params(out, &self.nodes[i], &grads);
+                    }
+                    sent = Some((i, grads.dx));
+                    return Some(vec![None]);
                 }
-            }
+                Err(gy) => gy,
+            };
             let p = self.params(theta, node);
             let view = self.view(j, tape, &[]);
             let a = view.taped(&self.options, (&p, &[]), want_dp);
@@ -952,146 +850,4 @@ pub fn zeros_like<T: Scalar>(theta: &ArrayView1<T>) -> Array1<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::ops::{Concat, Conv2d, Linear, Pool2d};
-
-    /// Runs `f` with the passes' fusions switched off on this thread.
-    fn unfused<R>(f: impl FnOnce() -> R) -> R {
-        let before = UNFUSED.with(|u| u.replace(true));
-        let r = f();
-        UNFUSED.with(|u| u.set(before));
-        r
-    }
-
-    /// Bits of every output of the passes of the bundled ResNet-20 on `n` inputs, and the
-    /// kept state's size.
-    fn pass_bits<T: Scalar>(n: usize, mode: Mode) -> (Vec<Vec<u64>>, usize) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/models/resnet20-digits.safetensors");
-        let model = crate::model::Model::load(&path, None).unwrap();
-        let g = &model.graph;
-        let mut shape = vec![n];
-        shape.extend(&g.input_shape);
-        let x = ArrayD::from_shape_fn(IxDyn(&shape), |i| {
-            let h = (ndarray::Dimension::slice(&i).iter())
-                .fold(17usize, |a, &v| a.wrapping_mul(31).wrapping_add(v));
-            T::from_f((h.wrapping_mul(2654435761) % 1000) as f64 / 500.0 - 1.0)
-        });
-        let y: Vec<usize> = (0..n).map(|i| i * 3 % g.num_classes).collect();
-        let theta = model.theta.data.mapv(|v| T::from_f(v as f64));
-        let v = Array1::from_shape_fn(theta.len(), |i| {
-            T::from_f((i.wrapping_mul(2654435761) % 1000) as f64 / 1000.0 - 0.5)
-        });
-        let bits = |a: &Array1<T>| a.iter().map(|t| t.as_f64().to_bits()).collect::<Vec<_>>();
-        let mut out = vec![];
-        let logits = g.logits(theta.view(), &x, mode);
-        out.push(logits.iter().map(|t| t.as_f64().to_bits()).collect());
-        let mut grad = zeros_like(&theta.view());
-        g.grad_batch(theta.view(), &x, &y, mode, grad.view_mut());
-        out.push(bits(&grad));
-        let mut hv = zeros_like(&theta.view());
-        g.hvp_batch(theta.view(), v.view(), &x, &y, mode, hv.view_mut());
-        out.push(bits(&hv));
-        let state = g.hvp_prepare(theta.view(), &x, &y, mode);
-        let mut kept = zeros_like(&theta.view());
-        g.hvp_prepared(theta.view(), v.view(), &state, kept.view_mut());
-        out.push(bits(&kept));
-        let kind = GnKind::Ggn;
-        let mut gn = zeros_like(&theta.view());
-        g.gn_batch(theta.view(), v.view(), &x, &y, mode, &kind, gn.view_mut());
-        out.push(bits(&gn));
-        (out, state.bytes())
-    }
-
-    /// The fused passes (conv → batch norm → ReLU on the tape, ReLU → batch norm in the
-    /// reverse pass, conv → batch norm [→ ReLU] in inference) give the bits of the
-    /// separate ones, f32 and f64, on image counts with and without a lane tail; on the
-    /// tape each residual block keeps one activation less per fused pair.
-    #[test]
-    fn fused_passes_keep_the_bits() {
-        for n in [5, 12] {
-            for mode in [Mode::Eval, Mode::Train] {
-                let (fused, fused_bytes) = pass_bits::<f32>(n, mode);
-                let (plain, plain_bytes) = unfused(|| pass_bits::<f32>(n, mode));
-                assert_eq!(fused, plain, "f32, {n} inputs, {mode:?}");
-                let (fused64, _) = pass_bits::<f64>(n, mode);
-                let (plain64, _) = unfused(|| pass_bits::<f64>(n, mode));
-                assert_eq!(fused64, plain64, "f64, {n} inputs, {mode:?}");
-                // eval mode fuses conv → batch norm → ReLU, both modes add → ReLU
-                let fused_away = (plain_bytes - fused_bytes) / std::mem::size_of::<f32>();
-                let activation = 16 * 8 * 8 * n; // the stem's output on 8×8 digits
-                let blocks = if mode == Mode::Eval { 2 } else { 1 };
-                assert!(
-                    fused_away >= blocks * 9 * activation / 4,
-                    "{mode:?}: {fused_bytes} vs {plain_bytes}"
-                );
-            }
-        }
-    }
-
-    /// The message of the shape error of a graph with input `[n, sample…]` and the nodes
-    /// `(name, op, inputs)` after the input node.
-    fn message(sample: &[usize], n: usize, nodes: Vec<(&str, Op, &[usize])>) -> String {
-        let mut g = Graph {
-            nodes: vec![],
-            layout: Arc::new(Layout::new()),
-            loss: Loss::CrossEntropy,
-            input_shape: sample.to_vec(),
-            num_classes: 3,
-            options: EngineOptions::default(),
-        };
-        g.push("input", Op::Input, &[], &[]);
-        for (name, op, inputs) in nodes {
-            g.push(name, op, inputs, &[]);
-        }
-        g.infer_shapes(sample, n).unwrap_err().to_string()
-    }
-
-    /// Shape errors name the node and op, the input shape and the reason, as they always
-    /// have (the ops' typed reasons render the same text).
-    #[test]
-    fn shape_errors_name_node_op_and_reason() {
-        let lin = Linear {
-            in_features: 5,
-            out_features: 3,
-            bias: false,
-        };
-        assert_eq!(
-            message(&[4], 2, vec![("fc", Op::Linear(lin), &[0])]),
-            "layer 'fc' (linear) cannot take an input of shape [2, 4]: expected [N, 5]"
-        );
-        let conv = Conv2d {
-            in_channels: 2,
-            out_channels: 4,
-            kernel: 5,
-            stride: 1,
-            padding: 0,
-            bias: false,
-            groups: 1,
-        };
-        assert_eq!(
-            message(&[2, 3, 3], 1, vec![("c", Op::Conv2d(conv), &[0])]),
-            "layer 'c' (conv2d) cannot take an input of shape [2, 1, 3, 3]: kernel larger than the padded image"
-        );
-        let pool = Pool2d {
-            kernel: 4,
-            stride: 1,
-            padding: 0,
-            ceil_mode: false,
-        };
-        assert_eq!(
-            message(&[2, 3, 3], 1, vec![("p", Op::MaxPool(pool), &[0])]),
-            "layer 'p' (max-pool) cannot take an input of shape [2, 1, 3, 3]: window larger than the padded image"
-        );
-        let cat = Op::Concat(Concat { axis: 5 });
-        assert_eq!(
-            message(&[2, 3, 3], 1, vec![("s", Op::Add, &[0, 0]), ("", cat, &[0, 1])]),
-            "layer '' (concat) cannot take an input of shape [2, 1, 3, 3]: cannot concatenate [2, 1, 3, 3] and [2, 1, 3, 3] along axis 5"
-        );
-        assert_eq!(
-            message(&[4], 2, vec![("", Op::Relu, &[0])]),
-            "layer 'output' (logits) cannot take an input of shape [2, 4]: expected [N, 3]"
-        );
-    }
-}
+mod tests;

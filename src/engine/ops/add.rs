@@ -9,6 +9,7 @@
 
 use ndarray::ArrayD;
 
+use super::relu::relu;
 use super::vmath::{zip_map, zip_mut};
 use super::{Activation, EngineOp, Fwd, Grads, Mode, Taped};
 use crate::engine::error::ShapeError;
@@ -27,16 +28,6 @@ pub(crate) fn add_assign<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>) {
 /// `a + b` (one shape), in vectors where both are contiguous.
 fn sum<T: Scalar>(a: &ArrayD<T>, b: &ArrayD<T>) -> ArrayD<T> {
     zip_map(a, b, |u, v| u + v).unwrap_or_else(|| a + b)
-}
-
-/// max(v, 0), as [`super::Relu`] computes it.
-#[inline(always)]
-fn relu_of<T: Scalar>(v: T) -> T {
-    if v > T::zero() {
-        v
-    } else {
-        T::zero()
-    }
 }
 
 /// The same gradient flows to both inputs: one copy, one move.
@@ -79,7 +70,7 @@ impl EngineOp for Add {
         if act != Activation::Relu {
             return None;
         }
-        zip_map(a.x[0], a.x[1], |u, v| relu_of(u + v)).map(|y| (y, ()))
+        zip_map(a.x[0], a.x[1], |u, v| relu(u + v)).map(|y| (y, ()))
     }
 
     fn forward_in_place_then<T: Scalar>(
@@ -88,7 +79,7 @@ impl EngineOp for Add {
         x0: &mut ArrayD<T>,
         act: Activation,
     ) -> bool {
-        act == Activation::Relu && zip_mut(x0, a.x[1], |u, v| *u = relu_of(*u + v))
+        act == Activation::Relu && zip_mut(x0, a.x[1], |u, v| *u = relu(*u + v))
     }
 
     fn backward<T: Scalar>(&self, _a: &Taped<T>, _c: &(), gy: ArrayD<T>) -> Grads<T> {

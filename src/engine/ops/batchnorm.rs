@@ -38,6 +38,7 @@ use std::mem::MaybeUninit;
 
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2};
 
+use super::relu::keep;
 use super::vmath::wide;
 use super::{lanes, Activation, EngineOp, Epilogue, Fwd, Grads, Taped, TapedEpilogue};
 use crate::engine::error::ShapeError;
@@ -218,6 +219,12 @@ fn r_dgamma<T: Scalar>(
     }
 }
 
+/// s = 1/√(var + ε), the one expression every pass forms it with (so the same bits).
+#[inline(always)]
+fn inv_std<T: Scalar>(var: T, eps: T) -> T {
+    T::one() / (var + eps).sqrt()
+}
+
 #[inline(always)]
 fn mean<T: Scalar>(a: impl IntoIterator<Item = T>, m: usize) -> T {
     a.into_iter().fold(T::zero(), |acc, v| acc + v) / T::from_usize(m).unwrap()
@@ -255,7 +262,7 @@ impl BatchNorm {
                         (mu, var)
                     }
                 };
-                let sc = T::one() / (var + eps).sqrt();
+                let sc = inv_std(var, eps);
                 s[c] = sc;
                 batch_mean[c] = mu;
                 batch_var[c] = var;
@@ -292,7 +299,7 @@ impl BatchNorm {
         let eps = T::from_f(self.eps);
         let mut v = cview_mut(x);
         for c in 0..self.channels {
-            let (mu, sc, g, b) = (rm[c], T::one() / (rv[c] + eps).sqrt(), gamma[c], beta[c]);
+            let (mu, sc, g, b) = (rm[c], inv_std(rv[c], eps), gamma[c], beta[c]);
             v.row_mut(c).mapv_inplace(|t| g * ((t - mu) * sc) + b);
         }
     }
@@ -307,12 +314,12 @@ impl BatchNorm {
         let eps = T::from_f(self.eps);
         move |c: usize, row: &mut [T]| {
             let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
-            let (mu, sc, g, b) = (rm[c], T::one() / (rv[c] + eps).sqrt(), gamma[c], beta[c]);
+            let (mu, sc, g, b) = (rm[c], inv_std(rv[c], eps), gamma[c], beta[c]);
             wide!({
                 if relu {
                     for t in row.iter_mut() {
                         let v = g * ((*t - mu) * sc) + b;
-                        *t = if v > T::zero() { v } else { T::zero() };
+                        *t = super::relu::relu(v);
                     }
                 } else {
                     for t in row.iter_mut() {
@@ -334,13 +341,13 @@ impl BatchNorm {
         let eps = T::from_f(self.eps);
         move |c: usize, src: &[T], dst: &mut [MaybeUninit<T>]| {
             let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
-            let (mu, sc, g, b) = (rm[c], T::one() / (rv[c] + eps).sqrt(), gamma[c], beta[c]);
+            let (mu, sc, g, b) = (rm[c], inv_std(rv[c], eps), gamma[c], beta[c]);
             wide!({
                 let pairs = dst.iter_mut().zip(src);
                 if relu {
                     for (d, &t) in pairs {
                         let v = g * ((t - mu) * sc) + b;
-                        d.write(if v > T::zero() { v } else { T::zero() });
+                        d.write(super::relu::relu(v));
                     }
                 } else {
                     for (d, &t) in pairs {
@@ -360,7 +367,7 @@ impl BatchNorm {
         BnCache {
             xhat: None,
             count,
-            s: Array1::from_shape_fn(ch, |c| T::one() / (rv[c] + eps).sqrt()),
+            s: Array1::from_shape_fn(ch, |c| inv_std(rv[c], eps)),
             mode: Mode::Eval,
             batch_mean: Array1::from_shape_fn(ch, |c| rm[c]),
             batch_var: Array1::from_shape_fn(ch, |c| rv[c]),
@@ -464,7 +471,7 @@ impl BatchNorm {
             });
             (dgamma[ch], dbeta[ch]) = lanes::map_dot_sum(
                 (&mut gs[r.clone()], &ys[r.clone()], &xs[r.clone()]),
-                |g, yv| if yv > T::zero() { g } else { T::zero() },
+                keep,
                 c.to_xhat(ch),
                 |v| v * gm * s,
                 copy,

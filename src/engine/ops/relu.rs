@@ -17,7 +17,8 @@ use crate::engine::Scalar;
 
 pub struct Relu;
 
-fn relu<T: Scalar>(v: T) -> T {
+#[inline(always)]
+pub(super) fn relu<T: Scalar>(v: T) -> T {
     if v > T::zero() {
         v
     } else {
@@ -26,7 +27,8 @@ fn relu<T: Scalar>(v: T) -> T {
 }
 
 /// `g` where y > 0, else 0.
-fn keep<T: Scalar>(g: T, y: T) -> T {
+#[inline(always)]
+pub(super) fn keep<T: Scalar>(g: T, y: T) -> T {
     if y > T::zero() {
         g
     } else {

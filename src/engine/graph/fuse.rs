@@ -1,0 +1,158 @@
+//! Where the graph's passes run two or three nodes as one pass over memory, with the
+//! arithmetic of the separate ops in the same order (so the same bits):
+//!
+//! ```text
+//! inference    conv → batch norm (eval) [→ ReLU]    the conv's epilogue, in place
+//!              add → ReLU                          one pass, in place
+//! tape         conv → batch norm (eval) [→ ReLU]    the conv's epilogue into a second array
+//!              add → ReLU                          one pass; the add's output never formed
+//! reverse      ReLU → batch norm (eval)            mask, channel sums and dx in one pass
+//! ```
+//! Each fusion asks the ops (see the hooks of [`super::super::ops::EngineOp`]); where one
+//! declines, the graph runs the separate passes.
+
+use std::collections::VecDeque;
+
+use ndarray::{ArrayD, ArrayView1, ArrayViewD};
+
+use super::{empty, Graph, Mode, Tape};
+use crate::engine::ops::{Activation, Erased, Grads};
+use crate::engine::Scalar;
+
+#[cfg(test)]
+thread_local! {
+    static UNFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the passes may fuse ops (tests switch it off on their thread to compare bits).
+pub(super) fn fusing() -> bool {
+    #[cfg(test)]
+    return !UNFUSED.with(|u| u.get());
+    #[cfg(not(test))]
+    true
+}
+
+/// Tests: runs `f` with the passes' fusions switched off on this thread.
+#[cfg(test)]
+pub(super) fn unfused<R>(f: impl FnOnce() -> R) -> R {
+    let before = UNFUSED.with(|u| u.replace(true));
+    let r = f();
+    UNFUSED.with(|u| u.set(before));
+    r
+}
+
+impl Graph {
+    /// Whether node `k` exists, has node `i` as its one input, and no other node reads `i`
+    /// (`last`: each node's last reader, see [`Graph::last_use`]; a reader after `i`
+    /// other than `k` makes it later, or else `k` is not the last).
+    fn only_reader(&self, last: &[usize], i: usize, k: usize) -> bool {
+        self.nodes.get(k).is_some_and(|nk| nk.inputs == [i]) && last[i] == k
+    }
+
+    /// The activation of the node right after `j` where that node alone reads `j`.
+    pub(super) fn activation_after(&self, last: &[usize], j: usize) -> Option<Activation> {
+        self.only_reader(last, j, j + 1)
+            .then(|| self.nodes[j + 1].op.activation())
+            .flatten()
+    }
+
+    /// Inference: node `j` (parameters `p`) with its only reader's per-channel epilogue,
+    /// and that one's only reader's activation, applied block by block while in cache
+    /// (conv → batch norm in eval mode [→ ReLU]): the result and how many following nodes
+    /// it stands for; `None` where the ops do not fuse.
+    pub(super) fn fused_forward<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        values: &[ArrayD<T>],
+        last: &[usize],
+        j: usize,
+        p: &[ArrayViewD<T>],
+        mode: Mode,
+    ) -> Option<(ArrayD<T>, usize)> {
+        let node = &self.nodes[j];
+        if node.inputs.is_empty() || !self.only_reader(last, j, j + 1) {
+            return None;
+        }
+        let then = self.activation_after(last, j + 1);
+        let next = &self.nodes[j + 1];
+        let np = self.params(theta, next);
+        let epilogue = next.op.epilogue(&np, mode, then)?;
+        let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
+        let y = node.op.forward_fused(&self.fwd(&xs, p, mode), &*epilogue)?;
+        Some((y, if then.is_some() { 2 } else { 1 }))
+    }
+
+    /// For the tape: node `j` (parameters `p`) with its only reader's per-channel map into
+    /// a second array, and that one's only reader's ReLU, applied block by block while in
+    /// cache (conv → batch norm in eval mode [→ ReLU]). The value and cache of `j`, then of
+    /// each following node it stands for (batch norm's value is an empty placeholder when
+    /// the ReLU follows: neither its reverse nor its R-passes read it, nor the ReLU's);
+    /// `None` where the ops do not fuse.
+    pub(super) fn fused_taped<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        values: &[ArrayD<T>],
+        last: &[usize],
+        j: usize,
+        p: &[ArrayViewD<T>],
+        mode: Mode,
+    ) -> Option<VecDeque<(ArrayD<T>, Erased)>> {
+        let node = &self.nodes[j];
+        if node.inputs.is_empty() || !self.only_reader(last, j, j + 1) {
+            return None;
+        }
+        let then = self
+            .activation_after(last, j + 1)
+            .filter(|&a| a == Activation::Relu);
+        let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
+        let shapes: Vec<&[usize]> = xs.iter().map(|x| x.shape()).collect();
+        let shape = node.op.infer_shape(&shapes).ok()?;
+        let next = &self.nodes[j + 1];
+        let np = self.params(theta, next);
+        let (map, next_cache) = next.op.taped_epilogue(&np, mode, then, &shape)?;
+        let (y, z, cache) = node.op.forward_taped(&self.fwd(&xs, p, mode), &*map)?;
+        let mut out = VecDeque::from([(y, cache)]);
+        if then.is_some() {
+            out.push_back((empty(), next_cache));
+            out.push_back((z, Box::new(()) as Erased));
+        } else {
+            out.push_back((z, next_cache));
+        }
+        Some(out)
+    }
+
+    /// Reverse pass at node `j`, given `gy` = dL/d(its output): where `j` is a ReLU that
+    /// alone reads the node `i = j − 1` and that node's op fuses the two backward passes
+    /// (eval-mode batch norm), `Ok((i, i's grads, the masked dy i saw when keep_gy and i's
+    /// R-backward reads it))`; `Err(gy)` otherwise (run the separate passes).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub(super) fn fused_backward<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        tape: &Tape<T>,
+        last: &[usize],
+        j: usize,
+        gy: ArrayD<T>,
+        want_dp: bool,
+        keep_gy: bool,
+    ) -> Result<(usize, Grads<T>, Option<ArrayD<T>>), ArrayD<T>> {
+        let node = &self.nodes[j];
+        let fuses = fusing()
+            && node.op.activation() == Some(Activation::Relu)
+            && !node.op.r_backward_reads_gy()
+            && j >= 2
+            && self.only_reader(last, j - 1, j);
+        if !fuses {
+            return Err(gy);
+        }
+        let (i, prev) = (j - 1, &self.nodes[j - 1]);
+        let p = self.params(theta, prev);
+        let view = self.view(i, tape, &[]);
+        let a = view.taped(&self.options, (&p, &[]), want_dp);
+        let keep_gy = keep_gy && prev.op.r_backward_reads_gy();
+        let (grads, kept) =
+            prev.op
+                .backward_relu(&a, &tape.caches[i], &tape.values[j], gy, keep_gy)?;
+        Ok((i, grads, kept))
+    }
+}
