@@ -460,3 +460,90 @@ fma_chains!(
     _mm512_fmadd_ps,
     |&v| _mm512_reduce_add_ps(v)
 );
+
+/// The zmm weight-gradient tile of a 3×3 stride-1 convolution vectorized over output
+/// channels: `r[m][9c + 3ki + kj] += dyt[p, 16m..16m + 16] · x_c[xs[p] + ki·wq + kj]` for
+/// each position p in order (one broadcast per tap), so every dw element is one running
+/// sum over the positions, whatever the tile. `x[c]` is channel c's padded plane, `dyt`
+/// the tile's first output channel in a `[P, op]` matrix; `QT = 9·NC`.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+pub unsafe fn g3zmm<const MR: usize, const NC: usize, const QT: usize>(
+    xs: &[usize],
+    x: [*const f32; NC],
+    wq: usize,
+    dyt: *const f32,
+    op: usize,
+    sums: &mut [[[f32; WIDE]; QT]; MR],
+) {
+    debug_assert_eq!(QT, 9 * NC);
+    let mut r = [[_mm512_setzero_ps(); QT]; MR];
+    for (p, &xi) in xs.iter().enumerate() {
+        let d = dyt.add(p * op);
+        let mut g = [_mm512_setzero_ps(); MR];
+        for m in 0..MR {
+            g[m] = _mm512_loadu_ps(d.add(m * WIDE));
+        }
+        for c in 0..NC {
+            for ki in 0..3 {
+                let row = x[c].add(xi + ki * wq);
+                for kj in 0..3 {
+                    let b = _mm512_set1_ps(*row.add(kj));
+                    for m in 0..MR {
+                        let t = 9 * c + 3 * ki + kj;
+                        r[m][t] = _mm512_fmadd_ps(g[m], b, r[m][t]);
+                    }
+                }
+            }
+        }
+    }
+    for m in 0..MR {
+        for t in 0..QT {
+            _mm512_storeu_ps(sums[m][t].as_mut_ptr(), r[m][t]);
+        }
+    }
+}
+
+/// `dst[l·stride + j] = src[j·src_stride + l]` for a 16 × 16 block: 16 positions of 16
+/// channels (rows of dy) to 16 rows of 16 channels each.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+pub unsafe fn transpose16(src: *const f32, src_stride: usize, dst: *mut f32, stride: usize) {
+    let mut r = [_mm512_setzero_ps(); 16];
+    for (j, v) in r.iter_mut().enumerate() {
+        *v = _mm512_loadu_ps(src.add(j * src_stride));
+    }
+    // pairs of rows: 32-bit interleave, then 64-bit, then 128-bit blocks twice
+    let mut t = [_mm512_setzero_ps(); 16];
+    for j in 0..8 {
+        t[2 * j] = _mm512_unpacklo_ps(r[2 * j], r[2 * j + 1]);
+        t[2 * j + 1] = _mm512_unpackhi_ps(r[2 * j], r[2 * j + 1]);
+    }
+    for j in 0..4 {
+        for h in 0..2 {
+            let (a, b) = (
+                _mm512_castps_pd(t[4 * j + h]),
+                _mm512_castps_pd(t[4 * j + 2 + h]),
+            );
+            r[4 * j + h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            r[4 * j + 2 + h] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    }
+    // r[4j + q] holds, in each 128-bit block k, column 4k + q' of rows 4j..4j + 4
+    for j in 0..2 {
+        for q in 0..4 {
+            let (a, b) = (r[8 * j + q], r[8 * j + 4 + q]);
+            t[8 * j + q] = _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b);
+            t[8 * j + 4 + q] = _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b);
+        }
+    }
+    for q in 0..8 {
+        let (a, b) = (t[q], t[8 + q]);
+        r[q] = _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b);
+        r[8 + q] = _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b);
+    }
+    // r[i] is column 8·(i div 8) + 4·(i div 4 mod 2) + [0, 2, 1, 3][i mod 4]
+    for (i, v) in r.iter().enumerate() {
+        let l = (i & 8) + (i & 4) + [0, 2, 1, 3][i & 3];
+        _mm512_storeu_ps(dst.add(l * stride), *v);
+    }
+}

@@ -149,8 +149,14 @@ fn naive_grad(dy: &[f32], x: &[f32], n: usize, sh: Shape) -> Vec<f64> {
 #[test]
 fn weight_grad_matches_naive_sums() {
     // Channel and tap tails (O % 4, C·k² % 6 ≠ 0), partial and split vectors, strides
-    // 1–3, batches of several small images (8×8 rows) and one large image per batch.
+    // 1–3, batches of several small images (8×8 rows) and one large image per batch; for
+    // zmm's channel tiles, O' = 32, 48 and 80 (16·MR = 32, 48, 16), O % 16 ≠ 0 and a
+    // last input-channel tile past C.
     for &(o, c, k, s, p, h, w, n) in &[
+        (32, 3, 3, 1, 1, 16, 16, 3),
+        (48, 2, 3, 1, 1, 8, 16, 2),
+        (20, 3, 3, 1, 1, 7, 8, 3),
+        (80, 5, 3, 1, 1, 6, 8, 4),
         (16, 16, 3, 1, 1, 8, 8, 20),
         (9, 3, 3, 1, 1, 7, 8, 5),
         (5, 4, 3, 1, 1, 5, 16, 3),
@@ -218,6 +224,51 @@ fn fma_peak_is_measured_where_a_kernel_exists() {
     }
 }
 
+/// A weight-gradient batch of `n` images for `kernel`: dy, and x in its padded scratch.
+#[cfg(target_arch = "x86_64")]
+struct GradCase {
+    plan: Plan,
+    xpad: Vec<f32>,
+    imgs: Vec<(usize, usize)>,
+    dy: Vec<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl GradCase {
+    fn new(kernel: Kernel, sh: Shape, n: usize) -> GradCase {
+        let (ho, wo) = sh.out();
+        let x: Vec<f32> = (0..sh.c * n * sh.h * sh.w)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let dy: Vec<f32> = (0..sh.o * n * ho * wo)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 60.0)
+            .collect();
+        let plan = Plan::new(kernel, sh);
+        let mut xpad = plan.scratch(n);
+        for (j, slot) in xpad.chunks_exact_mut(plan.img_len).enumerate() {
+            plan.fill(&[&x], n, j, slot);
+        }
+        plan.check((n - 1) * plan.img_len, xpad.len());
+        let imgs = (0..n).map(|j| (j * plan.img_len, j * ho * wo)).collect();
+        GradCase {
+            plan,
+            xpad,
+            imgs,
+            dy,
+        }
+    }
+
+    fn grad(&self) -> Grad<'_> {
+        Grad {
+            plan: &self.plan,
+            xpad: &self.xpad,
+            imgs: &self.imgs,
+            dy: &self.dy,
+            cols: self.dy.len() / self.plan.sh.o,
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx2_weight_grad_tiles_give_the_same_bits() {
@@ -240,34 +291,58 @@ fn avx2_weight_grad_tiles_give_the_same_bits() {
             h,
             w,
         };
-        let (ho, wo) = sh.out();
-        let x: Vec<f32> = (0..c * n * h * w)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-            .collect();
-        let dy: Vec<f32> = (0..o * n * ho * wo)
-            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 60.0)
-            .collect();
-        let plan = Plan::new(Kernel::Avx2, sh);
+        let case = GradCase::new(Kernel::Avx2, sh, n);
+        let (g, plan) = (case.grad(), &case.plan);
         assert!(plan.vecs.iter().all(|v| v.lanes == LANES));
-        let mut xpad = plan.scratch(n);
-        for (j, slot) in xpad.chunks_exact_mut(plan.img_len).enumerate() {
-            plan.fill(&[&x], n, j, slot);
-        }
-        plan.check((n - 1) * plan.img_len, xpad.len());
-        let imgs: Vec<(usize, usize)> = (0..n).map(|j| (j * plan.img_len, j * ho * wo)).collect();
-        let g = Grad {
-            plan: &plan,
-            xpad: &xpad,
-            imgs: &imgs,
-            dy: &dy,
-            cols: n * ho * wo,
-        };
         let kk = plan.offs.len();
         let (mut a, mut b) = (vec![0.5f32; o * kk], vec![0.5f32; o * kk]);
         g.tiles::<2, 6>(&mut a, avx::gymm2::<2, 6, false>);
         g.tiles_3x4(&mut b);
         let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<u32>>();
         assert_eq!(bits(&a), bits(&b), "{sh:?} n{n}");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn zmm_channel_tiles_give_the_same_bits() {
+    // Every dw element of `Grad::by_channels` is one running sum over the positions, so
+    // tiles of 16, 32 and 48 output channels (O' = 96) give the same bits, with a tail of
+    // input channels (C = 5 in tiles of 2) and O % 16 ≠ 0.
+    if Kernel::detect() != Kernel::Zmm {
+        return;
+    }
+    for &(o, c, h, w, n) in &[(90, 5, 8, 16, 3), (96, 4, 8, 8, 5)] {
+        let sh = Shape {
+            o,
+            c,
+            k: 3,
+            s: 1,
+            p: 1,
+            h,
+            w,
+        };
+        let case = GradCase::new(Kernel::Zmm, sh, n);
+        let (g, plan) = (case.grad(), &case.plan);
+        let kk = plan.offs.len();
+        let mut by_default = vec![0.5f32; o * kk];
+        g.by_channels(&mut by_default, &mut (Vec::new(), Vec::new()));
+        // the transposed dy and positions as `by_channels` builds them
+        let mut scratch = (Vec::new(), Vec::new());
+        g.by_channels(&mut vec![0.0f32; o * kk], &mut scratch);
+        let (xs, dyt) = (&scratch.0, &scratch.1);
+        let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<u32>>();
+        let (mut a, mut b, mut d) = (
+            vec![0.5f32; o * kk],
+            vec![0.5f32; o * kk],
+            vec![0.5f32; o * kk],
+        );
+        g.channel_tiles::<1, 2, 18>(&mut a, xs, dyt, 96);
+        g.channel_tiles::<2, 1, 9>(&mut b, xs, dyt, 96);
+        g.channel_tiles::<3, 1, 9>(&mut d, xs, dyt, 96);
+        assert_eq!(bits(&a), bits(&by_default), "{sh:?} n{n}");
+        assert_eq!(bits(&a), bits(&b), "{sh:?} n{n}");
+        assert_eq!(bits(&a), bits(&d), "{sh:?} n{n}");
     }
 }
 

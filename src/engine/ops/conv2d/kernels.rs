@@ -27,10 +27,13 @@
 //! ([`weight_grad`]): 4 output channels × 6 taps (on AVX2, 3 × 4 in assembly where every
 //! vector is full, else 2 × 6), each accumulator a vector of per-lane partial sums over
 //! all positions of a batch of images, reduced across lanes at the end (the same sums in
-//! the same order for any tile shape). Results equal the GEMM path's to f32
-//! rounding (a different summation order), and are the same bits on every call: nothing
-//! depends on threads or timing. The 16-lane weight-gradient sums round differently from
-//! the 8-lane ones; [`Simd::Avx2`] caps the vectors at 8 lanes (see [`Kernel::for_simd`]).
+//! the same order for any tile shape). With zmm, 3×3 stride-1 convolutions vectorize the
+//! weight gradient over output channels instead ([`Grad::by_channels`]): dy is transposed
+//! per batch, and each dw element is one running sum over the batch's positions in order.
+//! Results equal the GEMM path's to f32 rounding (a different summation order), and are
+//! the same bits on every call: nothing depends on threads or timing. The zmm
+//! weight-gradient sums round differently from the 8-lane ones; [`Simd::Avx2`] caps the
+//! vectors at 8 lanes (see [`Kernel::for_simd`]).
 
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
@@ -689,6 +692,8 @@ pub fn weight_grad(
         batch /= 2;
     }
     let mut xpad = plan.scratch(batch);
+    // the transposed dy and the positions' x offsets of `Grad::by_channels`
+    let mut chan_scratch = (Vec::new(), Vec::new());
     plan.check((batch - 1) * plan.img_len, xpad.len());
     let cols = n * hw;
     for &(dy, x) in terms {
@@ -710,11 +715,13 @@ pub fn weight_grad(
             };
             match (plan.kernel, plan.split) {
                 #[cfg(target_arch = "x86_64")]
-                (Kernel::Avx2, _) if plan.vecs.iter().all(|v| v.lanes == LANES) => g.tiles_3x4(dw),
+                (Kernel::Zmm, _) if sh.k == 3 && sh.s == 1 => g.by_channels(dw, &mut chan_scratch),
                 #[cfg(target_arch = "x86_64")]
                 (Kernel::Zmm, false) => g.tiles::<4, 6>(dw, avx::gzmm::<4, 6, false>),
                 #[cfg(target_arch = "x86_64")]
                 (Kernel::Zmm, true) => g.tiles::<4, 6>(dw, avx::gzmm::<4, 6, true>),
+                #[cfg(target_arch = "x86_64")]
+                (Kernel::Avx2, _) if plan.vecs.iter().all(|v| v.lanes == LANES) => g.tiles_3x4(dw),
                 #[cfg(target_arch = "x86_64")]
                 (Kernel::Avx512, _) => g.tiles::<4, 6>(dw, avx::gymm512::<4, 6, false>),
                 #[cfg(target_arch = "x86_64")]
@@ -783,6 +790,92 @@ impl Grad<'_> {
             // `tiles` (each pair is one full vector of one image of the batch).
             unsafe { avx::gymm2_3x4(&pairs, self.xpad.as_ptr(), &offs, dys, sums) }
         });
+    }
+
+    /// The zmm weight gradient of a 3×3 stride-1 convolution, vectorized over output
+    /// channels (`avx::g3zmm`): dy is transposed to `[P, O']` for the batch's P positions
+    /// (O' = O rounded up to 16, the extra channels zero), and each tile of `16·MR`
+    /// output × `NC` input channels sums over the positions with one broadcast of x per
+    /// tap. The position-vectorized tile ([`Grad::tiles`]) reads x by unaligned vector
+    /// loads at up to six taps per step, which held it near half the FMA peak.
+    #[cfg(target_arch = "x86_64")]
+    fn by_channels(&self, dw: &mut [f32], (xs, dyt): &mut (Vec<usize>, Vec<f32>)) {
+        let o = self.plan.sh.o;
+        let op = o.next_multiple_of(WIDE);
+        let p_all = self.imgs.len() * self.plan.hw_out;
+        xs.clear();
+        if dyt.len() != p_all * op {
+            // channels O..O' stay zero: only channels < O are written below
+            *dyt = vec![0.0f32; p_all * op];
+        }
+        for &(xb, col) in self.imgs {
+            for v in &self.plan.vecs {
+                let p0 = xs.len();
+                xs.extend((0..v.lanes).map(|l| xb + v.base(l)));
+                let full = if v.lanes == WIDE { o / WIDE * WIDE } else { 0 };
+                for oc in (0..full).step_by(WIDE) {
+                    // SAFETY: AVX-512F/DQ were detected (Kernel::Zmm); rows oc..oc + 16 < O
+                    // of dy at columns col + ob..+16 ≤ cols, rows p0..p0 + 16 ≤ P of dyt.
+                    unsafe {
+                        avx::transpose16(
+                            self.dy[oc * self.cols + col + v.ob..].as_ptr(),
+                            self.cols,
+                            dyt[p0 * op + oc..].as_mut_ptr(),
+                            op,
+                        )
+                    };
+                }
+                for oc in full..o {
+                    let row = &self.dy[oc * self.cols + col + v.ob..][..v.lanes];
+                    for (l, &g) in row.iter().enumerate() {
+                        dyt[(p0 + l) * op + oc] = g;
+                    }
+                }
+            }
+        }
+        match op / WIDE {
+            b if b % 3 == 0 => self.channel_tiles::<3, 1, 9>(dw, xs, dyt, op),
+            b if b % 2 == 0 => self.channel_tiles::<2, 1, 9>(dw, xs, dyt, op),
+            _ => self.channel_tiles::<1, 2, 18>(dw, xs, dyt, op),
+        }
+    }
+
+    /// [`Grad::by_channels`]'s tiles: `16·MR` output channels (MR·16 divides O') × `NC`
+    /// input channels (a last tile past C re-reads channel C − 1; its sums are dropped).
+    #[cfg(target_arch = "x86_64")]
+    fn channel_tiles<const MR: usize, const NC: usize, const QT: usize>(
+        &self,
+        dw: &mut [f32],
+        xs: &[usize],
+        dyt: &[f32],
+        op: usize,
+    ) {
+        let Shape { o, c, .. } = self.plan.sh;
+        let (kk, plane) = (self.plan.offs.len(), self.plan.hq * self.plan.wq);
+        for o0 in (0..op).step_by(MR * WIDE) {
+            for c0 in (0..c).step_by(NC) {
+                let chans = NC.min(c - c0);
+                let x: [*const f32; NC] =
+                    std::array::from_fn(|j| self.xpad[(c0 + j.min(chans - 1)) * plane..].as_ptr());
+                let mut sums = [[[0.0f32; WIDE]; QT]; MR];
+                // SAFETY: AVX-512F/DQ were detected (Kernel::Zmm); x reads are those of
+                // the position-vectorized tiles (checked by `weight_grad`), dy reads lie in
+                // row p < P at columns o0 + 16·MR ≤ O'.
+                unsafe {
+                    avx::g3zmm::<MR, NC, QT>(xs, x, self.plan.wq, dyt[o0..].as_ptr(), op, &mut sums)
+                };
+                for (m, taps) in sums.iter().enumerate() {
+                    for (t, lanes) in taps.iter().enumerate().take(9 * chans) {
+                        for (l, &v) in lanes.iter().enumerate() {
+                            let oc = o0 + m * WIDE + l;
+                            if oc < o {
+                                dw[oc * kk + 9 * c0 + t] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// For each tile of `MR` output channels × `QT` taps: `sums(tap offsets, dy rows,
