@@ -154,9 +154,10 @@ fn surface_with_a_dead_rank_then_resumed_with_other_rank_count_is_bit_identical(
     let log = format!("{journal}.log");
     let a = args(&out);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    // three ranks; rank 2 dies (SIGKILL) after 5 of the 63 points
+    // three ranks; rank 2 dies (SIGKILL) after its first of the 63 points (not a later
+    // one: points go to ranks as they ask, so a slow-starting rank may get only a few)
     let o = mpirun(3, &a)
-        .env("LOSSCAPE_TEST_RANK_DIES", "2:5")
+        .env("LOSSCAPE_TEST_RANK_DIES", "2:1")
         .output()
         .unwrap();
     assert_death_reported(&o, &[log.clone().into()]);
