@@ -1,5 +1,6 @@
 //! The direct kernels against naive f64 sums, on every kernel this CPU can run.
 
+use super::grad::Grad;
 use super::*;
 
 /// Straight six-loop convolution in f64 as the oracle.
@@ -325,11 +326,9 @@ fn zmm_channel_tiles_give_the_same_bits() {
         let case = GradCase::new(Kernel::Zmm, sh, n);
         let (g, plan) = (case.grad(), &case.plan);
         let kk = plan.offs.len();
-        let mut by_default = vec![0.5f32; o * kk];
-        g.by_channels(&mut by_default, &mut (Vec::new(), Vec::new()));
-        // the transposed dy and positions as `by_channels` builds them
-        let mut scratch = (Vec::new(), Vec::new());
-        g.by_channels(&mut vec![0.0f32; o * kk], &mut scratch);
+        // `by_channels` leaves the transposed dy and the positions in its scratch
+        let (mut by_default, mut scratch) = (vec![0.5f32; o * kk], (Vec::new(), Vec::new()));
+        g.by_channels(&mut by_default, &mut scratch);
         let (xs, dyt) = (&scratch.0, &scratch.1);
         let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<u32>>();
         let (mut a, mut b, mut d) = (
