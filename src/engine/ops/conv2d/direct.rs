@@ -124,7 +124,7 @@ impl Plan<'_> {
         let (len, hw) = (out * n * ho * wo, ho * wo);
         if wino {
             let mut y = vec![T::zero(); len];
-            let wg = Winograd::new(out, c, &weights, self.gemm, kernel);
+            let wg = Winograd::new(out, c, &weights, kernel);
             // `y32` is `y` viewed as f32 (T is f32 here)
             wg.run(&srcs, dims, p, f32s_mut(&mut y), |y32, img| {
                 let y = t_of_mut::<T>(y32);

@@ -100,7 +100,7 @@ impl Kernel {
 
     /// Every kernel this CPU can run (the tests check each).
     #[cfg(test)]
-    fn available() -> Vec<Kernel> {
+    pub(super) fn available() -> Vec<Kernel> {
         let mut all = vec![Kernel::Scalar];
         #[cfg(target_arch = "x86_64")]
         {

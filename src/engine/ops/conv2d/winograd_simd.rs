@@ -1,0 +1,728 @@
+//! The SIMD parts of [`super::Winograd`], each in zmm (AVX-512F), ymm (AVX2 + FMA, or
+//! AVX-512VL's 32 registers) and scalar forms with the same bits:
+//!
+//! - [`products`]: the 16 channel sums `M_ξ [O, ld] = U_ξ [O, C] · V_ξ [C, ld]`, by
+//!   register tiles of `MR` output channels × `NR` vectors of tiles. `V_ξ` is already laid
+//!   out by the input transform with the tiles contiguous (its row stride `ld` a multiple
+//!   of the vector width), so nothing is packed, and each product's `K = C` is small
+//!   (16–64 on ResNet-cifar), where a general GEMM spends much of its time packing. Every
+//!   output is one chain of fused multiply-adds over `c = 0, 1, …, C−1` from zero, so
+//!   neither the tile shape nor the instruction set changes the bits.
+//! - [`deinterleave`] / [`interleave`]: a row split by column parity and merged back.
+//! - [`bt_row`], [`bt_tiles`]: `Bᵀ d B` for runs of tiles; [`at_rows`]: `Aᵀ M A`. They only
+//!   add and subtract, in the same order in every form.
+
+use super::super::kernels::Kernel;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Output channels per register tile.
+const MR: usize = 4;
+
+/// `m[(o·ld) + j] = Σ_c u[o·C + c] · v[c·ld + j]` for `o < rows`, `j < cols`, each ξ's
+/// matrices at `ξ·rows·C`, `ξ·C·ld`, `ξ·rows·ld`. `cols` is rounded up to `kernel`'s
+/// vector width (`ld` must allow that); the extra columns get sums of whatever `v` holds.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn products(
+    kernel: Kernel,
+    xis: usize,
+    (rows, c): (usize, usize),
+    u: &[f32],
+    v: &[f32],
+    m: &mut [f32],
+    (cols, ld): (usize, usize),
+) {
+    assert!(u.len() >= xis * rows * c && v.len() >= xis * c * ld && m.len() >= xis * rows * ld);
+    for xi in 0..xis {
+        let (u, v) = (&u[xi * rows * c..][..rows * c], &v[xi * c * ld..][..c * ld]);
+        let m = &mut m[xi * rows * ld..][..rows * ld];
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Zmm => {
+                // SAFETY: AVX-512F was detected; `tiles` keeps every access in bounds.
+                unsafe { tiles::<16, 6>(u, v, m, (rows, c, cols, ld), zmm_dispatch) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                // SAFETY: AVX-512VL was detected.
+                unsafe { tiles::<8, 6>(u, v, m, (rows, c, cols, ld), ymm32_dispatch) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                // SAFETY: AVX2 + FMA were detected.
+                unsafe { tiles::<8, 2>(u, v, m, (rows, c, cols, ld), ymm16_dispatch) }
+            }
+            _ => scalar(u, v, m, (rows, c, cols, ld)),
+        }
+    }
+}
+
+/// One kernel call: `MR` (4 or 1) rows × `nr` vectors at `u`, `v`, `m` with `c`, `ld`.
+type Dispatch = unsafe fn(usize, usize, *const f32, *const f32, *mut f32, usize, usize);
+
+/// The tile loop: rows by 4 (then 1), columns by `NMAX` vectors of `L` lanes (then the
+/// remaining vectors).
+///
+/// # Safety
+/// `call` must be runnable on this CPU; the slices must hold `rows·c`, `c·ld`, `rows·ld`
+/// floats and `ld ≥ cols` rounded up to `L`.
+unsafe fn tiles<const L: usize, const NMAX: usize>(
+    u: &[f32],
+    v: &[f32],
+    m: &mut [f32],
+    (rows, c, cols, ld): (usize, usize, usize, usize),
+    call: Dispatch,
+) {
+    let vecs = cols.div_ceil(L);
+    assert!(vecs * L <= ld && ld.is_multiple_of(L));
+    let (up, vp, mp) = (u.as_ptr(), v.as_ptr(), m.as_mut_ptr());
+    let mut o = 0;
+    while o < rows {
+        let mr = if rows - o >= MR { MR } else { 1 };
+        let mut j = 0;
+        while j < vecs {
+            let nr = (vecs - j).min(NMAX);
+            call(
+                mr,
+                nr,
+                up.add(o * c),
+                vp.add(j * L),
+                mp.add(o * ld + j * L),
+                c,
+                ld,
+            );
+            j += nr;
+        }
+        o += mr;
+    }
+}
+
+/// The portable form: the same chains of `mul_add`.
+fn scalar(u: &[f32], v: &[f32], m: &mut [f32], (rows, c, cols, ld): (usize, usize, usize, usize)) {
+    for o in 0..rows {
+        let mo = &mut m[o * ld..][..cols];
+        mo.fill(0.0);
+        for k in 0..c {
+            let a = u[o * c + k];
+            for (y, &b) in mo.iter_mut().zip(&v[k * ld..][..cols]) {
+                *y = a.mul_add(b, *y);
+            }
+        }
+    }
+}
+
+/// One register-tile kernel per vector type: `MR_ × NR` accumulators over all `c`.
+macro_rules! wkernel {
+    ($name:ident, $features:literal, $lanes:literal, $zero:ident, $set1:ident, $fma:ident,
+     $load:ident, $store:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[allow(clippy::needless_range_loop)]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const MR_: usize, const NR: usize>(
+            u: *const f32,
+            v: *const f32,
+            m: *mut f32,
+            c: usize,
+            ld: usize,
+        ) {
+            let mut r = [[$zero(); NR]; MR_];
+            for k in 0..c {
+                let mut b = [$zero(); NR];
+                for j in 0..NR {
+                    b[j] = $load(v.add(k * ld + j * $lanes));
+                }
+                for i in 0..MR_ {
+                    let a = $set1(*u.add(i * c + k));
+                    for j in 0..NR {
+                        r[i][j] = $fma(a, b[j], r[i][j]);
+                    }
+                }
+            }
+            for i in 0..MR_ {
+                for j in 0..NR {
+                    $store(m.add(i * ld + j * $lanes), r[i][j]);
+                }
+            }
+        }
+    };
+}
+
+wkernel!(
+    zmm_tile,
+    "avx512f",
+    16,
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps
+);
+wkernel!(
+    ymm_tile,
+    "avx2,fma",
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps
+);
+wkernel!(
+    ymm32_tile,
+    "avx2,fma,avx512f,avx512vl",
+    8,
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps
+);
+
+/// `(mr, nr)` to a monomorphized kernel (`mr` 4 or 1, `nr` 1 to the kernel's widest).
+macro_rules! dispatch {
+    ($name:ident, $kernel:ident, $($nr:literal),*) => {
+        #[cfg(target_arch = "x86_64")]
+        unsafe fn $name(
+            mr: usize,
+            nr: usize,
+            u: *const f32,
+            v: *const f32,
+            m: *mut f32,
+            c: usize,
+            ld: usize,
+        ) {
+            match (mr, nr) {
+                $(
+                    (4, $nr) => $kernel::<4, $nr>(u, v, m, c, ld),
+                    (1, $nr) => $kernel::<1, $nr>(u, v, m, c, ld),
+                )*
+                _ => unreachable!("winograd product tile {mr} × {nr}"),
+            }
+        }
+    };
+}
+
+dispatch!(zmm_dispatch, zmm_tile, 1, 2, 3, 4, 5, 6);
+dispatch!(ymm32_dispatch, ymm32_tile, 1, 2, 3, 4, 5, 6);
+dispatch!(ymm16_dispatch, ymm_tile, 1, 2);
+
+/// `even[k] = src[2k]`, `odd[k] = src[2k + 1]` for `k < even.len()` (`odd` as long, `src`
+/// at least twice): the input transform's split of a padded row by column parity.
+pub(super) fn deinterleave(kernel: Kernel, src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let n = even.len();
+    let (src, odd) = (&src[..2 * n], &mut odd[..n]);
+    let done = match kernel {
+        // SAFETY: the kernel's features were detected; the bounds are checked above.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Zmm => unsafe { deinterleave_zmm(src, even, odd) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 | Kernel::Avx512 => unsafe { deinterleave_avx2(src, even, odd) },
+        _ => 0,
+    };
+    for k in done..n {
+        even[k] = src[2 * k];
+        odd[k] = src[2 * k + 1];
+    }
+}
+
+/// `dst[2k] = a[k]`, `dst[2k + 1] = b[k]` for `k < a.len()` (`b` as long, `dst` twice):
+/// the output transform's merge of a row's two column parities.
+pub(super) fn interleave(kernel: Kernel, a: &[f32], b: &[f32], dst: &mut [f32]) {
+    let n = a.len();
+    let (b, dst) = (&b[..n], &mut dst[..2 * n]);
+    let done = match kernel {
+        // SAFETY: as in `deinterleave`.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Zmm => unsafe { interleave_zmm(a, b, dst) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 | Kernel::Avx512 => unsafe { interleave_avx2(a, b, dst) },
+        _ => 0,
+    };
+    for k in done..n {
+        dst[2 * k] = a[k];
+        dst[2 * k + 1] = b[k];
+    }
+}
+
+/// For `left ≤ 16` pairs: the mask of `left` lanes, and those of the `2·left` lanes over
+/// two vectors (first, second).
+#[cfg(target_arch = "x86_64")]
+fn pair_masks(left: usize) -> (u16, u16, u16) {
+    let lanes = |n: usize| if n >= 16 { !0u16 } else { (1u16 << n) - 1 };
+    (
+        lanes(left),
+        lanes(2 * left),
+        lanes((2 * left).saturating_sub(16)),
+    )
+}
+
+/// All of `even`, masked for the last partial vector; returns `even.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn deinterleave_zmm(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    let n = even.len();
+    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (s, e, o) = (src.as_ptr(), even.as_mut_ptr(), odd.as_mut_ptr());
+    let mut k = 0;
+    while k < n {
+        let left = (n - k).min(16);
+        let (m_out, m_lo, m_hi) = pair_masks(left);
+        let lo = _mm512_maskz_loadu_ps(m_lo, s.add(2 * k));
+        let hi = _mm512_maskz_loadu_ps(m_hi, s.add(2 * k + 16));
+        _mm512_mask_storeu_ps(e.add(k), m_out, _mm512_permutex2var_ps(lo, ie, hi));
+        _mm512_mask_storeu_ps(o.add(k), m_out, _mm512_permutex2var_ps(lo, io, hi));
+        k += left;
+    }
+    n
+}
+
+/// Whole vectors of 8, then of 4; returns how many outputs were written.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn deinterleave_avx2(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    let n = even.len();
+    let (s, e, o) = (src.as_ptr(), even.as_mut_ptr(), odd.as_mut_ptr());
+    let mut k = 0;
+    while k + 8 <= n {
+        let (a, b) = (
+            _mm256_loadu_ps(s.add(2 * k)),
+            _mm256_loadu_ps(s.add(2 * k + 8)),
+        );
+        // within 128-bit lanes, then the 64-bit quarters back in order
+        let ev = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(
+            _mm256_shuffle_ps::<0x88>(a, b),
+        )));
+        let od = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(
+            _mm256_shuffle_ps::<0xDD>(a, b),
+        )));
+        _mm256_storeu_ps(e.add(k), ev);
+        _mm256_storeu_ps(o.add(k), od);
+        k += 8;
+    }
+    while k + 4 <= n {
+        let (a, b) = (_mm_loadu_ps(s.add(2 * k)), _mm_loadu_ps(s.add(2 * k + 4)));
+        _mm_storeu_ps(e.add(k), _mm_shuffle_ps::<0x88>(a, b));
+        _mm_storeu_ps(o.add(k), _mm_shuffle_ps::<0xDD>(a, b));
+        k += 4;
+    }
+    k
+}
+
+/// All of `a`, masked for the last partial vector; returns `a.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave_zmm(a: &[f32], b: &[f32], dst: &mut [f32]) -> usize {
+    let n = a.len();
+    let il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let (pa, pb, d) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
+    let mut k = 0;
+    while k < n {
+        let left = (n - k).min(16);
+        let (m_in, m_lo, m_hi) = pair_masks(left);
+        let (va, vb) = (
+            _mm512_maskz_loadu_ps(m_in, pa.add(k)),
+            _mm512_maskz_loadu_ps(m_in, pb.add(k)),
+        );
+        _mm512_mask_storeu_ps(d.add(2 * k), m_lo, _mm512_permutex2var_ps(va, il, vb));
+        _mm512_mask_storeu_ps(d.add(2 * k + 16), m_hi, _mm512_permutex2var_ps(va, ih, vb));
+        k += left;
+    }
+    n
+}
+
+/// Whole vectors of 8, then of 4; returns how many pairs were written.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn interleave_avx2(a: &[f32], b: &[f32], dst: &mut [f32]) -> usize {
+    let n = a.len();
+    let (pa, pb, d) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
+    let mut k = 0;
+    while k + 8 <= n {
+        let (va, vb) = (_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)));
+        let (lo, hi) = (_mm256_unpacklo_ps(va, vb), _mm256_unpackhi_ps(va, vb));
+        _mm256_storeu_ps(d.add(2 * k), _mm256_permute2f128_ps::<0x20>(lo, hi));
+        _mm256_storeu_ps(d.add(2 * k + 8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+        k += 8;
+    }
+    while k + 4 <= n {
+        let (va, vb) = (_mm_loadu_ps(pa.add(k)), _mm_loadu_ps(pb.add(k)));
+        _mm_storeu_ps(d.add(2 * k), _mm_unpacklo_ps(va, vb));
+        _mm_storeu_ps(d.add(2 * k + 4), _mm_unpackhi_ps(va, vb));
+        k += 4;
+    }
+    k
+}
+
+/// The input transform's row of `Bᵀ d B` for a run of tiles (see `input_row` in
+/// [`super`]): `z_q = x_q ± y_q`, then `z₀ − z₂, z₁ + z₂, z₂ − z₁, z₁ − z₃` into `out`.
+/// The same operations in every kernel, so the same bits.
+pub(super) fn bt_row(
+    kernel: Kernel,
+    add: bool,
+    x: [&[f32]; 4],
+    y: [&[f32]; 4],
+    out: [&mut [f32]; 4],
+) {
+    let n = out[0].len();
+    assert!(x.iter().chain(&y).all(|s| s.len() >= n) && out.iter().all(|s| s.len() >= n));
+    let (xp, yp) = (x.map(<[f32]>::as_ptr), y.map(<[f32]>::as_ptr));
+    let op = out.map(<[f32]>::as_mut_ptr);
+    // SAFETY: every pointer holds `n` floats (asserted); the kernel's features were detected.
+    let done = unsafe {
+        match (kernel, add) {
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Zmm, false) => bt_zmm::<false>(xp, yp, op, n),
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Zmm, true) => bt_zmm::<true>(xp, yp, op, n),
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2 | Kernel::Avx512, false) => bt_avx2::<false>(xp, yp, op, n),
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx2 | Kernel::Avx512, true) => bt_avx2::<true>(xp, yp, op, n),
+            _ => 0,
+        }
+    };
+    for i in done..n {
+        // SAFETY: i < n.
+        unsafe {
+            let z: [f32; 4] = std::array::from_fn(|q| {
+                let (a, b) = (*xp[q].add(i), *yp[q].add(i));
+                if add {
+                    a + b
+                } else {
+                    a - b
+                }
+            });
+            *op[0].add(i) = z[0] - z[2];
+            *op[1].add(i) = z[1] + z[2];
+            *op[2].add(i) = z[2] - z[1];
+            *op[3].add(i) = z[1] - z[3];
+        }
+    }
+}
+
+/// The load, store, add and subtract of one vector type: `zmm`, `ymm`, `xmm`, or
+/// `(masked m)` for the zmm lanes of mask `m`.
+macro_rules! vops {
+    (zmm) => {
+        (
+            |p: *const f32| _mm512_loadu_ps(p),
+            |p: *mut f32, v| _mm512_storeu_ps(p, v),
+            |a, b| _mm512_add_ps(a, b),
+            |a, b| _mm512_sub_ps(a, b),
+        )
+    };
+    ((masked $m:ident)) => {
+        (
+            |p: *const f32| _mm512_maskz_loadu_ps($m, p),
+            |p: *mut f32, v| _mm512_mask_storeu_ps(p, $m, v),
+            |a, b| _mm512_add_ps(a, b),
+            |a, b| _mm512_sub_ps(a, b),
+        )
+    };
+    (ymm) => {
+        (
+            |p: *const f32| _mm256_loadu_ps(p),
+            |p: *mut f32, v| _mm256_storeu_ps(p, v),
+            |a, b| _mm256_add_ps(a, b),
+            |a, b| _mm256_sub_ps(a, b),
+        )
+    };
+    (xmm) => {
+        (
+            |p: *const f32| _mm_loadu_ps(p),
+            |p: *mut f32, v| _mm_storeu_ps(p, v),
+            |a, b| _mm_add_ps(a, b),
+            |a, b| _mm_sub_ps(a, b),
+        )
+    };
+}
+
+/// One step of [`bt_row`] at offset `$k` with the vectors of `$isa` (see [`vops`]).
+macro_rules! bt_step {
+    ($isa:tt, $x:ident, $y:ident, $o:ident, $k:expr, $add:ident) => {{
+        let (ld, st, plus, minus) = vops!($isa);
+        let z = |q: usize| {
+            let (a, b) = (ld($x[q].add($k)), ld($y[q].add($k)));
+            if $add {
+                plus(a, b)
+            } else {
+                minus(a, b)
+            }
+        };
+        let (z0, z1, z2, z3) = (z(0), z(1), z(2), z(3));
+        st($o[0].add($k), minus(z0, z2));
+        st($o[1].add($k), plus(z1, z2));
+        st($o[2].add($k), minus(z2, z1));
+        st($o[3].add($k), minus(z1, z3));
+    }};
+}
+
+/// All `n`, the last partial vector masked.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn bt_zmm<const ADD: bool>(
+    x: [*const f32; 4],
+    y: [*const f32; 4],
+    o: [*mut f32; 4],
+    n: usize,
+) -> usize {
+    let mut k = 0;
+    while k + 16 <= n {
+        bt_step!(zmm, x, y, o, k, ADD);
+        k += 16;
+    }
+    if k < n {
+        let m: __mmask16 = (1u16 << (n - k)) - 1;
+        bt_step!((masked m), x, y, o, k, ADD);
+    }
+    n
+}
+
+/// Whole vectors of 8, then of 4; returns how many were done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn bt_avx2<const ADD: bool>(
+    x: [*const f32; 4],
+    y: [*const f32; 4],
+    o: [*mut f32; 4],
+    n: usize,
+) -> usize {
+    let mut k = 0;
+    while k + 8 <= n {
+        bt_step!(ymm, x, y, o, k, ADD);
+        k += 8;
+    }
+    while k + 4 <= n {
+        bt_step!(xmm, x, y, o, k, ADD);
+        k += 4;
+    }
+    k
+}
+
+/// The output transform `Aᵀ M A` for a run of tiles: `m[4a + b]` the 16 products,
+/// `y = [y₀₀, y₀₁, y₁₀, y₁₁]` the 2 × 2 outputs (the order of operations in `output_rows`
+/// of [`super`]).
+pub(super) fn at_rows(kernel: Kernel, m: [&[f32]; 16], y: [&mut [f32]; 4]) {
+    let n = y[0].len();
+    assert!(m.iter().all(|s| s.len() >= n) && y.iter().all(|s| s.len() >= n));
+    let mp = m.map(<[f32]>::as_ptr);
+    let yp = y.map(<[f32]>::as_mut_ptr);
+    // SAFETY: as in `bt_row`.
+    let done = unsafe {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Zmm => at_zmm(mp, yp, n),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 | Kernel::Avx512 => at_avx2(mp, yp, n),
+            _ => 0,
+        }
+    };
+    for j in done..n {
+        // SAFETY: j < n.
+        unsafe {
+            let v = |xi: usize| *mp[xi].add(j);
+            let t0: [f32; 4] = std::array::from_fn(|b| v(b) + v(4 + b) + v(8 + b));
+            let t1: [f32; 4] = std::array::from_fn(|b| v(4 + b) - v(8 + b) - v(12 + b));
+            *yp[0].add(j) = t0[0] + t0[1] + t0[2];
+            *yp[1].add(j) = t0[1] - t0[2] - t0[3];
+            *yp[2].add(j) = t1[0] + t1[1] + t1[2];
+            *yp[3].add(j) = t1[1] - t1[2] - t1[3];
+        }
+    }
+}
+
+/// One step of [`at_rows`] at offset `$k` with the vectors of `$isa` (see [`vops`]).
+macro_rules! at_step {
+    ($isa:tt, $m:ident, $y:ident, $k:expr) => {{
+        let (ld, st, plus, minus) = vops!($isa);
+        let v = |xi: usize| ld($m[xi].add($k));
+        let t0 = |b: usize| plus(plus(v(b), v(4 + b)), v(8 + b));
+        let t1 = |b: usize| minus(minus(v(4 + b), v(8 + b)), v(12 + b));
+        let (a0, a1, a2, a3) = (t0(0), t0(1), t0(2), t0(3));
+        st($y[0].add($k), plus(plus(a0, a1), a2));
+        st($y[1].add($k), minus(minus(a1, a2), a3));
+        let (b0, b1, b2, b3) = (t1(0), t1(1), t1(2), t1(3));
+        st($y[2].add($k), plus(plus(b0, b1), b2));
+        st($y[3].add($k), minus(minus(b1, b2), b3));
+    }};
+}
+
+/// All `n`, the last partial vector masked.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn at_zmm(m: [*const f32; 16], y: [*mut f32; 4], n: usize) -> usize {
+    let mut k = 0;
+    while k + 16 <= n {
+        at_step!(zmm, m, y, k);
+        k += 16;
+    }
+    if k < n {
+        let mk: __mmask16 = (1u16 << (n - k)) - 1;
+        at_step!((masked mk), m, y, k);
+    }
+    n
+}
+
+/// Whole vectors of 8; returns how many were done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn at_avx2(m: [*const f32; 16], y: [*mut f32; 4], n: usize) -> usize {
+    let mut k = 0;
+    while k + 8 <= n {
+        at_step!(ymm, m, y, k);
+        k += 8;
+    }
+    k
+}
+
+/// [`bt_row`] for tile rows `0..nt` at once: the planes hold rows of `tw` in natural order
+/// (tile row t reads rows 2t .. 2t + 3), row a of `Bᵀ` goes to `v[(4a + b)·stride + t·tw]`.
+pub(super) fn bt_tiles(
+    kernel: Kernel,
+    planes: [&[f32]; 4],
+    (nt, tw): (usize, usize),
+    v: &mut [f32],
+    stride: usize,
+) {
+    if nt == 0 || tw == 0 {
+        return;
+    }
+    assert!(planes.iter().all(|p| p.len() >= (2 * nt + 2) * tw));
+    assert!(v.len() >= 15 * stride + nt * tw && stride >= nt * tw);
+    let pp = planes.map(<[f32]>::as_ptr);
+    let vp = v.as_mut_ptr();
+    // SAFETY: the bounds are asserted above; the kernel's features were detected.
+    unsafe {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Zmm => bt_tiles_zmm(pp, (nt, tw), vp, stride),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 | Kernel::Avx512 => bt_tiles_avx2(pp, (nt, tw), vp, stride),
+            _ => bt_tiles_with(
+                pp,
+                (nt, tw),
+                vp,
+                stride,
+                bt_scalar::<false>,
+                bt_scalar::<true>,
+            ),
+        }
+    }
+}
+
+/// The loop of [`bt_tiles`] with a row function per sign.
+///
+/// # Safety
+/// As [`bt_tiles`] asserts.
+#[inline(always)]
+unsafe fn bt_tiles_with(
+    pp: [*const f32; 4],
+    (nt, tw): (usize, usize),
+    vp: *mut f32,
+    stride: usize,
+    sub: unsafe fn([*const f32; 4], [*const f32; 4], [*mut f32; 4], usize),
+    add: unsafe fn([*const f32; 4], [*const f32; 4], [*mut f32; 4], usize),
+) {
+    for t in 0..nt {
+        let r = |i: usize| pp.map(|p| p.add((2 * t + i) * tw));
+        let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+        let o = |a: usize| -> [*mut f32; 4] {
+            let at = 4 * a * stride + t * tw;
+            [
+                vp.add(at),
+                vp.add(at + stride),
+                vp.add(at + 2 * stride),
+                vp.add(at + 3 * stride),
+            ]
+        };
+        sub(r0, r2, o(0), tw);
+        add(r1, r2, o(1), tw);
+        sub(r2, r1, o(2), tw);
+        sub(r1, r3, o(3), tw);
+    }
+}
+
+/// [`bt_row`]'s scalar form on pointers.
+///
+/// # Safety
+/// Every pointer holds `n` floats.
+#[inline(always)]
+unsafe fn bt_scalar<const ADD: bool>(
+    x: [*const f32; 4],
+    y: [*const f32; 4],
+    o: [*mut f32; 4],
+    n: usize,
+) {
+    for i in 0..n {
+        let z: [f32; 4] = std::array::from_fn(|q| {
+            let (a, b) = (*x[q].add(i), *y[q].add(i));
+            if ADD {
+                a + b
+            } else {
+                a - b
+            }
+        });
+        *o[0].add(i) = z[0] - z[2];
+        *o[1].add(i) = z[1] + z[2];
+        *o[2].add(i) = z[2] - z[1];
+        *o[3].add(i) = z[1] - z[3];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn bt_tiles_zmm(pp: [*const f32; 4], dims: (usize, usize), vp: *mut f32, stride: usize) {
+    bt_tiles_with(
+        pp,
+        dims,
+        vp,
+        stride,
+        bt_zmm_all::<false>,
+        bt_zmm_all::<true>,
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn bt_tiles_avx2(pp: [*const f32; 4], dims: (usize, usize), vp: *mut f32, stride: usize) {
+    bt_tiles_with(
+        pp,
+        dims,
+        vp,
+        stride,
+        bt_avx2_all::<false>,
+        bt_avx2_all::<true>,
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn bt_zmm_all<const ADD: bool>(
+    x: [*const f32; 4],
+    y: [*const f32; 4],
+    o: [*mut f32; 4],
+    n: usize,
+) {
+    bt_zmm::<ADD>(x, y, o, n);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bt_avx2_all<const ADD: bool>(
+    x: [*const f32; 4],
+    y: [*const f32; 4],
+    o: [*mut f32; 4],
+    n: usize,
+) {
+    let done = bt_avx2::<ADD>(x, y, o, n);
+    bt_scalar::<ADD>(
+        x.map(|p| p.add(done)),
+        y.map(|p| p.add(done)),
+        o.map(|p| p.add(done)),
+        n - done,
+    );
+}
