@@ -132,10 +132,13 @@ impl Winograd {
         let rb = (BLOCK_FLOATS / (XI * (c + o) * tw).max(1)).clamp(1, rows);
         // rows of V and M padded to whole vectors
         let ld_of = |pb: usize| pb.next_multiple_of(16);
-        // V and M start on a cache line, so that each vector of a row is one line
+        // V and M start on a cache line, so that each vector of a row is one line; ξ's
+        // matrices one line further apart than their size, so that the 16 written together
+        // do not fall into one set of the L1 cache (their sizes are multiples of 4 KiB)
+        let (vs_of, ms_of) = (|ld: usize| c * ld + 16, |ld: usize| o * ld + 16);
         let (mut v_buf, mut m_buf) = (
-            Aligned::new(XI * c * ld_of(rb * tw)),
-            Aligned::new(XI * o * ld_of(rb * tw)),
+            Aligned::new(XI * vs_of(ld_of(rb * tw))),
+            Aligned::new(XI * ms_of(ld_of(rb * tw))),
         );
         let (v, m) = (v_buf.get(), m_buf.get());
         let geo = Geo {
@@ -155,16 +158,17 @@ impl Winograd {
             let r1 = (r0 + rb).min(rows);
             let pb = (r1 - r0) * tw;
             let ld = ld_of(pb);
-            let v = &mut v[..XI * c * ld];
-            let m = &mut m[..XI * o * ld];
+            let (vs, ms) = (vs_of(ld), ms_of(ld));
+            let v = &mut v[..XI * vs];
+            let m = &mut m[..XI * ms];
             let blk = Block { r0, r1, th };
             for (ci, plane) in planes.iter().enumerate() {
-                self.input(&geo, &blk, plane, &mut v[ci * ld..], c * ld, &mut scratch);
+                self.input(&geo, &blk, plane, &mut v[ci * ld..], vs, &mut scratch);
             }
-            simd::products(self.kernel, XI, (o, c), &self.u, v, m, (pb, ld));
+            simd::products(self.kernel, XI, (o, c), &self.u, v, m, (pb, ld), (vs, ms));
             for oc in 0..o {
                 let dst = &mut y[oc * cols..][..cols];
-                self.output(&geo, &blk, &m[oc * ld..], o * ld, dst, &mut scratch);
+                self.output(&geo, &blk, &m[oc * ld..], ms, dst, &mut scratch);
             }
             // images whose tile rows are all done
             while done < r1 / th {
@@ -373,6 +377,13 @@ fn input_pad1(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize,
         let nt = (blk.th - ty0).min(blk.r1 - r);
         let at = (r - blk.r0) * tw;
         let src = &plane[img * g.h * w..][..g.h * w];
+        #[cfg(target_arch = "x86_64")]
+        if g.kernel == Kernel::Zmm && tw <= 16 {
+            // SAFETY: the zmm kernel was detected.
+            unsafe { simd::pad1_zmm(src, (g.h, tw), (ty0, nt), &mut v[at..], stride) };
+            r += nt;
+            continue;
+        }
         // padded rows first .. first + rows; padded row R is source row R − 1
         let (first, rows) = (2 * ty0, 2 * nt + 2);
         let n = rows * tw;
@@ -409,6 +420,12 @@ fn input_pad1(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize,
 #[inline(always)]
 fn output_rows(g: &Geo, blk: &Block, m: &[f32], dst: &mut [f32], stride: usize, s: &mut [f32]) {
     let tw = g.tw;
+    #[cfg(target_arch = "x86_64")]
+    if g.kernel == Kernel::Zmm && g.wo == 2 * tw && tw <= 16 {
+        // SAFETY: the zmm kernel was detected.
+        unsafe { simd::at_tiles_zmm(m, stride, (blk.r0, blk.r1, blk.th), (tw, g.ho), dst) };
+        return;
+    }
     let pb = (blk.r1 - blk.r0) * tw;
     let (y00, rest) = s[..4 * pb].split_at_mut(pb);
     let (y01, rest) = rest.split_at_mut(pb);

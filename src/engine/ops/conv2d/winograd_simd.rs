@@ -20,7 +20,7 @@ use std::arch::x86_64::*;
 const MR: usize = 4;
 
 /// `m[(o·ld) + j] = Σ_c u[o·C + c] · v[c·ld + j]` for `o < rows`, `j < cols`, each ξ's
-/// matrices at `ξ·rows·C`, `ξ·C·ld`, `ξ·rows·ld`. `cols` is rounded up to `kernel`'s
+/// matrices at `ξ·rows·C`, `ξ·vs`, `ξ·ms` (`vs ≥ C·ld`, `ms ≥ rows·ld`). `cols` is rounded up to `kernel`'s
 /// vector width (`ld` must allow that); the extra columns get sums of whatever `v` holds.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn products(
@@ -31,11 +31,12 @@ pub(super) fn products(
     v: &[f32],
     m: &mut [f32],
     (cols, ld): (usize, usize),
+    (vs, ms): (usize, usize),
 ) {
-    assert!(u.len() >= xis * rows * c && v.len() >= xis * c * ld && m.len() >= xis * rows * ld);
+    assert!(vs >= c * ld && ms >= rows * ld);
     for xi in 0..xis {
-        let (u, v) = (&u[xi * rows * c..][..rows * c], &v[xi * c * ld..][..c * ld]);
-        let m = &mut m[xi * rows * ld..][..rows * ld];
+        let (u, v) = (&u[xi * rows * c..][..rows * c], &v[xi * vs..][..c * ld]);
+        let m = &mut m[xi * ms..][..rows * ld];
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Zmm => {
@@ -725,4 +726,128 @@ unsafe fn bt_avx2_all<const ADD: bool>(
         o.map(|p| p.add(done)),
         n - done,
     );
+}
+
+/// The padding-1 input transform (`input_pad1` in [`super`]) of tile rows `ty0 .. ty0 +
+/// nt` of one image `src [h, 2·tw]`, `tw ≤ 16`, in zmm registers: each source row is loaded
+/// once and split into its four column planes (B, C its even and odd columns, A and D
+/// those shifted by a lane with a zero at the padding), with the planes' arithmetic and
+/// so their bits. Tile row t goes to `v[(4a + b)·stride + t·tw ..][..tw]`.
+///
+/// # Safety
+/// AVX-512F must be present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pad1_zmm(
+    src: &[f32],
+    (h, tw): (usize, usize),
+    (ty0, nt): (usize, usize),
+    v: &mut [f32],
+    stride: usize,
+) {
+    let w = 2 * tw;
+    assert!((1..=16).contains(&tw) && src.len() >= h * w);
+    assert!(nt == 0 || v.len() >= 15 * stride + nt * tw);
+    let (m_tw, m_lo, m_hi) = pair_masks(tw);
+    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let right = _mm512_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14);
+    let left = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0);
+    let (m_a, m_d) = (m_tw & !1, m_tw >> 1);
+    // the planes [A, B, C, D] of padded row `r + 1` (source row r; zero outside)
+    let planes = |r: isize| -> [__m512; 4] {
+        if r < 0 || r as usize >= h {
+            return [_mm512_setzero_ps(); 4];
+        }
+        let p = src.as_ptr().add(r as usize * w);
+        let lo = _mm512_maskz_loadu_ps(m_lo, p);
+        let hi = _mm512_maskz_loadu_ps(m_hi, p.add(16));
+        let b = _mm512_permutex2var_ps(lo, ie, hi);
+        let c = _mm512_permutex2var_ps(lo, io, hi);
+        let a = _mm512_maskz_permutexvar_ps(m_a, right, c);
+        let d = _mm512_maskz_permutexvar_ps(m_d, left, b);
+        [a, b, c, d]
+    };
+    let vp = v.as_mut_ptr();
+    let top = 2 * ty0 as isize - 1;
+    let (mut r0, mut r1) = (planes(top), planes(top + 1));
+    for t in 0..nt {
+        let (r2, r3) = (
+            planes(top + 2 * t as isize + 2),
+            planes(top + 2 * t as isize + 3),
+        );
+        for (a, (x, y, add)) in [
+            (&r0, &r2, false),
+            (&r1, &r2, true),
+            (&r2, &r1, false),
+            (&r1, &r3, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let z: [__m512; 4] = std::array::from_fn(|q| {
+                if add {
+                    _mm512_add_ps(x[q], y[q])
+                } else {
+                    _mm512_sub_ps(x[q], y[q])
+                }
+            });
+            let out = [
+                _mm512_sub_ps(z[0], z[2]),
+                _mm512_add_ps(z[1], z[2]),
+                _mm512_sub_ps(z[2], z[1]),
+                _mm512_sub_ps(z[1], z[3]),
+            ];
+            for (b, o) in out.into_iter().enumerate() {
+                _mm512_mask_storeu_ps(vp.add((4 * a + b) * stride + t * tw), m_tw, o);
+            }
+        }
+        (r0, r1) = (r2, r3);
+    }
+}
+
+/// The output transform (`output_rows` in [`super`]) of one output channel for the tile
+/// rows `r0..r1` (row r: image r / th, tile row r % th) when each output row is
+/// `wo = 2·tw ≤ 32` wide, in zmm registers: per tile row the 16 products, `Aᵀ M A` as
+/// [`at_rows`] computes it (the same bits), and the two output rows stored interleaved.
+///
+/// # Safety
+/// AVX-512F must be present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn at_tiles_zmm(
+    m: &[f32],
+    stride: usize,
+    (r0, r1, th): (usize, usize, usize),
+    (tw, ho): (usize, usize),
+    dst: &mut [f32],
+) {
+    let wo = 2 * tw;
+    assert!((1..=16).contains(&tw) && ho <= 2 * th);
+    assert!(r1 <= r0 || m.len() >= 15 * stride + (r1 - r0) * tw);
+    assert!(dst.len() >= r1.div_ceil(th) * ho * wo);
+    let (m_tw, m_lo, m_hi) = pair_masks(tw);
+    let il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let (mp, dp) = (m.as_ptr(), dst.as_mut_ptr());
+    for r in r0..r1 {
+        let (img, ty) = (r / th, r % th);
+        let at = (r - r0) * tw;
+        let v = |xi: usize| _mm512_maskz_loadu_ps(m_tw, mp.add(xi * stride + at));
+        let (plus, minus) = (|a, b| _mm512_add_ps(a, b), |a, b| _mm512_sub_ps(a, b));
+        let t0 = |b: usize| plus(plus(v(b), v(4 + b)), v(8 + b));
+        let t1 = |b: usize| minus(minus(v(4 + b), v(8 + b)), v(12 + b));
+        for i in 0..2 {
+            let oh = 2 * ty + i;
+            if oh >= ho {
+                break;
+            }
+            let t = |b: usize| if i == 0 { t0(b) } else { t1(b) };
+            let (a0, a1, a2, a3) = (t(0), t(1), t(2), t(3));
+            let (ya, yb) = (plus(plus(a0, a1), a2), minus(minus(a1, a2), a3));
+            let row = dp.add((img * ho + oh) * wo);
+            _mm512_mask_storeu_ps(row, m_lo, _mm512_permutex2var_ps(ya, il, yb));
+            _mm512_mask_storeu_ps(row.add(16), m_hi, _mm512_permutex2var_ps(ya, ih, yb));
+        }
+    }
 }
