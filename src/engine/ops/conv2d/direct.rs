@@ -123,16 +123,22 @@ impl Plan<'_> {
         let srcs: Vec<&[f32]> = terms.iter().map(|&(_, x)| f32s(x)).collect();
         let (len, hw) = (out * n * ho * wo, ho * wo);
         if wino {
-            let mut y = vec![T::zero(); len];
             let wg = Winograd::new(out, c, &weights, kernel);
-            // `y32` is `y` viewed as f32 (T is f32 here)
-            wg.run(&srcs, dims, p, f32s_mut(&mut y), |y32, img| {
-                let y = t_of_mut::<T>(y32);
+            let mut y: Vec<T> = Vec::with_capacity(len);
+            let spare = &mut f32s_uninit(y.spare_capacity_mut())[..len];
+            wg.run(&srcs, dims, p, spare, |y32, img| {
                 for ch in 0..out {
                     let off = ch * n * hw + img * hw;
-                    after(ch, off, &mut y[off..][..hw]);
+                    let row = &mut y32[off..][..hw];
+                    // SAFETY: `run` calls this once image `img` is written, so its rows are
+                    // initialized; T is f32 here, which MaybeUninit<f32> shares its layout with.
+                    after(ch, off, unsafe {
+                        &mut *(row as *mut [MaybeUninit<f32>] as *mut [T])
+                    });
                 }
             });
+            // SAFETY: `run` wrote all `len` outputs.
+            unsafe { y.set_len(len) };
             return Some(y);
         }
         let mut d = DirectConv::new(kernel, sh, &weights);
@@ -173,16 +179,6 @@ fn f32s<T: Scalar>(x: &[T]) -> &[f32] {
     );
     // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
     unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
-}
-
-/// An f32 slice as `&mut [T]`; only called where `T` is f32.
-fn t_of_mut<T: Scalar>(x: &mut [f32]) -> &mut [T] {
-    assert!(
-        TypeId::of::<T>() == TypeId::of::<f32>(),
-        "direct conv: f32 only"
-    );
-    // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
-    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut T, x.len()) }
 }
 
 /// Uninitialized `T`s as uninitialized f32s; only called where `T` is f32.

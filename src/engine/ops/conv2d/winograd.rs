@@ -32,15 +32,16 @@
 //! the zmm, ymm and scalar kernels alike.
 //!
 //! Speed (ResNet-20, batch 128, 1 thread, 2-core Xeon with AVX-512, `losscape bench
-//! --conv winograd`): forward 85 ms against 64 ms for the direct kernels (154 ms with
+//! --conv winograd`): forward 56 ms against the direct kernels' 64 ms (128 ms with
 //! OpenBLAS's GEMMs and the earlier transforms). Per layer of 128 images (C = O = 16 to
-//! 64), the 16 products take 1.3–1.6 ms, under half the direct kernel's ~3 ms, but the
-//! transforms, whose data are four times the layer's input and output, take 2.5–4 ms;
-//! hence not the default.
+//! 64) the 16 products take 1.3–1.6 ms, under half the direct kernel's ~3 ms; the
+//! transforms take most of the rest. Not the default: its error bound is ~20× the direct
+//! sums', and it is opt-in where that trade is wanted.
 //!
 //! [`Simd`]: crate::engine::Simd
 
 use super::kernels::Kernel;
+use std::mem::MaybeUninit;
 
 #[path = "winograd_simd.rs"]
 mod simd;
@@ -109,8 +110,8 @@ impl Winograd {
         xs: &[&[f32]],
         [n, h, w]: [usize; 3],
         p: usize,
-        y: &mut [f32],
-        mut after: impl FnMut(&mut [f32], usize),
+        y: &mut [MaybeUninit<f32>],
+        mut after: impl FnMut(&mut [MaybeUninit<f32>], usize),
     ) {
         let (o, c) = (self.o, self.c);
         assert!(p <= 2, "winograd: padding");
@@ -208,7 +209,7 @@ impl Winograd {
         blk: &Block,
         m: &[f32],
         stride: usize,
-        dst: &mut [f32],
+        dst: &mut [MaybeUninit<f32>],
         s: &mut [f32],
     ) {
         match self.kernel {
@@ -264,14 +265,14 @@ struct Block {
 
 /// `$name`: `$inner` compiled for `$features` (the transforms' loops, the same bits).
 macro_rules! with_features {
-    ($name:ident, $features:literal, $inner:ident) => {
+    ($name:ident, $features:literal, $inner:ident, $dst:ty) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         unsafe fn $name(
             g: &Geo,
             blk: &Block,
             src: &[f32],
-            dst: &mut [f32],
+            dst: &mut [$dst],
             stride: usize,
             s: &mut [f32],
         ) {
@@ -280,10 +281,10 @@ macro_rules! with_features {
     };
 }
 
-with_features!(input_avx2, "avx2", input_rows);
-with_features!(input_zmm, "avx512f", input_rows);
-with_features!(output_avx2, "avx2", output_rows);
-with_features!(output_zmm, "avx512f", output_rows);
+with_features!(input_avx2, "avx2", input_rows, f32);
+with_features!(input_zmm, "avx512f", input_rows, f32);
+with_features!(output_avx2, "avx2", output_rows, MaybeUninit<f32>);
+with_features!(output_zmm, "avx512f", output_rows, MaybeUninit<f32>);
 
 /// See [`Winograd::input`]: [`input_pad1`] where it applies, else [`input_lines`] (the
 /// same bits).
@@ -418,7 +419,14 @@ fn input_pad1(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize,
 /// then scattered to the output rows.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn output_rows(g: &Geo, blk: &Block, m: &[f32], dst: &mut [f32], stride: usize, s: &mut [f32]) {
+fn output_rows(
+    g: &Geo,
+    blk: &Block,
+    m: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+    stride: usize,
+    s: &mut [f32],
+) {
     let tw = g.tw;
     #[cfg(target_arch = "x86_64")]
     if g.kernel == Kernel::Zmm && g.wo == 2 * tw && tw <= 16 {
@@ -446,7 +454,7 @@ fn output_rows(g: &Geo, blk: &Block, m: &[f32], dst: &mut [f32], stride: usize, 
             let row = &mut dst[(img * g.ho + oh) * g.wo..][..g.wo];
             simd::interleave(g.kernel, &ya[..pairs], &yb[..pairs], row);
             if g.wo % 2 == 1 {
-                row[g.wo - 1] = ya[pairs];
+                row[g.wo - 1].write(ya[pairs]);
             }
         }
     }
@@ -576,9 +584,15 @@ mod tests {
             let mut first: Option<Vec<f32>> = None;
             for &k in &kernels {
                 let wg = Winograd::new(o, c, &wts, k);
-                let mut y = vec![f32::NAN; y64.len()];
+                let mut y = vec![MaybeUninit::new(f32::NAN); y64.len()];
                 let mut seen = Vec::new();
                 wg.run(&srcs, [n, h, w], p, &mut y, |_, img| seen.push(img));
+                // SAFETY: initialized (NaN) before the call.
+                let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+                assert!(
+                    y.iter().all(|v| !v.is_nan()),
+                    "case {case} {k:?}: an output not written"
+                );
                 assert_eq!(seen, (0..n).collect::<Vec<_>>(), "after: images in order");
                 for (i, (&a, (&b, &tb))) in y.iter().zip(y64.iter().zip(&t)).enumerate() {
                     let err = (a as f64 - b).abs();

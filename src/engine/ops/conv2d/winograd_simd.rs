@@ -15,6 +15,7 @@
 use super::super::kernels::Kernel;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// Output channels per register tile.
 const MR: usize = 4;
@@ -228,7 +229,7 @@ pub(super) fn deinterleave(kernel: Kernel, src: &[f32], even: &mut [f32], odd: &
 
 /// `dst[2k] = a[k]`, `dst[2k + 1] = b[k]` for `k < a.len()` (`b` as long, `dst` twice):
 /// the output transform's merge of a row's two column parities.
-pub(super) fn interleave(kernel: Kernel, a: &[f32], b: &[f32], dst: &mut [f32]) {
+pub(super) fn interleave(kernel: Kernel, a: &[f32], b: &[f32], dst: &mut [MaybeUninit<f32>]) {
     let n = a.len();
     let (b, dst) = (&b[..n], &mut dst[..2 * n]);
     let done = match kernel {
@@ -240,8 +241,8 @@ pub(super) fn interleave(kernel: Kernel, a: &[f32], b: &[f32], dst: &mut [f32]) 
         _ => 0,
     };
     for k in done..n {
-        dst[2 * k] = a[k];
-        dst[2 * k + 1] = b[k];
+        dst[2 * k].write(a[k]);
+        dst[2 * k + 1].write(b[k]);
     }
 }
 
@@ -313,11 +314,11 @@ unsafe fn deinterleave_avx2(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> u
 /// All of `a`, masked for the last partial vector; returns `a.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn interleave_zmm(a: &[f32], b: &[f32], dst: &mut [f32]) -> usize {
+unsafe fn interleave_zmm(a: &[f32], b: &[f32], dst: &mut [MaybeUninit<f32>]) -> usize {
     let n = a.len();
     let il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    let (pa, pb, d) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
+    let (pa, pb, d) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr() as *mut f32);
     let mut k = 0;
     while k < n {
         let left = (n - k).min(16);
@@ -336,9 +337,9 @@ unsafe fn interleave_zmm(a: &[f32], b: &[f32], dst: &mut [f32]) -> usize {
 /// Whole vectors of 8, then of 4; returns how many pairs were written.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn interleave_avx2(a: &[f32], b: &[f32], dst: &mut [f32]) -> usize {
+unsafe fn interleave_avx2(a: &[f32], b: &[f32], dst: &mut [MaybeUninit<f32>]) -> usize {
     let n = a.len();
-    let (pa, pb, d) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr());
+    let (pa, pb, d) = (a.as_ptr(), b.as_ptr(), dst.as_mut_ptr() as *mut f32);
     let mut k = 0;
     while k + 8 <= n {
         let (va, vb) = (_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)));
@@ -820,7 +821,7 @@ pub(super) unsafe fn at_tiles_zmm(
     stride: usize,
     (r0, r1, th): (usize, usize, usize),
     (tw, ho): (usize, usize),
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) {
     let wo = 2 * tw;
     assert!((1..=16).contains(&tw) && ho <= 2 * th);
@@ -829,7 +830,7 @@ pub(super) unsafe fn at_tiles_zmm(
     let (m_tw, m_lo, m_hi) = pair_masks(tw);
     let il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    let (mp, dp) = (m.as_ptr(), dst.as_mut_ptr());
+    let (mp, dp) = (m.as_ptr(), dst.as_mut_ptr() as *mut f32);
     for r in r0..r1 {
         let (img, ty) = (r / th, r % th);
         let at = (r - r0) * tw;
