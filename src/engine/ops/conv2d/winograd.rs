@@ -385,6 +385,13 @@ fn input_pad1(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize,
             r += nt;
             continue;
         }
+        #[cfg(target_arch = "x86_64")]
+        if matches!(g.kernel, Kernel::Avx2 | Kernel::Avx512) {
+            // SAFETY: AVX2 was detected.
+            unsafe { simd::pad1_avx2(src, (g.h, tw), (ty0, nt), &mut v[at..], stride) };
+            r += nt;
+            continue;
+        }
         // padded rows first .. first + rows; padded row R is source row R − 1
         let (first, rows) = (2 * ty0, 2 * nt + 2);
         let n = rows * tw;

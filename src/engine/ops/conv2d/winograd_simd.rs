@@ -852,3 +852,101 @@ pub(super) unsafe fn at_tiles_zmm(
         }
     }
 }
+
+/// [`pad1_zmm`] with AVX2: groups of 8 tiles (16 source columns, two ymm), the planes'
+/// shifts completed across groups from the neighbouring source columns; the same
+/// arithmetic and bits, any `tw`.
+///
+/// # Safety
+/// AVX2 must be present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn pad1_avx2(
+    src: &[f32],
+    (h, tw): (usize, usize),
+    (ty0, nt): (usize, usize),
+    v: &mut [f32],
+    stride: usize,
+) {
+    let w = 2 * tw;
+    assert!(tw >= 1 && src.len() >= h * w);
+    assert!(nt == 0 || v.len() >= 15 * stride + nt * tw);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // the first `n` lanes (as a maskload / maskstore mask)
+    let first = |n: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), lane);
+    let right = _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6);
+    let left = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
+    let vp = v.as_mut_ptr();
+    let top = 2 * ty0 as isize - 1;
+    for g in 0..tw.div_ceil(8) {
+        let k0 = 8 * g;
+        let n = (tw - k0).min(8);
+        let (m_lo, m_hi, m_out) = (first(2 * n), first((2 * n).saturating_sub(8)), first(n));
+        // the planes [A, B, C, D] of this group's tiles in padded row `r + 1`
+        let planes = |r: isize| -> [__m256; 4] {
+            if r < 0 || r as usize >= h {
+                return [_mm256_setzero_ps(); 4];
+            }
+            let row = src.as_ptr().add(r as usize * w);
+            let p = row.add(2 * k0);
+            let lo = _mm256_maskload_ps(p, m_lo);
+            let hi = _mm256_maskload_ps(p.add(8), m_hi);
+            let even = _mm256_shuffle_ps::<0x88>(lo, hi);
+            let odd = _mm256_shuffle_ps::<0xDD>(lo, hi);
+            let b = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(even)));
+            let c = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(odd)));
+            // A[k] = C[k − 1]: lane 0 from the column before the group (0: padding)
+            let before = if k0 > 0 { *row.add(2 * k0 - 1) } else { 0.0 };
+            let a =
+                _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(c, right), _mm256_set1_ps(before));
+            // D[k] = B[k + 1]: lane 7 from the column after the group (0: padding)
+            let after = if 2 * k0 + 16 < w {
+                *row.add(2 * k0 + 16)
+            } else {
+                0.0
+            };
+            let d =
+                _mm256_blend_ps::<0x80>(_mm256_permutevar8x32_ps(b, left), _mm256_set1_ps(after));
+            [a, b, c, d]
+        };
+        let (mut r0, mut r1) = (planes(top), planes(top + 1));
+        for t in 0..nt {
+            let (r2, r3) = (
+                planes(top + 2 * t as isize + 2),
+                planes(top + 2 * t as isize + 3),
+            );
+            for (a, (x, y, add)) in [
+                (&r0, &r2, false),
+                (&r1, &r2, true),
+                (&r2, &r1, false),
+                (&r1, &r3, false),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let z: [__m256; 4] = std::array::from_fn(|q| {
+                    if add {
+                        _mm256_add_ps(x[q], y[q])
+                    } else {
+                        _mm256_sub_ps(x[q], y[q])
+                    }
+                });
+                let out = [
+                    _mm256_sub_ps(z[0], z[2]),
+                    _mm256_add_ps(z[1], z[2]),
+                    _mm256_sub_ps(z[2], z[1]),
+                    _mm256_sub_ps(z[1], z[3]),
+                ];
+                for (b, o) in out.into_iter().enumerate() {
+                    let at = vp.add((4 * a + b) * stride + t * tw + k0);
+                    if n == 8 {
+                        _mm256_storeu_ps(at, o);
+                    } else {
+                        _mm256_maskstore_ps(at, m_out, o);
+                    }
+                }
+            }
+            (r0, r1) = (r2, r3);
+        }
+    }
+}
