@@ -151,9 +151,10 @@ impl Winograd {
             p,
             tw,
         };
-        let mut done = 0; // images passed to `after`
-                          // input: 8 planes of (th + 1) × tw and a padded line; output: 4 rows of
-                          // one block's tiles
+        // images passed to `after`
+        let mut done = 0;
+        // input: 8 planes of (th + 1) × tw and a padded line; output: 4 rows of one block's
+        // tiles
         let mut scratch = vec![0.0f32; (8 * (th + 1) * tw + 2 * tw + 2).max(4 * rb * tw)];
         for r0 in (0..rows).step_by(rb) {
             let r1 = (r0 + rb).min(rows);
