@@ -45,6 +45,8 @@ use std::mem::MaybeUninit;
 
 #[path = "winograd_simd.rs"]
 mod simd;
+#[path = "winograd_transforms.rs"]
+mod transforms;
 
 /// Transform positions per tile (4 × 4).
 const XI: usize = 16;
@@ -337,7 +339,7 @@ fn input_lines(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize
                     let lo = &line[2 * q..];
                     let (p0, p1) = pl.split_at_mut(at_q(2 * q + 1));
                     let (d0, d1) = (&mut p0[at_q(2 * q)..][..tw], &mut p1[..tw]);
-                    simd::deinterleave(g.kernel, lo, d0, d1);
+                    transforms::deinterleave(g.kernel, lo, d0, d1);
                 }
             }
         }
@@ -354,10 +356,10 @@ fn input_lines(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize
             let (v2, v3) = rest.split_at_mut(stride);
             let out = [&mut v0[..n], &mut v1[..n], &mut v2[..n], &mut v3[..n]];
             match a {
-                0 => simd::bt_row(kernel, false, rows(0, 0), rows(0, 1), out),
-                1 => simd::bt_row(kernel, true, rows(1, 0), rows(0, 1), out),
-                2 => simd::bt_row(kernel, false, rows(0, 1), rows(1, 0), out),
-                _ => simd::bt_row(kernel, false, rows(1, 0), rows(1, 1), out),
+                0 => transforms::bt_row(kernel, false, rows(0, 0), rows(0, 1), out),
+                1 => transforms::bt_row(kernel, true, rows(1, 0), rows(0, 1), out),
+                2 => transforms::bt_row(kernel, false, rows(0, 1), rows(1, 0), out),
+                _ => transforms::bt_row(kernel, false, rows(1, 0), rows(1, 1), out),
             }
         }
         r += nt;
@@ -382,14 +384,14 @@ fn input_pad1(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize,
         #[cfg(target_arch = "x86_64")]
         if g.kernel == Kernel::Zmm && tw <= 16 {
             // SAFETY: the zmm kernel was detected.
-            unsafe { simd::pad1_zmm(src, (g.h, tw), (ty0, nt), &mut v[at..], stride) };
+            unsafe { transforms::pad1_zmm(src, (g.h, tw), (ty0, nt), &mut v[at..], stride) };
             r += nt;
             continue;
         }
         #[cfg(target_arch = "x86_64")]
         if matches!(g.kernel, Kernel::Avx2 | Kernel::Avx512) {
             // SAFETY: AVX2 was detected.
-            unsafe { simd::pad1_avx2(src, (g.h, tw), (ty0, nt), &mut v[at..], stride) };
+            unsafe { transforms::pad1_avx2(src, (g.h, tw), (ty0, nt), &mut v[at..], stride) };
             r += nt;
             continue;
         }
@@ -407,7 +409,7 @@ fn input_pad1(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize,
             q[hi..].fill(0.0);
         }
         let from = (first + lo / tw).saturating_sub(1) * w;
-        simd::deinterleave(g.kernel, &src[from..], &mut pb[lo..hi], &mut pc[lo..hi]);
+        transforms::deinterleave(g.kernel, &src[from..], &mut pb[lo..hi], &mut pc[lo..hi]);
         // column 2k is column 2k + 2 of the tile before; 2k + 3 that of the tile after
         pa[1..].copy_from_slice(&pc[..n - 1]);
         pd[..n - 1].copy_from_slice(&pb[1..]);
@@ -417,7 +419,7 @@ fn input_pad1(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize,
         }
         let planes = [&*pa, &*pb, &*pc, &*pd];
         let v = &mut v[at..];
-        simd::bt_tiles(g.kernel, planes, (nt, tw), v, stride);
+        transforms::bt_tiles(g.kernel, planes, (nt, tw), v, stride);
         r += nt;
     }
 }
@@ -439,7 +441,7 @@ fn output_rows(
     #[cfg(target_arch = "x86_64")]
     if g.kernel == Kernel::Zmm && g.wo == 2 * tw && tw <= 16 {
         // SAFETY: the zmm kernel was detected.
-        unsafe { simd::at_tiles_zmm(m, stride, (blk.r0, blk.r1, blk.th), (tw, g.ho), dst) };
+        unsafe { transforms::at_tiles_zmm(m, stride, (blk.r0, blk.r1, blk.th), (tw, g.ho), dst) };
         return;
     }
     let pb = (blk.r1 - blk.r0) * tw;
@@ -447,7 +449,7 @@ fn output_rows(
     let (y01, rest) = rest.split_at_mut(pb);
     let (y10, y11) = rest.split_at_mut(pb);
     let ms: [&[f32]; XI] = std::array::from_fn(|xi| &m[xi * stride..][..pb]);
-    simd::at_rows(g.kernel, ms, [&mut *y00, &mut *y01, &mut *y10, &mut *y11]);
+    transforms::at_rows(g.kernel, ms, [&mut *y00, &mut *y01, &mut *y10, &mut *y11]);
     let ys = [[&y00[..], &y01[..]], [&y10[..], &y11[..]]];
     let pairs = g.wo / 2;
     for r in blk.r0..blk.r1 {
@@ -460,7 +462,7 @@ fn output_rows(
             }
             let (ya, yb) = (&ya[at..at + tw], &yb[at..at + tw]);
             let row = &mut dst[(img * g.ho + oh) * g.wo..][..g.wo];
-            simd::interleave(g.kernel, &ya[..pairs], &yb[..pairs], row);
+            transforms::interleave(g.kernel, &ya[..pairs], &yb[..pairs], row);
             if g.wo % 2 == 1 {
                 row[g.wo - 1].write(ya[pairs]);
             }
