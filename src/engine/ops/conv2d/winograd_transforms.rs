@@ -531,6 +531,49 @@ unsafe fn bt_avx2_all<const ADD: bool>(
     );
 }
 
+/// The tile rows of the padding-1 register kernels: `$planes(r)` gives the planes [A, B,
+/// C, D] of padded row `r + 1`; rows are carried from one tile row to the next; `$store(a,
+/// b, t, v)` writes row `4a + b` of `Bᵀ d B` for tile row t.
+macro_rules! pad1_rows {
+    ($planes:ident, $top:ident, $nt:ident, $vec:ty, $add:ident, $sub:ident, $store:expr) => {{
+        let store = $store;
+        let (mut r0, mut r1) = ($planes($top), $planes($top + 1));
+        for t in 0..$nt {
+            let (r2, r3) = (
+                $planes($top + 2 * t as isize + 2),
+                $planes($top + 2 * t as isize + 3),
+            );
+            for (a, (x, y, add)) in [
+                (&r0, &r2, false),
+                (&r1, &r2, true),
+                (&r2, &r1, false),
+                (&r1, &r3, false),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let z: [$vec; 4] = std::array::from_fn(|q| {
+                    if add {
+                        $add(x[q], y[q])
+                    } else {
+                        $sub(x[q], y[q])
+                    }
+                });
+                let out = [
+                    $sub(z[0], z[2]),
+                    $add(z[1], z[2]),
+                    $sub(z[2], z[1]),
+                    $sub(z[1], z[3]),
+                ];
+                for (b, o) in out.into_iter().enumerate() {
+                    store(a, b, t, o);
+                }
+            }
+            (r0, r1) = (r2, r3);
+        }
+    }};
+}
+
 /// The padding-1 input transform (`input_pad1` in [`super`]) of tile rows `ty0 .. ty0 +
 /// nt` of one image `src [h, 2·tw]`, `tw ≤ 16`, in zmm registers: each source row is loaded
 /// once and split into its four column planes (B, C its even and odd columns, A and D
@@ -573,40 +616,15 @@ pub(super) unsafe fn pad1_zmm(
     };
     let vp = v.as_mut_ptr();
     let top = 2 * ty0 as isize - 1;
-    let (mut r0, mut r1) = (planes(top), planes(top + 1));
-    for t in 0..nt {
-        let (r2, r3) = (
-            planes(top + 2 * t as isize + 2),
-            planes(top + 2 * t as isize + 3),
-        );
-        for (a, (x, y, add)) in [
-            (&r0, &r2, false),
-            (&r1, &r2, true),
-            (&r2, &r1, false),
-            (&r1, &r3, false),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let z: [__m512; 4] = std::array::from_fn(|q| {
-                if add {
-                    _mm512_add_ps(x[q], y[q])
-                } else {
-                    _mm512_sub_ps(x[q], y[q])
-                }
-            });
-            let out = [
-                _mm512_sub_ps(z[0], z[2]),
-                _mm512_add_ps(z[1], z[2]),
-                _mm512_sub_ps(z[2], z[1]),
-                _mm512_sub_ps(z[1], z[3]),
-            ];
-            for (b, o) in out.into_iter().enumerate() {
-                _mm512_mask_storeu_ps(vp.add((4 * a + b) * stride + t * tw), m_tw, o);
-            }
-        }
-        (r0, r1) = (r2, r3);
-    }
+    pad1_rows!(
+        planes,
+        top,
+        nt,
+        __m512,
+        _mm512_add_ps,
+        _mm512_sub_ps,
+        |a, b, t, o| { _mm512_mask_storeu_ps(vp.add((4 * a + b) * stride + t * tw), m_tw, o) }
+    );
 }
 
 /// The output transform (`output_rows` in [`super`]) of one output channel for the tile
@@ -711,44 +729,21 @@ pub(super) unsafe fn pad1_avx2(
                 _mm256_blend_ps::<0x80>(_mm256_permutevar8x32_ps(b, left), _mm256_set1_ps(after));
             [a, b, c, d]
         };
-        let (mut r0, mut r1) = (planes(top), planes(top + 1));
-        for t in 0..nt {
-            let (r2, r3) = (
-                planes(top + 2 * t as isize + 2),
-                planes(top + 2 * t as isize + 3),
-            );
-            for (a, (x, y, add)) in [
-                (&r0, &r2, false),
-                (&r1, &r2, true),
-                (&r2, &r1, false),
-                (&r1, &r3, false),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let z: [__m256; 4] = std::array::from_fn(|q| {
-                    if add {
-                        _mm256_add_ps(x[q], y[q])
-                    } else {
-                        _mm256_sub_ps(x[q], y[q])
-                    }
-                });
-                let out = [
-                    _mm256_sub_ps(z[0], z[2]),
-                    _mm256_add_ps(z[1], z[2]),
-                    _mm256_sub_ps(z[2], z[1]),
-                    _mm256_sub_ps(z[1], z[3]),
-                ];
-                for (b, o) in out.into_iter().enumerate() {
-                    let at = vp.add((4 * a + b) * stride + t * tw + k0);
-                    if n == 8 {
-                        _mm256_storeu_ps(at, o);
-                    } else {
-                        _mm256_maskstore_ps(at, m_out, o);
-                    }
+        pad1_rows!(
+            planes,
+            top,
+            nt,
+            __m256,
+            _mm256_add_ps,
+            _mm256_sub_ps,
+            |a, b, t, o| {
+                let at = vp.add((4 * a + b) * stride + t * tw + k0);
+                if n == 8 {
+                    _mm256_storeu_ps(at, o);
+                } else {
+                    _mm256_maskstore_ps(at, m_out, o);
                 }
             }
-            (r0, r1) = (r2, r3);
-        }
+        );
     }
 }
