@@ -187,21 +187,15 @@ pub(super) fn bt_row(
             _ => 0,
         }
     };
-    for i in done..n {
-        // SAFETY: i < n.
-        unsafe {
-            let z: [f32; 4] = std::array::from_fn(|q| {
-                let (a, b) = (*xp[q].add(i), *yp[q].add(i));
-                if add {
-                    a + b
-                } else {
-                    a - b
-                }
-            });
-            *op[0].add(i) = z[0] - z[2];
-            *op[1].add(i) = z[1] + z[2];
-            *op[2].add(i) = z[2] - z[1];
-            *op[3].add(i) = z[1] - z[3];
+    let rest = |p: *const f32| p.wrapping_add(done);
+    let (xr, yr) = (xp.map(rest), yp.map(rest));
+    let or = op.map(|p| p.wrapping_add(done));
+    // SAFETY: the pointers hold `n − done` floats from `done` on.
+    unsafe {
+        if add {
+            bt_scalar::<true>(xr, yr, or, n - done)
+        } else {
+            bt_scalar::<false>(xr, yr, or, n - done)
         }
     }
 }
