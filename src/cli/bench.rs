@@ -43,9 +43,10 @@ pub struct BenchArgs {
     /// Skip the gradient and H·v measurements.
     #[arg(long)]
     pub forward_only: bool,
-    /// Time the direct convolution kernels alone instead of whole passes: the tile kernel
-    /// (forward, dx, R-forward) and the weight-gradient kernel, each with its padded
-    /// copies, on ResNet-cifar's three 3×3 shapes (16, 32, 64 channels on 32×32, 16×16,
+    /// Time the convolution kernels alone instead of whole passes: the direct tile kernel
+    /// (forward, dx, R-forward) and weight-gradient kernel, each with its padded copies,
+    /// and Winograd's forward and weight gradient with their transforms (rated in direct
+    /// convolution's FLOPs), on ResNet-cifar's three 3×3 shapes (16, 32, 64 channels on 32×32, 16×16,
     /// 8×8 images), 32 images, one thread, best of --reps runs, as GFLOP/s and share of one
     /// core's FMA peak. Only --simd, --reps and --json apply.
     #[arg(long, conflicts_with_all = ["depths", "models", "threads", "batch", "chunk", "forward_only", "conv", "gemm"])]
@@ -130,7 +131,7 @@ fn print_row(row: &BenchRow) -> Result<(), super::StdoutError> {
 fn print_rate(r: &KernelRate) -> Result<(), super::StdoutError> {
     let pct = |v: Option<f64>| v.map(|v| format!("{:.0}%", 100.0 * v));
     crate::outln!(
-        "kernel {:<11} {:<6}  C=O={:<3} {:>2}×{:<2} × {} images  best {:>7.2} ms  {:>6.1} GFLOP/s ({} of FMA peak {} GFLOP/s)",
+        "kernel {:<20} {:<6}  C=O={:<3} {:>2}×{:<2} × {} images  best {:>7.2} ms  {:>6.1} GFLOP/s ({} of FMA peak {} GFLOP/s)",
         r.pass,
         r.kernel,
         r.channels,

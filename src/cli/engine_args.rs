@@ -10,8 +10,8 @@ use crate::engine::{ConvAlgorithm, EngineOptions, GemmBackend, Simd};
 #[derive(Debug, Args, Clone, Copy, Default)]
 pub struct EngineArgs {
     /// Convolutions in f32: direct SIMD kernels where they apply, im2col + GEMM everywhere,
-    /// or Winograd F(2×2, 3×3) for 3×3 stride-1 sums (forwards 4–23% faster on ResNets;
-    /// rounding error up to ~20× the direct sums').
+    /// or Winograd F(2×2, 3×3) for 3×3 stride-1 sums (forwards 4–23% and gradients ~4%
+    /// faster on ResNets; rounding error up to ~20× the direct sums').
     #[arg(long, value_enum, default_value_t = ConvAlgorithm::Auto)]
     pub conv: ConvAlgorithm,
     /// Matrix products: OpenBLAS, or the `matrixmultiply` crate everywhere.

@@ -28,7 +28,7 @@ crate::choice::choice! {
         #[default]
         Auto = "auto": "The direct SIMD kernels where they apply (AVX2 + FMA, output rows of at least 8), im2col + GEMM elsewhere.",
         Im2col = "im2col": "im2col + GEMM everywhere.",
-        Winograd = "winograd": "Winograd F(2×2, 3×3) for 3×3 stride-1 sums (forward, R-forward, dx), auto elsewhere; f32 error up to ~20× direct's (bound in the engine docs).",
+        Winograd = "winograd": "Winograd F(2×2, 3×3) for 3×3 stride-1 sums (forward, R-forward, dx, and the weight gradient with 8+ input channels), auto elsewhere; f32 error up to ~20× direct's (bound in the engine docs).",
     }
 }
 

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use super::kernels::{weight_grad, DirectConv, Kernel, Shape};
-use super::winograd::Winograd;
+use super::winograd::{self, Winograd};
 use super::Plan;
 use crate::engine::Scalar;
 
@@ -51,13 +51,23 @@ impl Plan<'_> {
     }
 
     /// `dw [O, C·k·k] += Σ dy ⋆ x` over the `(dy, x)` terms by the direct kernel
-    /// ([`weight_grad`]); false (and `dw` untouched) where it does not apply.
+    /// ([`weight_grad`]) or, where the plan takes Winograd, its dual
+    /// ([`winograd::weight_grad`]); false (and `dw` untouched) where neither applies.
     pub(super) fn dw_direct<T: Scalar>(&self, terms: &[(&[T], &[T])], dw: &mut [T]) -> bool {
         let (conv, g) = (self.conv, &self.g);
-        let Some(kernel) = self.direct.filter(|k| k.applies(g.wo)) else {
+        // Winograd's weight-gradient tiles are rows of input channels: with fewer than 8
+        // (a network's first layer) they cannot cover the FMA latency, so those stay direct
+        let wino = self.winograd && conv.kernel == 3 && conv.stride == 1 && conv.padding <= 2;
+        let wino = wino && g.c >= 8;
+        let Some(kernel) = self.direct.filter(|k| wino || k.applies(g.wo)) else {
             return false;
         };
         let terms: Vec<(&[f32], &[f32])> = terms.iter().map(|&(d, x)| (f32s(d), f32s(x))).collect();
+        if wino {
+            let (o, dims) = (conv.out_channels, [g.n, g.h, g.w]);
+            winograd::weight_grad(kernel, (o, g.c), dims, conv.padding, &terms, f32s_mut(dw));
+            return true;
+        }
         let sh = Shape {
             o: conv.out_channels,
             c: g.c,

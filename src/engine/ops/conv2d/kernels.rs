@@ -246,8 +246,24 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             weight_grad(kernel, sh, n, &[(&dy, &x)], &mut dw);
             std::hint::black_box(&dw);
         });
+        // Winograd F(2×2, 3×3) on the same shapes (its rate in direct-convolution FLOPs)
+        let wg = super::winograd::Winograd::new(ch, ch, &wts, kernel);
+        let wfwd = warm_best(reps, || {
+            wg.run(&[&x], [n, size, size], 1, &mut y, |_, _| {});
+            std::hint::black_box(&y);
+        });
+        let wgrad = warm_best(reps, || {
+            let dims = [n, size, size];
+            super::winograd::weight_grad(kernel, (ch, ch), dims, 1, &[(&dy, &x)], &mut dw);
+            std::hint::black_box(&dw);
+        });
         let kernel = format!("{:?}", conv.plan.kernel);
-        for (pass, secs) in [("forward", fwd), ("weight-grad", grad)] {
+        for (pass, secs) in [
+            ("forward", fwd),
+            ("weight-grad", grad),
+            ("winograd forward", wfwd),
+            ("winograd weight-grad", wgrad),
+        ] {
             let gflops = flops / secs / 1e9;
             out.push(KernelRate {
                 pass,
@@ -670,6 +686,8 @@ pub use grad::weight_grad;
 #[cfg(target_arch = "x86_64")]
 #[path = "avx.rs"]
 mod avx;
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx::transpose16;
 
 #[cfg(test)]
 #[path = "kernel_tests.rs"]

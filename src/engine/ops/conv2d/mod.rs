@@ -95,8 +95,9 @@ struct Plan<'c> {
     gemm: GemmBackend,
     /// The direct kernel, where the scalar type (f32), options and CPU allow one.
     direct: Option<Kernel>,
-    /// Whether f32 3×3 stride-1 sums (forward, R-forward, dx, R{dx}) take Winograd
-    /// F(2×2, 3×3) (`winograd.rs`) instead of the direct kernel.
+    /// Whether f32 3×3 stride-1 sums (forward, R-forward, dx, R{dx}; dW and R{dW} with 8
+    /// or more input channels) take Winograd F(2×2, 3×3) (`winograd.rs`,
+    /// `winograd_grad.rs`) instead of the direct kernel.
     winograd: bool,
 }
 

@@ -35,18 +35,23 @@
 //! --conv winograd`): forward 56 ms against the direct kernels' 64 ms (128 ms with
 //! OpenBLAS's GEMMs and the earlier transforms). Per layer of 128 images (C = O = 16 to
 //! 64) the 16 products take 1.3–1.6 ms, under half the direct kernel's ~3 ms; the
-//! transforms take most of the rest. Not the default: its error bound is ~20× the direct
-//! sums', and it is opt-in where that trade is wanted.
+//! transforms take most of the rest. The weight gradient (`winograd_grad.rs`) takes
+//! 0.86–1.13 ms per layer of 32 images against the direct kernel's 1.17–1.35 ms (`losscape
+//! bench --kernels`). Not the default: its error bound is ~20× the direct sums', and it is
+//! opt-in where that trade is wanted.
 //!
 //! [`Simd`]: crate::engine::Simd
 
 use super::kernels::Kernel;
 use std::mem::MaybeUninit;
 
+#[path = "winograd_grad.rs"]
+mod grad;
 #[path = "winograd_simd.rs"]
 mod simd;
 #[path = "winograd_transforms.rs"]
 mod transforms;
+pub(super) use grad::weight_grad;
 
 /// Transform positions per tile (4 × 4).
 const XI: usize = 16;
@@ -167,9 +172,17 @@ impl Winograd {
             let m = &mut m[..XI * ms];
             let blk = Block { r0, r1, th };
             for (ci, plane) in planes.iter().enumerate() {
-                self.input(&geo, &blk, plane, &mut v[ci * ld..], vs, &mut scratch);
+                input(&geo, &blk, plane, &mut v[ci * ld..], vs, &mut scratch);
             }
-            simd::products(self.kernel, XI, (o, c), &self.u, v, m, (pb, ld), (vs, ms));
+            simd::products(
+                self.kernel,
+                XI,
+                (o, c),
+                (&self.u, o * c, c),
+                (v, vs),
+                (m, ms),
+                (pb, ld),
+            );
             for oc in 0..o {
                 let dst = &mut y[oc * cols..][..cols];
                 self.output(&geo, &blk, &m[oc * ld..], ms, dst, &mut scratch);
@@ -179,28 +192,6 @@ impl Winograd {
                 after(y, done);
                 done += 1;
             }
-        }
-    }
-
-    /// `V_ξ` of the block's tiles of one input channel `plane [N, H, W]`, written to
-    /// `v[ξ·stride + tile]`.
-    fn input(
-        &self,
-        g: &Geo,
-        blk: &Block,
-        plane: &[f32],
-        v: &mut [f32],
-        stride: usize,
-        s: &mut [f32],
-    ) {
-        match self.kernel {
-            // SAFETY: AVX-512F is present (the kernel was detected).
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Zmm => unsafe { input_zmm(g, blk, plane, v, stride, s) },
-            // SAFETY: AVX2 is present.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::Avx512 => unsafe { input_avx2(g, blk, plane, v, stride, s) },
-            _ => input_rows(g, blk, plane, v, stride, s),
         }
     }
 
@@ -224,6 +215,20 @@ impl Winograd {
             Kernel::Avx2 | Kernel::Avx512 => unsafe { output_avx2(g, blk, m, dst, stride, s) },
             _ => output_rows(g, blk, m, dst, stride, s),
         }
+    }
+}
+
+/// `V_ξ` of the block's tiles of one input channel `plane [N, H, W]`, written to
+/// `v[ξ·stride + tile]`.
+fn input(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize, s: &mut [f32]) {
+    match g.kernel {
+        // SAFETY: AVX-512F is present (the kernel was detected).
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Zmm => unsafe { input_zmm(g, blk, plane, v, stride, s) },
+        // SAFETY: AVX2 is present.
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 | Kernel::Avx512 => unsafe { input_avx2(g, blk, plane, v, stride, s) },
+        _ => input_rows(g, blk, plane, v, stride, s),
     }
 }
 
@@ -475,7 +480,7 @@ mod tests {
     use super::*;
 
     /// Pseudo-random values in [−1, 1) from a seed.
-    fn values(len: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {

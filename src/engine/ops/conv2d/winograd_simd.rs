@@ -4,69 +4,84 @@
 //! out by the input transform with the tiles contiguous (its row stride `ld` a multiple of
 //! the vector width), so nothing is packed, and each product's `K = C` is small (16–64 on
 //! ResNet-cifar), where a general GEMM spends much of its time packing. Every output is
-//! one chain of fused multiply-adds over `c = 0, 1, …, C−1` from zero, so neither the tile
-//! shape nor the instruction set changes the bits.
+//! one chain of fused multiply-adds over `k = 0, 1, …, K−1` from zero, so neither the tile
+//! shape nor the instruction set changes the bits. The weight gradient
+//! (`winograd_grad.rs`) uses the same kernels with `K` = tiles: `M_ξ [C, O'] =
+//! V_ξ [C, P] · U′_ξ [P, O']`.
 
 use super::super::kernels::Kernel;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Output channels per register tile.
+/// Rows (output channels) per register tile where the columns are many vectors.
 const MR: usize = 4;
 
-/// `m[(o·ld) + j] = Σ_c u[o·C + c] · v[c·ld + j]` for `o < rows`, `j < cols`, each ξ's
-/// matrices at `ξ·rows·C`, `ξ·vs`, `ξ·ms` (`vs ≥ C·ld`, `ms ≥ rows·ld`). `cols` is rounded up to `kernel`'s
-/// vector width (`ld` must allow that); the extra columns get sums of whatever `v` holds.
+/// Rows per tile where the columns are only one or two vectors (the weight gradient's
+/// output channels): 8 or 12, enough independent chains to cover the FMA latency, within
+/// the kernel's accumulator budget `ACC`.
+const MR_WIDE: [usize; 2] = [12, 8];
+
+/// `m[o·ld + j] = Σ_{k<K} u[o·lda + k] · v[k·ld + j]` for `o < rows`, `j < cols`; each ξ's
+/// matrices at `ξ·us`, `ξ·vs`, `ξ·ms`. `cols` is rounded up to `kernel`'s vector width
+/// (`ld` must allow that); the extra columns get sums of whatever `v` holds.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn products(
     kernel: Kernel,
     xis: usize,
-    (rows, c): (usize, usize),
-    u: &[f32],
-    v: &[f32],
-    m: &mut [f32],
+    (rows, k): (usize, usize),
+    (u, us, lda): (&[f32], usize, usize),
+    (v, vs): (&[f32], usize),
+    (m, ms): (&mut [f32], usize),
     (cols, ld): (usize, usize),
-    (vs, ms): (usize, usize),
 ) {
-    assert!(vs >= c * ld && ms >= rows * ld);
+    assert!(
+        vs >= k * ld && ms >= rows * ld && lda >= k && (rows == 0 || us >= (rows - 1) * lda + k)
+    );
+    let ulen = if rows == 0 { 0 } else { (rows - 1) * lda + k };
     for xi in 0..xis {
-        let (u, v) = (&u[xi * rows * c..][..rows * c], &v[xi * vs..][..c * ld]);
+        let (u, v) = (&u[xi * us..][..ulen], &v[xi * vs..][..k * ld]);
         let m = &mut m[xi * ms..][..rows * ld];
+        let shape = (rows, k, lda, cols, ld);
         match kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Zmm => {
                 // SAFETY: AVX-512F was detected; `tiles` keeps every access in bounds.
-                unsafe { tiles::<16, 6>(u, v, m, (rows, c, cols, ld), zmm_dispatch) }
+                unsafe { tiles::<16, 6, 24>(u, v, m, shape, zmm_dispatch) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
                 // SAFETY: AVX-512VL was detected.
-                unsafe { tiles::<8, 6>(u, v, m, (rows, c, cols, ld), ymm32_dispatch) }
+                unsafe { tiles::<8, 6, 24>(u, v, m, shape, ymm32_dispatch) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
                 // SAFETY: AVX2 + FMA were detected.
-                unsafe { tiles::<8, 2>(u, v, m, (rows, c, cols, ld), ymm16_dispatch) }
+                unsafe { tiles::<8, 2, 12>(u, v, m, shape, ymm16_dispatch) }
             }
-            _ => scalar(u, v, m, (rows, c, cols, ld)),
+            _ => scalar(u, v, m, shape),
         }
     }
 }
 
-/// One kernel call: `MR` (4 or 1) rows × `nr` vectors at `u`, `v`, `m` with `c`, `ld`.
-type Dispatch = unsafe fn(usize, usize, *const f32, *const f32, *mut f32, usize, usize);
+/// `(rows, K, lda, cols, ld)` of one product.
+type Shape = (usize, usize, usize, usize, usize);
 
-/// The tile loop: rows by 4 (then 1), columns by `NMAX` vectors of `L` lanes (then the
-/// remaining vectors).
+/// One kernel call: `mr` (12, 8, 4 or 1) rows × `nr` vectors at `u`, `v`, `m` with `K`,
+/// `lda`, `ld`.
+type Dispatch = unsafe fn(usize, usize, *const f32, *const f32, *mut f32, usize, usize, usize);
+
+/// The tile loop: columns by `NMAX` vectors of `L` lanes (then the remaining vectors);
+/// rows by 12 or 8 where those fit in `ACC` accumulators with the row's first column
+/// group (16 rows as 8 + 8), else by 4, then 1.
 ///
 /// # Safety
-/// `call` must be runnable on this CPU; the slices must hold `rows·c`, `c·ld`, `rows·ld`
-/// floats and `ld ≥ cols` rounded up to `L`.
-unsafe fn tiles<const L: usize, const NMAX: usize>(
+/// `call` must be runnable on this CPU; the slices must hold `(rows−1)·lda + K`, `K·ld`,
+/// `rows·ld` floats and `ld ≥ cols` rounded up to `L`.
+unsafe fn tiles<const L: usize, const NMAX: usize, const ACC: usize>(
     u: &[f32],
     v: &[f32],
     m: &mut [f32],
-    (rows, c, cols, ld): (usize, usize, usize, usize),
+    (rows, k, lda, cols, ld): Shape,
     call: Dispatch,
 ) {
     let vecs = cols.div_ceil(L);
@@ -74,17 +89,25 @@ unsafe fn tiles<const L: usize, const NMAX: usize>(
     let (up, vp, mp) = (u.as_ptr(), v.as_ptr(), m.as_mut_ptr());
     let mut o = 0;
     while o < rows {
-        let mr = if rows - o >= MR { MR } else { 1 };
+        // wide tiles only where every column group is one or two vectors
+        let wide = if vecs <= 2 { ACC / vecs.max(1) } else { 0 };
+        let mr = match rows - o {
+            r if wide >= 12 && r >= 12 && r != 16 => MR_WIDE[0],
+            r if wide >= 8 && r >= 8 => MR_WIDE[1],
+            r if r >= MR => MR,
+            _ => 1,
+        };
         let mut j = 0;
         while j < vecs {
             let nr = (vecs - j).min(NMAX);
             call(
                 mr,
                 nr,
-                up.add(o * c),
+                up.add(o * lda),
                 vp.add(j * L),
                 mp.add(o * ld + j * L),
-                c,
+                k,
+                lda,
                 ld,
             );
             j += nr;
@@ -94,13 +117,13 @@ unsafe fn tiles<const L: usize, const NMAX: usize>(
 }
 
 /// The portable form: the same chains of `mul_add`.
-fn scalar(u: &[f32], v: &[f32], m: &mut [f32], (rows, c, cols, ld): (usize, usize, usize, usize)) {
+fn scalar(u: &[f32], v: &[f32], m: &mut [f32], (rows, k, lda, cols, ld): Shape) {
     for o in 0..rows {
         let mo = &mut m[o * ld..][..cols];
         mo.fill(0.0);
-        for k in 0..c {
-            let a = u[o * c + k];
-            for (y, &b) in mo.iter_mut().zip(&v[k * ld..][..cols]) {
+        for kk in 0..k {
+            let a = u[o * lda + kk];
+            for (y, &b) in mo.iter_mut().zip(&v[kk * ld..][..cols]) {
                 *y = a.mul_add(b, *y);
             }
         }
@@ -118,17 +141,18 @@ macro_rules! wkernel {
             u: *const f32,
             v: *const f32,
             m: *mut f32,
-            c: usize,
+            k: usize,
+            lda: usize,
             ld: usize,
         ) {
             let mut r = [[$zero(); NR]; MR_];
-            for k in 0..c {
+            for kk in 0..k {
                 let mut b = [$zero(); NR];
                 for j in 0..NR {
-                    b[j] = $load(v.add(k * ld + j * $lanes));
+                    b[j] = $load(v.add(kk * ld + j * $lanes));
                 }
                 for i in 0..MR_ {
-                    let a = $set1(*u.add(i * c + k));
+                    let a = $set1(*u.add(i * lda + kk));
                     for j in 0..NR {
                         r[i][j] = $fma(a, b[j], r[i][j]);
                     }
@@ -174,23 +198,29 @@ wkernel!(
     _mm256_storeu_ps
 );
 
-/// `(mr, nr)` to a monomorphized kernel (`mr` 4 or 1, `nr` 1 to the kernel's widest).
+/// `(mr, nr)` to a monomorphized kernel: `mr` 4 or 1 with `nr` 1 to the kernel's widest,
+/// and the listed wide tiles.
 macro_rules! dispatch {
-    ($name:ident, $kernel:ident, $($nr:literal),*) => {
+    ($name:ident, $kernel:ident, [$(($wm:literal, $wn:literal)),*], $($nr:literal),*) => {
         #[cfg(target_arch = "x86_64")]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $name(
             mr: usize,
             nr: usize,
             u: *const f32,
             v: *const f32,
             m: *mut f32,
-            c: usize,
+            k: usize,
+            lda: usize,
             ld: usize,
         ) {
             match (mr, nr) {
                 $(
-                    (4, $nr) => $kernel::<4, $nr>(u, v, m, c, ld),
-                    (1, $nr) => $kernel::<1, $nr>(u, v, m, c, ld),
+                    ($wm, $wn) => $kernel::<$wm, $wn>(u, v, m, k, lda, ld),
+                )*
+                $(
+                    (MR, $nr) => $kernel::<MR, $nr>(u, v, m, k, lda, ld),
+                    (1, $nr) => $kernel::<1, $nr>(u, v, m, k, lda, ld),
                 )*
                 _ => unreachable!("winograd product tile {mr} × {nr}"),
             }
@@ -198,6 +228,26 @@ macro_rules! dispatch {
     };
 }
 
-dispatch!(zmm_dispatch, zmm_tile, 1, 2, 3, 4, 5, 6);
-dispatch!(ymm32_dispatch, ymm32_tile, 1, 2, 3, 4, 5, 6);
-dispatch!(ymm16_dispatch, ymm_tile, 1, 2);
+dispatch!(
+    zmm_dispatch,
+    zmm_tile,
+    [(12, 1), (8, 1), (12, 2), (8, 2)],
+    1,
+    2,
+    3,
+    4,
+    5,
+    6
+);
+dispatch!(
+    ymm32_dispatch,
+    ymm32_tile,
+    [(12, 1), (8, 1), (12, 2), (8, 2)],
+    1,
+    2,
+    3,
+    4,
+    5,
+    6
+);
+dispatch!(ymm16_dispatch, ymm_tile, [(12, 1), (8, 1)], 1, 2);
