@@ -149,7 +149,7 @@ fn accumulate(kernel: Kernel, acc: &mut [f64], m: &[f32]) {
 /// The block's dY as `t[((r − r0)·2 + a)·2tw + col][o]`: output row `2·ty + a`, column
 /// `col` of tile row r's image, channels `o < O` (zero beyond the output's edge; channels
 /// `O..O'` are never written, so stay zero). Even outputs whose tile rows lie whole in
-/// each image are contiguous runs of dy: those go by 16 × 16 register transposes on zmm.
+/// each image are contiguous runs of dy: those go by 16 × 16 register transposes on zmm, 8 × 8 with AVX2.
 fn transpose_dy(
     g: &Geo,
     blk: &Block,
@@ -234,8 +234,57 @@ fn transpose_fast(
         }
         return (full_q, full_o);
     }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512) {
+        let (full_q, full_o) = (len / 8 * 8, o / 8 * 8);
+        assert!(t.len() >= len * ou && ou >= full_o && dy.len() >= (o - 1) * cols + src0 + len);
+        for o0 in (0..full_o).step_by(8) {
+            for q0 in (0..full_q).step_by(8) {
+                // SAFETY: AVX2 was detected; in bounds as for the zmm transposes.
+                unsafe {
+                    transpose8(
+                        dy.as_ptr().add(o0 * cols + src0 + q0),
+                        cols,
+                        t.as_mut_ptr().add(q0 * ou + o0),
+                        ou,
+                    )
+                }
+            }
+        }
+        return (full_q, full_o);
+    }
     let _ = (kernel, dy, o, ou, cols, src0, len, t);
     (0, 0)
+}
+
+/// `dst[l·stride + j] = src[j·src_stride + l]` for an 8 × 8 block (AVX2).
+///
+/// # Safety
+/// AVX2 is present; 8 rows of 8 floats at `src`, 8 at `dst`, with the strides given.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8(src: *const f32, src_stride: usize, dst: *mut f32, stride: usize) {
+    let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(src.add(j * src_stride)));
+    let mut t = [_mm256_setzero_ps(); 8];
+    for j in 0..4 {
+        t[2 * j] = _mm256_unpacklo_ps(r[2 * j], r[2 * j + 1]);
+        t[2 * j + 1] = _mm256_unpackhi_ps(r[2 * j], r[2 * j + 1]);
+    }
+    // s[4h + q]: elements q of 128-bit lane halves, rows 4h .. 4h + 4
+    let mut s = [_mm256_setzero_ps(); 8];
+    for h in 0..2 {
+        let (a0, a1, b0, b1) = (t[4 * h], t[4 * h + 1], t[4 * h + 2], t[4 * h + 3]);
+        s[4 * h] = _mm256_shuffle_ps::<0x44>(a0, b0);
+        s[4 * h + 1] = _mm256_shuffle_ps::<0xEE>(a0, b0);
+        s[4 * h + 2] = _mm256_shuffle_ps::<0x44>(a1, b1);
+        s[4 * h + 3] = _mm256_shuffle_ps::<0xEE>(a1, b1);
+    }
+    for q in 0..4 {
+        let lo = _mm256_permute2f128_ps::<0x20>(s[q], s[4 + q]);
+        let hi = _mm256_permute2f128_ps::<0x31>(s[q], s[4 + q]);
+        _mm256_storeu_ps(dst.add(q * stride), lo);
+        _mm256_storeu_ps(dst.add((q + 4) * stride), hi);
+    }
 }
 
 /// `U′_ξ = (A dY Aᵀ)_ξ` of the block's `nt × tw` tiles from [`transpose_dy`]'s `t`, written
