@@ -16,10 +16,10 @@ use std::arch::x86_64::*;
 /// Rows (output channels) per register tile where the columns are many vectors.
 const MR: usize = 4;
 
-/// Rows per tile where the columns are only one or two vectors (the weight gradient's
-/// output channels): 8 or 12, enough independent chains to cover the FMA latency, within
-/// the kernel's accumulator budget `ACC`.
-const MR_WIDE: [usize; 2] = [12, 8];
+/// Rows per tile where the columns are only one to four vectors (the weight gradient's
+/// output channels, a small block's tiles): 12, 8 or 6, enough independent chains to
+/// cover the FMA latency, within the kernel's accumulator budget `ACC`.
+const MR_WIDE: [usize; 3] = [12, 8, 6];
 
 /// `m[o·ld + j] = Σ_{k<K} u[o·lda + k] · v[k·ld + j]` for `o < rows`, `j < cols`; each ξ's
 /// matrices at `ξ·us`, `ξ·vs`, `ξ·ms`. `cols` is rounded up to `kernel`'s vector width
@@ -66,12 +66,12 @@ pub(super) fn products(
 /// `(rows, K, lda, cols, ld)` of one product.
 type Shape = (usize, usize, usize, usize, usize);
 
-/// One kernel call: `mr` (12, 8, 4 or 1) rows × `nr` vectors at `u`, `v`, `m` with `K`,
+/// One kernel call: `mr` (12, 8, 6, 4 or 1) rows × `nr` vectors at `u`, `v`, `m` with `K`,
 /// `lda`, `ld`.
 type Dispatch = unsafe fn(usize, usize, *const f32, *const f32, *mut f32, usize, usize, usize);
 
 /// The tile loop: columns by `NMAX` vectors of `L` lanes (then the remaining vectors);
-/// rows by 12 or 8 where those fit in `ACC` accumulators with the row's first column
+/// rows by 12, 8 or 6 where those fit in `ACC` accumulators with the row's first column
 /// group (16 rows as 8 + 8), else by 4, then 1.
 ///
 /// # Safety
@@ -89,11 +89,16 @@ unsafe fn tiles<const L: usize, const NMAX: usize, const ACC: usize>(
     let (up, vp, mp) = (u.as_ptr(), v.as_ptr(), m.as_mut_ptr());
     let mut o = 0;
     while o < rows {
-        // wide tiles only where every column group is one or two vectors
-        let wide = if vecs <= 2 { ACC / vecs.max(1) } else { 0 };
+        // wide tiles only where every column group is one to four vectors
+        let wide = if vecs <= 4 {
+            ACC / vecs.clamp(1, NMAX)
+        } else {
+            0
+        };
         let mr = match rows - o {
             r if wide >= 12 && r >= 12 && r != 16 => MR_WIDE[0],
             r if wide >= 8 && r >= 8 => MR_WIDE[1],
+            r if wide >= 6 && r >= 6 => MR_WIDE[2],
             r if r >= MR => MR,
             _ => 1,
         };
@@ -231,7 +236,17 @@ macro_rules! dispatch {
 dispatch!(
     zmm_dispatch,
     zmm_tile,
-    [(12, 1), (8, 1), (12, 2), (8, 2)],
+    [
+        (12, 1),
+        (8, 1),
+        (6, 1),
+        (12, 2),
+        (8, 2),
+        (6, 2),
+        (8, 3),
+        (6, 3),
+        (6, 4)
+    ],
     1,
     2,
     3,
@@ -242,7 +257,17 @@ dispatch!(
 dispatch!(
     ymm32_dispatch,
     ymm32_tile,
-    [(12, 1), (8, 1), (12, 2), (8, 2)],
+    [
+        (12, 1),
+        (8, 1),
+        (6, 1),
+        (12, 2),
+        (8, 2),
+        (6, 2),
+        (8, 3),
+        (6, 3),
+        (6, 4)
+    ],
     1,
     2,
     3,
@@ -250,4 +275,10 @@ dispatch!(
     5,
     6
 );
-dispatch!(ymm16_dispatch, ymm_tile, [(12, 1), (8, 1)], 1, 2);
+dispatch!(
+    ymm16_dispatch,
+    ymm_tile,
+    [(12, 1), (8, 1), (6, 1), (6, 2)],
+    1,
+    2
+);
