@@ -36,7 +36,7 @@
 //! OpenBLAS's GEMMs and the earlier transforms). Per layer of 128 images (C = O = 16 to
 //! 64) the 16 products take 1.3–1.6 ms, under half the direct kernel's ~3 ms; the
 //! transforms take most of the rest. The weight gradient (`winograd_grad.rs`) takes
-//! 0.86–1.13 ms per layer of 32 images against the direct kernel's 1.17–1.35 ms (`losscape
+//! 0.75–1.10 ms per layer of 32 images against the direct kernel's 1.17–1.35 ms (`losscape
 //! bench --kernels`). Not the default: its error bound is ~20× the direct sums', and it is
 //! opt-in where that trade is wanted.
 //!
