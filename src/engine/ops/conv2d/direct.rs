@@ -57,8 +57,8 @@ impl Plan<'_> {
         let (conv, g) = (self.conv, &self.g);
         // Winograd's weight-gradient tiles are rows of input channels: with fewer than 8
         // (a network's first layer) they cannot cover the FMA latency, so those stay direct
-        let wino = self.winograd && conv.kernel == 3 && conv.stride == 1 && conv.padding <= 2;
-        let wino = wino && g.c >= 8;
+        let wino =
+            self.winograd && (conv.kernel, conv.stride) == (3, 1) && conv.padding <= 2 && g.c >= 8;
         let Some(kernel) = self.direct.filter(|k| wino || k.applies(g.wo)) else {
             return false;
         };

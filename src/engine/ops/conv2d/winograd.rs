@@ -492,6 +492,30 @@ mod tests {
             .collect()
     }
 
+    /// `(|Bᵀ| |d| |B|)_ab` of the 4×4 input patch of tile (ty, tx) with padding `p`;
+    /// `at(ih, iw)` reads the input (0 outside it).
+    pub(super) fn abs_bt(
+        at: impl Fn(isize, isize) -> f64,
+        (ty, tx, p): (usize, usize, usize),
+        (a, b): (usize, usize),
+    ) -> f64 {
+        const BT: [[f64; 4]; 4] = [
+            [1.0, 0.0, -1.0, 0.0],
+            [0.0, 1.0, 1.0, 0.0],
+            [0.0, -1.0, 1.0, 0.0],
+            [0.0, 1.0, 0.0, -1.0],
+        ];
+        let mut vd = 0.0;
+        for (r, ar) in BT[a].iter().enumerate() {
+            for (q, bq) in BT[b].iter().enumerate() {
+                let ih = (2 * ty + r) as isize - p as isize;
+                let iw = (2 * tx + q) as isize - p as isize;
+                vd += ar.abs() * at(ih, iw).abs() * bq.abs();
+            }
+        }
+        vd
+    }
+
     /// Per output (o, n, oh, ow): the f64 convolution and the bound's `T` (module docs),
     /// from the zero-padded 4×4 patch of the output's tile.
     fn reference(
@@ -507,12 +531,6 @@ mod tests {
                 x[((ci * n + img) * h + ih as usize) * w + iw as usize] as f64
             }
         };
-        let bt = [
-            [1.0, 0.0, -1.0, 0.0],
-            [0.0, 1.0, 1.0, 0.0],
-            [0.0, -1.0, 1.0, 0.0],
-            [0.0, 1.0, 0.0, -1.0],
-        ];
         let at_m = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
         let (mut y, mut t) = (vec![0.0; o * n * ho * wo], vec![0.0; o * n * ho * wo]);
         for oc in 0..o {
@@ -536,15 +554,8 @@ mod tests {
                             let u = filter_transform(&wts[(oc * c + ci) * 9..][..9]);
                             for a in 0..4 {
                                 for b in 0..4 {
-                                    let mut vd = 0.0;
-                                    for r in 0..4 {
-                                        for q in 0..4 {
-                                            let ih = (2 * ty + r) as isize - p as isize;
-                                            let iw = (2 * tx + q) as isize - p as isize;
-                                            let d = at(ci, img, ih, iw).abs();
-                                            vd += f64::abs(bt[a][r]) * d * f64::abs(bt[b][q]);
-                                        }
-                                    }
+                                    let vd =
+                                        abs_bt(|ih, iw| at(ci, img, ih, iw), (ty, tx, p), (a, b));
                                     s[a * 4 + b] += u[a * 4 + b].abs() * vd;
                                 }
                             }

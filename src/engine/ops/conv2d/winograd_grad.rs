@@ -171,14 +171,11 @@ fn transpose_dy(
             let len = 2 * nt * wo;
             let done = transpose_fast(g.kernel, dy, (o, ou), cols, (src0, len), &mut t[at * ou..]);
             for oc in 0..o {
+                // the transposes covered positions ..done.0 of channels ..done.1
+                let from = if oc < done.1 { done.0 } else { 0 };
                 let row = &dy[oc * cols + src0..][..len];
-                for (q, &d) in row.iter().enumerate().skip(done.0) {
+                for (q, &d) in row.iter().enumerate().skip(from) {
                     t[(at + q) * ou + oc] = d;
-                }
-                if oc >= done.1 {
-                    for (q, &d) in row.iter().enumerate().take(done.0) {
-                        t[(at + q) * ou + oc] = d;
-                    }
                 }
             }
         } else {
@@ -406,7 +403,7 @@ dy_kernel!(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::values;
+    use super::super::tests::{abs_bt, values};
     use super::*;
 
     /// Per weight (o, c, i, j): the f64 gradient `Σ dy ⋆ x` over the terms, and the
@@ -417,12 +414,6 @@ mod tests {
     ) -> (Vec<f64>, Vec<f64>) {
         let (ho, wo) = (h + 2 * p - 2, w + 2 * p - 2);
         let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
-        let bt = [
-            [1.0, 0.0, -1.0, 0.0],
-            [0.0, 1.0, 1.0, 0.0],
-            [0.0, -1.0, 1.0, 0.0],
-            [0.0, 1.0, 0.0, -1.0],
-        ];
         let am = [[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0f64]];
         let (mut dw, mut t) = (vec![0.0; o * c * 9], vec![0.0; o * c * 9]);
         for (dy, x) in terms {
@@ -455,15 +446,8 @@ mod tests {
                                             ud += ar.abs() * d.abs() * bq.abs();
                                         }
                                     }
-                                    let mut vd = 0.0;
-                                    for r in 0..4 {
-                                        for q in 0..4 {
-                                            let ih = (2 * ty + r) as isize - p as isize;
-                                            let iw = (2 * tx + q) as isize - p as isize;
-                                            let d = xat(ci, img, ih, iw).abs();
-                                            vd += f64::abs(bt[a][r]) * d * f64::abs(bt[b][q]);
-                                        }
-                                    }
+                                    let at = |ih, iw| xat(ci, img, ih, iw);
+                                    let vd = abs_bt(at, (ty, tx, p), (a, b));
                                     *sx += ud * vd;
                                 }
                             }

@@ -233,48 +233,35 @@ macro_rules! dispatch {
     };
 }
 
-dispatch!(
-    zmm_dispatch,
-    zmm_tile,
-    [
-        (12, 1),
-        (8, 1),
-        (6, 1),
-        (12, 2),
-        (8, 2),
-        (6, 2),
-        (8, 3),
-        (6, 3),
-        (6, 4)
-    ],
-    1,
-    2,
-    3,
-    4,
-    5,
-    6
-);
-dispatch!(
-    ymm32_dispatch,
-    ymm32_tile,
-    [
-        (12, 1),
-        (8, 1),
-        (6, 1),
-        (12, 2),
-        (8, 2),
-        (6, 2),
-        (8, 3),
-        (6, 3),
-        (6, 4)
-    ],
-    1,
-    2,
-    3,
-    4,
-    5,
-    6
-);
+/// The kernels with 32 vector registers (`ACC` = 24): the same tiles, zmm or ymm.
+macro_rules! dispatch24 {
+    ($name:ident, $kernel:ident) => {
+        dispatch!(
+            $name,
+            $kernel,
+            [
+                (12, 1),
+                (8, 1),
+                (6, 1),
+                (12, 2),
+                (8, 2),
+                (6, 2),
+                (8, 3),
+                (6, 3),
+                (6, 4)
+            ],
+            1,
+            2,
+            3,
+            4,
+            5,
+            6
+        );
+    };
+}
+
+dispatch24!(zmm_dispatch, zmm_tile);
+dispatch24!(ymm32_dispatch, ymm32_tile);
 dispatch!(
     ymm16_dispatch,
     ymm_tile,
