@@ -70,25 +70,22 @@ pub(super) struct Winograd {
     kernel: Kernel,
 }
 
+/// `G a` for one column `a` of three: `[a₀, ½((a₀ + a₁) + a₂), ½((a₀ − a₁) + a₂), a₂]`,
+/// the rows of `G` written out. Scaling by ½ is exact, so these are the bits of the
+/// products with `G`'s entries summed in order, without the products by 0 and 1.
+#[inline(always)]
+fn g3(a0: f64, a1: f64, a2: f64) -> [f64; 4] {
+    [a0, 0.5 * ((a0 + a1) + a2), 0.5 * ((a0 - a1) + a2), a2]
+}
+
 /// `G g Gᵀ` of one 3×3 filter in f64.
+#[inline(always)]
 fn filter_transform(g: &[f32]) -> [f64; XI] {
-    let gm = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
-        [0.0, 0.0, 1.0],
-    ];
-    let mut t = [[0.0f64; 3]; 4]; // G g
-    for (a, row) in gm.iter().enumerate() {
-        for j in 0..3 {
-            t[a][j] = (0..3).map(|i| row[i] * g[i * 3 + j] as f64).sum();
-        }
-    }
+    let g: [f64; 9] = std::array::from_fn(|i| g[i] as f64);
+    let cols: [[f64; 4]; 3] = std::array::from_fn(|j| g3(g[j], g[3 + j], g[6 + j])); // G g
     let mut u = [0.0f64; XI];
     for a in 0..4 {
-        for (b, row) in gm.iter().enumerate() {
-            u[a * 4 + b] = (0..3).map(|j| t[a][j] * row[j]).sum();
-        }
+        u[a * 4..][..4].copy_from_slice(&g3(cols[0][a], cols[1][a], cols[2][a]));
     }
     u
 }
@@ -579,6 +576,44 @@ mod tests {
     /// Against f64 direct convolution: every output within `γ_{C+8}·T` (module docs), on
     /// odd sizes, channels not multiples of 8, batch 1, paddings 0–2, sources split in two;
     /// every kernel this CPU has (scalar, AVX2, AVX-512VL ymm, zmm) gives the same bits.
+    /// The written-out filter transform equals `G g Gᵀ` as matrix products in f64, value
+    /// for value, on random filters, exact zeros and extremes of f32's range.
+    #[test]
+    fn filter_transform_is_g_g_gt() {
+        const G: [[f64; 3]; 4] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        let mut filters: Vec<Vec<f32>> = (0..200).map(|s| values(9, s)).collect();
+        filters.push(vec![0.0; 9]);
+        filters.push(vec![
+            f32::MAX,
+            f32::MAX,
+            -f32::MAX,
+            1e-45,
+            3.0,
+            -1e-45,
+            f32::MIN_POSITIVE,
+            0.0,
+            f32::MAX,
+        ]);
+        for g in &filters {
+            let mut want = [0.0f64; XI];
+            for a in 0..4 {
+                for b in 0..4 {
+                    want[a * 4 + b] = (0..3)
+                        .map(|j| {
+                            G[b][j] * (0..3).map(|i| G[a][i] * g[i * 3 + j] as f64).sum::<f64>()
+                        })
+                        .sum();
+                }
+            }
+            assert_eq!(filter_transform(g), want, "filter {g:?}");
+        }
+    }
+
     #[test]
     fn error_within_bound_against_f64() {
         let u = f64::from(f32::EPSILON) / 2.0;
