@@ -167,6 +167,22 @@ fn from_rows<T: Scalar>(
     shaped(like, channels, v)
 }
 
+/// Appends `f(a[i], b[i])` for each `i` to `out` by an indexed loop, which inlines into
+/// the caller (and so into [`wide!`]'s AVX2 code): an iterator `extend` runs its `fold`
+/// out of line, compiled for the baseline instruction set.
+#[inline(always)]
+fn extend_map2<T: Scalar>(out: &mut Vec<T>, a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    let n = a.len();
+    let b = &b[..n];
+    out.reserve(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    for i in 0..n {
+        spare[i].write(f(a[i], b[i]));
+    }
+    // SAFETY: the loop wrote the `n` values after the old length.
+    unsafe { out.set_len(out.len() + n) };
+}
+
 /// The channel rows `v` (`[C, M]` in order) as an array shaped like `like`.
 #[inline(always)]
 fn shaped<T: Scalar>(like: &ArrayD<T>, channels: usize, v: Vec<T>) -> ArrayD<T> {
@@ -542,12 +558,8 @@ impl BatchNorm {
                     (None, Some(rxv), Mode::Eval) => {
                         // x̂ formed on the fly, as in `xhat_row`
                         let h = c.to_xhat(ch);
-                        out.extend(
-                            row_slice(rxv, ch)
-                                .iter()
-                                .zip(row_slice(&xc, ch).iter())
-                                .map(|(&r, &xv)| g * (s * r) + a * h(xv) + b),
-                        )
+                        let (rr, xr) = (row_slice(rxv, ch), row_slice(&xc, ch));
+                        extend_map2(out, &rr, &xr, |r, xv| g * (s * r) + a * h(xv) + b)
                     }
                     _ => {
                         let hr = xhat_row(c, &xc, xh.as_ref(), ch);
@@ -606,11 +618,7 @@ impl BatchNorm {
                 };
                 rdbeta[ch] = rg.row(ch).sum();
                 match c.mode {
-                    Mode::Eval => out.extend(
-                        gr.iter()
-                            .zip(rgr.iter())
-                            .map(|(&gv, &rgv)| s * (rgv * gm + gv * a)),
-                    ),
+                    Mode::Eval => extend_map2(out, &gr, &rgr, |gv, rgv| s * (rgv * gm + gv * a)),
                     Mode::Train => {
                         let rhr = stored.as_deref().expect("train mode keeps R{x̂}");
                         let hr = xhat_row(c, &xc, xh.as_ref(), ch);
