@@ -78,8 +78,9 @@ fn g3(a0: f64, a1: f64, a2: f64) -> [f64; 4] {
     [a0, 0.5 * ((a0 + a1) + a2), 0.5 * ((a0 - a1) + a2), a2]
 }
 
-/// `G g Gᵀ` of one 3×3 filter in f64.
-#[inline(always)]
+/// `G g Gᵀ` of one 3×3 filter in f64, one filter at a time: the tests' reference for
+/// [`filter_transforms`].
+#[cfg(test)]
 fn filter_transform(g: &[f32]) -> [f64; XI] {
     let g: [f64; 9] = std::array::from_fn(|i| g[i] as f64);
     let cols: [[f64; 4]; 3] = std::array::from_fn(|j| g3(g[j], g[3 + j], g[6 + j])); // G g
@@ -90,19 +91,58 @@ fn filter_transform(g: &[f32]) -> [f64; XI] {
     u
 }
 
+/// `G g Gᵀ` in f64 of `L` 3×3 filters at once, lane by lane, in a layout the loops
+/// vectorize: `g[k][l]` is tap k of filter l.
+#[inline(always)]
+fn filter_transforms<const L: usize>(g: &[[f64; L]; 9]) -> [[f64; L]; XI] {
+    let g3l = |a0: &[f64; L], a1: &[f64; L], a2: &[f64; L]| {
+        let mut r = [[0.0f64; L]; 4];
+        for l in 0..L {
+            let v = g3(a0[l], a1[l], a2[l]);
+            for (ra, va) in r.iter_mut().zip(v) {
+                ra[l] = va;
+            }
+        }
+        r
+    };
+    let mut cols = [[[0.0f64; L]; 4]; 3]; // G g (no `array::from_fn`: it runs out of line)
+    for (j, col) in cols.iter_mut().enumerate() {
+        *col = g3l(&g[j], &g[3 + j], &g[6 + j]);
+    }
+    let mut u = [[0.0f64; L]; XI];
+    for a in 0..4 {
+        u[a * 4..][..4].copy_from_slice(&g3l(&cols[0][a], &cols[1][a], &cols[2][a]));
+    }
+    u
+}
+
 impl Winograd {
     /// Filters `[O, C, 3, 3]` row-major.
     pub(super) fn new(o: usize, c: usize, wts: &[f32], kernel: Kernel) -> Self {
         assert_eq!(wts.len(), o * c * 9, "winograd: weight size");
         let mut u = vec![0.0f32; XI * o * c];
-        for oc in 0..o {
-            for ci in 0..c {
-                let t = filter_transform(&wts[(oc * c + ci) * 9..][..9]);
-                for (xi, &v) in t.iter().enumerate() {
-                    u[(xi * o + oc) * c + ci] = v as f32;
+        // eight input channels at a time, each ξ's eight values stored together
+        const L: usize = 8;
+        crate::engine::ops::vmath::wide!({
+            for oc in 0..o {
+                for ci0 in (0..c).step_by(L) {
+                    let n = (c - ci0).min(L);
+                    let mut g = [[0.0f64; L]; 9];
+                    for l in 0..n {
+                        let f = &wts[(oc * c + ci0 + l) * 9..][..9];
+                        for (gk, &v) in g.iter_mut().zip(f) {
+                            gk[l] = v as f64;
+                        }
+                    }
+                    for (xi, t) in filter_transforms(&g).iter().enumerate() {
+                        let row = &mut u[(xi * o + oc) * c + ci0..][..n];
+                        for (d, &v) in row.iter_mut().zip(t) {
+                            *d = v as f32;
+                        }
+                    }
                 }
             }
-        }
+        });
         Winograd { o, c, u, kernel }
     }
 
@@ -576,6 +616,24 @@ mod tests {
     /// Against f64 direct convolution: every output within `γ_{C+8}·T` (module docs), on
     /// odd sizes, channels not multiples of 8, batch 1, paddings 0–2, sources split in two;
     /// every kernel this CPU has (scalar, AVX2, AVX-512VL ymm, zmm) gives the same bits.
+    /// `Winograd::new` lays out each filter's [`filter_transform`], rounded once, for
+    /// channel counts around its eight-filter groups.
+    #[test]
+    fn new_holds_each_filters_transform() {
+        for (o, c) in [(1, 1), (3, 7), (5, 8), (4, 17), (16, 16)] {
+            let wts = values(o * c * 9, (o * 31 + c) as u64);
+            let wg = Winograd::new(o, c, &wts, Kernel::Scalar);
+            for oc in 0..o {
+                for ci in 0..c {
+                    let t = filter_transform(&wts[(oc * c + ci) * 9..][..9]);
+                    for (xi, &v) in t.iter().enumerate() {
+                        assert_eq!(wg.u[(xi * o + oc) * c + ci], v as f32, "o{o} c{c} ξ{xi}");
+                    }
+                }
+            }
+        }
+    }
+
     /// The written-out filter transform equals `G g Gᵀ` as matrix products in f64, value
     /// for value, on random filters, exact zeros and extremes of f32's range.
     #[test]
