@@ -490,7 +490,11 @@ fn output_rows(
     let (y00, rest) = s[..4 * pb].split_at_mut(pb);
     let (y01, rest) = rest.split_at_mut(pb);
     let (y10, y11) = rest.split_at_mut(pb);
-    let ms: [&[f32]; XI] = std::array::from_fn(|xi| &m[xi * stride..][..pb]);
+    // (a loop, not `array::from_fn`, which runs out of line once per call)
+    let mut ms: [&[f32]; XI] = [&[]; XI];
+    for (xi, mx) in ms.iter_mut().enumerate() {
+        *mx = &m[xi * stride..][..pb];
+    }
     transforms::at_rows(g.kernel, ms, [&mut *y00, &mut *y01, &mut *y10, &mut *y11]);
     let ys = [[&y00[..], &y01[..]], [&y10[..], &y11[..]]];
     let pairs = g.wo / 2;
