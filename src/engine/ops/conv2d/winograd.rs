@@ -617,9 +617,6 @@ mod tests {
         (y, t)
     }
 
-    /// Against f64 direct convolution: every output within `γ_{C+8}·T` (module docs), on
-    /// odd sizes, channels not multiples of 8, batch 1, paddings 0–2, sources split in two;
-    /// every kernel this CPU has (scalar, AVX2, AVX-512VL ymm, zmm) gives the same bits.
     /// `Winograd::new` lays out each filter's [`filter_transform`], rounded once, for
     /// channel counts around its eight-filter groups.
     #[test]
@@ -676,6 +673,9 @@ mod tests {
         }
     }
 
+    /// Against f64 direct convolution: every output within `γ_{C+8}·T` (module docs), on
+    /// odd sizes, channels not multiples of 8, batch 1, paddings 0–2, sources split in two;
+    /// every kernel this CPU has (scalar, AVX2, AVX-512VL ymm, zmm) gives the same bits.
     #[test]
     fn error_within_bound_against_f64() {
         let u = f64::from(f32::EPSILON) / 2.0;
