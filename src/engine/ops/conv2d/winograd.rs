@@ -200,14 +200,12 @@ impl Winograd {
         // input: 8 planes of (th + 1) × tw and a padded line; output: 4 rows of one block's
         // tiles
         let mut scratch = vec![0.0f32; (8 * (th + 1) * tw + 2 * tw + 2).max(4 * rb * tw)];
-        for r0 in (0..rows).step_by(rb) {
-            let r1 = (r0 + rb).min(rows);
-            let pb = (r1 - r0) * tw;
+        for blk in Block::split(rows, rb, th) {
+            let pb = blk.tiles(tw);
             let ld = ld_of(pb);
             let (vs, ms) = (vs_of(ld), ms_of(ld));
             let v = &mut v[..XI * vs];
             let m = &mut m[..XI * ms];
-            let blk = Block { r0, r1, th };
             for (ci, plane) in planes.iter().enumerate() {
                 input(&geo, &blk, plane, &mut v[ci * ld..], vs, &mut scratch);
             }
@@ -225,7 +223,7 @@ impl Winograd {
                 self.output(&geo, &blk, &m[oc * ld..], ms, dst, &mut scratch);
             }
             // images whose tile rows are all done
-            while done < r1 / th {
+            while done < blk.r1 / th {
                 after(y, done);
                 done += 1;
             }
@@ -306,6 +304,22 @@ struct Block {
     r0: usize,
     r1: usize,
     th: usize,
+}
+
+impl Block {
+    /// Tile rows `0..rows` in blocks of `rb` (the last one shorter), in order.
+    fn split(rows: usize, rb: usize, th: usize) -> impl Iterator<Item = Block> {
+        (0..rows).step_by(rb).map(move |r0| Block {
+            r0,
+            r1: (r0 + rb).min(rows),
+            th,
+        })
+    }
+
+    /// Tiles in the block, `tw` per tile row.
+    fn tiles(&self, tw: usize) -> usize {
+        (self.r1 - self.r0) * tw
+    }
 }
 
 /// `$name`: `$inner` compiled for `$features` (the transforms' loops, the same bits).
@@ -761,13 +775,8 @@ mod tests {
                     tw,
                 };
                 for rb in [1, 3, rows] {
-                    for r0 in (0..rows).step_by(rb) {
-                        let blk = Block {
-                            r0,
-                            r1: (r0 + rb).min(rows),
-                            th,
-                        };
-                        let pb = (blk.r1 - r0) * tw;
+                    for blk in Block::split(rows, rb, th) {
+                        let pb = blk.tiles(tw);
                         let stride = c * pb;
                         let mut scratch = vec![0.0f32; 8 * (th + 1) * tw + 2 * tw + 2];
                         let mut out = [vec![f32::NAN; XI * stride], vec![f32::NAN; XI * stride]];
@@ -780,7 +789,8 @@ mod tests {
                         assert_eq!(
                             bits(&out[0]),
                             bits(&out[1]),
-                            "{kernel:?} {h}×{w} rows {r0}+{rb}"
+                            "{kernel:?} {h}×{w} rows {}+{rb}",
+                            blk.r0
                         );
                     }
                 }

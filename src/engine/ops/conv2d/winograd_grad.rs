@@ -74,18 +74,13 @@ pub(in super::super) fn weight_grad(
     for &(dy, x) in terms {
         assert!(dy.len() == o * cols, "winograd: dy size");
         assert!(x.len() == c * per, "winograd: input size");
-        for r0 in (0..rows).step_by(rb) {
-            let blk = Block {
-                r0,
-                r1: (r0 + rb).min(rows),
-                th,
-            };
-            let pb = (blk.r1 - r0) * tw;
+        for blk in Block::split(rows, rb, th) {
+            let pb = blk.tiles(tw);
             for (ci, plane) in x.chunks_exact(per).enumerate() {
                 input(&geo, &blk, plane, &mut v[ci * ld..], vs, &mut scratch);
             }
             transpose_dy(&geo, &blk, dy, (o, ou), cols, &mut dyt);
-            dy_transform(kernel, &dyt, (blk.r1 - r0, tw), ou, u, us);
+            dy_transform(kernel, &dyt, (blk.r1 - blk.r0, tw), ou, u, us);
             simd::products(
                 kernel,
                 XI,

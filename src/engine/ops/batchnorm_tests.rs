@@ -1,0 +1,115 @@
+//! Tests of [`super::BatchNorm`]'s fused and widened loops: the same bits as the plain
+//! passes they replace.
+
+use super::*;
+use crate::engine::ops::vmath::plain;
+use ndarray::Zip;
+
+/// The backward pass through a ReLU in one pass gives the bits of the ReLU's mask
+/// followed by [`BatchNorm::grads`] (dx, dγ, dβ, and the masked dy it keeps), with
+/// the widest and the baseline loops, rows with a lane tail; zero sums without `want_dp`;
+/// train mode (x̂ kept) does not fuse.
+#[test]
+fn relu_fused_backward_keeps_the_bits() {
+    let ch = 3;
+    let f = |k: usize| move |i: usize| ((i * 37 + k * 11) % 23) as f32 * 0.13 - 1.4;
+    let arr = |k: usize| {
+        ArrayD::from_shape_fn(vec![ch, 2, 5, 7], |i| {
+            f(k)(((i[0] * 2 + i[1]) * 5 + i[2]) * 7 + i[3])
+        })
+    };
+    let (x, gy) = (arr(1), arr(2));
+    let y = arr(3).mapv(|t| t.max(0.0));
+    let vec1 = |k: usize| ArrayD::from_shape_fn(vec![ch], |i| f(k)(i[0]).abs() + 0.5);
+    let params = [vec1(5), vec1(6), vec1(7), vec1(8)];
+    let p: Vec<_> = params.iter().map(|a| a.view()).collect();
+    let bn = BatchNorm {
+        channels: ch,
+        eps: 1e-5,
+    };
+    let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+    let (_, c) = bn.normalize(&x, &p, Mode::Eval);
+    let masked = Zip::from(&gy)
+        .and(&y)
+        .map_collect(|&g, &v| if v > 0.0 { g } else { 0.0 });
+    let (dx, dg, db) = bn.grads(&c, &p, &x, masked.clone(), true);
+    let zero = ArrayD::<f32>::zeros(vec![ch]);
+    // the two passes without parameter gradients: the same dx, no sums
+    let (dx0, dg0, db0) = bn.grads(&c, &p, &x, masked.clone(), false);
+    assert_eq!([&dx0, &dg0, &db0].map(bits), [&dx, &zero, &zero].map(bits));
+    for want_dp in [false, true] {
+        for keep_gy in [false, true] {
+            let run = || {
+                let flags = (want_dp, keep_gy);
+                let r = bn.grads_relu(&c, &p, (&x, &y), gy.clone(), flags);
+                let (fdx, fdg, fdb, kept) = r.expect("eval mode fuses");
+                [Some(fdx), Some(fdg), Some(fdb), kept].map(|a| a.map(|a| bits(&a)))
+            };
+            let sums = if want_dp { (&dg, &db) } else { (&zero, &zero) };
+            let want = [
+                Some(bits(&dx)),
+                Some(bits(sums.0)),
+                Some(bits(sums.1)),
+                keep_gy.then(|| bits(&masked)),
+            ];
+            assert_eq!(wide!(run()), want, "want_dp {want_dp}, keep_gy {keep_gy}");
+            assert_eq!(plain(|| wide!(run())), want);
+        }
+    }
+    let (_, train) = bn.normalize(&x, &p, Mode::Train);
+    let back = bn.grads_relu(&train, &p, (&x, &y), gy.clone(), (true, false));
+    assert_eq!(
+        bits(&back.expect_err("train mode does not fuse")),
+        bits(&gy)
+    );
+}
+
+/// Every pass gives the same bits with the widest loops and with the baseline ones
+/// (as on a CPU without AVX2), in both modes; the epilogue gives the forward's bits.
+#[test]
+fn wide_and_baseline_loops_agree_bit_for_bit() {
+    let (ch, m) = (3, 2 * 5 * 7);
+    let f = |k: usize| move |i: usize| ((i * 37 + k * 11) % 23) as f32 * 0.13 - 1.4;
+    let arr = |k: usize| {
+        ArrayD::from_shape_fn(vec![ch, 2, 5, 7], |i| {
+            f(k)(((i[0] * 2 + i[1]) * 5 + i[2]) * 7 + i[3])
+        })
+    };
+    let vec1 = |k: usize| ArrayD::from_shape_fn(vec![ch], |i| f(k)(i[0]).abs() + 0.5);
+    let (x, gy, rx, rgy) = (arr(1), arr(2), arr(3), arr(4));
+    let params = [vec1(5), vec1(6), vec1(7), vec1(8)];
+    let dirs = [vec1(9), vec1(10)];
+    let p: Vec<_> = params.iter().map(|a| a.view()).collect();
+    let v: Vec<_> = dirs.iter().map(|a| a.view()).collect();
+    let bn = BatchNorm {
+        channels: ch,
+        eps: 1e-5,
+    };
+    let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+    let run = |mode: Mode| {
+        let (y, c) = bn.normalize(&x, &p, mode);
+        let (dx, dg, db) = bn.grads(&c, &p, &x, gy.clone(), true);
+        let (ry, rc) = bn.r_normalize(&c, &p, &v, &x, Some(&rx));
+        let (rdx, rdg, rdb) = bn.r_grads(&c, &rc, &p, &v, &x, Some(&rx), &gy, &rgy);
+        [y, dx, dg, db, ry, rdx, rdg, rdb].map(|a| bits(&a))
+    };
+    for mode in [Mode::Eval, Mode::Train] {
+        let widest = wide!(run(mode),);
+        assert_eq!(plain(|| wide!(run(mode))), widest, "{mode:?}");
+    }
+    let epi = |relu: bool| {
+        let mut y = x.clone().into_shape_with_order((ch, m)).unwrap();
+        let e = bn.eval_epilogue(&p, relu);
+        for (c, mut row) in y.rows_mut().into_iter().enumerate() {
+            e(c, row.as_slice_mut().unwrap());
+        }
+        bits(&y.into_dyn())
+    };
+    let (y, _) = bn.normalize(&x, &p, Mode::Eval);
+    let relu_y = y.mapv(|t| if t > 0.0 { t } else { 0.0 });
+    for relu in [false, true] {
+        let want = bits(if relu { &relu_y } else { &y });
+        assert_eq!(epi(relu), want);
+        assert_eq!(plain(|| epi(relu)), want);
+    }
+}
