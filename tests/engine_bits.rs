@@ -215,7 +215,12 @@ fn loss_gradient_and_hvp_bits_are_unchanged() {
             simds.push(Simd::Native); // the same kernels
         }
         for simd in simds {
-            let options = EngineOptions { conv, gemm, simd };
+            let options = EngineOptions {
+                conv,
+                gemm,
+                simd,
+                ..Default::default()
+            };
             for (i, (k, h)) in table(&cases, options).into_iter().enumerate() {
                 let (wk, wh) = RECORDED[i];
                 assert_eq!(k, wk, "case order");

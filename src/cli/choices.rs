@@ -23,6 +23,7 @@ value_enum!(
     crate::engine::ConvAlgorithm,
     crate::engine::GemmBackend,
     crate::engine::Simd,
+    crate::engine::TapeLayout,
     crate::jobs::BnMode,
     crate::jobs::Precision,
     crate::jobs::hessian::CurvatureOperator,

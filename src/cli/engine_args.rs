@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::engine::{ConvAlgorithm, EngineOptions, GemmBackend, Simd};
+use crate::engine::{ConvAlgorithm, EngineOptions, GemmBackend, Simd, TapeLayout};
 
 /// Engine settings (defaults: the fastest at the direct sums' accuracy; others change the
 /// last bits of results).
@@ -21,6 +21,11 @@ pub struct EngineArgs {
     /// AVX2 machines on AVX-512 ones).
     #[arg(long, value_enum, default_value_t = Simd::Native)]
     pub simd: Simd,
+    /// What the tape keeps of conv → batch norm (eval) → ReLU in f32: both outputs, or
+    /// batch norm's alone with x̂ formed from it (one activation less per layer: faster
+    /// gradients and H·v, smaller kept state; dγ and H·v round differently).
+    #[arg(long, value_enum, default_value_t = TapeLayout::Full)]
+    pub tape: TapeLayout,
 }
 
 impl EngineArgs {
@@ -29,6 +34,7 @@ impl EngineArgs {
             conv: self.conv,
             gemm: self.gemm,
             simd: self.simd,
+            tape: self.tape,
         }
     }
 }
@@ -59,7 +65,12 @@ mod tests {
             "matrixmultiply",
             "--simd",
             "avx2",
+            "--tape",
+            "lean",
         ]);
-        assert_eq!(o.describe(), "conv=im2col,gemm=matrixmultiply,simd=avx2");
+        assert_eq!(
+            o.describe(),
+            "conv=im2col,gemm=matrixmultiply,simd=avx2,tape=lean"
+        );
     }
 }

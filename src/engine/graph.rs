@@ -68,6 +68,11 @@ struct Tape<T> {
     values: Vec<ArrayD<T>>,
     /// Each node's cache (the op's own type, see [`super::ops::EngineOp::Cache`]).
     caches: Vec<Erased>,
+    /// Per node, the value the passes read as its output (`Taped::y`) and take its shape
+    /// from: its own, or on a lean tape the one after it that stands for it (a conv's
+    /// and its batch norm's output are never kept; batch norm forms x̂ from its own
+    /// output or its ReLU's, see [`super::TapeLayout::Lean`]).
+    y_at: Vec<usize>,
 }
 
 /// The half of an HVP on one batch that depends on θ alone: the forward tape, the loss
@@ -321,6 +326,7 @@ impl Graph {
         // the values and caches of the nodes that an earlier fused node computed (an empty
         // placeholder for those whose value no pass reads), so indices stay aligned
         let mut fused: VecDeque<(ArrayD<T>, Erased)> = VecDeque::new();
+        let mut y_at: Vec<usize> = (0..n).collect();
         let unit = || Box::new(()) as Erased;
         for (j, node) in self.nodes.iter().enumerate() {
             if let Some((v, c)) = fused.pop_front() {
@@ -342,7 +348,13 @@ impl Graph {
                 }
             }
             if keep == Keep::Tape && fusing() {
-                if let Some(mut out) = self.fused_taped(theta, &values, &last, j, &p, mode) {
+                if let Some((mut out, lean)) = self.fused_taped(theta, &values, &last, j, &p, mode)
+                {
+                    if lean {
+                        // the last of the fused nodes holds the one value kept
+                        let kept = j + out.len() - 1;
+                        y_at[j..kept].fill(kept);
+                    }
                     let (y, c) = out.pop_front().expect("the producer's output");
                     values.push(y);
                     caches.push(c);
@@ -403,7 +415,11 @@ impl Graph {
                 }
             }
         }
-        Tape { values, caches }
+        Tape {
+            values,
+            caches,
+            y_at,
+        }
     }
 
     fn fwd<'a, T>(
@@ -656,7 +672,7 @@ impl Graph {
         let inputs = &self.nodes[j].inputs;
         NodeView {
             x: inputs.iter().map(|&i| &tape.values[i]).collect(),
-            y: &tape.values[j],
+            y: &tape.values[tape.y_at[j]],
             rx: inputs
                 .iter()
                 .map(|&i| rv.get(i).and_then(|r| r.as_ref()))
@@ -780,7 +796,7 @@ impl Graph {
         self.route_back(rgz, |j, rgy| {
             let node = &self.nodes[j];
             let gy = state.g[j].as_ref()?;
-            let rgy = rgy.unwrap_or_else(|| ArrayD::zeros(tape.values[j].raw_dim()));
+            let rgy = rgy.unwrap_or_else(|| ArrayD::zeros(tape.values[tape.y_at[j]].raw_dim()));
             let (p, vp) = (self.params(theta, node), self.params(v, node));
             let view = self.view(j, tape, rvals);
             let a = view.taped(&self.options, (&p, &vp), true);

@@ -22,7 +22,7 @@ pub mod params;
 pub use curvature::GnKind;
 pub use error::{EngineError, ShapeError};
 pub use graph::{BatchStats, GnState, Graph, HvpState, Loss, Mode, Node, Op};
-pub use options::{ConvAlgorithm, EngineOptions, GemmBackend, Simd};
+pub use options::{ConvAlgorithm, EngineOptions, GemmBackend, Simd, TapeLayout};
 pub use params::{Layout, ParamVec, Role, TensorSpec};
 
 /// Floating-point type the engine computes in: `f32` (default, as trained models are)

@@ -19,6 +19,7 @@ pub struct EngineOptions {
     pub conv: ConvAlgorithm,
     pub gemm: GemmBackend,
     pub simd: Simd,
+    pub tape: TapeLayout,
 }
 
 crate::choice::choice! {
@@ -53,14 +54,26 @@ crate::choice::choice! {
     }
 }
 
+crate::choice::choice! {
+    /// What the tape keeps of conv → batch norm (eval mode) [→ ReLU] for the reverse and
+    /// R-passes (f32 only; f64 always keeps the full tape).
+    #[derive(Default, Hash)]
+    pub enum TapeLayout {
+        #[default]
+        Full = "full": "The conv's output and batch norm's (or the ReLU's): x̂ = (x − μ)·s from the conv's output, as the forward formed it.",
+        Lean = "lean": "Batch norm's (or the ReLU's) output only, written in place by the conv's epilogue: x̂ = (y − β)/γ from it (one activation less per layer to write and keep; layers with γ = 0 or |β| > 16|γ| keep the full tape). dγ and H·v round differently (x̂ within ~(5|x̂| + |β/γ|)·2⁻²⁴); values and dx are the full tape's bits.",
+    }
+}
+
 impl EngineOptions {
     /// Whether these are the defaults.
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }
 
-    /// A short stable description, `conv=auto,gemm=blas,simd=native`, for fingerprints
-    /// and file attributes.
+    /// A short stable description, `conv=auto,gemm=blas,simd=native` (then `,tape=lean`
+    /// where lean, so older descriptions stay what they were), for fingerprints and file
+    /// attributes.
     pub fn describe(&self) -> String {
         self.to_string()
     }
@@ -72,7 +85,11 @@ impl fmt::Display for EngineOptions {
             f,
             "conv={},gemm={},simd={}",
             self.conv, self.gemm, self.simd
-        )
+        )?;
+        if self.tape != TapeLayout::Full {
+            write!(f, ",tape={}", self.tape)?;
+        }
+        Ok(())
     }
 }
 
@@ -91,6 +108,7 @@ mod tests {
             conv: ConvAlgorithm::Im2col,
             gemm: GemmBackend::MatrixMultiply,
             simd: Simd::Avx2,
+            tape: TapeLayout::Full,
         };
         assert!(!o.is_default());
         assert_eq!(o.describe(), "conv=im2col,gemm=matrixmultiply,simd=avx2");
@@ -99,6 +117,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(w.describe(), "conv=winograd,gemm=blas,simd=native");
+        let lean = EngineOptions {
+            tape: TapeLayout::Lean,
+            ..w
+        };
+        assert_eq!(
+            lean.describe(),
+            "conv=winograd,gemm=blas,simd=native,tape=lean"
+        );
         assert_eq!(
             "Winograd".parse::<ConvAlgorithm>(),
             Ok(ConvAlgorithm::Winograd)

@@ -5,6 +5,7 @@
 //! inference    conv → batch norm (eval) [→ ReLU]    the conv's epilogue, in place
 //!              add → ReLU                          one pass, in place
 //! tape         conv → batch norm (eval) [→ ReLU]    the conv's epilogue into a second array
+//!                                                   (lean tape: in place, only it kept)
 //!              add → ReLU                          one pass; the add's output never formed
 //! reverse      ReLU → batch norm (eval)            mask, channel sums and dx in one pass
 //! ```
@@ -17,7 +18,7 @@ use ndarray::{ArrayD, ArrayView1, ArrayViewD};
 
 use super::{empty, Graph, Mode, Tape};
 use crate::engine::ops::{Activation, Erased, Grads};
-use crate::engine::Scalar;
+use crate::engine::{Scalar, TapeLayout};
 
 #[cfg(test)]
 thread_local! {
@@ -40,6 +41,9 @@ pub(super) fn unfused<R>(f: impl FnOnce() -> R) -> R {
     UNFUSED.with(|u| u.set(before));
     r
 }
+
+/// The values and caches of the nodes one fused pass stands for, in order.
+pub(super) type Fused<T> = VecDeque<(ArrayD<T>, Erased)>;
 
 impl Graph {
     /// Whether node `k` exists, has node `i` as its one input, and no other node reads `i`
@@ -88,6 +92,11 @@ impl Graph {
     /// each following node it stands for (batch norm's value is an empty placeholder when
     /// the ReLU follows: neither its reverse nor its R-passes read it, nor the ReLU's);
     /// `None` where the ops do not fuse.
+    ///
+    /// On a lean tape (f32, [`TapeLayout::Lean`]) where batch norm can read x̂ from its
+    /// output (see [`crate::engine::ops::EngineOp::lean_epilogue`]), the conv's epilogue
+    /// runs in place as in inference and only the last value is kept (the others are
+    /// empty placeholders that read it, see `Tape::y_at`); the flag says so.
     pub(super) fn fused_taped<T: Scalar>(
         &self,
         theta: &ArrayView1<T>,
@@ -96,7 +105,7 @@ impl Graph {
         j: usize,
         p: &[ArrayViewD<T>],
         mode: Mode,
-    ) -> Option<VecDeque<(ArrayD<T>, Erased)>> {
+    ) -> Option<(Fused<T>, bool)> {
         let node = &self.nodes[j];
         if node.inputs.is_empty() || !self.only_reader(last, j, j + 1) {
             return None;
@@ -109,6 +118,20 @@ impl Graph {
         let shape = node.op.infer_shape(&shapes).ok()?;
         let next = &self.nodes[j + 1];
         let np = self.params(theta, next);
+        let lean = self.options.tape == TapeLayout::Lean && T::NAME == "f32";
+        if let Some((epilogue, next_cache)) = lean
+            .then(|| next.op.lean_epilogue(&np, mode, then, &shape))
+            .flatten()
+        {
+            if let Some((z, cache)) = node.op.forward_lean(&self.fwd(&xs, p, mode), &*epilogue) {
+                let mut out = VecDeque::from([(empty(), cache), (empty(), next_cache)]);
+                match then {
+                    Some(_) => out.push_back((z, Box::new(()) as Erased)),
+                    None => out.back_mut().expect("two").0 = z,
+                }
+                return Some((out, true));
+            }
+        }
         let (map, next_cache) = next.op.taped_epilogue(&np, mode, then, &shape)?;
         let (y, z, cache) = node.op.forward_taped(&self.fwd(&xs, p, mode), &*map)?;
         let mut out = VecDeque::from([(y, cache)]);
@@ -118,7 +141,7 @@ impl Graph {
         } else {
             out.push_back((z, next_cache));
         }
-        Some(out)
+        Some((out, false))
     }
 
     /// Reverse pass at node `j`, given `gy` = dL/d(its output): where `j` is a ReLU that

@@ -77,6 +77,9 @@ pub struct BatchNorm {
     pub eps: f64,
 }
 
+/// The largest |β/γ| of a layer whose tape may be lean (see [`BatchNorm::lean_applies`]).
+const LEAN_RATIO: f64 = 16.0;
+
 pub struct BnCache<T> {
     /// Normalized input x̂, same layout as x: kept in train mode only. Eval mode forms each
     /// row (x − μ)·s from the layer's input when a reverse or R-pass needs it (the same
@@ -92,6 +95,11 @@ pub struct BnCache<T> {
     pub batch_mean: Array1<T>,
     /// Per-channel biased batch variance (train mode; the running variance in eval mode).
     pub batch_var: Array1<T>,
+    /// Eval mode on a lean tape (see [`crate::engine::TapeLayout::Lean`]): the layer's
+    /// input was never kept, and x̂ = (y − β)·(1/γ) is formed from its output y (or the
+    /// ReLU's, exact wherever the ReLU passes; elsewhere its mask zeroes what x̂ meets)
+    /// with these per-channel (β, 1/γ). `None`: x̂ = (x − μ)·s from the input.
+    pub from_output: Option<(Array1<T>, Array1<T>)>,
 }
 
 pub struct BnRCache<T> {
@@ -105,8 +113,20 @@ impl<T: Scalar> BnCache<T> {
     /// x ↦ x̂ = (x − μ)·s for channel `ch`: the forward pass's expression, with which eval
     /// mode forms x̂ again wherever it is needed (so the bits are those of a stored x̂).
     fn to_xhat(&self, ch: usize) -> impl Fn(T) -> T {
-        let (mu, s) = (self.batch_mean[ch], self.s[ch]);
+        let (mu, s) = match &self.from_output {
+            Some((beta, inv_gamma)) => (beta[ch], inv_gamma[ch]),
+            None => (self.batch_mean[ch], self.s[ch]),
+        };
         move |v| (v - mu) * s
+    }
+
+    /// What x̂ is formed from ([`BnCache::to_xhat`]): the layer's input, or on a lean tape
+    /// its output (or its ReLU's).
+    fn xhat_source<'a>(&self, a: &Taped<'a, T>) -> &'a ArrayD<T> {
+        match self.from_output {
+            Some(_) => a.y,
+            None => a.x[0],
+        }
     }
 }
 
@@ -303,6 +323,7 @@ impl BatchNorm {
                 mode,
                 batch_mean,
                 batch_var,
+                from_output: None,
             },
         )
     }
@@ -387,7 +408,20 @@ impl BatchNorm {
             mode: Mode::Eval,
             batch_mean: Array1::from_shape_fn(ch, |c| rm[c]),
             batch_var: Array1::from_shape_fn(ch, |c| rv[c]),
+            from_output: None,
         }
+    }
+
+    /// Whether x̂ = (y − β)·(1/γ) recovers x̂ from the output closely enough for a lean
+    /// tape: every γ nonzero and |β| ≤ 16|γ| (all finite). The error on x̂ is then within
+    /// ~(5|x̂| + |β/γ|)·2⁻²⁴ in f32 (each of the five roundings between x̂ and the
+    /// recomputed value, and β's in the output).
+    fn lean_applies<T: Scalar>(&self, p: &[ArrayViewD<T>]) -> bool {
+        let (gamma, beta) = (&p[0], &p[1]);
+        (0..self.channels).all(|c| {
+            let (g, b) = (gamma[c].as_f64(), beta[c].as_f64());
+            g != 0.0 && g.is_finite() && b.is_finite() && b.abs() <= LEAN_RATIO * g.abs()
+        })
     }
 
     /// dx, dγ, dβ; `x` is the layer's input. Eval mode writes dx over `gy`, and leaves
@@ -727,9 +761,33 @@ impl EngineOp for BatchNorm {
         Some((map, self.eval_cache(p, count)))
     }
 
+    fn lean_epilogue<'a, T: Scalar>(
+        &self,
+        p: &'a [ArrayViewD<'a, T>],
+        mode: Mode,
+        then: Option<Activation>,
+        x: &[usize],
+    ) -> Option<(Epilogue<'a, T>, BnCache<T>)> {
+        if mode != Mode::Eval || x.len() != 4 || x[0] != self.channels || !self.lean_applies(p) {
+            return None;
+        }
+        let relu = then == Some(Activation::Relu);
+        let count = x[1..].iter().product();
+        let mut cache = self.eval_cache(p, count);
+        let (gamma, beta) = (&p[0], &p[1]);
+        let ch = self.channels;
+        cache.from_output = Some((
+            Array1::from_shape_fn(ch, |c| beta[c]),
+            Array1::from_shape_fn(ch, |c| T::one() / gamma[c]),
+        ));
+        let epilogue = Box::new(self.eval_epilogue(p, relu)) as Epilogue<'a, T>;
+        Some((epilogue, cache))
+    }
+
     fn cache_bytes<T: Scalar>(c: &BnCache<T>) -> usize {
         let xhat = c.xhat.as_ref().map_or(0, |x| x.len());
-        (xhat + 4 * c.s.len()) * std::mem::size_of::<T>()
+        let lean = c.from_output.as_ref().map_or(0, |_| 2 * c.s.len());
+        (xhat + lean + 4 * c.s.len()) * std::mem::size_of::<T>()
     }
 
     fn batch_stats<T: Scalar>(&self, c: &BnCache<T>, params: &[usize]) -> Option<BatchStats<T>> {
@@ -747,7 +805,8 @@ impl EngineOp for BatchNorm {
     }
 
     fn backward<T: Scalar>(&self, a: &Taped<T>, c: &BnCache<T>, gy: ArrayD<T>) -> Grads<T> {
-        grads_of(a, wide!(self.grads(c, a.p, a.x[0], gy, a.want_dp),))
+        let x = c.xhat_source(a);
+        grads_of(a, wide!(self.grads(c, a.p, x, gy, a.want_dp),))
     }
 
     fn backward_relu<T: Scalar>(
@@ -759,7 +818,8 @@ impl EngineOp for BatchNorm {
         keep_gy: bool,
     ) -> Result<(Grads<T>, Option<ArrayD<T>>), ArrayD<T>> {
         let flags = (a.want_dp, keep_gy);
-        let (dx, dg, db, kept) = wide!(self.grads_relu(c, a.p, (a.x[0], y), gy, flags))?;
+        let x = c.xhat_source(a);
+        let (dx, dg, db, kept) = wide!(self.grads_relu(c, a.p, (x, y), gy, flags))?;
         Ok((grads_of(a, (dx, dg, db)), kept))
     }
 
@@ -768,7 +828,8 @@ impl EngineOp for BatchNorm {
         a: &Taped<T>,
         c: &BnCache<T>,
     ) -> (Option<ArrayD<T>>, BnRCache<T>) {
-        let (r, rc) = wide!(self.r_normalize(c, a.p, a.v, a.x[0], a.rx(0)),);
+        let x = c.xhat_source(a);
+        let (r, rc) = wide!(self.r_normalize(c, a.p, a.v, x, a.rx(0)),);
         (Some(r), rc)
     }
 
@@ -782,7 +843,7 @@ impl EngineOp for BatchNorm {
     ) -> Grads<T> {
         grads_of(
             a,
-            wide!(self.r_grads(c, rc, a.p, a.v, a.x[0], a.rx(0), gy, &rgy),),
+            wide!(self.r_grads(c, rc, a.p, a.v, c.xhat_source(a), a.rx(0), gy, &rgy),),
         )
     }
 }

@@ -140,6 +140,30 @@ macro_rules! ops {
                 }
             }
 
+            pub(crate) fn forward_lean<T: Scalar>(
+                &self,
+                a: &Fwd<T>,
+                epilogue: &ChannelMap<T>,
+            ) -> Option<(ArrayD<T>, Erased)> {
+                match self {
+                    $($pat => EngineOp::forward_lean($op, a, epilogue)
+                        .map(|(y, c)| (y, Box::new(c) as Erased)),)*
+                }
+            }
+
+            pub(crate) fn lean_epilogue<'a, T: Scalar>(
+                &self,
+                p: &'a [ArrayViewD<'a, T>],
+                mode: Mode,
+                then: Option<Activation>,
+                x: &[usize],
+            ) -> Option<(Epilogue<'a, T>, Erased)> {
+                match self {
+                    $($pat => EngineOp::lean_epilogue($op, p, mode, then, x)
+                        .map(|(e, c)| (e, Box::new(c) as Erased)),)*
+                }
+            }
+
             pub(crate) fn taped_epilogue<'a, T: Scalar>(
                 &self,
                 p: &'a [ArrayViewD<'a, T>],

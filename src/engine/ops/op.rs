@@ -175,6 +175,16 @@ pub trait EngineOp {
         None
     }
 
+    /// For a lean tape: [`EngineOp::forward_fused`] (the output is never kept, only the
+    /// epilogue's result) with the op's cache; `None` where the op cannot.
+    fn forward_lean<T: Scalar>(
+        &self,
+        _a: &Fwd<T>,
+        _epilogue: &ChannelMap<T>,
+    ) -> Option<(ArrayD<T>, Self::Cache<T>)> {
+        None
+    }
+
     /// `act(y)` for this op's output y in one pass, without forming y (the graph runs it
     /// where `act`'s node alone reads this one and no pass reads y), with the op's cache;
     /// `None` where the op cannot.
@@ -219,6 +229,21 @@ pub trait EngineOp {
         _then: Option<Activation>,
         _x: &[usize],
     ) -> Option<(TapedEpilogue<'a, T>, Self::Cache<T>)> {
+        None
+    }
+
+    /// For a lean tape: this op (followed by `then` when given, which the epilogue must
+    /// apply) as an in-place [`Epilogue`] of the node before it, of shape `x`, where its
+    /// reverse and R-passes can read their output (`Taped::y`: its own, or `then`'s)
+    /// instead of their input, which is then never kept; with the cache they read.
+    /// `None` where it cannot.
+    fn lean_epilogue<'a, T: Scalar>(
+        &self,
+        _p: &'a [ArrayViewD<'a, T>],
+        _mode: Mode,
+        _then: Option<Activation>,
+        _x: &[usize],
+    ) -> Option<(Epilogue<'a, T>, Self::Cache<T>)> {
         None
     }
 

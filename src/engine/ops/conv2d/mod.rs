@@ -190,6 +190,15 @@ impl EngineOp for Conv2d {
         (!self.bias).then(|| plan.forward(a.x[0], &a.p[0], None, Some(epilogue)))
     }
 
+    /// Without bias only, as [`EngineOp::forward_fused`].
+    fn forward_lean<T: Scalar>(
+        &self,
+        a: &Fwd<T>,
+        epilogue: &ChannelMap<T>,
+    ) -> Option<(ArrayD<T>, ())> {
+        self.forward_fused(a, epilogue).map(|y| (y, ()))
+    }
+
     /// Without bias and groups only.
     fn forward_taped<T: Scalar>(
         &self,

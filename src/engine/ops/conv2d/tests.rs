@@ -322,6 +322,7 @@ fn f32_passes_match_f64_reference() {
             conv: ConvAlgorithm::Winograd,
             gemm: GemmBackend::MatrixMultiply,
             simd: Simd::Avx2,
+            ..Default::default()
         },
     ];
     // (C, O, k, s, p, N, H, W): ResNet-like 3×3 same-size, a 1×1, a 5×5 valid, odd
