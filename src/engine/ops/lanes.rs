@@ -74,40 +74,30 @@ pub fn map_dot_sum<T: Scalar>(
     m: impl Fn(T, T) -> T,
     f: impl Fn(T) -> T,
     h: impl Fn(T) -> T,
-    copy: Option<&mut [T]>,
+    mut copy: Option<&mut [T]>,
     sums: bool,
 ) -> (T, T) {
     let n = a.len();
     assert!(c.len() == n && b.len() == n, "map_dot_sum: lengths");
-    let mut scratch = [T::zero(); LANES];
-    let (copy, stride) = match copy {
-        Some(cp) => {
-            assert_eq!(cp.len(), n, "map_dot_sum: copy length");
-            (cp, LANES)
-        }
-        // writes go to a scratch chunk instead (overwritten each time)
-        None => (&mut scratch[..], 0),
-    };
+    if let Some(cp) = &copy {
+        assert_eq!(cp.len(), n, "map_dot_sum: copy length");
+    }
     let full = n - n % LANES;
     let (mut ab, mut sa) = ([T::zero(); LANES], [T::zero(); LANES]);
-    for k in (0..full).step_by(LANES) {
-        let (ak, ck, bk) = (&mut a[k..k + LANES], &c[k..k + LANES], &b[k..k + LANES]);
-        let cp = &mut copy[k / LANES * stride..][..LANES];
-        for i in 0..LANES {
-            let v = m(ak[i], ck[i]);
-            cp[i] = v;
-            if sums {
-                ab[i] += v * f(bk[i]);
-                sa[i] += v;
-            }
-            ak[i] = h(v);
-        }
+    let rows = (&mut a[..full], &c[..full], &b[..full]);
+    let acc = (&mut ab, &mut sa);
+    // one loop per case, so each compiles to straight vector code
+    match (copy.as_deref_mut(), sums) {
+        (Some(cp), true) => map_lanes::<T, true>(rows, (&m, &f, &h), copy_to(cp), acc),
+        (Some(cp), false) => map_lanes::<T, false>(rows, (&m, &f, &h), copy_to(cp), acc),
+        (None, true) => map_lanes::<T, true>(rows, (&m, &f, &h), |_, _| {}, acc),
+        (None, false) => map_lanes::<T, false>(rows, (&m, &f, &h), |_, _| {}, acc),
     }
     let (mut tail_ab, mut tail_a) = (T::zero(), T::zero());
     for k in full..n {
         let v = m(a[k], c[k]);
-        if stride > 0 {
-            copy[k] = v;
+        if let Some(cp) = copy.as_deref_mut() {
+            cp[k] = v;
         }
         tail_ab += v * f(b[k]);
         tail_a += v;
@@ -117,6 +107,42 @@ pub fn map_dot_sum<T: Scalar>(
         return (T::zero(), T::zero());
     }
     (finish(ab, tail_ab), finish(sa, tail_a))
+}
+
+/// Writes chunk `k` of lanes into `cp`.
+#[inline(always)]
+fn copy_to<T: Scalar>(cp: &mut [T]) -> impl FnMut(usize, &[T; LANES]) + '_ {
+    move |k, v| cp[k * LANES..][..LANES].copy_from_slice(v)
+}
+
+/// [`map_dot_sum`]'s whole chunks (`a`, `c`, `b` a multiple of [`LANES`] long): each
+/// chunk's `a' = m(a, c)` handed to `put(chunk, a')`, summed into `ab`, `sa` when `SUMS`,
+/// and written back as `h(a')`.
+#[inline(always)]
+fn map_lanes<T: Scalar, const SUMS: bool>(
+    (a, c, b): (&mut [T], &[T], &[T]),
+    (m, f, h): (impl Fn(T, T) -> T, impl Fn(T) -> T, impl Fn(T) -> T),
+    mut put: impl FnMut(usize, &[T; LANES]),
+    (ab, sa): (&mut [T; LANES], &mut [T; LANES]),
+) {
+    let chunks = a
+        .chunks_exact_mut(LANES)
+        .zip(c.chunks_exact(LANES))
+        .zip(b.chunks_exact(LANES));
+    for (k, ((ak, ck), bk)) in chunks.enumerate() {
+        let mut v = [T::zero(); LANES];
+        for i in 0..LANES {
+            v[i] = m(ak[i], ck[i]);
+        }
+        put(k, &v);
+        for i in 0..LANES {
+            if SUMS {
+                ab[i] += v[i] * f(bk[i]);
+                sa[i] += v[i];
+            }
+            ak[i] = h(v[i]);
+        }
+    }
 }
 
 /// Σ (a·f(b) + c·g(d)), each term added as `(s + a·f(b)) + c·g(d)` (all four of one
@@ -199,6 +225,42 @@ mod tests {
             assert!(close(sq_dev(&a, 0.3), s));
             let m = a.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             assert_eq!(max(&a), m);
+        }
+    }
+
+    /// map_dot_sum has the bits of the separate passes (mask, copy, dot_sum, map) in each
+    /// of its cases (copy or not, sums or not), on whole chunks and tails.
+    #[test]
+    fn map_dot_sum_is_the_separate_passes() {
+        for n in [0usize, 1, 7, 8, 9, 31, 100] {
+            let g: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32) * 0.3 - 1.7).collect();
+            let y: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32) - 3.0).collect();
+            let x: Vec<f32> = (0..n).map(|i| ((i * 29 % 17) as f32) * 0.11).collect();
+            let masked: Vec<f32> = g
+                .iter()
+                .zip(&y)
+                .map(|(&a, &c)| if c > 0.0 { a } else { 0.0 })
+                .collect();
+            let f = |v: f32| (v - 0.5) * 1.25;
+            let (want_ab, want_a) = dot_sum(&masked, &x, f);
+            let want: Vec<f32> = masked.iter().map(|&v| v * 0.75).collect();
+            for (with_copy, sums) in [(true, true), (true, false), (false, true), (false, false)] {
+                let mut a = g.clone();
+                let mut cp = vec![f32::NAN; n];
+                let copy = with_copy.then_some(&mut cp[..]);
+                let m = |a: f32, c: f32| if c > 0.0 { a } else { 0.0 };
+                let (ab, sa) = map_dot_sum((&mut a, &y, &x), m, f, |v| v * 0.75, copy, sums);
+                let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&want), "n {n}");
+                if with_copy {
+                    assert_eq!(bits(&cp), bits(&masked), "n {n}");
+                }
+                let sums_want = if sums { (want_ab, want_a) } else { (0.0, 0.0) };
+                assert_eq!(
+                    (ab.to_bits(), sa.to_bits()),
+                    (sums_want.0.to_bits(), sums_want.1.to_bits())
+                );
+            }
         }
     }
 }
