@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use losscape::engine::{EngineOptions, Mode, Role, TapeLayout};
+use losscape::engine::{EngineOptions, GnKind, Mode, Role, TapeLayout};
 use losscape::model::Model;
 use ndarray::{Array1, ArrayD};
 
@@ -192,4 +192,46 @@ fn f64_and_train_mode_never_go_lean_and_lean_state_is_smaller() {
     lean.hvp_prepared(theta.view(), v.view(), &sl, h1.view_mut());
     lean.hvp_batch(theta.view(), v.view(), &x, &y, Mode::Eval, h2.view_mut());
     assert!(h1.iter().zip(&h2).all(|(p, q)| p.to_bits() == q.to_bits()));
+}
+
+#[test]
+fn gauss_newton_products_on_the_lean_tape_match_f64() {
+    let (model, x, y) = case("resnet20-digits.safetensors");
+    let theta = model.theta.data.clone();
+    let v = Array1::from_shape_fn(theta.len(), |i| {
+        (hashed(i, 7) * theta[i].abs() as f64) as f32
+    });
+    let gn = |tape: TapeLayout| {
+        let mut out = Array1::<f32>::zeros(theta.len());
+        let g = with_tape(&model, tape);
+        g.gn_batch(
+            theta.view(),
+            v.view(),
+            &x,
+            &y,
+            Mode::Eval,
+            &GnKind::Ggn,
+            out.view_mut(),
+        );
+        out
+    };
+    let (full, lean) = (gn(TapeLayout::Full), gn(TapeLayout::Lean));
+    let mut want = Array1::<f64>::zeros(theta.len());
+    let (t64, v64, x64) = (
+        theta.mapv(|a| a as f64),
+        v.mapv(|a| a as f64),
+        x.mapv(|a| a as f64),
+    );
+    model.graph.gn_batch(
+        t64.view(),
+        v64.view(),
+        &x64,
+        &y,
+        Mode::Eval,
+        &GnKind::Ggn,
+        want.view_mut(),
+    );
+    let (ef, el) = (rel_norm(&full, &want), rel_norm(&lean, &want));
+    eprintln!("GGN·v relative error vs f64: full {ef:.2e}, lean {el:.2e}");
+    assert!(el <= (2.0 * ef).max(1e-6), "full {ef:.2e}, lean {el:.2e}");
 }
