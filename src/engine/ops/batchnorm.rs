@@ -111,7 +111,8 @@ pub struct BnRCache<T> {
 
 impl<T: Scalar> BnCache<T> {
     /// x ↦ x̂ = (x − μ)·s for channel `ch`: the forward pass's expression, with which eval
-    /// mode forms x̂ again wherever it is needed (so the bits are those of a stored x̂).
+    /// mode forms x̂ again wherever it is needed (so the bits are those of a stored x̂); on
+    /// a lean tape y ↦ (y − β)·(1/γ) from the output instead (see `from_output`).
     fn to_xhat(&self, ch: usize) -> impl Fn(T) -> T {
         let (mu, s) = match &self.from_output {
             Some((beta, inv_gamma)) => (beta[ch], inv_gamma[ch]),
@@ -413,14 +414,15 @@ impl BatchNorm {
     }
 
     /// Whether x̂ = (y − β)·(1/γ) recovers x̂ from the output closely enough for a lean
-    /// tape: every γ nonzero and |β| ≤ 16|γ| (all finite). The error on x̂ is then within
-    /// ~(5|x̂| + |β/γ|)·2⁻²⁴ in f32 (each of the five roundings between x̂ and the
-    /// recomputed value, and β's in the output).
+    /// tape: every γ nonzero with a finite 1/γ and |β| ≤ 16|γ| (all finite). The error on
+    /// x̂ is then within ~(5|x̂| + |β/γ|)·2⁻²⁴ in f32 (each of the five roundings between
+    /// x̂ and the recomputed value, and β's in the output).
     fn lean_applies<T: Scalar>(&self, p: &[ArrayViewD<T>]) -> bool {
         let (gamma, beta) = (&p[0], &p[1]);
         (0..self.channels).all(|c| {
             let (g, b) = (gamma[c].as_f64(), beta[c].as_f64());
-            g != 0.0 && g.is_finite() && b.is_finite() && b.abs() <= LEAN_RATIO * g.abs()
+            let finite = g.is_finite() && b.is_finite() && (T::one() / gamma[c]).is_finite();
+            g != 0.0 && finite && b.abs() <= LEAN_RATIO * g.abs()
         })
     }
 
