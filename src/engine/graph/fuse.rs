@@ -118,7 +118,8 @@ impl Graph {
         let shape = node.op.infer_shape(&shapes).ok()?;
         let next = &self.nodes[j + 1];
         let np = self.params(theta, next);
-        let lean = self.options.tape == TapeLayout::Lean && T::NAME == "f32";
+        let f32 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+        let lean = self.options.tape == TapeLayout::Lean && f32;
         if let Some((epilogue, next_cache)) = lean
             .then(|| next.op.lean_epilogue(&np, mode, then, &shape))
             .flatten()

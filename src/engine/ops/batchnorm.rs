@@ -413,6 +413,13 @@ impl BatchNorm {
         }
     }
 
+    /// Values per channel of an eval-mode input of shape `x` = `[C, N, H, W]`, where the
+    /// tape's fused forms apply; `None` otherwise.
+    fn eval_count(&self, mode: Mode, x: &[usize]) -> Option<usize> {
+        (mode == Mode::Eval && x.len() == 4 && x[0] == self.channels)
+            .then(|| x[1..].iter().product())
+    }
+
     /// Whether x̂ = (y − β)·(1/γ) recovers x̂ from the output closely enough for a lean
     /// tape: every γ nonzero with a finite 1/γ and |β| ≤ 16|γ| (all finite). The error on
     /// x̂ is then within ~(5|x̂| + |β/γ|)·2⁻²⁴ in f32 (each of the five roundings between
@@ -754,11 +761,8 @@ impl EngineOp for BatchNorm {
         then: Option<Activation>,
         x: &[usize],
     ) -> Option<(TapedEpilogue<'a, T>, BnCache<T>)> {
-        if mode != Mode::Eval || x.len() != 4 || x[0] != self.channels {
-            return None;
-        }
+        let count = self.eval_count(mode, x)?;
         let relu = then == Some(Activation::Relu);
-        let count = x[1..].iter().product();
         let map = Box::new(self.taped_map(p, relu)) as TapedEpilogue<'a, T>;
         Some((map, self.eval_cache(p, count)))
     }
@@ -770,11 +774,7 @@ impl EngineOp for BatchNorm {
         then: Option<Activation>,
         x: &[usize],
     ) -> Option<(Epilogue<'a, T>, BnCache<T>)> {
-        if mode != Mode::Eval || x.len() != 4 || x[0] != self.channels || !self.lean_applies(p) {
-            return None;
-        }
-        let relu = then == Some(Activation::Relu);
-        let count = x[1..].iter().product();
+        let count = self.eval_count(mode, x).filter(|_| self.lean_applies(p))?;
         let mut cache = self.eval_cache(p, count);
         let (gamma, beta) = (&p[0], &p[1]);
         let ch = self.channels;
@@ -782,8 +782,7 @@ impl EngineOp for BatchNorm {
             Array1::from_shape_fn(ch, |c| beta[c]),
             Array1::from_shape_fn(ch, |c| T::one() / gamma[c]),
         ));
-        let epilogue = Box::new(self.eval_epilogue(p, relu)) as Epilogue<'a, T>;
-        Some((epilogue, cache))
+        Some((self.epilogue(p, mode, then)?, cache))
     }
 
     fn cache_bytes<T: Scalar>(c: &BnCache<T>) -> usize {
