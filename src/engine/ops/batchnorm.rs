@@ -38,7 +38,6 @@ use std::mem::MaybeUninit;
 
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Ix2};
 
-use super::relu::keep;
 use super::vmath::wide;
 use super::{lanes, Activation, EngineOp, Epilogue, Fwd, Grads, Taped, TapedEpilogue};
 use crate::engine::error::ShapeError;
@@ -114,11 +113,16 @@ impl<T: Scalar> BnCache<T> {
     /// mode forms x̂ again wherever it is needed (so the bits are those of a stored x̂); on
     /// a lean tape y ↦ (y − β)·(1/γ) from the output instead (see `from_output`).
     fn to_xhat(&self, ch: usize) -> impl Fn(T) -> T {
-        let (mu, s) = match &self.from_output {
+        let (mu, s) = self.xhat_coeffs(ch);
+        move |v| (v - mu) * s
+    }
+
+    /// (μ, s) of [`BnCache::to_xhat`]'s x̂ = (v − μ)·s for channel `ch`.
+    fn xhat_coeffs(&self, ch: usize) -> (T, T) {
+        match &self.from_output {
             Some((beta, inv_gamma)) => (beta[ch], inv_gamma[ch]),
             None => (self.batch_mean[ch], self.s[ch]),
-        };
-        move |v| (v - mu) * s
+        }
     }
 
     /// What x̂ is formed from ([`BnCache::to_xhat`]): the layer's input, or on a lean tape
@@ -456,6 +460,13 @@ impl BatchNorm {
             for ch in 0..self.channels {
                 let mut row = gv.row_mut(ch);
                 let (s, gm) = (c.s[ch], gamma[ch]);
+                if let Some(gs) = row.as_slice_mut() {
+                    let xs = row_slice(&xc, ch);
+                    let xh = c.xhat_coeffs(ch);
+                    (dgamma[ch], dbeta[ch]) =
+                        lanes::bn_eval_row((gs, None, &xs), xh, (gm, s), None, want_dp);
+                    continue;
+                }
                 if want_dp {
                     let xs = row_slice(&xc, ch);
                     (dgamma[ch], dbeta[ch]) = match row.as_slice() {
@@ -528,11 +539,10 @@ impl BatchNorm {
                 k.resize(r.end, T::zero());
                 &mut k[r.clone()]
             });
-            (dgamma[ch], dbeta[ch]) = lanes::map_dot_sum(
-                (&mut gs[r.clone()], &ys[r.clone()], &xs[r.clone()]),
-                keep,
-                c.to_xhat(ch),
-                |v| v * gm * s,
+            (dgamma[ch], dbeta[ch]) = lanes::bn_eval_row(
+                (&mut gs[r.clone()], Some(&ys[r.clone()]), &xs[r.clone()]),
+                c.xhat_coeffs(ch),
+                (gm, s),
                 copy,
                 want_dp,
             );

@@ -109,6 +109,171 @@ pub fn map_dot_sum<T: Scalar>(
     (finish(ab, tail_ab), finish(sa, tail_a))
 }
 
+/// Batch norm's eval-mode backward over one channel's row, in one pass (Ioffe & Szegedy
+/// 2015, with the batch statistics fixed): `v = g`, or with a `mask` (the output of the
+/// ReLU after it) `v = g` where `mask > 0` and 0 elsewhere; `copy ← v` where given; with
+/// `sums` returns (Σ v·x̂, Σ v), x̂ = (src − μ)·σ for `xhat = (μ, σ)`, in [`dot_sum`]'s
+/// lanes and order (zeros without `sums`); and `g ← (v·γ)·s` for `scale = (γ, s)`.
+/// The bits of [`map_dot_sum`] with those maps; in f32 with AVX2 (unless the tests' `plain`
+/// forbids it) through explicit vectors, which the compiler does not form from the generic
+/// loop (it ran one element at a time there).
+#[inline(always)]
+pub fn bn_eval_row<T: Scalar>(
+    (g, mask, src): (&mut [T], Option<&[T]>, &[T]),
+    (mu, sx): (T, T),
+    (gm, s): (T, T),
+    copy: Option<&mut [T]>,
+    sums: bool,
+) -> (T, T) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::is_x86_feature_detected!("avx2")
+        && !super::vmath::plain_forced()
+    {
+        let n = g.len();
+        assert!(src.len() == n, "bn_eval_row: lengths");
+        assert!(
+            mask.is_none_or(|m| m.len() == n),
+            "bn_eval_row: mask length"
+        );
+        assert!(
+            copy.as_ref().is_none_or(|c| c.len() == n),
+            "bn_eval_row: copy length"
+        );
+        let f = |v: T| v.to_f32().expect("f32");
+        let (ab, sa) = {
+            // SAFETY: T is f32 (TypeIds match), so these reinterpret slices as themselves;
+            // the lengths are checked above and the CPU has AVX2.
+            unsafe {
+                let cast = |x: &[T]| std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
+                let cast_mut = |x: &mut [T]| {
+                    std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len())
+                };
+                avx2::bn_eval_row(
+                    (cast_mut(g), mask.map(cast), cast(src)),
+                    (f(mu), f(sx)),
+                    (f(gm), f(s)),
+                    copy.map(cast_mut),
+                    sums,
+                )
+            }
+        };
+        return (T::from_f32(ab).expect("f32"), T::from_f32(sa).expect("f32"));
+    }
+    let f = move |v: T| (v - mu) * sx;
+    let h = move |v: T| v * gm * s;
+    match mask {
+        Some(m) => map_dot_sum(
+            (g, m, src),
+            |a, c| if c > T::zero() { a } else { T::zero() },
+            f,
+            h,
+            copy,
+            sums,
+        ),
+        None => map_dot_sum((g, src, src), |a, _| a, f, h, copy, sums),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{finish, LANES};
+    use std::arch::x86_64::*;
+
+    /// See [`super::bn_eval_row`]: its f32 form, the whole chunks in ymm vectors (one
+    /// lane per accumulator of [`super::dot_sum`]), the tail as [`super::map_dot_sum`]'s.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn bn_eval_row(
+        (g, mask, src): (&mut [f32], Option<&[f32]>, &[f32]),
+        (mu, sx): (f32, f32),
+        (gm, s): (f32, f32),
+        mut copy: Option<&mut [f32]>,
+        sums: bool,
+    ) -> (f32, f32) {
+        let n = g.len();
+        let full = n - n % LANES;
+        let cp = copy.as_deref_mut().map(|c| c.as_mut_ptr());
+        let mk = mask.map(|m| m.as_ptr());
+        let args = (g.as_mut_ptr(), mk, src.as_ptr(), cp, full);
+        let c = [mu, sx, gm, s];
+        let (ab, sa) = match (mk.is_some(), cp.is_some(), sums) {
+            (true, true, true) => chunks::<true, true, true>(args, c),
+            (true, true, false) => chunks::<true, true, false>(args, c),
+            (true, false, true) => chunks::<true, false, true>(args, c),
+            (true, false, false) => chunks::<true, false, false>(args, c),
+            (false, true, true) => chunks::<false, true, true>(args, c),
+            (false, true, false) => chunks::<false, true, false>(args, c),
+            (false, false, true) => chunks::<false, false, true>(args, c),
+            (false, false, false) => chunks::<false, false, false>(args, c),
+        };
+        let (mut tail_ab, mut tail_a) = (0.0f32, 0.0f32);
+        for k in full..n {
+            let v = match mask {
+                Some(m) if m[k] > 0.0 => g[k],
+                Some(_) => 0.0,
+                None => g[k],
+            };
+            if let Some(cp) = copy.as_deref_mut() {
+                cp[k] = v;
+            }
+            tail_ab += v * ((src[k] - mu) * sx);
+            tail_a += v;
+            g[k] = v * gm * s;
+        }
+        if !sums {
+            return (0.0, 0.0);
+        }
+        (finish(ab, tail_ab), finish(sa, tail_a))
+    }
+
+    /// The chunks `0..full` of [`bn_eval_row`], one loop per case.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::type_complexity)]
+    unsafe fn chunks<const MASK: bool, const COPY: bool, const SUMS: bool>(
+        (g, mask, src, copy, full): (
+            *mut f32,
+            Option<*const f32>,
+            *const f32,
+            Option<*mut f32>,
+            usize,
+        ),
+        [mu, sx, gm, s]: [f32; 4],
+    ) -> ([f32; LANES], [f32; LANES]) {
+        let zero = _mm256_setzero_ps();
+        let (vmu, vsx, vgm, vs) = (
+            _mm256_set1_ps(mu),
+            _mm256_set1_ps(sx),
+            _mm256_set1_ps(gm),
+            _mm256_set1_ps(s),
+        );
+        let (mut ab, mut sa) = (zero, zero);
+        let mut k = 0;
+        while k < full {
+            let a = _mm256_loadu_ps(g.add(k));
+            let v = if MASK {
+                let m = _mm256_loadu_ps(mask.unwrap_unchecked().add(k));
+                _mm256_and_ps(a, _mm256_cmp_ps::<_CMP_GT_OQ>(m, zero))
+            } else {
+                a
+            };
+            if COPY {
+                _mm256_storeu_ps(copy.unwrap_unchecked().add(k), v);
+            }
+            if SUMS {
+                let xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(src.add(k)), vmu), vsx);
+                ab = _mm256_add_ps(ab, _mm256_mul_ps(v, xh));
+                sa = _mm256_add_ps(sa, v);
+            }
+            _mm256_storeu_ps(g.add(k), _mm256_mul_ps(_mm256_mul_ps(v, vgm), vs));
+            k += LANES;
+        }
+        let (mut oab, mut osa) = ([0.0f32; LANES], [0.0f32; LANES]);
+        _mm256_storeu_ps(oab.as_mut_ptr(), ab);
+        _mm256_storeu_ps(osa.as_mut_ptr(), sa);
+        (oab, osa)
+    }
+}
+
 /// Writes chunk `k` of lanes into `cp`.
 #[inline(always)]
 fn copy_to<T: Scalar>(cp: &mut [T]) -> impl FnMut(usize, &[T; LANES]) + '_ {
@@ -262,5 +427,71 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// bn_eval_row's AVX2 vectors have the bits of its generic loop (the tests' `plain`)
+    /// in each case (mask, copy, sums), on whole chunks and tails, with NaN, ±0 and
+    /// negative values in the gradient and the mask; and f64 takes the generic loop.
+    #[test]
+    fn bn_eval_row_vectors_are_the_generic_loop() {
+        use crate::engine::ops::vmath::plain;
+        let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+        for n in [0usize, 1, 7, 8, 9, 31, 100, 1027] {
+            let mut g: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32) * 0.3 - 1.7).collect();
+            let mut y: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32) - 3.0).collect();
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 29 % 17) as f32) * 0.11 - 0.4)
+                .collect();
+            if n > 9 {
+                (g[0], g[5], y[4], y[6], y[8]) = (f32::NAN, -0.0, f32::NAN, -0.0, 0.0);
+            }
+            for (masked, with_copy, sums) in (0..8).map(|c| (c & 1 > 0, c & 2 > 0, c & 4 > 0)) {
+                let run = |wide: bool| {
+                    let (mut a, mut cp) = (g.clone(), vec![f32::NAN; n]);
+                    let mut go = || {
+                        bn_eval_row(
+                            (&mut a, masked.then_some(&y[..]), &x),
+                            (0.37, 1.9),
+                            (0.8, 1.3),
+                            with_copy.then_some(&mut cp[..]),
+                            sums,
+                        )
+                    };
+                    let (ab, sa) = if wide { go() } else { plain(go) };
+                    (bits(&a), bits(&cp), ab.to_bits(), sa.to_bits())
+                };
+                let (wide, generic) = (run(true), run(false));
+                assert_eq!(
+                    wide, generic,
+                    "n {n} mask {masked} copy {with_copy} sums {sums}"
+                );
+                // the generic loop is map_dot_sum's: v·γ·s, and the masked rows zero
+                let gen_a: Vec<f32> = g
+                    .iter()
+                    .zip(&y)
+                    .map(|(&v, &m)| {
+                        if !masked || m > 0.0 {
+                            v * 0.8 * 1.3
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                assert_eq!(generic.0, bits(&gen_a), "n {n}");
+                let (sx, ss) = (f32::from_bits(generic.2), f32::from_bits(generic.3));
+                if sums && n > 9 {
+                    // the NaN at g[0] reaches the sums unless the mask (y[0] = −3) drops it
+                    assert_eq!(sx.is_nan(), !masked, "n {n}");
+                    assert_eq!(ss.is_nan(), !masked, "n {n}");
+                }
+                if !sums {
+                    assert_eq!((sx, ss), (0.0, 0.0));
+                }
+            }
+        }
+        let (mut a, x) = (vec![1.5f64; 19], vec![0.25f64; 19]);
+        let (ab, sa) = bn_eval_row((&mut a, None, &x), (0.5, 2.0), (3.0, 0.5), None, true);
+        assert_eq!((ab, sa), (-0.5 * 1.5 * 19.0, 1.5 * 19.0));
+        assert!(a.iter().all(|&v| v == 2.25));
     }
 }

@@ -91,7 +91,7 @@ thread_local! {
 
 /// Whether this thread's tests asked for the baseline loops ([`plain`]).
 #[inline(always)]
-fn plain_forced() -> bool {
+pub(super) fn plain_forced() -> bool {
     #[cfg(test)]
     return PLAIN.with(|p| p.get());
     #[cfg(not(test))]
