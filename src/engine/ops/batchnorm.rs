@@ -667,7 +667,13 @@ impl BatchNorm {
                 // x̂ stored (train) or formed from x in the sum (eval)
                 rdgamma[ch] = match &xh {
                     Some(xh) => r_dgamma((&rgr, &row_slice(xh, ch), |h| h), &gr, st, rr, s),
-                    None => r_dgamma((&rgr, &row_slice(&xc, ch), c.to_xhat(ch)), &gr, st, rr, s),
+                    None => match (st, rr) {
+                        (None, Some(rr)) => {
+                            let xr = row_slice(&xc, ch);
+                            lanes::dot2_affine((&rgr, &xr), c.xhat_coeffs(ch), (&gr, rr), s)
+                        }
+                        _ => r_dgamma((&rgr, &row_slice(&xc, ch), c.to_xhat(ch)), &gr, st, rr, s),
+                    },
                 };
                 rdbeta[ch] = rg.row(ch).sum();
                 match c.mode {

@@ -175,6 +175,38 @@ pub fn bn_eval_row<T: Scalar>(
     }
 }
 
+/// Σ (a·x̂ + c·(s·d)) with x̂ = (b − μ)·σ, each term added as `(acc + a·x̂) + c·(s·d)`:
+/// [`dot2`] with those maps (its bits: batch norm's eval-mode R{dγ} = Σ R{dy} x̂ + dy s R{x}),
+/// in explicit AVX2 vectors for f32 as [`bn_eval_row`].
+#[inline(always)]
+pub fn dot2_affine<T: Scalar>(
+    (a, b): (&[T], &[T]),
+    (mu, sx): (T, T),
+    (c, d): (&[T], &[T]),
+    s: T,
+) -> T {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::is_x86_feature_detected!("avx2")
+        && !super::vmath::plain_forced()
+    {
+        let n = a.len();
+        assert!(
+            b.len() == n && c.len() == n && d.len() == n,
+            "dot2_affine: lengths"
+        );
+        let f = |v: T| v.to_f32().expect("f32");
+        // SAFETY: T is f32 (TypeIds match), so these reinterpret slices as themselves; the
+        // lengths are checked above and the CPU has AVX2.
+        let r = unsafe {
+            let cast = |x: &[T]| std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
+            avx2::dot2_affine((cast(a), cast(b)), (f(mu), f(sx)), (cast(c), cast(d)), f(s))
+        };
+        return T::from_f32(r).expect("f32");
+    }
+    dot2((a, b, move |v| (v - mu) * sx), (c, d, move |r| s * r))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{finish, LANES};
@@ -224,6 +256,39 @@ mod avx2 {
             return (0.0, 0.0);
         }
         (finish(ab, tail_ab), finish(sa, tail_a))
+    }
+
+    /// See [`super::dot2_affine`]: the whole chunks in ymm vectors (one lane per
+    /// accumulator of [`super::dot2`]), the tail as its.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dot2_affine(
+        (a, b): (&[f32], &[f32]),
+        (mu, sx): (f32, f32),
+        (c, d): (&[f32], &[f32]),
+        s: f32,
+    ) -> f32 {
+        let n = a.len();
+        let whole = n - n % LANES;
+        let (vmu, vsx, vs) = (_mm256_set1_ps(mu), _mm256_set1_ps(sx), _mm256_set1_ps(s));
+        let mut acc = _mm256_setzero_ps();
+        let (pa, pb, pc, pd) = (a.as_ptr(), b.as_ptr(), c.as_ptr(), d.as_ptr());
+        let mut j = 0;
+        while j < whole {
+            let xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(pb.add(j)), vmu), vsx);
+            let t1 = _mm256_mul_ps(_mm256_loadu_ps(pa.add(j)), xh);
+            let t2 = _mm256_mul_ps(
+                _mm256_loadu_ps(pc.add(j)),
+                _mm256_mul_ps(vs, _mm256_loadu_ps(pd.add(j))),
+            );
+            acc = _mm256_add_ps(_mm256_add_ps(acc, t1), t2);
+            j += LANES;
+        }
+        let mut lanes = [0.0f32; LANES];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        let tail = (whole..n).fold(0.0f32, |t, j| {
+            t + a[j] * ((b[j] - mu) * sx) + c[j] * (s * d[j])
+        });
+        finish(lanes, tail)
     }
 
     /// The chunks `0..full` of [`bn_eval_row`], one loop per case.
@@ -493,5 +558,24 @@ mod tests {
         let (ab, sa) = bn_eval_row((&mut a, None, &x), (0.5, 2.0), (3.0, 0.5), None, true);
         assert_eq!((ab, sa), (-0.5 * 1.5 * 19.0, 1.5 * 19.0));
         assert!(a.iter().all(|&v| v == 2.25));
+    }
+
+    /// dot2_affine's AVX2 vectors have the bits of dot2 with its maps (the tests' `plain`).
+    #[test]
+    fn dot2_affine_vectors_are_dot2() {
+        use crate::engine::ops::vmath::plain;
+        for n in [0usize, 1, 7, 8, 9, 31, 100, 1027] {
+            let v = |k: usize, sc: f32| -> Vec<f32> {
+                (0..n).map(|i| ((i * k % 23) as f32) * sc - 1.1).collect()
+            };
+            let (mut a, b, c, d) = (v(37, 0.3), v(13, 0.7), v(29, 0.11), v(7, 0.9));
+            if n > 9 {
+                a[4] = -0.0;
+            }
+            let go = || dot2_affine((&a, &b), (0.37, 1.9), (&c, &d), 1.3);
+            let want = dot2((&a, &b, |v| (v - 0.37) * 1.9), (&c, &d, |r| 1.3 * r));
+            assert_eq!(go().to_bits(), want.to_bits(), "n {n}");
+            assert_eq!(plain(go).to_bits(), want.to_bits(), "n {n}");
+        }
     }
 }
