@@ -340,6 +340,14 @@ impl Graph {
                     if last[node.inputs[0]] == j {
                         values[node.inputs[0]] = empty();
                     }
+                    // earlier values that a fused node read last (a residual sum's other term)
+                    for k in j + 1..=j + skip {
+                        for &i in &self.nodes[k].inputs {
+                            if i < j && last[i] == k {
+                                values[i] = empty();
+                            }
+                        }
+                    }
                     values.push(empty());
                     caches.push(unit());
                     fused.extend((1..skip).map(|_| (empty(), unit())));

@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! inference    conv → batch norm (eval) [→ ReLU]    the conv's epilogue, in place
+//!              conv → batch norm (eval) → add → ReLU
+//!                                                   the same, adding the residual block's
+//!                                                   other term (computed before) per block
 //!              add → ReLU                          one pass, in place
 //! tape         conv → batch norm (eval) [→ ReLU]    the conv's epilogue into a second array
 //!                                                   (lean tape: in place, only it kept)
@@ -17,7 +20,7 @@ use std::collections::VecDeque;
 use ndarray::{ArrayD, ArrayView1, ArrayViewD};
 
 use super::{empty, Graph, Mode, Tape};
-use crate::engine::ops::{Activation, Erased, Grads};
+use crate::engine::ops::{add_relu_in_place, Activation, Erased, Grads, Op};
 use crate::engine::{Scalar, TapeLayout};
 
 #[cfg(test)]
@@ -62,8 +65,9 @@ impl Graph {
 
     /// Inference: node `j` (parameters `p`) with its only reader's per-channel epilogue,
     /// and that one's only reader's activation, applied block by block while in cache
-    /// (conv → batch norm in eval mode [→ ReLU]): the result and how many following nodes
-    /// it stands for; `None` where the ops do not fuse.
+    /// (conv → batch norm in eval mode [→ ReLU]), or without the ReLU the add → ReLU of a
+    /// residual block after it ([`Graph::residual_after`]): the result and how many
+    /// following nodes it stands for; `None` where the ops do not fuse.
     pub(super) fn fused_forward<T: Scalar>(
         &self,
         theta: &ArrayView1<T>,
@@ -82,8 +86,51 @@ impl Graph {
         let np = self.params(theta, next);
         let epilogue = next.op.epilogue(&np, mode, then)?;
         let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
+        if then.is_none() {
+            if let Some(other) = self.residual_after(values, last, j) {
+                // conv → batch norm → add → ReLU: relu(bn(y) + other) per block, in the
+                // add's order of operands (the same sum either way round)
+                let r = values[other].as_slice()?;
+                let ep = |ch: usize, off: usize, row: &mut [T]| {
+                    epilogue(ch, off, row);
+                    add_relu_in_place(row, &r[off..][..row.len()]);
+                };
+                let y = node.op.forward_fused(&self.fwd(&xs, p, mode), &ep)?;
+                return Some((y, 3));
+            }
+        }
         let y = node.op.forward_fused(&self.fwd(&xs, p, mode), &*epilogue)?;
         Some((y, if then.is_some() { 2 } else { 1 }))
+    }
+
+    /// Inference, for node `j` whose only reader is `j + 1`: where `j + 2` is an add of
+    /// `j + 1` and an earlier node's value of the same shape (a residual block's sum), the
+    /// add the only reader of `j + 1` and a ReLU the only reader of the add, that earlier
+    /// node (its value in `values`).
+    fn residual_after<T: Scalar>(
+        &self,
+        values: &[ArrayD<T>],
+        last: &[usize],
+        j: usize,
+    ) -> Option<usize> {
+        let add = self.nodes.get(j + 2)?;
+        if !matches!(add.op, Op::Add) || add.inputs.len() != 2 || last[j + 1] != j + 2 {
+            return None;
+        }
+        let other = match add.inputs[..] {
+            [a, b] if a == j + 1 && b != j + 1 => b,
+            [a, b] if b == j + 1 && a != j + 1 => a,
+            _ => return None,
+        };
+        let conv_out = self.nodes[j]
+            .op
+            .infer_shape(&[values.get(self.nodes[j].inputs[0])?.shape()])
+            .ok()?;
+        let ok = other < j
+            && values[other].shape() == &conv_out[..]
+            && values[other].is_standard_layout()
+            && self.activation_after(last, j + 2) == Some(Activation::Relu);
+        ok.then_some(other)
     }
 
     /// For the tape: node `j` (parameters `p`) with its only reader's per-channel map into

@@ -45,7 +45,8 @@ fn pass_bits<T: Scalar>(n: usize, mode: Mode) -> (Vec<Vec<u64>>, usize) {
 }
 
 /// The fused passes (conv → batch norm → ReLU on the tape, ReLU → batch norm in the
-/// reverse pass, conv → batch norm [→ ReLU] in inference) give the bits of the
+/// reverse pass, conv → batch norm [→ ReLU] and conv → batch norm → add → ReLU in
+/// inference) give the bits of the
 /// separate ones, f32 and f64, on image counts with and without a lane tail; on the
 /// tape each residual block keeps one activation less per fused pair.
 #[test]

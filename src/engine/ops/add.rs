@@ -10,7 +10,7 @@
 use ndarray::ArrayD;
 
 use super::relu::relu;
-use super::vmath::{zip_map, zip_mut};
+use super::vmath::{wide, zip_map, zip_mut};
 use super::{Activation, EngineOp, Fwd, Grads, Mode, Taped};
 use crate::engine::error::ShapeError;
 use crate::engine::Scalar;
@@ -105,6 +105,13 @@ impl EngineOp for Add {
     ) -> Grads<T> {
         both(rgy)
     }
+}
+
+/// `a ← relu(a + b)` element by element in [`wide!`] vectors: the add → ReLU of a residual
+/// block with [`Add`]'s arithmetic (so its bits), for the graph's fused epilogues.
+pub fn add_relu_in_place<T: Scalar>(a: &mut [T], b: &[T]) {
+    let b = &b[..a.len()];
+    wide!(a.iter_mut().zip(b).for_each(|(u, &v)| *u = relu(*u + v)),);
 }
 
 #[cfg(test)]

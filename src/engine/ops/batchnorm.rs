@@ -347,14 +347,15 @@ impl BatchNorm {
     }
 
     /// The per-channel map of eval-mode batch norm (optionally followed by ReLU) as a
-    /// closure over `(channel, values)`, with [`BatchNorm::normalize`]'s arithmetic (same bits).
+    /// closure over `(channel, offset, values)`, with [`BatchNorm::normalize`]'s arithmetic
+    /// (same bits).
     fn eval_epilogue<'a, T: Scalar>(
         &self,
         p: &'a [ArrayViewD<'a, T>],
         relu: bool,
-    ) -> impl Fn(usize, &mut [T]) + 'a {
+    ) -> impl Fn(usize, usize, &mut [T]) + 'a {
         let eps = T::from_f(self.eps);
-        move |c: usize, row: &mut [T]| {
+        move |c: usize, _: usize, row: &mut [T]| {
             let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
             let (mu, sc, g, b) = (rm[c], inv_std(rv[c], eps), gamma[c], beta[c]);
             wide!({

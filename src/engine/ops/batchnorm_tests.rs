@@ -101,7 +101,7 @@ fn wide_and_baseline_loops_agree_bit_for_bit() {
         let mut y = x.clone().into_shape_with_order((ch, m)).unwrap();
         let e = bn.eval_epilogue(&p, relu);
         for (c, mut row) in y.rows_mut().into_iter().enumerate() {
-            e(c, row.as_slice_mut().unwrap());
+            e(c, c * m, row.as_slice_mut().unwrap());
         }
         bits(&y.into_dyn())
     };

@@ -52,7 +52,7 @@ pub mod transpose;
 use ndarray::{ArrayD, ArrayViewD};
 
 pub(crate) use add::add_assign;
-pub use add::Add;
+pub use add::{add_relu_in_place, Add};
 pub use affine::Affine;
 pub use avg_pool::{AvgPool, Pool2d};
 pub use batchnorm::{BatchNorm, BatchStats, Mode};

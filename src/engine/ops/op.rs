@@ -77,8 +77,9 @@ impl<T> Grads<T> {
 }
 
 /// A per-channel map applied to each block of a producer's output while it is in cache:
-/// `(channel, values)`.
-pub type ChannelMap<'a, T> = dyn Fn(usize, &mut [T]) + 'a;
+/// `(channel, offset, values)`, `offset` where `values` start in the output (`[C, …]`
+/// flattened, so a same-shaped array's values are at the same place).
+pub type ChannelMap<'a, T> = dyn Fn(usize, usize, &mut [T]) + 'a;
 
 /// An owned [`ChannelMap`].
 pub type Epilogue<'a, T> = Box<ChannelMap<'a, T>>;

@@ -88,7 +88,10 @@ impl Conv2d {
             .map(|g| {
                 let (xg, wg) = (part(x, g, ci), part_view(w, g, co));
                 let bg = b.map(|b| part_view(b, g, co));
-                let shifted = epilogue.map(|e| move |ch: usize, v: &mut [T]| e(ch + g * co, v));
+                // group g's channels and values lie g·co channels on in the whole output
+                let at = g * co * plan.g.cols;
+                let shifted = epilogue
+                    .map(|e| move |ch: usize, off: usize, v: &mut [T]| e(ch + g * co, off + at, v));
                 let ep = shifted.as_ref().map(|f| f as &ChannelMap<T>);
                 plan.forward(&xg, &wg, bg.as_ref(), ep)
             })
@@ -368,7 +371,7 @@ impl Depthwise {
                 row.iter_mut().for_each(|v| *v += bo);
             }
             if let Some(e) = epilogue {
-                e(o, row);
+                e(o, o * plane, row);
             }
         }
         let shape = [self.c * self.m, self.n, self.ho, self.wo];

@@ -322,7 +322,7 @@ impl Plan<'_> {
         dense(y)
     }
 
-    /// y = W ⋆ x + b, with `epilogue(channel, values)` applied to each block of each output
+    /// y = W ⋆ x + b, with `epilogue(channel, offset, values)` applied to each block of each output
     /// channel right after its GEMM, while the block is still in cache (the graph fuses
     /// eval-mode batch norm and ReLU this way; only without bias).
     fn forward<T: Scalar>(
@@ -332,9 +332,9 @@ impl Plan<'_> {
         b: Option<&ArrayViewD<T>>,
         epilogue: Option<&ChannelMap<T>>,
     ) -> ArrayD<T> {
-        self.forward_with(x, w, b, |ch, _, y| {
+        self.forward_with(x, w, b, |ch, off, y| {
             if let Some(epilogue) = epilogue {
-                epilogue(ch, y);
+                epilogue(ch, off, y);
             }
         })
     }

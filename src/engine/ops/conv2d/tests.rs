@@ -259,15 +259,20 @@ fn blocked_passes_match_unblocked_reference() {
             bias: false,
             ..cfg.clone()
         };
-        let epilogue = |ch: usize, row: &mut [f64]| {
-            for t in row.iter_mut() {
-                *t = (*t * (1.0 + ch as f64) - 0.1).max(0.0);
+        // (the map reads the offset too: each value's place in the output)
+        let epilogue = |ch: usize, off: usize, row: &mut [f64]| {
+            for (i, t) in row.iter_mut().enumerate() {
+                *t = (*t * (1.0 + ch as f64) - 0.1 + 1e-3 * (off + i) as f64).max(0.0);
             }
         };
         let yf = plan(&cfg_nb, &x, &opts, Some(rb)).forward(&x, &wv, None, Some(&epilogue));
         let mut y3 = y0.clone();
+        let plane_len = y3.len() / y3.shape()[0];
         for (ch, mut plane) in y3.axis_iter_mut(Axis(0)).enumerate() {
-            plane.mapv_inplace(|t| (t * (1.0 + ch as f64) - 0.1).max(0.0));
+            for (i, t) in plane.iter_mut().enumerate() {
+                let at = (ch * plane_len + i) as f64;
+                *t = (*t * (1.0 + ch as f64) - 0.1 + 1e-3 * at).max(0.0);
+            }
         }
         close(&yf, &y3, &format!("fused forward {tag}"));
         // the automatic block size gives the same
@@ -366,7 +371,14 @@ fn f32_passes_match_f64_reference() {
             let pl = plan(&cfg, &x, opts, None);
             let y = pl.forward(&x, &wv, None, None);
             close32(&y, &y0, &format!("y {tag}"));
-            let yf = pl.forward(&x, &wv, None, Some(&|_, _: &mut [f32]| {}));
+            let cols = y.len() / y.shape()[0];
+            let at = |ch: usize, off: usize, row: &mut [f32]| {
+                assert!(
+                    off / cols == ch && off % cols + row.len() <= cols,
+                    "offset {tag}"
+                );
+            };
+            let yf = pl.forward(&x, &wv, None, Some(&at));
             assert_eq!(yf, y, "fused and plain forward differ: {tag}");
             let ry = pl.r_forward(&x, &wv, &vv, None, Some(&rx));
             close32(&ry, &ry0, &format!("ry {tag}"));
@@ -456,14 +468,19 @@ fn grouped_forward_matches_loops_and_fuses() {
             bias: false,
             ..cfg.clone()
         };
-        let epilogue = |ch: usize, row: &mut [f64]| {
-            row.iter_mut()
-                .for_each(|t| *t = (*t * (1.0 + ch as f64) - 0.1).max(0.0));
+        let epilogue = |ch: usize, off: usize, row: &mut [f64]| {
+            for (i, t) in row.iter_mut().enumerate() {
+                *t = (*t * (1.0 + ch as f64) - 0.1 + 1e-3 * (off + i) as f64).max(0.0);
+            }
         };
         let fused = nb.forward_fused(&a, &epilogue).unwrap();
         let mut then = want.clone();
+        let plane_len = then.len() / then.shape()[0];
         for (ch, mut plane) in then.axis_iter_mut(Axis(0)).enumerate() {
-            plane.mapv_inplace(|t| (t * (1.0 + ch as f64) - 0.1).max(0.0));
+            for (i, t) in plane.iter_mut().enumerate() {
+                let at = (ch * plane_len + i) as f64;
+                *t = (*t * (1.0 + ch as f64) - 0.1 + 1e-3 * at).max(0.0);
+            }
         }
         close(&fused, &then, &format!("fused {tag}"));
     }
