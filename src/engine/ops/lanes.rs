@@ -126,10 +126,7 @@ pub fn bn_eval_row<T: Scalar>(
     sums: bool,
 ) -> (T, T) {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && std::is_x86_feature_detected!("avx2")
-        && !super::vmath::plain_forced()
-    {
+    if f32_avx2::<T>() {
         let n = g.len();
         assert!(src.len() == n, "bn_eval_row: lengths");
         assert!(
@@ -140,25 +137,17 @@ pub fn bn_eval_row<T: Scalar>(
             copy.as_ref().is_none_or(|c| c.len() == n),
             "bn_eval_row: copy length"
         );
-        let f = |v: T| v.to_f32().expect("f32");
-        let (ab, sa) = {
-            // SAFETY: T is f32 (TypeIds match), so these reinterpret slices as themselves;
-            // the lengths are checked above and the CPU has AVX2.
-            unsafe {
-                let cast = |x: &[T]| std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
-                let cast_mut = |x: &mut [T]| {
-                    std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len())
-                };
-                avx2::bn_eval_row(
-                    (cast_mut(g), mask.map(cast), cast(src)),
-                    (f(mu), f(sx)),
-                    (f(gm), f(s)),
-                    copy.map(cast_mut),
-                    sums,
-                )
-            }
+        // SAFETY: the CPU has AVX2 and the lengths are checked above.
+        let (ab, sa) = unsafe {
+            avx2::bn_eval_row(
+                (as_f32_mut(g), mask.map(as_f32), as_f32(src)),
+                (to_f32(mu), to_f32(sx)),
+                (to_f32(gm), to_f32(s)),
+                copy.map(as_f32_mut),
+                sums,
+            )
         };
-        return (T::from_f32(ab).expect("f32"), T::from_f32(sa).expect("f32"));
+        return (from_f32(ab), from_f32(sa));
     }
     let f = move |v: T| (v - mu) * sx;
     let h = move |v: T| v * gm * s;
@@ -186,25 +175,65 @@ pub fn dot2_affine<T: Scalar>(
     s: T,
 ) -> T {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && std::is_x86_feature_detected!("avx2")
-        && !super::vmath::plain_forced()
-    {
+    if f32_avx2::<T>() {
         let n = a.len();
         assert!(
             b.len() == n && c.len() == n && d.len() == n,
             "dot2_affine: lengths"
         );
-        let f = |v: T| v.to_f32().expect("f32");
-        // SAFETY: T is f32 (TypeIds match), so these reinterpret slices as themselves; the
-        // lengths are checked above and the CPU has AVX2.
-        let r = unsafe {
-            let cast = |x: &[T]| std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len());
-            avx2::dot2_affine((cast(a), cast(b)), (f(mu), f(sx)), (cast(c), cast(d)), f(s))
-        };
-        return T::from_f32(r).expect("f32");
+        let (a, b, c, d) = (as_f32(a), as_f32(b), as_f32(c), as_f32(d));
+        // SAFETY: the CPU has AVX2 and the lengths are checked above.
+        let r = unsafe { avx2::dot2_affine((a, b), (to_f32(mu), to_f32(sx)), (c, d), to_f32(s)) };
+        return from_f32(r);
     }
     dot2((a, b, move |v| (v - mu) * sx), (c, d, move |r| s * r))
+}
+
+/// Whether `T` is f32 and the explicit AVX2 kernels may run (the CPU has AVX2 and the
+/// tests' `plain` does not forbid it).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn f32_avx2<T: Scalar>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::is_x86_feature_detected!("avx2")
+        && !super::vmath::plain_forced()
+}
+
+/// `x` as f32s; only for `T` = f32 (checked).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn as_f32<T: Scalar>(x: &[T]) -> &[f32] {
+    assert!(
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>(),
+        "lanes: f32 only"
+    );
+    // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
+}
+
+/// [`as_f32`] for a mutable slice.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn as_f32_mut<T: Scalar>(x: &mut [T]) -> &mut [f32] {
+    assert!(
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>(),
+        "lanes: f32 only"
+    );
+    // SAFETY: as in `as_f32`.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) }
+}
+
+/// A `T` that is f32 as f32, and back (exact).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn to_f32<T: Scalar>(v: T) -> f32 {
+    v.to_f32().expect("f32")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn from_f32<T: Scalar>(v: f32) -> T {
+    T::from_f32(v).expect("f32")
 }
 
 #[cfg(target_arch = "x86_64")]
