@@ -665,18 +665,20 @@ impl BatchNorm {
                 };
                 let rr = rxv.as_ref().map(|rxv| row_slice(rxv, ch));
                 let (st, rr) = (stored.as_deref(), rr.as_deref());
+                if let (None, None, Some(rr)) = (&xh, st, rr) {
+                    // eval mode, R{x̂} = s·R{x} and x̂ formed from x: one pass for all three
+                    let xr = row_slice(&xc, ch);
+                    let rows = (&rgr[..], &xr[..], &gr[..], rr);
+                    (rdgamma[ch], rdbeta[ch]) =
+                        lanes::bn_eval_r_row(out, rows, c.xhat_coeffs(ch), (gm, a, s));
+                    return;
+                }
                 // x̂ stored (train) or formed from x in the sum (eval)
                 rdgamma[ch] = match &xh {
                     Some(xh) => r_dgamma((&rgr, &row_slice(xh, ch), |h| h), &gr, st, rr, s),
-                    None => match (st, rr) {
-                        (None, Some(rr)) => {
-                            let xr = row_slice(&xc, ch);
-                            lanes::dot2_affine((&rgr, &xr), c.xhat_coeffs(ch), (&gr, rr), s)
-                        }
-                        _ => r_dgamma((&rgr, &row_slice(&xc, ch), c.to_xhat(ch)), &gr, st, rr, s),
-                    },
+                    None => r_dgamma((&rgr, &row_slice(&xc, ch), c.to_xhat(ch)), &gr, st, rr, s),
                 };
-                rdbeta[ch] = rg.row(ch).sum();
+                rdbeta[ch] = lanes::sum(&rgr);
                 match c.mode {
                     Mode::Eval => extend_map2(out, &gr, &rgr, |gv, rgv| s * (rgv * gm + gv * a)),
                     Mode::Train => {

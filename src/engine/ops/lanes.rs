@@ -164,29 +164,47 @@ pub fn bn_eval_row<T: Scalar>(
     }
 }
 
-/// Σ (a·x̂ + c·(s·d)) with x̂ = (b − μ)·σ, each term added as `(acc + a·x̂) + c·(s·d)`:
-/// [`dot2`] with those maps (its bits: batch norm's eval-mode R{dγ} = Σ R{dy} x̂ + dy s R{x}),
-/// in explicit AVX2 vectors for f32 as [`bn_eval_row`].
+/// Batch norm's eval-mode R-backward over one channel's row in one pass (the R-operator of
+/// Pearlmutter 1994 on Ioffe & Szegedy 2015's normalization with its statistics fixed):
+/// appends R{dx} = s·(R{dy}·γ + dy·v_γ) to `out` and returns (R{dγ}, R{dβ}) =
+/// (Σ R{dy}·x̂ + dy·(s·R{x}), Σ R{dy}) with x̂ = (x − μ)·σ — the bits of [`dot2`] (with those maps)
+/// and [`sum`] (three passes over R{dy} before). `rows` = (R{dy}, x, dy, R{x}) of one length,
+/// `xhat` = (μ, σ), `coef` = (γ, v_γ, s). Explicit AVX2 vectors for f32 as
+/// [`bn_eval_row`].
 #[inline(always)]
-pub fn dot2_affine<T: Scalar>(
-    (a, b): (&[T], &[T]),
+pub fn bn_eval_r_row<T: Scalar>(
+    out: &mut Vec<T>,
+    (rg, x, g, rx): (&[T], &[T], &[T], &[T]),
     (mu, sx): (T, T),
-    (c, d): (&[T], &[T]),
-    s: T,
-) -> T {
+    (gm, vg, s): (T, T, T),
+) -> (T, T) {
+    let n = rg.len();
+    assert!(
+        x.len() == n && g.len() == n && rx.len() == n,
+        "bn_eval_r_row: lengths"
+    );
+    out.reserve(n);
     #[cfg(target_arch = "x86_64")]
     if f32_avx2::<T>() {
-        let n = a.len();
-        assert!(
-            b.len() == n && c.len() == n && d.len() == n,
-            "dot2_affine: lengths"
+        let spare = &mut out.spare_capacity_mut()[..n];
+        let dst = spare.as_mut_ptr() as *mut f32;
+        let (rg, x, g, rx) = (as_f32(rg), as_f32(x), as_f32(g), as_f32(rx));
+        let (c, e) = (
+            (to_f32(mu), to_f32(sx)),
+            (to_f32(gm), to_f32(vg), to_f32(s)),
         );
-        let (a, b, c, d) = (as_f32(a), as_f32(b), as_f32(c), as_f32(d));
-        // SAFETY: the CPU has AVX2 and the lengths are checked above.
-        let r = unsafe { avx2::dot2_affine((a, b), (to_f32(mu), to_f32(sx)), (c, d), to_f32(s)) };
-        return from_f32(r);
+        // SAFETY: the CPU has AVX2, the lengths are checked above, `dst` has room for `n`
+        // f32s (T is f32: `as_f32` checked it), and the kernel writes all `n`.
+        let (a, b) = unsafe {
+            let r = avx2::bn_eval_r_row(dst, (rg, x, g, rx), c, e);
+            out.set_len(out.len() + n);
+            r
+        };
+        return (from_f32(a), from_f32(b));
     }
-    dot2((a, b, move |v| (v - mu) * sx), (c, d, move |r| s * r))
+    let rdg = dot2((rg, x, move |v| (v - mu) * sx), (g, rx, move |r| s * r));
+    out.extend(rg.iter().zip(g).map(|(&r, &d)| s * (r * gm + d * vg)));
+    (rdg, sum(rg))
 }
 
 /// Whether `T` is f32 and the explicit AVX2 kernels may run (the CPU has AVX2 and the
@@ -287,37 +305,43 @@ mod avx2 {
         (finish(ab, tail_ab), finish(sa, tail_a))
     }
 
-    /// See [`super::dot2_affine`]: the whole chunks in ymm vectors (one lane per
-    /// accumulator of [`super::dot2`]), the tail as its.
+    /// See [`super::bn_eval_r_row`]: the whole chunks in ymm vectors (one lane per
+    /// accumulator of [`super::dot2`] and of [`super::sum`]), the tails as theirs; writes
+    /// `rg.len()` floats at `out`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn dot2_affine(
-        (a, b): (&[f32], &[f32]),
+    pub(super) unsafe fn bn_eval_r_row(
+        out: *mut f32,
+        (rg, x, g, rx): (&[f32], &[f32], &[f32], &[f32]),
         (mu, sx): (f32, f32),
-        (c, d): (&[f32], &[f32]),
-        s: f32,
-    ) -> f32 {
-        let n = a.len();
+        (gm, vg, s): (f32, f32, f32),
+    ) -> (f32, f32) {
+        let n = rg.len();
         let whole = n - n % LANES;
         let (vmu, vsx, vs) = (_mm256_set1_ps(mu), _mm256_set1_ps(sx), _mm256_set1_ps(s));
-        let mut acc = _mm256_setzero_ps();
-        let (pa, pb, pc, pd) = (a.as_ptr(), b.as_ptr(), c.as_ptr(), d.as_ptr());
+        let (vgm, vvg) = (_mm256_set1_ps(gm), _mm256_set1_ps(vg));
+        let (mut acc, mut sacc) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (pr, px, pg, prx) = (rg.as_ptr(), x.as_ptr(), g.as_ptr(), rx.as_ptr());
         let mut j = 0;
         while j < whole {
-            let xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(pb.add(j)), vmu), vsx);
-            let t1 = _mm256_mul_ps(_mm256_loadu_ps(pa.add(j)), xh);
-            let t2 = _mm256_mul_ps(
-                _mm256_loadu_ps(pc.add(j)),
-                _mm256_mul_ps(vs, _mm256_loadu_ps(pd.add(j))),
-            );
-            acc = _mm256_add_ps(_mm256_add_ps(acc, t1), t2);
+            let (r, d) = (_mm256_loadu_ps(pr.add(j)), _mm256_loadu_ps(pg.add(j)));
+            let xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(px.add(j)), vmu), vsx);
+            let t2 = _mm256_mul_ps(d, _mm256_mul_ps(vs, _mm256_loadu_ps(prx.add(j))));
+            acc = _mm256_add_ps(_mm256_add_ps(acc, _mm256_mul_ps(r, xh)), t2);
+            sacc = _mm256_add_ps(sacc, r);
+            let o = _mm256_add_ps(_mm256_mul_ps(r, vgm), _mm256_mul_ps(d, vvg));
+            _mm256_storeu_ps(out.add(j), _mm256_mul_ps(vs, o));
             j += LANES;
         }
-        let mut lanes = [0.0f32; LANES];
+        let (mut lanes, mut slanes) = ([0.0f32; LANES], [0.0f32; LANES]);
         _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-        let tail = (whole..n).fold(0.0f32, |t, j| {
-            t + a[j] * ((b[j] - mu) * sx) + c[j] * (s * d[j])
-        });
-        finish(lanes, tail)
+        _mm256_storeu_ps(slanes.as_mut_ptr(), sacc);
+        let (mut tail, mut stail) = (0.0f32, 0.0f32);
+        for j in whole..n {
+            tail = tail + rg[j] * ((x[j] - mu) * sx) + g[j] * (s * rx[j]);
+            stail += rg[j];
+            *out.add(j) = s * (rg[j] * gm + g[j] * vg);
+        }
+        (finish(lanes, tail), finish(slanes, stail))
     }
 
     /// The chunks `0..full` of [`bn_eval_row`], one loop per case.
@@ -589,22 +613,48 @@ mod tests {
         assert!(a.iter().all(|&v| v == 2.25));
     }
 
-    /// dot2_affine's AVX2 vectors have the bits of dot2 with its maps (the tests' `plain`).
+    /// bn_eval_r_row's AVX2 vectors have the bits of the separate passes it replaces
+    /// (dot2 with its maps, sum, and the R{dx} map) on whole chunks and tails, with NaN and ±0;
+    /// the tests' `plain` and f64 take the generic loop.
     #[test]
-    fn dot2_affine_vectors_are_dot2() {
+    fn bn_eval_r_row_is_the_separate_passes() {
         use crate::engine::ops::vmath::plain;
+        let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
         for n in [0usize, 1, 7, 8, 9, 31, 100, 1027] {
             let v = |k: usize, sc: f32| -> Vec<f32> {
                 (0..n).map(|i| ((i * k % 23) as f32) * sc - 1.1).collect()
             };
-            let (mut a, b, c, d) = (v(37, 0.3), v(13, 0.7), v(29, 0.11), v(7, 0.9));
+            let (mut rg, x, mut g, rx) = (v(37, 0.3), v(13, 0.7), v(29, 0.11), v(7, 0.9));
             if n > 9 {
-                a[4] = -0.0;
+                (rg[3], rg[4], g[9]) = (f32::NAN, -0.0, -0.0);
             }
-            let go = || dot2_affine((&a, &b), (0.37, 1.9), (&c, &d), 1.3);
-            let want = dot2((&a, &b, |v| (v - 0.37) * 1.9), (&c, &d, |r| 1.3 * r));
-            assert_eq!(go().to_bits(), want.to_bits(), "n {n}");
-            assert_eq!(plain(go).to_bits(), want.to_bits(), "n {n}");
+            let (xh, coef) = ((0.37f32, 1.9f32), (0.8f32, -0.45f32, 1.3f32));
+            let want_dx: Vec<f32> = rg
+                .iter()
+                .zip(&g)
+                .map(|(&r, &d)| 1.3 * (r * 0.8 + d * -0.45))
+                .collect();
+            let want = (
+                dot2((&rg, &x, |v| (v - 0.37) * 1.9), (&g, &rx, |r| 1.3 * r)).to_bits(),
+                sum(&rg).to_bits(),
+            );
+            let run = |wide: bool| {
+                let mut out = vec![7.0f32];
+                let mut go = || bn_eval_r_row(&mut out, (&rg, &x, &g, &rx), xh, coef);
+                let (a, b) = if wide { go() } else { plain(go) };
+                ((a.to_bits(), b.to_bits()), bits(&out))
+            };
+            let want_out: Vec<u32> = std::iter::once(7.0f32.to_bits())
+                .chain(bits(&want_dx))
+                .collect();
+            for wide in [true, false] {
+                assert_eq!(run(wide), (want, want_out.clone()), "n {n} wide {wide}");
+            }
         }
+        let (rg, x) = (vec![1.5f64; 19], vec![0.25f64; 19]);
+        let mut out = Vec::new();
+        let (a, b) = bn_eval_r_row(&mut out, (&rg, &x, &rg, &x), (0.5, 2.0), (3.0, 1.0, 0.5));
+        assert_eq!((a, b), (1.5 * -0.5 * 19.0 + 1.5 * 0.125 * 19.0, 1.5 * 19.0));
+        assert!(out.iter().all(|&v| v == 0.5 * (4.5 + 1.5)));
     }
 }
