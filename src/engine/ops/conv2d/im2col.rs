@@ -2,6 +2,7 @@
 //! blocks, each block of x unfolded into a small buffer, and the column gradients folded
 //! back block by block (col2im).
 
+use super::super::vmath::wide;
 use super::Plan;
 use crate::engine::gemm::Mat;
 use crate::engine::Scalar;
@@ -180,6 +181,9 @@ impl Plan<'_> {
         let (k, s, p) = (self.conv.kernel, self.conv.stride, self.conv.padding);
         let nb = (r1 - r0) * g.wo;
         let zero = T::zero();
+        if matches!((k, s, p), (3, 2, 1) | (1, 2, 0)) && g.w == 2 * g.wo && g.wo > 0 {
+            return self.col2im_s2(&buf[..g.kk * nb], r0, r1, dx);
+        }
         for (rr, row) in buf[..g.kk * nb].chunks_exact_mut(nb).enumerate() {
             let (ci, ki, kj) = (rr / (k * k), (rr / k) % k, rr % k);
             let (lo, hi) = self.ow_range(kj);
@@ -222,6 +226,38 @@ impl Plan<'_> {
                         for (d, &v) in dst[iw0..].iter_mut().step_by(s).zip(&src[lo..hi]) {
                             *d += v;
                         }
+                    }
+                }
+                oh += 1;
+                if oh == g.ho {
+                    oh = 0;
+                    ni += 1;
+                }
+            }
+        }
+    }
+
+    /// [`Plan::col2im_block`] for ResNet's downsampling on an even width: a 3×3 stride-2
+    /// convolution with padding 1, whose kernel columns 0, 1, 2 of output column ow land
+    /// on input columns 2·ow − 1, 2·ow, 2·ow + 1, so each (channel, kernel row) adds its
+    /// three rows in one pass of pairs, in vectors, instead of three strided passes; or
+    /// a 1×1 stride-2 projection (column 2·ow). Each element gets the same additions in
+    /// the same order (kernel row, then column), so the same bits.
+    fn col2im_s2<T: Scalar>(&self, buf: &[T], r0: usize, r1: usize, dx: &mut [T]) {
+        let g = &self.g;
+        let (k, wo, nb) = (self.conv.kernel, g.wo, (r1 - r0) * g.wo);
+        for (cr, rows) in buf.chunks_exact(k * nb).enumerate() {
+            let (ci, ki) = (cr / k, cr % k);
+            let plane = &mut dx[ci * g.n * g.h * g.w..(ci + 1) * g.n * g.h * g.w];
+            let (mut ni, mut oh) = (r0 / g.ho, r0 % g.ho);
+            for q in 0..r1 - r0 {
+                if let Some(ih) = self.in_row(oh, ki) {
+                    let dst = &mut plane[(ni * g.h + ih) * g.w..][..g.w];
+                    let src = |kj: usize| &rows[kj * nb + q * wo..][..wo];
+                    if k == 1 {
+                        wide!(evens_s2(dst, src(0)));
+                    } else {
+                        wide!(pairs_s2(dst, src(0), src(1), src(2)));
                     }
                 }
                 oh += 1;
@@ -285,5 +321,27 @@ impl Plan<'_> {
             self.col2im_block(&mut cs, 0, g.n * g.ho, &mut x);
         }
         ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[g.c, g.n, g.h, g.w]), x).expect("size")
+    }
+}
+
+/// One output row of [`Plan::col2im_s2`]: `dst[2·ow] += b[ow]`, then
+/// `dst[2·ow + 1] += a[ow + 1]` (for ow + 1 < Wo) and `+= c[ow]`, with `dst` 2·Wo long.
+#[inline(always)]
+fn pairs_s2<T: Scalar>(dst: &mut [T], a: &[T], b: &[T], c: &[T]) {
+    let wo = b.len();
+    let (head, last) = dst.split_at_mut(2 * (wo - 1));
+    for (((d, &bv), &an), &cv) in head.chunks_exact_mut(2).zip(b).zip(&a[1..]).zip(c) {
+        d[0] += bv;
+        d[1] = (d[1] + an) + cv;
+    }
+    last[0] += b[wo - 1];
+    last[1] += c[wo - 1];
+}
+
+/// One output row of [`Plan::col2im_s2`]'s 1×1 case: `dst[2·ow] += b[ow]`.
+#[inline(always)]
+fn evens_s2<T: Scalar>(dst: &mut [T], b: &[T]) {
+    for (d, &bv) in dst.chunks_exact_mut(2).zip(b) {
+        d[0] += bv;
     }
 }

@@ -179,7 +179,9 @@ fn unblocked(
 fn blocked_passes_match_unblocked_reference() {
     let db_ref = |g: &ArrayD<f64>| g.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(1));
     let opts = EngineOptions::default();
-    // (C, O, k, s, p, N, H, W, rows per block); blocks that cut images in the middle.
+    // (C, O, k, s, p, N, H, W, rows per block); blocks that cut images in the middle; 3×3
+    // stride 2 (padding 1) and 1×1 stride 2 on even widths take col2im's pairwise path
+    // (`Plan::col2im_s2`), odd widths not.
     for &(c, o, k, s, p, n, h, wd, rb) in &[
         (3, 4, 3, 2, 1, 3, 7, 6, 2),
         (2, 5, 3, 1, 1, 2, 5, 5, 3),
@@ -188,6 +190,9 @@ fn blocked_passes_match_unblocked_reference() {
         (2, 3, 3, 1, 0, 2, 4, 6, 1),
         (2, 2, 5, 3, 2, 2, 9, 7, 5),
         (3, 4, 3, 2, 1, 3, 7, 6, 1000),
+        (2, 3, 3, 2, 1, 2, 5, 34, 3),
+        (2, 3, 3, 2, 1, 2, 6, 33, 2),
+        (3, 2, 1, 2, 0, 2, 5, 34, 3),
         (2, 3, 5, 1, 2, 3, 1, 2, 2),
         (3, 2, 3, 1, 1, 2, 4, 7, 3),
         (2, 2, 5, 1, 2, 3, 6, 5, 4),
