@@ -329,13 +329,15 @@ impl Plan<'_> {
 #[inline(always)]
 fn pairs_s2<T: Scalar>(dst: &mut [T], a: &[T], b: &[T], c: &[T]) {
     let wo = b.len();
-    let (head, last) = dst.split_at_mut(2 * (wo - 1));
-    for (((d, &bv), &an), &cv) in head.chunks_exact_mut(2).zip(b).zip(&a[1..]).zip(c) {
-        d[0] += bv;
-        d[1] = (d[1] + an) + cv;
+    let (dst, a, c) = (&mut dst[..2 * wo], &a[..wo], &c[..wo]);
+    // even columns, then odd ones: two strided streams the compiler forms vectors of
+    for (ow, &bv) in b.iter().enumerate() {
+        dst[2 * ow] += bv;
     }
-    last[0] += b[wo - 1];
-    last[1] += c[wo - 1];
+    for ow in 0..wo - 1 {
+        dst[2 * ow + 1] = (dst[2 * ow + 1] + a[ow + 1]) + c[ow];
+    }
+    dst[2 * wo - 1] += c[wo - 1];
 }
 
 /// One output row of [`Plan::col2im_s2`]'s 1×1 case: `dst[2·ow] += b[ow]`.

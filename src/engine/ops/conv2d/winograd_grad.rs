@@ -93,20 +93,34 @@ pub(in super::super) fn weight_grad(
             accumulate(kernel, &mut m64, &mb);
         }
     }
-    // dW = Gᵀ M G
-    for oc in 0..o {
-        for ci in 0..c {
-            let mx = |a: usize, b: usize| m64[(a * 4 + b) * ms + ci * ou + oc];
-            for i in 0..3 {
-                for j in 0..3 {
-                    let mut s = 0.0;
-                    for (a, ga) in G.iter().enumerate() {
-                        for (b, gb) in G.iter().enumerate() {
-                            s += ga[i] * mx(a, b) * gb[j];
+    filter_grads(&m64, (o, c, ou), dw);
+}
+
+/// `dw += Gᵀ M G` for each (output, input channel) pair: `dw[o, c, i, j] += Σ_{a, b}
+/// (G[a][i] · M_{ab}[c, o]) · G[b][j]`, summed from zero in f64 in (a, b) order and
+/// rounded once to f32; in vectors over output channels (`M_ab` rows are contiguous in o).
+fn filter_grads(m64: &[f64], (o, c, ou): (usize, usize, usize), dw: &mut [f32]) {
+    let ms = c * ou;
+    let mut t = vec![0.0f64; 9 * o];
+    for ci in 0..c {
+        t.fill(0.0);
+        crate::engine::ops::vmath::wide!({
+            for (ij, ts) in t.chunks_exact_mut(o).enumerate() {
+                let (i, j) = (ij / 3, ij % 3);
+                for (a, ga) in G.iter().enumerate() {
+                    for (b, gb) in G.iter().enumerate() {
+                        let row = &m64[(a * 4 + b) * ms + ci * ou..][..o];
+                        let (ga, gb) = (ga[i], gb[j]);
+                        for (s, &m) in ts.iter_mut().zip(row) {
+                            *s += ga * m * gb;
                         }
                     }
-                    dw[(oc * c + ci) * 9 + i * 3 + j] += s as f32;
                 }
+            }
+        });
+        for (oc, w) in dw.chunks_exact_mut(c * 9).enumerate() {
+            for (ij, d) in w[ci * 9..][..9].iter_mut().enumerate() {
+                *d += t[ij * o + oc] as f32;
             }
         }
     }
@@ -400,6 +414,40 @@ dy_kernel!(
 mod tests {
     use super::super::tests::{abs_bt, values};
     use super::*;
+
+    /// `filter_grads`' vectors over output channels give the bits of the plain loop per
+    /// weight (its sums in the same order), and add to what `dw` held.
+    #[test]
+    fn filter_grads_are_the_loop_per_weight() {
+        for (o, c) in [(1usize, 1usize), (5, 3), (16, 8), (21, 7)] {
+            let ou = o.next_multiple_of(16);
+            let m64: Vec<f64> = values(XI * c * ou, 7)
+                .iter()
+                .map(|&v| f64::from(v) / 3.0)
+                .collect();
+            let start: Vec<f32> = values(o * c * 9, 9);
+            let mut dw = start.clone();
+            filter_grads(&m64, (o, c, ou), &mut dw);
+            for oc in 0..o {
+                for ci in 0..c {
+                    for (i, j) in (0..9).map(|ij| (ij / 3, ij % 3)) {
+                        let mut s = 0.0;
+                        for (a, ga) in G.iter().enumerate() {
+                            for (b, gb) in G.iter().enumerate() {
+                                s += ga[i] * m64[(a * 4 + b) * c * ou + ci * ou + oc] * gb[j];
+                            }
+                        }
+                        let k = (oc * c + ci) * 9 + i * 3 + j;
+                        assert_eq!(
+                            dw[k].to_bits(),
+                            (start[k] + s as f32).to_bits(),
+                            "o{o} c{c}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     /// Per weight (o, c, i, j): the f64 gradient `Σ dy ⋆ x` over the terms, and the
     /// bound's `Gᵀ (Σ_tiles |A||dY||Aᵀ| ⊙ |Bᵀ||d||B|) G` with `|G|` (module docs).
