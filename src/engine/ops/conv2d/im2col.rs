@@ -240,9 +240,10 @@ impl Plan<'_> {
     /// [`Plan::col2im_block`] for ResNet's downsampling on an even width: a 3×3 stride-2
     /// convolution with padding 1, whose kernel columns 0, 1, 2 of output column ow land
     /// on input columns 2·ow − 1, 2·ow, 2·ow + 1, so each (channel, kernel row) adds its
-    /// three rows in one pass of pairs, in vectors, instead of three strided passes; or
-    /// a 1×1 stride-2 projection (column 2·ow). Each element gets the same additions in
-    /// the same order (kernel row, then column), so the same bits.
+    /// three rows into one output row at once (its even columns, then its odd ones), with
+    /// no per-column range checks, instead of three passes of the general loop; or a 1×1
+    /// stride-2 projection (column 2·ow). Each element gets the same additions in the same
+    /// order (kernel row, then column), so the same bits.
     fn col2im_s2<T: Scalar>(&self, buf: &[T], r0: usize, r1: usize, dx: &mut [T]) {
         let g = &self.g;
         let (k, wo, nb) = (self.conv.kernel, g.wo, (r1 - r0) * g.wo);
@@ -330,7 +331,7 @@ impl Plan<'_> {
 fn pairs_s2<T: Scalar>(dst: &mut [T], a: &[T], b: &[T], c: &[T]) {
     let wo = b.len();
     let (dst, a, c) = (&mut dst[..2 * wo], &a[..wo], &c[..wo]);
-    // even columns, then odd ones: two strided streams the compiler forms vectors of
+    // even columns, then odd ones
     for (ow, &bv) in b.iter().enumerate() {
         dst[2 * ow] += bv;
     }
