@@ -468,12 +468,10 @@ impl BatchNorm {
                         lanes::bn_eval_row((gs, None, &xs), xh, (gm, s), None, want_dp);
                     continue;
                 }
+                // a row that is not contiguous (contiguous ones took the pass above)
                 if want_dp {
                     let xs = row_slice(&xc, ch);
-                    (dgamma[ch], dbeta[ch]) = match row.as_slice() {
-                        Some(gs) => lanes::dot_sum(gs, &xs, c.to_xhat(ch)),
-                        None => lanes::dot_sum(&row.to_vec(), &xs, c.to_xhat(ch)),
-                    };
+                    (dgamma[ch], dbeta[ch]) = lanes::dot_sum(&row.to_vec(), &xs, c.to_xhat(ch));
                 }
                 row.mapv_inplace(|v| v * gm * s);
             }

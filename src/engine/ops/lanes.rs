@@ -212,19 +212,21 @@ pub fn bn_eval_r_row<T: Scalar>(
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn f32_avx2<T: Scalar>() -> bool {
+    is_f32::<T>() && std::is_x86_feature_detected!("avx2") && !super::vmath::plain_forced()
+}
+
+/// Whether `T` is f32.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn is_f32<T: Scalar>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && std::is_x86_feature_detected!("avx2")
-        && !super::vmath::plain_forced()
 }
 
 /// `x` as f32s; only for `T` = f32 (checked).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn as_f32<T: Scalar>(x: &[T]) -> &[f32] {
-    assert!(
-        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>(),
-        "lanes: f32 only"
-    );
+    assert!(is_f32::<T>(), "lanes: f32 only");
     // SAFETY: T is f32 (TypeIds match), so this reinterprets a slice as itself.
     unsafe { std::slice::from_raw_parts(x.as_ptr() as *const f32, x.len()) }
 }
@@ -233,10 +235,7 @@ fn as_f32<T: Scalar>(x: &[T]) -> &[f32] {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn as_f32_mut<T: Scalar>(x: &mut [T]) -> &mut [f32] {
-    assert!(
-        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>(),
-        "lanes: f32 only"
-    );
+    assert!(is_f32::<T>(), "lanes: f32 only");
     // SAFETY: as in `as_f32`.
     unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) }
 }

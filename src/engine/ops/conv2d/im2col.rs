@@ -331,10 +331,7 @@ impl Plan<'_> {
 fn pairs_s2<T: Scalar>(dst: &mut [T], a: &[T], b: &[T], c: &[T]) {
     let wo = b.len();
     let (dst, a, c) = (&mut dst[..2 * wo], &a[..wo], &c[..wo]);
-    // even columns, then odd ones
-    for (ow, &bv) in b.iter().enumerate() {
-        dst[2 * ow] += bv;
-    }
+    evens_s2(dst, b);
     for ow in 0..wo - 1 {
         dst[2 * ow + 1] = (dst[2 * ow + 1] + a[ow + 1]) + c[ow];
     }
