@@ -384,3 +384,51 @@ fn kernel_rates_cover_both_kernels_and_three_shapes() {
         }
     }
 }
+
+#[test]
+fn stride_two_fill_splits_pairs_as_the_scalar_loop() {
+    // The padded polyphase copy of stride 2 takes AVX2 de-interleaves (8 pairs a step)
+    // on the vector kernels: the same scratch as the scalar kernel's pair loop, for
+    // widths below, at and past one and two vectors, odd and even, with padding 0–2.
+    let vector = Kernel::detect();
+    if vector == Kernel::Scalar {
+        return;
+    }
+    for w in (1..=40).chain([47, 64]) {
+        for p in 0..=2 {
+            for k in [1, 3] {
+                if p >= k {
+                    continue;
+                }
+                let (c, h, n) = (3, 5, 2);
+                let sh = Shape {
+                    o: 1,
+                    c,
+                    k,
+                    s: 2,
+                    p,
+                    h,
+                    w,
+                };
+                let x: Vec<f32> = (0..c * n * h * w).map(|i| i as f32 + 0.5).collect();
+                let fill = |kernel| {
+                    let plan = Plan::new(kernel, sh);
+                    let mut d = plan.scratch(n);
+                    for (j, slot) in d.chunks_exact_mut(plan.img_len).enumerate() {
+                        plan.fill(&[&x], n, j, slot);
+                    }
+                    d
+                };
+                let (a, b) = (fill(vector), fill(Kernel::Scalar));
+                assert!(a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()));
+                // every input value was copied once (the border stays zero)
+                let sum = |d: &[f32]| d.iter().map(|&v| v as f64).sum::<f64>();
+                assert_eq!(
+                    sum(&a),
+                    x.iter().map(|&v| v as f64).sum::<f64>(),
+                    "w {w} p {p}"
+                );
+            }
+        }
+    }
+}
