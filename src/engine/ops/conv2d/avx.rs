@@ -547,24 +547,3 @@ pub unsafe fn transpose16(src: *const f32, src_stride: usize, dst: *mut f32, str
         _mm512_storeu_ps(dst.add(l * stride), *v);
     }
 }
-
-/// `ev[k] = row[2k]`, `od[k] = row[2k + 1]` for `k < 8·⌊n/8⌋` (returned): eight pairs per
-/// step, two loads, two in-lane shuffles and a 64-bit permute each way. A pure copy.
-///
-/// # Safety
-/// AVX2 is present; `row` holds `2·n` floats, `ev` and `od` hold `n` each.
-#[target_feature(enable = "avx2")]
-pub unsafe fn split_pairs(row: *const f32, ev: *mut f32, od: *mut f32, n: usize) -> usize {
-    let full = n / 8 * 8;
-    // 64-bit chunks (0, 2, 1, 3): the shuffles leave pairs 0–1, 4–5 | 2–3, 6–7 per lane
-    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
-    for k in (0..full).step_by(8) {
-        let (a, b) = (
-            _mm256_loadu_ps(row.add(2 * k)),
-            _mm256_loadu_ps(row.add(2 * k + 8)),
-        );
-        _mm256_storeu_ps(ev.add(k), order(_mm256_shuffle_ps::<0x88>(a, b)));
-        _mm256_storeu_ps(od.add(k), order(_mm256_shuffle_ps::<0xDD>(a, b)));
-    }
-    full
-}

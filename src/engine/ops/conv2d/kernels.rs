@@ -454,7 +454,10 @@ impl Plan {
                     let (b0, b1) = line.split_at_mut(hq * wq);
                     let (ev, od) = if p % 2 == 0 { (b0, b1) } else { (b1, b0) };
                     let (ev, od) = (&mut ev[p / 2..wq], &mut od[p.div_ceil(2)..wq]);
-                    split_pairs(self.kernel, row, ev, od);
+                    // the row's whole pairs (in vectors on the SIMD kernels), then an odd
+                    // last column
+                    let n = (w / 2).min(ev.len()).min(od.len());
+                    super::winograd::deinterleave(self.kernel, row, &mut ev[..n], od);
                     if w % 2 == 1 {
                         ev[w / 2] = row[w - 1];
                     }
@@ -484,27 +487,6 @@ impl Plan {
             );
             assert!(v.ob + v.lanes <= self.hw_out, "direct conv: writes");
         }
-    }
-}
-
-/// `ev[k] = row[2k]`, `od[k] = row[2k + 1]` for the row's whole pairs that both hold (an
-/// odd last column is the caller's): eight pairs per AVX2 step where the kernel has
-/// vectors (every kernel but [`Kernel::Scalar`]), the rest one pair at a time.
-#[inline(always)]
-fn split_pairs(kernel: Kernel, row: &[f32], ev: &mut [f32], od: &mut [f32]) {
-    let n = (row.len() / 2).min(ev.len()).min(od.len());
-    #[allow(unused_mut)]
-    let mut k = 0;
-    #[cfg(target_arch = "x86_64")]
-    if kernel != Kernel::Scalar {
-        // SAFETY: the vector kernels imply AVX2 (detected at their choice); `row` holds
-        // 2·n floats and `ev`, `od` n each.
-        k = unsafe { avx::split_pairs(row.as_ptr(), ev.as_mut_ptr(), od.as_mut_ptr(), n) };
-    }
-    let _ = kernel;
-    let pairs = row[2 * k..2 * n].chunks_exact(2);
-    for ((pair, de), d_o) in pairs.zip(&mut ev[k..n]).zip(&mut od[k..n]) {
-        (*de, *d_o) = (pair[0], pair[1]);
     }
 }
 

@@ -52,6 +52,7 @@ mod simd;
 #[path = "winograd_transforms.rs"]
 mod transforms;
 pub(super) use grad::weight_grad;
+pub(super) use transforms::deinterleave;
 
 /// Transform positions per tile (4 × 4).
 const XI: usize = 16;
@@ -123,9 +124,18 @@ impl Winograd {
         let mut u = vec![0.0f32; XI * o * c];
         // eight input channels at a time, each ξ's eight values stored together
         const L: usize = 8;
+        // whole groups of eight in explicit AVX2 (the same f64 operations, so the same bits)
+        #[allow(unused_mut)]
+        let mut vector = 0;
+        #[cfg(target_arch = "x86_64")]
+        if kernel != Kernel::Scalar {
+            // SAFETY: the vector kernels imply AVX2 (detected at their choice); sizes
+            // asserted above and by `u`'s construction.
+            vector = unsafe { transforms::filters_avx2(o, c, wts, &mut u) };
+        }
         crate::engine::ops::vmath::wide!({
             for oc in 0..o {
-                for ci0 in (0..c).step_by(L) {
+                for ci0 in (vector..c).step_by(L) {
                     let n = (c - ci0).min(L);
                     let mut g = [[0.0f64; L]; 9];
                     for l in 0..n {
@@ -635,14 +645,32 @@ mod tests {
     /// channel counts around its eight-filter groups.
     #[test]
     fn new_holds_each_filters_transform() {
-        for (o, c) in [(1, 1), (3, 7), (5, 8), (4, 17), (16, 16)] {
-            let wts = values(o * c * 9, (o * 31 + c) as u64);
-            let wg = Winograd::new(o, c, &wts, Kernel::Scalar);
+        let cases = [(1, 1), (3, 7), (5, 8), (4, 17), (16, 16), (3, 64), (2, 24)];
+        for (k, (o, c)) in Kernel::available()
+            .into_iter()
+            .flat_map(|k| cases.map(|oc| (k, oc)))
+        {
+            let mut wts = values(o * c * 9, (o * 31 + c) as u64);
+            // exact zeros, signed zero, f32's extremes, an infinity and a NaN
+            for (w, v) in wts.iter_mut().step_by(7).zip([
+                0.0,
+                -0.0,
+                f32::MAX,
+                -f32::MAX,
+                f32::MIN_POSITIVE,
+                1e-45,
+                f32::INFINITY,
+                f32::NAN,
+            ]) {
+                *w = v;
+            }
+            let wg = Winograd::new(o, c, &wts, k);
             for oc in 0..o {
                 for ci in 0..c {
                     let t = filter_transform(&wts[(oc * c + ci) * 9..][..9]);
                     for (xi, &v) in t.iter().enumerate() {
-                        assert_eq!(wg.u[(xi * o + oc) * c + ci], v as f32, "o{o} c{c} ξ{xi}");
+                        let got = wg.u[(xi * o + oc) * c + ci];
+                        assert_eq!(got.to_bits(), (v as f32).to_bits(), "{k:?} o{o} c{c} ξ{xi}");
                     }
                 }
             }

@@ -11,8 +11,14 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 /// `even[k] = src[2k]`, `odd[k] = src[2k + 1]` for `k < even.len()` (`odd` as long, `src`
-/// at least twice): the input transform's split of a padded row by column parity.
-pub(super) fn deinterleave(kernel: Kernel, src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+/// at least twice): the input transform's split of a padded row by column parity, and
+/// the direct kernels' stride-2 polyphase copy (`Plan::fill`).
+pub(in super::super) fn deinterleave(
+    kernel: Kernel,
+    src: &[f32],
+    even: &mut [f32],
+    odd: &mut [f32],
+) {
     let n = even.len();
     let (src, odd) = (&src[..2 * n], &mut odd[..n]);
     let done = match kernel {
@@ -740,4 +746,57 @@ pub(super) unsafe fn pad1_avx2(
             }
         );
     }
+}
+
+/// [`super::Winograd::new`]'s filter transforms `U_ξ = G g Gᵀ` for input channels
+/// `0..8·⌊c/8⌋` (returned; the caller does the rest): eight filters of one output channel
+/// at a time, their taps gathered into vectors and widened to f64 (two ymm of four), the
+/// written-out `G` rows ([`super::g3`]: the same f64 operations in the same order, so the
+/// same bits as the generic loop), each ξ rounded to f32 and stored as eight contiguous
+/// values of `u [16, O, C]`.
+///
+/// # Safety
+/// AVX2 must be present; `wts` holds `o·c·9` floats and `u` `16·o·c`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn filters_avx2(o: usize, c: usize, wts: &[f32], u: &mut [f32]) -> usize {
+    assert!(wts.len() >= o * c * 9 && u.len() >= 16 * o * c);
+    let full = c / 8 * 8;
+    // tap k of filters l = 0..8 lies at 9·l + k
+    let idx = _mm256_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63);
+    let half = _mm256_set1_pd(0.5);
+    // G's rows on a column (a₀, a₁, a₂) of four filters: a₀, ½((a₀ + a₁) + a₂),
+    // ½((a₀ − a₁) + a₂), a₂
+    let g3 = |a0: __m256d, a1: __m256d, a2: __m256d| {
+        [
+            a0,
+            _mm256_mul_pd(half, _mm256_add_pd(_mm256_add_pd(a0, a1), a2)),
+            _mm256_mul_pd(half, _mm256_add_pd(_mm256_sub_pd(a0, a1), a2)),
+            a2,
+        ]
+    };
+    // G g Gᵀ of four filters: G on the columns, then on the rows of the result
+    let transform = |g: [__m256d; 9]| {
+        let cols: [[__m256d; 4]; 3] = std::array::from_fn(|j| g3(g[j], g[3 + j], g[6 + j]));
+        let mut t = [_mm256_setzero_pd(); 16];
+        for a in 0..4 {
+            t[a * 4..][..4].copy_from_slice(&g3(cols[0][a], cols[1][a], cols[2][a]));
+        }
+        t
+    };
+    let (wp, up) = (wts.as_ptr(), u.as_mut_ptr());
+    for oc in 0..o {
+        for ci0 in (0..full).step_by(8) {
+            let base = wp.add((oc * c + ci0) * 9);
+            let taps: [__m256; 9] =
+                std::array::from_fn(|k| _mm256_i32gather_ps::<4>(base.add(k), idx));
+            let lo = transform(taps.map(|t| _mm256_cvtps_pd(_mm256_castps256_ps128(t))));
+            let hi = transform(taps.map(|t| _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(t))));
+            for xi in 0..16 {
+                let v = _mm256_set_m128(_mm256_cvtpd_ps(hi[xi]), _mm256_cvtpd_ps(lo[xi]));
+                _mm256_storeu_ps(up.add((xi * o + oc) * c + ci0), v);
+            }
+        }
+    }
+    full
 }
