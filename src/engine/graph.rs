@@ -441,6 +441,7 @@ impl Graph {
             mode,
             x,
             p,
+            affine: None,
         }
     }
 

@@ -13,19 +13,41 @@
 //! reverse      ReLU → batch norm (eval)            mask, channel sums and dx in one pass
 //! ```
 //! Each fusion asks the ops (see the hooks of [`super::super::ops::EngineOp`]); where one
-//! declines, the graph runs the separate passes.
+//! declines, the graph runs the separate passes. The conv's epilogues of inference and
+//! of the lean tape also go as numbers ([`ChannelAffine`]): Winograd's zmm output
+//! transform applies them in registers as it stores each output (the same operations in
+//! the same order), so no pass over the stored output remains.
 
 use std::collections::VecDeque;
 
 use ndarray::{ArrayD, ArrayView1, ArrayViewD};
 
 use super::{empty, Graph, Mode, Tape};
-use crate::engine::ops::{add_relu_in_place, Activation, Erased, Grads, Op};
+use crate::engine::ops::{add_relu_in_place, Activation, ChannelAffine, Erased, Fwd, Grads, Op};
 use crate::engine::{Scalar, TapeLayout};
 
 #[cfg(test)]
 thread_local! {
     static UNFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static NO_NUMBERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether fused epilogues are also given as numbers ([`ChannelAffine`]), for kernels
+/// that apply them in registers (tests switch it off to compare bits).
+fn with_numbers() -> bool {
+    #[cfg(test)]
+    return !NO_NUMBERS.with(|u| u.get());
+    #[cfg(not(test))]
+    true
+}
+
+/// Tests: runs `f` with fused epilogues given only as maps (no [`ChannelAffine`]).
+#[cfg(test)]
+pub(super) fn without_numbers<R>(f: impl FnOnce() -> R) -> R {
+    let before = NO_NUMBERS.with(|u| u.replace(true));
+    let r = f();
+    NO_NUMBERS.with(|u| u.set(before));
+    r
 }
 
 /// Whether the passes may fuse ops (tests switch it off on their thread to compare bits).
@@ -86,6 +108,15 @@ impl Graph {
         let np = self.params(theta, next);
         let epilogue = next.op.epilogue(&np, mode, then)?;
         let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
+        // the epilogue as numbers too, for kernels that apply it in registers
+        let affine = |relu, residual| {
+            let numbers = with_numbers().then(|| next.op.affine(&np, mode)).flatten();
+            numbers.map(|channels| ChannelAffine {
+                channels,
+                relu,
+                residual,
+            })
+        };
         if then.is_none() {
             if let Some(other) = self.residual_after(values, last, j) {
                 // conv → batch norm → add → ReLU: relu(bn(y) + other) per block, in the
@@ -95,11 +126,21 @@ impl Graph {
                     epilogue(ch, off, row);
                     add_relu_in_place(row, &r[off..][..row.len()]);
                 };
-                let y = node.op.forward_fused(&self.fwd(&xs, p, mode), &ep)?;
+                let numbers = affine(true, Some(r));
+                let a = Fwd {
+                    affine: numbers.as_ref(),
+                    ..self.fwd(&xs, p, mode)
+                };
+                let y = node.op.forward_fused(&a, &ep)?;
                 return Some((y, 3));
             }
         }
-        let y = node.op.forward_fused(&self.fwd(&xs, p, mode), &*epilogue)?;
+        let numbers = affine(then == Some(Activation::Relu), None);
+        let a = Fwd {
+            affine: numbers.as_ref(),
+            ..self.fwd(&xs, p, mode)
+        };
+        let y = node.op.forward_fused(&a, &*epilogue)?;
         Some((y, if then.is_some() { 2 } else { 1 }))
     }
 
@@ -171,7 +212,18 @@ impl Graph {
             .then(|| next.op.lean_epilogue(&np, mode, then, &shape))
             .flatten()
         {
-            if let Some((z, cache)) = node.op.forward_lean(&self.fwd(&xs, p, mode), &*epilogue) {
+            // the epilogue as numbers too (ReLU or none: a lean tape fuses no residual)
+            let affine = with_numbers().then(|| next.op.affine(&np, mode)).flatten();
+            let affine = affine.map(|channels| ChannelAffine {
+                channels,
+                relu: then.is_some(),
+                residual: None,
+            });
+            let a = Fwd {
+                affine: affine.as_ref(),
+                ..self.fwd(&xs, p, mode)
+            };
+            if let Some((z, cache)) = node.op.forward_lean(&a, &*epilogue) {
                 let mut out = VecDeque::from([(empty(), cache), (empty(), next_cache)]);
                 match then {
                     Some(_) => out.push_back((z, Box::new(()) as Erased)),

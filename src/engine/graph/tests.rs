@@ -1,18 +1,31 @@
 //! Tests of the graph's passes.
 
-use super::fuse::unfused;
+use super::fuse::{unfused, without_numbers};
 use super::*;
 use crate::engine::ops::{Concat, Conv2d, Linear, Pool2d};
 
 /// Bits of every output of the passes of the bundled ResNet-20 on `n` inputs, and the
 /// kept state's size.
 fn pass_bits<T: Scalar>(n: usize, mode: Mode) -> (Vec<Vec<u64>>, usize) {
+    pass_bits_with::<T>(n, mode, EngineOptions::default(), None)
+}
+
+/// [`pass_bits`] under `options`, on images of `side × side` where given.
+fn pass_bits_with<T: Scalar>(
+    n: usize,
+    mode: Mode,
+    options: EngineOptions,
+    side: Option<usize>,
+) -> (Vec<Vec<u64>>, usize) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/models/resnet20-digits.safetensors");
     let model = crate::model::Model::load(&path, None).unwrap();
-    let g = &model.graph;
+    let g = &model.graph.with_options(options);
     let mut shape = vec![n];
     shape.extend(&g.input_shape);
+    if let Some(s) = side {
+        shape[2..].fill(s);
+    }
     let x = ArrayD::from_shape_fn(IxDyn(&shape), |i| {
         let h = (ndarray::Dimension::slice(&i).iter())
             .fold(17usize, |a, &v| a.wrapping_mul(31).wrapping_add(v));
@@ -67,6 +80,30 @@ fn fused_passes_keep_the_bits() {
                 fused_away >= blocks * 9 * activation / 4,
                 "{mode:?}: {fused_bytes} vs {plain_bytes}"
             );
+        }
+    }
+}
+
+/// Winograd's zmm output transform applies the fused epilogues (conv → batch norm →
+/// ReLU, and → add → ReLU, in inference and on the lean tape) in registers: the bits of
+/// their passes over memory, and in inference of the separate ops, on 8×8 and 32×32
+/// images (output rows of 8 to 32) and image counts with and without a lane tail (on
+/// other kernels this compares the epilogue passes with themselves).
+#[test]
+fn winograd_fused_epilogues_keep_the_bits() {
+    use crate::engine::{ConvAlgorithm, TapeLayout};
+    for tape in [TapeLayout::Full, TapeLayout::Lean] {
+        let options = EngineOptions {
+            conv: ConvAlgorithm::Winograd,
+            tape,
+            ..EngineOptions::default()
+        };
+        for (n, side) in [(5, None), (3, Some(32))] {
+            let run = || pass_bits_with::<f32>(n, Mode::Eval, options, side).0;
+            let (fused, maps, plain) = (run(), without_numbers(run), unfused(run));
+            assert_eq!(fused, maps, "{tape:?}, {n} inputs of side {side:?}");
+            // the logits (the lean tape's reverse passes round γ's gradient differently)
+            assert_eq!(fused[0], plain[0], "{tape:?}, {n} inputs of side {side:?}");
         }
     }
 }

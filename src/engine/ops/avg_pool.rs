@@ -230,6 +230,7 @@ mod tests {
                 mode: Mode::Eval,
                 x: &xs,
                 p: &[],
+                affine: None,
             };
             let (m, _) = EngineOp::forward(&MaxPool(&cfg), &fwd);
             for (got, want) in [(y, avg), (m, max)] {

@@ -761,6 +761,17 @@ impl EngineOp for BatchNorm {
         wide!(self.forward_eval_inplace(x0, a.p),);
     }
 
+    /// [`BatchNorm::eval_epilogue`]'s numbers.
+    fn affine<T: Scalar>(&self, p: &[ArrayViewD<T>], mode: Mode) -> Option<Vec<[T; 4]>> {
+        let eps = T::from_f(self.eps);
+        let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
+        (mode == Mode::Eval).then(|| {
+            (0..self.channels)
+                .map(|c| [rm[c], inv_std(rv[c], eps), gamma[c], beta[c]])
+                .collect()
+        })
+    }
+
     fn epilogue<'a, T: Scalar>(
         &self,
         p: &'a [ArrayViewD<'a, T>],

@@ -92,6 +92,7 @@ mod tests {
             mode: crate::engine::Mode::Eval,
             x: &xs,
             p: &[],
+            affine: None,
         };
         let (y, _) = op.forward::<f32>(&a);
         assert_eq!(y.shape(), [2, 3]);

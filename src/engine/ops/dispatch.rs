@@ -99,6 +99,14 @@ macro_rules! ops {
                 match self { $($pat => EngineOp::forward_fused($op, a, epilogue),)* }
             }
 
+            pub(crate) fn affine<T: Scalar>(
+                &self,
+                p: &[ArrayViewD<T>],
+                mode: Mode,
+            ) -> Option<Vec<[T; 4]>> {
+                match self { $($pat => EngineOp::affine($op, p, mode),)* }
+            }
+
             pub(crate) fn epilogue<'a, T: Scalar>(
                 &self,
                 p: &'a [ArrayViewD<'a, T>],

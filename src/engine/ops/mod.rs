@@ -65,8 +65,8 @@ pub use linear::Linear;
 pub use loss::{Loss, LossValue};
 pub use max_pool::MaxPool;
 pub use op::{
-    Activation, ChannelMap, EngineOp, Epilogue, FixedMap, Fwd, Grads, Taped, TapedEpilogue,
-    TapedMap,
+    Activation, ChannelAffine, ChannelMap, EngineOp, Epilogue, FixedMap, Fwd, Grads, Taped,
+    TapedEpilogue, TapedMap,
 };
 pub use pad::Pad;
 pub use relu::Relu;

@@ -17,6 +17,9 @@ pub struct Fwd<'a, T> {
     pub x: &'a [&'a ArrayD<T>],
     /// The node's parameter tensors, in its order (e.g. `[weight, bias]`).
     pub p: &'a [ArrayViewD<'a, T>],
+    /// With [`EngineOp::forward_fused`] and [`EngineOp::forward_lean`]: their epilogue as
+    /// numbers where it is a [`ChannelAffine`] map, for kernels that apply it in registers.
+    pub affine: Option<&'a ChannelAffine<'a, T>>,
 }
 
 /// What the reverse and R-passes give a node: the taped values around it, its parameters
@@ -83,6 +86,19 @@ pub type ChannelMap<'a, T> = dyn Fn(usize, usize, &mut [T]) + 'a;
 
 /// An owned [`ChannelMap`].
 pub type Epilogue<'a, T> = Box<ChannelMap<'a, T>>;
+
+/// A fused epilogue as numbers (eval-mode batch norm, then ReLU, or plus a residual term
+/// then ReLU): `y ↦ γ·((y − μ)·s) + β` per channel with `s = 1/√(σ² + ε)`, the
+/// operations of the [`ChannelMap`] it stands for, in its order, so a kernel that applies
+/// it to its outputs in registers gives that map's bits without a pass over memory.
+pub struct ChannelAffine<'a, T> {
+    /// `[μ, s, γ, β]` of each channel.
+    pub channels: Vec<[T; 4]>,
+    /// ReLU last.
+    pub relu: bool,
+    /// A term added after the map (before the ReLU), laid out as the output.
+    pub residual: Option<&'a [T]>,
+}
 
 /// A per-channel map from each block of a producer's output, while it is in cache, into
 /// a second array at the same place: `(channel, values, out)`, writing every element of
@@ -245,6 +261,12 @@ pub trait EngineOp {
         _then: Option<Activation>,
         _x: &[usize],
     ) -> Option<(Epilogue<'a, T>, Self::Cache<T>)> {
+        None
+    }
+
+    /// [`EngineOp::epilogue`]'s map as [`ChannelAffine`] numbers `[μ, s, γ, β]` per channel where
+    /// it is one (the caller adds the ReLU and residual term it fuses), else `None`.
+    fn affine<T: Scalar>(&self, _p: &[ArrayViewD<T>], _mode: Mode) -> Option<Vec<[T; 4]>> {
         None
     }
 

@@ -71,6 +71,7 @@ impl<O: EngineOp, T: Scalar> Passes<'_, O, T> {
             mode: Mode::Eval,
             x: &xr,
             p: &pv,
+            affine: None,
         };
         self.op.forward(&a)
     }

@@ -89,6 +89,7 @@ mod tests {
             mode: crate::engine::Mode::Eval,
             x: &xs,
             p: &p,
+            affine: None,
         };
         assert_eq!(op.forward(&a).0, case.p[0]);
     }

@@ -127,6 +127,7 @@ impl<'o, O: EngineOp, T: Scalar> At<'o, O, T> {
             mode: Mode::Eval,
             x: &xs,
             p: &p,
+            affine: None,
         })
     }
 

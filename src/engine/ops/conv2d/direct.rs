@@ -9,9 +9,30 @@ use std::mem::MaybeUninit;
 use super::kernels::{weight_grad, DirectConv, Kernel, Shape};
 use super::winograd::{self, Winograd};
 use super::Plan;
+use crate::engine::ops::ChannelAffine;
 use crate::engine::Scalar;
 
-impl Plan<'_> {
+impl<'c> Plan<'c> {
+    /// The plan with the forward's epilogue `epilogue` also given as numbers (f32 only; a
+    /// no-op for other types): where Winograd's zmm output transform applies them
+    /// ([`Winograd::fuses`]), the forward skips the epilogue's own pass, so the epilogue
+    /// passed to [`Plan::forward`] must be the map `affine` stands for.
+    pub(super) fn fusing<'x, T: Scalar>(self, affine: Option<&'x ChannelAffine<'x, T>>) -> Plan<'x>
+    where
+        'c: 'x,
+    {
+        let f32 = TypeId::of::<T>() == TypeId::of::<f32>();
+        let fused = affine.filter(|_| f32).map(|a| winograd::Epi {
+            // SAFETY: T is f32 (checked), so [T; 4] is [f32; 4].
+            channels: unsafe {
+                std::slice::from_raw_parts(a.channels.as_ptr() as *const [f32; 4], a.channels.len())
+            },
+            relu: a.relu,
+            residual: a.residual.map(f32s),
+        });
+        Plan { fused, ..self }
+    }
+
     /// Σᵢ Wᵢ ⋆ xᵢ `[O, N·Ho·Wo]` by the direct kernel when it applies (see
     /// [`Plan::direct_sum`]), calling `after(channel, offset, outputs)` on each output
     /// channel's outputs of an image (at `offset` in the result) once that image is
@@ -134,9 +155,14 @@ impl Plan<'_> {
         let (len, hw) = (out * n * ho * wo, ho * wo);
         if wino {
             let wg = Winograd::new(out, c, &weights, kernel);
+            // the forward's epilogue in the output transform (then not as `after`)
+            let epi = self.fused.filter(|_| wg.fuses(w, p));
             let mut y: Vec<T> = Vec::with_capacity(len);
             let spare = &mut f32s_uninit(y.spare_capacity_mut())[..len];
-            wg.run(&srcs, dims, p, spare, |y32, img| {
+            wg.run(&srcs, dims, p, epi, spare, |y32, img| {
+                if epi.is_some() {
+                    return;
+                }
                 for ch in 0..out {
                     let off = ch * n * hw + img * hw;
                     let row = &mut y32[off..][..hw];

@@ -249,7 +249,7 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
         // Winograd F(2×2, 3×3) on the same shapes (its rate in direct-convolution FLOPs)
         let wg = super::winograd::Winograd::new(ch, ch, &wts, kernel);
         let wfwd = warm_best(reps, || {
-            wg.run(&[&x], [n, size, size], 1, &mut y, |_, _| {});
+            wg.run(&[&x], [n, size, size], 1, None, &mut y, |_, _| {});
             std::hint::black_box(&y);
         });
         let wgrad = warm_best(reps, || {

@@ -99,6 +99,9 @@ struct Plan<'c> {
     /// or more input channels) take Winograd F(2×2, 3×3) (`winograd.rs`,
     /// `winograd_grad.rs`) instead of the direct kernel.
     winograd: bool,
+    /// The forward's epilogue as numbers, where [`Plan::fusing`] was given one (f32): the
+    /// Winograd output transform then applies it instead of the epilogue's pass.
+    fused: Option<winograd::Epi<'c>>,
 }
 
 /// `[C, N, H, W]` as an array.
@@ -143,6 +146,7 @@ impl Conv2d {
             gemm: options.gemm,
             direct,
             winograd,
+            fused: None,
         }
     }
 }
@@ -187,6 +191,7 @@ impl EngineOp for Conv2d {
                 .then(|| self.grouped_forward(a.options, a.x[0], &a.p[0], None, Some(epilogue)));
         }
         let plan = self.plan::<T>(a.options, shape4(a.x[0].shape()));
+        let plan = plan.fusing(a.affine);
         (!self.bias).then(|| plan.forward(a.x[0], &a.p[0], None, Some(epilogue)))
     }
 

@@ -460,6 +460,7 @@ fn grouped_forward_matches_loops_and_fuses() {
             mode: Mode::Eval,
             x: &xs,
             p: &pv,
+            affine: None,
         };
         let tag = format!("c{c} o{o} g{groups} k{k} s{s} p{p}");
         assert_eq!(

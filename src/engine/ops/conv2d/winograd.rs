@@ -61,6 +61,16 @@ const XI: usize = 16;
 /// `16·(C + O)·P`: about L2-sized (tuned on ResNet-20 shapes).
 const BLOCK_FLOATS: usize = 96 * 1024;
 
+/// A fused epilogue's numbers in f32 for [`Winograd::run`] (see `ChannelAffine` in the
+/// engine's ops): `[μ, s, γ, β]` per output channel, ReLU last, and a residual term laid
+/// out as the output `[O, N·Ho·Wo]`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Epi<'a> {
+    pub(super) channels: &'a [[f32; 4]],
+    pub(super) relu: bool,
+    pub(super) residual: Option<&'a [f32]>,
+}
+
 /// A prepared F(2×2, 3×3) convolution: `o` output channels, the filters transformed.
 pub(super) struct Winograd {
     o: usize,
@@ -156,14 +166,23 @@ impl Winograd {
         Winograd { o, c, u, kernel }
     }
 
+    /// Whether [`Winograd::run`] applies an epilogue ([`Epi`]) on inputs `w` wide with
+    /// padding `p`: in the zmm output transform, for output rows of even width ≤ 32.
+    pub(super) fn fuses(&self, w: usize, p: usize) -> bool {
+        let wo = (w + 2 * p).saturating_sub(2);
+        self.kernel == Kernel::Zmm && wo.is_multiple_of(2) && (2..=32).contains(&wo)
+    }
+
     /// `y [O, N·Ho·Wo] = W ⋆ x` with zero padding `p` (`Ho = H + 2p − 2`), the input the
     /// channels of the sources `xs` (each `[Cᵢ, N, H, W]`, ΣCᵢ = C) stacked in order;
-    /// `after(y, image)` is called once each image is complete, in order.
+    /// `after(y, image)` is called once each image is complete, in order. With `epi`
+    /// (only where [`Winograd::fuses`]), each output is stored with the epilogue applied.
     pub(super) fn run(
         &self,
         xs: &[&[f32]],
         [n, h, w]: [usize; 3],
         p: usize,
+        epi: Option<Epi>,
         y: &mut [MaybeUninit<f32>],
         mut after: impl FnMut(&mut [MaybeUninit<f32>], usize),
     ) {
@@ -178,6 +197,12 @@ impl Winograd {
         assert!(planes.len() == c, "winograd: input channels");
         let cols = n * ho * wo;
         assert!(y.len() >= o * cols, "winograd: output size");
+        assert!(
+            epi.is_none_or(|e| self.fuses(w, p)
+                && e.channels.len() >= o
+                && e.residual.is_none_or(|r| r.len() >= o * cols)),
+            "winograd: epilogue"
+        );
         if cols == 0 {
             return;
         }
@@ -230,7 +255,26 @@ impl Winograd {
             );
             for oc in 0..o {
                 let dst = &mut y[oc * cols..][..cols];
-                self.output(&geo, &blk, &m[oc * ld..], ms, dst, &mut scratch);
+                let Some(e) = epi else {
+                    self.output(&geo, &blk, &m[oc * ld..], ms, dst, &mut scratch);
+                    continue;
+                };
+                let ce = transforms::ChannelEpi {
+                    k: e.channels[oc],
+                    relu: e.relu,
+                    residual: e.residual.map(|r| &r[oc * cols..][..cols]),
+                };
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `fuses` (asserted above) implies the zmm kernel, detected.
+                unsafe {
+                    let rows = (blk.r0, blk.r1, th);
+                    transforms::at_tiles_zmm(&m[oc * ld..], ms, rows, (tw, ho), dst, Some(ce));
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    let _ = ce;
+                    unreachable!("winograd: fused epilogue without zmm");
+                }
             }
             // images whose tile rows are all done
             while done < blk.r1 / th {
@@ -507,7 +551,9 @@ fn output_rows(
     #[cfg(target_arch = "x86_64")]
     if g.kernel == Kernel::Zmm && g.wo == 2 * tw && tw <= 16 {
         // SAFETY: the zmm kernel was detected.
-        unsafe { transforms::at_tiles_zmm(m, stride, (blk.r0, blk.r1, blk.th), (tw, g.ho), dst) };
+        unsafe {
+            transforms::at_tiles_zmm(m, stride, (blk.r0, blk.r1, blk.th), (tw, g.ho), dst, None)
+        };
         return;
     }
     let pb = (blk.r1 - blk.r0) * tw;
@@ -751,7 +797,7 @@ mod tests {
                 let wg = Winograd::new(o, c, &wts, k);
                 let mut y = vec![MaybeUninit::new(f32::NAN); y64.len()];
                 let mut seen = Vec::new();
-                wg.run(&srcs, [n, h, w], p, &mut y, |_, img| seen.push(img));
+                wg.run(&srcs, [n, h, w], p, None, &mut y, |_, img| seen.push(img));
                 // SAFETY: initialized (NaN) before the call.
                 let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
                 assert!(

@@ -627,10 +627,22 @@ pub(super) unsafe fn pad1_zmm(
     );
 }
 
+/// One output channel's fused epilogue for [`at_tiles_zmm`] (see `ChannelAffine` in the
+/// engine's ops): `[μ, s, γ, β]`, then `+ r` from `residual` (laid out as the channel's
+/// output), then ReLU.
+#[derive(Clone, Copy)]
+pub(super) struct ChannelEpi<'a> {
+    pub(super) k: [f32; 4],
+    pub(super) relu: bool,
+    pub(super) residual: Option<&'a [f32]>,
+}
+
 /// The output transform (`output_rows` in [`super`]) of one output channel for the tile
 /// rows `r0..r1` (row r: image r / th, tile row r % th) when each output row is
 /// `wo = 2·tw ≤ 32` wide, in zmm registers: per tile row the 16 products, `Aᵀ M A` as
-/// [`at_rows`] computes it (the same bits), and the two output rows stored interleaved.
+/// [`at_rows`] computes it (the same bits), and the two output rows stored interleaved;
+/// with `epi`, each output `y` stored as `relu?(γ·((y − μ)·s) + β [+ r])`, batch norm's
+/// epilogue's operations in its order (the same bits as its pass over the stored rows).
 ///
 /// # Safety
 /// AVX-512F must be present.
@@ -642,11 +654,36 @@ pub(super) unsafe fn at_tiles_zmm(
     (r0, r1, th): (usize, usize, usize),
     (tw, ho): (usize, usize),
     dst: &mut [MaybeUninit<f32>],
+    epi: Option<ChannelEpi>,
 ) {
     let wo = 2 * tw;
     assert!((1..=16).contains(&tw) && ho <= 2 * th);
     assert!(r1 <= r0 || m.len() >= 15 * stride + (r1 - r0) * tw);
     assert!(dst.len() >= r1.div_ceil(th) * ho * wo);
+    let residual = epi.and_then(|e| e.residual).map_or(std::ptr::null(), |r| {
+        assert!(
+            r.len() >= r1.div_ceil(th) * ho * wo,
+            "winograd: residual size"
+        );
+        r.as_ptr()
+    });
+    let [mu, sc, g, b] = epi.map_or([0.0; 4], |e| e.k).map(|v| _mm512_set1_ps(v));
+    let relu = epi.is_some_and(|e| e.relu);
+    // the epilogue of outputs at `at` in the channel (lanes in `mask`)
+    let finish = |y: __m512, at: usize, mask: __mmask16| {
+        if epi.is_none() {
+            return y;
+        }
+        let mut t = _mm512_add_ps(_mm512_mul_ps(g, _mm512_mul_ps(_mm512_sub_ps(y, mu), sc)), b);
+        if !residual.is_null() {
+            t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mask, residual.add(at)));
+        }
+        // max(t, 0) is 0 for t ≤ 0 (either zero), and for NaN: `relu`'s `t > 0 ? t : 0`
+        if relu {
+            t = _mm512_max_ps(t, _mm512_setzero_ps());
+        }
+        t
+    };
     let (m_tw, m_lo, m_hi) = pair_masks(tw);
     let il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -666,9 +703,13 @@ pub(super) unsafe fn at_tiles_zmm(
             let t = |b: usize| if i == 0 { t0(b) } else { t1(b) };
             let (a0, a1, a2, a3) = (t(0), t(1), t(2), t(3));
             let (ya, yb) = (plus(plus(a0, a1), a2), minus(minus(a1, a2), a3));
-            let row = dp.add((img * ho + oh) * wo);
-            _mm512_mask_storeu_ps(row, m_lo, _mm512_permutex2var_ps(ya, il, yb));
-            _mm512_mask_storeu_ps(row.add(16), m_hi, _mm512_permutex2var_ps(ya, ih, yb));
+            let at = (img * ho + oh) * wo;
+            let (lo, hi) = (
+                _mm512_permutex2var_ps(ya, il, yb),
+                _mm512_permutex2var_ps(ya, ih, yb),
+            );
+            _mm512_mask_storeu_ps(dp.add(at), m_lo, finish(lo, at, m_lo));
+            _mm512_mask_storeu_ps(dp.add(at + 16), m_hi, finish(hi, at + 16, m_hi));
         }
     }
 }
