@@ -84,26 +84,32 @@ fn fused_passes_keep_the_bits() {
     }
 }
 
-/// Winograd's zmm output transform applies the fused epilogues (conv → batch norm →
-/// ReLU, and → add → ReLU, in inference and on the lean tape) in registers: the bits of
-/// their passes over memory, and in inference of the separate ops, on 8×8 and 32×32
-/// images (output rows of 8 to 32) and image counts with and without a lane tail (on
-/// other kernels this compares the epilogue passes with themselves).
+/// Winograd's output transform applies the fused epilogues (conv → batch norm → ReLU,
+/// and → add → ReLU, in inference and on the lean tape) as it stores the outputs (zmm:
+/// in registers for rows up to 32 wide; AVX2 and wider rows: on each block while in
+/// cache): the bits of their passes over each image, and in inference of the separate
+/// ops, with zmm and with AVX2 vectors, on 8×8, 32×32 and 40×40 images (output rows of 4
+/// to 40) and image counts with and without a lane tail.
 #[test]
 fn winograd_fused_epilogues_keep_the_bits() {
-    use crate::engine::{ConvAlgorithm, TapeLayout};
-    for tape in [TapeLayout::Full, TapeLayout::Lean] {
+    use crate::engine::{ConvAlgorithm, Simd, TapeLayout};
+    for (tape, simd) in [TapeLayout::Full, TapeLayout::Lean]
+        .into_iter()
+        .flat_map(|t| [(t, Simd::Native), (t, Simd::Avx2)])
+    {
         let options = EngineOptions {
             conv: ConvAlgorithm::Winograd,
             tape,
+            simd,
             ..EngineOptions::default()
         };
-        for (n, side) in [(5, None), (3, Some(32))] {
+        for (n, side) in [(5, None), (3, Some(32)), (2, Some(40))] {
             let run = || pass_bits_with::<f32>(n, Mode::Eval, options, side).0;
             let (fused, maps, plain) = (run(), without_numbers(run), unfused(run));
-            assert_eq!(fused, maps, "{tape:?}, {n} inputs of side {side:?}");
+            let case = format!("{tape:?}, {simd:?}, {n} inputs of side {side:?}");
+            assert_eq!(fused, maps, "{case}");
             // the logits (the lean tape's reverse passes round γ's gradient differently)
-            assert_eq!(fused[0], plain[0], "{tape:?}, {n} inputs of side {side:?}");
+            assert_eq!(fused[0], plain[0], "{case}");
         }
     }
 }

@@ -13,10 +13,10 @@ use crate::engine::ops::ChannelAffine;
 use crate::engine::Scalar;
 
 impl<'c> Plan<'c> {
-    /// The plan with the forward's epilogue `epilogue` also given as numbers (f32 only; a
-    /// no-op for other types): where Winograd's zmm output transform applies them
-    /// ([`Winograd::fuses`]), the forward skips the epilogue's own pass, so the epilogue
-    /// passed to [`Plan::forward`] must be the map `affine` stands for.
+    /// The plan with the forward's epilogue also given as numbers, `affine` (f32 only; a
+    /// no-op for other types): where the forward takes Winograd, its output transform
+    /// applies them as it stores the outputs and the epilogue's own pass is skipped, so
+    /// the epilogue passed to [`Plan::forward`] must be the map `affine` stands for.
     pub(super) fn fusing<'x, T: Scalar>(self, affine: Option<&'x ChannelAffine<'x, T>>) -> Plan<'x>
     where
         'c: 'x,
@@ -156,7 +156,7 @@ impl<'c> Plan<'c> {
         if wino {
             let wg = Winograd::new(out, c, &weights, kernel);
             // the forward's epilogue in the output transform (then not as `after`)
-            let epi = self.fused.filter(|_| wg.fuses(w, p));
+            let epi = self.fused;
             let mut y: Vec<T> = Vec::with_capacity(len);
             let spare = &mut f32s_uninit(y.spare_capacity_mut())[..len];
             wg.run(&srcs, dims, p, epi, spare, |y32, img| {

@@ -166,17 +166,12 @@ impl Winograd {
         Winograd { o, c, u, kernel }
     }
 
-    /// Whether [`Winograd::run`] applies an epilogue ([`Epi`]) on inputs `w` wide with
-    /// padding `p`: in the zmm output transform, for output rows of even width ≤ 32.
-    pub(super) fn fuses(&self, w: usize, p: usize) -> bool {
-        let wo = (w + 2 * p).saturating_sub(2);
-        self.kernel == Kernel::Zmm && wo.is_multiple_of(2) && (2..=32).contains(&wo)
-    }
-
     /// `y [O, N·Ho·Wo] = W ⋆ x` with zero padding `p` (`Ho = H + 2p − 2`), the input the
     /// channels of the sources `xs` (each `[Cᵢ, N, H, W]`, ΣCᵢ = C) stacked in order;
-    /// `after(y, image)` is called once each image is complete, in order. With `epi`
-    /// (only where [`Winograd::fuses`]), each output is stored with the epilogue applied.
+    /// `after(y, image)` is called once each image is complete, in order. With `epi`, the
+    /// outputs are stored with the epilogue applied: by the zmm output transform in
+    /// registers where it applies (rows of even width ≤ 32), else on each block's outputs
+    /// while in cache.
     pub(super) fn run(
         &self,
         xs: &[&[f32]],
@@ -198,9 +193,9 @@ impl Winograd {
         let cols = n * ho * wo;
         assert!(y.len() >= o * cols, "winograd: output size");
         assert!(
-            epi.is_none_or(|e| self.fuses(w, p)
-                && e.channels.len() >= o
-                && e.residual.is_none_or(|r| r.len() >= o * cols)),
+            epi.is_none_or(
+                |e| e.channels.len() >= o && e.residual.is_none_or(|r| r.len() >= o * cols)
+            ),
             "winograd: epilogue"
         );
         if cols == 0 {
@@ -265,16 +260,28 @@ impl Winograd {
                     residual: e.residual.map(|r| &r[oc * cols..][..cols]),
                 };
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `fuses` (asserted above) implies the zmm kernel, detected.
-                unsafe {
-                    let rows = (blk.r0, blk.r1, th);
-                    transforms::at_tiles_zmm(&m[oc * ld..], ms, rows, (tw, ho), dst, Some(ce));
+                if self.kernel == Kernel::Zmm && wo == 2 * tw && tw <= 16 {
+                    // SAFETY: the zmm kernel was detected.
+                    unsafe {
+                        let rows = (blk.r0, blk.r1, th);
+                        transforms::at_tiles_zmm(&m[oc * ld..], ms, rows, (tw, ho), dst, Some(ce));
+                    }
+                    continue;
                 }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    let _ = ce;
-                    unreachable!("winograd: fused epilogue without zmm");
-                }
+                // else on the block's outputs of the channel while in cache: tile rows
+                // r0..r1 are the output rows from (image, 2·ty) of r0 on, contiguous
+                self.output(&geo, &blk, &m[oc * ld..], ms, dst, &mut scratch);
+                let row_of = |r: usize| (r / th) * ho + 2 * (r % th);
+                let last = blk.r1 - 1;
+                let (from, to) = (
+                    row_of(blk.r0) * wo,
+                    (row_of(last) + 2).min((last / th + 1) * ho) * wo,
+                );
+                // SAFETY: `output` wrote the block's outputs, from..to; f32 and
+                // MaybeUninit<f32> share their layout.
+                let ys =
+                    unsafe { &mut *(&mut dst[from..to] as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                ce.apply(self.kernel, ys, from);
             }
             // images whose tile rows are all done
             while done < blk.r1 / th {
