@@ -28,7 +28,9 @@
 //! (output rows of 8 or more) and the stride-1 dx / R{dx} skip im2col altogether and run
 //! the direct kernels of `kernels.rs` (1.5–2× faster on ResNet shapes), unless the graph's
 //! [`EngineOptions`] say [`ConvAlgorithm::Im2col`](crate::engine::ConvAlgorithm).
-//! Inference fuses an epilogue (eval-mode batch norm, ReLU) into the forward pass.
+//! Inference fuses an epilogue (eval-mode batch norm, ReLU) into the forward pass; where
+//! the graph also gives it as numbers ([`ChannelAffine`](super::ChannelAffine)) and the
+//! forward takes Winograd, the output transform applies it as it stores the outputs.
 
 mod direct;
 mod grouped;
