@@ -89,7 +89,8 @@ fn fused_passes_keep_the_bits() {
 /// in registers for rows up to 32 wide; AVX2 and wider rows: on each block while in
 /// cache): the bits of their passes over each image, and in inference of the separate
 /// ops, with zmm and with AVX2 vectors, on 8×8, 32×32 and 40×40 images (output rows of 4
-/// to 40) and image counts with and without a lane tail.
+/// to 40), odd sizes (7×7, 13×13: odd output heights and widths) and image counts with
+/// and without a lane tail.
 #[test]
 fn winograd_fused_epilogues_keep_the_bits() {
     use crate::engine::{ConvAlgorithm, Simd, TapeLayout};
@@ -103,7 +104,13 @@ fn winograd_fused_epilogues_keep_the_bits() {
             simd,
             ..EngineOptions::default()
         };
-        for (n, side) in [(5, None), (3, Some(32)), (2, Some(40))] {
+        for (n, side) in [
+            (5, None),
+            (3, Some(32)),
+            (2, Some(40)),
+            (3, Some(7)),
+            (2, Some(13)),
+        ] {
             let run = || pass_bits_with::<f32>(n, Mode::Eval, options, side).0;
             let (fused, maps, plain) = (run(), without_numbers(run), unfused(run));
             let case = format!("{tape:?}, {simd:?}, {n} inputs of side {side:?}");
