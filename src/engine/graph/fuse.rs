@@ -32,11 +32,29 @@ thread_local! {
     static NO_NUMBERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Tests: whether this thread switched `off` on.
+#[cfg(test)]
+fn switched(off: &'static std::thread::LocalKey<std::cell::Cell<bool>>) -> bool {
+    off.with(|u| u.get())
+}
+
+/// Tests: runs `f` with `off` switched on on this thread.
+#[cfg(test)]
+fn switching<R>(
+    off: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let before = off.with(|u| u.replace(true));
+    let r = f();
+    off.with(|u| u.set(before));
+    r
+}
+
 /// Whether fused epilogues are also given as numbers ([`ChannelAffine`]), for kernels
 /// that apply them in registers (tests switch it off to compare bits).
 fn with_numbers() -> bool {
     #[cfg(test)]
-    return !NO_NUMBERS.with(|u| u.get());
+    return !switched(&NO_NUMBERS);
     #[cfg(not(test))]
     true
 }
@@ -44,16 +62,13 @@ fn with_numbers() -> bool {
 /// Tests: runs `f` with fused epilogues given only as maps (no [`ChannelAffine`]).
 #[cfg(test)]
 pub(super) fn without_numbers<R>(f: impl FnOnce() -> R) -> R {
-    let before = NO_NUMBERS.with(|u| u.replace(true));
-    let r = f();
-    NO_NUMBERS.with(|u| u.set(before));
-    r
+    switching(&NO_NUMBERS, f)
 }
 
 /// Whether the passes may fuse ops (tests switch it off on their thread to compare bits).
 pub(super) fn fusing() -> bool {
     #[cfg(test)]
-    return !UNFUSED.with(|u| u.get());
+    return !switched(&UNFUSED);
     #[cfg(not(test))]
     true
 }
@@ -61,10 +76,7 @@ pub(super) fn fusing() -> bool {
 /// Tests: runs `f` with the passes' fusions switched off on this thread.
 #[cfg(test)]
 pub(super) fn unfused<R>(f: impl FnOnce() -> R) -> R {
-    let before = UNFUSED.with(|u| u.replace(true));
-    let r = f();
-    UNFUSED.with(|u| u.set(before));
-    r
+    switching(&UNFUSED, f)
 }
 
 /// The values and caches of the nodes one fused pass stands for, in order.

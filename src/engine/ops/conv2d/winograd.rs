@@ -45,6 +45,8 @@
 use super::kernels::Kernel;
 use std::mem::MaybeUninit;
 
+#[path = "winograd_epilogue.rs"]
+mod epilogue;
 #[path = "winograd_grad.rs"]
 mod grad;
 #[path = "winograd_simd.rs"]
@@ -254,7 +256,7 @@ impl Winograd {
                     self.output(&geo, &blk, &m[oc * ld..], ms, dst, &mut scratch);
                     continue;
                 };
-                let ce = transforms::ChannelEpi {
+                let ce = epilogue::ChannelEpi {
                     k: e.channels[oc],
                     relu: e.relu,
                     residual: e.residual.map(|r| &r[oc * cols..][..cols]),

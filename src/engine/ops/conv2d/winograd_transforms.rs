@@ -6,6 +6,7 @@
 //! depend on the instruction set.
 
 use super::super::kernels::Kernel;
+use super::epilogue::ChannelEpi;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -625,72 +626,6 @@ pub(super) unsafe fn pad1_zmm(
         _mm512_sub_ps,
         |a, b, t, o| { _mm512_mask_storeu_ps(vp.add((4 * a + b) * stride + t * tw), m_tw, o) }
     );
-}
-
-/// One output channel's fused epilogue for [`at_tiles_zmm`] (see `ChannelAffine` in the
-/// engine's ops): `[μ, s, γ, β]`, then `+ r` from `residual` (laid out as the channel's
-/// output), then ReLU.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct ChannelEpi<'a> {
-    pub(super) k: [f32; 4],
-    pub(super) relu: bool,
-    pub(super) residual: Option<&'a [f32]>,
-}
-
-impl ChannelEpi<'_> {
-    /// The epilogue of one output `t` (`r`: its residual term, if any): `relu?(γ·((t −
-    /// μ)·s) + β [+ r])`, the operations of batch norm's epilogue and the residual add in
-    /// their order.
-    #[inline(always)]
-    fn one(&self, t: f32, r: f32) -> f32 {
-        let [mu, sc, g, b] = self.k;
-        let mut v = g * ((t - mu) * sc) + b;
-        if self.residual.is_some() {
-            v += r;
-        }
-        if self.relu {
-            v = crate::engine::ops::relu::relu(v);
-        }
-        v
-    }
-
-    /// The epilogue in place on the outputs `y`, which lie at `at` in the channel's
-    /// output (where its residual term is read): eight at a time with AVX2 on the vector
-    /// kernels, the same operations, so the same bits.
-    pub(super) fn apply(&self, kernel: Kernel, y: &mut [f32], at: usize) {
-        let r = self.residual.map(|r| &r[at..][..y.len()]);
-        let done = match kernel {
-            // SAFETY: the vector kernels imply AVX2 (detected); `r` is as long as `y`.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Zmm | Kernel::Avx2 | Kernel::Avx512 => unsafe { self.apply_avx2(y, r) },
-            _ => 0,
-        };
-        for (k, t) in y.iter_mut().enumerate().skip(done) {
-            *t = self.one(*t, r.map_or(0.0, |r| r[k]));
-        }
-    }
-
-    /// [`ChannelEpi::apply`]'s whole vectors of 8; returns how many outputs were done.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn apply_avx2(&self, y: &mut [f32], r: Option<&[f32]>) -> usize {
-        let [mu, sc, g, b] = self.k.map(|v| _mm256_set1_ps(v));
-        let full = y.len() / 8 * 8;
-        let p = y.as_mut_ptr();
-        for k in (0..full).step_by(8) {
-            let t = _mm256_loadu_ps(p.add(k));
-            let mut v = _mm256_add_ps(_mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(t, mu), sc)), b);
-            if let Some(r) = r {
-                v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(k)));
-            }
-            // max(v, 0) is 0 for v ≤ 0 (either zero) and for NaN, as `relu`
-            if self.relu {
-                v = _mm256_max_ps(v, _mm256_setzero_ps());
-            }
-            _mm256_storeu_ps(p.add(k), v);
-        }
-        full
-    }
 }
 
 /// The output transform (`output_rows` in [`super`]) of one output channel for the tile
