@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 
 use ndarray::{ArrayD, ArrayView1, ArrayViewD};
 
-use super::{empty, Graph, Mode, Tape};
+use super::{empty, Graph, Mode, Node, Tape};
 use crate::engine::ops::{add_relu_in_place, Activation, ChannelAffine, Erased, Fwd, Grads, Op};
 use crate::engine::{Scalar, TapeLayout};
 
@@ -79,6 +79,32 @@ pub(super) fn unfused<R>(f: impl FnOnce() -> R) -> R {
     switching(&UNFUSED, f)
 }
 
+/// The epilogue of node `next` (parameters `np`) as numbers too, followed by the ReLU where
+/// `relu` and after adding `residual`, for kernels that apply it in registers; `None`
+/// where the op gives none.
+fn numbers<'a, T: Scalar>(
+    next: &Node,
+    np: &[ArrayViewD<T>],
+    mode: Mode,
+    relu: bool,
+    residual: Option<&'a [T]>,
+) -> Option<ChannelAffine<'a, T>> {
+    let channels = with_numbers().then(|| next.op.affine(np, mode)).flatten()?;
+    Some(ChannelAffine {
+        channels,
+        relu,
+        residual,
+    })
+}
+
+/// `a` with a fused epilogue's `numbers`.
+fn fwd_with<'a, T>(a: Fwd<'a, T>, numbers: &'a Option<ChannelAffine<'a, T>>) -> Fwd<'a, T> {
+    Fwd {
+        affine: numbers.as_ref(),
+        ..a
+    }
+}
+
 /// The values and caches of the nodes one fused pass stands for, in order.
 pub(super) type Fused<T> = VecDeque<(ArrayD<T>, Erased)>;
 
@@ -120,15 +146,6 @@ impl Graph {
         let np = self.params(theta, next);
         let epilogue = next.op.epilogue(&np, mode, then)?;
         let xs: Vec<&ArrayD<T>> = node.inputs.iter().map(|&i| &values[i]).collect();
-        // the epilogue as numbers too, for kernels that apply it in registers
-        let affine = |relu, residual| {
-            let numbers = with_numbers().then(|| next.op.affine(&np, mode)).flatten();
-            numbers.map(|channels| ChannelAffine {
-                channels,
-                relu,
-                residual,
-            })
-        };
         if then.is_none() {
             if let Some(other) = self.residual_after(values, last, j) {
                 // conv → batch norm → add → ReLU: relu(bn(y) + other) per block, in the
@@ -138,20 +155,15 @@ impl Graph {
                     epilogue(ch, off, row);
                     add_relu_in_place(row, &r[off..][..row.len()]);
                 };
-                let numbers = affine(true, Some(r));
-                let a = Fwd {
-                    affine: numbers.as_ref(),
-                    ..self.fwd(&xs, p, mode)
-                };
-                let y = node.op.forward_fused(&a, &ep)?;
+                let numbers = numbers(next, &np, mode, true, Some(r));
+                let y = node
+                    .op
+                    .forward_fused(&fwd_with(self.fwd(&xs, p, mode), &numbers), &ep)?;
                 return Some((y, 3));
             }
         }
-        let numbers = affine(then == Some(Activation::Relu), None);
-        let a = Fwd {
-            affine: numbers.as_ref(),
-            ..self.fwd(&xs, p, mode)
-        };
+        let numbers = numbers(next, &np, mode, then == Some(Activation::Relu), None);
+        let a = fwd_with(self.fwd(&xs, p, mode), &numbers);
         let y = node.op.forward_fused(&a, &*epilogue)?;
         Some((y, if then.is_some() { 2 } else { 1 }))
     }
@@ -224,17 +236,9 @@ impl Graph {
             .then(|| next.op.lean_epilogue(&np, mode, then, &shape))
             .flatten()
         {
-            // the epilogue as numbers too (ReLU or none: a lean tape fuses no residual)
-            let affine = with_numbers().then(|| next.op.affine(&np, mode)).flatten();
-            let affine = affine.map(|channels| ChannelAffine {
-                channels,
-                relu: then.is_some(),
-                residual: None,
-            });
-            let a = Fwd {
-                affine: affine.as_ref(),
-                ..self.fwd(&xs, p, mode)
-            };
+            // (ReLU or none: a lean tape fuses no residual)
+            let numbers = numbers(next, &np, mode, then.is_some(), None);
+            let a = fwd_with(self.fwd(&xs, p, mode), &numbers);
             if let Some((z, cache)) = node.op.forward_lean(&a, &*epilogue) {
                 let mut out = VecDeque::from([(empty(), cache), (empty(), next_cache)]);
                 match then {

@@ -260,6 +260,13 @@ fn r_dgamma<T: Scalar>(
     }
 }
 
+/// Eval mode's map of channel `c` as numbers `[μ, s, γ, β]` (`y ↦ γ·((y − μ)·s) + β`,
+/// `s` = [`inv_std`]), from the parameters `[γ, β, running mean, running variance]`.
+#[inline(always)]
+fn eval_numbers<T: Scalar>(p: &[ArrayViewD<T>], eps: T, c: usize) -> [T; 4] {
+    [p[2][c], inv_std(p[3][c], eps), p[0][c], p[1][c]]
+}
+
 /// s = 1/√(var + ε), the one expression every pass forms it with (so the same bits).
 #[inline(always)]
 fn inv_std<T: Scalar>(var: T, eps: T) -> T {
@@ -337,11 +344,10 @@ impl BatchNorm {
     /// the same arithmetic as [`BatchNorm::normalize`], so the same bits.
     #[inline(always)]
     fn forward_eval_inplace<T: Scalar>(&self, x: &mut ArrayD<T>, p: &[ArrayViewD<T>]) {
-        let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
         let eps = T::from_f(self.eps);
         let mut v = cview_mut(x);
         for c in 0..self.channels {
-            let (mu, sc, g, b) = (rm[c], inv_std(rv[c], eps), gamma[c], beta[c]);
+            let [mu, sc, g, b] = eval_numbers(p, eps, c);
             v.row_mut(c).mapv_inplace(|t| g * ((t - mu) * sc) + b);
         }
     }
@@ -356,8 +362,7 @@ impl BatchNorm {
     ) -> impl Fn(usize, usize, &mut [T]) + 'a {
         let eps = T::from_f(self.eps);
         move |c: usize, _: usize, row: &mut [T]| {
-            let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
-            let (mu, sc, g, b) = (rm[c], inv_std(rv[c], eps), gamma[c], beta[c]);
+            let [mu, sc, g, b] = eval_numbers(p, eps, c);
             wide!({
                 if relu {
                     for t in row.iter_mut() {
@@ -383,8 +388,7 @@ impl BatchNorm {
     ) -> impl Fn(usize, &[T], &mut [MaybeUninit<T>]) + 'a {
         let eps = T::from_f(self.eps);
         move |c: usize, src: &[T], dst: &mut [MaybeUninit<T>]| {
-            let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
-            let (mu, sc, g, b) = (rm[c], inv_std(rv[c], eps), gamma[c], beta[c]);
+            let [mu, sc, g, b] = eval_numbers(p, eps, c);
             wide!({
                 let pairs = dst.iter_mut().zip(src);
                 if relu {
@@ -764,10 +768,9 @@ impl EngineOp for BatchNorm {
     /// [`BatchNorm::eval_epilogue`]'s numbers.
     fn affine<T: Scalar>(&self, p: &[ArrayViewD<T>], mode: Mode) -> Option<Vec<[T; 4]>> {
         let eps = T::from_f(self.eps);
-        let (gamma, beta, rm, rv) = (&p[0], &p[1], &p[2], &p[3]);
         (mode == Mode::Eval).then(|| {
             (0..self.channels)
-                .map(|c| [rm[c], inv_std(rv[c], eps), gamma[c], beta[c]])
+                .map(|c| eval_numbers(p, eps, c))
                 .collect()
         })
     }

@@ -53,6 +53,7 @@ mod grad;
 mod simd;
 #[path = "winograd_transforms.rs"]
 mod transforms;
+pub(super) use epilogue::Epi;
 pub(super) use grad::weight_grad;
 pub(super) use transforms::deinterleave;
 
@@ -62,16 +63,6 @@ const XI: usize = 16;
 /// Target size (floats) of one block's transformed input and GEMM output,
 /// `16·(C + O)·P`: about L2-sized (tuned on ResNet-20 shapes).
 const BLOCK_FLOATS: usize = 96 * 1024;
-
-/// A fused epilogue's numbers in f32 for [`Winograd::run`] (see `ChannelAffine` in the
-/// engine's ops): `[μ, s, γ, β]` per output channel, ReLU last, and a residual term laid
-/// out as the output `[O, N·Ho·Wo]`.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Epi<'a> {
-    pub(super) channels: &'a [[f32; 4]],
-    pub(super) relu: bool,
-    pub(super) residual: Option<&'a [f32]>,
-}
 
 /// A prepared F(2×2, 3×3) convolution: `o` output channels, the filters transformed.
 pub(super) struct Winograd {
@@ -256,13 +247,9 @@ impl Winograd {
                     self.output(&geo, &blk, &m[oc * ld..], ms, dst, &mut scratch);
                     continue;
                 };
-                let ce = epilogue::ChannelEpi {
-                    k: e.channels[oc],
-                    relu: e.relu,
-                    residual: e.residual.map(|r| &r[oc * cols..][..cols]),
-                };
+                let ce = e.channel(oc, cols);
                 #[cfg(target_arch = "x86_64")]
-                if self.kernel == Kernel::Zmm && wo == 2 * tw && tw <= 16 {
+                if geo.at_tiles() {
                     // SAFETY: the zmm kernel was detected.
                     unsafe {
                         let rows = (blk.r0, blk.r1, th);
@@ -360,6 +347,14 @@ struct Geo {
     wo: usize,
     p: usize,
     tw: usize,
+}
+
+impl Geo {
+    /// Whether the output transform takes the zmm register path
+    /// (`transforms::at_tiles_zmm`): output rows of even width ≤ 32.
+    fn at_tiles(&self) -> bool {
+        self.kernel == Kernel::Zmm && self.wo == 2 * self.tw && self.tw <= 16
+    }
 }
 
 /// One block: tile rows `r0..r1` (row r = image r / th, tile row r % th).
@@ -558,7 +553,7 @@ fn output_rows(
 ) {
     let tw = g.tw;
     #[cfg(target_arch = "x86_64")]
-    if g.kernel == Kernel::Zmm && g.wo == 2 * tw && tw <= 16 {
+    if g.at_tiles() {
         // SAFETY: the zmm kernel was detected.
         unsafe {
             transforms::at_tiles_zmm(m, stride, (blk.r0, blk.r1, blk.th), (tw, g.ho), dst, None)

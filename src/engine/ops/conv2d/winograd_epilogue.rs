@@ -8,6 +8,27 @@ use super::super::kernels::Kernel;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+/// A fused epilogue's numbers in f32 for [`super::Winograd::run`] (see `ChannelAffine`
+/// in the engine's ops): `[μ, s, γ, β]` per output channel, ReLU last, and a residual term
+/// laid out as the output `[O, N·Ho·Wo]`.
+#[derive(Clone, Copy, Debug)]
+pub(in super::super) struct Epi<'a> {
+    pub(in super::super) channels: &'a [[f32; 4]],
+    pub(in super::super) relu: bool,
+    pub(in super::super) residual: Option<&'a [f32]>,
+}
+
+impl<'a> Epi<'a> {
+    /// Output channel `oc`'s part, its outputs `cols` long.
+    pub(super) fn channel(&self, oc: usize, cols: usize) -> ChannelEpi<'a> {
+        ChannelEpi {
+            k: self.channels[oc],
+            relu: self.relu,
+            residual: self.residual.map(|r| &r[oc * cols..][..cols]),
+        }
+    }
+}
+
 /// One output channel's fused epilogue: `[μ, s, γ, β]`, then `+ r` from `residual` (laid
 /// out as the channel's output), then ReLU.
 #[derive(Clone, Copy, Debug)]
