@@ -49,12 +49,15 @@ use std::mem::MaybeUninit;
 mod epilogue;
 #[path = "winograd_grad.rs"]
 mod grad;
+#[path = "winograd_scratch.rs"]
+mod scratch;
 #[path = "winograd_simd.rs"]
 mod simd;
 #[path = "winograd_transforms.rs"]
 mod transforms;
 pub(super) use epilogue::Epi;
 pub(super) use grad::weight_grad;
+use scratch::Aligned;
 pub(super) use transforms::deinterleave;
 
 /// Transform positions per tile (4 × 4).
@@ -314,26 +317,6 @@ fn input(g: &Geo, blk: &Block, plane: &[f32], v: &mut [f32], stride: usize, s: &
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx2 | Kernel::Avx512 => unsafe { input_avx2(g, blk, plane, v, stride, s) },
         _ => input_rows(g, blk, plane, v, stride, s),
-    }
-}
-
-/// A zeroed buffer of floats whose slice starts on a 64-byte boundary.
-struct Aligned {
-    buf: Vec<f32>,
-    len: usize,
-}
-
-impl Aligned {
-    fn new(len: usize) -> Self {
-        Aligned {
-            buf: vec![0.0; len + 16],
-            len,
-        }
-    }
-
-    fn get(&mut self) -> &mut [f32] {
-        let skip = self.buf.as_ptr().align_offset(64).min(16);
-        &mut self.buf[skip..][..self.len]
     }
 }
 

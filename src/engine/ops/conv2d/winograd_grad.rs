@@ -56,10 +56,11 @@ pub(in super::super) fn weight_grad(
     let (vs, us, ms) = (c * ld + 16, rb * tw * ou + 16, c * ou);
     let (mut v_buf, mut u_buf) = (Aligned::new(XI * vs), Aligned::new(XI * us));
     let (v, u) = (v_buf.get(), u_buf.get());
-    let mut mb = vec![0.0f32; XI * ms];
+    let (mut mb_buf, mut dyt_buf) = (Aligned::new(XI * ms), Aligned::new(rb * 4 * tw * ou));
+    let mb = mb_buf.get();
     let mut m64 = vec![0.0f64; XI * ms];
     // dY of the block, `[tile row, a, column, O']`
-    let mut dyt = vec![0.0f32; rb * 4 * tw * ou];
+    let dyt = dyt_buf.get();
     let mut scratch = vec![0.0f32; 8 * (th + 1) * tw + 2 * tw + 2];
     let geo = Geo {
         kernel,
@@ -79,18 +80,18 @@ pub(in super::super) fn weight_grad(
             for (ci, plane) in x.chunks_exact(per).enumerate() {
                 input(&geo, &blk, plane, &mut v[ci * ld..], vs, &mut scratch);
             }
-            transpose_dy(&geo, &blk, dy, (o, ou), cols, &mut dyt);
-            dy_transform(kernel, &dyt, (blk.r1 - blk.r0, tw), ou, u, us);
+            transpose_dy(&geo, &blk, dy, (o, ou), cols, dyt);
+            dy_transform(kernel, dyt, (blk.r1 - blk.r0, tw), ou, u, us);
             simd::products(
                 kernel,
                 XI,
                 (c, pb),
                 (v, vs, ld),
                 (u, us),
-                (&mut mb, ms),
+                (mb, ms),
                 (ou, ou),
             );
-            accumulate(kernel, &mut m64, &mb);
+            accumulate(kernel, &mut m64, mb);
         }
     }
     filter_grads(&m64, (o, c, ou), dw);
@@ -157,7 +158,8 @@ fn accumulate(kernel: Kernel, acc: &mut [f64], m: &[f32]) {
 
 /// The block's dY as `t[((r − r0)·2 + a)·2tw + col][o]`: output row `2·ty + a`, column
 /// `col` of tile row r's image, channels `o < O` (zero beyond the output's edge; channels
-/// `O..O'` are never written, so stay zero). Even outputs whose tile rows lie whole in
+/// `O..O'` are never written: they hold what the scratch held, and reach only the columns
+/// `O..O'` of `U′` and of the sums, which `filter_grads` never reads). Even outputs whose tile rows lie whole in
 /// each image are contiguous runs of dy: those go by 16 × 16 register transposes on zmm, 8 × 8 with AVX2.
 fn transpose_dy(
     g: &Geo,
