@@ -344,22 +344,35 @@ struct Plan {
     kernel: Kernel,
 }
 
+/// Every tap `(ki, kj)` of a `k×k` kernel, row-major.
+fn all_taps(k: usize) -> Vec<(usize, usize)> {
+    (0..k * k).map(|t| (t / k, t % k)).collect()
+}
+
 impl Plan {
+    /// The plan of every tap of the kernel.
     fn new(kernel: Kernel, sh: Shape) -> Plan {
+        Plan::with_taps(kernel, sh, &all_taps(sh.k))
+    }
+
+    /// The plan of the taps `(ki, kj)` (each `< k`) of every input channel, in that order.
+    fn with_taps(kernel: Kernel, sh: Shape, taps: &[(usize, usize)]) -> Plan {
         let Shape {
             c, k, s, p, h, w, ..
         } = sh;
         assert!(s >= 1, "direct conv: stride");
+        assert!(
+            taps.iter().all(|&(i, j)| i < k && j < k),
+            "direct conv: taps"
+        );
         let (ho, wo) = sh.out();
         let (hq, wq) = ((h + 2 * p).div_ceil(s), (w + 2 * p).div_ceil(s));
         let kernel = kernel.for_width(wo);
-        let mut offs = Vec::with_capacity(c * k * k);
+        let mut offs = Vec::with_capacity(c * taps.len());
         for ci in 0..c {
-            for ki in 0..k {
-                for kj in 0..k {
-                    let plane = (ci * s + ki % s) * s + kj % s;
-                    offs.push(plane * hq * wq + (ki / s) * wq + kj / s);
-                }
+            for &(ki, kj) in taps {
+                let plane = (ci * s + ki % s) * s + kj % s;
+                offs.push(plane * hq * wq + (ki / s) * wq + kj / s);
             }
         }
         let reach = offs.iter().copied().max().unwrap_or(0) + LANES;
@@ -524,7 +537,13 @@ pub struct DirectConv {
 impl DirectConv {
     /// `wts` is `[O, C, k, k]` row-major; the input is `[C, N, H, W]`.
     pub fn new(kernel: Kernel, sh: Shape, wts: &[f32]) -> Self {
-        let plan = Plan::new(kernel, sh);
+        Self::with_taps(kernel, sh, &all_taps(sh.k), wts)
+    }
+
+    /// [`DirectConv::new`] summing only the taps `(ki, kj)` listed (each `< k`), in that
+    /// order: `wts` is `[O, C, taps]` row-major.
+    pub fn with_taps(kernel: Kernel, sh: Shape, taps: &[(usize, usize)], wts: &[f32]) -> Self {
+        let plan = Plan::with_taps(kernel, sh, taps);
         let (o, kk) = (sh.o, plan.offs.len());
         assert_eq!(wts.len(), o * kk, "direct conv: weight size");
         let (mr, _) = plan.kernel.tile();

@@ -291,7 +291,8 @@ fn blocked_passes_match_unblocked_reference() {
 /// The f32 passes against the f64 im2col reference, to f32 rounding (relative to each
 /// tensor's largest entry), under every option set: the direct kernels (rows ≥ 8: forward,
 /// fused forward, R-forward, dW and R{dW} at any stride, dx and R{dx} as stride-1
-/// transposed convolutions; the stride-2 dx stays on col2im) at the CPU's widest vectors
+/// transposed convolutions and, for 3×3 stride 2 on even sizes, by phases; the others
+/// stay on col2im) at the CPU's widest vectors
 /// and capped at AVX2's, and im2col + GEMM with either backend.
 #[test]
 fn f32_passes_match_f64_reference() {
@@ -336,7 +337,9 @@ fn f32_passes_match_f64_reference() {
         },
     ];
     // (C, O, k, s, p, N, H, W): ResNet-like 3×3 same-size, a 1×1, a 5×5 valid, odd
-    // widths; stride-2 3×3 and 1×1 (the forward passes run on polyphase planes).
+    // widths; stride-2 3×3 and 1×1 (the forward passes run on polyphase planes; dx by
+    // phases for 3×3 on even sizes, output rows 8, 16 and 24 wide, and on col2im at width
+    // 17 and for 1×1).
     for &(c, o, k, st, p, n, h, wd) in &[
         (16, 16, 3, 1, 1, 2, 8, 8),
         (5, 11, 3, 1, 1, 3, 9, 13),
@@ -344,6 +347,10 @@ fn f32_passes_match_f64_reference() {
         (3, 7, 5, 1, 0, 2, 12, 14),
         (4, 9, 3, 2, 1, 2, 16, 17),
         (6, 8, 1, 2, 0, 2, 16, 16),
+        (4, 9, 3, 2, 1, 2, 16, 16),
+        (16, 32, 3, 2, 1, 2, 32, 32),
+        (3, 5, 3, 2, 1, 1, 12, 48),
+        (5, 6, 1, 2, 0, 3, 10, 20),
     ] {
         let cfg = Conv2d {
             in_channels: c,

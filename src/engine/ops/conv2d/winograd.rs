@@ -58,7 +58,7 @@ mod transforms;
 pub(super) use epilogue::Epi;
 pub(super) use grad::weight_grad;
 use scratch::Aligned;
-pub(super) use transforms::deinterleave;
+pub(super) use transforms::{deinterleave, interleave};
 
 /// Transform positions per tile (4 × 4).
 const XI: usize = 16;

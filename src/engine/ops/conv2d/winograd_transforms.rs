@@ -38,7 +38,12 @@ pub(in super::super) fn deinterleave(
 
 /// `dst[2k] = a[k]`, `dst[2k + 1] = b[k]` for `k < a.len()` (`b` as long, `dst` twice):
 /// the output transform's merge of a row's two column parities.
-pub(super) fn interleave(kernel: Kernel, a: &[f32], b: &[f32], dst: &mut [MaybeUninit<f32>]) {
+pub(in super::super) fn interleave(
+    kernel: Kernel,
+    a: &[f32],
+    b: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+) {
     let n = a.len();
     let (b, dst) = (&b[..n], &mut dst[..2 * n]);
     let done = match kernel {
