@@ -148,6 +148,65 @@ fn naive_grad(dy: &[f32], x: &[f32], n: usize, sh: Shape) -> Vec<f64> {
 }
 
 #[test]
+fn tap_subsets_sum_as_zero_weights() {
+    // `with_taps` sums the listed taps in their order: the bits of the full kernel with
+    // the other taps' weights zero (adding 0·x leaves each FMA chain's sum as it was), on
+    // every kernel, where the list is in the full kernel's (row-major) order; the tap sets
+    // of the dx phases of a 3×3 stride-2 layer, rows 8 (split zmm), 16 and 24 wide,
+    // channel tails.
+    let sets: [&[(usize, usize)]; 4] = [
+        &[(1, 1)],
+        &[(1, 1), (1, 2)],
+        &[(1, 1), (2, 1)],
+        &[(1, 1), (1, 2), (2, 1), (2, 2)],
+    ];
+    for &(o, c, h, w) in &[(16, 32, 8, 8), (9, 5, 16, 16), (4, 3, 5, 24)] {
+        let sh = Shape {
+            o,
+            c,
+            k: 3,
+            s: 1,
+            p: 1,
+            h,
+            w,
+        };
+        let n = 3;
+        let x: Vec<f32> = (0..c * n * h * w)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        for taps in sets {
+            let mut sub = Vec::with_capacity(o * c * taps.len());
+            let mut full = vec![0.0f32; o * c * 9];
+            for oc in 0..o {
+                for ci in 0..c {
+                    for (t, &(ki, kj)) in taps.iter().enumerate() {
+                        let v = (((oc * 7 + ci * 3 + t) * 53 % 97) as f32 - 48.0) / 60.0;
+                        sub.push(v);
+                        full[(oc * c + ci) * 9 + ki * 3 + kj] = v;
+                    }
+                }
+            }
+            for kernel in Kernel::available() {
+                let run = |mut d: DirectConv| {
+                    let mut y = vec![f32::NAN; o * n * h * w];
+                    let mut img = 0;
+                    while img < n {
+                        img += d.images(&[&x], n, img, uninit(&mut y));
+                    }
+                    y
+                };
+                let a = run(DirectConv::with_taps(kernel, sh, taps, &sub));
+                let b = run(DirectConv::new(kernel, sh, &full));
+                assert!(
+                    a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()),
+                    "{kernel:?} {sh:?} taps {taps:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn weight_grad_matches_naive_sums() {
     // Channel and tap tails (O % 4, C·k² % 6 ≠ 0), partial and split vectors, strides
     // 1–3, batches of several small images (8×8 rows) and one large image per batch; for
