@@ -83,8 +83,8 @@ impl<'c> Plan<'c> {
     /// padded by one and interleaved into dx. The products of col2im's path, without its
     /// unfolded columns (9× dx) and their scatter: 0.68× and 0.75× its time on ResNet-20's
     /// two downsampling layers (32 images). The 1×1 stride-2 shortcut stays on col2im (three
-    /// of its four phases are zero; by phases it took 1.1× as long). Any phase with no tap
-    /// is zero. `None` where it does not apply.
+    /// of its four phases are zero; by phases it took 1.1× as long). `None` where it does
+    /// not apply.
     fn dx_phases<T: Scalar>(&self, terms: &[(&[T], &[T])]) -> Option<Vec<T>> {
         let (conv, g) = (self.conv, &self.g);
         let (o, c, k, p) = (conv.out_channels, g.c, conv.kernel, conv.padding);
@@ -113,11 +113,12 @@ impl<'c> Plan<'c> {
             Vec::with_capacity(c * n * hw),
             Vec::with_capacity(c * n * hw),
         ];
+        // the shift of dy's row (column) for dx's row (column) parity t and kernel row q
+        let shift = |t: usize, q: usize| {
+            (t + p >= q && (t + p - q).is_multiple_of(2)).then(|| (t + p - q) / 2)
+        };
         for a in 0..2 {
             for (b, ph) in phases.iter_mut().enumerate() {
-                let shift = |t: usize, q: usize| {
-                    (t + p >= q && (t + p - q).is_multiple_of(2)).then(|| (t + p - q) / 2)
-                };
                 // (ki, kj) and its tap in padded dy: (1 + row shift, 1 + column shift)
                 let taps: Vec<((usize, usize), (usize, usize))> = (0..k * k)
                     .filter_map(|t| {
@@ -125,27 +126,24 @@ impl<'c> Plan<'c> {
                         Some(((ki, kj), (1 + shift(a, ki)?, 1 + shift(b, kj)?)))
                     })
                     .collect();
-                ph.clear();
-                let spare = &mut ph.spare_capacity_mut()[..c * n * hw];
-                if taps.is_empty() {
-                    spare.fill(MaybeUninit::new(0.0));
-                } else {
-                    let mut wts = Vec::with_capacity(c * sh.c * taps.len());
-                    for cc in 0..c {
-                        for &(wt, _) in terms {
-                            let wt = f32s(wt);
-                            for oc in 0..o {
-                                let at = (oc * c + cc) * k * k;
-                                wts.extend(taps.iter().map(|&((ki, kj), _)| wt[at + ki * k + kj]));
-                            }
+                debug_assert!(!taps.is_empty(), "3×3 padding 1: every phase has taps");
+                let mut wts = Vec::with_capacity(c * sh.c * taps.len());
+                for cc in 0..c {
+                    for &(wt, _) in terms {
+                        let wt = f32s(wt);
+                        for oc in 0..o {
+                            let at = (oc * c + cc) * k * k;
+                            wts.extend(taps.iter().map(|&((ki, kj), _)| wt[at + ki * k + kj]));
                         }
                     }
-                    let offs: Vec<(usize, usize)> = taps.iter().map(|&(_, d)| d).collect();
-                    let mut d = DirectConv::with_taps(kernel, sh, &offs, &wts);
-                    let mut img = 0;
-                    while img < n {
-                        img += d.images(&srcs, n, img, spare);
-                    }
+                }
+                let offs: Vec<(usize, usize)> = taps.iter().map(|&(_, d)| d).collect();
+                let mut d = DirectConv::with_taps(kernel, sh, &offs, &wts);
+                ph.clear();
+                let spare = &mut ph.spare_capacity_mut()[..c * n * hw];
+                let mut img = 0;
+                while img < n {
+                    img += d.images(&srcs, n, img, spare);
                 }
                 // SAFETY: every output of every image was written above.
                 unsafe { ph.set_len(c * n * hw) };

@@ -37,7 +37,8 @@ pub(in super::super) fn deinterleave(
 }
 
 /// `dst[2k] = a[k]`, `dst[2k + 1] = b[k]` for `k < a.len()` (`b` as long, `dst` twice):
-/// the output transform's merge of a row's two column parities.
+/// the output transform's merge of a row's two column parities (and the stride-2 dx's of
+/// its phases, `Plan::dx_phases`).
 pub(in super::super) fn interleave(
     kernel: Kernel,
     a: &[f32],
