@@ -167,8 +167,9 @@ fn accumulate(kernel: Kernel, acc: &mut [f64], m: &[f32]) {
 /// The block's dY as `t[((r − r0)·2 + a)·2tw + col][o]`: output row `2·ty + a`, column
 /// `col` of tile row r's image, channels `o < O` (zero beyond the output's edge; channels
 /// `O..O'` are never written: they hold what the scratch held, and reach only the columns
-/// `O..O'` of `U′` and of the sums, which `filter_grads` never reads). Even outputs whose tile rows lie whole in
-/// each image are contiguous runs of dy: those go by 16 × 16 register transposes on zmm, 8 × 8 with AVX2.
+/// `O..O'` of `U′` and of the sums, which `filter_grads` never reads). Even outputs whose
+/// tile rows lie whole in each image are contiguous runs of dy: those go by 16 × 16
+/// register transposes on zmm, 8 × 8 with AVX2.
 fn transpose_dy(
     g: &Geo,
     blk: &Block,
