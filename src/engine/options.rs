@@ -51,6 +51,7 @@ crate::choice::choice! {
         #[default]
         Native = "native": "The widest the CPU has (16-lane zmm on AVX-512).",
         Avx2 = "avx2": "8-lane ymm vectors: the bits of any AVX2 machine, also on AVX-512 ones (whose 16-lane weight-gradient sums round differently).",
+        Avx2Only = "avx2-only": "The kernels of an AVX2-only CPU (16 ymm registers, smaller tiles), also on AVX-512 ones, where `avx2` runs AVX-512VL's 32-register tiles: the bits of `avx2` (recorded as it), for timing an AVX2 machine on an AVX-512 one.",
     }
 }
 
@@ -75,7 +76,12 @@ impl EngineOptions {
     /// where lean, so older descriptions stay what they were), for fingerprints and file
     /// attributes.
     pub fn describe(&self) -> String {
-        self.to_string()
+        // the AVX2-only kernels give `avx2`'s bits: the same results, the same description
+        let simd = match self.simd {
+            Simd::Avx2Only => Simd::Avx2,
+            s => s,
+        };
+        EngineOptions { simd, ..*self }.to_string()
     }
 }
 
@@ -112,6 +118,15 @@ mod tests {
         };
         assert!(!o.is_default());
         assert_eq!(o.describe(), "conv=im2col,gemm=matrixmultiply,simd=avx2");
+        let only = EngineOptions {
+            simd: Simd::Avx2Only,
+            ..o
+        };
+        assert_eq!(only.describe(), o.describe());
+        assert_eq!(
+            only.to_string(),
+            "conv=im2col,gemm=matrixmultiply,simd=avx2-only"
+        );
         let w = EngineOptions {
             conv: ConvAlgorithm::Winograd,
             ..Default::default()

@@ -121,6 +121,31 @@ fn winograd_fused_epilogues_keep_the_bits() {
     }
 }
 
+/// `--simd avx2-only` (AVX2's own 16-register kernels, what an AVX2-only CPU runs) gives
+/// the bits of `--simd avx2` (AVX-512VL's ymm kernels on AVX-512 machines) on every pass:
+/// the direct kernels and Winograd, both tapes, 8×8 and 32×32 images.
+#[test]
+fn avx2_only_kernels_give_the_avx2_bits() {
+    use crate::engine::{ConvAlgorithm, Simd, TapeLayout};
+    for conv in [ConvAlgorithm::Auto, ConvAlgorithm::Winograd] {
+        for tape in [TapeLayout::Full, TapeLayout::Lean] {
+            for (n, side) in [(5, None), (2, Some(32))] {
+                let run = |simd| {
+                    let options = EngineOptions {
+                        conv,
+                        tape,
+                        simd,
+                        ..EngineOptions::default()
+                    };
+                    pass_bits_with::<f32>(n, Mode::Eval, options, side).0
+                };
+                let case = format!("{conv:?}, {tape:?}, {n} inputs of side {side:?}");
+                assert_eq!(run(Simd::Avx2Only), run(Simd::Avx2), "{case}");
+            }
+        }
+    }
+}
+
 /// The message of the shape error of a graph with input `[n, sample…]` and the nodes
 /// `(name, op, inputs)` after the input node.
 fn message(sample: &[usize], n: usize, nodes: Vec<(&str, Op, &[usize])>) -> String {

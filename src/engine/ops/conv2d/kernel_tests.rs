@@ -276,7 +276,7 @@ fn uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 #[test]
 fn fma_peak_is_measured_where_a_kernel_exists() {
     // A rate, not a timing target: positive and finite wherever AVX2 + FMA exist.
-    for simd in [Simd::Native, Simd::Avx2] {
+    for simd in [Simd::Native, Simd::Avx2, Simd::Avx2Only] {
         match Kernel::for_simd(simd) {
             Kernel::Scalar => assert!(fma_peak(simd).is_none()),
             _ => assert!(fma_peak(simd).is_some_and(|f| f.is_finite() && f > 0.0)),
@@ -409,7 +409,7 @@ fn zmm_channel_tiles_give_the_same_bits() {
 /// its best time.
 #[test]
 fn kernel_rates_cover_both_kernels_and_three_shapes() {
-    for simd in [Simd::Native, Simd::Avx2] {
+    for simd in [Simd::Native, Simd::Avx2, Simd::Avx2Only] {
         let rates = kernel_rates(simd, 1);
         let shapes: Vec<(&str, usize, usize)> =
             rates.iter().map(|r| (r.pass, r.channels, r.size)).collect();

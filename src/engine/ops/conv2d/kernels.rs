@@ -62,10 +62,12 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// The kernel for the CPU within the cap `simd`: 8-lane vectors under [`Simd::Avx2`]
     /// (the ymm kernels of AVX-512VL on AVX-512 machines: their sums are those of AVX2's,
-    /// in the same order). [`Kernel::Scalar`] where the CPU has no AVX2 + FMA.
+    /// in the same order), AVX2's own 16-register kernels under [`Simd::Avx2Only`] (the
+    /// same bits). [`Kernel::Scalar`] where the CPU has no AVX2 + FMA.
     pub(crate) fn for_simd(simd: Simd) -> Kernel {
         match (Kernel::detect(), simd) {
             (Kernel::Zmm, Simd::Avx2) => Kernel::Avx512,
+            (Kernel::Zmm | Kernel::Avx512, Simd::Avx2Only) => Kernel::Avx2,
             (k, _) => k,
         }
     }
