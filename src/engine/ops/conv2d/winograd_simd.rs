@@ -46,17 +46,18 @@ pub(super) fn products(
             #[cfg(target_arch = "x86_64")]
             Kernel::Zmm => {
                 // SAFETY: AVX-512F was detected; `tiles` keeps every access in bounds.
-                unsafe { tiles::<16, 6, 24>(u, v, m, shape, zmm_dispatch) }
+                unsafe { tiles::<16, 6, 24, MR>(u, v, m, shape, zmm_dispatch) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
                 // SAFETY: AVX-512VL was detected.
-                unsafe { tiles::<8, 6, 24>(u, v, m, shape, ymm32_dispatch) }
+                unsafe { tiles::<8, 6, 24, MR>(u, v, m, shape, ymm32_dispatch) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
                 // SAFETY: AVX2 + FMA were detected.
-                unsafe { tiles::<8, 2, 12>(u, v, m, shape, ymm16_dispatch) }
+                // 6 rows × 2 vectors: AVX2's 16 registers hold 12 accumulators
+                unsafe { tiles::<8, 2, 12, 6>(u, v, m, shape, ymm16_dispatch) }
             }
             _ => scalar(u, v, m, shape),
         }
@@ -72,12 +73,13 @@ type Dispatch = unsafe fn(usize, usize, *const f32, *const f32, *mut f32, usize,
 
 /// The tile loop: columns by `NMAX` vectors of `L` lanes (then the remaining vectors);
 /// rows by 12, 8 or 6 where those fit in `ACC` accumulators with the row's first column
-/// group (16 rows as 8 + 8), else by 4, then 1.
+/// group (16 rows as 8 + 8), else by `MRN` (4, or 6 where `6 × NMAX` fills `ACC`) while
+/// the rest splits into 6s and 4s, then by 4, then 1.
 ///
 /// # Safety
 /// `call` must be runnable on this CPU; the slices must hold `(rows−1)·lda + K`, `K·ld`,
 /// `rows·ld` floats and `ld ≥ cols` rounded up to `L`.
-unsafe fn tiles<const L: usize, const NMAX: usize, const ACC: usize>(
+unsafe fn tiles<const L: usize, const NMAX: usize, const ACC: usize, const MRN: usize>(
     u: &[f32],
     v: &[f32],
     m: &mut [f32],
@@ -99,6 +101,7 @@ unsafe fn tiles<const L: usize, const NMAX: usize, const ACC: usize>(
             r if wide >= 12 && r >= 12 && r != 16 => MR_WIDE[0],
             r if wide >= 8 && r >= 8 => MR_WIDE[1],
             r if wide >= 6 && r >= 6 => MR_WIDE[2],
+            r if MRN == 6 && r >= 6 && (r - 6) % 2 == 0 && r != 8 => 6,
             r if r >= MR => MR,
             _ => 1,
         };
