@@ -101,7 +101,8 @@ unsafe fn tiles<const L: usize, const NMAX: usize, const ACC: usize, const MRN: 
             r if wide >= 12 && r >= 12 && r != 16 => MR_WIDE[0],
             r if wide >= 8 && r >= 8 => MR_WIDE[1],
             r if wide >= 6 && r >= 6 => MR_WIDE[2],
-            r if MRN == 6 && r >= 6 && (r - 6) % 2 == 0 && r != 8 => 6,
+            // even row counts as 6s then 4s (8 as 4 + 4)
+            r if MRN == 6 && r >= 6 && r % 2 == 0 && r != 8 => 6,
             r if r >= MR => MR,
             _ => 1,
         };
