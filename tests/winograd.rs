@@ -1,4 +1,5 @@
-//! Winograd F(2×2, 3×3) (`conv=winograd`) on the bundled ResNets: loss-surface values
+//! Winograd F(2×2, 3×3) (`conv=winograd`) and F(4×4, 3×3) (`conv=winograd4`) on the
+//! bundled ResNets: loss-surface values
 //! (eval-mode mean loss at points θ + α·d₁ + β·d₂ of a 3×3 grid) within 1e-5 relative of
 //! the f64 engine, and the gradient and H·v close to f64 too. The default direct path is
 //! measured alongside, so a regression of either shows.
@@ -52,6 +53,13 @@ fn rel_norm(a: &Array1<f32>, b: &Array1<f64>) -> f64 {
     d.sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt().max(1e-300)
 }
 
+/// The direct path, F(2×2) and F(4×4).
+const CONVS: [ConvAlgorithm; 3] = [
+    ConvAlgorithm::Auto,
+    ConvAlgorithm::Winograd,
+    ConvAlgorithm::Winograd4,
+];
+
 #[test]
 fn winograd_surface_values_match_f64() {
     for (file, digits) in [
@@ -67,11 +75,8 @@ fn winograd_surface_values_match_f64() {
         let d2 = Array1::from_shape_fn(theta.len(), |i| hashed(i, 3) * theta[i].abs());
         let x64 = x.mapv(|v| v as f64);
         let f64_graph = model.graph.clone();
-        let mut worst = [0.0f64; 2];
-        for (k, conv) in [ConvAlgorithm::Auto, ConvAlgorithm::Winograd]
-            .into_iter()
-            .enumerate()
-        {
+        let mut worst = [0.0f64; 3];
+        for (k, conv) in CONVS.into_iter().enumerate() {
             let g = model.graph.clone().with_options(EngineOptions {
                 conv,
                 ..Default::default()
@@ -110,7 +115,7 @@ fn winograd_surface_values_match_f64() {
             h64.view_mut(),
         );
         let mut errs = Vec::new();
-        for conv in [ConvAlgorithm::Auto, ConvAlgorithm::Winograd] {
+        for conv in CONVS {
             let g = model.graph.clone().with_options(EngineOptions {
                 conv,
                 ..Default::default()
@@ -127,9 +132,18 @@ fn winograd_surface_values_match_f64() {
             errs.push((eg, eh));
         }
         eprintln!(
-            "{file}: surface max relative error vs f64: direct {:.2e}, winograd {:.2e}; \
-             gradient/H·v relative norm error: direct {:.2e}/{:.2e}, winograd {:.2e}/{:.2e}",
-            worst[0], worst[1], errs[0].0, errs[0].1, errs[1].0, errs[1].1
+            "{file}: surface max relative error vs f64: direct {:.2e}, winograd {:.2e}, \
+             winograd4 {:.2e}; gradient/H·v relative norm error: direct {:.2e}/{:.2e}, \
+             winograd {:.2e}/{:.2e}, winograd4 {:.2e}/{:.2e}",
+            worst[0],
+            worst[1],
+            worst[2],
+            errs[0].0,
+            errs[0].1,
+            errs[1].0,
+            errs[1].1,
+            errs[2].0,
+            errs[2].1
         );
     }
 }

@@ -90,16 +90,18 @@ fn fused_passes_keep_the_bits() {
 /// cache): the bits of their passes over each image, and in inference of the separate
 /// ops, with zmm and with AVX2 vectors, on 8×8, 32×32 and 40×40 images (output rows of 4
 /// to 40), odd sizes (7×7, 13×13: odd output heights and widths) and image counts with
-/// and without a lane tail.
+/// and without a lane tail; and F(4×4)'s (in registers as its outputs are transposed
+/// back), on the sides it takes (8, 16: 17 inputs, a group of 16 and a tail of one).
 #[test]
 fn winograd_fused_epilogues_keep_the_bits() {
     use crate::engine::{ConvAlgorithm, Simd, TapeLayout};
-    for (tape, simd) in [TapeLayout::Full, TapeLayout::Lean]
+    for (conv, tape, simd) in [ConvAlgorithm::Winograd, ConvAlgorithm::Winograd4]
         .into_iter()
-        .flat_map(|t| [(t, Simd::Native), (t, Simd::Avx2)])
+        .flat_map(|c| [(c, TapeLayout::Full), (c, TapeLayout::Lean)])
+        .flat_map(|(c, t)| [(c, t, Simd::Native), (c, t, Simd::Avx2)])
     {
         let options = EngineOptions {
-            conv: ConvAlgorithm::Winograd,
+            conv,
             tape,
             simd,
             ..EngineOptions::default()
@@ -110,10 +112,11 @@ fn winograd_fused_epilogues_keep_the_bits() {
             (2, Some(40)),
             (3, Some(7)),
             (2, Some(13)),
+            (17, Some(16)),
         ] {
             let run = || pass_bits_with::<f32>(n, Mode::Eval, options, side).0;
             let (fused, maps, plain) = (run(), without_numbers(run), unfused(run));
-            let case = format!("{tape:?}, {simd:?}, {n} inputs of side {side:?}");
+            let case = format!("{conv:?}, {tape:?}, {simd:?}, {n} inputs of side {side:?}");
             assert_eq!(fused, maps, "{case}");
             // the logits (the lean tape's reverse passes round γ's gradient differently)
             assert_eq!(fused[0], plain[0], "{case}");
@@ -123,13 +126,18 @@ fn winograd_fused_epilogues_keep_the_bits() {
 
 /// `--simd avx2-only` (AVX2's own 16-register kernels, what an AVX2-only CPU runs) gives
 /// the bits of `--simd avx2` (AVX-512VL's ymm kernels on AVX-512 machines) on every pass:
-/// the direct kernels and Winograd, both tapes, 8×8 and 32×32 images.
+/// the direct kernels, Winograd F(2×2) and F(4×4), both tapes, 8×8, 16×16 (17 inputs: a
+/// full group of 16 and a tail of one) and 32×32 images.
 #[test]
 fn avx2_only_kernels_give_the_avx2_bits() {
     use crate::engine::{ConvAlgorithm, Simd, TapeLayout};
-    for conv in [ConvAlgorithm::Auto, ConvAlgorithm::Winograd] {
+    for conv in [
+        ConvAlgorithm::Auto,
+        ConvAlgorithm::Winograd,
+        ConvAlgorithm::Winograd4,
+    ] {
         for tape in [TapeLayout::Full, TapeLayout::Lean] {
-            for (n, side) in [(5, None), (2, Some(32))] {
+            for (n, side) in [(5, None), (2, Some(32)), (17, Some(16))] {
                 let run = |simd| {
                     let options = EngineOptions {
                         conv,

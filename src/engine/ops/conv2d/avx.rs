@@ -508,6 +508,19 @@ pub unsafe fn g3zmm<const MR: usize, const NC: usize, const QT: usize>(
 /// channels (rows of dy) to 16 rows of 16 channels each.
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
 pub unsafe fn transpose16(src: *const f32, src_stride: usize, dst: *mut f32, stride: usize) {
+    transpose16_with(src, src_stride, |l, v| {
+        _mm512_storeu_ps(dst.add(l * stride), v)
+    });
+}
+
+/// The 16 × 16 transpose of [`transpose16`], each transposed row `l` (`src[j·src_stride +
+/// l]` for j < 16) handed to `store(l, row)`.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
+pub unsafe fn transpose16_with(
+    src: *const f32,
+    src_stride: usize,
+    mut store: impl FnMut(usize, __m512),
+) {
     let mut r = [_mm512_setzero_ps(); 16];
     for (j, v) in r.iter_mut().enumerate() {
         *v = _mm512_loadu_ps(src.add(j * src_stride));
@@ -544,6 +557,6 @@ pub unsafe fn transpose16(src: *const f32, src_stride: usize, dst: *mut f32, str
     // r[i] is column 8·(i div 8) + 4·(i div 4 mod 2) + [0, 2, 1, 3][i mod 4]
     for (i, v) in r.iter().enumerate() {
         let l = (i & 8) + (i & 4) + [0, 2, 1, 3][i & 3];
-        _mm512_storeu_ps(dst.add(l * stride), *v);
+        store(l, *v);
     }
 }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use super::kernels::{weight_grad, DirectConv, Kernel, Shape};
-use super::winograd::{self, Winograd};
+use super::winograd::{self, Winograd, Winograd4};
 use super::Plan;
 use crate::engine::ops::ChannelAffine;
 use crate::engine::Scalar;
@@ -249,12 +249,11 @@ impl<'c> Plan<'c> {
         let srcs: Vec<&[f32]> = terms.iter().map(|&(_, x)| f32s(x)).collect();
         let (len, hw) = (out * n * ho * wo, ho * wo);
         if wino {
-            let wg = Winograd::new(out, c, &weights, kernel);
             // the forward's epilogue in the output transform (then not as `after`)
             let epi = self.fused;
             let mut y: Vec<T> = Vec::with_capacity(len);
             let spare = &mut f32s_uninit(y.spare_capacity_mut())[..len];
-            wg.run(&srcs, dims, p, epi, spare, |y32, img| {
+            let after = |y32: &mut [MaybeUninit<f32>], img: usize| {
                 if epi.is_some() {
                     return;
                 }
@@ -267,7 +266,12 @@ impl<'c> Plan<'c> {
                         &mut *(row as *mut [MaybeUninit<f32>] as *mut [T])
                     });
                 }
-            });
+            };
+            if self.winograd4 && Winograd4::applies(h, w, p) {
+                Winograd4::new(out, c, &weights, kernel).run(&srcs, dims, epi, spare, after);
+            } else {
+                Winograd::new(out, c, &weights, kernel).run(&srcs, dims, p, epi, spare, after);
+            }
             // SAFETY: `run` wrote all `len` outputs.
             unsafe { y.set_len(len) };
             return Some(y);

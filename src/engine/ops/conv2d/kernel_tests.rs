@@ -404,7 +404,8 @@ fn zmm_channel_tiles_give_the_same_bits() {
     }
 }
 
-/// The isolated-kernel bench measures both direct kernels and both Winograd passes on the
+/// The isolated-kernel bench measures both direct kernels, both F(2×2) passes and F(4×4)'s
+/// forward on the
 /// three ResNet-cifar shapes, and its rates are direct convolution's multiply-adds over
 /// its best time.
 #[test]
@@ -424,6 +425,7 @@ fn kernel_rates_cover_both_kernels_and_three_shapes() {
                         "weight-grad",
                         "winograd forward",
                         "winograd weight-grad",
+                        "winograd4 forward",
                     ]
                     .map(|pass| (pass, c, size))
                 })

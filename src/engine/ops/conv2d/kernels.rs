@@ -259,12 +259,19 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             super::winograd::weight_grad(kernel, (ch, ch), dims, 1, &[(&dy, &x)], &mut dw);
             std::hint::black_box(&dw);
         });
+        // F(4×4, 3×3) (on all three shapes, though the passes take it for the two smaller)
+        let wg4 = super::winograd::Winograd4::new(ch, ch, &wts, kernel);
+        let w4fwd = warm_best(reps, || {
+            wg4.run(&[&x], [n, size, size], None, &mut y, |_, _| {});
+            std::hint::black_box(&y);
+        });
         let kernel = format!("{:?}", conv.plan.kernel);
         for (pass, secs) in [
             ("forward", fwd),
             ("weight-grad", grad),
             ("winograd forward", wfwd),
             ("winograd weight-grad", wgrad),
+            ("winograd4 forward", w4fwd),
         ] {
             let gflops = flops / secs / 1e9;
             out.push(KernelRate {
@@ -707,7 +714,7 @@ pub use grad::weight_grad;
 #[path = "avx.rs"]
 mod avx;
 #[cfg(target_arch = "x86_64")]
-pub(super) use avx::transpose16;
+pub(super) use avx::{transpose16, transpose16_with};
 
 #[cfg(test)]
 #[path = "kernel_tests.rs"]

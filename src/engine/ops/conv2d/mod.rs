@@ -101,6 +101,10 @@ struct Plan<'c> {
     /// or more input channels) take Winograd F(2×2, 3×3) (`winograd.rs`,
     /// `winograd_grad.rs`) instead of the direct kernel.
     winograd: bool,
+    /// Whether those sums with padding 1 on sides that are multiples of 4 (forward,
+    /// R-forward, dx, R{dx}) take F(4×4, 3×3) instead (`winograd_f4.rs`; the weight
+    /// gradients stay F(2×2)).
+    winograd4: bool,
     /// The forward's epilogue as numbers, where [`Plan::fusing`] was given one (f32): the
     /// Winograd output transform then applies it instead of the epilogue's pass.
     fused: Option<winograd::Epi<'c>>,
@@ -137,10 +141,13 @@ impl Conv2d {
         };
         let cols = (BLOCK_ELEMS / g.kk.max(1)).clamp(MIN_BLOCK_COLS, MAX_BLOCK_COLS);
         let direct = match options.conv {
-            ConvAlgorithm::Auto | ConvAlgorithm::Winograd => direct::kernel_for::<T>(options.simd),
+            ConvAlgorithm::Auto | ConvAlgorithm::Winograd | ConvAlgorithm::Winograd4 => {
+                direct::kernel_for::<T>(options.simd)
+            }
             ConvAlgorithm::Im2col => None,
         };
-        let winograd = options.conv == ConvAlgorithm::Winograd && direct.is_some();
+        let winograd4 = options.conv == ConvAlgorithm::Winograd4 && direct.is_some();
+        let winograd = (options.conv == ConvAlgorithm::Winograd || winograd4) && direct.is_some();
         Plan {
             conv: self,
             g,
@@ -148,6 +155,7 @@ impl Conv2d {
             gemm: options.gemm,
             direct,
             winograd,
+            winograd4,
             fused: None,
         }
     }

@@ -47,6 +47,8 @@ use std::mem::MaybeUninit;
 
 #[path = "winograd_epilogue.rs"]
 mod epilogue;
+#[path = "winograd_f4.rs"]
+mod f4;
 #[path = "winograd_grad.rs"]
 mod grad;
 #[path = "winograd_scratch.rs"]
@@ -56,6 +58,7 @@ mod simd;
 #[path = "winograd_transforms.rs"]
 mod transforms;
 pub(super) use epilogue::Epi;
+pub(super) use f4::Winograd4;
 pub(super) use grad::weight_grad;
 use scratch::Aligned;
 pub(super) use transforms::{deinterleave, interleave};
@@ -86,7 +89,7 @@ fn g3(a0: f64, a1: f64, a2: f64) -> [f64; 4] {
 }
 
 /// `G g Gᵀ` of one 3×3 filter in f64, one filter at a time: the tests' reference for
-/// [`filter_transforms`].
+/// [`transform_filters`].
 #[cfg(test)]
 fn filter_transform(g: &[f32]) -> [f64; XI] {
     let g: [f64; 9] = std::array::from_fn(|i| g[i] as f64);
@@ -99,28 +102,63 @@ fn filter_transform(g: &[f32]) -> [f64; XI] {
 }
 
 /// `G g Gᵀ` in f64 of `L` 3×3 filters at once, lane by lane, in a layout the loops
-/// vectorize: `g[k][l]` is tap k of filter l.
+/// vectorize: `g[k][l]` is tap k of filter l; `gr` is `G a` for one column `a` of three
+/// (`R` rows: F(2×2)'s [`g3`], F(4×4)'s `g6`), `X = R²`.
 #[inline(always)]
-fn filter_transforms<const L: usize>(g: &[[f64; L]; 9]) -> [[f64; L]; XI] {
-    let g3l = |a0: &[f64; L], a1: &[f64; L], a2: &[f64; L]| {
-        let mut r = [[0.0f64; L]; 4];
+fn filter_lanes<const L: usize, const R: usize, const X: usize>(
+    g: &[[f64; L]; 9],
+    gr: impl Fn(f64, f64, f64) -> [f64; R] + Copy,
+) -> [[f64; L]; X] {
+    let grl = |a0: &[f64; L], a1: &[f64; L], a2: &[f64; L]| {
+        let mut r = [[0.0f64; L]; R];
         for l in 0..L {
-            let v = g3(a0[l], a1[l], a2[l]);
+            let v = gr(a0[l], a1[l], a2[l]);
             for (ra, va) in r.iter_mut().zip(v) {
                 ra[l] = va;
             }
         }
         r
     };
-    let mut cols = [[[0.0f64; L]; 4]; 3]; // G g (no `array::from_fn`: it runs out of line)
+    let mut cols = [[[0.0f64; L]; R]; 3]; // G g (no `array::from_fn`: it runs out of line)
     for (j, col) in cols.iter_mut().enumerate() {
-        *col = g3l(&g[j], &g[3 + j], &g[6 + j]);
+        *col = grl(&g[j], &g[3 + j], &g[6 + j]);
     }
-    let mut u = [[0.0f64; L]; XI];
-    for a in 0..4 {
-        u[a * 4..][..4].copy_from_slice(&g3l(&cols[0][a], &cols[1][a], &cols[2][a]));
+    let mut u = [[0.0f64; L]; X];
+    for a in 0..R {
+        u[a * R..][..R].copy_from_slice(&grl(&cols[0][a], &cols[1][a], &cols[2][a]));
     }
     u
+}
+
+/// The filter transforms ([`filter_lanes`]) of input channels `from..c` of all `o`
+/// output channels, rounded once to f32 into `u [X, O, C]`: eight input channels of one
+/// output channel at a time, each ξ's eight values stored together.
+#[inline(always)]
+fn transform_filters<const R: usize, const X: usize>(
+    (o, c, from): (usize, usize, usize),
+    wts: &[f32],
+    u: &mut [f32],
+    gr: impl Fn(f64, f64, f64) -> [f64; R] + Copy,
+) {
+    const L: usize = 8;
+    for oc in 0..o {
+        for ci0 in (from..c).step_by(L) {
+            let n = (c - ci0).min(L);
+            let mut g = [[0.0f64; L]; 9];
+            for l in 0..n {
+                let f = &wts[(oc * c + ci0 + l) * 9..][..9];
+                for (gk, &v) in g.iter_mut().zip(f) {
+                    gk[l] = v as f64;
+                }
+            }
+            for (xi, t) in filter_lanes::<L, R, X>(&g, gr).iter().enumerate() {
+                let row = &mut u[(xi * o + oc) * c + ci0..][..n];
+                for (d, &v) in row.iter_mut().zip(t) {
+                    *d = v as f32;
+                }
+            }
+        }
+    }
 }
 
 impl Winograd {
@@ -128,8 +166,6 @@ impl Winograd {
     pub(super) fn new(o: usize, c: usize, wts: &[f32], kernel: Kernel) -> Self {
         assert_eq!(wts.len(), o * c * 9, "winograd: weight size");
         let mut u = vec![0.0f32; XI * o * c];
-        // eight input channels at a time, each ξ's eight values stored together
-        const L: usize = 8;
         // whole groups of eight in explicit AVX2 (the same f64 operations, so the same bits)
         #[allow(unused_mut)]
         let mut vector = 0;
@@ -139,26 +175,13 @@ impl Winograd {
             // asserted above and by `u`'s construction.
             vector = unsafe { transforms::filters_avx2(o, c, wts, &mut u) };
         }
-        crate::engine::ops::vmath::wide!({
-            for oc in 0..o {
-                for ci0 in (vector..c).step_by(L) {
-                    let n = (c - ci0).min(L);
-                    let mut g = [[0.0f64; L]; 9];
-                    for l in 0..n {
-                        let f = &wts[(oc * c + ci0 + l) * 9..][..9];
-                        for (gk, &v) in g.iter_mut().zip(f) {
-                            gk[l] = v as f64;
-                        }
-                    }
-                    for (xi, t) in filter_transforms(&g).iter().enumerate() {
-                        let row = &mut u[(xi * o + oc) * c + ci0..][..n];
-                        for (d, &v) in row.iter_mut().zip(t) {
-                            *d = v as f32;
-                        }
-                    }
-                }
-            }
-        });
+        // the rest (all of it without AVX2) eight input channels at a time
+        crate::engine::ops::vmath::wide!(transform_filters::<4, XI>(
+            (o, c, vector),
+            wts,
+            &mut u,
+            g3
+        ));
         Winograd { o, c, u, kernel }
     }
 

@@ -43,7 +43,7 @@ impl ChannelEpi<'_> {
     /// μ)·s) + β [+ r])`, the operations of batch norm's epilogue and the residual add in
     /// their order.
     #[inline(always)]
-    fn one(&self, t: f32, r: f32) -> f32 {
+    pub(super) fn one(&self, t: f32, r: f32) -> f32 {
         let [mu, sc, g, b] = self.k;
         let mut v = g * ((t - mu) * sc) + b;
         if self.residual.is_some() {

@@ -280,7 +280,24 @@ fn transpose_fast(
 /// AVX2 is present; 8 rows of 8 floats at `src`, 8 at `dst`, with the strides given.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn transpose8(src: *const f32, src_stride: usize, dst: *mut f32, stride: usize) {
+pub(super) unsafe fn transpose8(src: *const f32, src_stride: usize, dst: *mut f32, stride: usize) {
+    transpose8_with(src, src_stride, |l, v| {
+        _mm256_storeu_ps(dst.add(l * stride), v)
+    });
+}
+
+/// The 8 × 8 transpose of [`transpose8`], each transposed row `l` handed to `store(l,
+/// row)`.
+///
+/// # Safety
+/// AVX2 is present; 8 rows of 8 floats at `src`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn transpose8_with(
+    src: *const f32,
+    src_stride: usize,
+    mut store: impl FnMut(usize, __m256),
+) {
     let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(src.add(j * src_stride)));
     let mut t = [_mm256_setzero_ps(); 8];
     for j in 0..4 {
@@ -299,8 +316,8 @@ unsafe fn transpose8(src: *const f32, src_stride: usize, dst: *mut f32, stride: 
     for q in 0..4 {
         let lo = _mm256_permute2f128_ps::<0x20>(s[q], s[4 + q]);
         let hi = _mm256_permute2f128_ps::<0x31>(s[q], s[4 + q]);
-        _mm256_storeu_ps(dst.add(q * stride), lo);
-        _mm256_storeu_ps(dst.add((q + 4) * stride), hi);
+        store(q, lo);
+        store(q + 4, hi);
     }
 }
 
