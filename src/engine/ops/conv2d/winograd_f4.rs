@@ -50,6 +50,11 @@ const NL: usize = 16;
 /// One lane-wise vector: the same element of the sixteen images of a group.
 type V16 = [f32; NL];
 
+/// A patch's intermediate vectors, on a cache line each (a vector split across two lines
+/// costs two accesses).
+#[repr(C, align(64))]
+struct Lines<T>(T);
+
 /// A prepared F(4×4, 3×3) convolution: `o` output channels, the filters transformed.
 pub(in super::super) struct Winograd4 {
     o: usize,
@@ -144,8 +149,8 @@ fn input_tiles(
         let at = 4 * t * rs + 4 * k * NL;
         // columns of the patch through Bᵀ (down the rows), then each row through Bᵀ
         // z[j][a]: column j, row a of Bᵀ d (every element written before it is read)
-        let mut z = [[[MaybeUninit::<f32>::uninit(); NL]; 6]; 6];
-        for (j, zj) in z.iter_mut().enumerate() {
+        let mut z = Lines([[[MaybeUninit::<f32>::uninit(); NL]; 6]; 6]);
+        for (j, zj) in z.0.iter_mut().enumerate() {
             let c = at + j * NL;
             let col = bt6(std::array::from_fn(|r| lv(xt, c + r * rs)));
             for (za, ca) in zj.iter_mut().zip(col) {
@@ -153,7 +158,8 @@ fn input_tiles(
             }
         }
         // SAFETY: all 6 × 6 × 16 written above; MaybeUninit<f32> has f32's layout.
-        let z: [[V16; 6]; 6] = unsafe { std::mem::transmute(z) };
+        let z: Lines<[[V16; 6]; 6]> = unsafe { std::mem::transmute(z) };
+        let z = &z.0;
         let off = (i - k0) * NL;
         for a in 0..6 {
             let row = bt6(std::array::from_fn(|j| &z[j][a]));
@@ -179,15 +185,16 @@ fn output_tiles(
         let (t, k) = (i / tw, i % tw);
         let off = (i - k0) * NL;
         // q[r][b]: row r of Aᵀ M, column b (every element written before it is read)
-        let mut q = [[[MaybeUninit::<f32>::uninit(); NL]; 6]; 4];
+        let mut q = Lines([[[MaybeUninit::<f32>::uninit(); NL]; 6]; 4]);
         for b in 0..6 {
             let col = at6(std::array::from_fn(|a| lv(m, (6 * a + b) * ms + off)));
             for (r, val) in col.into_iter().enumerate() {
-                q[r][b] = val.map(MaybeUninit::new);
+                q.0[r][b] = val.map(MaybeUninit::new);
             }
         }
         // SAFETY: all 4 × 6 × 16 written above; MaybeUninit<f32> has f32's layout.
-        let q: [[V16; 6]; 4] = unsafe { std::mem::transmute(q) };
+        let q: Lines<[[V16; 6]; 4]> = unsafe { std::mem::transmute(q) };
+        let q = &q.0;
         for (r, qr) in q.iter().enumerate() {
             let y = at6(std::array::from_fn(|b| &qr[b]));
             let base = ((4 * t + r) * w + 4 * k) * NL;
@@ -521,8 +528,12 @@ impl Winograd4 {
         // tile rows (4 per row and 2 more), w + 2 columns, 16 images
         let wp = w + 2;
         let rows_max = 4 * (tb.div_ceil(tw) + 1) + 2;
-        let mut xt = vec![0.0f32; rows_max * wp * NL];
-        let mut ot = vec![0.0f32; 4 * (tb.div_ceil(tw) + 1) * w * NL];
+        // (on cache lines, as V and M: each vector of 16 floats one line)
+        let (mut xt_buf, mut ot_buf) = (
+            Aligned::new(rows_max * wp * NL),
+            Aligned::new(4 * (tb.div_ceil(tw) + 1) * w * NL),
+        );
+        let (xt, ot) = (xt_buf.get(), ot_buf.get());
         // a zero-padded group of images where fewer than 16 remain
         let mut tail: Vec<f32> = Vec::new();
         for g0 in (0..n).step_by(NL) {
@@ -559,13 +570,13 @@ impl Winograd4 {
                     match kernel {
                         // SAFETY: AVX-512F was detected.
                         #[cfg(target_arch = "x86_64")]
-                        Kernel::Zmm => unsafe { input_zmm(&xt, geo, rng, vv, vs) },
+                        Kernel::Zmm => unsafe { input_zmm(xt, geo, rng, vv, vs) },
                         // SAFETY: AVX2 is implied by the vector kernels.
                         #[cfg(target_arch = "x86_64")]
                         Kernel::Avx2 | Kernel::Avx512 => unsafe {
-                            input_avx2(&xt, geo, rng, vv, vs)
+                            input_avx2(xt, geo, rng, vv, vs)
                         },
-                        _ => input_tiles(&xt, geo, rng, vv, vs),
+                        _ => input_tiles(xt, geo, rng, vv, vs),
                     }
                 }
                 let pb = (k1 - k0) * NL;
@@ -585,13 +596,13 @@ impl Winograd4 {
                     match kernel {
                         // SAFETY: AVX-512F was detected.
                         #[cfg(target_arch = "x86_64")]
-                        Kernel::Zmm => unsafe { output_zmm(mm, ms, (tw, w), rng, &mut ot) },
+                        Kernel::Zmm => unsafe { output_zmm(mm, ms, (tw, w), rng, ot) },
                         // SAFETY: AVX2 is implied by the vector kernels.
                         #[cfg(target_arch = "x86_64")]
                         Kernel::Avx2 | Kernel::Avx512 => unsafe {
-                            output_avx2(mm, ms, (tw, w), rng, &mut ot)
+                            output_avx2(mm, ms, (tw, w), rng, ot)
                         },
-                        _ => output_tiles(mm, ms, (tw, w), rng, &mut ot),
+                        _ => output_tiles(mm, ms, (tw, w), rng, ot),
                     }
                     // the block's output rows: whole rows of tile rows t0..t1 where the
                     // block holds them all, else the tiles' columns of its one tile row
