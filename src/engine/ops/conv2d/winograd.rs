@@ -40,6 +40,10 @@
 //! bench --kernels`). Not the default: its error bound is ~20× the direct sums', and it is
 //! opt-in where that trade is wanted.
 //!
+//! F(4×4, 3×3) (`winograd_f4.rs`, `--conv winograd4`) takes the forward, R-forward and dx
+//! sums on images at most 16 wide, sixteen images to a vector: 36 multiplications per
+//! 16 outputs and channel where F(2×2) needs 64, at an error bound ~5× F(2×2)'s.
+//!
 //! [`Simd`]: crate::engine::Simd
 
 use super::kernels::Kernel;
