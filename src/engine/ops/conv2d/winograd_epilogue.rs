@@ -63,7 +63,7 @@ impl ChannelEpi<'_> {
         let done = match kernel {
             // SAFETY: the vector kernels imply AVX2 (detected); `r` is as long as `y`.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Zmm | Kernel::Avx2 | Kernel::Avx512 => unsafe { self.apply_avx2(y, r) },
+            Kernel::Zmm | Kernel::Avx2 | Kernel::Avx512 => unsafe { self.apply_avx2(y, at) },
             _ => 0,
         };
         for (k, t) in y.iter_mut().enumerate().skip(done) {
@@ -71,25 +71,70 @@ impl ChannelEpi<'_> {
         }
     }
 
-    /// [`ChannelEpi::apply`]'s whole vectors of 8; returns how many outputs were done.
+    /// [`ChannelEpi::apply`]'s whole vectors of 8 (`y` at `at` in the channel's output);
+    /// returns how many outputs were done.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn apply_avx2(&self, y: &mut [f32], r: Option<&[f32]>) -> usize {
-        let [mu, sc, g, b] = self.k.map(|v| _mm256_set1_ps(v));
+    unsafe fn apply_avx2(&self, y: &mut [f32], at: usize) -> usize {
+        let k = self.k.map(|v| _mm256_set1_ps(v));
         let full = y.len() / 8 * 8;
         let p = y.as_mut_ptr();
-        for k in (0..full).step_by(8) {
-            let t = _mm256_loadu_ps(p.add(k));
-            let mut v = _mm256_add_ps(_mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(t, mu), sc)), b);
-            if let Some(r) = r {
-                v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(k)));
-            }
-            // max(v, 0) is 0 for v ≤ 0 (either zero) and for NaN, as `relu`
-            if self.relu {
-                v = _mm256_max_ps(v, _mm256_setzero_ps());
-            }
-            _mm256_storeu_ps(p.add(k), v);
+        for j in (0..full).step_by(8) {
+            let t = _mm256_loadu_ps(p.add(j));
+            _mm256_storeu_ps(p.add(j), self.ymm(&k, t, at + j, |r| _mm256_loadu_ps(r)));
         }
         full
+    }
+
+    /// The epilogue on one ymm vector `y` of outputs at `at` in the channel's output (`k`:
+    /// `[μ, s, γ, β]` broadcast; `load` reads the residual terms at a pointer): the
+    /// operations of [`ChannelEpi::one`] in their order, so its bits.
+    ///
+    /// # Safety
+    /// AVX2 is present; with a residual, `load` may read 8 floats at `at` in it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) unsafe fn ymm(
+        &self,
+        &[mu, sc, g, b]: &[__m256; 4],
+        y: __m256,
+        at: usize,
+        load: impl FnOnce(*const f32) -> __m256,
+    ) -> __m256 {
+        let mut v = _mm256_add_ps(_mm256_mul_ps(g, _mm256_mul_ps(_mm256_sub_ps(y, mu), sc)), b);
+        if let Some(r) = self.residual {
+            v = _mm256_add_ps(v, load(r.as_ptr().add(at)));
+        }
+        // max(v, 0) is 0 for v ≤ 0 (either zero) and for NaN, as `relu`
+        if self.relu {
+            v = _mm256_max_ps(v, _mm256_setzero_ps());
+        }
+        v
+    }
+
+    /// [`ChannelEpi::ymm`] on a zmm vector.
+    ///
+    /// # Safety
+    /// AVX-512F is present; with a residual, `load` may read 16 floats at `at` in it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn zmm(
+        &self,
+        &[mu, sc, g, b]: &[__m512; 4],
+        y: __m512,
+        at: usize,
+        load: impl FnOnce(*const f32) -> __m512,
+    ) -> __m512 {
+        let mut v = _mm512_add_ps(_mm512_mul_ps(g, _mm512_mul_ps(_mm512_sub_ps(y, mu), sc)), b);
+        if let Some(r) = self.residual {
+            v = _mm512_add_ps(v, load(r.as_ptr().add(at)));
+        }
+        // max(v, 0) is 0 for v ≤ 0 (either zero) and for NaN, as `relu`
+        if self.relu {
+            v = _mm512_max_ps(v, _mm512_setzero_ps());
+        }
+        v
     }
 }

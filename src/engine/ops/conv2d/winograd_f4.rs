@@ -344,24 +344,6 @@ fn transpose_out(
     }
 }
 
-/// The epilogue of [`ChannelEpi::apply`] on one vector `$y` at `$at` in the channel's
-/// output (its residual term there), by the given intrinsics of one vector width: the
-/// same operations, so the same bits.
-macro_rules! epi_vec {
-    ($e:expr, $k:expr, $y:expr, $at:expr, $add:ident, $mul:ident, $sub:ident, $max:ident, $load:ident, $zero:ident) => {{
-        let (e, [mu, sc, g, b]): (&ChannelEpi, _) = ($e, $k);
-        let mut y = $add($mul(g, $mul($sub($y, mu), sc)), b);
-        if let Some(res) = e.residual {
-            y = $add(y, $load(res.as_ptr().add($at)));
-        }
-        // max(y, 0) is 0 for y ≤ 0 (either zero) and for NaN, as `relu`
-        if e.relu {
-            y = $max(y, $zero());
-        }
-        y
-    }};
-}
-
 /// A 16 × 16 block of [`transpose_out`] in zmm registers, each row through the epilogue
 /// before its store.
 ///
@@ -383,18 +365,7 @@ unsafe fn out16_zmm(
     super::super::kernels::transpose16_with(src, NL, |l, v| {
         let y = match &epi {
             None => v,
-            Some((e, at)) => epi_vec!(
-                e,
-                k,
-                v,
-                at + l * stride,
-                _mm512_add_ps,
-                _mm512_mul_ps,
-                _mm512_sub_ps,
-                _mm512_max_ps,
-                _mm512_loadu_ps,
-                _mm512_setzero_ps
-            ),
+            Some((e, at)) => e.zmm(&k, v, at + l * stride, |r| _mm512_loadu_ps(r)),
         };
         _mm512_storeu_ps(dst.add(l * stride), y);
     });
@@ -420,18 +391,7 @@ unsafe fn out8_avx2(
     super::grad::transpose8_with(src, NL, |l, v| {
         let y = match &epi {
             None => v,
-            Some((e, at)) => epi_vec!(
-                e,
-                k,
-                v,
-                at + l * stride,
-                _mm256_add_ps,
-                _mm256_mul_ps,
-                _mm256_sub_ps,
-                _mm256_max_ps,
-                _mm256_loadu_ps,
-                _mm256_setzero_ps
-            ),
+            Some((e, at)) => e.ymm(&k, v, at + l * stride, |r| _mm256_loadu_ps(r)),
         };
         _mm256_storeu_ps(dst.add(l * stride), y);
     });

@@ -657,29 +657,17 @@ pub(super) unsafe fn at_tiles_zmm(
     assert!((1..=16).contains(&tw) && ho <= 2 * th);
     assert!(r1 <= r0 || m.len() >= 15 * stride + (r1 - r0) * tw);
     assert!(dst.len() >= r1.div_ceil(th) * ho * wo);
-    let residual = epi.and_then(|e| e.residual).map_or(std::ptr::null(), |r| {
+    if let Some(r) = epi.and_then(|e| e.residual) {
         assert!(
             r.len() >= r1.div_ceil(th) * ho * wo,
             "winograd: residual size"
         );
-        r.as_ptr()
-    });
-    let [mu, sc, g, b] = epi.map_or([0.0; 4], |e| e.k).map(|v| _mm512_set1_ps(v));
-    let relu = epi.is_some_and(|e| e.relu);
+    }
+    let k = epi.map_or([0.0; 4], |e| e.k).map(|v| _mm512_set1_ps(v));
     // the epilogue of outputs at `at` in the channel (lanes in `mask`)
-    let finish = |y: __m512, at: usize, mask: __mmask16| {
-        if epi.is_none() {
-            return y;
-        }
-        let mut t = _mm512_add_ps(_mm512_mul_ps(g, _mm512_mul_ps(_mm512_sub_ps(y, mu), sc)), b);
-        if !residual.is_null() {
-            t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mask, residual.add(at)));
-        }
-        // max(t, 0) is 0 for t ≤ 0 (either zero), and for NaN: `relu`'s `t > 0 ? t : 0`
-        if relu {
-            t = _mm512_max_ps(t, _mm512_setzero_ps());
-        }
-        t
+    let finish = |y: __m512, at: usize, mask: __mmask16| match &epi {
+        None => y,
+        Some(e) => e.zmm(&k, y, at, |r| _mm512_maskz_loadu_ps(mask, r)),
     };
     let (m_tw, m_lo, m_hi) = pair_masks(tw);
     let il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
