@@ -177,7 +177,7 @@ impl Winograd {
         if kernel != Kernel::Scalar {
             // SAFETY: the vector kernels imply AVX2 (detected at their choice); sizes
             // asserted above and by `u`'s construction.
-            vector = unsafe { transforms::filters_avx2(o, c, wts, &mut u) };
+            vector = unsafe { transforms::filters_avx2::<4, XI>(o, c, wts, &mut u) };
         }
         // the rest (all of it without AVX2) eight input channels at a time
         crate::engine::ops::vmath::wide!(transform_filters::<4, XI>(

@@ -424,8 +424,18 @@ impl Winograd4 {
     pub(in super::super) fn new(o: usize, c: usize, wts: &[f32], kernel: Kernel) -> Self {
         assert_eq!(wts.len(), o * c * 9, "winograd4: weight size");
         let mut u = vec![0.0f32; XI * o * c];
+        // whole groups of eight in explicit AVX2 (the same f64 operations, so the same bits)
+        #[allow(unused_mut)]
+        let mut vector = 0;
+        #[cfg(target_arch = "x86_64")]
+        if kernel != Kernel::Scalar {
+            // SAFETY: the vector kernels imply AVX2 (detected at their choice); sizes
+            // asserted above and by `u`'s construction.
+            vector = unsafe { super::transforms::filters_avx2::<6, XI>(o, c, wts, &mut u) };
+        }
+        // the rest (all of it without AVX2) eight input channels at a time
         crate::engine::ops::vmath::wide!(super::transform_filters::<6, XI>(
-            (o, c, 0),
+            (o, c, vector),
             wts,
             &mut u,
             g6
@@ -623,6 +633,43 @@ mod tests {
         [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
         [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
     ];
+
+    /// `Winograd4::new` lays out each filter's [`filter_transform`], rounded once, for
+    /// channel counts around its eight-filter groups, with every kernel (AVX2's explicit
+    /// groups of eight and the generic rest give the same bits).
+    #[test]
+    fn new_holds_each_filters_transform() {
+        let cases = [(1, 1), (3, 7), (5, 8), (4, 17), (16, 16), (3, 64), (2, 24)];
+        for (k, (o, c)) in Kernel::available()
+            .into_iter()
+            .flat_map(|k| cases.map(|oc| (k, oc)))
+        {
+            let mut wts = values(o * c * 9, (o * 37 + c) as u64);
+            // exact zeros, signed zero, f32's extremes, an infinity and a NaN
+            for (w, v) in wts.iter_mut().step_by(5).zip([
+                0.0,
+                -0.0,
+                f32::MAX,
+                -f32::MAX,
+                f32::MIN_POSITIVE,
+                1e-45,
+                f32::INFINITY,
+                f32::NAN,
+            ]) {
+                *w = v;
+            }
+            let wg = Winograd4::new(o, c, &wts, k);
+            for oc in 0..o {
+                for ci in 0..c {
+                    let t = filter_transform(&wts[(oc * c + ci) * 9..][..9]);
+                    for (xi, &v) in t.iter().enumerate() {
+                        let got = wg.u[(xi * o + oc) * c + ci];
+                        assert_eq!(got.to_bits(), (v as f32).to_bits(), "{k:?} o{o} c{c} ξ{xi}");
+                    }
+                }
+            }
+        }
+    }
 
     /// `G g Gᵀ` from `G`'s entries as fractions, the plain matrix products in f64.
     #[test]

@@ -774,39 +774,63 @@ pub(super) unsafe fn pad1_avx2(
     }
 }
 
-/// [`super::Winograd::new`]'s filter transforms `U_ξ = G g Gᵀ` for input channels
-/// `0..8·⌊c/8⌋` (returned; the caller does the rest): eight filters of one output channel
-/// at a time, their taps gathered into vectors and widened to f64 (two ymm of four), the
-/// written-out `G` rows ([`super::g3`]: the same f64 operations in the same order, so the
-/// same bits as the generic loop), each ξ rounded to f32 and stored as eight contiguous
-/// values of `u [16, O, C]`.
+/// The filter transforms `U_ξ = G g Gᵀ` of [`super::Winograd::new`] (`R = 4`, `X = 16`,
+/// F(2×2)'s `G`, [`super::g3`]) and [`super::f4::Winograd4::new`] (`R = 6`, `X = 36`,
+/// F(4×4)'s, `g6`) for input channels `0..8·⌊c/8⌋` (returned; the caller does the rest):
+/// eight filters of one output channel at a time, their taps gathered into vectors and
+/// widened to f64 (two ymm of four), the written-out `G` rows (the same f64 operations in
+/// the same order, so the same bits as the generic loop), each ξ rounded to f32 and stored
+/// as eight contiguous values of `u [X, O, C]`.
 ///
 /// # Safety
-/// AVX2 must be present; `wts` holds `o·c·9` floats and `u` `16·o·c`.
+/// AVX2 must be present; `wts` holds `o·c·9` floats and `u` `X·o·c`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn filters_avx2(o: usize, c: usize, wts: &[f32], u: &mut [f32]) -> usize {
-    assert!(wts.len() >= o * c * 9 && u.len() >= 16 * o * c);
+pub(super) unsafe fn filters_avx2<const R: usize, const X: usize>(
+    o: usize,
+    c: usize,
+    wts: &[f32],
+    u: &mut [f32],
+) -> usize {
+    assert!(R * R == X && (R == 4 || R == 6), "filters_avx2: G");
+    assert!(wts.len() >= o * c * 9 && u.len() >= X * o * c);
     let full = c / 8 * 8;
     // tap k of filters l = 0..8 lies at 9·l + k
     let idx = _mm256_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63);
     let half = _mm256_set1_pd(0.5);
-    // G's rows on a column (a₀, a₁, a₂) of four filters: a₀, ½((a₀ + a₁) + a₂),
-    // ½((a₀ − a₁) + a₂), a₂
-    let g3 = |a0: __m256d, a1: __m256d, a2: __m256d| {
-        [
-            a0,
-            _mm256_mul_pd(half, _mm256_add_pd(_mm256_add_pd(a0, a1), a2)),
-            _mm256_mul_pd(half, _mm256_add_pd(_mm256_sub_pd(a0, a1), a2)),
-            a2,
-        ]
+    const SIXTH: f64 = 1.0 / 6.0;
+    let (quarter, sixth) = (_mm256_set1_pd(0.25), _mm256_set1_pd(SIXTH));
+    let (sixth4, sixth2) = (_mm256_set1_pd(SIXTH / 4.0), _mm256_set1_pd(SIXTH / 2.0));
+    let sign = _mm256_set1_pd(-0.0);
+    // G's rows on a column (a₀, a₁, a₂) of four filters. F(2×2): a₀, ½((a₀ + a₁) + a₂),
+    // ½((a₀ − a₁) + a₂), a₂. F(4×4): a₀·¼, −(p·⅙), −(m·⅙), (q₀ + q₁) + q₂, (q₀ − q₁) + q₂,
+    // a₂ with p = (a₀ + a₁) + a₂, m = (a₀ − a₁) + a₂, q = (a₀·⅙/4, a₁·⅙/2, a₂·⅙)
+    let gr = |a0: __m256d, a1: __m256d, a2: __m256d| {
+        let mut r = [a0; R];
+        if R == 4 {
+            r[1] = _mm256_mul_pd(half, _mm256_add_pd(_mm256_add_pd(a0, a1), a2));
+            r[2] = _mm256_mul_pd(half, _mm256_add_pd(_mm256_sub_pd(a0, a1), a2));
+            r[3] = a2;
+        } else {
+            let p = _mm256_add_pd(_mm256_add_pd(a0, a1), a2);
+            let m = _mm256_add_pd(_mm256_sub_pd(a0, a1), a2);
+            let (q0, q1) = (_mm256_mul_pd(a0, sixth4), _mm256_mul_pd(a1, sixth2));
+            let q2 = _mm256_mul_pd(a2, sixth);
+            r[0] = _mm256_mul_pd(a0, quarter);
+            r[1] = _mm256_xor_pd(_mm256_mul_pd(p, sixth), sign);
+            r[2] = _mm256_xor_pd(_mm256_mul_pd(m, sixth), sign);
+            r[3] = _mm256_add_pd(_mm256_add_pd(q0, q1), q2);
+            r[4] = _mm256_add_pd(_mm256_sub_pd(q0, q1), q2);
+            r[5] = a2;
+        }
+        r
     };
     // G g Gᵀ of four filters: G on the columns, then on the rows of the result
     let transform = |g: [__m256d; 9]| {
-        let cols: [[__m256d; 4]; 3] = std::array::from_fn(|j| g3(g[j], g[3 + j], g[6 + j]));
-        let mut t = [_mm256_setzero_pd(); 16];
-        for a in 0..4 {
-            t[a * 4..][..4].copy_from_slice(&g3(cols[0][a], cols[1][a], cols[2][a]));
+        let cols: [[__m256d; R]; 3] = std::array::from_fn(|j| gr(g[j], g[3 + j], g[6 + j]));
+        let mut t = [_mm256_setzero_pd(); X];
+        for a in 0..R {
+            t[a * R..][..R].copy_from_slice(&gr(cols[0][a], cols[1][a], cols[2][a]));
         }
         t
     };
@@ -818,7 +842,7 @@ pub(super) unsafe fn filters_avx2(o: usize, c: usize, wts: &[f32], u: &mut [f32]
                 std::array::from_fn(|k| _mm256_i32gather_ps::<4>(base.add(k), idx));
             let lo = transform(taps.map(|t| _mm256_cvtps_pd(_mm256_castps256_ps128(t))));
             let hi = transform(taps.map(|t| _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(t))));
-            for xi in 0..16 {
+            for xi in 0..X {
                 let v = _mm256_set_m128(_mm256_cvtpd_ps(hi[xi]), _mm256_cvtpd_ps(lo[xi]));
                 _mm256_storeu_ps(up.add((xi * o + oc) * c + ci0), v);
             }
