@@ -729,16 +729,27 @@ impl Graph {
         }
         let want_dp = grad.is_some();
         let last = self.last_use();
-        // what a node fused into its reader's step sends back when its own turn comes
-        let mut sent: Option<(usize, Vec<Option<ArrayD<T>>>)> = None;
+        // what nodes fused into a reader's step send back when their own turn comes
+        let mut sent: Vec<(usize, Vec<Option<ArrayD<T>>>)> = Vec::new();
         self.route_back(gz, |j, gy| {
-            if let Some((i, dx)) = sent.take() {
-                if i == j {
-                    return Some(dx);
-                }
-                sent = Some((i, dx));
+            if let Some(k) = sent.iter().position(|(i, _)| *i == j) {
+                return Some(sent.swap_remove(k).1);
             }
             let node = &self.nodes[j];
+            let gy = match keep.is_none() {
+                true => match self.fused_backward_add(theta, tape, &last, j, gy?, want_dp) {
+                    Ok((i, grads, to_add)) => {
+                        if let Some(out) = grad.as_mut() {
+                            self.add_params(out, &self.nodes[i], &grads);
+                        }
+                        sent.push((j - 1, to_add));
+                        sent.push((i, grads.dx));
+                        return Some(vec![None]);
+                    }
+                    Err(gy) => Some(gy),
+                },
+                false => gy,
+            };
             let gy = match self.fused_backward(theta, tape, &last, j, gy?, want_dp, keep.is_some())
             {
                 Ok((i, grads, kept)) => {
@@ -749,7 +760,7 @@ impl Graph {
                     if let Some(out) = grad.as_mut() {
                         self.add_params(out, &self.nodes[i], &grads);
                     }
-                    sent = Some((i, grads.dx));
+                    sent.push((i, grads.dx));
                     return Some(vec![None]);
                 }
                 Err(gy) => gy,

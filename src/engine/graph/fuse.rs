@@ -11,6 +11,8 @@
 //!                                                   (lean tape: in place, only it kept)
 //!              add → ReLU                          one pass; the add's output never formed
 //! reverse      ReLU → batch norm (eval)            mask, channel sums and dx in one pass
+//!              ReLU → add → batch norm (eval)      the same, and the masked dy the add sends
+//!                                                   to its other input (plain gradients)
 //! ```
 //! Each fusion asks the ops (see the hooks of [`super::super::ops::EngineOp`]); where one
 //! declines, the graph runs the separate passes. The conv's epilogues of inference and
@@ -293,5 +295,55 @@ impl Graph {
             prev.op
                 .backward_relu(&a, &tape.caches[i], &tape.values[j], gy, keep_gy)?;
         Ok((i, grads, kept))
+    }
+
+    /// Reverse pass at node `j`, given `gy` = dL/d(its output), for the end of a residual
+    /// block: where `j` is a ReLU that alone reads an add `j − 1` of batch norm `j − 2`
+    /// (which the add alone reads) and one other node, and the batch norm fuses the
+    /// ReLU's mask into its backward pass (eval mode), `Ok((j − 2, its grads, what the add
+    /// sends to its inputs))`: one pass forms the masked dy (the ReLU's backward, which
+    /// the add sends on to its other input) as it forms the batch norm's, where the
+    /// separate passes mask, copy the masked dy for the add's second input, then run the
+    /// batch norm's backward (the same arithmetic, so the same bits). `Err(gy)` otherwise.
+    /// Only where no R-pass state is kept (the batch norm's R-backward reads the masked
+    /// dy, which the other input's sum then overwrites).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn fused_backward_add<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        tape: &Tape<T>,
+        last: &[usize],
+        j: usize,
+        gy: ArrayD<T>,
+        want_dp: bool,
+    ) -> Result<(usize, Grads<T>, Vec<Option<ArrayD<T>>>), ArrayD<T>> {
+        let node = &self.nodes[j];
+        let fuses = fusing()
+            && node.op.activation() == Some(Activation::Relu)
+            && j >= 3
+            && self.only_reader(last, j - 1, j)
+            && matches!(self.nodes[j - 1].op, Op::Add)
+            && last[j - 2] == j - 1;
+        let (add, bn) = (&self.nodes[j - 1], j - 2);
+        let fuses =
+            fuses && add.inputs.len() == 2 && add.inputs.iter().filter(|&&i| i == bn).count() == 1;
+        if !fuses {
+            return Err(gy);
+        }
+        let prev = &self.nodes[bn];
+        let p = self.params(theta, prev);
+        let view = self.view(bn, tape, &[]);
+        let a = view.taped(&self.options, (&p, &[]), want_dp);
+        let (grads, kept) =
+            prev.op
+                .backward_relu(&a, &tape.caches[bn], &tape.values[j], gy, true)?;
+        let masked = kept.expect("backward_relu keeps the masked dy when asked");
+        let mut masked = Some(masked);
+        let sends = add
+            .inputs
+            .iter()
+            .map(|&i| if i == bn { None } else { masked.take() })
+            .collect();
+        Ok((bn, grads, sends))
     }
 }

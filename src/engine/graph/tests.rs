@@ -57,9 +57,9 @@ fn pass_bits_with<T: Scalar>(
     (out, state.bytes())
 }
 
-/// The fused passes (conv → batch norm → ReLU on the tape, ReLU → batch norm in the
-/// reverse pass, conv → batch norm [→ ReLU] and conv → batch norm → add → ReLU in
-/// inference) give the bits of the
+/// The fused passes (conv → batch norm → ReLU on the tape, ReLU → batch norm and ReLU →
+/// add → batch norm in the reverse pass, conv → batch norm [→ ReLU] and conv → batch norm
+/// → add → ReLU in inference) give the bits of the
 /// separate ones, f32 and f64, on image counts with and without a lane tail; on the
 /// tape each residual block keeps one activation less per fused pair.
 #[test]
