@@ -141,7 +141,7 @@ fn filter_lanes<const L: usize, const R: usize, const X: usize>(
 fn transform_filters<const R: usize, const X: usize>(
     (o, c, from): (usize, usize, usize),
     wts: &[f32],
-    u: &mut [f32],
+    u: &mut [MaybeUninit<f32>],
     gr: impl Fn(f64, f64, f64) -> [f64; R] + Copy,
 ) {
     const L: usize = 8;
@@ -158,34 +158,46 @@ fn transform_filters<const R: usize, const X: usize>(
             for (xi, t) in filter_lanes::<L, R, X>(&g, gr).iter().enumerate() {
                 let row = &mut u[(xi * o + oc) * c + ci0..][..n];
                 for (d, &v) in row.iter_mut().zip(t) {
-                    *d = v as f32;
+                    d.write(v as f32);
                 }
             }
         }
     }
 }
 
+/// The filter transforms of all `o·c` filters ([`transform_filters`]) as `u [X, O, C]`:
+/// whole groups of eight input channels in explicit AVX2 where the kernel implies it (the
+/// same f64 operations, so the same bits), the rest (all of it without AVX2) in the
+/// generic loop; `u` is written once, never zeroed first.
+fn filters<const R: usize, const X: usize>(
+    (o, c): (usize, usize),
+    wts: &[f32],
+    kernel: Kernel,
+    gr: impl Fn(f64, f64, f64) -> [f64; R] + Copy,
+) -> Vec<f32> {
+    let len = X * o * c;
+    let mut u: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut u.spare_capacity_mut()[..len];
+    #[allow(unused_mut)]
+    let mut vector = 0;
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar {
+        // SAFETY: the vector kernels imply AVX2 (detected at their choice); `wts` holds
+        // `o·c·9` floats (asserted by the callers) and `spare` `X·o·c`.
+        vector = unsafe { transforms::filters_avx2::<R, X>(o, c, wts, spare) };
+    }
+    crate::engine::ops::vmath::wide!(transform_filters::<R, X>((o, c, vector), wts, spare, gr));
+    // SAFETY: for every output channel and ξ, `filters_avx2` wrote input channels
+    // `0..vector` and `transform_filters` `vector..c`: all `len` values.
+    unsafe { u.set_len(len) };
+    u
+}
+
 impl Winograd {
     /// Filters `[O, C, 3, 3]` row-major.
     pub(super) fn new(o: usize, c: usize, wts: &[f32], kernel: Kernel) -> Self {
         assert_eq!(wts.len(), o * c * 9, "winograd: weight size");
-        let mut u = vec![0.0f32; XI * o * c];
-        // whole groups of eight in explicit AVX2 (the same f64 operations, so the same bits)
-        #[allow(unused_mut)]
-        let mut vector = 0;
-        #[cfg(target_arch = "x86_64")]
-        if kernel != Kernel::Scalar {
-            // SAFETY: the vector kernels imply AVX2 (detected at their choice); sizes
-            // asserted above and by `u`'s construction.
-            vector = unsafe { transforms::filters_avx2::<4, XI>(o, c, wts, &mut u) };
-        }
-        // the rest (all of it without AVX2) eight input channels at a time
-        crate::engine::ops::vmath::wide!(transform_filters::<4, XI>(
-            (o, c, vector),
-            wts,
-            &mut u,
-            g3
-        ));
+        let u = filters::<4, XI>((o, c), wts, kernel, g3);
         Winograd { o, c, u, kernel }
     }
 

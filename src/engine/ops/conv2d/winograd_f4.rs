@@ -423,23 +423,7 @@ impl Winograd4 {
     /// Filters `[O, C, 3, 3]` row-major.
     pub(in super::super) fn new(o: usize, c: usize, wts: &[f32], kernel: Kernel) -> Self {
         assert_eq!(wts.len(), o * c * 9, "winograd4: weight size");
-        let mut u = vec![0.0f32; XI * o * c];
-        // whole groups of eight in explicit AVX2 (the same f64 operations, so the same bits)
-        #[allow(unused_mut)]
-        let mut vector = 0;
-        #[cfg(target_arch = "x86_64")]
-        if kernel != Kernel::Scalar {
-            // SAFETY: the vector kernels imply AVX2 (detected at their choice); sizes
-            // asserted above and by `u`'s construction.
-            vector = unsafe { super::transforms::filters_avx2::<6, XI>(o, c, wts, &mut u) };
-        }
-        // the rest (all of it without AVX2) eight input channels at a time
-        crate::engine::ops::vmath::wide!(super::transform_filters::<6, XI>(
-            (o, c, vector),
-            wts,
-            &mut u,
-            g6
-        ));
+        let u = super::filters::<6, XI>((o, c), wts, kernel, g6);
         Winograd4 { o, c, u, kernel }
     }
 

@@ -790,7 +790,7 @@ pub(super) unsafe fn filters_avx2<const R: usize, const X: usize>(
     o: usize,
     c: usize,
     wts: &[f32],
-    u: &mut [f32],
+    u: &mut [MaybeUninit<f32>],
 ) -> usize {
     assert!(R * R == X && (R == 4 || R == 6), "filters_avx2: G");
     assert!(wts.len() >= o * c * 9 && u.len() >= X * o * c);
@@ -834,7 +834,7 @@ pub(super) unsafe fn filters_avx2<const R: usize, const X: usize>(
         }
         t
     };
-    let (wp, up) = (wts.as_ptr(), u.as_mut_ptr());
+    let (wp, up) = (wts.as_ptr(), u.as_mut_ptr() as *mut f32);
     for oc in 0..o {
         for ci0 in (0..full).step_by(8) {
             let base = wp.add((oc * c + ci0) * 9);
