@@ -317,17 +317,17 @@ impl Graph {
         gy: ArrayD<T>,
         want_dp: bool,
     ) -> Result<(usize, Grads<T>, Vec<Option<ArrayD<T>>>), ArrayD<T>> {
-        let node = &self.nodes[j];
         let fuses = fusing()
-            && node.op.activation() == Some(Activation::Relu)
             && j >= 3
+            && self.nodes[j].op.activation() == Some(Activation::Relu)
             && self.only_reader(last, j - 1, j)
             && matches!(self.nodes[j - 1].op, Op::Add)
             && last[j - 2] == j - 1;
-        let (add, bn) = (&self.nodes[j - 1], j - 2);
-        let fuses =
-            fuses && add.inputs.len() == 2 && add.inputs.iter().filter(|&&i| i == bn).count() == 1;
         if !fuses {
+            return Err(gy);
+        }
+        let (add, bn) = (&self.nodes[j - 1], j - 2);
+        if add.inputs.len() != 2 || add.inputs.iter().filter(|&&i| i == bn).count() != 1 {
             return Err(gy);
         }
         let prev = &self.nodes[bn];
