@@ -713,17 +713,20 @@ mod tests {
         (y, t)
     }
 
-    /// `Winograd::new` lays out each filter's [`filter_transform`], rounded once, for
-    /// channel counts around its eight-filter groups.
-    #[test]
-    fn new_holds_each_filters_transform() {
+    /// That `new(o, c, wts, kernel)` (its `u [X, O, C]`) lays out each filter's
+    /// `transform`, rounded once, with every kernel (explicit AVX2 groups of eight and the
+    /// generic rest), for channel counts around the groups, on random filters with exact
+    /// zeros, signed zero, f32's extremes, an infinity and a NaN.
+    pub(super) fn check_filter_layout<const X: usize>(
+        new: impl Fn(usize, usize, &[f32], Kernel) -> Vec<f32>,
+        transform: impl Fn(&[f32]) -> [f64; X],
+    ) {
         let cases = [(1, 1), (3, 7), (5, 8), (4, 17), (16, 16), (3, 64), (2, 24)];
         for (k, (o, c)) in Kernel::available()
             .into_iter()
             .flat_map(|k| cases.map(|oc| (k, oc)))
         {
-            let mut wts = values(o * c * 9, (o * 31 + c) as u64);
-            // exact zeros, signed zero, f32's extremes, an infinity and a NaN
+            let mut wts = values(o * c * 9, (o * 31 + c + X) as u64);
             for (w, v) in wts.iter_mut().step_by(7).zip([
                 0.0,
                 -0.0,
@@ -736,17 +739,23 @@ mod tests {
             ]) {
                 *w = v;
             }
-            let wg = Winograd::new(o, c, &wts, k);
+            let u = new(o, c, &wts, k);
             for oc in 0..o {
                 for ci in 0..c {
-                    let t = filter_transform(&wts[(oc * c + ci) * 9..][..9]);
+                    let t = transform(&wts[(oc * c + ci) * 9..][..9]);
                     for (xi, &v) in t.iter().enumerate() {
-                        let got = wg.u[(xi * o + oc) * c + ci];
+                        let got = u[(xi * o + oc) * c + ci];
                         assert_eq!(got.to_bits(), (v as f32).to_bits(), "{k:?} o{o} c{c} ξ{xi}");
                     }
                 }
             }
         }
+    }
+
+    /// `Winograd::new` lays out each filter's [`filter_transform`] ([`check_filter_layout`]).
+    #[test]
+    fn new_holds_each_filters_transform() {
+        check_filter_layout(|o, c, w, k| Winograd::new(o, c, w, k).u, filter_transform);
     }
 
     /// The written-out filter transform equals `G g Gᵀ` as matrix products in f64, value

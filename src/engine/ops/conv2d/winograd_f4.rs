@@ -618,41 +618,14 @@ mod tests {
         [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
     ];
 
-    /// `Winograd4::new` lays out each filter's [`filter_transform`], rounded once, for
-    /// channel counts around its eight-filter groups, with every kernel (AVX2's explicit
-    /// groups of eight and the generic rest give the same bits).
+    /// `Winograd4::new` lays out each filter's [`filter_transform`] (see
+    /// [`super::super::tests::check_filter_layout`]).
     #[test]
     fn new_holds_each_filters_transform() {
-        let cases = [(1, 1), (3, 7), (5, 8), (4, 17), (16, 16), (3, 64), (2, 24)];
-        for (k, (o, c)) in Kernel::available()
-            .into_iter()
-            .flat_map(|k| cases.map(|oc| (k, oc)))
-        {
-            let mut wts = values(o * c * 9, (o * 37 + c) as u64);
-            // exact zeros, signed zero, f32's extremes, an infinity and a NaN
-            for (w, v) in wts.iter_mut().step_by(5).zip([
-                0.0,
-                -0.0,
-                f32::MAX,
-                -f32::MAX,
-                f32::MIN_POSITIVE,
-                1e-45,
-                f32::INFINITY,
-                f32::NAN,
-            ]) {
-                *w = v;
-            }
-            let wg = Winograd4::new(o, c, &wts, k);
-            for oc in 0..o {
-                for ci in 0..c {
-                    let t = filter_transform(&wts[(oc * c + ci) * 9..][..9]);
-                    for (xi, &v) in t.iter().enumerate() {
-                        let got = wg.u[(xi * o + oc) * c + ci];
-                        assert_eq!(got.to_bits(), (v as f32).to_bits(), "{k:?} o{o} c{c} ξ{xi}");
-                    }
-                }
-            }
-        }
+        super::super::tests::check_filter_layout(
+            |o, c, w, k| Winograd4::new(o, c, w, k).u,
+            filter_transform,
+        );
     }
 
     /// `G g Gᵀ` from `G`'s entries as fractions, the plain matrix products in f64.
