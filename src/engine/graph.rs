@@ -736,22 +736,22 @@ impl Graph {
                 return Some(sent.swap_remove(k).1);
             }
             let node = &self.nodes[j];
-            let gy = match keep.is_none() {
-                true => match self.fused_backward_add(theta, tape, &last, j, gy?, want_dp) {
+            let mut gy = gy?;
+            if keep.is_none() {
+                gy = match self.fused_backward_add(theta, tape, &last, j, gy, want_dp) {
                     Ok((i, grads, to_add)) => {
                         if let Some(out) = grad.as_mut() {
                             self.add_params(out, &self.nodes[i], &grads);
                         }
+                        // the add's turn sends the masked dy on, then the batch norm's dx
                         sent.push((j - 1, to_add));
                         sent.push((i, grads.dx));
                         return Some(vec![None]);
                     }
-                    Err(gy) => Some(gy),
-                },
-                false => gy,
-            };
-            let gy = match self.fused_backward(theta, tape, &last, j, gy?, want_dp, keep.is_some())
-            {
+                    Err(gy) => gy,
+                };
+            }
+            let gy = match self.fused_backward(theta, tape, &last, j, gy, want_dp, keep.is_some()) {
                 Ok((i, grads, kept)) => {
                     if let Some(keep) = keep.as_mut() {
                         keep[j] = Some(empty());

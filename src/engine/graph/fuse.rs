@@ -336,7 +336,7 @@ impl Graph {
         let a = view.taped(&self.options, (&p, &[]), want_dp);
         let (grads, kept) =
             prev.op
-                .backward_relu(&a, &tape.caches[bn], &tape.values[j], gy, true)?;
+                .backward_relu(&a, &tape.caches[bn], &tape.values[tape.y_at[j]], gy, true)?;
         let masked = kept.expect("backward_relu keeps the masked dy when asked");
         let mut masked = Some(masked);
         let sends = add
