@@ -776,15 +776,7 @@ mod tests {
                 // SAFETY: initialized (NaN) before the call.
                 let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
                 assert_eq!(seen, (0..n).collect::<Vec<_>>(), "after: images in order");
-                for (i, (&a, (&b, &tb))) in y.iter().zip(y64.iter().zip(&t64)).enumerate() {
-                    let err = (a as f64 - b).abs();
-                    assert!(
-                        err <= gamma * tb,
-                        "case {case} {k:?} at {i}: {a} vs {b}, bound {}",
-                        gamma * tb
-                    );
-                    worst = worst.max(err / (gamma * tb).max(1e-300));
-                }
+                super::super::tests::within_bound(&y, (&y64, &t64), gamma, (case, k), &mut worst);
                 // the fused epilogue: the bits of the epilogue applied afterwards
                 let mut ye = vec![MaybeUninit::new(f32::NAN); y64.len()];
                 wg.run(&srcs, [n, h, w], Some(epi), &mut ye, |_, _| {});
@@ -802,14 +794,7 @@ mod tests {
                         );
                     }
                 }
-                match &first {
-                    None => first = Some(y),
-                    Some(f) => assert!(
-                        f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "case {case}: bits differ between {:?} and {k:?}",
-                        kernels[0]
-                    ),
-                }
+                super::super::tests::same_bits(&mut first, y, (case, k, kernels[0]));
             }
         }
         eprintln!("winograd4: largest error / bound {worst:.3e}");
