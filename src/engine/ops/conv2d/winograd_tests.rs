@@ -234,10 +234,20 @@ fn error_within_bound_against_f64() {
 }
 
 /// The padding-1 input transform gives the bits of the general one, for every kernel,
-/// on blocks that start and end inside images and on images of odd height.
+/// on blocks that start and end inside images and on images of odd height, with one
+/// tile row to a vector and several (images 2, 4, 8, 16 wide).
 #[test]
 fn pad1_input_matches_the_general_one() {
-    for &(c, n, h, w) in &[(3, 2, 8, 8), (2, 3, 7, 6), (1, 2, 16, 32), (2, 1, 9, 70)] {
+    for &(c, n, h, w) in &[
+        (3, 2, 8, 8),
+        (2, 3, 7, 6),
+        (1, 2, 16, 32),
+        (2, 1, 9, 70),
+        (2, 2, 16, 16),
+        (2, 3, 7, 8),
+        (1, 3, 10, 4),
+        (2, 2, 5, 2),
+    ] {
         let x = values(c * n * h * w, (h * w) as u64);
         let (ho, wo) = (h, w);
         let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
