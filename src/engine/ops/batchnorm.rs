@@ -524,7 +524,9 @@ impl BatchNorm {
             && y.shape() == gy.shape()
             && x.is_standard_layout()
             && y.is_standard_layout()
-            && gy.is_standard_layout();
+            && gy.is_standard_layout()
+            // one row per channel, covering x (the kept copy is written row by row)
+            && x.len() == self.channels * (x.len() / self.channels.max(1));
         if !applies {
             return Err(gy);
         }
@@ -532,16 +534,16 @@ impl BatchNorm {
         let m = x.len() / self.channels.max(1);
         let mut dgamma = Array1::zeros(self.channels);
         let mut dbeta = Array1::zeros(self.channels);
-        let mut kept = keep_gy.then(|| Vec::with_capacity(x.len()));
+        // the copy is written once, into the spare capacity (no zeroing pass first)
+        let mut kept = keep_gy.then(|| Vec::<T>::with_capacity(x.len()));
         let (xs, ys) = (x.as_slice().unwrap(), y.as_slice().unwrap());
         let gs = gy.as_slice_mut().unwrap();
         for ch in 0..self.channels {
             let r = ch * m..(ch + 1) * m;
             let (s, gm) = (c.s[ch], gamma[ch]);
-            let copy = kept.as_mut().map(|k| {
-                k.resize(r.end, T::zero());
-                &mut k[r.clone()]
-            });
+            let copy = kept
+                .as_mut()
+                .map(|k| &mut k.spare_capacity_mut()[r.clone()]);
             (dgamma[ch], dbeta[ch]) = lanes::bn_eval_row(
                 (&mut gs[r.clone()], Some(&ys[r.clone()]), &xs[r.clone()]),
                 c.xhat_coeffs(ch),
@@ -550,7 +552,12 @@ impl BatchNorm {
                 want_dp,
             );
         }
-        let kept = kept.map(|k| ArrayD::from_shape_vec(gy.raw_dim(), k).expect("size"));
+        let kept = kept.map(|mut k| {
+            // SAFETY: bn_eval_row wrote every element of each channel's row (its whole
+            // chunks and its tail), and the rows cover 0..m·channels = x.len() (`applies`).
+            unsafe { k.set_len(x.len()) };
+            ArrayD::from_shape_vec(gy.raw_dim(), k).expect("size")
+        });
         Ok((gy, dgamma.into_dyn(), dbeta.into_dyn(), kept))
     }
 

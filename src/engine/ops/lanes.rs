@@ -4,6 +4,7 @@
 //! row-wise ops (softmax, layer, group and batch norm).
 
 use crate::engine::Scalar;
+use std::mem::MaybeUninit;
 
 const LANES: usize = 8;
 
@@ -74,7 +75,7 @@ pub fn map_dot_sum<T: Scalar>(
     m: impl Fn(T, T) -> T,
     f: impl Fn(T) -> T,
     h: impl Fn(T) -> T,
-    mut copy: Option<&mut [T]>,
+    mut copy: Option<&mut [MaybeUninit<T>]>,
     sums: bool,
 ) -> (T, T) {
     let n = a.len();
@@ -97,7 +98,7 @@ pub fn map_dot_sum<T: Scalar>(
     for k in full..n {
         let v = m(a[k], c[k]);
         if let Some(cp) = copy.as_deref_mut() {
-            cp[k] = v;
+            cp[k].write(v);
         }
         tail_ab += v * f(b[k]);
         tail_a += v;
@@ -122,7 +123,7 @@ pub fn bn_eval_row<T: Scalar>(
     (g, mask, src): (&mut [T], Option<&[T]>, &[T]),
     (mu, sx): (T, T),
     (gm, s): (T, T),
-    copy: Option<&mut [T]>,
+    copy: Option<&mut [MaybeUninit<T>]>,
     sums: bool,
 ) -> (T, T) {
     #[cfg(target_arch = "x86_64")]
@@ -143,7 +144,7 @@ pub fn bn_eval_row<T: Scalar>(
                 (as_f32_mut(g), mask.map(as_f32), as_f32(src)),
                 (to_f32(mu), to_f32(sx)),
                 (to_f32(gm), to_f32(s)),
-                copy.map(as_f32_mut),
+                copy.map(as_f32_uninit),
                 sums,
             )
         };
@@ -240,6 +241,15 @@ fn as_f32_mut<T: Scalar>(x: &mut [T]) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) }
 }
 
+/// [`as_f32_mut`] for a slice still to be written.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn as_f32_uninit<T: Scalar>(x: &mut [MaybeUninit<T>]) -> &mut [MaybeUninit<f32>] {
+    assert!(is_f32::<T>(), "lanes: f32 only");
+    // SAFETY: as in `as_f32`.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut MaybeUninit<f32>, x.len()) }
+}
+
 /// A `T` that is f32 as f32, and back (exact).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -257,6 +267,7 @@ fn from_f32<T: Scalar>(v: f32) -> T {
 mod avx2 {
     use super::{finish, LANES};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// See [`super::bn_eval_row`]: its f32 form, the whole chunks in ymm vectors (one
     /// lane per accumulator of [`super::dot_sum`]), the tail as [`super::map_dot_sum`]'s.
@@ -265,12 +276,12 @@ mod avx2 {
         (g, mask, src): (&mut [f32], Option<&[f32]>, &[f32]),
         (mu, sx): (f32, f32),
         (gm, s): (f32, f32),
-        mut copy: Option<&mut [f32]>,
+        mut copy: Option<&mut [MaybeUninit<f32>]>,
         sums: bool,
     ) -> (f32, f32) {
         let n = g.len();
         let full = n - n % LANES;
-        let cp = copy.as_deref_mut().map(|c| c.as_mut_ptr());
+        let cp = copy.as_deref_mut().map(|c| c.as_mut_ptr() as *mut f32);
         let mk = mask.map(|m| m.as_ptr());
         let args = (g.as_mut_ptr(), mk, src.as_ptr(), cp, full);
         let c = [mu, sx, gm, s];
@@ -292,7 +303,7 @@ mod avx2 {
                 None => g[k],
             };
             if let Some(cp) = copy.as_deref_mut() {
-                cp[k] = v;
+                cp[k].write(v);
             }
             tail_ab += v * ((src[k] - mu) * sx);
             tail_a += v;
@@ -393,8 +404,12 @@ mod avx2 {
 
 /// Writes chunk `k` of lanes into `cp`.
 #[inline(always)]
-fn copy_to<T: Scalar>(cp: &mut [T]) -> impl FnMut(usize, &[T; LANES]) + '_ {
-    move |k, v| cp[k * LANES..][..LANES].copy_from_slice(v)
+fn copy_to<T: Scalar>(cp: &mut [MaybeUninit<T>]) -> impl FnMut(usize, &[T; LANES]) + '_ {
+    move |k, v| {
+        for (d, &x) in cp[k * LANES..][..LANES].iter_mut().zip(v) {
+            d.write(x);
+        }
+    }
 }
 
 /// [`map_dot_sum`]'s whole chunks (`a`, `c`, `b` a multiple of [`LANES`] long): each
@@ -487,6 +502,12 @@ pub fn max<T: Scalar>(a: &[T]) -> T {
 mod tests {
     use super::*;
 
+    /// A written slice as one to write (what `grads_relu` passes: its spare capacity).
+    fn uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+        // SAFETY: the same memory; the callee only writes initialized values.
+        unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
+    }
+
     #[test]
     fn reductions_match_plain_folds() {
         for n in [0usize, 1, 7, 8, 9, 31, 100] {
@@ -529,7 +550,7 @@ mod tests {
             for (with_copy, sums) in [(true, true), (true, false), (false, true), (false, false)] {
                 let mut a = g.clone();
                 let mut cp = vec![f32::NAN; n];
-                let copy = with_copy.then_some(&mut cp[..]);
+                let copy = with_copy.then_some(uninit(&mut cp));
                 let m = |a: f32, c: f32| if c > 0.0 { a } else { 0.0 };
                 let (ab, sa) = map_dot_sum((&mut a, &y, &x), m, f, |v| v * 0.75, copy, sums);
                 let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
@@ -570,7 +591,7 @@ mod tests {
                             (&mut a, masked.then_some(&y[..]), &x),
                             (0.37, 1.9),
                             (0.8, 1.3),
-                            with_copy.then_some(&mut cp[..]),
+                            with_copy.then_some(uninit(&mut cp)),
                             sums,
                         )
                     };
