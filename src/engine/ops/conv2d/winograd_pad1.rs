@@ -68,7 +68,8 @@ macro_rules! pad1_tile {
 /// nt` of one image `src [h, 2·tw]`, `tw ≤ 16`, in zmm registers: each source row is loaded
 /// once and split into its four column planes (B, C its even and odd columns, A and D
 /// those shifted by a lane with a zero at the padding), with the planes' arithmetic and
-/// so their bits. Tile row t goes to `v[(4a + b)·stride + t·tw ..][..tw]`.
+/// so their bits. Tile row t goes to `v[(4a + b)·stride + t·tw ..][..tw]`. Images 4, 8
+/// or 16 columns wide go to [`pad1_zmm_packed`] (several tile rows to a vector).
 ///
 /// # Safety
 /// AVX-512F must be present.
@@ -126,8 +127,10 @@ pub(in super::super) unsafe fn pad1_zmm(
 /// [`pad1_zmm`] for images `2·TW` = 4, 8 or 16 columns wide, where one tile row fills
 /// only part of a vector: `16 / TW` consecutive tile rows to a vector (their source rows
 /// laid side by side, so the planes' split and shifts are the same per row, with a zero
-/// at each row's padding). Tile rows are contiguous in `v`, so each output is one store
-/// for them all; the same arithmetic and bits.
+/// at each row's padding; a source row shared by two tile rows is loaded for each).
+/// Tile rows are contiguous in `v`, so each output is one store for them all; the same
+/// arithmetic and bits. Rows outside the image get a zero mask: no memory is read for
+/// them, whatever their (wrapping) address.
 ///
 /// # Safety
 /// AVX-512F must be present; the sizes as [`pad1_zmm`] asserts.
@@ -203,7 +206,8 @@ unsafe fn pad1_zmm_packed<const TW: usize>(
 
 /// [`pad1_zmm`] with AVX2: groups of 8 tiles (16 source columns, two ymm), the planes'
 /// shifts completed across groups from the neighbouring source columns; the same
-/// arithmetic and bits, any `tw`.
+/// arithmetic and bits, any `tw` (images 2, 4 or 8 columns wide go to
+/// [`pad1_avx2_packed`]).
 ///
 /// # Safety
 /// AVX2 must be present.
