@@ -286,15 +286,31 @@ impl Graph {
         if !fuses {
             return Err(gy);
         }
-        let (i, prev) = (j - 1, &self.nodes[j - 1]);
+        let i = j - 1;
+        let keep_gy = keep_gy && self.nodes[i].op.r_backward_reads_gy();
+        let (grads, kept) = self.backward_relu_at(theta, tape, (i, j), gy, want_dp, keep_gy)?;
+        Ok((i, grads, kept))
+    }
+
+    /// Node `i`'s backward pass with the mask of the ReLU `j` that reads it
+    /// ([`Op::backward_relu`]; the ReLU's value read through `y_at`, as its own backward
+    /// reads it): `Err(gy)` where `i`'s op does not fuse the two.
+    #[allow(clippy::type_complexity)]
+    fn backward_relu_at<T: Scalar>(
+        &self,
+        theta: &ArrayView1<T>,
+        tape: &Tape<T>,
+        (i, j): (usize, usize),
+        gy: ArrayD<T>,
+        want_dp: bool,
+        keep_gy: bool,
+    ) -> Result<(Grads<T>, Option<ArrayD<T>>), ArrayD<T>> {
+        let prev = &self.nodes[i];
         let p = self.params(theta, prev);
         let view = self.view(i, tape, &[]);
         let a = view.taped(&self.options, (&p, &[]), want_dp);
-        let keep_gy = keep_gy && prev.op.r_backward_reads_gy();
-        let (grads, kept) =
-            prev.op
-                .backward_relu(&a, &tape.caches[i], &tape.values[j], gy, keep_gy)?;
-        Ok((i, grads, kept))
+        let y = &tape.values[tape.y_at[j]];
+        prev.op.backward_relu(&a, &tape.caches[i], y, gy, keep_gy)
     }
 
     /// Reverse pass at node `j`, given `gy` = dL/d(its output), for the end of a residual
@@ -330,13 +346,7 @@ impl Graph {
         if add.inputs.len() != 2 || add.inputs.iter().filter(|&&i| i == bn).count() != 1 {
             return Err(gy);
         }
-        let prev = &self.nodes[bn];
-        let p = self.params(theta, prev);
-        let view = self.view(bn, tape, &[]);
-        let a = view.taped(&self.options, (&p, &[]), want_dp);
-        let (grads, kept) =
-            prev.op
-                .backward_relu(&a, &tape.caches[bn], &tape.values[tape.y_at[j]], gy, true)?;
+        let (grads, kept) = self.backward_relu_at(theta, tape, (bn, j), gy, want_dp, true)?;
         let masked = kept.expect("backward_relu keeps the masked dy when asked");
         let mut masked = Some(masked);
         let sends = add
