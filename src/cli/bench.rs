@@ -45,7 +45,7 @@ pub struct BenchArgs {
     pub forward_only: bool,
     /// Time the convolution kernels alone instead of whole passes: the direct tile kernel
     /// (forward, dx, R-forward) and weight-gradient kernel, each with its padded copies,
-    /// and Winograd F(2×2)'s forward and weight gradient and F(4×4)'s forward with their
+    /// and Winograd F(2×2)'s forward and weight gradient and F(4×4)'s forward and weight gradient with their
     /// transforms (rated in direct
     /// convolution's FLOPs), on ResNet-cifar's three 3×3 shapes (16, 32, 64 channels on 32×32, 16×16,
     /// 8×8 images), 32 images, one thread, best of --reps runs, as GFLOP/s and share of one

@@ -30,7 +30,7 @@ crate::choice::choice! {
         Auto = "auto": "The direct SIMD kernels where they apply (AVX2 + FMA, output rows of at least 8), im2col + GEMM elsewhere.",
         Im2col = "im2col": "im2col + GEMM everywhere.",
         Winograd = "winograd": "Winograd F(2×2, 3×3) for 3×3 stride-1 sums (forward, R-forward, dx, and the weight gradient with 8+ input channels), auto elsewhere; f32 error up to ~20× direct's (bound in the engine docs).",
-        Winograd4 = "winograd4": "Winograd F(4×4, 3×3) for 3×3 stride-1 padding-1 sums on images whose sides are multiples of 4 (forward, R-forward, dx), sixteen images to a vector; F(2×2) for the other 3×3 stride-1 sums and the weight gradients, auto elsewhere; f32 error up to ~100× direct's (bound in the engine docs).",
+        Winograd4 = "winograd4": "Winograd F(4×4, 3×3) for 3×3 stride-1 padding-1 sums on images whose sides are multiples of 4 (forward, R-forward and dx up to 16 wide, sixteen images to a vector; the weight gradients up to 32 wide); F(2×2) for the other 3×3 stride-1 sums, auto elsewhere; f32 error up to ~100× direct's (bound in the engine docs).",
     }
 }
 

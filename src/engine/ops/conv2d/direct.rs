@@ -181,6 +181,10 @@ impl<'c> Plan<'c> {
         let terms: Vec<(&[f32], &[f32])> = terms.iter().map(|&(d, x)| (f32s(d), f32s(x))).collect();
         if wino {
             let (o, dims) = (conv.out_channels, [g.n, g.h, g.w]);
+            if self.winograd4 && winograd::grad4::applies(g.h, g.w, conv.padding) {
+                winograd::grad4::weight_grad(kernel, (o, g.c), dims, &terms, f32s_mut(dw));
+                return true;
+            }
             winograd::weight_grad(kernel, (o, g.c), dims, conv.padding, &terms, f32s_mut(dw));
             return true;
         }

@@ -426,6 +426,7 @@ fn kernel_rates_cover_both_kernels_and_three_shapes() {
                         "winograd forward",
                         "winograd weight-grad",
                         "winograd4 forward",
+                        "winograd4 weight-grad",
                     ]
                     .map(|pass| (pass, c, size))
                 })

@@ -265,6 +265,11 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             wg4.run(&[&x], [n, size, size], None, &mut y, |_, _| {});
             std::hint::black_box(&y);
         });
+        let w4grad = warm_best(reps, || {
+            let dims = [n, size, size];
+            super::winograd::grad4::weight_grad(kernel, (ch, ch), dims, &[(&dy, &x)], &mut dw);
+            std::hint::black_box(&dw);
+        });
         let kernel = format!("{:?}", conv.plan.kernel);
         for (pass, secs) in [
             ("forward", fwd),
@@ -272,6 +277,7 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             ("winograd forward", wfwd),
             ("winograd weight-grad", wgrad),
             ("winograd4 forward", w4fwd),
+            ("winograd4 weight-grad", w4grad),
         ] {
             let gflops = flops / secs / 1e9;
             out.push(KernelRate {

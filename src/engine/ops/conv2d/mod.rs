@@ -101,9 +101,9 @@ struct Plan<'c> {
     /// or more input channels) take Winograd F(2×2, 3×3) (`winograd.rs`,
     /// `winograd_grad.rs`) instead of the direct kernel.
     winograd: bool,
-    /// Whether those sums with padding 1 on sides that are multiples of 4 (forward,
-    /// R-forward, dx, R{dx}) take F(4×4, 3×3) instead (`winograd_f4.rs`; the weight
-    /// gradients stay F(2×2)).
+    /// Whether those sums with padding 1 on sides that are multiples of 4 take F(4×4, 3×3)
+    /// instead: forward, R-forward, dx and R{dx} up to 16 wide (`winograd_f4.rs`), dW and
+    /// R{dW} up to 32 wide (`winograd_grad4.rs`).
     winograd4: bool,
     /// The forward's epilogue as numbers, where [`Plan::fusing`] was given one (f32): the
     /// Winograd output transform then applies it instead of the epilogue's pass.

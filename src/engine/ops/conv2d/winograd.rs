@@ -42,7 +42,9 @@
 //!
 //! F(4×4, 3×3) (`winograd_f4.rs`, `--conv winograd4`) takes the forward, R-forward and dx
 //! sums on images at most 16 wide, sixteen images to a vector: 36 multiplications per
-//! 16 outputs and channel where F(2×2) needs 64, at an error bound ~5× F(2×2)'s.
+//! 16 outputs and channel where F(2×2) needs 64, at an error bound ~5× F(2×2)'s; and
+//! the weight gradients of those on images at most 32 wide by the dual of F(4×4)
+//! (`winograd_grad4.rs`, tiles along the rows).
 //!
 //! [`Simd`]: crate::engine::Simd
 
@@ -55,6 +57,8 @@ mod epilogue;
 mod f4;
 #[path = "winograd_grad.rs"]
 mod grad;
+#[path = "winograd_grad4.rs"]
+pub(super) mod grad4;
 #[path = "winograd_scratch.rs"]
 mod scratch;
 #[path = "winograd_simd.rs"]
@@ -282,6 +286,7 @@ impl Winograd {
                 (v, vs),
                 (m, ms),
                 (pb, ld),
+                false,
             );
             for oc in 0..o {
                 let dst = &mut y[oc * cols..][..cols];

@@ -542,6 +542,7 @@ impl Winograd4 {
                     (v, vs),
                     (m, ms),
                     (pb, ld),
+                    false,
                 );
                 let orows = 4 * (t1 - t0);
                 for oc in 0..o {
@@ -597,12 +598,12 @@ impl Winograd4 {
 
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)] // the matrices' indices, as written
-mod tests {
+pub(super) mod tests {
     use super::super::tests::values;
     use super::*;
 
     /// `Bᵀ` of F(4×4, 3×3), for the bound's `|Bᵀ| |d| |B|`.
-    const BT: [[f64; 6]; 6] = [
+    pub(in super::super) const BT: [[f64; 6]; 6] = [
         [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
         [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
         [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
@@ -611,7 +612,7 @@ mod tests {
         [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
     ];
     /// `Aᵀ`.
-    const AT: [[f64; 6]; 4] = [
+    pub(in super::super) const AT: [[f64; 6]; 4] = [
         [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
         [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
         [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
@@ -631,14 +632,8 @@ mod tests {
     /// `G g Gᵀ` from `G`'s entries as fractions, the plain matrix products in f64.
     #[test]
     fn filter_transform_is_g_g_gt() {
-        let g: [[f64; 3]; 6] = [
-            [0.25, 0.0, 0.0],
-            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-            [0.0, 0.0, 1.0],
-        ];
+        // (the weight gradient's `G`, written as fractions)
+        let g = super::super::grad4::G;
         let f = values(9, 5);
         let got = filter_transform(&f);
         for a in 0..6 {

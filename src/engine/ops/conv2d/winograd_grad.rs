@@ -90,6 +90,7 @@ pub(in super::super) fn weight_grad(
                 (u, us),
                 (mb, ms),
                 (ou, ou),
+                false,
             );
             accumulate(kernel, &mut m64, mb);
         }
@@ -136,7 +137,7 @@ fn filter_grads(m64: &[f64], (o, c, ou): (usize, usize, usize), dw: &mut [f32]) 
 }
 
 /// `acc += m` in f64 (one block's sums), compiled for the kernel's vectors.
-fn accumulate(kernel: Kernel, acc: &mut [f64], m: &[f32]) {
+pub(super) fn accumulate(kernel: Kernel, acc: &mut [f64], m: &[f32]) {
     #[inline(always)]
     fn add(acc: &mut [f64], m: &[f32]) {
         for (a, &b) in acc.iter_mut().zip(m) {
@@ -189,15 +190,7 @@ fn transpose_dy(
         if even {
             let src0 = img * ho * wo + 2 * ty0 * wo;
             let len = 2 * nt * wo;
-            let done = transpose_fast(g.kernel, dy, (o, ou), cols, (src0, len), &mut t[at * ou..]);
-            for oc in 0..o {
-                // the transposes covered positions ..done.0 of channels ..done.1
-                let from = if oc < done.1 { done.0 } else { 0 };
-                let row = &dy[oc * cols + src0..][..len];
-                for (q, &d) in row.iter().enumerate().skip(from) {
-                    t[(at + q) * ou + oc] = d;
-                }
-            }
+            transpose_run(g.kernel, dy, (o, ou), cols, (src0, len), &mut t[at * ou..]);
         } else {
             t[at * ou..(at + 4 * nt * tw) * ou].fill(0.0);
             for oc in 0..o {
@@ -217,6 +210,29 @@ fn transpose_dy(
             }
         }
         r += nt;
+    }
+}
+
+/// `t[p·ou + o] = dy[o·cols + src0 + p]` for the `len` positions of a contiguous run of
+/// dy (channels `o..ou` left as they are: they reach only the columns of `U′` and `M` that
+/// the filter gradients never read): [`transpose_fast`]'s register transposes, the rest
+/// one by one.
+pub(super) fn transpose_run(
+    kernel: Kernel,
+    dy: &[f32],
+    (o, ou): (usize, usize),
+    cols: usize,
+    (src0, len): (usize, usize),
+    t: &mut [f32],
+) {
+    let done = transpose_fast(kernel, dy, (o, ou), cols, (src0, len), t);
+    for oc in 0..o {
+        // the transposes covered positions ..done.0 of channels ..done.1
+        let from = if oc < done.1 { done.0 } else { 0 };
+        let row = &dy[oc * cols + src0..][..len];
+        for (p, &d) in row.iter().enumerate().skip(from) {
+            t[p * ou + oc] = d;
+        }
     }
 }
 

@@ -23,7 +23,10 @@ const MR_WIDE: [usize; 3] = [12, 8, 6];
 
 /// `m[o·ld + j] = Σ_{k<K} u[o·lda + k] · v[k·ld + j]` for `o < rows`, `j < cols`; each ξ's
 /// matrices at `ξ·us`, `ξ·vs`, `ξ·ms`. `cols` is rounded up to `kernel`'s vector width
-/// (`ld` must allow that); the extra columns get sums of whatever `v` holds.
+/// (`ld` must allow that); the extra columns get sums of whatever `v` holds. With `add`,
+/// each chain continues from the value `m` holds (`m += Σ …` by the same fused
+/// multiply-adds in the same order), so that products over consecutive ranges of `K` give
+/// the bits of one product over all of them.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn products(
     kernel: Kernel,
@@ -33,6 +36,7 @@ pub(super) fn products(
     (v, vs): (&[f32], usize),
     (m, ms): (&mut [f32], usize),
     (cols, ld): (usize, usize),
+    add: bool,
 ) {
     assert!(
         vs >= k * ld && ms >= rows * ld && lda >= k && (rows == 0 || us >= (rows - 1) * lda + k)
@@ -46,20 +50,20 @@ pub(super) fn products(
             #[cfg(target_arch = "x86_64")]
             Kernel::Zmm => {
                 // SAFETY: AVX-512F was detected; `tiles` keeps every access in bounds.
-                unsafe { tiles::<16, 6, 24, MR>(u, v, m, shape, zmm_dispatch) }
+                unsafe { tiles::<16, 6, 24, MR>(u, v, m, shape, add, zmm_dispatch) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
                 // SAFETY: AVX-512VL was detected.
-                unsafe { tiles::<8, 6, 24, MR>(u, v, m, shape, ymm32_dispatch) }
+                unsafe { tiles::<8, 6, 24, MR>(u, v, m, shape, add, ymm32_dispatch) }
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
                 // SAFETY: AVX2 + FMA were detected.
                 // 6 rows × 2 vectors: AVX2's 16 registers hold 12 accumulators
-                unsafe { tiles::<8, 2, 12, 6>(u, v, m, shape, ymm16_dispatch) }
+                unsafe { tiles::<8, 2, 12, 6>(u, v, m, shape, add, ymm16_dispatch) }
             }
-            _ => scalar(u, v, m, shape),
+            _ => scalar(u, v, m, shape, add),
         }
     }
 }
@@ -69,7 +73,8 @@ type Shape = (usize, usize, usize, usize, usize);
 
 /// One kernel call: `mr` (12, 8, 6, 4 or 1) rows × `nr` vectors at `u`, `v`, `m` with `K`,
 /// `lda`, `ld`.
-type Dispatch = unsafe fn(usize, usize, *const f32, *const f32, *mut f32, usize, usize, usize);
+type Dispatch =
+    unsafe fn(usize, usize, *const f32, *const f32, *mut f32, usize, usize, usize, bool);
 
 /// The tile loop: columns by `NMAX` vectors of `L` lanes (then the remaining vectors);
 /// rows by 12, 8 or 6 where those fit in `ACC` accumulators with the row's first column
@@ -84,6 +89,7 @@ unsafe fn tiles<const L: usize, const NMAX: usize, const ACC: usize, const MRN: 
     v: &[f32],
     m: &mut [f32],
     (rows, k, lda, cols, ld): Shape,
+    add: bool,
     call: Dispatch,
 ) {
     let vecs = cols.div_ceil(L);
@@ -118,6 +124,7 @@ unsafe fn tiles<const L: usize, const NMAX: usize, const ACC: usize, const MRN: 
                 k,
                 lda,
                 ld,
+                add,
             );
             j += nr;
         }
@@ -126,10 +133,12 @@ unsafe fn tiles<const L: usize, const NMAX: usize, const ACC: usize, const MRN: 
 }
 
 /// The portable form: the same chains of `mul_add`.
-fn scalar(u: &[f32], v: &[f32], m: &mut [f32], (rows, k, lda, cols, ld): Shape) {
+fn scalar(u: &[f32], v: &[f32], m: &mut [f32], (rows, k, lda, cols, ld): Shape, add: bool) {
     for o in 0..rows {
         let mo = &mut m[o * ld..][..cols];
-        mo.fill(0.0);
+        if !add {
+            mo.fill(0.0);
+        }
         for kk in 0..k {
             let a = u[o * lda + kk];
             for (y, &b) in mo.iter_mut().zip(&v[kk * ld..][..cols]) {
@@ -153,8 +162,16 @@ macro_rules! wkernel {
             k: usize,
             lda: usize,
             ld: usize,
+            add: bool,
         ) {
             let mut r = [[$zero(); NR]; MR_];
+            if add {
+                for i in 0..MR_ {
+                    for j in 0..NR {
+                        r[i][j] = $load(m.add(i * ld + j * $lanes));
+                    }
+                }
+            }
             for kk in 0..k {
                 let mut b = [$zero(); NR];
                 for j in 0..NR {
@@ -222,14 +239,15 @@ macro_rules! dispatch {
             k: usize,
             lda: usize,
             ld: usize,
+            add: bool,
         ) {
             match (mr, nr) {
                 $(
-                    ($wm, $wn) => $kernel::<$wm, $wn>(u, v, m, k, lda, ld),
+                    ($wm, $wn) => $kernel::<$wm, $wn>(u, v, m, k, lda, ld, add),
                 )*
                 $(
-                    (MR, $nr) => $kernel::<MR, $nr>(u, v, m, k, lda, ld),
-                    (1, $nr) => $kernel::<1, $nr>(u, v, m, k, lda, ld),
+                    (MR, $nr) => $kernel::<MR, $nr>(u, v, m, k, lda, ld, add),
+                    (1, $nr) => $kernel::<1, $nr>(u, v, m, k, lda, ld, add),
                 )*
                 _ => unreachable!("winograd product tile {mr} × {nr}"),
             }
