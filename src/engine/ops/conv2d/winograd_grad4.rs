@@ -105,7 +105,9 @@ pub(in super::super) fn weight_grad(
     // before and 64 after that the row kernels may read (their lanes masked)
     let glen = 6 * th * nb * w;
     let mut g_buf = vec![0.0f32; glen + 80];
-    for &(dy, x) in terms {
+    // whether the sums are `mb`'s chains alone (one chain: `m64` is never formed)
+    let mut alone = false;
+    for (term, &(dy, x)) in terms.iter().enumerate() {
         assert!(dy.len() == o * cols, "winograd4: dy size");
         assert!(x.len() == c * cols, "winograd4: input size");
         // tiles in `mb`'s chains since they were last added to `m64`
@@ -141,7 +143,9 @@ pub(in super::super) fn weight_grad(
             );
             chain += k;
             if chain + k > CHAIN || n0 + b == n {
-                if m64.is_empty() {
+                if m64.is_empty() && n0 + b == n && term + 1 == terms.len() {
+                    alone = true;
+                } else if m64.is_empty() {
                     m64.extend(mb[..XI * ms].iter().map(|&v| f64::from(v)));
                 } else {
                     accumulate(kernel, &mut m64, mb);
@@ -150,7 +154,9 @@ pub(in super::super) fn weight_grad(
             }
         }
     }
-    if !m64.is_empty() {
+    if alone {
+        filter_grads(&mb[..XI * ms], (o, c, ou), dw);
+    } else if !m64.is_empty() {
         filter_grads(&m64, (o, c, ou), dw);
     }
     M64.set(m64);
@@ -707,10 +713,11 @@ dy_kernel!(
 /// `N[a][j] = Σ_b M_{6a+b}[c, o] · G[b][j]`, then `dw[o, c, i, j] += Σ_a G[a][i] ·
 /// N[a][j]`, each sum from zero in index order, terms with a zero factor of `G` skipped
 /// where every `M` is finite (they add ±0 to a sum that is never −0); by vectors over
-/// output channels.
-fn filter_grads(m64: &[f64], (o, c, ou): (usize, usize, usize), dw: &mut [f32]) {
+/// output channels. `M` is the f64 sums, or the f32 chains where one chain covers the call
+/// (each converted exactly, so the same values).
+fn filter_grads<T: Copy + Into<f64>>(m64: &[T], (o, c, ou): (usize, usize, usize), dw: &mut [f32]) {
     let ms = c * ou;
-    let finite = m64.iter().all(|v| v.is_finite());
+    let finite = m64.iter().all(|&v| v.into().is_finite());
     let (mut nb, mut t) = (vec![0.0f64; 18 * o], vec![0.0f64; 9 * o]);
     for ci in 0..c {
         nb.fill(0.0);
@@ -725,7 +732,7 @@ fn filter_grads(m64: &[f64], (o, c, ou): (usize, usize, usize), dw: &mut [f32]) 
                     }
                     let row = &m64[(a * 6 + b) * ms + ci * ou..][..o];
                     for (s, &m) in ns.iter_mut().zip(row) {
-                        *s += m * gb;
+                        *s += m.into() * gb;
                     }
                 }
             }
