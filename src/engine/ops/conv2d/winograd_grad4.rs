@@ -32,9 +32,9 @@
 //! the bound is a few times F(2×2)'s dual's.
 //!
 //! Speed (`losscape bench --kernels`, 32 images, one thread, 2-core Sapphire-Rapids-class
-//! VM): zmm 0.85 / 0.63 / 0.71 ms on ResNet-cifar's 32×32×16, 16×16×32 and 8×8×64 layers
-//! against F(2×2)'s dual's 1.10 / 0.75 / 0.80; AVX2-only 1.02 / 0.85 / 0.84 against
-//! 1.38 / 1.14 / 1.12.
+//! VM): zmm 0.84–0.89 / 0.56–0.57 / 0.58–0.59 ms on ResNet-cifar's 32×32×16, 16×16×32 and
+//! 8×8×64 layers against F(2×2)'s dual's 1.04–1.10 / 0.71–0.76 / 0.73–0.78; AVX2-only
+//! 0.94 / 0.72 / 0.80 against 1.31 / 1.07 / 1.12.
 
 use super::super::kernels::Kernel;
 use super::grad::{accumulate, transpose_run};
@@ -46,8 +46,9 @@ use std::arch::x86_64::*;
 const XI: usize = 36;
 
 /// Target floats of one block's `V` and `U′`, `36·(C + O')·tiles` (a block is whole
-/// images).
-const BLOCK_FLOATS: usize = 2 * super::BLOCK_FLOATS;
+/// images): F(2×2)'s forward blocks (twice that was level on passes, 4 MiB more peak
+/// memory in `hessian` on ResNet-56).
+const BLOCK_FLOATS: usize = super::BLOCK_FLOATS;
 
 /// The most tiles one f32 chain of `M` runs over before it is added to the f64 sums (a
 /// block's products continue the previous block's chains up to this).
@@ -97,10 +98,8 @@ pub(in super::super) fn weight_grad(
     let (v, u) = (v_buf.get(), u_buf.get());
     let (mut mb_buf, mut dyt_buf) = (Aligned::new(XI * ms), Aligned::new(nb * hw * ou));
     let (mb, dyt) = (mb_buf.get(), dyt_buf.get());
-    // the f64 sums, set by the first chain's flush (a kept buffer: a fresh one costs a
-    // zero-fill or fresh pages per call)
-    let mut m64 = M64.take();
-    m64.clear();
+    // the f64 sums, set by the first chain's flush where there are two or more chains
+    let mut m64: Vec<f64> = Vec::new();
     // the columns' transform of one channel, `[a, ty, image, column]`, with 16 floats
     // before and 64 after that the row kernels may read (their lanes masked)
     let glen = 6 * th * nb * w;
@@ -159,7 +158,6 @@ pub(in super::super) fn weight_grad(
     } else if !m64.is_empty() {
         filter_grads(&m64, (o, c, ou), dw);
     }
-    M64.set(m64);
 }
 
 /// Asks for `s`'s cache lines (the next channel's rows, while this one's are transformed).
@@ -170,11 +168,6 @@ fn prefetch(s: &[f32]) {
         // SAFETY: a prefetch of an address inside `s`; SSE is baseline on x86-64.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(i).cast()) }
     }
-}
-
-thread_local! {
-    /// [`weight_grad`]'s f64 sums, kept between calls on this thread.
-    static M64: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// `Bᵀ d` of six values (a column or row of a 6×6 patch): the operations of
