@@ -4,10 +4,11 @@
 //! out by the input transform with the tiles contiguous (its row stride `ld` a multiple of
 //! the vector width), so nothing is packed, and each product's `K = C` is small (16–64 on
 //! ResNet-cifar), where a general GEMM spends much of its time packing. Every output is
-//! one chain of fused multiply-adds over `k = 0, 1, …, K−1` from zero, so neither the tile
-//! shape nor the instruction set changes the bits. The weight gradient
-//! (`winograd_grad.rs`) uses the same kernels with `K` = tiles: `M_ξ [C, O'] =
-//! V_ξ [C, P] · U′_ξ [P, O']`.
+//! one chain of fused multiply-adds over `k = 0, 1, …, K−1` from zero (or, with `add`, from
+//! the value it holds), so neither the tile shape nor the instruction set changes the bits.
+//! The weight gradients (`winograd_grad.rs`, and F(4×4)'s `winograd_grad4.rs` over 36
+//! positions, its chains continued from block to block) use the same kernels with `K` =
+//! tiles: `M_ξ [C, O'] = V_ξ [C, P] · U′_ξ [P, O']`.
 
 use super::super::kernels::Kernel;
 #[cfg(target_arch = "x86_64")]
