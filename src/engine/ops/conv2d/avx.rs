@@ -302,8 +302,9 @@ unsafe fn load8(lo: *const f32, _hi: *const f32, _split: bool) -> __m256 {
     _mm256_loadu_ps(lo)
 }
 
+/// The first `lanes` (≤ 8) of eight 32-bit lanes set.
 #[inline(always)]
-unsafe fn mask8(lanes: usize) -> __m256i {
+pub(crate) unsafe fn mask8(lanes: usize) -> __m256i {
     let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), idx)
 }

@@ -720,7 +720,7 @@ pub use grad::weight_grad;
 #[path = "avx.rs"]
 mod avx;
 #[cfg(target_arch = "x86_64")]
-pub(super) use avx::{transpose16, transpose16_with};
+pub(super) use avx::{mask8, transpose16, transpose16_with};
 
 #[cfg(test)]
 #[path = "kernel_tests.rs"]

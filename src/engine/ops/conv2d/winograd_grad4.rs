@@ -36,6 +36,8 @@
 //! 8×8×64 layers against F(2×2)'s dual's 1.04–1.10 / 0.71–0.76 / 0.73–0.78; AVX2-only
 //! 0.94 / 0.72 / 0.80 against 1.31 / 1.07 / 1.12.
 
+#[cfg(target_arch = "x86_64")]
+use super::super::kernels::mask8;
 use super::super::kernels::Kernel;
 use super::grad::{accumulate, transpose_run};
 use super::{simd, Aligned};
@@ -310,9 +312,6 @@ unsafe fn zmm_store(p: *mut f32, v: __m512, n: usize) {
     _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v)
 }
 
-/// AVX2's lane masks: `LANE_MASK[8 − l ..][..8]` has lanes `< l` set.
-const LANE_MASK: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
-
 /// As [`zmm_part`], for 8 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
@@ -321,9 +320,8 @@ unsafe fn ymm_part(v: __m256, p: *const f32, l: usize, len: usize) -> __m256 {
     if l == 0 && len == 8 {
         return _mm256_loadu_ps(p);
     }
-    let m = |k: usize| _mm256_loadu_si256(LANE_MASK.as_ptr().add(8 - k).cast());
     // lanes l .. l + len: set in the mask of l + len lanes and not in that of l
-    let keep = _mm256_andnot_si256(m(l), m(l + len));
+    let keep = _mm256_andnot_si256(mask8(l), mask8(l + len));
     let part = _mm256_maskload_ps(p.sub(l), keep);
     _mm256_blendv_ps(v, part, _mm256_castsi256_ps(keep))
 }
@@ -336,8 +334,7 @@ unsafe fn ymm_store(p: *mut f32, v: __m256, n: usize) {
     if n == 8 {
         _mm256_storeu_ps(p, v);
     } else {
-        let keep = _mm256_loadu_si256(LANE_MASK.as_ptr().add(8 - n).cast());
-        _mm256_maskstore_ps(p, keep, v);
+        _mm256_maskstore_ps(p, mask8(n), v);
     }
 }
 
@@ -475,9 +472,8 @@ unsafe fn rows_zmm(g: *const f32, (b, th, tw): (usize, usize, usize), v: *mut f3
                     _mm512_set1_ps
                 );
                 let n = (q - t).min(16);
-                let keep: u16 = if n == 16 { !0 } else { (1u16 << n) - 1 };
                 for (beta, &ob) in out.iter().enumerate() {
-                    _mm512_mask_storeu_ps(dst.add(beta * vs + t), keep, ob);
+                    zmm_store(dst.add(beta * vs + t), ob, n);
                 }
                 t += 16;
             }
@@ -537,19 +533,8 @@ unsafe fn rows_avx2(g: *const f32, (b, th, tw): (usize, usize, usize), v: *mut f
                     _mm256_set1_ps
                 );
                 let n = (q - t).min(8);
-                if n == 8 {
-                    for (beta, &ob) in out.iter().enumerate() {
-                        _mm256_storeu_ps(dst.add(beta * vs + t), ob);
-                    }
-                } else {
-                    let mut bits = [0i32; 8];
-                    for (l, bit) in bits.iter_mut().enumerate() {
-                        *bit = if l < n { -1 } else { 0 };
-                    }
-                    let keep = _mm256_loadu_si256(bits.as_ptr().cast());
-                    for (beta, &ob) in out.iter().enumerate() {
-                        _mm256_maskstore_ps(dst.add(beta * vs + t), keep, ob);
-                    }
+                for (beta, &ob) in out.iter().enumerate() {
+                    ymm_store(dst.add(beta * vs + t), ob, n);
                 }
                 t += 8;
             }
