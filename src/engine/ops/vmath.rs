@@ -84,6 +84,14 @@ pub fn zip_mut<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>, f: impl Fn(&mut T, T
     true
 }
 
+/// Whether every value is finite, in [`wide!`] vectors: no early exit inside a block
+/// of 256 values, so the test vectorizes (`Iterator::all` tests one value a cycle).
+pub fn all_finite<T: Copy + Into<f64>>(v: &[T]) -> bool {
+    wide!(v
+        .chunks(256)
+        .all(|b| b.iter().fold(true, |ok, &x| ok & x.into().is_finite())))
+}
+
 #[cfg(test)]
 thread_local! {
     static PLAIN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -260,6 +268,32 @@ mod tests {
                 (got - want).abs() / ulp
             })
             .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn all_finite_finds_each_non_finite_value() {
+        // one ∞, −∞ or NaN at each position of lengths around the 256-value blocks, in
+        // f32 and f64, on the AVX2 loops and the baseline ones
+        for len in [0, 1, 7, 255, 256, 257, 600] {
+            let base: Vec<f32> = (0..len).map(|i| i as f32 * 1e30).collect();
+            for wide_loops in [true, false] {
+                let check = |v: &[f32]| {
+                    let w: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+                    let run = || (all_finite(v), all_finite(&w));
+                    let got = if wide_loops { run() } else { plain(run) };
+                    let want = v.iter().all(|x| x.is_finite());
+                    assert_eq!(got, (want, want), "len {len}");
+                };
+                check(&base);
+                for at in 0..len {
+                    for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+                        let mut v = base.clone();
+                        v[at] = bad;
+                        check(&v);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

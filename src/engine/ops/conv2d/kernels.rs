@@ -444,7 +444,8 @@ impl Plan {
 
     /// Copies image `img` of the sources `xs` (each `[Cᵢ, N, H, W]`, ΣCᵢ = C, channels
     /// stacked in order) into the padded polyphase image `dst` (`img_len` floats). Only
-    /// interior positions are written: the border stays as zeroed at construction.
+    /// interior positions are written: the border stays as zeroed at construction. With
+    /// `k < s`, rows of the phases no tap reads are skipped.
     fn fill(&self, xs: &[&[f32]], n: usize, img: usize, dst: &mut [f32]) {
         crate::engine::ops::vmath::wide!(self.fill_rows(xs, n, img, dst),)
     }
@@ -452,7 +453,9 @@ impl Plan {
     /// [`Plan::fill`]'s loops (inlined into its AVX2 copy).
     #[inline(always)]
     fn fill_rows(&self, xs: &[&[f32]], n: usize, img: usize, dst: &mut [f32]) {
-        let Shape { c, s, p, h, w, .. } = self.sh;
+        let Shape {
+            c, k, s, p, h, w, ..
+        } = self.sh;
         let (hq, wq) = (self.hq, self.wq);
         let per = (n * h * w).max(1);
         let cs: usize = xs.iter().map(|x| x.len() / per).sum();
@@ -473,6 +476,11 @@ impl Plan {
             }
             for (r, row) in src.chunks_exact(w).enumerate() {
                 let (a, i) = ((r + p) % s, (r + p) / s);
+                // tap ki reads row phase ki mod s: with k < s, phases k.. are never read
+                // (a 1×1 stride-2 convolution reads the even rows only)
+                if a >= k {
+                    continue;
+                }
                 if s == 2 {
                     // Both planes of the row in one pass over column pairs.
                     // Column j lands in plane (a, (j + p) mod 2) at (j + p) div 2: even

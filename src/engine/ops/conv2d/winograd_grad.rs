@@ -105,7 +105,7 @@ pub(in super::super) fn weight_grad(
 fn filter_grads(m64: &[f64], (o, c, ou): (usize, usize, usize), dw: &mut [f32]) {
     let ms = c * ou;
     // (with an ∞ or NaN in M, 0 · m is NaN: every term is summed then)
-    let finite = m64.iter().all(|v| v.is_finite());
+    let finite = crate::engine::ops::vmath::all_finite(m64);
     let mut t = vec![0.0f64; 9 * o];
     for ci in 0..c {
         t.fill(0.0);

@@ -695,7 +695,7 @@ dy_kernel!(
 /// (each converted exactly, so the same values).
 fn filter_grads<T: Copy + Into<f64>>(m64: &[T], (o, c, ou): (usize, usize, usize), dw: &mut [f32]) {
     let ms = c * ou;
-    let finite = m64.iter().all(|&v| v.into().is_finite());
+    let finite = crate::engine::ops::vmath::all_finite(m64);
     let (mut nb, mut t) = (vec![0.0f64; 18 * o], vec![0.0f64; 9 * o]);
     for ci in 0..c {
         nb.fill(0.0);
