@@ -618,18 +618,58 @@ impl DirectConv {
         img: usize,
         y: &mut [MaybeUninit<f32>],
     ) -> usize {
+        let m = self.fill(xs, n, img);
+        let cols = n * self.plan.hw_out;
+        self.run_filled(&self.xpad, m, (cols, img * self.plan.hw_out), y);
+        m
+    }
+
+    /// Images per [`DirectConv::fill`].
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The padded images of the last [`DirectConv::fill`].
+    pub fn scratch(&self) -> &[f32] {
+        &self.xpad
+    }
+
+    /// The padded copies of images `img..img + m` of the sources (as [`DirectConv::images`]
+    /// reads them), `m` = min(batch, N − img), returned; [`DirectConv::run_filled`] then
+    /// computes their outputs, with this convolution's weights or another's of the same
+    /// shape (what [`DirectConv::images`] does in one call).
+    pub fn fill(&mut self, xs: &[&[f32]], n: usize, img: usize) -> usize {
         let plan = &self.plan;
-        let o = plan.sh.o;
-        let cols = n * plan.hw_out;
-        assert!(y.len() >= o * cols, "direct conv: output size");
         let m = self.batch.min(n - img);
         for (j, slot) in self.xpad.chunks_exact_mut(plan.img_len).take(m).enumerate() {
             plan.fill(xs, n, img + j, slot);
         }
+        m
+    }
+
+    /// The outputs of the first `m` padded images of `xpad` (a [`DirectConv::fill`] of this
+    /// convolution or of one of the same `Shape`): `y [O, cols]` from column `out0` on,
+    /// image `j`'s at `out0 + j·Ho·Wo`.
+    pub fn run_filled(
+        &self,
+        xpad: &[f32],
+        m: usize,
+        (cols, out0): (usize, usize),
+        y: &mut [MaybeUninit<f32>],
+    ) {
+        let plan = &self.plan;
+        let o = plan.sh.o;
+        assert!(
+            m <= self.batch && xpad.len() == self.xpad.len(),
+            "direct conv: scratch"
+        );
+        assert!(
+            o == 0 || y.len() >= (o - 1) * cols + out0 + m * plan.hw_out,
+            "direct conv: output size"
+        );
         let kk = plan.offs.len();
-        let out0 = img * plan.hw_out;
         let (mr, nv) = plan.kernel.tile();
-        let xp = &self.xpad[..];
+        let xp = xpad;
         for group in self.bvecs[..m * plan.vecs.len()].chunks(nv) {
             for t in 0..o.div_ceil(mr) {
                 let rows = (o - t * mr).min(mr);
@@ -637,7 +677,8 @@ impl DirectConv {
                 let yt = &mut y[t * mr * cols + out0..];
                 let a = (plan, xp, group, wt, yt, cols, rows);
                 // SAFETY (for the SIMD kernels, which exist only where detected): reads lie
-                // in `xpad` (checked above) and `wt` (kk·mr floats); writes go to rows <
+                // in `xpad` (its length is this scratch's, which `Plan::check` covered at
+                // construction) and `wt` (kk·mr floats); writes go to rows <
                 // `rows` of `yt` at `ob..ob + lanes`, inside y (asserted above).
                 match (plan.kernel, group.len(), plan.split) {
                     #[cfg(target_arch = "x86_64")]
@@ -668,7 +709,6 @@ impl DirectConv {
                 }
             }
         }
-        m
     }
 }
 
