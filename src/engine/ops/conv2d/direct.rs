@@ -138,7 +138,13 @@ impl<'c> Plan<'c> {
                     }
                 }
                 let offs: Vec<(usize, usize)> = taps.iter().map(|&(_, d)| d).collect();
-                DirectConv::with_taps(kernel, sh, &offs, &wts)
+                let d = DirectConv::with_taps(kernel, sh, &offs, &wts);
+                // the phases run on phase (0, 0)'s padded copies
+                if ab == 0 {
+                    d
+                } else {
+                    d.without_scratch()
+                }
             })
             .collect();
         // each group of images' padded dy is copied once for the four phases, whose

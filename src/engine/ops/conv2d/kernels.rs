@@ -634,6 +634,13 @@ impl DirectConv {
         &self.xpad
     }
 
+    /// Frees the padded-image scratch of a convolution that only runs on another's
+    /// ([`DirectConv::run_filled`]); its own [`DirectConv::fill`] must not be called after.
+    pub fn without_scratch(mut self) -> Self {
+        self.xpad = Vec::new();
+        self
+    }
+
     /// The padded copies of images `img..img + m` of the sources (as [`DirectConv::images`]
     /// reads them), `m` = min(batch, N − img), returned; [`DirectConv::run_filled`] then
     /// computes their outputs, with this convolution's weights or another's of the same
@@ -641,6 +648,7 @@ impl DirectConv {
     pub fn fill(&mut self, xs: &[&[f32]], n: usize, img: usize) -> usize {
         let plan = &self.plan;
         let m = self.batch.min(n - img);
+        assert!(!self.xpad.is_empty(), "direct conv: fill without scratch");
         for (j, slot) in self.xpad.chunks_exact_mut(plan.img_len).take(m).enumerate() {
             plan.fill(xs, n, img + j, slot);
         }
@@ -659,10 +667,9 @@ impl DirectConv {
     ) {
         let plan = &self.plan;
         let o = plan.sh.o;
-        assert!(
-            m <= self.batch && xpad.len() == self.xpad.len(),
-            "direct conv: scratch"
-        );
+        // the length `Plan::check` covered at construction
+        let len = self.batch * plan.img_len + WIDE;
+        assert!(m <= self.batch && xpad.len() == len, "direct conv: scratch");
         assert!(
             o == 0 || y.len() >= (o - 1) * cols + out0 + m * plan.hw_out,
             "direct conv: output size"
@@ -677,8 +684,8 @@ impl DirectConv {
                 let yt = &mut y[t * mr * cols + out0..];
                 let a = (plan, xp, group, wt, yt, cols, rows);
                 // SAFETY (for the SIMD kernels, which exist only where detected): reads lie
-                // in `xpad` (its length is this scratch's, which `Plan::check` covered at
-                // construction) and `wt` (kk·mr floats); writes go to rows <
+                // in `xpad` (its length is the one `Plan::check` covered at construction)
+                // and `wt` (kk·mr floats); writes go to rows <
                 // `rows` of `yt` at `ob..ob + lanes`, inside y (asserted above).
                 match (plan.kernel, group.len(), plan.split) {
                     #[cfg(target_arch = "x86_64")]
