@@ -670,8 +670,10 @@ impl DirectConv {
         // the length `Plan::check` covered at construction
         let len = self.batch * plan.img_len + WIDE;
         assert!(m <= self.batch && xpad.len() == len, "direct conv: scratch");
+        // each channel's outputs of the `m` images inside its row of `cols`, all rows in y
+        let span = out0 + m * plan.hw_out;
         assert!(
-            o == 0 || y.len() >= (o - 1) * cols + out0 + m * plan.hw_out,
+            span <= cols && (o == 0 || y.len() >= (o - 1) * cols + span),
             "direct conv: output size"
         );
         let kk = plan.offs.len();
