@@ -501,12 +501,8 @@ pub fn max<T: Scalar>(a: &[T]) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A written slice as one to write (what `grads_relu` passes: its spare capacity).
-    fn uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-        // SAFETY: the same memory; the callee only writes initialized values.
-        unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
-    }
+    // a written slice as one to write (what `grads_relu` passes: its spare capacity)
+    use crate::engine::ops::vmath::uninit;
 
     #[test]
     fn reductions_match_plain_folds() {

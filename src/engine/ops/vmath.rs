@@ -92,6 +92,13 @@ pub fn all_finite<T: Copy + Into<f64>>(v: &[T]) -> bool {
         .all(|b| b.iter().fold(true, |ok, &x| ok & x.into().is_finite())))
 }
 
+/// Initialized floats as an output to write (kernels that take `MaybeUninit` outputs
+/// and write only initialized values).
+pub(crate) fn uninit(y: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
+    // SAFETY: same layout; what is written through the result is initialized.
+    unsafe { &mut *(y as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) }
+}
+
 #[cfg(test)]
 thread_local! {
     static PLAIN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

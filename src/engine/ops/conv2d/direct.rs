@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use super::kernels::{weight_grad, DirectConv, Kernel, Shape};
 use super::winograd::{self, Winograd, Winograd4};
 use super::Plan;
+use crate::engine::ops::vmath::uninit;
 use crate::engine::ops::ChannelAffine;
 use crate::engine::Scalar;
 
@@ -156,10 +157,7 @@ impl<'c> Plan<'c> {
             let m = convs[0].fill(&srcs, n, img);
             let xpad = convs[0].scratch();
             for (d, y) in convs.iter().zip(ph.chunks_exact_mut(c * cols)) {
-                // SAFETY: MaybeUninit<f32> has f32's layout; `run_filled` writes only
-                // initialized values.
-                let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
-                d.run_filled(xpad, m, (cols, 0), y);
+                d.run_filled(xpad, m, (cols, 0), uninit(y));
             }
             for cc in 0..c {
                 for j in 0..m {

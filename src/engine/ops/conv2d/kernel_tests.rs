@@ -2,6 +2,7 @@
 
 use super::grad::Grad;
 use super::*;
+use crate::engine::ops::vmath::uninit;
 
 /// Straight six-loop convolution in f64 as the oracle.
 fn naive(x: &[f32], n: usize, sh: Shape, wts: &[f32]) -> Vec<f64> {
@@ -267,12 +268,6 @@ fn weight_grad_matches_naive_sums() {
             }
         }
     }
-}
-
-/// Initialized floats as the kernels' output type (they only write).
-fn uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: same layout; the kernels store only initialized values.
-    unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 #[test]
