@@ -731,7 +731,7 @@ impl Graph {
         let last = self.last_use();
         // what nodes fused into a reader's step send back when their own turn comes
         let mut sent: Vec<(usize, Vec<Option<ArrayD<T>>>)> = Vec::new();
-        self.route_back(gz, |j, gy| {
+        self.route_back(gz, |j, gy, before| {
             if let Some(k) = sent.iter().position(|(i, _)| *i == j) {
                 return Some(sent.swap_remove(k).1);
             }
@@ -774,7 +774,8 @@ impl Graph {
                 // without a copy where the backward pass only reads it), and that the node
                 // was reached at all
                 Some(keep) if node.op.r_backward_reads_gy() => {
-                    match node.op.backward_ref(&a, c, &gy) {
+                    let grads = node.op.backward_adding(&a, c, &gy, before);
+                    match grads.or_else(|| node.op.backward_ref(&a, c, &gy)) {
                         Some(grads) => {
                             keep[j] = Some(gy);
                             grads
@@ -789,7 +790,10 @@ impl Graph {
                     keep[j] = Some(empty());
                     node.op.backward(&a, c, gy)
                 }
-                None => node.op.backward(&a, c, gy),
+                None => match node.op.backward_adding(&a, c, &gy, before) {
+                    Some(grads) => grads,
+                    None => node.op.backward(&a, c, gy),
+                },
             };
             if let Some(out) = grad.as_mut() {
                 self.add_params(out, node, &grads);
@@ -813,7 +817,7 @@ impl Graph {
         mut hv: ArrayViewMut1<T>,
     ) {
         let tape = &state.tape;
-        self.route_back(rgz, |j, rgy| {
+        self.route_back(rgz, |j, rgy, _| {
             let node = &self.nodes[j];
             let gy = state.g[j].as_ref()?;
             let rgy = rgy.unwrap_or_else(|| ArrayD::zeros(tape.values[tape.y_at[j]].raw_dim()));
@@ -829,19 +833,36 @@ impl Graph {
     }
 
     /// The routing both reverse passes share: from the seed at the last node to node 1,
-    /// `step(j, slot)` gets node j's slot (the sum of what its readers sent back, in the
-    /// order they sent it; `None` if nothing) and returns what j sends to each input, or
-    /// `None` to skip the node. Node 0, the batch, gets nothing.
+    /// `step(j, slot, before)` gets node j's slot (the sum of what its readers sent back,
+    /// in the order they sent it; `None` if nothing) and returns what j sends to each
+    /// input, or `None` to skip the node. Node 0, the batch, gets nothing. For a node of
+    /// one input, `before` holds that input's slot so far: a step may take it and send
+    /// back the sum itself (`before + dx`, the bits of the addition here), else it is
+    /// added here.
+    #[allow(clippy::type_complexity)]
     fn route_back<T: Scalar>(
         &self,
         seed: ArrayD<T>,
-        mut step: impl FnMut(usize, Option<ArrayD<T>>) -> Option<Vec<Option<ArrayD<T>>>>,
+        mut step: impl FnMut(
+            usize,
+            Option<ArrayD<T>>,
+            &mut Option<ArrayD<T>>,
+        ) -> Option<Vec<Option<ArrayD<T>>>>,
     ) {
         let n = self.nodes.len();
         let mut g: Vec<Option<ArrayD<T>>> = (0..n).map(|_| None).collect();
         g[n - 1] = Some(seed);
         for j in (1..n).rev() {
-            let Some(dx) = step(j, g[j].take()) else {
+            let only = match self.nodes[j].inputs[..] {
+                [i] if i != 0 && fusing() => Some(i),
+                _ => None,
+            };
+            let mut before = only.and_then(|i| g[i].take());
+            let dx = step(j, g[j].take(), &mut before);
+            if let (Some(i), Some(b)) = (only, before) {
+                g[i] = Some(b);
+            }
+            let Some(dx) = dx else {
                 continue;
             };
             for (&i, d) in self.nodes[j].inputs.iter().zip(dx) {

@@ -204,6 +204,18 @@ macro_rules! ops {
                 }
             }
 
+            pub(crate) fn backward_adding<T: Scalar>(
+                &self,
+                a: &Taped<T>,
+                c: &Erased,
+                gy: &ArrayD<T>,
+                acc: &mut Option<ArrayD<T>>,
+            ) -> Option<Grads<T>> {
+                match self {
+                    $($pat => { let op = $op; op.backward_adding(a, cache::<_, T>(op, c), gy, acc) })*
+                }
+            }
+
             #[allow(clippy::type_complexity)]
             pub(crate) fn backward_relu<T: Scalar>(
                 &self,

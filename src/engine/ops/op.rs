@@ -293,6 +293,22 @@ pub trait EngineOp {
         None
     }
 
+    /// [`EngineOp::backward_ref`] that may fold `acc` — what the other readers of input 0
+    /// sent back before, laid out as that input — into input 0's gradient: where the op
+    /// takes `acc`, `dx[0]` is `acc + dx` with the bits of the separate sum
+    /// ([`add_assign`](super::add_assign)), without its pass over memory; where it leaves
+    /// `acc`, the caller adds it. `None` where the op has no such pass (the caller then runs
+    /// [`EngineOp::backward`]).
+    fn backward_adding<T: Scalar>(
+        &self,
+        _a: &Taped<T>,
+        _c: &Self::Cache<T>,
+        _gy: &ArrayD<T>,
+        _acc: &mut Option<ArrayD<T>>,
+    ) -> Option<Grads<T>> {
+        None
+    }
+
     /// The backward pass of this node through the ReLU that is its only reader, in one
     /// pass over memory: `y` is the ReLU's output and `gy` dL/d(ReLU output); the node's
     /// grads for `gy ⊙ [y > 0]` with the bits of the two separate passes, and that masked

@@ -46,7 +46,15 @@ impl<'c> Plan<'c> {
     ) -> Option<Vec<T>> {
         let (c, g) = (self.conv, &self.g);
         let dims = [g.n, g.h, g.w];
-        self.direct_sum(c.out_channels, c.stride, c.padding, dims, terms, after)
+        self.direct_sum(
+            c.out_channels,
+            c.stride,
+            c.padding,
+            dims,
+            terms,
+            None,
+            after,
+        )
     }
 
     /// The transposed convolutions of the reverse passes, `dx = Wᵀ ⋆ dy` summed over the
@@ -54,12 +62,18 @@ impl<'c> Plan<'c> {
     /// convolution with padding p is the convolution with the flipped, transposed kernel
     /// `W'[c, o, i, j] = W[o, c, k−1−i, k−1−j]` and padding k−1−p; stride 2 by phases
     /// ([`Plan::dx_phases`]). `None` where it does not apply (the caller then folds GEMM
-    /// columns back with col2im).
-    pub(super) fn dx_direct<T: Scalar>(&self, terms: &[(&[T], &[T])]) -> Option<Vec<T>> {
+    /// columns back with col2im). With `add` (laid out as dx), stride 1 returns `add + dx`,
+    /// each image's sums added as they are stored (the bits of adding them afterwards),
+    /// and says so.
+    pub(super) fn dx_direct<T: Scalar>(
+        &self,
+        terms: &[(&[T], &[T])],
+        add: Option<&[T]>,
+    ) -> Option<(Vec<T>, bool)> {
         let (conv, g) = (self.conv, &self.g);
         let (o, c, k, p) = (conv.out_channels, g.c, conv.kernel, conv.padding);
         if conv.stride == 2 {
-            return self.dx_phases(terms);
+            return self.dx_phases(terms).map(|dx| (dx, false));
         }
         if conv.stride != 1 || p + 1 > k {
             return None;
@@ -73,7 +87,9 @@ impl<'c> Plan<'c> {
             .zip(terms)
             .map(|(wf, &(_, dy))| (&wf[..], dy))
             .collect();
-        self.direct_sum(c, 1, k - 1 - p, [g.n, g.ho, g.wo], &terms, |_, _, _| {})
+        let dims = [g.n, g.ho, g.wo];
+        let dx = self.direct_sum(c, 1, k - 1 - p, dims, &terms, add, |_, _, _| {})?;
+        Some((dx, add.is_some()))
     }
 
     /// [`Plan::dx_direct`] for stride 2 — ResNet's downsampling 3×3 with padding 1, on even
@@ -224,7 +240,11 @@ impl<'c> Plan<'c> {
     /// `after(channel, offset, outputs)` on each channel's outputs of an image as it
     /// completes (`offset`: where they lie in the result), or
     /// `None` unless the plan has a direct kernel (f32) that applies. The direct kernels
-    /// write into fresh memory (no zeroing pass over y).
+    /// write into fresh memory (no zeroing pass over y). With `add` (laid out as the
+    /// result), each output is `add + sum`, added before `after` sees it: by Winograd's
+    /// output transform as it stores the sums (an epilogue of identity and the residual
+    /// term), else on each image's outputs while in cache.
+    #[allow(clippy::too_many_arguments)]
     fn direct_sum<T: Scalar>(
         &self,
         out: usize,
@@ -232,6 +252,7 @@ impl<'c> Plan<'c> {
         p: usize,
         dims: [usize; 3],
         terms: &[(&[T], &[T])],
+        add: Option<&[T]>,
         mut after: impl FnMut(usize, usize, &mut [T]),
     ) -> Option<Vec<T>> {
         let [n, h, w] = dims;
@@ -268,13 +289,27 @@ impl<'c> Plan<'c> {
         sh.c = c;
         let srcs: Vec<&[f32]> = terms.iter().map(|&(_, x)| f32s(x)).collect();
         let (len, hw) = (out * n * ho * wo, ho * wo);
+        assert!(add.is_none_or(|a| a.len() == len), "direct conv: sum added");
         if wino {
-            // the forward's epilogue in the output transform (then not as `after`)
-            let epi = self.fused;
+            // the forward's epilogue in the output transform (then not as `after`), or
+            // the term added: the identity (x − 0)·1·1 + (−0), exact for every x and both
+            // zeros, then + add
+            assert!(
+                add.is_none() || self.fused.is_none(),
+                "direct conv: two epilogues"
+            );
+            let identity = vec![[0.0f32, 1.0, 1.0, -0.0]; if add.is_some() { out } else { 0 }];
+            let adding = add.map(|a| winograd::Epi {
+                channels: &identity,
+                relu: false,
+                residual: Some(f32s(a)),
+            });
+            let fused = self.fused.is_some();
+            let epi = self.fused.or(adding);
             let mut y: Vec<T> = Vec::with_capacity(len);
             let spare = &mut f32s_uninit(y.spare_capacity_mut())[..len];
             let after = |y32: &mut [MaybeUninit<f32>], img: usize| {
-                if epi.is_some() {
+                if fused {
                     return;
                 }
                 for ch in 0..out {
@@ -308,9 +343,13 @@ impl<'c> Plan<'c> {
                     let row = &mut spare[off..][..hw];
                     // SAFETY: `images` wrote every output of image `img`, so this row is
                     // initialized; f32 and MaybeUninit<f32> share their layout.
-                    after(ch, off, unsafe {
-                        &mut *(row as *mut [MaybeUninit<f32>] as *mut [T])
-                    });
+                    let row = unsafe { &mut *(row as *mut [MaybeUninit<f32>] as *mut [T]) };
+                    if let Some(add) = add {
+                        for (v, &a) in row.iter_mut().zip(&add[off..][..hw]) {
+                            *v = a + *v;
+                        }
+                    }
+                    after(ch, off, row);
                 }
             }
             img0 += m;

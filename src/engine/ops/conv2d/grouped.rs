@@ -133,7 +133,7 @@ impl Conv2d {
         let (mut dx, mut dw, mut db) = (vec![], vec![], vec![]);
         for g in 0..self.groups {
             let (xg, wg, gyg) = (part(x, g, ci), part_view(w, g, co), part(gy, g, co));
-            let (a, b, c) = plan.backward(&xg, &wg, &gyg, need_dx, want_dw);
+            let (a, b, c) = plan.backward(&xg, &wg, &gyg, (need_dx, want_dw), &mut None);
             dx.push(a);
             dw.push(b);
             db.push(c);

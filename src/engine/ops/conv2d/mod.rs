@@ -249,13 +249,25 @@ impl EngineOp for Conv2d {
         self.backward_ref(a, c, &gy).expect("conv reads dy only")
     }
 
-    fn backward_ref<T: Scalar>(&self, a: &Taped<T>, _c: &(), gy: &ArrayD<T>) -> Option<Grads<T>> {
+    fn backward_ref<T: Scalar>(&self, a: &Taped<T>, c: &(), gy: &ArrayD<T>) -> Option<Grads<T>> {
+        self.backward_adding(a, c, gy, &mut None)
+    }
+
+    /// Takes `acc` where dx runs the direct kernels or Winograd (stride 1, f32): the
+    /// sums are added as each image's outputs are stored.
+    fn backward_adding<T: Scalar>(
+        &self,
+        a: &Taped<T>,
+        _c: &(),
+        gy: &ArrayD<T>,
+        acc: &mut Option<ArrayD<T>>,
+    ) -> Option<Grads<T>> {
         let (x, w, need_dx) = (a.x[0], &a.p[0], a.need_dx(0));
         let (dx, dw, db) = if self.groups != 1 {
             self.grouped_backward(a.options, x, w, gy, need_dx, a.want_dp)
         } else {
             let plan = self.plan::<T>(a.options, shape4(x.shape()));
-            plan.backward(x, w, gy, need_dx, a.want_dp)
+            plan.backward(x, w, gy, (need_dx, a.want_dp), acc)
         };
         Some(Grads {
             dx: vec![dx],
@@ -387,24 +399,38 @@ impl Plan<'_> {
         self.finish_output(y, b)
     }
 
-    /// dx (when `need_dx`), dW and db (when `want_dw`). `x` is the layer input.
+    /// dx (when `need_dx`), dW and db (when `want_dw`). `x` is the layer input. Where dx
+    /// takes the stride-1 direct kernels or Winograd (see [`Plan::dx_direct`]) and `acc`
+    /// (laid out as x) is given, dx is `acc + dx`, added as the outputs are stored (the
+    /// bits of adding afterwards), and `acc` is taken.
     #[allow(clippy::type_complexity)]
     fn backward<T: Scalar>(
         &self,
         x: &ArrayD<T>,
         w: &ArrayViewD<T>,
         gy: &ArrayD<T>,
-        need_dx: bool,
-        want_dw: bool,
+        (need_dx, want_dw): (bool, bool),
+        acc: &mut Option<ArrayD<T>>,
     ) -> (Option<ArrayD<T>>, Option<ArrayD<T>>, Option<ArrayD<T>>) {
         let (g, o) = (&self.g, self.conv.out_channels);
         let (xs, ws, gys) = (self.input(x), self.weights(w), self.output(gy));
         let mut dw = vec![T::zero(); if want_dw { o * g.kk } else { 0 }];
         // without dW, the sweep below only unfolds what dx needs
         let direct_dw = !want_dw || self.dw_direct(&[(&gys[..], &xs[..])], &mut dw);
+        // the sum to add into dx, where it covers dx in standard layout
+        let add = acc
+            .as_ref()
+            .filter(|a| a.shape() == x.shape())
+            .and_then(|a| a.as_slice());
         let direct_dx = need_dx
-            .then(|| self.dx_direct(&[(&ws[..], &gys[..])]))
-            .flatten();
+            .then(|| self.dx_direct(&[(&ws[..], &gys[..])], add))
+            .flatten()
+            .map(|(dx, added)| {
+                if added {
+                    *acc = None;
+                }
+                dx
+            });
         let need_dx = need_dx && direct_dx.is_none();
         let mut dx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut buf = self.block_buf(usize::from(!direct_dw));
@@ -514,8 +540,9 @@ impl Plan<'_> {
         let direct_dw = self.dw_direct(&rdw_terms, &mut rdw);
         // R{dx} = W'⋆R{dy} + V'⋆dy by the direct kernel where it applies.
         let direct_dx = need_dx
-            .then(|| self.dx_direct(&[(&ws[..], &rgys[..]), (&vs[..], &gys[..])]))
-            .flatten();
+            .then(|| self.dx_direct(&[(&ws[..], &rgys[..]), (&vs[..], &gys[..])], None))
+            .flatten()
+            .map(|(rdx, _)| rdx);
         let need_dx = need_dx && direct_dx.is_none();
         let mut rdx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut buf = self.block_buf(usize::from(!direct_dw));

@@ -228,15 +228,15 @@ fn blocked_passes_match_unblocked_reference() {
             &y0,
             &format!("y+b {tag}"),
         );
-        let (dx, dw, db) = pb.backward(&x, &wv, &gy, true, true);
+        let (dx, dw, db) = pb.backward(&x, &wv, &gy, (true, true), &mut None);
         close(&dx.unwrap(), &dx0, &format!("dx {tag}"));
         close(&dw.unwrap(), &dw0, &format!("dw {tag}"));
         close(&db.unwrap(), &db_ref(&gy), &tag);
-        let (nodx, dw2, _) = pb.backward(&x, &wv, &gy, false, true);
+        let (nodx, dw2, _) = pb.backward(&x, &wv, &gy, (false, true), &mut None);
         assert!(nodx.is_none());
         close(&dw2.unwrap(), &dw0, &format!("dw (no dx) {tag}"));
         // dx alone (the reverse pass of an HVP's θ-only half): no dW, no db
-        let (dx3, nodw, nodb) = pb.backward(&x, &wv, &gy, true, false);
+        let (dx3, nodw, nodb) = pb.backward(&x, &wv, &gy, (true, false), &mut None);
         assert!(nodw.is_none() && nodb.is_none());
         close(&dx3.unwrap(), &dx0, &format!("dx (no dW) {tag}"));
         let ry = pb.r_forward(&x, &wv, &vv, None, Some(&rx));
@@ -408,9 +408,29 @@ fn f32_passes_match_f64_reference() {
             assert_eq!(yf, y, "fused and plain forward differ: {tag}");
             let ry = pl.r_forward(&x, &wv, &vv, None, Some(&rx));
             close32(&ry, &ry0, &format!("ry {tag}"));
-            let (dx, dw, _) = pl.backward(&x, &wv, &gy, true, true);
-            close32(&dx.unwrap(), &dx0, &format!("dx {tag}"));
+            let (dx, dw, _) = pl.backward(&x, &wv, &gy, (true, true), &mut None);
+            let dx = dx.unwrap();
+            close32(&dx, &dx0, &format!("dx {tag}"));
             close32(&dw.unwrap(), &dw0, &format!("dw {tag}"));
+            // with the sum the graph's other readers sent back: taken where dx runs the
+            // direct kernels or Winograd at stride 1, and then added as each output is
+            // stored, with the bits of the addition after (zeros of either sign too)
+            let acc0 = x.mapv(|t| if t < 0.0 { -0.0 } else { t * 0.5 - 0.125 });
+            let mut acc = Some(acc0.clone());
+            let (dxa, dwa, _) = pl.backward(&x, &wv, &gy, (true, false), &mut acc);
+            assert!(dwa.is_none(), "{tag}");
+            let dxa = dxa.unwrap();
+            let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+            let taken = acc.is_none();
+            match acc {
+                None => assert_eq!(bits(&dxa), bits(&(&acc0 + &dx)), "dx + sum {tag}"),
+                Some(a) => {
+                    assert_eq!(bits(&a), bits(&acc0), "{tag}");
+                    assert_eq!(bits(&dxa), bits(&dx), "dx, sum left {tag}");
+                }
+            }
+            let direct = opts.conv != ConvAlgorithm::Im2col && k > p;
+            assert_eq!(st == 1 && direct, taken, "sum taken {tag}");
             let (rdx, rdw, _) = pl.r_backward(&x, Some(&rx), (&wv, &vv, &gy, &rgy), true);
             close32(&rdx.unwrap(), &rdx0, &format!("rdx {tag}"));
             close32(&rdw, &rdw0, &format!("rdw {tag}"));
