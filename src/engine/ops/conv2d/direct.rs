@@ -62,9 +62,9 @@ impl<'c> Plan<'c> {
     /// convolution with padding p is the convolution with the flipped, transposed kernel
     /// `W'[c, o, i, j] = W[o, c, k−1−i, k−1−j]` and padding k−1−p; stride 2 by phases
     /// ([`Plan::dx_phases`]). `None` where it does not apply (the caller then folds GEMM
-    /// columns back with col2im). With `add` (laid out as dx), stride 1 returns `add + dx`,
-    /// each image's sums added as they are stored (the bits of adding them afterwards),
-    /// and says so.
+    /// columns back with col2im). With `add` (laid out as dx), returns `add + dx`, each
+    /// image's sums added as they are stored (the bits of adding them afterwards), and
+    /// says so.
     pub(super) fn dx_direct<T: Scalar>(
         &self,
         terms: &[(&[T], &[T])],
@@ -73,7 +73,7 @@ impl<'c> Plan<'c> {
         let (conv, g) = (self.conv, &self.g);
         let (o, c, k, p) = (conv.out_channels, g.c, conv.kernel, conv.padding);
         if conv.stride == 2 {
-            return self.dx_phases(terms).map(|dx| (dx, false));
+            return self.dx_phases(terms, add).map(|dx| (dx, add.is_some()));
         }
         if conv.stride != 1 || p + 1 > k {
             return None;
@@ -103,8 +103,9 @@ impl<'c> Plan<'c> {
     /// for the four phases, whose outputs are interleaved while in cache (about 0.85× and
     /// 0.9× the time of a copy and a whole-batch pass per phase, in ResNet-20's gradient).
     /// The 1×1 stride-2 shortcut stays on col2im (three of its four phases are zero; by
-    /// phases it took 1.1× as long). `None` where it does not apply.
-    fn dx_phases<T: Scalar>(&self, terms: &[(&[T], &[T])]) -> Option<Vec<T>> {
+    /// phases it took 1.1× as long). With `add` (laid out as dx), `add + dx`, each row
+    /// added as it is interleaved. `None` where it does not apply.
+    fn dx_phases<T: Scalar>(&self, terms: &[(&[T], &[T])], add: Option<&[T]>) -> Option<Vec<T>> {
         let (conv, g) = (self.conv, &self.g);
         let (o, c, k, p) = (conv.out_channels, g.c, conv.kernel, conv.padding);
         let even = g.h == 2 * g.ho && g.w == 2 * g.wo;
@@ -126,6 +127,11 @@ impl<'c> Plan<'c> {
             w: wo,
         };
         let len = c * n * h * w;
+        assert!(
+            add.is_none_or(|a| a.len() == len),
+            "dx by phases: sum added"
+        );
+        let add = add.map(f32s);
         let mut dx: Vec<T> = Vec::with_capacity(len);
         let out = &mut f32s_uninit(dx.spare_capacity_mut())[..len];
         // the shift of dy's row (column) for dx's row (column) parity t and kernel row q
@@ -181,12 +187,15 @@ impl<'c> Plan<'c> {
                         let row = |ab: usize| &ph[(ab * c + cc) * cols + j * hw + i * wo..][..wo];
                         for a in 0..2 {
                             let dst = ((cc * n + img + j) * h + 2 * i + a) * w;
-                            winograd::interleave(
-                                kernel,
-                                row(2 * a),
-                                row(2 * a + 1),
-                                &mut out[dst..][..w],
-                            );
+                            let line = &mut out[dst..][..w];
+                            winograd::interleave(kernel, row(2 * a), row(2 * a + 1), line);
+                            if let Some(add) = add {
+                                // SAFETY: `interleave` wrote all w columns of the line.
+                                let line = unsafe { &mut *(line as *mut [_] as *mut [f32]) };
+                                for (v, &s) in line.iter_mut().zip(&add[dst..][..w]) {
+                                    *v += s;
+                                }
+                            }
                         }
                     }
                 }

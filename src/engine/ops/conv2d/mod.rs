@@ -253,8 +253,8 @@ impl EngineOp for Conv2d {
         self.backward_adding(a, c, gy, &mut None)
     }
 
-    /// Takes `acc` where dx runs the direct kernels or Winograd (stride 1, f32): the
-    /// sums are added as each image's outputs are stored.
+    /// Takes `acc` where dx runs the direct kernels or Winograd (f32; stride 1, and 3×3
+    /// stride 2 by phases): the sums are added as each image's outputs are stored.
     fn backward_adding<T: Scalar>(
         &self,
         a: &Taped<T>,
@@ -400,7 +400,7 @@ impl Plan<'_> {
     }
 
     /// dx (when `need_dx`), dW and db (when `want_dw`). `x` is the layer input. Where dx
-    /// takes the stride-1 direct kernels or Winograd (see [`Plan::dx_direct`]) and `acc`
+    /// takes the direct kernels or Winograd (see [`Plan::dx_direct`]) and `acc`
     /// (laid out as x) is given, dx is `acc + dx`, added as the outputs are stored (the
     /// bits of adding afterwards), and `acc` is taken.
     #[allow(clippy::type_complexity)]
