@@ -296,7 +296,7 @@ pub trait EngineOp {
     /// [`EngineOp::backward_ref`] that may fold `acc` — what the other readers of input 0
     /// sent back before, laid out as that input — into input 0's gradient: where the op
     /// takes `acc`, `dx[0]` is `acc + dx` with the bits of the separate sum
-    /// ([`add_assign`](super::add_assign)), without its pass over memory; where it leaves
+    /// (the graph's `add_assign`), without its pass over memory; where it leaves
     /// `acc`, the caller adds it. `None` where the op has no such pass (the caller then runs
     /// [`EngineOp::backward`]).
     fn backward_adding<T: Scalar>(
