@@ -84,6 +84,14 @@ pub fn zip_mut<T: Scalar>(a: &mut ArrayD<T>, b: &ArrayD<T>, f: impl Fn(&mut T, T
     true
 }
 
+/// `a += b` element by element, in [`wide!`] vectors (`b` at least as long as `a`): the
+/// bits of [`zip_mut`]'s sum, for rows of contiguous arrays.
+#[inline(always)]
+pub fn add_into<T: Scalar>(a: &mut [T], b: &[T]) {
+    let b = &b[..a.len()];
+    wide!(a.iter_mut().zip(b).for_each(|(u, &w)| *u += w),);
+}
+
 /// Whether every value is finite, in [`wide!`] vectors: no early exit inside a block
 /// of 256 values, so the test vectorizes (`Iterator::all` tests one value a cycle).
 pub fn all_finite<T: Copy + Into<f64>>(v: &[T]) -> bool {

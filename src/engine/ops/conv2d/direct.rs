@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use super::kernels::{weight_grad, DirectConv, Kernel, Shape};
 use super::winograd::{self, Winograd, Winograd4};
 use super::Plan;
-use crate::engine::ops::vmath::uninit;
+use crate::engine::ops::vmath::{add_into, uninit};
 use crate::engine::ops::ChannelAffine;
 use crate::engine::Scalar;
 
@@ -192,9 +192,7 @@ impl<'c> Plan<'c> {
                             if let Some(add) = add {
                                 // SAFETY: `interleave` wrote all w columns of the line.
                                 let line = unsafe { &mut *(line as *mut [_] as *mut [f32]) };
-                                for (v, &s) in line.iter_mut().zip(&add[dst..][..w]) {
-                                    *v += s;
-                                }
+                                add_into(line, &add[dst..]);
                             }
                         }
                     }
@@ -354,9 +352,7 @@ impl<'c> Plan<'c> {
                     // initialized; f32 and MaybeUninit<f32> share their layout.
                     let row = unsafe { &mut *(row as *mut [MaybeUninit<f32>] as *mut [T]) };
                     if let Some(add) = add {
-                        for (v, &a) in row.iter_mut().zip(&add[off..][..hw]) {
-                            *v = a + *v;
-                        }
+                        add_into(row, &add[off..]);
                     }
                     after(ch, off, row);
                 }
