@@ -2,7 +2,7 @@
 //! shared by the command line, analysis specs and file attributes.
 //!
 //! The rule: such an enum is declared once, in the library module it belongs to, with the
-//! [`choice!`] macro, which gives it its names (kebab-case, as typed on the command line and
+//! `choice!` macro, which gives it its names (kebab-case, as typed on the command line and
 //! in specs, and written to files), a one-line help per value, `Display` and a
 //! case-insensitive `FromStr`. The library never imports the argument parser:
 //! `src/cli/choices.rs` turns every [`Choice`] into a `ValueEnum` in one line each, so

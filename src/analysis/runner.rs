@@ -215,7 +215,7 @@ fn model_file(m: &super::spec::ModelSpec, label: &str, out_dir: &Path) -> PathBu
 }
 
 /// Runs every step of `a` into `outputs_root/<name>/`: trains the models given by `arch`,
-/// then runs the spec's steps (see [`Step`]) on each model in turn.
+/// then runs the spec's steps (see `Step`) on each model in turn.
 ///
 /// Under MPI (`mpirun -n N losscape run`) every rank runs this with the same spec: rank 0
 /// trains the models (alone), then each step is distributed as its standalone command is

@@ -562,7 +562,7 @@ pub struct Analysis {
 
 impl Analysis {
     /// `file.toml:12 hessian.top_k`: where the spec sets `field` (in `section`, or in the
-    /// first section of [`FIELDS`] that sets it); `None` for a field no key sets.
+    /// first section of `FIELDS` that sets it); `None` for a field no key sets.
     pub fn locate(&self, section: Option<&str>, field: &str) -> Option<String> {
         locate(&self.text, &self.path, section, field)
     }

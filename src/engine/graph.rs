@@ -13,7 +13,7 @@
 //! between nodes, in the same order whatever the ops. A node's parameters are tensors of
 //! the model's [`Layout`], read from a flat θ, so a perturbed model is just another vector.
 //! The graph's [`EngineOptions`] go to every op call. Where the passes run several nodes
-//! as one pass over memory (same bits) is in [`fuse`]; the reverse passes are in
+//! as one pass over memory (same bits) is in `fuse`; the reverse passes are in
 //! `graph/reverse.rs`.
 
 use std::collections::VecDeque;

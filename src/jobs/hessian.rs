@@ -589,7 +589,7 @@ pub struct TraceOut {
 pub struct DensityOut {
     pub runs: usize,
     pub steps: usize,
-    /// Ritz values per run; omitted when larger than [`JSON_DENSITY_MAX`].
+    /// Ritz values per run; omitted when larger than `JSON_DENSITY_MAX`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<Vec<f64>>>,
     #[serde(skip_serializing_if = "Option::is_none")]

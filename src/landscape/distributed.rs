@@ -17,8 +17,8 @@
 //! A rank that dies: mpirun/srun then stops the job, sending every surviving rank SIGCONT,
 //! about a second later SIGTERM and a few milliseconds after that SIGKILL (Open MPI 4), and
 //! forwards little of what ranks print once it has begun. So the ranks act on the SIGCONT:
-//! each worker tells rank 0 it is alive ([`TAG_ALIVE`]), rank 0 waits up to
-//! [`ROLL_CALL`] for them, and the ranks that did not answer are the dead. Rank 0 then
+//! each worker tells rank 0 it is alive (`TAG_ALIVE`), rank 0 waits up to
+//! `ROLL_CALL` for them, and the ranks that did not answer are the dead. Rank 0 then
 //! writes the message (which ranks died, how many points are safe, how to resume) to
 //! stderr and to `<journal>.log` beside the journal, and ends the job (MPI_Abort). A
 //! SIGTERM without a dead rank (the job was cancelled) gets the same message at once.
@@ -333,7 +333,7 @@ pub fn coordinate_surface(
 /// Ranks > 0: asks rank 0 for points (as many as this rank has threads), computes them
 /// on the current pool, sends them back, until rank 0 says stop. Returns the number of
 /// points computed here. A watcher thread answers the launcher's SIGCONT with
-/// [`TAG_ALIVE`], so rank 0 can tell the living ranks from a dead one.
+/// `TAG_ALIVE`, so rank 0 can tell the living ranks from a dead one.
 pub fn serve_surface(comm: &dyn Comm, req: &SurfaceRequest<'_>) -> Result<usize, QueueError> {
     let _signals = Signals::catch();
     let want = rayon::current_num_threads().max(1);

@@ -474,8 +474,8 @@ pub const LL_VMAX: f64 = 10.0;
 pub const LL_VLEVEL: f64 = 0.5;
 
 /// Levels from an explicit spec (`vmin, vmin+vlevel, … ≤ vmax`), else automatic over the
-/// finite values: [`AUTO_LEVELS`] levels from the minimum to the [`AUTO_TOP_QUANTILE`]
-/// quantile, log-spaced when `log` is asked or the range spans [`AUTO_LOG_RATIO`].
+/// finite values: `AUTO_LEVELS` levels from the minimum to the `AUTO_TOP_QUANTILE`
+/// quantile, log-spaced when `log` is asked or the range spans `AUTO_LOG_RATIO`.
 pub fn make_levels(spec: &LevelSpec, values: &[f64], log: bool) -> Result<Levels, PlotError> {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if spec.is_given() {

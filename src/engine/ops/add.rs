@@ -107,7 +107,7 @@ impl EngineOp for Add {
     }
 }
 
-/// `a ← relu(a + b)` element by element in [`wide!`] vectors: the add → ReLU of a residual
+/// `a ← relu(a + b)` element by element in `wide!` vectors: the add → ReLU of a residual
 /// block with [`Add`]'s arithmetic (so its bits), for the graph's fused epilogues.
 pub fn add_relu_in_place<T: Scalar>(a: &mut [T], b: &[T]) {
     let b = &b[..a.len()];

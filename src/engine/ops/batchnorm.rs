@@ -29,7 +29,7 @@
 //! before it (with a following ReLU), with the same arithmetic. For the reverse and
 //! R-passes eval mode keeps no x̂: each channel's row is formed again from the layer's
 //! input, which is on the tape anyway. Channel sums (dγ, dβ, R{dγ}) run in 8 interleaved
-//! lanes in a fixed order ([`super::lanes`]). Each pass runs inside [`super::vmath::wide!`]
+//! lanes in a fixed order (`super::lanes`). Each pass runs inside `super::vmath::wide!`
 //! (AVX2 vectors, same bits); its helpers are `#[inline(always)]` so that their loops are
 //! compiled into that AVX2 copy.
 
@@ -83,7 +83,7 @@ pub struct BnCache<T> {
     /// Normalized input x̂, same layout as x: kept in train mode only. Eval mode forms each
     /// row (x − μ)·s from the layer's input when a reverse or R-pass needs it (the same
     /// expression, so the same bits), which saves an activation-sized array per layer on
-    /// the tape and its write and read (see [`xhat_row`]).
+    /// the tape and its write and read (see `xhat_row`).
     pub xhat: Option<ArrayD<T>>,
     /// Values per channel (N·H·W, or N).
     pub count: usize,
@@ -772,7 +772,7 @@ impl EngineOp for BatchNorm {
         wide!(self.forward_eval_inplace(x0, a.p),);
     }
 
-    /// [`BatchNorm::eval_epilogue`]'s numbers.
+    /// `BatchNorm::eval_epilogue`'s numbers.
     fn affine<T: Scalar>(&self, p: &[ArrayViewD<T>], mode: Mode) -> Option<Vec<[T; 4]>> {
         let eps = T::from_f(self.eps);
         (mode == Mode::Eval).then(|| {

@@ -10,7 +10,7 @@
 //! x̂ = (x − μ_{n,g}) s_{n,g},  s = 1/√(σ²_{n,g} + ε),  y_{n,c,·} = w_c x̂_{n,c,·} + b_c
 //! ```
 //! A block is contiguous in torch layout, so the passes are layer norm's row kernels
-//! ([`super::layer_norm::NormRows`], whose docs give all four passes) over N·groups rows,
+//! (`super::layer_norm::NormRows`, whose docs give all four passes) over N·groups rows,
 //! with w and b repeated over each channel's spatial positions, and dw_c, db_c (and their
 //! R-values) the sums of the expanded gradients over those positions.
 

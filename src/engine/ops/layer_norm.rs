@@ -18,10 +18,10 @@
 //! channels.) The cache is μ and s per row, not x̂: each pass forms x̂ of a row again from
 //! the taped x while the row is in cache, as PyTorch keeps only mean and rstd. Each pass is
 //! one loop over the contiguous rows, with row-sized scratch allocated once per call and
-//! vectorizable row sums ([`super::lanes`]); the reverse passes write dx (R{dx}) over
+//! vectorizable row sums (`super::lanes`); the reverse passes write dx (R{dx}) over
 //! dy's (R{dy}'s) buffer.
 //!
-//! The row kernels ([`NormRows`]) serve group norm too: there a row is one (sample, group)
+//! The row kernels (`NormRows`) serve group norm too: there a row is one (sample, group)
 //! block and the affine coefficients repeat per channel (see [`super::group_norm`]).
 
 use std::borrow::Cow;

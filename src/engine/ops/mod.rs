@@ -129,7 +129,7 @@ ops! {
     MatMul => MatMul,
     /// params: [weight [vocab, dim]]; input: token ids.
     Embedding(Embedding),
-    /// A parameter tensor as a value (no inputs). params: [tensor]
+    /// A parameter tensor as a value (no inputs). params: `[tensor]`
     Param(Param),
     /// A fixed tensor (no inputs).
     Constant(Constant),
@@ -144,6 +144,6 @@ ops! {
     Softmax(Softmax),
     /// params: [weight, bias?] (with `affine`)
     LayerNorm(LayerNorm),
-    /// params: [weight [C], bias [C]] (with `affine`)
+    /// params: `[weight [C], bias [C]]` (with `affine`)
     GroupNorm(GroupNorm),
 }

@@ -19,7 +19,7 @@
 //! Rows along the last axis are contiguous and used in place, and the reverse passes write
 //! dx (R{dx}) over dy's (R{dy}'s) buffer; another axis is first moved last (one copy).
 //! Each row takes a few passes over contiguous memory with vectorizable sums
-//! ([`super::lanes`]) and, in f32, a vectorizable exp ([`super::vmath`]); nothing is
+//! (`super::lanes`) and, in f32, a vectorizable exp (`super::vmath`); nothing is
 //! allocated per row.
 
 use std::borrow::Cow;

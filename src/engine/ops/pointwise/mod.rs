@@ -13,7 +13,7 @@
 //! (Pearlmutter 1994.) R-backward reads dy unless f″ ≡ 0 (neg, clip), so the graph keeps dy
 //! for the R-pass of an HVP exactly where it is read. Each pass is one loop over the
 //! elements, monomorphized per function (the `PointwiseFn` match runs once per call); in
-//! f32, exp, tanh and erf are the branch-free versions of [`super::vmath`], so the loops
+//! f32, exp, tanh and erf are the branch-free versions of `super::vmath`, so the loops
 //! vectorize.
 
 mod clip;
