@@ -608,6 +608,52 @@ pub(super) unsafe fn at_tiles_zmm(
     }
 }
 
+/// `G g Gᵀ` of a vector of filters (f64 lanes, `$v` the vector type) as a closure over
+/// the nine taps, for [`filters_avx2`] and [`filters_zmm`] (`R = 4`: F(2×2)'s `G`, `R = 6`:
+/// F(4×4)'s), from that width's intrinsics: `(set1, setzero)` and `(add, sub, mul, xor)`.
+/// G's rows on a column (a₀, a₁, a₂): F(2×2) a₀, ½((a₀ + a₁) + a₂), ½((a₀ − a₁) + a₂), a₂;
+/// F(4×4) a₀·¼, −(p·⅙), −(m·⅙), (q₀ + q₁) + q₂, (q₀ − q₁) + q₂, a₂ with p = (a₀ + a₁) + a₂,
+/// m = (a₀ − a₁) + a₂, q = (a₀·⅙/4, a₁·⅙/2, a₂·⅙); G on the columns, then on the rows of
+/// the result. The same f64 operations in the same order at every width (so the same bits
+/// as the generic loop).
+#[cfg(target_arch = "x86_64")]
+macro_rules! filter_transform {
+    (($r:ident, $x:ident, $v:ty), ($set1:ident, $zero:ident), ($add:ident, $sub:ident, $mul:ident, $xor:ident)) => {{
+        const SIXTH: f64 = 1.0 / 6.0;
+        let (half, quarter, sixth) = ($set1(0.5), $set1(0.25), $set1(SIXTH));
+        let (sixth4, sixth2) = ($set1(SIXTH / 4.0), $set1(SIXTH / 2.0));
+        let sign = $set1(-0.0);
+        let gr = move |a0: $v, a1: $v, a2: $v| {
+            let mut r = [a0; $r];
+            if $r == 4 {
+                r[1] = $mul(half, $add($add(a0, a1), a2));
+                r[2] = $mul(half, $add($sub(a0, a1), a2));
+                r[3] = a2;
+            } else {
+                let p = $add($add(a0, a1), a2);
+                let m = $add($sub(a0, a1), a2);
+                let (q0, q1) = ($mul(a0, sixth4), $mul(a1, sixth2));
+                let q2 = $mul(a2, sixth);
+                r[0] = $mul(a0, quarter);
+                r[1] = $xor($mul(p, sixth), sign);
+                r[2] = $xor($mul(m, sixth), sign);
+                r[3] = $add($add(q0, q1), q2);
+                r[4] = $add($sub(q0, q1), q2);
+                r[5] = a2;
+            }
+            r
+        };
+        move |g: [$v; 9]| {
+            let cols: [[$v; $r]; 3] = std::array::from_fn(|j| gr(g[j], g[3 + j], g[6 + j]));
+            let mut t = [$zero(); $x];
+            for a in 0..$r {
+                t[a * $r..][..$r].copy_from_slice(&gr(cols[0][a], cols[1][a], cols[2][a]));
+            }
+            t
+        }
+    }};
+}
+
 /// The filter transforms `U_ξ = G g Gᵀ` of [`super::Winograd::new`] (`R = 4`, `X = 16`,
 /// F(2×2)'s `G`, [`super::g3`]) and [`super::f4::Winograd4::new`] (`R = 6`, `X = 36`,
 /// F(4×4)'s, `g6`) for input channels `0..8·⌊c/8⌋` (returned; the caller does the rest):
@@ -631,43 +677,11 @@ pub(super) unsafe fn filters_avx2<const R: usize, const X: usize>(
     let full = c / 8 * 8;
     // tap k of filters l = 0..8 lies at 9·l + k
     let idx = _mm256_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63);
-    let half = _mm256_set1_pd(0.5);
-    const SIXTH: f64 = 1.0 / 6.0;
-    let (quarter, sixth) = (_mm256_set1_pd(0.25), _mm256_set1_pd(SIXTH));
-    let (sixth4, sixth2) = (_mm256_set1_pd(SIXTH / 4.0), _mm256_set1_pd(SIXTH / 2.0));
-    let sign = _mm256_set1_pd(-0.0);
-    // G's rows on a column (a₀, a₁, a₂) of four filters. F(2×2): a₀, ½((a₀ + a₁) + a₂),
-    // ½((a₀ − a₁) + a₂), a₂. F(4×4): a₀·¼, −(p·⅙), −(m·⅙), (q₀ + q₁) + q₂, (q₀ − q₁) + q₂,
-    // a₂ with p = (a₀ + a₁) + a₂, m = (a₀ − a₁) + a₂, q = (a₀·⅙/4, a₁·⅙/2, a₂·⅙)
-    let gr = |a0: __m256d, a1: __m256d, a2: __m256d| {
-        let mut r = [a0; R];
-        if R == 4 {
-            r[1] = _mm256_mul_pd(half, _mm256_add_pd(_mm256_add_pd(a0, a1), a2));
-            r[2] = _mm256_mul_pd(half, _mm256_add_pd(_mm256_sub_pd(a0, a1), a2));
-            r[3] = a2;
-        } else {
-            let p = _mm256_add_pd(_mm256_add_pd(a0, a1), a2);
-            let m = _mm256_add_pd(_mm256_sub_pd(a0, a1), a2);
-            let (q0, q1) = (_mm256_mul_pd(a0, sixth4), _mm256_mul_pd(a1, sixth2));
-            let q2 = _mm256_mul_pd(a2, sixth);
-            r[0] = _mm256_mul_pd(a0, quarter);
-            r[1] = _mm256_xor_pd(_mm256_mul_pd(p, sixth), sign);
-            r[2] = _mm256_xor_pd(_mm256_mul_pd(m, sixth), sign);
-            r[3] = _mm256_add_pd(_mm256_add_pd(q0, q1), q2);
-            r[4] = _mm256_add_pd(_mm256_sub_pd(q0, q1), q2);
-            r[5] = a2;
-        }
-        r
-    };
-    // G g Gᵀ of four filters: G on the columns, then on the rows of the result
-    let transform = |g: [__m256d; 9]| {
-        let cols: [[__m256d; R]; 3] = std::array::from_fn(|j| gr(g[j], g[3 + j], g[6 + j]));
-        let mut t = [_mm256_setzero_pd(); X];
-        for a in 0..R {
-            t[a * R..][..R].copy_from_slice(&gr(cols[0][a], cols[1][a], cols[2][a]));
-        }
-        t
-    };
+    let transform = filter_transform!(
+        (R, X, __m256d),
+        (_mm256_set1_pd, _mm256_setzero_pd),
+        (_mm256_add_pd, _mm256_sub_pd, _mm256_mul_pd, _mm256_xor_pd)
+    );
     let (wp, up) = (wts.as_ptr(), u.as_mut_ptr() as *mut f32);
     for oc in 0..o {
         for ci0 in (0..full).step_by(8) {
@@ -706,41 +720,11 @@ pub(super) unsafe fn filters_zmm<const R: usize, const X: usize>(
     let idx = _mm512_setr_epi32(
         0, 9, 18, 27, 36, 45, 54, 63, 72, 81, 90, 99, 108, 117, 126, 135,
     );
-    let half = _mm512_set1_pd(0.5);
-    const SIXTH: f64 = 1.0 / 6.0;
-    let (quarter, sixth) = (_mm512_set1_pd(0.25), _mm512_set1_pd(SIXTH));
-    let (sixth4, sixth2) = (_mm512_set1_pd(SIXTH / 4.0), _mm512_set1_pd(SIXTH / 2.0));
-    let sign = _mm512_set1_pd(-0.0);
-    // G's rows on a column, as filters_avx2's
-    let gr = |a0: __m512d, a1: __m512d, a2: __m512d| {
-        let mut r = [a0; R];
-        if R == 4 {
-            r[1] = _mm512_mul_pd(half, _mm512_add_pd(_mm512_add_pd(a0, a1), a2));
-            r[2] = _mm512_mul_pd(half, _mm512_add_pd(_mm512_sub_pd(a0, a1), a2));
-            r[3] = a2;
-        } else {
-            let p = _mm512_add_pd(_mm512_add_pd(a0, a1), a2);
-            let m = _mm512_add_pd(_mm512_sub_pd(a0, a1), a2);
-            let (q0, q1) = (_mm512_mul_pd(a0, sixth4), _mm512_mul_pd(a1, sixth2));
-            let q2 = _mm512_mul_pd(a2, sixth);
-            r[0] = _mm512_mul_pd(a0, quarter);
-            r[1] = _mm512_xor_pd(_mm512_mul_pd(p, sixth), sign);
-            r[2] = _mm512_xor_pd(_mm512_mul_pd(m, sixth), sign);
-            r[3] = _mm512_add_pd(_mm512_add_pd(q0, q1), q2);
-            r[4] = _mm512_add_pd(_mm512_sub_pd(q0, q1), q2);
-            r[5] = a2;
-        }
-        r
-    };
-    // G g Gᵀ of eight filters: G on the columns, then on the rows of the result
-    let transform = |g: [__m512d; 9]| {
-        let cols: [[__m512d; R]; 3] = std::array::from_fn(|j| gr(g[j], g[3 + j], g[6 + j]));
-        let mut t = [_mm512_setzero_pd(); X];
-        for a in 0..R {
-            t[a * R..][..R].copy_from_slice(&gr(cols[0][a], cols[1][a], cols[2][a]));
-        }
-        t
-    };
+    let transform = filter_transform!(
+        (R, X, __m512d),
+        (_mm512_set1_pd, _mm512_setzero_pd),
+        (_mm512_add_pd, _mm512_sub_pd, _mm512_mul_pd, _mm512_xor_pd)
+    );
     let (wp, up) = (wts.as_ptr(), u.as_mut_ptr() as *mut f32);
     for oc in 0..o {
         for ci0 in (0..full).step_by(16) {
