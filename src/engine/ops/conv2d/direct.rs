@@ -62,18 +62,17 @@ impl<'c> Plan<'c> {
     /// convolution with padding p is the convolution with the flipped, transposed kernel
     /// `W'[c, o, i, j] = W[o, c, k−1−i, k−1−j]` and padding k−1−p; stride 2 by phases
     /// ([`Plan::dx_phases`]). `None` where it does not apply (the caller then folds GEMM
-    /// columns back with col2im). With `add` (laid out as dx), returns `add + dx`, each
-    /// image's sums added as they are stored (the bits of adding them afterwards), and
-    /// says so.
+    /// columns back with col2im). With `add` (laid out as dx), a result is `add + dx`,
+    /// each image's sums added as they are stored (the bits of adding them afterwards).
     pub(super) fn dx_direct<T: Scalar>(
         &self,
         terms: &[(&[T], &[T])],
         add: Option<&[T]>,
-    ) -> Option<(Vec<T>, bool)> {
+    ) -> Option<Vec<T>> {
         let (conv, g) = (self.conv, &self.g);
         let (o, c, k, p) = (conv.out_channels, g.c, conv.kernel, conv.padding);
         if conv.stride == 2 {
-            return self.dx_phases(terms, add).map(|dx| (dx, add.is_some()));
+            return self.dx_phases(terms, add);
         }
         if conv.stride != 1 || p + 1 > k {
             return None;
@@ -88,8 +87,7 @@ impl<'c> Plan<'c> {
             .map(|(wf, &(_, dy))| (&wf[..], dy))
             .collect();
         let dims = [g.n, g.ho, g.wo];
-        let dx = self.direct_sum(c, 1, k - 1 - p, dims, &terms, add, |_, _, _| {})?;
-        Some((dx, add.is_some()))
+        self.direct_sum(c, 1, k - 1 - p, dims, &terms, add, |_, _, _| {})
     }
 
     /// [`Plan::dx_direct`] for stride 2 — ResNet's downsampling 3×3 with padding 1, on even

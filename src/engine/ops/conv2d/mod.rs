@@ -422,15 +422,14 @@ impl Plan<'_> {
             .as_ref()
             .filter(|a| a.shape() == x.shape())
             .and_then(|a| a.as_slice());
+        let adding = add.is_some();
         let direct_dx = need_dx
             .then(|| self.dx_direct(&[(&ws[..], &gys[..])], add))
-            .flatten()
-            .map(|(dx, added)| {
-                if added {
-                    *acc = None;
-                }
-                dx
-            });
+            .flatten();
+        if adding && direct_dx.is_some() {
+            // taken: dx is acc + dx
+            *acc = None;
+        }
         let need_dx = need_dx && direct_dx.is_none();
         let mut dx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut buf = self.block_buf(usize::from(!direct_dw));
@@ -541,8 +540,7 @@ impl Plan<'_> {
         // R{dx} = W'⋆R{dy} + V'⋆dy by the direct kernel where it applies.
         let direct_dx = need_dx
             .then(|| self.dx_direct(&[(&ws[..], &rgys[..]), (&vs[..], &gys[..])], None))
-            .flatten()
-            .map(|(rdx, _)| rdx);
+            .flatten();
         let need_dx = need_dx && direct_dx.is_none();
         let mut rdx = need_dx.then(|| vec![T::zero(); g.c * g.n * g.h * g.w]);
         let mut buf = self.block_buf(usize::from(!direct_dw));
