@@ -411,3 +411,38 @@ fn flip_transpose<T: Scalar>(w: &[T], o: usize, c: usize, k: usize) -> Vec<T> {
     }
     f
 }
+
+#[cfg(test)]
+mod tests {
+    use super::flip_transpose;
+
+    /// `W'[c, o, i, j] = W[o, c, k−1−i, k−1−j]` for several filter sizes, in f32 and f64;
+    /// no output channels gives nothing.
+    #[test]
+    fn flip_transpose_is_the_definition() {
+        for (o, c, k) in [
+            (3, 5, 3),
+            (4, 2, 1),
+            (2, 3, 5),
+            (1, 1, 2),
+            (0, 4, 3),
+            (16, 8, 3),
+        ] {
+            let w: Vec<f64> = (0..o * c * k * k).map(|i| i as f64 * 0.5 - 3.0).collect();
+            let got = flip_transpose(&w, o, c, k);
+            let want: Vec<f64> = (0..c)
+                .flat_map(|ci| (0..o).map(move |oc| (ci, oc)))
+                .flat_map(|(ci, oc)| (0..k * k).map(move |t| (ci, oc, t)))
+                .map(|(ci, oc, t)| {
+                    let (i, j) = (t / k, t % k);
+                    w[((oc * c + ci) * k + (k - 1 - i)) * k + (k - 1 - j)]
+                })
+                .collect();
+            assert_eq!(got, want, "o {o} c {c} k {k}");
+            let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+            let got32 = flip_transpose(&w32, o, c, k);
+            assert!(got32.iter().zip(&want).all(|(&a, &b)| f64::from(a) == b));
+            assert_eq!(got32.len(), want.len());
+        }
+    }
+}
