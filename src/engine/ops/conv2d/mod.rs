@@ -422,11 +422,10 @@ impl Plan<'_> {
             .as_ref()
             .filter(|a| a.shape() == x.shape())
             .and_then(|a| a.as_slice());
-        let adding = add.is_some();
         let direct_dx = need_dx
             .then(|| self.dx_direct(&[(&ws[..], &gys[..])], add))
             .flatten();
-        if adding && direct_dx.is_some() {
+        if add.is_some() && direct_dx.is_some() {
             // taken: dx is acc + dx
             *acc = None;
         }
