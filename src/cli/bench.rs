@@ -132,10 +132,13 @@ fn print_row(row: &BenchRow) -> Result<(), super::StdoutError> {
 fn print_rate(r: &KernelRate) -> Result<(), super::StdoutError> {
     let pct = |v: Option<f64>| v.map(|v| format!("{:.0}%", 100.0 * v));
     crate::outln!(
-        "kernel {:<20} {:<6}  C=O={:<3} {:>2}×{:<2} × {} images  best {:>7.2} ms  {:>6.1} GFLOP/s ({} of FMA peak {} GFLOP/s)",
+        "kernel {:<20} {:<6}  {:<8} {:>2}×{:<2} × {} images  best {:>7.2} ms  {:>6.1} GFLOP/s ({} of FMA peak {} GFLOP/s)",
         r.pass,
         r.kernel,
-        r.channels,
+        match r.stride {
+            1 => format!("C=O={}", r.channels),
+            _ => format!("C={}→{}", r.channels, r.out_channels),
+        },
         r.size,
         r.size,
         r.images,

@@ -462,17 +462,20 @@ fma_chains!(
     |&v| _mm512_reduce_add_ps(v)
 );
 
-/// The zmm weight-gradient tile of a 3×3 stride-1 convolution vectorized over output
-/// channels: `r[m][9c + 3ki + kj] += dyt[p, 16m..16m + 16] · x_c[xs[p] + ki·wq + kj]` for
-/// each position p in order (one broadcast per tap), so every dw element is one running
-/// sum over the positions, whatever the tile. `x[c]` is channel c's padded plane, `dyt`
-/// the tile's first output channel in a `[P, op]` matrix; `QT = 9·NC`.
+/// The zmm weight-gradient tile of a 3×3 convolution of stride `S` (1 or 2) vectorized
+/// over output channels: `r[m][9c + 3ki + kj] += dyt[p, 16m..16m + 16] · x_c[xs[p] +
+/// tap(ki, kj)]` for each position p in order (one broadcast per tap), so every dw element
+/// is one running sum over the positions, whatever the tile. `x[c]` is channel c's padded
+/// image (its S² phase planes of `pl` floats, rows `wq` apart), where tap (ki, kj) lies at
+/// `tap = ((ki mod S)·S + kj mod S)·pl + (ki div S)·wq + kj div S` (stride 1: `ki·wq +
+/// kj`); `dyt` is the tile's first output channel in a `[P, op]` matrix; `QT = 9·NC`.
+/// The tile's sums are added into `sums` (`sums + Σ_p`, one rounding per element).
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512dq")]
-pub unsafe fn g3zmm<const MR: usize, const NC: usize, const QT: usize>(
+pub unsafe fn g3zmm<const MR: usize, const NC: usize, const QT: usize, const S: usize>(
     xs: &[usize],
     x: [*const f32; NC],
-    wq: usize,
+    (wq, pl): (usize, usize),
     dyt: *const f32,
     op: usize,
     sums: &mut [[[f32; WIDE]; QT]; MR],
@@ -487,9 +490,9 @@ pub unsafe fn g3zmm<const MR: usize, const NC: usize, const QT: usize>(
         }
         for c in 0..NC {
             for ki in 0..3 {
-                let row = x[c].add(xi + ki * wq);
                 for kj in 0..3 {
-                    let b = _mm512_set1_ps(*row.add(kj));
+                    let tap = ((ki % S) * S + kj % S) * pl + (ki / S) * wq + kj / S;
+                    let b = _mm512_set1_ps(*x[c].add(xi + tap));
                     for m in 0..MR {
                         let t = 9 * c + 3 * ki + kj;
                         r[m][t] = _mm512_fmadd_ps(g[m], b, r[m][t]);
@@ -500,7 +503,8 @@ pub unsafe fn g3zmm<const MR: usize, const NC: usize, const QT: usize>(
     }
     for m in 0..MR {
         for t in 0..QT {
-            _mm512_storeu_ps(sums[m][t].as_mut_ptr(), r[m][t]);
+            let s = sums[m][t].as_mut_ptr();
+            _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), r[m][t]));
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The weight-gradient pass of the direct kernels ([`weight_grad`]): `dw += dy ⋆ x` without
 //! im2col columns, by tiles of per-lane partial sums over output positions, or (zmm, 3×3
-//! stride 1) by tiles vectorized over output channels on a transposed dy; see
+//! stride 1 or 2) by tiles vectorized over output channels on a transposed dy; see
 //! [`super`]'s documentation for the tiles and their bits.
 
 #[cfg(target_arch = "x86_64")]
@@ -12,6 +12,11 @@ use super::{Kernel, Plan, Shape, Vector, LANES};
 /// Positions per weight-gradient batch: images are batched until their outputs reach
 /// this many, so the lane reductions are amortized over long sums.
 const GRAD_POSITIONS: usize = 1024;
+
+/// Positions per running sum of [`Grad::by_channels`]'s tiles (the runs' sums are added in
+/// order).
+#[cfg(target_arch = "x86_64")]
+const CHANNEL_RUN: usize = 256;
 
 /// The largest padded-input scratch of one weight-gradient batch, in floats (512 KiB).
 const GRAD_SCRATCH: usize = 1 << 17;
@@ -61,7 +66,7 @@ pub fn weight_grad(
             };
             match (plan.kernel, plan.split) {
                 #[cfg(target_arch = "x86_64")]
-                (Kernel::Zmm, _) if sh.k == 3 && sh.s == 1 => g.by_channels(dw, &mut chan_scratch),
+                (Kernel::Zmm, _) if sh.k == 3 && sh.s <= 2 => g.by_channels(dw, &mut chan_scratch),
                 #[cfg(target_arch = "x86_64")]
                 (Kernel::Zmm, false) => g.tiles::<4, 6>(dw, avx::gzmm::<4, 6, false>),
                 #[cfg(target_arch = "x86_64")]
@@ -142,12 +147,14 @@ impl Grad<'_> {
         });
     }
 
-    /// The zmm weight gradient of a 3×3 stride-1 convolution, vectorized over output
-    /// channels (`avx::g3zmm`): dy is transposed to `[P, O']` for the batch's P positions
-    /// (O' = O rounded up to 16, the extra channels zero), and each tile of `16·MR`
-    /// output × `NC` input channels sums over the positions with one broadcast of x per
-    /// tap. The position-vectorized tile ([`Grad::tiles`]) reads x by unaligned vector
-    /// loads at up to six taps per step, which held it near half the FMA peak.
+    /// The zmm weight gradient of a 3×3 convolution of stride 1 or 2, vectorized over
+    /// output channels (`avx::g3zmm`): dy is transposed to `[P, O']` for the batch's P
+    /// positions (O' = O rounded up to 16, the extra channels zero), and each tile of
+    /// `16·MR` output × `NC` input channels sums over the positions with one broadcast of
+    /// x per tap (at stride 2 from the polyphase planes). The position-vectorized tile
+    /// ([`Grad::tiles`]) reads x by unaligned vector loads at up to six taps per step and
+    /// reduces its 16 lanes per tile: ~0.4 of the FMA peak at stride 2 against 0.5–0.55
+    /// here (`bench --kernels`, ResNet-cifar's two downsampling layers).
     #[cfg(target_arch = "x86_64")]
     pub(super) fn by_channels(&self, dw: &mut [f32], (xs, dyt): &mut (Vec<usize>, Vec<f32>)) {
         let o = self.plan.sh.o;
@@ -200,20 +207,30 @@ impl Grad<'_> {
         dyt: &[f32],
         op: usize,
     ) {
-        let Shape { o, c, .. } = self.plan.sh;
-        let (kk, plane) = (self.plan.offs.len(), self.plan.hq * self.plan.wq);
+        let Shape { o, c, s, .. } = self.plan.sh;
+        let (kk, pl) = (self.plan.offs.len(), self.plan.hq * self.plan.wq);
+        let plane = s * s * pl;
         for o0 in (0..op).step_by(MR * WIDE) {
             for c0 in (0..c).step_by(NC) {
                 let chans = NC.min(c - c0);
                 let x: [*const f32; NC] =
                     std::array::from_fn(|j| self.xpad[(c0 + j.min(chans - 1)) * plane..].as_ptr());
                 let mut sums = [[[0.0f32; WIDE]; QT]; MR];
-                // SAFETY: AVX-512F/DQ were detected (Kernel::Zmm); x reads are those of
-                // the position-vectorized tiles (checked by `weight_grad`), dy reads lie in
-                // row p < P at columns o0 + 16·MR ≤ O'.
-                unsafe {
-                    avx::g3zmm::<MR, NC, QT>(xs, x, self.plan.wq, dyt[o0..].as_ptr(), op, &mut sums)
-                };
+                // positions in runs of `CHANNEL_RUN`, each run's running sums added to
+                // the tile's in order
+                for (r, run) in xs.chunks(CHANNEL_RUN).enumerate() {
+                    let d = dyt[r * CHANNEL_RUN * op + o0..].as_ptr();
+                    let geometry = (self.plan.wq, pl);
+                    // SAFETY: AVX-512F/DQ were detected (Kernel::Zmm); x reads are those of
+                    // the position-vectorized tiles (checked by `weight_grad`), dy reads lie
+                    // in row p < P at columns o0 + 16·MR ≤ O'.
+                    unsafe {
+                        match s {
+                            1 => avx::g3zmm::<MR, NC, QT, 1>(run, x, geometry, d, op, &mut sums),
+                            _ => avx::g3zmm::<MR, NC, QT, 2>(run, x, geometry, d, op, &mut sums),
+                        }
+                    };
+                }
                 for (m, taps) in sums.iter().enumerate() {
                     for (t, lanes) in taps.iter().enumerate().take(9 * chans) {
                         for (l, &v) in lanes.iter().enumerate() {

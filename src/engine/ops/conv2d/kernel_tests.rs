@@ -230,6 +230,10 @@ fn weight_grad_matches_naive_sums() {
         (4, 3, 5, 3, 2, 26, 29, 2),
         (5, 3, 2, 3, 1, 13, 17, 2),
         (6, 300, 3, 1, 1, 16, 16, 4),
+        // zmm's channel tiles at stride 2: O' = 32, 48 and 64, split (8-wide) vectors
+        (32, 4, 3, 2, 1, 16, 16, 5),
+        (45, 3, 3, 2, 1, 16, 32, 3),
+        (64, 3, 3, 2, 1, 32, 32, 2),
     ] {
         let sh = Shape {
             o,
@@ -365,16 +369,21 @@ fn avx2_weight_grad_tiles_give_the_same_bits() {
 fn zmm_channel_tiles_give_the_same_bits() {
     // Every dw element of `Grad::by_channels` is one running sum over the positions, so
     // tiles of 16, 32 and 48 output channels (O' = 96) give the same bits, with a tail of
-    // input channels (C = 5 in tiles of 2) and O % 16 ≠ 0.
+    // input channels (C = 5 in tiles of 2) and O % 16 ≠ 0, at strides 1 and 2.
     if Kernel::detect() != Kernel::Zmm {
         return;
     }
-    for &(o, c, h, w, n) in &[(90, 5, 8, 16, 3), (96, 4, 8, 8, 5)] {
+    for &(o, c, s, h, w, n) in &[
+        (90, 5, 1, 8, 16, 3),
+        (96, 4, 1, 8, 8, 5),
+        (90, 5, 2, 16, 32, 3),
+        (96, 4, 2, 16, 16, 5),
+    ] {
         let sh = Shape {
             o,
             c,
             k: 3,
-            s: 1,
+            s,
             p: 1,
             h,
             w,
@@ -401,10 +410,9 @@ fn zmm_channel_tiles_give_the_same_bits() {
     }
 }
 
-/// The isolated-kernel bench measures both direct kernels, both F(2×2) passes and F(4×4)'s
-/// forward on the
-/// three ResNet-cifar shapes, and its rates are direct convolution's multiply-adds over
-/// its best time.
+/// The isolated-kernel bench measures both direct kernels and both passes of F(2×2) and
+/// F(4×4) on the three ResNet-cifar stride-1 shapes, the direct kernels on its two stride-2
+/// shapes, and its rates are direct convolution's multiply-adds over its best time.
 #[test]
 fn kernel_rates_cover_both_kernels_and_three_shapes() {
     for simd in [Simd::Native, Simd::Avx2, Simd::Avx2Only] {
@@ -427,15 +435,28 @@ fn kernel_rates_cover_both_kernels_and_three_shapes() {
                     ]
                     .map(|pass| (pass, c, size))
                 })
+                .chain([16, 32].into_iter().flat_map(|c| {
+                    ["stride-2 forward", "stride-2 weight-grad"].map(|pass| (pass, c, 512 / c))
+                }))
                 .collect::<Vec<_>>()
         );
         for r in &rates {
-            let flops = 2.0 * (r.channels * r.channels * 9 * r.size * r.size * r.images) as f64;
+            let (o, s) = (r.out_channels, r.stride);
+            assert_eq!(
+                (o, s),
+                if s == 2 {
+                    (2 * r.channels, 2)
+                } else {
+                    (r.channels, 1)
+                }
+            );
+            let outs = r.size * r.size / (s * s);
+            let flops = 2.0 * (o * r.channels * 9 * outs * r.images) as f64;
             assert!(r.best_ms > 0.0 && r.best_ms.is_finite(), "{r:?}");
             assert!((r.gflops - flops / (r.best_ms / 1e3) / 1e9).abs() <= 1e-9 * r.gflops);
             assert_eq!(
                 r.kernel,
-                format!("{:?}", Kernel::for_simd(simd).for_width(r.size))
+                format!("{:?}", Kernel::for_simd(simd).for_width(r.size / s))
             );
             if let (Some(p), Some(f)) = (r.fma_peak_gflops, r.of_peak) {
                 assert!((f - r.gflops / p).abs() <= 1e-9 * f.max(1.0), "{r:?}");

@@ -27,9 +27,10 @@
 //! ([`weight_grad`]): 4 output channels × 6 taps (on AVX2, 3 × 4 in assembly where every
 //! vector is full, else 2 × 6), each accumulator a vector of per-lane partial sums over
 //! all positions of a batch of images, reduced across lanes at the end (the same sums in
-//! the same order for any tile shape). With zmm, 3×3 stride-1 convolutions vectorize the
-//! weight gradient over output channels instead (`Grad::by_channels`): dy is transposed
-//! per batch, and each dw element is one running sum over the batch's positions in order.
+//! the same order for any tile shape). With zmm, 3×3 convolutions of stride 1 and 2
+//! vectorize the weight gradient over output channels instead (`Grad::by_channels`): dy is
+//! transposed per batch, and each dw element is a running sum over each run of 256 of the
+//! batch's positions, the runs' sums added in order.
 //! Results equal the GEMM path's to f32 rounding (a different summation order), and are
 //! the same bits on every call: nothing depends on threads or timing. The zmm
 //! weight-gradient sums round differently from the 8-lane ones; [`Simd::Avx2`] caps the
@@ -183,14 +184,18 @@ fn warm_best(runs: usize, mut f: impl FnMut()) -> f64 {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct KernelRate {
     /// `forward` (the tile kernel as the forward, dx and R-forward run it, with its padded
-    /// copies) or `weight-grad` (the weight-gradient kernel, with its padded copies).
+    /// copies), `weight-grad` (the weight-gradient kernel, with its padded copies), their
+    /// Winograd forms, or `stride-2 forward` / `stride-2 weight-grad` (the direct kernels
+    /// on ResNet's downsampling 3×3 convolutions).
     pub pass: &'static str,
     /// The kernel (`Zmm`, `Avx512`, `Avx2`, `Scalar`).
     pub kernel: String,
-    /// Input and output channels (C = O).
+    /// Input channels C; output channels O (C, or 2C for the stride-2 shapes).
     pub channels: usize,
-    /// Image height and width.
+    pub out_channels: usize,
+    /// Input image height and width, and the stride (1, or 2 for ResNet's downsampling).
     pub size: usize,
+    pub stride: usize,
     pub images: usize,
     /// The fastest of the timed runs, ms, and its rate (2 × multiply-adds).
     pub best_ms: f64,
@@ -203,7 +208,8 @@ pub struct KernelRate {
 
 /// The direct kernels of `simd` timed alone, best of `reps` runs after a warm-up, on
 /// ResNet-cifar's three 3×3 stride-1 convolutions (C = O = 16, 32, 64 on 32×32, 16×16 and
-/// 8×8 images), 32 images, one thread: what a kernel change does, without the rest of a
+/// 8×8 images) and its two stride-2 ones (16 → 32 on 32×32, 32 → 64 on 16×16), 32 images,
+/// one thread: what a kernel change does, without the rest of a
 /// pass, and with the best of many short runs less exposed to a shared host's noise than a
 /// pass's median.
 pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
@@ -284,7 +290,61 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
                 pass,
                 kernel: kernel.clone(),
                 channels: ch,
+                out_channels: ch,
                 size,
+                stride: 1,
+                images: n,
+                best_ms: secs * 1e3,
+                gflops,
+                fma_peak_gflops: peak,
+                of_peak: peak.map(|p| gflops / p),
+            });
+        }
+    }
+    // ResNet-cifar's two downsampling 3×3 stride-2 convolutions (C → 2C, 32×32 → 16×16
+    // and 16×16 → 8×8), direct kernels only (Winograd takes no stride-2 sum)
+    for (ch, size) in [(16, 32), (32, 16)] {
+        let o = 2 * ch;
+        let sh = Shape {
+            o,
+            c: ch,
+            k: 3,
+            s: 2,
+            p: 1,
+            h: size,
+            w: size,
+        };
+        let hw_out = size * size / 4;
+        let (wts, x, dy) = (
+            values(o * ch * 9, 1),
+            values(ch * n * size * size, 2),
+            values(o * n * hw_out, 3),
+        );
+        let flops = 2.0 * (o * ch * 9 * n * hw_out) as f64;
+        let mut conv = DirectConv::new(kernel, sh, &wts);
+        let mut y = vec![MaybeUninit::<f32>::uninit(); o * n * hw_out];
+        let fwd = warm_best(reps, || {
+            let mut img = 0;
+            while img < n {
+                img += conv.images(&[&x], n, img, &mut y);
+            }
+            std::hint::black_box(&y);
+        });
+        let mut dw = vec![0.0f32; o * ch * 9];
+        let grad = warm_best(reps, || {
+            weight_grad(kernel, sh, n, &[(&dy, &x)], &mut dw);
+            std::hint::black_box(&dw);
+        });
+        let kernel = format!("{:?}", conv.plan.kernel);
+        for (pass, secs) in [("stride-2 forward", fwd), ("stride-2 weight-grad", grad)] {
+            let gflops = flops / secs / 1e9;
+            out.push(KernelRate {
+                pass,
+                kernel: kernel.clone(),
+                channels: ch,
+                out_channels: o,
+                size,
+                stride: 2,
                 images: n,
                 best_ms: secs * 1e3,
                 gflops,
