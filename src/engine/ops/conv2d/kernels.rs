@@ -240,20 +240,9 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             values(ch * n * hw, 3),
         );
         let flops = 2.0 * (ch * ch * 9 * n * hw) as f64;
-        let mut conv = DirectConv::new(kernel, sh, &wts);
+        let (fwd, grad, name) = direct_times(kernel, sh, n, reps, (&wts, &x, &dy));
         let mut y = vec![MaybeUninit::<f32>::uninit(); ch * n * hw];
-        let fwd = warm_best(reps, || {
-            let mut img = 0;
-            while img < n {
-                img += conv.images(&[&x], n, img, &mut y);
-            }
-            std::hint::black_box(&y);
-        });
         let mut dw = vec![0.0f32; ch * ch * 9];
-        let grad = warm_best(reps, || {
-            weight_grad(kernel, sh, n, &[(&dy, &x)], &mut dw);
-            std::hint::black_box(&dw);
-        });
         // Winograd F(2×2, 3×3) on the same shapes (its rate in direct-convolution FLOPs)
         let wg = super::winograd::Winograd::new(ch, ch, &wts, kernel);
         let wfwd = warm_best(reps, || {
@@ -276,7 +265,7 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             super::winograd::grad4::weight_grad(kernel, (ch, ch), dims, &[(&dy, &x)], &mut dw);
             std::hint::black_box(&dw);
         });
-        let kernel = format!("{:?}", conv.plan.kernel);
+        let kernel = name;
         for (pass, secs) in [
             ("forward", fwd),
             ("weight-grad", grad),
@@ -321,21 +310,7 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             values(o * n * hw_out, 3),
         );
         let flops = 2.0 * (o * ch * 9 * n * hw_out) as f64;
-        let mut conv = DirectConv::new(kernel, sh, &wts);
-        let mut y = vec![MaybeUninit::<f32>::uninit(); o * n * hw_out];
-        let fwd = warm_best(reps, || {
-            let mut img = 0;
-            while img < n {
-                img += conv.images(&[&x], n, img, &mut y);
-            }
-            std::hint::black_box(&y);
-        });
-        let mut dw = vec![0.0f32; o * ch * 9];
-        let grad = warm_best(reps, || {
-            weight_grad(kernel, sh, n, &[(&dy, &x)], &mut dw);
-            std::hint::black_box(&dw);
-        });
-        let kernel = format!("{:?}", conv.plan.kernel);
+        let (fwd, grad, kernel) = direct_times(kernel, sh, n, reps, (&wts, &x, &dy));
         for (pass, secs) in [("stride-2 forward", fwd), ("stride-2 weight-grad", grad)] {
             let gflops = flops / secs / 1e9;
             out.push(KernelRate {
@@ -354,6 +329,32 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
         }
     }
     out
+}
+
+/// The direct forward (all `n` images) and weight gradient of `sh` timed alone (best of
+/// `reps`, [`warm_best`]), in seconds, and the kernel the forward ran.
+fn direct_times(
+    kernel: Kernel,
+    sh: Shape,
+    n: usize,
+    reps: usize,
+    (wts, x, dy): (&[f32], &[f32], &[f32]),
+) -> (f64, f64, String) {
+    let mut conv = DirectConv::new(kernel, sh, wts);
+    let mut y = vec![MaybeUninit::<f32>::uninit(); dy.len()];
+    let fwd = warm_best(reps, || {
+        let mut img = 0;
+        while img < n {
+            img += conv.images(&[x], n, img, &mut y);
+        }
+        std::hint::black_box(&y);
+    });
+    let mut dw = vec![0.0f32; wts.len()];
+    let grad = warm_best(reps, || {
+        weight_grad(kernel, sh, n, &[(dy, x)], &mut dw);
+        std::hint::black_box(&dw);
+    });
+    (fwd, grad, format!("{:?}", conv.plan.kernel))
 }
 
 /// One vector of output positions: lanes `0..8` read the padded input from `lo`, lanes
