@@ -58,7 +58,10 @@ pub struct DataArgs {
     /// matrix products that run the batch's samples together and sum the gradient and
     /// H·v over them), so loss, gradient and H·v change in the last bits (relative ~1e-7
     /// in f32, ~1e-15 with --precision f64); in eval mode nothing else changes. With
-    /// --bn-mode train the batch statistics depend on it, so the results do.
+    /// --bn-mode train the batch statistics depend on it, so the results do. Batches are
+    /// the unit of parallel work of a gradient, an H·v or a one-point evaluation, one core
+    /// each (a surface runs its grid points in parallel instead): with fewer batches than
+    /// --threads, cores idle (e.g. 128 samples in one batch of 128 use one core).
     #[arg(long, default_value_t = 32, value_parser = super::numbers::positive::<u64>)]
     pub batch_size: u64,
     /// Batch norm statistics: running (eval, as loss-landscape and PyHessian) or per batch (train).
