@@ -45,11 +45,12 @@ pub struct BenchArgs {
     pub forward_only: bool,
     /// Time the convolution kernels alone instead of whole passes: the direct tile kernel
     /// (forward, dx, R-forward) and weight-gradient kernel, each with its padded copies,
-    /// and Winograd F(2×2)'s forward and weight gradient and F(4×4)'s forward and weight gradient with their
-    /// transforms (rated in direct
-    /// convolution's FLOPs), on ResNet-cifar's three 3×3 shapes (16, 32, 64 channels on 32×32, 16×16,
-    /// 8×8 images), 32 images, one thread, best of --reps runs, as GFLOP/s and share of one
-    /// core's FMA peak. Only --simd, --reps and --json apply.
+    /// and Winograd F(2×2)'s and F(4×4)'s forward and weight gradient with their transforms
+    /// (rated in direct convolution's FLOPs), on ResNet-cifar's three 3×3 stride-1 shapes
+    /// (16, 32, 64 channels on 32×32, 16×16, 8×8 images), and the direct kernels on its two
+    /// stride-2 shapes (16 → 32 channels on 32×32, 32 → 64 on 16×16); 32 images, one
+    /// thread, best of --reps runs, as GFLOP/s and share of one core's FMA peak. Only
+    /// --simd, --reps and --json apply.
     #[arg(long, conflicts_with_all = ["depths", "models", "threads", "batch", "chunk", "forward_only", "conv", "gemm"])]
     pub kernels: bool,
     /// Print JSON.
