@@ -464,8 +464,8 @@ fma_chains!(
 
 /// The zmm weight-gradient tile of a 3×3 convolution of stride `S` (1 or 2) vectorized
 /// over output channels: `r[m][9c + 3ki + kj] += dyt[p, 16m..16m + 16] · x_c[xs[p] +
-/// tap(ki, kj)]` for each position p in order (one broadcast per tap), so every dw element
-/// is one running sum over the positions, whatever the tile. `x[c]` is channel c's padded
+/// tap(ki, kj)]` for each position p of `xs` in order (one broadcast per tap), so every dw
+/// element is one running sum over those positions, whatever the tile. `x[c]` is channel c's padded
 /// image (its S² phase planes of `pl` floats, rows `wq` apart), where tap (ki, kj) lies at
 /// `tap = ((ki mod S)·S + kj mod S)·pl + (ki div S)·wq + kj div S` (stride 1: `ki·wq +
 /// kj`); `dyt` is the tile's first output channel in a `[P, op]` matrix; `QT = 9·NC`.

@@ -227,7 +227,8 @@ impl Grad<'_> {
                     unsafe {
                         match s {
                             1 => avx::g3zmm::<MR, NC, QT, 1>(run, x, geometry, d, op, &mut sums),
-                            _ => avx::g3zmm::<MR, NC, QT, 2>(run, x, geometry, d, op, &mut sums),
+                            2 => avx::g3zmm::<MR, NC, QT, 2>(run, x, geometry, d, op, &mut sums),
+                            _ => unreachable!("channel tiles: stride {s} (1 or 2 only)"),
                         }
                     };
                 }

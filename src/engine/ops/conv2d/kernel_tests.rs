@@ -367,9 +367,11 @@ fn avx2_weight_grad_tiles_give_the_same_bits() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn zmm_channel_tiles_give_the_same_bits() {
-    // Every dw element of `Grad::by_channels` is one running sum over the positions, so
-    // tiles of 16, 32 and 48 output channels (O' = 96) give the same bits, with a tail of
-    // input channels (C = 5 in tiles of 2) and O % 16 ≠ 0, at strides 1 and 2.
+    // Every dw element of `Grad::by_channels` is the same running sums over the same runs
+    // of positions, added in the same order, so tiles of 16, 32 and 48 output channels
+    // (O' = 96) give the same bits, with a tail of input channels (C = 5 in tiles of 2) and
+    // O % 16 ≠ 0, at strides 1 and 2 (384 and 320 positions: runs of 256 and a shorter
+    // last one).
     if Kernel::detect() != Kernel::Zmm {
         return;
     }

@@ -265,7 +265,6 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             super::winograd::grad4::weight_grad(kernel, (ch, ch), dims, &[(&dy, &x)], &mut dw);
             std::hint::black_box(&dw);
         });
-        let kernel = name;
         for (pass, secs) in [
             ("forward", fwd),
             ("weight-grad", grad),
@@ -277,7 +276,7 @@ pub fn kernel_rates(simd: Simd, reps: usize) -> Vec<KernelRate> {
             let gflops = flops / secs / 1e9;
             out.push(KernelRate {
                 pass,
-                kernel: kernel.clone(),
+                kernel: name.clone(),
                 channels: ch,
                 out_channels: ch,
                 size,
