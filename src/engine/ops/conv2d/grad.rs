@@ -209,7 +209,7 @@ impl Grad<'_> {
     ) {
         let Shape { o, c, s, .. } = self.plan.sh;
         let (kk, pl) = (self.plan.offs.len(), self.plan.hq * self.plan.wq);
-        let plane = s * s * pl;
+        let (plane, geometry) = (s * s * pl, (self.plan.wq, pl));
         for o0 in (0..op).step_by(MR * WIDE) {
             for c0 in (0..c).step_by(NC) {
                 let chans = NC.min(c - c0);
@@ -220,7 +220,6 @@ impl Grad<'_> {
                 // the tile's in order
                 for (r, run) in xs.chunks(CHANNEL_RUN).enumerate() {
                     let d = dyt[r * CHANNEL_RUN * op + o0..].as_ptr();
-                    let geometry = (self.plan.wq, pl);
                     // SAFETY: AVX-512F/DQ were detected (Kernel::Zmm); x reads are those of
                     // the position-vectorized tiles (checked by `weight_grad`), dy reads lie
                     // in row p < P at columns o0 + 16·MR ≤ O'.
