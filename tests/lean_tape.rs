@@ -175,10 +175,11 @@ fn f64_and_train_mode_never_go_lean_and_lean_state_is_smaller() {
     assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
     let sf = full.hvp_prepare(theta.view(), &x, &y, Mode::Eval);
     let sl = lean.hvp_prepare(theta.view(), &x, &y, Mode::Eval);
-    // every conv → batch norm pair drops the conv's output: here ~22% of the state
+    // every conv → batch norm pair drops the conv's output, and each residual block's
+    // end its batch norm's: here ~32% of the state
     eprintln!("kept state: full {} B, lean {} B", sf.bytes(), sl.bytes());
     assert!(
-        (sl.bytes() as f64) < 0.8 * sf.bytes() as f64,
+        (sl.bytes() as f64) < 0.7 * sf.bytes() as f64,
         "lean {} vs full {}",
         sl.bytes(),
         sf.bytes()

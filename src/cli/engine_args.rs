@@ -22,8 +22,9 @@ pub struct EngineArgs {
     #[arg(long, value_enum, default_value_t = Simd::Native)]
     pub simd: Simd,
     /// What the tape keeps of conv → batch norm (eval) → ReLU in f32: both outputs, or
-    /// batch norm's alone with x̂ formed from it (one activation less per layer: faster
-    /// gradients and H·v, smaller kept state; dγ and H·v round differently).
+    /// batch norm's alone with x̂ formed from it (one activation less per layer, and at a
+    /// residual block's end only the block's output: faster gradients and H·v, smaller
+    /// kept state; dγ and H·v round differently).
     #[arg(long, value_enum, default_value_t = TapeLayout::Full)]
     pub tape: TapeLayout,
 }

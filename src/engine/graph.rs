@@ -75,6 +75,10 @@ struct Tape<T> {
     /// and its batch norm's output are never kept; batch norm forms x̂ from its own
     /// output or its ReLU's, see [`super::TapeLayout::Lean`]).
     y_at: Vec<usize>,
+    /// Per node, on a lean tape, the value to subtract from `y_at`'s to get its output
+    /// (`Taped::y_less`): a batch norm at a residual block's end, whose output is the
+    /// block's output less the shortcut's term. `None` elsewhere.
+    y_less: Vec<Option<usize>>,
 }
 
 /// The half of an HVP on one batch that depends on θ alone: the forward tape, the loss
@@ -127,6 +131,7 @@ impl<T: Scalar> GnState<T> {
 struct NodeView<'t, T> {
     x: Vec<&'t ArrayD<T>>,
     y: &'t ArrayD<T>,
+    y_less: Option<&'t ArrayD<T>>,
     rx: Vec<Option<&'t ArrayD<T>>>,
     need_dx: Vec<bool>,
 }
@@ -142,6 +147,7 @@ impl<T> NodeView<'_, T> {
             options,
             x: &self.x,
             y: self.y,
+            y_less: self.y_less,
             p,
             v,
             rx: &self.rx,
@@ -329,6 +335,7 @@ impl Graph {
         // placeholder for those whose value no pass reads), so indices stay aligned
         let mut fused: VecDeque<(ArrayD<T>, Erased)> = VecDeque::new();
         let mut y_at: Vec<usize> = (0..n).collect();
+        let mut y_less: Vec<Option<usize>> = vec![None; n];
         let unit = || Box::new(()) as Erased;
         for (j, node) in self.nodes.iter().enumerate() {
             if let Some((v, c)) = fused.pop_front() {
@@ -360,10 +367,11 @@ impl Graph {
             if keep == Keep::Tape && fusing() {
                 if let Some((mut out, lean)) = self.fused_taped(theta, &values, &last, j, &p, mode)
                 {
-                    if lean {
+                    if let Some(lean) = lean {
                         // the last of the fused nodes holds the one value kept
                         let kept = j + out.len() - 1;
                         y_at[j..kept].fill(kept);
+                        y_less[j + 1] = lean.less;
                     }
                     let (y, c) = out.pop_front().expect("the producer's output");
                     values.push(y);
@@ -429,6 +437,7 @@ impl Graph {
             values,
             caches,
             y_at,
+            y_less,
         }
     }
 
@@ -684,6 +693,7 @@ impl Graph {
         NodeView {
             x: inputs.iter().map(|&i| &tape.values[i]).collect(),
             y: &tape.values[tape.y_at[j]],
+            y_less: tape.y_less[j].map(|i| &tape.values[i]),
             rx: inputs
                 .iter()
                 .map(|&i| rv.get(i).and_then(|r| r.as_ref()))

@@ -63,7 +63,7 @@ crate::choice::choice! {
     pub enum TapeLayout {
         #[default]
         Full = "full": "The conv's output and batch norm's (or the ReLU's): x̂ = (x − μ)·s from the conv's output, as the forward formed it.",
-        Lean = "lean": "Batch norm's (or the ReLU's) output only, written in place by the conv's epilogue: x̂ = (y − β)/γ from it (one activation less per layer to write and keep; layers with γ = 0 or |β| > 16|γ| keep the full tape). dγ and H·v round differently (x̂ within ~(5|x̂| + |β/γ|)·2⁻²⁴); values and dx are the full tape's bits.",
+        Lean = "lean": "Batch norm's (or the ReLU's) output only, written in place by the conv's epilogue: x̂ = (y − β)/γ from it (one activation less per layer to write and keep; layers with γ = 0 or |β| > 16|γ| keep the full tape). At a residual block's end (conv → batch norm → add → ReLU) only the block's output z = relu(y + r) is kept, and y = z − r. dγ and H·v round differently (x̂ within ~(5|x̂| + |β/γ|)·2⁻²⁴, at a block's end ~(7|x̂| + 3|β/γ| + |r/γ|)·2⁻²⁴); values and dx are the full tape's bits.",
     }
 }
 

@@ -9,6 +9,11 @@
 //!              add → ReLU                          one pass, in place
 //! tape         conv → batch norm (eval) [→ ReLU]    the conv's epilogue into a second array
 //!                                                   (lean tape: in place, only it kept)
+//!              conv → batch norm (eval) → add → ReLU
+//!                                                   lean tape only: the conv's epilogue in
+//!                                                   place as in inference, only the block's
+//!                                                   output z kept; batch norm's output read
+//!                                                   as z − r (its x̂ rounds differently)
 //!              add → ReLU                          one pass; the add's output never formed
 //! reverse      ReLU → batch norm (eval)            mask, channel sums and dx in one pass
 //!              ReLU → add → batch norm (eval)      the same, and the masked dy the add sends
@@ -110,6 +115,13 @@ fn fwd_with<'a, T>(a: Fwd<'a, T>, numbers: &'a Option<ChannelAffine<'a, T>>) -> 
 /// The values and caches of the nodes one fused pass stands for, in order.
 pub(super) type Fused<T> = VecDeque<(ArrayD<T>, Erased)>;
 
+/// A fused pass of a lean tape: only its last value is kept.
+pub(super) struct Lean {
+    /// At a residual block's end, the node whose value batch norm's output is the kept
+    /// one less (the shortcut's term, see `Tape::y_less`).
+    pub less: Option<usize>,
+}
+
 impl Graph {
     /// Whether node `k` exists, has node `i` as its one input, and no other node reads `i`
     /// (`last`: each node's last reader, see [`Graph::last_use`]; a reader after `i`
@@ -210,7 +222,10 @@ impl Graph {
     /// On a lean tape (f32, [`TapeLayout::Lean`]) where batch norm can read x̂ from its
     /// output (see [`crate::engine::ops::EngineOp::lean_epilogue`]), the conv's epilogue
     /// runs in place as in inference and only the last value is kept (the others are
-    /// empty placeholders that read it, see `Tape::y_at`); the flag says so.
+    /// empty placeholders that read it, see `Tape::y_at`); [`Lean`] says so. At a residual
+    /// block's end (conv → batch norm → add → ReLU, [`Graph::residual_after`]) that value
+    /// is the block's output z = relu(bn(conv) + r), formed as inference forms it, and
+    /// batch norm reads its output as z − r ([`Lean::less`]).
     pub(super) fn fused_taped<T: Scalar>(
         &self,
         theta: &ArrayView1<T>,
@@ -219,7 +234,7 @@ impl Graph {
         j: usize,
         p: &[ArrayViewD<T>],
         mode: Mode,
-    ) -> Option<(Fused<T>, bool)> {
+    ) -> Option<(Fused<T>, Option<Lean>)> {
         let node = &self.nodes[j];
         if node.inputs.is_empty() || !self.only_reader(last, j, j + 1) {
             return None;
@@ -238,7 +253,30 @@ impl Graph {
             .then(|| next.op.lean_epilogue(&np, mode, then, &shape))
             .flatten()
         {
-            // (ReLU or none: a lean tape fuses no residual)
+            let other = then
+                .is_none()
+                .then(|| self.residual_after(values, last, j))
+                .flatten();
+            let r = other.and_then(|o| values[o].as_slice());
+            if let (Some(o), Some(r)) = (other, r) {
+                // conv → batch norm → add → ReLU: only the block's output is kept
+                let ep = |ch: usize, off: usize, row: &mut [T]| {
+                    epilogue(ch, off, row);
+                    add_relu_in_place(row, &r[off..][..row.len()]);
+                };
+                let numbers = numbers(next, &np, mode, true, Some(r));
+                let a = fwd_with(self.fwd(&xs, p, mode), &numbers);
+                if let Some((z, cache)) = node.op.forward_lean(&a, &ep) {
+                    let unit = || Box::new(()) as Erased;
+                    let out = VecDeque::from([
+                        (empty(), cache),
+                        (empty(), next_cache),
+                        (empty(), unit()),
+                        (z, unit()),
+                    ]);
+                    return Some((out, Some(Lean { less: Some(o) })));
+                }
+            }
             let numbers = numbers(next, &np, mode, then.is_some(), None);
             let a = fwd_with(self.fwd(&xs, p, mode), &numbers);
             if let Some((z, cache)) = node.op.forward_lean(&a, &*epilogue) {
@@ -247,7 +285,7 @@ impl Graph {
                     Some(_) => out.push_back((z, Box::new(()) as Erased)),
                     None => out.back_mut().expect("two").0 = z,
                 }
-                return Some((out, true));
+                return Some((out, Some(Lean { less: None })));
             }
         }
         let (map, next_cache) = next.op.taped_epilogue(&np, mode, then, &shape)?;
@@ -259,7 +297,7 @@ impl Graph {
         } else {
             out.push_back((z, next_cache));
         }
-        Some((out, false))
+        Some((out, None))
     }
 
     /// Reverse pass at node `j`, given `gy` = dL/d(its output): where `j` is a ReLU that

@@ -126,11 +126,48 @@ impl<T: Scalar> BnCache<T> {
     }
 
     /// What x̂ is formed from ([`BnCache::to_xhat`]): the layer's input, or on a lean tape
-    /// its output (or its ReLU's).
-    fn xhat_source<'a>(&self, a: &Taped<'a, T>) -> &'a ArrayD<T> {
+    /// its output (or its ReLU's), less `Taped::y_less` where given (a residual block's
+    /// end keeps only relu(y + r): y = z − r).
+    fn xhat_source<'a>(&self, a: &Taped<'a, T>) -> Source<'a, T> {
         match self.from_output {
-            Some(_) => a.y,
-            None => a.x[0],
+            Some(_) => (a.y, a.y_less),
+            None => (a.x[0], None),
+        }
+    }
+}
+
+/// What x̂ is formed from: an array, less a second one of its shape where given.
+type Source<'a, T> = (&'a ArrayD<T>, Option<&'a ArrayD<T>>);
+
+/// The `[C, M]` rows of a [`Source`]: rows of the first array, less the second's.
+struct Rows<'a, T> {
+    v: ArrayView2<'a, T>,
+    less: Option<ArrayView2<'a, T>>,
+}
+
+impl<'a, T: Scalar> Rows<'a, T> {
+    fn new((x, less): Source<'a, T>) -> Self {
+        Rows {
+            v: cview(x),
+            less: less.map(cview),
+        }
+    }
+
+    fn ncols(&self) -> usize {
+        self.v.ncols()
+    }
+
+    /// Channel `ch`'s row: borrowed where nothing is subtracted.
+    #[inline(always)]
+    fn row(&self, ch: usize) -> Cow<'_, [T]> {
+        let r = row_slice(&self.v, ch);
+        match &self.less {
+            None => r,
+            Some(l) => {
+                let mut out = Vec::with_capacity(r.len());
+                extend_map2(&mut out, &r, &row_slice(l, ch), |z, q| z - q);
+                Cow::Owned(out)
+            }
         }
     }
 }
@@ -229,7 +266,7 @@ fn shaped<T: Scalar>(like: &ArrayD<T>, channels: usize, v: Vec<T>) -> ArrayD<T> 
 #[inline(always)]
 fn xhat_row<'a, T: Scalar>(
     c: &BnCache<T>,
-    xc: &'a ArrayView2<'a, T>,
+    xc: &'a Rows<'a, T>,
     xh: Option<&'a ArrayView2<'a, T>>,
     ch: usize,
 ) -> Cow<'a, [T]> {
@@ -237,7 +274,7 @@ fn xhat_row<'a, T: Scalar>(
         Some(xh) => row_slice(xh, ch),
         None => {
             let h = c.to_xhat(ch);
-            Cow::Owned(row_slice(xc, ch).iter().map(|&v| h(v)).collect())
+            Cow::Owned(xc.row(ch).iter().map(|&v| h(v)).collect())
         }
     }
 }
@@ -432,7 +469,9 @@ impl BatchNorm {
     /// Whether x̂ = (y − β)·(1/γ) recovers x̂ from the output closely enough for a lean
     /// tape: every γ nonzero with a finite 1/γ and |β| ≤ 16|γ| (all finite). The error on
     /// x̂ is then within ~(5|x̂| + |β/γ|)·2⁻²⁴ in f32 (each of the five roundings between
-    /// x̂ and the recomputed value, and β's in the output).
+    /// x̂ and the recomputed value, and β's in the output). At a residual block's end,
+    /// where the output is read as z − r (`Taped::y_less`), the two more roundings add
+    /// ~(2|x̂| + 2|β/γ| + |r/γ|)·2⁻²⁴.
     fn lean_applies<T: Scalar>(&self, p: &[ArrayViewD<T>]) -> bool {
         let (gamma, beta) = (&p[0], &p[1]);
         (0..self.channels).all(|c| {
@@ -442,19 +481,20 @@ impl BatchNorm {
         })
     }
 
-    /// dx, dγ, dβ; `x` is the layer's input. Eval mode writes dx over `gy`, and leaves
-    /// dγ and dβ zero unless `want_dp` (dx does not need them there).
+    /// dx, dγ, dβ; `x` is what x̂ is formed from ([`BnCache::xhat_source`]). Eval mode
+    /// writes dx over `gy`, and leaves dγ and dβ zero unless `want_dp` (dx does not need
+    /// them there).
     #[inline(always)]
     fn grads<T: Scalar>(
         &self,
         c: &BnCache<T>,
         p: &[ArrayViewD<T>],
-        x: &ArrayD<T>,
+        x: Source<T>,
         mut gy: ArrayD<T>,
         want_dp: bool,
     ) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
         let gamma = &p[0];
-        let xc = cview(x);
+        let xc = Rows::new(x);
         let m = xc.ncols();
         let mut dgamma = Array1::zeros(self.channels);
         let mut dbeta = Array1::zeros(self.channels);
@@ -466,7 +506,7 @@ impl BatchNorm {
                 let mut row = gv.row_mut(ch);
                 let (s, gm) = (c.s[ch], gamma[ch]);
                 if let Some(gs) = row.as_slice_mut() {
-                    let xs = row_slice(&xc, ch);
+                    let xs = xc.row(ch);
                     let xh = c.xhat_coeffs(ch);
                     (dgamma[ch], dbeta[ch]) =
                         lanes::bn_eval_row((gs, None, &xs), xh, (gm, s), None, want_dp);
@@ -474,7 +514,7 @@ impl BatchNorm {
                 }
                 // a row that is not contiguous (contiguous ones took the pass above)
                 if want_dp {
-                    let xs = row_slice(&xc, ch);
+                    let xs = xc.row(ch);
                     (dgamma[ch], dbeta[ch]) = lanes::dot_sum(&row.to_vec(), &xs, c.to_xhat(ch));
                 }
                 row.mapv_inplace(|v| v * gm * s);
@@ -514,7 +554,7 @@ impl BatchNorm {
         &self,
         c: &BnCache<T>,
         p: &[ArrayViewD<T>],
-        (x, y): (&ArrayD<T>, &ArrayD<T>),
+        ((x, less), y): (Source<T>, &ArrayD<T>),
         mut gy: ArrayD<T>,
         (want_dp, keep_gy): (bool, bool),
     ) -> Result<(ArrayD<T>, ArrayD<T>, ArrayD<T>, Option<ArrayD<T>>), ArrayD<T>> {
@@ -522,6 +562,7 @@ impl BatchNorm {
             && x.ndim() == 4
             && x.shape() == gy.shape()
             && y.shape() == gy.shape()
+            && less.is_none_or(|l| l.shape() == gy.shape() && l.is_standard_layout())
             && x.is_standard_layout()
             && y.is_standard_layout()
             && gy.is_standard_layout()
@@ -537,6 +578,9 @@ impl BatchNorm {
         // the copy is written once, into the spare capacity (no zeroing pass first)
         let mut kept = keep_gy.then(|| Vec::<T>::with_capacity(x.len()));
         let (xs, ys) = (x.as_slice().unwrap(), y.as_slice().unwrap());
+        let less = less.map(|l| l.as_slice().unwrap());
+        // a residual block's end: each row of x − less, formed in cache, one at a time
+        let mut diff: Vec<T> = Vec::with_capacity(if less.is_some() { m } else { 0 });
         let gs = gy.as_slice_mut().unwrap();
         for ch in 0..self.channels {
             let r = ch * m..(ch + 1) * m;
@@ -544,8 +588,16 @@ impl BatchNorm {
             let copy = kept
                 .as_mut()
                 .map(|k| &mut k.spare_capacity_mut()[r.clone()]);
+            let src = match less {
+                Some(l) => {
+                    diff.clear();
+                    extend_map2(&mut diff, &xs[r.clone()], &l[r.clone()], |z, q| z - q);
+                    &diff[..]
+                }
+                None => &xs[r.clone()],
+            };
             (dgamma[ch], dbeta[ch]) = lanes::bn_eval_row(
-                (&mut gs[r.clone()], Some(&ys[r.clone()]), &xs[r.clone()]),
+                (&mut gs[r.clone()], Some(&ys[r.clone()]), src),
                 c.xhat_coeffs(ch),
                 (gm, s),
                 copy,
@@ -568,11 +620,12 @@ impl BatchNorm {
         c: &BnCache<T>,
         p: &[ArrayViewD<T>],
         v: &[ArrayViewD<T>],
-        x: &ArrayD<T>,
+        src: Source<T>,
         rx: Option<&ArrayD<T>>,
     ) -> (ArrayD<T>, BnRCache<T>) {
         let (gamma, vg, vb) = (&p[0], &v[0], &v[1]);
-        let xc = cview(x);
+        let x = src.0;
+        let xc = Rows::new(src);
         let xh = c.xhat.as_ref().map(cview);
         let rxv = rx.map(cview);
         let m = xc.ncols();
@@ -621,7 +674,7 @@ impl BatchNorm {
                     (None, Some(rxv), Mode::Eval) => {
                         // x̂ formed on the fly, as in `xhat_row`
                         let h = c.to_xhat(ch);
-                        let (rr, xr) = (row_slice(rxv, ch), row_slice(&xc, ch));
+                        let (rr, xr) = (row_slice(rxv, ch), xc.row(ch));
                         extend_map2(out, &rr, &xr, |r, xv| g * (s * r) + a * h(xv) + b)
                     }
                     _ => {
@@ -644,13 +697,13 @@ impl BatchNorm {
         rc: &BnRCache<T>,
         p: &[ArrayViewD<T>],
         v: &[ArrayViewD<T>],
-        x: &ArrayD<T>,
+        x: Source<T>,
         rx: Option<&ArrayD<T>>,
         gy: &ArrayD<T>,
         rgy: &ArrayD<T>,
     ) -> (ArrayD<T>, ArrayD<T>, ArrayD<T>) {
         let (gamma, vg) = (&p[0], &v[0]);
-        let (xc, g, rg) = (cview(x), cview(gy), cview(rgy));
+        let (xc, g, rg) = (Rows::new(x), cview(gy), cview(rgy));
         let xh = c.xhat.as_ref().map(cview);
         let rh = rc.rxhat.as_ref().map(cview);
         let rxv = rx.map(cview);
@@ -676,7 +729,7 @@ impl BatchNorm {
                 let (st, rr) = (stored.as_deref(), rr.as_deref());
                 if let (None, None, Some(rr)) = (&xh, st, rr) {
                     // eval mode, R{x̂} = s·R{x} and x̂ formed from x: one pass for all three
-                    let xr = row_slice(&xc, ch);
+                    let xr = xc.row(ch);
                     let rows = (&rgr[..], &xr[..], &gr[..], rr);
                     (rdgamma[ch], rdbeta[ch]) =
                         lanes::bn_eval_r_row(out, rows, c.xhat_coeffs(ch), (gm, a, s));
@@ -685,7 +738,7 @@ impl BatchNorm {
                 // x̂ stored (train) or formed from x in the sum (eval)
                 rdgamma[ch] = match &xh {
                     Some(xh) => r_dgamma((&rgr, &row_slice(xh, ch), |h| h), &gr, st, rr, s),
-                    None => r_dgamma((&rgr, &row_slice(&xc, ch), c.to_xhat(ch)), &gr, st, rr, s),
+                    None => r_dgamma((&rgr, &xc.row(ch), c.to_xhat(ch)), &gr, st, rr, s),
                 };
                 rdbeta[ch] = lanes::sum(&rgr);
                 match c.mode {

@@ -32,16 +32,16 @@ fn relu_fused_backward_keeps_the_bits() {
     let masked = Zip::from(&gy)
         .and(&y)
         .map_collect(|&g, &v| if v > 0.0 { g } else { 0.0 });
-    let (dx, dg, db) = bn.grads(&c, &p, &x, masked.clone(), true);
+    let (dx, dg, db) = bn.grads(&c, &p, (&x, None), masked.clone(), true);
     let zero = ArrayD::<f32>::zeros(vec![ch]);
     // the two passes without parameter gradients: the same dx, no sums
-    let (dx0, dg0, db0) = bn.grads(&c, &p, &x, masked.clone(), false);
+    let (dx0, dg0, db0) = bn.grads(&c, &p, (&x, None), masked.clone(), false);
     assert_eq!([&dx0, &dg0, &db0].map(bits), [&dx, &zero, &zero].map(bits));
     for want_dp in [false, true] {
         for keep_gy in [false, true] {
             let run = || {
                 let flags = (want_dp, keep_gy);
-                let r = bn.grads_relu(&c, &p, (&x, &y), gy.clone(), flags);
+                let r = bn.grads_relu(&c, &p, ((&x, None), &y), gy.clone(), flags);
                 let (fdx, fdg, fdb, kept) = r.expect("eval mode fuses");
                 [Some(fdx), Some(fdg), Some(fdb), kept].map(|a| a.map(|a| bits(&a)))
             };
@@ -57,11 +57,51 @@ fn relu_fused_backward_keeps_the_bits() {
         }
     }
     let (_, train) = bn.normalize(&x, &p, Mode::Train);
-    let back = bn.grads_relu(&train, &p, (&x, &y), gy.clone(), (true, false));
+    let back = bn.grads_relu(&train, &p, ((&x, None), &y), gy.clone(), (true, false));
     assert_eq!(
         bits(&back.expect_err("train mode does not fuse")),
         bits(&gy)
     );
+}
+
+/// A source given as `z` less `q` (a lean tape's residual block end, `Taped::y_less`)
+/// gives every eval-mode pass the bits of the difference formed first, with the widest
+/// and the baseline loops.
+#[test]
+fn a_source_less_a_second_array_is_their_difference() {
+    let ch = 3;
+    let f = |k: usize| move |i: usize| ((i * 37 + k * 11) % 23) as f32 * 0.13 - 1.4;
+    let arr = |k: usize| {
+        ArrayD::from_shape_fn(vec![ch, 2, 5, 7], |i| {
+            f(k)(((i[0] * 2 + i[1]) * 5 + i[2]) * 7 + i[3])
+        })
+    };
+    let vec1 = |k: usize| ArrayD::from_shape_fn(vec![ch], |i| f(k)(i[0]).abs() + 0.5);
+    let (x, gy, rx, rgy, q) = (arr(1), arr(2), arr(3), arr(4), arr(11));
+    let z = (&x + &q).mapv(|t| t.max(0.0));
+    let diff = &z - &q;
+    let params = [vec1(5), vec1(6), vec1(7), vec1(8)];
+    let dirs = [vec1(9), vec1(10)];
+    let p: Vec<_> = params.iter().map(|a| a.view()).collect();
+    let v: Vec<_> = dirs.iter().map(|a| a.view()).collect();
+    let bn = BatchNorm {
+        channels: ch,
+        eps: 1e-5,
+    };
+    let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+    let (_, c) = bn.normalize(&x, &p, Mode::Eval);
+    let run = |src: Source<f32>| {
+        let (dx, dg, db) = bn.grads(&c, &p, src, gy.clone(), true);
+        let fused = bn.grads_relu(&c, &p, (src, &z), gy.clone(), (true, true));
+        let (fdx, fdg, fdb, kept) = fused.expect("eval mode fuses");
+        let (ry, rc) = bn.r_normalize(&c, &p, &v, src, Some(&rx));
+        let (rdx, rdg, rdb) = bn.r_grads(&c, &rc, &p, &v, src, Some(&rx), &gy, &rgy);
+        let kept = kept.expect("kept");
+        [dx, dg, db, fdx, fdg, fdb, kept, ry, rdx, rdg, rdb].map(|a| bits(&a))
+    };
+    let want = wide!(run((&diff, None)),);
+    assert_eq!(wide!(run((&z, Some(&q))),), want);
+    assert_eq!(plain(|| wide!(run((&z, Some(&q))))), want);
 }
 
 /// Every pass gives the same bits with the widest loops and with the baseline ones
@@ -88,9 +128,9 @@ fn wide_and_baseline_loops_agree_bit_for_bit() {
     let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
     let run = |mode: Mode| {
         let (y, c) = bn.normalize(&x, &p, mode);
-        let (dx, dg, db) = bn.grads(&c, &p, &x, gy.clone(), true);
-        let (ry, rc) = bn.r_normalize(&c, &p, &v, &x, Some(&rx));
-        let (rdx, rdg, rdb) = bn.r_grads(&c, &rc, &p, &v, &x, Some(&rx), &gy, &rgy);
+        let (dx, dg, db) = bn.grads(&c, &p, (&x, None), gy.clone(), true);
+        let (ry, rc) = bn.r_normalize(&c, &p, &v, (&x, None), Some(&rx));
+        let (rdx, rdg, rdb) = bn.r_grads(&c, &rc, &p, &v, (&x, None), Some(&rx), &gy, &rgy);
         [y, dx, dg, db, ry, rdx, rdg, rdb].map(|a| bits(&a))
     };
     for mode in [Mode::Eval, Mode::Train] {

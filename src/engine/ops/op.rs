@@ -28,8 +28,13 @@ pub struct Taped<'a, T> {
     pub options: &'a EngineOptions,
     /// The values of the node's inputs.
     pub x: &'a [&'a ArrayD<T>],
-    /// The node's own value.
+    /// The node's own value (or, on a lean tape, the value that stands for it).
     pub y: &'a ArrayD<T>,
+    /// On a lean tape, where `y` stands for the node's output only after this is
+    /// subtracted: a batch norm at a residual block's end keeps only z = relu(y + r), and
+    /// reads its output as z − r (exact up to a rounding of z wherever the ReLU passes;
+    /// elsewhere the ReLU's mask zeroes what it meets). `None` elsewhere.
+    pub y_less: Option<&'a ArrayD<T>>,
     pub p: &'a [ArrayViewD<'a, T>],
     /// The direction v on the node's parameters (R-passes; empty in the reverse pass).
     pub v: &'a [ArrayViewD<'a, T>],

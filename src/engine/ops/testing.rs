@@ -143,6 +143,7 @@ impl<'o, O: EngineOp, T: Scalar> At<'o, O, T> {
             options: &self.options,
             x: xs,
             y,
+            y_less: None,
             p,
             v,
             rx,
