@@ -157,6 +157,14 @@ impl<'a, T: Scalar> Rows<'a, T> {
         self.v.ncols()
     }
 
+    /// Channel `ch`'s rows of the two arrays.
+    fn parts(&self, ch: usize) -> (Cow<'_, [T]>, Option<Cow<'_, [T]>>) {
+        (
+            row_slice(&self.v, ch),
+            self.less.as_ref().map(|l| row_slice(l, ch)),
+        )
+    }
+
     /// Channel `ch`'s row: borrowed where nothing is subtracted.
     #[inline(always)]
     fn row(&self, ch: usize) -> Cow<'_, [T]> {
@@ -506,10 +514,11 @@ impl BatchNorm {
                 let mut row = gv.row_mut(ch);
                 let (s, gm) = (c.s[ch], gamma[ch]);
                 if let Some(gs) = row.as_slice_mut() {
-                    let xs = xc.row(ch);
+                    let (xs, ls) = xc.parts(ch);
                     let xh = c.xhat_coeffs(ch);
+                    let src = (&xs[..], ls.as_deref());
                     (dgamma[ch], dbeta[ch]) =
-                        lanes::bn_eval_row((gs, None, &xs), xh, (gm, s), None, want_dp);
+                        lanes::bn_eval_row((gs, None, src), xh, (gm, s), None, want_dp);
                     continue;
                 }
                 // a row that is not contiguous (contiguous ones took the pass above)
@@ -579,8 +588,6 @@ impl BatchNorm {
         let mut kept = keep_gy.then(|| Vec::<T>::with_capacity(x.len()));
         let (xs, ys) = (x.as_slice().unwrap(), y.as_slice().unwrap());
         let less = less.map(|l| l.as_slice().unwrap());
-        // a residual block's end: each row of x − less, formed in cache, one at a time
-        let mut diff: Vec<T> = Vec::with_capacity(if less.is_some() { m } else { 0 });
         let gs = gy.as_slice_mut().unwrap();
         for ch in 0..self.channels {
             let r = ch * m..(ch + 1) * m;
@@ -588,14 +595,7 @@ impl BatchNorm {
             let copy = kept
                 .as_mut()
                 .map(|k| &mut k.spare_capacity_mut()[r.clone()]);
-            let src = match less {
-                Some(l) => {
-                    diff.clear();
-                    extend_map2(&mut diff, &xs[r.clone()], &l[r.clone()], |z, q| z - q);
-                    &diff[..]
-                }
-                None => &xs[r.clone()],
-            };
+            let src = (&xs[r.clone()], less.map(|l| &l[r.clone()]));
             (dgamma[ch], dbeta[ch]) = lanes::bn_eval_row(
                 (&mut gs[r.clone()], Some(&ys[r.clone()]), src),
                 c.xhat_coeffs(ch),

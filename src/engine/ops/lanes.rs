@@ -113,14 +113,15 @@ pub fn map_dot_sum<T: Scalar>(
 /// Batch norm's eval-mode backward over one channel's row, in one pass (Ioffe & Szegedy
 /// 2015, with the batch statistics fixed): `v = g`, or with a `mask` (the output of the
 /// ReLU after it) `v = g` where `mask > 0` and 0 elsewhere; `copy ← v` where given; with
-/// `sums` returns (Σ v·x̂, Σ v), x̂ = (src − μ)·σ for `xhat = (μ, σ)`, in [`dot_sum`]'s
+/// `sums` returns (Σ v·x̂, Σ v), x̂ = (x − μ)·σ for `xhat = (μ, σ)` where x = `src`, or
+/// `src − less` (rounded to T first) where `less` is given, in [`dot_sum`]'s
 /// lanes and order (zeros without `sums`); and `g ← (v·γ)·s` for `scale = (γ, s)`.
 /// The bits of [`map_dot_sum`] with those maps; in f32 with AVX2 (unless the tests' `plain`
 /// forbids it) through explicit vectors, which the compiler does not form from the generic
 /// loop (it ran one element at a time there).
 #[inline(always)]
 pub fn bn_eval_row<T: Scalar>(
-    (g, mask, src): (&mut [T], Option<&[T]>, &[T]),
+    (g, mask, (src, less)): (&mut [T], Option<&[T]>, (&[T], Option<&[T]>)),
     (mu, sx): (T, T),
     (gm, s): (T, T),
     copy: Option<&mut [MaybeUninit<T>]>,
@@ -130,6 +131,10 @@ pub fn bn_eval_row<T: Scalar>(
     if f32_avx2::<T>() {
         let n = g.len();
         assert!(src.len() == n, "bn_eval_row: lengths");
+        assert!(
+            less.is_none_or(|l| l.len() == n),
+            "bn_eval_row: less length"
+        );
         assert!(
             mask.is_none_or(|m| m.len() == n),
             "bn_eval_row: mask length"
@@ -141,7 +146,11 @@ pub fn bn_eval_row<T: Scalar>(
         // SAFETY: the CPU has AVX2 and the lengths are checked above.
         let (ab, sa) = unsafe {
             avx2::bn_eval_row(
-                (as_f32_mut(g), mask.map(as_f32), as_f32(src)),
+                (
+                    as_f32_mut(g),
+                    mask.map(as_f32),
+                    (as_f32(src), less.map(as_f32)),
+                ),
                 (to_f32(mu), to_f32(sx)),
                 (to_f32(gm), to_f32(s)),
                 copy.map(as_f32_uninit),
@@ -150,6 +159,15 @@ pub fn bn_eval_row<T: Scalar>(
         };
         return (from_f32(ab), from_f32(sa));
     }
+    let diff: Vec<T>;
+    let src = match less {
+        Some(l) => {
+            assert_eq!(l.len(), src.len(), "bn_eval_row: less length");
+            diff = src.iter().zip(l).map(|(&a, &b)| a - b).collect();
+            &diff[..]
+        }
+        None => src,
+    };
     let f = move |v: T| (v - mu) * sx;
     let h = move |v: T| v * gm * s;
     match mask {
@@ -273,7 +291,7 @@ mod avx2 {
     /// lane per accumulator of [`super::dot_sum`]), the tail as [`super::map_dot_sum`]'s.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn bn_eval_row(
-        (g, mask, src): (&mut [f32], Option<&[f32]>, &[f32]),
+        (g, mask, (src, less)): (&mut [f32], Option<&[f32]>, (&[f32], Option<&[f32]>)),
         (mu, sx): (f32, f32),
         (gm, s): (f32, f32),
         mut copy: Option<&mut [MaybeUninit<f32>]>,
@@ -283,17 +301,22 @@ mod avx2 {
         let full = n - n % LANES;
         let cp = copy.as_deref_mut().map(|c| c.as_mut_ptr() as *mut f32);
         let mk = mask.map(|m| m.as_ptr());
-        let args = (g.as_mut_ptr(), mk, src.as_ptr(), cp, full);
+        let ls = less.map(|l| l.as_ptr());
+        let args = (g.as_mut_ptr(), mk, (src.as_ptr(), ls), cp, full);
         let c = [mu, sx, gm, s];
-        let (ab, sa) = match (mk.is_some(), cp.is_some(), sums) {
-            (true, true, true) => chunks::<true, true, true>(args, c),
-            (true, true, false) => chunks::<true, true, false>(args, c),
-            (true, false, true) => chunks::<true, false, true>(args, c),
-            (true, false, false) => chunks::<true, false, false>(args, c),
-            (false, true, true) => chunks::<false, true, true>(args, c),
-            (false, true, false) => chunks::<false, true, false>(args, c),
-            (false, false, true) => chunks::<false, false, true>(args, c),
-            (false, false, false) => chunks::<false, false, false>(args, c),
+        let (ab, sa) = match (mk.is_some(), cp.is_some(), sums, ls.is_some()) {
+            (true, true, true, false) => chunks::<true, true, true, false>(args, c),
+            (true, true, false, _) => chunks::<true, true, false, false>(args, c),
+            (true, false, true, false) => chunks::<true, false, true, false>(args, c),
+            (true, false, false, _) => chunks::<true, false, false, false>(args, c),
+            (false, true, true, false) => chunks::<false, true, true, false>(args, c),
+            (false, true, false, _) => chunks::<false, true, false, false>(args, c),
+            (false, false, true, false) => chunks::<false, false, true, false>(args, c),
+            (false, false, false, _) => chunks::<false, false, false, false>(args, c),
+            (true, true, true, true) => chunks::<true, true, true, true>(args, c),
+            (true, false, true, true) => chunks::<true, false, true, true>(args, c),
+            (false, true, true, true) => chunks::<false, true, true, true>(args, c),
+            (false, false, true, true) => chunks::<false, false, true, true>(args, c),
         };
         let (mut tail_ab, mut tail_a) = (0.0f32, 0.0f32);
         for k in full..n {
@@ -305,7 +328,11 @@ mod avx2 {
             if let Some(cp) = copy.as_deref_mut() {
                 cp[k].write(v);
             }
-            tail_ab += v * ((src[k] - mu) * sx);
+            let x = match less {
+                Some(l) => src[k] - l[k],
+                None => src[k],
+            };
+            tail_ab += v * ((x - mu) * sx);
             tail_a += v;
             g[k] = v * gm * s;
         }
@@ -357,11 +384,11 @@ mod avx2 {
     /// The chunks `0..full` of [`bn_eval_row`], one loop per case.
     #[target_feature(enable = "avx2")]
     #[allow(clippy::type_complexity)]
-    unsafe fn chunks<const MASK: bool, const COPY: bool, const SUMS: bool>(
-        (g, mask, src, copy, full): (
+    unsafe fn chunks<const MASK: bool, const COPY: bool, const SUMS: bool, const LESS: bool>(
+        (g, mask, (src, less), copy, full): (
             *mut f32,
             Option<*const f32>,
-            *const f32,
+            (*const f32, Option<*const f32>),
             Option<*mut f32>,
             usize,
         ),
@@ -388,7 +415,11 @@ mod avx2 {
                 _mm256_storeu_ps(copy.unwrap_unchecked().add(k), v);
             }
             if SUMS {
-                let xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(src.add(k)), vmu), vsx);
+                let mut x = _mm256_loadu_ps(src.add(k));
+                if LESS {
+                    x = _mm256_sub_ps(x, _mm256_loadu_ps(less.unwrap_unchecked().add(k)));
+                }
+                let xh = _mm256_mul_ps(_mm256_sub_ps(x, vmu), vsx);
                 ab = _mm256_add_ps(ab, _mm256_mul_ps(v, xh));
                 sa = _mm256_add_ps(sa, v);
             }
@@ -579,12 +610,18 @@ mod tests {
             if n > 9 {
                 (g[0], g[5], y[4], y[6], y[8]) = (f32::NAN, -0.0, f32::NAN, -0.0, 0.0);
             }
-            for (masked, with_copy, sums) in (0..8).map(|c| (c & 1 > 0, c & 2 > 0, c & 4 > 0)) {
+            let q: Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32) * 0.7 - 2.1).collect();
+            let cases = (0..16).map(|c| (c & 1 > 0, c & 2 > 0, c & 4 > 0, c & 8 > 0));
+            for (masked, with_copy, sums, less) in cases {
                 let run = |wide: bool| {
                     let (mut a, mut cp) = (g.clone(), vec![f32::NAN; n]);
                     let mut go = || {
                         bn_eval_row(
-                            (&mut a, masked.then_some(&y[..]), &x),
+                            (
+                                &mut a,
+                                masked.then_some(&y[..]),
+                                (&x, less.then_some(&q[..])),
+                            ),
                             (0.37, 1.9),
                             (0.8, 1.3),
                             with_copy.then_some(uninit(&mut cp)),
@@ -597,8 +634,20 @@ mod tests {
                 let (wide, generic) = (run(true), run(false));
                 assert_eq!(
                     wide, generic,
-                    "n {n} mask {masked} copy {with_copy} sums {sums}"
+                    "n {n} mask {masked} copy {with_copy} sums {sums} less {less}"
                 );
+                if less {
+                    // the difference formed first: the same bits
+                    let d: Vec<f32> = x.iter().zip(&q).map(|(&a, &b)| a - b).collect();
+                    let mut a = g.clone();
+                    let m = masked.then_some(&y[..]);
+                    let (ab, sa) =
+                        bn_eval_row((&mut a, m, (&d, None)), (0.37, 1.9), (0.8, 1.3), None, sums);
+                    assert_eq!(
+                        (bits(&a), ab.to_bits(), sa.to_bits()),
+                        (wide.0.clone(), wide.2, wide.3)
+                    );
+                }
                 // the generic loop is map_dot_sum's: v·γ·s, and the masked rows zero
                 let gen_a: Vec<f32> = g
                     .iter()
@@ -624,7 +673,13 @@ mod tests {
             }
         }
         let (mut a, x) = (vec![1.5f64; 19], vec![0.25f64; 19]);
-        let (ab, sa) = bn_eval_row((&mut a, None, &x), (0.5, 2.0), (3.0, 0.5), None, true);
+        let (ab, sa) = bn_eval_row(
+            (&mut a, None, (&x, None)),
+            (0.5, 2.0),
+            (3.0, 0.5),
+            None,
+            true,
+        );
         assert_eq!((ab, sa), (-0.5 * 1.5 * 19.0, 1.5 * 19.0));
         assert!(a.iter().all(|&v| v == 2.25));
     }
