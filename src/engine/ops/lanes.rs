@@ -110,6 +110,9 @@ pub fn map_dot_sum<T: Scalar>(
     (finish(ab, tail_ab), finish(sa, tail_a))
 }
 
+/// A row, and a second one to subtract from it where given ([`bn_eval_row`]'s x).
+pub type RowLess<'a, T> = (&'a [T], Option<&'a [T]>);
+
 /// Batch norm's eval-mode backward over one channel's row, in one pass (Ioffe & Szegedy
 /// 2015, with the batch statistics fixed): `v = g`, or with a `mask` (the output of the
 /// ReLU after it) `v = g` where `mask > 0` and 0 elsewhere; `copy ← v` where given; with
@@ -121,7 +124,7 @@ pub fn map_dot_sum<T: Scalar>(
 /// loop (it ran one element at a time there).
 #[inline(always)]
 pub fn bn_eval_row<T: Scalar>(
-    (g, mask, (src, less)): (&mut [T], Option<&[T]>, (&[T], Option<&[T]>)),
+    (g, mask, (src, less)): (&mut [T], Option<&[T]>, RowLess<T>),
     (mu, sx): (T, T),
     (gm, s): (T, T),
     copy: Option<&mut [MaybeUninit<T>]>,
@@ -291,7 +294,7 @@ mod avx2 {
     /// lane per accumulator of [`super::dot_sum`]), the tail as [`super::map_dot_sum`]'s.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn bn_eval_row(
-        (g, mask, (src, less)): (&mut [f32], Option<&[f32]>, (&[f32], Option<&[f32]>)),
+        (g, mask, (src, less)): (&mut [f32], Option<&[f32]>, super::RowLess<f32>),
         (mu, sx): (f32, f32),
         (gm, s): (f32, f32),
         mut copy: Option<&mut [MaybeUninit<f32>]>,
