@@ -307,6 +307,7 @@ mod avx2 {
         let ls = less.map(|l| l.as_ptr());
         let args = (g.as_mut_ptr(), mk, (src.as_ptr(), ls), cp, full);
         let c = [mu, sx, gm, s];
+        // without the sums x is never read, so `less` takes no case of its own there
         let (ab, sa) = match (mk.is_some(), cp.is_some(), sums, ls.is_some()) {
             (true, true, true, false) => chunks::<true, true, true, false>(args, c),
             (true, true, false, _) => chunks::<true, true, false, false>(args, c),
