@@ -5,29 +5,50 @@ use super::*;
 use crate::engine::ops::vmath::plain;
 use ndarray::Zip;
 
+/// Channels of the tests' layer and arrays.
+const CH: usize = 3;
+
+/// Value `i` of the tests' `k`-th pattern.
+fn val(k: usize, i: usize) -> f32 {
+    ((i * 37 + k * 11) % 23) as f32 * 0.13 - 1.4
+}
+
+/// The `k`-th `[CH, 2, 5, 7]` array.
+fn arr(k: usize) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(vec![CH, 2, 5, 7], |i| {
+        val(k, ((i[0] * 2 + i[1]) * 5 + i[2]) * 7 + i[3])
+    })
+}
+
+/// The `k`-th positive per-channel vector (parameters, directions).
+fn vec1(k: usize) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(vec![CH], |i| val(k, i[0]).abs() + 0.5)
+}
+
+/// The tests' layer.
+fn layer() -> BatchNorm {
+    BatchNorm {
+        channels: CH,
+        eps: 1e-5,
+    }
+}
+
+fn bits(a: &ArrayD<f32>) -> Vec<u32> {
+    a.iter().map(|t| t.to_bits()).collect()
+}
+
 /// The backward pass through a ReLU in one pass gives the bits of the ReLU's mask
 /// followed by [`BatchNorm::grads`] (dx, dγ, dβ, and the masked dy it keeps), with
 /// the widest and the baseline loops, rows with a lane tail; zero sums without `want_dp`;
 /// train mode (x̂ kept) does not fuse.
 #[test]
 fn relu_fused_backward_keeps_the_bits() {
-    let ch = 3;
-    let f = |k: usize| move |i: usize| ((i * 37 + k * 11) % 23) as f32 * 0.13 - 1.4;
-    let arr = |k: usize| {
-        ArrayD::from_shape_fn(vec![ch, 2, 5, 7], |i| {
-            f(k)(((i[0] * 2 + i[1]) * 5 + i[2]) * 7 + i[3])
-        })
-    };
+    let ch = CH;
     let (x, gy) = (arr(1), arr(2));
     let y = arr(3).mapv(|t| t.max(0.0));
-    let vec1 = |k: usize| ArrayD::from_shape_fn(vec![ch], |i| f(k)(i[0]).abs() + 0.5);
     let params = [vec1(5), vec1(6), vec1(7), vec1(8)];
     let p: Vec<_> = params.iter().map(|a| a.view()).collect();
-    let bn = BatchNorm {
-        channels: ch,
-        eps: 1e-5,
-    };
-    let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+    let bn = layer();
     let (_, c) = bn.normalize(&x, &p, Mode::Eval);
     let masked = Zip::from(&gy)
         .and(&y)
@@ -69,14 +90,6 @@ fn relu_fused_backward_keeps_the_bits() {
 /// and the baseline loops.
 #[test]
 fn a_source_less_a_second_array_is_their_difference() {
-    let ch = 3;
-    let f = |k: usize| move |i: usize| ((i * 37 + k * 11) % 23) as f32 * 0.13 - 1.4;
-    let arr = |k: usize| {
-        ArrayD::from_shape_fn(vec![ch, 2, 5, 7], |i| {
-            f(k)(((i[0] * 2 + i[1]) * 5 + i[2]) * 7 + i[3])
-        })
-    };
-    let vec1 = |k: usize| ArrayD::from_shape_fn(vec![ch], |i| f(k)(i[0]).abs() + 0.5);
     let (x, gy, rx, rgy, q) = (arr(1), arr(2), arr(3), arr(4), arr(11));
     let z = (&x + &q).mapv(|t| t.max(0.0));
     let diff = &z - &q;
@@ -84,11 +97,7 @@ fn a_source_less_a_second_array_is_their_difference() {
     let dirs = [vec1(9), vec1(10)];
     let p: Vec<_> = params.iter().map(|a| a.view()).collect();
     let v: Vec<_> = dirs.iter().map(|a| a.view()).collect();
-    let bn = BatchNorm {
-        channels: ch,
-        eps: 1e-5,
-    };
-    let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+    let bn = layer();
     let (_, c) = bn.normalize(&x, &p, Mode::Eval);
     let run = |src: Source<f32>| {
         let (dx, dg, db) = bn.grads(&c, &p, src, gy.clone(), true);
@@ -108,24 +117,13 @@ fn a_source_less_a_second_array_is_their_difference() {
 /// (as on a CPU without AVX2), in both modes; the epilogue gives the forward's bits.
 #[test]
 fn wide_and_baseline_loops_agree_bit_for_bit() {
-    let (ch, m) = (3, 2 * 5 * 7);
-    let f = |k: usize| move |i: usize| ((i * 37 + k * 11) % 23) as f32 * 0.13 - 1.4;
-    let arr = |k: usize| {
-        ArrayD::from_shape_fn(vec![ch, 2, 5, 7], |i| {
-            f(k)(((i[0] * 2 + i[1]) * 5 + i[2]) * 7 + i[3])
-        })
-    };
-    let vec1 = |k: usize| ArrayD::from_shape_fn(vec![ch], |i| f(k)(i[0]).abs() + 0.5);
+    let (ch, m) = (CH, 2 * 5 * 7);
     let (x, gy, rx, rgy) = (arr(1), arr(2), arr(3), arr(4));
     let params = [vec1(5), vec1(6), vec1(7), vec1(8)];
     let dirs = [vec1(9), vec1(10)];
     let p: Vec<_> = params.iter().map(|a| a.view()).collect();
     let v: Vec<_> = dirs.iter().map(|a| a.view()).collect();
-    let bn = BatchNorm {
-        channels: ch,
-        eps: 1e-5,
-    };
-    let bits = |a: &ArrayD<f32>| a.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+    let bn = layer();
     let run = |mode: Mode| {
         let (y, c) = bn.normalize(&x, &p, mode);
         let (dx, dg, db) = bn.grads(&c, &p, (&x, None), gy.clone(), true);
